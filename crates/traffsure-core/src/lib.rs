@@ -1,0 +1,23 @@
+//! The tracker's pure logic, shared by every service: click hashes, money amounts,
+//! conversion status mapping, URL macros and the flow model.
+//!
+//! Nothing here does I/O; each piece is unit-tested on its own.
+
+pub mod click_hash;
+pub mod flow;
+pub mod macros;
+pub mod money;
+pub mod status;
+pub mod visitor;
+
+pub use click_hash::{ClickHashError, ClickHashInfo, ClickHashKeys};
+pub use money::{format_micros, parse_micros, MoneyError};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

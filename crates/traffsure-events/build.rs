@@ -1,0 +1,20 @@
+//! Compiles `proto/` into Rust with protox, so building needs no system `protoc`.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "traffsure/events/v1/flows.proto",
+        "traffsure/events/v1/clicks.proto",
+        "traffsure/events/v1/postbacks.proto",
+        "traffsure/events/v1/conversions.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let descriptors = protox::compile(files, [&root])?;
+    prost_build::Config::new()
+        .btree_map(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

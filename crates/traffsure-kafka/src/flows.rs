@@ -1,0 +1,156 @@
+//! The flows every service needs, kept in memory from the compacted `flows` topic.
+//!
+//! Each instance reads the whole topic from the beginning (no consumer group: every
+//! instance needs every flow) and then follows it, so a change made in the reporting API
+//! takes effect everywhere within the consumer's fetch latency.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::Message;
+use tokio::sync::oneshot;
+use traffsure_config::KafkaSettings;
+use traffsure_events::Flow;
+
+use crate::CatchUp;
+
+#[derive(Default)]
+struct Flows {
+    by_id: HashMap<u32, Arc<Flow>>,
+    by_slug: HashMap<String, u32>,
+}
+
+/// The latest revision of every flow.
+#[derive(Default)]
+pub struct FlowRegistry {
+    inner: RwLock<Flows>,
+}
+
+impl FlowRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Flows> {
+        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, id: u32) -> Option<Arc<Flow>> {
+        self.read().by_id.get(&id).cloned()
+    }
+
+    /// Finds a flow by its numeric id or its slug.
+    pub fn resolve(&self, id_or_slug: &str) -> Option<Arc<Flow>> {
+        let flows = self.read();
+        let id = match id_or_slug.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => *flows.by_slug.get(id_or_slug)?,
+        };
+        flows.by_id.get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Flow>> {
+        let mut flows: Vec<_> = self.read().by_id.values().cloned().collect();
+        flows.sort_by_key(|f| f.id);
+        flows
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores `flow` unless a newer revision is already known. Returns whether it was stored.
+    pub fn upsert(&self, flow: Flow) -> bool {
+        let mut flows = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(old) = flows.by_id.get(&flow.id) {
+            if old.revision > flow.revision {
+                return false;
+            }
+            if old.slug != flow.slug && !old.slug.is_empty() {
+                let old_slug = old.slug.clone();
+                flows.by_slug.remove(&old_slug);
+            }
+        }
+        if !flow.slug.is_empty() {
+            flows.by_slug.insert(flow.slug.clone(), flow.id);
+        }
+        flows.by_id.insert(flow.id, Arc::new(flow));
+        true
+    }
+}
+
+/// Starts following the `flows` topic into `registry`. The returned receiver fires once
+/// the flows that existed at start have all been loaded.
+pub async fn spawn_flow_follower(
+    settings: &KafkaSettings,
+    topic: &str,
+    registry: Arc<FlowRegistry>,
+) -> Result<oneshot::Receiver<()>, KafkaError> {
+    let (consumer, catch_up) = crate::read_from_beginning(settings, topic).await?;
+    let (loaded_tx, loaded_rx) = oneshot::channel();
+    tokio::spawn(follow(consumer, registry, catch_up, loaded_tx));
+    Ok(loaded_rx)
+}
+
+async fn follow(
+    consumer: StreamConsumer,
+    registry: Arc<FlowRegistry>,
+    mut catch_up: CatchUp,
+    loaded: oneshot::Sender<()>,
+) {
+    let mut loaded = Some(loaded);
+    loop {
+        if catch_up.is_done() {
+            if let Some(tx) = loaded.take() {
+                tracing::info!(flows = registry.len(), "flows loaded");
+                let _ = tx.send(());
+            }
+        }
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "flows topic read failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match message.payload().map(Flow::decode) {
+            Some(Ok(flow)) => {
+                let id = flow.id;
+                if registry.upsert(flow) {
+                    tracing::debug!(flow = id, "flow loaded");
+                }
+            }
+            Some(Err(error)) => tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow"),
+            None => {}
+        }
+        catch_up.observe(message.partition(), message.offset());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_revision_and_follows_slug_changes() {
+        let registry = FlowRegistry::new();
+        let flow = |revision, slug: &str| Flow { id: 5, revision, slug: slug.into(), ..Flow::default() };
+        assert!(registry.upsert(flow(2, "old")));
+        assert!(!registry.upsert(flow(1, "older")));
+        assert!(registry.resolve("old").is_some());
+        assert!(registry.upsert(flow(3, "new")));
+        assert!(registry.resolve("old").is_none());
+        assert_eq!(registry.resolve("new").map(|f| f.revision), Some(3));
+        assert_eq!(registry.resolve("5").map(|f| f.revision), Some(3));
+        assert!(registry.resolve("6").is_none());
+    }
+}

@@ -1,0 +1,239 @@
+//! Kafka for every service: topic names, producer and consumer setup, topic creation,
+//! and the in-memory flow registry that follows the compacted `flows` topic.
+//!
+//! Producers are idempotent with `acks=all`; callers decide whether to wait for the
+//! delivery report. Group consumers store offsets only when the caller says an event is
+//! done (`enable.auto.offset.store=false`), so nothing is skipped after a crash.
+
+mod flows;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use traffsure_config::KafkaSettings;
+
+pub use flows::{spawn_flow_follower, FlowRegistry};
+pub use rdkafka;
+
+/// The names of the event topics under a prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub flows: String,
+    pub clicks: String,
+    pub postbacks: String,
+    pub postback_log: String,
+    pub conversions: String,
+    pub postback_results: String,
+    pub outbound_log: String,
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        let name = |topic: &str| format!("{prefix}{topic}");
+        Self {
+            flows: name("flows"),
+            clicks: name("clicks"),
+            postbacks: name("postbacks"),
+            postback_log: name("postback-log"),
+            conversions: name("conversions"),
+            postback_results: name("postback-results"),
+            outbound_log: name("outbound-log"),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The dead-letter topic of one consumer.
+    pub fn dead_letter(&self, consumer: &str) -> String {
+        format!("{}dlq.{consumer}", self.prefix)
+    }
+}
+
+/// Connection settings shared by producers, consumers and the admin client.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("socket.keepalive.enable", "true")
+        .set("log_level", "4");
+    config
+}
+
+/// An idempotent producer (`acks=all`) with lz4 batches.
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    producer_config(settings).create()
+}
+
+/// The settings of every producer, for callers that need their own producer context.
+pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = client_config(settings);
+    config
+        .set("enable.idempotence", "true") // exactly one copy per send, in order, per partition
+        .set("acks", "all")
+        .set("linger.ms", "5") // batch for up to 5 ms under load
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", settings.message_timeout_ms.to_string())
+        .set("queue.buffering.max.messages", "500000")
+        .set("partitioner", "murmur2_random"); // the Java client's partitioner: same key, same partition
+    config
+}
+
+/// A group consumer that reads committed data only and stores offsets when told to.
+pub fn group_consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, KafkaError> {
+    group_consumer_config(settings, group).create()
+}
+
+/// The settings of every group consumer, for callers that need their own consumer context.
+pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
+    let mut config = client_config(settings);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false") // offsets move only after processing
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    config
+}
+
+/// Creates the event topics that do not exist yet. `clicks`, `postbacks` and
+/// `conversions` get the same partition count, so a routing key maps to the same
+/// partition in all three.
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
+    let partitions = settings.partitions.max(1);
+    let replication = || TopicReplication::Fixed(settings.replication_factor.max(1));
+    let mut new_topics = vec![NewTopic::new(&topics.flows, 1, replication())
+        .set("cleanup.policy", "compact")
+        .set("min.compaction.lag.ms", "0")];
+    for topic in [&topics.clicks, &topics.postbacks, &topics.conversions] {
+        new_topics.push(NewTopic::new(topic, partitions, replication()));
+    }
+    for topic in [&topics.postback_log, &topics.postback_results, &topics.outbound_log] {
+        new_topics.push(NewTopic::new(topic, partitions, replication()));
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                    tracing::error!(topic, %code, "cannot create topic");
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Kafka key of an event routed by `routing_key`: every event of one click uses it,
+/// so clicks, postbacks and conversions of a click share a partition number.
+pub fn routing_key_bytes(routing_key: u16) -> [u8; 2] {
+    routing_key.to_be_bytes()
+}
+
+/// Sends one Protobuf event and waits for the broker's acknowledgement.
+pub async fn send_event<M: prost::Message>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    event: &M,
+) -> Result<(i32, i64), KafkaError> {
+    let payload = event.encode_to_vec();
+    let record = FutureRecord::to(topic).key(key).payload(&payload);
+    let delivery = producer
+        .send_result(record)
+        .map_err(|(error, _)| error)?
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+    delivery
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(error, _)| error)
+}
+
+/// Whether a Kafka error may pass if the same operation is tried again.
+pub fn is_transient(error: &KafkaError) -> bool {
+    match error.rdkafka_error_code() {
+        Some(code) => !matches!(
+            code,
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::InvalidConfig
+        ),
+        None => true,
+    }
+}
+
+/// Tracks a reader's progress towards the end a topic had when the reader started.
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    /// Partition → offset one past the last message at start, for partitions not yet reached.
+    targets: HashMap<i32, i64>,
+}
+
+impl CatchUp {
+    /// Notes that the message at `offset` was read; returns true when this completed the catch-up.
+    pub fn observe(&mut self, partition: i32, offset: i64) -> bool {
+        match self.targets.get(&partition) {
+            Some(&high) if offset + 1 >= high => {
+                self.targets.remove(&partition);
+                self.targets.is_empty()
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+/// A consumer outside any group, assigned every partition of `topic` from the beginning
+/// (for state every instance rebuilds in full), and the end it must reach to be current.
+pub async fn read_from_beginning(
+    settings: &KafkaSettings,
+    topic: &str,
+) -> Result<(StreamConsumer, CatchUp), KafkaError> {
+    let consumer: StreamConsumer = client_config(settings)
+        .set("group.id", "traffsure-reader") // required by librdkafka; never joined, never committed
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut assignment = TopicPartitionList::new();
+        let mut catch_up = CatchUp::default();
+        for partition in partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
+            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+            if high > low {
+                catch_up.targets.insert(partition, high);
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok((consumer, catch_up))
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}

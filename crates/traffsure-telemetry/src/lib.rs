@@ -1,0 +1,206 @@
+//! Logs, traces, metrics and health for every service.
+//!
+//! `init` sets up tracing (text or JSON) and, when an endpoint is configured, OTLP trace
+//! export. `Health` gathers the readiness of a service's components; `ops_routes` mounts
+//! `/healthz`, `/readyz` and `/metrics` on any actix-web app, and `serve_ops` runs them on
+//! a port of their own for services without an HTTP edge.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{web, HttpResponse};
+use opentelemetry::trace::TracerProvider as _;
+use prometheus::{Encoder, TextEncoder};
+use traffsure_config::TelemetrySettings;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use prometheus;
+
+/// Keeps the trace exporter alive; flushes it when dropped.
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global tracing subscriber for `service`.
+pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_level))
+        .map_err(|e| anyhow::anyhow!("telemetry.log_level {:?}: {e}", settings.log_level))?;
+    let fmt = match settings.log_format.as_str() {
+        "json" => tracing_subscriber::fmt::layer().json().with_target(true).boxed(),
+        "text" => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        other => anyhow::bail!("telemetry.log_format must be text or json, not {other:?}"),
+    };
+    let mut provider = None;
+    let otel = if settings.otlp_endpoint.is_empty() {
+        None
+    } else {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(format!("{}/v1/traces", settings.otlp_endpoint.trim_end_matches('/')))
+            .build()?;
+        let sdk = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder().with_service_name(service.to_string()).build(),
+            )
+            .build();
+        let tracer = sdk.tracer(service.to_string());
+        opentelemetry::global::set_tracer_provider(sdk.clone());
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        provider = Some(sdk);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+    Ok(TelemetryGuard { provider })
+}
+
+/// Readiness of a service's components: the service is ready when every registered
+/// component has reported ready.
+#[derive(Clone, Default)]
+pub struct Health {
+    components: Arc<Mutex<BTreeMap<String, bool>>>,
+}
+
+/// One component's handle for reporting its readiness.
+#[derive(Clone)]
+pub struct HealthHandle {
+    name: String,
+    health: Health,
+}
+
+impl Health {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a component, not ready until it says so.
+    pub fn register(&self, name: &str) -> HealthHandle {
+        self.lock().insert(name.to_string(), false);
+        HealthHandle { name: name.to_string(), health: self.clone() }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().values().all(|ready| *ready)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
+        self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, bool> {
+        self.lock().clone()
+    }
+}
+
+impl HealthHandle {
+    pub fn set_ready(&self, ready: bool) {
+        self.health.lock().insert(self.name.clone(), ready);
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "alive"}))
+}
+
+async fn readyz(health: web::Data<Health>) -> HttpResponse {
+    let components = health.snapshot();
+    let ready = components.values().all(|r| *r);
+    let body = serde_json::json!({"ready": ready, "components": components});
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics() -> HttpResponse {
+    let mut buffer = Vec::new();
+    let families = prometheus::gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
+        return HttpResponse::InternalServerError().body(format!("encode metrics: {e}"));
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buffer)
+}
+
+/// Mounts `/healthz`, `/readyz` and `/metrics`.
+pub fn ops_routes(health: Health) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(health))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+    }
+}
+
+/// Serves the ops routes alone on `bind`, for services without an HTTP edge.
+pub fn serve_ops(bind: &str, health: Health) -> anyhow::Result<actix_web::dev::Server> {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().configure(ops_routes(health.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(bind)
+    .map_err(|e| anyhow::anyhow!("bind ops port {bind}: {e}"))?
+    .run();
+    Ok(server)
+}
+
+/// Registers a counter vector in the default registry.
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
+    let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    // A second registration (tests starting a service twice) keeps the first one.
+    let _ = prometheus::register(Box::new(counter.clone()));
+    counter
+}
+
+/// Registers a histogram vector (seconds) in the default registry.
+pub fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::HistogramVec {
+    let histogram = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(name, help).buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    let _ = prometheus::register(Box::new(histogram.clone()));
+    histogram
+}
+
+/// Waits for SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+}

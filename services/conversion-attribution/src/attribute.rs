@@ -1,0 +1,244 @@
+//! The attribution rules, with no I/O: given a postback, its click, the flow and the
+//! conversion it may update, decide what conversion version (if any) to emit.
+
+use sha2::{Digest, Sha256};
+use traffsure_core::flow::{find_goal, DEFAULT_WINDOW_DAYS};
+use traffsure_events::{Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Postback, PostbackOutcome};
+
+/// What attribution remembers of a click.
+#[derive(Debug, Clone, Default)]
+pub struct ClickInfo {
+    pub click_hash: String,
+    pub flow_id: u32,
+    pub ts_ms: i64,
+    pub routing_key: u32,
+    pub visitor_id: String,
+    pub country: String,
+    pub source: String,
+    pub sub_id: String,
+    pub subs: Vec<String>,
+    pub device: String,
+    pub os: String,
+    pub browser: String,
+}
+
+impl From<&Click> for ClickInfo {
+    fn from(click: &Click) -> Self {
+        Self {
+            click_hash: click.click_hash.clone(),
+            flow_id: click.flow_id,
+            ts_ms: click.ts_ms,
+            routing_key: click.routing_key,
+            visitor_id: click.visitor_id.clone(),
+            country: click.country.clone(),
+            source: click.source.clone(),
+            sub_id: click.sub_id.clone(),
+            subs: click.subs.clone(),
+            device: click.device.clone(),
+            os: click.os.clone(),
+            browser: click.browser.clone(),
+        }
+    }
+}
+
+/// The outcome for one postback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// A new conversion version to publish (first version or an update).
+    Emit(Box<Conversion>, PostbackOutcome),
+    /// Nothing changed: same status and revenue as the current version.
+    Duplicate { conversion_id: String },
+    /// The click is older than the flow's attribution window.
+    Expired,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The stable id of the conversion a postback belongs to, by the goal's duplicate policy.
+pub fn conversion_id(click_hash: &str, goal: &str, policy: DuplicatePolicy, uid: &str, postback_id: &str) -> String {
+    let distinct = match policy {
+        DuplicatePolicy::Once => "",
+        DuplicatePolicy::Every => postback_id,
+        DuplicatePolicy::PerUid | DuplicatePolicy::Unspecified => uid,
+    };
+    let digest = Sha256::new()
+        .chain_update(click_hash.as_bytes())
+        .chain_update([0])
+        .chain_update(goal.as_bytes())
+        .chain_update([0])
+        .chain_update(distinct.as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The goal a postback converts: its own, else the flow's default.
+fn goal_of<'f>(flow: Option<&'f Flow>, postback: &Postback) -> (String, Option<&'f traffsure_events::Goal>) {
+    let key = if postback.goal.is_empty() {
+        flow.map(|f| f.default_goal.clone()).unwrap_or_else(|| "conversion".into())
+    } else {
+        postback.goal.to_ascii_lowercase()
+    };
+    let goal = flow.and_then(|f| find_goal(f, &key));
+    (key, goal)
+}
+
+/// The id of the conversion `postback` creates or updates.
+pub fn conversion_id_for(click: &ClickInfo, flow: Option<&Flow>, postback: &Postback) -> String {
+    let (key, goal) = goal_of(flow, postback);
+    let policy = goal.map(|g| g.duplicate_policy()).unwrap_or(DuplicatePolicy::PerUid);
+    conversion_id(&click.click_hash, &key, policy, &postback.uid, &postback.postback_id)
+}
+
+pub fn attribute(
+    click: &ClickInfo,
+    flow: Option<&Flow>,
+    postback: &Postback,
+    current: Option<&Conversion>,
+    now_ms: i64,
+) -> Decision {
+    let window_days = flow
+        .map(|f| f.attribution_window_days)
+        .filter(|d| *d > 0)
+        .unwrap_or(DEFAULT_WINDOW_DAYS);
+    if postback.received_at_ms - click.ts_ms > i64::from(window_days) * DAY_MS {
+        return Decision::Expired;
+    }
+    let (goal_key, goal) = goal_of(flow, postback);
+    let id = conversion_id_for(click, flow, postback);
+    debug_assert!(current.is_none_or(|c| c.conversion_id == id));
+    let status = match postback.status() {
+        ConversionStatus::Unspecified => ConversionStatus::Approved,
+        s => s,
+    };
+
+    match current {
+        Some(current) => {
+            let revenue = if postback.has_revenue { postback.revenue_micros } else { current.revenue_micros };
+            if current.status() == status && current.revenue_micros == revenue {
+                return Decision::Duplicate { conversion_id: id };
+            }
+            let mut next = current.clone();
+            next.version += 1;
+            next.previous_status = current.status;
+            next.set_status(status);
+            next.revenue_micros = revenue;
+            next.postback_id = postback.postback_id.clone();
+            next.updated_at_ms = now_ms;
+            next.disable_postbacks = postback.disable_postbacks;
+            Decision::Emit(Box::new(next), PostbackOutcome::Updated)
+        }
+        None => {
+            let revenue = if postback.has_revenue {
+                postback.revenue_micros
+            } else {
+                goal.map(|g| g.payout_micros).unwrap_or(0)
+            };
+            let currency = if !postback.currency.is_empty() {
+                postback.currency.clone()
+            } else {
+                goal.map(|g| g.currency.clone()).filter(|c| !c.is_empty()).unwrap_or_else(|| "USD".into())
+            };
+            let mut conversion = Conversion {
+                conversion_id: id,
+                version: 1,
+                click_hash: click.click_hash.clone(),
+                flow_id: click.flow_id,
+                goal: goal_key,
+                revenue_micros: revenue,
+                currency,
+                uid: postback.uid.clone(),
+                postback_id: postback.postback_id.clone(),
+                click_ts_ms: click.ts_ms,
+                created_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                disable_postbacks: postback.disable_postbacks,
+                country: click.country.clone(),
+                source: click.source.clone(),
+                sub_id: click.sub_id.clone(),
+                subs: click.subs.clone(),
+                device: click.device.clone(),
+                os: click.os.clone(),
+                browser: click.browser.clone(),
+                routing_key: click.routing_key,
+                ..Conversion::default()
+            };
+            conversion.set_status(status);
+            Decision::Emit(Box::new(conversion), PostbackOutcome::Converted)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traffsure_events::Goal;
+
+    fn click() -> ClickInfo {
+        ClickInfo { click_hash: "c1".into(), flow_id: 3, ts_ms: 1_000, country: "DE".into(), ..ClickInfo::default() }
+    }
+
+    fn flow() -> Flow {
+        let mut once = Goal { key: "lead".into(), payout_micros: 1_000_000, currency: "EUR".into(), ..Goal::default() };
+        once.set_duplicate_policy(DuplicatePolicy::Once);
+        let sale = Goal { key: "sale".into(), payout_micros: 20_000_000, ..Goal::default() };
+        Flow { id: 3, default_goal: "lead".into(), goals: vec![once, sale], attribution_window_days: 1, ..Flow::default() }
+    }
+
+    fn postback(id: &str, goal: &str, uid: &str, status: ConversionStatus, revenue: Option<i64>) -> Postback {
+        let mut p = Postback {
+            postback_id: id.into(),
+            received_at_ms: 2_000,
+            goal: goal.into(),
+            uid: uid.into(),
+            has_revenue: revenue.is_some(),
+            revenue_micros: revenue.unwrap_or(0),
+            ..Postback::default()
+        };
+        p.set_status(status);
+        p
+    }
+
+    fn emitted(decision: Decision) -> Conversion {
+        match decision {
+            Decision::Emit(c, _) => *c,
+            other => panic!("expected a conversion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_goal_payout_and_currency() {
+        let c = emitted(attribute(&click(), Some(&flow()), &postback("p1", "", "", ConversionStatus::Approved, None), None, 5));
+        assert_eq!((c.goal.as_str(), c.revenue_micros, c.currency.as_str(), c.version), ("lead", 1_000_000, "EUR", 1));
+        assert_eq!(c.country, "DE");
+    }
+
+    #[test]
+    fn status_changes_make_versions_and_repeats_are_duplicates() {
+        let f = flow();
+        let first = emitted(attribute(&click(), Some(&f), &postback("p1", "sale", "T1", ConversionStatus::Pending, Some(5_000_000)), None, 5));
+        let same = attribute(&click(), Some(&f), &postback("p2", "sale", "T1", ConversionStatus::Pending, None), Some(&first), 6);
+        assert_eq!(same, Decision::Duplicate { conversion_id: first.conversion_id.clone() });
+        let approved = emitted(attribute(&click(), Some(&f), &postback("p3", "SALE", "T1", ConversionStatus::Approved, None), Some(&first), 7));
+        assert_eq!((approved.version, approved.status(), approved.previous_status()), (2, ConversionStatus::Approved, ConversionStatus::Pending));
+        assert_eq!(approved.revenue_micros, 5_000_000, "revenue kept when the update has none");
+        assert_eq!(approved.conversion_id, first.conversion_id);
+        let charged_back = emitted(attribute(&click(), Some(&f), &postback("p4", "sale", "T1", ConversionStatus::Rejected, None), Some(&approved), 8));
+        assert_eq!((charged_back.version, charged_back.status()), (3, ConversionStatus::Rejected));
+    }
+
+    #[test]
+    fn duplicate_policies_key_conversions() {
+        let id = |goal, policy, uid, pb| conversion_id("c1", goal, policy, uid, pb);
+        assert_eq!(id("lead", DuplicatePolicy::Once, "a", "p1"), id("lead", DuplicatePolicy::Once, "b", "p2"));
+        assert_ne!(id("sale", DuplicatePolicy::PerUid, "a", "p1"), id("sale", DuplicatePolicy::PerUid, "b", "p1"));
+        assert_eq!(id("sale", DuplicatePolicy::PerUid, "a", "p1"), id("sale", DuplicatePolicy::PerUid, "a", "p2"));
+        assert_ne!(id("sale", DuplicatePolicy::Every, "a", "p1"), id("sale", DuplicatePolicy::Every, "a", "p2"));
+    }
+
+    #[test]
+    fn old_clicks_expire() {
+        let mut late = postback("p1", "", "", ConversionStatus::Approved, None);
+        late.received_at_ms = 1_000 + DAY_MS + 1;
+        assert_eq!(attribute(&click(), Some(&flow()), &late, None, 5), Decision::Expired);
+    }
+}

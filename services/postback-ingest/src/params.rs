@@ -1,0 +1,181 @@
+//! Postback parameters: collected from the query string and a form or JSON body, then
+//! read under the TraffSure names or the aliases networks send.
+
+use std::borrow::Cow;
+
+/// Longest value kept whole in the postback log; longer ones are cut and flagged.
+pub const MAX_LOGGED_VALUE: usize = 2048;
+/// Most parameters read from one request.
+pub const MAX_PARAMS: usize = 256;
+
+pub const CLICK: &[&str] = &["click", "clickid", "click_id", "cid", "subid", "hit"];
+pub const GOAL: &[&str] = &["goal", "event", "et"];
+pub const STATUS: &[&str] = &["status"];
+pub const REVENUE: &[&str] = &["revenue", "payout", "sum", "amount", "rev"];
+pub const CURRENCY: &[&str] = &["currency"];
+pub const UID: &[&str] = &["uid", "tx", "txid", "transaction_id", "action_id"];
+pub const VISITOR: &[&str] = &["vid"];
+pub const FLOW: &[&str] = &["flow"];
+pub const DISABLE_POSTBACKS: &[&str] = &["disable_postbacks"];
+
+/// Every parameter of one request, in the order sent, names as sent.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Params {
+    pub pairs: Vec<(String, String)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    Json(String),
+}
+
+impl Params {
+    /// Collects the query string and, by content type, a form or JSON body.
+    pub fn collect(query: &str, content_type: &str, body: &[u8]) -> Result<Self, (Self, BodyError)> {
+        let mut params = Self::default();
+        params.extend_form(query.as_bytes());
+        if body.is_empty() {
+            return Ok(params);
+        }
+        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        if mime == "application/json" || mime.ends_with("+json") {
+            match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(serde_json::Value::Object(fields)) => {
+                    for (name, value) in fields {
+                        let value = match value {
+                            serde_json::Value::String(s) => s,
+                            serde_json::Value::Null => String::new(),
+                            other => other.to_string(),
+                        };
+                        params.push(name, value);
+                    }
+                }
+                Ok(_) => return Err((params, BodyError::Json("JSON body must be an object".into()))),
+                Err(e) => return Err((params, BodyError::Json(format!("JSON body is malformed: {e}")))),
+            }
+        } else if mime == "application/x-www-form-urlencoded" || mime.is_empty() {
+            params.extend_form(body);
+        } else {
+            params.push("_body".into(), String::from_utf8_lossy(body).into_owned());
+        }
+        Ok(params)
+    }
+
+    fn push(&mut self, name: String, value: String) {
+        if self.pairs.len() < MAX_PARAMS {
+            self.pairs.push((name, value));
+        }
+    }
+
+    fn extend_form(&mut self, bytes: &[u8]) {
+        for (name, value) in form_urlencoded_pairs(bytes) {
+            self.push(name, value);
+        }
+    }
+
+    /// The first non-empty value under any of `names`, matched case-insensitively.
+    pub fn get(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|wanted| {
+            self.pairs
+                .iter()
+                .find(|(name, value)| name.eq_ignore_ascii_case(wanted) && !value.trim().is_empty())
+                .map(|(_, value)| value.trim())
+        })
+    }
+
+    /// The parameters as the log keeps them: values cut to `MAX_LOGGED_VALUE` characters.
+    pub fn for_log(&self) -> impl Iterator<Item = (&str, Cow<'_, str>, bool)> {
+        self.pairs.iter().map(|(name, value)| {
+            if value.len() <= MAX_LOGGED_VALUE {
+                (name.as_str(), Cow::Borrowed(value.as_str()), false)
+            } else {
+                let mut cut = MAX_LOGGED_VALUE;
+                while !value.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                (name.as_str(), Cow::Borrowed(&value[..cut]), true)
+            }
+        })
+    }
+}
+
+/// `a=b&c=d` with `+` as space; malformed escapes and invalid UTF-8 are kept lossily.
+fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    bytes
+        .split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &pair[..0]),
+            };
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+fn decode(raw: &[u8]) -> String {
+    let plus: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_aliases_case_insensitively() {
+        let p = Params::collect("ClickID=abc&payout=1.5&TX=t1&et=sale&status=hold", "", b"").unwrap();
+        assert_eq!(p.get(CLICK), Some("abc"));
+        assert_eq!(p.get(REVENUE), Some("1.5"));
+        assert_eq!(p.get(UID), Some("t1"));
+        assert_eq!(p.get(GOAL), Some("sale"));
+        assert_eq!(p.get(STATUS), Some("hold"));
+        assert_eq!(p.get(CURRENCY), None);
+    }
+
+    #[test]
+    fn canonical_name_wins_over_alias_and_empty_values_are_skipped() {
+        let p = Params::collect("cid=alias&click=&click=real", "", b"").unwrap();
+        assert_eq!(p.get(CLICK), Some("real"));
+    }
+
+    #[test]
+    fn reads_form_and_json_bodies() {
+        let form = Params::collect("goal=lead", "application/x-www-form-urlencoded", b"hit=h1&rev=2").unwrap();
+        assert_eq!((form.get(CLICK), form.get(REVENUE), form.get(GOAL)), (Some("h1"), Some("2"), Some("lead")));
+        let json = Params::collect("", "application/json; charset=utf-8", br#"{"click":"c1","revenue":3.25,"extra":{"a":1}}"#).unwrap();
+        assert_eq!(json.get(REVENUE), Some("3.25"));
+        assert!(json.pairs.contains(&("extra".into(), r#"{"a":1}"#.into())));
+        let (partial, error) = Params::collect("click=c2", "application/json", b"{nope").unwrap_err();
+        assert_eq!(partial.get(CLICK), Some("c2"));
+        assert!(matches!(error, BodyError::Json(_)));
+    }
+
+    #[test]
+    fn survives_broken_encoding_and_cuts_long_values() {
+        let p = Params::collect("click=%ZZ%FF%&a&=b&x=%E2%82", "", b"").unwrap();
+        assert_eq!(p.get(CLICK), Some("%ZZ\u{fffd}%"));
+        let long = format!("v={}", "é".repeat(MAX_LOGGED_VALUE));
+        let p = Params::collect(&long, "", b"").unwrap();
+        let (_, value, truncated) = p.for_log().next().unwrap();
+        assert!(truncated && value.len() <= MAX_LOGGED_VALUE);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed: u64 = 42;
+        for _ in 0..2_000 {
+            let bytes: Vec<u8> = (0..(seed % 40))
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    [b'&', b'=', b'%', b'+', b'a', 0xFF, 0xE2, b'{', b'"', b'1'][(seed >> 40) as usize % 10]
+                })
+                .collect();
+            let query = String::from_utf8_lossy(&bytes);
+            let _ = Params::collect(&query, "application/json", &bytes);
+            let _ = Params::collect(&query, "application/x-www-form-urlencoded", &bytes);
+        }
+    }
+}

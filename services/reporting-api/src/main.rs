@@ -1,0 +1,98 @@
+//! reporting-api: the JSON API under `/api/v1`, flow management, and the admin panel.
+//! Reads aggregates from ClickHouse; writes flows to the compacted `flows` topic and
+//! reads its own writes from the in-memory flow registry.
+
+mod api;
+mod error;
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use serde::Deserialize;
+use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_kafka::{FlowRegistry, Topics};
+use traffsure_telemetry::Health;
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Settings {
+    http: HttpSettings,
+    kafka: KafkaSettings,
+    clickhouse: ClickHouseSettings,
+    telemetry: TelemetrySettings,
+    /// Public base URL of click-ingest, for the tracking links the API shows.
+    tracking_base_url: String,
+    /// Public base URL of postback-ingest, for the postback URLs the API shows.
+    postback_base_url: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::on("127.0.0.1:8082"),
+            kafka: KafkaSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
+            telemetry: TelemetrySettings::default(),
+            tracking_base_url: "http://127.0.0.1:8080".into(),
+            postback_base_url: "http://127.0.0.1:8081".into(),
+        }
+    }
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = traffsure_config::load("reporting-api")?;
+    let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
+    let topics = Topics::new(&settings.kafka.topic_prefix);
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+
+    let health = Health::new();
+    let flows_ready = health.register("flows");
+    let clickhouse_ready = health.register("clickhouse");
+    let registry = Arc::new(FlowRegistry::new());
+    let loaded = traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
+        .await
+        .context("follow flows topic")?;
+    tokio::spawn(async move {
+        if loaded.await.is_ok() {
+            flows_ready.set_ready(true);
+        }
+    });
+    let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
+    {
+        let clickhouse = clickhouse.clone();
+        tokio::spawn(async move {
+            loop {
+                clickhouse_ready.set_ready(traffsure_clickhouse::ping(&clickhouse).await);
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+        });
+    }
+
+    let state = web::Data::new(api::Api {
+        registry,
+        clickhouse,
+        producer: traffsure_kafka::producer(&settings.kafka)?,
+        topics,
+        tracking_base_url: settings.tracking_base_url.trim_end_matches('/').to_string(),
+        postback_base_url: settings.postback_base_url.trim_end_matches('/').to_string(),
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(error::json_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .configure(traffsure_telemetry::ops_routes(health.clone()))
+            .configure(api::routes)
+    })
+    .shutdown_timeout(10)
+    .bind(&settings.http.bind)
+    .with_context(|| format!("bind {}", settings.http.bind))?;
+    if settings.http.workers > 0 {
+        server = server.workers(settings.http.workers);
+    }
+    tracing::info!(bind = %settings.http.bind, "reporting-api listening");
+    server.run().await?;
+    Ok(())
+}

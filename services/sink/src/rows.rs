@@ -1,0 +1,290 @@
+//! Table rows, one struct per ClickHouse table, built from the topic's Protobuf event
+//! and the Kafka position it came from.
+
+use clickhouse::Row;
+use prost::Message as _;
+use serde::Serialize;
+use traffsure_core::flow::status_to_name;
+use traffsure_core::status::status_name;
+use traffsure_events::{Click, Conversion, Flow, PostbackLogEntry, PostbackOutcome, PostbackResult};
+
+/// Where a row came from in Kafka: the table is the sink's checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub partition: u16,
+    pub offset: u64,
+}
+
+fn seconds(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+fn sub(subs: &[String], i: usize) -> String {
+    subs.get(i).cloned().unwrap_or_default()
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct ClickRow {
+    pub click_hash: String,
+    pub flow_id: u32,
+    pub ts: u32,
+    pub ts_ms: i64,
+    pub routing_key: u16,
+    pub visitor_id: String,
+    pub ip: String,
+    pub country: String,
+    pub user_agent: String,
+    pub device: String,
+    pub os: String,
+    pub browser: String,
+    pub referrer: String,
+    pub sub_id: String,
+    pub source: String,
+    pub sub1: String,
+    pub sub2: String,
+    pub sub3: String,
+    pub sub4: String,
+    pub sub5: String,
+    pub sub6: String,
+    pub sub7: String,
+    pub sub8: String,
+    pub sub9: String,
+    pub sub10: String,
+    pub cost_micros: i64,
+    pub destination_url: String,
+    pub is_bot: u8,
+    pub extra: String,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
+    let c = Click::decode(payload)?;
+    Ok(ClickRow {
+        ts: seconds(c.ts_ms),
+        ts_ms: c.ts_ms,
+        routing_key: c.routing_key as u16,
+        sub1: sub(&c.subs, 0),
+        sub2: sub(&c.subs, 1),
+        sub3: sub(&c.subs, 2),
+        sub4: sub(&c.subs, 3),
+        sub5: sub(&c.subs, 4),
+        sub6: sub(&c.subs, 5),
+        sub7: sub(&c.subs, 6),
+        sub8: sub(&c.subs, 7),
+        sub9: sub(&c.subs, 8),
+        sub10: sub(&c.subs, 9),
+        extra: if c.extra.is_empty() { String::new() } else { serde_json::to_string(&c.extra).unwrap_or_default() },
+        is_bot: u8::from(c.is_bot),
+        click_hash: c.click_hash,
+        flow_id: c.flow_id,
+        visitor_id: c.visitor_id,
+        ip: c.ip,
+        country: c.country,
+        user_agent: c.user_agent,
+        device: c.device,
+        os: c.os,
+        browser: c.browser,
+        referrer: c.referrer,
+        sub_id: c.sub_id,
+        source: c.source,
+        cost_micros: c.cost_micros,
+        destination_url: c.destination_url,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct ConversionRow {
+    pub conversion_id: String,
+    pub version: u32,
+    pub click_hash: String,
+    pub flow_id: u32,
+    pub goal: String,
+    pub status: String,
+    pub previous_status: String,
+    pub revenue_micros: i64,
+    pub currency: String,
+    pub uid: String,
+    pub postback_id: String,
+    pub click_ts: u32,
+    pub created_at: u32,
+    pub updated_at: u32,
+    pub updated_at_ms: i64,
+    pub disable_postbacks: u8,
+    pub country: String,
+    pub source: String,
+    pub sub_id: String,
+    pub sub1: String,
+    pub sub2: String,
+    pub sub3: String,
+    pub sub4: String,
+    pub sub5: String,
+    pub sub6: String,
+    pub sub7: String,
+    pub sub8: String,
+    pub sub9: String,
+    pub sub10: String,
+    pub device: String,
+    pub os: String,
+    pub browser: String,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
+    let c = Conversion::decode(payload)?;
+    Ok(ConversionRow {
+        status: status_name(c.status()).into(),
+        previous_status: status_name(c.previous_status()).into(),
+        click_ts: seconds(c.click_ts_ms),
+        created_at: seconds(c.created_at_ms),
+        updated_at: seconds(c.updated_at_ms),
+        updated_at_ms: c.updated_at_ms,
+        disable_postbacks: u8::from(c.disable_postbacks),
+        sub1: sub(&c.subs, 0),
+        sub2: sub(&c.subs, 1),
+        sub3: sub(&c.subs, 2),
+        sub4: sub(&c.subs, 3),
+        sub5: sub(&c.subs, 4),
+        sub6: sub(&c.subs, 5),
+        sub7: sub(&c.subs, 6),
+        sub8: sub(&c.subs, 7),
+        sub9: sub(&c.subs, 8),
+        sub10: sub(&c.subs, 9),
+        conversion_id: c.conversion_id,
+        version: c.version,
+        click_hash: c.click_hash,
+        flow_id: c.flow_id,
+        goal: c.goal,
+        revenue_micros: c.revenue_micros,
+        currency: c.currency,
+        uid: c.uid,
+        postback_id: c.postback_id,
+        country: c.country,
+        source: c.source,
+        sub_id: c.sub_id,
+        device: c.device,
+        os: c.os,
+        browser: c.browser,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct PostbackLogRow {
+    pub postback_id: String,
+    pub received_at: u32,
+    pub received_at_ms: i64,
+    pub flow_id: u32,
+    pub click_hash: String,
+    pub goal: String,
+    pub response_status: u16,
+    pub reason: String,
+    pub message: String,
+    pub ip: String,
+    pub method: String,
+    pub content_type: String,
+    pub path: String,
+    pub param_names: Vec<String>,
+    pub param_values: Vec<String>,
+    pub params_truncated: u8,
+    pub delta_ms: i64,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn postback_log_row(payload: &[u8], at: Position) -> Result<PostbackLogRow, prost::DecodeError> {
+    let e = PostbackLogEntry::decode(payload)?;
+    let params_truncated = u8::from(e.params.iter().any(|p| p.truncated));
+    let (param_names, param_values) = e.params.into_iter().map(|p| (p.name, p.value)).unzip();
+    Ok(PostbackLogRow {
+        postback_id: e.postback_id,
+        received_at: seconds(e.received_at_ms),
+        received_at_ms: e.received_at_ms,
+        flow_id: e.flow_id,
+        click_hash: e.click_hash,
+        goal: e.goal,
+        response_status: u16::try_from(e.response_status).unwrap_or(u16::MAX),
+        reason: e.reason,
+        message: e.message,
+        ip: e.ip,
+        method: e.method,
+        content_type: e.content_type,
+        path: e.path,
+        param_names,
+        param_values,
+        params_truncated,
+        delta_ms: e.delta_ms,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct PostbackResultRow {
+    pub postback_id: String,
+    pub click_hash: String,
+    pub flow_id: u32,
+    pub outcome: String,
+    pub conversion_id: String,
+    pub message: String,
+    pub decided_at: u32,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn postback_result_row(payload: &[u8], at: Position) -> Result<PostbackResultRow, prost::DecodeError> {
+    let r = PostbackResult::decode(payload)?;
+    let outcome = match r.outcome() {
+        PostbackOutcome::Converted => "converted",
+        PostbackOutcome::Updated => "updated",
+        PostbackOutcome::Duplicate => "duplicate",
+        PostbackOutcome::Expired => "expired",
+        PostbackOutcome::ClickNotFound => "click_not_found",
+        PostbackOutcome::Unspecified => "",
+    };
+    Ok(PostbackResultRow {
+        outcome: outcome.into(),
+        decided_at: seconds(r.decided_at_ms),
+        postback_id: r.postback_id,
+        click_hash: r.click_hash,
+        flow_id: r.flow_id,
+        conversion_id: r.conversion_id,
+        message: r.message,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct FlowRow {
+    pub id: u32,
+    pub revision: u64,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub destination_url: String,
+    pub default_goal: String,
+    pub updated_at: u32,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeError> {
+    let f = Flow::decode(payload)?;
+    Ok(FlowRow {
+        status: status_to_name(f.status()).into(),
+        updated_at: seconds(f.updated_at_ms),
+        id: f.id,
+        revision: f.revision,
+        slug: f.slug,
+        name: f.name,
+        destination_url: f.destination_url,
+        default_goal: f.default_goal,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
