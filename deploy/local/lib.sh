@@ -75,6 +75,7 @@ cmdline_marker() {
   case "$1" in
     kafka) printf 'kafka.Kafka' ;;
     clickhouse) printf 'clickhouse' ;;
+    *) printf '%s' "$1" ;; # TraffSure services: the binary is named after the service
   esac
 }
 

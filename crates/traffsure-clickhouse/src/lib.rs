@@ -107,10 +107,18 @@ mod tests {
 
     #[test]
     fn splits_migrations_into_statements() {
-        let all: Vec<String> = MIGRATIONS.iter().flat_map(|(_, _, sql)| statements(sql)).collect();
+        let all: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|(_, _, sql)| statements(sql))
+            .collect();
         assert!(all.len() >= 5);
-        assert!(all.iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
+        assert!(all
+            .iter()
+            .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
         assert!(all.iter().all(|s| !s.contains(';')));
-        assert_eq!(statements("-- c\nSELECT 1;\n\nSELECT 2"), vec!["SELECT 1", "SELECT 2"]);
+        assert_eq!(
+            statements("-- c\nSELECT 1;\n\nSELECT 2"),
+            vec!["SELECT 1", "SELECT 2"]
+        );
     }
 }

@@ -94,7 +94,10 @@ pub struct HttpSettings {
 
 impl HttpSettings {
     pub fn on(bind: &str) -> Self {
-        Self { bind: bind.into(), workers: 0 }
+        Self {
+            bind: bind.into(),
+            workers: 0,
+        }
     }
 }
 
@@ -118,7 +121,11 @@ pub struct TelemetrySettings {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: "text".into(), log_level: "info".into(), otlp_endpoint: String::new() }
+        Self {
+            log_format: "text".into(),
+            log_level: "info".into(),
+            otlp_endpoint: String::new(),
+        }
     }
 }
 
@@ -128,6 +135,6 @@ impl Default for TelemetrySettings {
 pub struct ClickHashSettings {
     /// `"<id>:<secret>,<id>:<secret>"`, ids 0–15, secrets of 16 bytes or more.
     pub keys: String,
-    /// The key id that signs new click hashes.
-    pub active_key: u8,
+    /// The key id that signs new click hashes; the highest configured id when unset.
+    pub active_key: Option<u8>,
 }

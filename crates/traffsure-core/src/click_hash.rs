@@ -65,7 +65,9 @@ pub enum ClickHashError {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyConfigError {
-    #[error("no click hash keys configured (set click_hash.keys, e.g. \"1:a-long-random-secret\")")]
+    #[error(
+        "no click hash keys configured (set click_hash.keys, e.g. \"1:a-long-random-secret\")"
+    )]
     Empty,
     #[error("click hash key entry {0:?} is not of the form <id>:<secret>")]
     Entry(String),
@@ -94,8 +96,9 @@ impl std::fmt::Debug for ClickHashKeys {
 }
 
 impl ClickHashKeys {
-    /// Parses `"<id>:<secret>,<id>:<secret>"`; `active` names the key that signs new hashes.
-    pub fn parse(spec: &str, active: u8) -> Result<Self, KeyConfigError> {
+    /// Parses `"<id>:<secret>,<id>:<secret>"`; `active` names the key that signs new
+    /// hashes (by default the highest id, so adding a key with a new id rotates to it).
+    pub fn parse(spec: &str, active: impl Into<Option<u8>>) -> Result<Self, KeyConfigError> {
         let mut keys = BTreeMap::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (id, secret) = entry
@@ -115,9 +118,10 @@ impl ClickHashKeys {
                 .expect("HMAC accepts keys of any length");
             keys.insert(id, mac);
         }
-        if keys.is_empty() {
+        let Some(&highest) = keys.keys().next_back() else {
             return Err(KeyConfigError::Empty);
-        }
+        };
+        let active = active.into().unwrap_or(highest);
         if !keys.contains_key(&active) {
             return Err(KeyConfigError::Active(active));
         }
@@ -199,7 +203,12 @@ mod tests {
         let info = keys().verify(&hash).unwrap();
         assert_eq!(
             info,
-            ClickHashInfo { ts_ms: 1_700_000_000_000, flow_id: 42, routing_key: 0xBEEF, key_id: 1 }
+            ClickHashInfo {
+                ts_ms: 1_700_000_000_000,
+                flow_id: 42,
+                routing_key: 0xBEEF,
+                key_id: 1
+            }
         );
     }
 
@@ -211,7 +220,9 @@ mod tests {
         assert_eq!(a.len(), CLICK_HASH_LEN);
         assert_eq!(b.len(), CLICK_HASH_LEN);
         assert!(a < b, "later clicks sort after earlier ones");
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'v').contains(&c)));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'v').contains(&c)));
     }
 
     #[test]
@@ -227,7 +238,10 @@ mod tests {
                 }
                 forged[i] = c;
                 let forged = String::from_utf8(forged).unwrap();
-                assert!(k.verify(&forged).is_err(), "tampered hash {forged} verified");
+                assert!(
+                    k.verify(&forged).is_err(),
+                    "tampered hash {forged} verified"
+                );
             }
         }
     }
@@ -250,15 +264,36 @@ mod tests {
         let hash = keys().generate(1_700_000_000_000, 5, 9);
         assert_eq!(other.verify(&hash), Err(ClickHashError::Signature));
         assert_eq!(keys().verify("abc"), Err(ClickHashError::Length(3)));
-        assert_eq!(keys().verify(&"z".repeat(40)), Err(ClickHashError::Alphabet));
-        assert_eq!(keys().verify(&"é".repeat(20)), Err(ClickHashError::Alphabet));
-        assert!(keys().verify(&hash.to_uppercase()).is_ok(), "case-insensitive");
+        assert_eq!(
+            keys().verify(&"z".repeat(40)),
+            Err(ClickHashError::Alphabet)
+        );
+        assert_eq!(
+            keys().verify(&"é".repeat(20)),
+            Err(ClickHashError::Alphabet)
+        );
+        assert!(
+            keys().verify(&hash.to_uppercase()).is_ok(),
+            "case-insensitive"
+        );
+    }
+
+    #[test]
+    fn the_highest_key_signs_by_default() {
+        let k = ClickHashKeys::parse("1:test-secret-number-one,2:test-secret-number-two", None).unwrap();
+        assert_eq!(k.verify(&k.generate(1, 1, 1)).unwrap().key_id, 2);
     }
 
     #[test]
     fn key_config_errors() {
-        assert_eq!(ClickHashKeys::parse("", 1).unwrap_err(), KeyConfigError::Empty);
-        assert_eq!(ClickHashKeys::parse("1:short", 1).unwrap_err(), KeyConfigError::Short(1));
+        assert_eq!(
+            ClickHashKeys::parse("", 1).unwrap_err(),
+            KeyConfigError::Empty
+        );
+        assert_eq!(
+            ClickHashKeys::parse("1:short", 1).unwrap_err(),
+            KeyConfigError::Short(1)
+        );
         assert!(matches!(
             ClickHashKeys::parse("16:aaaaaaaaaaaaaaaaaaaa", 16).unwrap_err(),
             KeyConfigError::Id(_)

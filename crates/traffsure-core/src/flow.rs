@@ -60,7 +60,10 @@ pub struct FlowError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> FlowError {
-    FlowError { field: field.into(), message: message.into() }
+    FlowError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 pub fn status_from_name(name: &str) -> Option<FlowStatus> {
@@ -119,7 +122,9 @@ pub fn policy_to_name(policy: DuplicatePolicy) -> &'static str {
 fn is_key(text: &str, max: usize) -> bool {
     !text.is_empty()
         && text.len() <= max
-        && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Checks an absolute http(s) URL template with known macros only.
@@ -137,9 +142,15 @@ pub fn validate_url_template(field: &str, url: &str, allowed: &[&str]) -> Result
         return Err(invalid(field, "is longer than 4096 characters"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(field, "must not contain spaces or control characters"));
+        return Err(invalid(
+            field,
+            "must not contain spaces or control characters",
+        ));
     }
-    if let Some(unknown) = macro_names(url).into_iter().find(|m| !allowed.contains(&m.as_str())) {
+    if let Some(unknown) = macro_names(url)
+        .into_iter()
+        .find(|m| !allowed.contains(&m.as_str()))
+    {
         return Err(invalid(field, format!("unknown macro {{{unknown}}}")));
     }
     Ok(())
@@ -158,7 +169,10 @@ impl FlowSpec {
                 return Err(invalid("slug", "must be 1 to 64 of a-z, 0-9, - and _"))
             }
             Some(slug) if slug.bytes().all(|b| b.is_ascii_digit()) => {
-                return Err(invalid("slug", "must not be all digits (those are flow ids)"))
+                return Err(invalid(
+                    "slug",
+                    "must not be all digits (those are flow ids)",
+                ))
             }
             Some(slug) => slug.clone(),
             None => String::new(),
@@ -172,7 +186,10 @@ impl FlowSpec {
         let redirect_mode = match self.redirect_mode.as_deref() {
             None => RedirectMode::Found302,
             Some(m) => redirect_mode_from_name(m).ok_or_else(|| {
-                invalid("redirect_mode", "must be 302, 307, meta_refresh or double_meta_refresh")
+                invalid(
+                    "redirect_mode",
+                    "must be 302, 307, meta_refresh or double_meta_refresh",
+                )
             })?,
         };
         let mut goals = Vec::with_capacity(self.goals.len().max(1));
@@ -180,19 +197,32 @@ impl FlowSpec {
             goals.push(goal.to_goal(i)?);
         }
         if let Some(dup) = goals.iter().enumerate().find_map(|(i, g)| {
-            goals[..i].iter().any(|o| o.key == g.key).then_some(g.key.clone())
+            goals[..i]
+                .iter()
+                .any(|o| o.key == g.key)
+                .then_some(g.key.clone())
         }) {
             return Err(invalid("goals", format!("goal key {dup:?} appears twice")));
         }
         let default_goal = match &self.default_goal {
             Some(key) => key.trim().to_ascii_lowercase(),
-            None => goals.first().map(|g| g.key.clone()).unwrap_or_else(|| "conversion".into()),
+            None => goals
+                .first()
+                .map(|g| g.key.clone())
+                .unwrap_or_else(|| "conversion".into()),
         };
         if goals.is_empty() {
-            goals.push(Goal { key: default_goal.clone(), name: default_goal.clone(), ..Goal::default() });
+            goals.push(Goal {
+                key: default_goal.clone(),
+                name: default_goal.clone(),
+                ..Goal::default()
+            });
         }
         if !goals.iter().any(|g| g.key == default_goal) {
-            return Err(invalid("default_goal", format!("{default_goal:?} is not one of the flow's goals")));
+            return Err(invalid(
+                "default_goal",
+                format!("{default_goal:?} is not one of the flow's goals"),
+            ));
         }
         let window = self.attribution_window_days.unwrap_or(DEFAULT_WINDOW_DAYS);
         if !(1..=365).contains(&window) {
@@ -220,30 +250,48 @@ impl GoalSpec {
         let field = |name: &str| format!("goals[{index}].{name}");
         let key = self.key.trim().to_ascii_lowercase();
         if !is_key(&key, 64) {
-            return Err(invalid(field("key"), "must be 1 to 64 of a-z, 0-9, - and _"));
+            return Err(invalid(
+                field("key"),
+                "must be 1 to 64 of a-z, 0-9, - and _",
+            ));
         }
         let payout_micros = match &self.payout {
             None | Some(serde_json::Value::Null) => 0,
-            Some(serde_json::Value::String(s)) => parse_micros(s)
-                .map_err(|e| invalid(field("payout"), e.to_string()))?,
-            Some(serde_json::Value::Number(n)) => parse_micros(&n.to_string())
-                .map_err(|e| invalid(field("payout"), e.to_string()))?,
+            Some(serde_json::Value::String(s)) => {
+                parse_micros(s).map_err(|e| invalid(field("payout"), e.to_string()))?
+            }
+            Some(serde_json::Value::Number(n)) => {
+                parse_micros(&n.to_string()).map_err(|e| invalid(field("payout"), e.to_string()))?
+            }
             Some(_) => return Err(invalid(field("payout"), "must be a decimal number")),
         };
         if payout_micros < 0 {
             return Err(invalid(field("payout"), "must not be negative"));
         }
-        let currency = self.currency.as_deref().unwrap_or("USD").trim().to_ascii_uppercase();
+        let currency = self
+            .currency
+            .as_deref()
+            .unwrap_or("USD")
+            .trim()
+            .to_ascii_uppercase();
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(field("currency"), "must be a three-letter ISO 4217 code"));
+            return Err(invalid(
+                field("currency"),
+                "must be a three-letter ISO 4217 code",
+            ));
         }
         let policy = match self.duplicate_policy.as_deref() {
             None => DuplicatePolicy::PerUid,
-            Some(p) => policy_from_name(p)
-                .ok_or_else(|| invalid(field("duplicate_policy"), "must be once, per_uid or every"))?,
+            Some(p) => policy_from_name(p).ok_or_else(|| {
+                invalid(field("duplicate_policy"), "must be once, per_uid or every")
+            })?,
         };
         let mut goal = Goal {
-            name: self.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| key.clone()),
+            name: self
+                .name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| key.clone()),
             key,
             payout_micros,
             currency,
@@ -325,7 +373,10 @@ mod tests {
 
     #[test]
     fn applies_a_full_spec() {
-        let mut flow = Flow { id: 7, ..Flow::default() };
+        let mut flow = Flow {
+            id: 7,
+            ..Flow::default()
+        };
         spec(serde_json::json!({
             "name": " Summer ", "slug": "summer", "destination_url": "https://offer.test/?c={click}",
             "redirect_mode": "307",
@@ -360,18 +411,47 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let cases = [
-            (serde_json::json!({"name": "", "destination_url": "http://a.test/"}), "name"),
-            (serde_json::json!({"name": "x", "destination_url": "javascript:alert(1)"}), "destination_url"),
-            (serde_json::json!({"name": "x", "destination_url": "https://{sub1}/"}), "destination_url"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/{clik}"}), "destination_url"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/", "status": "on"}), "status"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/", "slug": "A B"}), "slug"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "a", "payout": "x"}]}), "goals[0].payout"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "a"}, {"key": "A"}]}), "goals"),
-            (serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "lead"}], "default_goal": "sale"}), "default_goal"),
+            (
+                serde_json::json!({"name": "", "destination_url": "http://a.test/"}),
+                "name",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "javascript:alert(1)"}),
+                "destination_url",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://{sub1}/"}),
+                "destination_url",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/{clik}"}),
+                "destination_url",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/", "status": "on"}),
+                "status",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/", "slug": "A B"}),
+                "slug",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "a", "payout": "x"}]}),
+                "goals[0].payout",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "a"}, {"key": "A"}]}),
+                "goals",
+            ),
+            (
+                serde_json::json!({"name": "x", "destination_url": "https://a.test/", "goals": [{"key": "lead"}], "default_goal": "sale"}),
+                "default_goal",
+            ),
         ];
         for (json, field) in cases {
-            let err = spec(json.clone()).apply(&mut Flow::default(), 1).unwrap_err();
+            let err = spec(json.clone())
+                .apply(&mut Flow::default(), 1)
+                .unwrap_err();
             assert_eq!(err.field, field, "{json}");
         }
     }

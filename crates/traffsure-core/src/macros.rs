@@ -8,7 +8,11 @@ use std::borrow::Cow;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Everything but the unreserved characters of RFC 3986 is encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// URL-encodes a value for use inside a query string or path segment.
 pub fn encode_component(value: &str) -> Cow<'_, str> {
@@ -103,7 +107,9 @@ mod tests {
         for _ in 0..5_000 {
             let mut template = String::new();
             for _ in 0..(seed % 12) {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 template.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
             }
             let out = render(&template, lookup);

@@ -29,7 +29,11 @@ pub fn parse_micros(text: &str) -> Result<i64, MoneyError> {
     if int_part.is_empty() && frac_part.is_empty() {
         return Err(MoneyError::NotANumber);
     }
-    if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return Err(MoneyError::NotANumber);
     }
     let mut micros: i64 = 0;
@@ -89,11 +93,16 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_decimal() {
-        for text in ["abc", "1,5", "1e3", "--1", ".", "-", "1.2.3", "NaN", "inf", "0x10", "١٢"] {
+        for text in [
+            "abc", "1,5", "1e3", "--1", ".", "-", "1.2.3", "NaN", "inf", "0x10", "١٢",
+        ] {
             assert_eq!(parse_micros(text), Err(MoneyError::NotANumber), "{text}");
         }
         assert_eq!(parse_micros(""), Err(MoneyError::Empty));
-        assert_eq!(parse_micros("99999999999999999999"), Err(MoneyError::TooLarge));
+        assert_eq!(
+            parse_micros("99999999999999999999"),
+            Err(MoneyError::TooLarge)
+        );
     }
 
     #[test]

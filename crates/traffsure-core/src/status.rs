@@ -34,7 +34,14 @@ mod tests {
         for raw in ["pending", "hold", "PreApproved", " pending "] {
             assert_eq!(map_status(raw), ConversionStatus::Pending, "{raw}");
         }
-        for raw in ["rejected", "reject", "trash", "cancelled", "declined", "Chargeback"] {
+        for raw in [
+            "rejected",
+            "reject",
+            "trash",
+            "cancelled",
+            "declined",
+            "Chargeback",
+        ] {
             assert_eq!(map_status(raw), ConversionStatus::Rejected, "{raw}");
         }
         for raw in ["", "approved", "1", "sale", "confirmed"] {

@@ -24,7 +24,10 @@ mod tests {
         let vid = new_visitor_id();
         assert_eq!(vid.len(), 32);
         assert_eq!(routing_key(&vid), u16::from_str_radix(&vid[..4], 16).ok());
-        assert_eq!(routing_key("beef0000000000000000000000000000"), Some(0xBEEF));
+        assert_eq!(
+            routing_key("beef0000000000000000000000000000"),
+            Some(0xBEEF)
+        );
         assert_eq!(routing_key("not-a-visitor"), None);
         assert_eq!(routing_key("zzzz0000000000000000000000000000"), None);
     }

@@ -36,7 +36,9 @@ impl FlowRegistry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Flows> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn get(&self, id: u32) -> Option<Arc<Flow>> {
@@ -69,7 +71,10 @@ impl FlowRegistry {
 
     /// Stores `flow` unless a newer revision is already known. Returns whether it was stored.
     pub fn upsert(&self, flow: Flow) -> bool {
-        let mut flows = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut flows = self
+            .inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(old) = flows.by_id.get(&flow.id) {
             if old.revision > flow.revision {
                 return false;
@@ -129,7 +134,9 @@ async fn follow(
                     tracing::debug!(flow = id, "flow loaded");
                 }
             }
-            Some(Err(error)) => tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow"),
+            Some(Err(error)) => {
+                tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow")
+            }
             None => {}
         }
         catch_up.observe(message.partition(), message.offset());
@@ -143,7 +150,12 @@ mod tests {
     #[test]
     fn keeps_the_newest_revision_and_follows_slug_changes() {
         let registry = FlowRegistry::new();
-        let flow = |revision, slug: &str| Flow { id: 5, revision, slug: slug.into(), ..Flow::default() };
+        let flow = |revision, slug: &str| Flow {
+            id: 5,
+            revision,
+            slug: slug.into(),
+            ..Flow::default()
+        };
         assert!(registry.upsert(flow(2, "old")));
         assert!(!registry.upsert(flow(1, "older")));
         assert!(registry.resolve("old").is_some());

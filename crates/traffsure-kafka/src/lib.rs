@@ -79,7 +79,10 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
         .set("acks", "all")
         .set("linger.ms", "5") // batch for up to 5 ms under load
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", settings.message_timeout_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout_ms.to_string(),
+        )
         .set("queue.buffering.max.messages", "500000")
         .set("partitioner", "murmur2_random"); // the Java client's partitioner: same key, same partition
     config
@@ -119,7 +122,11 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<
     for topic in [&topics.clicks, &topics.postbacks, &topics.conversions] {
         new_topics.push(NewTopic::new(topic, partitions, replication()));
     }
-    for topic in [&topics.postback_log, &topics.postback_results, &topics.outbound_log] {
+    for topic in [
+        &topics.postback_log,
+        &topics.postback_results,
+        &topics.outbound_log,
+    ] {
         new_topics.push(NewTopic::new(topic, partitions, replication()));
     }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use actix_web::{web, HttpResponse};
 use opentelemetry::trace::TracerProvider as _;
 use prometheus::{Encoder, TextEncoder};
-use traffsure_config::TelemetrySettings;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+use traffsure_config::TelemetrySettings;
 
 pub use prometheus;
 
@@ -37,7 +37,10 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .map_err(|e| anyhow::anyhow!("telemetry.log_level {:?}: {e}", settings.log_level))?;
     let fmt = match settings.log_format.as_str() {
-        "json" => tracing_subscriber::fmt::layer().json().with_target(true).boxed(),
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(true)
+            .boxed(),
         "text" => tracing_subscriber::fmt::layer().with_target(true).boxed(),
         other => anyhow::bail!("telemetry.log_format must be text or json, not {other:?}"),
     };
@@ -48,12 +51,17 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
-            .with_endpoint(format!("{}/v1/traces", settings.otlp_endpoint.trim_end_matches('/')))
+            .with_endpoint(format!(
+                "{}/v1/traces",
+                settings.otlp_endpoint.trim_end_matches('/')
+            ))
             .build()?;
         let sdk = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(
-                opentelemetry_sdk::Resource::builder().with_service_name(service.to_string()).build(),
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service.to_string())
+                    .build(),
             )
             .build();
         let tracer = sdk.tracer(service.to_string());
@@ -64,7 +72,11 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         provider = Some(sdk);
         Some(tracing_opentelemetry::layer().with_tracer(tracer))
     };
-    tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -90,7 +102,10 @@ impl Health {
     /// Registers a component, not ready until it says so.
     pub fn register(&self, name: &str) -> HealthHandle {
         self.lock().insert(name.to_string(), false);
-        HealthHandle { name: name.to_string(), health: self.clone() }
+        HealthHandle {
+            name: name.to_string(),
+            health: self.clone(),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -98,7 +113,9 @@ impl Health {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, bool>> {
-        self.components.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.components
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn snapshot(&self) -> BTreeMap<String, bool> {
@@ -133,7 +150,9 @@ async fn metrics() -> HttpResponse {
     if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
         return HttpResponse::InternalServerError().body(format!("encode metrics: {e}"));
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buffer)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(buffer)
 }
 
 /// Mounts `/healthz`, `/readyz` and `/metrics`.

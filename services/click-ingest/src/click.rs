@@ -32,7 +32,11 @@ pub struct Edge {
 fn clicks_total() -> &'static IntCounterVec {
     static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec("traffsure_clicks_total", "Tracking-link requests by outcome", &["outcome"])
+        traffsure_telemetry::counter_vec(
+            "traffsure_clicks_total",
+            "Tracking-link requests by outcome",
+            &["outcome"],
+        )
     })
 }
 
@@ -70,7 +74,10 @@ impl ClickParams {
                 "sub_id" => params.sub_id = value,
                 "source" => params.source = value,
                 "cost" => params.cost = value,
-                other => match other.strip_prefix("sub").and_then(|n| n.parse::<usize>().ok()) {
+                other => match other
+                    .strip_prefix("sub")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
                     Some(n @ 1..=10) => params.subs[n - 1] = value,
                     _ => {
                         if params.extra.len() < 32 {
@@ -100,16 +107,26 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 
 fn decode(text: &str) -> String {
     let text = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&text).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
     req.peer_addr().map(|addr| addr.ip())
 }
 
-pub async fn track(edge: web::Data<Edge>, req: HttpRequest, flow: web::Path<String>) -> HttpResponse {
+pub async fn track(
+    edge: web::Data<Edge>,
+    req: HttpRequest,
+    flow: web::Path<String>,
+) -> HttpResponse {
     let flow = match edge.registry.resolve(&flow) {
-        Some(flow) if flow.status() == FlowStatus::Active || flow.status() == FlowStatus::Unspecified => flow,
+        Some(flow)
+            if flow.status() == FlowStatus::Active || flow.status() == FlowStatus::Unspecified =>
+        {
+            flow
+        }
         _ => return edge.unknown_flow(),
     };
     if req.query_string().len() > 8192 {
@@ -140,7 +157,10 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest, flow: web::Path<Stri
             "ts" => (ts_ms / 1000).to_string().into(),
             "visitor" => visitor_id.as_str().into(),
             "device" | "os" | "browser" => "".into(),
-            other => match other.strip_prefix("sub").and_then(|n| n.parse::<usize>().ok()) {
+            other => match other
+                .strip_prefix("sub")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n @ 1..=10) => params.subs[n - 1].as_str().into(),
                 _ => return None,
             },
@@ -270,8 +290,12 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings, topic: String) -> Result<Self, KafkaError> {
-        let producer = traffsure_kafka::producer_config(settings).create_with_context(DeliveryCounter)?;
-        Ok(Self { producer: Arc::new(producer), topic })
+        let producer =
+            traffsure_kafka::producer_config(settings).create_with_context(DeliveryCounter)?;
+        Ok(Self {
+            producer: Arc::new(producer),
+            topic,
+        })
     }
 
     pub fn publish(&self, click: &Click) {
@@ -279,7 +303,9 @@ impl Publisher {
         let key = traffsure_kafka::routing_key_bytes(click.routing_key as u16);
         let record = BaseRecord::to(&self.topic).key(&key[..]).payload(&payload);
         if let Err((error, _)) = self.producer.send(record) {
-            deliveries_total().with_label_values(&["enqueue_failed"]).inc();
+            deliveries_total()
+                .with_label_values(&["enqueue_failed"])
+                .inc();
             tracing::error!(%error, click_hash = %click.click_hash, "click event not queued");
         }
     }
@@ -297,7 +323,9 @@ mod tests {
 
     #[test]
     fn parses_tracking_parameters() {
-        let p = ClickParams::parse("sub_id=s1&source=fb&sub3=x%20y&sub10=z&cost=0.05&gclid=abc&sub11=no&bad=%ZZ%FF");
+        let p = ClickParams::parse(
+            "sub_id=s1&source=fb&sub3=x%20y&sub10=z&cost=0.05&gclid=abc&sub11=no&bad=%ZZ%FF",
+        );
         assert_eq!(p.sub_id, "s1");
         assert_eq!(p.source, "fb");
         assert_eq!(p.subs[2], "x y");
@@ -310,6 +338,9 @@ mod tests {
 
     #[test]
     fn escapes_meta_refresh_urls() {
-        assert_eq!(html_escape("https://a.test/?a=1&b=\"<x>\""), "https://a.test/?a=1&amp;b=&quot;&lt;x&gt;&quot;");
+        assert_eq!(
+            html_escape("https://a.test/?a=1&b=\"<x>\""),
+            "https://a.test/?a=1&amp;b=&quot;&lt;x&gt;&quot;"
+        );
     }
 }

@@ -30,7 +30,9 @@ impl GeoIp {
         }
         let reader = maxminddb::Reader::open_readfile(path)
             .map_err(|e| anyhow::anyhow!("cannot open {path}: {e}"))?;
-        Ok(Self { reader: Some(reader) })
+        Ok(Self {
+            reader: Some(reader),
+        })
     }
 
     /// The two-letter country code of `ip`, or an empty string when unknown.

@@ -16,7 +16,8 @@ use traffsure_kafka::{FlowRegistry, Topics};
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored: one environment may configure several services.
+#[serde(default)]
 struct Settings {
     http: HttpSettings,
     kafka: KafkaSettings,
@@ -57,21 +58,28 @@ async fn main() -> anyhow::Result<()> {
     let keys = ClickHashKeys::parse(&settings.click_hash.keys, settings.click_hash.active_key)
         .context("click_hash.keys")?;
     if !settings.unknown_flow_url.is_empty() {
-        traffsure_core::flow::validate_url_template("unknown_flow_url", &settings.unknown_flow_url, &[])
-            .context("unknown_flow_url")?;
+        traffsure_core::flow::validate_url_template(
+            "unknown_flow_url",
+            &settings.unknown_flow_url,
+            &[],
+        )
+        .context("unknown_flow_url")?;
     }
     let geo = geo::GeoIp::open(&settings.geoip.database).context("geoip.database")?;
 
     let topics = Topics::new(&settings.kafka.topic_prefix);
-    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics)
+        .await
+        .context("create topics")?;
     let publisher = click::Publisher::new(&settings.kafka, topics.clicks.clone())?;
 
     let health = Health::new();
     let flows_ready = health.register("flows");
     let registry = Arc::new(FlowRegistry::new());
-    let loaded = traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-        .await
-        .context("follow flows topic")?;
+    let loaded =
+        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
+            .await
+            .context("follow flows topic")?;
     tokio::spawn(async move {
         if loaded.await.is_ok() {
             flows_ready.set_ready(true);

@@ -3,7 +3,9 @@
 
 use sha2::{Digest, Sha256};
 use traffsure_core::flow::{find_goal, DEFAULT_WINDOW_DAYS};
-use traffsure_events::{Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Postback, PostbackOutcome};
+use traffsure_events::{
+    Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Postback, PostbackOutcome,
+};
 
 /// What attribution remembers of a click.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +57,13 @@ pub enum Decision {
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The stable id of the conversion a postback belongs to, by the goal's duplicate policy.
-pub fn conversion_id(click_hash: &str, goal: &str, policy: DuplicatePolicy, uid: &str, postback_id: &str) -> String {
+pub fn conversion_id(
+    click_hash: &str,
+    goal: &str,
+    policy: DuplicatePolicy,
+    uid: &str,
+    postback_id: &str,
+) -> String {
     let distinct = match policy {
         DuplicatePolicy::Once => "",
         DuplicatePolicy::Every => postback_id,
@@ -72,9 +80,13 @@ pub fn conversion_id(click_hash: &str, goal: &str, policy: DuplicatePolicy, uid:
 }
 
 /// The goal a postback converts: its own, else the flow's default.
-fn goal_of<'f>(flow: Option<&'f Flow>, postback: &Postback) -> (String, Option<&'f traffsure_events::Goal>) {
+fn goal_of<'f>(
+    flow: Option<&'f Flow>,
+    postback: &Postback,
+) -> (String, Option<&'f traffsure_events::Goal>) {
     let key = if postback.goal.is_empty() {
-        flow.map(|f| f.default_goal.clone()).unwrap_or_else(|| "conversion".into())
+        flow.map(|f| f.default_goal.clone())
+            .unwrap_or_else(|| "conversion".into())
     } else {
         postback.goal.to_ascii_lowercase()
     };
@@ -85,8 +97,16 @@ fn goal_of<'f>(flow: Option<&'f Flow>, postback: &Postback) -> (String, Option<&
 /// The id of the conversion `postback` creates or updates.
 pub fn conversion_id_for(click: &ClickInfo, flow: Option<&Flow>, postback: &Postback) -> String {
     let (key, goal) = goal_of(flow, postback);
-    let policy = goal.map(|g| g.duplicate_policy()).unwrap_or(DuplicatePolicy::PerUid);
-    conversion_id(&click.click_hash, &key, policy, &postback.uid, &postback.postback_id)
+    let policy = goal
+        .map(|g| g.duplicate_policy())
+        .unwrap_or(DuplicatePolicy::PerUid);
+    conversion_id(
+        &click.click_hash,
+        &key,
+        policy,
+        &postback.uid,
+        &postback.postback_id,
+    )
 }
 
 pub fn attribute(
@@ -113,7 +133,11 @@ pub fn attribute(
 
     match current {
         Some(current) => {
-            let revenue = if postback.has_revenue { postback.revenue_micros } else { current.revenue_micros };
+            let revenue = if postback.has_revenue {
+                postback.revenue_micros
+            } else {
+                current.revenue_micros
+            };
             if current.status() == status && current.revenue_micros == revenue {
                 return Decision::Duplicate { conversion_id: id };
             }
@@ -136,7 +160,9 @@ pub fn attribute(
             let currency = if !postback.currency.is_empty() {
                 postback.currency.clone()
             } else {
-                goal.map(|g| g.currency.clone()).filter(|c| !c.is_empty()).unwrap_or_else(|| "USD".into())
+                goal.map(|g| g.currency.clone())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "USD".into())
             };
             let mut conversion = Conversion {
                 conversion_id: id,
@@ -174,17 +200,44 @@ mod tests {
     use traffsure_events::Goal;
 
     fn click() -> ClickInfo {
-        ClickInfo { click_hash: "c1".into(), flow_id: 3, ts_ms: 1_000, country: "DE".into(), ..ClickInfo::default() }
+        ClickInfo {
+            click_hash: "c1".into(),
+            flow_id: 3,
+            ts_ms: 1_000,
+            country: "DE".into(),
+            ..ClickInfo::default()
+        }
     }
 
     fn flow() -> Flow {
-        let mut once = Goal { key: "lead".into(), payout_micros: 1_000_000, currency: "EUR".into(), ..Goal::default() };
+        let mut once = Goal {
+            key: "lead".into(),
+            payout_micros: 1_000_000,
+            currency: "EUR".into(),
+            ..Goal::default()
+        };
         once.set_duplicate_policy(DuplicatePolicy::Once);
-        let sale = Goal { key: "sale".into(), payout_micros: 20_000_000, ..Goal::default() };
-        Flow { id: 3, default_goal: "lead".into(), goals: vec![once, sale], attribution_window_days: 1, ..Flow::default() }
+        let sale = Goal {
+            key: "sale".into(),
+            payout_micros: 20_000_000,
+            ..Goal::default()
+        };
+        Flow {
+            id: 3,
+            default_goal: "lead".into(),
+            goals: vec![once, sale],
+            attribution_window_days: 1,
+            ..Flow::default()
+        }
     }
 
-    fn postback(id: &str, goal: &str, uid: &str, status: ConversionStatus, revenue: Option<i64>) -> Postback {
+    fn postback(
+        id: &str,
+        goal: &str,
+        uid: &str,
+        status: ConversionStatus,
+        revenue: Option<i64>,
+    ) -> Postback {
         let mut p = Postback {
             postback_id: id.into(),
             received_at_ms: 2_000,
@@ -207,38 +260,115 @@ mod tests {
 
     #[test]
     fn defaults_goal_payout_and_currency() {
-        let c = emitted(attribute(&click(), Some(&flow()), &postback("p1", "", "", ConversionStatus::Approved, None), None, 5));
-        assert_eq!((c.goal.as_str(), c.revenue_micros, c.currency.as_str(), c.version), ("lead", 1_000_000, "EUR", 1));
+        let c = emitted(attribute(
+            &click(),
+            Some(&flow()),
+            &postback("p1", "", "", ConversionStatus::Approved, None),
+            None,
+            5,
+        ));
+        assert_eq!(
+            (
+                c.goal.as_str(),
+                c.revenue_micros,
+                c.currency.as_str(),
+                c.version
+            ),
+            ("lead", 1_000_000, "EUR", 1)
+        );
         assert_eq!(c.country, "DE");
     }
 
     #[test]
     fn status_changes_make_versions_and_repeats_are_duplicates() {
         let f = flow();
-        let first = emitted(attribute(&click(), Some(&f), &postback("p1", "sale", "T1", ConversionStatus::Pending, Some(5_000_000)), None, 5));
-        let same = attribute(&click(), Some(&f), &postback("p2", "sale", "T1", ConversionStatus::Pending, None), Some(&first), 6);
-        assert_eq!(same, Decision::Duplicate { conversion_id: first.conversion_id.clone() });
-        let approved = emitted(attribute(&click(), Some(&f), &postback("p3", "SALE", "T1", ConversionStatus::Approved, None), Some(&first), 7));
-        assert_eq!((approved.version, approved.status(), approved.previous_status()), (2, ConversionStatus::Approved, ConversionStatus::Pending));
-        assert_eq!(approved.revenue_micros, 5_000_000, "revenue kept when the update has none");
+        let first = emitted(attribute(
+            &click(),
+            Some(&f),
+            &postback(
+                "p1",
+                "sale",
+                "T1",
+                ConversionStatus::Pending,
+                Some(5_000_000),
+            ),
+            None,
+            5,
+        ));
+        let same = attribute(
+            &click(),
+            Some(&f),
+            &postback("p2", "sale", "T1", ConversionStatus::Pending, None),
+            Some(&first),
+            6,
+        );
+        assert_eq!(
+            same,
+            Decision::Duplicate {
+                conversion_id: first.conversion_id.clone()
+            }
+        );
+        let approved = emitted(attribute(
+            &click(),
+            Some(&f),
+            &postback("p3", "SALE", "T1", ConversionStatus::Approved, None),
+            Some(&first),
+            7,
+        ));
+        assert_eq!(
+            (
+                approved.version,
+                approved.status(),
+                approved.previous_status()
+            ),
+            (2, ConversionStatus::Approved, ConversionStatus::Pending)
+        );
+        assert_eq!(
+            approved.revenue_micros, 5_000_000,
+            "revenue kept when the update has none"
+        );
         assert_eq!(approved.conversion_id, first.conversion_id);
-        let charged_back = emitted(attribute(&click(), Some(&f), &postback("p4", "sale", "T1", ConversionStatus::Rejected, None), Some(&approved), 8));
-        assert_eq!((charged_back.version, charged_back.status()), (3, ConversionStatus::Rejected));
+        let charged_back = emitted(attribute(
+            &click(),
+            Some(&f),
+            &postback("p4", "sale", "T1", ConversionStatus::Rejected, None),
+            Some(&approved),
+            8,
+        ));
+        assert_eq!(
+            (charged_back.version, charged_back.status()),
+            (3, ConversionStatus::Rejected)
+        );
     }
 
     #[test]
     fn duplicate_policies_key_conversions() {
         let id = |goal, policy, uid, pb| conversion_id("c1", goal, policy, uid, pb);
-        assert_eq!(id("lead", DuplicatePolicy::Once, "a", "p1"), id("lead", DuplicatePolicy::Once, "b", "p2"));
-        assert_ne!(id("sale", DuplicatePolicy::PerUid, "a", "p1"), id("sale", DuplicatePolicy::PerUid, "b", "p1"));
-        assert_eq!(id("sale", DuplicatePolicy::PerUid, "a", "p1"), id("sale", DuplicatePolicy::PerUid, "a", "p2"));
-        assert_ne!(id("sale", DuplicatePolicy::Every, "a", "p1"), id("sale", DuplicatePolicy::Every, "a", "p2"));
+        assert_eq!(
+            id("lead", DuplicatePolicy::Once, "a", "p1"),
+            id("lead", DuplicatePolicy::Once, "b", "p2")
+        );
+        assert_ne!(
+            id("sale", DuplicatePolicy::PerUid, "a", "p1"),
+            id("sale", DuplicatePolicy::PerUid, "b", "p1")
+        );
+        assert_eq!(
+            id("sale", DuplicatePolicy::PerUid, "a", "p1"),
+            id("sale", DuplicatePolicy::PerUid, "a", "p2")
+        );
+        assert_ne!(
+            id("sale", DuplicatePolicy::Every, "a", "p1"),
+            id("sale", DuplicatePolicy::Every, "a", "p2")
+        );
     }
 
     #[test]
     fn old_clicks_expire() {
         let mut late = postback("p1", "", "", ConversionStatus::Approved, None);
         late.received_at_ms = 1_000 + DAY_MS + 1;
-        assert_eq!(attribute(&click(), Some(&flow()), &late, None, 5), Decision::Expired);
+        assert_eq!(
+            attribute(&click(), Some(&flow()), &late, None, 5),
+            Decision::Expired
+        );
     }
 }

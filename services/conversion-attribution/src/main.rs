@@ -18,7 +18,8 @@ use traffsure_kafka::{FlowRegistry, Topics};
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored: one environment may configure several services.
+#[serde(default)]
 pub struct Settings {
     pub http: HttpSettings,
     pub kafka: KafkaSettings,
@@ -51,16 +52,20 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(ops);
 
     let topics = Topics::new(&settings.kafka.topic_prefix);
-    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics)
+        .await
+        .context("create topics")?;
     let registry = Arc::new(FlowRegistry::new());
     let flows_ready = health.register("flows");
-    let loaded = traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-        .await
-        .context("follow flows topic")?;
+    let loaded =
+        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
+            .await
+            .context("follow flows topic")?;
     let state_ready = health.register("state");
 
     let state = Arc::new(state::State::default());
-    let clicks_loaded = state::spawn_click_follower(&settings.kafka, &topics.clicks, state.clone()).await?;
+    let clicks_loaded =
+        state::spawn_click_follower(&settings.kafka, &topics.clicks, state.clone()).await?;
     state::restore_conversions(&settings.kafka, &topics.conversions, &state).await?;
     let _ = loaded.await;
     flows_ready.set_ready(true);

@@ -35,7 +35,9 @@ pub struct State {
 
 impl State {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn click_count(&self) -> usize {
@@ -47,9 +49,14 @@ impl State {
         let info = ClickInfo::from(click);
         if !info.visitor_id.is_empty() {
             let key = (info.visitor_id.clone(), info.flow_id);
-            let newer = inner.visitors.get(&key).is_none_or(|(ts, _)| *ts <= info.ts_ms);
+            let newer = inner
+                .visitors
+                .get(&key)
+                .is_none_or(|(ts, _)| *ts <= info.ts_ms);
             if newer {
-                inner.visitors.insert(key, (info.ts_ms, info.click_hash.clone()));
+                inner
+                    .visitors
+                    .insert(key, (info.ts_ms, info.click_hash.clone()));
             }
         }
         inner.clicks.insert(info.click_hash.clone(), info);
@@ -60,7 +67,9 @@ impl State {
         if !postback.click_hash.is_empty() {
             return inner.clicks.get(&postback.click_hash).cloned();
         }
-        let (_, hash) = inner.visitors.get(&(postback.visitor_id.clone(), postback.flow_id))?;
+        let (_, hash) = inner
+            .visitors
+            .get(&(postback.visitor_id.clone(), postback.flow_id))?;
         inner.clicks.get(hash).cloned()
     }
 }
@@ -97,7 +106,9 @@ pub async fn spawn_click_follower(
                     state.add_click(&click);
                     state.click_arrived.notify_waiters();
                 }
-                Some(Err(error)) => tracing::warn!(offset = message.offset(), %error, "skipping undecodable click"),
+                Some(Err(error)) => {
+                    tracing::warn!(offset = message.offset(), %error, "skipping undecodable click")
+                }
                 None => {}
             }
             catch_up.observe(message.partition(), message.offset());
@@ -107,7 +118,11 @@ pub async fn spawn_click_follower(
 }
 
 /// Reads every conversion published so far, keeping the latest version of each.
-pub async fn restore_conversions(settings: &KafkaSettings, topic: &str, state: &State) -> anyhow::Result<()> {
+pub async fn restore_conversions(
+    settings: &KafkaSettings,
+    topic: &str,
+    state: &State,
+) -> anyhow::Result<()> {
     let (consumer, mut catch_up) = traffsure_kafka::read_from_beginning(settings, topic)
         .await
         .context("read conversions topic")?;
@@ -120,7 +135,9 @@ pub async fn restore_conversions(settings: &KafkaSettings, topic: &str, state: &
                 .get(&conversion.conversion_id)
                 .is_none_or(|c| c.version < conversion.version);
             if newer {
-                inner.conversions.insert(conversion.conversion_id.clone(), conversion);
+                inner
+                    .conversions
+                    .insert(conversion.conversion_id.clone(), conversion);
             }
         }
         catch_up.observe(message.partition(), message.offset());
@@ -146,7 +163,12 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(settings: &Settings, topics: Topics, registry: Arc<FlowRegistry>, state: Arc<State>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: &Settings,
+        topics: Topics,
+        registry: Arc<FlowRegistry>,
+        state: Arc<State>,
+    ) -> anyhow::Result<Self> {
         let consumer = traffsure_kafka::group_consumer(&settings.kafka, &settings.group_id)?;
         consumer.subscribe(&[&topics.postbacks])?;
         Ok(Self {
@@ -202,7 +224,11 @@ impl Processor {
             .min()
             .unwrap_or(offset + 1);
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.topics.postbacks, partition, rdkafka::Offset::Offset(next))?;
+        list.add_partition_offset(
+            &self.topics.postbacks,
+            partition,
+            rdkafka::Offset::Offset(next),
+        )?;
         self.consumer.store_offsets(&list)?;
         Ok(())
     }
@@ -231,32 +257,71 @@ impl Processor {
             if Instant::now() < held.deadline {
                 return Ok(Some(held));
             }
-            self.publish_result(postback, PostbackOutcome::ClickNotFound, "", "click not found before the hold timeout").await?;
+            self.publish_result(
+                postback,
+                PostbackOutcome::ClickNotFound,
+                "",
+                "click not found before the hold timeout",
+            )
+            .await?;
             return Ok(None);
         };
         let flow = self.registry.get(click.flow_id);
         let goal_id = attribute::conversion_id_for(&click, flow.as_deref(), postback);
         let current = self.state.lock().conversions.get(&goal_id).cloned();
-        match attribute::attribute(&click, flow.as_deref(), postback, current.as_ref(), now_ms()) {
+        match attribute::attribute(
+            &click,
+            flow.as_deref(),
+            postback,
+            current.as_ref(),
+            now_ms(),
+        ) {
             Decision::Emit(conversion, outcome) => {
                 let key = traffsure_kafka::routing_key_bytes(conversion.routing_key as u16);
-                traffsure_kafka::send_event(&self.producer, &self.topics.conversions, &key, conversion.as_ref())
-                    .await
-                    .context("publish conversion")?;
-                self.publish_result(postback, outcome, &conversion.conversion_id, "").await?;
-                self.state.lock().conversions.insert(conversion.conversion_id.clone(), *conversion);
+                traffsure_kafka::send_event(
+                    &self.producer,
+                    &self.topics.conversions,
+                    &key,
+                    conversion.as_ref(),
+                )
+                .await
+                .context("publish conversion")?;
+                self.publish_result(postback, outcome, &conversion.conversion_id, "")
+                    .await?;
+                self.state
+                    .lock()
+                    .conversions
+                    .insert(conversion.conversion_id.clone(), *conversion);
             }
             Decision::Duplicate { conversion_id } => {
-                self.publish_result(postback, PostbackOutcome::Duplicate, &conversion_id, "same status and revenue as before").await?;
+                self.publish_result(
+                    postback,
+                    PostbackOutcome::Duplicate,
+                    &conversion_id,
+                    "same status and revenue as before",
+                )
+                .await?;
             }
             Decision::Expired => {
-                self.publish_result(postback, PostbackOutcome::Expired, "", "click is older than the flow's attribution window").await?;
+                self.publish_result(
+                    postback,
+                    PostbackOutcome::Expired,
+                    "",
+                    "click is older than the flow's attribution window",
+                )
+                .await?;
             }
         }
         Ok(None)
     }
 
-    async fn publish_result(&self, postback: &Postback, outcome: PostbackOutcome, conversion_id: &str, message: &str) -> anyhow::Result<()> {
+    async fn publish_result(
+        &self,
+        postback: &Postback,
+        outcome: PostbackOutcome,
+        conversion_id: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
         let mut result = PostbackResult {
             postback_id: postback.postback_id.clone(),
             click_hash: postback.click_hash.clone(),

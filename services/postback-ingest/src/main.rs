@@ -16,7 +16,8 @@ use traffsure_kafka::{FlowRegistry, Topics};
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored: one environment may configure several services.
+#[serde(default)]
 struct Settings {
     http: HttpSettings,
     kafka: KafkaSettings,
@@ -45,15 +46,18 @@ async fn main() -> anyhow::Result<()> {
     let keys = ClickHashKeys::parse(&settings.click_hash.keys, settings.click_hash.active_key)
         .context("click_hash.keys")?;
     let topics = Topics::new(&settings.kafka.topic_prefix);
-    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics)
+        .await
+        .context("create topics")?;
     let producer = traffsure_kafka::producer(&settings.kafka)?;
 
     let health = Health::new();
     let flows_ready = health.register("flows");
     let registry = Arc::new(FlowRegistry::new());
-    let loaded = traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-        .await
-        .context("follow flows topic")?;
+    let loaded =
+        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
+            .await
+            .context("follow flows topic")?;
     tokio::spawn(async move {
         if loaded.await.is_ok() {
             flows_ready.set_ready(true);

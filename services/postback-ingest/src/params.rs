@@ -31,13 +31,22 @@ pub enum BodyError {
 
 impl Params {
     /// Collects the query string and, by content type, a form or JSON body.
-    pub fn collect(query: &str, content_type: &str, body: &[u8]) -> Result<Self, (Self, BodyError)> {
+    pub fn collect(
+        query: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Self, (Self, BodyError)> {
         let mut params = Self::default();
         params.extend_form(query.as_bytes());
         if body.is_empty() {
             return Ok(params);
         }
-        let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         if mime == "application/json" || mime.ends_with("+json") {
             match serde_json::from_slice::<serde_json::Value>(body) {
                 Ok(serde_json::Value::Object(fields)) => {
@@ -50,8 +59,18 @@ impl Params {
                         params.push(name, value);
                     }
                 }
-                Ok(_) => return Err((params, BodyError::Json("JSON body must be an object".into()))),
-                Err(e) => return Err((params, BodyError::Json(format!("JSON body is malformed: {e}")))),
+                Ok(_) => {
+                    return Err((
+                        params,
+                        BodyError::Json("JSON body must be an object".into()),
+                    ))
+                }
+                Err(e) => {
+                    return Err((
+                        params,
+                        BodyError::Json(format!("JSON body is malformed: {e}")),
+                    ))
+                }
             }
         } else if mime == "application/x-www-form-urlencoded" || mime.is_empty() {
             params.extend_form(body);
@@ -115,8 +134,13 @@ fn form_urlencoded_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 fn decode(raw: &[u8]) -> String {
-    let plus: Vec<u8> = raw.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
-    percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -126,7 +150,8 @@ mod tests {
 
     #[test]
     fn reads_aliases_case_insensitively() {
-        let p = Params::collect("ClickID=abc&payout=1.5&TX=t1&et=sale&status=hold", "", b"").unwrap();
+        let p =
+            Params::collect("ClickID=abc&payout=1.5&TX=t1&et=sale&status=hold", "", b"").unwrap();
         assert_eq!(p.get(CLICK), Some("abc"));
         assert_eq!(p.get(REVENUE), Some("1.5"));
         assert_eq!(p.get(UID), Some("t1"));
@@ -143,12 +168,26 @@ mod tests {
 
     #[test]
     fn reads_form_and_json_bodies() {
-        let form = Params::collect("goal=lead", "application/x-www-form-urlencoded", b"hit=h1&rev=2").unwrap();
-        assert_eq!((form.get(CLICK), form.get(REVENUE), form.get(GOAL)), (Some("h1"), Some("2"), Some("lead")));
-        let json = Params::collect("", "application/json; charset=utf-8", br#"{"click":"c1","revenue":3.25,"extra":{"a":1}}"#).unwrap();
+        let form = Params::collect(
+            "goal=lead",
+            "application/x-www-form-urlencoded",
+            b"hit=h1&rev=2",
+        )
+        .unwrap();
+        assert_eq!(
+            (form.get(CLICK), form.get(REVENUE), form.get(GOAL)),
+            (Some("h1"), Some("2"), Some("lead"))
+        );
+        let json = Params::collect(
+            "",
+            "application/json; charset=utf-8",
+            br#"{"click":"c1","revenue":3.25,"extra":{"a":1}}"#,
+        )
+        .unwrap();
         assert_eq!(json.get(REVENUE), Some("3.25"));
         assert!(json.pairs.contains(&("extra".into(), r#"{"a":1}"#.into())));
-        let (partial, error) = Params::collect("click=c2", "application/json", b"{nope").unwrap_err();
+        let (partial, error) =
+            Params::collect("click=c2", "application/json", b"{nope").unwrap_err();
         assert_eq!(partial.get(CLICK), Some("c2"));
         assert!(matches!(error, BodyError::Json(_)));
     }
@@ -170,7 +209,8 @@ mod tests {
             let bytes: Vec<u8> = (0..(seed % 40))
                 .map(|_| {
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    [b'&', b'=', b'%', b'+', b'a', 0xFF, 0xE2, b'{', b'"', b'1'][(seed >> 40) as usize % 10]
+                    [b'&', b'=', b'%', b'+', b'a', 0xFF, 0xE2, b'{', b'"', b'1']
+                        [(seed >> 40) as usize % 10]
                 })
                 .collect();
             let query = String::from_utf8_lossy(&bytes);

@@ -33,7 +33,11 @@ pub struct Answer {
 
 impl Answer {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -49,7 +53,11 @@ struct AnswerBody<'a> {
 fn answers_total() -> &'static IntCounterVec {
     static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec("traffsure_postbacks_total", "Postback requests by answer", &["status", "code"])
+        traffsure_telemetry::counter_vec(
+            "traffsure_postbacks_total",
+            "Postback requests by answer",
+            &["status", "code"],
+        )
     })
 }
 
@@ -79,7 +87,15 @@ pub fn decide(
     match (params.get(params::CLICK), params.get(params::VISITOR)) {
         (Some(click), _) => {
             let info = keys.verify(click).map_err(|e| {
-                (Answer::new(StatusCode::NOT_FOUND, "click_not_found", format!("click hash not found: {e}")), None, 0)
+                (
+                    Answer::new(
+                        StatusCode::NOT_FOUND,
+                        "click_not_found",
+                        format!("click hash not found: {e}"),
+                    ),
+                    None,
+                    0,
+                )
             })?;
             postback.click_hash = click.to_ascii_lowercase();
             postback.flow_id = info.flow_id;
@@ -88,13 +104,37 @@ pub fn decide(
         }
         (None, Some(vid)) => {
             let routing_key = visitor::routing_key(vid).ok_or_else(|| {
-                (Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_visitor", "vid is not a visitor ID"), None, 0)
+                (
+                    Answer::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_visitor",
+                        "vid is not a visitor ID",
+                    ),
+                    None,
+                    0,
+                )
             })?;
             let flow = params.get(params::FLOW).ok_or_else(|| {
-                (Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_flow", "a vid postback needs the flow parameter"), None, 0)
+                (
+                    Answer::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "missing_flow",
+                        "a vid postback needs the flow parameter",
+                    ),
+                    None,
+                    0,
+                )
             })?;
             let flow = registry.resolve(flow).ok_or_else(|| {
-                (Answer::new(StatusCode::NOT_FOUND, "flow_not_found", format!("flow {flow:?} not found")), None, 0)
+                (
+                    Answer::new(
+                        StatusCode::NOT_FOUND,
+                        "flow_not_found",
+                        format!("flow {flow:?} not found"),
+                    ),
+                    None,
+                    0,
+                )
             })?;
             postback.visitor_id = vid.to_ascii_lowercase();
             postback.flow_id = flow.id;
@@ -102,25 +142,46 @@ pub fn decide(
         }
         (None, None) => {
             return Err((
-                Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_click", "click is missing (also read as clickid, cid, subid, hit, or vid with flow)"),
+                Answer::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "missing_click",
+                    "click is missing (also read as clickid, cid, subid, hit, or vid with flow)",
+                ),
                 None,
                 0,
             ))
         }
     }
-    let reject = |code, message: String| Err((Answer::new(StatusCode::UNPROCESSABLE_ENTITY, code, message), click_ts_ms, postback.flow_id));
+    let reject = |code, message: String| {
+        Err((
+            Answer::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
+            click_ts_ms,
+            postback.flow_id,
+        ))
+    };
     if let Some(revenue) = params.get(params::REVENUE) {
         match traffsure_core::parse_micros(revenue) {
             Ok(micros) => {
                 postback.has_revenue = true;
                 postback.revenue_micros = micros;
             }
-            Err(e) => return reject("invalid_revenue", format!("revenue {e}: {:?}", truncate(revenue))),
+            Err(e) => {
+                return reject(
+                    "invalid_revenue",
+                    format!("revenue {e}: {:?}", truncate(revenue)),
+                )
+            }
         }
     }
     if let Some(currency) = params.get(params::CURRENCY) {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return reject("invalid_currency", format!("currency must be a three-letter code, not {:?}", truncate(currency)));
+            return reject(
+                "invalid_currency",
+                format!(
+                    "currency must be a three-letter code, not {:?}",
+                    truncate(currency)
+                ),
+            );
         }
         postback.currency = currency.to_ascii_uppercase();
     }
@@ -142,7 +203,10 @@ pub fn decide(
     postback.disable_postbacks = params
         .get(params::DISABLE_POSTBACKS)
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
-    Ok(Accepted { postback, click_ts_ms })
+    Ok(Accepted {
+        postback,
+        click_ts_ms,
+    })
 }
 
 fn truncate(text: &str) -> &str {
@@ -170,10 +234,18 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Body {
     Body::Read(body.freeze())
 }
 
-pub async fn receive(edge: web::Data<Edge>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+pub async fn receive(
+    edge: web::Data<Edge>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
     let received_at_ms = now_ms();
     let postback_id = uuid::Uuid::now_v7().to_string();
-    let ip = req.peer_addr().map(|a| a.ip()).map(|ip: IpAddr| ip.to_string()).unwrap_or_default();
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .map(|ip: IpAddr| ip.to_string())
+        .unwrap_or_default();
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -192,12 +264,24 @@ pub async fn receive(edge: web::Data<Edge>, req: HttpRequest, payload: web::Payl
         }
         Body::Read(body) => match Params::collect(req.query_string(), &content_type, &body) {
             Ok(params) => {
-                let decision = decide(&edge.keys, &edge.registry, &params, &postback_id, received_at_ms, &ip);
+                let decision = decide(
+                    &edge.keys,
+                    &edge.registry,
+                    &params,
+                    &postback_id,
+                    received_at_ms,
+                    &ip,
+                );
                 (params, decision)
             }
-            Err((params, params::BodyError::Json(message))) => {
-                (params, Err((Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message), None, 0)))
-            }
+            Err((params, params::BodyError::Json(message))) => (
+                params,
+                Err((
+                    Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message),
+                    None,
+                    0,
+                )),
+            ),
         },
     };
 
@@ -210,7 +294,11 @@ pub async fn receive(edge: web::Data<Edge>, req: HttpRequest, payload: web::Payl
         path: req.path().to_string(),
         params: params
             .for_log()
-            .map(|(name, value, truncated)| Param { name: name.to_string(), value: value.into_owned(), truncated })
+            .map(|(name, value, truncated)| Param {
+                name: name.to_string(),
+                value: value.into_owned(),
+                truncated,
+            })
             .collect(),
         delta_ms: -1,
         ..PostbackLogEntry::default()
@@ -221,20 +309,40 @@ pub async fn receive(edge: web::Data<Edge>, req: HttpRequest, payload: web::Payl
             log.flow_id = postback.flow_id;
             log.click_hash = postback.click_hash.clone();
             log.goal = postback.goal.clone();
-            log.delta_ms = accepted.click_ts_ms.map(|ts| received_at_ms - ts).unwrap_or(-1);
+            log.delta_ms = accepted
+                .click_ts_ms
+                .map(|ts| received_at_ms - ts)
+                .unwrap_or(-1);
             let key = traffsure_kafka::routing_key_bytes(postback.routing_key as u16);
-            match traffsure_kafka::send_event(&edge.producer, &edge.topics.postbacks, &key, &postback).await {
+            match traffsure_kafka::send_event(
+                &edge.producer,
+                &edge.topics.postbacks,
+                &key,
+                &postback,
+            )
+            .await
+            {
                 Ok(_) => Answer::new(StatusCode::OK, "accepted", "postback accepted"),
                 Err(error) => {
                     tracing::error!(%error, postback_id, "postback not durable");
-                    Answer::new(StatusCode::SERVICE_UNAVAILABLE, "not_durable", "postback could not be stored, retry later")
+                    Answer::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_durable",
+                        "postback could not be stored, retry later",
+                    )
                 }
             }
         }
         Err((answer, click_ts_ms, flow_id)) => {
             log.flow_id = flow_id;
-            log.click_hash = params.get(params::CLICK).map(|c| truncate(c).to_string()).unwrap_or_default();
-            log.goal = params.get(params::GOAL).map(|g| truncate(g).to_ascii_lowercase()).unwrap_or_default();
+            log.click_hash = params
+                .get(params::CLICK)
+                .map(|c| truncate(c).to_string())
+                .unwrap_or_default();
+            log.goal = params
+                .get(params::GOAL)
+                .map(|g| truncate(g).to_ascii_lowercase())
+                .unwrap_or_default();
             log.delta_ms = click_ts_ms.map(|ts| received_at_ms - ts).unwrap_or(-1);
             answer
         }
@@ -243,10 +351,19 @@ pub async fn receive(edge: web::Data<Edge>, req: HttpRequest, payload: web::Payl
     log.reason = answer.code.to_string();
     log.message = answer.message.clone();
     let log_key = log.click_hash.clone();
-    if let Err(error) = traffsure_kafka::send_event(&edge.producer, &edge.topics.postback_log, log_key.as_bytes(), &log).await {
+    if let Err(error) = traffsure_kafka::send_event(
+        &edge.producer,
+        &edge.topics.postback_log,
+        log_key.as_bytes(),
+        &log,
+    )
+    .await
+    {
         tracing::error!(%error, postback_id, "postback log entry not stored");
     }
-    answers_total().with_label_values(&[answer.status.as_str(), answer.code]).inc();
+    answers_total()
+        .with_label_values(&[answer.status.as_str(), answer.code])
+        .inc();
     HttpResponse::build(answer.status).json(AnswerBody {
         status: answer.status.as_u16(),
         code: answer.code,
@@ -267,16 +384,32 @@ mod tests {
 
     fn run(query: &str) -> Result<Accepted, (Answer, Option<i64>, u32)> {
         let params = Params::collect(query, "", b"").unwrap();
-        decide(&keys(), &FlowRegistry::new(), &params, "pb1", 2_000, "127.0.0.1")
+        decide(
+            &keys(),
+            &FlowRegistry::new(),
+            &params,
+            "pb1",
+            2_000,
+            "127.0.0.1",
+        )
     }
 
     #[test]
     fn accepts_a_full_postback() {
         let click = keys().generate(1_000, 9, 77);
-        let accepted = run(&format!("clickid={click}&payout=2.5&currency=eur&tx=T1&event=Sale&status=hold")).unwrap();
+        let accepted = run(&format!(
+            "clickid={click}&payout=2.5&currency=eur&tx=T1&event=Sale&status=hold"
+        ))
+        .unwrap();
         let p = accepted.postback;
-        assert_eq!((p.flow_id, p.routing_key, p.goal.as_str(), p.uid.as_str()), (9, 77, "sale", "T1"));
-        assert_eq!((p.has_revenue, p.revenue_micros, p.currency.as_str()), (true, 2_500_000, "EUR"));
+        assert_eq!(
+            (p.flow_id, p.routing_key, p.goal.as_str(), p.uid.as_str()),
+            (9, 77, "sale", "T1")
+        );
+        assert_eq!(
+            (p.has_revenue, p.revenue_micros, p.currency.as_str()),
+            (true, 2_500_000, "EUR")
+        );
         assert_eq!(p.status(), ConversionStatus::Pending);
         assert_eq!(accepted.click_ts_ms, Some(1_000));
     }
@@ -288,9 +421,18 @@ mod tests {
         assert_eq!(code("goal=lead").code, "missing_click");
         assert_eq!(code("goal=lead").status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(code("click=nope").status, StatusCode::NOT_FOUND);
-        assert_eq!(code(&format!("click={click}&revenue=abc")).code, "invalid_revenue");
-        assert_eq!(code(&format!("click={click}&currency=dollars")).code, "invalid_currency");
+        assert_eq!(
+            code(&format!("click={click}&revenue=abc")).code,
+            "invalid_revenue"
+        );
+        assert_eq!(
+            code(&format!("click={click}&currency=dollars")).code,
+            "invalid_currency"
+        );
         assert_eq!(code("vid=zz&flow=1").code, "invalid_visitor");
-        assert_eq!(code("vid=beef0000000000000000000000000000&flow=1").code, "flow_not_found");
+        assert_eq!(
+            code("vid=beef0000000000000000000000000000&flow=1").code,
+            "flow_not_found"
+        );
     }
 }

@@ -88,9 +88,18 @@ async fn dashboard(api: web::Data<Api>) -> Result<HttpResponse, ApiError> {
                    FROM conversions WHERE created_at >= toStartOfDay(now()) GROUP BY conversion_id)",
         )
         .fetch_one::<ConversionTotals>();
-    let date_query = api.clickhouse.query("SELECT toString(today())").fetch_one::<String>();
-    let (clicks, conversions, date) = tokio::try_join!(clicks_query, conversions_query, date_query)?;
-    let active_flows = api.registry.all().iter().filter(|f| f.status() == FlowStatus::Active).count();
+    let date_query = api
+        .clickhouse
+        .query("SELECT toString(today())")
+        .fetch_one::<String>();
+    let (clicks, conversions, date) =
+        tokio::try_join!(clicks_query, conversions_query, date_query)?;
+    let active_flows = api
+        .registry
+        .all()
+        .iter()
+        .filter(|f| f.status() == FlowStatus::Active)
+        .count();
     Ok(HttpResponse::Ok().json(Dashboard {
         date,
         timezone: "UTC",
@@ -117,7 +126,11 @@ struct FlowWithLinks {
 
 impl Api {
     fn with_links(&self, flow: &Flow) -> FlowWithLinks {
-        let handle = if flow.slug.is_empty() { flow.id.to_string() } else { flow.slug.clone() };
+        let handle = if flow.slug.is_empty() {
+            flow.id.to_string()
+        } else {
+            flow.slug.clone()
+        };
         FlowWithLinks {
             flow: FlowView::from(flow),
             tracking_link: format!("{}/c/{handle}?sub_id={{sub_id}}&source={{source}}", self.tracking_base_url),
@@ -129,25 +142,40 @@ impl Api {
     }
 
     fn flow(&self, id: &str) -> Result<Arc<Flow>, ApiError> {
-        self.registry.resolve(id).ok_or_else(|| ApiError::NotFound(format!("flow {id} not found")))
+        self.registry
+            .resolve(id)
+            .ok_or_else(|| ApiError::NotFound(format!("flow {id} not found")))
     }
 
     /// Publishes the flow and waits for the broker, then serves it from memory at once.
     async fn save(&self, flow: Flow) -> Result<(), ApiError> {
         if !flow.slug.is_empty() {
-            if let Some(other) = self.registry.resolve(&flow.slug).filter(|o| o.id != flow.id) {
-                return Err(ApiError::Conflict(format!("slug {:?} is used by flow {}", flow.slug, other.id)));
+            if let Some(other) = self
+                .registry
+                .resolve(&flow.slug)
+                .filter(|o| o.id != flow.id)
+            {
+                return Err(ApiError::Conflict(format!(
+                    "slug {:?} is used by flow {}",
+                    flow.slug, other.id
+                )));
             }
         }
         let key = flow.id.to_string();
-        traffsure_kafka::send_event(&self.producer, &self.topics.flows, key.as_bytes(), &flow).await?;
+        traffsure_kafka::send_event(&self.producer, &self.topics.flows, key.as_bytes(), &flow)
+            .await?;
         self.registry.upsert(flow);
         Ok(())
     }
 }
 
 async fn list_flows(api: web::Data<Api>) -> HttpResponse {
-    let flows: Vec<_> = api.registry.all().iter().map(|f| api.with_links(f)).collect();
+    let flows: Vec<_> = api
+        .registry
+        .all()
+        .iter()
+        .map(|f| api.with_links(f))
+        .collect();
     HttpResponse::Ok().json(serde_json::json!({ "flows": flows }))
 }
 
@@ -155,21 +183,31 @@ async fn get_flow(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(api.with_links(api.flow(&id)?.as_ref())))
 }
 
-async fn create_flow(api: web::Data<Api>, spec: web::Json<FlowSpec>) -> Result<HttpResponse, ApiError> {
+async fn create_flow(
+    api: web::Data<Api>,
+    spec: web::Json<FlowSpec>,
+) -> Result<HttpResponse, ApiError> {
     let id = loop {
         let candidate = rand::random_range(1..=9_999_999u32);
         if api.registry.get(candidate).is_none() {
             break candidate;
         }
     };
-    let mut flow = Flow { id, ..Flow::default() };
+    let mut flow = Flow {
+        id,
+        ..Flow::default()
+    };
     spec.apply(&mut flow, now_ms())?;
     api.save(flow.clone()).await?;
     tracing::info!(flow = id, name = %flow.name, "flow created");
     Ok(HttpResponse::Created().json(api.with_links(&flow)))
 }
 
-async fn update_flow(api: web::Data<Api>, id: web::Path<String>, spec: web::Json<FlowSpec>) -> Result<HttpResponse, ApiError> {
+async fn update_flow(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    spec: web::Json<FlowSpec>,
+) -> Result<HttpResponse, ApiError> {
     let mut flow = Flow::clone(api.flow(&id)?.as_ref());
     spec.apply(&mut flow, now_ms())?;
     api.save(flow.clone()).await?;

@@ -20,13 +20,19 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid { field: field.into(), message: message.into() }
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl From<traffsure_core::flow::FlowError> for ApiError {
     fn from(e: traffsure_core::flow::FlowError) -> Self {
-        Self::Invalid { field: e.field, message: e.message }
+        Self::Invalid {
+            field: e.field,
+            message: e.message,
+        }
     }
 }
 
@@ -61,10 +67,16 @@ impl ResponseError for ApiError {
     }
 }
 
-pub fn json_error(error: actix_web::error::JsonPayloadError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn json_error(
+    error: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::invalid("body", error.to_string()).into()
 }
 
-pub fn path_error(error: actix_web::error::PathError, _: &actix_web::HttpRequest) -> actix_web::Error {
+pub fn path_error(
+    error: actix_web::error::PathError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
     ApiError::NotFound(format!("no such resource: {error}")).into()
 }

@@ -15,7 +15,8 @@ use traffsure_kafka::{FlowRegistry, Topics};
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored: one environment may configure several services.
+#[serde(default)]
 struct Settings {
     http: HttpSettings,
     kafka: KafkaSettings,
@@ -45,15 +46,18 @@ async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("reporting-api")?;
     let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
     let topics = Topics::new(&settings.kafka.topic_prefix);
-    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics)
+        .await
+        .context("create topics")?;
 
     let health = Health::new();
     let flows_ready = health.register("flows");
     let clickhouse_ready = health.register("clickhouse");
     let registry = Arc::new(FlowRegistry::new());
-    let loaded = traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-        .await
-        .context("follow flows topic")?;
+    let loaded =
+        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
+            .await
+            .context("follow flows topic")?;
     tokio::spawn(async move {
         if loaded.await.is_ok() {
             flows_ready.set_ready(true);
@@ -81,7 +85,11 @@ async fn main() -> anyhow::Result<()> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::JsonConfig::default().limit(256 * 1024).error_handler(error::json_error))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(256 * 1024)
+                    .error_handler(error::json_error),
+            )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .configure(api::routes)

@@ -27,7 +27,8 @@ use traffsure_telemetry::Health;
 use table::{Accepted, TableSink};
 
 #[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// Unknown top-level sections are ignored: one environment may configure several services.
+#[serde(default)]
 struct Settings {
     http: HttpSettings,
     kafka: KafkaSettings,
@@ -57,7 +58,11 @@ impl Default for Settings {
 fn rows_total() -> &'static IntCounterVec {
     static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec("traffsure_sink_messages_total", "Messages by table and outcome", &["table", "outcome"])
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_messages_total",
+            "Messages by table and outcome",
+            &["table", "outcome"],
+        )
     })
 }
 
@@ -85,11 +90,26 @@ struct Tables {
 /// Runs `$body` with `$t` bound to each table in turn.
 macro_rules! each_table {
     ($tables:expr, $t:ident => $body:expr) => {{
-        { let $t = &mut $tables.clicks; $body }
-        { let $t = &mut $tables.conversions; $body }
-        { let $t = &mut $tables.postback_log; $body }
-        { let $t = &mut $tables.postback_results; $body }
-        { let $t = &mut $tables.flows; $body }
+        {
+            let $t = &mut $tables.clicks;
+            $body
+        }
+        {
+            let $t = &mut $tables.conversions;
+            $body
+        }
+        {
+            let $t = &mut $tables.postback_log;
+            $body
+        }
+        {
+            let $t = &mut $tables.postback_results;
+            $body
+        }
+        {
+            let $t = &mut $tables.flows;
+            $body
+        }
     }};
 }
 
@@ -97,9 +117,21 @@ impl Tables {
     fn new(topics: &Topics) -> Self {
         Self {
             clicks: TableSink::new("clicks", topics.clicks.clone(), rows::click_row),
-            conversions: TableSink::new("conversions", topics.conversions.clone(), rows::conversion_row),
-            postback_log: TableSink::new("postback_log", topics.postback_log.clone(), rows::postback_log_row),
-            postback_results: TableSink::new("postback_results", topics.postback_results.clone(), rows::postback_result_row),
+            conversions: TableSink::new(
+                "conversions",
+                topics.conversions.clone(),
+                rows::conversion_row,
+            ),
+            postback_log: TableSink::new(
+                "postback_log",
+                topics.postback_log.clone(),
+                rows::postback_log_row,
+            ),
+            postback_results: TableSink::new(
+                "postback_results",
+                topics.postback_results.clone(),
+                rows::postback_result_row,
+            ),
             flows: TableSink::new("flows", topics.flows.clone(), rows::flow_row),
         }
     }
@@ -110,7 +142,14 @@ impl Tables {
         topics
     }
 
-    async fn accept(&mut self, client: &Client, topic: &str, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<(&'static str, Accepted)> {
+    async fn accept(
+        &mut self,
+        client: &Client,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> anyhow::Result<(&'static str, Accepted)> {
         each_table!(self, t => if t.topic == topic {
             return Ok((t.table, t.accept(client, partition, offset, payload).await?));
         });
@@ -176,14 +215,35 @@ impl Sink {
         }
     }
 
-    async fn dead_letter(&self, topic: &str, partition: i32, offset: i64, payload: &[u8], reason: &str) -> anyhow::Result<()> {
+    async fn dead_letter(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        reason: &str,
+    ) -> anyhow::Result<()> {
         use rdkafka::message::{Header, OwnedHeaders};
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "topic", value: Some(topic) })
-            .insert(Header { key: "partition", value: Some(&partition.to_string()) })
-            .insert(Header { key: "offset", value: Some(&offset.to_string()) })
-            .insert(Header { key: "reason", value: Some(reason) });
-        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.dead_letter).payload(payload).headers(headers);
+            .insert(Header {
+                key: "topic",
+                value: Some(topic),
+            })
+            .insert(Header {
+                key: "partition",
+                value: Some(&partition.to_string()),
+            })
+            .insert(Header {
+                key: "offset",
+                value: Some(&offset.to_string()),
+            })
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            });
+        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.dead_letter)
+            .payload(payload)
+            .headers(headers);
         self.producer
             .send(record, Duration::from_secs(30))
             .await
@@ -241,7 +301,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(ops);
 
     let topics = Topics::new(&settings.kafka.topic_prefix);
-    traffsure_kafka::ensure_topics(&settings.kafka, &topics).await.context("create topics")?;
+    traffsure_kafka::ensure_topics(&settings.kafka, &topics)
+        .await
+        .context("create topics")?;
     let mut delay = Duration::from_millis(500);
     loop {
         match traffsure_clickhouse::migrate(&settings.clickhouse).await {
@@ -256,8 +318,9 @@ async fn main() -> anyhow::Result<()> {
     schema_ready.set_ready(true);
 
     let rebalances = Arc::new(AtomicU64::new(0));
-    let consumer: StreamConsumer<RebalanceCounter> = traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id)
-        .create_with_context(RebalanceCounter(rebalances.clone()))?;
+    let consumer: StreamConsumer<RebalanceCounter> =
+        traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id)
+            .create_with_context(RebalanceCounter(rebalances.clone()))?;
     let mut tables = Tables::new(&topics);
     let topic_names = tables.topics();
     consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;

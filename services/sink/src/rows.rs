@@ -6,7 +6,9 @@ use prost::Message as _;
 use serde::Serialize;
 use traffsure_core::flow::status_to_name;
 use traffsure_core::status::status_name;
-use traffsure_events::{Click, Conversion, Flow, PostbackLogEntry, PostbackOutcome, PostbackResult};
+use traffsure_events::{
+    Click, Conversion, Flow, PostbackLogEntry, PostbackOutcome, PostbackResult,
+};
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +76,11 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         sub8: sub(&c.subs, 7),
         sub9: sub(&c.subs, 8),
         sub10: sub(&c.subs, 9),
-        extra: if c.extra.is_empty() { String::new() } else { serde_json::to_string(&c.extra).unwrap_or_default() },
+        extra: if c.extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&c.extra).unwrap_or_default()
+        },
         is_bot: u8::from(c.is_bot),
         click_hash: c.click_hash,
         flow_id: c.flow_id,
@@ -196,7 +202,10 @@ pub struct PostbackLogRow {
     pub kafka_offset: u64,
 }
 
-pub fn postback_log_row(payload: &[u8], at: Position) -> Result<PostbackLogRow, prost::DecodeError> {
+pub fn postback_log_row(
+    payload: &[u8],
+    at: Position,
+) -> Result<PostbackLogRow, prost::DecodeError> {
     let e = PostbackLogEntry::decode(payload)?;
     let params_truncated = u8::from(e.params.iter().any(|p| p.truncated));
     let (param_names, param_values) = e.params.into_iter().map(|p| (p.name, p.value)).unzip();
@@ -236,7 +245,10 @@ pub struct PostbackResultRow {
     pub kafka_offset: u64,
 }
 
-pub fn postback_result_row(payload: &[u8], at: Position) -> Result<PostbackResultRow, prost::DecodeError> {
+pub fn postback_result_row(
+    payload: &[u8],
+    at: Position,
+) -> Result<PostbackResultRow, prost::DecodeError> {
     let r = PostbackResult::decode(payload)?;
     let outcome = match r.outcome() {
         PostbackOutcome::Converted => "converted",

@@ -81,7 +81,11 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
         self.oldest = None;
     }
 
-    async fn floor(&mut self, client: &Client, partition: i32) -> Result<Option<i64>, clickhouse::error::Error> {
+    async fn floor(
+        &mut self,
+        client: &Client,
+        partition: i32,
+    ) -> Result<Option<i64>, clickhouse::error::Error> {
         if let Some(floor) = self.floors.get(&partition) {
             return Ok(*floor);
         }
@@ -89,10 +93,19 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             "SELECT max(kafka_offset) AS max_offset, count() AS rows FROM {} WHERE kafka_partition = ?",
             self.table
         );
-        let found: Floor = client.query(&sql).bind(partition as u16).fetch_one().await?;
+        let found: Floor = client
+            .query(&sql)
+            .bind(partition as u16)
+            .fetch_one()
+            .await?;
         let floor = (found.rows > 0).then_some(found.max_offset as i64);
         if let Some(offset) = floor {
-            tracing::info!(table = self.table, partition, offset, "resuming after stored offset");
+            tracing::info!(
+                table = self.table,
+                partition,
+                offset,
+                "resuming after stored offset"
+            );
         }
         self.floors.insert(partition, floor);
         Ok(floor)
@@ -105,12 +118,19 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
         offset: i64,
         payload: &[u8],
     ) -> Result<Accepted, clickhouse::error::Error> {
-        if self.floor(client, partition).await?.is_some_and(|floor| offset <= floor) {
+        if self
+            .floor(client, partition)
+            .await?
+            .is_some_and(|floor| offset <= floor)
+        {
             self.next_offsets.insert(partition, offset + 1);
             return Ok(Accepted::AlreadyStored);
         }
         self.next_offsets.insert(partition, offset + 1);
-        let position = Position { partition: partition as u16, offset: offset as u64 };
+        let position = Position {
+            partition: partition as u16,
+            offset: offset as u64,
+        };
         match (self.decode)(payload, position) {
             Ok(row) => {
                 self.rows.push(row);
@@ -149,18 +169,28 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
     /// Counts the rows of this batch's offset ranges in the table: an insert that
     /// reported success must be visible in full.
     async fn verify(&self, client: &Client) -> Result<(), clickhouse::error::Error> {
-        let condition = vec!["(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?)"; self.ranges.len()].join(" OR ");
+        let condition = vec![
+            "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?)";
+            self.ranges.len()
+        ]
+        .join(" OR ");
         let sql = format!(
             "SELECT kafka_partition AS partition, uniqExact(kafka_offset) AS rows FROM {} WHERE {condition} GROUP BY kafka_partition",
             self.table
         );
         let mut query = client.query(&sql);
         for (partition, (first, last, _)) in &self.ranges {
-            query = query.bind(*partition as u16).bind(*first as u64).bind(*last as u64);
+            query = query
+                .bind(*partition as u16)
+                .bind(*first as u64)
+                .bind(*last as u64);
         }
         let stored: Vec<Stored> = query.fetch_all().await?;
         for (partition, (_, _, expected)) in &self.ranges {
-            let found = stored.iter().find(|s| i32::from(s.partition) == *partition).map_or(0, |s| s.rows);
+            let found = stored
+                .iter()
+                .find(|s| i32::from(s.partition) == *partition)
+                .map_or(0, |s| s.rows);
             if found < *expected {
                 return Err(clickhouse::error::Error::Custom(format!(
                     "{}: insert reported success but partition {partition} holds {found} of {expected} rows",

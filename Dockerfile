@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+#
+# One image recipe for every TraffSure service; the build argument SERVICE picks which:
+#   docker build --build-arg SERVICE=click-ingest -t traffsure/click-ingest:dev .
+# SERVICE is one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api.
+# Needs BuildKit (the default builder of current Docker) for the cache mounts below.
+
+# --- build -------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+
+# librdkafka is compiled from source by the rdkafka crate (`cmake-build`), which needs
+# cmake and a C/C++ toolchain; zlib1g-dev is the zlib it links against (the runtime
+# image's zlib1g matches it).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends cmake build-essential zlib1g-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+ARG SERVICE
+RUN case "$SERVICE" in \
+      click-ingest|postback-ingest|conversion-attribution|sink|reporting-api) ;; \
+      *) echo "build argument SERVICE must be one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api (got '${SERVICE}')" >&2; exit 1 ;; \
+    esac
+
+WORKDIR /src
+COPY . .
+
+# The registry and the target dir live in cache mounts (shared by all five services'
+# builds), so the binary is copied out of the mount in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    cargo build --release --locked -p "$SERVICE" \
+    && install -D -m 0755 "target/release/$SERVICE" /out/traffsure-service
+
+# --- runtime -----------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
+
+ARG SERVICE
+LABEL org.opencontainers.image.title="traffsure-${SERVICE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 traffsure \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+         --home-dir /app --shell /usr/sbin/nologin traffsure
+
+COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
+
+# Settings come from TRAFFSURE__SECTION__KEY environment variables, or from
+# config/default.toml and config/<service>.toml relative to this directory if mounted.
+WORKDIR /app
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/traffsure-service"]
