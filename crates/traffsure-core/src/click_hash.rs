@@ -280,7 +280,8 @@ mod tests {
 
     #[test]
     fn the_highest_key_signs_by_default() {
-        let k = ClickHashKeys::parse("1:test-secret-number-one,2:test-secret-number-two", None).unwrap();
+        let k = ClickHashKeys::parse("1:test-secret-number-one,2:test-secret-number-two", None)
+            .unwrap();
         assert_eq!(k.verify(&k.generate(1, 1, 1)).unwrap().key_id, 2);
     }
 

@@ -105,6 +105,23 @@ pub async fn spawn_flow_follower(
     Ok(loaded_rx)
 }
 
+/// Loads and follows the `flows` topic; `on_loaded` runs once the flows that existed at
+/// start are all in memory (services report ready only then).
+pub async fn follow_flows(
+    settings: &KafkaSettings,
+    topic: &str,
+    on_loaded: impl FnOnce() + Send + 'static,
+) -> Result<Arc<FlowRegistry>, KafkaError> {
+    let registry = Arc::new(FlowRegistry::new());
+    let loaded = spawn_flow_follower(settings, topic, registry.clone()).await?;
+    tokio::spawn(async move {
+        if loaded.await.is_ok() {
+            on_loaded();
+        }
+    });
+    Ok(registry)
+}
+
 async fn follow(
     consumer: StreamConsumer,
     registry: Arc<FlowRegistry>,

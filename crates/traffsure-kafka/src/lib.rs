@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use traffsure_config::KafkaSettings;
 
-pub use flows::{spawn_flow_follower, FlowRegistry};
+pub use flows::{follow_flows, spawn_flow_follower, FlowRegistry};
 pub use rdkafka;
 
 /// The names of the event topics under a prefix.
@@ -186,6 +186,7 @@ pub fn is_transient(error: &KafkaError) -> bool {
 /// Tracks a reader's progress towards the end a topic had when the reader started.
 #[derive(Debug, Default)]
 pub struct CatchUp {
+    partitions: Vec<i32>,
     /// Partition → offset one past the last message at start, for partitions not yet reached.
     targets: HashMap<i32, i64>,
 }
@@ -207,6 +208,33 @@ impl CatchUp {
     }
 }
 
+/// The partitions of `topic` and their current ends.
+fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<CatchUp, KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut catch_up = CatchUp::default();
+    for t in metadata.topics() {
+        if let Some(error) = t.error() {
+            return Err(KafkaError::MetadataFetch(error.into()));
+        }
+        catch_up
+            .partitions
+            .extend(t.partitions().iter().map(|p| p.id()));
+    }
+    if catch_up.partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    for partition in catch_up.partitions.clone() {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        if high > low {
+            catch_up.targets.insert(partition, high);
+        }
+    }
+    Ok(catch_up)
+}
+
 /// A consumer outside any group, assigned every partition of `topic` from the beginning
 /// (for state every instance rebuilds in full), and the end it must reach to be current.
 pub async fn read_from_beginning(
@@ -222,21 +250,21 @@ pub async fn read_from_beginning(
         .create()?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        let mut assignment = TopicPartitionList::new();
-        let mut catch_up = CatchUp::default();
-        for partition in partitions {
-            let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout)?;
-            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
-            if high > low {
-                catch_up.targets.insert(partition, high);
+        // A topic created a moment ago may have no leader yet: retry for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let catch_up = loop {
+            match end_offsets(&consumer, &topic) {
+                Ok(catch_up) => break catch_up,
+                Err(error) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(topic, %error, "topic not ready yet, retrying");
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(error) => return Err(error),
             }
+        };
+        let mut assignment = TopicPartitionList::new();
+        for partition in catch_up.partitions.iter() {
+            assignment.add_partition_offset(&topic, *partition, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
         Ok((consumer, catch_up))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{HttpSettings, KafkaSettings, TelemetrySettings};
-use traffsure_kafka::{FlowRegistry, Topics};
+use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
@@ -55,20 +55,21 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
-    let registry = Arc::new(FlowRegistry::new());
     let flows_ready = health.register("flows");
-    let loaded =
-        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-            .await
-            .context("follow flows topic")?;
+    let (flows_loaded_tx, flows_loaded) = tokio::sync::oneshot::channel();
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
+        flows_ready.set_ready(true);
+        let _ = flows_loaded_tx.send(());
+    })
+    .await
+    .context("follow flows topic")?;
     let state_ready = health.register("state");
 
     let state = Arc::new(state::State::default());
     let clicks_loaded =
         state::spawn_click_follower(&settings.kafka, &topics.clicks, state.clone()).await?;
     state::restore_conversions(&settings.kafka, &topics.conversions, &state).await?;
-    let _ = loaded.await;
-    flows_ready.set_ready(true);
+    let _ = flows_loaded.await;
     let _ = clicks_loaded.await;
     state_ready.set_ready(true);
     tracing::info!(clicks = state.click_count(), "attribution state loaded");

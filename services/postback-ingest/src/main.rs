@@ -5,14 +5,12 @@
 mod params;
 mod postback;
 
-use std::sync::Arc;
-
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{ClickHashSettings, HttpSettings, KafkaSettings, TelemetrySettings};
 use traffsure_core::ClickHashKeys;
-use traffsure_kafka::{FlowRegistry, Topics};
+use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
@@ -53,16 +51,11 @@ async fn main() -> anyhow::Result<()> {
 
     let health = Health::new();
     let flows_ready = health.register("flows");
-    let registry = Arc::new(FlowRegistry::new());
-    let loaded =
-        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-            .await
-            .context("follow flows topic")?;
-    tokio::spawn(async move {
-        if loaded.await.is_ok() {
-            flows_ready.set_ready(true);
-        }
-    });
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
+        flows_ready.set_ready(true)
+    })
+    .await
+    .context("follow flows topic")?;
 
     let state = web::Data::new(postback::Edge {
         registry,

@@ -5,13 +5,11 @@
 mod api;
 mod error;
 
-use std::sync::Arc;
-
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
-use traffsure_kafka::{FlowRegistry, Topics};
+use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
 #[derive(Debug, Deserialize)]
@@ -53,16 +51,11 @@ async fn main() -> anyhow::Result<()> {
     let health = Health::new();
     let flows_ready = health.register("flows");
     let clickhouse_ready = health.register("clickhouse");
-    let registry = Arc::new(FlowRegistry::new());
-    let loaded =
-        traffsure_kafka::spawn_flow_follower(&settings.kafka, &topics.flows, registry.clone())
-            .await
-            .context("follow flows topic")?;
-    tokio::spawn(async move {
-        if loaded.await.is_ok() {
-            flows_ready.set_ready(true);
-        }
-    });
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
+        flows_ready.set_ready(true)
+    })
+    .await
+    .context("follow flows topic")?;
     let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
     {
         let clickhouse = clickhouse.clone();
