@@ -80,6 +80,8 @@ impl ConsumerContext for RebalanceCounter {
 }
 
 struct Tables {
+    /// The rebalance count the pending batches belong to.
+    generation: u64,
     clicks: TableSink<rows::ClickRow>,
     conversions: TableSink<rows::ConversionRow>,
     postback_log: TableSink<rows::PostbackLogRow>,
@@ -116,6 +118,7 @@ macro_rules! each_table {
 impl Tables {
     fn new(topics: &Topics) -> Self {
         Self {
+            generation: 0,
             clicks: TableSink::new("clicks", topics.clicks.clone(), rows::click_row),
             conversions: TableSink::new(
                 "conversions",
@@ -156,8 +159,14 @@ impl Tables {
         anyhow::bail!("message from unexpected topic {topic}")
     }
 
-    fn reset(&mut self) {
-        each_table!(self, t => t.reset());
+    /// After a rebalance, drops pending batches and checkpoints: their partitions may
+    /// belong to another instance now, which replays them from the stored offsets.
+    fn forget_moved_partitions(&mut self, rebalances: &AtomicU64) {
+        let current = rebalances.load(Ordering::SeqCst);
+        if current != self.generation {
+            self.generation = current;
+            each_table!(self, t => t.reset());
+        }
     }
 }
 
@@ -174,7 +183,6 @@ struct Sink {
 
 impl Sink {
     async fn run(mut self) -> anyhow::Result<()> {
-        let mut generation = self.rebalances.load(Ordering::SeqCst);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -186,11 +194,7 @@ impl Sink {
                             continue;
                         }
                     };
-                    let current = self.rebalances.load(Ordering::SeqCst);
-                    if current != generation {
-                        generation = current;
-                        self.tables.reset();
-                    }
+                    self.tables.forget_moved_partitions(&self.rebalances);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default();
                     let (table, accepted) = self.tables.accept(&self.client, &topic, partition, offset, payload).await?;
@@ -254,6 +258,7 @@ impl Sink {
     /// Inserts every table batch that is full or old enough (all of them when `force`),
     /// retrying ClickHouse errors with backoff: rows are never skipped.
     async fn flush(&mut self, force: bool) -> anyhow::Result<()> {
+        self.tables.forget_moved_partitions(&self.rebalances);
         let (batch_rows, batch_interval) = (self.batch_rows, self.batch_interval);
         let mut backoff = Duration::from_millis(200);
         let mut offsets = TopicPartitionList::new();
@@ -276,15 +281,21 @@ impl Sink {
                         }
                     }
                 }
-                if t.len() == 0 {
-                    for (partition, next) in t.next_offsets() {
-                        offsets.add_partition_offset(&t.topic, *partition, Offset::Offset(*next))?;
-                    }
+            }
+            // With nothing pending, every message read so far is stored or was skipped
+            // (already stored, dead-lettered): its offset may move on.
+            if t.len() == 0 {
+                for (partition, next) in t.next_offsets() {
+                    offsets.add_partition_offset(&t.topic, *partition, Offset::Offset(*next))?;
                 }
             }
         });
         if offsets.count() > 0 {
-            self.consumer.store_offsets(&offsets)?;
+            // A partition revoked this very moment refuses the store; its new owner
+            // resumes from the table's checkpoint, so this is not an error.
+            if let Err(error) = self.consumer.store_offsets(&offsets) {
+                tracing::warn!(%error, "offsets not stored");
+            }
         }
         Ok(())
     }
