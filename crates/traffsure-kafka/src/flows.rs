@@ -12,7 +12,6 @@ use prost::Message as _;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::Message;
-use tokio::sync::oneshot;
 use traffsure_config::KafkaSettings;
 use traffsure_events::Flow;
 
@@ -92,19 +91,6 @@ impl FlowRegistry {
     }
 }
 
-/// Starts following the `flows` topic into `registry`. The returned receiver fires once
-/// the flows that existed at start have all been loaded.
-pub async fn spawn_flow_follower(
-    settings: &KafkaSettings,
-    topic: &str,
-    registry: Arc<FlowRegistry>,
-) -> Result<oneshot::Receiver<()>, KafkaError> {
-    let (consumer, catch_up) = crate::read_from_beginning(settings, topic).await?;
-    let (loaded_tx, loaded_rx) = oneshot::channel();
-    tokio::spawn(follow(consumer, registry, catch_up, loaded_tx));
-    Ok(loaded_rx)
-}
-
 /// Loads and follows the `flows` topic; `on_loaded` runs once the flows that existed at
 /// start are all in memory (services report ready only then).
 pub async fn follow_flows(
@@ -113,12 +99,8 @@ pub async fn follow_flows(
     on_loaded: impl FnOnce() + Send + 'static,
 ) -> Result<Arc<FlowRegistry>, KafkaError> {
     let registry = Arc::new(FlowRegistry::new());
-    let loaded = spawn_flow_follower(settings, topic, registry.clone()).await?;
-    tokio::spawn(async move {
-        if loaded.await.is_ok() {
-            on_loaded();
-        }
-    });
+    let (consumer, catch_up) = crate::read_from_beginning(settings, topic).await?;
+    tokio::spawn(follow(consumer, registry.clone(), catch_up, on_loaded));
     Ok(registry)
 }
 
@@ -126,14 +108,14 @@ async fn follow(
     consumer: StreamConsumer,
     registry: Arc<FlowRegistry>,
     mut catch_up: CatchUp,
-    loaded: oneshot::Sender<()>,
+    on_loaded: impl FnOnce(),
 ) {
-    let mut loaded = Some(loaded);
+    let mut on_loaded = Some(on_loaded);
     loop {
         if catch_up.is_done() {
-            if let Some(tx) = loaded.take() {
+            if let Some(on_loaded) = on_loaded.take() {
                 tracing::info!(flows = registry.len(), "flows loaded");
-                let _ = tx.send(());
+                on_loaded();
             }
         }
         let message = match consumer.recv().await {

@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use traffsure_config::KafkaSettings;
 
-pub use flows::{follow_flows, spawn_flow_follower, FlowRegistry};
+pub use flows::{follow_flows, FlowRegistry};
 pub use rdkafka;
 
 /// The names of the event topics under a prefix.
