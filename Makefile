@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run stop test install stack build build-release unit e2e lint fmt clean-local
+.PHONY: run stop test bench install stack build build-release unit e2e lint fmt clean-local
 
 ## run: install what is missing, start Kafka, ClickHouse and every service, print the links
 run: install build-release stack
@@ -18,6 +18,10 @@ stop:
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse
 test: install build stack
 	$(CARGO) test --workspace --locked
+
+## bench: release build, the stack, then every benchmark in bench/ (BENCH=click to pick one)
+bench: install build-release stack
+	bench/run.sh $(BENCH)
 
 ## install: Kafka (Maven Central), ClickHouse (Debian), GeoIP (npm), into .local/
 install:

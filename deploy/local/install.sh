@@ -25,10 +25,6 @@ GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 GEOIP_TMP=""
 trap '[[ -z "$GEOIP_TMP" ]] || rm -rf "$GEOIP_TMP"' EXIT
 
-as_root() {
-  if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
-
 # --- Debian packages -------------------------------------------------------
 install_apt_packages() {
   local missing=()

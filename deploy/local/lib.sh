@@ -32,6 +32,10 @@ START_TIMEOUT="${START_TIMEOUT:-90}"
 # Seconds stop.sh waits after SIGTERM before sending SIGKILL.
 STOP_TIMEOUT="${STOP_TIMEOUT:-30}"
 
+as_root() {
+  if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
 log() { printf '%s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

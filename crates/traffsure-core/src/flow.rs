@@ -1,9 +1,15 @@
 //! Flows as the API sees them: validation of what a user submits, and the JSON view of
 //! a stored flow. The stored form is the Protobuf `Flow` on the `flows` topic.
 
-use serde::{Deserialize, Serialize};
-use traffsure_events::{DuplicatePolicy, Flow, FlowStatus, Goal, RedirectMode};
+use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+use traffsure_events::{
+    Condition, Destination, DuplicatePolicy, Flow, FlowStatus, Goal, OutboundPostback,
+    PostbackSecurity, RedirectMode, Rule,
+};
+
+use crate::cidr::Cidr;
 use crate::macros::macro_names;
 use crate::money::{format_micros, parse_micros};
 
@@ -15,6 +21,47 @@ pub const DESTINATION_MACROS: &[&str] = &[
     "click", "flow", "sub_id", "source", "sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7",
     "sub8", "sub9", "sub10", "country", "device", "os", "browser", "cost", "ts", "visitor",
 ];
+
+/// Macros an outbound postback URL or body may use.
+pub const OUTBOUND_MACROS: &[&str] = &[
+    "click",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "goal",
+    "status",
+    "revenue",
+    "payout",
+    "uid",
+    "currency",
+    "country",
+    "conversion",
+    "ts",
+];
+
+/// Click fields a rule condition may test.
+pub const RULE_FIELDS: &[&str] = &[
+    "country", "device", "os", "browser", "ip", "sub_id", "source", "sub1", "sub2", "sub3", "sub4",
+    "sub5", "sub6", "sub7", "sub8", "sub9", "sub10",
+];
+
+/// Conversion statuses a status map may produce, and an outbound postback may fire on.
+pub const MAPPED_STATUSES: &[&str] = &["approved", "pending", "rejected"];
+
+/// Most destinations in one set, rules in one flow, and values in one condition.
+pub const MAX_DESTINATIONS: usize = 100;
+pub const MAX_RULES: usize = 100;
+pub const MAX_VALUES: usize = 1000;
 
 /// A flow as submitted to `POST /api/v1/flows` or `PUT /api/v1/flows/{id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +81,114 @@ pub struct FlowSpec {
     pub goals: Vec<GoalSpec>,
     #[serde(default)]
     pub attribution_window_days: Option<u32>,
+    /// Default destination set with weights; empty = `destination_url` alone.
+    #[serde(default)]
+    pub destinations: Vec<DestinationSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// Where paused and archived flows send visitors; empty = 404.
+    #[serde(default)]
+    pub inactive_url: Option<String>,
+    /// Where bot clicks go; empty = the normal destinations.
+    #[serde(default)]
+    pub bot_url: Option<String>,
+    #[serde(default)]
+    pub postback_security: PostbackSecuritySpec,
+    /// Raw postback status → approved, pending or rejected.
+    #[serde(default)]
+    pub status_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub outbound_postbacks: Vec<OutboundSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    pub url: String,
+    /// Relative weight inside its set (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    #[serde(default)]
+    pub name: String,
+    pub conditions: Vec<ConditionSpec>,
+    pub destinations: Vec<DestinationSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// One of [`RULE_FIELDS`].
+    pub field: String,
+    /// `in` (default) or `not_in`.
+    #[serde(default = "op_in")]
+    pub op: String,
+    pub values: Vec<String>,
+}
+
+fn op_in() -> String {
+    "in".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostbackSecuritySpec {
+    /// Required value of the `token` parameter; empty = off.
+    pub token: String,
+    /// HMAC-SHA256 secret for signed postbacks; empty = off.
+    pub hmac_secret: String,
+    /// Replay window for signed postbacks in seconds (0 = 300).
+    pub max_age_seconds: u32,
+    /// Addresses or CIDR blocks allowed to send postbacks; empty = any.
+    pub allowed_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSpec {
+    /// Stable id; generated from the position when empty.
+    #[serde(default)]
+    pub id: String,
+    pub url: String,
+    /// GET (default) or POST.
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default)]
+    pub body_template: String,
+    /// `form` (default) or `json`, for POST.
+    #[serde(default = "form")]
+    pub body_format: String,
+    /// Goals that fire it; empty = every goal.
+    #[serde(default)]
+    pub goals: Vec<String>,
+    /// approved (default), pending, rejected or any.
+    #[serde(default = "approved")]
+    pub on_status: String,
+    #[serde(default)]
+    pub delay_seconds: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn form() -> String {
+    "form".into()
+}
+fn approved() -> String {
+    "approved".into()
+}
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -228,6 +383,57 @@ impl FlowSpec {
         if !(1..=365).contains(&window) {
             return Err(invalid("attribution_window_days", "must be from 1 to 365"));
         }
+        let destinations = destinations_from("destinations", &self.destinations)?;
+        if self.rules.len() > MAX_RULES {
+            return Err(invalid("rules", format!("at most {MAX_RULES} rules")));
+        }
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.to_rule(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let optional_url = |field: &str, url: &Option<String>| -> Result<String, FlowError> {
+            match url.as_deref().map(str::trim) {
+                None | Some("") => Ok(String::new()),
+                Some(url) => {
+                    validate_url_template(field, url, DESTINATION_MACROS)?;
+                    Ok(url.to_string())
+                }
+            }
+        };
+        let inactive_url = optional_url("inactive_url", &self.inactive_url)?;
+        let bot_url = optional_url("bot_url", &self.bot_url)?;
+        let postback_security = self.postback_security.to_security()?;
+        let mut status_map = BTreeMap::new();
+        for (raw, mapped) in &self.status_map {
+            let raw_key = raw.trim().to_ascii_lowercase();
+            let mapped = mapped.trim().to_ascii_lowercase();
+            if raw_key.is_empty() || raw_key.len() > 64 {
+                return Err(invalid("status_map", "statuses must be 1 to 64 characters"));
+            }
+            if !MAPPED_STATUSES.contains(&mapped.as_str()) {
+                return Err(invalid(
+                    format!("status_map.{raw}"),
+                    "must map to approved, pending or rejected",
+                ));
+            }
+            status_map.insert(raw_key, mapped);
+        }
+        let mut outbound_postbacks = Vec::with_capacity(self.outbound_postbacks.len());
+        for (i, o) in self.outbound_postbacks.iter().enumerate() {
+            let out = o.to_outbound(i, &goals)?;
+            if outbound_postbacks
+                .iter()
+                .any(|p: &OutboundPostback| p.id == out.id)
+            {
+                return Err(invalid(
+                    format!("outbound_postbacks[{i}].id"),
+                    format!("id {:?} appears twice", out.id),
+                ));
+            }
+            outbound_postbacks.push(out);
+        }
         flow.slug = slug;
         flow.name = name.to_string();
         flow.set_status(status);
@@ -236,6 +442,13 @@ impl FlowSpec {
         flow.default_goal = default_goal;
         flow.goals = goals;
         flow.attribution_window_days = window;
+        flow.destinations = destinations;
+        flow.rules = rules;
+        flow.inactive_url = inactive_url;
+        flow.bot_url = bot_url;
+        flow.postback_security = postback_security;
+        flow.status_map = status_map;
+        flow.outbound_postbacks = outbound_postbacks;
         if flow.created_at_ms == 0 {
             flow.created_at_ms = now_ms;
         }
@@ -243,6 +456,242 @@ impl FlowSpec {
         flow.revision += 1;
         Ok(())
     }
+}
+
+fn destinations_from(
+    field: &str,
+    specs: &[DestinationSpec],
+) -> Result<Vec<Destination>, FlowError> {
+    if specs.len() > MAX_DESTINATIONS {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_DESTINATIONS} destinations"),
+        ));
+    }
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let url = d.url.trim();
+            validate_url_template(&format!("{field}[{i}].url"), url, DESTINATION_MACROS)?;
+            if d.weight == 0 || d.weight > 1_000_000 {
+                return Err(invalid(
+                    format!("{field}[{i}].weight"),
+                    "must be from 1 to 1000000",
+                ));
+            }
+            Ok(Destination {
+                url: url.to_string(),
+                weight: d.weight,
+            })
+        })
+        .collect()
+}
+
+impl RuleSpec {
+    fn to_rule(&self, index: usize) -> Result<Rule, FlowError> {
+        let field = |name: &str| format!("rules[{index}].{name}");
+        if self.name.chars().count() > 200 {
+            return Err(invalid(field("name"), "must be at most 200 characters"));
+        }
+        if self.conditions.is_empty() {
+            return Err(invalid(
+                field("conditions"),
+                "must have at least one condition",
+            ));
+        }
+        if self.destinations.is_empty() {
+            return Err(invalid(
+                field("destinations"),
+                "must have at least one destination",
+            ));
+        }
+        let mut conditions = Vec::with_capacity(self.conditions.len());
+        for (c, cond) in self.conditions.iter().enumerate() {
+            let cfield = |name: &str| format!("rules[{index}].conditions[{c}].{name}");
+            let name = cond.field.trim().to_ascii_lowercase();
+            if !RULE_FIELDS.contains(&name.as_str()) {
+                return Err(invalid(
+                    cfield("field"),
+                    format!("must be one of {}", RULE_FIELDS.join(", ")),
+                ));
+            }
+            let negate = match cond.op.as_str() {
+                "in" => false,
+                "not_in" => true,
+                _ => return Err(invalid(cfield("op"), "must be in or not_in")),
+            };
+            if cond.values.is_empty() || cond.values.len() > MAX_VALUES {
+                return Err(invalid(
+                    cfield("values"),
+                    format!("must have 1 to {MAX_VALUES} values"),
+                ));
+            }
+            let mut values = Vec::with_capacity(cond.values.len());
+            for value in &cond.values {
+                let value = value.trim();
+                if name == "ip" {
+                    let cidr: Cidr = value.parse().map_err(|e: crate::cidr::CidrError| {
+                        invalid(cfield("values"), e.to_string())
+                    })?;
+                    values.push(cidr.to_string());
+                } else if name == "country" {
+                    if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        return Err(invalid(
+                            cfield("values"),
+                            format!("{value:?} is not a two-letter country code"),
+                        ));
+                    }
+                    values.push(value.to_ascii_uppercase());
+                } else {
+                    values.push(value.to_string());
+                }
+            }
+            conditions.push(Condition {
+                field: name,
+                negate,
+                values,
+            });
+        }
+        Ok(Rule {
+            name: self.name.trim().to_string(),
+            conditions,
+            destinations: destinations_from(&field("destinations"), &self.destinations)?,
+        })
+    }
+}
+
+impl PostbackSecuritySpec {
+    fn to_security(&self) -> Result<Option<PostbackSecurity>, FlowError> {
+        if self == &Self::default() {
+            return Ok(None);
+        }
+        let field = |name: &str| format!("postback_security.{name}");
+        for (name, value) in [("token", &self.token), ("hmac_secret", &self.hmac_secret)] {
+            if value.len() > 256 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    field(name),
+                    "must be at most 256 characters without spaces",
+                ));
+            }
+        }
+        if !self.hmac_secret.is_empty() && self.hmac_secret.len() < 16 {
+            return Err(invalid(
+                field("hmac_secret"),
+                "must be at least 16 characters",
+            ));
+        }
+        if self.max_age_seconds > 86_400 {
+            return Err(invalid(field("max_age_seconds"), "must be at most 86400"));
+        }
+        let mut allowed_ips = Vec::with_capacity(self.allowed_ips.len());
+        for ip in &self.allowed_ips {
+            let cidr: Cidr = ip.parse().map_err(|e: crate::cidr::CidrError| {
+                invalid(field("allowed_ips"), e.to_string())
+            })?;
+            allowed_ips.push(cidr.to_string());
+        }
+        Ok(Some(PostbackSecurity {
+            token: self.token.clone(),
+            hmac_secret: self.hmac_secret.clone(),
+            max_age_seconds: self.max_age_seconds,
+            allowed_ips,
+        }))
+    }
+
+    fn from_security(security: Option<&PostbackSecurity>) -> Self {
+        security
+            .map(|s| Self {
+                token: s.token.clone(),
+                hmac_secret: s.hmac_secret.clone(),
+                max_age_seconds: s.max_age_seconds,
+                allowed_ips: s.allowed_ips.clone(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl OutboundSpec {
+    fn to_outbound(&self, index: usize, goals: &[Goal]) -> Result<OutboundPostback, FlowError> {
+        let field = |name: &str| format!("outbound_postbacks[{index}].{name}");
+        let id = match self.id.trim() {
+            "" => format!("out{}", index + 1),
+            id if is_key(id, 64) => id.to_string(),
+            _ => return Err(invalid(field("id"), "must be 1 to 64 of a-z, 0-9, - and _")),
+        };
+        validate_url_template(&field("url"), &self.url, OUTBOUND_MACROS)?;
+        let method = self.method.trim().to_ascii_uppercase();
+        if method != "GET" && method != "POST" {
+            return Err(invalid(field("method"), "must be GET or POST"));
+        }
+        let body_format = self.body_format.trim().to_ascii_lowercase();
+        if body_format != "form" && body_format != "json" {
+            return Err(invalid(field("body_format"), "must be form or json"));
+        }
+        if method == "GET" && !self.body_template.is_empty() {
+            return Err(invalid(field("body_template"), "only a POST has a body"));
+        }
+        if self.body_template.len() > 16_384 {
+            return Err(invalid(
+                field("body_template"),
+                "is longer than 16384 bytes",
+            ));
+        }
+        if let Some(unknown) = macro_names(&self.body_template)
+            .into_iter()
+            .find(|m| !OUTBOUND_MACROS.contains(&m.as_str()))
+        {
+            return Err(invalid(
+                field("body_template"),
+                format!("unknown macro {{{unknown}}}"),
+            ));
+        }
+        let mut goal_keys = Vec::with_capacity(self.goals.len());
+        for goal in &self.goals {
+            let key = goal.trim().to_ascii_lowercase();
+            if !goals.iter().any(|g| g.key == key) {
+                return Err(invalid(
+                    field("goals"),
+                    format!("{key:?} is not one of the flow's goals"),
+                ));
+            }
+            goal_keys.push(key);
+        }
+        let on_status = self.on_status.trim().to_ascii_lowercase();
+        if on_status != "any" && !MAPPED_STATUSES.contains(&on_status.as_str()) {
+            return Err(invalid(
+                field("on_status"),
+                "must be approved, pending, rejected or any",
+            ));
+        }
+        if self.delay_seconds > 7 * 86_400 {
+            return Err(invalid(
+                field("delay_seconds"),
+                "must be at most 604800 (7 days)",
+            ));
+        }
+        Ok(OutboundPostback {
+            id,
+            url: self.url.trim().to_string(),
+            method,
+            body_template: self.body_template.clone(),
+            body_format,
+            goals: goal_keys,
+            on_status,
+            delay_seconds: self.delay_seconds,
+            enabled: self.enabled,
+        })
+    }
+}
+
+fn destination_views(destinations: &[Destination]) -> Vec<DestinationSpec> {
+    destinations
+        .iter()
+        .map(|d| DestinationSpec {
+            url: d.url.clone(),
+            weight: d.weight.max(1),
+        })
+        .collect()
 }
 
 impl GoalSpec {
@@ -317,6 +766,13 @@ pub struct FlowView {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub revision: u64,
+    pub destinations: Vec<DestinationSpec>,
+    pub rules: Vec<RuleSpec>,
+    pub inactive_url: String,
+    pub bot_url: String,
+    pub postback_security: PostbackSecuritySpec,
+    pub status_map: BTreeMap<String, String>,
+    pub outbound_postbacks: Vec<OutboundSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -353,6 +809,43 @@ impl From<&Flow> for FlowView {
             created_at_ms: flow.created_at_ms,
             updated_at_ms: flow.updated_at_ms,
             revision: flow.revision,
+            destinations: destination_views(&flow.destinations),
+            rules: flow
+                .rules
+                .iter()
+                .map(|r| RuleSpec {
+                    name: r.name.clone(),
+                    conditions: r
+                        .conditions
+                        .iter()
+                        .map(|c| ConditionSpec {
+                            field: c.field.clone(),
+                            op: if c.negate { "not_in" } else { "in" }.into(),
+                            values: c.values.clone(),
+                        })
+                        .collect(),
+                    destinations: destination_views(&r.destinations),
+                })
+                .collect(),
+            inactive_url: flow.inactive_url.clone(),
+            bot_url: flow.bot_url.clone(),
+            postback_security: PostbackSecuritySpec::from_security(flow.postback_security.as_ref()),
+            status_map: flow.status_map.clone(),
+            outbound_postbacks: flow
+                .outbound_postbacks
+                .iter()
+                .map(|o| OutboundSpec {
+                    id: o.id.clone(),
+                    url: o.url.clone(),
+                    method: o.method.clone(),
+                    body_template: o.body_template.clone(),
+                    body_format: o.body_format.clone(),
+                    goals: o.goals.clone(),
+                    on_status: o.on_status.clone(),
+                    delay_seconds: o.delay_seconds,
+                    enabled: o.enabled,
+                })
+                .collect(),
         }
     }
 }
@@ -394,6 +887,130 @@ mod tests {
         assert_eq!(view.default_goal, "sale");
         assert_eq!((view.revision, view.created_at_ms), (1, 1000));
         assert_eq!(find_goal(&flow, "LEAD").unwrap().payout_micros, 1_500_000);
+    }
+
+    #[test]
+    fn round_trips_rules_security_and_outbound() {
+        let input = serde_json::json!({
+            "name": "x", "destination_url": "https://fallback.test/?c={click}",
+            "destinations": [{"url": "https://a.test/", "weight": 3}, {"url": "https://b.test/"}],
+            "rules": [{"name": "DE mobile", "conditions": [
+                {"field": "country", "values": ["de", "AT"]},
+                {"field": "ip", "op": "not_in", "values": ["10.0.0.0/8", "2001:db8::1"]}],
+                "destinations": [{"url": "https://de.test/{sub1}", "weight": 1}]}],
+            "inactive_url": "https://paused.test/", "bot_url": "https://bots.test/",
+            "postback_security": {"token": "s3cret", "allowed_ips": ["203.0.113.0/24"]},
+            "status_map": {"Sale": "approved", "chargeback": "rejected"},
+            "goals": [{"key": "lead"}, {"key": "sale"}],
+            "outbound_postbacks": [{"url": "https://src.test/pb?c={sub_id}&p={payout}", "goals": ["sale"]},
+                {"id": "aff", "url": "https://aff.test/", "method": "POST", "body_format": "json",
+                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60}]
+        });
+        let mut flow = Flow::default();
+        spec(input).apply(&mut flow, 5).unwrap();
+        let view = FlowView::from(&flow);
+        assert_eq!(view.destinations[1].weight, 1);
+        assert_eq!(view.rules[0].conditions[0].values, ["DE", "AT"]);
+        assert_eq!(view.rules[0].conditions[1].op, "not_in");
+        assert_eq!(
+            view.rules[0].conditions[1].values,
+            ["10.0.0.0/8", "2001:db8::1/128"]
+        );
+        assert_eq!(view.postback_security.token, "s3cret");
+        assert_eq!(view.status_map["sale"], "approved");
+        assert_eq!(view.outbound_postbacks[0].id, "out1");
+        assert_eq!(view.outbound_postbacks[0].on_status, "approved");
+        assert_eq!(view.outbound_postbacks[1].method, "POST");
+        // The view is itself a valid spec for the same flow.
+        let again: FlowSpec = serde_json::from_value(serde_json::json!({
+            "name": view.name, "destination_url": view.destination_url,
+            "destinations": view.destinations, "rules": view.rules,
+            "inactive_url": view.inactive_url, "bot_url": view.bot_url,
+            "postback_security": view.postback_security, "status_map": view.status_map,
+            "goals": [{"key": "lead"}, {"key": "sale"}],
+            "outbound_postbacks": view.outbound_postbacks,
+        }))
+        .unwrap();
+        let mut flow2 = Flow::default();
+        again.apply(&mut flow2, 5).unwrap();
+        assert_eq!(FlowView::from(&flow2), view);
+    }
+
+    #[test]
+    fn names_bad_nested_fields() {
+        let base = |extra: serde_json::Value| {
+            let mut json = serde_json::json!({"name": "x", "destination_url": "https://a.test/"});
+            for (k, v) in extra.as_object().unwrap() {
+                json[k] = v.clone();
+            }
+            json
+        };
+        let cases = [
+            (
+                serde_json::json!({"destinations": [{"url": "https://a.test/", "weight": 0}]}),
+                "destinations[0].weight",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "colour", "values": ["x"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].field",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "ip", "values": ["10.0.0.0/40"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].values",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "country", "values": ["DEU"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].values",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "os", "values": ["ios"]}], "destinations": []}]}),
+                "rules[0].destinations",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "os", "op": "is", "values": ["ios"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].op",
+            ),
+            (serde_json::json!({"bot_url": "ftp://x.test/"}), "bot_url"),
+            (
+                serde_json::json!({"postback_security": {"hmac_secret": "short"}}),
+                "postback_security.hmac_secret",
+            ),
+            (
+                serde_json::json!({"postback_security": {"allowed_ips": ["nope"]}}),
+                "postback_security.allowed_ips",
+            ),
+            (
+                serde_json::json!({"status_map": {"sale": "paid"}}),
+                "status_map.sale",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/?x={bogus}"}]}),
+                "outbound_postbacks[0].url",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "method": "PUT"}]}),
+                "outbound_postbacks[0].method",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "goals": ["sale"]}]}),
+                "outbound_postbacks[0].goals",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "on_status": "paid"}]}),
+                "outbound_postbacks[0].on_status",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"id": "a", "url": "https://s.test/"}, {"id": "a", "url": "https://t.test/"}]}),
+                "outbound_postbacks[1].id",
+            ),
+        ];
+        for (extra, field) in cases {
+            let json = base(extra);
+            let err = spec(json.clone())
+                .apply(&mut Flow::default(), 1)
+                .unwrap_err();
+            assert_eq!(err.field, field, "{json}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
-//! conversion status mapping, URL macros and the flow model.
+//! conversion status mapping, URL macros, IP blocks and the flow model.
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
+pub mod cidr;
 pub mod click_hash;
 pub mod flow;
 pub mod macros;

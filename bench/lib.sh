@@ -1,0 +1,104 @@
+# bench/lib.sh — shared helpers for the benchmarks run by `make bench` (bench/run.sh).
+# Source it after setting ROOT. Every server listens on 127.0.0.1; every load is bounded
+# in time. Results are printed as Markdown so they can be pasted into BENCHMARKS.md.
+
+: "${ROOT:?ROOT must be set before sourcing bench/lib.sh}"
+# shellcheck source=../deploy/local/lib.sh
+source "$ROOT/deploy/local/lib.sh"
+
+BENCH_DIR="$LOCAL_DIR/bench"
+mkdir -p "$BENCH_DIR"
+
+# Installs the load generator (wrk) and the baseline server (nginx) from Debian.
+bench_install() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+  ((${#missing[@]} == 0)) && return
+  log "apt: installing ${missing[*]}"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's postinst may start the system nginx on port 80; the benchmark runs its own.
+  as_root service nginx stop >/dev/null 2>&1 || true
+}
+
+# Starts an nginx that answers every request with a constant 302 and no other work:
+# the baseline each edge is compared with. Prints its master PID.
+# Usage: nginx_baseline_start PORT [WORKERS]
+nginx_baseline_start() {
+  local port=$1 workers=${2:-2} dir="$BENCH_DIR/nginx-$1"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+daemon off;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir;
+  proxy_temp_path $dir;
+  fastcgi_temp_path $dir;
+  uwsgi_temp_path $dir;
+  scgi_temp_path $dir;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location / { return 302 https://offer.example/?c=baseline; }
+  }
+}
+CONF
+  /usr/sbin/nginx -c "$dir/nginx.conf" >"$dir/stdout.log" 2>&1 &
+  local pid=$!
+  wait_port "$port" 10 || die "nginx baseline did not listen on $port (see $dir/error.log)"
+  echo "$pid"
+}
+
+# Waits until something accepts TCP connections on 127.0.0.1:PORT.
+wait_port() {
+  local port=$1 timeout=${2:-30} start=$SECONDS
+  while ((SECONDS - start < timeout)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# CPU clock ticks (user + system, all threads) used so far by a process and all its
+# descendants (nginx workers, say).
+cpu_ticks() {
+  local pid=$1 total=0 p
+  for p in $pid $(pgrep -P "$pid" 2>/dev/null); do
+    [[ -r /proc/$p/stat ]] || continue
+    # Fields 14 and 15 (utime, stime) counted after the ")" closing the command name.
+    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+
+# Peak resident set size of a process in MiB (VmHWM), one decimal.
+peak_rss_mib() {
+  awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+# Runs wrk against URL and prints one line: "requests seconds rps p50_ms p99_ms p999_ms
+# errors non3xx". Usage: run_wrk URL SECONDS CONNECTIONS [THREADS] [RATE_SCRIPT]
+run_wrk() {
+  local url=$1 seconds=$2 conns=$3 threads=${4:-1} script="$BENCH_DIR/report.lua"
+  cat >"$script" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %.3f %.1f %.3f %.3f %.3f %d %d\n",
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(99.9) / 1000,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+LUA
+  wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s -s "$script" "$url" \
+    | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }'
+}
+
+# Ratio A/B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
