@@ -56,7 +56,42 @@ pub struct Service {
     pub name: &'static str,
     pub base_url: String,
     pub log: PathBuf,
+    port: u16,
     child: Child,
+}
+
+/// What to start: a subset of the services, extra environment per service, and other
+/// Kafka / ClickHouse addresses (a private broker for an outage test, say).
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub services: Vec<&'static str>,
+    /// (service, variable, value); a service of `"*"` means every service.
+    pub env: Vec<(&'static str, String, String)>,
+    pub kafka_brokers: String,
+    pub clickhouse_url: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            services: SERVICES.to_vec(),
+            env: Vec::new(),
+            kafka_brokers: kafka_brokers(),
+            clickhouse_url: clickhouse_url(),
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn services(mut self, services: &[&'static str]) -> Self {
+        self.services = services.to_vec();
+        self
+    }
+
+    pub fn env(mut self, service: &'static str, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((service, key.to_string(), value.into()));
+        self
+    }
 }
 
 /// A whole TraffSure stack for one test.
@@ -66,11 +101,18 @@ pub struct Stack {
     pub database: String,
     pub services: BTreeMap<&'static str, Service>,
     pub http: reqwest::Client,
+    pub options: StackOptions,
+    pub log_dir: PathBuf,
 }
 
 impl Stack {
     /// Starts every service and waits until each reports ready.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts the chosen services with extra settings and waits until each is ready.
+    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let topic_prefix = format!("test-{id}.");
         let database = format!("test_{id}");
@@ -80,16 +122,19 @@ impl Stack {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()?;
+        let names = options.services.clone();
         let mut stack = Self {
             id,
             topic_prefix,
             database,
             services: BTreeMap::new(),
             http,
+            options,
+            log_dir,
         };
-        for name in SERVICES {
+        for name in &names {
             let port = free_port()?;
-            let log = log_dir.join(format!("{name}.log"));
+            let log = stack.log_dir.join(format!("{name}.log"));
             let child = stack.spawn(name, port, &log)?;
             stack.services.insert(
                 name,
@@ -97,17 +142,71 @@ impl Stack {
                     name,
                     base_url: format!("http://127.0.0.1:{port}"),
                     log,
+                    port,
                     child,
                 },
             );
         }
-        for name in SERVICES {
+        for name in &names {
             stack.wait_ready(name).await?;
         }
         Ok(stack)
     }
 
+    /// Kills a service at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+        let service = self.services.get_mut(name).context("unknown service")?;
+        service.child.kill().await?;
+        Ok(())
+    }
+
+    /// Stops a service with SIGTERM and waits for it to exit (up to 30 s, then SIGKILL).
+    pub async fn terminate(&mut self, name: &str) -> anyhow::Result<()> {
+        let service = self.services.get_mut(name).context("unknown service")?;
+        if let Some(pid) = service.child.id() {
+            std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()?;
+        }
+        if tokio::time::timeout(Duration::from_secs(30), service.child.wait())
+            .await
+            .is_err()
+        {
+            service.child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped or killed service again on the same port, appending to its log,
+    /// and waits until it is ready.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let (port, log) = {
+            let service = self.services.get_mut(name).context("unknown service")?;
+            let _ = service.child.kill().await;
+            (service.port, service.log.clone())
+        };
+        let child = self.spawn_appending(name, port, &log)?;
+        self.services
+            .get_mut(name)
+            .context("unknown service")?
+            .child = child;
+        self.wait_ready(name).await
+    }
+
+    fn spawn_appending(&self, name: &str, port: u16, log: &PathBuf) -> anyhow::Result<Child> {
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)?;
+        self.spawn_to(name, port, out)
+    }
+
     fn spawn(&self, name: &str, port: u16, log: &PathBuf) -> anyhow::Result<Child> {
+        self.spawn_to(name, port, std::fs::File::create(log)?)
+    }
+
+    fn spawn_to(&self, name: &str, port: u16, out: std::fs::File) -> anyhow::Result<Child> {
         let binary = bin_dir().join(name);
         if !binary.exists() {
             bail!(
@@ -115,14 +214,13 @@ impl Stack {
                 binary.display()
             );
         }
-        let out = std::fs::File::create(log)?;
         let mut command = Command::new(&binary);
         command
             .current_dir(workspace_dir())
             .env("TRAFFSURE__HTTP__BIND", format!("127.0.0.1:{port}"))
-            .env("TRAFFSURE__KAFKA__BROKERS", kafka_brokers())
+            .env("TRAFFSURE__KAFKA__BROKERS", &self.options.kafka_brokers)
             .env("TRAFFSURE__KAFKA__TOPIC_PREFIX", &self.topic_prefix)
-            .env("TRAFFSURE__CLICKHOUSE__URL", clickhouse_url())
+            .env("TRAFFSURE__CLICKHOUSE__URL", &self.options.clickhouse_url)
             .env("TRAFFSURE__CLICKHOUSE__DATABASE", &self.database)
             .env("TRAFFSURE__CLICK_HASH__KEYS", CLICK_HASH_KEYS)
             .env("TRAFFSURE__CLICK_HASH__ACTIVE_KEY", "1")
@@ -140,6 +238,11 @@ impl Stack {
                 command.env("TRAFFSURE__GROUP_ID", format!("attribution-{}", self.id));
             }
             _ => {}
+        }
+        for (service, key, value) in &self.options.env {
+            if *service == "*" || *service == name {
+                command.env(key, value);
+            }
         }
         command
             .spawn()
@@ -176,11 +279,32 @@ impl Stack {
         }
     }
 
+    /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
+    /// credentials the test stack uses.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url("reporting-api", path))
+    }
+
+    /// Creates a flow through the API and returns its JSON view.
+    pub async fn create_flow(&self, spec: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let response = self
+            .api(reqwest::Method::POST, "/api/v1/flows")
+            .json(&spec)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await?;
+        if !status.is_success() {
+            bail!("creating a flow answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
     /// Runs a query in this test's ClickHouse database and returns the text answer.
     pub async fn clickhouse(&self, sql: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .post(clickhouse_url())
+            .post(&self.options.clickhouse_url)
             .query(&[("database", self.database.as_str())])
             .body(sql.to_string())
             .send()

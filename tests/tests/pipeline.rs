@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_tests::{eventually, Stack};
 
@@ -32,8 +33,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let slug = format!("e2e-{}", stack.id);
 
     // A flow, created through the API, with a sale goal paying 2.5 by default.
-    let created = http
-        .post(stack.url("reporting-api", "/api/v1/flows"))
+    let created = stack
+        .api(Method::POST, "/api/v1/flows")
         .json(&json!({
             "name": "End to end",
             "slug": slug,
@@ -47,8 +48,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(flow["slug"], slug.as_str());
 
     // Bad flow input is refused with the field named.
-    let invalid = http
-        .post(stack.url("reporting-api", "/api/v1/flows"))
+    let invalid = stack
+        .api(Method::POST, "/api/v1/flows")
         .json(&json!({"name": "x", "destination_url": "ftp://nope"}))
         .send()
         .await?;
@@ -133,7 +134,6 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
 
     // The dashboard counts every click once and the five conversions: 3 × 4 + 2 × 2.5.
-    let dashboard_url = stack.url("reporting-api", "/api/v1/dashboard");
     let expected = |d: &Value| {
         d["clicks_today"] == CLICKS as u64
             && d["conversions_today"] == 5
@@ -141,7 +141,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             && d["active_flows"] == 1
     };
     let dashboard = eventually(Duration::from_secs(60), || async {
-        let d: Value = http.get(&dashboard_url).send().await?.json().await?;
+        let d: Value = stack
+            .api(Method::GET, "/api/v1/dashboard")
+            .send()
+            .await?
+            .json()
+            .await?;
         Ok(expected(&d).then_some(d))
     })
     .await
@@ -175,7 +180,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
 
     // Nothing is counted twice once everything has settled.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled: Value = http.get(&dashboard_url).send().await?.json().await?;
+    let settled: Value = stack
+        .api(Method::GET, "/api/v1/dashboard")
+        .send()
+        .await?
+        .json()
+        .await?;
     assert!(expected(&settled), "{settled}");
     let clicks: usize = stack
         .clickhouse("SELECT uniqExact(click_hash) FROM clicks")
