@@ -40,7 +40,7 @@ LABEL org.opencontainers.image.title="traffsure-${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 traffsure \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
@@ -48,6 +48,7 @@ RUN apt-get update \
 
 COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
 
+# curl is there for health checks: GET /readyz on the service's own port.
 # Settings come from TRAFFSURE__SECTION__KEY environment variables, or from
 # config/default.toml and config/<service>.toml relative to this directory if mounted.
 WORKDIR /app

@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run stop test bench install stack build build-release unit e2e lint fmt clean-local
+.PHONY: run stop test check-deploy bench install stack build build-release unit e2e lint fmt clean-local
 
 ## run: install what is missing, start Kafka, ClickHouse and every service, print the links
 run: install build-release stack
@@ -16,8 +16,12 @@ stop:
 	deploy/local/stop.sh
 
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse
-test: install build stack
+test: install build stack check-deploy
 	$(CARGO) test --workspace --locked
+
+## check-deploy: validate docker-compose.yml, deploy/k8s and the Grafana dashboard
+check-deploy:
+	deploy/check.sh
 
 ## bench: release build, the stack, then every benchmark in bench/ (BENCH=click to pick one)
 bench: install build-release stack

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# deploy/check.sh — validates the deployment files, installing the checkers if missing:
+#   - docker-compose.yml with Debian's docker-compose (`config -q`), every service built
+#     from the one Dockerfile, and Prometheus scraping each of them;
+#   - deploy/k8s/*.yaml against the Kubernetes API schemas (kubernetes-validate from PyPI,
+#     strict: unknown fields are errors), every manifest listed in kustomization.yaml;
+#   - the Grafana dashboard JSON that the compose stack provisions.
+# Run by `make test` (target check-deploy); needs no Docker engine and no cluster.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT/deploy/local/lib.sh"
+
+VENV="$LOCAL_DIR/venv-deploy"
+KUBERNETES_VALIDATE_VERSION=1.37.0
+K8S_VERSION=1.33.0
+failures=0
+fail() { printf 'check-deploy: FAIL %s\n' "$*" >&2; failures=$((failures + 1)); }
+
+if ! command -v docker-compose >/dev/null; then
+  log "apt: installing docker-compose"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends docker-compose >/dev/null
+fi
+if [[ ! -x "$VENV/bin/kubernetes-validate" ]] \
+  || [[ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != *"$KUBERNETES_VALIDATE_VERSION"* ]]; then
+  log "pip: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+# --- compose ------------------------------------------------------------------
+compose_services=$(TRAFFSURE_CLICK_HASH_KEYS=1:check-deploy-not-a-secret \
+  docker-compose -f "$ROOT/docker-compose.yml" config --services) \
+  || fail "docker-compose config rejected docker-compose.yml"
+TRAFFSURE_CLICK_HASH_KEYS=1:check-deploy-not-a-secret \
+  docker-compose -f "$ROOT/docker-compose.yml" config -q || fail "docker-compose config -q"
+for dir in "$ROOT"/services/*/; do
+  svc=$(basename "$dir")
+  grep -qx "$svc" <<<"$compose_services" || fail "service $svc is missing from docker-compose.yml"
+  grep -q "$svc" "$ROOT/Dockerfile" || fail "service $svc is not accepted by the Dockerfile"
+  grep -q "service: $svc" "$ROOT/deploy/observability/prometheus.yml" \
+    || fail "Prometheus does not scrape $svc"
+  [[ -f "$ROOT/deploy/k8s/$svc.yaml" ]] || fail "deploy/k8s/$svc.yaml is missing"
+done
+
+# --- Kubernetes ---------------------------------------------------------------
+manifests=()
+for f in "$ROOT"/deploy/k8s/*.yaml; do
+  [[ $(basename "$f") == kustomization.yaml ]] && continue
+  manifests+=("$f")
+  case $(basename "$f") in
+    secret.example.yaml) ;;
+    *) grep -q "^  - $(basename "$f")\$" "$ROOT/deploy/k8s/kustomization.yaml" \
+      || fail "$(basename "$f") is not listed in deploy/k8s/kustomization.yaml" ;;
+  esac
+done
+"$VENV/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "${manifests[@]}" \
+  || fail "Kubernetes manifests do not validate"
+
+# --- Grafana ------------------------------------------------------------------
+python3 - "$ROOT/deploy/observability/grafana/dashboards/traffsure.json" <<'PY' || fail "Grafana dashboard"
+import json, sys
+dash = json.load(open(sys.argv[1]))
+assert dash["uid"] and dash["panels"], "dashboard has no uid or no panels"
+for panel in dash["panels"]:
+    assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+PY
+
+if ((failures)); then
+  die "check-deploy: $failures problem(s)"
+fi
+log "check-deploy: docker-compose.yml, deploy/k8s (${#manifests[@]} files, Kubernetes $K8S_VERSION) and the Grafana dashboard are valid"
