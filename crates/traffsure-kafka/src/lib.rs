@@ -6,6 +6,7 @@
 //! done (`enable.auto.offset.store=false`), so nothing is skipped after a crash.
 
 mod flows;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -18,6 +18,9 @@ use traffsure_config::TelemetrySettings;
 
 pub use prometheus;
 
+mod http;
+pub use http::http_metrics;
+
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
@@ -189,15 +192,38 @@ pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCo
 
 /// Registers a histogram vector (seconds) in the default registry.
 pub fn histogram_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::HistogramVec {
-    let histogram = prometheus::HistogramVec::new(
-        prometheus::HistogramOpts::new(name, help).buckets(vec![
+    histogram_vec_with_buckets(
+        name,
+        help,
+        labels,
+        vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ]),
+        ],
+    )
+}
+
+/// Registers a histogram vector with its own bucket bounds in the default registry.
+pub fn histogram_vec_with_buckets(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> prometheus::HistogramVec {
+    let histogram = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(name, help).buckets(buckets),
         labels,
     )
     .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
     let _ = prometheus::register(Box::new(histogram.clone()));
     histogram
+}
+
+/// Registers a gauge vector in the default registry.
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaugeVec {
+    let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} is malformed: {e}"));
+    let _ = prometheus::register(Box::new(gauge.clone()));
+    gauge
 }
 
 /// Waits for SIGTERM or Ctrl-C.
