@@ -7,6 +7,7 @@
 
 mod flows;
 pub mod metrics;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::time::Duration;
