@@ -273,6 +273,32 @@ impl Tables {
     }
 }
 
+/// Hands a message to its table, retrying while ClickHouse cannot tell the
+/// partition's checkpoint (it is down, say): a message is never passed over.
+async fn accept_retrying(
+    tables: &mut Tables,
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: &[u8],
+) -> anyhow::Result<(&'static str, Accepted)> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match tables
+            .accept(client, topic, partition, offset, payload)
+            .await
+        {
+            Err(error) if error.downcast_ref::<clickhouse::error::Error>().is_some() => {
+                tracing::warn!(topic, partition, %error, retry_ms = backoff.as_millis() as u64, "checkpoint read failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 struct Sink {
     consumer: StreamConsumer<MovedPartitions>,
     moved: Moved,
@@ -300,7 +326,7 @@ impl Sink {
                     self.tables.forget_moved_partitions(&self.moved);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default();
-                    let (table, accepted) = self.tables.accept(&self.client, &topic, partition, offset, payload).await?;
+                    let (table, accepted) = accept_retrying(&mut self.tables, &self.client, &topic, partition, offset, payload).await?;
                     match accepted {
                         Accepted::Row => rows_total().with_label_values(&[table, "row"]).inc(),
                         Accepted::AlreadyStored => rows_total().with_label_values(&[table, "already_stored"]).inc(),
@@ -348,14 +374,22 @@ impl Sink {
                 key: "reason",
                 value: Some(reason),
             });
-        let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.dead_letter)
-            .payload(payload)
-            .headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("dead-letter publish failed: {e}"))?;
-        Ok(())
+        // The message's offset is stored only once it is on the dead-letter topic, so a
+        // failed publish is retried, never passed over.
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let record = rdkafka::producer::FutureRecord::<(), [u8]>::to(&self.dead_letter)
+                .payload(payload)
+                .headers(headers.clone());
+            match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => return Ok(()),
+                Err((error, _)) => {
+                    tracing::warn!(topic, partition, offset, %error, "dead-letter publish failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Inserts every table batch that is full or old enough (all of them when `force`),
@@ -414,6 +448,28 @@ impl Sink {
     }
 }
 
+/// Creates the sink's dead-letter topic unless it exists (brokers need not create
+/// topics on first use).
+async fn ensure_dead_letter_topic(settings: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+    let admin: AdminClient<DefaultClientContext> =
+        traffsure_kafka::client_config(settings).create()?;
+    let replication = TopicReplication::Fixed(settings.replication_factor.max(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin
+        .create_topics(&[NewTopic::new(topic, 1, replication)], &options)
+        .await?
+    {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("sink")?;
@@ -428,6 +484,9 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
+    ensure_dead_letter_topic(&settings.kafka, &topics.dead_letter("sink"))
+        .await
+        .context("create the dead-letter topic")?;
     let mut delay = Duration::from_millis(500);
     loop {
         match traffsure_clickhouse::migrate(&settings.clickhouse).await {
