@@ -6,7 +6,9 @@
 #   * Apache Kafka 4.1.1 jars from Maven Central into .local/kafka/libs
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
-#     into .local/geoip/country.mmdb.
+#     into .local/geoip/country.mmdb;
+#   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
+#     with which the tests run every migration and query shape on a current ClickHouse.
 # Usage: deploy/local/install.sh   (as root, or with sudo available for apt-get)
 set -euo pipefail
 
@@ -21,6 +23,9 @@ GEOIP_PACKAGE="@ip-location-db/geo-whois-asn-country-mmdb"
 # Pinned for reproducibility; the package's npm updates are being discontinued.
 GEOIP_VERSION="${GEOIP_VERSION:-2.3.2026061719}"
 GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
+
+CHDB_VERSION="${CHDB_VERSION:-26.9.0}"
+CHDB_VENV="$LOCAL_DIR/chdb-venv"
 
 GEOIP_TMP=""
 trap '[[ -z "$GEOIP_TMP" ]] || rm -rf "$GEOIP_TMP"' EXIT
@@ -126,12 +131,32 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
+# --- chdb (a current ClickHouse for the SQL checks) ------------------------------
+install_chdb() {
+  if [[ -x "$CHDB_VENV/bin/python" ]] \
+    && "$CHDB_VENV/bin/python" -c "import chdb, sys; sys.exit(chdb.__version__ != '$CHDB_VERSION')" 2>/dev/null; then
+    log "chdb: chdb-core $CHDB_VERSION already installed ($CHDB_VENV)"
+    return
+  fi
+  if ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+    log "apt: installing python3-venv"
+    as_root apt-get update -q
+    apt_install_no_autostart python3-venv
+  fi
+  log "chdb: installing chdb-core $CHDB_VERSION from PyPI into $CHDB_VENV"
+  python3 -m venv "$CHDB_VENV"
+  "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION" \
+    >"$LOG_DIR/install-chdb.log" 2>&1 \
+    || { tail -n 20 "$LOG_DIR/install-chdb.log" >&2; die "chdb: pip install failed"; }
+}
+
 main() {
   mkdir -p "$LOCAL_DIR" "$RUN_DIR" "$LOG_DIR"
   install_apt_packages
   check_java_version
   install_kafka
   install_geoip
+  install_chdb
   log "install: done"
 }
 

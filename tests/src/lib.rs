@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+pub mod private_clickhouse;
+pub mod produce;
+
 pub const SERVICES: &[&str] = &[
     "sink",
     "conversion-attribution",
@@ -46,7 +49,7 @@ fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

@@ -6,13 +6,37 @@ use traffsure_config::ClickHouseSettings;
 
 pub use clickhouse;
 
+pub mod queries;
+pub mod retention;
+
 /// The migrations, in order. Each is idempotent on its own, and applied ones are
 /// recorded in `schema_migrations` so a start skips them.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../../../deploy/clickhouse/migrations/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../../../deploy/clickhouse/migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "rollups",
+        include_str!("../../../deploy/clickhouse/migrations/0002_rollups.sql"),
+    ),
+    (
+        3,
+        "outbound_log",
+        include_str!("../../../deploy/clickhouse/migrations/0003_outbound_log.sql"),
+    ),
+];
+
+/// Whether a migration statement's error means it already took effect: ClickHouse
+/// 18.16 has no `ADD COLUMN IF NOT EXISTS`, so a migration interrupted after such an
+/// `ALTER` meets the column again when it is applied on the next start.
+fn already_applied(statement: &str, error: &clickhouse::error::Error) -> bool {
+    statement.starts_with("ALTER TABLE")
+        && statement.contains("ADD COLUMN")
+        && error.to_string().contains("Code: 44")
+}
 
 /// A client for the configured database.
 pub fn client(settings: &ClickHouseSettings) -> Client {
@@ -83,7 +107,10 @@ pub async fn migrate(settings: &ClickHouseSettings) -> Result<(), clickhouse::er
             continue;
         }
         for statement in statements(sql) {
-            client.query(&statement).execute().await?;
+            match client.query(&statement).execute().await {
+                Err(error) if !already_applied(&statement, &error) => return Err(error),
+                _ => {}
+            }
         }
         client
             .query("INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()")
@@ -111,10 +138,12 @@ mod tests {
             .iter()
             .flat_map(|(_, _, sql)| statements(sql))
             .collect();
-        assert!(all.len() >= 5);
+        assert!(all.len() >= 10);
         assert!(all
             .iter()
-            .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
+            .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")
+                || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
+                || s.starts_with("ALTER TABLE")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),

@@ -7,7 +7,8 @@ use serde::Serialize;
 use traffsure_core::flow::status_to_name;
 use traffsure_core::status::status_name;
 use traffsure_events::{
-    Click, Conversion, Flow, PostbackLogEntry, PostbackOutcome, PostbackResult,
+    Click, Conversion, Flow, OutboundAttempt, OutboundState, PostbackLogEntry, PostbackOutcome,
+    PostbackResult,
 };
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.
@@ -111,6 +112,7 @@ pub struct ConversionRow {
     pub status: String,
     pub previous_status: String,
     pub revenue_micros: i64,
+    pub previous_revenue_micros: i64,
     pub currency: String,
     pub uid: String,
     pub postback_id: String,
@@ -165,6 +167,7 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         flow_id: c.flow_id,
         goal: c.goal,
         revenue_micros: c.revenue_micros,
+        previous_revenue_micros: c.previous_revenue_micros,
         currency: c.currency,
         uid: c.uid,
         postback_id: c.postback_id,
@@ -296,6 +299,73 @@ pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeEr
         name: f.name,
         destination_url: f.destination_url,
         default_goal: f.default_goal,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+    })
+}
+
+#[derive(Debug, Row, Serialize)]
+pub struct OutboundRow {
+    pub attempt_id: String,
+    pub conversion_id: String,
+    pub conversion_version: u32,
+    pub outbound_id: String,
+    pub flow_id: u32,
+    pub click_hash: String,
+    pub goal: String,
+    pub status: String,
+    pub revenue_micros: i64,
+    pub currency: String,
+    pub method: String,
+    pub url: String,
+    pub request_body: String,
+    pub http_status: u32,
+    pub error: String,
+    pub response_snippet: String,
+    pub latency_ms: u32,
+    pub attempt: u32,
+    pub state: String,
+    pub attempted_at: u32,
+    pub attempted_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    pub manual: u8,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+}
+
+pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::DecodeError> {
+    let a = OutboundAttempt::decode(payload)?;
+    let state = match a.state() {
+        OutboundState::Delivered => "delivered",
+        OutboundState::Retrying => "retrying",
+        OutboundState::Dead => "dead",
+        OutboundState::Refused => "refused",
+        OutboundState::Unspecified => "",
+    };
+    Ok(OutboundRow {
+        status: status_name(a.status()).into(),
+        state: state.into(),
+        attempted_at: seconds(a.attempted_at_ms),
+        attempted_at_ms: a.attempted_at_ms,
+        next_attempt_at_ms: a.next_attempt_at_ms,
+        manual: u8::from(a.manual),
+        attempt_id: a.attempt_id,
+        conversion_id: a.conversion_id,
+        conversion_version: a.conversion_version,
+        outbound_id: a.outbound_id,
+        flow_id: a.flow_id,
+        click_hash: a.click_hash,
+        goal: a.goal,
+        revenue_micros: a.revenue_micros,
+        currency: a.currency,
+        method: a.method,
+        url: a.url,
+        request_body: a.request_body,
+        http_status: a.http_status,
+        error: a.error,
+        response_snippet: a.response_snippet,
+        latency_ms: a.latency_ms,
+        attempt: a.attempt,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
     })

@@ -1,0 +1,50 @@
+-- Every query shape the services run, by name. The services load them from here
+-- (traffsure_clickhouse::queries), and the tests run each one, with the example values
+-- below, on ClickHouse 18.16 and on a current ClickHouse (chdb), so a shape that only one
+-- of them accepts fails a test. `{table}` is replaced by each table listed under
+-- `tables:`, `?` by the values under `example:` (bound values in the services).
+
+-- name: stored_max_offset
+-- tables: clicks conversions postback_log postback_results outbound_log flows
+-- example: 0
+SELECT max(kafka_offset) AS max_offset, count() AS rows FROM {table} WHERE kafka_partition = ?;
+
+-- name: stored_rows_in_range
+-- tables: clicks conversions postback_log postback_results outbound_log flows
+-- example: 0, 0, 1000
+SELECT uniqExact(kafka_offset) AS rows FROM {table} WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?;
+
+-- name: stored_offsets_in_range
+-- tables: clicks conversions postback_log postback_results outbound_log flows
+-- example: 0, 0, 1000
+SELECT DISTINCT kafka_offset FROM {table} WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ? ORDER BY kafka_offset;
+
+-- name: table_partitions
+-- tables: clicks
+-- example: 'clicks'
+SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() AND table = ? AND active ORDER BY partition;
+
+-- name: drop_partition
+-- tables: clicks
+-- example: 19700101
+ALTER TABLE {table} DROP PARTITION ?;
+
+-- name: clicks_by_hour
+-- tables: clicks_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT hour, flow_id, sum(clicks) AS clicks, sum(bots) AS bots, uniqMerge(unique_clicks) AS unique_clicks, sum(cost_micros) AS cost_micros FROM {table} WHERE hour >= ? AND hour < ? GROUP BY hour, flow_id ORDER BY hour, flow_id;
+
+-- name: conversions_by_status
+-- tables: conversions_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT flow_id, goal, status, sum(conversions) AS conversions, sum(revenue_micros) AS revenue_micros FROM {table} WHERE hour >= ? AND hour < ? GROUP BY flow_id, goal, status HAVING conversions != 0 OR revenue_micros != 0 ORDER BY flow_id, goal, status;
+
+-- name: clicks_from_raw
+-- tables: clicks
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT toStartOfHour(ts) AS hour, flow_id, count() AS clicks, sum(toUInt64(is_bot)) AS bots, uniq(visitor_id) AS unique_clicks, sum(cost_micros) AS cost_micros FROM {table} WHERE ts >= ? AND ts < ? GROUP BY hour, flow_id ORDER BY hour, flow_id;
+
+-- name: conversions_current
+-- tables: conversions
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT flow_id, goal, status, toInt64(count()) AS conversions, sum(revenue_micros) AS revenue_micros FROM (SELECT conversion_id, argMax(flow_id, version) AS flow_id, argMax(goal, version) AS goal, argMax(status, version) AS status, argMax(revenue_micros, version) AS revenue_micros FROM {table} WHERE created_at >= ? AND created_at < ? GROUP BY conversion_id) GROUP BY flow_id, goal, status ORDER BY flow_id, goal, status;

@@ -1,0 +1,163 @@
+//! Every migration and every named query shape runs on the local ClickHouse 18.16 and on
+//! a current ClickHouse (26.x, in-process through the chdb-core wheel that
+//! `deploy/local/install.sh` puts in `.local/chdb-venv`), and both give the same answers.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use tokio::io::AsyncWriteExt;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Sample rows with fixed times, so both engines must give the same answers.
+const SAMPLES: &[&str] = &[
+    "INSERT INTO clicks (click_hash, flow_id, ts, ts_ms, visitor_id, country, source, cost_micros, is_bot, kafka_partition, kafka_offset) VALUES \
+     ('a', 1, toDateTime('2026-03-01 10:15:00'), 1772360100000, 'v1', 'US', 'push', 1000, 0, 0, 0), \
+     ('b', 1, toDateTime('2026-03-01 10:45:00'), 1772361900000, 'v1', 'US', 'push', 1000, 1, 0, 1), \
+     ('c', 2, toDateTime('2026-03-01 11:05:00'), 1772363100000, 'v2', 'DE', 'seo', 500, 0, 1, 0)",
+    "INSERT INTO conversions (conversion_id, version, flow_id, goal, status, previous_status, revenue_micros, previous_revenue_micros, created_at, kafka_partition, kafka_offset) VALUES \
+     ('x', 1, 1, 'sale', 'pending', '', 1000000, 0, toDateTime('2026-03-01 10:20:00'), 0, 0), \
+     ('x', 2, 1, 'sale', 'approved', 'pending', 2500000, 1000000, toDateTime('2026-03-01 10:20:00'), 0, 1), \
+     ('y', 1, 2, 'lead', 'pending', '', 0, 0, toDateTime('2026-03-01 11:20:00'), 1, 0)",
+    "INSERT INTO postback_log (postback_id, received_at, flow_id, param_names, param_values, kafka_partition, kafka_offset) VALUES ('p', toDateTime('2026-03-01 10:20:00'), 1, ['click', 'goal'], ['a', 'sale'], 2, 7)",
+    "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, attempted_at, kafka_partition, kafka_offset) VALUES ('o', 'x', 1, toDateTime('2026-03-01 10:21:00'), 3, 9)",
+];
+
+fn all_statements() -> Vec<(String, String)> {
+    let mut statements = Vec::new();
+    for (version, name, sql) in traffsure_clickhouse::MIGRATIONS {
+        for s in traffsure_clickhouse::statements(sql) {
+            statements.push((format!("migration {version} {name}"), s));
+        }
+    }
+    for s in SAMPLES {
+        statements.push(("sample rows".to_string(), s.to_string()));
+    }
+    statements.extend(traffsure_clickhouse::queries::examples());
+    statements
+}
+
+async fn on_18_16(statements: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let url = traffsure_tests::clickhouse_url();
+    let database = format!(
+        "test_sql_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let run = |sql: String, database: Option<String>| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut request = http.post(&url).body(sql);
+            if let Some(db) = database {
+                request = request.query(&[("database", db)]);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            let text = response.text().await?;
+            anyhow::Ok((status.is_success(), text))
+        }
+    };
+    run(format!("CREATE DATABASE {database}"), None).await?;
+    let mut results = Vec::new();
+    for (label, sql) in statements {
+        let (ok, text) = run(sql.clone(), Some(database.clone())).await?;
+        if !ok {
+            bail!("ClickHouse 18.16 refused {label}: {sql}\n{text}");
+        }
+        results.push(text);
+    }
+    run(format!("DROP DATABASE {database}"), None).await?;
+    Ok(results)
+}
+
+async fn on_current(statements: &[(String, String)]) -> anyhow::Result<Vec<String>> {
+    let python = std::env::var("TRAFFSURE_CHDB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join(".local/chdb-venv/bin/python"));
+    if !python.exists() {
+        bail!(
+            "{} is missing: run deploy/local/install.sh (make test does)",
+            python.display()
+        );
+    }
+    let mut sql = vec![
+        "CREATE DATABASE IF NOT EXISTS traffsure_check".to_string(),
+        "USE traffsure_check".to_string(),
+    ];
+    sql.extend(statements.iter().map(|(_, s)| s.clone()));
+    let mut child = tokio::process::Command::new(&python)
+        .arg(workspace().join("deploy/clickhouse/chdb_run.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start chdb_run.py")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    stdin
+        .write_all(serde_json::to_string(&sql)?.as_bytes())
+        .await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    if !output.status.success() {
+        bail!(
+            "chdb_run.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), sql.len(), "one answer per statement");
+    let mut results = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(2) {
+        let (label, statement) = &statements[i - 2];
+        if line["ok"] != true {
+            bail!(
+                "ClickHouse 26.x refused {label}: {statement}\n{}",
+                line["error"]
+            );
+        }
+        results.push(line["result"].as_str().unwrap_or_default().to_string());
+    }
+    Ok(results)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyhow::Result<()> {
+    let statements = all_statements();
+    let old = on_18_16(&statements).await?;
+    let current = on_current(&statements).await?;
+    for (i, (label, sql)) in statements.iter().enumerate() {
+        assert_eq!(
+            old[i].trim(),
+            current[i].trim(),
+            "{label} answers differently: {sql}"
+        );
+    }
+    // The rollups hold what the sample rows say, on both.
+    let answer = |name: &str| {
+        let i = statements
+            .iter()
+            .position(|(l, _)| l.starts_with(name))
+            .unwrap_or(0);
+        old[i].trim().to_string()
+    };
+    assert_eq!(
+        answer("clicks_by_hour"),
+        "2026-03-01 10:00:00\t1\t2\t1\t1\t2000\n2026-03-01 11:00:00\t2\t1\t0\t1\t500"
+    );
+    assert_eq!(answer("clicks_by_hour"), answer("clicks_from_raw"));
+    assert_eq!(
+        answer("conversions_by_status"),
+        "1\tsale\tapproved\t1\t2500000\n2\tlead\tpending\t1\t0"
+    );
+    assert_eq!(
+        answer("conversions_by_status"),
+        answer("conversions_current")
+    );
+    Ok(())
+}
