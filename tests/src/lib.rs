@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+pub mod kafka_topic;
+pub mod private_kafka;
+
 pub const SERVICES: &[&str] = &[
     "sink",
     "conversion-attribution",
