@@ -133,7 +133,7 @@ mod tests {
                 .map(|_| alphabet[rng.random_range(0..alphabet.len())])
                 .collect();
             let out = render("https://x.test/?v={v}&w={w}", |name| {
-                (name == "v").then(|| Cow::Borrowed(value.as_str()))
+                (name == "v").then_some(Cow::Borrowed(value.as_str()))
             });
             let encoded = out
                 .strip_prefix("https://x.test/?v=")
