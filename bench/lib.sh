@@ -83,9 +83,12 @@ peak_rss_mib() {
 }
 
 # Runs wrk against URL and prints one line: "requests seconds rps p50_ms p99_ms p999_ms
-# errors non3xx". Usage: run_wrk URL SECONDS CONNECTIONS [THREADS] [RATE_SCRIPT]
+# errors non2xx3xx". WRK_HEADER, when set, is sent with every request (e.g. a User-Agent).
+# Usage: run_wrk URL SECONDS CONNECTIONS [THREADS]
 run_wrk() {
   local url=$1 seconds=$2 conns=$3 threads=${4:-1} script="$BENCH_DIR/report.lua"
+  local headers=()
+  [[ -n ${WRK_HEADER:-} ]] && headers=(-H "$WRK_HEADER")
   cat >"$script" <<'LUA'
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -96,7 +99,7 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status))
 end
 LUA
-  wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s -s "$script" "$url" \
+  wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s "${headers[@]}" -s "$script" "$url" \
     | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }'
 }
 

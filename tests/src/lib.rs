@@ -15,6 +15,8 @@ use tokio::process::{Child, Command};
 
 pub mod private_clickhouse;
 pub mod produce;
+pub mod kafka_topic;
+pub mod private_kafka;
 
 pub const SERVICES: &[&str] = &[
     "sink",

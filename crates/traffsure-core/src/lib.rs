@@ -1,5 +1,6 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
-//! conversion status mapping, URL macros, IP blocks and the flow model.
+//! conversion status mapping, URL macros, IP blocks, the flow model, user-agent
+//! classification and destination routing (rules and weighted rotation).
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
@@ -8,7 +9,9 @@ pub mod click_hash;
 pub mod flow;
 pub mod macros;
 pub mod money;
+pub mod routing;
 pub mod status;
+pub mod user_agent;
 pub mod visitor;
 
 pub use click_hash::{ClickHashError, ClickHashInfo, ClickHashKeys};

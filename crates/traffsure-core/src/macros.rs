@@ -116,4 +116,52 @@ mod tests {
             assert!(!out.contains("{click}"), "{template:?} -> {out:?}");
         }
     }
+
+    #[test]
+    fn values_round_trip_through_encoding() {
+        // Property: any value, rendered into a template, comes back unchanged when the
+        // URL is decoded, and the rendered URL holds only unreserved characters and
+        // percent escapes where the value went.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        let alphabet: Vec<char> = "aZ09-_.~ &=?#/%+{}é€\u{0}\u{7f}\u{10ffff}"
+            .chars()
+            .collect();
+        for _ in 0..5_000 {
+            let len = rng.random_range(0..24);
+            let value: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let out = render("https://x.test/?v={v}&w={w}", |name| {
+                (name == "v").then_some(Cow::Borrowed(value.as_str()))
+            });
+            let encoded = out
+                .strip_prefix("https://x.test/?v=")
+                .and_then(|rest| rest.strip_suffix("&w={w}"))
+                .unwrap_or_else(|| panic!("{value:?} -> {out:?}"));
+            assert!(
+                encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~%".contains(&b)),
+                "{encoded}"
+            );
+            let decoded = percent_encoding::percent_decode_str(encoded).decode_utf8();
+            assert_eq!(decoded.as_deref().ok(), Some(value.as_str()));
+        }
+    }
+
+    #[test]
+    fn text_without_macros_is_unchanged() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let alphabet: Vec<char> = "ab/?&=%}{ é".chars().collect();
+        for _ in 0..2_000 {
+            let len = rng.random_range(0..30);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            // Every name is unknown: the template must come back exactly as written.
+            assert_eq!(render(&text, |_| None), text);
+        }
+    }
 }

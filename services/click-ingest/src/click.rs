@@ -4,21 +4,22 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use prost::Message as _;
-use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
-use traffsure_config::KafkaSettings;
-use traffsure_core::{macros, now_ms, visitor, ClickHashKeys};
+use traffsure_core::cidr::CidrList;
+use traffsure_core::routing::{self, ClickAttributes};
+use traffsure_core::{macros, now_ms, user_agent, visitor, ClickHashKeys};
 use traffsure_events::{Click, Flow, FlowStatus, RedirectMode};
 use traffsure_kafka::FlowRegistry;
 use traffsure_telemetry::prometheus::IntCounterVec;
+
+use crate::publisher::Publisher;
+
+/// Longest tracking link (path and query) accepted; longer ones answer 414.
+pub const MAX_URI_BYTES: usize = 8192;
 
 pub struct Edge {
     pub registry: Arc<FlowRegistry>,
@@ -27,6 +28,66 @@ pub struct Edge {
     pub publisher: Publisher,
     pub unknown_flow_url: String,
     pub visitor_cookie: String,
+    pub client_ip: ClientIp,
+    pub bots: BotFilter,
+}
+
+/// Where the visitor's address comes from: the TCP peer, or a proxy header when the peer
+/// is a trusted proxy.
+pub struct ClientIp {
+    /// Lowercase header name, e.g. `x-forwarded-for`.
+    pub header: String,
+    pub trusted_proxies: CidrList,
+}
+
+impl ClientIp {
+    /// The visitor's address. With `X-Forwarded-For`-style lists, the rightmost address
+    /// that is not itself a trusted proxy: entries further left are whatever the client
+    /// claimed and cannot be trusted.
+    pub fn of(&self, peer: Option<IpAddr>, header_value: Option<&str>) -> Option<IpAddr> {
+        let peer = peer?;
+        if self.trusted_proxies.is_empty() || !self.trusted_proxies.contains(peer) {
+            return Some(peer);
+        }
+        let Some(value) = header_value else {
+            return Some(peer);
+        };
+        for entry in value.rsplit(',') {
+            let entry = entry.trim();
+            let Some(ip) = parse_ip(entry) else {
+                return Some(peer);
+            };
+            if !self.trusted_proxies.contains(ip) {
+                return Some(ip);
+            }
+        }
+        Some(peer)
+    }
+}
+
+/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
+    }
+    text.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
+}
+
+/// Bot flagging beyond the built-in user-agent markers.
+pub struct BotFilter {
+    pub ips: CidrList,
+    pub user_agent_markers: Vec<String>,
+}
+
+impl BotFilter {
+    pub fn is_bot(&self, parsed: &user_agent::UserAgent, raw: &str, ip: Option<IpAddr>) -> bool {
+        parsed.is_bot
+            || user_agent::matches_any(raw, &self.user_agent_markers)
+            || ip.is_some_and(|ip| self.ips.contains(ip))
+    }
 }
 
 fn clicks_total() -> &'static IntCounterVec {
@@ -40,47 +101,48 @@ fn clicks_total() -> &'static IntCounterVec {
     })
 }
 
-fn deliveries_total() -> &'static IntCounterVec {
-    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec(
-            "traffsure_click_deliveries_total",
-            "Click events by Kafka delivery result",
-            &["result"],
-        )
-    })
-}
+/// Most extra parameters kept per click, and most parameters read from one query.
+const MAX_EXTRA: usize = 32;
+const MAX_PARAMS: usize = 64;
 
 /// The tracking-link query parameters that have a field of their own in a click.
-struct ClickParams {
-    sub_id: String,
-    source: String,
-    subs: Vec<String>,
-    cost: String,
-    extra: std::collections::BTreeMap<String, String>,
+#[derive(Debug, Default)]
+pub struct ClickParams {
+    pub sub_id: String,
+    pub source: String,
+    pub subs: Vec<String>,
+    /// The cost as sent when it is a valid decimal, else empty.
+    pub cost: String,
+    pub cost_micros: i64,
+    /// Everything else, including a `cost` that is not a number (kept, not trusted).
+    pub extra: std::collections::BTreeMap<String, String>,
 }
 
 impl ClickParams {
-    fn parse(query: &str) -> Self {
+    pub fn parse(query: &str) -> Self {
         let mut params = Self {
-            sub_id: String::new(),
-            source: String::new(),
             subs: vec![String::new(); 10],
-            cost: String::new(),
-            extra: Default::default(),
+            ..Self::default()
         };
         for (name, value) in form_pairs(query) {
             match name.as_str() {
                 "sub_id" => params.sub_id = value,
                 "source" => params.source = value,
-                "cost" => params.cost = value,
-                other => match other
-                    .strip_prefix("sub")
-                    .and_then(|n| n.parse::<usize>().ok())
-                {
-                    Some(n @ 1..=10) => params.subs[n - 1] = value,
+                "cost" => match traffsure_core::parse_micros(value.trim()) {
+                    Ok(micros) if micros >= 0 => {
+                        params.cost = value.trim().to_string();
+                        params.cost_micros = micros;
+                    }
                     _ => {
-                        if params.extra.len() < 32 {
+                        params.cost.clear();
+                        params.cost_micros = 0;
+                        params.extra.insert(name, value);
+                    }
+                },
+                other => match sub_index(other) {
+                    Some(i) => params.subs[i] = value,
+                    None => {
+                        if params.extra.len() < MAX_EXTRA || params.extra.contains_key(&name) {
                             params.extra.insert(name, value);
                         }
                     }
@@ -88,6 +150,24 @@ impl ClickParams {
             }
         }
         params
+    }
+
+    /// The value of a tracking-parameter macro (`sub_id`, `source`, `sub1`…`sub10`, `cost`).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        match name {
+            "sub_id" => Some(&self.sub_id),
+            "source" => Some(&self.source),
+            "cost" => Some(&self.cost),
+            other => sub_index(other).map(|i| self.subs[i].as_str()),
+        }
+    }
+}
+
+/// `sub1`…`sub10` → 0…9.
+fn sub_index(name: &str) -> Option<usize> {
+    match name.strip_prefix("sub")?.parse::<usize>().ok()? {
+        n @ 1..=10 if !name[3..].starts_with('0') => Some(n - 1),
+        _ => None,
     }
 }
 
@@ -97,7 +177,7 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .take(64)
+        .take(MAX_PARAMS)
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(name), decode(value))
@@ -112,28 +192,31 @@ fn decode(text: &str) -> String {
         .into_owned()
 }
 
-fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
+fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> String {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
-pub async fn track(
-    edge: web::Data<Edge>,
-    req: HttpRequest,
-    flow: web::Path<String>,
-) -> HttpResponse {
-    let flow = match edge.registry.resolve(&flow) {
-        Some(flow)
-            if flow.status() == FlowStatus::Active || flow.status() == FlowStatus::Unspecified =>
-        {
-            flow
-        }
-        _ => return edge.unknown_flow(),
-    };
-    if req.query_string().len() > 8192 {
+pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
+    let uri_len = req.uri().path().len() + req.query_string().len();
+    if uri_len > MAX_URI_BYTES {
         clicks_total().with_label_values(&["uri_too_long"]).inc();
-        return HttpResponse::UriTooLong().body("tracking link query is longer than 8192 bytes");
+        return HttpResponse::UriTooLong()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "tracking link is longer than {MAX_URI_BYTES} bytes"
+            ));
     }
+    let flow = match edge.registry.resolve(req.match_info().query("flow")) {
+        Some(flow) => flow,
+        None => return edge.unknown_flow(),
+    };
     let params = ClickParams::parse(req.query_string());
+    if !matches!(flow.status(), FlowStatus::Active | FlowStatus::Unspecified) {
+        return edge.inactive_flow(&flow, &params);
+    }
     let cookie_vid = req
         .cookie(&edge.visitor_cookie)
         .map(|c| c.value().to_string())
@@ -142,42 +225,50 @@ pub async fn track(
     let routing_key = visitor::routing_key(&visitor_id).unwrap_or_default();
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let ip = client_ip(&req);
+    let forwarded = req
+        .headers()
+        .get(edge.client_ip.header.as_str())
+        .and_then(|v| v.to_str().ok());
+    let ip = edge
+        .client_ip
+        .of(req.peer_addr().map(|addr| addr.ip()), forwarded);
     let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
-    let cost_micros = traffsure_core::parse_micros(&params.cost).unwrap_or(0);
+    let user_agent = header_text(&req, header::USER_AGENT);
+    let parsed_ua = user_agent::parse(&user_agent);
+    let is_bot = edge.bots.is_bot(&parsed_ua, &user_agent, ip);
 
-    let destination = macros::render(&flow.destination_url, |name| {
-        let value: Cow<'_, str> = match name {
-            "click" => click_hash.as_str().into(),
-            "flow" => flow.id.to_string().into(),
-            "sub_id" => params.sub_id.as_str().into(),
-            "source" => params.source.as_str().into(),
-            "country" => country.as_str().into(),
-            "cost" => params.cost.as_str().into(),
-            "ts" => (ts_ms / 1000).to_string().into(),
-            "visitor" => visitor_id.as_str().into(),
-            "device" | "os" | "browser" => "".into(),
-            other => match other
-                .strip_prefix("sub")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n @ 1..=10) => params.subs[n - 1].as_str().into(),
-                _ => return None,
-            },
+    let choice = routing::choose(
+        &flow,
+        &ClickAttributes {
+            country: &country,
+            device: parsed_ua.device,
+            os: parsed_ua.os,
+            browser: parsed_ua.browser,
+            ip,
+            sub_id: &params.sub_id,
+            source: &params.source,
+            subs: &params.subs,
+            is_bot,
+        },
+        rand::random(),
+    );
+    let flow_id = flow.id.to_string();
+    let ts = (ts_ms / 1000).to_string();
+    let destination = macros::render(choice.url, |name| {
+        let value: &str = match name {
+            "click" => &click_hash,
+            "flow" => &flow_id,
+            "country" => &country,
+            "device" => parsed_ua.device,
+            "os" => parsed_ua.os,
+            "browser" => parsed_ua.browser,
+            "ts" => &ts,
+            "visitor" => &visitor_id,
+            other => params.value(other)?,
         };
-        Some(Cow::Owned(value.into_owned()))
+        Some(Cow::Borrowed(value))
     });
 
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let referrer = req
-        .headers()
-        .get(header::REFERER)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
     let click = Click {
         click_hash,
         flow_id: flow.id,
@@ -187,17 +278,26 @@ pub async fn track(
         ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
         country,
         user_agent,
-        referrer,
+        device: parsed_ua.device.into(),
+        os: parsed_ua.os.into(),
+        browser: parsed_ua.browser.into(),
+        referrer: header_text(&req, header::REFERER),
         sub_id: params.sub_id,
         source: params.source,
         subs: params.subs,
-        cost_micros,
+        cost_micros: params.cost_micros,
         destination_url: destination.clone(),
+        is_bot,
         extra: params.extra,
-        ..Click::default()
     };
-    edge.publisher.publish(&click);
-    clicks_total().with_label_values(&["redirected"]).inc();
+    edge.publisher.publish(routing_key, &click.encode_to_vec());
+    clicks_total()
+        .with_label_values(&[if is_bot {
+            "redirected_bot"
+        } else {
+            "redirected"
+        }])
+        .inc();
 
     let mut response = redirect(&flow, &destination);
     if cookie_vid.is_none() {
@@ -214,6 +314,27 @@ pub async fn track(
 }
 
 impl Edge {
+    /// A paused or archived flow: its own inactive URL (no click is recorded), else the
+    /// answer for unknown flows.
+    fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
+        if flow.inactive_url.is_empty() {
+            return self.unknown_flow();
+        }
+        clicks_total().with_label_values(&["inactive_flow"]).inc();
+        let flow_id = flow.id.to_string();
+        let url = macros::render(&flow.inactive_url, |name| match name {
+            "flow" => Some(Cow::Borrowed(flow_id.as_str())),
+            "click" | "country" | "device" | "os" | "browser" | "ts" | "visitor" => {
+                Some(Cow::Borrowed(""))
+            }
+            other => params.value(other).map(Cow::Borrowed),
+        });
+        HttpResponse::Found()
+            .insert_header((header::LOCATION, url))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    }
+
     fn unknown_flow(&self) -> HttpResponse {
         clicks_total().with_label_values(&["unknown_flow"]).inc();
         if self.unknown_flow_url.is_empty() {
@@ -262,64 +383,117 @@ fn redirect(flow: &Flow, destination: &str) -> HttpResponse {
     }
 }
 
-/// Counts delivery reports, so lost clicks show in `/metrics`.
-pub struct DeliveryCounter;
-
-impl ClientContext for DeliveryCounter {}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
-        match result {
-            Ok(_) => deliveries_total().with_label_values(&["delivered"]).inc(),
-            Err((error, _)) => {
-                deliveries_total().with_label_values(&["failed"]).inc();
-                tracing::error!(%error, "click event not delivered");
-            }
-        }
-    }
-}
-
-/// Publishes click events through librdkafka's queue; the redirect never waits for it.
-#[derive(Clone)]
-pub struct Publisher {
-    producer: Arc<ThreadedProducer<DeliveryCounter>>,
-    topic: String,
-}
-
-impl Publisher {
-    pub fn new(settings: &KafkaSettings, topic: String) -> Result<Self, KafkaError> {
-        let producer =
-            traffsure_kafka::producer_config(settings).create_with_context(DeliveryCounter)?;
-        Ok(Self {
-            producer: Arc::new(producer),
-            topic,
-        })
-    }
-
-    pub fn publish(&self, click: &Click) {
-        let payload = click.encode_to_vec();
-        let key = traffsure_kafka::routing_key_bytes(click.routing_key as u16);
-        let record = BaseRecord::to(&self.topic).key(&key[..]).payload(&payload);
-        if let Err((error, _)) = self.producer.send(record) {
-            deliveries_total()
-                .with_label_values(&["enqueue_failed"])
-                .inc();
-            tracing::error!(%error, click_hash = %click.click_hash, "click event not queued");
-        }
-    }
-
-    pub fn flush(&self) {
-        if let Err(error) = self.producer.flush(Duration::from_secs(15)) {
-            tracing::error!(%error, "click events left unflushed at shutdown");
-        }
-    }
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_garbage_cost_out_of_the_cost_field() {
+        for bad in ["abc", "1e5", "-1", "0.5.5", "NaN", "%FF"] {
+            let p = ClickParams::parse(&format!("cost={bad}"));
+            assert_eq!((p.cost.as_str(), p.cost_micros), ("", 0), "{bad}");
+            assert!(p.extra.contains_key("cost"), "{bad}");
+        }
+        let p = ClickParams::parse("cost=0.0123");
+        assert_eq!((p.cost.as_str(), p.cost_micros), ("0.0123", 12_300));
+        assert_eq!(p.value("cost"), Some("0.0123"));
+        assert_eq!(p.value("sub01"), None);
+        assert_eq!(p.value("sub10"), Some(""));
+        assert_eq!(p.value("other"), None);
+    }
+
+    #[test]
+    fn query_parser_round_trips_random_parameters() {
+        // Property: whatever names and values a link carries, form-encoding them and
+        // parsing the result gives them back, each in its own field.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet: Vec<char> = "aZ09 &=+%?#/é€\u{0}\u{fffd}{}sub_".chars().collect();
+        for _ in 0..2_000 {
+            let mut text = |max: usize| -> String {
+                let len = rng.random_range(0..max);
+                (0..len)
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect()
+            };
+            let sub_id = text(12);
+            let sub4 = text(12);
+            let name = format!("x{}", text(6));
+            let value = text(20);
+            let query = serde_urlencoded::to_string([
+                ("sub_id", sub_id.as_str()),
+                ("sub4", sub4.as_str()),
+                (name.as_str(), value.as_str()),
+            ])
+            .unwrap();
+            let p = ClickParams::parse(&query);
+            assert_eq!(p.sub_id, sub_id, "{query}");
+            assert_eq!(p.subs[3], sub4, "{query}");
+            assert_eq!(p.extra.get(&name), Some(&value), "{query}");
+        }
+    }
+
+    #[test]
+    fn query_parser_never_panics_on_raw_bytes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let pieces = [
+            "%", "%F", "%FF", "%C3%A9", "&", "=", "+", "sub", "1", "0", "cost", "é", "\u{0}", "==",
+            "&&",
+        ];
+        for _ in 0..5_000 {
+            let n = rng.random_range(0..24);
+            let query: String = (0..n)
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let p = ClickParams::parse(&query);
+            assert_eq!(p.subs.len(), 10);
+            assert!(p.extra.len() <= MAX_EXTRA);
+        }
+    }
+
+    #[test]
+    fn client_ip_trusts_the_header_only_from_trusted_proxies() {
+        let client_ip = ClientIp {
+            header: "x-forwarded-for".into(),
+            trusted_proxies: CidrList::parse(&["127.0.0.0/8", "10.0.0.0/8"]).unwrap(),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        // A trusted proxy: the rightmost untrusted address in the list.
+        assert_eq!(
+            client_ip.of(ip("127.0.0.1"), Some("6.6.6.6, 8.8.8.8, 10.1.1.1")),
+            ip("8.8.8.8")
+        );
+        assert_eq!(
+            client_ip.of(ip("127.0.0.1"), Some("2001:4860::8888")),
+            ip("2001:4860::8888")
+        );
+        assert_eq!(
+            client_ip.of(ip("127.0.0.1"), Some("[2001:db8::1]:443")),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_ip.of(ip("127.0.0.1"), Some("1.2.3.4:5678")),
+            ip("1.2.3.4")
+        );
+        // Garbage or no header: the peer.
+        assert_eq!(
+            client_ip.of(ip("127.0.0.1"), Some("nonsense")),
+            ip("127.0.0.1")
+        );
+        assert_eq!(client_ip.of(ip("127.0.0.1"), None), ip("127.0.0.1"));
+        // An untrusted peer cannot choose its address.
+        assert_eq!(client_ip.of(ip("9.9.9.9"), Some("8.8.8.8")), ip("9.9.9.9"));
+        let untrusting = ClientIp {
+            header: "x-forwarded-for".into(),
+            trusted_proxies: CidrList::default(),
+        };
+        assert_eq!(
+            untrusting.of(ip("127.0.0.1"), Some("8.8.8.8")),
+            ip("127.0.0.1")
+        );
+    }
 
     #[test]
     fn parses_tracking_parameters() {

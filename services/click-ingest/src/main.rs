@@ -1,14 +1,21 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
-//! flow's destination (macros filled in) and publishes a click event to Kafka without
-//! waiting for the broker.
+//! flow's destination (rules, rotation and bot routing applied, macros filled in) and
+//! publishes a click event to Kafka without waiting for the broker; while the broker is
+//! away, click events wait in a local spill file.
 
 mod click;
 mod geo;
+mod publisher;
+mod spill;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{ClickHashSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_core::cidr::CidrList;
 use traffsure_core::ClickHashKeys;
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -26,6 +33,63 @@ struct Settings {
     unknown_flow_url: String,
     /// Name of the first-party visitor cookie.
     visitor_cookie: String,
+    client_ip: ClientIpSettings,
+    bots: BotSettings,
+    spill: SpillSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ClientIpSettings {
+    /// Header carrying the visitor's address when the peer is a trusted proxy.
+    header: String,
+    /// Comma-separated addresses or CIDR blocks of trusted proxies; empty trusts none.
+    trusted_proxies: String,
+}
+
+impl Default for ClientIpSettings {
+    fn default() -> Self {
+        Self {
+            header: "X-Forwarded-For".into(),
+            trusted_proxies: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct BotSettings {
+    /// Comma-separated addresses or CIDR blocks whose clicks are bots.
+    ips: String,
+    /// Comma-separated user-agent fragments (case-insensitive) that mark bots, beyond the built-in list.
+    user_agents: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SpillSettings {
+    /// Spill file; empty = `.local/spill/<topic prefix>clicks.spill`.
+    path: String,
+    /// `queue.buffering.max.messages`: click events held in memory for Kafka before spilling.
+    max_queued: u32,
+}
+
+impl Default for SpillSettings {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            max_queued: 100_000,
+        }
+    }
+}
+
+fn cidr_list(key: &str, text: &str) -> anyhow::Result<CidrList> {
+    let items: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    CidrList::parse(&items).with_context(|| key.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +109,9 @@ impl Default for Settings {
             geoip: GeoSettings::default(),
             unknown_flow_url: String::new(),
             visitor_cookie: "ts_vid".into(),
+            client_ip: ClientIpSettings::default(),
+            bots: BotSettings::default(),
+            spill: SpillSettings::default(),
         }
     }
 }
@@ -64,12 +131,45 @@ async fn main() -> anyhow::Result<()> {
         .context("unknown_flow_url")?;
     }
     let geo = geo::GeoIp::open(&settings.geoip.database).context("geoip.database")?;
+    let client_ip = click::ClientIp {
+        header: settings.client_ip.header.trim().to_ascii_lowercase(),
+        trusted_proxies: cidr_list(
+            "client_ip.trusted_proxies",
+            &settings.client_ip.trusted_proxies,
+        )?,
+    };
+    if actix_web::http::header::HeaderName::from_bytes(client_ip.header.as_bytes()).is_err() {
+        anyhow::bail!(
+            "client_ip.header: {:?} is not a header name",
+            client_ip.header
+        );
+    }
+    let bots = click::BotFilter {
+        ips: cidr_list("bots.ips", &settings.bots.ips)?,
+        user_agent_markers: traffsure_core::user_agent::markers_from_list(
+            &settings.bots.user_agents,
+        ),
+    };
+    let spill_path = if settings.spill.path.is_empty() {
+        PathBuf::from(format!(
+            ".local/spill/{}clicks.spill",
+            settings.kafka.topic_prefix
+        ))
+    } else {
+        PathBuf::from(&settings.spill.path)
+    };
 
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
-    let publisher = click::Publisher::new(&settings.kafka, topics.clicks.clone())?;
+    let publisher = publisher::Publisher::start(
+        &settings.kafka,
+        topics.clicks.clone(),
+        &spill_path,
+        settings.spill.max_queued,
+    )
+    .context("spill")?;
 
     let health = Health::new();
     let flows_ready = health.register("flows");
@@ -86,12 +186,15 @@ async fn main() -> anyhow::Result<()> {
         publisher: publisher.clone(),
         unknown_flow_url: settings.unknown_flow_url.clone(),
         visitor_cookie: settings.visitor_cookie.clone(),
+        client_ip,
+        bots,
     });
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .route("/c/{flow}", web::get().to(click::track))
+            .route("/c/{flow}", web::head().to(click::track))
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
@@ -101,7 +204,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(bind = %settings.http.bind, "click-ingest listening");
     server.run().await?;
-    // The server has drained its requests: hand every queued click to the broker.
-    publisher.flush();
+    // The server has drained its requests: hand every queued click to the broker, and
+    // whatever it cannot take to the spill file.
+    publisher.shutdown(Duration::from_secs(10));
     Ok(())
 }

@@ -1,0 +1,86 @@
+//! Reading a test's topic directly, to check what a service published.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Reads `topic` from the beginning until `done(events so far)` says stop or `timeout`
+/// passes, then `linger` longer (so a late duplicate would show), decoding each message
+/// as `M`.
+pub fn read_events<M: prost::Message + Default>(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    linger: Duration,
+    mut done: impl FnMut(&[M]) -> bool,
+) -> anyhow::Result<Vec<M>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "traffsure-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + timeout;
+    let mut events = Vec::new();
+    let mut stop_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if stop_at.is_some_and(|t| now > t) || now > deadline {
+            return Ok(events);
+        }
+        if stop_at.is_none() && done(&events) {
+            stop_at = Some(now + linger);
+        }
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            let payload = message.payload().context("message without payload")?;
+            events.push(M::decode(payload)?);
+        }
+    }
+}
+
+/// Writes a flow to a `flows` topic the way the reporting API does (key = flow id), built
+/// from the same JSON a `POST /api/v1/flows` takes, and returns it. Publishing again with
+/// `previous` set stores the next revision of that flow.
+pub async fn publish_flow(
+    brokers: &str,
+    topic: &str,
+    id: u32,
+    spec: serde_json::Value,
+    previous: Option<&traffsure_events::Flow>,
+) -> anyhow::Result<traffsure_events::Flow> {
+    let spec: traffsure_core::flow::FlowSpec = serde_json::from_value(spec)?;
+    let mut flow = previous.cloned().unwrap_or(traffsure_events::Flow {
+        id,
+        ..Default::default()
+    });
+    spec.apply(&mut flow, traffsure_core::now_ms())
+        .map_err(|e| anyhow::anyhow!("invalid flow: {e}"))?;
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    let payload = prost::Message::encode_to_vec(&flow);
+    let key = flow.id.to_string();
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(&key)
+                .payload(&payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("publish flow: {e}"))?;
+    Ok(flow)
+}

@@ -1,0 +1,189 @@
+//! A private single-node Kafka (KRaft, broker and controller in one JVM) for tests that
+//! must take the broker away: it runs from the jars `make test` installed in
+//! `.local/kafka/libs`, on free loopback ports, with its data under `target/`, so the
+//! shared broker is never touched.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use tokio::process::{Child, Command};
+
+use crate::{free_port, workspace_dir};
+
+pub struct PrivateKafka {
+    pub port: u16,
+    dir: PathBuf,
+    props: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+fn libs_classpath() -> anyhow::Result<String> {
+    let libs = workspace_dir().join(".local").join("kafka").join("libs");
+    if !libs.is_dir() {
+        bail!(
+            "{} is missing: run deploy/local/install.sh (make test does)",
+            libs.display()
+        );
+    }
+    Ok(format!("{}/*", libs.display()))
+}
+
+impl PrivateKafka {
+    /// Formats fresh storage and starts the broker; returns once it accepts clients.
+    pub async fn start() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let controller_port = free_port()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = workspace_dir()
+            .join("target")
+            .join("private-kafka")
+            .join(&id[..10]);
+        std::fs::create_dir_all(dir.join("data"))?;
+        let props = dir.join("server.properties");
+        std::fs::write(
+            &props,
+            format!(
+                "process.roles=broker,controller\n\
+                 node.id=1\n\
+                 controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 inter.broker.listener.name=PLAINTEXT\n\
+                 controller.listener.names=CONTROLLER\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 num.network.threads=1\n\
+                 num.io.threads=2\n\
+                 log.dirs={}\n\
+                 offsets.topic.replication.factor=1\n\
+                 transaction.state.log.replication.factor=1\n\
+                 transaction.state.log.min.isr=1\n\
+                 share.coordinator.state.topic.replication.factor=1\n\
+                 share.coordinator.state.topic.min.isr=1\n\
+                 default.replication.factor=1\n\
+                 min.insync.replicas=1\n\
+                 auto.create.topics.enable=false\n\
+                 group.initial.rebalance.delay.ms=0\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let log = dir.join("kafka.log");
+        // A cluster id is 16 bytes in unpadded base64url; any fixed-shape value will do.
+        let cluster_id = &uuid::Uuid::new_v4().simple().to_string()[..22];
+        let cluster_id = cluster_id.replace(|c: char| !c.is_ascii_alphanumeric(), "A");
+        let status = Command::new("java")
+            .arg("-cp")
+            .arg(libs_classpath()?)
+            .arg(log4j_option())
+            .args(["kafka.tools.StorageTool", "format", "--standalone", "-t"])
+            .arg(&cluster_id)
+            .arg("-c")
+            .arg(&props)
+            .stdout(Stdio::from(std::fs::File::create(&log)?))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log)?,
+            ))
+            .status()
+            .await
+            .context("run the Kafka storage tool (is Java 17 installed?)")?;
+        if !status.success() {
+            bail!("kafka storage format failed:\n{}", crate::tail(&log));
+        }
+        let mut kafka = Self {
+            port,
+            dir,
+            props,
+            log,
+            child: None,
+        };
+        kafka.resume().await?;
+        Ok(kafka)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker again on the same ports and data (after [`Self::stop`]).
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)?;
+        let child = Command::new("java")
+            .args(["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC"])
+            .arg("-Djava.awt.headless=true")
+            .arg(log4j_option())
+            .arg("-cp")
+            .arg(libs_classpath()?)
+            .arg("kafka.Kafka")
+            .arg(&self.props)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the private Kafka broker")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    self.child = None;
+                    bail!(
+                        "private kafka exited with {status}:\n{}",
+                        crate::tail(&self.log)
+                    );
+                }
+            }
+            let started = std::fs::read(&self.log)
+                .map(|bytes| {
+                    String::from_utf8_lossy(&bytes[(offset as usize).min(bytes.len())..])
+                        .contains("Kafka Server started")
+                })
+                .unwrap_or(false);
+            if started && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "private kafka not ready after 90 s:\n{}",
+                    crate::tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Kills the broker at once (SIGKILL), as a crash or a network cut would look to clients.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+}
+
+fn log4j_option() -> String {
+    format!(
+        "-Dlog4j2.configurationFile={}",
+        workspace_dir()
+            .join("deploy/local/kafka/log4j2.xml")
+            .display()
+    )
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}
