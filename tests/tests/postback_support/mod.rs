@@ -66,6 +66,34 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
         Ok(ids.iter().map(|id| self.seen[id].clone()).collect())
     }
 
+    /// Waits until at least `n` events read so far satisfy `matches`, and returns them.
+    pub async fn wait_matching(
+        &mut self,
+        n: usize,
+        matches: impl Fn(&M) -> bool,
+    ) -> anyhow::Result<Vec<M>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found: Vec<M> = self.seen.values().filter(|m| matches(m)).cloned().collect();
+            if found.len() >= n {
+                return Ok(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "only {} of {n} matching events read back within 30 s",
+                    found.len()
+                );
+            }
+            let Ok(message) = tokio::time::timeout(left, self.consumer.recv()).await else {
+                continue;
+            };
+            let message = message?;
+            let event = M::decode(message.payload().unwrap_or_default())?;
+            self.seen.insert((self.id)(&event), event);
+        }
+    }
+
     /// Waits for one event.
     pub async fn one(&mut self, id: &str) -> anyhow::Result<M> {
         Ok(self.wait_for(&[id.to_string()]).await?.remove(0))
@@ -75,6 +103,13 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
     pub fn count(&self) -> usize {
         self.seen.len()
     }
+}
+
+pub async fn clicks(stack: &Stack) -> anyhow::Result<TopicReader<traffsure_events::Click>> {
+    TopicReader::open(stack, "clicks", |c: &traffsure_events::Click| {
+        c.click_hash.clone()
+    })
+    .await
 }
 
 pub async fn postbacks(stack: &Stack) -> anyhow::Result<TopicReader<Postback>> {
