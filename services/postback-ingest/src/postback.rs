@@ -276,6 +276,47 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Body {
     Body::Read(body.freeze())
 }
 
+/// Queues the log entry without holding the answer back for its acknowledgement: the
+/// answer depends only on the postback being durable. A delivery failure is reported in
+/// the service log and the `traffsure_postback_log_failures_total` counter; SIGTERM
+/// flushes whatever is still queued.
+fn publish_log(edge: &Edge, log: &PostbackLogEntry) {
+    use prost::Message as _;
+    let payload = log.encode_to_vec();
+    let record = rdkafka::producer::FutureRecord::to(&edge.topics.postback_log)
+        .key(log.click_hash.as_bytes())
+        .payload(&payload);
+    let postback_id = log.postback_id.clone();
+    match edge.producer.send_result(record) {
+        Ok(delivery) => {
+            actix_web::rt::spawn(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => log_failed(&postback_id, &error.to_string()),
+                    Err(_) => log_failed(&postback_id, "delivery canceled"),
+                }
+            });
+        }
+        Err((error, _)) => log_failed(&postback_id, &error.to_string()),
+    }
+}
+
+fn log_failed(postback_id: &str, error: &str) {
+    static METRIC: std::sync::OnceLock<traffsure_telemetry::prometheus::IntCounter> =
+        std::sync::OnceLock::new();
+    METRIC
+        .get_or_init(|| {
+            traffsure_telemetry::counter_vec(
+                "traffsure_postback_log_failures_total",
+                "Postback log entries Kafka did not accept",
+                &[],
+            )
+            .with_label_values::<&str>(&[])
+        })
+        .inc();
+    tracing::error!(error, postback_id, "postback log entry not stored");
+}
+
 /// The client's address: the peer, or what `client_ip_header` says when the peer is a
 /// trusted proxy (the right-most address in the header that is not itself trusted).
 pub fn client_ip(
@@ -453,17 +494,7 @@ pub async fn process(
     log.response_status = u32::from(answer.status.as_u16());
     log.reason = answer.code.to_string();
     log.message = answer.message.clone();
-    let log_key = log.click_hash.clone();
-    if let Err(error) = traffsure_kafka::send_event(
-        &edge.producer,
-        &edge.topics.postback_log,
-        log_key.as_bytes(),
-        &log,
-    )
-    .await
-    {
-        tracing::error!(%error, postback_id, "postback log entry not stored");
-    }
+    publish_log(edge, &log);
     Outcome {
         answer,
         postback_id,
