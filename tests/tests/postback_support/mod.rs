@@ -99,6 +99,19 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
         Ok(self.wait_for(&[id.to_string()]).await?.remove(0))
     }
 
+    /// Reads whatever arrives for `period`, then says whether `id` was among all read.
+    pub async fn seen_after(&mut self, id: &str, period: Duration) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + period;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(message) = tokio::time::timeout(left, self.consumer.recv()).await else {
+                break;
+            };
+            let event = M::decode(message?.payload().unwrap_or_default())?;
+            self.seen.insert((self.id)(&event), event);
+        }
+        Ok(self.seen.contains_key(id))
+    }
+
     /// How many distinct events have been read so far.
     pub fn count(&self) -> usize {
         self.seen.len()
