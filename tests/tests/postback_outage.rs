@@ -5,7 +5,7 @@
 
 mod postback_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn java(libs: &PathBuf) -> Command {
+fn java(libs: &Path) -> Command {
     let mut command = Command::new("java");
     command
         .arg("-Xms128m")
