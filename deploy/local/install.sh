@@ -41,6 +41,8 @@ install_apt_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  # The headless browser of the pixel and JavaScript tag tests.
+  command -v chromium >/dev/null || missing+=(chromium)
   if ! command -v npm >/dev/null; then
     # Debian's npm conflicts with a Node.js from elsewhere (e.g. NodeSource,
     # whose nodejs package ships npm itself), so only add it on a node-less box.
@@ -49,7 +51,7 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
-    log "apt: clickhouse, curl, java, mvn, npm already installed"
+    log "apt: clickhouse, curl, java, mvn, chromium, npm already installed"
     return
   fi
   log "apt: installing ${missing[*]}"

@@ -1,4 +1,7 @@
-//! Conversion status semantics for the `status` parameter of a postback.
+//! Conversion status semantics for the `status` parameter of a postback: the default
+//! map, and a flow's own map (Keitaro's `sale_status=` idea) that overrides it.
+
+use std::collections::BTreeMap;
 
 use traffsure_events::ConversionStatus;
 
@@ -12,6 +15,30 @@ pub fn map_status(raw: &str) -> ConversionStatus {
             ConversionStatus::Rejected
         }
         _ => ConversionStatus::Approved,
+    }
+}
+
+/// Maps a postback's status text with a flow's `status_map` first (keys are lowercase raw
+/// statuses, values `approved`, `pending` or `rejected`), then the default map. An
+/// override naming no known status is ignored, so a stored flow can never produce an
+/// unspecified status.
+pub fn map_status_with(raw: &str, overrides: &BTreeMap<String, String>) -> ConversionStatus {
+    if !overrides.is_empty() {
+        let key = raw.trim().to_ascii_lowercase();
+        if let Some(status) = overrides.get(&key).and_then(|name| status_from_name(name)) {
+            return status;
+        }
+    }
+    map_status(raw)
+}
+
+/// The status a lowercase word names, if any.
+pub fn status_from_name(name: &str) -> Option<ConversionStatus> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "approved" => Some(ConversionStatus::Approved),
+        "pending" => Some(ConversionStatus::Pending),
+        "rejected" => Some(ConversionStatus::Rejected),
+        _ => None,
     }
 }
 
@@ -47,5 +74,43 @@ mod tests {
         for raw in ["", "approved", "1", "sale", "confirmed"] {
             assert_eq!(map_status(raw), ConversionStatus::Approved, "{raw}");
         }
+    }
+
+    #[test]
+    fn flow_map_overrides_the_default_and_falls_back_to_it() {
+        let overrides: BTreeMap<String, String> = [
+            ("sale", "approved"),
+            ("hold", "approved"),
+            ("2", "rejected"),
+            ("0", "pending"),
+            ("odd", "nonsense"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            map_status_with("HOLD", &overrides),
+            ConversionStatus::Approved
+        );
+        assert_eq!(
+            map_status_with(" 2 ", &overrides),
+            ConversionStatus::Rejected
+        );
+        assert_eq!(map_status_with("0", &overrides), ConversionStatus::Pending);
+        // Not in the flow's map: the default applies.
+        assert_eq!(
+            map_status_with("trash", &overrides),
+            ConversionStatus::Rejected
+        );
+        assert_eq!(map_status_with("", &overrides), ConversionStatus::Approved);
+        // An override naming no status is ignored rather than producing an unknown one.
+        assert_eq!(
+            map_status_with("odd", &overrides),
+            ConversionStatus::Approved
+        );
+        assert_eq!(
+            map_status_with("pending", &BTreeMap::new()),
+            ConversionStatus::Pending
+        );
     }
 }

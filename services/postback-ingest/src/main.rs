@@ -2,13 +2,16 @@
 //! ones to `postbacks`, logs every request to `postback-log`, and answers 200 only once
 //! the broker has acknowledged.
 
+mod browser;
 mod params;
 mod postback;
+mod security;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{ClickHashSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_core::cidr::CidrList;
 use traffsure_core::ClickHashKeys;
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -23,6 +26,15 @@ struct Settings {
     click_hash: ClickHashSettings,
     /// Largest accepted request body in bytes (413 above).
     max_body_bytes: usize,
+    /// Clicks older than this many days are answered 404 (`click_not_found`).
+    click_retention_days: u32,
+    /// Comma-separated addresses or CIDR blocks of proxies whose `client_ip_header` is
+    /// believed; empty = the peer address is the client.
+    trusted_proxies: String,
+    /// Header naming the client behind a trusted proxy.
+    client_ip_header: String,
+    /// Name of the visitor cookie click-ingest sets, read by the pixel and iframe.
+    visitor_cookie: String,
 }
 
 impl Default for Settings {
@@ -33,6 +45,10 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             click_hash: ClickHashSettings::default(),
             max_body_bytes: 64 * 1024,
+            click_retention_days: 365,
+            trusted_proxies: String::new(),
+            client_ip_header: "x-forwarded-for".into(),
+            visitor_cookie: "ts_vid".into(),
         }
     }
 }
@@ -43,6 +59,20 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = traffsure_telemetry::init("postback-ingest", &settings.telemetry)?;
     let keys = ClickHashKeys::parse(&settings.click_hash.keys, settings.click_hash.active_key)
         .context("click_hash.keys")?;
+    let trusted: Vec<&str> = settings
+        .trusted_proxies
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let trusted_proxies = CidrList::parse(&trusted).context("trusted_proxies")?;
+    let client_ip_header = actix_web::http::header::HeaderName::from_bytes(
+        settings.client_ip_header.trim().as_bytes(),
+    )
+    .context("client_ip_header is not a header name")?;
+    if settings.click_retention_days == 0 {
+        anyhow::bail!("click_retention_days must be at least 1");
+    }
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
@@ -63,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
         producer: producer.clone(),
         topics,
         max_body_bytes: settings.max_body_bytes,
+        click_retention_ms: i64::from(settings.click_retention_days) * 86_400_000,
+        trusted_proxies,
+        client_ip_header,
+        visitor_cookie: settings.visitor_cookie,
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -73,6 +107,9 @@ async fn main() -> anyhow::Result<()> {
                     .route(web::get().to(postback::receive))
                     .route(web::post().to(postback::receive)),
             )
+            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(browser::pixel)))
+            .route("/iframe", web::get().to(browser::iframe))
+            .route("/ts.js", web::get().to(browser::tag))
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)

@@ -13,15 +13,22 @@ pub const GOAL: &[&str] = &["goal", "event", "et"];
 pub const STATUS: &[&str] = &["status"];
 pub const REVENUE: &[&str] = &["revenue", "payout", "sum", "amount", "rev"];
 pub const CURRENCY: &[&str] = &["currency"];
-pub const UID: &[&str] = &["uid", "tx", "txid", "transaction_id", "action_id"];
+pub const UID: &[&str] = &["uid", "tx", "txid", "transaction_id", "action_id", "tid"];
 pub const VISITOR: &[&str] = &["vid"];
 pub const FLOW: &[&str] = &["flow"];
 pub const DISABLE_POSTBACKS: &[&str] = &["disable_postbacks"];
+
+/// Parameter whose value the log masks: it is a flow's shared secret.
+pub const SECRET: &str = "token";
+/// Name under which the log shows a visitor ID read from the cookie.
+pub const VISITOR_COOKIE_LOG_NAME: &str = "cookie:vid";
 
 /// Every parameter of one request, in the order sent, names as sent.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Params {
     pub pairs: Vec<(String, String)>,
+    /// The visitor ID from the visitor cookie, for the browser endpoints.
+    pub visitor_cookie: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -102,19 +109,40 @@ impl Params {
         })
     }
 
-    /// The parameters as the log keeps them: values cut to `MAX_LOGGED_VALUE` characters.
-    pub fn for_log(&self) -> impl Iterator<Item = (&str, Cow<'_, str>, bool)> {
-        self.pairs.iter().map(|(name, value)| {
-            if value.len() <= MAX_LOGGED_VALUE {
-                (name.as_str(), Cow::Borrowed(value.as_str()), false)
-            } else {
-                let mut cut = MAX_LOGGED_VALUE;
-                while !value.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                (name.as_str(), Cow::Borrowed(&value[..cut]), true)
-            }
+    /// The visitor ID: the `vid` parameter, else the visitor cookie.
+    pub fn visitor(&self) -> Option<&str> {
+        self.get(VISITOR).or_else(|| {
+            self.visitor_cookie
+                .as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
         })
+    }
+
+    /// The parameters as the log keeps them: values cut to `MAX_LOGGED_VALUE` bytes (and
+    /// flagged), the token masked, and the visitor cookie when one was read.
+    pub fn for_log(&self) -> impl Iterator<Item = (&str, Cow<'_, str>, bool)> {
+        let cookie = self
+            .visitor_cookie
+            .as_deref()
+            .map(|vid| (VISITOR_COOKIE_LOG_NAME, vid));
+        self.pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(cookie)
+            .map(|(name, value)| {
+                if name.eq_ignore_ascii_case(SECRET) && !value.is_empty() {
+                    (name, Cow::Borrowed("***"), false)
+                } else if value.len() <= MAX_LOGGED_VALUE {
+                    (name, Cow::Borrowed(value), false)
+                } else {
+                    let mut cut = MAX_LOGGED_VALUE;
+                    while !value.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    (name, Cow::Borrowed(&value[..cut]), true)
+                }
+            })
     }
 }
 
@@ -200,6 +228,57 @@ mod tests {
         let p = Params::collect(&long, "", b"").unwrap();
         let (_, value, truncated) = p.for_log().next().unwrap();
         assert!(truncated && value.len() <= MAX_LOGGED_VALUE);
+    }
+
+    #[test]
+    fn duplicates_are_all_logged_and_the_first_value_is_read() {
+        let p = Params::collect("GOAL=lead&goal=sale&Click=c1&CLICK=c2", "", b"").unwrap();
+        assert_eq!(p.get(GOAL), Some("lead"));
+        assert_eq!(p.get(CLICK), Some("c1"));
+        let logged: Vec<(String, String)> = p
+            .for_log()
+            .map(|(n, v, _)| (n.to_string(), v.into_owned()))
+            .collect();
+        assert_eq!(logged.len(), 4);
+        assert_eq!(logged[1], ("goal".to_string(), "sale".to_string()));
+        assert_eq!(logged[3], ("CLICK".to_string(), "c2".to_string()));
+    }
+
+    #[test]
+    fn log_masks_the_token_and_shows_the_visitor_cookie() {
+        let mut p = Params::collect("click=c&Token=s3cret&extra=%2Fx", "", b"").unwrap();
+        p.visitor_cookie = Some("beef0000000000000000000000000000".into());
+        assert_eq!(p.visitor(), Some("beef0000000000000000000000000000"));
+        let logged: Vec<(String, String)> = p
+            .for_log()
+            .map(|(n, v, _)| (n.to_string(), v.into_owned()))
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                ("click", "c"),
+                ("Token", "***"),
+                ("extra", "/x"),
+                (VISITOR_COOKIE_LOG_NAME, "beef0000000000000000000000000000"),
+            ]
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        let p = Params::collect("vid=abc", "", b"").unwrap();
+        assert_eq!(p.visitor(), Some("abc"));
+    }
+
+    #[test]
+    fn keeps_every_param_of_a_huge_request_up_to_the_cap() {
+        let query: Vec<String> = (0..MAX_PARAMS + 10).map(|i| format!("p{i}={i}")).collect();
+        let p = Params::collect(&query.join("&"), "", b"").unwrap();
+        assert_eq!(p.pairs.len(), MAX_PARAMS);
+        let huge = format!("click=c&blob={}", "x".repeat(100_000));
+        let p = Params::collect(&huge, "", b"").unwrap();
+        let (name, value, truncated) = p.for_log().nth(1).unwrap();
+        assert_eq!(
+            (name, value.len(), truncated),
+            ("blob", MAX_LOGGED_VALUE, true)
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! One postback request: read it, decide the answer, make it durable, log it.
+//! One postback request: read it, decide the answer, make it durable, log it. The S2S
+//! endpoints answer JSON; the browser endpoints (`browser.rs`) render the same answer as
+//! a GIF or a page.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,12 +10,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
+use traffsure_core::cidr::CidrList;
 use traffsure_core::{now_ms, status, visitor, ClickHashKeys};
 use traffsure_events::{Param, Postback, PostbackLogEntry};
 use traffsure_kafka::{FlowRegistry, Topics};
 use traffsure_telemetry::prometheus::IntCounterVec;
 
 use crate::params::{self, Params};
+use crate::security;
 
 pub struct Edge {
     pub registry: Arc<FlowRegistry>,
@@ -21,6 +25,13 @@ pub struct Edge {
     pub producer: FutureProducer,
     pub topics: Topics,
     pub max_body_bytes: usize,
+    /// Clicks older than this are answered 404, as if never made.
+    pub click_retention_ms: i64,
+    /// Peers whose `client_ip_header` names the real client.
+    pub trusted_proxies: CidrList,
+    pub client_ip_header: header::HeaderName,
+    /// Cookie holding the visitor ID that click-ingest sets.
+    pub visitor_cookie: String,
 }
 
 /// The answer to a postback: status, stable reason code, and a message for people.
@@ -32,7 +43,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -61,6 +72,13 @@ fn answers_total() -> &'static IntCounterVec {
     })
 }
 
+/// Counts an answer in `traffsure_postbacks_total`.
+pub fn count(answer: &Answer) {
+    answers_total()
+        .with_label_values(&[answer.status.as_str(), answer.code])
+        .inc();
+}
+
 /// What a postback says once checked: the event to publish, and the click's time.
 #[derive(Debug)]
 pub struct Accepted {
@@ -68,97 +86,118 @@ pub struct Accepted {
     pub click_ts_ms: Option<i64>,
 }
 
-/// Checks the parameters of a postback and builds its event, or says why not.
+/// A postback refused, with what was learnt before refusing it (for the log).
+#[derive(Debug)]
+pub struct Refused {
+    pub answer: Answer,
+    pub click_ts_ms: Option<i64>,
+    pub flow_id: u32,
+}
+
+impl From<Answer> for Refused {
+    fn from(answer: Answer) -> Self {
+        Self {
+            answer,
+            click_ts_ms: None,
+            flow_id: 0,
+        }
+    }
+}
+
+/// Where a postback comes from and when, as the checks need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub postback_id: &'a str,
+    pub received_at_ms: i64,
+    pub ip: Option<IpAddr>,
+    pub click_retention_ms: i64,
+}
+
+fn unprocessable(code: &'static str, message: impl Into<String>) -> Answer {
+    Answer::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+/// Checks a postback (click hash or visitor, flow security, parameters) and builds its
+/// event, or says why not.
 pub fn decide(
     keys: &ClickHashKeys,
     registry: &FlowRegistry,
     params: &Params,
-    postback_id: &str,
-    received_at_ms: i64,
-    ip: &str,
-) -> Result<Accepted, (Answer, Option<i64>, u32)> {
+    origin: Origin<'_>,
+) -> Result<Accepted, Refused> {
     let mut postback = Postback {
-        postback_id: postback_id.to_string(),
-        received_at_ms,
-        ip: ip.to_string(),
+        postback_id: origin.postback_id.to_string(),
+        received_at_ms: origin.received_at_ms,
+        ip: origin.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         ..Postback::default()
     };
     let mut click_ts_ms = None;
-    match (params.get(params::CLICK), params.get(params::VISITOR)) {
+    let flow = match (params.get(params::CLICK), params.visitor()) {
         (Some(click), _) => {
             let info = keys.verify(click).map_err(|e| {
-                (
-                    Answer::new(
-                        StatusCode::NOT_FOUND,
-                        "click_not_found",
-                        format!("click hash not found: {e}"),
-                    ),
-                    None,
-                    0,
+                Answer::new(
+                    StatusCode::NOT_FOUND,
+                    "click_not_found",
+                    format!("click hash not found: {e}"),
                 )
             })?;
+            let age_ms = origin.received_at_ms - info.ts_ms;
+            if age_ms > origin.click_retention_ms {
+                return Err(Answer::new(
+                    StatusCode::NOT_FOUND,
+                    "click_not_found",
+                    format!(
+                        "click hash not found: the click is {} days old, past retention",
+                        age_ms / 86_400_000
+                    ),
+                )
+                .into());
+            }
             postback.click_hash = click.to_ascii_lowercase();
             postback.flow_id = info.flow_id;
             postback.routing_key = u32::from(info.routing_key);
             click_ts_ms = Some(info.ts_ms);
+            registry.get(info.flow_id)
         }
         (None, Some(vid)) => {
-            let routing_key = visitor::routing_key(vid).ok_or_else(|| {
-                (
-                    Answer::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_visitor",
-                        "vid is not a visitor ID",
-                    ),
-                    None,
-                    0,
-                )
-            })?;
+            let routing_key = visitor::routing_key(vid)
+                .ok_or_else(|| unprocessable("invalid_visitor", "vid is not a visitor ID"))?;
             let flow = params.get(params::FLOW).ok_or_else(|| {
-                (
-                    Answer::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "missing_flow",
-                        "a vid postback needs the flow parameter",
-                    ),
-                    None,
-                    0,
-                )
+                unprocessable("missing_flow", "a vid postback needs the flow parameter")
             })?;
             let flow = registry.resolve(flow).ok_or_else(|| {
-                (
-                    Answer::new(
-                        StatusCode::NOT_FOUND,
-                        "flow_not_found",
-                        format!("flow {flow:?} not found"),
-                    ),
-                    None,
-                    0,
+                Answer::new(
+                    StatusCode::NOT_FOUND,
+                    "flow_not_found",
+                    format!("flow {:?} not found", truncate(flow)),
                 )
             })?;
             postback.visitor_id = vid.to_ascii_lowercase();
             postback.flow_id = flow.id;
             postback.routing_key = u32::from(routing_key);
+            Some(flow)
         }
-        (None, None) => {
-            return Err((
-                Answer::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "missing_click",
-                    "click is missing (also read as clickid, cid, subid, hit, or vid with flow)",
-                ),
-                None,
-                0,
-            ))
-        }
-    }
-    let reject = |code, message: String| {
-        Err((
-            Answer::new(StatusCode::UNPROCESSABLE_ENTITY, code, message),
-            click_ts_ms,
-            postback.flow_id,
-        ))
+        (None, None) => return Err(unprocessable(
+            "missing_click",
+            "click is missing (also read as clickid, click_id, cid, subid, hit, or vid with flow)",
+        )
+        .into()),
     };
+    let refuse = |answer: Answer| Refused {
+        answer,
+        click_ts_ms,
+        flow_id: postback.flow_id,
+    };
+    if let Some(security) = flow.as_ref().and_then(|f| f.postback_security.as_ref()) {
+        security::check(
+            security,
+            params,
+            origin.ip,
+            origin.received_at_ms.div_euclid(1000),
+        )
+        .map_err(refuse)?;
+    }
+    let reject = |code, message: String| Err(refuse(unprocessable(code, message)));
     if let Some(revenue) = params.get(params::REVENUE) {
         match traffsure_core::parse_micros(revenue) {
             Ok(micros) => {
@@ -199,7 +238,10 @@ pub fn decide(
     }
     let raw_status = params.get(params::STATUS).unwrap_or_default();
     postback.raw_status = truncate(raw_status).to_string();
-    postback.set_status(status::map_status(raw_status));
+    postback.set_status(match &flow {
+        Some(flow) => status::map_status_with(raw_status, &flow.status_map),
+        None => status::map_status(raw_status),
+    });
     postback.disable_postbacks = params
         .get(params::DISABLE_POSTBACKS)
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
@@ -234,18 +276,117 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Body {
     Body::Read(body.freeze())
 }
 
+/// Queues the log entry without holding the answer back for its acknowledgement: the
+/// answer depends only on the postback being durable. A delivery failure is reported in
+/// the service log and the `traffsure_postback_log_failures_total` counter; SIGTERM
+/// flushes whatever is still queued.
+fn publish_log(edge: &Edge, log: &PostbackLogEntry) {
+    use prost::Message as _;
+    let payload = log.encode_to_vec();
+    let record = rdkafka::producer::FutureRecord::to(&edge.topics.postback_log)
+        .key(log.click_hash.as_bytes())
+        .payload(&payload);
+    let postback_id = log.postback_id.clone();
+    match edge.producer.send_result(record) {
+        Ok(delivery) => {
+            actix_web::rt::spawn(async move {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => log_failed(&postback_id, &error.to_string()),
+                    Err(_) => log_failed(&postback_id, "delivery canceled"),
+                }
+            });
+        }
+        Err((error, _)) => log_failed(&postback_id, &error.to_string()),
+    }
+}
+
+fn log_failed(postback_id: &str, error: &str) {
+    static METRIC: std::sync::OnceLock<traffsure_telemetry::prometheus::IntCounter> =
+        std::sync::OnceLock::new();
+    METRIC
+        .get_or_init(|| {
+            traffsure_telemetry::counter_vec(
+                "traffsure_postback_log_failures_total",
+                "Postback log entries Kafka did not accept",
+                &[],
+            )
+            .with_label_values::<&str>(&[])
+        })
+        .inc();
+    tracing::error!(error, postback_id, "postback log entry not stored");
+}
+
+/// The client's address: the peer, or what `client_ip_header` says when the peer is a
+/// trusted proxy (the right-most address in the header that is not itself trusted).
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    header_value: Option<&str>,
+    trusted: &CidrList,
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return Some(peer);
+    }
+    let Some(value) = header_value else {
+        return Some(peer);
+    };
+    let mut client = peer;
+    for hop in value.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !trusted.contains(ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
+/// How a request was answered: the answer and the postback ID it was logged under.
+pub struct Outcome {
+    pub answer: Answer,
+    pub postback_id: String,
+}
+
+/// The S2S endpoints: `/postback` and `/pb/`, answered in JSON.
 pub async fn receive(
     edge: web::Data<Edge>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
+    let outcome = process(&edge, &req, payload, None).await;
+    count(&outcome.answer);
+    HttpResponse::build(outcome.answer.status).json(AnswerBody {
+        status: outcome.answer.status.as_u16(),
+        code: outcome.answer.code,
+        message: &outcome.answer.message,
+        postback_id: Some(&outcome.postback_id),
+    })
+}
+
+/// Reads, decides, publishes and logs one request. `visitor_cookie` is the visitor ID a
+/// browser endpoint read from its cookie, used when the request names no click or vid.
+pub async fn process(
+    edge: &Edge,
+    req: &HttpRequest,
+    payload: web::Payload,
+    visitor_cookie: Option<String>,
+) -> Outcome {
     let received_at_ms = now_ms();
     let postback_id = uuid::Uuid::now_v7().to_string();
-    let ip = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .map(|ip: IpAddr| ip.to_string())
-        .unwrap_or_default();
+    let forwarded = req
+        .headers()
+        .get(&edge.client_ip_header)
+        .and_then(|v| v.to_str().ok());
+    let ip = client_ip(
+        req.peer_addr().map(|a| a.ip()),
+        forwarded,
+        &edge.trusted_proxies,
+    );
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -260,27 +401,27 @@ pub async fn receive(
                 "body_too_large",
                 format!("request body is larger than {} bytes", edge.max_body_bytes),
             );
-            (params, Err((answer, None, 0)))
+            (params, Err(answer.into()))
         }
         Body::Read(body) => match Params::collect(req.query_string(), &content_type, &body) {
-            Ok(params) => {
+            Ok(mut params) => {
+                params.visitor_cookie = visitor_cookie;
                 let decision = decide(
                     &edge.keys,
                     &edge.registry,
                     &params,
-                    &postback_id,
-                    received_at_ms,
-                    &ip,
+                    Origin {
+                        postback_id: &postback_id,
+                        received_at_ms,
+                        ip,
+                        click_retention_ms: edge.click_retention_ms,
+                    },
                 );
                 (params, decision)
             }
             Err((params, params::BodyError::Json(message))) => (
                 params,
-                Err((
-                    Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message),
-                    None,
-                    0,
-                )),
+                Err(Answer::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message).into()),
             ),
         },
     };
@@ -288,7 +429,7 @@ pub async fn receive(
     let mut log = PostbackLogEntry {
         postback_id: postback_id.clone(),
         received_at_ms,
-        ip,
+        ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
         method: req.method().to_string(),
         content_type,
         path: req.path().to_string(),
@@ -333,8 +474,8 @@ pub async fn receive(
                 }
             }
         }
-        Err((answer, click_ts_ms, flow_id)) => {
-            log.flow_id = flow_id;
+        Err(refused) => {
+            log.flow_id = refused.flow_id;
             log.click_hash = params
                 .get(params::CLICK)
                 .map(|c| truncate(c).to_string())
@@ -343,33 +484,21 @@ pub async fn receive(
                 .get(params::GOAL)
                 .map(|g| truncate(g).to_ascii_lowercase())
                 .unwrap_or_default();
-            log.delta_ms = click_ts_ms.map(|ts| received_at_ms - ts).unwrap_or(-1);
-            answer
+            log.delta_ms = refused
+                .click_ts_ms
+                .map(|ts| received_at_ms - ts)
+                .unwrap_or(-1);
+            refused.answer
         }
     };
     log.response_status = u32::from(answer.status.as_u16());
     log.reason = answer.code.to_string();
     log.message = answer.message.clone();
-    let log_key = log.click_hash.clone();
-    if let Err(error) = traffsure_kafka::send_event(
-        &edge.producer,
-        &edge.topics.postback_log,
-        log_key.as_bytes(),
-        &log,
-    )
-    .await
-    {
-        tracing::error!(%error, postback_id, "postback log entry not stored");
+    publish_log(edge, &log);
+    Outcome {
+        answer,
+        postback_id,
     }
-    answers_total()
-        .with_label_values(&[answer.status.as_str(), answer.code])
-        .inc();
-    HttpResponse::build(answer.status).json(AnswerBody {
-        status: answer.status.as_u16(),
-        code: answer.code,
-        message: &answer.message,
-        postback_id: Some(&postback_id),
-    })
 }
 
 #[cfg(test)]
@@ -382,16 +511,18 @@ mod tests {
         ClickHashKeys::parse("1:unit-test-secret-0001", 1).unwrap()
     }
 
-    fn run(query: &str) -> Result<Accepted, (Answer, Option<i64>, u32)> {
+    fn origin(received_at_ms: i64) -> Origin<'static> {
+        Origin {
+            postback_id: "pb1",
+            received_at_ms,
+            ip: "127.0.0.1".parse().ok(),
+            click_retention_ms: 90 * 86_400_000,
+        }
+    }
+
+    fn run(query: &str) -> Result<Accepted, Refused> {
         let params = Params::collect(query, "", b"").unwrap();
-        decide(
-            &keys(),
-            &FlowRegistry::new(),
-            &params,
-            "pb1",
-            2_000,
-            "127.0.0.1",
-        )
+        decide(&keys(), &FlowRegistry::new(), &params, origin(2_000))
     }
 
     #[test]
@@ -417,7 +548,7 @@ mod tests {
     #[test]
     fn answers_each_rejection_with_its_code() {
         let click = keys().generate(1_000, 9, 77);
-        let code = |query: &str| run(query).unwrap_err().0;
+        let code = |query: &str| run(query).unwrap_err().answer;
         assert_eq!(code("goal=lead").code, "missing_click");
         assert_eq!(code("goal=lead").status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(code("click=nope").status, StatusCode::NOT_FOUND);
@@ -434,5 +565,153 @@ mod tests {
             code("vid=beef0000000000000000000000000000&flow=1").code,
             "flow_not_found"
         );
+        assert_eq!(
+            code("vid=beef0000000000000000000000000000").code,
+            "missing_flow"
+        );
+    }
+
+    /// Property: any bytes as query, content type and body give an answer with a stable
+    /// code and a log view within bounds, and never a panic.
+    #[test]
+    fn any_bytes_get_an_answer() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7aff_5ce7);
+        let click = keys().generate(1_000, 9, 77);
+        let alphabet: Vec<u8> = b"&=%+;{}[]\":,. aZ09\x00\xff\xe2\x82".to_vec();
+        let content_types = [
+            "",
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "text/plain",
+        ];
+        for round in 0..5_000 {
+            let mut bytes = |max: usize| -> Vec<u8> {
+                let len = rng.random_range(0..max);
+                (0..len)
+                    .map(|_| {
+                        if rng.random_bool(0.5) {
+                            alphabet[rng.random_range(0..alphabet.len())]
+                        } else {
+                            rng.random()
+                        }
+                    })
+                    .collect()
+            };
+            let mut query = String::from_utf8_lossy(&bytes(80)).into_owned();
+            if round % 3 == 0 {
+                query = format!("click={click}&{query}");
+            }
+            let body = bytes(120);
+            let content_type = content_types[round % content_types.len()];
+            let params = match Params::collect(&query, content_type, &body) {
+                Ok(params) => params,
+                Err((params, _)) => params,
+            };
+            assert!(params.pairs.len() <= params::MAX_PARAMS);
+            for (_, value, truncated) in params.for_log() {
+                assert!(value.len() <= params::MAX_LOGGED_VALUE);
+                assert!(!truncated || value.len() > params::MAX_LOGGED_VALUE - 4);
+            }
+            let answer = match decide(&keys(), &FlowRegistry::new(), &params, origin(2_000)) {
+                Ok(accepted) => {
+                    assert!(!accepted.postback.click_hash.is_empty());
+                    continue;
+                }
+                Err(refused) => refused.answer,
+            };
+            assert!(
+                [404, 422].contains(&answer.status.as_u16()),
+                "{query:?}: {answer:?}"
+            );
+            assert!(!answer.code.is_empty() && !answer.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn clicks_past_retention_are_not_found() {
+        let click = keys().generate(1_000, 9, 77);
+        let params = Params::collect(&format!("click={click}"), "", b"").unwrap();
+        let late = decide(
+            &keys(),
+            &FlowRegistry::new(),
+            &params,
+            origin(1_000 + 91 * 86_400_000),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (late.answer.status, late.answer.code),
+            (StatusCode::NOT_FOUND, "click_not_found")
+        );
+        assert!(
+            late.answer.message.contains("91 days"),
+            "{}",
+            late.answer.message
+        );
+    }
+
+    fn registry_with(flow: traffsure_events::Flow) -> FlowRegistry {
+        let registry = FlowRegistry::new();
+        registry.upsert(flow);
+        registry
+    }
+
+    #[test]
+    fn applies_the_flow_status_map_and_security() {
+        let flow = traffsure_events::Flow {
+            id: 9,
+            slug: "nine".into(),
+            status_map: [("2".to_string(), "rejected".to_string())].into(),
+            postback_security: Some(traffsure_events::PostbackSecurity {
+                token: "t0k3n".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let registry = registry_with(flow);
+        let click = keys().generate(1_000, 9, 77);
+        let run = |query: String| {
+            let params = Params::collect(&query, "", b"").unwrap();
+            decide(&keys(), &registry, &params, origin(2_000))
+        };
+        let accepted = run(format!("click={click}&status=2&token=t0k3n")).unwrap();
+        assert_eq!(accepted.postback.status(), ConversionStatus::Rejected);
+        assert_eq!(accepted.postback.raw_status, "2");
+        let refused = run(format!("click={click}&status=2&token=wrong")).unwrap_err();
+        assert_eq!(
+            (refused.answer.status, refused.answer.code, refused.flow_id),
+            (StatusCode::UNAUTHORIZED, "invalid_token", 9)
+        );
+        assert_eq!(refused.click_ts_ms, Some(1_000));
+        // A visitor postback names the flow, so its security applies too.
+        let vid = run("vid=beef0000000000000000000000000000&flow=nine".into()).unwrap_err();
+        assert_eq!(vid.answer.code, "missing_token");
+        let vid = run("vid=beef0000000000000000000000000000&flow=nine&token=t0k3n".into());
+        assert_eq!(vid.unwrap().postback.routing_key, 0xBEEF);
+    }
+
+    #[test]
+    fn client_ip_trusts_the_header_only_from_trusted_proxies() {
+        let trusted = CidrList::parse(&["10.0.0.0/8"]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let header = Some("198.51.100.7, 203.0.113.5, 10.1.1.1");
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), header, &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), header, &trusted),
+            ip("192.0.2.1")
+        );
+        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), Some("junk, 10.9.9.9"), &trusted),
+            ip("10.9.9.9")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), header, &CidrList::default()),
+            ip("10.0.0.2")
+        );
+        assert_eq!(client_ip(None, header, &trusted), None);
     }
 }
