@@ -140,6 +140,12 @@ fn group_consumer(
         .set("enable.auto.commit", "false") // offsets are committed in the transaction
         // Range assigns the same partition numbers of clicks and postbacks to one member.
         .set("partition.assignment.strategy", "range")
+        // Static membership: a restarted instance takes its partitions back at once
+        // instead of waiting for the session of the crashed one to time out.
+        .set(
+            "group.instance.id",
+            format!("{}-{}", settings.group_id, settings.instance_id),
+        )
         .set("fetch.wait.max.ms", "50");
     let consumer: BaseConsumer<RebalanceContext> =
         config.create_with_context(RebalanceContext {
@@ -600,8 +606,23 @@ impl Processor {
     }
 }
 
+/// Keeps the end-of-partition events of catch-up reads out of the error log.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(%error, reason, "catch-up reader error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
 /// A consumer outside the group that reads committed data of single partitions.
-fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer> {
+fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer<QuietEof>> {
     Ok(traffsure_kafka::client_config(&settings.kafka)
         .set("group.id", "traffsure-attribution-restore") // never joined, never committed
         .set("enable.auto.commit", "false")
@@ -609,24 +630,33 @@ fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer> {
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "10")
         .set("fetch.message.max.bytes", "4194304")
-        .create()?)
+        .create_with_context(QuietEof)?)
 }
 
 /// Reads `topic`/`partition` from `from` up to its end (the last committed message).
 fn read_to_end(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<QuietEof>,
     topic: &str,
     partition: i32,
     from: i64,
     mut apply: impl FnMut(i64, &[u8]) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let (_, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
+    if high <= from {
+        return Ok(());
+    }
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
     reader.assign(&assignment)?;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        match reader.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => apply(message.offset(), message.payload().unwrap_or_default())?,
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                apply(message.offset(), message.payload().unwrap_or_default())?;
+                if message.offset() + 1 >= high {
+                    break;
+                }
+            }
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
                 anyhow::bail!("{topic} partition {partition} no longer holds offset {from}")

@@ -230,6 +230,20 @@ pub fn read_committed<M: prost::Message + Default>(
     }
 }
 
+/// The sum of the end offsets of `topic`'s partitions (transaction markers included).
+pub fn end_offsets(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = traffsure_kafka::client_config(kafka)
+        .set("group.id", "attribution-test-reader")
+        .create()?;
+    let mut total = 0;
+    for partition in 0..PARTITIONS {
+        total += consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))?
+            .1;
+    }
+    Ok(total)
+}
+
 /// What a conversion version is, without the ids and times that differ per run.
 pub type Version = (String, String, String, u32, i32, i64, i32, i64);
 
