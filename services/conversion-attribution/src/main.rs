@@ -48,7 +48,7 @@ impl Default for Settings {
             group_id: "traffsure-attribution".into(),
             hold_timeout_secs: 120,
             instance_id: "0".into(),
-            state_dir: "state/attribution".into(),
+            state_dir: ".local/attribution".into(),
         }
     }
 }

@@ -33,9 +33,10 @@ use crate::Settings;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Notes rebalances, which the loop answers by aborting and reloading.
+/// Notes rebalances and the partitions assigned, which the loop answers after the poll.
 pub struct RebalanceContext {
     changed: AtomicBool,
+    assigned: Mutex<Vec<i32>>,
 }
 
 impl ClientContext for RebalanceContext {}
@@ -44,15 +45,33 @@ impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             tracing::info!(partitions = list.count(), "partitions revoked");
+            // States stay until the next assignment says which partitions are still ours.
+            self.changed.store(true, Ordering::SeqCst);
         }
-        self.changed.store(true, Ordering::SeqCst);
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(list) = rebalance {
             tracing::info!(partitions = list.count(), "partitions assigned");
+            self.set_assigned(list.elements().iter().map(|e| e.partition()).collect());
         }
+    }
+}
+
+impl RebalanceContext {
+    fn set_assigned(&self, partitions: Vec<i32>) {
+        *self
+            .assigned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
         self.changed.store(true, Ordering::SeqCst);
+    }
+
+    fn assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
@@ -150,6 +169,7 @@ fn group_consumer(
     let consumer: BaseConsumer<RebalanceContext> =
         config.create_with_context(RebalanceContext {
             changed: AtomicBool::new(false),
+            assigned: Mutex::new(Vec::new()),
         })?;
     consumer.subscribe(&[&topics.clicks, &topics.postbacks])?;
     Ok(consumer)
@@ -223,7 +243,7 @@ impl Processor {
                 .changed
                 .swap(false, Ordering::SeqCst)
             {
-                self.reset("rebalance")?;
+                self.rebalanced()?;
             }
             if let Some((is_click, partition, offset, payload)) = polled {
                 self.ensure_loaded(partition)?;
@@ -268,16 +288,28 @@ impl Processor {
         Ok(())
     }
 
-    /// Aborts the open transaction and forgets every partition's state.
-    fn reset(&mut self, why: &str) -> anyhow::Result<()> {
+    /// Answers a rebalance. An open transaction is aborted and every partition's state
+    /// dropped (it may hold effects of the aborted work). Otherwise the state matches what
+    /// is committed: partitions kept keep it, the others are forgotten. Either way the
+    /// consumer resumes from the committed positions, so held postbacks come again.
+    fn rebalanced(&mut self) -> anyhow::Result<()> {
         if self.in_transaction {
-            tracing::info!(why, "aborting the open transaction");
+            tracing::info!("aborting the open transaction on a rebalance");
             self.producer
                 .abort_transaction(TIMEOUT)
                 .context("abort transaction")?;
             self.in_transaction = false;
+            self.partitions.clear();
+            return Ok(());
         }
-        self.partitions.clear();
+        let assigned = self.consumer.context().assigned();
+        self.partitions.retain(|p, _| assigned.contains(p));
+        for owned in self.partitions.values_mut() {
+            owned.clicks_next = None;
+            owned.postbacks_next = None;
+            owned.held.clear();
+            debug_assert!(owned.uncommitted.is_empty());
+        }
         Ok(())
     }
 
