@@ -434,12 +434,15 @@ impl Processor {
         state.record_conversions_checkpoint(conversions_end)?;
         state.flush()?;
         // The group consumer may start far behind the file; skip what is already in.
-        let _ = self.consumer.seek(
-            &self.topics.clicks,
-            partition,
-            Offset::Offset(state.clicks_next),
-            Duration::from_secs(1),
-        );
+        let skipped = self
+            .consumer
+            .seek(
+                &self.topics.clicks,
+                partition,
+                Offset::Offset(state.clicks_next),
+                Duration::from_secs(1),
+            )
+            .is_ok();
         tracing::info!(
             partition,
             from_file,
@@ -453,8 +456,8 @@ impl Processor {
         self.partitions.insert(
             partition,
             Owned {
+                clicks_next: skipped.then_some(state.clicks_next),
                 state,
-                clicks_next: None,
                 postbacks_next: None,
                 held: Vec::new(),
                 uncommitted: Vec::new(),
@@ -467,7 +470,7 @@ impl Processor {
         let Some(owned) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
-        owned.clicks_next = Some(offset + 1);
+        owned.clicks_next = Some(owned.clicks_next.unwrap_or(0).max(offset + 1));
         let click = match Click::decode(payload) {
             Ok(click) => ClickInfo::from(&click),
             Err(error) => {
