@@ -7,20 +7,32 @@ use traffsure_events::{
     Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Postback, PostbackOutcome,
 };
 
-/// What attribution remembers of a click.
-#[derive(Debug, Clone, Default)]
+/// What attribution remembers of a click; also its record in the state store.
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct ClickInfo {
+    #[prost(string, tag = "1")]
     pub click_hash: String,
+    #[prost(uint32, tag = "2")]
     pub flow_id: u32,
+    #[prost(int64, tag = "3")]
     pub ts_ms: i64,
+    #[prost(uint32, tag = "4")]
     pub routing_key: u32,
+    #[prost(string, tag = "5")]
     pub visitor_id: String,
+    #[prost(string, tag = "6")]
     pub country: String,
+    #[prost(string, tag = "7")]
     pub source: String,
+    #[prost(string, tag = "8")]
     pub sub_id: String,
+    #[prost(string, repeated, tag = "9")]
     pub subs: Vec<String>,
+    #[prost(string, tag = "10")]
     pub device: String,
+    #[prost(string, tag = "11")]
     pub os: String,
+    #[prost(string, tag = "12")]
     pub browser: String,
 }
 
@@ -145,6 +157,7 @@ pub fn attribute(
             next.version += 1;
             next.previous_status = current.status;
             next.set_status(status);
+            next.previous_revenue_micros = current.revenue_micros;
             next.revenue_micros = revenue;
             next.postback_id = postback.postback_id.clone();
             next.updated_at_ms = now_ms;
@@ -327,6 +340,8 @@ mod tests {
             approved.revenue_micros, 5_000_000,
             "revenue kept when the update has none"
         );
+        assert_eq!(first.previous_revenue_micros, 0);
+        assert_eq!(approved.previous_revenue_micros, 5_000_000);
         assert_eq!(approved.conversion_id, first.conversion_id);
         let charged_back = emitted(attribute(
             &click(),

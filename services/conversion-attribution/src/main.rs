@@ -1,13 +1,17 @@
 //! conversion-attribution: joins postbacks to their clicks and publishes conversions.
 //!
-//! Clicks and past conversions are read in full into memory at start, then followed;
-//! postbacks are consumed in a group and their offsets stored only after the conversion
-//! (or the postback result) is acknowledged by the broker. A postback whose click has not
-//! arrived yet is held and retried until the click comes or the hold timeout passes.
+//! A consume-transform-produce loop over the co-partitioned `clicks` and `postbacks`
+//! topics (see `processor`): per partition, a persistent state store (`store`) of clicks,
+//! visitors and conversions; conversions, postback results and the consumed positions are
+//! committed together in one Kafka transaction, so a crash or a rebalance never emits a
+//! conversion twice nor loses one. A postback whose click has not arrived yet is held until
+//! the click comes or the hold timeout passes.
 
 mod attribute;
-mod state;
+mod processor;
+mod store;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +28,15 @@ pub struct Settings {
     pub http: HttpSettings,
     pub kafka: KafkaSettings,
     pub telemetry: TelemetrySettings,
-    /// Consumer group of the postback consumer.
+    /// Consumer group of the clicks and postbacks consumer.
     pub group_id: String,
     /// How long a postback waits for its click before it is reported as not found.
     pub hold_timeout_secs: u64,
+    /// This instance's name, unique among running instances and kept across restarts:
+    /// the transactional id is `<group_id>-<instance_id>`.
+    pub instance_id: String,
+    /// Where the per-partition state logs are kept.
+    pub state_dir: String,
 }
 
 impl Default for Settings {
@@ -38,6 +47,8 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             group_id: "traffsure-attribution".into(),
             hold_timeout_secs: 120,
+            instance_id: "0".into(),
+            state_dir: ".local/attribution".into(),
         }
     }
 }
@@ -63,23 +74,25 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("follow flows topic")?;
-    let state_ready = health.register("state");
-
-    let state = Arc::new(state::State::default());
-    let clicks_loaded =
-        state::spawn_click_follower(&settings.kafka, &topics.clicks, state.clone()).await?;
-    state::restore_conversions(&settings.kafka, &topics.conversions, &state).await?;
     let _ = flows_loaded.await;
-    let _ = clicks_loaded.await;
-    state_ready.set_ready(true);
-    tracing::info!(clicks = state.click_count(), "attribution state loaded");
 
-    let processor = state::Processor::new(&settings, topics, registry, state)?;
-    tokio::select! {
-        result = processor.run() => result?,
-        _ = traffsure_telemetry::shutdown_signal() => {}
-    }
+    let processor_ready = health.register("processor");
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stop = shutdown.clone();
+    let mut worker = tokio::task::spawn_blocking(move || {
+        let processor = processor::Processor::new(settings, topics, registry, stop)?;
+        processor_ready.set_ready(true);
+        tracing::info!("attribution running");
+        processor.run()
+    });
+    let result = tokio::select! {
+        result = &mut worker => result,
+        _ = traffsure_telemetry::shutdown_signal() => {
+            shutdown.store(true, Ordering::SeqCst);
+            worker.await
+        }
+    };
     ops_handle.stop(true).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
-    Ok(())
+    result.context("attribution loop panicked")?
 }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# conversion-attribution throughput, transactions on, against the local Kafka:
+#   1. clicks/s into state: CLICKS clicks produced while the service runs, until the group
+#      committed the end of `clicks`; baseline = the same clicks produced with no consumer.
+#   2. postbacks/s attributed end to end: POSTBACKS postbacks (each converts a distinct
+#      click) until the group committed the end of `postbacks` (conversions are committed
+#      in the same transactions); baseline = producing them alone.
+#   3. state-store bytes per click (the per-partition log files).
+#   4. restore time per million clicks: a new instance with an empty state directory
+#      rebuilds from `clicks`; then one restarts on its own files.
+# Bounded: at most CLICKS + a few messages, every wait capped. Own topic prefix and group.
+set -euo pipefail
+ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+# shellcheck source=lib.sh
+source "$ROOT/bench/lib.sh"
+
+CLICKS=${CLICKS:-1000000}
+POSTBACKS=${POSTBACKS:-100000}
+PORT=${PORT:-19101}
+RUN=$(date +%s)-$$
+WORK=$(mktemp -d /tmp/traffsure-bench-attribution.XXXXXX)
+export BROKERS=${BROKERS:-127.0.0.1:9092}
+export PREFIX="bench-attr-$RUN."
+export GROUP="bench-attribution-$RUN"
+PARTITIONS=4
+
+cargo build --release --locked -q -p conversion-attribution --bin conversion-attribution \
+  --example attribution_load
+BIN="$ROOT/target/release/conversion-attribution"
+LOAD="$ROOT/target/release/examples/attribution_load"
+
+PID=
+cleanup() {
+  [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_service() { # STATE_DIR LOG
+  TRAFFSURE__HTTP__BIND="127.0.0.1:$PORT" TRAFFSURE__KAFKA__BROKERS="$BROKERS" \
+    TRAFFSURE__KAFKA__TOPIC_PREFIX="$PREFIX" TRAFFSURE__KAFKA__PARTITIONS=$PARTITIONS \
+    TRAFFSURE__GROUP_ID="$GROUP" TRAFFSURE__INSTANCE_ID=bench TRAFFSURE__STATE_DIR="$1" \
+    TRAFFSURE__TELEMETRY__LOG_FORMAT=json RUST_LOG=info "$BIN" >"$2" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 300); do
+    curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "conversion-attribution did not become ready" >&2
+  cat "$2" >&2
+  return 1
+}
+stop_service() { kill "$PID" && wait "$PID" || true; PID=; }
+# Sum of the partition load times logged since the service started.
+load_ms() { grep -o '"elapsed_ms":[0-9]*' "$1" | awk -F: '{ s += $2 } END { print s + 0 }'; }
+now() { date +%s.%N; }
+
+# Baseline: producing alone (a separate prefix, so the runs do not share topics).
+base_clicks=$(PREFIX="bench-attr-base-$RUN." "$LOAD" clicks 0 "$CLICKS")
+base_postbacks=$(PREFIX="bench-attr-base-$RUN." "$LOAD" postbacks "$POSTBACKS" $((CLICKS / POSTBACKS)))
+
+"$LOAD" clicks 0 4 >/dev/null # topics exist, every partition has a click to load on
+start_service "$WORK/state" "$WORK/run1.log"
+t0=$(now)
+"$LOAD" clicks 4 "$CLICKS" >/dev/null
+"$LOAD" wait clicks 600 >/dev/null
+t1=$(now)
+clicks_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+clicks_rate=$(awk -v n="$CLICKS" -v s="$clicks_s" 'BEGIN { printf "%.0f", n / s }')
+base_clicks_rate=$(awk -v n="$CLICKS" -v s="$base_clicks" 'BEGIN { printf "%.0f", n / s }')
+
+t0=$(now)
+"$LOAD" postbacks "$POSTBACKS" $((CLICKS / POSTBACKS)) >/dev/null
+"$LOAD" wait postbacks 600 >/dev/null
+t1=$(now)
+pb_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+pb_rate=$(awk -v n="$POSTBACKS" -v s="$pb_s" 'BEGIN { printf "%.0f", n / s }')
+base_pb_rate=$(awk -v n="$POSTBACKS" -v s="$base_postbacks" 'BEGIN { printf "%.0f", n / s }')
+rss=$(peak_rss_mib "$PID")
+cpu=$(cpu_ticks "$PID")
+stop_service
+
+bytes=$(du -sb "$WORK/state" | cut -f1)
+per_click=$(awk -v b="$bytes" -v n="$CLICKS" 'BEGIN { printf "%.1f", b / n }')
+
+# Restore from the clicks topic into an empty state directory, then from the files.
+start_service "$WORK/state-new" "$WORK/run2.log"
+"$LOAD" clicks $((CLICKS + 4)) 4 >/dev/null # one new click per partition triggers the loads
+"$LOAD" wait clicks 600 >/dev/null
+from_topic_ms=$(load_ms "$WORK/run2.log")
+stop_service
+start_service "$WORK/state-new" "$WORK/run3.log"
+"$LOAD" clicks $((CLICKS + 8)) 4 >/dev/null
+"$LOAD" wait clicks 600 >/dev/null
+from_file_ms=$(load_ms "$WORK/run3.log")
+stop_service
+per_million() { awk -v ms="$1" -v n="$CLICKS" 'BEGIN { printf "%.2f", ms / 1000 * 1000000 / n }'; }
+
+echo "clicks=$CLICKS postbacks=$POSTBACKS partitions=$PARTITIONS (release build, one instance)"
+echo
+echo "| measure | attribution | baseline (produce only) | ratio |"
+echo "|---|---|---|---|"
+echo "| clicks into state, per second | $clicks_rate ($clicks_s s) | $base_clicks_rate | $(ratio "$clicks_rate" "$base_clicks_rate") |"
+echo "| postbacks attributed end to end, per second | $pb_rate ($pb_s s) | $base_pb_rate | $(ratio "$pb_rate" "$base_pb_rate") |"
+echo
+echo "| measure | value |"
+echo "|---|---|"
+echo "| state-store bytes per click | $per_click |"
+echo "| restore from the clicks topic, s per million clicks | $(per_million "$from_topic_ms") |"
+echo "| restore from the local state files, s per million clicks | $(per_million "$from_file_ms") |"
+echo "| peak RSS of the service, MiB | $rss |"
+echo "| CPU ticks used by the service during steps 1-2 | $cpu |"

@@ -1,0 +1,708 @@
+//! The consume-transform-produce loop: clicks and postbacks of the partitions this
+//! instance owns go in, conversions and postback results come out, and both the output and
+//! the consumed positions are committed in one Kafka transaction.
+//!
+//! The loop runs on its own thread with blocking clients. A partition's state is loaded
+//! (from its log file, then from the `clicks` and `conversions` partitions) the first time
+//! one of its messages arrives, before any of its postbacks is processed. On a rebalance or
+//! a failed transaction the open transaction is aborted and every partition's state is
+//! dropped; the consumer resumes from the committed positions and the state is reloaded,
+//! so what the state holds always matches what Kafka committed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use prost::Message as _;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use traffsure_core::now_ms;
+use traffsure_events::{Click, Conversion, Postback, PostbackOutcome, PostbackResult};
+use traffsure_kafka::{FlowRegistry, Topics};
+
+use crate::attribute::{self, ClickInfo, Decision};
+use crate::store::PartitionState;
+use crate::Settings;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Notes rebalances and the partitions assigned, which the loop answers after the poll.
+pub struct RebalanceContext {
+    changed: AtomicBool,
+    assigned: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions revoked");
+            // States stay until the next assignment says which partitions are still ours.
+            self.changed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            tracing::info!(partitions = list.count(), "partitions assigned");
+            self.set_assigned(list.elements().iter().map(|e| e.partition()).collect());
+        }
+    }
+}
+
+impl RebalanceContext {
+    fn set_assigned(&self, partitions: Vec<i32>) {
+        *self
+            .assigned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
+        self.changed.store(true, Ordering::SeqCst);
+    }
+
+    fn assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Collects the offsets the transaction's conversions got, for the state checkpoints.
+pub struct DeliveryContext {
+    conversions_topic: String,
+    conversion_ends: Mutex<HashMap<i32, i64>>,
+    failed: AtomicBool,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(message) if message.topic() == self.conversions_topic => {
+                let mut ends = self
+                    .conversion_ends
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let end = ends.entry(message.partition()).or_insert(0);
+                *end = (*end).max(message.offset() + 1);
+            }
+            Ok(_) => {}
+            Err((error, _)) => {
+                tracing::warn!(%error, "event not delivered");
+                self.failed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// A postback waiting for its click.
+struct Held {
+    postback: Postback,
+    offset: i64,
+    deadline: Instant,
+}
+
+/// What the loop knows of one partition it owns.
+struct Owned {
+    state: PartitionState,
+    /// Next offsets to commit, once something was read in this assignment.
+    clicks_next: Option<i64>,
+    postbacks_next: Option<i64>,
+    held: Vec<Held>,
+    /// Conversion versions published in the open transaction, written to the file on commit.
+    uncommitted: Vec<Conversion>,
+}
+
+impl Owned {
+    /// The postbacks position to commit: never past a held postback.
+    fn postbacks_commit(&self) -> Option<i64> {
+        let held = self.held.iter().map(|h| h.offset).min();
+        match (held, self.postbacks_next) {
+            (Some(h), Some(n)) => Some(h.min(n)),
+            (h, n) => n.or(h),
+        }
+    }
+}
+
+pub struct Processor {
+    settings: Settings,
+    topics: Topics,
+    registry: Arc<FlowRegistry>,
+    consumer: BaseConsumer<RebalanceContext>,
+    producer: BaseProducer<DeliveryContext>,
+    partitions: HashMap<i32, Owned>,
+    state_dir: PathBuf,
+    hold_timeout: Duration,
+    in_transaction: bool,
+    transaction_started: Instant,
+    transaction_events: usize,
+    shutdown: Arc<AtomicBool>,
+}
+
+fn group_consumer(
+    settings: &Settings,
+    topics: &Topics,
+) -> anyhow::Result<BaseConsumer<RebalanceContext>> {
+    let mut config = traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id);
+    config
+        .set("enable.auto.commit", "false") // offsets are committed in the transaction
+        // Range assigns the same partition numbers of clicks and postbacks to one member.
+        .set("partition.assignment.strategy", "range")
+        // Static membership: a restarted instance takes its partitions back at once
+        // instead of waiting for the session of the crashed one to time out.
+        .set(
+            "group.instance.id",
+            format!("{}-{}", settings.group_id, settings.instance_id),
+        )
+        .set("fetch.wait.max.ms", "50");
+    let consumer: BaseConsumer<RebalanceContext> =
+        config.create_with_context(RebalanceContext {
+            changed: AtomicBool::new(false),
+            assigned: Mutex::new(Vec::new()),
+        })?;
+    consumer.subscribe(&[&topics.clicks, &topics.postbacks])?;
+    Ok(consumer)
+}
+
+impl Processor {
+    /// Connects, fences any earlier producer with this instance's transactional id and
+    /// subscribes. Blocking.
+    pub fn new(
+        settings: Settings,
+        topics: Topics,
+        registry: Arc<FlowRegistry>,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let mut config = traffsure_kafka::producer_config(&settings.kafka);
+        config
+            .set(
+                "transactional.id",
+                format!("{}-{}", settings.group_id, settings.instance_id),
+            )
+            // A crashed instance's open transaction blocks read_committed readers until
+            // it times out or the instance restarts.
+            .set("transaction.timeout.ms", "10000")
+            .set("message.timeout.ms", "10000"); // must not exceed the transaction timeout
+        let producer: BaseProducer<DeliveryContext> =
+            config.create_with_context(DeliveryContext {
+                conversions_topic: topics.conversions.clone(),
+                conversion_ends: Mutex::new(HashMap::new()),
+                failed: AtomicBool::new(false),
+            })?;
+        producer
+            .init_transactions(TIMEOUT)
+            .context("init transactions")?;
+        let consumer = group_consumer(&settings, &topics)?;
+        let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
+        Ok(Self {
+            hold_timeout: Duration::from_secs(settings.hold_timeout_secs),
+            settings,
+            topics,
+            registry,
+            consumer,
+            producer,
+            partitions: HashMap::new(),
+            state_dir,
+            in_transaction: false,
+            transaction_started: Instant::now(),
+            transaction_events: 0,
+            shutdown,
+        })
+    }
+
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let mut last_expiry = Instant::now();
+        while !self.shutdown.load(Ordering::SeqCst) {
+            let polled = match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => Some((
+                    message.topic() == self.topics.clicks,
+                    message.partition(),
+                    message.offset(),
+                    message.payload().unwrap_or_default().to_vec(),
+                )),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "consume failed");
+                    None
+                }
+                None => None,
+            };
+            if self
+                .consumer
+                .context()
+                .changed
+                .swap(false, Ordering::SeqCst)
+            {
+                self.rebalanced()?;
+            }
+            if let Some((is_click, partition, offset, payload)) = polled {
+                self.ensure_loaded(partition)?;
+                self.begin()?;
+                if is_click {
+                    self.on_click(partition, offset, &payload)?;
+                } else {
+                    self.on_postback(partition, offset, &payload)?;
+                }
+                self.transaction_events += 1;
+            }
+            if last_expiry.elapsed() >= Duration::from_millis(250) {
+                last_expiry = Instant::now();
+                self.expire_held()?;
+            }
+            if self.in_transaction
+                && (self.transaction_started.elapsed() >= Duration::from_millis(100)
+                    || self.transaction_events >= 20_000)
+            {
+                self.commit()?;
+            }
+        }
+        if self.in_transaction {
+            self.commit()?;
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("attribution stopped");
+        Ok(())
+    }
+
+    fn begin(&mut self) -> anyhow::Result<()> {
+        if !self.in_transaction {
+            self.producer.begin_transaction()?;
+            self.in_transaction = true;
+            self.transaction_started = Instant::now();
+            self.transaction_events = 0;
+            self.producer
+                .context()
+                .failed
+                .store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Answers a rebalance. An open transaction is aborted and every partition's state
+    /// dropped (it may hold effects of the aborted work). Otherwise the state matches what
+    /// is committed: partitions kept keep it, the others are forgotten. Either way the
+    /// consumer resumes from the committed positions, so held postbacks come again.
+    fn rebalanced(&mut self) -> anyhow::Result<()> {
+        if self.in_transaction {
+            tracing::info!("aborting the open transaction on a rebalance");
+            self.producer
+                .abort_transaction(TIMEOUT)
+                .context("abort transaction")?;
+            self.in_transaction = false;
+            self.partitions.clear();
+            return Ok(());
+        }
+        let assigned = self.consumer.context().assigned();
+        self.partitions.retain(|p, _| assigned.contains(p));
+        for owned in self.partitions.values_mut() {
+            owned.clicks_next = None;
+            owned.postbacks_next = None;
+            owned.held.clear();
+            debug_assert!(owned.uncommitted.is_empty());
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, owned) in &self.partitions {
+            if let Some(next) = owned.clicks_next {
+                offsets.add_partition_offset(
+                    &self.topics.clicks,
+                    partition,
+                    Offset::Offset(next),
+                )?;
+            }
+            if let Some(next) = owned.postbacks_commit() {
+                offsets.add_partition_offset(
+                    &self.topics.postbacks,
+                    partition,
+                    Offset::Offset(next),
+                )?;
+            }
+        }
+        let result = self.commit_offsets(&offsets);
+        self.in_transaction = false;
+        if let Err(error) = result {
+            return self.recover(error);
+        }
+        if self.producer.context().failed.swap(false, Ordering::SeqCst) {
+            anyhow::bail!("an event of a committed transaction was not delivered");
+        }
+        let ends = std::mem::take(
+            &mut *self
+                .producer
+                .context()
+                .conversion_ends
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for (partition, owned) in self.partitions.iter_mut() {
+            for conversion in std::mem::take(&mut owned.uncommitted) {
+                owned.state.record_conversion(&conversion)?;
+            }
+            if let Some(end) = ends.get(partition) {
+                owned.state.record_conversions_checkpoint(*end)?;
+            }
+            owned.state.flush()?;
+        }
+        Ok(())
+    }
+
+    fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
+        if offsets.count() > 0 {
+            let metadata = self
+                .consumer
+                .group_metadata()
+                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+            self.producer
+                .send_offsets_to_transaction(offsets, &metadata, TIMEOUT)?;
+        }
+        self.producer.commit_transaction(TIMEOUT)
+    }
+
+    /// After a failed commit: abort, drop the state and start the consumer over from the
+    /// committed positions; a fenced producer (another instance took this id) stops here.
+    fn recover(&mut self, error: KafkaError) -> anyhow::Result<()> {
+        if let KafkaError::Transaction(e) = &error {
+            if e.is_fatal() || !e.txn_requires_abort() && !e.is_retriable() {
+                return Err(error).context("commit transaction");
+            }
+        }
+        tracing::warn!(%error, "transaction failed, resuming from the committed positions");
+        let _ = self.producer.abort_transaction(TIMEOUT);
+        self.partitions.clear();
+        self.consumer = group_consumer(&self.settings, &self.topics)?;
+        Ok(())
+    }
+
+    /// Loads a newly owned partition: its log file, then what the file lacks of the
+    /// `clicks` and `conversions` partitions, up to their ends.
+    fn ensure_loaded(&mut self, partition: i32) -> anyhow::Result<()> {
+        if self.partitions.contains_key(&partition) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut state = PartitionState::open(&self.state_dir, partition)
+            .with_context(|| format!("open the state of partition {partition}"))?;
+        let from_file = state.clicks.len();
+        let reader = catch_up_reader(&self.settings)?;
+        let mut read = 0usize;
+        read_to_end(
+            &reader,
+            &self.topics.clicks,
+            partition,
+            state.clicks_next,
+            |offset, payload| {
+                read += 1;
+                match Click::decode(payload) {
+                    Ok(click) => {
+                        state.add_click(offset, ClickInfo::from(&click))?;
+                    }
+                    Err(error) => {
+                        tracing::warn!(partition, offset, %error, "skipping undecodable click")
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let mut conversions_end = state.conversions_next;
+        read_to_end(
+            &reader,
+            &self.topics.conversions,
+            partition,
+            state.conversions_next,
+            |offset, payload| {
+                if let Ok(conversion) = Conversion::decode(payload) {
+                    state.record_conversion(&conversion)?;
+                    state.insert_conversion(conversion);
+                }
+                conversions_end = offset + 1;
+                Ok(())
+            },
+        )?;
+        state.record_conversions_checkpoint(conversions_end)?;
+        state.flush()?;
+        // The group consumer may start far behind the file; skip what is already in.
+        let skipped = self
+            .consumer
+            .seek(
+                &self.topics.clicks,
+                partition,
+                Offset::Offset(state.clicks_next),
+                Duration::from_secs(1),
+            )
+            .is_ok();
+        tracing::info!(
+            partition,
+            from_file,
+            from_topic = read,
+            clicks = state.clicks.len(),
+            conversions = state.conversions.len(),
+            bytes = state.file_bytes(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition state loaded"
+        );
+        self.partitions.insert(
+            partition,
+            Owned {
+                clicks_next: skipped.then_some(state.clicks_next),
+                state,
+                postbacks_next: None,
+                held: Vec::new(),
+                uncommitted: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn on_click(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+        let Some(owned) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        owned.clicks_next = Some(owned.clicks_next.unwrap_or(0).max(offset + 1));
+        let click = match Click::decode(payload) {
+            Ok(click) => ClickInfo::from(&click),
+            Err(error) => {
+                tracing::warn!(partition, offset, %error, "skipping undecodable click");
+                return Ok(());
+            }
+        };
+        let (hash, visitor, flow) = (
+            click.click_hash.clone(),
+            click.visitor_id.clone(),
+            click.flow_id,
+        );
+        owned.state.add_click(offset, click)?;
+        if owned.held.is_empty() {
+            return Ok(());
+        }
+        let (ready, waiting): (Vec<Held>, Vec<Held>) =
+            std::mem::take(&mut owned.held).into_iter().partition(|h| {
+                h.postback.click_hash == hash
+                    || (h.postback.click_hash.is_empty()
+                        && !visitor.is_empty()
+                        && h.postback.visitor_id == visitor
+                        && h.postback.flow_id == flow)
+            });
+        owned.held = waiting;
+        for held in ready {
+            self.attribute(partition, held)?;
+        }
+        Ok(())
+    }
+
+    fn on_postback(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+        let Some(owned) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        owned.postbacks_next = Some(offset + 1);
+        match Postback::decode(payload) {
+            Ok(postback) => {
+                let held = Held {
+                    postback,
+                    offset,
+                    deadline: Instant::now() + self.hold_timeout,
+                };
+                self.attribute(partition, held)
+            }
+            Err(error) => {
+                tracing::warn!(partition, offset, %error, "skipping undecodable postback");
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports held postbacks whose click did not come in time as not found.
+    fn expire_held(&mut self) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for owned in self.partitions.values_mut() {
+            if owned.held.iter().any(|h| h.deadline <= now) {
+                let (gone, waiting) = std::mem::take(&mut owned.held)
+                    .into_iter()
+                    .partition(|h| h.deadline <= now);
+                owned.held = waiting;
+                expired.extend(gone);
+            }
+        }
+        if expired.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        for held in expired {
+            self.publish_result(
+                &held.postback,
+                PostbackOutcome::ClickNotFound,
+                "",
+                "click not found before the hold timeout",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Attributes a postback, or holds it while its click is not here yet.
+    fn attribute(&mut self, partition: i32, held: Held) -> anyhow::Result<()> {
+        let Some(owned) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        let postback = &held.postback;
+        let Some(click) = owned.state.find_click(postback).cloned() else {
+            tracing::debug!(postback_id = %postback.postback_id, "postback held for its click");
+            owned.held.push(held);
+            return Ok(());
+        };
+        let flow = self.registry.get(click.flow_id);
+        let conversion_id = attribute::conversion_id_for(&click, flow.as_deref(), postback);
+        let current = owned.state.conversions.get(&conversion_id);
+        if current.is_some_and(|c| c.postback_ids.contains(&postback.postback_id)) {
+            // Read again after a restart or rebalance: its version is already out.
+            return Ok(());
+        }
+        let decision = attribute::attribute(
+            &click,
+            flow.as_deref(),
+            postback,
+            current.map(|c| &c.current),
+            now_ms(),
+        );
+        match decision {
+            Decision::Emit(conversion, outcome) => {
+                owned.state.insert_conversion((*conversion).clone());
+                owned.uncommitted.push((*conversion).clone());
+                let key = traffsure_kafka::routing_key_bytes(conversion.routing_key as u16);
+                self.send(
+                    &self.topics.conversions.clone(),
+                    &key,
+                    &conversion.encode_to_vec(),
+                )?;
+                self.publish_result(postback, outcome, &conversion.conversion_id, "")?;
+            }
+            Decision::Duplicate { conversion_id } => self.publish_result(
+                postback,
+                PostbackOutcome::Duplicate,
+                &conversion_id,
+                "same status and revenue as before",
+            )?,
+            Decision::Expired => self.publish_result(
+                postback,
+                PostbackOutcome::Expired,
+                "",
+                "click is older than the flow's attribution window",
+            )?,
+        }
+        Ok(())
+    }
+
+    fn publish_result(
+        &self,
+        postback: &Postback,
+        outcome: PostbackOutcome,
+        conversion_id: &str,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        let mut result = PostbackResult {
+            postback_id: postback.postback_id.clone(),
+            click_hash: postback.click_hash.clone(),
+            flow_id: postback.flow_id,
+            conversion_id: conversion_id.to_string(),
+            message: message.to_string(),
+            decided_at_ms: now_ms(),
+            ..PostbackResult::default()
+        };
+        result.set_outcome(outcome);
+        let key = traffsure_kafka::routing_key_bytes(postback.routing_key as u16);
+        self.send(&self.topics.postback_results, &key, &result.encode_to_vec())
+    }
+
+    /// Queues one event in the open transaction, waiting while the local queue is full.
+    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> anyhow::Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    self.producer.poll(Duration::from_millis(20));
+                }
+                Err((error, _)) => return Err(error).context("queue event"),
+            }
+        }
+    }
+}
+
+/// Keeps the end-of-partition events of catch-up reads out of the error log.
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(%error, reason, "catch-up reader error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+/// A consumer outside the group that reads committed data of single partitions.
+fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer<QuietEof>> {
+    Ok(traffsure_kafka::client_config(&settings.kafka)
+        .set("group.id", "traffsure-attribution-restore") // never joined, never committed
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.message.max.bytes", "4194304")
+        .create_with_context(QuietEof)?)
+}
+
+/// Reads `topic`/`partition` from `from` up to its end (the last committed message).
+fn read_to_end(
+    reader: &BaseConsumer<QuietEof>,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    mut apply: impl FnMut(i64, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (_, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
+    if high <= from {
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    reader.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                apply(message.offset(), message.payload().unwrap_or_default())?;
+                if message.offset() + 1 >= high {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
+                anyhow::bail!("{topic} partition {partition} no longer holds offset {from}")
+            }
+            Some(Err(error)) => tracing::warn!(topic, partition, %error, "catch-up read failed"),
+            None => {}
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("{topic} partition {partition}: catch-up did not finish");
+        }
+    }
+    reader.unassign()?;
+    Ok(())
+}
