@@ -19,6 +19,7 @@ pub const SERVICES: &[&str] = &[
     "click-ingest",
     "postback-ingest",
     "reporting-api",
+    "postback-dispatcher",
 ];
 
 /// The click hash secret every test stack signs with.
@@ -236,6 +237,9 @@ impl Stack {
             }
             "conversion-attribution" => {
                 command.env("TRAFFSURE__GROUP_ID", format!("attribution-{}", self.id));
+            }
+            "postback-dispatcher" => {
+                command.env("TRAFFSURE__GROUP_ID", format!("dispatcher-{}", self.id));
             }
             _ => {}
         }
