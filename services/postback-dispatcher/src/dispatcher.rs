@@ -266,10 +266,19 @@ impl Dispatcher {
         }
     }
 
-    /// The deliveries a conversion version owes that are not recorded yet.
-    fn new_deliveries(&self, conversion: &Conversion) -> Vec<OutboundDelivery> {
-        let Some(flow) = self.registry.get(conversion.flow_id) else {
-            return Vec::new();
+    /// The deliveries a conversion version owes that are not recorded yet. A conversion
+    /// of a flow not loaded yet waits for it a while (the flow may be seconds old).
+    async fn new_deliveries(&self, conversion: &Conversion) -> Vec<OutboundDelivery> {
+        let deadline = Instant::now() + Duration::from_millis(self.settings.flow_wait_ms);
+        let flow = loop {
+            if let Some(flow) = self.registry.get(conversion.flow_id) {
+                break flow;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(flow = conversion.flow_id, conversion_id = %conversion.conversion_id, "conversion of an unknown flow fires nothing");
+                return Vec::new();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let known = self.lock();
         let since = conversion.updated_at_ms.max(conversion.created_at_ms);
@@ -315,15 +324,19 @@ impl Dispatcher {
                         }
                     };
                     let (partition, offset) = (message.partition(), message.offset());
-                    let records = match message.payload().map(Conversion::decode) {
-                        Some(Ok(conversion)) => self.new_deliveries(&conversion),
+                    let conversion = match message.payload().map(Conversion::decode) {
+                        Some(Ok(conversion)) => Some(conversion),
                         _ => {
                             tracing::warn!(partition, offset, "skipping undecodable conversion");
-                            Vec::new()
+                            None
                         }
                     };
                     let this = self.clone();
                     pending.push_back(async move {
+                        let records = match conversion {
+                            Some(conversion) => this.new_deliveries(&conversion).await,
+                            None => Vec::new(),
+                        };
                         futures::future::join_all(records.iter().map(|r| this.persist(r, partition))).await;
                         (partition, offset, records)
                     });

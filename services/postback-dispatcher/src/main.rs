@@ -75,6 +75,8 @@ pub struct OutboundSettings {
     pub breaker_open_ms: u64,
     /// Bytes of each answer kept in the outbound log.
     pub response_snippet_bytes: usize,
+    /// How long a conversion of a flow not loaded yet waits for the flow.
+    pub flow_wait_ms: u64,
 }
 
 impl Default for OutboundSettings {
@@ -94,6 +96,7 @@ impl Default for OutboundSettings {
             breaker_failures: 5,
             breaker_open_ms: 30_000,
             response_snippet_bytes: 512,
+            flow_wait_ms: 10_000,
         }
     }
 }
