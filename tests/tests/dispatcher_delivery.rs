@@ -275,10 +275,22 @@ fn status_name(status: ConversionStatus) -> &'static str {
 async fn dispatcher_stack(extra: &[(&str, &str)]) -> anyhow::Result<Stack> {
     let mut options = StackOptions::default()
         .services(&[DISPATCHER])
-        .env(DISPATCHER, "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS", "true")
-        .env(DISPATCHER, "TRAFFSURE__OUTBOUND__RETRY_SCHEDULE_MS", "300,600,900")
+        .env(
+            DISPATCHER,
+            "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
+            "true",
+        )
+        .env(
+            DISPATCHER,
+            "TRAFFSURE__OUTBOUND__RETRY_SCHEDULE_MS",
+            "300,600,900",
+        )
         .env(DISPATCHER, "TRAFFSURE__OUTBOUND__MAX_ATTEMPTS", "100")
-        .env(DISPATCHER, "TRAFFSURE__OUTBOUND__REQUEST_TIMEOUT_MS", "1500")
+        .env(
+            DISPATCHER,
+            "TRAFFSURE__OUTBOUND__REQUEST_TIMEOUT_MS",
+            "1500",
+        )
         .env(DISPATCHER, "TRAFFSURE__OUTBOUND__CONNECT_TIMEOUT_MS", "500")
         .env(DISPATCHER, "TRAFFSURE__OUTBOUND__BREAKER_FAILURES", "1000");
     for (key, value) in extra {
@@ -300,7 +312,11 @@ async fn assert_exactly_once(
     })
     .await;
     if let Err(error) = waited {
-        let got: BTreeSet<String> = receiver.delivered().into_iter().map(|h| h.delivery).collect();
+        let got: BTreeSet<String> = receiver
+            .delivered()
+            .into_iter()
+            .map(|h| h.delivery)
+            .collect();
         let missing: Vec<_> = expected.difference(&got).collect();
         anyhow::bail!("{error}: missing {missing:?}\n{}", stack.logs());
     }
@@ -331,11 +347,13 @@ async fn every_qualifying_conversion_arrives_exactly_once_after_retries() -> any
     let mut affiliate = outbound("aff", receiver.url("/aff"));
     affiliate.method = "POST".into();
     affiliate.body_format = "json".into();
-    affiliate.body_template = r#"{"conversion":"{conversion}","status":"{status}","payout":{payout}}"#.into();
+    affiliate.body_template =
+        r#"{"conversion":"{conversion}","status":"{status}","payout":{payout}}"#.into();
     affiliate.goals = vec!["lead".into()];
     let mut disabled = outbound("off", receiver.url("/off"));
     disabled.enabled = false;
-    bus.flow(&flow(101, vec![source, affiliate, disabled])).await?;
+    bus.flow(&flow(101, vec![source, affiliate, disabled]))
+        .await?;
 
     let statuses = [
         ConversionStatus::Approved,
@@ -430,13 +448,16 @@ async fn every_qualifying_conversion_arrives_exactly_once_after_retries() -> any
         .filter(|a| a.state() == OutboundState::Retrying)
         .collect();
     assert!(retrying.len() >= expected.len(), "{}", retrying.len());
-    assert!(retrying
-        .iter()
-        .all(|a| a.http_status == 500 && a.error == "http status 500" && a.next_attempt_at_ms > a.attempted_at_ms));
+    assert!(retrying.iter().all(|a| a.http_status == 500
+        && a.error == "http status 500"
+        && a.next_attempt_at_ms > a.attempted_at_ms));
     assert!(retrying
         .iter()
         .any(|a| a.response_snippet.contains("failing on purpose")));
-    for a in attempts.iter().filter(|a| a.state() == OutboundState::Delivered) {
+    for a in attempts
+        .iter()
+        .filter(|a| a.state() == OutboundState::Delivered)
+    {
         assert!(a.attempt >= 2, "delivered at attempt {}", a.attempt);
         assert_eq!(a.http_status, 200);
         assert_eq!(a.flow_id, 101);
@@ -468,9 +489,21 @@ async fn a_delay_holds_the_postback_back() -> anyhow::Result<()> {
             .map(|h| h.at_ms - c.updated_at_ms)
             .unwrap_or_default()
     };
-    assert!(at("/now") < 2_500, "immediate postback took {} ms", at("/now"));
-    assert!(at("/later") >= 3_000, "delayed postback came after {} ms", at("/later"));
-    assert!(at("/later") < 8_000, "delayed postback came after {} ms", at("/later"));
+    assert!(
+        at("/now") < 2_500,
+        "immediate postback took {} ms",
+        at("/now")
+    );
+    assert!(
+        at("/later") >= 3_000,
+        "delayed postback came after {} ms",
+        at("/later")
+    );
+    assert!(
+        at("/later") < 8_000,
+        "delayed postback came after {} ms",
+        at("/later")
+    );
     Ok(())
 }
 
@@ -502,8 +535,11 @@ async fn the_circuit_opens_while_an_endpoint_fails_and_closes_when_it_recovers(
     ])
     .await?;
     let bus = Bus::new(&stack)?;
-    bus.flow(&flow(103, vec![outbound("src", receiver.url("/pb?cv={conversion}"))]))
-        .await?;
+    bus.flow(&flow(
+        103,
+        vec![outbound("src", receiver.url("/pb?cv={conversion}"))],
+    ))
+    .await?;
     let mut expected = BTreeSet::new();
     for n in 0..20 {
         let c = conversion(103, n, 1, "sale", ConversionStatus::Approved);
@@ -532,7 +568,10 @@ async fn the_circuit_opens_while_an_endpoint_fails_and_closes_when_it_recovers(
     let before = receiver.hits();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = receiver.hits() - before;
-    assert!(during <= 12, "{during} requests reached a failing endpoint with an open circuit");
+    assert!(
+        during <= 12,
+        "{during} requests reached a failing endpoint with an open circuit"
+    );
     receiver.set_mode(Mode::Ok);
     assert_exactly_once(&receiver, &expected, &stack).await?;
     assert!(circuit_metric(&stack, "closed").await? >= 1);
@@ -557,7 +596,10 @@ async fn kill_9_mid_run_still_delivers_exactly_once() -> anyhow::Result<()> {
     delayed.delay_seconds = 4;
     bus.flow(&flow(
         104,
-        vec![outbound("now", receiver.url("/now?cv={conversion}")), delayed],
+        vec![
+            outbound("now", receiver.url("/now?cv={conversion}")),
+            delayed,
+        ],
     ))
     .await?;
     let mut expected = BTreeSet::new();
@@ -603,7 +645,10 @@ async fn kill_9_mid_run_still_delivers_exactly_once() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn replay(stack: &Stack, body: serde_json::Value) -> anyhow::Result<(u16, serde_json::Value)> {
+async fn replay(
+    stack: &Stack,
+    body: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let response = stack
         .http
         .post(stack.url(DISPATCHER, "/replay"))
@@ -622,8 +667,11 @@ async fn dead_postbacks_are_replayed_by_hand() -> anyhow::Result<()> {
     ])
     .await?;
     let bus = Bus::new(&stack)?;
-    bus.flow(&flow(105, vec![outbound("src", receiver.url("/pb?cv={conversion}"))]))
-        .await?;
+    bus.flow(&flow(
+        105,
+        vec![outbound("src", receiver.url("/pb?cv={conversion}"))],
+    ))
+    .await?;
     let mut expected = BTreeSet::new();
     for n in 0..5 {
         let c = conversion(105, n, 1, "sale", ConversionStatus::Approved);
@@ -640,26 +688,45 @@ async fn dead_postbacks_are_replayed_by_hand() -> anyhow::Result<()> {
     })
     .await
     .with_context(|| stack.logs())?;
-    assert!(dead.iter().all(|a| a.attempt == 2 && a.next_attempt_at_ms == 0));
+    assert!(dead
+        .iter()
+        .all(|a| a.attempt == 2 && a.next_attempt_at_ms == 0));
     assert_eq!(receiver.hits(), 10);
 
-    let (status, body) = replay(&stack, serde_json::json!({"flow_id": 105, "state": "gone"})).await?;
-    assert_eq!((status, body["field"].as_str()), (422, Some("state")), "{body}");
+    let (status, body) =
+        replay(&stack, serde_json::json!({"flow_id": 105, "state": "gone"})).await?;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("state")),
+        "{body}"
+    );
     let (status, body) = replay(&stack, serde_json::json!({})).await?;
     assert_eq!(status, 422, "{body}");
     let (status, body) = replay(&stack, serde_json::json!({"conversion_id": "nope"})).await?;
     assert_eq!(status, 404, "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("nope"));
+    assert!(body["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("nope"));
     let (status, _) = replay(&stack, serde_json::json!({"flow_id": 999})).await?;
     assert_eq!(status, 404);
 
     receiver.set_mode(Mode::Ok);
-    let (status, body) = replay(&stack, serde_json::json!({"flow_id": 105, "state": "dead"})).await?;
-    assert_eq!((status, body["replayed"].as_u64()), (200, Some(5)), "{body}");
+    let (status, body) =
+        replay(&stack, serde_json::json!({"flow_id": 105, "state": "dead"})).await?;
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (200, Some(5)),
+        "{body}"
+    );
     assert_exactly_once(&receiver, &expected, &stack).await?;
     // Nothing dead is left to replay.
     let (status, body) = replay(&stack, serde_json::json!({"flow_id": 105})).await?;
-    assert_eq!((status, body["replayed"].as_u64()), (200, Some(0)), "{body}");
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (200, Some(0)),
+        "{body}"
+    );
 
     // One delivered postback sent again on request.
     let (status, body) = replay(
@@ -667,7 +734,11 @@ async fn dead_postbacks_are_replayed_by_hand() -> anyhow::Result<()> {
         serde_json::json!({"conversion_id": "cv-105-0", "outbound_id": "src"}),
     )
     .await?;
-    assert_eq!((status, body["replayed"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["replayed"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
     eventually(Duration::from_secs(20), || async {
         Ok((receiver.delivered().len() == 6).then_some(()))
     })
@@ -696,7 +767,10 @@ async fn private_targets_are_refused_unless_allowed() -> anyhow::Result<()> {
         106,
         vec![
             outbound("loopback", receiver.url("/pb?cv={conversion}")),
-            outbound("metadata", "http://169.254.169.254/latest/meta-data?c={click}".into()),
+            outbound(
+                "metadata",
+                "http://169.254.169.254/latest/meta-data?c={click}".into(),
+            ),
             outbound("name", format!("http://localhost:{}/pb", receiver.port)),
         ],
     ))
@@ -709,15 +783,21 @@ async fn private_targets_are_refused_unless_allowed() -> anyhow::Result<()> {
     })
     .await
     .with_context(|| stack.logs())?;
-    let by_id: BTreeMap<&str, &OutboundAttempt> =
-        attempts.iter().map(|a| (a.outbound_id.as_str(), a)).collect();
+    let by_id: BTreeMap<&str, &OutboundAttempt> = attempts
+        .iter()
+        .map(|a| (a.outbound_id.as_str(), a))
+        .collect();
     for id in ["loopback", "metadata"] {
         assert_eq!(by_id[id].state(), OutboundState::Refused, "{id}");
         assert!(by_id[id].error.contains("private"), "{}", by_id[id].error);
     }
     // A name that resolves to loopback fails at resolution and is retried, never sent.
     assert_eq!(by_id["name"].http_status, 0);
-    assert!(by_id["name"].error.contains("public address"), "{}", by_id["name"].error);
+    assert!(
+        by_id["name"].error.contains("public address"),
+        "{}",
+        by_id["name"].error
+    );
     assert_eq!(receiver.hits(), 0);
     Ok(())
 }
@@ -755,7 +835,10 @@ async fn a_hanging_endpoint_times_out_without_holding_up_others() -> anyhow::Res
         delivered.iter().map(|h| h.at_ms).max().unwrap_or_default()
             - delivered.iter().map(|h| h.at_ms).min().unwrap_or_default()
     };
-    assert!(first_last < 3_000, "healthy deliveries spread over {first_last} ms");
+    assert!(
+        first_last < 3_000,
+        "healthy deliveries spread over {first_last} ms"
+    );
     assert!(started.elapsed() < Duration::from_secs(30));
     let dead = eventually(Duration::from_secs(40), || async {
         let attempts = bus.attempts().await?;
@@ -766,6 +849,8 @@ async fn a_hanging_endpoint_times_out_without_holding_up_others() -> anyhow::Res
         Ok((dead.len() == 40).then_some(dead))
     })
     .await?;
-    assert!(dead.iter().all(|a| a.error.starts_with("timeout") && a.latency_ms >= 900));
+    assert!(dead
+        .iter()
+        .all(|a| a.error.starts_with("timeout") && a.latency_ms >= 900));
     Ok(())
 }

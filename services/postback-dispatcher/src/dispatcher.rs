@@ -233,7 +233,11 @@ impl Dispatcher {
                 .key(record.key.as_bytes())
                 .payload(&payload)
                 .partition(partition);
-            match self.producer.send(kafka_record, Duration::from_secs(5)).await {
+            match self
+                .producer
+                .send(kafka_record, Duration::from_secs(5))
+                .await
+            {
                 Ok(_) => return,
                 Err((error, _)) => {
                     tracing::warn!(key = %record.key, %error, "delivery record not written, retrying");
@@ -285,11 +289,7 @@ impl Dispatcher {
         firing(&flow, conversion)
             .into_iter()
             .map(|outbound| {
-                let key = delivery_key(
-                    &conversion.conversion_id,
-                    conversion.version,
-                    &outbound.id,
-                );
+                let key = delivery_key(&conversion.conversion_id, conversion.version, &outbound.id);
                 (key, outbound)
             })
             .filter(|(key, _)| !known.by_key.contains_key(key))
@@ -307,7 +307,8 @@ impl Dispatcher {
     /// Consumes conversions, records the deliveries they owe, and stores each offset only
     /// once everything before it is recorded.
     pub async fn consume(self: Arc<Self>) -> anyhow::Result<()> {
-        let consumer: StreamConsumer = traffsure_kafka::group_consumer(&self.kafka, &self.group_id)?;
+        let consumer: StreamConsumer =
+            traffsure_kafka::group_consumer(&self.kafka, &self.group_id)?;
         consumer.subscribe(&[&self.topics.conversions])?;
         let mut pending = FuturesOrdered::new();
         let shutdown = traffsure_telemetry::shutdown_signal();
@@ -597,9 +598,7 @@ impl Dispatcher {
         if attempt.attempted_at_ms == 0 {
             attempt.attempted_at_ms = now;
         }
-        self.attempts
-            .with_label_values(&[state_name(state)])
-            .inc();
+        self.attempts.with_label_values(&[state_name(state)]).inc();
         if state == OutboundState::Dead {
             tracing::warn!(key = %record.key, attempts = record.attempt, error = %attempt.error, "outbound postback dead");
         }
@@ -639,7 +638,8 @@ impl Dispatcher {
                             continue;
                         }
                         let newer = latest.get(record.outbound_id.as_str()).is_none_or(|e| {
-                            e.record.conversion.as_ref().map(|c| c.version) < Some(conversion.version)
+                            e.record.conversion.as_ref().map(|c| c.version)
+                                < Some(conversion.version)
                         });
                         if newer {
                             latest.insert(record.outbound_id.as_str(), entry);
@@ -695,9 +695,14 @@ impl Dispatcher {
                 conversion_id,
                 outbound_id,
             } => {
-                e.record.conversion.as_ref().map(|c| c.conversion_id.as_str())
+                e.record
+                    .conversion
+                    .as_ref()
+                    .map(|c| c.conversion_id.as_str())
                     == Some(conversion_id.as_str())
-                    && outbound_id.as_ref().is_none_or(|id| *id == e.record.outbound_id)
+                    && outbound_id
+                        .as_ref()
+                        .is_none_or(|id| *id == e.record.outbound_id)
             }
             ReplaySelection::Flow {
                 flow_id,
@@ -705,7 +710,9 @@ impl Dispatcher {
                 ..
             } => {
                 e.record.conversion.as_ref().map(|c| c.flow_id) == Some(*flow_id)
-                    && outbound_id.as_ref().is_none_or(|id| *id == e.record.outbound_id)
+                    && outbound_id
+                        .as_ref()
+                        .is_none_or(|id| *id == e.record.outbound_id)
             }
         })
     }
@@ -715,7 +722,9 @@ impl Dispatcher {
         let deliveries = self.lock();
         let mut by_state: HashMap<&'static str, usize> = HashMap::new();
         for entry in deliveries.by_key.values() {
-            *by_state.entry(state_name(entry.record.state())).or_default() += 1;
+            *by_state
+                .entry(state_name(entry.record.state()))
+                .or_default() += 1;
         }
         let in_flight = deliveries.in_flight.len();
         drop(deliveries);

@@ -157,7 +157,11 @@ mod tests {
             allow_private: true,
         };
         let name: Name = "localhost".parse().expect("a valid name");
-        let addrs: Vec<_> = open.resolve(name).await.expect("localhost resolves").collect();
+        let addrs: Vec<_> = open
+            .resolve(name)
+            .await
+            .expect("localhost resolves")
+            .collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }

@@ -122,9 +122,7 @@ async fn replay(dispatcher: web::Data<Dispatcher>, body: web::Bytes) -> HttpResp
             ReplaySelection::Conversion {
                 conversion_id,
                 outbound_id: Some(id),
-            } => format!(
-                "no delivery of outbound postback {id} for conversion {conversion_id}"
-            ),
+            } => format!("no delivery of outbound postback {id} for conversion {conversion_id}"),
             ReplaySelection::Flow { flow_id, .. } => {
                 format!("no outbound postback delivery for flow {flow_id}")
             }
@@ -169,6 +167,9 @@ mod tests {
         assert_eq!(field(br#"{"conversion_id": " "}"#), "conversion_id");
         assert_eq!(field(br#"{"conversion_id": "c", "flow_id": 1}"#), "flow_id");
         assert_eq!(field(br#"{"flow_id": 1, "state": "lost"}"#), "state");
-        assert_eq!(field(br#"{"conversion_id": "c", "state": "dead"}"#), "state");
+        assert_eq!(
+            field(br#"{"conversion_id": "c", "state": "dead"}"#),
+            "state"
+        );
     }
 }
