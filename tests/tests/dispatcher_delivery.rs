@@ -636,8 +636,21 @@ async fn kill_9_mid_run_still_delivers_exactly_once() -> anyhow::Result<()> {
     })
     .await
     .with_context(|| stack.logs())?;
+    // Crash with no 2xx answer waiting to be recorded: the receiver starts failing, and
+    // the dispatcher has recorded every postback the receiver accepted.
     receiver.set_mode(Mode::Fail);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(Duration::from_secs(20), || async {
+        let summary: serde_json::Value = stack
+            .http
+            .get(stack.url(DISPATCHER, "/deliveries"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let recorded = summary["deliveries"]["delivered"].as_u64().unwrap_or(0);
+        Ok((recorded as usize >= receiver.delivered().len()).then_some(()))
+    })
+    .await?;
     stack.kill(DISPATCHER).await?;
     receiver.set_mode(Mode::Ok);
     stack.restart(DISPATCHER).await?;

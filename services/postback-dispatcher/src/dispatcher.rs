@@ -52,6 +52,9 @@ struct Deliveries {
     /// (due time, key); stale entries (the record moved on) are skipped when popped.
     due: BinaryHeap<Reverse<(i64, String)>>,
     in_flight: HashSet<String>,
+    /// Partitions of `conversions` this instance owns; only their deliveries are sent,
+    /// so several instances never send the same delivery. Empty until the first assignment.
+    assigned: HashSet<i32>,
 }
 
 fn schedulable(state: OutboundState) -> bool {
@@ -311,6 +314,7 @@ impl Dispatcher {
             traffsure_kafka::group_consumer(&self.kafka, &self.group_id)?;
         consumer.subscribe(&[&self.topics.conversions])?;
         let mut pending = FuturesOrdered::new();
+        let mut assignment_check = tokio::time::interval(Duration::from_millis(500));
         let shutdown = traffsure_telemetry::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -355,6 +359,29 @@ impl Dispatcher {
                     list.add_partition_offset(&self.topics.conversions, partition, rdkafka::Offset::Offset(offset + 1))?;
                     consumer.store_offsets(&list)?;
                 }
+                _ = assignment_check.tick() => {
+                    let assigned: HashSet<i32> = consumer
+                        .assignment()?
+                        .elements_for_topic(&self.topics.conversions)
+                        .iter()
+                        .map(|e| e.partition())
+                        .collect();
+                    let mut deliveries = self.lock();
+                    if deliveries.assigned != assigned {
+                        tracing::info!(?assigned, "conversions partitions assigned");
+                        deliveries.assigned = assigned;
+                        // Deliveries of a partition that came back may be due already.
+                        let due: Vec<_> = deliveries
+                            .by_key
+                            .values()
+                            .filter(|e| schedulable(e.record.state()))
+                            .map(|e| Reverse((e.record.due_at_ms, e.record.key.clone())))
+                            .collect();
+                        deliveries.due.extend(due);
+                        drop(deliveries);
+                        self.wake.notify_one();
+                    }
+                }
                 _ = &mut shutdown => {
                     while let Some((partition, offset, records)) = pending.next().await {
                         let mut deliveries = self.lock();
@@ -393,7 +420,9 @@ impl Dispatcher {
                         break None;
                     };
                     let current = deliveries.by_key.get(&key).is_some_and(|e| {
-                        e.record.due_at_ms == due && schedulable(e.record.state())
+                        e.record.due_at_ms == due
+                            && schedulable(e.record.state())
+                            && deliveries.assigned.contains(&e.partition)
                     });
                     if current && deliveries.in_flight.insert(key.clone()) {
                         ready.push(key);
