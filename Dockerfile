@@ -2,7 +2,8 @@
 #
 # One image recipe for every TraffSure service; the build argument SERVICE picks which:
 #   docker build --build-arg SERVICE=click-ingest -t traffsure/click-ingest:dev .
-# SERVICE is one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api.
+# SERVICE is one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api,
+# postback-dispatcher.
 # Needs BuildKit (the default builder of current Docker) for the cache mounts below.
 
 # --- build -------------------------------------------------------------------
@@ -17,8 +18,8 @@ RUN apt-get update \
 
 ARG SERVICE
 RUN case "$SERVICE" in \
-      click-ingest|postback-ingest|conversion-attribution|sink|reporting-api) ;; \
-      *) echo "build argument SERVICE must be one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api (got '${SERVICE}')" >&2; exit 1 ;; \
+      click-ingest|postback-ingest|conversion-attribution|sink|reporting-api|postback-dispatcher) ;; \
+      *) echo "build argument SERVICE must be one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api, postback-dispatcher (got '${SERVICE}')" >&2; exit 1 ;; \
     esac
 
 WORKDIR /src

@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/deploy/local/lib.sh"
 
 # name:http-port, in start order (consumers before the edges).
-SERVICES=(sink:9102 conversion-attribution:9101 reporting-api:8082 click-ingest:8080 postback-ingest:8081)
+SERVICES=(sink:9102 conversion-attribution:9101 postback-dispatcher:9103 reporting-api:8082 click-ingest:8080 postback-ingest:8081)
 KEY_FILE="$LOCAL_DIR/click-hash.keys"
 
 # A click hash secret made once per machine and kept under .local/.

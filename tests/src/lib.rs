@@ -24,6 +24,7 @@ pub const SERVICES: &[&str] = &[
     "click-ingest",
     "postback-ingest",
     "reporting-api",
+    "postback-dispatcher",
 ];
 
 /// The click hash secret every test stack signs with.
@@ -241,6 +242,9 @@ impl Stack {
             }
             "conversion-attribution" => {
                 command.env("TRAFFSURE__GROUP_ID", format!("attribution-{}", self.id));
+            }
+            "postback-dispatcher" => {
+                command.env("TRAFFSURE__GROUP_ID", format!("dispatcher-{}", self.id));
             }
             _ => {}
         }

@@ -1,0 +1,249 @@
+//! Which outbound postbacks a conversion fires, and the request each one sends.
+//!
+//! Decides firing conditions (status, goal, `disable_postbacks`, enabled) and fills the
+//! URL and body templates; delivery, retries and the SSRF guard are left to others.
+
+use std::borrow::Cow;
+
+use traffsure_core::format_micros;
+use traffsure_core::macros::{encode_component, render};
+use traffsure_events::{Conversion, ConversionStatus, Flow, OutboundPostback};
+
+/// The words a status has in macros and in `on_status`.
+pub fn status_name(status: ConversionStatus) -> &'static str {
+    match status {
+        ConversionStatus::Approved => "approved",
+        ConversionStatus::Pending => "pending",
+        ConversionStatus::Rejected => "rejected",
+        ConversionStatus::Unspecified => "",
+    }
+}
+
+/// Whether `outbound` fires for this version of `conversion`.
+pub fn fires(outbound: &OutboundPostback, conversion: &Conversion) -> bool {
+    if !outbound.enabled || conversion.disable_postbacks {
+        return false;
+    }
+    let status = status_name(conversion.status());
+    let status_matches = match outbound.on_status.as_str() {
+        "" | "any" => !status.is_empty(),
+        wanted => wanted == status,
+    };
+    let goal_matches = outbound.goals.is_empty()
+        || outbound
+            .goals
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(&conversion.goal));
+    status_matches && goal_matches
+}
+
+/// The outbound postbacks of `flow` that fire for `conversion`.
+pub fn firing<'f>(flow: &'f Flow, conversion: &Conversion) -> Vec<&'f OutboundPostback> {
+    flow.outbound_postbacks
+        .iter()
+        .filter(|o| fires(o, conversion))
+        .collect()
+}
+
+/// The value of one outbound macro for a conversion, unencoded.
+pub fn macro_value<'c>(conversion: &'c Conversion, name: &str) -> Option<Cow<'c, str>> {
+    let sub = |i: usize| -> Cow<'c, str> {
+        conversion
+            .subs
+            .get(i)
+            .map(|s| Cow::Borrowed(s.as_str()))
+            .unwrap_or_default()
+    };
+    Some(match name {
+        "click" => conversion.click_hash.as_str().into(),
+        "flow" => conversion.flow_id.to_string().into(),
+        "sub_id" => conversion.sub_id.as_str().into(),
+        "source" => conversion.source.as_str().into(),
+        "goal" => conversion.goal.as_str().into(),
+        "status" => status_name(conversion.status()).into(),
+        // A conversion carries one amount: what the advertiser reported (or the goal's
+        // default payout), so {payout} and {revenue} are the same value.
+        "revenue" | "payout" => format_micros(conversion.revenue_micros).into(),
+        "uid" => conversion.uid.as_str().into(),
+        "currency" => conversion.currency.as_str().into(),
+        "country" => conversion.country.as_str().into(),
+        "conversion" => conversion.conversion_id.as_str().into(),
+        "ts" => (conversion.updated_at_ms.max(conversion.created_at_ms) / 1000)
+            .to_string()
+            .into(),
+        other => {
+            let n: usize = other.strip_prefix("sub")?.parse().ok()?;
+            if !(1..=10).contains(&n) {
+                return None;
+            }
+            sub(n - 1)
+        }
+    })
+}
+
+/// One HTTP request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    pub method: String,
+    pub url: String,
+    pub body: String,
+    pub content_type: Option<&'static str>,
+}
+
+/// Fills the templates of `outbound` for `conversion`: URL-encoded values in the URL and
+/// form bodies, JSON-escaped values in JSON bodies.
+pub fn build_request(outbound: &OutboundPostback, conversion: &Conversion) -> OutboundRequest {
+    let url = render(&outbound.url, |name| macro_value(conversion, name));
+    let method = if outbound.method.eq_ignore_ascii_case("POST") {
+        "POST"
+    } else {
+        "GET"
+    };
+    let (body, content_type) = if method == "GET" {
+        (String::new(), None)
+    } else if outbound.body_format == "json" {
+        (
+            render_json(&outbound.body_template, conversion),
+            Some("application/json"),
+        )
+    } else {
+        (
+            render(&outbound.body_template, |name| {
+                macro_value(conversion, name)
+            }),
+            Some("application/x-www-form-urlencoded"),
+        )
+    };
+    OutboundRequest {
+        method: method.to_string(),
+        url,
+        body,
+        content_type,
+    }
+}
+
+/// Fills a JSON body template: each macro's value is escaped for use inside a JSON
+/// string, e.g. `{"click": "{click}"}`.
+fn render_json(template: &str, conversion: &Conversion) -> String {
+    // `render` URL-encodes what the lookup returns, so the lookup hands it a marker that
+    // survives encoding and the real, JSON-escaped value replaces it afterwards.
+    let mut values = Vec::new();
+    let marked = render(template, |name| {
+        let value = macro_value(conversion, name)?;
+        values.push(json_escape(&value));
+        Some(format!("\u{1}{}\u{1}", values.len() - 1).into())
+    });
+    let marker = encode_component("\u{1}").into_owned();
+    let mut out = String::with_capacity(marked.len());
+    let mut parts = marked.split(marker.as_str());
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    // Parts alternate: value index, literal text, value index, literal text…
+    while let (Some(index), Some(text)) = (parts.next(), parts.next()) {
+        match index.parse::<usize>().ok().and_then(|i| values.get(i)) {
+            Some(value) => out.push_str(value),
+            None => out.push_str(index),
+        }
+        out.push_str(text);
+    }
+    out
+}
+
+fn json_escape(value: &str) -> String {
+    let quoted = serde_json::Value::String(value.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversion(status: ConversionStatus, goal: &str) -> Conversion {
+        let mut c = Conversion {
+            conversion_id: "cv1".into(),
+            version: 2,
+            click_hash: "h123".into(),
+            flow_id: 7,
+            goal: goal.into(),
+            revenue_micros: 12_500_000,
+            currency: "USD".into(),
+            uid: "tx 1&2".into(),
+            country: "DE".into(),
+            source: "src".into(),
+            sub_id: "s\"q".into(),
+            subs: vec!["a".into(), "".into(), "c/d".into()],
+            updated_at_ms: 1_700_000_000_123,
+            ..Conversion::default()
+        };
+        c.set_status(status);
+        c
+    }
+
+    fn outbound(on_status: &str, goals: &[&str]) -> OutboundPostback {
+        OutboundPostback {
+            id: "o".into(),
+            url: "https://s.test/pb?c={click}&st={status}&r={revenue}&u={uid}&s1={sub1}&s3={sub3}&s9={sub9}&x={bogus}".into(),
+            method: "GET".into(),
+            body_format: "form".into(),
+            goals: goals.iter().map(|g| g.to_string()).collect(),
+            on_status: on_status.into(),
+            enabled: true,
+            ..OutboundPostback::default()
+        }
+    }
+
+    #[test]
+    fn fires_by_status_goal_and_switches() {
+        let approved_sale = conversion(ConversionStatus::Approved, "sale");
+        assert!(fires(&outbound("approved", &[]), &approved_sale));
+        assert!(fires(&outbound("any", &["SALE"]), &approved_sale));
+        assert!(!fires(&outbound("pending", &[]), &approved_sale));
+        assert!(!fires(&outbound("any", &["lead"]), &approved_sale));
+        let rejected = conversion(ConversionStatus::Rejected, "sale");
+        assert!(fires(&outbound("rejected", &["sale"]), &rejected));
+        assert!(!fires(&outbound("approved", &[]), &rejected));
+        let mut disabled = outbound("any", &[]);
+        disabled.enabled = false;
+        assert!(!fires(&disabled, &approved_sale));
+        let mut quiet = approved_sale.clone();
+        quiet.disable_postbacks = true;
+        assert!(!fires(&outbound("any", &[]), &quiet));
+    }
+
+    #[test]
+    fn fills_the_url_with_encoded_values() {
+        let c = conversion(ConversionStatus::Approved, "sale");
+        let request = build_request(&outbound("any", &[]), &c);
+        assert_eq!(request.method, "GET");
+        assert_eq!(
+            request.url,
+            "https://s.test/pb?c=h123&st=approved&r=12.5&u=tx%201%262&s1=a&s3=c%2Fd&s9=&x={bogus}"
+        );
+        assert!(request.body.is_empty());
+        assert_eq!(macro_value(&c, "ts").as_deref(), Some("1700000000"));
+        assert_eq!(macro_value(&c, "sub11"), None);
+    }
+
+    #[test]
+    fn fills_form_and_json_bodies() {
+        let c = conversion(ConversionStatus::Pending, "lead");
+        let mut post = outbound("any", &[]);
+        post.method = "POST".into();
+        post.body_template = "click={click}&uid={uid}".into();
+        let form = build_request(&post, &c);
+        assert_eq!(form.body, "click=h123&uid=tx%201%262");
+        assert_eq!(form.content_type, Some("application/x-www-form-urlencoded"));
+
+        post.body_format = "json".into();
+        post.body_template =
+            r#"{"click":"{click}","sub_id":"{sub_id}","status":"{status}","r":{revenue}}"#.into();
+        let json = build_request(&post, &c);
+        assert_eq!(json.content_type, Some("application/json"));
+        let parsed: serde_json::Value =
+            serde_json::from_str(&json.body).expect("the body is valid JSON");
+        assert_eq!(parsed["sub_id"], "s\"q");
+        assert_eq!(parsed["status"], "pending");
+        assert_eq!(parsed["r"], 12.5);
+    }
+}
