@@ -24,6 +24,11 @@ pub const SERVICES: &[&str] = &[
 /// The click hash secret every test stack signs with.
 pub const CLICK_HASH_KEYS: &str = "1:end-to-end-test-secret-0001";
 
+/// The admin login and API key every test stack's reporting-api accepts.
+pub const ADMIN_USERNAME: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "end-to-end-admin-password";
+pub const API_KEY: &str = "end-to-end-test-api-key-0001";
+
 pub fn kafka_brokers() -> String {
     std::env::var("TRAFFSURE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
@@ -237,6 +242,11 @@ impl Stack {
             "conversion-attribution" => {
                 command.env("TRAFFSURE__GROUP_ID", format!("attribution-{}", self.id));
             }
+            "reporting-api" => {
+                command.env("TRAFFSURE__ADMIN__USERNAME", ADMIN_USERNAME);
+                command.env("TRAFFSURE__ADMIN__PASSWORD", ADMIN_PASSWORD);
+                command.env("TRAFFSURE__API_KEYS", API_KEY);
+            }
             _ => {}
         }
         for (service, key, value) in &self.options.env {
@@ -282,7 +292,9 @@ impl Stack {
     /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
     /// credentials the test stack uses.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url("reporting-api", path))
+        self.http
+            .request(method, self.url("reporting-api", path))
+            .bearer_auth(API_KEY)
     }
 
     /// Creates a flow through the API and returns its JSON view.

@@ -8,11 +8,23 @@ pub use clickhouse;
 
 /// The migrations, in order. Each is idempotent on its own, and applied ones are
 /// recorded in `schema_migrations` so a start skips them.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../../../deploy/clickhouse/migrations/0001_events.sql"),
-)];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../../../deploy/clickhouse/migrations/0001_events.sql"),
+    ),
+    (
+        2,
+        "rollups",
+        include_str!("../../../deploy/clickhouse/migrations/0002_rollups.sql"),
+    ),
+    (
+        3,
+        "outbound_log",
+        include_str!("../../../deploy/clickhouse/migrations/0003_outbound_log.sql"),
+    ),
+];
 
 /// A client for the configured database.
 pub fn client(settings: &ClickHouseSettings) -> Client {
@@ -114,7 +126,8 @@ mod tests {
         assert!(all.len() >= 5);
         assert!(all
             .iter()
-            .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")));
+            .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")
+                || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),
