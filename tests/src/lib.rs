@@ -246,6 +246,13 @@ impl Stack {
                 command.env("TRAFFSURE__ADMIN__USERNAME", ADMIN_USERNAME);
                 command.env("TRAFFSURE__ADMIN__PASSWORD", ADMIN_PASSWORD);
                 command.env("TRAFFSURE__API_KEYS", API_KEY);
+                // The links the panel shows point at this stack's edges.
+                if let Some(edge) = self.services.get("click-ingest") {
+                    command.env("TRAFFSURE__TRACKING_BASE_URL", &edge.base_url);
+                }
+                if let Some(edge) = self.services.get("postback-ingest") {
+                    command.env("TRAFFSURE__POSTBACK_BASE_URL", &edge.base_url);
+                }
             }
             _ => {}
         }

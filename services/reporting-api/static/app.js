@@ -174,8 +174,8 @@ async function setStatus(flow, status) {
 // The editable part of a flow view (what PUT accepts).
 function specOf(flow) {
   return {
-    name: flow.name, slug: flow.slug, status: flow.status, destination_url: flow.destination_url,
-    redirect_mode: flow.redirect_mode, default_goal: flow.default_goal,
+    name: flow.name, slug: flow.slug || undefined, status: flow.status, destination_url: flow.destination_url,
+    redirect_mode: flow.redirect_mode, default_goal: flow.default_goal || undefined,
     goals: flow.goals.map(g => ({key: g.key, name: g.name, payout: g.payout, currency: g.currency, duplicate_policy: g.duplicate_policy})),
     attribution_window_days: flow.attribution_window_days, destinations: flow.destinations, rules: flow.rules,
     inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
@@ -270,9 +270,10 @@ async function flowEditorPage(id) {
         try { return JSON.parse(data.get(name) || 'null') ?? undefined; } catch (e) { throw new Error(name + ': not valid JSON (' + e.message + ')'); }
       };
       spec = {
-        name: data.get('name'), slug: data.get('slug'), status: data.get('status'),
+        name: data.get('name'), slug: data.get('slug') || undefined, status: data.get('status'),
         destination_url: data.get('destination_url'), redirect_mode: data.get('redirect_mode'),
-        default_goal: data.get('default_goal'),
+        // Empty: the flow's first goal.
+        default_goal: data.get('default_goal') || undefined,
         attribution_window_days: Number(data.get('attribution_window_days')) || undefined,
         inactive_url: data.get('inactive_url'), bot_url: data.get('bot_url'),
         goals: [...goals.querySelectorAll('tr.goal')].map(row => {
