@@ -23,12 +23,17 @@ pub const SERVICES: &[&str] = &[
     "conversion-attribution",
     "click-ingest",
     "postback-ingest",
-    "reporting-api",
     "postback-dispatcher",
+    "reporting-api",
 ];
 
 /// The click hash secret every test stack signs with.
 pub const CLICK_HASH_KEYS: &str = "1:end-to-end-test-secret-0001";
+
+/// The admin login and API key every test stack's reporting-api accepts.
+pub const ADMIN_USERNAME: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "end-to-end-admin-password";
+pub const API_KEY: &str = "end-to-end-test-api-key-0001";
 
 pub fn kafka_brokers() -> String {
     std::env::var("TRAFFSURE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -246,6 +251,21 @@ impl Stack {
             "postback-dispatcher" => {
                 command.env("TRAFFSURE__GROUP_ID", format!("dispatcher-{}", self.id));
             }
+            "reporting-api" => {
+                command.env("TRAFFSURE__ADMIN__USERNAME", ADMIN_USERNAME);
+                command.env("TRAFFSURE__ADMIN__PASSWORD", ADMIN_PASSWORD);
+                command.env("TRAFFSURE__API_KEYS", API_KEY);
+                // The links the panel shows point at this stack's edges.
+                if let Some(edge) = self.services.get("click-ingest") {
+                    command.env("TRAFFSURE__TRACKING_BASE_URL", &edge.base_url);
+                }
+                if let Some(edge) = self.services.get("postback-ingest") {
+                    command.env("TRAFFSURE__POSTBACK_BASE_URL", &edge.base_url);
+                }
+                if let Some(dispatcher) = self.services.get("postback-dispatcher") {
+                    command.env("TRAFFSURE__DISPATCHER_URL", &dispatcher.base_url);
+                }
+            }
             _ => {}
         }
         for (service, key, value) in &self.options.env {
@@ -291,7 +311,9 @@ impl Stack {
     /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
     /// credentials the test stack uses.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url("reporting-api", path))
+        self.http
+            .request(method, self.url("reporting-api", path))
+            .bearer_auth(API_KEY)
     }
 
     /// Creates a flow through the API and returns its JSON view.

@@ -1,4 +1,5 @@
-//! The `/api/v1` routes: dashboard and flows, plus the admin panel page.
+//! The routes: the admin panel's pages and assets, and the JSON API under `/api/v1`
+//! (flows here; reads in `pages` and `reports`; login in `auth`).
 
 use std::sync::Arc;
 
@@ -7,8 +8,8 @@ use clickhouse::Client;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use traffsure_core::flow::{FlowSpec, FlowView};
-use traffsure_core::{format_micros, now_ms};
-use traffsure_events::{Flow, FlowStatus};
+use traffsure_core::now_ms;
+use traffsure_events::Flow;
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::error::ApiError;
@@ -20,12 +21,57 @@ pub struct Api {
     pub topics: Topics,
     pub tracking_base_url: String,
     pub postback_base_url: String,
+    /// Base URL of the postback dispatcher's HTTP port, for manual replays.
+    pub dispatcher_url: Option<String>,
+    pub http: reqwest::Client,
 }
 
+/// The panel's pages: one HTML shell, each page drawn by `app.js` from the path, with
+/// its filters in the query string so a view can be shared as a link.
+const PANEL_PAGES: &[&str] = &[
+    "/",
+    "/flows",
+    "/flows/new",
+    "/flows/{id}",
+    "/clicks",
+    "/conversions",
+    "/postbacks",
+    "/postbacks/{id}",
+    "/outbound",
+    "/reports",
+];
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(admin_panel))
+    for page in PANEL_PAGES {
+        cfg.route(page, web::get().to(admin_panel));
+    }
+    cfg.route("/login", web::get().to(login_page))
+        .route("/assets/app.js", web::get().to(app_js))
+        .route("/assets/app.css", web::get().to(app_css))
+        .route("/api/v1/auth/login", web::post().to(crate::auth::login))
+        .route("/api/v1/auth/logout", web::post().to(crate::auth::logout))
+        .route("/api/v1/auth/session", web::get().to(crate::auth::session))
         .route("/api/v1/openapi.json", web::get().to(openapi))
-        .route("/api/v1/dashboard", web::get().to(dashboard))
+        .route("/api/v1/dashboard", web::get().to(crate::pages::dashboard))
+        .route("/api/v1/clicks", web::get().to(crate::pages::clicks))
+        .route(
+            "/api/v1/conversions",
+            web::get().to(crate::pages::conversions),
+        )
+        .route("/api/v1/postbacks", web::get().to(crate::pages::postbacks))
+        .route(
+            "/api/v1/postbacks/{id}",
+            web::get().to(crate::pages::postback),
+        )
+        .route(
+            "/api/v1/outbound-postbacks",
+            web::get().to(crate::pages::outbound),
+        )
+        .route(
+            "/api/v1/outbound-postbacks/replay",
+            web::post().to(crate::pages::replay),
+        )
+        .route("/api/v1/reports", web::get().to(crate::reports::report))
         .route("/api/v1/flows", web::get().to(list_flows))
         .route("/api/v1/flows", web::post().to(create_flow))
         .route("/api/v1/flows/{id}", web::get().to(get_flow))
@@ -38,81 +84,28 @@ async fn admin_panel() -> HttpResponse {
         .body(include_str!("../static/index.html"))
 }
 
+async fn login_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../static/login.html"))
+}
+
+async fn app_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("../static/app.js"))
+}
+
+async fn app_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(include_str!("../static/app.css"))
+}
+
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(include_str!("../openapi.json"))
-}
-
-#[derive(Debug, Serialize, clickhouse::Row, serde::Deserialize)]
-struct ConversionTotals {
-    approved: u64,
-    pending: u64,
-    rejected: u64,
-    revenue_micros: i64,
-}
-
-#[derive(Serialize)]
-struct Dashboard {
-    date: String,
-    timezone: &'static str,
-    clicks_today: u64,
-    conversions_today: u64,
-    conversions_by_status: ConversionsByStatus,
-    revenue_today: String,
-    active_flows: usize,
-}
-
-#[derive(Serialize)]
-struct ConversionsByStatus {
-    approved: u64,
-    pending: u64,
-    rejected: u64,
-}
-
-/// Today's figures (UTC): clicks, conversions (current status approved or pending),
-/// approved revenue, and the flows in status active.
-async fn dashboard(api: web::Data<Api>) -> Result<HttpResponse, ApiError> {
-    let clicks_query = api
-        .clickhouse
-        .query("SELECT count() FROM clicks WHERE ts >= toStartOfDay(now()) AND is_bot = 0")
-        .fetch_one::<u64>();
-    let conversions_query = api
-        .clickhouse
-        .query(
-            "SELECT countIf(status = 'approved') AS approved, countIf(status = 'pending') AS pending, \
-                    countIf(status = 'rejected') AS rejected, \
-                    toInt64(sumIf(revenue_micros, status = 'approved')) AS revenue_micros \
-             FROM (SELECT conversion_id, argMax(status, version) AS status, \
-                          argMax(revenue_micros, version) AS revenue_micros \
-                   FROM conversions WHERE created_at >= toStartOfDay(now()) GROUP BY conversion_id)",
-        )
-        .fetch_one::<ConversionTotals>();
-    let date_query = api
-        .clickhouse
-        .query("SELECT toString(today())")
-        .fetch_one::<String>();
-    let (clicks, conversions, date) =
-        tokio::try_join!(clicks_query, conversions_query, date_query)?;
-    let active_flows = api
-        .registry
-        .all()
-        .iter()
-        .filter(|f| f.status() == FlowStatus::Active)
-        .count();
-    Ok(HttpResponse::Ok().json(Dashboard {
-        date,
-        timezone: "UTC",
-        clicks_today: clicks,
-        conversions_today: conversions.approved + conversions.pending,
-        conversions_by_status: ConversionsByStatus {
-            approved: conversions.approved,
-            pending: conversions.pending,
-            rejected: conversions.rejected,
-        },
-        revenue_today: format_micros(conversions.revenue_micros),
-        active_flows,
-    }))
 }
 
 /// A flow with the links a user copies from the flow editor.

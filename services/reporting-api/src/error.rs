@@ -12,6 +12,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("kafka: {0}")]
@@ -42,7 +44,9 @@ impl ResponseError for ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::ClickHouse(_) | Self::Kafka(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClickHouse(_) | Self::Kafka(_) | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -52,6 +56,7 @@ impl ResponseError for ApiError {
             Self::Invalid { field, .. } => ("invalid_field", Some(field.as_str())),
             Self::NotFound(_) => ("not_found", None),
             Self::Conflict(_) => ("conflict", None),
+            Self::Unavailable(_) => ("unavailable", None),
             Self::ClickHouse(_) => ("clickhouse_unavailable", None),
             Self::Kafka(_) => ("kafka_unavailable", None),
         };
@@ -79,4 +84,11 @@ pub fn path_error(
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::NotFound(format!("no such resource: {error}")).into()
+}
+
+pub fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::invalid("query", error.to_string()).into()
 }

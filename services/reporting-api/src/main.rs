@@ -1,9 +1,15 @@
 //! reporting-api: the JSON API under `/api/v1`, flow management, and the admin panel.
 //! Reads aggregates from ClickHouse; writes flows to the compacted `flows` topic and
-//! reads its own writes from the in-memory flow registry.
+//! reads its own writes from the in-memory flow registry. Every route but health, login
+//! and the OpenAPI document needs an admin session or an API key (`auth`).
 
 mod api;
+mod auth;
 mod error;
+mod filters;
+mod pages;
+mod reports;
+mod sql;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -24,6 +30,14 @@ struct Settings {
     tracking_base_url: String,
     /// Public base URL of postback-ingest, for the postback URLs the API shows.
     postback_base_url: String,
+    /// The first admin (username and password or argon2 hash).
+    admin: auth::AdminSettings,
+    /// API keys, comma-separated (16 characters or more each).
+    api_keys: String,
+    /// How long an admin session lasts without logging in again.
+    session_hours: u64,
+    /// Base URL of the postback dispatcher's HTTP port (manual replays); empty = off.
+    dispatcher_url: String,
 }
 
 impl Default for Settings {
@@ -35,6 +49,10 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             tracking_base_url: "http://127.0.0.1:8080".into(),
             postback_base_url: "http://127.0.0.1:8081".into(),
+            admin: auth::AdminSettings::default(),
+            api_keys: String::new(),
+            session_hours: 12,
+            dispatcher_url: String::new(),
         }
     }
 }
@@ -43,6 +61,11 @@ impl Default for Settings {
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("reporting-api")?;
     let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
+    let auth = web::Data::new(
+        auth::Auth::new(&settings.admin, &settings.api_keys, settings.session_hours)
+            .context("admin and API key settings")?,
+    );
+    migrate(&settings).await?;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
@@ -74,16 +97,26 @@ async fn main() -> anyhow::Result<()> {
         topics,
         tracking_base_url: settings.tracking_base_url.trim_end_matches('/').to_string(),
         postback_base_url: settings.postback_base_url.trim_end_matches('/').to_string(),
+        dispatcher_url: Some(settings.dispatcher_url.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+            .map(String::from),
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("http client")?,
     });
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(auth::require_auth))
             .app_data(state.clone())
+            .app_data(auth.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(256 * 1024)
                     .error_handler(error::json_error),
             )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .configure(api::routes)
     })
@@ -96,4 +129,21 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(bind = %settings.http.bind, "reporting-api listening");
     server.run().await?;
     Ok(())
+}
+
+/// Applies the schema migrations (the sink does the same; both are idempotent), retrying
+/// while ClickHouse starts or another service migrates at the same moment.
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match traffsure_clickhouse::migrate(&settings.clickhouse).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!(%error, attempt, "clickhouse migration failed, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
+            }
+            Err(error) => return Err(error).context("clickhouse migrations"),
+        }
+    }
 }

@@ -1,0 +1,265 @@
+//! Query-string filters shared by the list pages and reports: parsed strictly, so a bad
+//! or unknown filter is a 422 naming it, and turned into bound SQL conditions.
+
+use std::collections::HashMap;
+
+use traffsure_kafka::FlowRegistry;
+
+use crate::error::ApiError;
+use crate::sql::{check_timezone_shape, parse_datetime, Arg, Sql};
+
+/// The raw query string, with each name checked against what the endpoint accepts.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+        if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                unknown.clone(),
+                format!(
+                    "unknown parameter {unknown:?}; accepted: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(Self(raw))
+    }
+
+    /// A non-empty value, trimmed.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn flow(&self, registry: &FlowRegistry) -> Result<Option<u32>, ApiError> {
+        let Some(value) = self.get("flow") else {
+            return Ok(None);
+        };
+        if let Ok(id) = value.parse::<u32>() {
+            return Ok(Some(id));
+        }
+        registry
+            .resolve(value)
+            .map(|f| Some(f.id))
+            .ok_or_else(|| ApiError::invalid("flow", format!("no flow with id or slug {value:?}")))
+    }
+
+    pub fn country(&self) -> Result<Option<String>, ApiError> {
+        let Some(value) = self.get("country") else {
+            return Ok(None);
+        };
+        if value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Ok(Some(value.to_ascii_uppercase()))
+        } else {
+            Err(ApiError::invalid(
+                "country",
+                format!("country must be a two-letter code, got {value:?}"),
+            ))
+        }
+    }
+
+    pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            Some(v) if v.chars().count() > max => Err(ApiError::invalid(
+                name,
+                format!("{name} is longer than {max} characters"),
+            )),
+            other => Ok(other.map(String::from)),
+        }
+    }
+
+    pub fn one_of(
+        &self,
+        name: &str,
+        choices: &[&'static str],
+    ) -> Result<Option<&'static str>, ApiError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        choices
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(value))
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    name,
+                    format!(
+                        "{name} must be one of {}, got {value:?}",
+                        choices.join(", ")
+                    ),
+                )
+            })
+    }
+
+    pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        value
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::invalid(name, format!("{name} must be a number, got {value:?}")))
+    }
+
+    pub fn timezone(&self) -> Result<String, ApiError> {
+        match self.get("timezone") {
+            None => Ok("UTC".into()),
+            Some(tz) => {
+                check_timezone_shape(tz)?;
+                Ok(tz.to_string())
+            }
+        }
+    }
+
+    /// `from` / `to` as `YYYY-MM-DD HH:MM:SS` (a bare `to` date includes that whole day).
+    pub fn range(&self) -> Result<(Option<String>, Option<String>), ApiError> {
+        let from = self
+            .get("from")
+            .map(|v| parse_datetime("from", v, false))
+            .transpose()?;
+        let to = self
+            .get("to")
+            .map(|v| parse_datetime("to", v, true))
+            .transpose()?;
+        if let (Some(f), Some(t)) = (&from, &to) {
+            if f > t {
+                return Err(ApiError::invalid("to", "to is before from"));
+            }
+        }
+        Ok((from, to))
+    }
+
+    pub fn page_size(&self) -> Result<u64, ApiError> {
+        let size = self.number::<u64>("limit")?.unwrap_or(50);
+        if (1..=500).contains(&size) {
+            Ok(size)
+        } else {
+            Err(ApiError::invalid(
+                "limit",
+                "limit must be between 1 and 500",
+            ))
+        }
+    }
+}
+
+/// `time_column` between the range's bounds, both read in `timezone`.
+pub fn range_condition(
+    sql: &mut Sql,
+    time_column: &'static str,
+    from: &Option<String>,
+    to: &Option<String>,
+    timezone: &str,
+) {
+    if let Some(from) = from {
+        sql.push(" AND ").push(time_column).push(" >= toDateTime(");
+        sql.str(from.as_str()).push(", ").str(timezone).push(")");
+    }
+    if let Some(to) = to {
+        sql.push(" AND ").push(time_column).push(" <= toDateTime(");
+        sql.str(to.as_str()).push(", ").str(timezone).push(")");
+    }
+}
+
+/// `column = value`.
+pub fn eq(sql: &mut Sql, column: &'static str, value: Arg) {
+    sql.push(" AND ").push(column).push(" = ").arg(value);
+}
+
+/// A page cursor `<time>_<id>` (milliseconds or seconds, then the row id).
+pub fn cursor(params: &Params) -> Result<Option<(i64, String)>, ApiError> {
+    let Some(value) = params.get("cursor") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::invalid("cursor", "cursor is not one this API handed out");
+    let (time, id) = value.split_once('_').ok_or_else(bad)?;
+    let time: i64 = time.parse().map_err(|_| bad())?;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(bad());
+    }
+    Ok(Some((time, id.to_string())))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        let raw = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Params::new(raw, &["country", "from", "to", "cursor", "limit", "status"]).unwrap()
+    }
+
+    fn field(err: ApiError) -> String {
+        match err {
+            ApiError::Invalid { field, .. } => field,
+            other => panic!("not a 422: {other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let raw = HashMap::from([("contry".to_string(), "DE".to_string())]);
+        assert_eq!(
+            field(Params::new(raw, &["country"]).err().unwrap()),
+            "contry"
+        );
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        assert_eq!(
+            params(&[("country", "de")]).country().unwrap(),
+            Some("DE".into())
+        );
+        assert_eq!(
+            field(params(&[("country", "DE' --")]).country().unwrap_err()),
+            "country"
+        );
+        assert_eq!(
+            field(
+                params(&[("from", "2026-02-01"), ("to", "2026-01-01")])
+                    .range()
+                    .unwrap_err()
+            ),
+            "to"
+        );
+        assert_eq!(
+            field(params(&[("limit", "0")]).page_size().unwrap_err()),
+            "limit"
+        );
+        assert_eq!(params(&[]).page_size().unwrap(), 50);
+        assert_eq!(
+            field(cursor(&params(&[("cursor", "12_a'b")])).unwrap_err()),
+            "cursor"
+        );
+        assert_eq!(
+            cursor(&params(&[("cursor", "1700000000000_abc")])).unwrap(),
+            Some((1_700_000_000_000, "abc".into()))
+        );
+        assert_eq!(
+            field(
+                params(&[("status", "won")])
+                    .one_of("status", &["approved"])
+                    .unwrap_err()
+            ),
+            "status"
+        );
+    }
+
+    #[test]
+    fn ranges_bind_their_values() {
+        let mut sql = Sql::new("WHERE 1");
+        range_condition(
+            &mut sql,
+            "ts",
+            &Some("2026-01-01 00:00:00".into()),
+            &None,
+            "UTC",
+        );
+        assert_eq!(sql.text(), "WHERE 1 AND ts >= toDateTime(?, ?)");
+    }
+}

@@ -1,0 +1,470 @@
+// The TraffSure admin panel: plain JavaScript, no build step. Each page is drawn from
+// the path; filters live in the query string (a plain GET form), so a view is a link.
+'use strict';
+
+let csrfToken = '';
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else if (value !== undefined && value !== null && value !== false) node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (options.method && options.method !== 'GET') headers['x-csrf-token'] = csrfToken;
+  if (options.body && typeof options.body !== 'string') {
+    headers['content-type'] = 'application/json';
+    options.body = JSON.stringify(options.body);
+  }
+  const response = await fetch(path, Object.assign({}, options, {headers}));
+  if (response.status === 401) {
+    location.href = '/login?next=' + encodeURIComponent(location.pathname + location.search);
+    throw new Error('not logged in');
+  }
+  const body = response.headers.get('content-type')?.includes('json') ? await response.json() : await response.text();
+  if (!response.ok) {
+    const message = body && body.message ? body.message : response.statusText;
+    const error = new Error((body && body.field ? body.field + ': ' : '') + message);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function page(title, ...children) {
+  const main = document.getElementById('page');
+  document.title = 'TraffSure — ' + title;
+  main.replaceChildren(el('h1', {}, title), el('p', {class: 'error', id: 'error'}), ...children);
+  return main;
+}
+
+function showError(error) {
+  const node = document.getElementById('error');
+  if (node) node.textContent = String(error.message || error);
+}
+
+function query() {
+  return new URLSearchParams(location.search);
+}
+
+// A GET form whose fields start from the URL's query string.
+function filterForm(fields) {
+  const q = query();
+  const form = el('form', {class: 'filters', method: 'get'});
+  for (const f of fields) {
+    let input;
+    if (f.options) {
+      input = el('select', {name: f.name}, f.options.map(o => el('option', {value: o, selected: q.get(f.name) === o}, o || 'any')));
+    } else {
+      input = el('input', {name: f.name, type: f.type || 'text', value: q.get(f.name) || '', placeholder: f.placeholder || '', size: f.size || 12});
+    }
+    form.append(el('label', {}, f.label, input));
+  }
+  form.append(el('button', {type: 'submit'}, 'Apply'), el('a', {href: location.pathname}, 'Reset'));
+  form.addEventListener('submit', (event) => {
+    // Empty fields stay out of the URL.
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v !== '') params.append(k, v);
+    location.search = params.toString();
+  });
+  return form;
+}
+
+function table(columns, rows) {
+  return el('table', {},
+    el('thead', {}, el('tr', {}, columns.map(c => el('th', {class: c.num ? 'num' : ''}, c.title)))),
+    el('tbody', {}, rows.length === 0
+      ? el('tr', {}, el('td', {colspan: columns.length}, 'Nothing here yet.'))
+      : rows.map(row => el('tr', {}, columns.map(c => {
+        const value = c.render ? c.render(row) : row[c.key];
+        return el('td', {class: (c.num ? 'num ' : '') + (c.cls ? c.cls(row) : '')}, value);
+      })))));
+}
+
+function pager(nextCursor) {
+  const q = query();
+  const links = el('div', {class: 'pager'});
+  if (q.get('cursor')) {
+    q.delete('cursor');
+    links.append(el('a', {href: location.pathname + (q.toString() ? '?' + q : '')}, '« Newest'));
+  }
+  if (nextCursor) {
+    const next = query();
+    next.set('cursor', nextCursor);
+    links.append(el('a', {href: location.pathname + '?' + next, id: 'next-page'}, 'Older »'));
+  }
+  return links;
+}
+
+async function listPage(title, endpoint, fields, columns) {
+  const main = page(title, filterForm(fields));
+  try {
+    const data = await api(endpoint + location.search);
+    main.append(table(columns, data.items), pager(data.next_cursor));
+  } catch (error) { showError(error); }
+}
+
+function copyField(label, value, id) {
+  const input = el('input', {value, readonly: true, id});
+  return el('div', {class: 'copy'}, el('span', {}, label), input,
+    el('button', {type: 'button', onclick: () => { input.select(); navigator.clipboard?.writeText(value); }}, 'Copy'));
+}
+
+// A line chart of today (blue) against yesterday (grey), by hour.
+function lineChart(title, today, yesterday) {
+  const w = 480, h = 160, pad = 20;
+  const max = Math.max(1, ...today, ...yesterday);
+  const line = (values) => values.map((v, i) => `${pad + i * (w - 2 * pad) / 23},${h - pad - v * (h - 2 * pad) / max}`).join(' ');
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  for (const [values, color] of [[yesterday, '#9aa3b5'], [today, '#2962ff']]) {
+    const path = document.createElementNS(ns, 'polyline');
+    path.setAttribute('points', line(values));
+    path.setAttribute('fill', 'none');
+    path.setAttribute('stroke', color);
+    path.setAttribute('stroke-width', '2');
+    svg.append(path);
+  }
+  const axis = document.createElementNS(ns, 'text');
+  axis.setAttribute('x', pad); axis.setAttribute('y', 12); axis.setAttribute('font-size', '11');
+  axis.textContent = 'max ' + max;
+  svg.append(axis);
+  return el('div', {class: 'card chart'}, el('h2', {}, title), svg,
+    el('div', {class: 'legend'}, el('span', {class: 'today'}, '■ today '), el('span', {class: 'yesterday'}, '■ yesterday'), ' · 0–23 h UTC'));
+}
+
+async function dashboardPage() {
+  const main = page('Dashboard');
+  try {
+    const d = await api('/api/v1/dashboard');
+    const card = (title, id, value) => el('div', {class: 'card'}, el('h2', {}, title), el('div', {class: 'value', id}, value));
+    main.append(
+      el('p', {}, d.date + ' ' + d.timezone),
+      el('div', {class: 'cards'},
+        card('Clicks Today', 'clicks_today', d.clicks_today),
+        card('Conversions Today', 'conversions_today', d.conversions_today),
+        card('Revenue Today', 'revenue_today', d.revenue_today),
+        card('Active Flows', 'active_flows', d.active_flows)),
+      el('div', {class: 'charts'},
+        lineChart('Clicks by hour', d.hourly.today.map(p => p.clicks), d.hourly.yesterday.map(p => p.clicks)),
+        lineChart('Conversions by hour', d.hourly.today.map(p => p.conversions), d.hourly.yesterday.map(p => p.conversions)),
+        lineChart('Revenue by hour', d.hourly.today.map(p => Number(p.revenue)), d.hourly.yesterday.map(p => Number(p.revenue)))));
+  } catch (error) { showError(error); }
+}
+
+async function setStatus(flow, status) {
+  try {
+    const spec = specOf(flow);
+    spec.status = status;
+    await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
+    location.reload();
+  } catch (error) { showError(error); }
+}
+
+// The editable part of a flow view (what PUT accepts).
+function specOf(flow) {
+  return {
+    name: flow.name, slug: flow.slug || undefined, status: flow.status, destination_url: flow.destination_url,
+    redirect_mode: flow.redirect_mode, default_goal: flow.default_goal || undefined,
+    goals: flow.goals.map(g => ({key: g.key, name: g.name, payout: g.payout, currency: g.currency, duplicate_policy: g.duplicate_policy})),
+    attribution_window_days: flow.attribution_window_days, destinations: flow.destinations, rules: flow.rules,
+    inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
+    status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
+  };
+}
+
+async function flowsPage() {
+  const main = page('Flows', el('a', {href: '/flows/new', id: 'new-flow'}, '+ New flow'));
+  try {
+    const {flows} = await api('/api/v1/flows');
+    flows.sort((a, b) => a.name.localeCompare(b.name));
+    main.append(table([
+      {title: 'ID', key: 'id'},
+      {title: 'Name', render: f => el('a', {href: '/flows/' + f.id}, f.name)},
+      {title: 'Status', key: 'status'},
+      {title: 'Destination', render: f => el('code', {}, f.destination_url)},
+      {title: 'Tracking link', render: f => el('code', {}, f.tracking_link)},
+      {title: '', render: f => [
+        el('a', {href: '/flows/' + f.id}, 'Edit'), ' ',
+        f.status === 'active'
+          ? el('button', {type: 'button', onclick: () => setStatus(f, 'paused')}, 'Pause')
+          : el('button', {type: 'button', onclick: () => setStatus(f, 'active')}, 'Activate'), ' ',
+        f.status !== 'archived' ? el('button', {type: 'button', onclick: () => setStatus(f, 'archived')}, 'Archive') : null,
+      ]},
+    ], flows));
+  } catch (error) { showError(error); }
+}
+
+function goalRow(goal) {
+  const row = el('tr', {class: 'goal'},
+    el('td', {}, el('input', {name: 'key', value: goal.key || '', size: 10})),
+    el('td', {}, el('input', {name: 'name', value: goal.name || '', size: 12})),
+    el('td', {}, el('input', {name: 'payout', value: goal.payout || '', size: 8})),
+    el('td', {}, el('input', {name: 'currency', value: goal.currency || '', size: 4})),
+    el('td', {}, el('select', {name: 'duplicate_policy'}, ['per_uid', 'once', 'every'].map(p => el('option', {selected: goal.duplicate_policy === p}, p)))),
+    el('td', {}, el('button', {type: 'button', onclick: () => row.remove()}, 'Remove')));
+  return row;
+}
+
+async function flowEditorPage(id) {
+  const isNew = id === 'new';
+  const main = page(isNew ? 'New flow' : 'Edit flow');
+  let flow = {name: '', slug: '', status: 'active', destination_url: 'https://', redirect_mode: '302', default_goal: '',
+    goals: [], attribution_window_days: 30, destinations: [], rules: [], inactive_url: '', bot_url: '',
+    postback_security: {token: '', hmac_secret: '', max_age_seconds: 0, allowed_ips: []}, status_map: {}, outbound_postbacks: []};
+  try {
+    if (!isNew) flow = await api('/api/v1/flows/' + encodeURIComponent(id));
+  } catch (error) { showError(error); return; }
+  const text = (name, label, value, attrs = {}) => el('label', {}, label, el('input', Object.assign({name, value: value ?? ''}, attrs)));
+  const json = (name, label, value, hint) => el('label', {}, label + ' ', el('small', {}, hint), el('textarea', {name}, JSON.stringify(value, null, 2)));
+  const goals = el('tbody', {}, flow.goals.map(goalRow));
+  const form = el('form', {id: 'flow-form'},
+    el('fieldset', {}, el('legend', {}, 'Flow'),
+      text('name', 'Name', flow.name, {required: true}),
+      text('slug', 'Slug (used in the tracking link)', flow.slug),
+      el('label', {}, 'Status', el('select', {name: 'status'}, ['active', 'paused', 'archived'].map(s => el('option', {selected: flow.status === s}, s)))),
+      text('destination_url', 'Destination URL (macros {click} {sub_id} {source} {sub1}… {country} {cost})', flow.destination_url, {required: true}),
+      el('label', {}, 'Redirect mode', el('select', {name: 'redirect_mode'}, ['302', '307', 'meta_refresh', 'double_meta_refresh'].map(s => el('option', {selected: flow.redirect_mode === s}, s)))),
+      text('attribution_window_days', 'Attribution window (days)', flow.attribution_window_days, {type: 'number', min: 1}),
+      text('inactive_url', 'Paused / archived flows send visitors to (empty: 404)', flow.inactive_url),
+      text('bot_url', 'Bot clicks go to (empty: normal destinations)', flow.bot_url)),
+    el('fieldset', {}, el('legend', {}, 'Goals and payouts'),
+      text('default_goal', 'Default goal', flow.default_goal),
+      el('table', {}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Currency', 'Duplicates', ''].map(t => el('th', {}, t)))), goals),
+      el('button', {type: 'button', id: 'add-goal', onclick: () => goals.append(goalRow({}))}, '+ Goal')),
+    el('fieldset', {}, el('legend', {}, 'Rotation and rules'),
+      json('destinations', 'Weighted destinations', flow.destinations, '[{"url": "https://a.example/?c={click}", "weight": 70}, …] — empty: the destination URL alone'),
+      json('rules', 'Rules', flow.rules, '[{"name": "DE mobile", "conditions": [{"field": "country", "op": "in", "values": ["DE"]}], "destinations": [{"url": "…", "weight": 1}]}]')),
+    el('fieldset', {}, el('legend', {}, 'Postback security and statuses'),
+      text('token', 'Postback token (required as token=… ; empty: off)', flow.postback_security.token),
+      text('hmac_secret', 'HMAC secret for signed postbacks (empty: off)', flow.postback_security.hmac_secret),
+      text('max_age_seconds', 'Signature max age (seconds, 0 = 300)', flow.postback_security.max_age_seconds, {type: 'number', min: 0}),
+      text('allowed_ips', 'Allowed IPs / CIDR blocks (comma-separated; empty: any)', (flow.postback_security.allowed_ips || []).join(', ')),
+      json('status_map', 'Status map', flow.status_map, '{"sale": "approved", "hold": "pending"}')),
+    el('fieldset', {}, el('legend', {}, 'Outbound postbacks'),
+      json('outbound_postbacks', 'Outbound postback URLs and conditions', flow.outbound_postbacks,
+        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "delay_seconds": 0}]')),
+    el('button', {type: 'submit', id: 'save-flow'}, isNew ? 'Create flow' : 'Save'));
+  if (!isNew) {
+    main.append(el('fieldset', {}, el('legend', {}, 'Links'),
+      copyField('Tracking link', flow.tracking_link, 'tracking-link'),
+      copyField('Postback URL', flow.postback_url, 'postback-url')));
+  }
+  main.append(form);
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    let spec;
+    try {
+      const parse = (name) => {
+        try { return JSON.parse(data.get(name) || 'null') ?? undefined; } catch (e) { throw new Error(name + ': not valid JSON (' + e.message + ')'); }
+      };
+      spec = {
+        name: data.get('name'), slug: data.get('slug') || undefined, status: data.get('status'),
+        destination_url: data.get('destination_url'), redirect_mode: data.get('redirect_mode'),
+        // Empty: the flow's first goal.
+        default_goal: data.get('default_goal') || undefined,
+        attribution_window_days: Number(data.get('attribution_window_days')) || undefined,
+        inactive_url: data.get('inactive_url'), bot_url: data.get('bot_url'),
+        goals: [...goals.querySelectorAll('tr.goal')].map(row => {
+          const g = {};
+          for (const input of row.querySelectorAll('input, select')) if (input.value !== '') g[input.name] = input.value;
+          return g;
+        }).filter(g => g.key),
+        destinations: parse('destinations') || [],
+        rules: parse('rules') || [],
+        postback_security: {
+          token: data.get('token'), hmac_secret: data.get('hmac_secret'),
+          max_age_seconds: Number(data.get('max_age_seconds')) || 0,
+          allowed_ips: String(data.get('allowed_ips')).split(',').map(s => s.trim()).filter(Boolean),
+        },
+        status_map: parse('status_map') || {},
+        outbound_postbacks: parse('outbound_postbacks') || [],
+      };
+      const saved = isNew
+        ? await api('/api/v1/flows', {method: 'POST', body: spec})
+        : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
+      location.href = '/flows/' + saved.id;
+    } catch (error) { showError(error); window.scrollTo(0, 0); }
+  });
+}
+
+function clicksPage() {
+  return listPage('Clicks', '/api/v1/clicks', [
+    {name: 'flow', label: 'Flow (id or slug)'}, {name: 'country', label: 'Country', size: 4},
+    {name: 'sub_id', label: 'Sub ID'}, {name: 'source', label: 'Source'},
+    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
+  ], [
+    {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
+    {title: 'Flow', key: 'flow_name'}, {title: 'IP', key: 'ip'}, {title: 'Country', key: 'country'},
+    {title: 'Sub ID', key: 'sub_id'}, {title: 'Source', key: 'source'},
+    {title: 'Destination URL', render: r => el('code', {}, r.destination_url)},
+    {title: 'Bot', render: r => r.is_bot ? 'yes' : ''}, {title: 'Time (UTC)', key: 'time'},
+  ]);
+}
+
+function conversionsPage() {
+  return listPage('Conversions', '/api/v1/conversions', [
+    {name: 'flow', label: 'Flow (id or slug)'}, {name: 'goal', label: 'Goal'},
+    {name: 'status', label: 'Status', options: ['', 'approved', 'pending', 'rejected']},
+    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
+  ], [
+    {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
+    {title: 'Flow', key: 'flow_name'}, {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
+    {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency}, {title: 'UID', key: 'uid'},
+    {title: 'Time (UTC)', key: 'time'},
+  ]);
+}
+
+function postbacksPage() {
+  return listPage('Postback Log', '/api/v1/postbacks', [
+    {name: 'q', label: 'Search all parameters', size: 20}, {name: 'flow', label: 'Flow (id or slug)'},
+    {name: 'click', label: 'Click hash', size: 20}, {name: 'status', label: 'Status', size: 4},
+    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
+  ], [
+    {title: 'Flow', key: 'flow_name'}, {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
+    {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'response_status', cls: r => 'status-' + r.response_status},
+    {title: 'Message', key: 'message'}, {title: 'IP', key: 'ip'}, {title: 'Time (UTC)', key: 'time'},
+    {title: 'Delta', render: r => r.delta_ms > 0 ? (r.delta_ms / 1000).toFixed(1) + ' s' : ''},
+    {title: '', render: r => el('a', {href: '/postbacks/' + encodeURIComponent(r.postback_id), class: 'view'}, 'View')},
+  ]);
+}
+
+async function postbackEntryPage(id) {
+  const main = page('Postback', el('a', {href: '/postbacks'}, '« Postback Log'));
+  try {
+    const p = await api('/api/v1/postbacks/' + encodeURIComponent(id));
+    const facts = [['Postback ID', p.postback_id], ['Flow', p.flow_name + ' (' + p.flow_id + ')'], ['Click hash', p.click_hash],
+      ['Goal', p.goal], ['Response', p.response_status + ' ' + p.reason], ['Message', p.message], ['IP', p.ip], ['Time (UTC)', p.time],
+      ['Delta', p.delta_ms + ' ms'], ['Method', p.payload.method], ['Content type', p.payload.content_type], ['Path', p.payload.path]];
+    main.append(
+      table([{title: 'Field', key: 0}, {title: 'Value', render: r => el('code', {}, r[1])}], facts),
+      el('h2', {}, 'Payload' + (p.payload.truncated ? ' (truncated)' : '')),
+      table([{title: 'Parameter', key: 'name'}, {title: 'Value', render: r => el('code', {}, r.value)}], p.payload.params));
+  } catch (error) { showError(error); }
+}
+
+async function replay(row) {
+  try {
+    const answer = await api('/api/v1/outbound-postbacks/replay', {method: 'POST', body: {conversion_id: row.conversion_id, outbound_id: row.outbound_id || undefined}});
+    showError('Replayed: ' + answer.replayed);
+  } catch (error) { showError(error); }
+}
+
+function outboundPage() {
+  return listPage('Outbound Postbacks', '/api/v1/outbound-postbacks', [
+    {name: 'flow', label: 'Flow (id or slug)'}, {name: 'conversion', label: 'Conversion', size: 20},
+    {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
+    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
+  ], [
+    {title: 'URL sent', render: r => el('code', {}, r.method + ' ' + r.url)}, {title: 'Flow', key: 'flow_name'},
+    {title: 'Conversion', render: r => el('code', {}, r.conversion_id)}, {title: 'Goal', key: 'goal'},
+    {title: 'Status', key: 'status'}, {title: 'Revenue', num: true, key: 'revenue'},
+    {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Attempt', key: 'attempt'},
+    {title: 'State', key: 'state'}, {title: 'Time (UTC)', render: r => new Date(r.time_ms).toISOString().replace('T', ' ').slice(0, 19)},
+    {title: '', render: r => el('button', {type: 'button', onclick: () => replay(r)}, 'Replay')},
+  ]);
+}
+
+const DIMENSIONS = ['day', 'hour', 'flow', 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
+  'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
+const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc'];
+
+function barChart(rows, label) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  const w = 900, h = 160, shown = rows.slice(0, 60);
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  const max = Math.max(1, ...shown.map(r => r.clicks));
+  shown.forEach((r, i) => {
+    const bw = w / Math.max(shown.length, 1);
+    for (const [value, color, offset] of [[r.clicks, '#2962ff', 0], [r.conversions * (max / Math.max(1, ...shown.map(x => x.conversions))), '#ff9100', bw / 2]]) {
+      const bar = document.createElementNS(ns, 'rect');
+      const bh = value * (h - 20) / max;
+      bar.setAttribute('x', i * bw + offset); bar.setAttribute('y', h - bh);
+      bar.setAttribute('width', Math.max(1, bw / 2 - 2)); bar.setAttribute('height', bh);
+      bar.setAttribute('fill', color);
+      const tip = document.createElementNS(ns, 'title');
+      tip.textContent = label(r) + ': ' + r.clicks + ' clicks, ' + r.conversions + ' conversions';
+      bar.append(tip);
+      svg.append(bar);
+    }
+  });
+  return el('div', {class: 'card chart'}, svg, el('div', {class: 'legend'}, el('span', {class: 'today'}, '■ clicks '), el('span', {style: 'color:#ff9100'}, '■ conversions (own scale)')));
+}
+
+async function reportsPage() {
+  const q = query();
+  const groups = (q.get('group_by') || 'day').split(',');
+  const form = filterForm([
+    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
+    {name: 'timezone', label: 'Time zone', placeholder: 'UTC', size: 14},
+    {name: 'flow', label: 'Flow'}, {name: 'country', label: 'Country', size: 4}, {name: 'source', label: 'Source'},
+    {name: 'goal', label: 'Goal', size: 8}, {name: 'sort', label: 'Sort (-clicks…)', size: 10},
+  ]);
+  // Group-by selectors are folded into one group_by parameter on submit.
+  const selects = [0, 1, 2].map(i => el('select', {class: 'group'}, ['', ...DIMENSIONS].map(d => el('option', {value: d, selected: groups[i] === d}, d || '—'))));
+  form.prepend(el('label', {}, 'Group by', el('span', {}, selects)));
+  form.addEventListener('submit', (event) => {
+    event.stopImmediatePropagation();
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v !== '') params.append(k, v);
+    const chosen = selects.map(s => s.value).filter(Boolean);
+    if (chosen.length) params.set('group_by', chosen.join(','));
+    location.search = params.toString();
+  }, {capture: true});
+  const main = page('Reports', form);
+  try {
+    const data = await api('/api/v1/reports' + location.search);
+    const csv = new URLSearchParams(location.search);
+    csv.set('format', 'csv');
+    const keyColumns = data.group_by.flatMap(d => d === 'flow' ? [{title: 'flow', key: 'flow'}, {title: 'flow name', key: 'flow_name'}] : [{title: d, key: d}]);
+    const label = r => data.group_by.map(d => d === 'flow' ? r.flow_name || r.flow : r[d]).join(' / ');
+    main.append(
+      el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
+      barChart(data.rows, label),
+      table([...keyColumns, ...METRICS.map(m => ({title: m, key: m, num: true}))],
+        [...data.rows, Object.assign({[data.group_by[0]]: 'Total'}, data.totals)]));
+  } catch (error) { showError(error); }
+}
+
+async function main() {
+  for (const link of document.querySelectorAll('header nav a')) {
+    const href = link.getAttribute('href');
+    if (href === location.pathname || (href !== '/' && location.pathname.startsWith(href))) link.classList.add('active');
+  }
+  try {
+    const session = await api('/api/v1/auth/session');
+    csrfToken = session.csrf_token || '';
+    document.getElementById('user').textContent = session.username || '';
+  } catch (error) { return; }
+  document.getElementById('logout').addEventListener('click', async () => {
+    await api('/api/v1/auth/logout', {method: 'POST'});
+    location.href = '/login';
+  });
+  const path = location.pathname;
+  const parts = path.split('/').filter(Boolean);
+  if (path === '/') return dashboardPage();
+  if (path === '/flows') return flowsPage();
+  if (parts[0] === 'flows' && parts.length === 2) return flowEditorPage(decodeURIComponent(parts[1]));
+  if (path === '/clicks') return clicksPage();
+  if (path === '/conversions') return conversionsPage();
+  if (path === '/postbacks') return postbacksPage();
+  if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
+  if (path === '/outbound') return outboundPage();
+  if (path === '/reports') return reportsPage();
+  page('Not found');
+}
+
+main();
