@@ -70,7 +70,7 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" "$CI_URL")
 measure() {
   local pid=$1 url=$2 conns=$3 before after out
   before=$(cpu_ticks "$pid")
-  out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" 2)
+  out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
   after=$(cpu_ticks "$pid")
   set -- $out
   local cpu_us

@@ -1,4 +1,4 @@
-//! No click is lost while Kafka is away: a private broker is killed in the middle of a
+//! No click is lost while Kafka is away: a private broker is stopped in the middle of a
 //! load of clicks and started again; later it goes away once more while click-ingest is
 //! stopped with SIGTERM. Every redirected click must reach the `clicks` topic exactly
 //! once, counted by click hash.

@@ -4,7 +4,7 @@
 /// A new random visitor ID.
 pub fn new_visitor_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&bytes)
 }
 
 /// The routing key a visitor ID carries, or `None` when the text is not a visitor ID.

@@ -185,6 +185,12 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A path segment, percent-decoded (invalid UTF-8 becomes replacement characters, which
+/// match no flow).
+fn percent_decode(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
+}
+
 fn decode(text: &str) -> String {
     let text = text.replace('+', " ");
     percent_encoding::percent_decode_str(&text)
@@ -199,7 +205,14 @@ fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> String {
         .unwrap_or_default()
 }
 
+/// `GET /c/{flow}`: mounted as the default service of the `/c` scope, so the flow is
+/// read from the path directly rather than through a pattern match on every click.
 pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
+    if req.method() != actix_web::http::Method::GET {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET"))
+            .finish();
+    }
     let uri_len = req.uri().path().len() + req.query_string().len();
     if uri_len > MAX_URI_BYTES {
         clicks_total().with_label_values(&["uri_too_long"]).inc();
@@ -209,7 +222,8 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
                 "tracking link is longer than {MAX_URI_BYTES} bytes"
             ));
     }
-    let flow = match edge.registry.resolve(req.match_info().query("flow")) {
+    let flow_ref = req.path().strip_prefix("/c/").unwrap_or_default();
+    let flow = match edge.registry.resolve(&percent_decode(flow_ref)) {
         Some(flow) => flow,
         None => return edge.unknown_flow(),
     };
