@@ -144,6 +144,7 @@ pub struct Processor {
     partitions: HashMap<i32, Owned>,
     state_dir: PathBuf,
     hold_timeout: Duration,
+    commit_interval: Duration,
     in_transaction: bool,
     transaction_started: Instant,
     transaction_events: usize,
@@ -207,6 +208,7 @@ impl Processor {
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
         Ok(Self {
             hold_timeout: Duration::from_secs(settings.hold_timeout_secs),
+            commit_interval: Duration::from_millis(settings.commit_interval_ms.max(1)),
             settings,
             topics,
             registry,
@@ -260,8 +262,8 @@ impl Processor {
                 self.expire_held()?;
             }
             if self.in_transaction
-                && (self.transaction_started.elapsed() >= Duration::from_millis(100)
-                    || self.transaction_events >= 20_000)
+                && (self.transaction_started.elapsed() >= self.commit_interval
+                    || self.transaction_events >= 50_000)
             {
                 self.commit()?;
             }
@@ -331,8 +333,14 @@ impl Processor {
                 )?;
             }
         }
+        let started = Instant::now();
         let result = self.commit_offsets(&offsets);
         self.in_transaction = false;
+        tracing::debug!(
+            events = self.transaction_events,
+            commit_ms = started.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         if let Err(error) = result {
             return self.recover(error);
         }
