@@ -146,6 +146,8 @@ pub struct Processor {
     hold_timeout: Duration,
     commit_interval: Duration,
     in_transaction: bool,
+    /// Counts consumers replaced after a failed transaction.
+    recoveries: u64,
     transaction_started: Instant,
     transaction_events: usize,
     shutdown: Arc<AtomicBool>,
@@ -217,6 +219,7 @@ impl Processor {
             partitions: HashMap::new(),
             state_dir,
             in_transaction: false,
+            recoveries: 0,
             transaction_started: Instant::now(),
             transaction_events: 0,
             shutdown,
@@ -248,6 +251,15 @@ impl Processor {
                 self.rebalanced()?;
             }
             if let Some((is_click, partition, offset, payload)) = polled {
+                if self.in_transaction && !self.partitions.contains_key(&partition) {
+                    // A load can take longer than the transaction timeout: the broker would
+                    // abort the open transaction and fence this producer.
+                    let recoveries = self.recoveries;
+                    self.commit()?;
+                    if self.recoveries != recoveries {
+                        continue; // the new consumer reads this message again
+                    }
+                }
                 self.ensure_loaded(partition)?;
                 self.begin()?;
                 if is_click {
@@ -391,6 +403,7 @@ impl Processor {
         let _ = self.producer.abort_transaction(TIMEOUT);
         self.partitions.clear();
         self.consumer = group_consumer(&self.settings, &self.topics)?;
+        self.recoveries += 1;
         Ok(())
     }
 
