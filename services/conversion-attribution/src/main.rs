@@ -37,6 +37,9 @@ pub struct Settings {
     pub instance_id: String,
     /// Where the per-partition state logs are kept.
     pub state_dir: String,
+    /// How long a transaction collects work before it commits: longer means fewer commits
+    /// (more throughput) and later visibility downstream.
+    pub commit_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -49,6 +52,7 @@ impl Default for Settings {
             hold_timeout_secs: 120,
             instance_id: "0".into(),
             state_dir: ".local/attribution".into(),
+            commit_interval_ms: 250,
         }
     }
 }

@@ -144,7 +144,10 @@ pub struct Processor {
     partitions: HashMap<i32, Owned>,
     state_dir: PathBuf,
     hold_timeout: Duration,
+    commit_interval: Duration,
     in_transaction: bool,
+    /// Counts consumers replaced after a failed transaction.
+    recoveries: u64,
     transaction_started: Instant,
     transaction_events: usize,
     shutdown: Arc<AtomicBool>,
@@ -207,6 +210,7 @@ impl Processor {
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
         Ok(Self {
             hold_timeout: Duration::from_secs(settings.hold_timeout_secs),
+            commit_interval: Duration::from_millis(settings.commit_interval_ms.max(1)),
             settings,
             topics,
             registry,
@@ -215,6 +219,7 @@ impl Processor {
             partitions: HashMap::new(),
             state_dir,
             in_transaction: false,
+            recoveries: 0,
             transaction_started: Instant::now(),
             transaction_events: 0,
             shutdown,
@@ -246,6 +251,15 @@ impl Processor {
                 self.rebalanced()?;
             }
             if let Some((is_click, partition, offset, payload)) = polled {
+                if self.in_transaction && !self.partitions.contains_key(&partition) {
+                    // A load can take longer than the transaction timeout: the broker would
+                    // abort the open transaction and fence this producer.
+                    let recoveries = self.recoveries;
+                    self.commit()?;
+                    if self.recoveries != recoveries {
+                        continue; // the new consumer reads this message again
+                    }
+                }
                 self.ensure_loaded(partition)?;
                 self.begin()?;
                 if is_click {
@@ -260,8 +274,8 @@ impl Processor {
                 self.expire_held()?;
             }
             if self.in_transaction
-                && (self.transaction_started.elapsed() >= Duration::from_millis(100)
-                    || self.transaction_events >= 20_000)
+                && (self.transaction_started.elapsed() >= self.commit_interval
+                    || self.transaction_events >= 50_000)
             {
                 self.commit()?;
             }
@@ -331,8 +345,14 @@ impl Processor {
                 )?;
             }
         }
+        let started = Instant::now();
         let result = self.commit_offsets(&offsets);
         self.in_transaction = false;
+        tracing::debug!(
+            events = self.transaction_events,
+            commit_ms = started.elapsed().as_millis() as u64,
+            "transaction committed"
+        );
         if let Err(error) = result {
             return self.recover(error);
         }
@@ -383,6 +403,7 @@ impl Processor {
         let _ = self.producer.abort_transaction(TIMEOUT);
         self.partitions.clear();
         self.consumer = group_consumer(&self.settings, &self.topics)?;
+        self.recoveries += 1;
         Ok(())
     }
 
