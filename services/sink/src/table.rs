@@ -210,7 +210,8 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             return Ok(0);
         }
         let mut done = vec![false; self.rows.len()];
-        let mut chunks = VecDeque::from([0..self.rows.len()]);
+        let mut chunks = VecDeque::new();
+        chunks.push_back(0..self.rows.len());
         let mut written = 0;
         let mut result = Ok(());
         while let Some(chunk) = chunks.pop_front() {
@@ -272,7 +273,7 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             .clone()
             .filter(|&i| {
                 let r = &self.rows[i];
-                !floors[&r.partition].is_some_and(|floor| r.offset <= floor)
+                floors[&r.partition].is_none_or(|floor| r.offset > floor)
             })
             .collect();
         if fresh.len() < chunk.len() {
