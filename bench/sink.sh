@@ -47,8 +47,8 @@ SINK_PID=$!
 # Rows/s from the first row in ClickHouse to the last.
 start_rows=0
 while :; do
-  rows=$(ch "SELECT count() FROM clicks" 2>/dev/null || echo 0)
-  if ((rows > 0)); then start_rows=$rows; t0=$(now_ms); break; fi
+  rows=$(ch "SELECT count() FROM clicks" 2>/dev/null) || rows=0 # no table before migrations
+  if [[ $rows =~ ^[0-9]+$ ]] && ((rows > 0)); then start_rows=$rows; t0=$(now_ms); break; fi
   kill -0 "$SINK_PID" 2>/dev/null || die "sink exited: $(tail -5 "$BENCH_DIR/sink-$RUN.log")"
   sleep 0.05
 done

@@ -2,22 +2,19 @@
 -- (traffsure_clickhouse::queries), and the tests run each one, with the example values
 -- below, on ClickHouse 18.16 and on a current ClickHouse (chdb), so a shape that only one
 -- of them accepts fails a test. `{table}` is replaced by each table listed under
--- `tables:`, `?` by the values under `example:` (bound values in the services).
+-- `tables:`, `{ranges}` by one or more `(kafka_partition = ? AND kafka_offset >= ? AND
+-- kafka_offset <= ?)` joined with OR (one in the checks), `?` by the values under
+-- `example:` (bound values in the services).
 
 -- name: stored_max_offset
 -- tables: clicks conversions postback_log postback_results outbound_log flows
 -- example: 0
 SELECT max(kafka_offset) AS max_offset, count() AS rows FROM {table} WHERE kafka_partition = ?;
 
--- name: stored_rows_in_range
+-- name: stored_rows_in_ranges
 -- tables: clicks conversions postback_log postback_results outbound_log flows
 -- example: 0, 0, 1000
-SELECT uniqExact(kafka_offset) AS rows FROM {table} WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?;
-
--- name: stored_offsets_in_range
--- tables: clicks conversions postback_log postback_results outbound_log flows
--- example: 0, 0, 1000
-SELECT DISTINCT kafka_offset FROM {table} WHERE kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ? ORDER BY kafka_offset;
+SELECT kafka_partition AS partition, uniqExact(kafka_offset) AS rows FROM {table} WHERE {ranges} GROUP BY kafka_partition;
 
 -- name: table_partitions
 -- tables: clicks

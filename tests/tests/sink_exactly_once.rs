@@ -32,11 +32,11 @@ fn click(i: u64, now: i64) -> (u16, Click) {
             routing_key: (i % 65_536) as u32,
             visitor_id: format!("v{}", i % 20_000),
             country: countries[(i % 5) as usize].into(),
-            source: if i % 3 == 0 { "push" } else { "seo" }.into(),
+            source: if i.is_multiple_of(3) { "push" } else { "seo" }.into(),
             sub_id: format!("s{}", i % 7),
             device: "mobile".into(),
             cost_micros: 1_000,
-            is_bot: i % 10 == 0,
+            is_bot: i.is_multiple_of(10),
             ..Click::default()
         },
     )
@@ -59,7 +59,7 @@ fn conversions(now: i64) -> Vec<(u16, Conversion)> {
             source: "push".into(),
             ..Conversion::default()
         };
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let second = Conversion {
                 version: 2,
                 status: ConversionStatus::Approved as i32,

@@ -18,10 +18,22 @@ pub struct NamedQuery {
     pub sql: String,
 }
 
+/// One Kafka offset range of a partition, as `{ranges}` repeats it.
+pub const OFFSET_RANGE: &str = "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?)";
+
 impl NamedQuery {
-    /// The statement for `table`, with `?` left for binding.
+    /// The statement for `table`, with `?` left for binding (and one offset range for
+    /// `{ranges}`).
     pub fn for_table(&self, table: &str) -> String {
-        self.sql.replace("{table}", table)
+        self.for_table_and_ranges(table, 1)
+    }
+
+    /// The statement for `table` with `ranges` offset ranges in place of `{ranges}`.
+    pub fn for_table_and_ranges(&self, table: &str, ranges: usize) -> String {
+        let ranges = vec![OFFSET_RANGE; ranges.max(1)].join(" OR ");
+        self.sql
+            .replace("{table}", table)
+            .replace("{ranges}", &ranges)
     }
 
     /// The statement for `table` with the example values in place of every `?`.
@@ -131,7 +143,7 @@ mod tests {
         for q in all() {
             assert!(!q.tables.is_empty(), "{}", q.name);
             assert_eq!(
-                q.sql.matches('?').count(),
+                q.for_table("t").matches('?').count(),
                 q.example.len(),
                 "{}: placeholders and example values",
                 q.name
@@ -154,10 +166,11 @@ mod tests {
 
     #[test]
     fn fills_examples_in_order() {
-        let q = get("stored_rows_in_range");
+        let q = get("stored_rows_in_ranges");
         assert_eq!(
             q.example_for("clicks"),
-            "SELECT uniqExact(kafka_offset) AS rows FROM clicks WHERE kafka_partition = 0 AND kafka_offset >= 0 AND kafka_offset <= 1000"
+            "SELECT kafka_partition AS partition, uniqExact(kafka_offset) AS rows FROM clicks WHERE (kafka_partition = 0 AND kafka_offset >= 0 AND kafka_offset <= 1000) GROUP BY kafka_partition"
         );
+        assert_eq!(q.for_table_and_ranges("clicks", 3).matches('?').count(), 9);
     }
 }

@@ -49,6 +49,9 @@ pub struct TableSink<R> {
     /// Per partition: the highest offset in the table (None: none there).
     floors: HashMap<i32, Option<i64>>,
     refused: Vec<Refused>,
+    /// False after a failed insert: its rows may be in the table all the same, so the
+    /// checkpoints are read again before the next one.
+    trusted: bool,
     oldest: Option<Instant>,
 }
 
@@ -64,6 +67,12 @@ pub enum Accepted {
 #[derive(Debug, Default, clickhouse::Row, serde::Deserialize)]
 struct Floor {
     max_offset: u64,
+    rows: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Stored {
+    partition: u16,
     rows: u64,
 }
 
@@ -103,6 +112,7 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             offsets_moved: false,
             floors: HashMap::new(),
             refused: Vec::new(),
+            trusted: true,
             oldest: None,
         }
     }
@@ -210,7 +220,8 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             return Ok(0);
         }
         let mut done = vec![false; self.rows.len()];
-        let mut chunks = VecDeque::from([0..self.rows.len()]);
+        let mut chunks = VecDeque::new();
+        chunks.push_back(0..self.rows.len());
         let mut written = 0;
         let mut result = Ok(());
         while let Some(chunk) = chunks.pop_front() {
@@ -233,6 +244,7 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
                     chunks.push_front(chunk.start..middle);
                 }
                 Err(error) => {
+                    self.trusted = false;
                     result = Err(error);
                     break;
                 }
@@ -272,7 +284,7 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             .clone()
             .filter(|&i| {
                 let r = &self.rows[i];
-                !floors[&r.partition].is_some_and(|floor| r.offset <= floor)
+                floors[&r.partition].is_none_or(|floor| r.offset > floor)
             })
             .collect();
         if fresh.len() < chunk.len() {
@@ -301,6 +313,7 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
         for i in chunk {
             done[i] = true;
         }
+        self.trusted = true;
         Ok(fresh.len())
     }
 
@@ -311,14 +324,21 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
         client: &Client,
         inserted: &BTreeMap<i32, (i64, i64, u64)>,
     ) -> Result<(), Error> {
-        for (&partition, &(first, last, expected)) in inserted {
-            let found: u64 = client
-                .query(&queries::sql("stored_rows_in_range", self.table))
+        let sql =
+            queries::get("stored_rows_in_ranges").for_table_and_ranges(self.table, inserted.len());
+        let mut query = client.query(&sql);
+        for (&partition, &(first, last, _)) in inserted {
+            query = query
                 .bind(partition as u16)
                 .bind(first as u64)
-                .bind(last as u64)
-                .fetch_one()
-                .await?;
+                .bind(last as u64);
+        }
+        let stored: Vec<Stored> = query.fetch_all().await?;
+        for (&partition, &(_, _, expected)) in inserted {
+            let found = stored
+                .iter()
+                .find(|s| i32::from(s.partition) == partition)
+                .map_or(0, |s| s.rows);
             if found < expected {
                 return Err(Error::Custom(format!(
                     "{}: insert reported success but partition {partition} holds {found} of {expected} rows",
