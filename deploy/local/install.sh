@@ -6,7 +6,9 @@
 #   * Apache Kafka 4.1.1 jars from Maven Central into .local/kafka/libs
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
-#     into .local/geoip/country.mmdb.
+#     into .local/geoip/country.mmdb;
+#   * the admin panel's browser tests: Debian's chromium, and the pinned
+#     playwright-core in tests/browser (npm ci).
 # Usage: deploy/local/install.sh   (as root, or with sudo available for apt-get)
 set -euo pipefail
 
@@ -34,6 +36,7 @@ install_apt_packages() {
   fi
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
   command -v curl >/dev/null || missing+=(curl)
+  command -v chromium >/dev/null || missing+=(chromium)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   if ! command -v npm >/dev/null; then
@@ -44,7 +47,7 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
-    log "apt: clickhouse, curl, java, mvn, npm already installed"
+    log "apt: clickhouse, curl, chromium, java, mvn, npm already installed"
     return
   fi
   log "apt: installing ${missing[*]}"
@@ -126,12 +129,24 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
+# --- Browser tests (tests/browser) -----------------------------------------
+install_browser_tests() {
+  local dir="$ROOT/tests/browser"
+  if [[ -d "$dir/node_modules/playwright-core" ]]; then
+    log "browser tests: playwright-core already installed"
+    return
+  fi
+  log "browser tests: npm ci in tests/browser"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci in tests/browser failed"
+}
+
 main() {
   mkdir -p "$LOCAL_DIR" "$RUN_DIR" "$LOG_DIR"
   install_apt_packages
   check_java_version
   install_kafka
   install_geoip
+  install_browser_tests
   log "install: done"
 }
 

@@ -118,6 +118,11 @@ struct ConversionAgg {
     revenue_micros: i64,
 }
 
+/// A metric's name, its JSON value, and the number it sorts by.
+type Metric = (&'static str, Value, f64);
+/// A report row: its group keys, then its metrics.
+type Row = (Map<String, Value>, Vec<Metric>);
+
 #[derive(Default, Clone)]
 struct Totals {
     clicks: i64,
@@ -143,7 +148,7 @@ impl Totals {
     }
 
     /// Metrics by name; money as decimal text, ratios as numbers rounded to 4 places.
-    fn metrics(&self) -> Vec<(&'static str, Value, f64)> {
+    fn metrics(&self) -> Vec<Metric> {
         let conversions = self.approved + self.pending;
         let profit = self.revenue_micros - self.cost_micros;
         let ratio = |num: f64, den: f64| if den == 0.0 { 0.0 } else { num / den };
@@ -402,7 +407,7 @@ pub async fn report(
     }
 
     let mut total = Totals::default();
-    let mut rows: Vec<(Map<String, Value>, Vec<(&'static str, Value, f64)>)> = groups
+    let mut rows: Vec<Row> = groups
         .iter()
         .map(|(keys, t)| {
             total.add(t);
@@ -417,18 +422,17 @@ pub async fn report(
             (row, t.metrics())
         })
         .collect();
-    let sort_value =
-        |row: &(Map<String, Value>, Vec<(&'static str, Value, f64)>)| -> (f64, String) {
-            if let Some((_, _, n)) = row.1.iter().find(|(name, _, _)| *name == sort_key) {
-                return (*n, String::new());
-            }
-            let text = row
-                .0
-                .get(&sort_key)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            (0.0, text.to_string())
-        };
+    let sort_value = |row: &Row| -> (f64, String) {
+        if let Some((_, _, n)) = row.1.iter().find(|(name, _, _)| *name == sort_key) {
+            return (*n, String::new());
+        }
+        let text = row
+            .0
+            .get(&sort_key)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        (0.0, text.to_string())
+    };
     rows.sort_by(|a, b| {
         let (a, b) = (sort_value(a), sort_value(b));
         let order = a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1));
