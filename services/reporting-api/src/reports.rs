@@ -604,10 +604,7 @@ mod tests {
     fn csv_quotes_and_defuses_formulas() {
         assert_eq!(csv_line(&["a".into(), "b,c".into()]), "a,\"b,c\"\r\n");
         assert_eq!(csv_line(&["=1+1".into(), "-2.5".into()]), "'=1+1,-2.5\r\n");
-        assert_eq!(
-            csv_line(&["say \"hi\"".into()]),
-            "\"say \"\"hi\"\"\"\r\n"
-        );
+        assert_eq!(csv_line(&["say \"hi\"".into()]), "\"say \"\"hi\"\"\"\r\n");
     }
 
     #[test]
