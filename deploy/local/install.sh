@@ -7,8 +7,13 @@
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
+<<<<<<< HEAD
 #   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
 #     with which the tests run every migration and query shape on a current ClickHouse.
+=======
+#   * the admin panel's browser tests: Debian's chromium, and the pinned
+#     playwright-core in tests/browser (npm ci).
+>>>>>>> issue-7
 # Usage: deploy/local/install.sh   (as root, or with sudo available for apt-get)
 set -euo pipefail
 
@@ -39,6 +44,7 @@ install_apt_packages() {
   fi
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
   command -v curl >/dev/null || missing+=(curl)
+  command -v chromium >/dev/null || missing+=(chromium)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   # The headless browser of the pixel and JavaScript tag tests.
@@ -51,7 +57,11 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
+<<<<<<< HEAD
     log "apt: clickhouse, curl, java, mvn, chromium, npm already installed"
+=======
+    log "apt: clickhouse, curl, chromium, java, mvn, npm already installed"
+>>>>>>> issue-7
     return
   fi
   log "apt: installing ${missing[*]}"
@@ -133,6 +143,7 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
+<<<<<<< HEAD
 # --- chdb (a current ClickHouse for the SQL checks) ------------------------------
 install_chdb() {
   if [[ -x "$CHDB_VENV/bin/python" ]] \
@@ -150,6 +161,17 @@ install_chdb() {
   "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION" \
     >"$LOG_DIR/install-chdb.log" 2>&1 \
     || { tail -n 20 "$LOG_DIR/install-chdb.log" >&2; die "chdb: pip install failed"; }
+=======
+# --- Browser tests (tests/browser) -----------------------------------------
+install_browser_tests() {
+  local dir="$ROOT/tests/browser"
+  if [[ -d "$dir/node_modules/playwright-core" ]]; then
+    log "browser tests: playwright-core already installed"
+    return
+  fi
+  log "browser tests: npm ci in tests/browser"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci in tests/browser failed"
+>>>>>>> issue-7
 }
 
 main() {
@@ -158,7 +180,11 @@ main() {
   check_java_version
   install_kafka
   install_geoip
+<<<<<<< HEAD
   install_chdb
+=======
+  install_browser_tests
+>>>>>>> issue-7
   log "install: done"
 }
 

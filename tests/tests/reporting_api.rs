@@ -377,6 +377,31 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         let cost: f64 = report["totals"]["cost"].as_str().unwrap_or("0").parse()?;
         assert_eq!((cost * 1e6).round() as u64, raw_cost, "cost by {dim}");
     }
+    // Unique clicks on request: per flow, the distinct visitors of the raw table.
+    let uniques = ok(
+        stack,
+        &format!("/api/v1/reports?group_by=flow&unique_clicks=true&sort=flow&{range}"),
+    )
+    .await?;
+    let got: Vec<String> = uniques["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["flow"].as_str().unwrap_or_default(),
+                r["unique_clicks"]
+            )
+        })
+        .collect();
+    let expected = stack
+        .clickhouse("SELECT arrayStringConcat(groupArray(x), ',') FROM (SELECT concat(toString(flow_id), ':', toString(uniqExact(visitor_id))) AS x FROM clicks GROUP BY flow_id ORDER BY flow_id)")
+        .await?;
+    assert_eq!(got.join(","), expected);
+    let without = ok(stack, &format!("/api/v1/reports?group_by=flow&{range}")).await?;
+    assert_eq!(without["totals"]["unique_clicks"], Value::Null);
+
     // Group by several, filter, sort, time zone, CSV.
     let report = ok(
         stack,
@@ -455,6 +480,8 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         ("/api/v1/reports?group_by=day,weather", "group_by"),
         ("/api/v1/reports?group_by=day,day", "group_by"),
         ("/api/v1/reports?sort=-profitability", "sort"),
+        ("/api/v1/reports?sort=unique_clicks", "sort"),
+        ("/api/v1/reports?unique_clicks=maybe", "unique_clicks"),
         ("/api/v1/reports?timezone=Mars/Olympus", "timezone"),
         ("/api/v1/reports?format=xlsx", "format"),
     ] {
@@ -518,8 +545,18 @@ async fn sql_injection_strings_through_every_filter_change_nothing() -> anyhow::
         (
             "/api/v1/reports",
             &[
-                "group_by", "from", "to", "timezone", "flow", "country", "source", "sub_id",
-                "goal", "sort", "format",
+                "group_by",
+                "from",
+                "to",
+                "timezone",
+                "flow",
+                "country",
+                "source",
+                "sub_id",
+                "goal",
+                "sort",
+                "format",
+                "unique_clicks",
             ],
         ),
     ];

@@ -206,3 +206,27 @@ async fn update_flow(
     api.save(flow.clone()).await?;
     Ok(HttpResponse::Ok().json(api.with_links(&flow)))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    /// Every `/api/v1` route registered in this file is in the OpenAPI document.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let source = include_str!("api.rs");
+        let routes: Vec<&str> = source
+            .split("\"/api/v1")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            // Only route literals, not this test's own strings.
+            .filter(|r| r.starts_with('/') && *r != "/{route}")
+            .collect();
+        assert!(routes.len() >= 14, "{routes:?}");
+        for route in routes {
+            let path = ["/api/v1", route].concat();
+            assert!(paths.contains_key(&path), "{path} is not in openapi.json");
+        }
+    }
+}

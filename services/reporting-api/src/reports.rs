@@ -118,8 +118,14 @@ struct ConversionAgg {
     revenue_micros: i64,
 }
 
+/// A metric's name, its JSON value, and the number it sorts by.
+type Metric = (&'static str, Value, f64);
+/// A report row: its group keys, then its metrics.
+type Row = (Map<String, Value>, Vec<Metric>);
+
 #[derive(Default, Clone)]
 struct Totals {
+    with_uniques: bool,
     clicks: i64,
     unique_clicks: u64,
     bots: i64,
@@ -132,6 +138,7 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, o: &Totals) {
+        self.with_uniques = o.with_uniques;
         self.clicks += o.clicks;
         self.unique_clicks += o.unique_clicks;
         self.bots += o.bots;
@@ -143,7 +150,7 @@ impl Totals {
     }
 
     /// Metrics by name; money as decimal text, ratios as numbers rounded to 4 places.
-    fn metrics(&self) -> Vec<(&'static str, Value, f64)> {
+    fn metrics(&self) -> Vec<Metric> {
         let conversions = self.approved + self.pending;
         let profit = self.revenue_micros - self.cost_micros;
         let ratio = |num: f64, den: f64| if den == 0.0 { 0.0 } else { num / den };
@@ -155,7 +162,11 @@ impl Totals {
             ("clicks", json!(self.clicks), self.clicks as f64),
             (
                 "unique_clicks",
-                json!(self.unique_clicks),
+                if self.with_uniques {
+                    json!(self.unique_clicks)
+                } else {
+                    Value::Null
+                },
                 self.unique_clicks as f64,
             ),
             ("bots", json!(self.bots), self.bots as f64),
@@ -182,6 +193,8 @@ impl Totals {
 }
 
 struct Filters {
+    /// Merging unique-click states is the costly part of a rollup read: only on request.
+    unique_clicks: bool,
     flow: Option<u32>,
     country: Option<String>,
     source: Option<String>,
@@ -242,15 +255,21 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters) -> Sql {
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     if rollup {
-        sql.push(
-            ", toInt64(sum(clicks) - sum(bots)) AS c, toInt64(sum(bots)) AS b, \
-             toUInt64(uniqMerge(unique_clicks)) AS u, toInt64(sum(cost_micros)) AS cost FROM clicks_hourly",
-        );
+        sql.push(", toInt64(sum(clicks) - sum(bots)) AS c, toInt64(sum(bots)) AS b, ");
+        if filters.unique_clicks {
+            sql.push("toUInt64(uniqMerge(unique_clicks))");
+        } else {
+            sql.push("toUInt64(0)");
+        }
+        sql.push(" AS u, toInt64(sum(cost_micros)) AS cost FROM clicks_hourly");
     } else {
-        sql.push(
-            ", toInt64(countIf(is_bot = 0)) AS c, toInt64(countIf(is_bot = 1)) AS b, \
-             toUInt64(uniq(visitor_id)) AS u, toInt64(sum(cost_micros)) AS cost FROM clicks",
-        );
+        sql.push(", toInt64(countIf(is_bot = 0)) AS c, toInt64(countIf(is_bot = 1)) AS b, ");
+        if filters.unique_clicks {
+            sql.push("toUInt64(uniq(visitor_id))");
+        } else {
+            sql.push("toUInt64(0)");
+        }
+        sql.push(" AS u, toInt64(sum(cost_micros)) AS cost FROM clicks");
     }
     where_clause(&mut sql, filters, side);
     sql.push(" GROUP BY keys");
@@ -295,7 +314,9 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters) -> Sql {
     sql
 }
 
-/// `GET /api/v1/reports`.
+/// `GET /api/v1/reports`. Unique clicks are merged from their `uniq` states only with
+/// `unique_clicks=true` (they are `null` otherwise): over a month of rollups that merge
+/// costs more than everything else in the report together.
 pub async fn report(
     api: web::Data<Api>,
     query: web::Query<HashMap<String, String>>,
@@ -303,8 +324,18 @@ pub async fn report(
     let params = Params::new(
         query.into_inner(),
         &[
-            "group_by", "from", "to", "timezone", "flow", "country", "source", "sub_id", "goal",
-            "sort", "format",
+            "group_by",
+            "from",
+            "to",
+            "timezone",
+            "flow",
+            "country",
+            "source",
+            "sub_id",
+            "goal",
+            "sort",
+            "format",
+            "unique_clicks",
         ],
     )?;
     let dims: Vec<&'static str> = params
@@ -366,7 +397,15 @@ pub async fn report(
         sql.str(timezone.as_str()).push(") - 6)");
         sql.query(&api.clickhouse).fetch_one::<String>().await?
     };
+    let unique_clicks = params.one_of("unique_clicks", &["true", "false"])? == Some("true");
+    if sort_key == "unique_clicks" && !unique_clicks {
+        return Err(ApiError::invalid(
+            "sort",
+            "sorting by unique_clicks needs unique_clicks=true",
+        ));
+    }
     let filters = Filters {
+        unique_clicks,
         flow: params.flow(&api.registry)?,
         country: params.country()?,
         source: params.text("source", 200)?,
@@ -388,6 +427,7 @@ pub async fn report(
     let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
     for row in click_rows {
         let t = groups.entry(row.keys).or_default();
+        t.with_uniques = unique_clicks;
         t.clicks += row.clicks;
         t.bots += row.bots;
         t.unique_clicks += row.unique_clicks;
@@ -395,14 +435,18 @@ pub async fn report(
     }
     for row in conversion_rows {
         let t = groups.entry(row.keys).or_default();
+        t.with_uniques = unique_clicks;
         t.approved += row.approved;
         t.pending += row.pending;
         t.rejected += row.rejected;
         t.revenue_micros += row.revenue_micros;
     }
 
-    let mut total = Totals::default();
-    let mut rows: Vec<(Map<String, Value>, Vec<(&'static str, Value, f64)>)> = groups
+    let mut total = Totals {
+        with_uniques: unique_clicks,
+        ..Totals::default()
+    };
+    let mut rows: Vec<Row> = groups
         .iter()
         .map(|(keys, t)| {
             total.add(t);
@@ -417,18 +461,17 @@ pub async fn report(
             (row, t.metrics())
         })
         .collect();
-    let sort_value =
-        |row: &(Map<String, Value>, Vec<(&'static str, Value, f64)>)| -> (f64, String) {
-            if let Some((_, _, n)) = row.1.iter().find(|(name, _, _)| *name == sort_key) {
-                return (*n, String::new());
-            }
-            let text = row
-                .0
-                .get(&sort_key)
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            (0.0, text.to_string())
-        };
+    let sort_value = |row: &Row| -> (f64, String) {
+        if let Some((_, _, n)) = row.1.iter().find(|(name, _, _)| *name == sort_key) {
+            return (*n, String::new());
+        }
+        let text = row
+            .0
+            .get(&sort_key)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        (0.0, text.to_string())
+    };
     rows.sort_by(|a, b| {
         let (a, b) = (sort_value(a), sort_value(b));
         let order = a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1));
@@ -462,6 +505,7 @@ pub async fn report(
                 .collect();
             line.extend(metrics.iter().map(|(_, v, _)| match v {
                 Value::String(s) => s.clone(),
+                Value::Null => String::new(),
                 other => other.to_string(),
             }));
             csv.push_str(&csv_line(&line));
@@ -527,6 +571,7 @@ mod tests {
 
     fn filters() -> Filters {
         Filters {
+            unique_clicks: true,
             flow: Some(7),
             country: Some("DE".into()),
             source: None,
@@ -559,7 +604,7 @@ mod tests {
     fn csv_quotes_and_defuses_formulas() {
         assert_eq!(csv_line(&["a".into(), "b,c".into()]), "a,\"b,c\"\r\n");
         assert_eq!(csv_line(&["=1+1".into(), "-2.5".into()]), "'=1+1,-2.5\r\n");
-        assert_eq!(csv_line(&["say \"hi\"".into()]), "say \"hi\"\r\n");
+        assert_eq!(csv_line(&["say \"hi\"".into()]), "\"say \"\"hi\"\"\"\r\n");
     }
 
     #[test]

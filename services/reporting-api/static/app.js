@@ -411,6 +411,7 @@ async function reportsPage() {
     {name: 'timezone', label: 'Time zone', placeholder: 'UTC', size: 14},
     {name: 'flow', label: 'Flow'}, {name: 'country', label: 'Country', size: 4}, {name: 'source', label: 'Source'},
     {name: 'goal', label: 'Goal', size: 8}, {name: 'sort', label: 'Sort (-clicks…)', size: 10},
+    {name: 'unique_clicks', label: 'Unique clicks', options: ['', 'true']},
   ]);
   // Group-by selectors are folded into one group_by parameter on submit.
   const selects = [0, 1, 2].map(i => el('select', {class: 'group'}, ['', ...DIMENSIONS].map(d => el('option', {value: d, selected: groups[i] === d}, d || '—'))));
@@ -434,7 +435,7 @@ async function reportsPage() {
     main.append(
       el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
       barChart(data.rows, label),
-      table([...keyColumns, ...METRICS.map(m => ({title: m, key: m, num: true}))],
+      table([...keyColumns, ...METRICS.filter(m => m !== 'unique_clicks' || data.totals.unique_clicks !== null).map(m => ({title: m, key: m, num: true}))],
         [...data.rows, Object.assign({[data.group_by[0]]: 'Total'}, data.totals)]));
   } catch (error) { showError(error); }
 }
