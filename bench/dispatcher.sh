@@ -82,13 +82,22 @@ scenario() {
 }
 
 receiver="http://127.0.0.1:$RECEIVER_PORT/pb?click={click}&status={status}&payout={payout}&cv={conversion}"
-read -r a_n a_s a_rate a_cpu a_rss < <(scenario alone "$receiver")
-read -r b_n b_s b_rate b_cpu b_rss < <(scenario hang "$receiver" "http://127.0.0.1:$HANG_PORT/pb?cv={conversion}")
+hang_url="http://127.0.0.1:$HANG_PORT/pb?cv={conversion}"
+# The machine may be shared: the two runs alternate, twice, and the faster of each is kept.
+read -r a_n a_s a_rate a_cpu a_rss < <(scenario alone1 "$receiver")
+read -r b_n b_s b_rate b_cpu b_rss < <(scenario hang1 "$receiver" "$hang_url")
+read -r a2_n a2_s a2_rate a2_cpu a2_rss < <(scenario alone2 "$receiver")
+read -r b2_n b2_s b2_rate b2_cpu b2_rss < <(scenario hang2 "$receiver" "$hang_url")
+runs="alone $a_rate, with the hanging endpoint $b_rate, alone $a2_rate, with the hanging endpoint $b2_rate"
+if ((a2_rate > a_rate)); then a_n=$a2_n a_s=$a2_s a_rate=$a2_rate a_cpu=$a2_cpu a_rss=$a2_rss; fi
+if ((b2_rate > b_rate)); then b_n=$b2_n b_s=$b2_s b_rate=$b2_rate b_cpu=$b2_cpu b_rss=$b2_rss; fi
 read -r w_req w_s w_rps w_p50 w_p99 _ _ _ < <(run_wrk "http://127.0.0.1:$RECEIVER_PORT/pb?cv=x" 5 64 1)
 
 echo
 echo "Conversions per run: $N, one outbound postback each to nginx on 127.0.0.1 (answers 200);"
 echo "in the second run each conversion also fires one to an endpoint that never answers."
+echo
+echo "Best of two alternating runs of each (postbacks/s in order: $runs)."
 echo
 echo "| run | delivered | seconds | postbacks/s | dispatcher CPU s | peak RSS MiB |"
 echo "|---|---|---|---|---|---|"

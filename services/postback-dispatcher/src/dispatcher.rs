@@ -393,8 +393,11 @@ impl Dispatcher {
                         list.add_partition_offset(&self.topics.conversions, partition, rdkafka::Offset::Offset(offset + 1))?;
                         consumer.store_offsets(&list)?;
                     }
-                    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
-                        tracing::warn!(%error, "final offset commit failed");
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) => {}
+                        // Nothing stored since the last automatic commit.
+                        Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => {}
+                        Err(error) => tracing::warn!(%error, "final offset commit failed"),
                     }
                     return Ok(());
                 }
@@ -519,7 +522,7 @@ impl Dispatcher {
             url.port_or_known_default().unwrap_or_default()
         );
         let host = self.hosts.get(&host_key);
-        let Ok(_host_permit) = host.permits.clone().acquire_owned().await else {
+        let Ok(host_permit) = host.permits.clone().acquire_owned().await else {
             return;
         };
         let admission = host
@@ -530,7 +533,7 @@ impl Dispatcher {
         if let Admission::WaitUntil(until) = admission {
             return self.postpone(&key, until);
         }
-        let Ok(_permit) = self.global.clone().acquire_owned().await else {
+        let Ok(permit) = self.global.clone().acquire_owned().await else {
             return;
         };
         let started = Instant::now();
@@ -560,6 +563,9 @@ impl Dispatcher {
             Err(error) => Err(error_text(&error)),
         };
         attempt.latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        // The slots are for requests only, not for recording their outcome.
+        drop(permit);
+        drop(host_permit);
         let success = matches!(&outcome, Ok((status, _)) if status.is_success());
         let transition = host
             .breaker
