@@ -7,13 +7,10 @@
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
-<<<<<<< HEAD
 #   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
 #     with which the tests run every migration and query shape on a current ClickHouse.
-=======
 #   * the admin panel's browser tests: Debian's chromium, and the pinned
 #     playwright-core in tests/browser (npm ci).
->>>>>>> issue-7
 # Usage: deploy/local/install.sh   (as root, or with sudo available for apt-get)
 set -euo pipefail
 
@@ -57,11 +54,7 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
-<<<<<<< HEAD
     log "apt: clickhouse, curl, java, mvn, chromium, npm already installed"
-=======
-    log "apt: clickhouse, curl, chromium, java, mvn, npm already installed"
->>>>>>> issue-7
     return
   fi
   log "apt: installing ${missing[*]}"
@@ -143,7 +136,6 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
-<<<<<<< HEAD
 # --- chdb (a current ClickHouse for the SQL checks) ------------------------------
 install_chdb() {
   if [[ -x "$CHDB_VENV/bin/python" ]] \
@@ -161,7 +153,8 @@ install_chdb() {
   "$CHDB_VENV/bin/pip" install -q --disable-pip-version-check "chdb-core==$CHDB_VERSION" \
     >"$LOG_DIR/install-chdb.log" 2>&1 \
     || { tail -n 20 "$LOG_DIR/install-chdb.log" >&2; die "chdb: pip install failed"; }
-=======
+}
+
 # --- Browser tests (tests/browser) -----------------------------------------
 install_browser_tests() {
   local dir="$ROOT/tests/browser"
@@ -171,7 +164,6 @@ install_browser_tests() {
   fi
   log "browser tests: npm ci in tests/browser"
   (cd "$dir" && npm ci --no-audit --no-fund --silent) || die "npm ci in tests/browser failed"
->>>>>>> issue-7
 }
 
 main() {
@@ -180,11 +172,8 @@ main() {
   check_java_version
   install_kafka
   install_geoip
-<<<<<<< HEAD
   install_chdb
-=======
   install_browser_tests
->>>>>>> issue-7
   log "install: done"
 }
 
