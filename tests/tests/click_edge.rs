@@ -98,7 +98,8 @@ async fn the_tracking_edge_end_to_end() -> anyhow::Result<()> {
                 "click-ingest",
                 "TRAFFSURE__BOTS__USER_AGENTS",
                 "AcmeScanner",
-            ),
+            )
+            .env("click-ingest", "TRAFFSURE__BOTS__EMPTY_USER_AGENT", "true"),
     )
     .await?;
     let result = run(&stack).await;
@@ -237,10 +238,17 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         ),
         ("US", "desktop", "linux", "firefox")
     );
+    // No user agent: a redirect, `other` for each field (the bot flag comes from the
+    // setting this stack turns on, see the bot checks below).
     let q4 = query_of(&edge.location(&macros_path, US_V4, None).await?);
     assert_eq!(
-        (q4["co"].as_str(), q4["d"].as_str(), q4["b"].as_str()),
-        ("US", "bot", "bot")
+        (
+            q4["co"].as_str(),
+            q4["d"].as_str(),
+            q4["o"].as_str(),
+            q4["b"].as_str()
+        ),
+        ("US", "other", "other", "other")
     );
     // Garbage cost: still a redirect, cost empty.
     let qc = query_of(
@@ -533,7 +541,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert!(rule_bots.iter().any(|c| c.ip == "203.0.113.50"));
     for bot in rule_bots {
         assert_eq!(bot.destination_url, bot_url);
-        if bot.user_agent.is_empty() || bot.user_agent.contains("Googlebot") {
+        if bot.user_agent.contains("Googlebot") {
             assert_eq!((bot.device.as_str(), bot.browser.as_str()), ("bot", "bot"));
         }
     }

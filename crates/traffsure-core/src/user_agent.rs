@@ -57,17 +57,10 @@ fn has(ua: &str, needle: &str) -> bool {
     ua.contains(needle)
 }
 
-/// Classifies a user agent. An empty one is a bot: browsers always send one.
+/// Classifies a user agent. An empty one is `other` everywhere and not a bot by itself
+/// (the edge can be told to treat it as one).
 pub fn parse(user_agent: &str) -> UserAgent {
     let ua = user_agent.to_ascii_lowercase();
-    if ua.trim().is_empty() {
-        return UserAgent {
-            device: "bot",
-            os: "other",
-            browser: "bot",
-            is_bot: true,
-        };
-    }
     if BOT_MARKERS.iter().any(|m| has(&ua, m)) {
         return UserAgent {
             device: "bot",
@@ -251,8 +244,6 @@ mod tests {
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/126.0.0.0 Safari/537.36",
             "curl/8.5.0",
             "python-requests/2.32.3",
-            "",
-            "   ",
         ] {
             let parsed = parse(ua);
             assert!(parsed.is_bot, "{ua:?}");
@@ -261,12 +252,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_agents_are_other_not_bots() {
-        let parsed = parse("SomethingNew/1.0");
-        assert_eq!(
-            (parsed.device, parsed.os, parsed.browser, parsed.is_bot),
-            ("other", "other", "other", false)
-        );
+    fn unknown_and_empty_agents_are_other_not_bots() {
+        for ua in ["SomethingNew/1.0", "", "   "] {
+            let parsed = parse(ua);
+            assert_eq!(
+                (parsed.device, parsed.os, parsed.browser, parsed.is_bot),
+                ("other", "other", "other", false),
+                "{ua:?}"
+            );
+        }
     }
 
     #[test]

@@ -80,11 +80,14 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
 pub struct BotFilter {
     pub ips: CidrList,
     pub user_agent_markers: Vec<String>,
+    /// Clicks without a user agent are bots.
+    pub empty_user_agent: bool,
 }
 
 impl BotFilter {
     pub fn is_bot(&self, parsed: &user_agent::UserAgent, raw: &str, ip: Option<IpAddr>) -> bool {
         parsed.is_bot
+            || self.empty_user_agent && raw.trim().is_empty()
             || user_agent::matches_any(raw, &self.user_agent_markers)
             || ip.is_some_and(|ip| self.ips.contains(ip))
     }

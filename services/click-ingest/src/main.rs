@@ -63,6 +63,8 @@ struct BotSettings {
     ips: String,
     /// Comma-separated user-agent fragments (case-insensitive) that mark bots, beyond the built-in list.
     user_agents: String,
+    /// Whether a click without a user agent is a bot.
+    empty_user_agent: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
         user_agent_markers: traffsure_core::user_agent::markers_from_list(
             &settings.bots.user_agents,
         ),
+        empty_user_agent: settings.bots.empty_user_agent,
     };
     let spill_path = if settings.spill.path.is_empty() {
         PathBuf::from(format!(
