@@ -30,7 +30,11 @@ now_ms() { date +%s%3N; }
 
 SINK_PID=""
 cleanup() {
-  [[ -z "$SINK_PID" ]] || kill "$SINK_PID" 2>/dev/null || true
+  if [[ -n "$SINK_PID" ]]; then
+    kill "$SINK_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$SINK_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SINK_PID" 2>/dev/null || true
+  fi
   curl -sS "$CH/" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null || true
 }
 trap cleanup EXIT

@@ -139,9 +139,18 @@ impl PrivateClickHouse {
 }
 
 impl Drop for PrivateClickHouse {
+    /// Kills the server and deletes its data directory.
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
+            // Wait (briefly) for the process to go before its files are removed.
+            for _ in 0..50 {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -299,6 +299,9 @@ async fn accept_retrying(
     }
 }
 
+/// How long a SIGTERM waits for the pending rows to reach ClickHouse.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(20);
+
 struct Sink {
     consumer: StreamConsumer<MovedPartitions>,
     moved: Moved,
@@ -340,7 +343,12 @@ impl Sink {
                 }
                 _ = tick.tick() => self.flush(false).await?,
                 _ = traffsure_telemetry::shutdown_signal() => {
-                    self.flush(true).await?;
+                    // Pending rows get a bounded time to reach ClickHouse; if it cannot take
+                    // them, they are left to Kafka (their offsets were never stored) and
+                    // the next start writes them.
+                    if tokio::time::timeout(SHUTDOWN_FLUSH, self.flush(true)).await.is_err() {
+                        tracing::warn!("clickhouse did not take the pending rows before shutdown; they will be replayed");
+                    }
                     self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
                     return Ok(());
                 }
