@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
-pub mod private_clickhouse;
-pub mod produce;
 pub mod kafka_topic;
+pub mod private_clickhouse;
 pub mod private_kafka;
+pub mod produce;
 
 pub const SERVICES: &[&str] = &[
     "sink",

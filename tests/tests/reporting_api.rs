@@ -37,9 +37,9 @@ async fn load_known_data(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     // Version 1 of every conversion; a third start pending, the rest approved.
     let conversion_columns = "conversion_id, version, click_hash, flow_id, goal, status, previous_status, \
-        revenue_micros, currency, uid, created_at, updated_at, country, source, sub_id, sub1, device";
+        revenue_micros, previous_revenue_micros, currency, uid, created_at, updated_at, country, source, sub_id, sub1, device";
     let conversion_values = "concat('conv', toString(number)), toUInt32(V), concat('h', toString(number * 4)), \
-        toUInt32(1 + number * 4 % 3), ['sale', 'lead'][number % 2 + 1], S, P, toInt64((number % 5 + 1) * 1000000), \
+        toUInt32(1 + number * 4 % 3), ['sale', 'lead'][number % 2 + 1], S, P, toInt64((number % 5 + 1) * 1000000), PR, \
         'USD', concat('uid', toString(number)), toDateTime(BASE - number * 4 * 5400), now(), ['DE', 'US', 'FR', 'GB'][number * 4 % 4 + 1], \
         concat('src', toString(number * 4 % 5)), concat('sid', toString(number * 4 % 2)), concat('a', toString(number * 4 % 2)), \
         ['mobile', 'desktop', 'tablet'][number * 4 % 3 + 1]";
@@ -50,6 +50,15 @@ async fn load_known_data(stack: &Stack) -> anyhow::Result<()> {
                 .replace("BASE", &base)
                 .replace("toUInt32(V)", &format!("toUInt32({version})"))
                 .replace(", S, P,", &format!(", {status}, {previous},"))
+                // A version after the first carries the revenue it replaces (unchanged here).
+                .replace(
+                    ", PR,",
+                    if version == "1" {
+                        ", toInt64(0),"
+                    } else {
+                        ", toInt64((number % 5 + 1) * 1000000),"
+                    },
+                )
         )
     };
     // system.numbers is unbounded: bound it first so LIMIT after WHERE stays finite.

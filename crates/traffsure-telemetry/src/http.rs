@@ -44,10 +44,14 @@ pub async fn http_metrics(
     let result = next.call(req).await;
     let elapsed = start.elapsed().as_secs_f64();
     let (route, status) = match &result {
-        Ok(response) => (
-            response.request().match_pattern(),
-            response.status().as_u16(),
-        ),
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let request = response.request();
+            let route = request
+                .match_pattern()
+                .or_else(|| default_service_route(request.path(), status));
+            (route, status)
+        }
         Err(error) => (None, error.as_response_error().status_code().as_u16()),
     };
     let route = route.unwrap_or_else(|| "unmatched".to_string());
@@ -59,6 +63,17 @@ pub async fn http_metrics(
         .with_label_values(&[route.as_str()])
         .observe(elapsed);
     result
+}
+
+/// A request answered by a scope's default service (such as the tracking edge's `/c/…`)
+/// has no route pattern: it is labelled by its first path segment, `/c`, unless nothing
+/// handled it (404), so unknown paths cannot add label values.
+fn default_service_route(path: &str, status: u16) -> Option<String> {
+    if status == 404 {
+        return None;
+    }
+    let segment = path.trim_start_matches('/').split('/').next()?;
+    (!segment.is_empty() && path.len() > segment.len() + 1).then(|| format!("/{segment}"))
 }
 
 /// The status code as text without allocating for the common ones.
@@ -101,6 +116,10 @@ mod tests {
                 .route(
                     "/c/{flow}",
                     web::get().to(|| async { HttpResponse::Found().finish() }),
+                )
+                .service(
+                    web::scope("/d")
+                        .default_service(web::to(|| async { HttpResponse::Found().finish() })),
                 ),
         )
         .await;
@@ -108,7 +127,7 @@ mod tests {
             .requests
             .with_label_values(&["/c/{flow}", "302"])
             .get();
-        for path in ["/c/a", "/c/b", "/nowhere"] {
+        for path in ["/c/a", "/c/b", "/nowhere", "/d/x", "/d/y"] {
             let _ = test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await;
         }
         let m = super::metrics();
@@ -117,6 +136,7 @@ mod tests {
             2
         );
         assert!(m.requests.with_label_values(&["unmatched", "404"]).get() >= 1);
+        assert_eq!(m.requests.with_label_values(&["/d", "302"]).get(), 2);
         assert!(
             m.duration
                 .with_label_values(&["/c/{flow}"])

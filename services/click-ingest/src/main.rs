@@ -194,6 +194,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                traffsure_telemetry::http_metrics,
+            ))
             .app_data(state.clone())
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .service(web::scope("/c").default_service(web::to(click::track)))

@@ -157,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
         let health = health.clone();
         HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    traffsure_telemetry::http_metrics,
+                ))
                 .app_data(dispatcher.clone())
                 .app_data(web::PayloadConfig::new(64 * 1024))
                 .configure(traffsure_telemetry::ops_routes(health.clone()))

@@ -106,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(
+                traffsure_telemetry::http_metrics,
+            ))
             .app_data(state.clone())
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .service(

@@ -108,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::require_auth))
+            .wrap(actix_web::middleware::from_fn(
+                traffsure_telemetry::http_metrics,
+            ))
             .app_data(state.clone())
             .app_data(auth.clone())
             .app_data(
