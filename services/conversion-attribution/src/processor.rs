@@ -309,9 +309,7 @@ impl Processor {
     fn rebalanced(&mut self) -> anyhow::Result<()> {
         if self.in_transaction {
             tracing::info!("aborting the open transaction on a rebalance");
-            self.producer
-                .abort_transaction(TIMEOUT)
-                .context("abort transaction")?;
+            self.abort().context("abort transaction")?;
             self.in_transaction = false;
             self.partitions.clear();
             return Ok(());
@@ -325,6 +323,23 @@ impl Processor {
             debug_assert!(owned.uncommitted.is_empty());
         }
         Ok(())
+    }
+
+    /// Aborts the open transaction, serving delivery reports between short attempts (an
+    /// abort waits for the purged events' reports; a timed-out abort may be resumed).
+    fn abort(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.producer.abort_transaction(Duration::from_millis(500)) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
@@ -400,7 +415,7 @@ impl Processor {
             }
         }
         tracing::warn!(%error, "transaction failed, resuming from the committed positions");
-        let _ = self.producer.abort_transaction(TIMEOUT);
+        let _ = self.abort();
         self.partitions.clear();
         self.consumer = group_consumer(&self.settings, &self.topics)?;
         self.recoveries += 1;

@@ -21,6 +21,9 @@ const KIND_CLICK: u8 = 1;
 const KIND_CONVERSION: u8 = 2;
 const KIND_CONVERSIONS_CHECKPOINT: u8 = 3;
 const HEADER: usize = 9;
+/// A visitor's session: a visitor-based postback converts the latest click of the visitor in
+/// the flow if that click is at most this old; every new click extends it.
+pub const VISITOR_SESSION_MS: i64 = 4 * 24 * 60 * 60 * 1000;
 
 /// The latest version of a conversion and the postbacks that made its versions.
 #[derive(Debug, Clone)]
@@ -204,9 +207,12 @@ impl PartitionState {
         if !postback.click_hash.is_empty() {
             return self.clicks.get(&postback.click_hash);
         }
-        let (_, hash) = self
+        let (ts_ms, hash) = self
             .visitors
             .get(&(postback.visitor_id.clone(), postback.flow_id))?;
+        if postback.received_at_ms - ts_ms > VISITOR_SESSION_MS {
+            return None;
+        }
         self.clicks.get(hash)
     }
 }
@@ -269,6 +275,34 @@ mod tests {
         assert_eq!(state.visitors[&("v1".to_string(), 7)].1, "b");
         let x = &state.conversions["x"];
         assert_eq!((x.current.version, x.postback_ids.len()), (2, 2));
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn visitor_postbacks_convert_the_latest_click_within_the_session() -> std::io::Result<()> {
+        let dir = temp_dir("visitor");
+        let mut state = PartitionState::open(&dir, 1)?;
+        state.add_click(0, click("old", "v", 1_000))?;
+        state.add_click(1, click("new", "v", 2_000))?;
+        let postback = |at: i64| Postback {
+            visitor_id: "v".into(),
+            flow_id: 7,
+            received_at_ms: at,
+            ..Postback::default()
+        };
+        let found = |at| {
+            state
+                .find_click(&postback(at))
+                .map(|c| c.click_hash.clone())
+        };
+        assert_eq!(found(3_000).as_deref(), Some("new"));
+        assert_eq!(found(2_000 + VISITOR_SESSION_MS).as_deref(), Some("new"));
+        assert_eq!(found(2_001 + VISITOR_SESSION_MS), None, "session over");
+        let other_flow = Postback {
+            flow_id: 8,
+            ..postback(3_000)
+        };
+        assert!(state.find_click(&other_flow).is_none());
         std::fs::remove_dir_all(&dir)
     }
 
