@@ -83,7 +83,8 @@ demo_flow() {
 TraffSure is running.
   Admin panel:    http://127.0.0.1:8082/   (user admin, password $admin_password)
   Tracking link:  http://127.0.0.1:8080/c/demo?sub_id=readme&source=local
-  Try it:         curl -si 'http://127.0.0.1:8080/c/demo?sub_id=readme&source=local'
+  Try it:         curl -si -A 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0' 'http://127.0.0.1:8080/c/demo?sub_id=readme&source=local'
+                  (curl's own user agent is flagged as a bot: kept, but not in the click counts)
   Postback:       curl -s 'http://127.0.0.1:8081/postback?click=<click hash from Location>&goal=sale'
   Dashboard API:  curl -s -H 'Authorization: Bearer $api_key' http://127.0.0.1:8082/api/v1/dashboard
   Secrets:        .local/admin-password, .local/api-key, .local/click-hash.keys
