@@ -82,14 +82,10 @@ peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
-# Runs wrk against URL and prints one line: "requests seconds rps p50_ms p99_ms p999_ms
-# errors non2xx3xx". WRK_HEADER, when set, is sent with every request (e.g. a User-Agent).
-# Usage: run_wrk URL SECONDS CONNECTIONS [THREADS]
-run_wrk() {
-  local url=$1 seconds=$2 conns=$3 threads=${4:-1} script="$BENCH_DIR/report.lua"
-  local headers=()
-  [[ -n ${WRK_HEADER:-} ]] && headers=(-H "$WRK_HEADER")
-  cat >"$script" <<'LUA'
+# Prints the wrk Lua `done` hook that writes "RESULT requests seconds rps p50_ms p99_ms
+# p999_ms errors non2xx3xx"; a script with its own `request` hook appends it.
+wrk_report_lua() {
+  cat <<'LUA'
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT %d %.3f %.1f %.3f %.3f %.3f %d %d\n",
@@ -99,6 +95,16 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status))
 end
 LUA
+}
+
+# Runs wrk against URL and prints one line: "requests seconds rps p50_ms p99_ms p999_ms
+# errors non2xx3xx". WRK_HEADER, when set, is sent with every request (e.g. a User-Agent).
+# Usage: run_wrk URL SECONDS CONNECTIONS [THREADS]
+run_wrk() {
+  local url=$1 seconds=$2 conns=$3 threads=${4:-1} script="$BENCH_DIR/report.lua"
+  local headers=()
+  [[ -n ${WRK_HEADER:-} ]] && headers=(-H "$WRK_HEADER")
+  wrk_report_lua >"$script"
   wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s "${headers[@]}" -s "$script" "$url" \
     | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }'
 }

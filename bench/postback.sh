@@ -65,15 +65,8 @@ request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i])
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %.3f %.1f %.3f %.3f %.3f %d %d\n",
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    latency:percentile(99.9) / 1000,
-    e.connect + e.read + e.write + e.timeout, e.status))
-end
 LUA
+  wrk_report_lua
 } >"$dir/postbacks.lua"
 
 # Checks one postback end to end before loading: 200 "accepted" means acknowledged.
