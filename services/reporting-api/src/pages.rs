@@ -163,6 +163,16 @@ struct ClickRow {
     is_bot: u8,
 }
 
+/// Cuts the one row fetched beyond a page off `rows`; when it was there, returns the
+/// cursor of the page's last row, from which the next page starts.
+fn split_page<R>(rows: &mut Vec<R>, size: u64, cursor: impl Fn(&R) -> String) -> Option<String> {
+    if rows.len() as u64 <= size {
+        return None;
+    }
+    rows.truncate(size as usize);
+    rows.last().map(cursor)
+}
+
 fn page_json<T: Serialize>(items: Vec<T>, size: u64, next: Option<String>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "items": items,
@@ -227,10 +237,7 @@ pub async fn clicks(api: web::Data<Api>, query: Query) -> Result<HttpResponse, A
     sql.push(" ORDER BY ts_ms DESC, click_hash DESC LIMIT ")
         .arg(Arg::U64(size + 1));
     let mut rows = sql.query(&api.clickhouse).fetch_all::<ClickRow>().await?;
-    let next = (rows.len() as u64 > size).then(|| {
-        rows.truncate(size as usize);
-        rows.last().map(|r| format!("{}_{}", r.ts_ms, r.click_hash))
-    });
+    let next = split_page(&mut rows, size, |r| format!("{}_{}", r.ts_ms, r.click_hash));
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
@@ -252,7 +259,7 @@ pub async fn clicks(api: web::Data<Api>, query: Query) -> Result<HttpResponse, A
             })
         })
         .collect();
-    Ok(page_json(items, size, next.flatten()))
+    Ok(page_json(items, size, next))
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -323,10 +330,8 @@ pub async fn conversions(api: web::Data<Api>, query: Query) -> Result<HttpRespon
         .query(&api.clickhouse)
         .fetch_all::<ConversionRow>()
         .await?;
-    let next = (rows.len() as u64 > size).then(|| {
-        rows.truncate(size as usize);
-        rows.last()
-            .map(|r| format!("{}_{}", r.created_unix, r.conversion_id))
+    let next = split_page(&mut rows, size, |r| {
+        format!("{}_{}", r.created_unix, r.conversion_id)
     });
     let items: Vec<_> = rows
         .into_iter()
@@ -347,7 +352,7 @@ pub async fn conversions(api: web::Data<Api>, query: Query) -> Result<HttpRespon
             })
         })
         .collect();
-    Ok(page_json(items, size, next.flatten()))
+    Ok(page_json(items, size, next))
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -464,16 +469,14 @@ pub async fn postbacks(api: web::Data<Api>, query: Query) -> Result<HttpResponse
         .query(&api.clickhouse)
         .fetch_all::<PostbackRow>()
         .await?;
-    let next = (rows.len() as u64 > size).then(|| {
-        rows.truncate(size as usize);
-        rows.last()
-            .map(|r| format!("{}_{}", r.received_at_ms, r.postback_id))
+    let next = split_page(&mut rows, size, |r| {
+        format!("{}_{}", r.received_at_ms, r.postback_id)
     });
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| postback_json(&api, r, false))
         .collect();
-    Ok(page_json(items, size, next.flatten()))
+    Ok(page_json(items, size, next))
 }
 
 /// One postback log entry with its full payload.
@@ -580,10 +583,8 @@ pub async fn outbound(api: web::Data<Api>, query: Query) -> Result<HttpResponse,
         .query(&api.clickhouse)
         .fetch_all::<OutboundRow>()
         .await?;
-    let next = (rows.len() as u64 > size).then(|| {
-        rows.truncate(size as usize);
-        rows.last()
-            .map(|r| format!("{}_{}", r.attempted_at_ms, r.attempt_id))
+    let next = split_page(&mut rows, size, |r| {
+        format!("{}_{}", r.attempted_at_ms, r.attempt_id)
     });
     let items: Vec<_> = rows
         .into_iter()
@@ -611,7 +612,7 @@ pub async fn outbound(api: web::Data<Api>, query: Query) -> Result<HttpResponse,
             })
         })
         .collect();
-    Ok(page_json(items, size, next.flatten()))
+    Ok(page_json(items, size, next))
 }
 
 #[derive(Debug, Deserialize, Serialize)]
