@@ -184,31 +184,15 @@ struct Tables {
 
 /// Runs `$body` with `$t` bound to each table in turn.
 macro_rules! each_table {
-    ($tables:expr, $t:ident => $body:expr) => {{
-        {
-            let $t = &mut $tables.clicks;
+    ($tables:expr, $t:ident => $body:expr) => {
+        each_table!(@fields $tables, $t => $body;
+            clicks conversions postback_log postback_results outbound_log flows)
+    };
+    (@fields $tables:expr, $t:ident => $body:expr; $($field:ident)*) => {{
+        $({
+            let $t = &mut $tables.$field;
             $body
-        }
-        {
-            let $t = &mut $tables.conversions;
-            $body
-        }
-        {
-            let $t = &mut $tables.postback_log;
-            $body
-        }
-        {
-            let $t = &mut $tables.postback_results;
-            $body
-        }
-        {
-            let $t = &mut $tables.outbound_log;
-            $body
-        }
-        {
-            let $t = &mut $tables.flows;
-            $body
-        }
+        })*
     }};
 }
 
