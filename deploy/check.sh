@@ -25,6 +25,9 @@ fi
 if [[ ! -x "$VENV/bin/kubernetes-validate" ]] \
   || [[ "$("$VENV/bin/kubernetes-validate" --version 2>/dev/null)" != *"$KUBERNETES_VALIDATE_VERSION"* ]]; then
   log "pip: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+  # A fresh venv: one left by an older version, or made under another path (its scripts
+  # name their interpreter by absolute path), would not work.
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
