@@ -121,6 +121,15 @@ pub fn conversion_id_for(click: &ClickInfo, flow: Option<&Flow>, postback: &Post
     )
 }
 
+/// How long after its click a postback still converts: the flow's attribution window.
+pub fn window_ms(flow: Option<&Flow>) -> i64 {
+    let days = flow
+        .map(|f| f.attribution_window_days)
+        .filter(|d| *d > 0)
+        .unwrap_or(DEFAULT_WINDOW_DAYS);
+    i64::from(days) * DAY_MS
+}
+
 pub fn attribute(
     click: &ClickInfo,
     flow: Option<&Flow>,
@@ -128,11 +137,7 @@ pub fn attribute(
     current: Option<&Conversion>,
     now_ms: i64,
 ) -> Decision {
-    let window_days = flow
-        .map(|f| f.attribution_window_days)
-        .filter(|d| *d > 0)
-        .unwrap_or(DEFAULT_WINDOW_DAYS);
-    if postback.received_at_ms - click.ts_ms > i64::from(window_days) * DAY_MS {
+    if postback.received_at_ms - click.ts_ms > window_ms(flow) {
         return Decision::Expired;
     }
     let (goal_key, goal) = goal_of(flow, postback);

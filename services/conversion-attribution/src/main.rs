@@ -8,6 +8,7 @@
 //! the click comes or the hold timeout passes.
 
 mod attribute;
+mod metrics;
 mod processor;
 mod store;
 
@@ -40,6 +41,12 @@ pub struct Settings {
     /// How long a transaction collects work before it commits: longer means fewer commits
     /// (more throughput) and later visibility downstream.
     pub commit_interval_ms: u64,
+    /// How long past its flow's attribution window a click stays in the state, so that a
+    /// postback received inside the window but processed late still finds it.
+    pub window_grace_secs: u64,
+    /// How often clicks, sessions and conversions out of retention are dropped (and the
+    /// state logs compacted when dead records dominate).
+    pub trim_interval_secs: u64,
 }
 
 impl Default for Settings {
@@ -53,6 +60,8 @@ impl Default for Settings {
             instance_id: "0".into(),
             state_dir: ".local/attribution".into(),
             commit_interval_ms: 250,
+            window_grace_secs: 24 * 60 * 60,
+            trim_interval_secs: 60,
         }
     }
 }

@@ -28,6 +28,7 @@ use traffsure_events::{Click, Conversion, Postback, PostbackOutcome, PostbackRes
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
+use crate::metrics;
 use crate::store::PartitionState;
 use crate::Settings;
 
@@ -106,6 +107,26 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Which clicks the state keeps: those within their flow's attribution window and a grace,
+/// at one moment. Windows are looked up once per flow.
+struct Retention {
+    registry: Arc<FlowRegistry>,
+    grace_ms: i64,
+    now_ms: i64,
+    windows: HashMap<u32, i64>,
+}
+
+impl Retention {
+    fn keeps(&mut self, click_ts_ms: i64, flow_id: u32) -> bool {
+        let registry = &self.registry;
+        let window = *self
+            .windows
+            .entry(flow_id)
+            .or_insert_with(|| attribute::window_ms(registry.get(flow_id).as_deref()));
+        self.now_ms - click_ts_ms <= window + self.grace_ms
+    }
+}
+
 /// A postback waiting for its click.
 struct Held {
     postback: Postback,
@@ -150,6 +171,8 @@ pub struct Processor {
     recoveries: u64,
     transaction_started: Instant,
     transaction_events: usize,
+    trim_interval: Duration,
+    last_trim: Instant,
     shutdown: Arc<AtomicBool>,
 }
 
@@ -208,6 +231,7 @@ impl Processor {
             .context("init transactions")?;
         let consumer = group_consumer(&settings, &topics)?;
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
+        let settings_trim_interval = settings.trim_interval_secs.max(1);
         Ok(Self {
             hold_timeout: Duration::from_secs(settings.hold_timeout_secs),
             commit_interval: Duration::from_millis(settings.commit_interval_ms.max(1)),
@@ -222,6 +246,8 @@ impl Processor {
             recoveries: 0,
             transaction_started: Instant::now(),
             transaction_events: 0,
+            trim_interval: Duration::from_secs(settings_trim_interval),
+            last_trim: Instant::now(),
             shutdown,
         })
     }
@@ -234,6 +260,7 @@ impl Processor {
                     message.topic() == self.topics.clicks,
                     message.partition(),
                     message.offset(),
+                    message.timestamp().to_millis(),
                     message.payload().unwrap_or_default().to_vec(),
                 )),
                 Some(Err(error)) => {
@@ -250,7 +277,7 @@ impl Processor {
             {
                 self.rebalanced()?;
             }
-            if let Some((is_click, partition, offset, payload)) = polled {
+            if let Some((is_click, partition, offset, timestamp_ms, payload)) = polled {
                 if self.in_transaction && !self.partitions.contains_key(&partition) {
                     // A load can take longer than the transaction timeout: the broker would
                     // abort the open transaction and fence this producer.
@@ -265,13 +292,14 @@ impl Processor {
                 if is_click {
                     self.on_click(partition, offset, &payload)?;
                 } else {
-                    self.on_postback(partition, offset, &payload)?;
+                    self.on_postback(partition, offset, timestamp_ms, &payload)?;
                 }
                 self.transaction_events += 1;
             }
             if last_expiry.elapsed() >= Duration::from_millis(250) {
                 last_expiry = Instant::now();
                 self.expire_held()?;
+                self.report();
             }
             if self.in_transaction
                 && (self.transaction_started.elapsed() >= self.commit_interval
@@ -315,6 +343,11 @@ impl Processor {
             return Ok(());
         }
         let assigned = self.consumer.context().assigned();
+        for partition in self.partitions.keys() {
+            if !assigned.contains(partition) {
+                metrics::forget_partition(*partition);
+            }
+        }
         self.partitions.retain(|p, _| assigned.contains(p));
         for owned in self.partitions.values_mut() {
             owned.clicks_next = None;
@@ -391,7 +424,76 @@ impl Processor {
             }
             owned.state.flush()?;
         }
+        if self.last_trim.elapsed() >= self.trim_interval {
+            self.trim()?;
+        }
         Ok(())
+    }
+
+    fn retention(&self) -> Retention {
+        Retention {
+            registry: self.registry.clone(),
+            grace_ms: (self.settings.window_grace_secs as i64).saturating_mul(1000),
+            now_ms: now_ms(),
+            windows: HashMap::new(),
+        }
+    }
+
+    /// Drops what retention no longer keeps and compacts the logs dead records dominate.
+    /// Runs right after a commit, when every state matches its file and Kafka.
+    fn trim(&mut self) -> anyhow::Result<()> {
+        self.last_trim = Instant::now();
+        let mut retention = self.retention();
+        let m = metrics::metrics();
+        for (&partition, owned) in self.partitions.iter_mut() {
+            debug_assert!(owned.uncommitted.is_empty());
+            let trimmed = owned
+                .state
+                .trim(retention.now_ms, &mut |ts, flow| retention.keeps(ts, flow));
+            for (kind, count) in [
+                ("clicks", trimmed.clicks),
+                ("visitors", trimmed.visitors),
+                ("conversions", trimmed.conversions),
+            ] {
+                m.trimmed.with_label_values(&[kind]).inc_by(count as u64);
+            }
+            if owned.state.needs_compaction() {
+                let started = Instant::now();
+                let before = owned.state.file_bytes();
+                owned
+                    .state
+                    .compact()
+                    .with_context(|| format!("compact the state of partition {partition}"))?;
+                m.compactions
+                    .with_label_values(&[partition.to_string().as_str()])
+                    .inc();
+                tracing::info!(
+                    partition,
+                    before,
+                    after = owned.state.file_bytes(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "state log compacted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the state gauges of every owned partition.
+    fn report(&self) {
+        for (&partition, owned) in &self.partitions {
+            let state = &owned.state;
+            metrics::report_partition(
+                partition,
+                [
+                    state.clicks.len(),
+                    state.visitors.len(),
+                    state.conversions.len(),
+                    owned.held.len(),
+                ],
+                state.file_bytes(),
+            );
+        }
     }
 
     fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
@@ -429,9 +531,13 @@ impl Processor {
             return Ok(());
         }
         let started = Instant::now();
-        let mut state = PartitionState::open(&self.state_dir, partition)
-            .with_context(|| format!("open the state of partition {partition}"))?;
+        let mut retention = self.retention();
+        let mut state = PartitionState::open(&self.state_dir, partition, &mut |ts, flow| {
+            retention.keeps(ts, flow)
+        })
+        .with_context(|| format!("open the state of partition {partition}"))?;
         let from_file = state.clicks.len();
+        let file_elapsed = started.elapsed();
         let reader = catch_up_reader(&self.settings)?;
         let mut read = 0usize;
         read_to_end(
@@ -443,7 +549,8 @@ impl Processor {
                 read += 1;
                 match Click::decode(payload) {
                     Ok(click) => {
-                        state.add_click(offset, ClickInfo::from(&click))?;
+                        let keep = retention.keeps(click.ts_ms, click.flow_id);
+                        state.add_click(offset, ClickInfo::from(&click), keep)?;
                     }
                     Err(error) => {
                         tracing::warn!(partition, offset, %error, "skipping undecodable click")
@@ -460,8 +567,10 @@ impl Processor {
             state.conversions_next,
             |offset, payload| {
                 if let Ok(conversion) = Conversion::decode(payload) {
-                    state.record_conversion(&conversion)?;
-                    state.insert_conversion(conversion);
+                    if retention.keeps(conversion.click_ts_ms, conversion.flow_id) {
+                        state.record_conversion(&conversion)?;
+                        state.insert_conversion(conversion);
+                    }
                 }
                 conversions_end = offset + 1;
                 Ok(())
@@ -479,6 +588,13 @@ impl Processor {
                 Duration::from_secs(1),
             )
             .is_ok();
+        let m = metrics::metrics();
+        m.restore_seconds
+            .with_label_values(&["file"])
+            .observe(file_elapsed.as_secs_f64());
+        m.restore_seconds
+            .with_label_values(&["topic"])
+            .observe((started.elapsed() - file_elapsed).as_secs_f64());
         tracing::info!(
             partition,
             from_file,
@@ -519,7 +635,11 @@ impl Processor {
             click.visitor_id.clone(),
             click.flow_id,
         );
-        owned.state.add_click(offset, click)?;
+        let keep = self.retention().keeps(click.ts_ms, flow);
+        let Some(owned) = self.partitions.get_mut(&partition) else {
+            return Ok(());
+        };
+        owned.state.add_click(offset, click, keep)?;
         if owned.held.is_empty() {
             return Ok(());
         }
@@ -538,17 +658,28 @@ impl Processor {
         Ok(())
     }
 
-    fn on_postback(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+    /// `timestamp_ms` is when the postback was written to Kafka: a postback read again after
+    /// a crash or rebalance waits for its click only what is left of its hold timeout.
+    fn on_postback(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         let Some(owned) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
         owned.postbacks_next = Some(offset + 1);
+        let waited = timestamp_ms
+            .map(|ts| Duration::from_millis((now_ms() - ts).max(0) as u64))
+            .unwrap_or_default();
         match Postback::decode(payload) {
             Ok(postback) => {
                 let held = Held {
                     postback,
                     offset,
-                    deadline: Instant::now() + self.hold_timeout,
+                    deadline: Instant::now() + self.hold_timeout.saturating_sub(waited),
                 };
                 self.attribute(partition, held)
             }
@@ -593,7 +724,11 @@ impl Processor {
             return Ok(());
         };
         let postback = &held.postback;
-        let Some(click) = owned.state.find_click(postback).cloned() else {
+        let Some(click) = owned
+            .state
+            .find_click(postback)
+            .map(|c| owned.state.click_info(c))
+        else {
             tracing::debug!(postback_id = %postback.postback_id, "postback held for its click");
             owned.held.push(held);
             return Ok(());

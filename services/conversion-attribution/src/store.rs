@@ -1,18 +1,27 @@
 //! The persistent state of one partition: an append-only log file of clicks and
-//! conversion versions, loaded into memory when the partition is assigned.
+//! conversion versions, loaded into memory when the partition is assigned, trimmed to the
+//! attribution window and compacted when dead records dominate.
 //!
 //! Every record is `[len u32][crc32 u32][kind u8][body]`; a torn or corrupt tail (a crash in
 //! the middle of a write) is cut off at load. The file never runs ahead of Kafka: clicks
 //! are facts that may be applied twice, and conversion versions are appended only after
 //! the transaction that published them committed. What the file lacks is read back from
 //! the `clicks` and `conversions` partitions from the positions it records.
+//!
+//! In memory a click is a fixed-size record keyed by a 128-bit digest of its click hash,
+//! with its low-cardinality dimensions (country, source, device, OS, browser) interned per
+//! partition and its sub IDs packed in one allocation. What the retention rule decides
+//! (how long a flow's clicks live) is left to the caller, which knows the flows.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message as _;
+use sha2::{Digest, Sha256};
 use traffsure_events::{Conversion, Postback};
 
 use crate::attribute::ClickInfo;
@@ -20,38 +29,177 @@ use crate::attribute::ClickInfo;
 const KIND_CLICK: u8 = 1;
 const KIND_CONVERSION: u8 = 2;
 const KIND_CONVERSIONS_CHECKPOINT: u8 = 3;
+const KIND_CLICKS_CHECKPOINT: u8 = 4;
+/// A click written by a compaction, with the visitor whose latest click in the flow it is.
+const KIND_VISITOR_CLICK: u8 = 5;
+const KIND_CONVERSION_STATE: u8 = 6;
 const HEADER: usize = 9;
 /// A visitor's session: a visitor-based postback converts the latest click of the visitor in
 /// the flow if that click is at most this old; every new click extends it.
 pub const VISITOR_SESSION_MS: i64 = 4 * 24 * 60 * 60 * 1000;
+/// Files smaller than this are never compacted: rewriting them gains too little.
+const COMPACT_MIN_BYTES: u64 = 4 << 20;
+
+/// A stable 128-bit digest of a click hash or of a visitor in a flow: the in-memory key.
+pub type Key = u128;
+
+pub fn click_key(click_hash: &str) -> Key {
+    digest(&[click_hash.as_bytes()])
+}
+
+fn visitor_key(visitor_id: &str, flow_id: u32) -> Key {
+    digest(&[visitor_id.as_bytes(), &[0], &flow_id.to_le_bytes()])
+}
+
+fn digest(parts: &[&[u8]]) -> Key {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let bytes: [u8; 32] = hasher.finalize().into();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&bytes[..16]);
+    u128::from_le_bytes(key)
+}
+
+/// Keys are digests already: their low bits are a hash.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+pub type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// Dimension strings shared by every click of the partition that has them.
+#[derive(Default)]
+pub struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |n| n)
+    }
+}
+
+/// A click as the state holds it in memory.
+#[derive(Debug, Clone)]
+pub struct StoredClick {
+    pub click_hash: Box<str>,
+    pub ts_ms: i64,
+    pub flow_id: u32,
+    pub routing_key: u32,
+    /// Interned country, source, device, OS, browser.
+    dims: [u32; 5],
+    /// Set while a compaction has written the click (it fits in the padding).
+    written: bool,
+    /// Sub ID then sub1…subN, each as a varint length and its bytes; empty when all are.
+    subs: Box<[u8]>,
+}
+
+fn pack_subs(sub_id: &str, subs: &[String]) -> Box<[u8]> {
+    if sub_id.is_empty() && subs.iter().all(String::is_empty) {
+        return Box::default();
+    }
+    let mut packed =
+        Vec::with_capacity(sub_id.len() + subs.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
+    for value in std::iter::once(sub_id).chain(subs.iter().map(String::as_str)) {
+        prost::encoding::encode_varint(value.len() as u64, &mut packed);
+        packed.extend_from_slice(value.as_bytes());
+    }
+    packed.into_boxed_slice()
+}
+
+fn unpack_subs(mut packed: &[u8]) -> (String, Vec<String>) {
+    let mut values = Vec::new();
+    while !packed.is_empty() {
+        let Ok(len) = prost::encoding::decode_varint(&mut packed) else {
+            break;
+        };
+        let len = (len as usize).min(packed.len());
+        values.push(String::from_utf8_lossy(&packed[..len]).into_owned());
+        packed = &packed[len..];
+    }
+    let mut values = values.into_iter();
+    let sub_id = values.next().unwrap_or_default();
+    (sub_id, values.collect())
+}
 
 /// The latest version of a conversion and the postbacks that made its versions.
-#[derive(Debug, Clone)]
+#[derive(Clone, PartialEq, prost::Message)]
 pub struct ConversionState {
+    #[prost(message, required, tag = "1")]
     pub current: Conversion,
     /// Postbacks already applied, so a postback read again after a restart changes nothing.
+    #[prost(string, repeated, tag = "2")]
     pub postback_ids: Vec<String>,
+}
+
+/// How much a trim removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed {
+    pub clicks: usize,
+    pub visitors: usize,
+    pub conversions: usize,
 }
 
 /// Clicks, visitors and conversions of one partition, in memory and in its log file.
 pub struct PartitionState {
-    pub clicks: HashMap<String, ClickInfo>,
-    /// (visitor id, flow id) → (time, click hash) of the visitor's latest click in that flow.
-    pub visitors: HashMap<(String, u32), (i64, String)>,
+    pub clicks: KeyMap<StoredClick>,
+    /// Each visitor's latest click per flow (its key), by digest of (visitor id, flow id).
+    pub visitors: KeyMap<Key>,
     pub conversions: HashMap<String, ConversionState>,
+    pub dims: Interner,
     /// The next `clicks` offset the file lacks.
     pub clicks_next: i64,
     /// The next `conversions` offset the file lacks.
     pub conversions_next: i64,
+    /// `clicks_next` as the file records it.
+    clicks_next_written: i64,
+    /// Click and conversion records in the file, live or dead (with checkpoints).
+    records: usize,
+    file_len: u64,
+    compact_min_bytes: u64,
     file: BufWriter<File>,
     path: PathBuf,
 }
 
 impl PartitionState {
-    /// Opens (or creates) the log of `partition` under `dir` and loads it.
-    pub fn open(dir: &Path, partition: i32) -> std::io::Result<Self> {
+    /// Opens (or creates) the log of `partition` under `dir` and loads what `keep` (click
+    /// time, flow id → still within retention) keeps.
+    pub fn open(
+        dir: &Path,
+        partition: i32,
+        keep: &mut impl FnMut(i64, u32) -> bool,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("partition-{partition}.log"));
+        // A compaction cut short by a crash leaves its unfinished copy; the log is intact.
+        let _ = std::fs::remove_file(compact_path(&path));
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -60,15 +208,20 @@ impl PartitionState {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut state = Self {
-            clicks: HashMap::new(),
-            visitors: HashMap::new(),
+            clicks: KeyMap::default(),
+            visitors: KeyMap::default(),
             conversions: HashMap::new(),
+            dims: Interner::default(),
             clicks_next: 0,
             conversions_next: 0,
+            clicks_next_written: 0,
+            records: 0,
+            file_len: 0,
+            compact_min_bytes: COMPACT_MIN_BYTES,
             file: BufWriter::new(file.try_clone()?),
             path,
         };
-        let valid = state.replay(&bytes);
+        let valid = state.replay(&bytes, keep);
         if valid < bytes.len() {
             tracing::warn!(
                 partition,
@@ -78,11 +231,19 @@ impl PartitionState {
             file.set_len(valid as u64)?;
             file.seek(SeekFrom::End(0))?;
         }
+        state.file_len = valid as u64;
+        state.clicks_next_written = state.clicks_next;
         Ok(state)
     }
 
+    /// Files of at least `bytes` may be compacted (tests use small ones).
+    #[cfg(test)]
+    pub fn set_compact_min_bytes(&mut self, bytes: u64) {
+        self.compact_min_bytes = bytes;
+    }
+
     /// Applies every whole record of `bytes`; returns the length of the valid prefix.
-    fn replay(&mut self, bytes: &[u8]) -> usize {
+    fn replay(&mut self, bytes: &[u8], keep: &mut impl FnMut(i64, u32) -> bool) -> usize {
         let mut at = 0;
         while bytes.len() - at >= HEADER {
             let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
@@ -96,64 +257,137 @@ impl PartitionState {
             let body = &bytes[at + HEADER..end];
             match bytes[at + 8] {
                 KIND_CLICK if body.len() >= 8 => {
+                    self.records += 1;
                     let offset = i64::from_le_bytes(body[..8].try_into().unwrap_or_default());
+                    self.clicks_next = self.clicks_next.max(offset + 1);
                     if let Ok(click) = ClickInfo::decode(&body[8..]) {
-                        self.clicks_next = self.clicks_next.max(offset + 1);
-                        self.insert_click(click);
+                        if keep(click.ts_ms, click.flow_id) {
+                            self.insert_click(&click);
+                        }
                     }
                 }
                 KIND_CONVERSION => {
+                    self.records += 1;
                     if let Ok(conversion) = Conversion::decode(body) {
-                        self.insert_conversion(conversion);
+                        if keep(conversion.click_ts_ms, conversion.flow_id) {
+                            self.insert_conversion(conversion);
+                        }
+                    }
+                }
+                KIND_CONVERSION_STATE => {
+                    self.records += 1;
+                    if let Ok(state) = ConversionState::decode(body) {
+                        if keep(state.current.click_ts_ms, state.current.flow_id) {
+                            self.conversions
+                                .insert(state.current.conversion_id.clone(), state);
+                        }
+                    }
+                }
+                KIND_VISITOR_CLICK if body.len() >= 16 => {
+                    self.records += 1;
+                    let visitor = u128::from_le_bytes(body[..16].try_into().unwrap_or_default());
+                    if let Ok(click) = ClickInfo::decode(&body[16..]) {
+                        if keep(click.ts_ms, click.flow_id) {
+                            self.insert_click(&click);
+                            let key = click_key(&click.click_hash);
+                            self.note_visitor(visitor, click.ts_ms, key);
+                        }
                     }
                 }
                 KIND_CONVERSIONS_CHECKPOINT if body.len() == 8 => {
+                    self.records += 1;
                     let next = i64::from_le_bytes(body.try_into().unwrap_or_default());
                     self.conversions_next = self.conversions_next.max(next);
+                }
+                KIND_CLICKS_CHECKPOINT if body.len() == 8 => {
+                    self.records += 1;
+                    let next = i64::from_le_bytes(body.try_into().unwrap_or_default());
+                    self.clicks_next = self.clicks_next.max(next);
                 }
                 _ => break,
             }
             at = end;
         }
+        // Visitors whose click was not kept lead nowhere.
+        let clicks = &self.clicks;
+        self.visitors.retain(|_, click| clicks.contains_key(click));
         at
     }
 
     fn append(&mut self, kind: u8, body: &[u8]) -> std::io::Result<()> {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&[kind]);
-        hasher.update(body);
-        self.file.write_all(&(body.len() as u32).to_le_bytes())?;
-        self.file.write_all(&hasher.finalize().to_le_bytes())?;
-        self.file.write_all(&[kind])?;
-        self.file.write_all(body)
+        write_record(&mut self.file, kind, body)?;
+        self.file_len += (HEADER + body.len()) as u64;
+        self.records += 1;
+        Ok(())
     }
 
-    fn insert_click(&mut self, click: ClickInfo) {
-        if !click.visitor_id.is_empty() {
-            let key = (click.visitor_id.clone(), click.flow_id);
-            let newer = self
-                .visitors
-                .get(&key)
-                .is_none_or(|(ts, _)| *ts <= click.ts_ms);
-            if newer {
-                self.visitors
-                    .insert(key, (click.ts_ms, click.click_hash.clone()));
-            }
+    fn note_visitor(&mut self, key: Key, ts_ms: i64, click: Key) {
+        let newer = self
+            .visitors
+            .get(&key)
+            .and_then(|latest| self.clicks.get(latest))
+            .is_none_or(|latest| latest.ts_ms <= ts_ms);
+        if newer {
+            self.visitors.insert(key, click);
         }
-        self.clicks.insert(click.click_hash.clone(), click);
     }
 
-    /// Adds the click read at `offset`, unless the state already has it.
-    pub fn add_click(&mut self, offset: i64, click: ClickInfo) -> std::io::Result<bool> {
+    fn insert_click(&mut self, click: &ClickInfo) {
+        let key = click_key(&click.click_hash);
+        if !click.visitor_id.is_empty() {
+            self.note_visitor(
+                visitor_key(&click.visitor_id, click.flow_id),
+                click.ts_ms,
+                key,
+            );
+        }
+        let dims = [
+            self.dims.intern(&click.country),
+            self.dims.intern(&click.source),
+            self.dims.intern(&click.device),
+            self.dims.intern(&click.os),
+            self.dims.intern(&click.browser),
+        ];
+        self.clicks.insert(
+            key,
+            StoredClick {
+                click_hash: click.click_hash.as_str().into(),
+                ts_ms: click.ts_ms,
+                flow_id: click.flow_id,
+                routing_key: click.routing_key,
+                dims,
+                written: false,
+                subs: pack_subs(&click.sub_id, &click.subs),
+            },
+        );
+    }
+
+    /// The click with its dimensions, as attribution reads it (no visitor id).
+    pub fn click_info(&self, click: &StoredClick) -> ClickInfo {
+        info_of(&self.dims, click)
+    }
+
+    /// Adds the click read at `offset`, unless the state already has it or `keep` says it
+    /// is out of retention (then only its offset is noted).
+    pub fn add_click(
+        &mut self,
+        offset: i64,
+        click: ClickInfo,
+        keep: bool,
+    ) -> std::io::Result<bool> {
         if offset < self.clicks_next {
+            return Ok(false);
+        }
+        self.clicks_next = offset + 1;
+        if !keep {
             return Ok(false);
         }
         let mut body = Vec::with_capacity(8 + click.encoded_len());
         body.extend_from_slice(&offset.to_le_bytes());
         click.encode(&mut body)?;
         self.append(KIND_CLICK, &body)?;
-        self.clicks_next = offset + 1;
-        self.insert_click(click);
+        self.clicks_next_written = self.clicks_next;
+        self.insert_click(&click);
         Ok(true)
     }
 
@@ -194,27 +428,171 @@ impl PartitionState {
         self.append(KIND_CONVERSIONS_CHECKPOINT, &next.to_le_bytes())
     }
 
+    /// Writes what is buffered, with the clicks position if clicks out of retention moved it.
     pub fn flush(&mut self) -> std::io::Result<()> {
+        if self.clicks_next > self.clicks_next_written {
+            let next = self.clicks_next;
+            self.append(KIND_CLICKS_CHECKPOINT, &next.to_le_bytes())?;
+            self.clicks_next_written = next;
+        }
         self.file.flush()
     }
 
     pub fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        self.file_len
+    }
+
+    /// Drops from memory the clicks and conversions `keep` no longer keeps, visitors whose
+    /// session ended at `now_ms` or whose click is gone. The file keeps them until the next
+    /// compaction; a load applies the same rule.
+    pub fn trim(&mut self, now_ms: i64, keep: &mut impl FnMut(i64, u32) -> bool) -> Trimmed {
+        let before = (
+            self.clicks.len(),
+            self.visitors.len(),
+            self.conversions.len(),
+        );
+        self.clicks.retain(|_, c| keep(c.ts_ms, c.flow_id));
+        let clicks = &self.clicks;
+        self.visitors.retain(|_, click| {
+            clicks
+                .get(click)
+                .is_some_and(|c| now_ms - c.ts_ms <= VISITOR_SESSION_MS)
+        });
+        self.conversions
+            .retain(|_, c| keep(c.current.click_ts_ms, c.current.flow_id));
+        Trimmed {
+            clicks: before.0 - self.clicks.len(),
+            visitors: before.1 - self.visitors.len(),
+            conversions: before.2 - self.conversions.len(),
+        }
+    }
+
+    /// Whether dead records (trimmed clicks, older conversion versions, old checkpoints)
+    /// make up more than half of a file worth rewriting.
+    pub fn needs_compaction(&self) -> bool {
+        self.file_len >= self.compact_min_bytes
+            && self.records > 2 * (self.clicks.len() + self.conversions.len())
+    }
+
+    /// Rewrites the live state to a new file and puts it in place of the log: written and
+    /// synced beside it, then renamed over it (atomic), then the directory synced. Call it
+    /// only when the memory matches the file (nothing uncommitted): a crash at any point
+    /// leaves either the old log or the new one, both consistent with Kafka.
+    pub fn compact(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        let result = self.write_compacted();
+        for click in self.clicks.values_mut() {
+            click.written = false;
+        }
+        result
+    }
+
+    fn write_compacted(&mut self) -> std::io::Result<()> {
+        let tmp = compact_path(&self.path);
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        let mut len = 0u64;
+        let mut records = 0usize;
+        let mut put = |out: &mut BufWriter<File>, kind: u8, body: &[u8]| {
+            len += (HEADER + body.len()) as u64;
+            records += 1;
+            write_record(out, kind, body)
+        };
+        put(
+            &mut out,
+            KIND_CLICKS_CHECKPOINT,
+            &self.clicks_next.to_le_bytes(),
+        )?;
+        put(
+            &mut out,
+            KIND_CONVERSIONS_CHECKPOINT,
+            &self.conversions_next.to_le_bytes(),
+        )?;
+        let mut body = Vec::new();
+        // A visitor's latest click carries the visitor; every click has one visitor at most.
+        for (visitor, key) in &self.visitors {
+            let Some(click) = self.clicks.get_mut(key) else {
+                continue;
+            };
+            click.written = true;
+            body.clear();
+            body.extend_from_slice(&visitor.to_le_bytes());
+            info_of(&self.dims, click).encode(&mut body)?;
+            put(&mut out, KIND_VISITOR_CLICK, &body)?;
+        }
+        for click in self.clicks.values() {
+            if click.written {
+                continue;
+            }
+            body.clear();
+            // Offsets only matter for the position, which the checkpoint above records.
+            body.extend_from_slice(&(-1i64).to_le_bytes());
+            info_of(&self.dims, click).encode(&mut body)?;
+            put(&mut out, KIND_CLICK, &body)?;
+        }
+        for state in self.conversions.values() {
+            body.clear();
+            state.encode(&mut body)?;
+            put(&mut out, KIND_CONVERSION_STATE, &body)?;
+        }
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        let file = OpenOptions::new().append(true).open(&self.path)?;
+        self.file = BufWriter::new(file);
+        self.file_len = len;
+        self.records = records;
+        self.clicks_next_written = self.clicks_next;
+        Ok(())
     }
 
     /// The click a postback names, by click hash or by visitor and flow.
-    pub fn find_click(&self, postback: &Postback) -> Option<&ClickInfo> {
+    pub fn find_click(&self, postback: &Postback) -> Option<&StoredClick> {
         if !postback.click_hash.is_empty() {
-            return self.clicks.get(&postback.click_hash);
+            return self.clicks.get(&click_key(&postback.click_hash));
         }
-        let (ts_ms, hash) = self
+        let click = self
             .visitors
-            .get(&(postback.visitor_id.clone(), postback.flow_id))?;
-        if postback.received_at_ms - ts_ms > VISITOR_SESSION_MS {
-            return None;
-        }
-        self.clicks.get(hash)
+            .get(&visitor_key(&postback.visitor_id, postback.flow_id))
+            .and_then(|click| self.clicks.get(click))?;
+        (postback.received_at_ms - click.ts_ms <= VISITOR_SESSION_MS).then_some(click)
     }
+}
+
+fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
+    let (sub_id, subs) = unpack_subs(&click.subs);
+    let [country, source, device, os, browser] = click.dims.map(|d| dims.name(d).to_string());
+    ClickInfo {
+        click_hash: click.click_hash.to_string(),
+        flow_id: click.flow_id,
+        ts_ms: click.ts_ms,
+        routing_key: click.routing_key,
+        visitor_id: String::new(),
+        country,
+        source,
+        sub_id,
+        subs,
+        device,
+        os,
+        browser,
+    }
+}
+
+fn compact_path(path: &Path) -> PathBuf {
+    path.with_extension("log.compact")
+}
+
+fn write_record(out: &mut impl Write, kind: u8, body: &[u8]) -> std::io::Result<()> {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(body);
+    out.write_all(&(body.len() as u32).to_le_bytes())?;
+    out.write_all(&hasher.finalize().to_le_bytes())?;
+    out.write_all(&[kind])?;
+    out.write_all(body)
 }
 
 #[cfg(test)]
@@ -228,6 +606,8 @@ mod tests {
             ts_ms,
             visitor_id: visitor.into(),
             country: "FR".into(),
+            sub_id: "s1".into(),
+            subs: vec!["".into(), "b".into()],
             ..ClickInfo::default()
         }
     }
@@ -238,6 +618,8 @@ mod tests {
             version,
             postback_id: postback.into(),
             revenue_micros: i64::from(version) * 1_000_000,
+            click_ts_ms: 10,
+            flow_id: 7,
             ..Conversion::default()
         }
     }
@@ -252,14 +634,25 @@ mod tests {
         dir
     }
 
+    fn all(_: i64, _: u32) -> bool {
+        true
+    }
+
+    fn hash_of(state: &PartitionState, click: Option<&StoredClick>) -> Option<String> {
+        click.map(|c| state.click_info(c).click_hash)
+    }
+
     #[test]
     fn reloads_clicks_visitors_conversions_and_checkpoints() -> std::io::Result<()> {
         let dir = temp_dir("reload");
         {
-            let mut state = PartitionState::open(&dir, 2)?;
-            assert!(state.add_click(0, click("a", "v1", 10))?);
-            assert!(state.add_click(1, click("b", "v1", 20))?);
-            assert!(!state.add_click(1, click("b", "v1", 20))?, "seen offset");
+            let mut state = PartitionState::open(&dir, 2, &mut all)?;
+            assert!(state.add_click(0, click("a", "v1", 10), true)?);
+            assert!(state.add_click(1, click("b", "v1", 20), true)?);
+            assert!(
+                !state.add_click(1, click("b", "v1", 20), true)?,
+                "seen offset"
+            );
             let v1 = conversion("x", 1, "p1");
             let v2 = conversion("x", 2, "p2");
             for c in [&v1, &v2] {
@@ -269,10 +662,14 @@ mod tests {
             state.record_conversions_checkpoint(5)?;
             state.flush()?;
         }
-        let state = PartitionState::open(&dir, 2)?;
+        let state = PartitionState::open(&dir, 2, &mut all)?;
         assert_eq!((state.clicks_next, state.conversions_next), (2, 5));
-        assert_eq!(state.clicks["a"].country, "FR");
-        assert_eq!(state.visitors[&("v1".to_string(), 7)].1, "b");
+        let a = state.click_info(&state.clicks[&click_key("a")]);
+        assert_eq!(
+            (a.country.as_str(), a.sub_id.as_str(), a.subs.clone()),
+            ("FR", "s1", vec![String::new(), "b".to_string()])
+        );
+        assert_eq!(state.visitors[&visitor_key("v1", 7)], click_key("b"));
         let x = &state.conversions["x"];
         assert_eq!((x.current.version, x.postback_ids.len()), (2, 2));
         std::fs::remove_dir_all(&dir)
@@ -281,20 +678,16 @@ mod tests {
     #[test]
     fn visitor_postbacks_convert_the_latest_click_within_the_session() -> std::io::Result<()> {
         let dir = temp_dir("visitor");
-        let mut state = PartitionState::open(&dir, 1)?;
-        state.add_click(0, click("old", "v", 1_000))?;
-        state.add_click(1, click("new", "v", 2_000))?;
+        let mut state = PartitionState::open(&dir, 1, &mut all)?;
+        state.add_click(0, click("old", "v", 1_000), true)?;
+        state.add_click(1, click("new", "v", 2_000), true)?;
         let postback = |at: i64| Postback {
             visitor_id: "v".into(),
             flow_id: 7,
             received_at_ms: at,
             ..Postback::default()
         };
-        let found = |at| {
-            state
-                .find_click(&postback(at))
-                .map(|c| c.click_hash.clone())
-        };
+        let found = |at| hash_of(&state, state.find_click(&postback(at)));
         assert_eq!(found(3_000).as_deref(), Some("new"));
         assert_eq!(found(2_000 + VISITOR_SESSION_MS).as_deref(), Some("new"));
         assert_eq!(found(2_001 + VISITOR_SESSION_MS), None, "session over");
@@ -310,9 +703,9 @@ mod tests {
     fn cuts_a_torn_tail_and_keeps_appending() -> std::io::Result<()> {
         let dir = temp_dir("torn");
         {
-            let mut state = PartitionState::open(&dir, 0)?;
-            state.add_click(0, click("a", "", 1))?;
-            state.add_click(1, click("b", "", 2))?;
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            state.add_click(0, click("a", "", 1), true)?;
+            state.add_click(1, click("b", "", 2), true)?;
             state.flush()?;
         }
         let path = dir.join("partition-0.log");
@@ -322,14 +715,113 @@ mod tests {
             .open(&path)?
             .set_len(len - 3)?;
         {
-            let mut state = PartitionState::open(&dir, 0)?;
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
             assert_eq!(state.clicks.len(), 1, "the torn click is dropped");
             assert_eq!(state.clicks_next, 1);
-            state.add_click(1, click("b", "", 2))?;
+            state.add_click(1, click("b", "", 2), true)?;
             state.flush()?;
         }
-        let state = PartitionState::open(&dir, 0)?;
+        let state = PartitionState::open(&dir, 0, &mut all)?;
         assert_eq!((state.clicks.len(), state.clicks_next), (2, 2));
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn trims_to_retention_and_compacts_to_the_live_records() -> std::io::Result<()> {
+        let dir = temp_dir("compact");
+        // Clicks at 0..100 ms; retention keeps clicks from 60 ms on.
+        let mut keep_recent = |ts: i64, _: u32| ts >= 60;
+        {
+            let mut state = PartitionState::open(&dir, 3, &mut all)?;
+            state.set_compact_min_bytes(0);
+            for n in 0..100i64 {
+                let c = click(&format!("c{n}"), &format!("v{n}"), n);
+                state.add_click(n, c, true)?;
+            }
+            assert!(!state.add_click(100, click("late-old", "", 5), false)?);
+            let mut old = conversion("old", 1, "p-old");
+            old.click_ts_ms = 10;
+            let mut live = conversion("live", 1, "p1");
+            live.click_ts_ms = 80;
+            let mut live2 = live.clone();
+            live2.version = 2;
+            live2.postback_id = "p2".into();
+            for c in [&old, &live, &live2] {
+                state.record_conversion(c)?;
+                state.insert_conversion(c.clone());
+            }
+            state.record_conversions_checkpoint(3)?;
+            state.flush()?;
+            assert!(!state.needs_compaction(), "nothing is dead yet");
+            let trimmed = state.trim(100, &mut keep_recent);
+            assert_eq!(
+                trimmed,
+                Trimmed {
+                    clicks: 60,
+                    visitors: 60,
+                    conversions: 1
+                }
+            );
+            assert!(state.needs_compaction());
+            let before = state.file_bytes();
+            state.compact()?;
+            // 40 of 100 clicks and their visitors, 1 of 3 conversion versions.
+            assert!(
+                state.file_bytes() < before * 3 / 5,
+                "{} of {before}",
+                state.file_bytes()
+            );
+            assert_eq!(
+                state.file_bytes(),
+                std::fs::metadata(dir.join("partition-3.log"))?.len()
+            );
+            assert!(!state.needs_compaction());
+            // Appends after a compaction land in the new file.
+            state.add_click(101, click("after", "va", 99), true)?;
+            state.flush()?;
+        }
+        let state = PartitionState::open(&dir, 3, &mut all)?;
+        assert_eq!((state.clicks_next, state.conversions_next), (102, 3));
+        assert_eq!(state.clicks.len(), 41);
+        assert!(!state.clicks.contains_key(&click_key("c59")));
+        let visitor = Postback {
+            visitor_id: "v70".into(),
+            flow_id: 7,
+            received_at_ms: 100,
+            ..Postback::default()
+        };
+        assert_eq!(
+            hash_of(&state, state.find_click(&visitor)).as_deref(),
+            Some("c70")
+        );
+        assert_eq!(state.conversions.len(), 1);
+        let live = &state.conversions["live"];
+        assert_eq!((live.current.version, live.postback_ids.len()), (2, 2));
+        assert!(!dir.join("partition-3.log.compact").exists());
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn a_click_in_memory_is_small() {
+        // Key and value in the map; the click hash and packed sub IDs are the only heap parts.
+        assert!(std::mem::size_of::<StoredClick>() <= 72);
+        assert_eq!(std::mem::size_of::<Key>(), 16);
+    }
+
+    #[test]
+    fn a_load_skips_what_retention_no_longer_keeps() -> std::io::Result<()> {
+        let dir = temp_dir("load-trim");
+        {
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            state.add_click(0, click("old", "v", 1), true)?;
+            state.add_click(1, click("new", "w", 50), true)?;
+            state.flush()?;
+        }
+        let state = PartitionState::open(&dir, 0, &mut |ts, _| ts >= 10)?;
+        assert_eq!(
+            (state.clicks.len(), state.visitors.len(), state.clicks_next),
+            (1, 1, 2)
+        );
         std::fs::remove_dir_all(&dir)
     }
 }
