@@ -53,12 +53,28 @@ async fn run(setup: &Setup, producer: &rdkafka::producer::BaseProducer) -> anyho
         ],
     )?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Click 6 is past the 30-day window but within the day of grace the state keeps it.
     let mut expired_click = click(6);
-    expired_click.1.ts_ms -= 31 * 24 * 3600 * 1000;
+    expired_click.1.ts_ms -= (30 * 24 + 12) * 3600 * 1000;
+    // Click 7 is past the grace too: the state never keeps it, and its (real, signed)
+    // click hash tells the postback is expired without waiting for the hold timeout.
+    let keys = traffsure_core::click_hash::ClickHashKeys::parse("1:attribution-test-secret", 1)?;
+    let (rk7, mut gone_click) = click(7);
+    gone_click.ts_ms -= 40 * 24 * 3600 * 1000;
+    gone_click.click_hash = keys.sign(gone_click.ts_ms, 1, rk7, [7, 7, 7, 7]);
+    let (_, mut gone_postback) = postback("e5", 7, "", "", Approved, None);
+    gone_postback.click_hash = gone_click.click_hash.clone();
     produce(
         producer,
         &setup.topics.clicks,
-        [click(1), click(2), click(3), click(4), expired_click],
+        [
+            click(1),
+            click(2),
+            click(3),
+            click(4),
+            expired_click,
+            (rk7, gone_click),
+        ],
     )?;
 
     // (postback, expected versions) per case, postbacks of one click in order.
@@ -103,6 +119,11 @@ async fn run(setup: &Setup, producer: &rdkafka::producer::BaseProducer) -> anyho
         (
             "a click older than the window is expired",
             vec![postback("e4", 6, "", "", Approved, None)],
+            vec![],
+        ),
+        (
+            "a click out of the state's retention is expired by its click hash",
+            vec![(rk7, gone_postback)],
             vec![],
         ),
         (
@@ -168,11 +189,11 @@ async fn run(setup: &Setup, producer: &rdkafka::producer::BaseProducer) -> anyho
         "one conversion id across versions"
     );
 
-    // 7 converted, 2 updated, 2 duplicates, 1 expired, 1 not found after the hold timeout.
+    // 7 converted, 2 updated, 2 duplicates, 2 expired, 1 not found after the hold timeout.
     let results: Vec<PostbackResult> = read_committed(
         &setup.kafka,
         &setup.topics.postback_results,
-        13,
+        14,
         Duration::from_secs(2),
         Duration::from_secs(60),
     )?;
@@ -182,6 +203,7 @@ async fn run(setup: &Setup, producer: &rdkafka::producer::BaseProducer) -> anyho
         .collect();
     assert_eq!(by_postback["orphan"], PostbackOutcome::ClickNotFound as i32);
     assert_eq!(by_postback["e4"], PostbackOutcome::Expired as i32);
+    assert_eq!(by_postback["e5"], PostbackOutcome::Expired as i32);
     assert_eq!(by_postback["s2"], PostbackOutcome::Duplicate as i32);
     assert_eq!(by_postback["early"], PostbackOutcome::Converted as i32);
     let counts = outcomes(&results);
@@ -194,8 +216,8 @@ async fn run(setup: &Setup, producer: &rdkafka::producer::BaseProducer) -> anyho
             count(PostbackOutcome::Expired),
             count(PostbackOutcome::ClickNotFound)
         ],
-        [7, 2, 2, 1, 1]
+        [7, 2, 2, 2, 1]
     );
-    assert_eq!(results.len(), 13);
+    assert_eq!(results.len(), 14);
     Ok(())
 }

@@ -33,6 +33,7 @@ use crate::store::PartitionState;
 use crate::Settings;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
 
 /// Notes rebalances and the partitions assigned, which the loop answers after the poll.
 pub struct RebalanceContext {
@@ -729,6 +730,20 @@ impl Processor {
             .find_click(postback)
             .map(|c| owned.state.click_info(c))
         else {
+            // The click hash says when its click was: past the window the click is gone
+            // from the state (or never kept) and the answer is known without waiting.
+            let click_ts = traffsure_core::click_hash::unverified_ts_ms(&postback.click_hash);
+            if let Some(click_ts) = click_ts {
+                let flow = self.registry.get(postback.flow_id);
+                if postback.received_at_ms - click_ts > attribute::window_ms(flow.as_deref()) {
+                    return self.publish_result(
+                        postback,
+                        PostbackOutcome::Expired,
+                        "",
+                        EXPIRED_MESSAGE,
+                    );
+                }
+            }
             tracing::debug!(postback_id = %postback.postback_id, "postback held for its click");
             owned.held.push(held);
             return Ok(());
@@ -765,12 +780,9 @@ impl Processor {
                 &conversion_id,
                 "same status and revenue as before",
             )?,
-            Decision::Expired => self.publish_result(
-                postback,
-                PostbackOutcome::Expired,
-                "",
-                "click is older than the flow's attribution window",
-            )?,
+            Decision::Expired => {
+                self.publish_result(postback, PostbackOutcome::Expired, "", EXPIRED_MESSAGE)?
+            }
         }
         Ok(())
     }
