@@ -8,6 +8,10 @@
 #   3. state-store bytes per click (the per-partition log files).
 #   4. restore time per million clicks: a new instance with an empty state directory
 #      rebuilds from `clicks`; then one restarts on its own files.
+#   5. memory per click: the resident set of that last instance once it has loaded the
+#      state from its files, minus its resident set before (no partition loaded yet).
+# ATTRIBUTION_BIN=<path> measures another build of the service (e.g. an older one) with the
+# same load.
 # Bounded: at most CLICKS + a few messages, every wait capped. Own topic prefix and group.
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -26,7 +30,7 @@ PARTITIONS=4
 
 cargo build --release --locked -q -p conversion-attribution --bin conversion-attribution \
   --example attribution_load
-BIN="$ROOT/target/release/conversion-attribution"
+BIN=${ATTRIBUTION_BIN:-"$ROOT/target/release/conversion-attribution"}
 LOAD="$ROOT/target/release/examples/attribution_load"
 
 PID=
@@ -54,6 +58,7 @@ stop_service() { kill "$PID" && wait "$PID" || true; PID=; }
 # Sum of the partition load times logged since the service started.
 load_ms() { grep -o '"elapsed_ms":[0-9]*' "$1" | awk -F: '{ s += $2 } END { print s + 0 }'; }
 now() { date +%s.%N; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 # Baseline: producing alone (a separate prefix, so the runs do not share topics).
 base_clicks=$(PREFIX="bench-attr-base-$RUN." "$LOAD" clicks 0 "$CLICKS")
@@ -61,10 +66,13 @@ base_postbacks=$(PREFIX="bench-attr-base-$RUN." "$LOAD" postbacks "$POSTBACKS" $
 
 "$LOAD" clicks 0 4 >/dev/null # topics exist, every partition has a click to load on
 start_service "$WORK/state" "$WORK/run1.log"
+sleep 1
+rss_start=$(rss_kib "$PID")
 t0=$(now)
 "$LOAD" clicks 4 "$CLICKS" >/dev/null
 "$LOAD" wait clicks 600 >/dev/null
 t1=$(now)
+rss_clicks=$(rss_kib "$PID")
 clicks_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 clicks_rate=$(awk -v n="$CLICKS" -v s="$clicks_s" 'BEGIN { printf "%.0f", n / s }')
 base_clicks_rate=$(awk -v n="$CLICKS" -v s="$base_clicks" 'BEGIN { printf "%.0f", n / s }')
@@ -90,10 +98,15 @@ start_service "$WORK/state-new" "$WORK/run2.log"
 from_topic_ms=$(load_ms "$WORK/run2.log")
 stop_service
 start_service "$WORK/state-new" "$WORK/run3.log"
+sleep 1
+rss_idle=$(rss_kib "$PID")
 "$LOAD" clicks $((CLICKS + 8)) 4 >/dev/null
 "$LOAD" wait clicks 600 >/dev/null
+sleep 1
+rss_loaded=$(rss_kib "$PID")
 from_file_ms=$(load_ms "$WORK/run3.log")
 stop_service
+per_click_bytes() { awk -v a="$1" -v b="$2" -v n="$CLICKS" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }'; }
 per_million() { awk -v ms="$1" -v n="$CLICKS" 'BEGIN { printf "%.2f", ms / 1000 * 1000000 / n }'; }
 
 echo "clicks=$CLICKS postbacks=$POSTBACKS partitions=$PARTITIONS (release build, one instance)"
@@ -108,5 +121,7 @@ echo "|---|---|"
 echo "| state-store bytes per click | $per_click |"
 echo "| restore from the clicks topic, s per million clicks | $(per_million "$from_topic_ms") |"
 echo "| restore from the local state files, s per million clicks | $(per_million "$from_file_ms") |"
-echo "| peak RSS of the service, MiB | $rss |"
+echo "| resident memory per click, loaded from the state files (bytes) | $(per_click_bytes "$rss_idle" "$rss_loaded") |"
+echo "| resident memory per click, after step 1 (bytes, Kafka buffers included) | $(per_click_bytes "$rss_start" "$rss_clicks") |"
+echo "| peak RSS of the service during steps 1-2, MiB | $rss |"
 echo "| CPU ticks used by the service during steps 1-2 | $cpu |"
