@@ -106,10 +106,11 @@ impl Interner {
     }
 }
 
-/// A click as the state holds it in memory.
+/// A click as the state holds it in memory: 56 bytes and one allocation.
 #[derive(Debug, Clone)]
 pub struct StoredClick {
-    pub click_hash: Box<str>,
+    /// Click hash, sub ID, then sub1…subN, each as a varint length and its bytes.
+    texts: Box<[u8]>,
     pub ts_ms: i64,
     pub flow_id: u32,
     pub routing_key: u32,
@@ -117,36 +118,33 @@ pub struct StoredClick {
     dims: [u32; 5],
     /// Set while a compaction has written the click (it fits in the padding).
     written: bool,
-    /// Sub ID then sub1…subN, each as a varint length and its bytes; empty when all are.
-    subs: Box<[u8]>,
 }
 
-fn pack_subs(sub_id: &str, subs: &[String]) -> Box<[u8]> {
-    if sub_id.is_empty() && subs.iter().all(String::is_empty) {
-        return Box::default();
-    }
-    let mut packed =
-        Vec::with_capacity(sub_id.len() + subs.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
-    for value in std::iter::once(sub_id).chain(subs.iter().map(String::as_str)) {
+fn pack_texts(click_hash: &str, sub_id: &str, subs: &[String]) -> Box<[u8]> {
+    let values = [click_hash, sub_id]
+        .into_iter()
+        .chain(subs.iter().map(String::as_str));
+    let mut packed = Vec::with_capacity(values.clone().map(|v| v.len() + 1).sum());
+    for value in values {
         prost::encoding::encode_varint(value.len() as u64, &mut packed);
         packed.extend_from_slice(value.as_bytes());
     }
     packed.into_boxed_slice()
 }
 
-fn unpack_subs(mut packed: &[u8]) -> (String, Vec<String>) {
-    let mut values = Vec::new();
-    while !packed.is_empty() {
-        let Ok(len) = prost::encoding::decode_varint(&mut packed) else {
-            break;
-        };
-        let len = (len as usize).min(packed.len());
-        values.push(String::from_utf8_lossy(&packed[..len]).into_owned());
-        packed = &packed[len..];
-    }
-    let mut values = values.into_iter();
-    let sub_id = values.next().unwrap_or_default();
-    (sub_id, values.collect())
+/// The packed texts, in order.
+fn unpack_texts(mut packed: &[u8]) -> impl Iterator<Item = &str> {
+    std::iter::from_fn(move || {
+        if packed.is_empty() {
+            return None;
+        }
+        let len = prost::encoding::decode_varint(&mut packed).ok()? as usize;
+        let len = len.min(packed.len());
+        let (value, rest) = packed.split_at(len);
+        packed = rest;
+        // Packed from a str.
+        Some(std::str::from_utf8(value).unwrap_or_default())
+    })
 }
 
 /// The latest version of a conversion and the postbacks that made its versions.
@@ -351,13 +349,12 @@ impl PartitionState {
         self.clicks.insert(
             key,
             StoredClick {
-                click_hash: click.click_hash.as_str().into(),
+                texts: pack_texts(&click.click_hash, &click.sub_id, &click.subs),
                 ts_ms: click.ts_ms,
                 flow_id: click.flow_id,
                 routing_key: click.routing_key,
                 dims,
                 written: false,
-                subs: pack_subs(&click.sub_id, &click.subs),
             },
         );
     }
@@ -563,10 +560,13 @@ impl PartitionState {
 }
 
 fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
-    let (sub_id, subs) = unpack_subs(&click.subs);
+    let mut texts = unpack_texts(&click.texts);
+    let click_hash = texts.next().unwrap_or_default().to_string();
+    let sub_id = texts.next().unwrap_or_default().to_string();
+    let subs = texts.map(str::to_string).collect();
     let [country, source, device, os, browser] = click.dims.map(|d| dims.name(d).to_string());
     ClickInfo {
-        click_hash: click.click_hash.to_string(),
+        click_hash,
         flow_id: click.flow_id,
         ts_ms: click.ts_ms,
         routing_key: click.routing_key,
@@ -803,8 +803,8 @@ mod tests {
 
     #[test]
     fn a_click_in_memory_is_small() {
-        // Key and value in the map; the click hash and packed sub IDs are the only heap parts.
-        assert!(std::mem::size_of::<StoredClick>() <= 72);
+        // Key and value in the map; the packed click hash and sub IDs are the only heap part.
+        assert!(std::mem::size_of::<StoredClick>() <= 56);
         assert_eq!(std::mem::size_of::<Key>(), 16);
     }
 
