@@ -47,6 +47,9 @@ pub struct Settings {
     /// How often clicks, sessions and conversions out of retention are dropped (and the
     /// state logs compacted when dead records dominate).
     pub trim_interval_secs: u64,
+    /// A partition's state log is rewritten to its live records once it is at least this
+    /// large and dead records make up more than half of it.
+    pub compact_min_bytes: u64,
 }
 
 impl Default for Settings {
@@ -62,6 +65,7 @@ impl Default for Settings {
             commit_interval_ms: 250,
             window_grace_secs: 24 * 60 * 60,
             trim_interval_secs: 60,
+            compact_min_bytes: 4 << 20,
         }
     }
 }

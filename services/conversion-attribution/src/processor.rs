@@ -301,6 +301,9 @@ impl Processor {
                 last_expiry = Instant::now();
                 self.expire_held()?;
                 self.report();
+                if !self.in_transaction && self.last_trim.elapsed() >= self.trim_interval {
+                    self.trim()?; // no transaction open: every state matches its file
+                }
             }
             if self.in_transaction
                 && (self.transaction_started.elapsed() >= self.commit_interval
@@ -537,6 +540,7 @@ impl Processor {
             retention.keeps(ts, flow)
         })
         .with_context(|| format!("open the state of partition {partition}"))?;
+        state.set_compact_min_bytes(self.settings.compact_min_bytes);
         let from_file = state.clicks.len();
         let file_elapsed = started.elapsed();
         let reader = catch_up_reader(&self.settings)?;

@@ -37,8 +37,6 @@ const HEADER: usize = 9;
 /// A visitor's session: a visitor-based postback converts the latest click of the visitor in
 /// the flow if that click is at most this old; every new click extends it.
 pub const VISITOR_SESSION_MS: i64 = 4 * 24 * 60 * 60 * 1000;
-/// Files smaller than this are never compacted: rewriting them gains too little.
-const COMPACT_MIN_BYTES: u64 = 4 << 20;
 
 /// A stable 128-bit digest of a click hash or of a visitor in a flow: the in-memory key.
 pub type Key = u128;
@@ -215,7 +213,7 @@ impl PartitionState {
             clicks_next_written: 0,
             records: 0,
             file_len: 0,
-            compact_min_bytes: COMPACT_MIN_BYTES,
+            compact_min_bytes: u64::MAX,
             file: BufWriter::new(file.try_clone()?),
             path,
         };
@@ -234,8 +232,7 @@ impl PartitionState {
         Ok(state)
     }
 
-    /// Files of at least `bytes` may be compacted (tests use small ones).
-    #[cfg(test)]
+    /// Files of at least `bytes` may be compacted (never until this is called).
     pub fn set_compact_min_bytes(&mut self, bytes: u64) {
         self.compact_min_bytes = bytes;
     }
