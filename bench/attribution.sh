@@ -10,6 +10,9 @@
 #      rebuilds from `clicks`; then one restarts on its own files.
 #   5. memory per click: the resident set of that last instance once it has loaded the
 #      state from its files, minus its resident set before (no partition loaded yet).
+#   6. trim and compaction: on fresh topics, CLICKS clicks that leave the (default, 30-day)
+#      attribution window TRIM_AFTER seconds after they are produced; the time to drop
+#      them and rewrite the logs, and the log bytes before and after.
 # ATTRIBUTION_BIN=<path> measures another build of the service (e.g. an older one) with the
 # same load.
 # Bounded: at most CLICKS + a few messages, every wait capped. Own topic prefix and group.
@@ -21,6 +24,7 @@ source "$ROOT/bench/lib.sh"
 CLICKS=${CLICKS:-1000000}
 POSTBACKS=${POSTBACKS:-100000}
 PORT=${PORT:-19101}
+TRIM_AFTER=${TRIM_AFTER:-40}
 RUN=$(date +%s)-$$
 WORK=$(mktemp -d /tmp/traffsure-bench-attribution.XXXXXX)
 export BROKERS=${BROKERS:-127.0.0.1:9092}
@@ -55,8 +59,10 @@ start_service() { # STATE_DIR LOG
   return 1
 }
 stop_service() { kill "$PID" && wait "$PID" || true; PID=; }
-# Sum of the partition load times logged since the service started.
-load_ms() { grep -o '"elapsed_ms":[0-9]*' "$1" | awk -F: '{ s += $2 } END { print s + 0 }'; }
+# Sum of the times of the events MESSAGE logged since the service started.
+sum_ms() { grep "$2" "$1" | grep -o '"elapsed_ms":[0-9]*' | awk -F: '{ s += $2 } END { print s + 0 }'; }
+load_ms() { sum_ms "$1" "partition state loaded"; }
+sum_field() { grep "$2" "$1" | grep -o "\"$3\":[0-9]*" | awk -F: '{ s += $2 } END { print s + 0 }'; }
 now() { date +%s.%N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
@@ -106,6 +112,25 @@ sleep 1
 rss_loaded=$(rss_kib "$PID")
 from_file_ms=$(load_ms "$WORK/run3.log")
 stop_service
+# 6. Clicks that leave the window TRIM_AFTER s after the generator starts.
+export PREFIX="bench-attr-trim-$RUN." GROUP="bench-attribution-trim-$RUN"
+export TRAFFSURE__TRIM_INTERVAL_SECS=1 TRAFFSURE__WINDOW_GRACE_SECS=0
+CLICK_AGE_MS=$((30 * 86400000 - TRIM_AFTER * 1000)) "$LOAD" clicks 0 "$CLICKS" >/dev/null
+start_service "$WORK/state-trim" "$WORK/run4.log"
+compacted=0
+for _ in $(seq 1 $((TRIM_AFTER + 120))); do
+  compacted=$(grep -c "state log compacted" "$WORK/run4.log" || true)
+  [[ $compacted -ge $PARTITIONS ]] && break
+  sleep 1
+done
+stop_service
+unset TRAFFSURE__TRIM_INTERVAL_SECS TRAFFSURE__WINDOW_GRACE_SECS
+trimmed_clicks=$(sum_field "$WORK/run4.log" "state trimmed" clicks)
+trim_ms=$(sum_ms "$WORK/run4.log" "state trimmed")
+compact_ms=$(sum_ms "$WORK/run4.log" "state log compacted")
+log_before=$(sum_field "$WORK/run4.log" "state log compacted" before)
+log_after=$(sum_field "$WORK/run4.log" "state log compacted" after)
+
 per_click_bytes() { awk -v a="$1" -v b="$2" -v n="$CLICKS" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }'; }
 per_million() { awk -v ms="$1" -v n="$CLICKS" 'BEGIN { printf "%.2f", ms / 1000 * 1000000 / n }'; }
 
@@ -125,3 +150,7 @@ echo "| resident memory per click, loaded from the state files (bytes) | $(per_c
 echo "| resident memory per click, after step 1 (bytes, Kafka buffers included) | $(per_click_bytes "$rss_start" "$rss_clicks") |"
 echo "| peak RSS of the service during steps 1-2, MiB | $rss |"
 echo "| CPU ticks used by the service during steps 1-2 | $cpu |"
+echo "| step 6: clicks trimmed out of the window (of $CLICKS), partitions compacted | $trimmed_clicks, $compacted of $PARTITIONS |"
+echo "| step 6: trim time, s per million clicks | $(per_million "$trim_ms") |"
+echo "| step 6: compaction time (all partitions), s | $(awk -v ms="$compact_ms" 'BEGIN { printf "%.2f", ms / 1000 }') |"
+echo "| step 6: state log bytes before, after compaction | $log_before, $log_after |"

@@ -1,7 +1,7 @@
 //! Load generator for `bench/attribution.sh`: produces clicks and postbacks straight to
 //! Kafka and waits for the attribution group to commit past them.
 //!
-//! Usage (environment `BROKERS`, `PREFIX`, `GROUP`):
+//! Usage (environment `BROKERS`, `PREFIX`, `GROUP`; `CLICK_AGE_MS` dates clicks back):
 //!   attribution_load clicks FROM COUNT       produce clicks FROM..FROM+COUNT
 //!   attribution_load postbacks COUNT STEP    one approved postback per STEP-th click
 //!   attribution_load wait TOPIC SECONDS      until GROUP committed the end of TOPIC
@@ -59,12 +59,17 @@ async fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("clicks") => {
             let (from, count): (u64, u64) = (arg(&args, 2)?, arg(&args, 3)?);
+            // Older clicks, e.g. to see them leave the attribution window.
+            let click_age_ms: i64 = std::env::var("CLICK_AGE_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let producer: BaseProducer = traffsure_kafka::producer_config(&kafka).create()?;
             for n in from..from + count {
                 let click = Click {
                     click_hash: format!("click-{n:012}"),
                     flow_id: 1,
-                    ts_ms: now,
+                    ts_ms: now - click_age_ms,
                     routing_key: u32::from(routing_key(n)),
                     visitor_id: format!("v{n}"),
                     country: "DE".into(),

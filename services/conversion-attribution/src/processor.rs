@@ -451,9 +451,20 @@ impl Processor {
         let m = metrics::metrics();
         for (&partition, owned) in self.partitions.iter_mut() {
             debug_assert!(owned.uncommitted.is_empty());
+            let started = Instant::now();
             let trimmed = owned
                 .state
                 .trim(retention.now_ms, &mut |ts, flow| retention.keeps(ts, flow));
+            if trimmed.clicks + trimmed.visitors + trimmed.conversions > 0 {
+                tracing::info!(
+                    partition,
+                    clicks = trimmed.clicks,
+                    visitors = trimmed.visitors,
+                    conversions = trimmed.conversions,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "state trimmed"
+                );
+            }
             for (kind, count) in [
                 ("clicks", trimmed.clicks),
                 ("visitors", trimmed.visitors),

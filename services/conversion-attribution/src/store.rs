@@ -454,6 +454,16 @@ impl PartitionState {
         });
         self.conversions
             .retain(|_, c| keep(c.current.click_ts_ms, c.current.flow_id));
+        // Give memory back after a large drop (a table keeps its peak size otherwise).
+        if self.clicks.len() * 4 < self.clicks.capacity() {
+            self.clicks.shrink_to_fit();
+        }
+        if self.visitors.len() * 4 < self.visitors.capacity() {
+            self.visitors.shrink_to_fit();
+        }
+        if self.conversions.len() * 4 < self.conversions.capacity() {
+            self.conversions.shrink_to_fit();
+        }
         Trimmed {
             clicks: before.0 - self.clicks.len(),
             visitors: before.1 - self.visitors.len(),
