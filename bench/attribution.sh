@@ -59,10 +59,14 @@ start_service() { # STATE_DIR LOG
   return 1
 }
 stop_service() { kill "$PID" && wait "$PID" || true; PID=; }
-# Sum of the times of the events MESSAGE logged since the service started.
-sum_ms() { grep "$2" "$1" | grep -o '"elapsed_ms":[0-9]*' | awk -F: '{ s += $2 } END { print s + 0 }'; }
+# LOG MESSAGE FIELD: the sum of FIELD over the lines of LOG with MESSAGE (0 when there are
+# none, e.g. an older build that logs no trims).
+sum_field() {
+  { grep "$2" "$1" || true; } | { grep -o "\"$3\":[0-9]*" || true; } |
+    awk -F: '{ s += $2 } END { print s + 0 }'
+}
+sum_ms() { sum_field "$1" "$2" elapsed_ms; }
 load_ms() { sum_ms "$1" "partition state loaded"; }
-sum_field() { grep "$2" "$1" | grep -o "\"$3\":[0-9]*" | awk -F: '{ s += $2 } END { print s + 0 }'; }
 now() { date +%s.%N; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
