@@ -7,7 +7,8 @@
 //! one of its messages arrives, before any of its postbacks is processed. On a rebalance or
 //! a failed transaction the open transaction is aborted and every partition's state is
 //! dropped; the consumer resumes from the committed positions and the state is reloaded,
-//! so what the state holds always matches what Kafka committed.
+//! so what the state holds always matches what Kafka committed. Between transactions the
+//! states are trimmed to their flows' attribution windows and their logs compacted.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
