@@ -6,6 +6,11 @@
 -- kafka_offset <= ?)` joined with OR (one in the checks), `?` by the values under
 -- `example:` (bound values in the services).
 
+-- name: checkpoints
+-- tables: sink_checkpoints
+-- example: 'clicks'
+SELECT kafka_partition AS partition, max_offset, fingerprint FROM {table} WHERE source_table = ? ORDER BY kafka_partition, written_at DESC, max_offset DESC LIMIT 1 BY kafka_partition;
+
 -- name: stored_max_offset
 -- tables: clicks conversions postback_log postback_results outbound_log flows
 -- example: 0
