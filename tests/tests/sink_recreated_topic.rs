@@ -130,7 +130,11 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     stack.restart("sink").await?;
     wait_for_count(stack, 500).await?;
     stack.terminate("sink").await?;
-    assert_eq!(recreated(stack)?, 0, "a truncated topic taken for a new one");
+    assert_eq!(
+        recreated(stack)?,
+        0,
+        "a truncated topic taken for a new one"
+    );
 
     // A new topic that grows past the old checkpoint before the sink sees it: a check of
     // the high watermark alone would pass it.

@@ -116,7 +116,7 @@ impl Default for Settings {
             clickhouse: ClickHouseSettings::default(),
             telemetry: TelemetrySettings::default(),
             group_id: "traffsure-sink".into(),
-            batch_rows: 50_000,
+            batch_rows: 200_000,
             batch_interval_ms: 1_000,
             retention: RetentionSettings::default(),
         }
@@ -319,6 +319,10 @@ struct Sink {
 impl Sink {
     async fn run(mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // One listener for the whole run: a new one per message costs more than the
+        // message, and a signal between two of them could be missed.
+        let shutdown = traffsure_telemetry::shutdown_signal();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 message = self.consumer.recv() => {
@@ -341,11 +345,6 @@ impl Sink {
                     match accepted {
                         Accepted::Row => messages.with_label_values(&[table, "row"]).inc(),
                         Accepted::AlreadyStored => messages.with_label_values(&[table, "already_stored"]).inc(),
-                        Accepted::Poison(reason) => {
-                            messages.with_label_values(&[table, "dead_letter"]).inc();
-                            tracing::warn!(topic, partition, offset, reason, "dead-lettering undecodable message");
-                            self.dead_letter(&topic, partition, offset, payload, &reason).await?;
-                        }
                         Accepted::Rewind { low } => {
                             drop(message);
                             if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(low), Duration::from_secs(10)) {
@@ -360,7 +359,7 @@ impl Sink {
                     self.flush(false).await?;
                 }
                 _ = tick.tick() => self.flush(false).await?,
-                _ = traffsure_telemetry::shutdown_signal() => {
+                _ = &mut shutdown => {
                     // Pending rows get a bounded time to reach ClickHouse; if it cannot take
                     // them, they are left to Kafka (their offsets were never stored) and
                     // the next start writes them.

@@ -82,11 +82,18 @@ impl Drop for InsertGuard {
 
 pub type Decode<R> = fn(&[u8], Position) -> Result<R, prost::DecodeError>;
 
-struct Pending<R> {
+/// A message waiting for its insert, still encoded: the insert task decodes it, so
+/// the loop only reads Kafka, and a waiting batch costs little memory.
+struct Pending {
     partition: i32,
     offset: i64,
-    /// Kept for the dead-letter topic, should ClickHouse refuse the row.
+    fingerprint: u64,
     payload: Vec<u8>,
+}
+
+/// A message decoded into its row, in the insert task.
+struct Decoded<'a, R> {
+    message: &'a Pending,
     row: R,
 }
 
@@ -128,7 +135,7 @@ pub struct TableSink<R> {
     pub table: &'static str,
     pub topic: String,
     decode: Decode<R>,
-    rows: Vec<Pending<R>>,
+    rows: Vec<Pending>,
     /// Per partition: the next offset to store once nothing before it is pending.
     next_offsets: BTreeMap<i32, i64>,
     /// Whether `next_offsets` moved since they were last handed out.
@@ -146,11 +153,11 @@ pub enum Accepted {
     Row,
     /// Already in the table (a replay after a crash or rebalance).
     AlreadyStored,
-    /// Undecodable: to the dead-letter topic.
-    Poison(String),
     /// The partition's topic was recreated and the consumer is past its start: read the
     /// partition again from `low` (this message comes again).
-    Rewind { low: i64 },
+    Rewind {
+        low: i64,
+    },
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
@@ -243,7 +250,9 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
 
     /// Whether the insert in flight has finished, so `finish` will not wait.
     pub fn insert_finished(&self) -> bool {
-        self.in_flight.as_ref().is_some_and(|f| f.task.is_finished())
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
     }
 
     /// Forgets a partition that moved to or from this instance: its pending rows (the
@@ -332,24 +341,14 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         if floor.is_some_and(|floor| offset <= floor) {
             return Ok(Accepted::AlreadyStored);
         }
-        let position = Position {
-            partition: partition as u16,
-            offset: offset as u64,
+        self.rows.push(Pending {
+            partition,
+            offset,
             fingerprint: fingerprint(key, payload),
-        };
-        match (self.decode)(payload, position) {
-            Ok(row) => {
-                self.rows.push(Pending {
-                    partition,
-                    offset,
-                    payload: payload.to_vec(),
-                    row,
-                });
-                self.oldest.get_or_insert_with(Instant::now);
-                Ok(Accepted::Row)
-            }
-            Err(error) => Ok(Accepted::Poison(error.to_string())),
-        }
+            payload: payload.to_vec(),
+        });
+        self.oldest.get_or_insert_with(Instant::now);
+        Ok(Accepted::Row)
     }
 
     /// Starts inserting the pending rows in a task of its own. The caller finishes the
@@ -364,9 +363,10 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         self.offsets_moved = false;
         let offsets = self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect();
         let guard = inserts.start();
-        let (client, table, void) = (client.clone(), self.table, self.void.clone());
+        let (client, table, void, decode) =
+            (client.clone(), self.table, self.void.clone(), self.decode);
         let task = tokio::spawn(async move {
-            let refused = write_batch(client, table, rows, void).await;
+            let refused = write_batch(client, table, rows, decode, void).await;
             drop(guard);
             refused
         });
@@ -397,20 +397,45 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     }
 }
 
-/// Inserts `rows`, retrying with backoff until every row is in the table or refused as
-/// bad data (returned, for the dead-letter topic): rows are never skipped. A batch
-/// ClickHouse refuses as bad data is split until the refused rows are alone.
+/// Decodes and inserts `messages`, retrying with backoff until every row is in the
+/// table or refused (returned, for the dead-letter topic): rows are never skipped.
+/// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split
+/// until the refused rows are alone.
 async fn write_batch<R: RowOwned + RowWrite>(
     client: Client,
     table: &'static str,
-    rows: Vec<Pending<R>>,
+    messages: Vec<Pending>,
+    decode: Decode<R>,
     void: Void,
 ) -> Vec<Refused> {
     let started = Instant::now();
     let mut refused = Vec::new();
+    let mut rows = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let position = Position {
+            partition: message.partition as u16,
+            offset: message.offset as u64,
+            fingerprint: message.fingerprint,
+        };
+        match decode(&message.payload, position) {
+            Ok(row) => rows.push(Decoded { message, row }),
+            Err(error) => {
+                tracing::warn!(table, partition = message.partition, offset = message.offset, %error, "dead-lettering undecodable message");
+                refused.push(Refused {
+                    partition: message.partition,
+                    offset: message.offset,
+                    payload: message.payload.clone(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
     let mut written = 0;
     let mut backoff = Duration::from_millis(200);
     let mut chunks = VecDeque::from([0..rows.len()]);
+    if rows.is_empty() {
+        chunks.clear();
+    }
     while let Some(chunk) = chunks.pop_front() {
         match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
             Ok(n) => {
@@ -418,7 +443,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
                 backoff = Duration::from_millis(200);
             }
             Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
-                let r = &rows[chunk.start];
+                let r = rows[chunk.start].message;
                 tracing::warn!(table, partition = r.partition, offset = r.offset, %error, "clickhouse refused a row");
                 refused.push(Refused {
                     partition: r.partition,
@@ -448,7 +473,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
         .inc_by(written as u64);
     metrics::batch_rows()
         .with_label_values(&[table])
-        .observe(rows.len() as f64);
+        .observe(messages.len() as f64);
     metrics::insert_seconds()
         .with_label_values(&[table])
         .observe(started.elapsed().as_secs_f64());
@@ -466,16 +491,19 @@ async fn write_batch<R: RowOwned + RowWrite>(
 async fn insert_chunk<R: RowOwned + RowWrite>(
     client: &Client,
     table: &'static str,
-    rows: &[Pending<R>],
+    rows: &[Decoded<'_, R>],
     chunk: Range<usize>,
     void: &Void,
 ) -> Result<usize, Error> {
     // Rows at or below a partition's checkpoint are there already: an earlier insert
     // whose answer was lost, or another owner after a rebalance.
     let stored = checkpoints(client, table, void, "insert").await?;
-    let fresh: Vec<&Pending<R>> = rows[chunk.clone()]
+    let fresh: Vec<&Decoded<R>> = rows[chunk.clone()]
         .iter()
-        .filter(|r| stored.get(&r.partition).is_none_or(|c| r.offset > c.offset))
+        .filter(|r| {
+            let m = r.message;
+            stored.get(&m.partition).is_none_or(|c| m.offset > c.offset)
+        })
         .collect();
     if fresh.len() < chunk.len() {
         tracing::info!(
@@ -495,7 +523,10 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     // The checkpoint view ran in the same INSERT: an insert that reported success
     // without it did not store its rows.
     let now = checkpoints(client, table, void, "insert").await?;
-    for (partition, last) in last_offsets(fresh.iter().map(|r| (r.partition, r.offset))) {
+    let positions = fresh
+        .iter()
+        .map(|r| (r.message.partition, r.message.offset));
+    for (partition, last) in last_offsets(positions) {
         let found = now.get(&partition).map(|c| c.offset);
         if found.is_none_or(|found| found < last) {
             return Err(Error::Custom(format!(
