@@ -87,6 +87,23 @@ async fn wait_for_count(stack: &Stack, expected: u64) -> anyhow::Result<()> {
     .await
 }
 
+/// Writes `count` clicks named `prefix…` to the stopped sink's topic, starts the sink and
+/// waits until the table holds `total` clicks, then stops it again.
+async fn store(
+    stack: &mut Stack,
+    topic: &str,
+    prefix: &str,
+    count: u64,
+    total: u64,
+) -> anyhow::Result<()> {
+    Producer::new(stack)?
+        .send(topic, &clicks(prefix, count))
+        .await?;
+    stack.restart("sink").await?;
+    wait_for_count(stack, total).await?;
+    stack.terminate("sink").await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recreated_topic_is_stored_in_full_and_a_truncated_one_is_not_replayed(
 ) -> anyhow::Result<()> {
@@ -124,12 +141,7 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     admin(stack)?
         .delete_records(&truncate, &AdminOptions::new())
         .await?;
-    Producer::new(stack)?
-        .send(&topic, &clicks("late", 100))
-        .await?;
-    stack.restart("sink").await?;
-    wait_for_count(stack, 500).await?;
-    stack.terminate("sink").await?;
+    store(stack, &topic, "late", 100, 500).await?;
     assert_eq!(
         recreated(stack)?,
         0,
@@ -140,12 +152,7 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     // the high watermark alone would pass it.
     let checkpoint = max_offsets(stack, "late").await?;
     recreate(stack, &topic).await?;
-    Producer::new(stack)?
-        .send(&topic, &clicks("grow", 1_200))
-        .await?;
-    stack.restart("sink").await?;
-    wait_for_count(stack, 1_700).await?;
-    stack.terminate("sink").await?;
+    store(stack, &topic, "grow", 1_200, 1_700).await?;
     let grow = max_offsets(stack, "grow").await?;
     for (partition, offset) in &checkpoint {
         assert!(
@@ -157,19 +164,16 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
 
     // A new topic with fewer messages than the checkpoint.
     recreate(stack, &topic).await?;
-    Producer::new(stack)?
-        .send(&topic, &clicks("few", 60))
-        .await?;
+    store(stack, &topic, "few", 60, 1_760).await?;
+    // Started once more: the new topic's checkpoint stands, nothing is stored again.
     stack.restart("sink").await?;
-    wait_for_count(stack, 1_760).await?;
     let few = max_offsets(stack, "few").await?;
     for (partition, offset) in &few {
         assert!(*offset < grow[partition], "{few:?} against {grow:?}");
     }
     assert!(recreated(stack)? >= 2 * PARTITIONS as usize);
 
-    // A moment more, so a late duplicate would show.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         stack
             .clickhouse("SELECT substring(click_hash, 1, 4) AS kind, count(), uniqExact(click_hash) FROM clicks GROUP BY kind ORDER BY kind")

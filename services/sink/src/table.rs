@@ -432,9 +432,9 @@ async fn write_batch<R: RowOwned + RowWrite>(
     }
     let mut written = 0;
     let mut backoff = Duration::from_millis(200);
-    let mut chunks = VecDeque::from([0..rows.len()]);
-    if rows.is_empty() {
-        chunks.clear();
+    let mut chunks = VecDeque::new();
+    if !rows.is_empty() {
+        chunks.push_back(0..rows.len());
     }
     while let Some(chunk) = chunks.pop_front() {
         match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
