@@ -49,6 +49,8 @@ impl TopicIdentity {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
             .set("fetch.max.bytes", "1048576")
+            // One message is wanted, and it is there: the broker need not wait for more.
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(Self { consumer })
     }
