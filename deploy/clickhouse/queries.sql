@@ -2,19 +2,12 @@
 -- (traffsure_clickhouse::queries), and the tests run each one, with the example values
 -- below, on ClickHouse 18.16 and on a current ClickHouse (chdb), so a shape that only one
 -- of them accepts fails a test. `{table}` is replaced by each table listed under
--- `tables:`, `{ranges}` by one or more `(kafka_partition = ? AND kafka_offset >= ? AND
--- kafka_offset <= ?)` joined with OR (one in the checks), `?` by the values under
--- `example:` (bound values in the services).
+-- `tables:`, `?` by the values under `example:` (bound values in the services).
 
--- name: stored_max_offset
--- tables: clicks conversions postback_log postback_results outbound_log flows
--- example: 0
-SELECT max(kafka_offset) AS max_offset, count() AS rows FROM {table} WHERE kafka_partition = ?;
-
--- name: stored_rows_in_ranges
--- tables: clicks conversions postback_log postback_results outbound_log flows
--- example: 0, 0, 1000
-SELECT kafka_partition AS partition, uniqExact(kafka_offset) AS rows FROM {table} WHERE {ranges} GROUP BY kafka_partition;
+-- name: checkpoints
+-- tables: sink_checkpoints
+-- example: 'clicks'
+SELECT kafka_partition AS partition, max_offset, fingerprint FROM {table} WHERE source_table = ? ORDER BY kafka_partition, written_at DESC, max_offset DESC LIMIT 1 BY kafka_partition;
 
 -- name: table_partitions
 -- tables: clicks

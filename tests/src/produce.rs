@@ -1,11 +1,9 @@
 //! Writing events straight to a test stack's Kafka topics, for tests that drive the sink
 //! without the edges in front of it.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use traffsure_config::KafkaSettings;
 use traffsure_kafka::Topics;
 
@@ -36,30 +34,9 @@ impl Producer {
         topic: &str,
         messages: &[(Vec<u8>, Vec<u8>)],
     ) -> anyhow::Result<()> {
-        let mut pending = Vec::with_capacity(messages.len());
-        for (key, payload) in messages {
-            let mut record = FutureRecord::to(topic).key(key).payload(payload);
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    // Queue full: let deliveries drain, then send the same record again.
-                    Err((_, returned)) => {
-                        record = returned;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }
-        for delivery in pending {
-            delivery
-                .await
-                .context("delivery dropped")?
-                .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-        }
-        Ok(())
+        traffsure_kafka::send_all(&self.producer, topic, messages)
+            .await
+            .context("send to kafka")
     }
 
     /// Sends Protobuf events to `topic`, keyed by the routing key each one maps to.

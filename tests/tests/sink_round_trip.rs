@@ -301,5 +301,39 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                 && l.ends_with(" 1")),
         "{metrics}"
     );
+    // Per table: rows inserted (both clicks), and one batch size and insert time per insert.
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        value("traffsure_sink_rows_inserted_total{table=\"clicks\"}"),
+        Some(2.0),
+        "{metrics}"
+    );
+    let batches = value("traffsure_sink_batch_rows_count{table=\"clicks\"}").unwrap_or(0.0);
+    assert!(batches >= 1.0, "{metrics}");
+    assert_eq!(
+        value("traffsure_sink_insert_seconds_count{table=\"clicks\"}"),
+        Some(batches)
+    );
+    assert_eq!(
+        value("traffsure_sink_batch_rows_sum{table=\"clicks\"}"),
+        Some(3.0),
+        "two clicks and the poison message were batched"
+    );
+    let reads = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("traffsure_sink_checkpoint_reads_total{")
+                && l.contains("reason=\"insert\"")
+                && l.contains("table=\"clicks\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    // One read before and one after each insert of rows.
+    assert!(reads.is_some_and(|n| n >= 2.0), "{metrics}");
     Ok(())
 }

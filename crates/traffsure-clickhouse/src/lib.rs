@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "outbound_log",
         include_str!("../../../deploy/clickhouse/migrations/0003_outbound_log.sql"),
     ),
+    (
+        4,
+        "sink_checkpoints",
+        include_str!("../../../deploy/clickhouse/migrations/0004_sink_checkpoints.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
@@ -143,7 +148,8 @@ mod tests {
             .iter()
             .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")
                 || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
-                || s.starts_with("ALTER TABLE")));
+                || s.starts_with("ALTER TABLE")
+                || s.starts_with("INSERT INTO sink_checkpoints SELECT")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),

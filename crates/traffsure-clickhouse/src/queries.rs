@@ -18,22 +18,10 @@ pub struct NamedQuery {
     pub sql: String,
 }
 
-/// One Kafka offset range of a partition, as `{ranges}` repeats it.
-pub const OFFSET_RANGE: &str = "(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset <= ?)";
-
 impl NamedQuery {
-    /// The statement for `table`, with `?` left for binding (and one offset range for
-    /// `{ranges}`).
+    /// The statement for `table`, with `?` left for binding.
     pub fn for_table(&self, table: &str) -> String {
-        self.for_table_and_ranges(table, 1)
-    }
-
-    /// The statement for `table` with `ranges` offset ranges in place of `{ranges}`.
-    pub fn for_table_and_ranges(&self, table: &str, ranges: usize) -> String {
-        let ranges = vec![OFFSET_RANGE; ranges.max(1)].join(" OR ");
-        self.sql
-            .replace("{table}", table)
-            .replace("{ranges}", &ranges)
+        self.sql.replace("{table}", table)
     }
 
     /// The statement for `table` with the example values in place of every `?`.
@@ -139,7 +127,7 @@ mod tests {
 
     #[test]
     fn every_query_has_tables_and_one_example_value_per_placeholder() {
-        assert!(all().len() >= 8);
+        assert!(all().len() >= 7);
         for q in all() {
             assert!(!q.tables.is_empty(), "{}", q.name);
             assert_eq!(
@@ -166,11 +154,14 @@ mod tests {
 
     #[test]
     fn fills_examples_in_order() {
-        let q = get("stored_rows_in_ranges");
+        let q = get("drop_partition");
         assert_eq!(
             q.example_for("clicks"),
-            "SELECT kafka_partition AS partition, uniqExact(kafka_offset) AS rows FROM clicks WHERE (kafka_partition = 0 AND kafka_offset >= 0 AND kafka_offset <= 1000) GROUP BY kafka_partition"
+            "ALTER TABLE clicks DROP PARTITION 19700101"
         );
-        assert_eq!(q.for_table_and_ranges("clicks", 3).matches('?').count(), 9);
+        assert_eq!(
+            get("checkpoints").example_for("sink_checkpoints"),
+            "SELECT kafka_partition AS partition, max_offset, fingerprint FROM sink_checkpoints WHERE source_table = 'clicks' ORDER BY kafka_partition, written_at DESC, max_offset DESC LIMIT 1 BY kafka_partition"
+        );
     }
 }

@@ -170,6 +170,42 @@ pub async fn send_event<M: prost::Message>(
         .map_err(|(error, _)| error)
 }
 
+/// Sends keyed payloads to `topic` as fast as the producer's queue takes them (waiting
+/// while it is full), then waits for every acknowledgement. For load generators and
+/// tests that write a stream of events straight to a topic.
+pub async fn send_all<K: AsRef<[u8]>, P: AsRef<[u8]>>(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[(K, P)],
+) -> Result<(), KafkaError> {
+    let mut pending = Vec::with_capacity(messages.len());
+    for (key, payload) in messages {
+        let mut record = FutureRecord::to(topic)
+            .key(key.as_ref())
+            .payload(payload.as_ref());
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+    for delivery in pending {
+        delivery
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+            .map_err(|(error, _)| error)?;
+    }
+    Ok(())
+}
+
 /// Whether a Kafka error may pass if the same operation is tried again.
 pub fn is_transient(error: &KafkaError) -> bool {
     match error.rdkafka_error_code() {

@@ -1,19 +1,23 @@
 //! sink: writes every event topic to its ClickHouse table.
 //!
-//! Rows are batched per table (by count and by age) and inserted as RowBinary; a batch's
-//! Kafka offsets are stored only after ClickHouse acknowledged the insert and the rows
-//! were counted back. Each row keeps its partition and offset, so on start or after a
-//! rebalance every partition resumes past the highest offset its table already holds
-//! (see `table`). Undecodable messages, and rows ClickHouse refuses as bad data, go to the
-//! dead-letter topic and never block a partition. While ClickHouse is down the loop
-//! retries the insert and reads nothing more, so Kafka holds the backlog and memory stays
-//! bounded. Old partitions are dropped per table on a schedule (`retention`).
+//! Rows are batched per table (by count and by age) and inserted as RowBinary, one
+//! insert per table at a time while the next batch fills; a batch's Kafka offsets are
+//! stored only after ClickHouse acknowledged the insert and its checkpoint showed the
+//! rows. Each row keeps its partition, offset and message fingerprint, so on start or
+//! after a rebalance every partition resumes past the checkpoint its table holds, unless
+//! the topic was recreated meanwhile (see `table` and `identity`). Undecodable messages,
+//! and rows ClickHouse refuses as bad data, go to the dead-letter topic and never block
+//! a partition. While ClickHouse is down the insert is retried and the loop reads no
+//! more than the next batch, so Kafka holds the backlog and memory stays bounded. Old
+//! partitions are dropped per table on a schedule (`retention`).
 
+mod identity;
+mod metrics;
 mod rows;
 mod table;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use clickhouse::Client;
@@ -24,10 +28,10 @@ use serde::Deserialize;
 use traffsure_clickhouse::retention;
 use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
 use traffsure_kafka::Topics;
-use traffsure_telemetry::prometheus::IntCounterVec;
 use traffsure_telemetry::Health;
 
-use table::{Accepted, TableSink};
+use identity::TopicIdentity;
+use table::{Accepted, InsertsInFlight, TableSink};
 
 #[derive(Debug, Deserialize)]
 // Unknown top-level sections are ignored: one environment may configure several services.
@@ -112,45 +116,32 @@ impl Default for Settings {
             clickhouse: ClickHouseSettings::default(),
             telemetry: TelemetrySettings::default(),
             group_id: "traffsure-sink".into(),
-            batch_rows: 50_000,
+            batch_rows: 200_000,
             batch_interval_ms: 1_000,
             retention: RetentionSettings::default(),
         }
     }
 }
 
-fn insert_errors() -> &'static IntCounterVec {
-    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec(
-            "traffsure_sink_insert_errors_total",
-            "Failed ClickHouse inserts by table (each is retried)",
-            &["table"],
-        )
-    })
-}
-
-fn rows_total() -> &'static IntCounterVec {
-    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec(
-            "traffsure_sink_messages_total",
-            "Messages by table and outcome",
-            &["table", "outcome"],
-        )
-    })
-}
-
 /// Partitions (topic, partition) revoked from or assigned to this instance since the
-/// loop last looked. Rebalance callbacks run inside the consumer's poll, which the loop
-/// never runs during a flush, so a flush never races a moving partition.
+/// loop last looked.
 type Moved = Arc<Mutex<Vec<(String, i32)>>>;
 
-struct MovedPartitions(Moved);
+/// How long a revocation waits for the inserts in flight before it lets the partitions
+/// go: an insert still running after that (ClickHouse down) may race the new owner's.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+/// Rebalance callbacks run inside the consumer's poll. A revocation first waits for the
+/// inserts in flight, so the partition's next owner reads a checkpoint that already
+/// counts them.
+struct MovedPartitions {
+    moved: Moved,
+    inserts: Arc<InsertsInFlight>,
+}
 
 impl MovedPartitions {
     fn record(&self, list: &TopicPartitionList) {
-        let mut moved = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
         for e in list.elements() {
             moved.push((e.topic().to_string(), e.partition()));
         }
@@ -162,6 +153,19 @@ impl ClientContext for MovedPartitions {}
 impl ConsumerContext for MovedPartitions {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            let wait = || self.inserts.wait_idle(REVOKE_WAIT);
+            // The callback runs on a runtime thread: other tasks move off it meanwhile.
+            let idle = match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(wait)
+                }
+                _ => wait(),
+            };
+            if !idle {
+                tracing::warn!("partitions revoked while an insert still runs");
+            }
             self.record(list);
         }
     }
@@ -232,16 +236,18 @@ impl Tables {
 
     async fn accept(
         &mut self,
-        client: &Client,
+        at: &CheckpointSources<'_>,
         topic: &str,
         partition: i32,
         offset: i64,
+        key: &[u8],
         payload: &[u8],
-    ) -> anyhow::Result<(&'static str, Accepted)> {
+    ) -> anyhow::Result<Option<(&'static str, Accepted)>> {
         each_table!(self, t => if t.topic == topic {
-            return Ok((t.table, t.accept(client, partition, offset, payload).await?));
+            let accepted = t.accept(at.client, at.identity, partition, offset, key, payload).await?;
+            return Ok(Some((t.table, accepted)));
         });
-        anyhow::bail!("message from unexpected topic {topic}")
+        Ok(None)
     }
 
     /// Forgets the pending rows and checkpoints of partitions that moved: a revoked
@@ -250,35 +256,46 @@ impl Tables {
     fn forget_moved_partitions(&mut self, moved: &Moved) {
         let moved = std::mem::take(&mut *moved.lock().unwrap_or_else(|e| e.into_inner()));
         for (topic, partition) in moved {
-            each_table!(self, t => if t.topic == topic {
-                t.forget(partition);
-            });
+            self.forget(&topic, partition);
         }
+    }
+
+    fn forget(&mut self, topic: &str, partition: i32) {
+        each_table!(self, t => if t.topic == topic {
+            t.forget(partition);
+        });
     }
 }
 
-/// Hands a message to its table, retrying while ClickHouse cannot tell the
-/// partition's checkpoint (it is down, say): a message is never passed over.
+/// What a table needs to read a partition's checkpoint.
+struct CheckpointSources<'a> {
+    client: &'a Client,
+    identity: &'a Arc<TopicIdentity>,
+}
+
+/// Hands a message to its table, retrying while the partition's checkpoint cannot be
+/// read or checked (ClickHouse or Kafka down, say): a message is never passed over.
 async fn accept_retrying(
     tables: &mut Tables,
-    client: &Client,
+    at: &CheckpointSources<'_>,
     topic: &str,
     partition: i32,
     offset: i64,
+    key: &[u8],
     payload: &[u8],
-) -> anyhow::Result<(&'static str, Accepted)> {
+) -> Option<(&'static str, Accepted)> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match tables
-            .accept(client, topic, partition, offset, payload)
+            .accept(at, topic, partition, offset, key, payload)
             .await
         {
-            Err(error) if error.downcast_ref::<clickhouse::error::Error>().is_some() => {
+            Ok(accepted) => return accepted,
+            Err(error) => {
                 tracing::warn!(topic, partition, %error, retry_ms = backoff.as_millis() as u64, "checkpoint read failed, retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            other => return other,
         }
     }
 }
@@ -291,6 +308,8 @@ struct Sink {
     moved: Moved,
     producer: FutureProducer,
     client: Client,
+    identity: Arc<TopicIdentity>,
+    inserts: Arc<InsertsInFlight>,
     tables: Tables,
     dead_letter: String,
     batch_rows: usize,
@@ -300,6 +319,10 @@ struct Sink {
 impl Sink {
     async fn run(mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // One listener for the whole run: a new one per message costs more than the
+        // message, and a signal between two of them could be missed.
+        let shutdown = traffsure_telemetry::shutdown_signal();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 message = self.consumer.recv() => {
@@ -312,21 +335,31 @@ impl Sink {
                     };
                     self.tables.forget_moved_partitions(&self.moved);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
-                    let payload = message.payload().unwrap_or_default();
-                    let (table, accepted) = accept_retrying(&mut self.tables, &self.client, &topic, partition, offset, payload).await?;
+                    let (key, payload) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+                    let at = CheckpointSources { client: &self.client, identity: &self.identity };
+                    let Some((table, accepted)) = accept_retrying(&mut self.tables, &at, &topic, partition, offset, key, payload).await else {
+                        tracing::warn!(topic, partition, offset, "message from a topic the sink does not write");
+                        continue;
+                    };
+                    let messages = metrics::messages();
                     match accepted {
-                        Accepted::Row => rows_total().with_label_values(&[table, "row"]).inc(),
-                        Accepted::AlreadyStored => rows_total().with_label_values(&[table, "already_stored"]).inc(),
-                        Accepted::Poison(reason) => {
-                            rows_total().with_label_values(&[table, "dead_letter"]).inc();
-                            tracing::warn!(topic, partition, offset, reason, "dead-lettering undecodable message");
-                            self.dead_letter(&topic, partition, offset, payload, &reason).await?;
+                        Accepted::Row => messages.with_label_values(&[table, "row"]).inc(),
+                        Accepted::AlreadyStored => messages.with_label_values(&[table, "already_stored"]).inc(),
+                        Accepted::Rewind { low } => {
+                            drop(message);
+                            if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(low), Duration::from_secs(10)) {
+                                // The partition is checked again on its next message.
+                                tracing::warn!(topic, partition, %error, "cannot rewind a recreated partition, retrying");
+                                self.tables.forget(&topic, partition);
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            continue;
                         }
                     }
                     self.flush(false).await?;
                 }
                 _ = tick.tick() => self.flush(false).await?,
-                _ = traffsure_telemetry::shutdown_signal() => {
+                _ = &mut shutdown => {
                     // Pending rows get a bounded time to reach ClickHouse; if it cannot take
                     // them, they are left to Kafka (their offsets were never stored) and
                     // the next start writes them.
@@ -384,46 +417,46 @@ impl Sink {
         }
     }
 
-    /// Inserts every table batch that is full or old enough (all of them when `force`),
-    /// retrying ClickHouse errors with backoff until the rows are in: rows are never
-    /// skipped. Then dead-letters what ClickHouse refused and stores the offsets of every
-    /// table with nothing pending.
+    /// Collects the inserts that finished, and starts one for every table whose batch
+    /// is full or old enough (all of them when `force`, waiting for each). A table
+    /// whose next batch is full while its insert runs waits for that insert: the
+    /// loop reads no more meanwhile. Then dead-letters what ClickHouse refused and
+    /// stores the offsets of every message now in a table, dead-lettered or a replay.
     async fn flush(&mut self, force: bool) -> anyhow::Result<()> {
         self.tables.forget_moved_partitions(&self.moved);
         let (batch_rows, batch_interval) = (self.batch_rows, self.batch_interval);
         let mut offsets = TopicPartitionList::new();
         let mut refused = Vec::new();
+        let (client, inserts) = (&self.client, &self.inserts);
         each_table!(self.tables, t => {
-            let due = force || t.len() >= batch_rows || t.oldest().is_some_and(|o| o.elapsed() >= batch_interval);
-            if due {
-                let mut backoff = Duration::from_millis(200);
-                loop {
-                    let started = Instant::now();
-                    match t.flush(&self.client).await {
-                        Ok(written) => {
-                            tracing::debug!(table = t.table, rows = written, ms = started.elapsed().as_millis() as u64, "batch inserted");
-                            break;
-                        }
-                        Err(error) => {
-                            insert_errors().with_label_values(&[t.table]).inc();
-                            tracing::warn!(table = t.table, %error, retry_ms = backoff.as_millis() as u64, "insert failed, retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
-                for r in t.take_refused() {
-                    refused.push((t.topic.clone(), t.table, r));
+            let full = t.len() >= batch_rows;
+            let due = force || full || t.oldest().is_some_and(|o| o.elapsed() >= batch_interval);
+            let mut done = Vec::new();
+            if t.insert_finished() || (t.inserting() && (force || full)) {
+                done.push(t.finish().await?);
+            }
+            if due && !t.inserting() {
+                t.start_insert(client, inserts);
+                if force {
+                    done.push(t.finish().await?);
                 }
             }
-            if let Some(next) = t.take_offsets() {
+            for d in done {
+                for r in d.refused {
+                    refused.push((t.topic.clone(), t.table, r));
+                }
+                for (partition, offset) in d.offsets {
+                    offsets.add_partition_offset(&t.topic, partition, Offset::Offset(offset))?;
+                }
+            }
+            if let Some(next) = t.take_idle_offsets() {
                 for (partition, offset) in next {
                     offsets.add_partition_offset(&t.topic, partition, Offset::Offset(offset))?;
                 }
             }
         });
         for (topic, table, r) in refused {
-            rows_total()
+            metrics::messages()
                 .with_label_values(&[table, "dead_letter"])
                 .inc();
             self.dead_letter(&topic, r.partition, r.offset, &r.payload, &r.reason)
@@ -498,11 +531,15 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let moved: Moved = Arc::default();
+    let inserts: Arc<InsertsInFlight> = Arc::default();
     let consumer: StreamConsumer<MovedPartitions> =
         traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id)
-            // What librdkafka prefetches per partition while a flush runs: bounds memory.
+            // What librdkafka prefetches per partition while the loop waits: bounds memory.
             .set("queued.max.messages.kbytes", "8192")
-            .create_with_context(MovedPartitions(moved.clone()))?;
+            .create_with_context(MovedPartitions {
+                moved: moved.clone(),
+                inserts: inserts.clone(),
+            })?;
     let mut tables = Tables::new(&topics);
     let topic_names = tables.topics();
     consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -511,6 +548,8 @@ async fn main() -> anyhow::Result<()> {
         moved,
         producer: traffsure_kafka::producer(&settings.kafka)?,
         client: traffsure_clickhouse::client(&settings.clickhouse),
+        identity: Arc::new(TopicIdentity::new(&settings.kafka, &settings.group_id)?),
+        inserts,
         tables,
         dead_letter: topics.dead_letter("sink"),
         batch_rows: settings.batch_rows.max(1),

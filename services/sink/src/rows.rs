@@ -16,6 +16,15 @@ use traffsure_events::{
 pub struct Position {
     pub partition: u16,
     pub offset: u64,
+    /// `fingerprint` of the message, to recognise it in a recreated topic.
+    pub fingerprint: u64,
+}
+
+/// A message's identity for the checkpoints: CRC-32 of the payload and CRC-32 of the
+/// key, never 0 (which stands for "unknown" in rows stored before fingerprints).
+pub fn fingerprint(key: &[u8], payload: &[u8]) -> u64 {
+    let value = (u64::from(crc32fast::hash(payload)) << 32) | u64::from(crc32fast::hash(key));
+    value.max(1)
 }
 
 fn seconds(ms: i64) -> u32 {
@@ -59,6 +68,7 @@ pub struct ClickRow {
     pub extra: String,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -99,6 +109,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         destination_url: c.destination_url,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }
 
@@ -139,6 +150,7 @@ pub struct ConversionRow {
     pub browser: String,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
@@ -179,6 +191,7 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         browser: c.browser,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }
 
@@ -203,6 +216,7 @@ pub struct PostbackLogRow {
     pub delta_ms: i64,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn postback_log_row(
@@ -232,6 +246,7 @@ pub fn postback_log_row(
         delta_ms: e.delta_ms,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }
 
@@ -246,6 +261,7 @@ pub struct PostbackResultRow {
     pub decided_at: u32,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn postback_result_row(
@@ -271,6 +287,7 @@ pub fn postback_result_row(
         message: r.message,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }
 
@@ -286,6 +303,7 @@ pub struct FlowRow {
     pub updated_at: u32,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeError> {
@@ -301,6 +319,7 @@ pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeEr
         default_goal: f.default_goal,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }
 
@@ -331,6 +350,7 @@ pub struct OutboundRow {
     pub manual: u8,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
 }
 
 pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::DecodeError> {
@@ -368,5 +388,6 @@ pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::
         attempt: a.attempt,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
     })
 }

@@ -1,31 +1,99 @@
-//! One table's pending batch: rows decoded from one topic, the Kafka positions they came
-//! from, and the table-side checkpoint that keeps replays out.
+//! One table's rows on their way to ClickHouse: the batch being filled from one topic,
+//! the insert in flight, the Kafka positions they came from, and the checkpoints that
+//! keep replays out.
 //!
-//! Exactly-once rests on three rules. Within a Kafka partition rows reach the table in
-//! offset order, so the highest stored offset is the partition's checkpoint. Before
-//! every insert the checkpoint is read again and rows at or below it are dropped, so an
-//! insert whose acknowledgement was lost, or rows another instance wrote meanwhile, are
-//! never written twice (materialized views do not deduplicate, so this is what keeps the
-//! rollups exact). After every insert the rows are counted back; an insert that reported
-//! success without its rows is an error, never a skip.
+//! Exactly-once rests on four rules. Within a Kafka partition rows reach the table in
+//! offset order, so the highest stored offset is the partition's checkpoint; a
+//! materialized view writes it to `sink_checkpoints` inside the same INSERT as the rows,
+//! so reading it costs a lookup in a small table, not a scan of the raw one. Before
+//! every insert the checkpoints are read again and rows at or below them are dropped,
+//! so an insert whose acknowledgement was lost, or rows another instance wrote
+//! meanwhile, are never written twice (materialized views do not deduplicate, so this
+//! is what keeps the rollups exact). After every insert the checkpoints must show the
+//! rows; an insert that reported success without them is an error, never a skip. And a
+//! partition's checkpoint counts only if the topic still holds the message stored at it
+//! (`identity`): a recreated topic is consumed from its start.
+//!
+//! One insert per table runs at a time, in a task of its own, while the next batch
+//! fills: the two never overlap in offsets, as the next batch holds only later
+//! messages, and the next insert starts only after the previous one is confirmed.
+//! At most two batches per table are in memory; when the next one is full the loop
+//! waits for the insert, and Kafka holds the rest.
+//!
+//! A ClickHouse INSERT writes the raw rows first, then runs each materialized view on
+//! the same block (the rollups and the checkpoint), and answers only after all of them.
+//! A crash of the sink cannot split that: the server writes nothing of a body that did
+//! not arrive whole, and finishes a whole one whether the client still listens or not;
+//! the next checkpoint read then tells which of the two happened. What the sink cannot
+//! close is ClickHouse itself failing between the raw part and a view's part (the server
+//! killed mid-insert, a view over its memory limit): the raw rows are then stored
+//! without that view's rows, and the insert answers an error. Without its checkpoint the
+//! batch is inserted again; the raw tables fold the repeat on merge (ReplacingMergeTree
+//! on the event's id), a rollup whose view had run counts it twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use clickhouse::error::Error;
 use clickhouse::{Client, RowOwned, RowWrite};
+use tokio::task::JoinHandle;
 use traffsure_clickhouse::queries;
 
-use crate::rows::Position;
+use crate::identity::{TopicIdentity, Verdict};
+use crate::metrics;
+use crate::rows::{fingerprint, Position};
+
+/// How many inserts are running, for a rebalance to wait on before it hands a
+/// partition over.
+#[derive(Default)]
+pub struct InsertsInFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+pub struct InsertGuard(Arc<InsertsInFlight>);
+
+impl InsertsInFlight {
+    fn start(self: &Arc<Self>) -> InsertGuard {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        InsertGuard(self.clone())
+    }
+
+    /// Blocks until no insert runs or `timeout` passes; whether none runs.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .idle
+            .wait_timeout_while(count, timeout, |count| *count > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *count == 0
+    }
+}
+
+impl Drop for InsertGuard {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.0.idle.notify_all();
+    }
+}
 
 pub type Decode<R> = fn(&[u8], Position) -> Result<R, prost::DecodeError>;
 
-struct Pending<R> {
+/// A message waiting for its insert, still encoded: the insert task decodes it, so
+/// the loop only reads Kafka, and a waiting batch costs little memory.
+struct Pending {
     partition: i32,
     offset: i64,
-    /// Kept for the dead-letter topic, should ClickHouse refuse the row.
+    fingerprint: u64,
     payload: Vec<u8>,
+}
+
+/// A message decoded into its row, in the insert task.
+struct Decoded<'a, R> {
+    message: &'a Pending,
     row: R,
 }
 
@@ -37,21 +105,46 @@ pub struct Refused {
     pub reason: String,
 }
 
+/// A partition's checkpoint: the highest offset stored and that message's fingerprint
+/// (0: stored before fingerprints were kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub offset: i64,
+    pub fingerprint: u64,
+}
+
+/// Checkpoints of partitions whose topic was recreated: they name messages of the old
+/// topic and count as nothing until this sink stores newer ones.
+type Void = HashMap<i32, Checkpoint>;
+
+/// An insert running in its own task, and the offsets to store once it is done.
+struct InFlight {
+    task: JoinHandle<Vec<Refused>>,
+    offsets: Vec<(i32, i64)>,
+}
+
+/// What a finished insert leaves to the loop: messages to dead-letter, then offsets to
+/// store.
+#[derive(Default)]
+pub struct Done {
+    pub refused: Vec<Refused>,
+    pub offsets: Vec<(i32, i64)>,
+}
+
 pub struct TableSink<R> {
     pub table: &'static str,
     pub topic: String,
     decode: Decode<R>,
-    rows: Vec<Pending<R>>,
-    /// Per partition: the next offset to store once nothing is pending.
+    rows: Vec<Pending>,
+    /// Per partition: the next offset to store once nothing before it is pending.
     next_offsets: BTreeMap<i32, i64>,
     /// Whether `next_offsets` moved since they were last handed out.
     offsets_moved: bool,
-    /// Per partition: the highest offset in the table (None: none there).
+    /// Per partition: the checkpoint read when its first message came (None: nothing
+    /// stored), below which messages are replays.
     floors: HashMap<i32, Option<i64>>,
-    refused: Vec<Refused>,
-    /// False after a failed insert: its rows may be in the table all the same, so the
-    /// checkpoints are read again before the next one.
-    trusted: bool,
+    void: Void,
+    in_flight: Option<InFlight>,
     oldest: Option<Instant>,
 }
 
@@ -60,20 +153,18 @@ pub enum Accepted {
     Row,
     /// Already in the table (a replay after a crash or rebalance).
     AlreadyStored,
-    /// Undecodable: to the dead-letter topic.
-    Poison(String),
-}
-
-#[derive(Debug, Default, clickhouse::Row, serde::Deserialize)]
-struct Floor {
-    max_offset: u64,
-    rows: u64,
+    /// The partition's topic was recreated and the consumer is past its start: read the
+    /// partition again from `low` (this message comes again).
+    Rewind {
+        low: i64,
+    },
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
-struct Stored {
+struct CheckpointRow {
     partition: u16,
-    rows: u64,
+    max_offset: u64,
+    fingerprint: u64,
 }
 
 /// ClickHouse error codes that mean the data itself is wrong, so retrying cannot help:
@@ -89,19 +180,47 @@ pub fn is_bad_data(error: &Error) -> bool {
     })
 }
 
-/// Per partition, the offsets of a run of rows: first, last and how many.
-fn spans(positions: impl Iterator<Item = (i32, i64)>) -> BTreeMap<i32, (i64, i64, u64)> {
-    let mut spans = BTreeMap::new();
+/// Per partition, the last offset of a run of rows.
+fn last_offsets(positions: impl Iterator<Item = (i32, i64)>) -> BTreeMap<i32, i64> {
+    let mut last = BTreeMap::new();
     for (partition, offset) in positions {
-        let span = spans.entry(partition).or_insert((offset, offset, 0));
-        span.0 = span.0.min(offset);
-        span.1 = span.1.max(offset);
-        span.2 += 1;
+        let entry = last.entry(partition).or_insert(offset);
+        *entry = (*entry).max(offset);
     }
-    spans
+    last
 }
 
-impl<R: RowOwned + RowWrite> TableSink<R> {
+/// The table's current checkpoints, less the void ones.
+async fn checkpoints(
+    client: &Client,
+    table: &'static str,
+    void: &Void,
+    reason: &str,
+) -> Result<HashMap<i32, Checkpoint>, Error> {
+    metrics::checkpoint_reads()
+        .with_label_values(&[table, reason])
+        .inc();
+    let rows: Vec<CheckpointRow> = client
+        .query(&queries::sql("checkpoints", "sink_checkpoints"))
+        .bind(table)
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                i32::from(r.partition),
+                Checkpoint {
+                    offset: r.max_offset as i64,
+                    fingerprint: r.fingerprint,
+                },
+            )
+        })
+        .filter(|(partition, checkpoint)| void.get(partition) != Some(checkpoint))
+        .collect())
+}
+
+impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     pub fn new(table: &'static str, topic: String, decode: Decode<R>) -> Self {
         Self {
             table,
@@ -111,8 +230,8 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
             next_offsets: BTreeMap::new(),
             offsets_moved: false,
             floors: HashMap::new(),
-            refused: Vec::new(),
-            trusted: true,
+            void: HashMap::new(),
+            in_flight: None,
             oldest: None,
         }
     }
@@ -125,229 +244,297 @@ impl<R: RowOwned + RowWrite> TableSink<R> {
         self.oldest
     }
 
-    /// The offsets to store, once nothing is pending and something moved since the last
-    /// call: every message read so far is in the table, dead-lettered or was a replay.
-    pub fn take_offsets(&mut self) -> Option<Vec<(i32, i64)>> {
-        if !self.rows.is_empty() || !self.offsets_moved {
-            return None;
-        }
-        self.offsets_moved = false;
-        Some(self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect())
+    pub fn inserting(&self) -> bool {
+        self.in_flight.is_some()
     }
 
-    /// Messages ClickHouse refused, to be dead-lettered before their offsets are stored.
-    pub fn take_refused(&mut self) -> Vec<Refused> {
-        std::mem::take(&mut self.refused)
+    /// Whether the insert in flight has finished, so `finish` will not wait.
+    pub fn insert_finished(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
     }
 
     /// Forgets a partition that moved to or from this instance: its pending rows (the
     /// owner replays them from the stored offsets) and its checkpoint (another instance
-    /// may have written since).
+    /// may have written since, or the topic may be another one now).
     pub fn forget(&mut self, partition: i32) {
         self.rows.retain(|r| r.partition != partition);
-        self.refused.retain(|r| r.partition != partition);
         self.next_offsets.remove(&partition);
         self.floors.remove(&partition);
+        self.void.remove(&partition);
         if self.rows.is_empty() {
             self.oldest = None;
         }
     }
 
-    async fn stored_max(&self, client: &Client, partition: i32) -> Result<Option<i64>, Error> {
-        let found: Floor = client
-            .query(&queries::sql("stored_max_offset", self.table))
-            .bind(partition as u16)
-            .fetch_one()
-            .await?;
-        Ok((found.rows > 0).then_some(found.max_offset as i64))
-    }
-
-    async fn floor(&mut self, client: &Client, partition: i32) -> Result<Option<i64>, Error> {
+    /// The checkpoint below which `partition`'s messages are replays, read (and checked
+    /// against the topic) on its first message.
+    async fn floor(
+        &mut self,
+        client: &Client,
+        identity: &Arc<TopicIdentity>,
+        partition: i32,
+        offset: i64,
+    ) -> anyhow::Result<Result<Option<i64>, i64>> {
         if let Some(floor) = self.floors.get(&partition) {
-            return Ok(*floor);
+            return Ok(Ok(*floor));
         }
-        let floor = self.stored_max(client, partition).await?;
-        if let Some(offset) = floor {
-            tracing::info!(
-                table = self.table,
-                partition,
-                offset,
-                "resuming after stored offset"
-            );
+        let Some(stored) = checkpoints(client, self.table, &self.void, "assign")
+            .await?
+            .remove(&partition)
+        else {
+            self.floors.insert(partition, None);
+            return Ok(Ok(None));
+        };
+        let (identity, topic) = (identity.clone(), self.topic.clone());
+        let verdict = tokio::task::spawn_blocking(move || {
+            identity.check(&topic, partition, stored.offset, stored.fingerprint)
+        })
+        .await??;
+        match verdict {
+            Verdict::Same => {
+                tracing::info!(
+                    table = self.table,
+                    partition,
+                    offset = stored.offset,
+                    "resuming after stored offset"
+                );
+                self.floors.insert(partition, Some(stored.offset));
+                Ok(Ok(Some(stored.offset)))
+            }
+            Verdict::Recreated { low, reason } => {
+                tracing::warn!(
+                    table = self.table,
+                    topic = self.topic,
+                    partition,
+                    stored = stored.offset,
+                    from = low,
+                    reason,
+                    "topic was recreated: its stored checkpoint is set aside and the partition is read from its start"
+                );
+                metrics::recreated_topics()
+                    .with_label_values(&[self.table])
+                    .inc();
+                self.void.insert(partition, stored);
+                self.floors.insert(partition, None);
+                Ok(if offset > low { Err(low) } else { Ok(None) })
+            }
         }
-        self.floors.insert(partition, floor);
-        Ok(floor)
     }
 
     pub async fn accept(
         &mut self,
         client: &Client,
+        identity: &Arc<TopicIdentity>,
         partition: i32,
         offset: i64,
+        key: &[u8],
         payload: &[u8],
-    ) -> Result<Accepted, Error> {
-        let floor = self.floor(client, partition).await?;
+    ) -> anyhow::Result<Accepted> {
+        let floor = match self.floor(client, identity, partition, offset).await? {
+            Ok(floor) => floor,
+            Err(low) => return Ok(Accepted::Rewind { low }),
+        };
         self.next_offsets.insert(partition, offset + 1);
         self.offsets_moved = true;
         if floor.is_some_and(|floor| offset <= floor) {
             return Ok(Accepted::AlreadyStored);
         }
-        let position = Position {
-            partition: partition as u16,
-            offset: offset as u64,
-        };
-        match (self.decode)(payload, position) {
-            Ok(row) => {
-                self.rows.push(Pending {
-                    partition,
-                    offset,
-                    payload: payload.to_vec(),
-                    row,
-                });
-                self.oldest.get_or_insert_with(Instant::now);
-                Ok(Accepted::Row)
-            }
-            Err(error) => Ok(Accepted::Poison(error.to_string())),
-        }
-    }
-
-    /// Inserts the pending rows. A batch ClickHouse refuses as bad data is split until
-    /// the refused rows are alone; they are set aside for the dead-letter topic. On any
-    /// other error the rows not yet written stay pending and the error is returned, for
-    /// the caller to retry after a pause. Returns the rows written.
-    pub async fn flush(&mut self, client: &Client) -> Result<usize, Error> {
-        if self.rows.is_empty() {
-            return Ok(0);
-        }
-        let mut done = vec![false; self.rows.len()];
-        let mut chunks = VecDeque::new();
-        chunks.push_back(0..self.rows.len());
-        let mut written = 0;
-        let mut result = Ok(());
-        while let Some(chunk) = chunks.pop_front() {
-            match self.insert(client, chunk.clone(), &mut done).await {
-                Ok(n) => written += n,
-                Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
-                    let r = &self.rows[chunk.start];
-                    tracing::warn!(table = self.table, partition = r.partition, offset = r.offset, %error, "clickhouse refused a row");
-                    self.refused.push(Refused {
-                        partition: r.partition,
-                        offset: r.offset,
-                        payload: r.payload.clone(),
-                        reason: error.to_string(),
-                    });
-                    done[chunk.start] = true;
-                }
-                Err(error) if is_bad_data(&error) => {
-                    let middle = chunk.start + chunk.len() / 2;
-                    chunks.push_front(middle..chunk.end);
-                    chunks.push_front(chunk.start..middle);
-                }
-                Err(error) => {
-                    self.trusted = false;
-                    result = Err(error);
-                    break;
-                }
-            }
-        }
-        let mut index = 0;
-        self.rows.retain(|_| {
-            index += 1;
-            !done[index - 1]
+        self.rows.push(Pending {
+            partition,
+            offset,
+            fingerprint: fingerprint(key, payload),
+            payload: payload.to_vec(),
         });
+        self.oldest.get_or_insert_with(Instant::now);
+        Ok(Accepted::Row)
+    }
+
+    /// Starts inserting the pending rows in a task of its own. The caller finishes the
+    /// previous insert first.
+    pub fn start_insert(&mut self, client: &Client, inserts: &Arc<InsertsInFlight>) {
+        debug_assert!(self.in_flight.is_none(), "one insert per table at a time");
         if self.rows.is_empty() {
-            self.oldest = None;
+            return;
         }
-        result.map(|()| written)
+        let rows = std::mem::take(&mut self.rows);
+        self.oldest = None;
+        self.offsets_moved = false;
+        let offsets = self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect();
+        let guard = inserts.start();
+        let (client, table, void, decode) =
+            (client.clone(), self.table, self.void.clone(), self.decode);
+        let task = tokio::spawn(async move {
+            let refused = write_batch(client, table, rows, decode, void).await;
+            drop(guard);
+            refused
+        });
+        self.in_flight = Some(InFlight { task, offsets });
     }
 
-    /// Inserts `chunk` of the pending rows, less those the table already holds, and
-    /// counts them back; marks the rows done on success.
-    async fn insert(
-        &mut self,
-        client: &Client,
-        chunk: Range<usize>,
-        done: &mut [bool],
-    ) -> Result<usize, Error> {
-        // Rows at or below a partition's stored checkpoint are there already: an earlier
-        // insert whose answer was lost, or another owner after a rebalance.
-        let mut floors = BTreeMap::new();
-        let positions = self.rows[chunk.clone()]
-            .iter()
-            .map(|r| (r.partition, r.offset));
-        for partition in spans(positions).into_keys() {
-            let floor = self.stored_max(client, partition).await?;
-            floors.insert(partition, floor);
-            self.floors.insert(partition, floor);
-        }
-        let fresh: Vec<usize> = chunk
-            .clone()
-            .filter(|&i| {
-                let r = &self.rows[i];
-                floors[&r.partition].is_none_or(|floor| r.offset > floor)
-            })
-            .collect();
-        if fresh.len() < chunk.len() {
-            tracing::info!(
-                table = self.table,
-                skipped = chunk.len() - fresh.len(),
-                "rows already stored, not inserted again"
-            );
-        }
-        if !fresh.is_empty() {
-            let mut insert = client.insert::<R>(self.table).await?;
-            for &i in &fresh {
-                insert.write(&self.rows[i].row).await?;
-            }
-            insert.end().await?;
-            let inserted = spans(
-                fresh
-                    .iter()
-                    .map(|&i| (self.rows[i].partition, self.rows[i].offset)),
-            );
-            self.verify(client, &inserted).await?;
-            for (partition, (_, last, _)) in inserted {
-                self.floors.insert(partition, Some(last));
-            }
-        }
-        for i in chunk {
-            done[i] = true;
-        }
-        self.trusted = true;
-        Ok(fresh.len())
+    /// Waits for the insert in flight, if any: what it refused and the offsets that are
+    /// now safe to store.
+    pub async fn finish(&mut self) -> anyhow::Result<Done> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(Done::default());
+        };
+        let refused = in_flight.task.await?;
+        Ok(Done {
+            refused,
+            offsets: in_flight.offsets,
+        })
     }
 
-    /// Counts the inserted rows' offsets in the table: an insert that reported success
-    /// must be visible in full.
-    async fn verify(
-        &self,
-        client: &Client,
-        inserted: &BTreeMap<i32, (i64, i64, u64)>,
-    ) -> Result<(), Error> {
-        let sql =
-            queries::get("stored_rows_in_ranges").for_table_and_ranges(self.table, inserted.len());
-        let mut query = client.query(&sql);
-        for (&partition, &(first, last, _)) in inserted {
-            query = query
-                .bind(partition as u16)
-                .bind(first as u64)
-                .bind(last as u64);
+    /// The offsets to store when nothing is pending nor in flight and something moved
+    /// since the last call (replays only, or dead letters).
+    pub fn take_idle_offsets(&mut self) -> Option<Vec<(i32, i64)>> {
+        if !self.rows.is_empty() || self.in_flight.is_some() || !self.offsets_moved {
+            return None;
         }
-        let stored: Vec<Stored> = query.fetch_all().await?;
-        for (&partition, &(_, _, expected)) in inserted {
-            let found = stored
-                .iter()
-                .find(|s| i32::from(s.partition) == partition)
-                .map_or(0, |s| s.rows);
-            if found < expected {
-                return Err(Error::Custom(format!(
-                    "{}: insert reported success but partition {partition} holds {found} of {expected} rows",
-                    self.table
-                )));
+        self.offsets_moved = false;
+        Some(self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect())
+    }
+}
+
+/// Decodes and inserts `messages`, retrying with backoff until every row is in the
+/// table or refused (returned, for the dead-letter topic): rows are never skipped.
+/// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split
+/// until the refused rows are alone.
+async fn write_batch<R: RowOwned + RowWrite>(
+    client: Client,
+    table: &'static str,
+    messages: Vec<Pending>,
+    decode: Decode<R>,
+    void: Void,
+) -> Vec<Refused> {
+    let started = Instant::now();
+    let mut refused = Vec::new();
+    let mut rows = Vec::with_capacity(messages.len());
+    for message in &messages {
+        let position = Position {
+            partition: message.partition as u16,
+            offset: message.offset as u64,
+            fingerprint: message.fingerprint,
+        };
+        match decode(&message.payload, position) {
+            Ok(row) => rows.push(Decoded { message, row }),
+            Err(error) => {
+                tracing::warn!(table, partition = message.partition, offset = message.offset, %error, "dead-lettering undecodable message");
+                refused.push(Refused {
+                    partition: message.partition,
+                    offset: message.offset,
+                    payload: message.payload.clone(),
+                    reason: error.to_string(),
+                });
             }
         }
-        Ok(())
     }
+    let mut written = 0;
+    let mut backoff = Duration::from_millis(200);
+    let mut chunks = VecDeque::new();
+    if !rows.is_empty() {
+        chunks.push_back(0..rows.len());
+    }
+    while let Some(chunk) = chunks.pop_front() {
+        match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
+            Ok(n) => {
+                written += n;
+                backoff = Duration::from_millis(200);
+            }
+            Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
+                let r = rows[chunk.start].message;
+                tracing::warn!(table, partition = r.partition, offset = r.offset, %error, "clickhouse refused a row");
+                refused.push(Refused {
+                    partition: r.partition,
+                    offset: r.offset,
+                    payload: r.payload.clone(),
+                    reason: error.to_string(),
+                });
+            }
+            Err(error) if is_bad_data(&error) => {
+                let middle = chunk.start + chunk.len() / 2;
+                chunks.push_front(middle..chunk.end);
+                chunks.push_front(chunk.start..middle);
+            }
+            Err(error) => {
+                metrics::insert_errors().with_label_values(&[table]).inc();
+                tracing::warn!(table, %error, retry_ms = backoff.as_millis() as u64, "insert failed, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // The next attempt reads the checkpoints again, so whatever of this
+                // chunk did reach the table is not written twice.
+                chunks.push_front(chunk);
+            }
+        }
+    }
+    metrics::rows_inserted()
+        .with_label_values(&[table])
+        .inc_by(written as u64);
+    metrics::batch_rows()
+        .with_label_values(&[table])
+        .observe(messages.len() as f64);
+    metrics::insert_seconds()
+        .with_label_values(&[table])
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        table,
+        rows = written,
+        ms = started.elapsed().as_millis() as u64,
+        "batch inserted"
+    );
+    refused
+}
+
+/// Inserts `chunk` of `rows`, less those the table already holds, and checks that the
+/// checkpoints show them. Returns the rows written.
+async fn insert_chunk<R: RowOwned + RowWrite>(
+    client: &Client,
+    table: &'static str,
+    rows: &[Decoded<'_, R>],
+    chunk: Range<usize>,
+    void: &Void,
+) -> Result<usize, Error> {
+    // Rows at or below a partition's checkpoint are there already: an earlier insert
+    // whose answer was lost, or another owner after a rebalance.
+    let stored = checkpoints(client, table, void, "insert").await?;
+    let fresh: Vec<&Decoded<R>> = rows[chunk.clone()]
+        .iter()
+        .filter(|r| {
+            let m = r.message;
+            stored.get(&m.partition).is_none_or(|c| m.offset > c.offset)
+        })
+        .collect();
+    if fresh.len() < chunk.len() {
+        tracing::info!(
+            table,
+            skipped = chunk.len() - fresh.len(),
+            "rows already stored, not inserted again"
+        );
+    }
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let mut insert = client.insert::<R>(table).await?;
+    for r in &fresh {
+        insert.write(&r.row).await?;
+    }
+    insert.end().await?;
+    // The checkpoint view ran in the same INSERT: an insert that reported success
+    // without it did not store its rows.
+    let now = checkpoints(client, table, void, "insert").await?;
+    let positions = fresh
+        .iter()
+        .map(|r| (r.message.partition, r.message.offset));
+    for (partition, last) in last_offsets(positions) {
+        let found = now.get(&partition).map(|c| c.offset);
+        if found.is_none_or(|found| found < last) {
+            return Err(Error::Custom(format!(
+                "{table}: insert reported success but partition {partition}'s checkpoint is {found:?}, not {last}"
+            )));
+        }
+    }
+    Ok(fresh.len())
 }
 
 #[cfg(test)]
@@ -368,9 +555,18 @@ mod tests {
     }
 
     #[test]
-    fn spans_cover_each_partition() {
-        let spans = spans([(0, 5), (1, 9), (0, 6), (0, 8)].into_iter());
-        assert_eq!(spans[&0], (5, 8, 3));
-        assert_eq!(spans[&1], (9, 9, 1));
+    fn last_offsets_per_partition() {
+        let last = last_offsets([(0, 5), (1, 9), (0, 6), (0, 8)].into_iter());
+        assert_eq!(last[&0], 8);
+        assert_eq!(last[&1], 9);
+    }
+
+    #[test]
+    fn fingerprints_tell_messages_apart_and_are_never_zero() {
+        let a = fingerprint(b"\x00\x01", b"click a");
+        assert_eq!(a, fingerprint(b"\x00\x01", b"click a"));
+        assert_ne!(a, fingerprint(b"\x00\x01", b"click b"));
+        assert_ne!(a, fingerprint(b"\x00\x02", b"click a"));
+        assert_ne!(fingerprint(b"", b""), 0);
     }
 }

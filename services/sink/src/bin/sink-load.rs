@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use traffsure_config::KafkaSettings;
 use traffsure_events::Click;
 use traffsure_kafka::Topics;
@@ -49,31 +49,18 @@ async fn send_all(
     topic: &str,
     clicks: Vec<Click>,
 ) -> anyhow::Result<()> {
-    let mut pending = Vec::with_capacity(clicks.len());
-    for c in clicks {
-        let key = traffsure_kafka::routing_key_bytes(c.routing_key as u16);
-        let payload = c.encode_to_vec();
-        let mut record = FutureRecord::to(topic).key(&key[..]).payload(&payload[..]);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((_, returned)) => {
-                    record = returned;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        }
-    }
-    for delivery in pending {
-        delivery
-            .await
-            .context("delivery dropped")?
-            .map_err(|(e, _)| anyhow::anyhow!("delivery failed: {e}"))?;
-    }
-    Ok(())
+    let messages: Vec<_> = clicks
+        .iter()
+        .map(|c| {
+            (
+                traffsure_kafka::routing_key_bytes(c.routing_key as u16),
+                c.encode_to_vec(),
+            )
+        })
+        .collect();
+    traffsure_kafka::send_all(producer, topic, &messages)
+        .await
+        .context("send clicks")
 }
 
 #[derive(clickhouse::Row, serde::Deserialize)]

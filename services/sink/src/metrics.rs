@@ -1,0 +1,91 @@
+//! The sink's Prometheus metrics, all labelled by table.
+
+use std::sync::OnceLock;
+
+use traffsure_telemetry::prometheus::{HistogramVec, IntCounterVec};
+
+pub fn insert_errors() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_insert_errors_total",
+            "Failed ClickHouse inserts by table (each is retried)",
+            &["table"],
+        )
+    })
+}
+
+/// Messages by outcome: `row` (queued for its table), `already_stored` (a replay),
+/// `dead_letter` (undecodable or refused by ClickHouse).
+pub fn messages() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_messages_total",
+            "Messages by table and outcome",
+            &["table", "outcome"],
+        )
+    })
+}
+
+pub fn rows_inserted() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_rows_inserted_total",
+            "Rows ClickHouse acknowledged and the checkpoint confirmed, by table",
+            &["table"],
+        )
+    })
+}
+
+pub fn batch_rows() -> &'static HistogramVec {
+    static METRIC: OnceLock<HistogramVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::histogram_vec_with_buckets(
+            "traffsure_sink_batch_rows",
+            "Rows per insert, by table",
+            &["table"],
+            vec![
+                1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0, 100_000.0,
+                200_000.0,
+            ],
+        )
+    })
+}
+
+pub fn insert_seconds() -> &'static HistogramVec {
+    static METRIC: OnceLock<HistogramVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::histogram_vec(
+            "traffsure_sink_insert_seconds",
+            "Time of one insert with its checkpoint read and confirmation, by table",
+            &["table"],
+        )
+    })
+}
+
+/// Checkpoint reads by table and reason: `assign` (a partition's first message),
+/// `insert` (before and after each insert).
+pub fn checkpoint_reads() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_checkpoint_reads_total",
+            "Checkpoint reads by table and reason",
+            &["table", "reason"],
+        )
+    })
+}
+
+/// Partitions whose topic was found recreated, so their old checkpoint was set aside.
+pub fn recreated_topics() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_recreated_partitions_total",
+            "Partitions found recreated in Kafka (their stored checkpoint did not match)",
+            &["table"],
+        )
+    })
+}
