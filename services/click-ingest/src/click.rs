@@ -154,9 +154,9 @@ impl ClickParams {
             ..Self::default()
         };
         for (name, value) in form_pairs(query) {
-            match name.as_str() {
-                "sub_id" => params.sub_id = value,
-                "source" => params.source = value,
+            match name.as_ref() {
+                "sub_id" => params.sub_id = value.into_owned(),
+                "source" => params.source = value.into_owned(),
                 "cost" => match traffsure_core::parse_micros(value.trim()) {
                     Ok(micros) if micros >= 0 => {
                         params.cost = value.trim().to_string();
@@ -165,14 +165,14 @@ impl ClickParams {
                     _ => {
                         params.cost.clear();
                         params.cost_micros = 0;
-                        params.extra.insert(name, value);
+                        params.extra.insert(name.into_owned(), value.into_owned());
                     }
                 },
                 other => match sub_index(other) {
-                    Some(i) => params.subs[i] = value,
+                    Some(i) => params.subs[i] = value.into_owned(),
                     None => {
-                        if params.extra.len() < MAX_EXTRA || params.extra.contains_key(&name) {
-                            params.extra.insert(name, value);
+                        if params.extra.len() < MAX_EXTRA || params.extra.contains_key(other) {
+                            params.extra.insert(name.into_owned(), value.into_owned());
                         }
                     }
                 },
@@ -202,7 +202,7 @@ fn sub_index(name: &str) -> Option<usize> {
 
 /// Decodes `a=b&c=d` leniently: bad percent-encoding and invalid UTF-8 are kept as
 /// replacement characters instead of failing the click.
-fn form_pairs(query: &str) -> Vec<(String, String)> {
+fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -211,7 +211,6 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(name), decode(value))
         })
-        .collect()
 }
 
 /// A path segment, percent-decoded (invalid UTF-8 becomes replacement characters, which
@@ -220,11 +219,18 @@ fn percent_decode(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
-fn decode(text: &str) -> String {
+/// A query name or value, `+` as space and percent-decoded; borrowed when there is
+/// nothing to decode, as in most tracking links.
+fn decode(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'+' || b == b'%') {
+        return Cow::Borrowed(text);
+    }
     let text = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&text)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> String {

@@ -56,14 +56,14 @@ struct ProducerSettings {
     batch_num_messages: u32,
     /// `batch.size`: most bytes in one batch.
     batch_bytes: u32,
-    /// `compression.type`: `none`, `lz4`, `zstd`, `snappy` or `gzip`.
+    /// `compression.type`: `none`, `lz4`, `snappy` or `gzip` (librdkafka is built without zstd).
     compression: String,
 }
 
 impl Default for ProducerSettings {
     fn default() -> Self {
         Self {
-            linger_ms: 20,
+            linger_ms: 100,
             batch_num_messages: 10_000,
             batch_bytes: 1_000_000,
             compression: "lz4".into(),
@@ -207,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
         settings.spill.max_queued,
         &settings.producer,
     )
-    .context("spill")?;
+    .context("click event producer")?;
     traffsure_kafka::metrics::spawn_queue_reporter(
         publisher.producer(),
         "clicks".into(),
