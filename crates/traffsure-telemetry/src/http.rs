@@ -187,4 +187,15 @@ mod tests {
                 >= 2
         );
     }
+
+    #[actix_web::test]
+    async fn a_default_service_is_labelled_by_its_first_segment() {
+        use super::default_service_route as route;
+        assert_eq!(route("/c/some-flow", 302).as_deref(), Some("/c"));
+        assert_eq!(route("//c/x", 302).as_deref(), Some("/c"));
+        assert_eq!(route("c/x", 302).as_deref(), Some("/c"));
+        assert_eq!(route("/c/x", 404), None);
+        assert_eq!(route("/c", 302), None);
+        assert_eq!(route("/", 302), None);
+    }
 }
