@@ -63,7 +63,9 @@ fn event_headers(
 
 /// A loopback port nothing listens on.
 fn unused_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Starts click-ingest (OTLP tracing on or off), makes one flow, sends `clicks` clicks and
@@ -147,7 +149,9 @@ async fn click_events_carry_trace_context_only_when_tracing_is_on() -> anyhow::R
                 && parts[0] == "00"
                 && parts[1].len() == 32
                 && parts[2].len() == 16
-                && parts[1..].iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+                && parts[1..]
+                    .iter()
+                    .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
                 && parts[1].bytes().any(|b| b != b'0'),
             "not a W3C traceparent: {traceparent:?}"
         );

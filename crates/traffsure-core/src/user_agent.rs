@@ -458,7 +458,19 @@ mod tests {
             .iter()
             .chain(FRAGMENTS)
             .copied()
-            .chain([" ", "/", ";", "(", ")", "Mozilla/5.0", "é", "ТВ", "mob", "edg", "x1"])
+            .chain([
+                " ",
+                "/",
+                ";",
+                "(",
+                ")",
+                "Mozilla/5.0",
+                "é",
+                "ТВ",
+                "mob",
+                "edg",
+                "x1",
+            ])
             .collect();
         let mut rng = rand::rng();
         for _ in 0..20_000 {

@@ -218,7 +218,10 @@ impl Publisher {
             .set("queue.buffering.max.kbytes", "65536") // bounds memory; beyond it, the spill file
             .set("reconnect.backoff.max.ms", "1000") // notice a returning broker within a second
             .set("linger.ms", batching.linger_ms.to_string())
-            .set("batch.num.messages", batching.batch_num_messages.to_string())
+            .set(
+                "batch.num.messages",
+                batching.batch_num_messages.to_string(),
+            )
             .set("batch.size", batching.batch_bytes.to_string())
             .set("compression.type", &batching.compression);
         let producer: ThreadedProducer<Context> = config.create_with_context(Context {
