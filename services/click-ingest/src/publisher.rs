@@ -28,8 +28,11 @@ use crate::spill::SpillFile;
 const LIVE: usize = 0;
 /// Delivery opaque of a click replayed from the spill file.
 const REPLAY: usize = 1;
-/// Records the replay thread sends before waiting for their acknowledgements.
-const REPLAY_BATCH: usize = 2000;
+/// Records the replay thread sends before waiting for their acknowledgements. Each batch
+/// waits at least `linger.ms` (100 ms by default) for its acknowledgements, so this bounds
+/// the replay rate (here ~150,000 events/s); it must stay well above the click rate, or a
+/// spill that starts under load never drains while the load lasts.
+const REPLAY_BATCH: usize = 20_000;
 
 /// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
 /// bumps one counter without hashing labels.
