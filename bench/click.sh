@@ -145,6 +145,7 @@ sleep 2 # the last deliveries of the run
 metric() { curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 delivered=$(metric 'traffsure_click_deliveries_total{result="delivered"}')
 spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
+replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
 cat <<EOF
 Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, best of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
@@ -160,6 +161,6 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
 - click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
-- click events delivered to Kafka during the run: ${delivered:-0}; spilled to disk (replayed afterwards): ${spilled:-0}
+- click events delivered to Kafka during the run: ${delivered:-0} straight from the queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed so far
 - all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
 EOF
