@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # bench/click.sh — click-ingest (release build, producing to the real Kafka, 10,000 flows
-# loaded, GeoIP on) against nginx answering a constant 302, in the same run, with wrk on
-# loopback. Prints redirects/s, latency percentiles, server CPU per redirect (all threads:
-# click-ingest with librdkafka; nginx master and workers), the ratios, peak RSS of
-# click-ingest, and latency at about 80% of click-ingest's own peak.
-# Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000), BENCH_ROUNDS (2)
+# loaded, GeoIP on) against two baselines answering a constant 302 in the same run: nginx,
+# and actix-web alone (the `actix_floor` example, same worker count as click-ingest), with
+# wrk on loopback. Prints redirects/s, latency percentiles, server CPU per redirect (all
+# threads: click-ingest with librdkafka; nginx master and workers), the ratios, where
+# click-ingest's CPU goes (actix floor, its own request work, librdkafka's threads), peak
+# RSS of click-ingest, and latency at about 80% of click-ingest's own peak.
+# Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000),
+#      BENCH_ROUNDS (2), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
+#      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 # shellcheck source=lib.sh
@@ -14,28 +18,37 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 FLOWS=${BENCH_FLOWS:-10000}
 ROUNDS=${BENCH_ROUNDS:-2}
+LATENCY=${BENCH_LATENCY:-1}
+WORKERS=2
 CLK_TCK=$(getconf CLK_TCK)
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+# librdkafka's threads (`rdk:main`, `rdk:broker…`) and rdkafka's delivery-report poller.
+KAFKA_THREADS='^(rdk:|producer pol)'
 
 bench_install
-BIN="$ROOT/target/release/click-ingest"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+BIN=${BENCH_CLICK_BIN:-$ROOT/target/release/click-ingest}
 [[ -x $BIN ]] || die "$BIN is missing: run make build-release (make bench does)"
+(cd "$ROOT" && cargo build -q --release --locked -p click-ingest --examples) >&2
+FLOOR_BIN="$ROOT/target/release/examples/actix_floor"
 
 PREFIX="bench-$(date +%s)-$$."
 CI_PORT=18080
 NGINX_PORT=18090
+FLOOR_PORT=18091
 DIR="$BENCH_DIR/click"
 mkdir -p "$DIR"
 rm -f "$DIR"/clicks.spill*
 
 log "seeding $FLOWS flows into ${PREFIX}flows"
-(cd "$ROOT" && cargo run -q --release --locked -p click-ingest --example seed_flows -- \
-  127.0.0.1:9092 "$PREFIX" "$FLOWS") >&2
+"$ROOT/target/release/examples/seed_flows" 127.0.0.1:9092 "$PREFIX" "$FLOWS" >&2
 
 CI_PID=
 NGINX_PID=
+FLOOR_PID=
 cleanup() {
   [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null
+  [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null
   [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
   return 0
 }
@@ -45,6 +58,7 @@ GEOIP="$LOCAL_DIR/geoip/country.mmdb"
 [[ -f $GEOIP ]] || GEOIP=""
 KEYS=$(cat "$LOCAL_DIR/click-hash.keys" 2>/dev/null || echo "1:bench-click-hash-secret-0001")
 TRAFFSURE__HTTP__BIND=127.0.0.1:$CI_PORT \
+TRAFFSURE__HTTP__WORKERS=$WORKERS \
 TRAFFSURE__KAFKA__TOPIC_PREFIX=$PREFIX \
 TRAFFSURE__CLICK_HASH__KEYS=$KEYS \
 TRAFFSURE__GEOIP__DATABASE=$GEOIP \
@@ -59,65 +73,94 @@ until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CI_PORT/re
   sleep 0.2
 done
 log "click-ingest ready with $FLOWS flows in $((SECONDS - start)) s"
-NGINX_PID=$(nginx_baseline_start "$NGINX_PORT" 2)
+NGINX_PID=$(nginx_baseline_start "$NGINX_PORT" "$WORKERS")
+"$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$WORKERS" >"$DIR/actix-floor.log" 2>&1 &
+FLOOR_PID=$!
+wait_port "$FLOOR_PORT" 10 || die "actix floor did not listen on $FLOOR_PORT (see $DIR/actix-floor.log)"
 
 CI_URL="http://127.0.0.1:$CI_PORT/c/bench-$((FLOWS / 2))?sub_id=bench&source=wrk&sub1=a&cost=0.01"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT/c/bench?sub_id=bench"
+FLOOR_URL="http://127.0.0.1:$FLOOR_PORT/c/bench?sub_id=bench"
 code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" "$CI_URL")
 [[ $code == 302 ]] || die "click-ingest answered $code for $CI_URL"
 
-# One measured run: prints "requests seconds rps p50 p99 p999 errors non3xx cpu_us_per_redirect".
-measure() {
-  local pid=$1 url=$2 conns=$3 before after out
-  before=$(cpu_ticks "$pid")
-  out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
-  after=$(cpu_ticks "$pid")
-  set -- $out
-  local cpu_us
-  cpu_us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$1" 'BEGIN { if (n == 0) print "n/a"; else printf "%.1f", t * 1e6 / hz / n }')
-  echo "$out $cpu_us"
+# CPU microseconds per request: per_request TICKS REQUESTS.
+per_request() {
+  awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", t * 1e6 / hz / n }'
 }
 
-# Warm-up, then alternate the two servers so drift on the shared machine hits both alike.
+# The shared Kafka broker's process: its CPU per redirect is reported beside the server's.
+BROKER_PID=$(running_pid kafka || echo "")
+
+# One measured run: prints "requests seconds rps p50 p99 p999 errors non3xx cpu_us
+# kafka_cpu_us broker_cpu_us": CPU per redirect of the whole server, of librdkafka's
+# threads alone, and of the Kafka broker over the same run.
+measure() {
+  local pid=$1 url=$2 conns=$3 before after kbefore kafter bbefore=0 bafter=0 out
+  before=$(cpu_ticks "$pid")
+  kbefore=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
+  [[ -n $BROKER_PID ]] && bbefore=$(cpu_ticks "$BROKER_PID")
+  out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
+  after=$(cpu_ticks "$pid")
+  kafter=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
+  [[ -n $BROKER_PID ]] && bafter=$(cpu_ticks "$BROKER_PID")
+  set -- $out
+  echo "$out $(per_request $((after - before)) "$1") $(per_request $((kafter - kbefore)) "$1") $(per_request $((bafter - bbefore)) "$1")"
+}
+
+# Warm-up, then alternate the servers so drift on the shared machine hits all alike.
 WRK_HEADER="User-Agent: $UA" run_wrk "$CI_URL" 3 "$CONNS" 2 >/dev/null
 run_wrk "$NGINX_URL" 2 "$CONNS" 2 >/dev/null
-declare -a CI NG
+run_wrk "$FLOOR_URL" 2 "$CONNS" 2 >/dev/null
+declare -a CI NG FL
 for ((r = 1; r <= ROUNDS; r++)); do
   NG+=("$(measure "$NGINX_PID" "$NGINX_URL" "$CONNS")")
+  FL+=("$(measure "$FLOOR_PID" "$FLOOR_URL" "$CONNS")")
   CI+=("$(measure "$CI_PID" "$CI_URL" "$CONNS")")
 done
 
 # Best round of each (the least disturbed by other work on the machine).
 best() { printf '%s\n' "$@" | sort -k3 -n -r | head -1; }
-read -r ci_n _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu <<<"$(best "${CI[@]}")"
-read -r ng_n _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu <<<"$(best "${NG[@]}")"
+read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker <<<"$(best "${CI[@]}")"
+read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(best "${NG[@]}")"
+read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(best "${FL[@]}")"
+ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
+ci_own=$(awk -v a="$ci_http" -v b="$fl_cpu" 'BEGIN { printf "%.2f", a - b }')
 rss=$(peak_rss_mib "$CI_PID")
 
 # Latency at ~80% of click-ingest's own peak: wrk cannot pace requests, so fewer
-# connections (closed loop) bring the rate down; take the run closest to 80%.
+# connections (closed loop) bring the rate down; take the first run reaching 80%.
 target=$(awk -v p="$ci_rps" 'BEGIN { printf "%.0f", p * 0.8 }')
-at80=""
-for c in 1 2 4 8 16 32; do
-  line=$(measure "$CI_PID" "$CI_URL" "$c")
-  rps=$(awk '{ print $3 }' <<<"$line")
-  at80="$c $line"
-  awk -v r="$rps" -v t="$target" 'BEGIN { exit !(r >= t) }' && break
-done
-read -r c80 _ _ rps80 p50_80 p99_80 p999_80 _ _ _ <<<"$at80"
-delivered=$(curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk '/^traffsure_click_deliveries_total\{result="delivered"\}/ { print $2 }')
-spilled=$(curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk '/^traffsure_click_deliveries_total\{result="spilled"\}/ { print $2 }')
+at80="- 0 0 n/a n/a n/a n/a 0 0 n/a n/a n/a"
+if ((LATENCY)); then
+  for c in 1 2 4 8 16 32; do
+    line=$(measure "$CI_PID" "$CI_URL" "$c")
+    rps=$(awk '{ print $3 }' <<<"$line")
+    at80="$c $line"
+    awk -v r="$rps" -v t="$target" 'BEGIN { exit !(r >= t) }' && break
+  done
+fi
+read -r c80 _ _ rps80 p50_80 p99_80 p999_80 _ _ _ _ _ <<<"$at80"
+sleep 2 # the last deliveries of the run
+metric() { curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+delivered=$(metric 'traffsure_click_deliveries_total{result="delivered"}')
+spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
+replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
 cat <<EOF
-Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, best of $ROUNDS alternating rounds; $FLOWS flows loaded; $(nproc) cores shared by wrk, both servers, Kafka and ClickHouse)
+Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, best of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
 
 | server | redirects/s | p50 ms | p99 ms | p99.9 ms | CPU µs / redirect | errors | non-3xx |
 |---|---|---|---|---|---|---|---|
-| nginx \`return 302\` (2 workers) | $ng_rps | $ng_p50 | $ng_p99 | $ng_p999 | $ng_cpu | $ng_err | $ng_non |
-| click-ingest (2 workers, Kafka producing) | $ci_rps | $ci_p50 | $ci_p99 | $ci_p999 | $ci_cpu | $ci_err | $ci_non |
+| nginx \`return 302\` ($WORKERS workers) | $ng_rps | $ng_p50 | $ng_p99 | $ng_p999 | $ng_cpu | $ng_err | $ng_non |
+| actix-web floor, constant 302 ($WORKERS workers) | $fl_rps | $fl_p50 | $fl_p99 | $fl_p999 | $fl_cpu | $fl_err | $fl_non |
+| click-ingest ($WORKERS workers, Kafka producing) | $ci_rps | $ci_p50 | $ci_p99 | $ci_p999 | $ci_cpu | $ci_err | $ci_non |
+| ratio actix floor / nginx | $(ratio "$fl_rps" "$ng_rps") | | | | $(ratio "$fl_cpu" "$ng_cpu") | | |
 | ratio click-ingest / nginx | $(ratio "$ci_rps" "$ng_rps") | | | | $(ratio "$ci_cpu" "$ng_cpu") | | |
 
+- click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
 - click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
-- click events delivered to Kafka during the run: ${delivered:-0}; spilled: ${spilled:-0}
-- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
+- click events delivered to Kafka during the run: ${delivered:-0} straight from the queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed so far
+- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
 EOF

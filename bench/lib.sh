@@ -77,6 +77,19 @@ cpu_ticks() {
   echo "$total"
 }
 
+# CPU clock ticks (user + system) used so far by the threads of PID whose name matches
+# the extended regex PATTERN (librdkafka's threads are `rdk:…`), read from
+# /proc/PID/task/*/stat; threads that already exited are not counted.
+cpu_ticks_threads() {
+  local pid=$1 pattern=$2 total=0 t comm
+  for t in /proc/"$pid"/task/*; do
+    comm=$(cat "$t/comm" 2>/dev/null) || continue
+    [[ $comm =~ $pattern ]] || continue
+    total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
 # Peak resident set size of a process in MiB (VmHWM), one decimal.
 peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"

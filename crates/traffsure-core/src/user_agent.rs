@@ -4,7 +4,8 @@
 //! A hand-written classifier rather than a regex database: it runs on every click, must
 //! cost well under a microsecond, and reports only the coarse families flow rules and
 //! reports group by. Names are fixed strings so rule values can match them; anything not
-//! recognised is `other`.
+//! recognised is `other`. All the fragments it looks for are found in one pass over the
+//! user agent (Aho-Corasick), then the decisions below only test bits.
 
 /// What a user agent says about the visitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,65 +54,175 @@ pub const BOT_MARKERS: &[&str] = &[
     "scrapy",
 ];
 
-fn has(ua: &str, needle: &str) -> bool {
-    ua.contains(needle)
+/// Every other fragment the classifier looks for (lowercase), after the bot markers.
+const FRAGMENTS: &[&str] = &[
+    "iphone",
+    "ipad",
+    "ipod",
+    "android",
+    "windows",
+    "cros",
+    "mac os x",
+    "macintosh",
+    "linux",
+    "x11",
+    "smart-tv",
+    "smarttv",
+    "googletv",
+    "appletv",
+    "hbbtv",
+    "tizen",
+    "tv",
+    "web0s",
+    "roku",
+    "playstation",
+    "xbox",
+    "nintendo",
+    "tablet",
+    "mobile",
+    "mobi",
+    "edg/",
+    "edge/",
+    "edga/",
+    "edgios/",
+    "opr/",
+    "opera",
+    "samsungbrowser/",
+    "yabrowser/",
+    "firefox/",
+    "fxios/",
+    "chrome/",
+    "crios/",
+    "chromium/",
+    "msie ",
+    "trident/",
+    "safari/",
+    "applewebkit/",
+    "mobile/",
+];
+
+const _: () = assert!(BOT_MARKERS.len() + FRAGMENTS.len() <= 128);
+
+/// Position of `needle` among the bot markers and fragments; evaluated at compile time
+/// through `has!`, where a fragment missing from the lists fails the build.
+const fn fragment_index(needle: &str) -> usize {
+    const fn same(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+    let mut i = 0;
+    while i < FRAGMENTS.len() {
+        if same(FRAGMENTS[i], needle) {
+            return BOT_MARKERS.len() + i;
+        }
+        i += 1;
+    }
+    panic!("fragment missing from FRAGMENTS")
+}
+
+/// One search for every fragment at once, ASCII case-insensitively (the same as
+/// lowercasing the user agent and testing each fragment with `contains`).
+fn matcher() -> &'static aho_corasick::AhoCorasick {
+    static MATCHER: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    MATCHER.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(BOT_MARKERS.iter().chain(FRAGMENTS))
+            .unwrap_or_else(|e| panic!("user-agent fragments do not compile: {e}"))
+    })
+}
+
+/// The fragments a user agent contains, one bit each.
+#[derive(Clone, Copy)]
+struct Found(u128);
+
+impl Found {
+    fn of(user_agent: &str) -> Self {
+        let mut bits = 0u128;
+        for m in matcher().find_overlapping_iter(user_agent) {
+            bits |= 1 << m.pattern().as_usize();
+        }
+        Self(bits)
+    }
+
+    fn is_bot(self) -> bool {
+        self.0 & ((1u128 << BOT_MARKERS.len()) - 1) != 0
+    }
+}
+
+/// True when the user agent contains `fragment` (a literal from `FRAGMENTS`).
+macro_rules! has {
+    ($found:expr, $fragment:literal) => {
+        $found.0 & (1u128 << const { fragment_index($fragment) }) != 0
+    };
 }
 
 /// Classifies a user agent. An empty one is `other` everywhere and not a bot by itself
 /// (the edge can be told to treat it as one).
 pub fn parse(user_agent: &str) -> UserAgent {
-    let ua = user_agent.to_ascii_lowercase();
-    if BOT_MARKERS.iter().any(|m| has(&ua, m)) {
+    let ua = Found::of(user_agent);
+    if ua.is_bot() {
         return UserAgent {
             device: "bot",
-            os: os_of(&ua),
+            os: os_of(ua),
             browser: "bot",
             is_bot: true,
         };
     }
-    let os = os_of(&ua);
+    let os = os_of(ua);
     UserAgent {
-        device: device_of(&ua, os),
+        device: device_of(ua, os),
         os,
-        browser: browser_of(&ua),
+        browser: browser_of(ua),
         is_bot: false,
     }
 }
 
-fn os_of(ua: &str) -> &'static str {
-    if has(ua, "iphone") || has(ua, "ipad") || has(ua, "ipod") {
+fn os_of(ua: Found) -> &'static str {
+    if has!(ua, "iphone") || has!(ua, "ipad") || has!(ua, "ipod") {
         "ios"
-    } else if has(ua, "android") {
+    } else if has!(ua, "android") {
         "android"
-    } else if has(ua, "windows") {
+    } else if has!(ua, "windows") {
         "windows"
-    } else if has(ua, "cros") {
+    } else if has!(ua, "cros") {
         "chromeos"
-    } else if has(ua, "mac os x") || has(ua, "macintosh") {
+    } else if has!(ua, "mac os x") || has!(ua, "macintosh") {
         "macos"
-    } else if has(ua, "linux") || has(ua, "x11") {
+    } else if has!(ua, "linux") || has!(ua, "x11") {
         "linux"
     } else {
         "other"
     }
 }
 
-fn device_of(ua: &str, os: &str) -> &'static str {
-    if has(ua, "smart-tv")
-        || has(ua, "smarttv")
-        || has(ua, "googletv")
-        || has(ua, "appletv")
-        || has(ua, "hbbtv")
-        || has(ua, "tizen") && has(ua, "tv")
-        || has(ua, "web0s")
-        || has(ua, "roku")
+fn device_of(ua: Found, os: &str) -> &'static str {
+    if has!(ua, "smart-tv")
+        || has!(ua, "smarttv")
+        || has!(ua, "googletv")
+        || has!(ua, "appletv")
+        || has!(ua, "hbbtv")
+        || has!(ua, "tizen") && has!(ua, "tv")
+        || has!(ua, "web0s")
+        || has!(ua, "roku")
     {
         "tv"
-    } else if has(ua, "playstation") || has(ua, "xbox") || has(ua, "nintendo") {
+    } else if has!(ua, "playstation") || has!(ua, "xbox") || has!(ua, "nintendo") {
         "console"
-    } else if has(ua, "ipad") || has(ua, "tablet") || os == "android" && !has(ua, "mobile") {
+    } else if has!(ua, "ipad") || has!(ua, "tablet") || os == "android" && !has!(ua, "mobile") {
         "tablet"
-    } else if has(ua, "mobi") || has(ua, "iphone") || has(ua, "ipod") || os == "android" {
+    } else if has!(ua, "mobi") || has!(ua, "iphone") || has!(ua, "ipod") || os == "android" {
         "mobile"
     } else if matches!(os, "windows" | "macos" | "linux" | "chromeos") {
         "desktop"
@@ -120,23 +231,23 @@ fn device_of(ua: &str, os: &str) -> &'static str {
     }
 }
 
-fn browser_of(ua: &str) -> &'static str {
+fn browser_of(ua: Found) -> &'static str {
     // Order matters: Edge, Opera, Samsung and Yandex also say "chrome" and "safari".
-    if has(ua, "edg/") || has(ua, "edge/") || has(ua, "edga/") || has(ua, "edgios/") {
+    if has!(ua, "edg/") || has!(ua, "edge/") || has!(ua, "edga/") || has!(ua, "edgios/") {
         "edge"
-    } else if has(ua, "opr/") || has(ua, "opera") {
+    } else if has!(ua, "opr/") || has!(ua, "opera") {
         "opera"
-    } else if has(ua, "samsungbrowser/") {
+    } else if has!(ua, "samsungbrowser/") {
         "samsung"
-    } else if has(ua, "yabrowser/") {
+    } else if has!(ua, "yabrowser/") {
         "yandex"
-    } else if has(ua, "firefox/") || has(ua, "fxios/") {
+    } else if has!(ua, "firefox/") || has!(ua, "fxios/") {
         "firefox"
-    } else if has(ua, "chrome/") || has(ua, "crios/") || has(ua, "chromium/") {
+    } else if has!(ua, "chrome/") || has!(ua, "crios/") || has!(ua, "chromium/") {
         "chrome"
-    } else if has(ua, "msie ") || has(ua, "trident/") {
+    } else if has!(ua, "msie ") || has!(ua, "trident/") {
         "ie"
-    } else if has(ua, "safari/") || has(ua, "applewebkit/") && has(ua, "mobile/") {
+    } else if has!(ua, "safari/") || has!(ua, "applewebkit/") && has!(ua, "mobile/") {
         "safari"
     } else {
         "other"
@@ -260,6 +371,126 @@ mod tests {
                 ("other", "other", "other", false),
                 "{ua:?}"
             );
+        }
+    }
+
+    /// The classifier as plain substring tests over the lowercased user agent: what the
+    /// one-pass search must agree with.
+    fn by_substrings(user_agent: &str) -> UserAgent {
+        let ua = user_agent.to_ascii_lowercase();
+        let has = |needle: &str| ua.contains(needle);
+        let os = if has("iphone") || has("ipad") || has("ipod") {
+            "ios"
+        } else if has("android") {
+            "android"
+        } else if has("windows") {
+            "windows"
+        } else if has("cros") {
+            "chromeos"
+        } else if has("mac os x") || has("macintosh") {
+            "macos"
+        } else if has("linux") || has("x11") {
+            "linux"
+        } else {
+            "other"
+        };
+        if BOT_MARKERS.iter().any(|m| has(m)) {
+            return UserAgent {
+                device: "bot",
+                os,
+                browser: "bot",
+                is_bot: true,
+            };
+        }
+        let device = if has("smart-tv")
+            || has("smarttv")
+            || has("googletv")
+            || has("appletv")
+            || has("hbbtv")
+            || has("tizen") && has("tv")
+            || has("web0s")
+            || has("roku")
+        {
+            "tv"
+        } else if has("playstation") || has("xbox") || has("nintendo") {
+            "console"
+        } else if has("ipad") || has("tablet") || os == "android" && !has("mobile") {
+            "tablet"
+        } else if has("mobi") || has("iphone") || has("ipod") || os == "android" {
+            "mobile"
+        } else if matches!(os, "windows" | "macos" | "linux" | "chromeos") {
+            "desktop"
+        } else {
+            "other"
+        };
+        let browser = if has("edg/") || has("edge/") || has("edga/") || has("edgios/") {
+            "edge"
+        } else if has("opr/") || has("opera") {
+            "opera"
+        } else if has("samsungbrowser/") {
+            "samsung"
+        } else if has("yabrowser/") {
+            "yandex"
+        } else if has("firefox/") || has("fxios/") {
+            "firefox"
+        } else if has("chrome/") || has("crios/") || has("chromium/") {
+            "chrome"
+        } else if has("msie ") || has("trident/") {
+            "ie"
+        } else if has("safari/") || has("applewebkit/") && has("mobile/") {
+            "safari"
+        } else {
+            "other"
+        };
+        UserAgent {
+            device,
+            os,
+            browser,
+            is_bot: false,
+        }
+    }
+
+    #[test]
+    fn one_pass_search_agrees_with_substring_tests() {
+        use rand::seq::IndexedRandom;
+        use rand::Rng;
+        let pieces: Vec<&str> = BOT_MARKERS
+            .iter()
+            .chain(FRAGMENTS)
+            .copied()
+            .chain([
+                " ",
+                "/",
+                ";",
+                "(",
+                ")",
+                "Mozilla/5.0",
+                "é",
+                "ТВ",
+                "mob",
+                "edg",
+                "x1",
+            ])
+            .collect();
+        let mut rng = rand::rng();
+        for _ in 0..20_000 {
+            let mut ua = String::new();
+            for _ in 0..rng.random_range(0..8) {
+                let piece = pieces.choose(&mut rng).copied().unwrap_or_default();
+                // Random letter case, as browsers and bots write it.
+                ua.extend(piece.chars().map(|c| {
+                    if rng.random_bool(0.3) {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                }));
+                // Sometimes a fragment broken by a stray character.
+                if rng.random_bool(0.1) {
+                    ua.push(*[' ', '-', 'X'].choose(&mut rng).unwrap_or(&' '));
+                }
+            }
+            assert_eq!(parse(&ua), by_substrings(&ua), "{ua:?}");
         }
     }
 

@@ -1,19 +1,24 @@
 //! W3C trace context in Kafka headers, so that a click's or a postback's trace continues
 //! through attribution, the sink and the dispatcher. Uses the global propagator, which
 //! `traffsure_telemetry::init` installs when OTLP export is on; otherwise nothing is
-//! written or read.
-
-use std::collections::HashMap;
+//! written or read, and a span without trace context costs one check.
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-struct MapInjector(HashMap<String, String>);
+/// Writes each field the propagator sets straight into the message headers.
+struct HeaderInjector(Option<OwnedHeaders>);
 
-impl Injector for MapInjector {
+impl Injector for HeaderInjector {
     fn set(&mut self, key: &str, value: String) {
-        self.0.insert(key.to_string(), value);
+        self.0 = self.0.take().map(|headers| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        });
     }
 }
 
@@ -34,17 +39,18 @@ impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
 }
 
 /// Adds the current span's trace context (`traceparent`, `tracestate`) to `headers`.
-pub fn inject_trace(mut headers: OwnedHeaders) -> OwnedHeaders {
-    let context = tracing::Span::current().context();
-    let mut injector = MapInjector(HashMap::new());
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut injector));
-    for (key, value) in &injector.0 {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
+pub fn inject_trace(headers: OwnedHeaders) -> OwnedHeaders {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return headers;
     }
-    headers
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return headers;
+    }
+    let mut injector = HeaderInjector(Some(headers));
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut injector));
+    injector.0.unwrap_or_default()
 }
 
 /// Headers holding only the current span's trace context.

@@ -2,6 +2,8 @@
 //! and `traffsure_http_request_duration_seconds{route}`. `route` is the matched route
 //! pattern (such as `/c/{flow}`), never the raw path, so label values stay few.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -34,6 +36,44 @@ fn metrics() -> &'static HttpMetrics {
     })
 }
 
+/// The counter and histogram of one (route, status) pair.
+struct Handles {
+    route: Box<str>,
+    status: u16,
+    requests: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
+thread_local! {
+    /// Per worker thread, the handles already resolved: an app has a handful of routes,
+    /// so a short list beats hashing the labels on every request.
+    static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record(route: &str, status: u16, elapsed: f64) {
+    HANDLES.with_borrow_mut(|handles| {
+        let index = match handles
+            .iter()
+            .position(|h| h.status == status && &*h.route == route)
+        {
+            Some(index) => index,
+            None => {
+                let m = metrics();
+                handles.push(Handles {
+                    route: route.into(),
+                    status,
+                    requests: m.requests.with_label_values(&[route, status_text(status)]),
+                    duration: m.duration.with_label_values(&[route]),
+                });
+                handles.len() - 1
+            }
+        };
+        let h = &handles[index];
+        h.requests.inc();
+        h.duration.observe(elapsed);
+    });
+}
+
 /// Middleware recording every request; mount with
 /// `App::new().wrap(actix_web::middleware::from_fn(traffsure_telemetry::http_metrics))`.
 pub async fn http_metrics(
@@ -49,31 +89,34 @@ pub async fn http_metrics(
             let request = response.request();
             let route = request
                 .match_pattern()
+                .map(Cow::Owned)
                 .or_else(|| default_service_route(request.path(), status));
             (route, status)
         }
         Err(error) => (None, error.as_response_error().status_code().as_u16()),
     };
-    let route = route.unwrap_or_else(|| "unmatched".to_string());
-    let m = metrics();
-    m.requests
-        .with_label_values(&[route.as_str(), status_text(status)])
-        .inc();
-    m.duration
-        .with_label_values(&[route.as_str()])
-        .observe(elapsed);
+    record(route.as_deref().unwrap_or("unmatched"), status, elapsed);
     result
 }
 
 /// A request answered by a scope's default service (such as the tracking edge's `/c/…`)
 /// has no route pattern: it is labelled by its first path segment, `/c`, unless nothing
 /// handled it (404), so unknown paths cannot add label values.
-fn default_service_route(path: &str, status: u16) -> Option<String> {
+fn default_service_route(path: &str, status: u16) -> Option<Cow<'_, str>> {
     if status == 404 {
         return None;
     }
-    let segment = path.trim_start_matches('/').split('/').next()?;
-    (!segment.is_empty() && path.len() > segment.len() + 1).then(|| format!("/{segment}"))
+    let trimmed = path.trim_start_matches('/');
+    let segment = trimmed.split('/').next()?;
+    if segment.is_empty() || path.len() <= segment.len() + 1 {
+        return None;
+    }
+    // Borrow `/segment` from the path itself when it is there, as it nearly always is.
+    let start = path.len() - trimmed.len();
+    Some(match start.checked_sub(1) {
+        Some(slash) => Cow::Borrowed(&path[slash..start + segment.len()]),
+        None => Cow::Owned(format!("/{segment}")),
+    })
 }
 
 /// The status code as text without allocating for the common ones.
@@ -143,5 +186,16 @@ mod tests {
                 .get_sample_count()
                 >= 2
         );
+    }
+
+    #[actix_web::test]
+    async fn a_default_service_is_labelled_by_its_first_segment() {
+        use super::default_service_route as route;
+        assert_eq!(route("/c/some-flow", 302).as_deref(), Some("/c"));
+        assert_eq!(route("//c/x", 302).as_deref(), Some("/c"));
+        assert_eq!(route("c/x", 302).as_deref(), Some("/c"));
+        assert_eq!(route("/c/x", 404), None);
+        assert_eq!(route("/c", 302), None);
+        assert_eq!(route("/", 302), None);
     }
 }

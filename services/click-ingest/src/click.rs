@@ -14,7 +14,7 @@ use traffsure_core::routing::{self, ClickAttributes};
 use traffsure_core::{macros, now_ms, user_agent, visitor, ClickHashKeys};
 use traffsure_events::{Click, Flow, FlowStatus, RedirectMode};
 use traffsure_kafka::FlowRegistry;
-use traffsure_telemetry::prometheus::IntCounterVec;
+use traffsure_telemetry::prometheus::IntCounter;
 
 use crate::publisher::Publisher;
 
@@ -30,6 +30,9 @@ pub struct Edge {
     pub visitor_cookie: String,
     pub client_ip: ClientIp,
     pub bots: BotFilter,
+    /// OTLP tracing is on: each click gets a span whose W3C trace context travels with
+    /// the click event in Kafka headers. Off, a click pays for neither.
+    pub trace_clicks: bool,
 }
 
 /// Where the visitor's address comes from: the TCP peer, or a proxy header when the peer
@@ -93,15 +96,38 @@ impl BotFilter {
     }
 }
 
-fn clicks_total() -> &'static IntCounterVec {
-    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+/// `traffsure_clicks_total` by outcome, the label values resolved once: a click bumps
+/// one counter without hashing labels.
+struct Clicks {
+    redirected: IntCounter,
+    redirected_bot: IntCounter,
+    uri_too_long: IntCounter,
+    inactive_flow: IntCounter,
+    unknown_flow: IntCounter,
+}
+
+fn clicks_total() -> &'static Clicks {
+    static METRIC: std::sync::OnceLock<Clicks> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec(
+        let total = traffsure_telemetry::counter_vec(
             "traffsure_clicks_total",
             "Tracking-link requests by outcome",
             &["outcome"],
-        )
+        );
+        Clicks {
+            redirected: total.with_label_values(&["redirected"]),
+            redirected_bot: total.with_label_values(&["redirected_bot"]),
+            uri_too_long: total.with_label_values(&["uri_too_long"]),
+            inactive_flow: total.with_label_values(&["inactive_flow"]),
+            unknown_flow: total.with_label_values(&["unknown_flow"]),
+        }
     })
+}
+
+thread_local! {
+    /// Each HTTP worker encodes its click events into one reused buffer (the producer
+    /// copies the bytes).
+    static EVENT_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
 }
 
 /// Most extra parameters kept per click, and most parameters read from one query.
@@ -128,9 +154,9 @@ impl ClickParams {
             ..Self::default()
         };
         for (name, value) in form_pairs(query) {
-            match name.as_str() {
-                "sub_id" => params.sub_id = value,
-                "source" => params.source = value,
+            match name.as_ref() {
+                "sub_id" => params.sub_id = value.into_owned(),
+                "source" => params.source = value.into_owned(),
                 "cost" => match traffsure_core::parse_micros(value.trim()) {
                     Ok(micros) if micros >= 0 => {
                         params.cost = value.trim().to_string();
@@ -139,14 +165,14 @@ impl ClickParams {
                     _ => {
                         params.cost.clear();
                         params.cost_micros = 0;
-                        params.extra.insert(name, value);
+                        params.extra.insert(name.into_owned(), value.into_owned());
                     }
                 },
                 other => match sub_index(other) {
-                    Some(i) => params.subs[i] = value,
+                    Some(i) => params.subs[i] = value.into_owned(),
                     None => {
-                        if params.extra.len() < MAX_EXTRA || params.extra.contains_key(&name) {
-                            params.extra.insert(name, value);
+                        if params.extra.len() < MAX_EXTRA || params.extra.contains_key(other) {
+                            params.extra.insert(name.into_owned(), value.into_owned());
                         }
                     }
                 },
@@ -176,7 +202,7 @@ fn sub_index(name: &str) -> Option<usize> {
 
 /// Decodes `a=b&c=d` leniently: bad percent-encoding and invalid UTF-8 are kept as
 /// replacement characters instead of failing the click.
-fn form_pairs(query: &str) -> Vec<(String, String)> {
+fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -185,7 +211,6 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             (decode(name), decode(value))
         })
-        .collect()
 }
 
 /// A path segment, percent-decoded (invalid UTF-8 becomes replacement characters, which
@@ -194,11 +219,18 @@ fn percent_decode(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
-fn decode(text: &str) -> String {
+/// A query name or value, `+` as space and percent-decoded; borrowed when there is
+/// nothing to decode, as in most tracking links.
+fn decode(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|b| b == b'+' || b == b'%') {
+        return Cow::Borrowed(text);
+    }
     let text = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&text)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
 fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> String {
@@ -218,7 +250,7 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     }
     let uri_len = req.uri().path().len() + req.query_string().len();
     if uri_len > MAX_URI_BYTES {
-        clicks_total().with_label_values(&["uri_too_long"]).inc();
+        clicks_total().uri_too_long.inc();
         return HttpResponse::UriTooLong()
             .content_type("text/plain; charset=utf-8")
             .body(format!(
@@ -238,7 +270,8 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
         .cookie(&edge.visitor_cookie)
         .map(|c| c.value().to_string())
         .filter(|v| visitor::routing_key(v).is_some());
-    let visitor_id = cookie_vid.clone().unwrap_or_else(visitor::new_visitor_id);
+    let new_visitor = cookie_vid.is_none();
+    let visitor_id = cookie_vid.unwrap_or_else(visitor::new_visitor_id);
     let routing_key = visitor::routing_key(&visitor_id).unwrap_or_default();
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
@@ -269,29 +302,33 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
         },
         rand::random(),
     );
-    let flow_id = flow.id.to_string();
-    let ts = (ts_ms / 1000).to_string();
     let destination = macros::render(choice.url, |name| {
         let value: &str = match name {
             "click" => &click_hash,
-            "flow" => &flow_id,
+            "flow" => return Some(Cow::Owned(flow.id.to_string())),
             "country" => &country,
             "device" => parsed_ua.device,
             "os" => parsed_ua.os,
             "browser" => parsed_ua.browser,
-            "ts" => &ts,
+            "ts" => return Some(Cow::Owned((ts_ms / 1000).to_string())),
             "visitor" => &visitor_id,
             other => params.value(other)?,
         };
         Some(Cow::Borrowed(value))
     });
 
-    let click = Click {
+    let span = edge
+        .trace_clicks
+        .then(|| tracing::info_span!("click", flow = flow.id, click_hash = %click_hash));
+    let headers = span
+        .as_ref()
+        .map(|span| span.in_scope(traffsure_kafka::trace::trace_headers));
+    let mut click = Click {
         click_hash,
         flow_id: flow.id,
         ts_ms,
         routing_key: u32::from(routing_key),
-        visitor_id: visitor_id.clone(),
+        visitor_id,
         ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
         country,
         user_agent,
@@ -303,21 +340,26 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
         source: params.source,
         subs: params.subs,
         cost_micros: params.cost_micros,
-        destination_url: destination.clone(),
+        destination_url: destination,
         is_bot,
         extra: params.extra,
     };
-    edge.publisher.publish(routing_key, &click.encode_to_vec());
-    clicks_total()
-        .with_label_values(&[if is_bot {
-            "redirected_bot"
-        } else {
-            "redirected"
-        }])
-        .inc();
+    EVENT_BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        // Encoding into a Vec cannot fail: it grows as needed.
+        let _ = click.encode(buffer);
+        edge.publisher.publish(routing_key, buffer, headers);
+    });
+    if is_bot {
+        clicks_total().redirected_bot.inc();
+    } else {
+        clicks_total().redirected.inc();
+    }
+    let destination = std::mem::take(&mut click.destination_url);
+    let visitor_id = std::mem::take(&mut click.visitor_id);
 
     let mut response = redirect(&flow, &destination);
-    if cookie_vid.is_none() {
+    if new_visitor {
         let cookie = Cookie::build(edge.visitor_cookie.clone(), visitor_id)
             .path("/")
             .max_age(actix_web::cookie::time::Duration::days(365))
@@ -337,7 +379,7 @@ impl Edge {
         if flow.inactive_url.is_empty() {
             return self.unknown_flow();
         }
-        clicks_total().with_label_values(&["inactive_flow"]).inc();
+        clicks_total().inactive_flow.inc();
         let flow_id = flow.id.to_string();
         let url = macros::render(&flow.inactive_url, |name| match name {
             "flow" => Some(Cow::Borrowed(flow_id.as_str())),
@@ -353,7 +395,7 @@ impl Edge {
     }
 
     fn unknown_flow(&self) -> HttpResponse {
-        clicks_total().with_label_values(&["unknown_flow"]).inc();
+        clicks_total().unknown_flow.inc();
         if self.unknown_flow_url.is_empty() {
             HttpResponse::NotFound()
                 .content_type("text/plain; charset=utf-8")

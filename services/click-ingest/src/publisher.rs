@@ -16,11 +16,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::ClientContext;
 use traffsure_config::KafkaSettings;
-use traffsure_telemetry::prometheus::{IntCounterVec, IntGauge};
+use traffsure_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 use crate::spill::SpillFile;
 
@@ -28,18 +28,56 @@ use crate::spill::SpillFile;
 const LIVE: usize = 0;
 /// Delivery opaque of a click replayed from the spill file.
 const REPLAY: usize = 1;
-/// Records the replay thread sends before waiting for their acknowledgements.
-const REPLAY_BATCH: usize = 2000;
+/// Records the replay thread sends before waiting for their acknowledgements. Each batch
+/// waits at least `linger.ms` (100 ms by default) for its acknowledgements, so this bounds
+/// the replay rate (here ~150,000 events/s); it must stay well above the click rate, or a
+/// spill that starts under load never drains while the load lasts.
+const REPLAY_BATCH: usize = 20_000;
 
-fn deliveries_total() -> &'static IntCounterVec {
-    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+/// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
+/// bumps one counter without hashing labels.
+struct Deliveries {
+    delivered: IntCounter,
+    replayed: IntCounter,
+    spilled: IntCounter,
+    lost: IntCounter,
+}
+
+fn deliveries() -> &'static Deliveries {
+    static METRIC: std::sync::OnceLock<Deliveries> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
-        traffsure_telemetry::counter_vec(
+        let total = traffsure_telemetry::counter_vec(
             "traffsure_click_deliveries_total",
             "Click events by Kafka delivery result",
             &["result"],
+        );
+        Deliveries {
+            delivered: total.with_label_values(&["delivered"]),
+            replayed: total.with_label_values(&["replayed"]),
+            spilled: total.with_label_values(&["spilled"]),
+            lost: total.with_label_values(&["lost"]),
+        }
+    })
+}
+
+/// Failed deliveries by librdkafka error code (a fixed set of names); the events
+/// themselves go to the spill file or are retried.
+fn delivery_errors() -> &'static IntCounterVec {
+    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_click_delivery_errors_total",
+            "Click events Kafka did not take, by librdkafka error code",
+            &["error"],
         )
     })
+}
+
+fn count_delivery_error(error: &KafkaError) {
+    let code = error
+        .rdkafka_error_code()
+        .map_or_else(|| "Unknown".to_string(), |code| format!("{code:?}"));
+    delivery_errors().with_label_values(&[code.as_str()]).inc();
 }
 
 fn spill_pending_bytes() -> &'static IntGauge {
@@ -77,9 +115,9 @@ impl Shared {
         let mut spill = self.spill();
         self.spilling.store(true, Ordering::SeqCst);
         match spill.append(routing_key, payload) {
-            Ok(()) => deliveries_total().with_label_values(&["spilled"]).inc(),
+            Ok(()) => deliveries().spilled.inc(),
             Err(error) => {
-                deliveries_total().with_label_values(&["lost"]).inc();
+                deliveries().lost.inc();
                 tracing::error!(%error, path = %spill.path().display(), "click event lost: spill file not writable");
             }
         }
@@ -111,15 +149,16 @@ impl ProducerContext for Context {
         match (result, opaque) {
             (Ok(_), LIVE) => {
                 self.shared.broker_down.store(false, Ordering::Relaxed);
-                deliveries_total().with_label_values(&["delivered"]).inc();
+                deliveries().delivered.inc();
             }
             (Ok(_), _) => {
-                deliveries_total().with_label_values(&["replayed"]).inc();
+                deliveries().replayed.inc();
                 self.shared.replay_in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             (Err((error, message)), LIVE) => {
                 // Not delivered (purged at shutdown, or a fatal producer error): keep it.
                 tracing::debug!(%error, "click event not delivered, spilling");
+                count_delivery_error(error);
                 let key = message
                     .key()
                     .filter(|k| k.len() == 2)
@@ -130,6 +169,7 @@ impl ProducerContext for Context {
             }
             (Err((error, _)), _) => {
                 tracing::warn!(%error, "replayed click event not delivered, will retry");
+                count_delivery_error(error);
                 self.shared.replay_failed.store(true, Ordering::SeqCst);
                 self.shared.replay_in_flight.fetch_sub(1, Ordering::SeqCst);
             }
@@ -154,6 +194,7 @@ impl Publisher {
         topic: String,
         spill_path: &Path,
         max_queued: u32,
+        batching: &crate::ProducerSettings,
     ) -> anyhow::Result<Self> {
         let spill = SpillFile::open(spill_path)
             .map_err(|e| anyhow::anyhow!("spill file {}: {e}", spill_path.display()))?;
@@ -179,8 +220,13 @@ impl Publisher {
             )
             .set("queue.buffering.max.kbytes", "65536") // bounds memory; beyond it, the spill file
             .set("reconnect.backoff.max.ms", "1000") // notice a returning broker within a second
-            .set("linger.ms", "20") // larger batches: fewer produce requests and wake-ups per click
-            .set("batch.num.messages", "10000");
+            .set("linger.ms", batching.linger_ms.to_string())
+            .set(
+                "batch.num.messages",
+                batching.batch_num_messages.to_string(),
+            )
+            .set("batch.size", batching.batch_bytes.to_string())
+            .set("compression.type", &batching.compression);
         let producer: ThreadedProducer<Context> = config.create_with_context(Context {
             shared: shared.clone(),
         })?;
@@ -198,19 +244,29 @@ impl Publisher {
         Ok(publisher)
     }
 
+    /// The producer, for its queue gauge.
+    pub fn producer(&self) -> Arc<ThreadedProducer<Context>> {
+        Arc::clone(&self.producer)
+    }
+
     /// Hands one encoded click to Kafka's queue, or to the spill file when Kafka cannot
-    /// take it now. Never blocks on the network.
-    pub fn publish(&self, routing_key: u16, payload: &[u8]) {
+    /// take it now. Never blocks on the network. `headers` (trace context) travel with
+    /// the event to Kafka; the spill file keeps the event alone.
+    pub fn publish(&self, routing_key: u16, payload: &[u8], headers: Option<OwnedHeaders>) {
         if !self.shared.spilling.load(Ordering::Relaxed) {
             let key = traffsure_kafka::routing_key_bytes(routing_key);
-            let record = BaseRecord::with_opaque_to(&self.topic, LIVE)
+            let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
                 .key(&key[..])
                 .payload(payload);
+            if let Some(headers) = headers {
+                record = record.headers(headers);
+            }
             match self.producer.send(record) {
                 Ok(()) => return,
                 Err((error, _)) => {
                     if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                         tracing::error!(%error, "click event not queued, spilling");
+                        count_delivery_error(&error);
                     }
                 }
             }
