@@ -34,6 +34,14 @@ impl Drop for TelemetryGuard {
     }
 }
 
+static OTLP_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether traces are exported: callers skip building spans and trace headers otherwise,
+/// so a service without an OTLP endpoint pays nothing for tracing.
+pub fn otlp_enabled() -> bool {
+    OTLP_ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global tracing subscriber for `service`.
 pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
@@ -73,6 +81,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         provider = Some(sdk);
+        OTLP_ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         Some(tracing_opentelemetry::layer().with_tracer(tracer))
     };
     tracing_subscriber::registry()

@@ -99,6 +99,7 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(_) => {}
             Err((error, _)) => {
+                traffsure_kafka::metrics::count_delivery_error("conversion-attribution", error);
                 tracing::warn!(%error, "event not delivered");
                 self.failed.store(true, Ordering::SeqCst);
             }
@@ -235,6 +236,7 @@ impl Processor {
                     message.partition(),
                     message.offset(),
                     message.payload().unwrap_or_default().to_vec(),
+                    traffsure_kafka::trace::span_from_headers("attribute", message.headers()),
                 )),
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consume failed");
@@ -250,7 +252,9 @@ impl Processor {
             {
                 self.rebalanced()?;
             }
-            if let Some((is_click, partition, offset, payload)) = polled {
+            if let Some((is_click, partition, offset, payload, span)) = polled {
+                // What this message produces carries its trace on (see `send`).
+                let _traced = span.enter();
                 if self.in_transaction && !self.partitions.contains_key(&partition) {
                     // A load can take longer than the transaction timeout: the broker would
                     // abort the open transaction and fence this producer.
@@ -272,6 +276,10 @@ impl Processor {
             if last_expiry.elapsed() >= Duration::from_millis(250) {
                 last_expiry = Instant::now();
                 self.expire_held()?;
+                traffsure_kafka::metrics::record_producer_queue(
+                    &self.producer,
+                    "conversion-attribution",
+                );
             }
             if self.in_transaction
                 && (self.transaction_started.elapsed() >= self.commit_interval
@@ -664,6 +672,9 @@ impl Processor {
     /// Queues one event in the open transaction, waiting while the local queue is full.
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> anyhow::Result<()> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = traffsure_kafka::trace::headers_if_traced() {
+            record = record.headers(headers);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -12,6 +12,7 @@
 mod rows;
 mod table;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -295,6 +296,8 @@ struct Sink {
     dead_letter: String,
     batch_rows: usize,
     batch_interval: Duration,
+    /// Trace contexts of the rows waiting in each topic's batch.
+    traced: HashMap<String, traffsure_kafka::trace::BatchTraces>,
 }
 
 impl Sink {
@@ -313,6 +316,9 @@ impl Sink {
                     self.tables.forget_moved_partitions(&self.moved);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
                     let payload = message.payload().unwrap_or_default();
+                    if traffsure_telemetry::otlp_enabled() {
+                        self.traced.entry(topic.clone()).or_default().observe(message.headers());
+                    }
                     let (table, accepted) = accept_retrying(&mut self.tables, &self.client, &topic, partition, offset, payload).await?;
                     match accepted {
                         Accepted::Row => rows_total().with_label_values(&[table, "row"]).inc(),
@@ -376,6 +382,7 @@ impl Sink {
             match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => return Ok(()),
                 Err((error, _)) => {
+                    traffsure_kafka::metrics::count_delivery_error("sink", &error);
                     tracing::warn!(topic, partition, offset, %error, "dead-letter publish failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -396,6 +403,7 @@ impl Sink {
         each_table!(self.tables, t => {
             let due = force || t.len() >= batch_rows || t.oldest().is_some_and(|o| o.elapsed() >= batch_interval);
             if due {
+                let span = self.traced.get_mut(&t.topic).map(|b| b.take_span("sink insert")).unwrap_or_else(tracing::Span::none);
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     let started = Instant::now();
@@ -412,6 +420,7 @@ impl Sink {
                         }
                     }
                 }
+                drop(span);
                 for r in t.take_refused() {
                     refused.push((t.topic.clone(), t.table, r));
                 }
@@ -506,15 +515,28 @@ async fn main() -> anyhow::Result<()> {
     let mut tables = Tables::new(&topics);
     let topic_names = tables.topics();
     consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    traffsure_kafka::metrics::spawn_group_lag_reporter(
+        &settings.kafka,
+        settings.group_id.clone(),
+        topic_names.clone(),
+        Duration::from_secs(5),
+    )?;
+    let producer = traffsure_kafka::producer(&settings.kafka)?;
+    traffsure_kafka::metrics::spawn_future_producer_queue_reporter(
+        producer.clone(),
+        "sink".into(),
+        Duration::from_secs(1),
+    );
     let sink = Sink {
         consumer,
         moved,
-        producer: traffsure_kafka::producer(&settings.kafka)?,
+        producer,
         client: traffsure_clickhouse::client(&settings.clickhouse),
         tables,
         dead_letter: topics.dead_letter("sink"),
         batch_rows: settings.batch_rows.max(1),
         batch_interval: Duration::from_millis(settings.batch_interval_ms),
+        traced: HashMap::new(),
     };
     tracing::info!("sink running");
     let result = sink.run().await;
