@@ -263,17 +263,18 @@ mod tests {
     #[test]
     fn lag_of_partitions_no_longer_assigned_is_removed() {
         let group = "forget-test";
-        lag_gauge()
-            .with_label_values(&[group, "t", "0"])
-            .set(5);
-        lag_gauge()
-            .with_label_values(&[group, "t", "1"])
-            .set(7);
-        let both: BTreeSet<_> = [(group.to_string(), "t".to_string(), 0), (group.to_string(), "t".to_string(), 1)]
+        lag_gauge().with_label_values(&[group, "t", "0"]).set(5);
+        lag_gauge().with_label_values(&[group, "t", "1"]).set(7);
+        let both: BTreeSet<_> = [
+            (group.to_string(), "t".to_string(), 0),
+            (group.to_string(), "t".to_string(), 1),
+        ]
+        .into_iter()
+        .collect();
+        forget_unassigned(group, &both);
+        let one: BTreeSet<_> = [(group.to_string(), "t".to_string(), 1)]
             .into_iter()
             .collect();
-        forget_unassigned(group, &both);
-        let one: BTreeSet<_> = [(group.to_string(), "t".to_string(), 1)].into_iter().collect();
         forget_unassigned(group, &one);
         let families = prometheus::gather();
         let partitions: Vec<String> = families

@@ -65,8 +65,7 @@ pub fn continue_trace<H: Headers>(span: &tracing::Span, headers: Option<&H>) {
 /// The current span's trace context as headers when traces are exported; `None` (and
 /// no work) otherwise.
 pub fn headers_if_traced() -> Option<OwnedHeaders> {
-    (traffsure_telemetry::otlp_enabled() && !tracing::Span::current().is_none())
-        .then(trace_headers)
+    (traffsure_telemetry::otlp_enabled() && !tracing::Span::current().is_none()).then(trace_headers)
 }
 
 /// A span continuing the trace a consumed message carries, when traces are exported and

@@ -33,8 +33,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tracing::Instrument as _;
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument as _;
 use traffsure_core::now_ms;
 use traffsure_events::{Conversion, OutboundAttempt, OutboundDelivery, OutboundState};
 use traffsure_kafka::{FlowRegistry, Topics};
@@ -508,7 +508,11 @@ impl Dispatcher {
         }
         let mut list = TopicPartitionList::new();
         let stored = list
-            .add_partition_offset(&self.topics.conversions, partition, Offset::Offset(offset + 1))
+            .add_partition_offset(
+                &self.topics.conversions,
+                partition,
+                Offset::Offset(offset + 1),
+            )
             .and_then(|()| consumer.store_offsets(&list));
         if let Err(error) = stored {
             // Revoked this very moment: the new owner reads the conversion again and
@@ -565,7 +569,11 @@ impl Dispatcher {
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(?partitions, busy, "releasing partitions with work still in flight");
+                tracing::warn!(
+                    ?partitions,
+                    busy,
+                    "releasing partitions with work still in flight"
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -633,10 +641,15 @@ impl Dispatcher {
         let mut ends = HashMap::new();
         let mut assignment = TopicPartitionList::new();
         for &partition in partitions {
-            let (low, high) = reader.fetch_watermarks(&self.deliveries_topic, partition, timeout)?;
+            let (low, high) =
+                reader.fetch_watermarks(&self.deliveries_topic, partition, timeout)?;
             if high > low {
                 ends.insert(partition, high);
-                assignment.add_partition_offset(&self.deliveries_topic, partition, Offset::Beginning)?;
+                assignment.add_partition_offset(
+                    &self.deliveries_topic,
+                    partition,
+                    Offset::Beginning,
+                )?;
             }
         }
         let mut latest = HashMap::new();
@@ -667,7 +680,10 @@ impl Dispatcher {
                     }
                 }
             }
-            if ends.get(&partition).is_some_and(|&end| message.offset() + 1 >= end) {
+            if ends
+                .get(&partition)
+                .is_some_and(|&end| message.offset() + 1 >= end)
+            {
                 ends.remove(&partition);
             }
         }
@@ -704,9 +720,10 @@ impl Dispatcher {
             };
             for key in ready {
                 let span = match self.lock().traces.get(&key) {
-                    Some(headers) => {
-                        traffsure_kafka::trace::span_from_headers("outbound postback", Some(headers))
-                    }
+                    Some(headers) => traffsure_kafka::trace::span_from_headers(
+                        "outbound postback",
+                        Some(headers),
+                    ),
                     None => tracing::Span::none(),
                 };
                 tokio::spawn(self.clone().attempt(key).instrument(span));
