@@ -82,7 +82,20 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
         );
         provider = Some(sdk);
         OTLP_ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
-        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        // Spans of the project's own code are exported, and library spans (the ClickHouse
+        // client's per query, say) only inside one of them, never as traces of their own.
+        let own = service.replace('-', "_");
+        let exported = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
+            !meta.is_span()
+                || meta.target().starts_with("traffsure_")
+                || meta.target().starts_with(own.as_str())
+                || cx.lookup_current().is_some()
+        });
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(exported),
+        )
     };
     tracing_subscriber::registry()
         .with(filter)
