@@ -19,6 +19,7 @@ use traffsure_config::TelemetrySettings;
 pub use prometheus;
 
 mod http;
+pub mod names;
 pub use http::http_metrics;
 
 /// Keeps the trace exporter alive; flushes it when dropped.
