@@ -105,6 +105,8 @@ struct Stream {
     kills_done: AtomicBool,
     expected: Mutex<Vec<Expected>>,
     retried: AtomicUsize,
+    /// Postbacks take turns over the edges.
+    round_robin: AtomicUsize,
 }
 
 impl Stream {
@@ -141,9 +143,10 @@ impl Stream {
 
     /// One postback, sent again (to the other edge) until one answers 200: the uid makes
     /// a repeat a duplicate, never a second conversion.
-    async fn postback(&self, i: usize, query: &str) -> anyhow::Result<()> {
-        for attempt in 0..400 {
-            let edge = (i + attempt) % self.edges.postbacks.len();
+    async fn postback(&self, query: &str) -> anyhow::Result<()> {
+        for _ in 0..400 {
+            let edge =
+                self.round_robin.fetch_add(1, Ordering::Relaxed) % self.edges.postbacks.len();
             let url = format!("{}/postback?{query}", self.edges.postbacks[edge]);
             match self.http.get(&url).send().await {
                 Ok(response) if response.status() == 200 => return Ok(()),
@@ -168,22 +171,22 @@ impl Stream {
                 clicks: 1,
                 ..Expected::default()
             };
-            if i % CONVERTING_EVERY == 0 {
+            if i.is_multiple_of(CONVERTING_EVERY) {
                 let uid = format!("order-{i}");
                 let base = format!("click={hash}&uid={uid}&goal=sale");
                 match (i / CONVERTING_EVERY) % 4 {
                     // Approved at once.
                     0 => {
-                        self.postback(i, &format!("{base}&revenue=2.5")).await?;
+                        self.postback(&format!("{base}&revenue=2.5")).await?;
                         outcome.approved = 1;
                         outcome.revenue_micros = 2_500_000;
                         outcome.versions = 1;
                     }
                     // Pending, then approved: one conversion, two versions.
                     1 => {
-                        self.postback(i, &format!("{base}&revenue=3&status=pending"))
+                        self.postback(&format!("{base}&revenue=3&status=pending"))
                             .await?;
-                        self.postback(i, &format!("{base}&revenue=3&status=approved"))
+                        self.postback(&format!("{base}&revenue=3&status=approved"))
                             .await?;
                         outcome.approved = 1;
                         outcome.revenue_micros = 3_000_000;
@@ -191,16 +194,16 @@ impl Stream {
                     }
                     // The same postback twice: a duplicate changes nothing.
                     2 => {
-                        self.postback(i, &format!("{base}&revenue=1.5")).await?;
-                        self.postback(i, &format!("{base}&revenue=1.5")).await?;
+                        self.postback(&format!("{base}&revenue=1.5")).await?;
+                        self.postback(&format!("{base}&revenue=1.5")).await?;
                         outcome.approved = 1;
                         outcome.revenue_micros = 1_500_000;
                         outcome.versions = 1;
                     }
                     // Approved, then charged back.
                     _ => {
-                        self.postback(i, &format!("{base}&revenue=4")).await?;
-                        self.postback(i, &format!("{base}&revenue=4&status=chargeback"))
+                        self.postback(&format!("{base}&revenue=4")).await?;
+                        self.postback(&format!("{base}&revenue=4&status=chargeback"))
                             .await?;
                         outcome.rejected = 1;
                         outcome.versions = 2;
@@ -296,6 +299,7 @@ async fn run(stack: &mut Stack, receiver: &Receiver, receiver_port: u16) -> anyh
         kills_done: AtomicBool::new(false),
         expected: Mutex::new(vec![Expected::default(); FLOWS]),
         retried: AtomicUsize::new(0),
+        round_robin: AtomicUsize::new(0),
     });
     // Both click edges know every flow before the stream starts.
     for edge in &stream.edges.clicks {
@@ -488,7 +492,70 @@ async fn run(stack: &mut Stack, receiver: &Receiver, receiver_port: u16) -> anyh
         repeats as usize <= PER_HOST_IN_FLIGHT,
         "{repeats} repeated deliveries: more than one killed dispatcher had in flight"
     );
+
+    // The Kafka gauges of every consumer and producer: attribution's lag on clicks and
+    // postbacks drains to zero on every partition, the others report theirs.
+    let attribution_lag = eventually(Duration::from_secs(30), || async {
+        let text = metrics(stack, "conversion-attribution#2").await?;
+        let lags = samples(&text, "traffsure_kafka_consumer_lag");
+        let on_inputs: Vec<_> = lags
+            .iter()
+            .filter(|(labels, _)| labels.contains(".clicks\"") || labels.contains(".postbacks\""))
+            .collect();
+        let drained = on_inputs.len() == 8 && on_inputs.iter().all(|(_, v)| *v == 0.0);
+        Ok(drained.then_some(on_inputs.len()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("attribution lag never drained: {e}"))?;
+    assert_eq!(
+        attribution_lag, 8,
+        "4 partitions of clicks and of postbacks"
+    );
+    for (instance, wanted) in [
+        ("sink#2", "traffsure_kafka_consumer_lag"),
+        ("sink#2", "traffsure_kafka_producer_queue_messages"),
+        (
+            "conversion-attribution",
+            "traffsure_kafka_producer_queue_messages",
+        ),
+        ("postback-dispatcher#2", "traffsure_kafka_consumer_lag"),
+        ("postback-dispatcher#2", "traffsure_outbound_deliveries"),
+        ("postback-dispatcher#2", "traffsure_outbound_circuit_state"),
+        ("postback-ingest", "traffsure_kafka_producer_queue_messages"),
+        ("reporting-api", "traffsure_kafka_producer_queue_messages"),
+    ] {
+        let text = metrics(stack, instance).await?;
+        assert!(
+            !samples(&text, wanted).is_empty(),
+            "{instance} does not report {wanted}"
+        );
+    }
     Ok(())
+}
+
+async fn metrics(stack: &Stack, instance: &str) -> anyhow::Result<String> {
+    Ok(stack
+        .http
+        .get(stack.url(instance, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?)
+}
+
+/// The samples of one metric: (labels, value).
+fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            Some((labels.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 async fn wait_for_sent(stream: &Stream, count: usize) {
