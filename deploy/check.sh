@@ -44,7 +44,7 @@ for dir in "$ROOT"/services/*/; do
   svc=$(basename "$dir")
   grep -qx "$svc" <<<"$compose_services" || fail "service $svc is missing from docker-compose.yml"
   grep -q "$svc" "$ROOT/Dockerfile" || fail "service $svc is not accepted by the Dockerfile"
-  grep -q "service: $svc" "$ROOT/deploy/observability/prometheus.yml" \
+  grep -q "names: \[$svc\]" "$ROOT/deploy/observability/prometheus.yml" \
     || fail "Prometheus does not scrape $svc"
   [[ -f "$ROOT/deploy/k8s/$svc.yaml" ]] || fail "deploy/k8s/$svc.yaml is missing"
 done
