@@ -411,7 +411,10 @@ async fn run(stack: &mut Stack, receiver: &Receiver, receiver_port: u16) -> anyh
     })
     .await
     .map_err(|e| anyhow::anyhow!("dashboard never showed {want_dashboard}: {e}"))?;
-    eprintln!("dashboard: {}", dashboard);
+    eprintln!(
+        "dashboard: {} clicks, {} conversions, revenue {}",
+        dashboard["clicks_today"], dashboard["conversions_today"], dashboard["revenue_today"]
+    );
 
     // The report by flow, per flow, from each reporting-api.
     let want_report: BTreeMap<String, Value> = flows

@@ -894,9 +894,6 @@ impl Dispatcher {
             Err(error) => Err(error_text(&error)),
         };
         attempt.latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
-        // The slots are for requests only, not for recording their outcome.
-        drop(permit);
-        drop(host_permit);
         let success = matches!(&outcome, Ok((status, _)) if status.is_success());
         let transition = {
             let mut breaker = host
@@ -937,6 +934,10 @@ impl Dispatcher {
             self.retries.with_label_values(&[host_key.as_str()]).inc();
         }
         self.finish(record, partition, attempt, sent, error).await;
+        // The slots are held until the outcome is recorded: a crash can then repeat at
+        // most the host's slots worth of answered but unrecorded postbacks.
+        drop(permit);
+        drop(host_permit);
     }
 
     /// Records an attempt's outcome: `sent` is `None` when the request was refused
