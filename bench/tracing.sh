@@ -60,7 +60,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver).serve_forever()
 PY
 pids+=($!)
-wait_port 127.0.0.1 "$OTLP_PORT"
+wait_port "$OTLP_PORT" || die "the OTLP receiver did not start (see $dir/otlp.log)"
 
 prefix="bench-tracing-$(date +%s)."
 start_edge() { # PORT OTLP_ENDPOINT LOG

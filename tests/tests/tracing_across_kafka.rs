@@ -103,6 +103,8 @@ async fn one_postback_is_one_trace_through_every_service() -> anyhow::Result<()>
             )
             // Export every 200 ms instead of every 5 s.
             .env("*", "OTEL_BSP_SCHEDULE_DELAY", "200")
+            // Spans are exported whatever the log level.
+            .env("*", "RUST_LOG", "warn")
             .env(
                 "postback-dispatcher",
                 "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
