@@ -4,7 +4,8 @@
 #     from the one Dockerfile, and Prometheus scraping each of them;
 #   - deploy/k8s/*.yaml against the Kubernetes API schemas (kubernetes-validate from PyPI,
 #     strict: unknown fields are errors), every manifest listed in kustomization.yaml;
-#   - the Grafana dashboard JSON that the compose stack provisions.
+#   - the Grafana dashboard JSON that the compose stack provisions, and that every metric
+#     it queries is registered by the code.
 # Run by `make test` (target check-deploy); needs no Docker engine and no cluster.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +44,7 @@ for dir in "$ROOT"/services/*/; do
   svc=$(basename "$dir")
   grep -qx "$svc" <<<"$compose_services" || fail "service $svc is missing from docker-compose.yml"
   grep -q "$svc" "$ROOT/Dockerfile" || fail "service $svc is not accepted by the Dockerfile"
-  grep -q "service: $svc" "$ROOT/deploy/observability/prometheus.yml" \
+  grep -q "names: \[$svc\]" "$ROOT/deploy/observability/prometheus.yml" \
     || fail "Prometheus does not scrape $svc"
   [[ -f "$ROOT/deploy/k8s/$svc.yaml" ]] || fail "deploy/k8s/$svc.yaml is missing"
 done
@@ -63,12 +64,27 @@ done
   || fail "Kubernetes manifests do not validate"
 
 # --- Grafana ------------------------------------------------------------------
-python3 - "$ROOT/deploy/observability/grafana/dashboards/traffsure.json" <<'PY' || fail "Grafana dashboard"
-import json, sys
+# Every metric a panel queries must be registered somewhere in the Rust code (a histogram
+# by its base name), so a renamed metric cannot leave a panel silently empty.
+python3 - "$ROOT/deploy/observability/grafana/dashboards/traffsure.json" "$ROOT" <<'PY' || fail "Grafana dashboard"
+import json, pathlib, re, sys
 dash = json.load(open(sys.argv[1]))
 assert dash["uid"] and dash["panels"], "dashboard has no uid or no panels"
+code = "".join(
+    path.read_text(errors="replace")
+    for folder in ("services", "crates")
+    for path in (pathlib.Path(sys.argv[2]) / folder).rglob("*.rs")
+)
+missing = []
 for panel in dash["panels"]:
     assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+    for target in panel["targets"]:
+        for name in re.findall(r"\btraffsure_[a-z0-9_]+", target["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if f'"{name}"' not in code and f'"{base}"' not in code:
+                missing.append(f"{panel['title']}: {name}")
+assert not missing, "metrics no code registers: " + ", ".join(missing)
+print(f"grafana: {len(dash['panels'])} panels, every queried metric is registered")
 PY
 
 if ((failures)); then

@@ -80,6 +80,9 @@ pub struct StackOptions {
     pub env: Vec<(&'static str, String, String)>,
     pub kafka_brokers: String,
     pub clickhouse_url: String,
+    /// (service, count): services run as several instances, named `<service>`,
+    /// `<service>#2`, … (distinct ports, instance ids and local files, one consumer group).
+    pub instances: Vec<(&'static str, usize)>,
 }
 
 impl Default for StackOptions {
@@ -89,6 +92,7 @@ impl Default for StackOptions {
             env: Vec::new(),
             kafka_brokers: kafka_brokers(),
             clickhouse_url: clickhouse_url(),
+            instances: Vec::new(),
         }
     }
 }
@@ -102,6 +106,39 @@ impl StackOptions {
     pub fn env(mut self, service: &'static str, key: &str, value: impl Into<String>) -> Self {
         self.env.push((service, key.to_string(), value.into()));
         self
+    }
+
+    /// Runs `count` instances of `service` (`"*"`: of every service).
+    pub fn instances(mut self, service: &'static str, count: usize) -> Self {
+        self.instances.push((service, count.max(1)));
+        self
+    }
+
+    /// How many instances of `service` to run.
+    pub fn instance_count(&self, service: &str) -> usize {
+        self.instances
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == service || *s == "*")
+            .map(|(_, n)| *n)
+            .unwrap_or(1)
+    }
+}
+
+/// The name of instance `n` (from 1) of `service`: the service's own name for the first.
+pub fn instance_name(service: &'static str, n: usize) -> &'static str {
+    if n <= 1 {
+        return service;
+    }
+    // A handful per test, kept for the test's life.
+    Box::leak(format!("{service}#{n}").into_boxed_str())
+}
+
+/// The service an instance name belongs to, and the instance number (from 1).
+pub fn split_instance(name: &str) -> (&str, usize) {
+    match name.split_once('#') {
+        Some((service, n)) => (service, n.parse().unwrap_or(1)),
+        None => (name, 1),
     }
 }
 
@@ -133,7 +170,13 @@ impl Stack {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()?;
-        let names = options.services.clone();
+        let names: Vec<&'static str> = options
+            .services
+            .iter()
+            .flat_map(|service| {
+                (1..=options.instance_count(service)).map(|n| instance_name(service, n))
+            })
+            .collect();
         let mut stack = Self {
             id,
             topic_prefix,
@@ -217,7 +260,8 @@ impl Stack {
         self.spawn_to(name, port, std::fs::File::create(log)?)
     }
 
-    fn spawn_to(&self, name: &str, port: u16, out: std::fs::File) -> anyhow::Result<Child> {
+    fn spawn_to(&self, instance: &str, port: u16, out: std::fs::File) -> anyhow::Result<Child> {
+        let (name, number) = split_instance(instance);
         let binary = bin_dir().join(name);
         if !binary.exists() {
             bail!(
@@ -268,8 +312,20 @@ impl Stack {
             }
             _ => {}
         }
+        if number > 1 {
+            // Later instances of a service keep their own files and identity.
+            let own = |suffix: &str| {
+                self.log_dir
+                    .join(format!("{name}-{number}{suffix}"))
+                    .display()
+                    .to_string()
+            };
+            command.env("TRAFFSURE__INSTANCE_ID", (number - 1).to_string());
+            command.env("TRAFFSURE__STATE_DIR", own("-state"));
+            command.env("TRAFFSURE__SPILL__PATH", own(".spill"));
+        }
         for (service, key, value) in &self.options.env {
-            if *service == "*" || *service == name {
+            if *service == "*" || *service == name || *service == instance {
                 command.env(key, value);
             }
         }
@@ -311,8 +367,18 @@ impl Stack {
     /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
     /// credentials the test stack uses.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.api_at("reporting-api", method, path)
+    }
+
+    /// A request to one instance of the reporting API (such as `reporting-api#2`).
+    pub fn api_at(
+        &self,
+        instance: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
-            .request(method, self.url("reporting-api", path))
+            .request(method, self.url(instance, path))
             .bearer_auth(API_KEY)
     }
 

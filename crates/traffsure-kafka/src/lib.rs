@@ -206,6 +206,33 @@ pub async fn send_all<K: AsRef<[u8]>, P: AsRef<[u8]>>(
     Ok(())
 }
 
+/// Sends one Protobuf event with headers (such as a trace context) and waits for the
+/// broker's acknowledgement.
+pub async fn send_event_with_headers<M: prost::Message>(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    event: &M,
+    headers: Option<rdkafka::message::OwnedHeaders>,
+) -> Result<(i32, i64), KafkaError> {
+    let Some(headers) = headers else {
+        return send_event(producer, topic, key, event).await;
+    };
+    let payload = event.encode_to_vec();
+    let record = FutureRecord::to(topic)
+        .key(key)
+        .payload(&payload)
+        .headers(headers);
+    let delivery = producer
+        .send_result(record)
+        .map_err(|(error, _)| error)?
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+    delivery
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(error, _)| error)
+}
+
 /// Whether a Kafka error may pass if the same operation is tried again.
 pub fn is_transient(error: &KafkaError) -> bool {
     match error.rdkafka_error_code() {

@@ -68,6 +68,76 @@ pub fn continue_trace<H: Headers>(span: &tracing::Span, headers: Option<&H>) {
     let _ = span.set_parent(parent);
 }
 
+/// The current span's trace context as headers when traces are exported; `None` (and
+/// no work) otherwise.
+pub fn headers_if_traced() -> Option<OwnedHeaders> {
+    (traffsure_telemetry::otlp_enabled() && !tracing::Span::current().is_none()).then(trace_headers)
+}
+
+/// A span continuing the trace a consumed message carries, when traces are exported and
+/// the message has a trace context; `Span::none()` (and no work) otherwise.
+pub fn span_from_headers<H: Headers>(name: &'static str, headers: Option<&H>) -> tracing::Span {
+    if !traffsure_telemetry::otlp_enabled() || !has_trace(headers) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!("kafka message", otel.name = name);
+    continue_trace(&span, headers);
+    span
+}
+
+/// Whether a message carries a trace context.
+pub fn has_trace<H: Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| h.iter().any(|h| h.key.eq_ignore_ascii_case("traceparent")))
+}
+
+/// The OpenTelemetry context a consumed message carries (for span links).
+pub fn context_from_headers<H: Headers>(headers: &H) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// The trace contexts of the messages gathered into one batch, for a single span per
+/// batch instead of one per message: the span continues the first message's trace and
+/// links the others'.
+#[derive(Default)]
+pub struct BatchTraces {
+    contexts: Vec<opentelemetry::Context>,
+}
+
+/// Links kept per batch span; later messages of a batch are left out of it.
+const MAX_BATCH_LINKS: usize = 64;
+
+impl BatchTraces {
+    /// Notes a consumed message's trace context, if traces are exported and it has one.
+    pub fn observe<H: Headers>(&mut self, headers: Option<&H>) {
+        if self.contexts.len() >= MAX_BATCH_LINKS || !traffsure_telemetry::otlp_enabled() {
+            return;
+        }
+        if let Some(headers) = headers.filter(|h| has_trace(Some(*h))) {
+            self.contexts.push(context_from_headers(headers));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+
+    /// A span for the batch (`Span::none()` when no message was traced); the gathered
+    /// contexts are cleared.
+    pub fn take_span(&mut self, name: &'static str) -> tracing::Span {
+        use opentelemetry::trace::TraceContextExt as _;
+        let mut contexts = std::mem::take(&mut self.contexts).into_iter();
+        let Some(first) = contexts.next() else {
+            return tracing::Span::none();
+        };
+        let span = tracing::info_span!("batch", otel.name = name, messages = contexts.len() + 1);
+        let _ = span.set_parent(first);
+        for context in contexts {
+            span.add_link(context.span().span_context().clone());
+        }
+        span
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -34,19 +34,21 @@ impl Drop for TelemetryGuard {
     }
 }
 
+static OTLP_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether traces are exported: callers skip building spans and trace headers otherwise,
+/// so a service without an OTLP endpoint pays nothing for tracing.
+pub fn otlp_enabled() -> bool {
+    OTLP_ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Installs the global tracing subscriber for `service`.
 pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .map_err(|e| anyhow::anyhow!("telemetry.log_level {:?}: {e}", settings.log_level))?;
-    let fmt = match settings.log_format.as_str() {
-        "json" => tracing_subscriber::fmt::layer()
-            .json()
-            .with_target(true)
-            .boxed(),
-        "text" => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        other => anyhow::bail!("telemetry.log_format must be text or json, not {other:?}"),
-    };
+    // Checked here, so a bad format fails before anything is installed.
+    fmt_layer::<tracing_subscriber::Registry>(&settings.log_format)?;
     let mut provider = None;
     let otel = if settings.otlp_endpoint.is_empty() {
         None
@@ -73,14 +75,50 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         provider = Some(sdk);
-        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        OTLP_ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Spans of the project's own code are exported, and library spans (the ClickHouse
+        // client's per query, say) only inside one of them, never as traces of their own.
+        let own = service.replace('-', "_");
+        let exported = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
+            *meta.level() <= tracing::Level::INFO
+                && (!meta.is_span()
+                    || meta.target().starts_with("traffsure_")
+                    || meta.target().starts_with(own.as_str())
+                    || cx.lookup_current().is_some())
+        });
+        Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(exported),
+        )
     };
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init()?;
+    match otel {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt_layer(&settings.log_format)?)
+            .try_init()?,
+        // The log level filters the logs only: spans are exported whatever it is.
+        Some(otel) => tracing_subscriber::registry()
+            .with(fmt_layer(&settings.log_format)?.with_filter(filter))
+            .with(otel)
+            .try_init()?,
+    }
     Ok(TelemetryGuard { provider })
+}
+
+/// The log layer: text or JSON lines.
+fn fmt_layer<S>(format: &str) -> anyhow::Result<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    Ok(match format {
+        "json" => tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(true)
+            .boxed(),
+        "text" => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        other => anyhow::bail!("telemetry.log_format must be text or json, not {other:?}"),
+    })
 }
 
 /// Readiness of a service's components: the service is ready when every registered

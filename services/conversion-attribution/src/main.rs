@@ -92,6 +92,12 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("follow flows topic")?;
     let _ = flows_loaded.await;
+    traffsure_kafka::metrics::spawn_group_lag_reporter(
+        &settings.kafka,
+        settings.group_id.clone(),
+        vec![topics.clicks.clone(), topics.postbacks.clone()],
+        Duration::from_secs(5),
+    )?;
 
     let processor_ready = health.register("processor");
     let shutdown = Arc::new(AtomicBool::new(false));

@@ -102,6 +102,7 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(_) => {}
             Err((error, _)) => {
+                traffsure_kafka::metrics::count_delivery_error("conversion-attribution", error);
                 tracing::warn!(%error, "event not delivered");
                 self.failed.store(true, Ordering::SeqCst);
             }
@@ -264,6 +265,7 @@ impl Processor {
                     message.offset(),
                     message.timestamp().to_millis(),
                     message.payload().unwrap_or_default().to_vec(),
+                    traffsure_kafka::trace::span_from_headers("attribute", message.headers()),
                 )),
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consume failed");
@@ -279,7 +281,9 @@ impl Processor {
             {
                 self.rebalanced()?;
             }
-            if let Some((is_click, partition, offset, timestamp_ms, payload)) = polled {
+            if let Some((is_click, partition, offset, timestamp_ms, payload, span)) = polled {
+                // What this message produces carries its trace on (see `send`).
+                let _traced = span.enter();
                 if self.in_transaction && !self.partitions.contains_key(&partition) {
                     // A load can take longer than the transaction timeout: the broker would
                     // abort the open transaction and fence this producer.
@@ -302,6 +306,10 @@ impl Processor {
                 last_expiry = Instant::now();
                 self.expire_held()?;
                 self.report();
+                traffsure_kafka::metrics::record_producer_queue(
+                    &self.producer,
+                    "conversion-attribution",
+                );
                 if !self.in_transaction && self.last_trim.elapsed() >= self.trim_interval {
                     self.trim()?; // no transaction open: every state matches its file
                 }
@@ -827,6 +835,9 @@ impl Processor {
     /// Queues one event in the open transaction, waiting while the local queue is full.
     fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> anyhow::Result<()> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(headers) = traffsure_kafka::trace::headers_if_traced() {
+            record = record.headers(headers);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

@@ -111,6 +111,15 @@ impl Breaker {
     pub fn is_open(&self) -> bool {
         !matches!(self.circuit, Circuit::Closed { .. })
     }
+
+    /// The circuit as a number for a gauge: 0 closed, 1 half-open (a probe is out), 2 open.
+    pub fn state_code(&self) -> i64 {
+        match self.circuit {
+            Circuit::Closed { .. } => 0,
+            Circuit::HalfOpen { .. } => 1,
+            Circuit::Open { .. } => 2,
+        }
+    }
 }
 
 /// The breaker and the concurrency limit of one host.
@@ -224,6 +233,7 @@ mod tests {
         assert_eq!(b.record(false, 10), None);
         assert_eq!(b.record(false, 20), None);
         assert_eq!(b.record(false, 30), Some(Transition::Opened));
+        assert_eq!(b.state_code(), 2);
         assert_eq!(b.admit(500), Admission::WaitUntil(1030));
         // After the open period, one probe; the others wait.
         assert_eq!(b.admit(1030), Admission::Send);
@@ -231,7 +241,9 @@ mod tests {
         assert_eq!(b.record(false, 1100), Some(Transition::Opened));
         assert_eq!(b.admit(1200), Admission::WaitUntil(2100));
         assert_eq!(b.admit(2100), Admission::Send);
+        assert_eq!(b.state_code(), 1);
         assert_eq!(b.record(true, 2150), Some(Transition::Closed));
+        assert_eq!(b.state_code(), 0);
         assert_eq!(b.admit(2160), Admission::Send);
         assert!(!b.is_open());
     }

@@ -6,6 +6,13 @@
 //! already recorded, so none is scheduled twice. Each attempt updates the record and goes
 //! to `outbound-log`. At start the records are read back and unfinished ones resume.
 //!
+//! Several instances share the `conversions` partitions through their consumer group, and
+//! the delivery records of a conversion live on the same partition number of
+//! `outbound-deliveries`. An instance that loses a partition first lets its attempts and
+//! recordings of that partition finish; an instance that gains one reads the partition's
+//! records again before it reads a conversion of it, so a moved partition neither loses a
+//! delivery nor schedules one twice.
+//!
 //! What is left to others: firing conditions and templates (`render`), the SSRF guard
 //! (`guard`), circuit breakers, host limits and the retry schedule (`breaker`).
 
@@ -19,11 +26,15 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message as _;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, TopicPartitionList};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument as _;
 use traffsure_core::now_ms;
 use traffsure_events::{Conversion, OutboundAttempt, OutboundDelivery, OutboundState};
 use traffsure_kafka::{FlowRegistry, Topics};
@@ -55,6 +66,11 @@ struct Deliveries {
     /// Partitions of `conversions` this instance owns; only their deliveries are sent,
     /// so several instances never send the same delivery. Empty until the first assignment.
     assigned: HashSet<i32>,
+    /// Conversions per partition whose delivery records are being written.
+    recording: HashMap<i32, usize>,
+    /// The trace context of the conversion each unfinished delivery came from (kept in
+    /// memory only, and only while traces are exported).
+    traces: HashMap<String, OwnedHeaders>,
 }
 
 fn schedulable(state: OutboundState) -> bool {
@@ -112,6 +128,67 @@ pub struct Dispatcher {
     backoff: Backoff,
     attempts: prometheus::IntCounterVec,
     circuits: prometheus::IntCounterVec,
+    retries: prometheus::IntCounterVec,
+    circuit_state: prometheus::IntGaugeVec,
+    by_state: prometheus::IntGaugeVec,
+}
+
+/// Hands partition moves to the dispatcher while the consumer waits: revoked partitions
+/// are released only when their work is recorded, assigned ones are loaded before any of
+/// their conversions is read.
+struct Rebalances {
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions = self.dispatcher.conversion_partitions(list);
+                blocking(|| self.dispatcher.release(&partitions));
+            }
+            Rebalance::Assign(_) | Rebalance::Error(_) => {}
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions = self.dispatcher.conversion_partitions(list);
+                blocking(|| self.dispatcher.take_over(&partitions));
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Runs slow work from a rebalance callback, which runs inside the consumer's poll on a
+/// runtime thread: the runtime moves its other tasks away meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
+/// Counts a conversion whose records are being written until dropped.
+struct Recording {
+    dispatcher: Arc<Dispatcher>,
+    partition: i32,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let mut deliveries = self.dispatcher.lock();
+        if let Some(count) = deliveries.recording.get_mut(&self.partition) {
+            *count = count.saturating_sub(1);
+        }
+    }
 }
 
 impl Dispatcher {
@@ -158,6 +235,21 @@ impl Dispatcher {
                 "traffsure_outbound_circuit_transitions_total",
                 "Per-host circuit breaker transitions",
                 &["to"],
+            ),
+            retries: traffsure_telemetry::counter_vec(
+                "traffsure_outbound_retries_total",
+                "Outbound postback attempts that failed and were scheduled again, per host",
+                &["host"],
+            ),
+            circuit_state: traffsure_telemetry::gauge_vec(
+                "traffsure_outbound_circuit_state",
+                "Circuit of each host: 0 closed, 1 half-open, 2 open",
+                &["host"],
+            ),
+            by_state: traffsure_telemetry::gauge_vec(
+                "traffsure_outbound_deliveries",
+                "Deliveries this instance knows, by state",
+                &["state"],
             ),
             settings: out,
         }))
@@ -243,6 +335,7 @@ impl Dispatcher {
             {
                 Ok(_) => return,
                 Err((error, _)) => {
+                    traffsure_kafka::metrics::count_delivery_error("postback-dispatcher", &error);
                     tracing::warn!(key = %record.key, %error, "delivery record not written, retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -265,6 +358,7 @@ impl Dispatcher {
             {
                 Ok(_) => return,
                 Err(error) => {
+                    traffsure_kafka::metrics::count_delivery_error("postback-dispatcher", &error);
                     tracing::warn!(conversion_id = %attempt.conversion_id, %error, "outbound attempt not logged, retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
@@ -310,11 +404,19 @@ impl Dispatcher {
     /// Consumes conversions, records the deliveries they owe, and stores each offset only
     /// once everything before it is recorded.
     pub async fn consume(self: Arc<Self>) -> anyhow::Result<()> {
-        let consumer: StreamConsumer =
-            traffsure_kafka::group_consumer(&self.kafka, &self.group_id)?;
+        let consumer: StreamConsumer<Rebalances> =
+            traffsure_kafka::group_consumer_config(&self.kafka, &self.group_id)
+                .create_with_context(Rebalances {
+                    dispatcher: self.clone(),
+                })?;
         consumer.subscribe(&[&self.topics.conversions])?;
+        let consumer = Arc::new(consumer);
+        traffsure_kafka::metrics::spawn_lag_reporter(
+            consumer.clone(),
+            self.group_id.clone(),
+            Duration::from_secs(5),
+        );
         let mut pending = FuturesOrdered::new();
-        let mut assignment_check = tokio::time::interval(Duration::from_millis(500));
         let shutdown = traffsure_telemetry::shutdown_signal();
         tokio::pin!(shutdown);
         loop {
@@ -336,62 +438,39 @@ impl Dispatcher {
                             None
                         }
                     };
+                    let span = traffsure_kafka::trace::span_from_headers("record deliveries", message.headers());
+                    let trace = (!span.is_none())
+                        .then(|| message.headers().map(|h| h.detach()))
+                        .flatten();
+                    *self.lock().recording.entry(partition).or_default() += 1;
+                    let recording = Recording { dispatcher: self.clone(), partition };
                     let this = self.clone();
-                    pending.push_back(async move {
+                    // A task of its own, so a revoked partition's recordings finish while
+                    // the rebalance callback waits for them.
+                    pending.push_back(tokio::spawn(async move {
                         let records = match conversion {
                             Some(conversion) => this.new_deliveries(&conversion).await,
                             None => Vec::new(),
                         };
                         futures::future::join_all(records.iter().map(|r| this.persist(r, partition))).await;
-                        (partition, offset, records)
-                    });
-                }
-                Some((partition, offset, records)) = pending.next(), if !pending.is_empty() => {
-                    if !records.is_empty() {
-                        let mut deliveries = self.lock();
-                        for record in records {
-                            deliveries.put_new(record, partition);
+                        if let Some(trace) = trace {
+                            let mut deliveries = this.lock();
+                            for record in &records {
+                                deliveries.traces.insert(record.key.clone(), trace.clone());
+                            }
                         }
-                        drop(deliveries);
-                        self.wake.notify_one();
-                    }
-                    let mut list = TopicPartitionList::new();
-                    list.add_partition_offset(&self.topics.conversions, partition, rdkafka::Offset::Offset(offset + 1))?;
-                    consumer.store_offsets(&list)?;
+                        drop(recording);
+                        (partition, offset, records)
+                    }.instrument(span)));
                 }
-                _ = assignment_check.tick() => {
-                    let assigned: HashSet<i32> = consumer
-                        .assignment()?
-                        .elements_for_topic(&self.topics.conversions)
-                        .iter()
-                        .map(|e| e.partition())
-                        .collect();
-                    let mut deliveries = self.lock();
-                    if deliveries.assigned != assigned {
-                        tracing::info!(?assigned, "conversions partitions assigned");
-                        deliveries.assigned = assigned;
-                        // Deliveries of a partition that came back may be due already.
-                        let due: Vec<_> = deliveries
-                            .by_key
-                            .values()
-                            .filter(|e| schedulable(e.record.state()))
-                            .map(|e| Reverse((e.record.due_at_ms, e.record.key.clone())))
-                            .collect();
-                        deliveries.due.extend(due);
-                        drop(deliveries);
-                        self.wake.notify_one();
-                    }
+                Some(done) = pending.next(), if !pending.is_empty() => {
+                    let (partition, offset, records) = done.context("recording deliveries panicked")?;
+                    self.recorded(&*consumer, partition, offset, records);
                 }
                 _ = &mut shutdown => {
-                    while let Some((partition, offset, records)) = pending.next().await {
-                        let mut deliveries = self.lock();
-                        for record in records {
-                            deliveries.put_new(record, partition);
-                        }
-                        drop(deliveries);
-                        let mut list = TopicPartitionList::new();
-                        list.add_partition_offset(&self.topics.conversions, partition, rdkafka::Offset::Offset(offset + 1))?;
-                        consumer.store_offsets(&list)?;
+                    while let Some(done) = pending.next().await {
+                        let (partition, offset, records) = done.context("recording deliveries panicked")?;
+                        self.recorded(&*consumer, partition, offset, records);
                     }
                     match consumer.commit_consumer_state(CommitMode::Sync) {
                         Ok(()) => {}
@@ -405,8 +484,215 @@ impl Dispatcher {
         }
     }
 
+    /// Takes a conversion's recorded deliveries into the schedule and stores its offset.
+    fn recorded<C: Consumer<X>, X: ConsumerContext>(
+        &self,
+        consumer: &C,
+        partition: i32,
+        offset: i64,
+        records: Vec<OutboundDelivery>,
+    ) {
+        let mut deliveries = self.lock();
+        // A partition that moved away meanwhile is its new owner's, who read these
+        // records back when it took the partition.
+        if !deliveries.assigned.contains(&partition) {
+            return;
+        }
+        let any = !records.is_empty();
+        for record in records {
+            deliveries.put_new(record, partition);
+        }
+        drop(deliveries);
+        if any {
+            self.wake.notify_one();
+        }
+        let mut list = TopicPartitionList::new();
+        let stored = list
+            .add_partition_offset(
+                &self.topics.conversions,
+                partition,
+                Offset::Offset(offset + 1),
+            )
+            .and_then(|()| consumer.store_offsets(&list));
+        if let Err(error) = stored {
+            // Revoked this very moment: the new owner reads the conversion again and
+            // finds its deliveries recorded.
+            tracing::debug!(partition, offset, %error, "conversion offset not stored");
+        }
+    }
+
+    /// The partitions of `conversions` in a rebalance list.
+    fn conversion_partitions(&self, list: &TopicPartitionList) -> Vec<i32> {
+        list.elements_for_topic(&self.topics.conversions)
+            .iter()
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    /// Gives up partitions: no new attempt of theirs starts, and this returns once their
+    /// attempts in flight and the recordings of their conversions are written (or after
+    /// a bound, with a warning), so the next owner reads every record.
+    fn release(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        {
+            let mut deliveries = self.lock();
+            for partition in partitions {
+                deliveries.assigned.remove(partition);
+            }
+        }
+        let bound = Duration::from_millis(
+            self.settings.request_timeout_ms + self.settings.flow_wait_ms + 10_000,
+        );
+        let deadline = Instant::now() + bound;
+        loop {
+            let busy = {
+                let deliveries = self.lock();
+                let attempts = deliveries
+                    .in_flight
+                    .iter()
+                    .filter(|key| {
+                        deliveries
+                            .by_key
+                            .get(*key)
+                            .is_some_and(|e| partitions.contains(&e.partition))
+                    })
+                    .count();
+                let recordings: usize = partitions
+                    .iter()
+                    .filter_map(|p| deliveries.recording.get(p))
+                    .sum();
+                attempts + recordings
+            };
+            if busy == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    ?partitions,
+                    busy,
+                    "releasing partitions with work still in flight"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(?partitions, "conversions partitions released");
+    }
+
+    /// Takes partitions over: reads their delivery records back (another instance may have
+    /// written them since this one last looked), then schedules what is unfinished.
+    fn take_over(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let loaded = loop {
+            match self.read_partitions(partitions) {
+                Ok(loaded) => break loaded,
+                Err(error) => {
+                    // Without its records a partition would send deliveries again: wait.
+                    tracing::warn!(?partitions, %error, "delivery records not read, retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        let count = loaded.len();
+        let mut deliveries = self.lock();
+        let stale: Vec<String> = deliveries
+            .by_key
+            .iter()
+            .filter(|(key, e)| {
+                partitions.contains(&e.partition) && !deliveries.in_flight.contains(*key)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            deliveries.by_key.remove(&key);
+        }
+        for (record, partition) in loaded.into_values() {
+            deliveries.put(record, partition);
+        }
+        deliveries.assigned.extend(partitions.iter().copied());
+        drop(deliveries);
+        self.wake.notify_one();
+        tracing::info!(
+            ?partitions,
+            records = count,
+            ms = started.elapsed().as_millis() as u64,
+            "conversions partitions taken over"
+        );
+    }
+
+    /// The latest delivery record of every key on some partitions of the deliveries topic.
+    fn read_partitions(
+        &self,
+        partitions: &[i32],
+    ) -> anyhow::Result<HashMap<String, (OutboundDelivery, i32)>> {
+        let reader: BaseConsumer = traffsure_kafka::client_config(&self.kafka)
+            .set("group.id", "traffsure-reader") // never joined, never committed
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "50")
+            .create()?;
+        let timeout = Duration::from_secs(10);
+        let mut ends = HashMap::new();
+        let mut assignment = TopicPartitionList::new();
+        for &partition in partitions {
+            let (low, high) =
+                reader.fetch_watermarks(&self.deliveries_topic, partition, timeout)?;
+            if high > low {
+                ends.insert(partition, high);
+                assignment.add_partition_offset(
+                    &self.deliveries_topic,
+                    partition,
+                    Offset::Beginning,
+                )?;
+            }
+        }
+        let mut latest = HashMap::new();
+        if ends.is_empty() {
+            return Ok(latest);
+        }
+        reader.assign(&assignment)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ends.is_empty() {
+            if Instant::now() > deadline {
+                anyhow::bail!("delivery records not read within 120 s");
+            }
+            let Some(message) = reader.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message?;
+            let partition = message.partition();
+            match message.payload().map(OutboundDelivery::decode) {
+                Some(Ok(record)) => {
+                    latest.insert(record.key.clone(), (record, partition));
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(partition, offset = message.offset(), %error, "skipping undecodable delivery record")
+                }
+                None => {
+                    if let Some(key) = message.key() {
+                        latest.remove(String::from_utf8_lossy(key).as_ref());
+                    }
+                }
+            }
+            if ends
+                .get(&partition)
+                .is_some_and(|&end| message.offset() + 1 >= end)
+            {
+                ends.remove(&partition);
+            }
+        }
+        Ok(latest)
+    }
+
     /// Starts every delivery that is due, and sleeps until the next one.
     pub async fn schedule(self: Arc<Self>) {
+        let mut last_gauges = Instant::now();
         loop {
             let now = now_ms();
             let mut ready = Vec::new();
@@ -433,7 +719,18 @@ impl Dispatcher {
                 }
             };
             for key in ready {
-                tokio::spawn(self.clone().attempt(key));
+                let span = match self.lock().traces.get(&key) {
+                    Some(headers) => traffsure_kafka::trace::span_from_headers(
+                        "outbound postback",
+                        Some(headers),
+                    ),
+                    None => tracing::Span::none(),
+                };
+                tokio::spawn(self.clone().attempt(key).instrument(span));
+            }
+            if last_gauges.elapsed() >= Duration::from_secs(2) {
+                last_gauges = Instant::now();
+                self.publish_state_counts();
             }
             let sleep = next
                 .map(|due| Duration::from_millis((due - now).clamp(1, 1000) as u64))
@@ -442,6 +739,26 @@ impl Dispatcher {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.wake.notified() => {}
             }
+        }
+    }
+
+    /// Publishes how many deliveries this instance knows in each state.
+    fn publish_state_counts(&self) {
+        let mut counts: HashMap<&'static str, i64> = [
+            OutboundState::Unspecified,
+            OutboundState::Retrying,
+            OutboundState::Delivered,
+            OutboundState::Dead,
+            OutboundState::Refused,
+        ]
+        .into_iter()
+        .map(|state| (state_name(state), 0))
+        .collect();
+        for entry in self.lock().by_key.values() {
+            *counts.entry(state_name(entry.record.state())).or_default() += 1;
+        }
+        for (state, count) in counts {
+            self.by_state.with_label_values(&[state]).set(count);
         }
     }
 
@@ -525,17 +842,31 @@ impl Dispatcher {
         let Ok(host_permit) = host.permits.clone().acquire_owned().await else {
             return;
         };
-        let admission = host
-            .breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .admit(now_ms());
+        let admission = {
+            let mut breaker = host
+                .breaker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let admission = breaker.admit(now_ms());
+            self.circuit_state
+                .with_label_values(&[host_key.as_str()])
+                .set(breaker.state_code());
+            admission
+        };
         if let Admission::WaitUntil(until) = admission {
             return self.postpone(&key, until);
         }
         let Ok(permit) = self.global.clone().acquire_owned().await else {
             return;
         };
+        {
+            // The partition may have moved while this attempt waited for a slot.
+            let mut deliveries = self.lock();
+            if !deliveries.assigned.contains(&partition) {
+                deliveries.in_flight.remove(&key);
+                return;
+            }
+        }
         let started = Instant::now();
         attempt.attempted_at_ms = now_ms();
         let mut builder = self
@@ -563,15 +894,18 @@ impl Dispatcher {
             Err(error) => Err(error_text(&error)),
         };
         attempt.latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
-        // The slots are for requests only, not for recording their outcome.
-        drop(permit);
-        drop(host_permit);
         let success = matches!(&outcome, Ok((status, _)) if status.is_success());
-        let transition = host
-            .breaker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .record(success, now_ms());
+        let transition = {
+            let mut breaker = host
+                .breaker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let transition = breaker.record(success, now_ms());
+            self.circuit_state
+                .with_label_values(&[host_key.as_str()])
+                .set(breaker.state_code());
+            transition
+        };
         match transition {
             Some(Transition::Opened) => {
                 self.circuits.with_label_values(&["open"]).inc();
@@ -596,7 +930,14 @@ impl Dispatcher {
             Err(error) => error,
         };
         let sent = Some(success);
+        if !success {
+            self.retries.with_label_values(&[host_key.as_str()]).inc();
+        }
         self.finish(record, partition, attempt, sent, error).await;
+        // The slots are held until the outcome is recorded: a crash can then repeat at
+        // most the host's slots worth of answered but unrecorded postbacks.
+        drop(permit);
+        drop(host_permit);
     }
 
     /// Records an attempt's outcome: `sent` is `None` when the request was refused
@@ -640,6 +981,9 @@ impl Dispatcher {
         futures::join!(self.log_attempt(&attempt), self.persist(&record, partition));
         let mut deliveries = self.lock();
         deliveries.in_flight.remove(&record.key);
+        if !schedulable(state) {
+            deliveries.traces.remove(&record.key);
+        }
         deliveries.put(record, partition);
         drop(deliveries);
         if state == OutboundState::Retrying {

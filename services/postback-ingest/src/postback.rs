@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 use traffsure_core::cidr::CidrList;
@@ -280,24 +281,33 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Body {
 /// answer depends only on the postback being durable. A delivery failure is reported in
 /// the service log and the `traffsure_postback_log_failures_total` counter; SIGTERM
 /// flushes whatever is still queued.
-fn publish_log(edge: &Edge, log: &PostbackLogEntry) {
+fn publish_log(edge: &Edge, log: &PostbackLogEntry, trace: Option<OwnedHeaders>) {
     use prost::Message as _;
     let payload = log.encode_to_vec();
-    let record = rdkafka::producer::FutureRecord::to(&edge.topics.postback_log)
+    let mut record = rdkafka::producer::FutureRecord::to(&edge.topics.postback_log)
         .key(log.click_hash.as_bytes())
         .payload(&payload);
+    if let Some(headers) = trace {
+        record = record.headers(headers);
+    }
     let postback_id = log.postback_id.clone();
     match edge.producer.send_result(record) {
         Ok(delivery) => {
             actix_web::rt::spawn(async move {
                 match delivery.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => log_failed(&postback_id, &error.to_string()),
+                    Ok(Err((error, _))) => {
+                        traffsure_kafka::metrics::count_delivery_error("postback-ingest", &error);
+                        log_failed(&postback_id, &error.to_string())
+                    }
                     Err(_) => log_failed(&postback_id, "delivery canceled"),
                 }
             });
         }
-        Err((error, _)) => log_failed(&postback_id, &error.to_string()),
+        Err((error, _)) => {
+            traffsure_kafka::metrics::count_delivery_error("postback-ingest", &error);
+            log_failed(&postback_id, &error.to_string())
+        }
     }
 }
 
@@ -378,6 +388,14 @@ pub async fn process(
 ) -> Outcome {
     let received_at_ms = now_ms();
     let postback_id = uuid::Uuid::now_v7().to_string();
+    // The request's span, whose context the postback and its log entry carry on to
+    // attribution, the sink and the dispatcher; none without trace export.
+    let span = if traffsure_telemetry::otlp_enabled() {
+        tracing::info_span!("postback", postback_id = %postback_id, path = req.path())
+    } else {
+        tracing::Span::none()
+    };
+    let trace = span.in_scope(traffsure_kafka::trace::headers_if_traced);
     let forwarded = req
         .headers()
         .get(&edge.client_ip_header)
@@ -455,16 +473,18 @@ pub async fn process(
                 .map(|ts| received_at_ms - ts)
                 .unwrap_or(-1);
             let key = traffsure_kafka::routing_key_bytes(postback.routing_key as u16);
-            match traffsure_kafka::send_event(
+            match traffsure_kafka::send_event_with_headers(
                 &edge.producer,
                 &edge.topics.postbacks,
                 &key,
                 &postback,
+                trace.clone(),
             )
             .await
             {
                 Ok(_) => Answer::new(StatusCode::OK, "accepted", "postback accepted"),
                 Err(error) => {
+                    traffsure_kafka::metrics::count_delivery_error("postback-ingest", &error);
                     tracing::error!(%error, postback_id, "postback not durable");
                     Answer::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -494,7 +514,8 @@ pub async fn process(
     log.response_status = u32::from(answer.status.as_u16());
     log.reason = answer.code.to_string();
     log.message = answer.message.clone();
-    publish_log(edge, &log);
+    publish_log(edge, &log, trace);
+    drop(span);
     Outcome {
         answer,
         postback_id,

@@ -156,7 +156,10 @@ impl Api {
         }
         let key = flow.id.to_string();
         traffsure_kafka::send_event(&self.producer, &self.topics.flows, key.as_bytes(), &flow)
-            .await?;
+            .await
+            .inspect_err(|error| {
+                traffsure_kafka::metrics::count_delivery_error("reporting-api", error)
+            })?;
         self.registry.upsert(flow);
         Ok(())
     }

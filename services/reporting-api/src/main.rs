@@ -90,10 +90,16 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    let producer = traffsure_kafka::producer(&settings.kafka)?;
+    traffsure_kafka::metrics::spawn_future_producer_queue_reporter(
+        producer.clone(),
+        "reporting-api".into(),
+        std::time::Duration::from_secs(1),
+    );
     let state = web::Data::new(api::Api {
         registry,
         clickhouse,
-        producer: traffsure_kafka::producer(&settings.kafka)?,
+        producer,
         topics,
         tracking_base_url: settings.tracking_base_url.trim_end_matches('/').to_string(),
         postback_base_url: settings.postback_base_url.trim_end_matches('/').to_string(),

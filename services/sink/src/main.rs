@@ -16,6 +16,7 @@ mod metrics;
 mod rows;
 mod table;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -314,6 +315,8 @@ struct Sink {
     dead_letter: String,
     batch_rows: usize,
     batch_interval: Duration,
+    /// Trace contexts of the rows waiting in each topic's batch.
+    traced: HashMap<String, traffsure_kafka::trace::BatchTraces>,
 }
 
 impl Sink {
@@ -341,6 +344,9 @@ impl Sink {
                         tracing::warn!(topic, partition, offset, "message from a topic the sink does not write");
                         continue;
                     };
+                    if traffsure_telemetry::otlp_enabled() {
+                        self.traced.entry(topic.clone()).or_default().observe(message.headers());
+                    }
                     let messages = metrics::messages();
                     match accepted {
                         Accepted::Row => messages.with_label_values(&[table, "row"]).inc(),
@@ -409,6 +415,7 @@ impl Sink {
             match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => return Ok(()),
                 Err((error, _)) => {
+                    traffsure_kafka::metrics::count_delivery_error("sink", &error);
                     tracing::warn!(topic, partition, offset, %error, "dead-letter publish failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -427,7 +434,7 @@ impl Sink {
         let (batch_rows, batch_interval) = (self.batch_rows, self.batch_interval);
         let mut offsets = TopicPartitionList::new();
         let mut refused = Vec::new();
-        let (client, inserts) = (&self.client, &self.inserts);
+        let (client, inserts, traced) = (&self.client, &self.inserts, &mut self.traced);
         each_table!(self.tables, t => {
             let full = t.len() >= batch_rows;
             let due = force || full || t.oldest().is_some_and(|o| o.elapsed() >= batch_interval);
@@ -436,7 +443,8 @@ impl Sink {
                 done.push(t.finish().await?);
             }
             if due && !t.inserting() {
-                t.start_insert(client, inserts);
+                let span = traced.get_mut(&t.topic).map(|b| b.take_span("sink insert")).unwrap_or_else(tracing::Span::none);
+                t.start_insert(client, inserts, span);
                 if force {
                     done.push(t.finish().await?);
                 }
@@ -543,10 +551,22 @@ async fn main() -> anyhow::Result<()> {
     let mut tables = Tables::new(&topics);
     let topic_names = tables.topics();
     consumer.subscribe(&topic_names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    traffsure_kafka::metrics::spawn_group_lag_reporter(
+        &settings.kafka,
+        settings.group_id.clone(),
+        topic_names.clone(),
+        Duration::from_secs(5),
+    )?;
+    let producer = traffsure_kafka::producer(&settings.kafka)?;
+    traffsure_kafka::metrics::spawn_future_producer_queue_reporter(
+        producer.clone(),
+        "sink".into(),
+        Duration::from_secs(1),
+    );
     let sink = Sink {
         consumer,
         moved,
-        producer: traffsure_kafka::producer(&settings.kafka)?,
+        producer,
         client: traffsure_clickhouse::client(&settings.clickhouse),
         identity: Arc::new(TopicIdentity::new(&settings.kafka, &settings.group_id)?),
         inserts,
@@ -554,6 +574,7 @@ async fn main() -> anyhow::Result<()> {
         dead_letter: topics.dead_letter("sink"),
         batch_rows: settings.batch_rows.max(1),
         batch_interval: Duration::from_millis(settings.batch_interval_ms),
+        traced: HashMap::new(),
     };
     tracing::info!("sink running");
     let result = sink.run().await;

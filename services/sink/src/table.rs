@@ -31,6 +31,7 @@
 //! batch is inserted again; the raw tables fold the repeat on merge (ReplacingMergeTree
 //! on the event's id), a rollup whose view had run counts it twice.
 
+use tracing::Instrument;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
@@ -353,7 +354,13 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
 
     /// Starts inserting the pending rows in a task of its own. The caller finishes the
     /// previous insert first.
-    pub fn start_insert(&mut self, client: &Client, inserts: &Arc<InsertsInFlight>) {
+    /// `span` (the batch's trace, or none) covers the insert.
+    pub fn start_insert(
+        &mut self,
+        client: &Client,
+        inserts: &Arc<InsertsInFlight>,
+        span: tracing::Span,
+    ) {
         debug_assert!(self.in_flight.is_none(), "one insert per table at a time");
         if self.rows.is_empty() {
             return;
@@ -365,11 +372,14 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         let guard = inserts.start();
         let (client, table, void, decode) =
             (client.clone(), self.table, self.void.clone(), self.decode);
-        let task = tokio::spawn(async move {
-            let refused = write_batch(client, table, rows, decode, void).await;
-            drop(guard);
-            refused
-        });
+        let task = tokio::spawn(
+            async move {
+                let refused = write_batch(client, table, rows, decode, void).await;
+                drop(guard);
+                refused
+            }
+            .instrument(span),
+        );
         self.in_flight = Some(InFlight { task, offsets });
     }
 
