@@ -31,11 +31,11 @@
 //! batch is inserted again; the raw tables fold the repeat on merge (ReplacingMergeTree
 //! on the event's id), a rollup whose view had run counts it twice.
 
-use tracing::Instrument;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use clickhouse::error::Error;
 use clickhouse::{Client, RowOwned, RowWrite};
