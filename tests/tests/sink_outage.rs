@@ -12,6 +12,8 @@ use traffsure_tests::{eventually, Stack, StackOptions};
 
 const CLICKS: u64 = 200_000;
 const CHUNK: u64 = 10_000;
+/// Seconds of the stream sent before ClickHouse stops; the rest is sent during the outage.
+const BEFORE_OUTAGE: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thirty_second_clickhouse_outage_loses_and_repeats_nothing() -> anyhow::Result<()> {
@@ -31,10 +33,20 @@ async fn run(stack: &Stack, clickhouse: &mut PrivateClickHouse) -> anyhow::Resul
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    // 10,000 clicks a second for 20 s.
+    // 10,000 clicks a second: the first few seconds while ClickHouse is up, the rest once
+    // it is really gone (a stopping server may still answer on open connections), so the
+    // sink has rows to insert during the outage.
+    let (down_tx, down_rx) = tokio::sync::oneshot::channel::<()>();
     let streaming = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
+        let mut down = Some(down_rx);
+        let mut started = tokio::time::Instant::now();
         for chunk in 0..CLICKS / CHUNK {
+            if chunk == BEFORE_OUTAGE {
+                if let Some(down) = down.take() {
+                    down.await?;
+                }
+                started = tokio::time::Instant::now() - Duration::from_secs(chunk);
+            }
             tokio::time::sleep_until(started + Duration::from_secs(chunk)).await;
             let clicks: Vec<(u16, Click)> = (chunk * CHUNK..(chunk + 1) * CHUNK)
                 .map(|i| {
@@ -67,6 +79,7 @@ async fn run(stack: &Stack, clickhouse: &mut PrivateClickHouse) -> anyhow::Resul
     })
     .await?;
     clickhouse.stop().await?;
+    let _ = down_tx.send(());
     tokio::time::sleep(Duration::from_secs(30)).await;
     clickhouse.resume().await?;
     streaming.await??;
