@@ -47,9 +47,9 @@ CI_PID=
 NGINX_PID=
 FLOOR_PID=
 cleanup() {
-  [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null
-  [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null
-  [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
+  [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null || true
+  [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
+  [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null || true
   return 0
 }
 trap cleanup EXIT

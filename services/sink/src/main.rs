@@ -544,6 +544,8 @@ async fn main() -> anyhow::Result<()> {
         traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id)
             // What librdkafka prefetches per partition while the loop waits: bounds memory.
             .set("queued.max.messages.kbytes", "8192")
+            .set("max.partition.fetch.bytes", "8388608")
+            .set("fetch.max.bytes", "33554432")
             .create_with_context(MovedPartitions {
                 moved: moved.clone(),
                 inserts: inserts.clone(),
