@@ -62,6 +62,22 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Serves an HTTP endpoint of the test itself (a postback receiver, an OTLP collector) on
+/// a free loopback port, configured by `configure`; answers with the port.
+pub fn serve_local<F>(configure: F) -> anyhow::Result<u16>
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
+{
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+            .workers(2)
+            .disable_signals()
+            .bind(("127.0.0.1", 0))?;
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    Ok(port)
+}
+
 /// One service process and where it listens.
 pub struct Service {
     pub name: &'static str,

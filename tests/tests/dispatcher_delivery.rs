@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use anyhow::Context;
 use prost::Message as _;
 use traffsure_config::KafkaSettings;
@@ -17,7 +17,7 @@ use traffsure_events::{
 use traffsure_kafka::rdkafka::producer::FutureProducer;
 use traffsure_kafka::rdkafka::Message as _;
 use traffsure_kafka::Topics;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::{eventually, serve_local, Stack, StackOptions};
 
 const DISPATCHER: &str = "postback-dispatcher";
 
@@ -61,16 +61,10 @@ impl Receiver {
             ..Recorded::default()
         }));
         let state = web::Data::new(recorded.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .default_service(web::to(receive))
-        })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))?;
-        let port = server.addrs()[0].port();
-        tokio::spawn(server.run());
+        let port = serve_local(move |app| {
+            app.app_data(state.clone())
+                .default_service(web::to(receive));
+        })?;
         Ok(Self { port, recorded })
     }
 

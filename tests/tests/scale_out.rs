@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{eventually, instance_name, Stack, StackOptions};
+use traffsure_tests::{eventually, instance_name, serve_local, Stack, StackOptions};
 
 const FLOWS: usize = 3;
 /// Clicks sent at least (the stream goes on until every kill is done) and at most.
@@ -40,17 +40,10 @@ struct Receiver {
 impl Receiver {
     async fn start(&self) -> anyhow::Result<u16> {
         let state = web::Data::new(self.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .default_service(web::to(receive))
+        serve_local(move |app| {
+            app.app_data(state.clone())
+                .default_service(web::to(receive));
         })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))?;
-        let port = server.addrs()[0].port();
-        tokio::spawn(server.run());
-        Ok(port)
     }
 
     fn snapshot(&self) -> HashMap<String, u32> {

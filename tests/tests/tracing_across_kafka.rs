@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, HttpResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message as _;
 use serde_json::json;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::{eventually, serve_local, Stack, StackOptions};
 
 /// One exported span: the service that sent it, its trace id (hex) and its name.
 #[derive(Debug, Clone)]
@@ -32,19 +32,12 @@ struct Collector {
 impl Collector {
     async fn start(&self) -> anyhow::Result<u16> {
         let state = web::Data::new(self.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
+        serve_local(move |app| {
+            app.app_data(state.clone())
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .route("/v1/traces", web::post().to(export))
-                .default_service(web::to(outbound))
+                .default_service(web::to(outbound));
         })
-        .workers(2)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))?;
-        let port = server.addrs()[0].port();
-        tokio::spawn(server.run());
-        Ok(port)
     }
 
     fn spans(&self) -> Vec<Span> {
