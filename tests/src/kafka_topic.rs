@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// Reads `topic` from the beginning until `done(events so far)` says stop or `timeout`
@@ -15,8 +16,24 @@ pub fn read_events<M: prost::Message + Default>(
     topic: &str,
     timeout: Duration,
     linger: Duration,
-    mut done: impl FnMut(&[M]) -> bool,
+    done: impl FnMut(&[M]) -> bool,
 ) -> anyhow::Result<Vec<M>> {
+    read_messages(brokers, topic, timeout, linger, done, |message| {
+        let payload = message.payload().context("message without payload")?;
+        Ok(M::decode(payload)?)
+    })
+}
+
+/// Reads `topic` from the beginning like [`read_events`], turning each message into a `T`
+/// with `read` (its headers, say).
+pub fn read_messages<T>(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    linger: Duration,
+    mut done: impl FnMut(&[T]) -> bool,
+    mut read: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "traffsure-test-reader")
@@ -43,9 +60,7 @@ pub fn read_events<M: prost::Message + Default>(
             stop_at = Some(now + linger);
         }
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message?;
-            let payload = message.payload().context("message without payload")?;
-            events.push(M::decode(payload)?);
+            events.push(read(&message?)?);
         }
     }
 }

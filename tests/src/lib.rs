@@ -57,7 +57,7 @@ fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

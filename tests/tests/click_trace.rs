@@ -2,15 +2,13 @@
 //! carries the W3C trace context of its `click` span in a `traceparent` header; with it
 //! off, click events carry no headers at all. `/metrics` shows the producer queue.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde_json::json;
-use traffsure_tests::kafka_topic::publish_flow;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::kafka_topic::{publish_flow, read_messages};
+use traffsure_tests::{eventually, free_port, Stack, StackOptions};
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
@@ -20,25 +18,14 @@ fn event_headers(
     topic: &str,
     count: usize,
 ) -> anyhow::Result<Vec<Vec<(String, String)>>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "traffsure-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            assignment.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut events = Vec::new();
-    while events.len() < count && Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message?;
-            let headers = message
+    let events = read_messages(
+        brokers,
+        topic,
+        Duration::from_secs(30),
+        Duration::ZERO,
+        |events| events.len() >= count,
+        |message| {
+            Ok(message
                 .headers()
                 .map(|headers| {
                     headers
@@ -49,23 +36,15 @@ fn event_headers(
                         })
                         .collect()
                 })
-                .unwrap_or_default();
-            events.push(headers);
-        }
-    }
+                .unwrap_or_default())
+        },
+    )?;
     anyhow::ensure!(
         events.len() == count,
         "{} of {count} click events in {topic}",
         events.len()
     );
     Ok(events)
-}
-
-/// A loopback port nothing listens on.
-fn unused_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Starts click-ingest (OTLP tracing on or off), makes one flow, sends `clicks` clicks and
@@ -78,7 +57,7 @@ async fn clicks_with(otlp: bool, clicks: usize) -> anyhow::Result<Vec<Vec<(Strin
         options = options.env(
             "click-ingest",
             "TRAFFSURE__TELEMETRY__OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{}", unused_port()?),
+            format!("http://127.0.0.1:{}", free_port()?),
         );
     }
     let stack = Stack::start_with(options).await?;
