@@ -65,6 +65,45 @@ wait_port() {
   return 1
 }
 
+# Waits until a TraffSure service on 127.0.0.1:PORT reports ready (`/readyz` answers 2xx).
+wait_ready() {
+  local port=$1 timeout=${2:-60} start=$SECONDS
+  while ((SECONDS - start < timeout)); do
+    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# Usage: postbacks_lua HASHES QUERY — a wrk script rotating through one postback per click
+# hash in the file HASHES (`/postback?click=<hash>&QUERY&uid=bench-<n>`), printing the
+# same RESULT line as run_wrk.
+postbacks_lua() {
+  echo "paths = {}"
+  awk -v q="$2" '{ printf "paths[%d] = \"/postback?click=%s&%s&uid=bench-%d\"\n", NR, $1, q, NR }' "$1"
+  cat <<'LUA'
+local i = 0
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+LUA
+  wrk_report_lua
+}
+
+# Usage: wrk_cpu_ms PID URL SCRIPT — one wrk run (CONNECTIONS, SECONDS_PER_RUN) with the
+# wrk script SCRIPT: prints the RESULT fields and the server's CPU ms per request.
+wrk_cpu_ms() {
+  local pid=$1 url=$2 script=$3 before after line requests
+  before=$(cpu_ticks "$pid")
+  line=$(wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_PER_RUN}s" --timeout 5s -s "$script" "$url" \
+    | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }')
+  after=$(cpu_ticks "$pid")
+  requests=${line%% *}
+  echo "$line $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { if (n == 0) print "n/a"; else printf "%.4f", t * 1000 / hz / n }')"
+}
+
 # CPU clock ticks (user + system, all threads) used so far by a process and all its
 # descendants (nginx workers, say).
 cpu_ticks() {

@@ -16,7 +16,6 @@ HASHES=20000
 KEYS="1:bench-postback-secret-0001"
 PB_PORT=18181
 NGINX_PORT=18182
-CLK_TCK=$(getconf CLK_TCK)
 
 bench_install
 BIN="$ROOT/target/release/postback-ingest"
@@ -45,46 +44,18 @@ TRAFFSURE__HTTP__BIND="127.0.0.1:$PB_PORT" \
   "$BIN" >"$dir/postback-ingest.log" 2>&1 &
 pb_pid=$!
 pids+=("$pb_pid")
-for _ in $(seq 1 300); do
-  curl -sf "http://127.0.0.1:$PB_PORT/readyz" >/dev/null && break
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$PB_PORT/readyz" >/dev/null \
-  || die "postback-ingest not ready (see $dir/postback-ingest.log)"
+wait_ready "$PB_PORT" || die "postback-ingest not ready (see $dir/postback-ingest.log)"
 nginx_pid=$(nginx_baseline_start "$NGINX_PORT" 2)
 pids+=("$nginx_pid")
 
 # wrk script: rotates through valid postbacks; prints the same RESULT line as run_wrk.
 "$GEN" "$HASHES" "$KEYS" 1 >"$dir/hashes.txt"
-{
-  echo "paths = {}"
-  awk '{ printf "paths[%d] = \"/postback?click=%s&goal=sale&status=approved&revenue=1.50&currency=USD&uid=bench-%d\"\n", NR, $1, NR }' "$dir/hashes.txt"
-  cat <<'LUA'
-local i = 0
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
-  wrk_report_lua
-} >"$dir/postbacks.lua"
+postbacks_lua "$dir/hashes.txt" "goal=sale&status=approved&revenue=1.50&currency=USD" >"$dir/postbacks.lua"
 
 # Checks one postback end to end before loading: 200 "accepted" means acknowledged.
 first=$(head -1 "$dir/hashes.txt")
 answer=$(curl -s "http://127.0.0.1:$PB_PORT/postback?click=$first&goal=sale")
 [[ $answer == *'"accepted"'* ]] || die "postback not accepted: $answer"
-
-# Usage: measure PID URL [SCRIPT] — prints the RESULT fields and the CPU ms per request.
-measure() {
-  local pid=$1 url=$2 script=${3:-$BENCH_DIR/report.lua} before after line requests
-  before=$(cpu_ticks "$pid")
-  line=$(wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_PER_RUN}s" --timeout 5s -s "$script" "$url" \
-    | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }')
-  after=$(cpu_ticks "$pid")
-  requests=${line%% *}
-  echo "$line $(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" \
-    'BEGIN { if (n == 0) print "n/a"; else printf "%.4f", t * 1000 / hz / n }')"
-}
 
 # run_wrk writes the baseline's report.lua; a short warm-up of both servers.
 run_wrk "http://127.0.0.1:$NGINX_PORT/" 2 "$CONNECTIONS" 2 >/dev/null
@@ -96,9 +67,9 @@ echo "| round | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors | non-
 echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
   read -r n_req _ n_rps n_p50 n_p99 n_p999 n_err n_bad n_cpu \
-    < <(measure "$nginx_pid" "http://127.0.0.1:$NGINX_PORT/")
+    < <(wrk_cpu_ms "$nginx_pid" "http://127.0.0.1:$NGINX_PORT/" "$BENCH_DIR/report.lua")
   read -r p_req _ p_rps p_p50 p_p99 p_p999 p_err p_bad p_cpu \
-    < <(measure "$pb_pid" "http://127.0.0.1:$PB_PORT" "$dir/postbacks.lua")
+    < <(wrk_cpu_ms "$pb_pid" "http://127.0.0.1:$PB_PORT" "$dir/postbacks.lua")
   echo "| $round | nginx baseline (constant 302) | $n_rps | $n_p50 | $n_p99 | $n_p999 | $n_err | $n_bad | $n_cpu |"
   echo "| $round | postback-ingest (valid postbacks, Kafka ack) | $p_rps | $p_p50 | $p_p99 | $p_p999 | $p_err | $p_bad | $p_cpu |"
   echo "| $round | ratio postback-ingest / nginx | $(ratio "$p_rps" "$n_rps") | $(ratio "$p_p50" "$n_p50") | $(ratio "$p_p99" "$n_p99") | $(ratio "$p_p999" "$n_p999") | | | $(ratio "$p_cpu" "$n_cpu") |"

@@ -42,11 +42,7 @@ TRAFFSURE__HTTP__BIND="127.0.0.1:$PORT" TRAFFSURE__HTTP__WORKERS=2 \
   TRAFFSURE__ADMIN__PASSWORD="bench-password" RUST_LOG=warn \
   "$BIN" >"$BENCH_DIR/reporting-api.log" 2>&1 &
 API_PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
-  sleep 0.3
-done
-curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || die "reporting-api not ready (see $BENCH_DIR/reporting-api.log)"
+wait_ready "$PORT" 30 || die "reporting-api not ready (see $BENCH_DIR/reporting-api.log)"
 
 # Dimensions follow the flow, as real traffic does (a flow buys a few countries and
 # sources): each flow has six variants (v) of country, source, sub ID, device, OS and

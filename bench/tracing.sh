@@ -19,7 +19,6 @@ KEYS="1:bench-tracing-secret-00001"
 PLAIN_PORT=18191
 TRACED_PORT=18192
 OTLP_PORT=18193
-CLK_TCK=$(getconf CLK_TCK)
 
 bench_install
 BIN="$ROOT/target/release/postback-ingest"
@@ -78,42 +77,16 @@ pids+=("$plain_pid")
 traced_pid=$(start_edge "$TRACED_PORT" "http://127.0.0.1:$OTLP_PORT" "$dir/traced.log")
 pids+=("$traced_pid")
 for port in $PLAIN_PORT $TRACED_PORT; do
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || die "postback-ingest on $port not ready (see $dir)"
+  wait_ready "$port" || die "postback-ingest on $port not ready (see $dir)"
 done
 
 "$GEN" "$HASHES" "$KEYS" 1 >"$dir/hashes.txt"
-{
-  echo "paths = {}"
-  awk '{ printf "paths[%d] = \"/postback?click=%s&goal=sale&revenue=1.50&uid=bench-%d\"\n", NR, $1, NR }' "$dir/hashes.txt"
-  cat <<'LUA'
-local i = 0
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
-  wrk_report_lua
-} >"$dir/postbacks.lua"
+postbacks_lua "$dir/hashes.txt" "goal=sale&revenue=1.50" >"$dir/postbacks.lua"
 first=$(head -1 "$dir/hashes.txt")
 for port in $PLAIN_PORT $TRACED_PORT; do
   answer=$(curl -s "http://127.0.0.1:$port/postback?click=$first&goal=sale")
   [[ $answer == *'"accepted"'* ]] || die "postback not accepted on $port: $answer"
 done
-
-measure() { # PID URL — the RESULT fields and the CPU ms per request
-  local pid=$1 url=$2 before after line requests
-  before=$(cpu_ticks "$pid")
-  line=$(wrk -t 2 -c "$CONNECTIONS" -d "${SECONDS_PER_RUN}s" --timeout 5s -s "$dir/postbacks.lua" "$url" \
-    | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }')
-  after=$(cpu_ticks "$pid")
-  requests=${line%% *}
-  echo "$line $(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" \
-    'BEGIN { if (n == 0) print "n/a"; else printf "%.4f", t * 1000 / hz / n }')"
-}
 
 for port in $PLAIN_PORT $TRACED_PORT; do
   wrk -t 2 -c "$CONNECTIONS" -d 2s -s "$dir/postbacks.lua" "http://127.0.0.1:$port" >/dev/null
@@ -124,8 +97,8 @@ echo
 echo "| round | postback-ingest | requests/s | p50 ms | p99 ms | p99.9 ms | errors | non-2xx/3xx | CPU ms/request |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
-  read -r _ _ a_rps a_p50 a_p99 a_p999 a_err a_bad a_cpu < <(measure "$plain_pid" "http://127.0.0.1:$PLAIN_PORT")
-  read -r _ _ b_rps b_p50 b_p99 b_p999 b_err b_bad b_cpu < <(measure "$traced_pid" "http://127.0.0.1:$TRACED_PORT")
+  read -r _ _ a_rps a_p50 a_p99 a_p999 a_err a_bad a_cpu < <(wrk_cpu_ms "$plain_pid" "http://127.0.0.1:$PLAIN_PORT" "$dir/postbacks.lua")
+  read -r _ _ b_rps b_p50 b_p99 b_p999 b_err b_bad b_cpu < <(wrk_cpu_ms "$traced_pid" "http://127.0.0.1:$TRACED_PORT" "$dir/postbacks.lua")
   echo "| $round | no OTLP endpoint (baseline) | $a_rps | $a_p50 | $a_p99 | $a_p999 | $a_err | $a_bad | $a_cpu |"
   echo "| $round | every request traced and exported | $b_rps | $b_p50 | $b_p99 | $b_p999 | $b_err | $b_bad | $b_cpu |"
   echo "| $round | ratio traced / baseline | $(ratio "$b_rps" "$a_rps") | $(ratio "$b_p50" "$a_p50") | $(ratio "$b_p99" "$a_p99") | $(ratio "$b_p999" "$a_p999") | | | $(ratio "$b_cpu" "$a_cpu") |"
