@@ -254,6 +254,43 @@ fn browser_of(ua: Found) -> &'static str {
     }
 }
 
+/// Slots of the per-thread cache behind [`parse_cached`], and the longest user agent it keeps.
+const CACHE_SLOTS: usize = 1 << 10;
+const CACHE_MAX_LEN: usize = 512;
+
+type CacheSlot = Option<(Box<str>, UserAgent)>;
+
+thread_local! {
+    static CACHE: std::cell::RefCell<Vec<CacheSlot>> =
+        std::cell::RefCell::new(vec![None; CACHE_SLOTS]);
+}
+
+/// [`parse`], remembering recent answers per thread: traffic repeats a few thousand
+/// browser builds over and over, and a hit (a hash and a compare) costs a fraction of a
+/// scan. The cache is direct-mapped, so a miss replaces one slot and memory stays bounded
+/// (at most 1,024 user agents of up to 512 bytes per thread) whatever clients send.
+pub fn parse_cached(user_agent: &str) -> UserAgent {
+    use std::hash::Hasher as _;
+    if user_agent.len() > CACHE_MAX_LEN {
+        return parse(user_agent);
+    }
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(user_agent.as_bytes());
+    // The high bits of a multiplicative mix pick the slot.
+    let slot = (hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        >> (64 - CACHE_SLOTS.trailing_zeros())) as usize;
+    CACHE.with_borrow_mut(|cache| {
+        if let Some((cached, parsed)) = &cache[slot] {
+            if **cached == *user_agent {
+                return *parsed;
+            }
+        }
+        let parsed = parse(user_agent);
+        cache[slot] = Some((user_agent.into(), parsed));
+        parsed
+    })
+}
+
 /// Extra bot markers from configuration (lowercased, empty ones dropped).
 pub fn markers_from_list(list: &str) -> Vec<String> {
     list.split(',')
@@ -274,6 +311,25 @@ pub fn matches_any(user_agent: &str, markers: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_answers_match_parse() {
+        // More distinct user agents than slots, so slots are replaced, then all again:
+        // every answer must be the one `parse` gives, hit or miss.
+        let agents: Vec<String> = (0..3_000)
+            .map(|i| match i % 4 {
+                0 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{i}.0.0.0 Safari/537.36"),
+                1 => format!("Mozilla/5.0 (iPhone; CPU iPhone OS 17_{i} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"),
+                2 => format!("Googlebot/2.{i} (+http://www.google.com/bot.html)"),
+                _ => "x".repeat(i % 700),
+            })
+            .collect();
+        for _ in 0..2 {
+            for ua in &agents {
+                assert_eq!(parse_cached(ua), parse(ua), "{ua}");
+            }
+        }
+    }
 
     fn check(ua: &str, device: &str, os: &str, browser: &str, is_bot: bool) {
         let p = parse(ua);

@@ -3,8 +3,16 @@
 
 /// A new random visitor ID.
 pub fn new_visitor_id() -> String {
+    new_visitor().0
+}
+
+/// A new random visitor ID and the routing key it carries.
+pub fn new_visitor() -> (String, u16) {
     let bytes: [u8; 16] = rand::random();
-    data_encoding::HEXLOWER.encode(&bytes)
+    (
+        data_encoding::HEXLOWER.encode(&bytes),
+        u16::from_be_bytes([bytes[0], bytes[1]]),
+    )
 }
 
 /// The routing key a visitor ID carries, or `None` when the text is not a visitor ID.
@@ -23,6 +31,10 @@ mod tests {
     fn routing_key_comes_from_the_id() {
         let vid = new_visitor_id();
         assert_eq!(vid.len(), 32);
+        for _ in 0..100 {
+            let (vid, key) = new_visitor();
+            assert_eq!(routing_key(&vid), Some(key), "{vid}");
+        }
         assert_eq!(routing_key(&vid), u16::from_str_radix(&vid[..4], 16).ok());
         assert_eq!(
             routing_key("beef0000000000000000000000000000"),

@@ -4,7 +4,6 @@
 //! instance needs every flow) and then follows it, so a change made in the reporting API
 //! takes effect everywhere within the consumer's fetch latency.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,15 +11,18 @@ use prost::Message as _;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::Message;
+use rustc_hash::FxHashMap;
 use traffsure_config::KafkaSettings;
 use traffsure_events::Flow;
 
 use crate::CatchUp;
 
+/// Looked up on every click: a fast hash rather than SipHash (the keys are flow ids and
+/// slugs from the operator's own configuration, not chosen by visitors).
 #[derive(Default)]
 struct Flows {
-    by_id: HashMap<u32, Arc<Flow>>,
-    by_slug: HashMap<String, u32>,
+    by_id: FxHashMap<u32, Arc<Flow>>,
+    by_slug: FxHashMap<String, u32>,
 }
 
 /// The latest revision of every flow.

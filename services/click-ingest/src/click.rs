@@ -5,17 +5,16 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use actix_web::cookie::{Cookie, SameSite};
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use prost::Message as _;
 use traffsure_core::cidr::CidrList;
 use traffsure_core::routing::{self, ClickAttributes};
 use traffsure_core::{macros, now_ms, user_agent, visitor, ClickHashKeys};
-use traffsure_events::{Click, Flow, FlowStatus, RedirectMode};
+use traffsure_events::{Flow, FlowStatus, RedirectMode};
 use traffsure_kafka::FlowRegistry;
 use traffsure_telemetry::prometheus::IntCounter;
 
+use crate::event::ClickEvent;
 use crate::publisher::Publisher;
 
 /// Longest tracking link (path and query) accepted; longer ones answer 414.
@@ -65,6 +64,41 @@ impl ClientIp {
             }
         }
         Some(peer)
+    }
+}
+
+impl ClientIp {
+    /// Whether the visitor reached the edge over HTTPS: the edge itself speaks plain HTTP,
+    /// so only a trusted proxy's `X-Forwarded-Proto: https` (or `Forwarded: proto=https`)
+    /// says so. Anyone else claiming it is ignored.
+    pub fn behind_https(&self, peer: Option<IpAddr>, headers: &header::HeaderMap) -> bool {
+        if !peer.is_some_and(|peer| self.trusted_proxies.contains(peer)) {
+            return false;
+        }
+        let is_https = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.split([',', ';'])
+                        .next_back()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("https"))
+                })
+        };
+        is_https("x-forwarded-proto")
+            || headers
+                .get(header::FORWARDED)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.rsplit(',').next().is_some_and(|last| {
+                        last.split(';').any(|part| {
+                            part.trim().split_once('=').is_some_and(|(k, v)| {
+                                k.trim().eq_ignore_ascii_case("proto")
+                                    && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
+                            })
+                        })
+                    })
+                })
     }
 }
 
@@ -233,10 +267,11 @@ fn decode(text: &str) -> Cow<'_, str> {
     )
 }
 
-fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> String {
+/// A header's text, borrowed unless it is not valid UTF-8.
+fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, str> {
     req.headers()
         .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .unwrap_or_default()
 }
 
@@ -266,31 +301,34 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     if !matches!(flow.status(), FlowStatus::Active | FlowStatus::Unspecified) {
         return edge.inactive_flow(&flow, &params);
     }
-    let cookie_vid = req
-        .cookie(&edge.visitor_cookie)
-        .map(|c| c.value().to_string())
-        .filter(|v| visitor::routing_key(v).is_some());
+    let cookie_vid = cookie_value(&req, &edge.visitor_cookie)
+        .and_then(|vid| Some((vid, visitor::routing_key(vid)?)));
     let new_visitor = cookie_vid.is_none();
-    let visitor_id = cookie_vid.unwrap_or_else(visitor::new_visitor_id);
-    let routing_key = visitor::routing_key(&visitor_id).unwrap_or_default();
+    let (visitor_id, routing_key) = match cookie_vid {
+        Some((vid, key)) => (Cow::Borrowed(vid), key),
+        None => {
+            let (vid, key) = visitor::new_visitor();
+            (Cow::Owned(vid), key)
+        }
+    };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
+    let peer = req.peer_addr().map(|addr| addr.ip());
     let forwarded = req
         .headers()
         .get(edge.client_ip.header.as_str())
         .and_then(|v| v.to_str().ok());
-    let ip = edge
-        .client_ip
-        .of(req.peer_addr().map(|addr| addr.ip()), forwarded);
+    let ip = edge.client_ip.of(peer, forwarded);
     let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
+    let country = country.as_str();
     let user_agent = header_text(&req, header::USER_AGENT);
-    let parsed_ua = user_agent::parse(&user_agent);
+    let parsed_ua = user_agent::parse_cached(&user_agent);
     let is_bot = edge.bots.is_bot(&parsed_ua, &user_agent, ip);
 
     let choice = routing::choose(
         &flow,
         &ClickAttributes {
-            country: &country,
+            country,
             device: parsed_ua.device,
             os: parsed_ua.os,
             browser: parsed_ua.browser,
@@ -306,7 +344,7 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
         let value: &str = match name {
             "click" => &click_hash,
             "flow" => return Some(Cow::Owned(flow.id.to_string())),
-            "country" => &country,
+            "country" => country,
             "device" => parsed_ua.device,
             "os" => parsed_ua.os,
             "browser" => parsed_ua.browser,
@@ -323,31 +361,30 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     let headers = span
         .as_ref()
         .map(|span| span.in_scope(traffsure_kafka::trace::trace_headers));
-    let mut click = Click {
-        click_hash,
+    let click = ClickEvent {
+        click_hash: &click_hash,
         flow_id: flow.id,
         ts_ms,
-        routing_key: u32::from(routing_key),
-        visitor_id,
-        ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        routing_key,
+        visitor_id: &visitor_id,
+        ip,
         country,
-        user_agent,
-        device: parsed_ua.device.into(),
-        os: parsed_ua.os.into(),
-        browser: parsed_ua.browser.into(),
-        referrer: header_text(&req, header::REFERER),
-        sub_id: params.sub_id,
-        source: params.source,
-        subs: params.subs,
+        user_agent: &user_agent,
+        device: parsed_ua.device,
+        os: parsed_ua.os,
+        browser: parsed_ua.browser,
+        referrer: &header_text(&req, header::REFERER),
+        sub_id: &params.sub_id,
+        source: &params.source,
+        subs: &params.subs,
         cost_micros: params.cost_micros,
-        destination_url: destination,
+        destination_url: &destination,
         is_bot,
-        extra: params.extra,
+        extra: &params.extra,
     };
     EVENT_BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
-        // Encoding into a Vec cannot fail: it grows as needed.
-        let _ = click.encode(buffer);
+        click.encode(buffer);
         edge.publisher.publish(routing_key, buffer, headers);
     });
     if is_bot {
@@ -355,21 +392,28 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     } else {
         clicks_total().redirected.inc();
     }
-    let destination = std::mem::take(&mut click.destination_url);
-    let visitor_id = std::mem::take(&mut click.visitor_id);
 
-    let mut response = redirect(&flow, &destination);
+    let mut response = redirect(&flow, destination);
     if new_visitor {
-        let cookie = Cookie::build(edge.visitor_cookie.clone(), visitor_id)
-            .path("/")
-            .max_age(actix_web::cookie::time::Duration::days(365))
-            .same_site(SameSite::Lax)
-            .http_only(true)
-            .secure(req.connection_info().scheme() == "https")
-            .finish();
-        let _ = response.add_cookie(&cookie);
+        let secure = edge.client_ip.behind_https(peer, req.headers());
+        if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
     }
     response
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, without parsing the
+/// others.
+fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            (key.trim() == name).then(|| value.trim().trim_matches('"'))
+        })
 }
 
 impl Edge {
@@ -390,8 +434,25 @@ impl Edge {
         });
         HttpResponse::Found()
             .insert_header((header::LOCATION, url))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header(no_store())
             .finish()
+    }
+
+    /// `Set-Cookie` for a new visitor: first-party, a year long, `SameSite=Lax`,
+    /// `HttpOnly`, and `Secure` when the visitor reached the edge over HTTPS.
+    fn visitor_cookie_header(&self, visitor_id: &str, secure: bool) -> Option<HeaderValue> {
+        const ATTRIBUTES: &str = "; HttpOnly; SameSite=Lax; Path=/; Max-Age=31536000";
+        let mut text = String::with_capacity(
+            self.visitor_cookie.len() + 1 + visitor_id.len() + ATTRIBUTES.len() + 8,
+        );
+        text.push_str(&self.visitor_cookie);
+        text.push('=');
+        text.push_str(visitor_id);
+        text.push_str(ATTRIBUTES);
+        if secure {
+            text.push_str("; Secure");
+        }
+        HeaderValue::try_from(text).ok()
     }
 
     fn unknown_flow(&self) -> HttpResponse {
@@ -415,31 +476,50 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn redirect(flow: &Flow, destination: &str) -> HttpResponse {
+fn no_store() -> (header::HeaderName, HeaderValue) {
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+}
+
+fn redirect(flow: &Flow, destination: String) -> HttpResponse {
+    // The rendered URL only holds bytes a Location header may carry (macro values are
+    // percent-encoded, flow URLs validated); an unexpected one answers 500, not a panic.
+    let location = |destination: String| HeaderValue::try_from(destination);
     match flow.redirect_mode() {
-        RedirectMode::Temporary307 => HttpResponse::TemporaryRedirect()
-            .insert_header((header::LOCATION, destination))
-            .finish(),
+        RedirectMode::Temporary307 => match location(destination) {
+            Ok(url) => HttpResponse::TemporaryRedirect()
+                .insert_header((header::LOCATION, url))
+                .finish(),
+            Err(_) => bad_destination(),
+        },
         mode @ (RedirectMode::MetaRefresh | RedirectMode::DoubleMetaRefresh) => {
             let referrer = if mode == RedirectMode::DoubleMetaRefresh {
                 r#"<meta name="referrer" content="no-referrer">"#
             } else {
                 ""
             };
-            let url = html_escape(destination);
+            let url = html_escape(&destination);
             HttpResponse::Ok()
                 .content_type("text/html; charset=utf-8")
-                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header(no_store())
                 .body(format!(
                     "<!doctype html><html><head>{referrer}<meta http-equiv=\"refresh\" content=\"0;url={url}\"></head>\
                      <body><a href=\"{url}\">Continue</a></body></html>"
                 ))
         }
-        RedirectMode::Found302 | RedirectMode::Unspecified => HttpResponse::Found()
-            .insert_header((header::LOCATION, destination))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish(),
+        RedirectMode::Found302 | RedirectMode::Unspecified => match location(destination) {
+            Ok(url) => HttpResponse::Found()
+                .insert_header((header::LOCATION, url))
+                .insert_header(no_store())
+                .finish(),
+            Err(_) => bad_destination(),
+        },
     }
+}
+
+fn bad_destination() -> HttpResponse {
+    HttpResponse::InternalServerError()
+        .content_type("text/plain; charset=utf-8")
+        .body("the flow's destination is not a valid URL")
 }
 
 #[cfg(test)]
@@ -552,6 +632,56 @@ mod tests {
             untrusting.of(ip("127.0.0.1"), Some("8.8.8.8")),
             ip("127.0.0.1")
         );
+    }
+
+    #[test]
+    fn https_is_taken_only_from_trusted_proxies() {
+        use actix_web::test::TestRequest;
+        let client_ip = ClientIp {
+            header: "x-forwarded-for".into(),
+            trusted_proxies: CidrList::parse(&["10.0.0.0/8"]).unwrap(),
+        };
+        let proxy = "10.1.2.3".parse().ok();
+        let stranger = "8.8.8.8".parse().ok();
+        let https = |headers: &[(&str, &str)], peer: Option<IpAddr>| {
+            let mut req = TestRequest::default();
+            for (name, value) in headers {
+                req = req.insert_header((*name, *value));
+            }
+            client_ip.behind_https(peer, req.to_http_request().headers())
+        };
+        assert!(https(&[("x-forwarded-proto", "https")], proxy));
+        assert!(https(&[("x-forwarded-proto", "http, HTTPS")], proxy));
+        assert!(https(&[("forwarded", "for=1.2.3.4;proto=https")], proxy));
+        assert!(https(
+            &[("forwarded", "proto=http, for=1.2.3.4; proto=\"https\"")],
+            proxy
+        ));
+        assert!(!https(&[("x-forwarded-proto", "https, http")], proxy));
+        assert!(!https(&[("forwarded", "for=1.2.3.4;proto=http")], proxy));
+        assert!(!https(&[], proxy));
+        // A client that is not a trusted proxy cannot claim HTTPS.
+        assert!(!https(&[("x-forwarded-proto", "https")], stranger));
+        assert!(!https(&[("forwarded", "proto=https")], stranger));
+        assert!(!https(&[("x-forwarded-proto", "https")], None));
+    }
+
+    #[test]
+    fn finds_the_visitor_cookie_among_others() {
+        use actix_web::test::TestRequest;
+        let value = |cookies: &[&str]| {
+            let mut req = TestRequest::default();
+            for cookie in cookies {
+                req = req.append_header((header::COOKIE, *cookie));
+            }
+            cookie_value(&req.to_http_request(), "ts_vid").map(str::to_string)
+        };
+        assert_eq!(value(&["ts_vid=abc"]).as_deref(), Some("abc"));
+        assert_eq!(value(&["a=1; ts_vid=abc; b=2"]).as_deref(), Some("abc"));
+        assert_eq!(value(&["a=1", "ts_vid=\"abc\""]).as_deref(), Some("abc"));
+        assert_eq!(value(&["xts_vid=abc; ts_vidx=def"]), None);
+        assert_eq!(value(&["ts_vid"]), None);
+        assert_eq!(value(&[]), None);
     }
 
     #[test]

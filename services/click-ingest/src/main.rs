@@ -4,6 +4,7 @@
 //! away, click events wait in a local spill file.
 
 mod click;
+mod event;
 mod geo;
 mod publisher;
 mod spill;
@@ -165,6 +166,17 @@ async fn main() -> anyhow::Result<()> {
             &[],
         )
         .context("unknown_flow_url")?;
+    }
+    let cookie_name_ok = !settings.visitor_cookie.is_empty()
+        && settings
+            .visitor_cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !cookie_name_ok {
+        anyhow::bail!(
+            "visitor_cookie: {:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+            settings.visitor_cookie
+        );
     }
     let geo = geo::GeoIp::open(&settings.geoip.database).context("geoip.database")?;
     let client_ip = click::ClientIp {
