@@ -50,6 +50,13 @@ thread_local! {
     static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Records one request as [`http_metrics`] does, for a hot handler that times itself
+/// instead of going through the middleware (which looks its route pattern up on every
+/// request). `route` must be a pattern or fixed prefix, never a raw path.
+pub fn record_request(route: &str, status: u16, elapsed: f64) {
+    record(route, status, elapsed);
+}
+
 fn record(route: &str, status: u16, elapsed: f64) {
     HANDLES.with_borrow_mut(|handles| {
         let index = match handles

@@ -277,7 +277,19 @@ fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, st
 
 /// `GET /c/{flow}`: mounted as the default service of the `/c` scope, so the flow is
 /// read from the path directly rather than through a pattern match on every click.
+/// Recorded in the HTTP metrics as route `/c`.
 pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let response = answer(&edge, &req);
+    traffsure_telemetry::record_request(
+        "/c",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
     if req.method() != actix_web::http::Method::GET {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "GET"))
@@ -301,7 +313,7 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     if !matches!(flow.status(), FlowStatus::Active | FlowStatus::Unspecified) {
         return edge.inactive_flow(&flow, &params);
     }
-    let cookie_vid = cookie_value(&req, &edge.visitor_cookie)
+    let cookie_vid = cookie_value(req, &edge.visitor_cookie)
         .and_then(|vid| Some((vid, visitor::routing_key(vid)?)));
     let new_visitor = cookie_vid.is_none();
     let (visitor_id, routing_key) = match cookie_vid {
@@ -321,7 +333,7 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
     let ip = edge.client_ip.of(peer, forwarded);
     let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
     let country = country.as_str();
-    let user_agent = header_text(&req, header::USER_AGENT);
+    let user_agent = header_text(req, header::USER_AGENT);
     let parsed_ua = user_agent::parse_cached(&user_agent);
     let is_bot = edge.bots.is_bot(&parsed_ua, &user_agent, ip);
 
@@ -373,7 +385,7 @@ pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
         device: parsed_ua.device,
         os: parsed_ua.os,
         browser: parsed_ua.browser,
-        referrer: &header_text(&req, header::REFERER),
+        referrer: &header_text(req, header::REFERER),
         sub_id: &params.sub_id,
         source: &params.source,
         subs: &params.subs,

@@ -246,13 +246,17 @@ async fn main() -> anyhow::Result<()> {
         trace_clicks: !settings.telemetry.otlp_endpoint.is_empty(),
     });
     let mut server = HttpServer::new(move || {
+        // Tracking links time themselves (route `/c`); the middleware records the rest.
         App::new()
-            .wrap(actix_web::middleware::from_fn(
-                traffsure_telemetry::http_metrics,
-            ))
             .app_data(state.clone())
-            .configure(traffsure_telemetry::ops_routes(health.clone()))
             .service(web::scope("/c").default_service(web::to(click::track)))
+            .service(
+                web::scope("")
+                    .wrap(actix_web::middleware::from_fn(
+                        traffsure_telemetry::http_metrics,
+                    ))
+                    .configure(traffsure_telemetry::ops_routes(health.clone())),
+            )
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
