@@ -8,7 +8,9 @@
 # RSS of click-ingest, and latency at about 80% of click-ingest's own peak.
 # Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000),
 #      BENCH_ROUNDS (2), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
-#      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds)
+#      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds),
+#      BENCH_CLICK_MAX_QUEUED (default: the service's own, 100000; e.g. 20000 makes the
+#      producer queue fill under load, so the run shows how the spill file copes)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 # shellcheck source=lib.sh
@@ -63,6 +65,7 @@ TRAFFSURE__KAFKA__TOPIC_PREFIX=$PREFIX \
 TRAFFSURE__CLICK_HASH__KEYS=$KEYS \
 TRAFFSURE__GEOIP__DATABASE=$GEOIP \
 TRAFFSURE__SPILL__PATH=$DIR/clicks.spill \
+TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-100000} \
 TRAFFSURE__TELEMETRY__LOG_LEVEL=warn \
   "$BIN" >"$DIR/click-ingest.log" 2>&1 &
 CI_PID=$!
@@ -141,9 +144,17 @@ if ((LATENCY)); then
   done
 fi
 read -r c80 _ _ rps80 p50_80 p99_80 p999_80 _ _ _ _ _ <<<"$at80"
-sleep 2 # the last deliveries of the run
 metric() { curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-delivered=$(metric 'traffsure_click_deliveries_total{result="delivered"}')
+# After the load: how long the spill file takes to drain back to Kafka (bounded to 60 s).
+pending_at_end=$(metric traffsure_click_spill_pending_bytes)
+drain_start=$(date +%s.%N)
+for _ in $(seq 600); do
+  [[ "$(metric traffsure_click_spill_pending_bytes)" == 0 ]] && break
+  sleep 0.1
+done
+pending_after=$(metric traffsure_click_spill_pending_bytes)
+drain_s=$(awk -v a="$drain_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+queued=$(metric 'traffsure_click_deliveries_total{result="queued"}')
 spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
 replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
@@ -161,6 +172,6 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
 - click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
-- click events delivered to Kafka during the run: ${delivered:-0} straight from the queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed so far
+- click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-100000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
 - all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
 EOF
