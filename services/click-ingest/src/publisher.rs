@@ -8,7 +8,9 @@
 //! is full, or librdkafka reports every broker down, events go to the spill file instead,
 //! and keep going there until a replay thread has sent the whole file back in order after
 //! the broker returned. No live event is sent while spilling is on, so the replay thread
-//! knows its records were acknowledged when the producer's queue is empty. At shutdown
+//! knows its records were acknowledged when the producer's queue is empty; once the
+//! file is replayed, the clicks spilled meanwhile (held in memory for that last wait) are
+//! queued ahead of new ones and spilling ends, even under sustained load. At shutdown
 //! the producer is flushed; what the broker cannot take in time is moved from the queue
 //! to the spill file, which the next start replays.
 
@@ -123,7 +125,16 @@ impl Shared {
     }
 
     fn append(&self, routing_key: u16, payload: &[u8]) {
-        let mut spill = self.spill();
+        let spill = self.spill();
+        self.append_locked(spill, routing_key, payload);
+    }
+
+    fn append_locked(
+        &self,
+        mut spill: MutexGuard<'_, SpillFile>,
+        routing_key: u16,
+        payload: &[u8],
+    ) {
         self.spilling.store(true, Ordering::SeqCst);
         let first = spill.buffered_since().is_none();
         let result = spill.append(routing_key, payload);
@@ -291,24 +302,30 @@ impl Publisher {
     /// take it now. Never blocks on the network. `headers` (trace context) travel with
     /// the event to Kafka; the spill file keeps the event alone.
     pub fn publish(&self, routing_key: u16, payload: &[u8], headers: Option<OwnedHeaders>) {
-        if !self.shared.spilling.load(Ordering::Relaxed) {
-            let key = traffsure_kafka::routing_key_bytes(routing_key);
-            let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
-                .key(&key[..])
-                .payload(payload);
-            if let Some(headers) = headers {
-                record = record.headers(headers);
+        if self.shared.spilling.load(Ordering::Relaxed) {
+            let spill = self.shared.spill();
+            // The replay may have handed the spill back to the queue while this waited.
+            if self.shared.spilling.load(Ordering::SeqCst) {
+                self.shared.append_locked(spill, routing_key, payload);
+                return;
             }
-            match self.producer.send(record) {
-                Ok(()) => {
-                    deliveries().queued.inc();
-                    return;
-                }
-                Err((error, _)) => {
-                    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                        tracing::error!(%error, "click event not queued, spilling");
-                        count_delivery_error(&error);
-                    }
+        }
+        let key = traffsure_kafka::routing_key_bytes(routing_key);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
+            .key(&key[..])
+            .payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        match self.producer.send(record) {
+            Ok(()) => {
+                deliveries().queued.inc();
+                return;
+            }
+            Err((error, _)) => {
+                if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                    tracing::error!(%error, "click event not queued, spilling");
+                    count_delivery_error(&error);
                 }
             }
         }
@@ -365,8 +382,16 @@ impl Publisher {
     /// without waiting between them; then waits until the producer's queue is empty (no
     /// live event is queued while spilling) and moves the replay position past them,
     /// unless one of them failed: then the broker is probed and the window sent again.
-    /// Returns where it left off if shutdown interrupted the wait.
+    /// When the window reached the end of the file, new spilled clicks are held in memory
+    /// during that wait; if the file is then empty, they go to the producer queue and
+    /// spilling ends. Returns where it left off if shutdown interrupted the wait.
     fn replay_window(&self) -> std::io::Result<Option<Unsettled>> {
+        let result = self.replay_window_held();
+        self.shared.spill().release();
+        result
+    }
+
+    fn replay_window_held(&self) -> std::io::Result<Option<Unsettled>> {
         let shared = &self.shared;
         shared.replay_failed.store(false, Ordering::SeqCst);
         let (path, start) = {
@@ -376,9 +401,19 @@ impl Publisher {
         let mut sent_end = start;
         let mut sent = 0usize;
         let mut torn = false;
+        let mut caught_up = false;
         'window: while sent < REPLAY_WINDOW {
-            let Some(file_end) = Shared::flush_spill(&mut shared.spill()) else {
-                break;
+            let file_end = {
+                let mut spill = shared.spill();
+                let Some(file_end) = Shared::flush_spill(&mut spill) else {
+                    break;
+                };
+                if file_end == sent_end {
+                    spill.hold();
+                    caught_up = true;
+                    break;
+                }
+                file_end
             };
             let (records, end, stopped) = crate::spill::read_records(
                 &path,
@@ -386,9 +421,6 @@ impl Publisher {
                 file_end,
                 REPLAY_READ.min(REPLAY_WINDOW - sent),
             )?;
-            if records.is_empty() && !stopped {
-                break;
-            }
             for record in &records {
                 if !self.send_replayed(record.routing_key, &record.payload) {
                     break 'window;
@@ -418,14 +450,48 @@ impl Publisher {
             shared.broker_down.store(true, Ordering::SeqCst);
             return Ok(None);
         }
+        let mut spill = shared.spill();
         if sent_end != start || torn {
-            let mut spill = shared.spill();
             spill.advance(sent_end, torn)?;
-            spill_pending_bytes().set(spill.pending_bytes() as i64);
             deliveries().replayed.inc_by(sent as u64);
             tracing::debug!(events = sent, "spilled click events replayed");
         }
+        if caught_up && spill.file_replayed() && !shared.stop.load(Ordering::SeqCst) {
+            self.hand_back(&mut spill);
+        }
+        spill_pending_bytes().set(spill.pending_bytes() as i64);
         Ok(None)
+    }
+
+    /// The file is replayed: queues the clicks held in memory meanwhile, in order, and
+    /// ends spilling (under the spill lock, so no click is queued before them). What
+    /// the queue cannot take stays spilled, and spilling goes on.
+    fn hand_back(&self, spill: &mut SpillFile) {
+        let held = spill.take_buffered();
+        let mut queued = 0usize;
+        for record in &held {
+            let key = traffsure_kafka::routing_key_bytes(record.routing_key);
+            let message = BaseRecord::with_opaque_to(&self.topic, LIVE)
+                .key(&key[..])
+                .payload(&record.payload);
+            if self.producer.send(message).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        deliveries().replayed.inc_by(queued as u64);
+        for record in &held[queued..] {
+            if let Err(error) = spill.append(record.routing_key, &record.payload) {
+                spill_write_failed(spill, &error);
+            }
+        }
+        if queued == held.len() {
+            self.shared.spilling.store(false, Ordering::SeqCst);
+            tracing::debug!(
+                events = queued,
+                "spill file replayed, click events go to kafka again"
+            );
+        }
     }
 
     /// Queues one replayed record, waiting while the queue is full; false when it could
@@ -538,12 +604,17 @@ fn flush_loop(shared: &Shared) {
             Some(since) => {
                 let due = since + SPILL_FLUSH_AFTER;
                 let now = Instant::now();
-                if now >= due {
+                if now >= due && !spill.holding() {
                     Shared::flush_spill(&mut spill);
                 } else {
+                    let wait = if now >= due {
+                        SPILL_FLUSH_AFTER
+                    } else {
+                        due - now
+                    };
                     spill = shared
                         .spill_buffered
-                        .wait_timeout(spill, due - now)
+                        .wait_timeout(spill, wait)
                         .unwrap_or_else(|p| p.into_inner())
                         .0;
                 }

@@ -16,16 +16,26 @@
 //! and SIGTERM, and is lost only if the process is killed outright within those
 //! milliseconds, as a click still in librdkafka's queue would be. The file is synced to
 //! disk at shutdown, not per record: a power loss can take what the page cache held.
+//!
+//! One exception: once the replay has sent the whole file, it [`hold`](SpillFile::hold)s
+//! new records in memory (at most [`HOLD_MAX`] and [`HOLD_MAX_BYTES`]) while it waits for
+//! the broker's acknowledgement, so that the file can then be found empty and the held
+//! records handed to the producer queue ahead of new clicks: under sustained load the
+//! spill ends instead of refilling during every wait.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Records larger than this are not click events: the file is damaged from there on.
 const MAX_RECORD: u32 = 1 << 20;
 /// Buffered bytes that trigger a `write` at once.
 pub const FLUSH_BYTES: usize = 64 * 1024;
+/// Longest a hold keeps records in memory.
+pub const HOLD_MAX: Duration = Duration::from_millis(500);
+/// Most bytes a hold keeps in memory.
+pub const HOLD_MAX_BYTES: usize = 4 << 20;
 
 pub struct SpillFile {
     path: PathBuf,
@@ -40,6 +50,8 @@ pub struct SpillFile {
     buffered_records: usize,
     /// When the oldest buffered record was appended.
     buffered_since: Option<Instant>,
+    /// When the replay started holding records in memory.
+    held_since: Option<Instant>,
 }
 
 /// One spilled click event.
@@ -120,6 +132,7 @@ impl SpillFile {
             buffer: Vec::with_capacity(FLUSH_BYTES),
             buffered_records: 0,
             buffered_since: None,
+            held_since: None,
         })
     }
 
@@ -152,10 +165,55 @@ impl SpillFile {
         if self.buffered_since.is_none() {
             self.buffered_since = Some(Instant::now());
         }
-        if self.buffer.len() >= FLUSH_BYTES {
+        if self.buffer.len() >= FLUSH_BYTES && !self.holding() {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Keeps appended records in memory (no flush by size or age) for up to [`HOLD_MAX`]
+    /// and [`HOLD_MAX_BYTES`], or until [`release`](Self::release).
+    pub fn hold(&mut self) {
+        self.held_since = Some(Instant::now());
+    }
+
+    pub fn release(&mut self) {
+        self.held_since = None;
+    }
+
+    /// Whether a hold keeps the buffer from being written now.
+    pub fn holding(&self) -> bool {
+        self.held_since
+            .is_some_and(|since| since.elapsed() < HOLD_MAX && self.buffer.len() < HOLD_MAX_BYTES)
+    }
+
+    /// Whether every record written to the file was replayed (some may be buffered).
+    pub fn file_replayed(&self) -> bool {
+        self.pos == self.file_len
+    }
+
+    /// Removes the buffered records (not written to the file) and returns them in order.
+    pub fn take_buffered(&mut self) -> Vec<Record> {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.buffered_records = 0;
+        self.buffered_since = None;
+        let mut records = Vec::new();
+        let mut rest = buffer.as_slice();
+        while rest.len() >= 6 {
+            let size = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(body) = rest.get(4..4 + size) else {
+                break;
+            };
+            records.push(Record {
+                routing_key: u16::from_be_bytes([body[0], body[1]]),
+                payload: body[2..].to_vec(),
+            });
+            rest = &rest[4 + size..];
+        }
+        debug_assert!(rest.is_empty());
+        self.buffer = buffer;
+        self.buffer.clear();
+        records
     }
 
     /// Writes the buffered records (one `write` call, so a crash leaves at most one
@@ -443,5 +501,33 @@ mod tests {
         assert!(!torn);
         let keys: Vec<u16> = batch.iter().map(|r| r.routing_key).collect();
         assert_eq!(keys, [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_hold_keeps_records_in_memory_until_released_or_too_big() {
+        let path = temp_path("hold");
+        let mut spill = SpillFile::open(&path).unwrap();
+        spill.hold();
+        let payload = [1u8; 994];
+        for i in 0..100u16 {
+            spill.append(i, &payload).unwrap();
+        }
+        assert!(spill.holding());
+        assert_eq!(file_len(&path), 0, "held records are not written");
+        assert!(spill.file_replayed());
+        let held = spill.take_buffered();
+        assert_eq!(held.len(), 100);
+        assert_eq!(held[99].routing_key, 99);
+        assert_eq!(held[0].payload, payload);
+        assert_eq!(spill.pending_bytes(), 0);
+        // Past the byte limit the hold gives way and the buffer is written.
+        for i in 0..(HOLD_MAX_BYTES / 1000 + 1) {
+            spill.append(i as u16, &payload).unwrap();
+        }
+        assert!(file_len(&path) >= HOLD_MAX_BYTES as u64);
+        assert!(!spill.file_replayed());
+        spill.release();
+        spill.append(0, b"after").unwrap();
+        assert!(spill.buffered_since().is_some());
     }
 }
