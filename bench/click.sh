@@ -8,7 +8,9 @@
 # RSS of click-ingest, and latency at about 80% of click-ingest's own peak.
 # Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000),
 #      BENCH_ROUNDS (2), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
-#      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds)
+#      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds),
+#      BENCH_CLICK_MAX_QUEUED (default: the service's own, 100000; e.g. 20000 makes the
+#      producer queue fill under load, so the run shows how the spill file copes)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 # shellcheck source=lib.sh
@@ -22,8 +24,10 @@ LATENCY=${BENCH_LATENCY:-1}
 WORKERS=2
 CLK_TCK=$(getconf CLK_TCK)
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-# librdkafka's threads (`rdk:main`, `rdk:broker…`) and rdkafka's delivery-report poller.
+# librdkafka's threads (`rdk:main`, `rdk:broker…`) and rdkafka's delivery-report poller;
+# the poller alone (it has work for failed deliveries only).
 KAFKA_THREADS='^(rdk:|producer pol)'
+POLL_THREADS='^producer pol'
 
 bench_install
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -63,6 +67,7 @@ TRAFFSURE__KAFKA__TOPIC_PREFIX=$PREFIX \
 TRAFFSURE__CLICK_HASH__KEYS=$KEYS \
 TRAFFSURE__GEOIP__DATABASE=$GEOIP \
 TRAFFSURE__SPILL__PATH=$DIR/clicks.spill \
+TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-100000} \
 TRAFFSURE__TELEMETRY__LOG_LEVEL=warn \
   "$BIN" >"$DIR/click-ingest.log" 2>&1 &
 CI_PID=$!
@@ -93,19 +98,22 @@ per_request() {
 BROKER_PID=$(running_pid kafka || echo "")
 
 # One measured run: prints "requests seconds rps p50 p99 p999 errors non3xx cpu_us
-# kafka_cpu_us broker_cpu_us": CPU per redirect of the whole server, of librdkafka's
-# threads alone, and of the Kafka broker over the same run.
+# kafka_cpu_us broker_cpu_us poll_cpu_us": CPU per redirect of the whole server, of
+# librdkafka's threads alone, of the Kafka broker over the same run, and of the
+# delivery-report poller.
 measure() {
-  local pid=$1 url=$2 conns=$3 before after kbefore kafter bbefore=0 bafter=0 out
+  local pid=$1 url=$2 conns=$3 before after kbefore kafter bbefore=0 bafter=0 pbefore pafter out
   before=$(cpu_ticks "$pid")
   kbefore=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
+  pbefore=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
   [[ -n $BROKER_PID ]] && bbefore=$(cpu_ticks "$BROKER_PID")
   out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
   after=$(cpu_ticks "$pid")
   kafter=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
+  pafter=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
   [[ -n $BROKER_PID ]] && bafter=$(cpu_ticks "$BROKER_PID")
   set -- $out
-  echo "$out $(per_request $((after - before)) "$1") $(per_request $((kafter - kbefore)) "$1") $(per_request $((bafter - bbefore)) "$1")"
+  echo "$out $(per_request $((after - before)) "$1") $(per_request $((kafter - kbefore)) "$1") $(per_request $((bafter - bbefore)) "$1") $(per_request $((pafter - pbefore)) "$1")"
 }
 
 # Warm-up, then alternate the servers so drift on the shared machine hits all alike.
@@ -121,7 +129,7 @@ done
 
 # Best round of each (the least disturbed by other work on the machine).
 best() { printf '%s\n' "$@" | sort -k3 -n -r | head -1; }
-read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker <<<"$(best "${CI[@]}")"
+read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker ci_poll <<<"$(best "${CI[@]}")"
 read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(best "${NG[@]}")"
 read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(best "${FL[@]}")"
 ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
@@ -131,7 +139,7 @@ rss=$(peak_rss_mib "$CI_PID")
 # Latency at ~80% of click-ingest's own peak: wrk cannot pace requests, so fewer
 # connections (closed loop) bring the rate down; take the first run reaching 80%.
 target=$(awk -v p="$ci_rps" 'BEGIN { printf "%.0f", p * 0.8 }')
-at80="- 0 0 n/a n/a n/a n/a 0 0 n/a n/a n/a"
+at80="- 0 0 n/a n/a n/a n/a 0 0 n/a n/a n/a n/a"
 if ((LATENCY)); then
   for c in 1 2 4 8 16 32; do
     line=$(measure "$CI_PID" "$CI_URL" "$c")
@@ -141,9 +149,17 @@ if ((LATENCY)); then
   done
 fi
 read -r c80 _ _ rps80 p50_80 p99_80 p999_80 _ _ _ _ _ <<<"$at80"
-sleep 2 # the last deliveries of the run
 metric() { curl -s "http://127.0.0.1:$CI_PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
-delivered=$(metric 'traffsure_click_deliveries_total{result="delivered"}')
+# After the load: how long the spill file takes to drain back to Kafka (bounded to 60 s).
+pending_at_end=$(metric traffsure_click_spill_pending_bytes)
+drain_start=$(date +%s.%N)
+for _ in $(seq 600); do
+  [[ "$(metric traffsure_click_spill_pending_bytes)" == 0 ]] && break
+  sleep 0.1
+done
+pending_after=$(metric traffsure_click_spill_pending_bytes)
+drain_s=$(awk -v a="$drain_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+queued=$(metric 'traffsure_click_deliveries_total{result="queued"}')
 spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
 replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
@@ -158,9 +174,9 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS
 | ratio actix floor / nginx | $(ratio "$fl_rps" "$ng_rps") | | | | $(ratio "$fl_cpu" "$ng_cpu") | | |
 | ratio click-ingest / nginx | $(ratio "$ci_rps" "$ng_rps") | | | | $(ratio "$ci_cpu" "$ng_cpu") | | |
 
-- click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
+- click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
 - click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
-- click events delivered to Kafka during the run: ${delivered:-0} straight from the queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed so far
-- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
+- click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-100000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
+- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us poll_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
 EOF

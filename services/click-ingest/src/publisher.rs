@@ -3,15 +3,20 @@
 //!
 //! Normally an event goes straight into librdkafka's queue (idempotent, `acks=all`, no
 //! delivery timeout, so a queued event is delivered exactly once however long the broker
-//! is gone). When the queue is full, or librdkafka reports every broker down, events go
-//! to the spill file instead, and keep going there until a replay thread has sent the
-//! whole file back in order after the broker returned. At shutdown the producer is
-//! flushed; what the broker cannot take in time is moved from the queue to the spill file,
-//! which the next start replays.
+//! is gone). Delivery reports come back only for failures
+//! (`delivery.report.only.error`): a delivered click costs no callback. When the queue
+//! is full, or librdkafka reports every broker down, events go to the spill file instead,
+//! and keep going there until a replay thread has sent the whole file back in order after
+//! the broker returned. No live event is sent while spilling is on, so the replay thread
+//! knows its records were acknowledged when the producer's queue is empty; once the
+//! file is replayed, the clicks spilled meanwhile (held in memory for that last wait) are
+//! queued ahead of new ones and spilling ends, even under sustained load. At shutdown
+//! the producer is flushed; what the broker cannot take in time is moved from the queue
+//! to the spill file, which the next start replays.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,22 +27,26 @@ use rdkafka::ClientContext;
 use traffsure_config::KafkaSettings;
 use traffsure_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::spill::SpillFile;
+use crate::spill::{SpillFile, WriteError};
 
 /// Delivery opaque of a click sent live from a request.
 const LIVE: usize = 0;
 /// Delivery opaque of a click replayed from the spill file.
 const REPLAY: usize = 1;
-/// Records the replay thread sends before waiting for their acknowledgements. Each batch
-/// waits at least `linger.ms` (100 ms by default) for its acknowledgements, so this bounds
-/// the replay rate (here ~150,000 events/s); it must stay well above the click rate, or a
-/// spill that starts under load never drains while the load lasts.
-const REPLAY_BATCH: usize = 20_000;
+/// Records the replay thread reads from the spill file at a time.
+const REPLAY_READ: usize = 10_000;
+/// Records the replay thread sends before it waits for the producer's queue to empty and
+/// moves the replay position. Each wait costs about one `linger.ms` (the last batch of
+/// each partition lingers), so a big window keeps replay close to the broker's own rate;
+/// a small one bounds what a crash in the middle would send twice.
+const REPLAY_WINDOW: usize = 200_000;
+/// How long a spilled click waits in memory before it is written to the spill file.
+const SPILL_FLUSH_AFTER: Duration = Duration::from_millis(5);
 
 /// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
 /// bumps one counter without hashing labels.
 struct Deliveries {
-    delivered: IntCounter,
+    queued: IntCounter,
     replayed: IntCounter,
     spilled: IntCounter,
     lost: IntCounter,
@@ -48,11 +57,11 @@ fn deliveries() -> &'static Deliveries {
     METRIC.get_or_init(|| {
         let total = traffsure_telemetry::counter_vec(
             "traffsure_click_deliveries_total",
-            "Click events by Kafka delivery result",
+            "Click events by way to Kafka: queued (handed to the producer), spilled, replayed (from the spill file), lost",
             &["result"],
         );
         Deliveries {
-            delivered: total.with_label_values(&["delivered"]),
+            queued: total.with_label_values(&["queued"]),
             replayed: total.with_label_values(&["replayed"]),
             spilled: total.with_label_values(&["spilled"]),
             lost: total.with_label_values(&["lost"]),
@@ -93,15 +102,19 @@ fn spill_pending_bytes() -> &'static IntGauge {
     })
 }
 
-/// State shared by the request handlers, the delivery callback and the replay thread.
+/// State shared by the request handlers, the delivery callback, the replay thread and
+/// the spill flush thread.
 struct Shared {
     spill: Mutex<SpillFile>,
+    /// Signalled when the spill file's buffer receives its first record, and at shutdown.
+    spill_buffered: Condvar,
     /// New events go to the spill file (set on queue full, broker down or a failed
     /// delivery; cleared by the replay thread once the file is empty).
     spilling: AtomicBool,
-    /// librdkafka said every broker is down; cleared by a successful delivery or probe.
+    /// librdkafka said every broker is down, or a replayed event failed; cleared by the
+    /// replay thread once the broker answers a metadata request.
     broker_down: AtomicBool,
-    replay_in_flight: AtomicI64,
+    /// A replayed event was not delivered since the replay thread last cleared this.
     replay_failed: AtomicBool,
     stop: AtomicBool,
 }
@@ -112,17 +125,46 @@ impl Shared {
     }
 
     fn append(&self, routing_key: u16, payload: &[u8]) {
-        let mut spill = self.spill();
+        let spill = self.spill();
+        self.append_locked(spill, routing_key, payload);
+    }
+
+    fn append_locked(
+        &self,
+        mut spill: MutexGuard<'_, SpillFile>,
+        routing_key: u16,
+        payload: &[u8],
+    ) {
         self.spilling.store(true, Ordering::SeqCst);
-        match spill.append(routing_key, payload) {
-            Ok(()) => deliveries().spilled.inc(),
-            Err(error) => {
-                deliveries().lost.inc();
-                tracing::error!(%error, path = %spill.path().display(), "click event lost: spill file not writable");
-            }
+        let first = spill.buffered_since().is_none();
+        let result = spill.append(routing_key, payload);
+        deliveries().spilled.inc();
+        if let Err(error) = result {
+            spill_write_failed(&spill, &error);
         }
         spill_pending_bytes().set(spill.pending_bytes() as i64);
+        drop(spill);
+        if first {
+            self.spill_buffered.notify_one();
+        }
     }
+
+    /// Writes the spill file's buffer; returns the file's length.
+    fn flush_spill(spill: &mut SpillFile) -> Option<u64> {
+        match spill.flushed_len() {
+            Ok(len) => Some(len),
+            Err(error) => {
+                spill_write_failed(spill, &error);
+                spill_pending_bytes().set(spill.pending_bytes() as i64);
+                None
+            }
+        }
+    }
+}
+
+fn spill_write_failed(spill: &SpillFile, error: &WriteError) {
+    deliveries().lost.inc_by(error.lost as u64);
+    tracing::error!(%error, path = %spill.path().display(), "click events lost: spill file not writable");
 }
 
 pub struct Context {
@@ -145,36 +187,35 @@ impl ClientContext for Context {
 impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
+    /// Called for failed deliveries only (`delivery.report.only.error`).
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        match (result, opaque) {
-            (Ok(_), LIVE) => {
-                self.shared.broker_down.store(false, Ordering::Relaxed);
-                deliveries().delivered.inc();
-            }
-            (Ok(_), _) => {
-                deliveries().replayed.inc();
-                self.shared.replay_in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
-            (Err((error, message)), LIVE) => {
-                // Not delivered (purged at shutdown, or a fatal producer error): keep it.
-                tracing::debug!(%error, "click event not delivered, spilling");
-                count_delivery_error(error);
-                let key = message
-                    .key()
-                    .filter(|k| k.len() == 2)
-                    .map(|k| u16::from_be_bytes([k[0], k[1]]))
-                    .unwrap_or(0);
-                self.shared
-                    .append(key, message.payload().unwrap_or_default());
-            }
-            (Err((error, _)), _) => {
-                tracing::warn!(%error, "replayed click event not delivered, will retry");
-                count_delivery_error(error);
-                self.shared.replay_failed.store(true, Ordering::SeqCst);
-                self.shared.replay_in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
+        let Err((error, message)) = result else {
+            return;
+        };
+        count_delivery_error(error);
+        if opaque == LIVE {
+            // Not delivered (purged at shutdown, or a fatal producer error): keep it.
+            tracing::debug!(%error, "click event not delivered, spilling");
+            let key = message
+                .key()
+                .filter(|k| k.len() == 2)
+                .map(|k| u16::from_be_bytes([k[0], k[1]]))
+                .unwrap_or(0);
+            self.shared
+                .append(key, message.payload().unwrap_or_default());
+        } else {
+            tracing::warn!(%error, "replayed click event not delivered, will retry");
+            self.shared.replay_failed.store(true, Ordering::SeqCst);
         }
     }
+}
+
+/// Where a replay stopped by shutdown left off: records up to `end` were handed to the
+/// producer but not yet known to be acknowledged.
+#[derive(Clone, Copy)]
+struct Unsettled {
+    end: u64,
+    torn: bool,
 }
 
 /// Publishes click events; cheap to clone.
@@ -183,7 +224,8 @@ pub struct Publisher {
     producer: Arc<ThreadedProducer<Context>>,
     shared: Arc<Shared>,
     topic: Arc<str>,
-    replay: Arc<Mutex<Option<JoinHandle<()>>>>,
+    replay: Arc<Mutex<Option<JoinHandle<Option<Unsettled>>>>>,
+    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Publisher {
@@ -205,15 +247,16 @@ impl Publisher {
         spill_pending_bytes().set(pending as i64);
         let shared = Arc::new(Shared {
             spill: Mutex::new(spill),
+            spill_buffered: Condvar::new(),
             spilling: AtomicBool::new(pending > 0),
             broker_down: AtomicBool::new(false),
-            replay_in_flight: AtomicI64::new(0),
             replay_failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let mut config = traffsure_kafka::producer_config(settings);
         config
             .set("message.timeout.ms", "0") // never expire a queued click: delivered exactly once, however late
+            .set("delivery.report.only.error", "true") // a delivered click costs no callback
             .set(
                 "queue.buffering.max.messages",
                 max_queued.max(1).to_string(),
@@ -235,12 +278,18 @@ impl Publisher {
             shared,
             topic: topic.into(),
             replay: Arc::new(Mutex::new(None)),
+            flusher: Arc::new(Mutex::new(None)),
         };
         let replayer = publisher.clone();
         let handle = std::thread::Builder::new()
             .name("click-spill-replay".into())
             .spawn(move || replayer.replay_loop())?;
         *publisher.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let shared = publisher.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("click-spill-flush".into())
+            .spawn(move || flush_loop(&shared))?;
+        *publisher.flusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(publisher)
     }
 
@@ -253,57 +302,72 @@ impl Publisher {
     /// take it now. Never blocks on the network. `headers` (trace context) travel with
     /// the event to Kafka; the spill file keeps the event alone.
     pub fn publish(&self, routing_key: u16, payload: &[u8], headers: Option<OwnedHeaders>) {
-        if !self.shared.spilling.load(Ordering::Relaxed) {
-            let key = traffsure_kafka::routing_key_bytes(routing_key);
-            let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
-                .key(&key[..])
-                .payload(payload);
-            if let Some(headers) = headers {
-                record = record.headers(headers);
+        if self.shared.spilling.load(Ordering::Relaxed) {
+            let spill = self.shared.spill();
+            // The replay may have handed the spill back to the queue while this waited.
+            if self.shared.spilling.load(Ordering::SeqCst) {
+                self.shared.append_locked(spill, routing_key, payload);
+                return;
             }
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((error, _)) => {
-                    if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                        tracing::error!(%error, "click event not queued, spilling");
-                        count_delivery_error(&error);
-                    }
+        }
+        let key = traffsure_kafka::routing_key_bytes(routing_key);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
+            .key(&key[..])
+            .payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        match self.producer.send(record) {
+            Ok(()) => {
+                deliveries().queued.inc();
+                return;
+            }
+            Err((error, _)) => {
+                if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+                    tracing::error!(%error, "click event not queued, spilling");
+                    count_delivery_error(&error);
                 }
             }
         }
         self.shared.append(routing_key, payload);
     }
 
-    fn replay_loop(&self) {
+    /// Replays the spill file while there is one, and turns spilling off once it is empty
+    /// and the broker answers. Returns where a replay interrupted by shutdown left off.
+    fn replay_loop(&self) -> Option<Unsettled> {
         let shared = &self.shared;
         while !shared.stop.load(Ordering::SeqCst) {
-            let pending = shared.spill().pending_bytes();
-            if pending == 0 {
-                if shared.spilling.load(Ordering::SeqCst)
-                    && !shared.broker_down.load(Ordering::SeqCst)
-                {
+            if shared.broker_down.load(Ordering::SeqCst) {
+                if self.probe() {
+                    tracing::info!("kafka reachable again");
+                    shared.broker_down.store(false, Ordering::SeqCst);
+                } else {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                continue;
+            }
+            if shared.spill().pending_bytes() == 0 {
+                if shared.spilling.load(Ordering::SeqCst) {
                     let spill = shared.spill();
-                    if spill.pending_bytes() == 0 {
+                    if spill.pending_bytes() == 0 && !shared.broker_down.load(Ordering::SeqCst) {
                         shared.spilling.store(false, Ordering::SeqCst);
+                        tracing::debug!("spill file empty, click events go to kafka again");
                     }
+                    continue;
                 }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            if shared.broker_down.load(Ordering::SeqCst) {
-                if self.probe() {
-                    tracing::info!("kafka reachable again, replaying spilled click events");
-                    shared.broker_down.store(false, Ordering::SeqCst);
-                } else {
-                    std::thread::sleep(Duration::from_millis(250));
-                    continue;
+            match self.replay_window() {
+                Ok(Some(unsettled)) => return Some(unsettled),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "spill replay failed");
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             }
-            if let Err(error) = self.replay_batch() {
-                tracing::error!(%error, "spill replay failed");
-                std::thread::sleep(Duration::from_millis(500));
-            }
         }
+        None
     }
 
     /// True when the broker answers a metadata request for the clicks topic.
@@ -314,70 +378,192 @@ impl Publisher {
             .is_ok_and(|m| m.topics().iter().all(|t| t.error().is_none()))
     }
 
-    /// Sends one batch from the spill file and moves the replay position once the broker
-    /// acknowledged all of it.
-    fn replay_batch(&self) -> std::io::Result<()> {
+    /// Sends up to `REPLAY_WINDOW` records from the replay position on, in file order,
+    /// without waiting between them; then waits until the producer's queue is empty (no
+    /// live event is queued while spilling) and moves the replay position past them,
+    /// unless one of them failed: then the broker is probed and the window sent again.
+    /// When the window reached the end of the file, new spilled clicks are held in memory
+    /// during that wait; if the file is then empty, they go to the producer queue and
+    /// spilling ends. Returns where it left off if shutdown interrupted the wait.
+    fn replay_window(&self) -> std::io::Result<Option<Unsettled>> {
+        let result = self.replay_window_held();
+        self.shared.spill().release();
+        result
+    }
+
+    fn replay_window_held(&self) -> std::io::Result<Option<Unsettled>> {
         let shared = &self.shared;
-        let (records, end, torn) = shared.spill().read_batch(REPLAY_BATCH)?;
         shared.replay_failed.store(false, Ordering::SeqCst);
-        for record in &records {
-            let key = traffsure_kafka::routing_key_bytes(record.routing_key);
-            shared.replay_in_flight.fetch_add(1, Ordering::SeqCst);
-            loop {
-                let message = BaseRecord::with_opaque_to(&self.topic, REPLAY)
-                    .key(&key[..])
-                    .payload(&record.payload);
-                match self.producer.send(message) {
-                    Ok(()) => break,
-                    Err((error, _))
-                        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err((error, _)) => {
-                        shared.replay_in_flight.fetch_sub(1, Ordering::SeqCst);
-                        shared.replay_failed.store(true, Ordering::SeqCst);
-                        tracing::warn!(%error, "cannot queue a replayed click event");
-                        break;
-                    }
+        let (path, start) = {
+            let spill = shared.spill();
+            (spill.path().to_path_buf(), spill.position())
+        };
+        let mut sent_end = start;
+        let mut sent = 0usize;
+        let mut torn = false;
+        let mut caught_up = false;
+        'window: while sent < REPLAY_WINDOW {
+            let file_end = {
+                let mut spill = shared.spill();
+                let Some(file_end) = Shared::flush_spill(&mut spill) else {
+                    break;
+                };
+                if file_end == sent_end {
+                    spill.hold();
+                    caught_up = true;
+                    break;
                 }
+                file_end
+            };
+            let (records, end, stopped) = crate::spill::read_records(
+                &path,
+                sent_end,
+                file_end,
+                REPLAY_READ.min(REPLAY_WINDOW - sent),
+            )?;
+            for record in &records {
+                if !self.send_replayed(record.routing_key, &record.payload) {
+                    break 'window;
+                }
+                sent_end += record.file_size();
+                sent += 1;
             }
-            if shared.replay_failed.load(Ordering::SeqCst) {
+            debug_assert_eq!(sent_end, end);
+            if stopped {
+                torn = true;
                 break;
             }
         }
-        // Wait for the acknowledgements (the producer never times a message out).
+        // Every replayed record is acknowledged (or failed) once the queue is empty; the
+        // producer never times a message out, so only shutdown bounds this wait.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while shared.replay_in_flight.load(Ordering::SeqCst) > 0 {
+        while self.producer.in_flight_count() > 0 {
             if shared.stop.load(Ordering::SeqCst) && Instant::now() > deadline {
-                return Ok(());
+                return Ok(Some(Unsettled {
+                    end: sent_end,
+                    torn,
+                }));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
         if shared.replay_failed.swap(false, Ordering::SeqCst) {
             shared.broker_down.store(true, Ordering::SeqCst);
-            return Ok(());
+            return Ok(None);
         }
         let mut spill = shared.spill();
-        spill.advance(end, torn)?;
+        if sent_end != start || torn {
+            spill.advance(sent_end, torn)?;
+            deliveries().replayed.inc_by(sent as u64);
+            tracing::debug!(events = sent, "spilled click events replayed");
+        }
+        if caught_up && spill.file_replayed() && !shared.stop.load(Ordering::SeqCst) {
+            self.hand_back(&mut spill);
+        }
         spill_pending_bytes().set(spill.pending_bytes() as i64);
-        tracing::debug!(events = records.len(), "spilled click events replayed");
-        Ok(())
+        Ok(None)
+    }
+
+    /// The file is replayed: queues the clicks held in memory meanwhile, in order, and
+    /// ends spilling (under the spill lock, so no click is queued before them). What
+    /// the queue cannot take stays spilled, and spilling goes on.
+    fn hand_back(&self, spill: &mut SpillFile) {
+        let held = spill.take_buffered();
+        let mut queued = 0usize;
+        for record in &held {
+            let key = traffsure_kafka::routing_key_bytes(record.routing_key);
+            let message = BaseRecord::with_opaque_to(&self.topic, LIVE)
+                .key(&key[..])
+                .payload(&record.payload);
+            if self.producer.send(message).is_err() {
+                break;
+            }
+            queued += 1;
+        }
+        deliveries().replayed.inc_by(queued as u64);
+        for record in &held[queued..] {
+            if let Err(error) = spill.append(record.routing_key, &record.payload) {
+                spill_write_failed(spill, &error);
+            }
+        }
+        if queued == held.len() {
+            self.shared.spilling.store(false, Ordering::SeqCst);
+            tracing::debug!(
+                events = queued,
+                "spill file replayed, click events go to kafka again"
+            );
+        }
+    }
+
+    /// Queues one replayed record, waiting while the queue is full; false when it could
+    /// not be queued (a producer error, or shutdown), which fails the window.
+    fn send_replayed(&self, routing_key: u16, payload: &[u8]) -> bool {
+        let shared = &self.shared;
+        let key = traffsure_kafka::routing_key_bytes(routing_key);
+        loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            if shared.replay_failed.load(Ordering::Relaxed) {
+                return false;
+            }
+            let message = BaseRecord::with_opaque_to(&self.topic, REPLAY)
+                .key(&key[..])
+                .payload(payload);
+            match self.producer.send(message) {
+                Ok(()) => return true,
+                Err((error, _))
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    count_delivery_error(&error);
+                    shared.replay_failed.store(true, Ordering::SeqCst);
+                    tracing::warn!(%error, "cannot queue a replayed click event");
+                    return false;
+                }
+            }
+        }
     }
 
     /// Flushes the producer at shutdown; what the broker does not take within `timeout`
-    /// goes to the spill file, which is synced to disk.
+    /// goes to the spill file, which is written and synced to disk.
     pub fn shutdown(&self, timeout: Duration) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.replay.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        {
+            let _spill = self.shared.spill();
+            self.shared.stop.store(true, Ordering::SeqCst);
+        }
+        self.shared.spill_buffered.notify_all();
+        if let Some(handle) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = handle.join();
         }
+        let unsettled = self
+            .replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .and_then(|handle| handle.join().ok().flatten());
         let timeout = if self.shared.broker_down.load(Ordering::SeqCst) {
             Duration::from_millis(500)
         } else {
             timeout
         };
-        if self.producer.flush(timeout).is_err() {
+        if self.producer.flush(timeout).is_ok() {
+            // The replay interrupted above has been acknowledged after all.
+            if let Some(Unsettled { end, torn }) = unsettled {
+                if !self.shared.replay_failed.load(Ordering::SeqCst) {
+                    let mut spill = self.shared.spill();
+                    if let Err(error) = spill.advance(end, torn) {
+                        tracing::error!(%error, "spill replay position not saved");
+                    }
+                }
+            }
+        } else {
             let queued = self.producer.in_flight_count();
             tracing::warn!(
                 queued,
@@ -391,12 +577,91 @@ impl Publisher {
                 let _ = self.producer.flush(Duration::from_secs(1));
             }
         }
-        let spill = self.shared.spill();
+        let mut spill = self.shared.spill();
+        let _ = Shared::flush_spill(&mut spill);
         if let Err(error) = spill.sync() {
             tracing::error!(%error, "spill file not synced");
         }
+        spill_pending_bytes().set(spill.pending_bytes() as i64);
         if spill.pending_bytes() > 0 {
             tracing::info!(bytes = spill.pending_bytes(), path = %spill.path().display(), "click events left in the spill file for the next start");
         }
+    }
+}
+
+/// Writes the spill file's buffer once its oldest record is `SPILL_FLUSH_AFTER` old (a
+/// full buffer is written by the append that fills it); sleeps while it is empty.
+fn flush_loop(shared: &Shared) {
+    let mut spill = shared.spill();
+    while !shared.stop.load(Ordering::SeqCst) {
+        match spill.buffered_since() {
+            None => {
+                spill = shared
+                    .spill_buffered
+                    .wait(spill)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            Some(since) => {
+                let due = since + SPILL_FLUSH_AFTER;
+                let now = Instant::now();
+                if now >= due && !spill.holding() {
+                    Shared::flush_spill(&mut spill);
+                } else {
+                    let wait = if now >= due {
+                        SPILL_FLUSH_AFTER
+                    } else {
+                        due - now
+                    };
+                    spill = shared
+                        .spill_buffered
+                        .wait_timeout(spill, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flush_thread_writes_buffered_records_within_milliseconds() {
+        let dir = std::env::temp_dir().join(format!("spill-flush-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("clicks.spill");
+        let shared = Arc::new(Shared {
+            spill: Mutex::new(SpillFile::open(&path).unwrap()),
+            spill_buffered: Condvar::new(),
+            spilling: AtomicBool::new(false),
+            broker_down: AtomicBool::new(false),
+            replay_failed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let flusher = {
+            let shared = shared.clone();
+            std::thread::spawn(move || flush_loop(&shared))
+        };
+        let written = || std::fs::metadata(&path).unwrap().len();
+        for round in 1..=2u64 {
+            shared.append(7, b"a click");
+            assert!(shared.spilling.load(Ordering::SeqCst));
+            assert_eq!(shared.spill().pending_bytes(), 13 * round);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while written() < 13 * round {
+                assert!(Instant::now() < deadline, "buffered record never written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(shared.spill().buffered_since().is_none());
+        }
+        {
+            let _spill = shared.spill();
+            shared.stop.store(true, Ordering::SeqCst);
+        }
+        shared.spill_buffered.notify_all();
+        flusher.join().unwrap();
     }
 }

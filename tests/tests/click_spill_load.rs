@@ -1,0 +1,191 @@
+//! A spill caused by a full producer queue, not by an outage: click-ingest gets a tiny
+//! queue on the shared broker and a load of concurrent clicks, so the queue fills and
+//! clicks go through the spill file while the broker is up. Every redirected click must
+//! reach the `clicks` topic exactly once, the spill file must drain to empty, and clicks
+//! must go straight to the queue again afterwards.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use traffsure_events::Click;
+use traffsure_tests::kafka_topic::{publish_flow, read_events};
+use traffsure_tests::{eventually, kafka_brokers, Stack, StackOptions};
+
+/// Concurrent visitors, and clicks each sends.
+const VISITORS: usize = 16;
+const CLICKS_EACH: usize = 150;
+/// Click events the producer queue holds before new ones spill.
+const MAX_QUEUED: u32 = 100;
+
+fn click_hash_of(location: &str) -> String {
+    location
+        .split_once("c=")
+        .map(|(_, rest)| rest.split('&').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// Sends `visitors × clicks_each` clicks concurrently; returns their click hashes.
+async fn load(
+    stack: &Stack,
+    track: &str,
+    visitors: usize,
+    clicks_each: usize,
+) -> anyhow::Result<Vec<String>> {
+    let track = Arc::new(track.to_string());
+    let mut tasks = Vec::new();
+    for _ in 0..visitors {
+        let http = stack.http.clone();
+        let track = track.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hashes = Vec::new();
+            for _ in 0..clicks_each {
+                let response = http.get(track.as_str()).send().await?;
+                anyhow::ensure!(response.status() == 302, "answered {}", response.status());
+                let location = response.headers()["location"].to_str()?.to_string();
+                hashes.push(click_hash_of(&location));
+            }
+            anyhow::Ok(hashes)
+        }));
+    }
+    let mut hashes = Vec::new();
+    for task in tasks {
+        hashes.extend(task.await??);
+    }
+    Ok(hashes)
+}
+
+async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
+    let text = stack
+        .http
+        .get(stack.url("click-ingest", "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn deliveries(result: &str) -> String {
+    format!("traffsure_click_deliveries_total{{result=\"{result}\"}}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_spills_under_load_and_every_click_arrives_once() -> anyhow::Result<()> {
+    let spill_dir = std::env::temp_dir().join(format!(
+        "traffsure-spill-load-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let options = StackOptions::default()
+        .services(&["click-ingest"])
+        .env(
+            "click-ingest",
+            "TRAFFSURE__SPILL__PATH",
+            spill_dir.join("clicks.spill").display().to_string(),
+        )
+        .env(
+            "click-ingest",
+            "TRAFFSURE__SPILL__MAX_QUEUED",
+            MAX_QUEUED.to_string(),
+        )
+        // A batch waits up to `linger.ms` to fill, so the queue moves at most MAX_QUEUED
+        // events per 100 ms: 1,000 a second, which this load exceeds.
+        .env("click-ingest", "TRAFFSURE__PRODUCER__LINGER_MS", "100");
+    let stack = Stack::start_with(options).await?;
+    let result = tokio::time::timeout(Duration::from_secs(50), run(&stack)).await;
+    if !matches!(result, Ok(Ok(()))) {
+        eprintln!("{}", stack.logs());
+    }
+    let _ = std::fs::remove_dir_all(&spill_dir);
+    result.map_err(|_| anyhow::anyhow!("spill under load took over 50 s"))?
+}
+
+async fn run(stack: &Stack) -> anyhow::Result<()> {
+    let slug = format!("spill-load-{}", stack.id);
+    publish_flow(
+        &kafka_brokers(),
+        &format!("{}flows", stack.topic_prefix),
+        1,
+        json!({"name": "Spill under load", "slug": slug, "destination_url": "https://offer.example/?c={click}"}),
+        None,
+    )
+    .await?;
+    let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=load"));
+    eventually(Duration::from_secs(15), || async {
+        Ok((stack.http.get(&track).send().await?.status() == 302).then_some(()))
+    })
+    .await?;
+
+    let mut expected = load(stack, &track, VISITORS, CLICKS_EACH).await?;
+    let spilled = metric(stack, &deliveries("spilled")).await?;
+    let queued = metric(stack, &deliveries("queued")).await?;
+    assert!(spilled > 0.0, "the full queue spilled nothing");
+    assert!(queued > 0.0, "no click went straight to the queue");
+
+    // The spill file drains while the broker is up, and clicks go to the queue again.
+    eventually(Duration::from_secs(20), || async {
+        let pending = metric(stack, "traffsure_click_spill_pending_bytes").await?;
+        let replayed = metric(stack, &deliveries("replayed")).await?;
+        Ok((pending == 0.0 && replayed == spilled).then_some(()))
+    })
+    .await?;
+    assert_eq!(metric(stack, &deliveries("lost")).await?, 0.0);
+    // Clicks go straight to the queue again once the file is empty.
+    let queued_before = metric(stack, &deliveries("queued")).await?;
+    let mut resumed = false;
+    for _ in 0..20 {
+        expected.extend(load(stack, &track, 1, 1).await?);
+        if metric(stack, &deliveries("queued")).await? > queued_before {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resumed, "clicks still spill after the spill file drained");
+
+    let topic = format!("{}clicks", stack.topic_prefix);
+    let wanted: HashSet<String> = expected.iter().cloned().collect();
+    assert_eq!(wanted.len(), expected.len(), "click hashes must be unique");
+    let total = expected.len();
+    let events: Vec<Click> = tokio::task::spawn_blocking(move || {
+        read_events::<Click>(
+            &kafka_brokers(),
+            &topic,
+            Duration::from_secs(20),
+            Duration::from_secs(1),
+            |events| {
+                events
+                    .iter()
+                    .filter(|c| wanted.contains(&c.click_hash))
+                    .count()
+                    >= total
+            },
+        )
+    })
+    .await??;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for click in &events {
+        *counts.entry(click.click_hash.as_str()).or_default() += 1;
+    }
+    let missing = expected
+        .iter()
+        .filter(|h| !counts.contains_key(h.as_str()))
+        .count();
+    let doubled: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {total} clicks missing from the topic"
+    );
+    assert!(doubled.is_empty(), "clicks published twice: {doubled:?}");
+    eprintln!("{total} clicks, {spilled} through the spill file, each once in the topic");
+    Ok(())
+}
