@@ -80,24 +80,28 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     }
     assert!(hashes.iter().all(|h| h.len() == 40), "{hashes:?}");
 
-    // The edge counts its requests by route pattern and status for Prometheus.
-    let metrics = http
-        .get(stack.url("click-ingest", "/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let redirects: u64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("traffsure_http_requests_total{")
-                && l.contains("route=\"/c\"")
-                && l.contains("status=\"302\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no 302 count for /c in:\n{metrics}"));
-    assert!(redirects >= CLICKS as u64, "{redirects} < {CLICKS}");
+    // The edge counts its requests by route pattern and status for Prometheus (each
+    // worker hands its counts over within 100 ms).
+    let metrics = eventually(Duration::from_secs(5), || async {
+        let metrics = http
+            .get(stack.url("click-ingest", "/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let redirects: u64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("traffsure_http_requests_total{")
+                    && l.contains("route=\"/c\"")
+                    && l.contains("status=\"302\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((redirects >= CLICKS as u64).then_some(metrics))
+    })
+    .await?;
     assert!(metrics.contains("traffsure_http_request_duration_seconds_bucket{route=\"/c\""));
 
     // Unknown flows get a 404, never a redirect.

@@ -4,6 +4,7 @@
 //! instance needs every flow) and then follows it, so a change made in the reporting API
 //! takes effect everywhere within the consumer's fetch latency.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ struct Flows {
 #[derive(Default)]
 pub struct FlowRegistry {
     inner: RwLock<Flows>,
+    /// Bumped after every stored change, so readers may cache what they resolved.
+    version: AtomicU64,
 }
 
 impl FlowRegistry {
@@ -89,7 +92,14 @@ impl FlowRegistry {
             flows.by_slug.insert(flow.slug.clone(), flow.id);
         }
         flows.by_id.insert(flow.id, Arc::new(flow));
+        self.version.fetch_add(1, Ordering::Release);
         true
+    }
+
+    /// Changes whenever a flow is stored: what a reader resolved stays current while the
+    /// version it saw then is still the version.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 }
 

@@ -50,11 +50,73 @@ thread_local! {
     static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Thread-local handles of one (route, status) pair for [`record_request`]: counts and
+/// observations stay in the thread and are added to the shared metrics at most every
+/// [`LOCAL_FLUSH`], so a hot path touches no memory another core writes.
+struct LocalHandles {
+    route: Box<str>,
+    status: u16,
+    requests: prometheus::local::LocalIntCounter,
+    duration: prometheus::local::LocalHistogram,
+}
+
+/// How long [`record_request`] keeps counts in the thread before adding them up.
+pub const LOCAL_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+thread_local! {
+    static LOCAL: RefCell<(Vec<LocalHandles>, Option<Instant>)> = const { RefCell::new((Vec::new(), None)) };
+}
+
 /// Records one request as [`http_metrics`] does, for a hot handler that times itself
-/// instead of going through the middleware (which looks its route pattern up on every
-/// request). `route` must be a pattern or fixed prefix, never a raw path.
-pub fn record_request(route: &str, status: u16, elapsed: f64) {
-    record(route, status, elapsed);
+/// (from `started`) instead of going through the middleware, which looks the route
+/// pattern up on every request. `route` must be a pattern or fixed prefix, never a raw
+/// path. Counts reach the shared metrics within [`LOCAL_FLUSH`] while requests keep
+/// coming; a thread that records must also call [`flush_local_metrics`] periodically so
+/// the last ones are not held back when traffic stops.
+pub fn record_request(route: &str, status: u16, started: Instant) {
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started).as_secs_f64();
+    LOCAL.with_borrow_mut(|(handles, last_flush)| {
+        let index = match handles
+            .iter()
+            .position(|h| h.status == status && &*h.route == route)
+        {
+            Some(index) => index,
+            None => {
+                let m = metrics();
+                handles.push(LocalHandles {
+                    route: route.into(),
+                    status,
+                    requests: m
+                        .requests
+                        .with_label_values(&[route, status_text(status)])
+                        .local(),
+                    duration: m.duration.with_label_values(&[route]).local(),
+                });
+                handles.len() - 1
+            }
+        };
+        let h = &handles[index];
+        h.requests.inc();
+        h.duration.observe(elapsed);
+        let last = *last_flush.get_or_insert(now);
+        if now.saturating_duration_since(last) >= LOCAL_FLUSH {
+            flush(handles);
+            *last_flush = Some(now);
+        }
+    });
+}
+
+fn flush(handles: &[LocalHandles]) {
+    for h in handles {
+        h.requests.flush();
+        h.duration.flush();
+    }
+}
+
+/// Adds what [`record_request`] holds in this thread to the shared metrics.
+pub fn flush_local_metrics() {
+    LOCAL.with_borrow(|(handles, _)| flush(handles));
 }
 
 fn record(route: &str, status: u16, elapsed: f64) {

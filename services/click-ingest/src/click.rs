@@ -278,15 +278,52 @@ fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, st
 /// `GET /c/{flow}`: mounted as the default service of the `/c` scope, so the flow is
 /// read from the path directly rather than through a pattern match on every click.
 /// Recorded in the HTTP metrics as route `/c`.
-pub async fn track(edge: web::Data<Edge>, req: HttpRequest) -> HttpResponse {
+/// The edge is borrowed from the app data rather than extracted (which would bump a
+/// reference count both workers share on every click).
+pub async fn track(req: HttpRequest) -> HttpResponse {
     let started = std::time::Instant::now();
-    let response = answer(&edge, &req);
-    traffsure_telemetry::record_request(
-        "/c",
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let response = match req.app_data::<web::Data<Edge>>() {
+        Some(edge) => answer(edge, &req),
+        None => HttpResponse::InternalServerError().finish(),
+    };
+    traffsure_telemetry::record_request("/c", response.status().as_u16(), started);
     response
+}
+
+/// Flows this worker thread has resolved, valid while the registry's version is
+/// unchanged: a click reads its flow without the registry's lock or a shared reference
+/// count. Any flow change empties it; so does reaching `FLOW_CACHE_MAX` entries.
+#[derive(Default)]
+struct FlowCache {
+    version: u64,
+    flows: rustc_hash::FxHashMap<String, Arc<Flow>>,
+}
+
+const FLOW_CACHE_MAX: usize = 50_000;
+
+thread_local! {
+    static FLOWS: std::cell::RefCell<FlowCache> = std::cell::RefCell::new(FlowCache::default());
+}
+
+/// Calls `f` with the flow `flow_ref` (id or slug) names, or `None` when there is none.
+fn with_flow<R>(registry: &FlowRegistry, flow_ref: &str, f: impl FnOnce(Option<&Flow>) -> R) -> R {
+    FLOWS.with_borrow_mut(|cache| {
+        let version = registry.version();
+        if cache.version != version {
+            cache.flows.clear();
+            cache.version = version;
+        }
+        if !cache.flows.contains_key(flow_ref) {
+            let Some(flow) = registry.resolve(flow_ref) else {
+                return f(None);
+            };
+            if cache.flows.len() >= FLOW_CACHE_MAX {
+                cache.flows.clear();
+            }
+            cache.flows.insert(flow_ref.to_string(), flow);
+        }
+        f(cache.flows.get(flow_ref).map(|flow| &**flow))
+    })
 }
 
 fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
@@ -305,13 +342,21 @@ fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
             ));
     }
     let flow_ref = req.path().strip_prefix("/c/").unwrap_or_default();
-    let flow = match edge.registry.resolve(&percent_decode(flow_ref)) {
-        Some(flow) => flow,
-        None => return edge.unknown_flow(),
-    };
+    with_flow(
+        &edge.registry,
+        &percent_decode(flow_ref),
+        |flow| match flow {
+            Some(flow) => click(edge, req, flow),
+            None => edge.unknown_flow(),
+        },
+    )
+}
+
+/// A tracking link of a known flow.
+fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     let params = ClickParams::parse(req.query_string());
     if !matches!(flow.status(), FlowStatus::Active | FlowStatus::Unspecified) {
-        return edge.inactive_flow(&flow, &params);
+        return edge.inactive_flow(flow, &params);
     }
     let cookie_vid = cookie_value(req, &edge.visitor_cookie)
         .and_then(|vid| Some((vid, visitor::routing_key(vid)?)));
@@ -338,7 +383,7 @@ fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
     let is_bot = edge.bots.is_bot(&parsed_ua, &user_agent, ip);
 
     let choice = routing::choose(
-        &flow,
+        flow,
         &ClickAttributes {
             country,
             device: parsed_ua.device,
@@ -405,7 +450,7 @@ fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
         clicks_total().redirected.inc();
     }
 
-    let mut response = redirect(&flow, destination);
+    let mut response = redirect(flow, destination);
     if new_visitor {
         let secure = edge.client_ip.behind_https(peer, req.headers());
         if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure) {

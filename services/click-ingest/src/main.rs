@@ -246,7 +246,16 @@ async fn main() -> anyhow::Result<()> {
         trace_clicks: !settings.telemetry.otlp_endpoint.is_empty(),
     });
     let mut server = HttpServer::new(move || {
-        // Tracking links time themselves (route `/c`); the middleware records the rest.
+        // Tracking links time themselves (route `/c`) and keep their counts in the
+        // worker thread; this task (one per worker, started where the app is built)
+        // hands them over even when traffic stops.
+        actix_web::rt::spawn(async {
+            let mut tick = actix_web::rt::time::interval(traffsure_telemetry::LOCAL_FLUSH);
+            loop {
+                tick.tick().await;
+                traffsure_telemetry::flush_local_metrics();
+            }
+        });
         App::new()
             .app_data(state.clone())
             .service(web::scope("/c").default_service(web::to(click::track)))
