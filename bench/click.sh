@@ -7,9 +7,9 @@
 # click-ingest's CPU goes (actix floor, its own request work, librdkafka's threads), peak
 # RSS of click-ingest, and latency at about 80% of click-ingest's own peak.
 # Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000),
-#      BENCH_ROUNDS (2), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
+#      BENCH_ROUNDS (3), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
 #      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds),
-#      BENCH_CLICK_MAX_QUEUED (default: the service's own, 100000; e.g. 20000 makes the
+#      BENCH_CLICK_MAX_QUEUED (default: the service's own, 50000; e.g. 20000 makes the
 #      producer queue fill under load, so the run shows how the spill file copes)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -19,7 +19,7 @@ source "$ROOT/bench/lib.sh"
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 FLOWS=${BENCH_FLOWS:-10000}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 LATENCY=${BENCH_LATENCY:-1}
 WORKERS=2
 CLK_TCK=$(getconf CLK_TCK)
@@ -67,7 +67,7 @@ TRAFFSURE__KAFKA__TOPIC_PREFIX=$PREFIX \
 TRAFFSURE__CLICK_HASH__KEYS=$KEYS \
 TRAFFSURE__GEOIP__DATABASE=$GEOIP \
 TRAFFSURE__SPILL__PATH=$DIR/clicks.spill \
-TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-100000} \
+TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-50000} \
 TRAFFSURE__TELEMETRY__LOG_LEVEL=warn \
   "$BIN" >"$DIR/click-ingest.log" 2>&1 &
 CI_PID=$!
@@ -127,11 +127,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
   CI+=("$(measure "$CI_PID" "$CI_URL" "$CONNS")")
 done
 
-# Best round of each (the least disturbed by other work on the machine).
-best() { printf '%s\n' "$@" | sort -k3 -n -r | head -1; }
-read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker ci_poll <<<"$(best "${CI[@]}")"
-read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(best "${NG[@]}")"
-read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(best "${FL[@]}")"
+# The median round of each by redirects/s (the upper one of an even count): one lucky or
+# disturbed round on the shared cores moves neither the figures nor the ratios.
+median() { printf '%s\n' "$@" | sort -k3 -n -r | sed -n "$(((${#@} + 1) / 2))p"; }
+read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker ci_poll <<<"$(median "${CI[@]}")"
+read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(median "${NG[@]}")"
+read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(median "${FL[@]}")"
 ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
 ci_own=$(awk -v a="$ci_http" -v b="$fl_cpu" 'BEGIN { printf "%.2f", a - b }')
 rss=$(peak_rss_mib "$CI_PID")
@@ -164,7 +165,7 @@ spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
 replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
 cat <<EOF
-Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, best of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
+Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
 
 | server | redirects/s | p50 ms | p99 ms | p99.9 ms | CPU µs / redirect | errors | non-3xx |
 |---|---|---|---|---|---|---|---|
@@ -177,6 +178,6 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
 - click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
-- click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-100000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
+- click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-50000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
 - all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us poll_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
 EOF

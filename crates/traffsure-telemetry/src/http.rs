@@ -65,6 +65,23 @@ pub const LOCAL_FLUSH: std::time::Duration = std::time::Duration::from_millis(10
 
 thread_local! {
     static LOCAL: RefCell<(Vec<LocalHandles>, Option<Instant>)> = const { RefCell::new((Vec::new(), None)) };
+    /// Thread-local shares of counters bumped through [`inc_local`], by the counter's address.
+    static COUNTERS: RefCell<Vec<(usize, prometheus::local::LocalIntCounter)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Increments `counter` (a counter that lives for the whole process, such as one held in
+/// a `static`) in this thread's share, handed over with the HTTP metrics: by
+/// [`record_request`] at most every [`LOCAL_FLUSH`], and by [`flush_local_metrics`].
+pub fn inc_local(counter: &'static prometheus::IntCounter) {
+    let key = counter as *const prometheus::IntCounter as usize;
+    COUNTERS.with_borrow_mut(|counters| match counters.iter().find(|(k, _)| *k == key) {
+        Some((_, local)) => local.inc(),
+        None => {
+            let local = counter.local();
+            local.inc();
+            counters.push((key, local));
+        }
+    });
 }
 
 /// Records one request as [`http_metrics`] does, for a hot handler that times itself
@@ -112,6 +129,11 @@ fn flush(handles: &[LocalHandles]) {
         h.requests.flush();
         h.duration.flush();
     }
+    COUNTERS.with_borrow(|counters| {
+        for (_, local) in counters {
+            local.flush();
+        }
+    });
 }
 
 /// Adds what [`record_request`] holds in this thread to the shared metrics.

@@ -19,7 +19,7 @@ use traffsure_config::TelemetrySettings;
 pub use prometheus;
 
 mod http;
-pub use http::{flush_local_metrics, http_metrics, record_request, LOCAL_FLUSH};
+pub use http::{flush_local_metrics, http_metrics, inc_local, record_request, LOCAL_FLUSH};
 
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {

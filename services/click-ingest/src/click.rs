@@ -445,9 +445,9 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         edge.publisher.publish(routing_key, buffer, headers);
     });
     if is_bot {
-        clicks_total().redirected_bot.inc();
+        traffsure_telemetry::inc_local(&clicks_total().redirected_bot);
     } else {
-        clicks_total().redirected.inc();
+        traffsure_telemetry::inc_local(&clicks_total().redirected);
     }
 
     let mut response = redirect(flow, destination);

@@ -114,7 +114,7 @@ impl Default for SpillSettings {
     fn default() -> Self {
         Self {
             path: String::new(),
-            max_queued: 100_000,
+            max_queued: 50_000,
         }
     }
 }
