@@ -57,6 +57,17 @@ fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
+/// The click hash in a redirect's `Location`, from its `c=` parameter (as the test flows
+/// write their destinations), or an empty string.
+pub fn click_hash_of(location: &str) -> String {
+    let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("c="))
+        .unwrap_or_default()
+        .to_string()
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -185,6 +196,10 @@ impl Stack {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
+            // Below ClickHouse's keep-alive (3 s) and actix-web's (5 s): a pooled
+            // connection is never reused just as the server closes it ("connection
+            // closed before message completed").
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()?;
         let names: Vec<&'static str> = options
             .services
@@ -352,6 +367,23 @@ impl Stack {
 
     pub fn url(&self, service: &str, path: &str) -> String {
         format!("{}{path}", self.services[service].base_url)
+    }
+
+    /// The sum of every sample of `service`'s Prometheus metrics whose line starts with
+    /// `name` (a metric name, or a name with some of its labels).
+    pub async fn metric(&self, service: &str, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(self.url(service, "/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     async fn wait_ready(&mut self, name: &str) -> anyhow::Result<()> {

@@ -11,18 +11,11 @@ use serde_json::json;
 use traffsure_events::Click;
 use traffsure_tests::kafka_topic::{publish_flow, read_events};
 use traffsure_tests::private_kafka::PrivateKafka;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 /// Concurrent visitors, and clicks each sends per phase.
 const VISITORS: usize = 8;
 const CLICKS_PER_PHASE: usize = 60;
-
-fn click_hash_of(location: &str) -> String {
-    location
-        .split_once("c=")
-        .map(|(_, rest)| rest.split('&').next().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
 
 /// Sends `VISITORS × CLICKS_PER_PHASE` clicks concurrently; returns their click hashes
 /// and the slowest redirect.
@@ -57,18 +50,7 @@ async fn load(stack: &Stack, track: &str) -> anyhow::Result<(Vec<String>, Durati
 }
 
 async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
-    let text = stack
-        .http
-        .get(stack.url("click-ingest", "/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    stack.metric("click-ingest", name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

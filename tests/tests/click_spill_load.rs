@@ -11,20 +11,13 @@ use std::time::Duration;
 use serde_json::json;
 use traffsure_events::Click;
 use traffsure_tests::kafka_topic::{publish_flow, read_events};
-use traffsure_tests::{eventually, kafka_brokers, Stack, StackOptions};
+use traffsure_tests::{click_hash_of, eventually, kafka_brokers, Stack, StackOptions};
 
 /// Concurrent visitors, and clicks each sends.
 const VISITORS: usize = 16;
 const CLICKS_EACH: usize = 150;
 /// Click events the producer queue holds before new ones spill.
 const MAX_QUEUED: u32 = 100;
-
-fn click_hash_of(location: &str) -> String {
-    location
-        .split_once("c=")
-        .map(|(_, rest)| rest.split('&').next().unwrap_or_default().to_string())
-        .unwrap_or_default()
-}
 
 /// Sends `visitors × clicks_each` clicks concurrently; returns their click hashes.
 async fn load(
@@ -57,18 +50,7 @@ async fn load(
 }
 
 async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
-    let text = stack
-        .http
-        .get(stack.url("click-ingest", "/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+    stack.metric("click-ingest", name).await
 }
 
 fn deliveries(result: &str) -> String {

@@ -5,18 +5,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{eventually, Stack};
+use traffsure_tests::{click_hash_of, eventually, Stack};
 
 const CLICKS: usize = 25;
-
-fn click_hash_of(location: &str) -> String {
-    let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("c="))
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clicks_and_postbacks_reach_the_dashboard_exactly_once() -> anyhow::Result<()> {
