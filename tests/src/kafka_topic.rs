@@ -8,6 +8,52 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+/// Reads the clicks `topic` until every click hash of `expected` (unique) is there or
+/// `timeout` passes, then `linger` longer so a late duplicate would show; fails unless
+/// each of them is there exactly once. Returns the number of events read.
+pub async fn expect_clicks_once(
+    brokers: &str,
+    topic: &str,
+    expected: &[String],
+    timeout: Duration,
+    linger: Duration,
+) -> anyhow::Result<usize> {
+    let wanted: std::collections::HashSet<String> = expected.iter().cloned().collect();
+    anyhow::ensure!(
+        wanted.len() == expected.len(),
+        "click hashes must be unique"
+    );
+    let total = expected.len();
+    let (brokers, topic) = (brokers.to_string(), topic.to_string());
+    let events: Vec<traffsure_events::Click> = tokio::task::spawn_blocking(move || {
+        read_events::<traffsure_events::Click>(&brokers, &topic, timeout, linger, |events| {
+            events
+                .iter()
+                .filter(|c| wanted.contains(&c.click_hash))
+                .count()
+                >= total
+        })
+    })
+    .await??;
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for click in &events {
+        *counts.entry(click.click_hash.as_str()).or_default() += 1;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|h| !counts.contains_key(h.as_str()))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} of {total} clicks missing from the topic, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    let doubled: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    anyhow::ensure!(doubled.is_empty(), "clicks published twice: {doubled:?}");
+    Ok(events.len())
+}
+
 /// Reads `topic` from the beginning until `done(events so far)` says stop or `timeout`
 /// passes, then `linger` longer (so a late duplicate would show), decoding each message
 /// as `M`.

@@ -57,6 +57,44 @@ fn bin_dir() -> PathBuf {
     target.join("debug")
 }
 
+/// Sends `visitors × clicks_each` clicks to `track` concurrently (each visitor one after
+/// another), each of which must be answered 302; returns their click hashes and the
+/// slowest redirect.
+pub async fn send_clicks(
+    stack: &Stack,
+    track: &str,
+    visitors: usize,
+    clicks_each: usize,
+) -> anyhow::Result<(Vec<String>, Duration)> {
+    let track = std::sync::Arc::new(track.to_string());
+    let mut tasks = Vec::new();
+    for _ in 0..visitors {
+        let http = stack.http.clone();
+        let track = track.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hashes = Vec::new();
+            let mut slowest = Duration::ZERO;
+            for _ in 0..clicks_each {
+                let started = Instant::now();
+                let response = http.get(track.as_str()).send().await?;
+                slowest = slowest.max(started.elapsed());
+                anyhow::ensure!(response.status() == 302, "answered {}", response.status());
+                let location = response.headers()["location"].to_str()?.to_string();
+                hashes.push(click_hash_of(&location));
+            }
+            anyhow::Ok((hashes, slowest))
+        }));
+    }
+    let mut hashes = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (h, s) = task.await??;
+        hashes.extend(h);
+        slowest = slowest.max(s);
+    }
+    Ok((hashes, slowest))
+}
+
 /// The click hash in a redirect's `Location`, from its `c=` parameter (as the test flows
 /// write their destinations), or an empty string.
 pub fn click_hash_of(location: &str) -> String {

@@ -3,15 +3,12 @@
 //! stopped with SIGTERM. Every redirected click must reach the `clicks` topic exactly
 //! once, counted by click hash.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use traffsure_events::Click;
-use traffsure_tests::kafka_topic::{publish_flow, read_events};
+use traffsure_tests::kafka_topic::{expect_clicks_once, publish_flow};
 use traffsure_tests::private_kafka::PrivateKafka;
-use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
+use traffsure_tests::{eventually, send_clicks, Stack, StackOptions};
 
 /// Concurrent visitors, and clicks each sends per phase.
 const VISITORS: usize = 8;
@@ -20,33 +17,7 @@ const CLICKS_PER_PHASE: usize = 60;
 /// Sends `VISITORS × CLICKS_PER_PHASE` clicks concurrently; returns their click hashes
 /// and the slowest redirect.
 async fn load(stack: &Stack, track: &str) -> anyhow::Result<(Vec<String>, Duration)> {
-    let track = Arc::new(track.to_string());
-    let mut tasks = Vec::new();
-    for _ in 0..VISITORS {
-        let http = stack.http.clone();
-        let track = track.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hashes = Vec::new();
-            let mut slowest = Duration::ZERO;
-            for _ in 0..CLICKS_PER_PHASE {
-                let started = Instant::now();
-                let response = http.get(track.as_str()).send().await?;
-                slowest = slowest.max(started.elapsed());
-                anyhow::ensure!(response.status() == 302, "answered {}", response.status());
-                let location = response.headers()["location"].to_str()?.to_string();
-                hashes.push(click_hash_of(&location));
-            }
-            anyhow::Ok((hashes, slowest))
-        }));
-    }
-    let mut hashes = Vec::new();
-    let mut slowest = Duration::ZERO;
-    for task in tasks {
-        let (h, s) = task.await??;
-        hashes.extend(h);
-        slowest = slowest.max(s);
-    }
-    Ok((hashes, slowest))
+    send_clicks(stack, track, VISITORS, CLICKS_PER_PHASE).await
 }
 
 async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
@@ -164,46 +135,15 @@ async fn run(
 
     // Count the clicks topic by click hash.
     let topic = format!("{}clicks", stack.topic_prefix);
-    let brokers = kafka.brokers();
-    let wanted: std::collections::HashSet<String> = expected.iter().cloned().collect();
-    assert_eq!(wanted.len(), expected.len(), "click hashes must be unique");
+    let events = expect_clicks_once(
+        &kafka.brokers(),
+        &topic,
+        &expected,
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+    )
+    .await?;
     let total = expected.len();
-    let events: Vec<Click> = tokio::task::spawn_blocking(move || {
-        let linger = Duration::from_secs(2);
-        read_events::<Click>(
-            &brokers,
-            &topic,
-            Duration::from_secs(90),
-            linger,
-            |events| {
-                events
-                    .iter()
-                    .filter(|c| wanted.contains(&c.click_hash))
-                    .count()
-                    >= total
-            },
-        )
-    })
-    .await??;
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for click in &events {
-        *counts.entry(click.click_hash.as_str()).or_default() += 1;
-    }
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|h| !counts.contains_key(h.as_str()))
-        .collect();
-    let doubled: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {total} redirected clicks missing from the topic, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
-    assert!(doubled.is_empty(), "clicks published twice: {doubled:?}");
-    eprintln!(
-        "{total} redirected clicks, {} events in the topic, each once",
-        events.len()
-    );
+    eprintln!("{total} redirected clicks, {events} events in the topic, each once");
     Ok(())
 }

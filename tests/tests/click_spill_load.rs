@@ -4,50 +4,17 @@
 //! reach the `clicks` topic exactly once, the spill file must drain to empty, and clicks
 //! must go straight to the queue again afterwards.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use traffsure_events::Click;
-use traffsure_tests::kafka_topic::{publish_flow, read_events};
-use traffsure_tests::{click_hash_of, eventually, kafka_brokers, Stack, StackOptions};
+use traffsure_tests::kafka_topic::{expect_clicks_once, publish_flow};
+use traffsure_tests::{eventually, kafka_brokers, send_clicks, Stack, StackOptions};
 
 /// Concurrent visitors, and clicks each sends.
 const VISITORS: usize = 16;
 const CLICKS_EACH: usize = 150;
 /// Click events the producer queue holds before new ones spill.
 const MAX_QUEUED: u32 = 100;
-
-/// Sends `visitors × clicks_each` clicks concurrently; returns their click hashes.
-async fn load(
-    stack: &Stack,
-    track: &str,
-    visitors: usize,
-    clicks_each: usize,
-) -> anyhow::Result<Vec<String>> {
-    let track = Arc::new(track.to_string());
-    let mut tasks = Vec::new();
-    for _ in 0..visitors {
-        let http = stack.http.clone();
-        let track = track.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hashes = Vec::new();
-            for _ in 0..clicks_each {
-                let response = http.get(track.as_str()).send().await?;
-                anyhow::ensure!(response.status() == 302, "answered {}", response.status());
-                let location = response.headers()["location"].to_str()?.to_string();
-                hashes.push(click_hash_of(&location));
-            }
-            anyhow::Ok(hashes)
-        }));
-    }
-    let mut hashes = Vec::new();
-    for task in tasks {
-        hashes.extend(task.await??);
-    }
-    Ok(hashes)
-}
 
 async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
     stack.metric("click-ingest", name).await
@@ -107,7 +74,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     })
     .await?;
 
-    let mut expected = load(stack, &track, VISITORS, CLICKS_EACH).await?;
+    let (mut expected, _) = send_clicks(stack, &track, VISITORS, CLICKS_EACH).await?;
     let spilled = metric(stack, &deliveries("spilled")).await?;
     let queued = metric(stack, &deliveries("queued")).await?;
     assert!(spilled > 0.0, "the full queue spilled nothing");
@@ -125,7 +92,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let queued_before = metric(stack, &deliveries("queued")).await?;
     let mut resumed = false;
     for _ in 0..20 {
-        expected.extend(load(stack, &track, 1, 1).await?);
+        expected.extend(send_clicks(stack, &track, 1, 1).await?.0);
         if metric(stack, &deliveries("queued")).await? > queued_before {
             resumed = true;
             break;
@@ -135,39 +102,15 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert!(resumed, "clicks still spill after the spill file drained");
 
     let topic = format!("{}clicks", stack.topic_prefix);
-    let wanted: HashSet<String> = expected.iter().cloned().collect();
-    assert_eq!(wanted.len(), expected.len(), "click hashes must be unique");
+    expect_clicks_once(
+        &kafka_brokers(),
+        &topic,
+        &expected,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+    )
+    .await?;
     let total = expected.len();
-    let events: Vec<Click> = tokio::task::spawn_blocking(move || {
-        read_events::<Click>(
-            &kafka_brokers(),
-            &topic,
-            Duration::from_secs(20),
-            Duration::from_secs(1),
-            |events| {
-                events
-                    .iter()
-                    .filter(|c| wanted.contains(&c.click_hash))
-                    .count()
-                    >= total
-            },
-        )
-    })
-    .await??;
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for click in &events {
-        *counts.entry(click.click_hash.as_str()).or_default() += 1;
-    }
-    let missing = expected
-        .iter()
-        .filter(|h| !counts.contains_key(h.as_str()))
-        .count();
-    let doubled: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert_eq!(
-        missing, 0,
-        "{missing} of {total} clicks missing from the topic"
-    );
-    assert!(doubled.is_empty(), "clicks published twice: {doubled:?}");
     eprintln!("{total} clicks, {spilled} through the spill file, each once in the topic");
     Ok(())
 }
