@@ -36,28 +36,55 @@ fn metrics() -> &'static HttpMetrics {
     })
 }
 
-/// The counter and histogram of one (route, status) pair.
-struct Handles {
+/// The counter and histogram of one (route, status) pair: the shared ones
+/// (`IntCounter`, `Histogram`), or thread-local shares of them for [`record_request`],
+/// whose counts and observations stay in the thread and are added to the shared metrics
+/// at most every [`LOCAL_FLUSH`], so a hot path touches no memory another core writes.
+struct Handles<C, H> {
     route: Box<str>,
     status: u16,
-    requests: prometheus::IntCounter,
-    duration: prometheus::Histogram,
+    requests: C,
+    duration: H,
+}
+
+type SharedHandles = Handles<prometheus::IntCounter, prometheus::Histogram>;
+type LocalHandles = Handles<prometheus::local::LocalIntCounter, prometheus::local::LocalHistogram>;
+
+/// The handles of (`route`, `status`) in `handles`, resolved on first use with `wrap`
+/// applied to the shared counter and histogram: an app has a handful of routes, so a
+/// short list beats hashing the labels on every request.
+fn handles_for<'a, C, H>(
+    handles: &'a mut Vec<Handles<C, H>>,
+    route: &str,
+    status: u16,
+    wrap: impl FnOnce(prometheus::IntCounter, prometheus::Histogram) -> (C, H),
+) -> &'a Handles<C, H> {
+    let index = match handles
+        .iter()
+        .position(|h| h.status == status && &*h.route == route)
+    {
+        Some(index) => index,
+        None => {
+            let m = metrics();
+            let (requests, duration) = wrap(
+                m.requests.with_label_values(&[route, status_text(status)]),
+                m.duration.with_label_values(&[route]),
+            );
+            handles.push(Handles {
+                route: route.into(),
+                status,
+                requests,
+                duration,
+            });
+            handles.len() - 1
+        }
+    };
+    &handles[index]
 }
 
 thread_local! {
-    /// Per worker thread, the handles already resolved: an app has a handful of routes,
-    /// so a short list beats hashing the labels on every request.
-    static HANDLES: RefCell<Vec<Handles>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Thread-local handles of one (route, status) pair for [`record_request`]: counts and
-/// observations stay in the thread and are added to the shared metrics at most every
-/// [`LOCAL_FLUSH`], so a hot path touches no memory another core writes.
-struct LocalHandles {
-    route: Box<str>,
-    status: u16,
-    requests: prometheus::local::LocalIntCounter,
-    duration: prometheus::local::LocalHistogram,
+    /// Per worker thread, the handles already resolved.
+    static HANDLES: RefCell<Vec<SharedHandles>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How long [`record_request`] keeps counts in the thread before adding them up.
@@ -94,26 +121,7 @@ pub fn record_request(route: &str, status: u16, started: Instant) {
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started).as_secs_f64();
     LOCAL.with_borrow_mut(|(handles, last_flush)| {
-        let index = match handles
-            .iter()
-            .position(|h| h.status == status && &*h.route == route)
-        {
-            Some(index) => index,
-            None => {
-                let m = metrics();
-                handles.push(LocalHandles {
-                    route: route.into(),
-                    status,
-                    requests: m
-                        .requests
-                        .with_label_values(&[route, status_text(status)])
-                        .local(),
-                    duration: m.duration.with_label_values(&[route]).local(),
-                });
-                handles.len() - 1
-            }
-        };
-        let h = &handles[index];
+        let h = handles_for(handles, route, status, |c, d| (c.local(), d.local()));
         h.requests.inc();
         h.duration.observe(elapsed);
         let last = *last_flush.get_or_insert(now);
@@ -143,23 +151,7 @@ pub fn flush_local_metrics() {
 
 fn record(route: &str, status: u16, elapsed: f64) {
     HANDLES.with_borrow_mut(|handles| {
-        let index = match handles
-            .iter()
-            .position(|h| h.status == status && &*h.route == route)
-        {
-            Some(index) => index,
-            None => {
-                let m = metrics();
-                handles.push(Handles {
-                    route: route.into(),
-                    status,
-                    requests: m.requests.with_label_values(&[route, status_text(status)]),
-                    duration: m.duration.with_label_values(&[route]),
-                });
-                handles.len() - 1
-            }
-        };
-        let h = &handles[index];
+        let h = handles_for(handles, route, status, |c, d| (c, d));
         h.requests.inc();
         h.duration.observe(elapsed);
     });
