@@ -158,16 +158,7 @@ pub async fn send_event<M: prost::Message>(
     key: &[u8],
     event: &M,
 ) -> Result<(i32, i64), KafkaError> {
-    let payload = event.encode_to_vec();
-    let record = FutureRecord::to(topic).key(key).payload(&payload);
-    let delivery = producer
-        .send_result(record)
-        .map_err(|(error, _)| error)?
-        .await
-        .map_err(|_| KafkaError::Canceled)?;
-    delivery
-        .map(|d| (d.partition, d.offset))
-        .map_err(|(error, _)| error)
+    send_event_with_headers(producer, topic, key, event, None).await
 }
 
 /// Sends keyed payloads to `topic` as fast as the producer's queue takes them (waiting
@@ -215,14 +206,11 @@ pub async fn send_event_with_headers<M: prost::Message>(
     event: &M,
     headers: Option<rdkafka::message::OwnedHeaders>,
 ) -> Result<(i32, i64), KafkaError> {
-    let Some(headers) = headers else {
-        return send_event(producer, topic, key, event).await;
-    };
     let payload = event.encode_to_vec();
-    let record = FutureRecord::to(topic)
-        .key(key)
-        .payload(&payload)
-        .headers(headers);
+    let mut record = FutureRecord::to(topic).key(key).payload(&payload);
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
     let delivery = producer
         .send_result(record)
         .map_err(|(error, _)| error)?
