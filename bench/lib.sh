@@ -161,5 +161,17 @@ run_wrk() {
     | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }'
 }
 
+# Builds every release binary and example when one of FILES is missing (make bench has
+# built them already). Usage: build_release_if_missing FILE...
+build_release_if_missing() {
+  local f
+  for f in "$@"; do
+    if [[ ! -x $f ]]; then
+      (cd "$ROOT" && cargo build --release --workspace --bins --examples --locked)
+      return
+    fi
+  done
+}
+
 # Ratio A/B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }

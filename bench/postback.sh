@@ -20,9 +20,7 @@ NGINX_PORT=18182
 bench_install
 BIN="$ROOT/target/release/postback-ingest"
 GEN="$ROOT/target/release/examples/click_hashes"
-if [[ ! -x $BIN || ! -x $GEN ]]; then
-  (cd "$ROOT" && cargo build --release --workspace --bins --examples --locked)
-fi
+build_release_if_missing "$BIN" "$GEN"
 for port in $PB_PORT $NGINX_PORT; do
   port_open 127.0.0.1 "$port" && die "port $port is in use"
 done
