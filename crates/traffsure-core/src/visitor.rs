@@ -1,11 +1,6 @@
 //! Visitor IDs: 32 hex characters whose first four carry the visitor's routing key, so
 //! every click of one visitor (and a visitor-based postback) lands on one partition.
 
-/// A new random visitor ID.
-pub fn new_visitor_id() -> String {
-    new_visitor().0
-}
-
 /// A new random visitor ID and the routing key it carries.
 pub fn new_visitor() -> (String, u16) {
     let bytes: [u8; 16] = rand::random();
@@ -29,7 +24,7 @@ mod tests {
 
     #[test]
     fn routing_key_comes_from_the_id() {
-        let vid = new_visitor_id();
+        let (vid, _) = new_visitor();
         assert_eq!(vid.len(), 32);
         for _ in 0..100 {
             let (vid, key) = new_visitor();

@@ -313,16 +313,17 @@ fn with_flow<R>(registry: &FlowRegistry, flow_ref: &str, f: impl FnOnce(Option<&
             cache.flows.clear();
             cache.version = version;
         }
-        if !cache.flows.contains_key(flow_ref) {
-            let Some(flow) = registry.resolve(flow_ref) else {
-                return f(None);
-            };
-            if cache.flows.len() >= FLOW_CACHE_MAX {
-                cache.flows.clear();
-            }
-            cache.flows.insert(flow_ref.to_string(), flow);
+        if let Some(flow) = cache.flows.get(flow_ref) {
+            return f(Some(flow.as_ref()));
         }
-        f(cache.flows.get(flow_ref).map(|flow| &**flow))
+        let Some(flow) = registry.resolve(flow_ref) else {
+            return f(None);
+        };
+        if cache.flows.len() >= FLOW_CACHE_MAX {
+            cache.flows.clear();
+        }
+        let flow = cache.flows.entry(flow_ref.to_string()).or_insert(flow);
+        f(Some(flow.as_ref()))
     })
 }
 
