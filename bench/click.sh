@@ -117,7 +117,8 @@ measure() {
 }
 
 # Warm-up, then alternate the servers so drift on the shared machine hits all alike.
-WRK_HEADER="User-Agent: $UA" run_wrk "$CI_URL" 3 "$CONNS" 2 >/dev/null
+# click-ingest's warm-up is longer: it also warms the broker's JVM on its new topic.
+WRK_HEADER="User-Agent: $UA" run_wrk "$CI_URL" 10 "$CONNS" 2 >/dev/null
 run_wrk "$NGINX_URL" 2 "$CONNS" 2 >/dev/null
 run_wrk "$FLOOR_URL" 2 "$CONNS" 2 >/dev/null
 declare -a CI NG FL
