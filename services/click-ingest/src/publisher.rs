@@ -40,6 +40,11 @@ const REPLAY_READ: usize = 10_000;
 /// each partition lingers), so a big window keeps replay close to the broker's own rate;
 /// a small one bounds what a crash in the middle would send twice.
 const REPLAY_WINDOW: usize = 200_000;
+/// Unreplayed bytes left in the file below which the replay holds new spilled clicks in
+/// memory and finishes the file (about 2,700 clicks, 20 ms of a heavy load). Waiting to
+/// find the file exactly empty first would never end under load: clicks keep arriving
+/// while the replay sends the last ones.
+const CATCH_UP_BYTES: u64 = 1 << 20;
 /// How long a spilled click waits in memory before it is written to the spill file.
 const SPILL_FLUSH_AFTER: Duration = Duration::from_millis(5);
 
@@ -387,9 +392,9 @@ impl Publisher {
     /// without waiting between them; then waits until the producer's queue is empty (no
     /// live event is queued while spilling) and moves the replay position past them,
     /// unless one of them failed: then the broker is probed and the window sent again.
-    /// When the window reached the end of the file, new spilled clicks are held in memory
-    /// during that wait; if the file is then empty, they go to the producer queue and
-    /// spilling ends. Returns where it left off if shutdown interrupted the wait.
+    /// Once the window comes within `CATCH_UP_BYTES` of the end of the file, new spilled
+    /// clicks are held in memory while it sends the rest and waits; if the file is then
+    /// empty, they go to the producer queue and spilling ends. Returns where it left off if shutdown interrupted the wait.
     fn replay_window(&self) -> std::io::Result<Option<Unsettled>> {
         let result = self.replay_window_held();
         self.shared.spill().release();
@@ -407,16 +412,29 @@ impl Publisher {
         let mut sent = 0usize;
         let mut torn = false;
         let mut caught_up = false;
+        let mut held = false;
         'window: while sent < REPLAY_WINDOW {
             let file_end = {
                 let mut spill = shared.spill();
-                let Some(file_end) = Shared::flush_spill(&mut spill) else {
-                    break;
+                let file_end = if held {
+                    // Held records stay in memory; the file grows only if the hold gave way.
+                    spill.written_len()
+                } else {
+                    let Some(file_end) = Shared::flush_spill(&mut spill) else {
+                        break;
+                    };
+                    file_end
                 };
                 if file_end == sent_end {
-                    spill.hold();
+                    if !held {
+                        spill.hold();
+                    }
                     caught_up = true;
                     break;
+                }
+                if !held && file_end - sent_end <= CATCH_UP_BYTES {
+                    spill.hold();
+                    held = true;
                 }
                 file_end
             };
