@@ -54,6 +54,8 @@ cleanup() {
   [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null || true
   [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
   [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null || true
+  # A run writes a few GB of clicks; left on the shared broker they slow the next runs.
+  "$ROOT/target/release/examples/drop_topics" 127.0.0.1:9092 "$PREFIX" >&2 || true
   return 0
 }
 trap cleanup EXIT
