@@ -14,7 +14,10 @@ async fn main() -> anyhow::Result<()> {
     let [_, brokers, prefix] = args.as_slice() else {
         anyhow::bail!("usage: drop_topics BROKERS TOPIC_PREFIX");
     };
-    anyhow::ensure!(!prefix.is_empty(), "an empty prefix would delete every topic");
+    anyhow::ensure!(
+        !prefix.is_empty(),
+        "an empty prefix would delete every topic"
+    );
     let settings = traffsure_config::KafkaSettings {
         brokers: brokers.clone(),
         ..Default::default()
@@ -40,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("drop_topics: {topic}: {code}");
         }
     }
-    eprintln!("drop_topics: deleted {} topics starting with {prefix}", topics.len());
+    eprintln!(
+        "drop_topics: deleted {} topics starting with {prefix}",
+        topics.len()
+    );
     Ok(())
 }
