@@ -8,9 +8,10 @@
 //! is full, or librdkafka reports every broker down, events go to the spill file instead,
 //! and keep going there until a replay thread has sent the whole file back in order after
 //! the broker returned. No live event is sent while spilling is on, so the replay thread
-//! knows its records were acknowledged when the producer's queue is empty; once the
-//! file is replayed, the clicks spilled meanwhile (held in memory for that last wait) are
-//! queued ahead of new ones and spilling ends, even under sustained load. At shutdown
+//! knows its records were acknowledged when the producer's queue is empty. Near the end
+//! of the file new spilled clicks are held in memory; once the file is replayed and
+//! acknowledged, they are queued ahead of new ones and spilling ends, even under
+//! sustained load. At shutdown
 //! the producer is flushed; what the broker cannot take in time is moved from the queue
 //! to the spill file, which the next start replays.
 
@@ -394,7 +395,8 @@ impl Publisher {
     /// unless one of them failed: then the broker is probed and the window sent again.
     /// Once the window comes within `CATCH_UP_BYTES` of the end of the file, new spilled
     /// clicks are held in memory while it sends the rest and waits; if the file is then
-    /// empty, they go to the producer queue and spilling ends. Returns where it left off if shutdown interrupted the wait.
+    /// empty, they go to the producer queue and spilling ends. Returns where it left off
+    /// if shutdown interrupted the wait.
     fn replay_window(&self) -> std::io::Result<Option<Unsettled>> {
         let result = self.replay_window_held();
         self.shared.spill().release();
@@ -425,16 +427,13 @@ impl Publisher {
                     };
                     file_end
                 };
-                if file_end == sent_end {
-                    if !held {
-                        spill.hold();
-                    }
-                    caught_up = true;
-                    break;
-                }
                 if !held && file_end - sent_end <= CATCH_UP_BYTES {
                     spill.hold();
                     held = true;
+                }
+                if file_end == sent_end {
+                    caught_up = true;
+                    break;
                 }
                 file_end
             };
