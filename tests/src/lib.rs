@@ -301,6 +301,24 @@ impl Stack {
         Ok(())
     }
 
+    /// Fails when any service has exited since it was last started (a test's kills are
+    /// followed by restarts, so every instance should be running at its end).
+    pub fn all_running(&mut self) -> anyhow::Result<()> {
+        let mut exited = Vec::new();
+        for service in self.services.values_mut() {
+            if let Some(status) = service.child.try_wait()? {
+                exited.push(format!(
+                    "{} exited with {status}:\n{}",
+                    service.name,
+                    tail(&service.log)
+                ));
+            }
+        }
+        exited.sort();
+        anyhow::ensure!(exited.is_empty(), "{}", exited.join("\n"));
+        Ok(())
+    }
+
     /// Starts a stopped or killed service again on the same port, appending to its log,
     /// and waits until it is ready.
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
@@ -501,11 +519,25 @@ impl Stack {
     }
 
     /// The last lines of every service log, for failure messages.
+    /// The last lines of every service's log, by service name.
     pub fn logs(&self) -> String {
-        self.services
-            .values()
-            .map(|s| format!("--- {} ---\n{}", s.name, tail(&s.log)))
+        let mut services: Vec<_> = self.services.values().collect();
+        services.sort_by_key(|s| s.name);
+        services
+            .iter()
+            .map(|s| format!("--- {} ---\n{}\n", s.name, tail(&s.log)))
             .collect()
+    }
+
+    /// On a failed test, prints the error, the services' logs, and the error again: a
+    /// reader of the output's start or of its end sees what failed.
+    pub fn print_failure<T>(&self, result: &anyhow::Result<T>) {
+        if let Err(error) = result {
+            eprintln!(
+                "test failed: {error:#}\n{}\ntest failed: {error:#}",
+                self.logs()
+            );
+        }
     }
 }
 

@@ -88,21 +88,6 @@ async fn produce_clicks(setup: &Setup, count: u64) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || produce(&producer, &topic, (0..count).map(click))).await?
 }
 
-/// The log without its terminal color codes.
-fn strip_colors(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut in_escape = false;
-    for ch in log.chars() {
-        match (in_escape, ch) {
-            (false, '\u{1b}') => in_escape = true,
-            (false, _) => out.push(ch),
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-        }
-    }
-    out
-}
-
 fn assert_exact(got: &[Conversion], expected: &[Version]) {
     let mut got: Vec<Version> = got.iter().map(version).collect();
     got.sort();
@@ -162,17 +147,14 @@ async fn a_kill_mid_stream_neither_loses_nor_duplicates_conversions() -> anyhow:
         // The restarted instance found its state on disk and only caught up the rest.
         let log = std::fs::read_to_string(&stack.services["conversion-attribution"].log)?;
         assert!(
-            strip_colors(&log)
-                .lines()
+            log.lines()
                 .any(|l| l.contains("partition state loaded") && !l.contains("from_file=0 ")),
             "no partition state came from the local store after the restart"
         );
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 
@@ -201,7 +183,7 @@ async fn instances_joining_and_leaving_mid_stream_keep_the_exact_result() -> any
                     let log = stack.services["conversion-attribution"].log.clone();
                     let half = format!("partitions assigned partitions={PARTITIONS}");
                     eventually(Duration::from_secs(60), || async {
-                        let text = strip_colors(&std::fs::read_to_string(&log)?);
+                        let text = std::fs::read_to_string(&log)?;
                         Ok(text.contains(&half).then_some(()))
                     })
                     .await?;
@@ -220,10 +202,8 @@ async fn instances_joining_and_leaving_mid_stream_keep_the_exact_result() -> any
         )?;
         assert_exact(&got, &expected);
         // Both instances held half of the partitions at some point.
-        let log_a = strip_colors(&std::fs::read_to_string(
-            &stack.services["conversion-attribution"].log,
-        )?);
-        let log_b = strip_colors(&std::fs::read_to_string(setup.state_root.join("b.log"))?);
+        let log_a = std::fs::read_to_string(&stack.services["conversion-attribution"].log)?;
+        let log_b = std::fs::read_to_string(setup.state_root.join("b.log"))?;
         let half = format!("partitions assigned partitions={PARTITIONS}");
         assert!(log_a.contains(&half), "the first instance never shared");
         assert!(log_b.contains(&half), "the second instance never shared");
@@ -234,7 +214,7 @@ async fn instances_joining_and_leaving_mid_stream_keep_the_exact_result() -> any
     if result.is_err() {
         eprintln!("{}", stack.logs());
         if let Ok(log) = std::fs::read_to_string(setup.state_root.join("b.log")) {
-            eprintln!("--- b ---\n{}", strip_colors(&log));
+            eprintln!("--- b ---\n{log}");
         }
     }
     if let Some(mut second) = second {

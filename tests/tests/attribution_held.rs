@@ -126,8 +126,6 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }

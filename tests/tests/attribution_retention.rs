@@ -174,8 +174,6 @@ async fn clicks_past_the_window_leave_the_state_and_the_logs_are_compacted() -> 
         anyhow::Ok(())
     }
     .await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }

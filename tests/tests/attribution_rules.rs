@@ -36,9 +36,7 @@ async fn duplicates_status_changes_upsells_and_early_postbacks() -> anyhow::Resu
     ))
     .await?;
     let result = run(&setup, &producer).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

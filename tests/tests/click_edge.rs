@@ -103,9 +103,7 @@ async fn the_tracking_edge_end_to_end() -> anyhow::Result<()> {
     )
     .await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

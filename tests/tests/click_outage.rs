@@ -38,9 +38,7 @@ async fn every_redirected_click_reaches_kafka_exactly_once_across_broker_outages
     options.kafka_brokers = kafka.brokers();
     let mut stack = Stack::start_with(options).await?;
     let result = run(&mut stack, &mut kafka, &spill_path).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     let _ = std::fs::remove_dir_all(&spill_dir);
     result
 }

@@ -105,9 +105,7 @@ async fn clicks_with(otlp: bool, clicks: usize) -> anyhow::Result<Vec<Vec<(Strin
         tokio::task::spawn_blocking(move || event_headers(&brokers, &topic, clicks)).await?
     }
     .await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -13,9 +13,7 @@ const CLICKS: usize = 25;
 async fn clicks_and_postbacks_reach_the_dashboard_exactly_once() -> anyhow::Result<()> {
     let stack = Stack::start().await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -20,9 +20,7 @@ async fn every_request_gets_an_honest_answer_and_a_full_log_entry() -> anyhow::R
     ))
     .await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -61,9 +61,7 @@ async fn pixel_iframe_and_js_tag_convert_from_the_visitor_cookie() -> anyhow::Re
     ]))
     .await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -53,9 +53,7 @@ async fn each_dialect_is_parsed_answered_and_logged_in_full() -> anyhow::Result<
     ]))
     .await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

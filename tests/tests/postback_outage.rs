@@ -22,9 +22,7 @@ async fn kafka_down_answers_503_and_recovers() -> anyhow::Result<()> {
     options.kafka_brokers = kafka.brokers();
     let stack = Stack::start_with(options).await?;
     let result = run(&stack, &mut kafka).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

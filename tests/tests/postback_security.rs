@@ -47,9 +47,7 @@ async fn token_signature_and_ip_allow_list() -> anyhow::Result<()> {
     )
     .await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

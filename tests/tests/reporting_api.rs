@@ -166,9 +166,7 @@ async fn filters_group_bys_and_totals_match_raw_counts() -> anyhow::Result<()> {
     let stack = Stack::start_with(StackOptions::default().services(&["reporting-api"])).await?;
     load_known_data(&stack).await?;
     let result = check_reads(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -86,9 +86,7 @@ async fn a_million_clicks_through_repeated_crashes_are_stored_once() -> anyhow::
     ))
     .await?;
     let result = run(&mut stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -22,9 +22,7 @@ async fn a_thirty_second_clickhouse_outage_loses_and_repeats_nothing() -> anyhow
     options.clickhouse_url = clickhouse.url();
     let stack = Stack::start_with(options).await?;
     let result = run(&stack, &mut clickhouse).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

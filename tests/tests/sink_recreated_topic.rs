@@ -109,9 +109,7 @@ async fn a_recreated_topic_is_stored_in_full_and_a_truncated_one_is_not_replayed
 ) -> anyhow::Result<()> {
     let mut stack = Stack::start_with(StackOptions::default().services(&["sink"])).await?;
     let result = run(&mut stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

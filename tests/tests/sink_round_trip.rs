@@ -20,9 +20,7 @@ const TS: i64 = 1_772_360_100_123; // 2026-03-01 10:15:00.123 UTC
 async fn every_table_round_trips_and_poison_is_dead_lettered() -> anyhow::Result<()> {
     let stack = Stack::start_with(StackOptions::default().services(&["sink"])).await?;
     let result = run(&stack).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -106,9 +106,7 @@ async fn one_postback_is_one_trace_through_every_service() -> anyhow::Result<()>
     )
     .await?;
     let result = run(&stack, &collector, port).await;
-    if result.is_err() {
-        eprintln!("{}", stack.logs());
-    }
+    stack.print_failure(&result);
     result
 }
 

@@ -6,6 +6,7 @@
 //! a port of their own for services without an HTTP edge.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, HttpResponse};
@@ -116,7 +117,11 @@ where
             .json()
             .with_target(true)
             .boxed(),
-        "text" => tracing_subscriber::fmt::layer().with_target(true).boxed(),
+        // Colours only on a terminal: log files and CI output stay plain text.
+        "text" => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
         other => anyhow::bail!("telemetry.log_format must be text or json, not {other:?}"),
     })
 }

@@ -1,5 +1,6 @@
 //! The state metrics of conversion-attribution: what each owned partition holds, how long
-//! its loads take, and how often trims and compactions run.
+//! its loads take, how often trims and compactions run, and how often a failed
+//! transaction was recovered from.
 
 use std::sync::OnceLock;
 
@@ -14,6 +15,9 @@ pub struct StateMetrics {
     pub compactions: IntCounterVec,
     /// `kind`: clicks, visitors, conversions dropped from memory by the retention rule.
     pub trimmed: IntCounterVec,
+    /// `after`: failed_commit (the consumer starts over from the committed positions) or
+    /// failed_abort (a new producer takes the transactional id over).
+    pub recoveries: IntCounterVec,
 }
 
 pub fn metrics() -> &'static StateMetrics {
@@ -46,6 +50,11 @@ pub fn metrics() -> &'static StateMetrics {
             "traffsure_attribution_trimmed_total",
             "state entries dropped once out of the attribution window or session",
             &["kind"],
+        ),
+        recoveries: traffsure_telemetry::counter_vec(
+            "traffsure_attribution_recoveries_total",
+            "transactions that failed and were recovered from without a restart",
+            &["after"],
         ),
     })
 }

@@ -101,6 +101,8 @@ impl ProducerContext for DeliveryContext {
                 *end = (*end).max(message.offset() + 1);
             }
             Ok(_) => {}
+            // An aborted transaction's events, purged on purpose: nothing was lost.
+            Err((error, _)) if is_purged(error) => {}
             Err((error, _)) => {
                 traffsure_kafka::metrics::count_delivery_error("conversion-attribution", error);
                 tracing::warn!(%error, "event not delivered");
@@ -108,6 +110,27 @@ impl ProducerContext for DeliveryContext {
             }
         }
     }
+}
+
+/// Whether a delivery error only says an aborted transaction purged the event.
+fn is_purged(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
+}
+
+/// Whether a transactional error means another live instance took this transactional id:
+/// that instance does the work now, and this one must stop rather than fence it back.
+fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
 }
 
 /// Which clicks the state keeps: those within their flow's attribution window and a grace,
@@ -204,6 +227,33 @@ fn group_consumer(
     Ok(consumer)
 }
 
+/// The transactional producer of this instance. Initialising it fences any earlier
+/// producer with the same transactional id and aborts that one's open transaction.
+fn transactional_producer(
+    settings: &Settings,
+    topics: &Topics,
+) -> anyhow::Result<BaseProducer<DeliveryContext>> {
+    let mut config = traffsure_kafka::producer_config(&settings.kafka);
+    config
+        .set(
+            "transactional.id",
+            format!("{}-{}", settings.group_id, settings.instance_id),
+        )
+        // A crashed instance's open transaction blocks read_committed readers until
+        // it times out or the instance restarts.
+        .set("transaction.timeout.ms", "10000")
+        .set("message.timeout.ms", "10000"); // must not exceed the transaction timeout
+    let producer: BaseProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
+        conversions_topic: topics.conversions.clone(),
+        conversion_ends: Mutex::new(HashMap::new()),
+        failed: AtomicBool::new(false),
+    })?;
+    producer
+        .init_transactions(TIMEOUT)
+        .context("init transactions")?;
+    Ok(producer)
+}
+
 impl Processor {
     /// Connects, fences any earlier producer with this instance's transactional id and
     /// subscribes. Blocking.
@@ -213,25 +263,7 @@ impl Processor {
         registry: Arc<FlowRegistry>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let mut config = traffsure_kafka::producer_config(&settings.kafka);
-        config
-            .set(
-                "transactional.id",
-                format!("{}-{}", settings.group_id, settings.instance_id),
-            )
-            // A crashed instance's open transaction blocks read_committed readers until
-            // it times out or the instance restarts.
-            .set("transaction.timeout.ms", "10000")
-            .set("message.timeout.ms", "10000"); // must not exceed the transaction timeout
-        let producer: BaseProducer<DeliveryContext> =
-            config.create_with_context(DeliveryContext {
-                conversions_topic: topics.conversions.clone(),
-                conversion_ends: Mutex::new(HashMap::new()),
-                failed: AtomicBool::new(false),
-            })?;
-        producer
-            .init_transactions(TIMEOUT)
-            .context("init transactions")?;
+        let producer = transactional_producer(&settings, &topics)?;
         let consumer = group_consumer(&settings, &topics)?;
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
         let settings_trim_interval = settings.trim_interval_secs.max(1);
@@ -350,10 +382,9 @@ impl Processor {
     fn rebalanced(&mut self) -> anyhow::Result<()> {
         if self.in_transaction {
             tracing::info!("aborting the open transaction on a rebalance");
-            self.abort().context("abort transaction")?;
             self.in_transaction = false;
             self.partitions.clear();
-            return Ok(());
+            return self.abort_or_replace_producer();
         }
         let assigned = self.consumer.context().assigned();
         for partition in self.partitions.keys() {
@@ -386,6 +417,26 @@ impl Processor {
                 Err(error) => return Err(error),
             }
         }
+    }
+
+    /// Aborts the open transaction. When the abort itself fails (librdkafka can answer
+    /// an abort with a fatal INVALID_TXN_STATE), a new producer with the same
+    /// transactional id takes over: initialising it aborts the old transaction on the
+    /// broker. Only a fenced producer stops the loop.
+    fn abort_or_replace_producer(&mut self) -> anyhow::Result<()> {
+        let Err(error) = self.abort() else {
+            return Ok(());
+        };
+        if is_fenced(&error) {
+            return Err(error).context("abort transaction");
+        }
+        tracing::warn!(%error, "abort failed, replacing the producer");
+        self.producer = transactional_producer(&self.settings, &self.topics)?;
+        metrics::metrics()
+            .recoveries
+            .with_label_values(&["failed_abort"])
+            .inc();
+        Ok(())
     }
 
     fn commit(&mut self) -> anyhow::Result<()> {
@@ -532,19 +583,22 @@ impl Processor {
         self.producer.commit_transaction(TIMEOUT)
     }
 
-    /// After a failed commit: abort, drop the state and start the consumer over from the
-    /// committed positions; a fenced producer (another instance took this id) stops here.
+    /// After a failed commit: abort (or replace a producer left unusable), drop the state
+    /// and start the consumer over from the committed positions; a fenced producer
+    /// (another instance took this id) stops here.
     fn recover(&mut self, error: KafkaError) -> anyhow::Result<()> {
-        if let KafkaError::Transaction(e) = &error {
-            if e.is_fatal() || !e.txn_requires_abort() && !e.is_retriable() {
-                return Err(error).context("commit transaction");
-            }
+        if is_fenced(&error) {
+            return Err(error).context("commit transaction");
         }
         tracing::warn!(%error, "transaction failed, resuming from the committed positions");
-        let _ = self.abort();
         self.partitions.clear();
+        self.abort_or_replace_producer()?;
         self.consumer = group_consumer(&self.settings, &self.topics)?;
         self.recoveries += 1;
+        metrics::metrics()
+            .recoveries
+            .with_label_values(&["failed_commit"])
+            .inc();
         Ok(())
     }
 
@@ -915,4 +969,37 @@ fn read_to_end(
     }
     reader.unassign()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purged_events_of_an_aborted_transaction_are_not_losses() {
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        let in_flight = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(is_purged(&purged));
+        assert!(is_purged(&in_flight));
+        assert!(!is_purged(&timed_out));
+    }
+
+    #[test]
+    fn only_fencing_stops_the_loop() {
+        for code in [
+            RDKafkaErrorCode::Fenced,
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+        ] {
+            assert!(is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::InvalidTransactionalState,
+            RDKafkaErrorCode::State,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert!(!is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+    }
 }
