@@ -10,7 +10,10 @@
 #      BENCH_ROUNDS (3), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
 #      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds),
 #      BENCH_CLICK_MAX_QUEUED (default: the service's own, 50000; e.g. 20000 makes the
-#      producer queue fill under load, so the run shows how the spill file copes)
+#      producer queue fill under load, so the run shows how the spill file copes),
+#      BENCH_WRK_POLICY (batch: the measured rounds run wrk under SCHED_BATCH so that it
+#      does not preempt the server it waits on, see run_wrk in lib.sh; other: as before
+#      2026-11-22 12:00 UTC; the latency runs always use the normal policy)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 # shellcheck source=lib.sh
@@ -20,6 +23,7 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 FLOWS=${BENCH_FLOWS:-10000}
 ROUNDS=${BENCH_ROUNDS:-3}
+ROUND_POLICY=${BENCH_WRK_POLICY:-batch}
 LATENCY=${BENCH_LATENCY:-1}
 WORKERS=2
 CLK_TCK=$(getconf CLK_TCK)
@@ -104,12 +108,12 @@ BROKER_PID=$(running_pid kafka || echo "")
 # librdkafka's threads alone, of the Kafka broker over the same run, and of the
 # delivery-report poller.
 measure() {
-  local pid=$1 url=$2 conns=$3 before after kbefore kafter bbefore=0 bafter=0 pbefore pafter out
+  local pid=$1 url=$2 conns=$3 policy=${4:-other} before after kbefore kafter bbefore=0 bafter=0 pbefore pafter out
   before=$(cpu_ticks "$pid")
   kbefore=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
   pbefore=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
   [[ -n $BROKER_PID ]] && bbefore=$(cpu_ticks "$BROKER_PID")
-  out=$(WRK_HEADER="User-Agent: $UA" run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
+  out=$(WRK_HEADER="User-Agent: $UA" BENCH_WRK_POLICY=$policy run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
   after=$(cpu_ticks "$pid")
   kafter=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
   pafter=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
@@ -123,11 +127,13 @@ measure() {
 WRK_HEADER="User-Agent: $UA" run_wrk "$CI_URL" 10 "$CONNS" 2 >/dev/null
 run_wrk "$NGINX_URL" 2 "$CONNS" 2 >/dev/null
 run_wrk "$FLOOR_URL" 2 "$CONNS" 2 >/dev/null
-declare -a CI NG FL
+declare -a CI NG FL CN
 for ((r = 1; r <= ROUNDS; r++)); do
-  NG+=("$(measure "$NGINX_PID" "$NGINX_URL" "$CONNS")")
-  FL+=("$(measure "$FLOOR_PID" "$FLOOR_URL" "$CONNS")")
-  CI+=("$(measure "$CI_PID" "$CI_URL" "$CONNS")")
+  NG+=("$(measure "$NGINX_PID" "$NGINX_URL" "$CONNS" "$ROUND_POLICY")")
+  FL+=("$(measure "$FLOOR_PID" "$FLOOR_URL" "$CONNS" "$ROUND_POLICY")")
+  CI+=("$(measure "$CI_PID" "$CI_URL" "$CONNS" "$ROUND_POLICY")")
+  # click-ingest with wrk under the normal policy too: the peak its latency is taken at.
+  [[ $ROUND_POLICY == other ]] || CN+=("$(measure "$CI_PID" "$CI_URL" "$CONNS" other)")
 done
 
 # The median round of each by redirects/s (the upper one of an even count): one lucky or
@@ -136,16 +142,19 @@ median() { printf '%s\n' "$@" | sort -k3 -n -r | sed -n "$(((${#@} + 1) / 2))p";
 read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker ci_poll <<<"$(median "${CI[@]}")"
 read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(median "${NG[@]}")"
 read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(median "${FL[@]}")"
+((${#CN[@]})) || CN=("${CI[@]}")
+read -r _ _ cn_rps cn_p50 cn_p99 cn_p999 cn_err cn_non cn_cpu cn_kafka _ _ <<<"$(median "${CN[@]}")"
 ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
 ci_own=$(awk -v a="$ci_http" -v b="$fl_cpu" 'BEGIN { printf "%.2f", a - b }')
 rss=$(peak_rss_mib "$CI_PID")
 
-# Latency at ~80% of click-ingest's own peak: wrk cannot pace requests, so fewer
-# connections (closed loop) bring the rate down; take the first run reaching 80%.
-target=$(awk -v p="$ci_rps" 'BEGIN { printf "%.0f", p * 0.8 }')
+# Latency at ~80% of click-ingest's own peak with wrk under the normal policy (the policy
+# the latency runs use): wrk cannot pace requests, so fewer connections (closed loop)
+# bring the rate down; take the first run reaching 80%.
+target=$(awk -v p="$cn_rps" 'BEGIN { printf "%.0f", p * 0.8 }')
 at80="- 0 0 n/a n/a n/a n/a 0 0 n/a n/a n/a n/a"
 if ((LATENCY)); then
-  for c in 1 2 4 8 16 32; do
+  for c in 1 2 4 8 12 16 24 32; do
     line=$(measure "$CI_PID" "$CI_URL" "$c")
     rps=$(awk '{ print $3 }' <<<"$line")
     at80="$c $line"
@@ -168,19 +177,20 @@ spilled=$(metric 'traffsure_click_deliveries_total{result="spilled"}')
 replayed=$(metric 'traffsure_click_deliveries_total{result="replayed"}')
 
 cat <<EOF
-Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
+Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS under scheduling policy $ROUND_POLICY, ${SECONDS_PER_RUN}s per run, median of $ROUNDS rounds alternating the three servers; $FLOWS flows loaded; $(nproc) cores shared by wrk, the servers, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg))
 
 | server | redirects/s | p50 ms | p99 ms | p99.9 ms | CPU µs / redirect | errors | non-3xx |
 |---|---|---|---|---|---|---|---|
 | nginx \`return 302\` ($WORKERS workers) | $ng_rps | $ng_p50 | $ng_p99 | $ng_p999 | $ng_cpu | $ng_err | $ng_non |
 | actix-web floor, constant 302 ($WORKERS workers) | $fl_rps | $fl_p50 | $fl_p99 | $fl_p999 | $fl_cpu | $fl_err | $fl_non |
 | click-ingest ($WORKERS workers, Kafka producing) | $ci_rps | $ci_p50 | $ci_p99 | $ci_p999 | $ci_cpu | $ci_err | $ci_non |
+| click-ingest, wrk under the normal policy | $cn_rps | $cn_p50 | $cn_p99 | $cn_p999 | $cn_cpu | $cn_err | $cn_non |
 | ratio actix floor / nginx | $(ratio "$fl_rps" "$ng_rps") | | | | $(ratio "$fl_cpu" "$ng_cpu") | | |
 | ratio click-ingest / nginx | $(ratio "$ci_rps" "$ng_rps") | | | | $(ratio "$ci_cpu" "$ng_cpu") | | |
 
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
-- click-ingest at ~80% of its peak ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
+- click-ingest at ~80% of its peak under the normal policy ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
 - click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-50000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
-- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us poll_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}")
+- all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us poll_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}"); click-ingest, normal policy: $(printf '[%s] ' "${CN[@]}")
 EOF
