@@ -12,8 +12,8 @@
 #      BENCH_CLICK_MAX_QUEUED (default: the service's own, 50000; e.g. 20000 makes the
 #      producer queue fill under load, so the run shows how the spill file copes),
 #      BENCH_WRK_POLICY (batch: the measured rounds run wrk under SCHED_BATCH so that it
-#      does not preempt the server it waits on, see run_wrk in lib.sh; other: as before
-#      2026-11-22 12:00 UTC; the latency runs always use the normal policy)
+#      does not preempt the server it waits on, see run_wrk in lib.sh; other: the method
+#      before 2026-11-22 12:10 UTC; the latency runs always use the normal policy)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 # shellcheck source=lib.sh
