@@ -518,8 +518,7 @@ impl Stack {
         Ok(text.trim().to_string())
     }
 
-    /// The last lines of every service log, for failure messages.
-    /// The last lines of every service's log, by service name.
+    /// The last lines of every service's log, by service name, for failure messages.
     pub fn logs(&self) -> String {
         let mut services: Vec<_> = self.services.values().collect();
         services.sort_by_key(|s| s.name);

@@ -212,11 +212,11 @@ async fn instances_joining_and_leaving_mid_stream_keep_the_exact_result() -> any
     }
     .await;
     if result.is_err() {
-        eprintln!("{}", stack.logs());
         if let Ok(log) = std::fs::read_to_string(setup.state_root.join("b.log")) {
             eprintln!("--- b ---\n{log}");
         }
     }
+    stack.print_failure(&result);
     if let Some(mut second) = second {
         second.terminate().await?;
     }

@@ -11,9 +11,8 @@
 //! knows its records were acknowledged when the producer's queue is empty. Near the end
 //! of the file new spilled clicks are held in memory; once the file is replayed and
 //! acknowledged, they are queued ahead of new ones and spilling ends, even under
-//! sustained load. At shutdown
-//! the producer is flushed; what the broker cannot take in time is moved from the queue
-//! to the spill file, which the next start replays.
+//! sustained load. At shutdown the producer is flushed; what the broker cannot take in
+//! time is moved from the queue to the spill file, which the next start replays.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
