@@ -36,9 +36,9 @@ const REPLAY: usize = 1;
 /// Records the replay thread reads from the spill file at a time.
 const REPLAY_READ: usize = 10_000;
 /// Records the replay thread sends before it waits for the producer's queue to empty and
-/// moves the replay position. Each wait costs about one `linger.ms` (the last batch of
-/// each partition lingers), so a big window keeps replay close to the broker's own rate;
-/// a small one bounds what a crash in the middle would send twice.
+/// moves the replay position. Each wait costs about one broker round trip (the wait
+/// flushes, so no batch lingers), so a big window keeps replay close to the broker's own
+/// rate; a small one bounds what a crash in the middle would send twice.
 const REPLAY_WINDOW: usize = 200_000;
 /// Unreplayed bytes left in the file below which the replay holds new spilled clicks in
 /// memory and finishes the file (about 2,700 clicks, 20 ms of a heavy load). Waiting to
@@ -456,7 +456,8 @@ impl Publisher {
             }
         }
         // Every replayed record is acknowledged (or failed) once the queue is empty; the
-        // producer never times a message out, so only shutdown bounds this wait.
+        // producer never times a message out, so only shutdown bounds this wait. The
+        // flush sends the last batches at once instead of letting them linger.
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.producer.in_flight_count() > 0 {
             if shared.stop.load(Ordering::SeqCst) && Instant::now() > deadline {
@@ -465,7 +466,7 @@ impl Publisher {
                     torn,
                 }));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            flush_now(&self.producer, Duration::from_millis(10));
         }
         if shared.replay_failed.swap(false, Ordering::SeqCst) {
             shared.broker_down.store(true, Ordering::SeqCst);
@@ -533,7 +534,9 @@ impl Publisher {
                 return false;
             }
             if self.producer.in_flight_count() >= self.replay_queue_limit {
-                std::thread::sleep(Duration::from_millis(1));
+                // Sends what is queued instead of letting it linger: no live event is
+                // queued while spilling, so the batches are the replay's own.
+                flush_now(&self.producer, Duration::from_millis(1));
                 continue;
             }
             let message = BaseRecord::with_opaque_to(&self.topic, REPLAY)
@@ -583,7 +586,7 @@ impl Publisher {
         } else {
             timeout
         };
-        if self.producer.flush(timeout).is_ok() {
+        if flush_now(&self.producer, timeout) {
             // The replay interrupted above has been acknowledged after all.
             if let Some(Unsettled { end, torn }) = unsettled {
                 if !self.shared.replay_failed.load(Ordering::SeqCst) {
@@ -617,6 +620,26 @@ impl Publisher {
             tracing::info!(bytes = spill.pending_bytes(), path = %spill.path().display(), "click events left in the spill file for the next start");
         }
     }
+}
+
+/// Sends every queued event without waiting for `linger.ms`, and waits up to `timeout`
+/// for all of them to be acknowledged (or failed); true when none is left.
+///
+/// The rdkafka crate's `flush` calls `rd_kafka_flush` with a zero timeout in a loop, so
+/// librdkafka's "flushing" state (which makes queued batches ready at once) lasts only
+/// for that call, and a broker thread woken after it still waits out the linger: up to
+/// a second per replay window with the default `linger.ms`. This calls it with the
+/// real timeout.
+#[allow(unsafe_code)]
+fn flush_now(producer: &ThreadedProducer<Context>, timeout: Duration) -> bool {
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the handle comes from a live producer (borrowed for the whole call), and
+    // librdkafka allows `rd_kafka_flush` from any thread, beside the polling thread: it
+    // serves delivery callbacks through the same context the polling thread uses.
+    let result =
+        unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
+    result == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        && producer.in_flight_count() == 0
 }
 
 /// How many events the producer may hold for the replay thread to queue one more: half
