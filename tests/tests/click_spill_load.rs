@@ -46,9 +46,11 @@ async fn a_full_queue_spills_under_load_and_every_click_arrives_once() -> anyhow
             "TRAFFSURE__SPILL__MAX_QUEUED",
             MAX_QUEUED.to_string(),
         )
-        // A batch waits up to `linger.ms` to fill, so the queue moves at most MAX_QUEUED
-        // events per 100 ms: 1,000 a second, which this load exceeds.
-        .env("click-ingest", "TRAFFSURE__PRODUCER__LINGER_MS", "100");
+        // A batch waits up to `linger.ms` to fill, so the live queue moves at most
+        // MAX_QUEUED events a second, which this load exceeds. The replay must not wait
+        // out the linger (it flushes): at MAX_QUEUED / 2 events a second it would take
+        // most of a minute to drain this load.
+        .env("click-ingest", "TRAFFSURE__PRODUCER__LINGER_MS", "1000");
     let stack = Stack::start_with(options).await?;
     let result = tokio::time::timeout(Duration::from_secs(50), run(&stack)).await;
     if !matches!(result, Ok(Ok(()))) {

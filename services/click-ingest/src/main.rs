@@ -46,8 +46,12 @@ struct Settings {
 }
 
 /// How click events are batched for Kafka: bigger batches mean fewer produce requests,
-/// fewer thread wake-ups and less broker CPU per click, for a few milliseconds of delay
-/// that no visitor waits for.
+/// fewer thread wake-ups and less broker CPU per click, for a delay that no visitor
+/// waits for. Under load batches fill (`batch_bytes`) long before `linger_ms`, which then
+/// matters for another reason: librdkafka's broker thread polls without sleeping while
+/// the oldest queued click is older than `linger_ms` and the partition's produce request
+/// is still in flight. With 100 ms a broker slowed by shared cores made that happen
+/// often; 1 s halved librdkafka's CPU per click (BENCHMARKS.md).
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ProducerSettings {
@@ -64,7 +68,7 @@ struct ProducerSettings {
 impl Default for ProducerSettings {
     fn default() -> Self {
         Self {
-            linger_ms: 100,
+            linger_ms: 1000,
             batch_num_messages: 10_000,
             batch_bytes: 1_000_000,
             compression: "lz4".into(),
