@@ -430,9 +430,18 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         )
         .await?
     );
+    // The range is read in the report's timezone, where "today" is UTC's tomorrow from
+    // 15:00 UTC on: clicks made now would fall after UTC's today.
+    let tokyo_range = format!(
+        "from={}&to={}",
+        stack.clickhouse("SELECT toString(today() - 40)").await?,
+        stack
+            .clickhouse("SELECT toString(toDate(now(), 'Asia/Tokyo'))")
+            .await?
+    );
     let tokyo = ok(
         stack,
-        &format!("/api/v1/reports?group_by=day&timezone=Asia/Tokyo&{range}"),
+        &format!("/api/v1/reports?group_by=day&timezone=Asia/Tokyo&{tokyo_range}"),
     )
     .await?;
     let tokyo_days: Vec<&str> = tokyo["rows"]

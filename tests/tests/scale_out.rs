@@ -5,9 +5,9 @@
 //! the clicks, conversions and revenue sent, and the receiver got every outbound postback.
 //!
 //! The one edge that is drained before its kill is click-ingest: its redirect does not
-//! wait for Kafka, so a hard kill loses the clicks still in its producer queue (a few
-//! milliseconds of traffic). A load balancer takes an instance out of rotation the same
-//! way before stopping it.
+//! wait for Kafka, so a hard kill loses the clicks still in its producer queue (up to
+//! `linger.ms` of traffic). It is taken out of the round-robin, as a load balancer would
+//! before stopping it, and killed once its producer queue gauge reads empty.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -342,7 +342,22 @@ async fn run(stack: &mut Stack, receiver: &Receiver, receiver_port: u16) -> anyh
                 .edges
                 .drained_click_edge
                 .store(n - 1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            // Its last clicks leave the producer queue once their batch's `linger.ms`
+            // has passed and the broker has acknowledged them. The queue gauge is
+            // sampled every second, so only a reading taken over a second after the
+            // drain began (and its last requests ended) counts.
+            let drained_at = Instant::now();
+            eventually(Duration::from_secs(20), || async {
+                let queued = stack
+                    .metric(name, "traffsure_kafka_producer_queue_messages")
+                    .await?;
+                Ok(
+                    (drained_at.elapsed() > Duration::from_millis(1300) && queued == 0.0)
+                        .then_some(()),
+                )
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{name} kept clicks in its producer queue: {e}"))?;
         }
         let before = stream.sent.load(Ordering::SeqCst);
         stack.kill(name).await?;

@@ -51,7 +51,9 @@ struct Settings {
 /// matters for another reason: librdkafka's broker thread polls without sleeping while
 /// the oldest queued click is older than `linger_ms` and the partition's produce request
 /// is still in flight. With 100 ms a broker slowed by shared cores made that happen
-/// often; 1 s halved librdkafka's CPU per click (BENCHMARKS.md).
+/// often; 500 ms halved librdkafka's CPU per click, and 1 s did no better
+/// (BENCHMARKS.md). The linger is also what a click waits at low traffic, and what a
+/// hard kill of the process can lose.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ProducerSettings {
@@ -68,7 +70,7 @@ struct ProducerSettings {
 impl Default for ProducerSettings {
     fn default() -> Self {
         Self {
-            linger_ms: 1000,
+            linger_ms: 500,
             batch_num_messages: 10_000,
             batch_bytes: 1_000_000,
             compression: "lz4".into(),
