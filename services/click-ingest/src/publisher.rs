@@ -627,9 +627,8 @@ impl Publisher {
 ///
 /// The rdkafka crate's `flush` calls `rd_kafka_flush` with a zero timeout in a loop, so
 /// librdkafka's "flushing" state (which makes queued batches ready at once) lasts only
-/// for that call, and a broker thread woken after it still waits out the linger: up to
-/// a second per replay window with the default `linger.ms`. This calls it with the
-/// real timeout.
+/// for that call, and a broker thread woken after it still waits out the linger (a
+/// whole `linger.ms` per replay wait). This calls it with the real timeout.
 #[allow(unsafe_code)]
 fn flush_now(producer: &ThreadedProducer<Context>, timeout: Duration) -> bool {
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
