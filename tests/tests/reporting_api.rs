@@ -344,9 +344,9 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(replay.status(), 503, "no dispatcher is configured");
 
     // Reports: every dimension alone sums to the raw totals over the same range.
+    let first_day = stack.clickhouse("SELECT toString(today() - 40)").await?;
     let range = format!(
-        "from={}&to={}",
-        stack.clickhouse("SELECT toString(today() - 40)").await?,
+        "from={first_day}&to={}",
         stack.clickhouse("SELECT toString(today())").await?
     );
     let raw_clicks = raw_count(stack, "SELECT count() FROM clicks WHERE is_bot = 0").await?;
@@ -433,8 +433,7 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     // The range is read in the report's timezone, where "today" is UTC's tomorrow from
     // 15:00 UTC on: clicks made now would fall after UTC's today.
     let tokyo_range = format!(
-        "from={}&to={}",
-        stack.clickhouse("SELECT toString(today() - 40)").await?,
+        "from={first_day}&to={}",
         stack
             .clickhouse("SELECT toString(toDate(now(), 'Asia/Tokyo'))")
             .await?
@@ -455,8 +454,7 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     let expected_days = stack
         .clickhouse(&format!(
             "SELECT arrayStringConcat(groupArray(d), ',') FROM (SELECT DISTINCT toString(toDate(ts, 'Asia/Tokyo')) AS d FROM clicks \
-             WHERE is_bot = 0 AND ts >= toDateTime('{} 00:00:00', 'Asia/Tokyo') ORDER BY d)",
-            stack.clickhouse("SELECT toString(today() - 40)").await?
+             WHERE is_bot = 0 AND ts >= toDateTime('{first_day} 00:00:00', 'Asia/Tokyo') ORDER BY d)"
         ))
         .await?;
     let mut sorted = tokyo_days.clone();
