@@ -13,6 +13,7 @@ pub mod routing;
 pub mod status;
 pub mod user_agent;
 pub mod visitor;
+pub mod vocab;
 
 pub use click_hash::{ClickHashError, ClickHashInfo, ClickHashKeys};
 pub use money::{format_micros, parse_micros, MoneyError};

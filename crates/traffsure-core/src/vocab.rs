@@ -1,0 +1,169 @@
+//! The tracker's words for its enums, each list in one place: the API, the tables, the
+//! admin panel, the dispatcher and replay all name a flow status, a redirect mode, a
+//! duplicate policy, a conversion status, an outbound state or a postback outcome with
+//! the word listed here, and parse it back with the same list.
+//!
+//! The enums themselves are the Protobuf ones of `traffsure-events`; their
+//! `UNSPECIFIED` value (what an older event carries) reads as the word of the value it is
+//! treated as, so no event ever shows an empty word.
+
+use traffsure_events::{
+    ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, PostbackOutcome, RedirectMode,
+};
+
+/// An enum with one word per value.
+pub trait Vocabulary: Copy + Eq + Sized + 'static {
+    /// Every value a user can name, with its word, in display order.
+    const WORDS: &'static [(Self, &'static str)];
+    /// The value `UNSPECIFIED` is treated as.
+    const UNSPECIFIED_AS: Self;
+    /// The protobuf `UNSPECIFIED` value.
+    const UNSPECIFIED: Self;
+
+    /// The word of a value (`UNSPECIFIED` reads as `UNSPECIFIED_AS`).
+    fn word(self) -> &'static str {
+        let value = if self == Self::UNSPECIFIED {
+            Self::UNSPECIFIED_AS
+        } else {
+            self
+        };
+        Self::WORDS
+            .iter()
+            .find(|(v, _)| *v == value)
+            .map(|(_, word)| *word)
+            .unwrap_or("")
+    }
+
+    /// The value a word names, exactly as listed (lowercase).
+    fn from_word(word: &str) -> Option<Self> {
+        Self::WORDS
+            .iter()
+            .find(|(_, w)| *w == word)
+            .map(|(v, _)| *v)
+    }
+
+    /// Every word, in display order.
+    fn words() -> Vec<&'static str> {
+        Self::WORDS.iter().map(|(_, word)| *word).collect()
+    }
+
+    /// The words joined for an error message: `a, b or c`.
+    fn word_list() -> String {
+        let words = Self::words();
+        match words.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            Some((last, _)) => (*last).to_string(),
+            None => String::new(),
+        }
+    }
+}
+
+impl Vocabulary for FlowStatus {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (FlowStatus::Active, "active"),
+        (FlowStatus::Paused, "paused"),
+        (FlowStatus::Archived, "archived"),
+    ];
+    const UNSPECIFIED_AS: Self = FlowStatus::Active;
+    const UNSPECIFIED: Self = FlowStatus::Unspecified;
+}
+
+impl Vocabulary for RedirectMode {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (RedirectMode::Found302, "302"),
+        (RedirectMode::Temporary307, "307"),
+        (RedirectMode::MetaRefresh, "meta_refresh"),
+        (RedirectMode::DoubleMetaRefresh, "double_meta_refresh"),
+    ];
+    const UNSPECIFIED_AS: Self = RedirectMode::Found302;
+    const UNSPECIFIED: Self = RedirectMode::Unspecified;
+}
+
+impl Vocabulary for DuplicatePolicy {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (DuplicatePolicy::Once, "once"),
+        (DuplicatePolicy::PerUid, "per_uid"),
+        (DuplicatePolicy::Every, "every"),
+    ];
+    const UNSPECIFIED_AS: Self = DuplicatePolicy::PerUid;
+    const UNSPECIFIED: Self = DuplicatePolicy::Unspecified;
+}
+
+impl Vocabulary for ConversionStatus {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (ConversionStatus::Approved, "approved"),
+        (ConversionStatus::Pending, "pending"),
+        (ConversionStatus::Rejected, "rejected"),
+    ];
+    // A postback without a status is a sale (see `status::map_status`).
+    const UNSPECIFIED_AS: Self = ConversionStatus::Approved;
+    const UNSPECIFIED: Self = ConversionStatus::Unspecified;
+}
+
+impl Vocabulary for OutboundState {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        // Recorded and waiting for its first attempt.
+        (OutboundState::Unspecified, "scheduled"),
+        (OutboundState::Delivered, "delivered"),
+        (OutboundState::Retrying, "retrying"),
+        (OutboundState::Dead, "dead"),
+        (OutboundState::Refused, "refused"),
+    ];
+    const UNSPECIFIED_AS: Self = OutboundState::Unspecified;
+    const UNSPECIFIED: Self = OutboundState::Unspecified;
+}
+
+impl Vocabulary for PostbackOutcome {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (PostbackOutcome::Converted, "converted"),
+        (PostbackOutcome::Updated, "updated"),
+        (PostbackOutcome::Duplicate, "duplicate"),
+        (PostbackOutcome::Expired, "expired"),
+        (PostbackOutcome::ClickNotFound, "click_not_found"),
+    ];
+    const UNSPECIFIED_AS: Self = PostbackOutcome::Converted;
+    const UNSPECIFIED: Self = PostbackOutcome::Unspecified;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trips<V: Vocabulary + std::fmt::Debug>() {
+        for &(value, word) in V::WORDS {
+            assert_eq!(value.word(), word);
+            assert_eq!(V::from_word(word), Some(value), "{word}");
+            assert!(!word.is_empty());
+        }
+        assert!(!V::UNSPECIFIED.word().is_empty());
+        assert_eq!(V::from_word("nonsense"), None);
+    }
+
+    #[test]
+    fn every_word_names_its_value_and_back() {
+        round_trips::<FlowStatus>();
+        round_trips::<RedirectMode>();
+        round_trips::<DuplicatePolicy>();
+        round_trips::<ConversionStatus>();
+        round_trips::<OutboundState>();
+        round_trips::<PostbackOutcome>();
+    }
+
+    #[test]
+    fn unspecified_reads_as_the_value_it_is_treated_as() {
+        assert_eq!(FlowStatus::Unspecified.word(), "active");
+        assert_eq!(RedirectMode::Unspecified.word(), "302");
+        assert_eq!(DuplicatePolicy::Unspecified.word(), "per_uid");
+        assert_eq!(ConversionStatus::Unspecified.word(), "approved");
+        assert_eq!(OutboundState::Unspecified.word(), "scheduled");
+    }
+
+    #[test]
+    fn word_lists_read_as_prose() {
+        assert_eq!(DuplicatePolicy::word_list(), "once, per_uid or every");
+        assert_eq!(
+            OutboundState::words(),
+            ["scheduled", "delivered", "retrying", "dead", "refused"]
+        );
+    }
+}
