@@ -6,6 +6,7 @@
 
 pub mod cidr;
 pub mod click_hash;
+pub mod error_body;
 pub mod flow;
 pub mod macros;
 pub mod money;
@@ -16,6 +17,7 @@ pub mod visitor;
 pub mod vocab;
 
 pub use click_hash::{ClickHashError, ClickHashInfo, ClickHashKeys};
+pub use error_body::ErrorBody;
 pub use money::{format_micros, parse_micros, MoneyError};
 
 /// Milliseconds since the Unix epoch, now.
