@@ -5,9 +5,13 @@
 //! before the conversion's offset is stored, every attempt goes to `outbound-log`, and
 //! `POST /replay` on the HTTP port schedules dead (or any) deliveries again.
 
+mod attempt;
 mod breaker;
+mod consume;
+mod deliveries;
 mod dispatcher;
 mod guard;
+mod records;
 mod render;
 mod replay;
 

@@ -8,7 +8,8 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use traffsure_events::OutboundState;
 
-use crate::dispatcher::{Dispatcher, ReplaySelection};
+use crate::deliveries::ReplaySelection;
+use crate::dispatcher::Dispatcher;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/replay", web::post().to(replay))

@@ -1,0 +1,294 @@
+//! One attempt at one delivery: the HTTP request, the host's breaker and slots, and the
+//! outcome recorded on `outbound-deliveries` and `outbound-log`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use traffsure_core::now_ms;
+use traffsure_events::{OutboundAttempt, OutboundDelivery, OutboundState};
+
+use crate::breaker::{Admission, Transition};
+use crate::deliveries::schedulable;
+use crate::dispatcher::{state_name, Dispatcher};
+use crate::guard::check_url;
+use crate::render::build_request;
+
+impl Dispatcher {
+    /// Writes one attempt to `outbound-log`, retrying until the broker acknowledges it.
+    async fn log_attempt(&self, attempt: &OutboundAttempt) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match traffsure_kafka::send_event(
+                &self.producer,
+                &self.topics.outbound_log,
+                attempt.conversion_id.as_bytes(),
+                attempt,
+            )
+            .await
+            {
+                Ok(_) => return,
+                Err(error) => {
+                    traffsure_kafka::metrics::count_delivery_error("postback-dispatcher", &error);
+                    tracing::warn!(conversion_id = %attempt.conversion_id, %error, "outbound attempt not logged, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Puts a delivery back in the queue without an attempt (its circuit is open).
+    fn postpone(&self, key: &str, until_ms: i64) {
+        // Spread the waiting deliveries over a moment, so a closing circuit is not hit
+        // by all of them at once.
+        let due = until_ms + rand::random_range(0..250);
+        self.lock().postpone(key, due);
+    }
+
+    /// One attempt at one delivery; records the outcome and schedules what follows.
+    pub(crate) async fn attempt(self: Arc<Self>, key: String) {
+        let Some((record, partition)) = self
+            .lock()
+            .by_key
+            .get(&key)
+            .map(|e| (e.record.clone(), e.partition))
+        else {
+            return;
+        };
+        let conversion = record.conversion.clone().unwrap_or_default();
+        let outbound = self.registry.get(conversion.flow_id).and_then(|flow| {
+            flow.outbound_postbacks
+                .iter()
+                .find(|o| o.id == record.outbound_id)
+                .cloned()
+        });
+        let mut attempt = OutboundAttempt {
+            attempt_id: uuid::Uuid::now_v7().to_string(),
+            conversion_id: conversion.conversion_id.clone(),
+            conversion_version: conversion.version,
+            outbound_id: record.outbound_id.clone(),
+            flow_id: conversion.flow_id,
+            click_hash: conversion.click_hash.clone(),
+            goal: conversion.goal.clone(),
+            status: conversion.status,
+            revenue_micros: conversion.revenue_micros,
+            currency: conversion.currency.clone(),
+            attempt: record.attempt + 1,
+            manual: record.manual,
+            ..OutboundAttempt::default()
+        };
+        let outbound = match outbound {
+            Some(o) if o.enabled => o,
+            Some(_) => {
+                let error = format!("outbound postback {} is disabled", record.outbound_id);
+                return self.finish(record, partition, attempt, None, error).await;
+            }
+            None => {
+                let error = format!(
+                    "flow {} has no outbound postback {}",
+                    conversion.flow_id, record.outbound_id
+                );
+                return self.finish(record, partition, attempt, None, error).await;
+            }
+        };
+        let request = build_request(&outbound, &conversion);
+        attempt.method = request.method.clone();
+        attempt.url = request.url.clone();
+        attempt.request_body = request.body.clone();
+        let url = match check_url(&request.url, self.settings.allow_private_targets) {
+            Ok(url) => url,
+            Err(refused) => {
+                return self
+                    .finish(record, partition, attempt, None, refused.to_string())
+                    .await
+            }
+        };
+        let host_key = format!(
+            "{}:{}",
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or_default()
+        );
+        let host = self.hosts.get(&host_key);
+        let Ok(host_permit) = host.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let admission = {
+            let mut breaker = host
+                .breaker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let admission = breaker.admit(now_ms());
+            self.circuit_state
+                .with_label_values(&[host_key.as_str()])
+                .set(breaker.state_code());
+            admission
+        };
+        if let Admission::WaitUntil(until) = admission {
+            return self.postpone(&key, until);
+        }
+        let Ok(permit) = self.global.clone().acquire_owned().await else {
+            return;
+        };
+        {
+            // The partition may have moved while this attempt waited for a slot.
+            let mut deliveries = self.lock();
+            if !deliveries.assigned.contains(&partition) {
+                deliveries.in_flight.remove(&key);
+                return;
+            }
+        }
+        let started = Instant::now();
+        attempt.attempted_at_ms = now_ms();
+        let mut builder = self
+            .client
+            .request(
+                if request.method == "POST" {
+                    reqwest::Method::POST
+                } else {
+                    reqwest::Method::GET
+                },
+                url,
+            )
+            .header("x-traffsure-delivery", &record.key);
+        if let Some(content_type) = request.content_type {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(request.body);
+        }
+        let outcome = match builder.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let snippet = read_snippet(response, self.settings.response_snippet_bytes).await;
+                Ok((status, snippet))
+            }
+            Err(error) => Err(error_text(&error)),
+        };
+        attempt.latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let success = matches!(&outcome, Ok((status, _)) if status.is_success());
+        let transition = {
+            let mut breaker = host
+                .breaker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let transition = breaker.record(success, now_ms());
+            self.circuit_state
+                .with_label_values(&[host_key.as_str()])
+                .set(breaker.state_code());
+            transition
+        };
+        match transition {
+            Some(Transition::Opened) => {
+                self.circuits.with_label_values(&["open"]).inc();
+                tracing::warn!(host = %host_key, "circuit opened");
+            }
+            Some(Transition::Closed) => {
+                self.circuits.with_label_values(&["closed"]).inc();
+                tracing::info!(host = %host_key, "circuit closed");
+            }
+            None => {}
+        }
+        let error = match outcome {
+            Ok((status, snippet)) => {
+                attempt.http_status = u32::from(status.as_u16());
+                attempt.response_snippet = snippet;
+                if success {
+                    String::new()
+                } else {
+                    format!("http status {}", status.as_u16())
+                }
+            }
+            Err(error) => error,
+        };
+        let sent = Some(success);
+        if !success {
+            self.retries.with_label_values(&[host_key.as_str()]).inc();
+        }
+        self.finish(record, partition, attempt, sent, error).await;
+        // The slots are held until the outcome is recorded: a crash can then repeat at
+        // most the host's slots worth of answered but unrecorded postbacks.
+        drop(permit);
+        drop(host_permit);
+    }
+
+    /// Records an attempt's outcome: `sent` is `None` when the request was refused
+    /// before sending, else whether it was delivered.
+    async fn finish(
+        &self,
+        mut record: OutboundDelivery,
+        partition: i32,
+        mut attempt: OutboundAttempt,
+        sent: Option<bool>,
+        error: String,
+    ) {
+        let now = now_ms();
+        record.attempt += 1;
+        record.round_attempt += 1;
+        record.updated_at_ms = now;
+        record.last_error = error.clone();
+        let state = match sent {
+            None => OutboundState::Refused,
+            Some(true) => OutboundState::Delivered,
+            Some(false) if record.round_attempt >= self.settings.max_attempts => {
+                OutboundState::Dead
+            }
+            Some(false) => {
+                let wait = self.backoff.delay(record.round_attempt);
+                record.due_at_ms = now + wait.as_millis() as i64;
+                attempt.next_attempt_at_ms = record.due_at_ms;
+                OutboundState::Retrying
+            }
+        };
+        record.set_state(state);
+        attempt.set_state(state);
+        attempt.error = error;
+        if attempt.attempted_at_ms == 0 {
+            attempt.attempted_at_ms = now;
+        }
+        self.attempts.with_label_values(&[state_name(state)]).inc();
+        if state == OutboundState::Dead {
+            tracing::warn!(key = %record.key, attempts = record.attempt, error = %attempt.error, "outbound postback dead");
+        }
+        futures::join!(self.log_attempt(&attempt), self.persist(&record, partition));
+        let mut deliveries = self.lock();
+        deliveries.in_flight.remove(&record.key);
+        if !schedulable(state) {
+            deliveries.traces.remove(&record.key);
+        }
+        deliveries.put(record, partition);
+        drop(deliveries);
+        if state == OutboundState::Retrying {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The first bytes of an answer, as text.
+async fn read_snippet(mut response: reqwest::Response, limit: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(limit);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A transport error with its causes ("connection refused", "operation timed out").
+fn error_text(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timeout".to_string()
+    } else if error.is_connect() {
+        "connect failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
