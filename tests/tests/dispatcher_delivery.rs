@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use anyhow::Context;
 use prost::Message as _;
 use traffsure_config::KafkaSettings;
+use traffsure_core::ErrorBody;
 use traffsure_events::{
     Conversion, ConversionStatus, Flow, FlowStatus, Goal, OutboundAttempt, OutboundPostback,
     OutboundState,
@@ -665,6 +666,21 @@ async fn replay(
     Ok((response.status().as_u16(), response.json().await?))
 }
 
+/// A refusal's body: exactly `{status, code, field, message}`, its status the answer's.
+fn error_body(status: u16, body: serde_json::Value) -> anyhow::Result<ErrorBody> {
+    let keys: Vec<&str> = body
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(
+        keys == ["code", "field", "message", "status"],
+        "not an error body: {body}"
+    );
+    let error: ErrorBody = serde_json::from_value(body)?;
+    anyhow::ensure!(error.status == status, "{error:?} answered with {status}");
+    Ok(error)
+}
+
 #[tokio::test]
 async fn dead_postbacks_are_replayed_by_hand() -> anyhow::Result<()> {
     let receiver = Receiver::start(Mode::Fail).await?;
@@ -702,21 +718,34 @@ async fn dead_postbacks_are_replayed_by_hand() -> anyhow::Result<()> {
 
     let (status, body) =
         replay(&stack, serde_json::json!({"flow_id": 105, "state": "gone"})).await?;
+    let error = error_body(status, body)?;
     assert_eq!(
-        (status, body["field"].as_str()),
-        (422, Some("state")),
-        "{body}"
+        (status, error.code.as_str(), error.field.as_deref()),
+        (422, "invalid_field", Some("state")),
+        "{error:?}"
     );
     let (status, body) = replay(&stack, serde_json::json!({})).await?;
-    assert_eq!(status, 422, "{body}");
+    let error = error_body(status, body)?;
+    assert_eq!(
+        (status, error.code.as_str(), error.field.as_deref()),
+        (422, "invalid_field", Some("conversion_id")),
+        "{error:?}"
+    );
     let (status, body) = replay(&stack, serde_json::json!({"conversion_id": "nope"})).await?;
-    assert_eq!(status, 404, "{body}");
-    assert!(body["message"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("nope"));
-    let (status, _) = replay(&stack, serde_json::json!({"flow_id": 999})).await?;
-    assert_eq!(status, 404);
+    let error = error_body(status, body)?;
+    assert_eq!(
+        (status, error.code.as_str(), error.field.as_deref()),
+        (404, "not_found", None),
+        "{error:?}"
+    );
+    assert!(error.message.contains("nope"), "{error:?}");
+    let (status, body) = replay(&stack, serde_json::json!({"flow_id": 999})).await?;
+    let error = error_body(status, body)?;
+    assert_eq!(
+        (status, error.code.as_str()),
+        (404, "not_found"),
+        "{error:?}"
+    );
 
     receiver.set_mode(Mode::Ok);
     let (status, body) =

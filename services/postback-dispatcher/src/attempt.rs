@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use traffsure_core::now_ms;
+use traffsure_core::vocab::Vocabulary as _;
 use traffsure_events::{OutboundAttempt, OutboundDelivery, OutboundState};
 
 use crate::breaker::{Admission, Transition};
 use crate::deliveries::schedulable;
-use crate::dispatcher::{state_name, Dispatcher};
+use crate::dispatcher::Dispatcher;
 use crate::guard::check_url;
 use crate::render::build_request;
 
@@ -244,7 +245,7 @@ impl Dispatcher {
         if attempt.attempted_at_ms == 0 {
             attempt.attempted_at_ms = now;
         }
-        self.attempts.with_label_values(&[state_name(state)]).inc();
+        self.attempts.with_label_values(&[state.word()]).inc();
         if state == OutboundState::Dead {
             tracing::warn!(key = %record.key, attempts = record.attempt, error = %attempt.error, "outbound postback dead");
         }

@@ -29,6 +29,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument as _;
 use traffsure_core::now_ms;
+use traffsure_core::vocab::Vocabulary as _;
 use traffsure_events::{OutboundDelivery, OutboundState};
 use traffsure_kafka::{FlowRegistry, Topics};
 
@@ -160,18 +161,14 @@ impl Dispatcher {
 
     /// Publishes how many deliveries this instance knows in each state.
     fn publish_state_counts(&self) {
-        let mut counts: HashMap<&'static str, i64> = [
-            OutboundState::Unspecified,
-            OutboundState::Retrying,
-            OutboundState::Delivered,
-            OutboundState::Dead,
-            OutboundState::Refused,
-        ]
-        .into_iter()
-        .map(|state| (state_name(state), 0))
-        .collect();
+        let mut counts: HashMap<&'static str, i64> = OutboundState::words()
+            .into_iter()
+            .map(|word| (word, 0))
+            .collect();
         for entry in self.lock().by_key.values() {
-            *counts.entry(state_name(entry.record.state())).or_default() += 1;
+            *counts
+                .entry(OutboundState::word(entry.record.state()))
+                .or_default() += 1;
         }
         for (state, count) in counts {
             self.by_state.with_label_values(&[state]).set(count);
@@ -210,7 +207,7 @@ impl Dispatcher {
         let mut by_state: HashMap<&'static str, usize> = HashMap::new();
         for entry in deliveries.by_key.values() {
             *by_state
-                .entry(state_name(entry.record.state()))
+                .entry(OutboundState::word(entry.record.state()))
                 .or_default() += 1;
         }
         let in_flight = deliveries.in_flight.len();
@@ -220,15 +217,5 @@ impl Dispatcher {
             "in_flight": in_flight,
             "open_circuits": self.hosts.open_circuits(),
         })
-    }
-}
-
-pub fn state_name(state: OutboundState) -> &'static str {
-    match state {
-        OutboundState::Unspecified => "scheduled",
-        OutboundState::Delivered => "delivered",
-        OutboundState::Retrying => "retrying",
-        OutboundState::Dead => "dead",
-        OutboundState::Refused => "refused",
     }
 }

@@ -1,11 +1,14 @@
 //! Manual replay over HTTP: `POST /replay` schedules deliveries again at once, and
 //! `GET /deliveries` counts them by state.
 //!
-//! Parsing and the answers (200 / 404 / 422 with a message) live here; what a replay
-//! does to a delivery is the dispatcher's business.
+//! Parsing and the answers (200, or 404 / 422 with the error body every service answers
+//! with) live here; what a replay does to a delivery is the dispatcher's business.
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use traffsure_core::vocab::Vocabulary as _;
+use traffsure_core::ErrorBody;
 use traffsure_events::OutboundState;
 
 use crate::deliveries::ReplaySelection;
@@ -35,27 +38,26 @@ pub enum ReplayError {
 }
 
 impl ReplayError {
-    fn response(&self) -> HttpResponse {
-        match self {
-            ReplayError::Invalid(field, message) => {
-                HttpResponse::UnprocessableEntity().json(serde_json::json!({
-                    "status": 422, "code": "invalid_request", "field": field, "message": message,
-                }))
-            }
-            ReplayError::NotFound(message) => HttpResponse::NotFound().json(serde_json::json!({
-                "status": 404, "code": "not_found", "message": message,
-            })),
+    /// The one place a refusal becomes an HTTP status and an error body.
+    fn answer(&self) -> (StatusCode, ErrorBody) {
+        let (status, code, field) = match self {
+            ReplayError::Invalid(field, _) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                Some(*field),
+            ),
+            ReplayError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+        };
+        let body = ErrorBody::new(status.as_u16(), code, self.to_string());
+        match field {
+            Some(field) => (status, body.with_field(field)),
+            None => (status, body),
         }
     }
-}
 
-fn parse_state(state: &str) -> Option<OutboundState> {
-    match state {
-        "dead" => Some(OutboundState::Dead),
-        "delivered" => Some(OutboundState::Delivered),
-        "refused" => Some(OutboundState::Refused),
-        "retrying" => Some(OutboundState::Retrying),
-        _ => None,
+    fn response(&self) -> HttpResponse {
+        let (status, body) = self.answer();
+        HttpResponse::build(status).json(body)
     }
 }
 
@@ -94,10 +96,10 @@ pub fn parse(body: &[u8]) -> Result<ReplaySelection, ReplayError> {
         }
         (None, Some(flow_id)) => {
             let state = request.state.as_deref().unwrap_or("dead").trim();
-            let state = parse_state(state).ok_or_else(|| {
+            let state = OutboundState::from_word(state).ok_or_else(|| {
                 ReplayError::Invalid(
                     "state",
-                    format!("{state:?} is not one of dead, refused, delivered, retrying"),
+                    format!("{state:?} is not one of {}", OutboundState::word_list()),
                 )
             })?;
             Ok(ReplaySelection::Flow {
@@ -172,5 +174,38 @@ mod tests {
             field(br#"{"conversion_id": "c", "state": "dead"}"#),
             "state"
         );
+    }
+
+    #[test]
+    fn states_are_named_with_the_outbound_vocabulary() {
+        for (word, state) in [
+            ("scheduled", OutboundState::Unspecified),
+            ("retrying", OutboundState::Retrying),
+            ("refused", OutboundState::Refused),
+        ] {
+            let body = format!(r#"{{"flow_id": 1, "state": "{word}"}}"#);
+            assert!(
+                matches!(parse(body.as_bytes()), Ok(ReplaySelection::Flow { state: s, .. }) if s == state),
+                "{word}"
+            );
+        }
+        assert!(matches!(
+            parse(br#"{"flow_id": 1, "state": "lost"}"#),
+            Err(ReplayError::Invalid("state", message))
+                if message == r#""lost" is not one of scheduled, delivered, retrying, dead or refused"#
+        ));
+    }
+
+    #[test]
+    fn refusals_answer_with_the_common_error_body() {
+        let (status, body) = ReplayError::Invalid("state", "bad".into()).answer();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body,
+            ErrorBody::new(422, "invalid_field", "bad").with_field("state")
+        );
+        let (status, body) = ReplayError::NotFound("none".into()).answer();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body, ErrorBody::new(404, "not_found", "none"));
     }
 }
