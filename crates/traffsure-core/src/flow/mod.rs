@@ -16,62 +16,13 @@ pub use validate::{
 };
 pub use view::{FlowView, GoalView};
 
-use traffsure_events::{DuplicatePolicy, Flow, FlowStatus, Goal, RedirectMode};
+use traffsure_events::{Flow, FlowStatus, Goal};
 
-/// Conversion statuses a status map may produce, and an outbound postback may fire on.
-pub const MAPPED_STATUSES: &[&str] = &["approved", "pending", "rejected"];
+use crate::vocab::Vocabulary;
 
-pub fn status_from_name(name: &str) -> Option<FlowStatus> {
-    match name {
-        "active" => Some(FlowStatus::Active),
-        "paused" => Some(FlowStatus::Paused),
-        "archived" => Some(FlowStatus::Archived),
-        _ => None,
-    }
-}
-
+/// Kept for callers outside this crate; use vocab::Vocabulary.
 pub fn status_to_name(status: FlowStatus) -> &'static str {
-    match status {
-        FlowStatus::Paused => "paused",
-        FlowStatus::Archived => "archived",
-        FlowStatus::Active | FlowStatus::Unspecified => "active",
-    }
-}
-
-pub fn redirect_mode_from_name(name: &str) -> Option<RedirectMode> {
-    match name {
-        "302" => Some(RedirectMode::Found302),
-        "307" => Some(RedirectMode::Temporary307),
-        "meta_refresh" => Some(RedirectMode::MetaRefresh),
-        "double_meta_refresh" => Some(RedirectMode::DoubleMetaRefresh),
-        _ => None,
-    }
-}
-
-pub fn redirect_mode_to_name(mode: RedirectMode) -> &'static str {
-    match mode {
-        RedirectMode::Temporary307 => "307",
-        RedirectMode::MetaRefresh => "meta_refresh",
-        RedirectMode::DoubleMetaRefresh => "double_meta_refresh",
-        RedirectMode::Found302 | RedirectMode::Unspecified => "302",
-    }
-}
-
-pub fn policy_from_name(name: &str) -> Option<DuplicatePolicy> {
-    match name {
-        "once" => Some(DuplicatePolicy::Once),
-        "per_uid" => Some(DuplicatePolicy::PerUid),
-        "every" => Some(DuplicatePolicy::Every),
-        _ => None,
-    }
-}
-
-pub fn policy_to_name(policy: DuplicatePolicy) -> &'static str {
-    match policy {
-        DuplicatePolicy::Once => "once",
-        DuplicatePolicy::Every => "every",
-        DuplicatePolicy::PerUid | DuplicatePolicy::Unspecified => "per_uid",
-    }
+    status.word()
 }
 
 /// Finds a goal by key, case-insensitively.

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use traffsure_events::ConversionStatus;
+
+use crate::vocab::Vocabulary;
 
 /// A flow as submitted to `POST /api/v1/flows` or `PUT /api/v1/flows/{id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,7 +132,7 @@ fn form() -> String {
     "form".into()
 }
 fn approved() -> String {
-    "approved".into()
+    ConversionStatus::Approved.word().into()
 }
 fn yes() -> bool {
     true

@@ -4,17 +4,17 @@
 use std::collections::BTreeMap;
 
 use traffsure_events::{
-    Condition, Destination, DuplicatePolicy, Flow, FlowStatus, Goal, OutboundPostback,
-    PostbackSecurity, RedirectMode, Rule,
+    Condition, ConversionStatus, Destination, DuplicatePolicy, Flow, FlowStatus, Goal,
+    OutboundPostback, PostbackSecurity, RedirectMode, Rule,
 };
 
 use super::spec::{
     DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec,
 };
-use super::{policy_from_name, redirect_mode_from_name, status_from_name, MAPPED_STATUSES};
 use crate::cidr::Cidr;
 use crate::macros::macro_names;
 use crate::money::parse_micros;
+use crate::vocab::Vocabulary;
 
 /// Attribution window used when a flow sets none.
 pub const DEFAULT_WINDOW_DAYS: u32 = 30;
@@ -138,16 +138,16 @@ impl FlowSpec {
         };
         let status = match self.status.as_deref() {
             None => FlowStatus::Active,
-            Some(s) => status_from_name(s)
-                .ok_or_else(|| invalid("status", "must be active, paused or archived"))?,
+            Some(s) => FlowStatus::from_word(s)
+                .ok_or_else(|| invalid("status", format!("must be {}", FlowStatus::word_list())))?,
         };
         validate_url_template("destination_url", &self.destination_url, DESTINATION_MACROS)?;
         let redirect_mode = match self.redirect_mode.as_deref() {
             None => RedirectMode::Found302,
-            Some(m) => redirect_mode_from_name(m).ok_or_else(|| {
+            Some(m) => RedirectMode::from_word(m).ok_or_else(|| {
                 invalid(
                     "redirect_mode",
-                    "must be 302, 307, meta_refresh or double_meta_refresh",
+                    format!("must be {}", RedirectMode::word_list()),
                 )
             })?,
         };
@@ -216,10 +216,10 @@ impl FlowSpec {
             if raw_key.is_empty() || raw_key.len() > 64 {
                 return Err(invalid("status_map", "statuses must be 1 to 64 characters"));
             }
-            if !MAPPED_STATUSES.contains(&mapped.as_str()) {
+            if ConversionStatus::from_word(&mapped).is_none() {
                 return Err(invalid(
                     format!("status_map.{raw}"),
-                    "must map to approved, pending or rejected",
+                    format!("must map to {}", ConversionStatus::word_list()),
                 ));
             }
             status_map.insert(raw_key, mapped);
@@ -451,10 +451,10 @@ impl OutboundSpec {
             goal_keys.push(key);
         }
         let on_status = self.on_status.trim().to_ascii_lowercase();
-        if on_status != "any" && !MAPPED_STATUSES.contains(&on_status.as_str()) {
+        if on_status != "any" && ConversionStatus::from_word(&on_status).is_none() {
             return Err(invalid(
                 field("on_status"),
-                "must be approved, pending, rejected or any",
+                format!("must be {} or any", ConversionStatus::words().join(", ")),
             ));
         }
         if self.delay_seconds > 7 * 86_400 {
@@ -514,8 +514,11 @@ impl GoalSpec {
         }
         let policy = match self.duplicate_policy.as_deref() {
             None => DuplicatePolicy::PerUid,
-            Some(p) => policy_from_name(p).ok_or_else(|| {
-                invalid(field("duplicate_policy"), "must be once, per_uid or every")
+            Some(p) => DuplicatePolicy::from_word(p).ok_or_else(|| {
+                invalid(
+                    field("duplicate_policy"),
+                    format!("must be {}", DuplicatePolicy::word_list()),
+                )
             })?,
         };
         let mut goal = Goal {

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use traffsure_events::{Destination, Flow, PostbackSecurity};
 
 use super::spec::{ConditionSpec, DestinationSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec};
-use super::{policy_to_name, redirect_mode_to_name, status_to_name};
 use crate::money::format_micros;
+use crate::vocab::Vocabulary;
 
 /// The JSON form of a stored flow, as the API returns it.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -50,9 +50,9 @@ impl From<&Flow> for FlowView {
             id: flow.id,
             slug: flow.slug.clone(),
             name: flow.name.clone(),
-            status: status_to_name(flow.status()).into(),
+            status: flow.status().word().into(),
             destination_url: flow.destination_url.clone(),
-            redirect_mode: redirect_mode_to_name(flow.redirect_mode()).into(),
+            redirect_mode: flow.redirect_mode().word().into(),
             default_goal: flow.default_goal.clone(),
             goals: flow
                 .goals
@@ -62,7 +62,7 @@ impl From<&Flow> for FlowView {
                     name: g.name.clone(),
                     payout: format_micros(g.payout_micros),
                     currency: g.currency.clone(),
-                    duplicate_policy: policy_to_name(g.duplicate_policy()).into(),
+                    duplicate_policy: g.duplicate_policy().word().into(),
                 })
                 .collect(),
             attribution_window_days: flow.attribution_window_days,
