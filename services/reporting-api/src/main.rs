@@ -7,9 +7,10 @@ mod api;
 mod auth;
 mod error;
 mod filters;
-mod pages;
-mod reports;
+mod panel;
+mod routes;
 mod sql;
+mod state;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -96,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         "reporting-api".into(),
         std::time::Duration::from_secs(1),
     );
-    let state = web::Data::new(api::Api {
+    let state = web::Data::new(state::AppState {
         registry,
         clickhouse,
         producer,
@@ -127,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(traffsure_telemetry::ops_routes(health.clone()))
-            .configure(api::routes)
+            .configure(routes::routes)
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)

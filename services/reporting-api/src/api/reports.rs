@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use traffsure_core::format_micros;
 
-use crate::api::Api;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition, Params};
 use crate::sql::{Arg, Sql};
+use crate::state::AppState;
 
 /// Every dimension a report groups by.
 pub const DIMENSIONS: &[&str] = &[
@@ -314,11 +314,11 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters) -> Sql {
     sql
 }
 
-/// `GET /api/v1/reports`. Unique clicks are merged from their `uniq` states only with
+/// `GET /state/v1/reports`. Unique clicks are merged from their `uniq` states only with
 /// `unique_clicks=true` (they are `null` otherwise): over a month of rollups that merge
 /// costs more than everything else in the report together.
 pub async fn report(
-    api: web::Data<Api>,
+    state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::new(
@@ -385,8 +385,8 @@ pub async fn report(
             (key.to_string(), desc)
         }
     };
-    api.check_timezone(&timezone).await?;
-    let now_date = api
+    state.check_timezone(&timezone).await?;
+    let now_date = state
         .clickhouse
         .query("SELECT toString(toDate(now(), ?))")
         .bind(timezone.as_str())
@@ -395,7 +395,7 @@ pub async fn report(
     let default_from = {
         let mut sql = Sql::new("SELECT toString(toDate(now(), ");
         sql.str(timezone.as_str()).push(") - 6)");
-        sql.query(&api.clickhouse).fetch_one::<String>().await?
+        sql.query(&state.clickhouse).fetch_one::<String>().await?
     };
     let unique_clicks = params.one_of("unique_clicks", &["true", "false"])? == Some("true");
     if sort_key == "unique_clicks" && !unique_clicks {
@@ -406,7 +406,7 @@ pub async fn report(
     }
     let filters = Filters {
         unique_clicks,
-        flow: params.flow(&api.registry)?,
+        flow: params.flow(&state.registry)?,
         country: params.country()?,
         source: params.text("source", 200)?,
         sub_id: params.text("sub_id", 200)?,
@@ -419,9 +419,9 @@ pub async fn report(
     let clicks = clicks_sql(&dims, &filters);
     let conversions = conversions_sql(&dims, &filters);
     let (click_rows, conversion_rows) = tokio::try_join!(
-        clicks.query(&api.clickhouse).fetch_all::<ClickAgg>(),
+        clicks.query(&state.clickhouse).fetch_all::<ClickAgg>(),
         conversions
-            .query(&api.clickhouse)
+            .query(&state.clickhouse)
             .fetch_all::<ConversionAgg>(),
     )?;
     let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
@@ -454,7 +454,10 @@ pub async fn report(
             for (dim, key) in dims.iter().zip(keys) {
                 row.insert((*dim).to_string(), json!(key));
                 if *dim == "flow" {
-                    let name = key.parse().map(|id| api.flow_name(id)).unwrap_or_default();
+                    let name = key
+                        .parse()
+                        .map(|id| state.flow_name(id))
+                        .unwrap_or_default();
                     row.insert("flow_name".into(), json!(name));
                 }
             }
