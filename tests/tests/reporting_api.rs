@@ -298,11 +298,13 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     for (filter, expected) in [
         ("", 30),
         ("flow=1", 10),
+        ("response_status=404", 10),
+        // The older name of response_status.
         ("status=404", 10),
         ("click=h7", 1),
         ("q=order-1", 11),
         ("q=ORDER-29", 1),
-        ("q=4.00&status=200", 10),
+        ("q=4.00&response_status=200", 10),
         ("q=h2", 11),
     ] {
         let items = all_pages(stack, &format!("/api/v1/postbacks?{filter}"), "postback_id").await?;
@@ -321,6 +323,8 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     for (filter, expected) in [
         ("", 12),
         ("flow=2", 6),
+        ("conversion_id=conv3", 2),
+        // The older name of conversion_id.
         ("conversion=conv3", 2),
         ("state=dead", 0),
         ("state=retrying", 6),
@@ -490,7 +494,14 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         ("/api/v1/clicks?flow=no-such-flow", "flow"),
         ("/api/v1/clicks?colour=red", "colour"),
         ("/api/v1/conversions?status=won", "status"),
+        ("/api/v1/postbacks?response_status=abc", "response_status"),
+        ("/api/v1/postbacks?response_status=99", "response_status"),
         ("/api/v1/postbacks?status=abc", "status"),
+        ("/api/v1/postbacks?status=200&response_status=200", "status"),
+        (
+            "/api/v1/outbound-postbacks?conversion=a&conversion_id=a",
+            "conversion",
+        ),
         ("/api/v1/reports?group_by=day,weather", "group_by"),
         ("/api/v1/reports?group_by=day,day", "group_by"),
         ("/api/v1/reports?sort=-profitability", "sort"),
@@ -540,13 +551,23 @@ async fn sql_injection_strings_through_every_filter_change_nothing() -> anyhow::
         (
             "/api/v1/postbacks",
             &[
-                "flow", "click", "status", "q", "from", "to", "timezone", "cursor", "limit",
+                "flow",
+                "click",
+                "response_status",
+                "status",
+                "q",
+                "from",
+                "to",
+                "timezone",
+                "cursor",
+                "limit",
             ],
         ),
         (
             "/api/v1/outbound-postbacks",
             &[
                 "flow",
+                "conversion_id",
                 "conversion",
                 "state",
                 "from",

@@ -34,13 +34,14 @@ struct OutboundRow {
     manual: u8,
 }
 
-/// Outbound postbacks, every attempt: filters flow, conversion, state, from, to.
+/// Outbound postbacks, every attempt: filters flow, conversion_id (`conversion` is its
+/// older name), state, from, to.
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
-    let params = Params::new(
+    let params = Params::with_aliases(
         query.into_inner(),
         &[
             "flow",
-            "conversion",
+            "conversion_id",
             "state",
             "from",
             "to",
@@ -48,9 +49,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             "cursor",
             "limit",
         ],
+        &[("conversion", "conversion_id")],
     )?;
     let flow = params.flow(&state.registry)?;
-    let conversion = params.text("conversion", 100)?;
+    let conversion_id = params.text("conversion_id", 100)?;
     let delivery_state = params.text("state", 30)?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
@@ -67,8 +69,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
     }
-    if let Some(conversion) = conversion {
-        eq(&mut sql, "conversion_id", Arg::Str(conversion));
+    if let Some(conversion_id) = conversion_id {
+        eq(&mut sql, "conversion_id", Arg::Str(conversion_id));
     }
     if let Some(delivery_state) = delivery_state {
         sql.push(" AND lower(toString(state)) = lower(")

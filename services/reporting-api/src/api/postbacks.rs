@@ -69,22 +69,33 @@ fn postback_json(state: &AppState, r: PostbackRow, full: bool) -> serde_json::Va
     value
 }
 
-/// The postback log: filters flow, click (hash), status (HTTP code), from, to, and `q`,
-/// a case-insensitive partial match over every postback parameter.
+/// The postback log: filters flow, click (hash), response_status (the HTTP code answered;
+/// `status` is its older name), from, to, and `q`, a case-insensitive partial match over
+/// every postback parameter.
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
-    let params = Params::new(
+    let params = Params::with_aliases(
         query.into_inner(),
         &[
-            "flow", "click", "status", "q", "from", "to", "timezone", "cursor", "limit",
+            "flow",
+            "click",
+            "response_status",
+            "q",
+            "from",
+            "to",
+            "timezone",
+            "cursor",
+            "limit",
         ],
+        &[("status", "response_status")],
     )?;
     let flow = params.flow(&state.registry)?;
     let click = params.text("click", 100)?;
-    let status = params.number::<u16>("status")?;
-    if status.is_some_and(|s| !(100..=599).contains(&s)) {
+    let response_status = params.number::<u16>("response_status")?;
+    if response_status.is_some_and(|s| !(100..=599).contains(&s)) {
+        let field = params.field("response_status");
         return Err(ApiError::invalid(
-            "status",
-            "status must be an HTTP status code",
+            field,
+            format!("{field} must be an HTTP status code"),
         ));
     }
     let search = params.text("q", 200)?;
@@ -101,8 +112,12 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     if let Some(click) = click {
         eq(&mut sql, "click_hash", Arg::Str(click));
     }
-    if let Some(status) = status {
-        eq(&mut sql, "response_status", Arg::U32(status.into()));
+    if let Some(response_status) = response_status {
+        eq(
+            &mut sql,
+            "response_status",
+            Arg::U32(response_status.into()),
+        );
     }
     if let Some(q) = search {
         sql.push(" AND (arrayExists(v -> positionCaseInsensitiveUTF8(v, ")
