@@ -753,6 +753,15 @@ async fn login_sessions_csrf_api_keys_and_replay() -> anyhow::Result<()> {
             .await?;
         assert_eq!(wrong.status(), 401, "{path}");
     }
+    // Refusals have the body of every other error.
+    let refused = plain.get(format!("{base}/api/v1/dashboard")).send().await?;
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    let body: Value = refused.json().await?;
+    assert_eq!(
+        body,
+        json!({"status": 401, "code": "unauthorized", "field": null, "message": body["message"]})
+    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     let page = plain
         .get(format!("{base}/clicks?country=DE"))
         .send()
@@ -830,6 +839,11 @@ async fn login_sessions_csrf_api_keys_and_replay() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(forged.status(), 403);
+    let body: Value = forged.json().await?;
+    assert_eq!(
+        (body["status"].as_u64(), body["code"].as_str()),
+        (Some(403), Some("csrf"))
+    );
     let bad_token = with_session(browser.post(format!("{base}/api/v1/flows")))
         .header("x-csrf-token", "0".repeat(64))
         .json(&spec)
