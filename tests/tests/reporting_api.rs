@@ -186,6 +186,12 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     ))
     .await?;
     assert_eq!(dashboard["conversions_today"], conversions_today);
+    let by_status = &dashboard["conversions_by_status"];
+    assert_eq!(
+        by_status["approved"].as_u64().unwrap_or(0) + by_status["pending"].as_u64().unwrap_or(0),
+        conversions_today
+    );
+    assert!(by_status["rejected"].is_u64(), "{by_status}");
     let hourly_clicks: i64 = dashboard["hourly"]["today"]
         .as_array()
         .map(|a| a.iter().map(|p| p["clicks"].as_i64().unwrap_or(0)).sum())
@@ -494,6 +500,7 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         ("/api/v1/clicks?flow=no-such-flow", "flow"),
         ("/api/v1/clicks?colour=red", "colour"),
         ("/api/v1/conversions?status=won", "status"),
+        ("/api/v1/outbound-postbacks?state=lost", "state"),
         ("/api/v1/postbacks?response_status=abc", "response_status"),
         ("/api/v1/postbacks?response_status=99", "response_status"),
         ("/api/v1/postbacks?status=abc", "status"),

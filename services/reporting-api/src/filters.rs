@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use traffsure_core::vocab::Vocabulary;
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
@@ -134,6 +135,11 @@ impl Params {
                     ),
                 )
             })
+    }
+
+    /// One of an enum's words (any case), as its value.
+    pub fn word<V: Vocabulary>(&self, name: &str) -> Result<Option<V>, ApiError> {
+        Ok(self.one_of(name, &V::words())?.and_then(V::from_word))
     }
 
     pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
@@ -322,6 +328,29 @@ mod tests {
         assert_eq!(
             field(Params::with_aliases(both, allowed, aliases).err().unwrap()),
             "status"
+        );
+    }
+
+    #[test]
+    fn words_come_from_the_vocabulary() {
+        use traffsure_events::ConversionStatus;
+        assert_eq!(
+            params(&[("status", "Pending")])
+                .word::<ConversionStatus>("status")
+                .unwrap(),
+            Some(ConversionStatus::Pending)
+        );
+        assert_eq!(
+            field(
+                params(&[("status", "won")])
+                    .word::<ConversionStatus>("status")
+                    .unwrap_err()
+            ),
+            "status"
+        );
+        assert_eq!(
+            params(&[]).word::<ConversionStatus>("status").unwrap(),
+            None
         );
     }
 

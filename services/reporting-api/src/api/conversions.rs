@@ -5,6 +5,8 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use traffsure_core::format_micros;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::ConversionStatus;
 
 use super::page::{page_json, split_page, Query};
 use crate::error::ApiError;
@@ -38,7 +40,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     )?;
     let flow = params.flow(&state.registry)?;
     let goal = params.text("goal", 100)?;
-    let status = params.one_of("status", &["approved", "pending", "rejected"])?;
+    let status = params.word::<ConversionStatus>("status")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -72,7 +74,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     }
     sql.push(" GROUP BY conversion_id");
     if let Some(status) = status {
-        sql.push(" HAVING st = ").str(status);
+        sql.push(" HAVING st = ").str(status.word());
     }
     sql.push(" ORDER BY created_unix DESC, conversion_id DESC LIMIT ")
         .arg(Arg::U64(size + 1));

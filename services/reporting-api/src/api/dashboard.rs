@@ -5,9 +5,11 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use traffsure_core::format_micros;
-use traffsure_events::FlowStatus;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::{ConversionStatus, FlowStatus};
 
 use crate::error::ApiError;
+use crate::sql::Sql;
 use crate::state::AppState;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -42,15 +44,12 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
              FROM clicks_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
         )
         .fetch_all::<HourCount>();
-    let conversions = state
-        .clickhouse
-        .query(
-            "SELECT toString(hour) AS h, toInt64(sumIf(conversions, status = 'approved')) AS a, \
-                    toInt64(sumIf(conversions, status = 'pending')) AS p, \
-                    toInt64(sumIf(conversions, status = 'rejected')) AS r, \
-                    toInt64(sumIf(revenue_micros, status = 'approved')) AS rev \
-             FROM conversions_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
-        )
+    let mut conversions = Sql::new("SELECT toString(hour) AS h, ");
+    conversions
+        .conversions_by_status("sumIf(conversions, ")
+        .push(" FROM conversions_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h");
+    let conversions = conversions
+        .query(&state.clickhouse)
         .fetch_all::<HourConversions>();
     let date = state
         .clickhouse
@@ -107,7 +106,11 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "timezone": "UTC",
         "clicks_today": today.iter().map(|p| p.0).sum::<i64>(),
         "conversions_today": approved + pending,
-        "conversions_by_status": {"approved": approved, "pending": pending, "rejected": rejected},
+        "conversions_by_status": {
+            ConversionStatus::Approved.word(): approved,
+            ConversionStatus::Pending.word(): pending,
+            ConversionStatus::Rejected.word(): rejected,
+        },
         "revenue_today": format_micros(today.iter().map(|p| p.2).sum::<i64>()),
         "active_flows": active_flows,
         "hourly": {"today": points(&today), "yesterday": points(&yesterday)},

@@ -5,6 +5,8 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use traffsure_core::format_micros;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::OutboundState;
 
 use super::page::{page_json, split_page, Query};
 use crate::error::ApiError;
@@ -53,7 +55,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     )?;
     let flow = params.flow(&state.registry)?;
     let conversion_id = params.text("conversion_id", 100)?;
-    let delivery_state = params.text("state", 30)?;
+    let delivery_state = params.word::<OutboundState>("state")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -73,9 +75,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         eq(&mut sql, "conversion_id", Arg::Str(conversion_id));
     }
     if let Some(delivery_state) = delivery_state {
-        sql.push(" AND lower(toString(state)) = lower(")
-            .str(delivery_state)
-            .push(")");
+        sql.push(" AND toString(state) = ")
+            .str(delivery_state.word());
     }
     if let Some(from) = &from {
         sql.push(" AND attempted_at_ms >= toInt64(toUInt32(toDateTime(")

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 use traffsure_core::format_micros;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::ConversionStatus;
 
 use super::query::{ClickAgg, ConversionAgg};
 
@@ -64,9 +66,21 @@ impl Totals {
             ),
             ("bots", json!(self.bots), self.bots as f64),
             ("conversions", json!(conversions), conversions as f64),
-            ("approved", json!(self.approved), self.approved as f64),
-            ("pending", json!(self.pending), self.pending as f64),
-            ("rejected", json!(self.rejected), self.rejected as f64),
+            (
+                ConversionStatus::Approved.word(),
+                json!(self.approved),
+                self.approved as f64,
+            ),
+            (
+                ConversionStatus::Pending.word(),
+                json!(self.pending),
+                self.pending as f64,
+            ),
+            (
+                ConversionStatus::Rejected.word(),
+                json!(self.rejected),
+                self.rejected as f64,
+            ),
             ("cr", json!(cr), cr),
             (
                 "revenue",

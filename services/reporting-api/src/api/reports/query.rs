@@ -214,21 +214,15 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     if rollup {
-        sql.push(
-            ", toInt64(sumIf(conversions, status = 'approved')) AS a, \
-             toInt64(sumIf(conversions, status = 'pending')) AS p, \
-             toInt64(sumIf(conversions, status = 'rejected')) AS r, \
-             toInt64(sumIf(revenue_micros, status = 'approved')) AS rev FROM conversions_hourly",
-        );
+        sql.push(", ")
+            .conversions_by_status("sumIf(conversions, ")
+            .push(" FROM conversions_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
         // The latest version of each conversion in range, then grouped.
-        sql.push(
-            ", toInt64(countIf(status = 'approved')) AS a, toInt64(countIf(status = 'pending')) AS p, \
-             toInt64(countIf(status = 'rejected')) AS r, \
-             toInt64(sumIf(revenue_micros, status = 'approved')) AS rev \
-             FROM (SELECT * FROM conversions",
-        );
+        sql.push(", ")
+            .conversions_by_status("countIf(")
+            .push(" FROM (SELECT * FROM conversions");
         let mut inner = Sql::default();
         where_clause(&mut inner, filters, range, side);
         sql.append(&inner);
