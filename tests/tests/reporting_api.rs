@@ -186,6 +186,12 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     ))
     .await?;
     assert_eq!(dashboard["conversions_today"], conversions_today);
+    let by_status = &dashboard["conversions_by_status"];
+    assert_eq!(
+        by_status["approved"].as_u64().unwrap_or(0) + by_status["pending"].as_u64().unwrap_or(0),
+        conversions_today
+    );
+    assert!(by_status["rejected"].is_u64(), "{by_status}");
     let hourly_clicks: i64 = dashboard["hourly"]["today"]
         .as_array()
         .map(|a| a.iter().map(|p| p["clicks"].as_i64().unwrap_or(0)).sum())
@@ -298,11 +304,13 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     for (filter, expected) in [
         ("", 30),
         ("flow=1", 10),
+        ("response_status=404", 10),
+        // The older name of response_status.
         ("status=404", 10),
         ("click=h7", 1),
         ("q=order-1", 11),
         ("q=ORDER-29", 1),
-        ("q=4.00&status=200", 10),
+        ("q=4.00&response_status=200", 10),
         ("q=h2", 11),
     ] {
         let items = all_pages(stack, &format!("/api/v1/postbacks?{filter}"), "postback_id").await?;
@@ -321,6 +329,8 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     for (filter, expected) in [
         ("", 12),
         ("flow=2", 6),
+        ("conversion_id=conv3", 2),
+        // The older name of conversion_id.
         ("conversion=conv3", 2),
         ("state=dead", 0),
         ("state=retrying", 6),
@@ -490,7 +500,15 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
         ("/api/v1/clicks?flow=no-such-flow", "flow"),
         ("/api/v1/clicks?colour=red", "colour"),
         ("/api/v1/conversions?status=won", "status"),
+        ("/api/v1/outbound-postbacks?state=lost", "state"),
+        ("/api/v1/postbacks?response_status=abc", "response_status"),
+        ("/api/v1/postbacks?response_status=99", "response_status"),
         ("/api/v1/postbacks?status=abc", "status"),
+        ("/api/v1/postbacks?status=200&response_status=200", "status"),
+        (
+            "/api/v1/outbound-postbacks?conversion=a&conversion_id=a",
+            "conversion",
+        ),
         ("/api/v1/reports?group_by=day,weather", "group_by"),
         ("/api/v1/reports?group_by=day,day", "group_by"),
         ("/api/v1/reports?sort=-profitability", "sort"),
@@ -540,13 +558,23 @@ async fn sql_injection_strings_through_every_filter_change_nothing() -> anyhow::
         (
             "/api/v1/postbacks",
             &[
-                "flow", "click", "status", "q", "from", "to", "timezone", "cursor", "limit",
+                "flow",
+                "click",
+                "response_status",
+                "status",
+                "q",
+                "from",
+                "to",
+                "timezone",
+                "cursor",
+                "limit",
             ],
         ),
         (
             "/api/v1/outbound-postbacks",
             &[
                 "flow",
+                "conversion_id",
                 "conversion",
                 "state",
                 "from",
@@ -732,6 +760,15 @@ async fn login_sessions_csrf_api_keys_and_replay() -> anyhow::Result<()> {
             .await?;
         assert_eq!(wrong.status(), 401, "{path}");
     }
+    // Refusals have the body of every other error.
+    let refused = plain.get(format!("{base}/api/v1/dashboard")).send().await?;
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    let body: Value = refused.json().await?;
+    assert_eq!(
+        body,
+        json!({"status": 401, "code": "unauthorized", "field": null, "message": body["message"]})
+    );
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
     let page = plain
         .get(format!("{base}/clicks?country=DE"))
         .send()
@@ -809,6 +846,11 @@ async fn login_sessions_csrf_api_keys_and_replay() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(forged.status(), 403);
+    let body: Value = forged.json().await?;
+    assert_eq!(
+        (body["status"].as_u64(), body["code"].as_str()),
+        (Some(403), Some("csrf"))
+    );
     let bad_token = with_session(browser.post(format!("{base}/api/v1/flows")))
         .header("x-csrf-token", "0".repeat(64))
         .json(&spec)

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use traffsure_events::ConversionStatus;
 
+use crate::vocab::Vocabulary;
+
 /// Maps a postback's status text to a conversion status: `pending`, `hold`,
 /// `preapproved` → pending; `rejected`, `reject`, `trash`, `cancelled`, `canceled`,
 /// `declined`, `chargeback` → rejected; missing or anything else → approved.
@@ -25,30 +27,22 @@ pub fn map_status(raw: &str) -> ConversionStatus {
 pub fn map_status_with(raw: &str, overrides: &BTreeMap<String, String>) -> ConversionStatus {
     if !overrides.is_empty() {
         let key = raw.trim().to_ascii_lowercase();
-        if let Some(status) = overrides.get(&key).and_then(|name| status_from_name(name)) {
+        let named = |name: &String| ConversionStatus::from_word(&name.trim().to_ascii_lowercase());
+        if let Some(status) = overrides.get(&key).and_then(named) {
             return status;
         }
     }
     map_status(raw)
 }
 
-/// The status a lowercase word names, if any.
-pub fn status_from_name(name: &str) -> Option<ConversionStatus> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "approved" => Some(ConversionStatus::Approved),
-        "pending" => Some(ConversionStatus::Pending),
-        "rejected" => Some(ConversionStatus::Rejected),
-        _ => None,
-    }
-}
-
-/// The lowercase word used for a status in the API, the tables and the admin panel.
+/// Kept for callers outside this crate; use vocab::Vocabulary.
+///
+/// Unlike `Vocabulary::word`, an unspecified status (a conversion's `previous_status`
+/// before any change) reads as the empty word here.
 pub fn status_name(status: ConversionStatus) -> &'static str {
     match status {
-        ConversionStatus::Pending => "pending",
-        ConversionStatus::Approved => "approved",
-        ConversionStatus::Rejected => "rejected",
         ConversionStatus::Unspecified => "",
+        status => status.word(),
     }
 }
 

@@ -331,75 +331,36 @@ mod tests {
         }
     }
 
-    fn check(ua: &str, device: &str, os: &str, browser: &str, is_bot: bool) {
-        let p = parse(ua);
-        assert_eq!(
-            (p.device, p.os, p.browser, p.is_bot),
-            (device, os, browser, is_bot),
-            "{ua}"
-        );
-    }
+    /// One browser a line: the device, operating system and browser read from the user
+    /// agent that follows; none of them is a bot.
+    const BROWSERS: &str = "\
+desktop | windows | chrome | Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36
+desktop | windows | edge | Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 Edg/126.0.2592.87
+desktop | macos | safari | Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15
+desktop | linux | firefox | Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0
+mobile | ios | safari | Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1
+mobile | ios | chrome | Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/126.0.6478.54 Mobile/15E148 Safari/604.1
+tablet | ios | safari | Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1
+mobile | android | samsung | Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36
+tablet | android | chrome | Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36
+mobile | android | opera | Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36 OPR/82.0.0.0
+desktop | chromeos | chrome | Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36
+desktop | windows | ie | Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0) like Gecko
+tv | linux | safari | Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/538.1 (KHTML, like Gecko) Version/6.0 TV Safari/538.1";
 
     #[test]
     fn classifies_common_browsers() {
-        check(
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
-            "desktop", "windows", "chrome", false,
-        );
-        check(
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36 Edg/126.0.2592.87",
-            "desktop", "windows", "edge", false,
-        );
-        check(
-            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
-            "desktop", "macos", "safari", false,
-        );
-        check(
-            "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
-            "desktop",
-            "linux",
-            "firefox",
-            false,
-        );
-        check(
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-            "mobile", "ios", "safari", false,
-        );
-        check(
-            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/126.0.6478.54 Mobile/15E148 Safari/604.1",
-            "mobile", "ios", "chrome", false,
-        );
-        check(
-            "Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
-            "tablet", "ios", "safari", false,
-        );
-        check(
-            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/25.0 Chrome/121.0.0.0 Mobile Safari/537.36",
-            "mobile", "android", "samsung", false,
-        );
-        check(
-            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
-            "tablet", "android", "chrome", false,
-        );
-        check(
-            "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36 OPR/82.0.0.0",
-            "mobile", "android", "opera", false,
-        );
-        check(
-            "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
-            "desktop", "chromeos", "chrome", false,
-        );
-        check(
-            "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0) like Gecko",
-            "desktop",
-            "windows",
-            "ie",
-            false,
-        );
-        check(
-            "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/538.1 (KHTML, like Gecko) Version/6.0 TV Safari/538.1",
-            "tv", "linux", "safari", false,
-        );
+        for line in BROWSERS.lines() {
+            let [device, os, browser, ua] = line.splitn(4, " | ").collect::<Vec<_>>()[..] else {
+                panic!("malformed line {line:?}");
+            };
+            let p = parse(ua);
+            assert_eq!(
+                (p.device, p.os, p.browser, p.is_bot),
+                (device, os, browser, false),
+                "{ua}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
@@ -179,7 +179,7 @@ impl Auth {
     }
 
     /// Who sent this request, if anyone.
-    fn principal(&self, req: &ServiceRequest) -> Result<Option<Principal>, &'static str> {
+    fn principal(&self, req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
         let headers = req.headers();
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -190,7 +190,7 @@ impl Auth {
             return if self.api_key_valid(key.trim()) {
                 Ok(Some(Principal::ApiKey))
             } else {
-                Err("the API key is not valid")
+                Err(ApiError::Unauthorized("the API key is not valid".into()))
             };
         }
         let Some(cookie) = req.cookie(SESSION_COOKIE) else {
@@ -203,7 +203,9 @@ impl Auth {
         if !safe {
             let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             if !sent.is_some_and(|sent| same_secret(sent, &csrf)) {
-                return Err("missing or wrong X-CSRF-Token header");
+                return Err(ApiError::Csrf(
+                    "missing or wrong X-CSRF-Token header".into(),
+                ));
             }
         }
         Ok(Some(Principal::Admin { username, csrf }))
@@ -223,12 +225,6 @@ fn is_public(path: &str) -> bool {
     )
 }
 
-fn unauthorized(message: &str) -> HttpResponse {
-    HttpResponse::Unauthorized()
-        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-        .json(json!({"status": 401, "code": "unauthorized", "field": null, "message": message}))
-}
-
 /// The middleware: lets public routes through, then requires an API key or a session
 /// (with its CSRF token on writes). Panel pages redirect to the login page instead.
 pub async fn require_auth(
@@ -240,9 +236,7 @@ pub async fn require_auth(
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(auth) = req.app_data::<web::Data<Auth>>().cloned() else {
-        return Err(actix_web::error::ErrorInternalServerError(
-            "auth not configured",
-        ));
+        return Err(ApiError::Internal("auth not configured".into()).into());
     };
     match auth.principal(&req) {
         Ok(Some(principal)) => {
@@ -260,20 +254,17 @@ pub async fn require_auth(
                 .finish();
             Ok(req.into_response(response).map_into_right_body())
         }
-        Ok(None) => Ok(req
-            .into_response(unauthorized(
-                "log in or send an API key (Authorization: Bearer <key>)",
-            ))
-            .map_into_right_body()),
-        Err(message) => {
-            let response = if message.contains("CSRF") {
-                HttpResponse::Forbidden()
-                    .json(json!({"status": 403, "code": "csrf", "field": null, "message": message}))
-            } else {
-                unauthorized(message)
-            };
-            Ok(req.into_response(response).map_into_right_body())
+        Ok(None) => {
+            let error = ApiError::Unauthorized(
+                "log in or send an API key (Authorization: Bearer <key>)".into(),
+            );
+            Ok(req
+                .into_response(error.error_response())
+                .map_into_right_body())
         }
+        Err(error) => Ok(req
+            .into_response(error.error_response())
+            .map_into_right_body()),
     }
 }
 
@@ -323,9 +314,7 @@ pub async fn login(
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
     if cross_origin(&req) {
-        return Ok(HttpResponse::Forbidden().json(
-            json!({"status": 403, "code": "csrf", "field": null, "message": "login from another origin"}),
-        ));
+        return Err(ApiError::Csrf("login from another origin".into()));
     }
     let Login { username, password } = body.into_inner();
     let checker = auth.clone();
@@ -335,7 +324,7 @@ pub async fn login(
         .unwrap_or(false);
     if !ok {
         tracing::warn!(%username, "login failed");
-        return Ok(unauthorized("wrong username or password"));
+        return Err(ApiError::Unauthorized("wrong username or password".into()));
     }
     let (token, csrf) = auth.open_session(&username);
     let cookie = Cookie::build(SESSION_COOKIE, token)

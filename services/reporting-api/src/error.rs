@@ -1,8 +1,10 @@
-//! API errors and the one place that maps them to HTTP answers.
+//! API errors and the one place that maps them to HTTP answers, every one with the
+//! body `traffsure_core::ErrorBody` (`{status, code, field, message}`): refused input,
+//! missing credentials and CSRF failures as much as an unavailable ClickHouse.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use traffsure_core::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -14,6 +16,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No credentials, or wrong ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A write with a session but without its CSRF token, or a login from another origin.
+    #[error("{0}")]
+    Csrf(String),
+    #[error("{0}")]
+    Internal(String),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("kafka: {0}")]
@@ -44,6 +54,9 @@ impl ResponseError for ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Csrf(_) => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ClickHouse(_) | Self::Kafka(_) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -57,18 +70,24 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => ("not_found", None),
             Self::Conflict(_) => ("conflict", None),
             Self::Unavailable(_) => ("unavailable", None),
+            Self::Unauthorized(_) => ("unauthorized", None),
+            Self::Csrf(_) => ("csrf", None),
+            Self::Internal(_) => ("internal", None),
             Self::ClickHouse(_) => ("clickhouse_unavailable", None),
             Self::Kafka(_) => ("kafka_unavailable", None),
         };
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        HttpResponse::build(status).json(json!({
-            "status": status.as_u16(),
-            "code": code,
-            "field": field,
-            "message": self.to_string(),
-        }))
+        let mut body = ErrorBody::new(status.as_u16(), code, self.to_string());
+        if let Some(field) = field {
+            body = body.with_field(field);
+        }
+        let mut response = HttpResponse::build(status);
+        if let Self::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(body)
     }
 }
 
@@ -91,4 +110,42 @@ pub fn query_error(
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::invalid("query", error.to_string()).into()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    fn answer(error: ApiError) -> (StatusCode, Option<String>, ErrorBody) {
+        let response = error.error_response();
+        let status = response.status();
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = response.into_body().try_into_bytes().unwrap();
+        (status, challenge, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn every_error_answers_with_the_one_body() {
+        let (status, _, body) = answer(ApiError::invalid("country", "two letters"));
+        assert_eq!(status, 422);
+        assert_eq!(
+            body,
+            ErrorBody::new(422, "invalid_field", "two letters").with_field("country")
+        );
+        let (status, challenge, body) = answer(ApiError::Unauthorized("log in".into()));
+        assert_eq!(status, 401);
+        assert_eq!(challenge.as_deref(), Some("Bearer"));
+        assert_eq!(body, ErrorBody::new(401, "unauthorized", "log in"));
+        let (status, challenge, body) = answer(ApiError::Csrf("no token".into()));
+        assert_eq!((status, challenge), (StatusCode::FORBIDDEN, None));
+        assert_eq!(body, ErrorBody::new(403, "csrf", "no token"));
+        let (status, _, body) = answer(ApiError::NotFound("no such flow".into()));
+        assert_eq!((status.as_u16(), body.field), (404, None));
+    }
 }

@@ -3,17 +3,34 @@
 
 use std::collections::HashMap;
 
+use traffsure_core::vocab::Vocabulary;
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
 use crate::sql::{check_timezone_shape, parse_datetime, Arg, Sql};
 
 /// The raw query string, with each name checked against what the endpoint accepts.
-pub struct Params(HashMap<String, String>);
+pub struct Params {
+    values: HashMap<String, String>,
+    /// Parameters sent under an older name: their name → the name sent, which is the
+    /// one a refusal names.
+    sent_as: HashMap<&'static str, &'static str>,
+}
 
 impl Params {
     pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
-        if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Self::with_aliases(raw, allowed, &[])
+    }
+
+    /// Like `new`, also accepting each `(alias, name)`'s older name `alias` for `name`
+    /// (one of the two, not both).
+    pub fn with_aliases(
+        mut raw: HashMap<String, String>,
+        allowed: &[&str],
+        aliases: &[(&'static str, &'static str)],
+    ) -> Result<Self, ApiError> {
+        let known = |k: &str| allowed.contains(&k) || aliases.iter().any(|(alias, _)| *alias == k);
+        if let Some(unknown) = raw.keys().find(|k| !known(k)) {
             return Err(ApiError::invalid(
                 unknown.clone(),
                 format!(
@@ -22,12 +39,37 @@ impl Params {
                 ),
             ));
         }
-        Ok(Self(raw))
+        let mut sent_as = HashMap::new();
+        for &(alias, name) in aliases {
+            let Some(value) = raw.remove(alias) else {
+                continue;
+            };
+            if raw.contains_key(name) {
+                return Err(ApiError::invalid(
+                    alias,
+                    format!("{alias} is another name for {name}: send one of them"),
+                ));
+            }
+            raw.insert(name.to_string(), value);
+            sent_as.insert(name, alias);
+        }
+        Ok(Self {
+            values: raw,
+            sent_as,
+        })
+    }
+
+    /// The name a parameter was sent under, for the `field` of a refusal.
+    pub fn field<'a>(&self, name: &'a str) -> &'a str {
+        self.sent_as.get(name).copied().unwrap_or(name)
     }
 
     /// A non-empty value, trimmed.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
     pub fn flow(&self, registry: &FlowRegistry) -> Result<Option<u32>, ApiError> {
@@ -59,10 +101,13 @@ impl Params {
 
     pub fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.get(name) {
-            Some(v) if v.chars().count() > max => Err(ApiError::invalid(
-                name,
-                format!("{name} is longer than {max} characters"),
-            )),
+            Some(v) if v.chars().count() > max => {
+                let name = self.field(name);
+                Err(ApiError::invalid(
+                    name,
+                    format!("{name} is longer than {max} characters"),
+                ))
+            }
             other => Ok(other.map(String::from)),
         }
     }
@@ -81,6 +126,7 @@ impl Params {
             .copied()
             .map(Some)
             .ok_or_else(|| {
+                let name = self.field(name);
                 ApiError::invalid(
                     name,
                     format!(
@@ -91,14 +137,19 @@ impl Params {
             })
     }
 
+    /// One of an enum's words (any case), as its value.
+    pub fn word<V: Vocabulary>(&self, name: &str) -> Result<Option<V>, ApiError> {
+        Ok(self.one_of(name, &V::words())?.and_then(V::from_word))
+    }
+
     pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         let Some(value) = self.get(name) else {
             return Ok(None);
         };
-        value
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::invalid(name, format!("{name} must be a number, got {value:?}")))
+        value.parse().map(Some).map_err(|_| {
+            let name = self.field(name);
+            ApiError::invalid(name, format!("{name} must be a number, got {value:?}"))
+        })
     }
 
     pub fn timezone(&self) -> Result<String, ApiError> {
@@ -247,6 +298,59 @@ mod tests {
                     .unwrap_err()
             ),
             "status"
+        );
+    }
+
+    #[test]
+    fn an_alias_reads_as_its_name_and_refusals_name_what_was_sent() {
+        let raw = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let aliases = &[("status", "response_status")];
+        let allowed = &["response_status"];
+        let old = Params::with_aliases(raw(&[("status", "404")]), allowed, aliases).unwrap();
+        assert_eq!(old.number::<u16>("response_status").unwrap(), Some(404));
+        let bad = Params::with_aliases(raw(&[("status", "abc")]), allowed, aliases).unwrap();
+        assert_eq!(
+            field(bad.number::<u16>("response_status").unwrap_err()),
+            "status"
+        );
+        let new =
+            Params::with_aliases(raw(&[("response_status", "abc")]), allowed, aliases).unwrap();
+        assert_eq!(
+            field(new.number::<u16>("response_status").unwrap_err()),
+            "response_status"
+        );
+        let both = raw(&[("status", "404"), ("response_status", "200")]);
+        assert_eq!(
+            field(Params::with_aliases(both, allowed, aliases).err().unwrap()),
+            "status"
+        );
+    }
+
+    #[test]
+    fn words_come_from_the_vocabulary() {
+        use traffsure_events::ConversionStatus;
+        assert_eq!(
+            params(&[("status", "Pending")])
+                .word::<ConversionStatus>("status")
+                .unwrap(),
+            Some(ConversionStatus::Pending)
+        );
+        assert_eq!(
+            field(
+                params(&[("status", "won")])
+                    .word::<ConversionStatus>("status")
+                    .unwrap_err()
+            ),
+            "status"
+        );
+        assert_eq!(
+            params(&[]).word::<ConversionStatus>("status").unwrap(),
+            None
         );
     }
 

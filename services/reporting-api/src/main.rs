@@ -7,14 +7,16 @@ mod api;
 mod auth;
 mod error;
 mod filters;
-mod pages;
-mod reports;
+mod panel;
+mod routes;
 mod sql;
+mod state;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_kafka::retry::{self, Backoff};
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
@@ -65,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         auth::Auth::new(&settings.admin, &settings.api_keys, settings.session_hours)
             .context("admin and API key settings")?,
     );
-    migrate(&settings).await?;
+    migrate(&settings.clickhouse).await;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
@@ -96,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         "reporting-api".into(),
         std::time::Duration::from_secs(1),
     );
-    let state = web::Data::new(api::Api {
+    let state = web::Data::new(state::AppState {
         registry,
         clickhouse,
         producer,
@@ -127,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
             .app_data(web::PathConfig::default().error_handler(error::path_error))
             .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(traffsure_telemetry::ops_routes(health.clone()))
-            .configure(api::routes)
+            .configure(routes::routes)
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
@@ -142,17 +144,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Applies the schema migrations (the sink does the same; both are idempotent), retrying
 /// while ClickHouse starts or another service migrates at the same moment.
-async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        match traffsure_clickhouse::migrate(&settings.clickhouse).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 10 => {
-                attempt += 1;
-                tracing::warn!(%error, attempt, "clickhouse migration failed, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500 * attempt)).await;
-            }
-            Err(error) => return Err(error).context("clickhouse migrations"),
-        }
-    }
+async fn migrate(settings: &ClickHouseSettings) {
+    retry::forever("clickhouse migrations", &Backoff::default(), || {
+        traffsure_clickhouse::migrate(settings)
+    })
+    .await
 }

@@ -6,6 +6,8 @@
 
 use clickhouse::query::Query;
 use clickhouse::Client;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::ConversionStatus;
 
 use crate::error::ApiError;
 
@@ -54,6 +56,28 @@ impl Sql {
         self.text.push_str(&other.text);
         self.args.extend(other.args.iter().cloned());
         self
+    }
+
+    /// The columns `a, p, r, rev`: conversions approved, pending and rejected, and the
+    /// approved revenue. `count` opens the aggregate that counts conversions in a status
+    /// (`"sumIf(conversions, "` on a rollup, `"countIf("` on the raw table).
+    pub fn conversions_by_status(&mut self, count: &'static str) -> &mut Self {
+        let columns = [
+            (ConversionStatus::Approved, " AS a, "),
+            (ConversionStatus::Pending, " AS p, "),
+            (ConversionStatus::Rejected, " AS r, "),
+        ];
+        for (status, alias) in columns {
+            self.push("toInt64(")
+                .push(count)
+                .push("status = ")
+                .str(status.word())
+                .push("))")
+                .push(alias);
+        }
+        self.push("toInt64(sumIf(revenue_micros, status = ")
+            .str(ConversionStatus::Approved.word())
+            .push(")) AS rev")
     }
 
     pub fn text(&self) -> &str {
@@ -159,6 +183,21 @@ mod tests {
         assert_eq!(sql.text(), "SELECT 1 WHERE a = ? AND b = ?");
         assert_eq!(sql.args.len(), 2);
         assert!(!sql.text().contains("OR 1=1"));
+    }
+
+    #[test]
+    fn statuses_are_bound_words() {
+        let mut sql = Sql::default();
+        sql.conversions_by_status("countIf(");
+        assert_eq!(
+            sql.text(),
+            "toInt64(countIf(status = ?)) AS a, toInt64(countIf(status = ?)) AS p, \
+             toInt64(countIf(status = ?)) AS r, toInt64(sumIf(revenue_micros, status = ?)) AS rev"
+        );
+        assert_eq!(
+            sql.args,
+            ["approved", "pending", "rejected", "approved"].map(|w| Arg::Str(w.into()))
+        );
     }
 
     #[test]

@@ -329,7 +329,7 @@ function conversionsPage() {
 function postbacksPage() {
   return listPage('Postback Log', '/api/v1/postbacks', [
     {name: 'q', label: 'Search all parameters', size: 20}, {name: 'flow', label: 'Flow (id or slug)'},
-    {name: 'click', label: 'Click hash', size: 20}, {name: 'status', label: 'Status', size: 4},
+    {name: 'click', label: 'Click hash', size: 20}, {name: 'response_status', label: 'Status', size: 4},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     {title: 'Flow', key: 'flow_name'}, {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
@@ -363,7 +363,7 @@ async function replay(row) {
 
 function outboundPage() {
   return listPage('Outbound Postbacks', '/api/v1/outbound-postbacks', [
-    {name: 'flow', label: 'Flow (id or slug)'}, {name: 'conversion', label: 'Conversion', size: 20},
+    {name: 'flow', label: 'Flow (id or slug)'}, {name: 'conversion_id', label: 'Conversion', size: 20},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [

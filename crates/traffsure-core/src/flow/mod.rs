@@ -1,0 +1,31 @@
+//! Flows as the API sees them: the spec a user submits (`spec`), its validation into the
+//! Protobuf `Flow` stored on the `flows` topic (`validate`), and the view of a stored flow
+//! the API returns (`view`). Callers use the re-exports here, never the submodules.
+
+mod spec;
+mod validate;
+mod view;
+
+pub use spec::{
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec,
+    RuleSpec,
+};
+pub use validate::{
+    validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS, MAX_DESTINATIONS,
+    MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, RULE_FIELDS,
+};
+pub use view::{FlowView, GoalView};
+
+use traffsure_events::{Flow, FlowStatus, Goal};
+
+use crate::vocab::Vocabulary;
+
+/// Kept for callers outside this crate; use vocab::Vocabulary.
+pub fn status_to_name(status: FlowStatus) -> &'static str {
+    status.word()
+}
+
+/// Finds a goal by key, case-insensitively.
+pub fn find_goal<'f>(flow: &'f Flow, key: &str) -> Option<&'f Goal> {
+    flow.goals.iter().find(|g| g.key.eq_ignore_ascii_case(key))
+}

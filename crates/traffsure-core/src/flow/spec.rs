@@ -1,0 +1,154 @@
+//! The serde model of a flow as the API takes it (`POST /api/v1/flows`,
+//! `PUT /api/v1/flows/{id}`): field names, optional fields and their defaults. Whether
+//! the values are acceptable is decided by [`validate`](super::validate); the view of a
+//! stored flow reuses the nested specs, so what the API shows can be submitted back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use traffsure_events::ConversionStatus;
+
+use crate::vocab::Vocabulary;
+
+/// A flow as submitted to `POST /api/v1/flows` or `PUT /api/v1/flows/{id}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    pub name: String,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    pub destination_url: String,
+    #[serde(default)]
+    pub redirect_mode: Option<String>,
+    #[serde(default)]
+    pub default_goal: Option<String>,
+    #[serde(default)]
+    pub goals: Vec<GoalSpec>,
+    #[serde(default)]
+    pub attribution_window_days: Option<u32>,
+    /// Default destination set with weights; empty = `destination_url` alone.
+    #[serde(default)]
+    pub destinations: Vec<DestinationSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// Where paused and archived flows send visitors; empty = 404.
+    #[serde(default)]
+    pub inactive_url: Option<String>,
+    /// Where bot clicks go; empty = the normal destinations.
+    #[serde(default)]
+    pub bot_url: Option<String>,
+    #[serde(default)]
+    pub postback_security: PostbackSecuritySpec,
+    /// Raw postback status → approved, pending or rejected.
+    #[serde(default)]
+    pub status_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub outbound_postbacks: Vec<OutboundSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    pub url: String,
+    /// Relative weight inside its set (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    #[serde(default)]
+    pub name: String,
+    pub conditions: Vec<ConditionSpec>,
+    pub destinations: Vec<DestinationSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// One of [`RULE_FIELDS`](super::RULE_FIELDS).
+    pub field: String,
+    /// `in` (default) or `not_in`.
+    #[serde(default = "op_in")]
+    pub op: String,
+    pub values: Vec<String>,
+}
+
+fn op_in() -> String {
+    "in".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostbackSecuritySpec {
+    /// Required value of the `token` parameter; empty = off.
+    pub token: String,
+    /// HMAC-SHA256 secret for signed postbacks; empty = off.
+    pub hmac_secret: String,
+    /// Replay window for signed postbacks in seconds (0 = 300).
+    pub max_age_seconds: u32,
+    /// Addresses or CIDR blocks allowed to send postbacks; empty = any.
+    pub allowed_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSpec {
+    /// Stable id; generated from the position when empty.
+    #[serde(default)]
+    pub id: String,
+    pub url: String,
+    /// GET (default) or POST.
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default)]
+    pub body_template: String,
+    /// `form` (default) or `json`, for POST.
+    #[serde(default = "form")]
+    pub body_format: String,
+    /// Goals that fire it; empty = every goal.
+    #[serde(default)]
+    pub goals: Vec<String>,
+    /// approved (default), pending, rejected or any.
+    #[serde(default = "approved")]
+    pub on_status: String,
+    #[serde(default)]
+    pub delay_seconds: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn form() -> String {
+    "form".into()
+}
+fn approved() -> String {
+    ConversionStatus::Approved.word().into()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalSpec {
+    pub key: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Decimal text or number, e.g. `"12.50"`.
+    #[serde(default)]
+    pub payout: Option<serde_json::Value>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub duplicate_policy: Option<String>,
+}

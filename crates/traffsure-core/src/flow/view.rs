@@ -1,0 +1,217 @@
+//! The JSON view of a stored flow, as the API returns it: enums as their words, money as
+//! decimal text, and the nested parts in the same shape a spec takes them, so a view can
+//! be submitted back unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use traffsure_events::{Destination, Flow, PostbackSecurity};
+
+use super::spec::{ConditionSpec, DestinationSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec};
+use crate::money::format_micros;
+use crate::vocab::Vocabulary;
+
+/// The JSON form of a stored flow, as the API returns it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct FlowView {
+    pub id: u32,
+    pub slug: String,
+    pub name: String,
+    pub status: String,
+    pub destination_url: String,
+    pub redirect_mode: String,
+    pub default_goal: String,
+    pub goals: Vec<GoalView>,
+    pub attribution_window_days: u32,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub revision: u64,
+    pub destinations: Vec<DestinationSpec>,
+    pub rules: Vec<RuleSpec>,
+    pub inactive_url: String,
+    pub bot_url: String,
+    pub postback_security: PostbackSecuritySpec,
+    pub status_map: BTreeMap<String, String>,
+    pub outbound_postbacks: Vec<OutboundSpec>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct GoalView {
+    pub key: String,
+    pub name: String,
+    pub payout: String,
+    pub currency: String,
+    pub duplicate_policy: String,
+}
+
+impl From<&Flow> for FlowView {
+    fn from(flow: &Flow) -> Self {
+        Self {
+            id: flow.id,
+            slug: flow.slug.clone(),
+            name: flow.name.clone(),
+            status: flow.status().word().into(),
+            destination_url: flow.destination_url.clone(),
+            redirect_mode: flow.redirect_mode().word().into(),
+            default_goal: flow.default_goal.clone(),
+            goals: flow
+                .goals
+                .iter()
+                .map(|g| GoalView {
+                    key: g.key.clone(),
+                    name: g.name.clone(),
+                    payout: format_micros(g.payout_micros),
+                    currency: g.currency.clone(),
+                    duplicate_policy: g.duplicate_policy().word().into(),
+                })
+                .collect(),
+            attribution_window_days: flow.attribution_window_days,
+            created_at_ms: flow.created_at_ms,
+            updated_at_ms: flow.updated_at_ms,
+            revision: flow.revision,
+            destinations: destination_views(&flow.destinations),
+            rules: flow
+                .rules
+                .iter()
+                .map(|r| RuleSpec {
+                    name: r.name.clone(),
+                    conditions: r
+                        .conditions
+                        .iter()
+                        .map(|c| ConditionSpec {
+                            field: c.field.clone(),
+                            op: if c.negate { "not_in" } else { "in" }.into(),
+                            values: c.values.clone(),
+                        })
+                        .collect(),
+                    destinations: destination_views(&r.destinations),
+                })
+                .collect(),
+            inactive_url: flow.inactive_url.clone(),
+            bot_url: flow.bot_url.clone(),
+            postback_security: PostbackSecuritySpec::from_security(flow.postback_security.as_ref()),
+            status_map: flow.status_map.clone(),
+            outbound_postbacks: flow
+                .outbound_postbacks
+                .iter()
+                .map(|o| OutboundSpec {
+                    id: o.id.clone(),
+                    url: o.url.clone(),
+                    method: o.method.clone(),
+                    body_template: o.body_template.clone(),
+                    body_format: o.body_format.clone(),
+                    goals: o.goals.clone(),
+                    on_status: o.on_status.clone(),
+                    delay_seconds: o.delay_seconds,
+                    enabled: o.enabled,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn destination_views(destinations: &[Destination]) -> Vec<DestinationSpec> {
+    destinations
+        .iter()
+        .map(|d| DestinationSpec {
+            url: d.url.clone(),
+            weight: d.weight.max(1),
+        })
+        .collect()
+}
+
+impl PostbackSecuritySpec {
+    fn from_security(security: Option<&PostbackSecurity>) -> Self {
+        security
+            .map(|s| Self {
+                token: s.token.clone(),
+                hmac_secret: s.hmac_secret.clone(),
+                max_age_seconds: s.max_age_seconds,
+                allowed_ips: s.allowed_ips.clone(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::flow::{find_goal, FlowSpec};
+
+    /// The flow stored for a submitted spec.
+    fn stored(json: serde_json::Value, now_ms: i64) -> Flow {
+        let spec: FlowSpec = serde_json::from_value(json).unwrap();
+        let mut flow = Flow::default();
+        spec.apply(&mut flow, now_ms).unwrap();
+        flow
+    }
+
+    #[test]
+    fn applies_a_full_spec() {
+        let flow = stored(
+            serde_json::json!({
+                "name": " Summer ", "slug": "summer", "destination_url": "https://offer.test/?c={click}",
+                "redirect_mode": "307",
+                "goals": [{"key": "Lead", "payout": "1.5"}, {"key": "sale", "payout": 20, "duplicate_policy": "every"}],
+                "default_goal": "sale"
+            }),
+            1000,
+        );
+        let view = FlowView::from(&flow);
+        assert_eq!(view.name, "Summer");
+        assert_eq!(view.redirect_mode, "307");
+        assert_eq!(view.goals[0].key, "lead");
+        assert_eq!(view.goals[0].payout, "1.5");
+        assert_eq!(view.goals[1].duplicate_policy, "every");
+        assert_eq!(view.default_goal, "sale");
+        assert_eq!((view.revision, view.created_at_ms), (1, 1000));
+        assert_eq!(find_goal(&flow, "LEAD").unwrap().payout_micros, 1_500_000);
+    }
+
+    #[test]
+    fn round_trips_rules_security_and_outbound() {
+        let input = serde_json::json!({
+            "name": "x", "destination_url": "https://fallback.test/?c={click}",
+            "destinations": [{"url": "https://a.test/", "weight": 3}, {"url": "https://b.test/"}],
+            "rules": [{"name": "DE mobile", "conditions": [
+                {"field": "country", "values": ["de", "AT"]},
+                {"field": "ip", "op": "not_in", "values": ["10.0.0.0/8", "2001:db8::1"]}],
+                "destinations": [{"url": "https://de.test/{sub1}", "weight": 1}]}],
+            "inactive_url": "https://paused.test/", "bot_url": "https://bots.test/",
+            "postback_security": {"token": "s3cret", "allowed_ips": ["203.0.113.0/24"]},
+            "status_map": {"Sale": "approved", "chargeback": "rejected"},
+            "goals": [{"key": "lead"}, {"key": "sale"}],
+            "outbound_postbacks": [{"url": "https://src.test/pb?c={sub_id}&p={payout}", "goals": ["sale"]},
+                {"id": "aff", "url": "https://aff.test/", "method": "POST", "body_format": "json",
+                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60}]
+        });
+        let flow = stored(input, 5);
+        let view = FlowView::from(&flow);
+        assert_eq!(view.destinations[1].weight, 1);
+        assert_eq!(view.rules[0].conditions[0].values, ["DE", "AT"]);
+        assert_eq!(view.rules[0].conditions[1].op, "not_in");
+        assert_eq!(
+            view.rules[0].conditions[1].values,
+            ["10.0.0.0/8", "2001:db8::1/128"]
+        );
+        assert_eq!(view.postback_security.token, "s3cret");
+        assert_eq!(view.status_map["sale"], "approved");
+        assert_eq!(view.outbound_postbacks[0].id, "out1");
+        assert_eq!(view.outbound_postbacks[0].on_status, "approved");
+        assert_eq!(view.outbound_postbacks[1].method, "POST");
+        // The view is itself a valid spec for the same flow.
+        let again = stored(
+            serde_json::json!({
+                "name": view.name, "destination_url": view.destination_url,
+                "destinations": view.destinations, "rules": view.rules,
+                "inactive_url": view.inactive_url, "bot_url": view.bot_url,
+                "postback_security": view.postback_security, "status_map": view.status_map,
+                "goals": [{"key": "lead"}, {"key": "sale"}],
+                "outbound_postbacks": view.outbound_postbacks,
+            }),
+            5,
+        );
+        assert_eq!(FlowView::from(&again), view);
+    }
+}

@@ -1,0 +1,108 @@
+//! The conversion list: each conversion in its current state (its latest version),
+//! newest first, a page at a time, filtered by flow, goal, status and time range.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use traffsure_core::format_micros;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::ConversionStatus;
+
+use super::page::{page_json, split_page, Query};
+use crate::error::ApiError;
+use crate::filters::{cursor, eq, range_condition, Params};
+use crate::sql::{Arg, Sql};
+use crate::state::AppState;
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ConversionRow {
+    conversion_id: String,
+    click_hash: String,
+    flow_id: u32,
+    goal: String,
+    status: String,
+    revenue_micros: i64,
+    currency: String,
+    uid: String,
+    created: String,
+    created_unix: i64,
+    updated: String,
+    version: u32,
+}
+
+/// Conversions in their current state: filters flow, goal, status, from, to.
+pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+    let params = Params::new(
+        query.into_inner(),
+        &[
+            "flow", "goal", "status", "from", "to", "timezone", "cursor", "limit",
+        ],
+    )?;
+    let flow = params.flow(&state.registry)?;
+    let goal = params.text("goal", 100)?;
+    let status = params.word::<ConversionStatus>("status")?;
+    let timezone = params.timezone()?;
+    let (from, to) = params.range()?;
+    let cursor = cursor(&params)?;
+    let size = params.page_size()?;
+    state.check_timezone(&timezone).await?;
+
+    let mut sql = Sql::new(
+        "SELECT conversion_id, argMax(click_hash, version) AS ch, any(flow_id) AS f, \
+                argMax(goal, version) AS g, argMax(status, version) AS st, \
+                argMax(revenue_micros, version) AS rev, argMax(currency, version) AS cur, \
+                argMax(uid, version) AS u, toString(min(created_at)) AS created, \
+                toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
+                max(version) AS v \
+         FROM conversions WHERE 1",
+    );
+    if let Some(flow) = flow {
+        eq(&mut sql, "flow_id", Arg::U32(flow));
+    }
+    if let Some(goal) = goal {
+        sql.push(" AND lower(goal) = lower(").str(goal).push(")");
+    }
+    range_condition(&mut sql, "created_at", &from, &to, &timezone);
+    if let Some((secs, id)) = &cursor {
+        sql.push(" AND (created_at < toDateTime(")
+            .arg(Arg::I64(*secs));
+        sql.push(") OR (created_at = toDateTime(")
+            .arg(Arg::I64(*secs));
+        sql.push(") AND conversion_id < ")
+            .str(id.as_str())
+            .push("))");
+    }
+    sql.push(" GROUP BY conversion_id");
+    if let Some(status) = status {
+        sql.push(" HAVING st = ").str(status.word());
+    }
+    sql.push(" ORDER BY created_unix DESC, conversion_id DESC LIMIT ")
+        .arg(Arg::U64(size + 1));
+    let mut rows = sql
+        .query(&state.clickhouse)
+        .fetch_all::<ConversionRow>()
+        .await?;
+    let next = split_page(&mut rows, size, |r| {
+        format!("{}_{}", r.created_unix, r.conversion_id)
+    });
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "conversion_id": r.conversion_id,
+                "click_hash": r.click_hash,
+                "flow_id": r.flow_id,
+                "flow_name": state.flow_name(r.flow_id),
+                "goal": r.goal,
+                "status": r.status,
+                "revenue": format_micros(r.revenue_micros),
+                "currency": r.currency,
+                "uid": r.uid,
+                "time": r.created,
+                "updated_at": r.updated,
+                "version": r.version,
+            })
+        })
+        .collect();
+    Ok(page_json(items, size, next))
+}

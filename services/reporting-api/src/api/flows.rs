@@ -1,0 +1,118 @@
+//! Flows: listed and read from the in-memory registry, created and changed by writing
+//! them to the compacted `flows` topic and waiting for the broker's answer, after which
+//! the registry serves the new version at once (the API reads its own writes).
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use traffsure_core::flow::{FlowSpec, FlowView};
+use traffsure_core::now_ms;
+use traffsure_events::Flow;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A flow with the links a user copies from the flow editor.
+#[derive(Serialize)]
+struct FlowWithLinks {
+    #[serde(flatten)]
+    flow: FlowView,
+    tracking_link: String,
+    postback_url: String,
+}
+
+fn with_links(state: &AppState, flow: &Flow) -> FlowWithLinks {
+    let handle = if flow.slug.is_empty() {
+        flow.id.to_string()
+    } else {
+        flow.slug.clone()
+    };
+    FlowWithLinks {
+        flow: FlowView::from(flow),
+        tracking_link: format!("{}/c/{handle}?sub_id={{sub_id}}&source={{source}}", state.tracking_base_url),
+        postback_url: format!(
+            "{}/postback?click={{click}}&goal={{goal}}&status={{status}}&revenue={{revenue}}&currency={{currency}}&uid={{uid}}",
+            state.postback_base_url
+        ),
+    }
+}
+
+fn find(state: &AppState, id: &str) -> Result<Arc<Flow>, ApiError> {
+    state
+        .registry
+        .resolve(id)
+        .ok_or_else(|| ApiError::NotFound(format!("flow {id} not found")))
+}
+
+/// Publishes the flow and waits for the broker, then serves it from memory at once.
+async fn save(state: &AppState, flow: Flow) -> Result<(), ApiError> {
+    if !flow.slug.is_empty() {
+        if let Some(other) = state
+            .registry
+            .resolve(&flow.slug)
+            .filter(|o| o.id != flow.id)
+        {
+            return Err(ApiError::Conflict(format!(
+                "slug {:?} is used by flow {}",
+                flow.slug, other.id
+            )));
+        }
+    }
+    let key = flow.id.to_string();
+    traffsure_kafka::send_event(&state.producer, &state.topics.flows, key.as_bytes(), &flow)
+        .await
+        .inspect_err(|error| {
+            traffsure_kafka::metrics::count_delivery_error("reporting-api", error)
+        })?;
+    state.registry.upsert(flow);
+    Ok(())
+}
+
+pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let flows: Vec<_> = state
+        .registry
+        .all()
+        .iter()
+        .map(|f| with_links(&state, f))
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "flows": flows }))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(with_links(&state, find(&state, &id)?.as_ref())))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    spec: web::Json<FlowSpec>,
+) -> Result<HttpResponse, ApiError> {
+    let id = loop {
+        let candidate = rand::random_range(1..=9_999_999u32);
+        if state.registry.get(candidate).is_none() {
+            break candidate;
+        }
+    };
+    let mut flow = Flow {
+        id,
+        ..Flow::default()
+    };
+    spec.apply(&mut flow, now_ms())?;
+    save(&state, flow.clone()).await?;
+    tracing::info!(flow = id, name = %flow.name, "flow created");
+    Ok(HttpResponse::Created().json(with_links(&state, &flow)))
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    spec: web::Json<FlowSpec>,
+) -> Result<HttpResponse, ApiError> {
+    let mut flow = Flow::clone(find(&state, &id)?.as_ref());
+    spec.apply(&mut flow, now_ms())?;
+    save(&state, flow.clone()).await?;
+    Ok(HttpResponse::Ok().json(with_links(&state, &flow)))
+}

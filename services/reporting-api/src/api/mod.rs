@@ -1,0 +1,68 @@
+//! The JSON API under `/api/v1`, one module per resource: flows (the only writes, to the
+//! `flows` topic), the dashboard and reports (aggregates), and the clicks, conversions,
+//! postback log and outbound postback lists (raw tables, a page at a time). Login lives
+//! in `auth`; routes are registered in `routes`.
+
+use actix_web::HttpResponse;
+
+pub mod clicks;
+pub mod conversions;
+pub mod dashboard;
+pub mod flows;
+pub mod outbound;
+mod page;
+pub mod postbacks;
+pub mod reports;
+
+/// The OpenAPI document of this API.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(include_str!("../../openapi.json"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::Value;
+    use traffsure_core::vocab::Vocabulary;
+    use traffsure_events::{
+        ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, RedirectMode,
+    };
+
+    /// The OpenAPI document lists each enum with the words of `traffsure_core::vocab`.
+    #[test]
+    fn openapi_enums_are_the_vocabulary() {
+        let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let param = |path: &str, name: &str| -> Value {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["schema"]["enum"]
+                .clone()
+        };
+        let schema = |schema: &str, property: &str| -> Value {
+            doc["components"]["schemas"][schema]["properties"][property]["enum"].clone()
+        };
+        for (listed, words) in [
+            (schema("FlowSpec", "status"), FlowStatus::words()),
+            (schema("FlowSpec", "redirect_mode"), RedirectMode::words()),
+            (
+                schema("GoalSpec", "duplicate_policy"),
+                DuplicatePolicy::words(),
+            ),
+            (
+                param("/api/v1/conversions", "status"),
+                ConversionStatus::words(),
+            ),
+            (
+                param("/api/v1/outbound-postbacks", "state"),
+                OutboundState::words(),
+            ),
+        ] {
+            assert_eq!(listed, serde_json::json!(words));
+        }
+    }
+}

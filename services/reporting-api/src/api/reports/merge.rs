@@ -1,0 +1,227 @@
+//! Clicks and conversions joined by group key into one row per group with its totals,
+//! and the derived metrics (CR, profit, ROI, EPC) of each row and of the whole report.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+use traffsure_core::format_micros;
+use traffsure_core::vocab::Vocabulary;
+use traffsure_events::ConversionStatus;
+
+use super::query::{ClickAgg, ConversionAgg};
+
+/// A metric's name, its JSON value, and the number it sorts by.
+pub type Metric = (&'static str, Value, f64);
+/// A report row: its group keys (with `flow_name` beside `flow`), then its metrics.
+pub type Row = (Map<String, Value>, Vec<Metric>);
+
+/// The counts of one group, or of the whole report.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Totals {
+    /// Whether unique clicks were counted (they show as `null` otherwise).
+    pub with_uniques: bool,
+    pub clicks: i64,
+    pub unique_clicks: u64,
+    pub bots: i64,
+    pub approved: i64,
+    pub pending: i64,
+    pub rejected: i64,
+    pub revenue_micros: i64,
+    pub cost_micros: i64,
+}
+
+impl Totals {
+    fn add(&mut self, o: &Totals) {
+        self.with_uniques = o.with_uniques;
+        self.clicks += o.clicks;
+        self.unique_clicks += o.unique_clicks;
+        self.bots += o.bots;
+        self.approved += o.approved;
+        self.pending += o.pending;
+        self.rejected += o.rejected;
+        self.revenue_micros += o.revenue_micros;
+        self.cost_micros += o.cost_micros;
+    }
+
+    /// Metrics by name, in the order of `parse::METRICS`; money as decimal text, ratios
+    /// as numbers rounded to 4 places.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let conversions = self.approved + self.pending;
+        let profit = self.revenue_micros - self.cost_micros;
+        let ratio = |num: f64, den: f64| if den == 0.0 { 0.0 } else { num / den };
+        let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
+        let cr = round(ratio(conversions as f64 * 100.0, self.clicks as f64));
+        let roi = round(ratio(profit as f64 * 100.0, self.cost_micros as f64));
+        let epc_micros = ratio(self.revenue_micros as f64, self.clicks as f64).round() as i64;
+        vec![
+            ("clicks", json!(self.clicks), self.clicks as f64),
+            (
+                "unique_clicks",
+                if self.with_uniques {
+                    json!(self.unique_clicks)
+                } else {
+                    Value::Null
+                },
+                self.unique_clicks as f64,
+            ),
+            ("bots", json!(self.bots), self.bots as f64),
+            ("conversions", json!(conversions), conversions as f64),
+            (
+                ConversionStatus::Approved.word(),
+                json!(self.approved),
+                self.approved as f64,
+            ),
+            (
+                ConversionStatus::Pending.word(),
+                json!(self.pending),
+                self.pending as f64,
+            ),
+            (
+                ConversionStatus::Rejected.word(),
+                json!(self.rejected),
+                self.rejected as f64,
+            ),
+            ("cr", json!(cr), cr),
+            (
+                "revenue",
+                json!(format_micros(self.revenue_micros)),
+                self.revenue_micros as f64,
+            ),
+            (
+                "cost",
+                json!(format_micros(self.cost_micros)),
+                self.cost_micros as f64,
+            ),
+            ("profit", json!(format_micros(profit)), profit as f64),
+            ("roi", json!(roi), roi),
+            ("epc", json!(format_micros(epc_micros)), epc_micros as f64),
+        ]
+    }
+}
+
+/// Both sides' rows summed by group key (a group either side lacks counts zero there).
+pub fn groups(
+    clicks: Vec<ClickAgg>,
+    conversions: Vec<ConversionAgg>,
+    with_uniques: bool,
+) -> BTreeMap<Vec<String>, Totals> {
+    let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
+    for row in clicks {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        t.clicks += row.clicks;
+        t.bots += row.bots;
+        t.unique_clicks += row.unique_clicks;
+        t.cost_micros += row.cost_micros;
+    }
+    for row in conversions {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        t.approved += row.approved;
+        t.pending += row.pending;
+        t.rejected += row.rejected;
+        t.revenue_micros += row.revenue_micros;
+    }
+    groups
+}
+
+/// One row per group, its keys named by `dims` (a `flow` key gets its `flow_name` from
+/// `flow_name`), and the report's totals.
+pub fn rows(
+    groups: &BTreeMap<Vec<String>, Totals>,
+    dims: &[&'static str],
+    with_uniques: bool,
+    flow_name: impl Fn(u32) -> String,
+) -> (Vec<Row>, Totals) {
+    let mut total = Totals {
+        with_uniques,
+        ..Totals::default()
+    };
+    let rows = groups
+        .iter()
+        .map(|(keys, t)| {
+            total.add(t);
+            let mut row = Map::new();
+            for (dim, key) in dims.iter().zip(keys) {
+                row.insert((*dim).to_string(), json!(key));
+                if *dim == "flow" {
+                    let name = key.parse().map(&flow_name).unwrap_or_default();
+                    row.insert("flow_name".into(), json!(name));
+                }
+            }
+            (row, t.metrics())
+        })
+        .collect();
+    (rows, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::parse::METRICS;
+    use super::*;
+
+    #[test]
+    fn metrics_are_derived_from_totals() {
+        let t = Totals {
+            clicks: 200,
+            approved: 3,
+            pending: 1,
+            revenue_micros: 30_000_000,
+            cost_micros: 20_000_000,
+            ..Totals::default()
+        };
+        let m: HashMap<_, _> = t.metrics().into_iter().map(|(k, v, _)| (k, v)).collect();
+        assert_eq!(m["conversions"], json!(4));
+        assert_eq!(m["cr"], json!(2.0));
+        assert_eq!(m["profit"], json!(format_micros(10_000_000)));
+        assert_eq!(m["roi"], json!(50.0));
+        assert_eq!(m["epc"], json!(format_micros(150_000)));
+        assert_eq!(m["unique_clicks"], Value::Null);
+        let names: Vec<_> = t.metrics().iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(names, METRICS);
+    }
+
+    #[test]
+    fn both_sides_join_by_key_and_sum_into_the_totals() {
+        let key = |k: &str| vec![k.to_string()];
+        let clicks = vec![
+            ClickAgg {
+                keys: key("1"),
+                clicks: 10,
+                bots: 1,
+                unique_clicks: 7,
+                cost_micros: 5_000_000,
+            },
+            ClickAgg {
+                keys: key("2"),
+                clicks: 4,
+                bots: 0,
+                unique_clicks: 4,
+                cost_micros: 0,
+            },
+        ];
+        let conversions = vec![ConversionAgg {
+            keys: key("1"),
+            approved: 2,
+            pending: 1,
+            rejected: 1,
+            revenue_micros: 8_000_000,
+        }];
+        let groups = groups(clicks, conversions, true);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[&key("1")].approved, 2);
+        assert_eq!(groups[&key("1")].clicks, 10);
+        assert_eq!(groups[&key("2")].approved, 0);
+
+        let (rows, total) = rows(&groups, &["flow"], true, |id| format!("flow {id}"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0["flow"], "1");
+        assert_eq!(rows[0].0["flow_name"], "flow 1");
+        assert_eq!(total.clicks, 14);
+        assert_eq!(total.unique_clicks, 11);
+        assert_eq!(total.revenue_micros, 8_000_000);
+        assert!(total.with_uniques);
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /api/v1/reports`: clicks and conversions grouped by up to four dimensions from an
+//! allow-list, with derived metrics (CR, profit, ROI, EPC), a time zone, a sort key and
+//! CSV export. A report goes through five steps, one module each: `parse` (query string
+//! → typed request), `query` (SQL built and run), `merge` (both sides joined by group
+//! key), `sort` and `render` (JSON or CSV).
+
+use actix_web::HttpResponse;
+
+use super::page::Query;
+use crate::error::ApiError;
+use crate::filters::Params;
+use crate::state::AppState;
+
+mod merge;
+mod parse;
+mod query;
+mod render;
+mod sort;
+
+/// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
+/// (they are `null` otherwise): over a month of rollups that merge costs more than
+/// everything else in the report together.
+pub async fn report(
+    state: actix_web::web::Data<AppState>,
+    query: Query,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params::new(query.into_inner(), parse::PARAMETERS)?;
+    let request = parse::request(&params, &state.registry)?;
+    state.check_timezone(&request.filters.timezone).await?;
+    let range = query::range(&state.clickhouse, &request.filters).await?;
+    let (clicks, conversions) = query::run(&state.clickhouse, &request, &range).await?;
+
+    let unique_clicks = request.filters.unique_clicks;
+    let groups = merge::groups(clicks, conversions, unique_clicks);
+    let (mut rows, total) = merge::rows(&groups, &request.dims, unique_clicks, |id| {
+        state.flow_name(id)
+    });
+    sort::sort(&mut rows, &request.sort);
+
+    Ok(match request.format {
+        parse::Format::Csv => HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header(("content-disposition", "attachment; filename=\"report.csv\""))
+            .body(render::csv(&request.dims, &rows)),
+        parse::Format::Json => {
+            HttpResponse::Ok().json(render::json(&request, &range, rows, &total))
+        }
+    })
+}

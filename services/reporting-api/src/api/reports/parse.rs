@@ -1,0 +1,261 @@
+//! A report's query string → a typed `ReportRequest`: the dimensions to group by, the
+//! filters, the sort key and the output format, each checked so a bad value is a 422
+//! naming its parameter. Nothing here touches ClickHouse.
+
+use traffsure_kafka::FlowRegistry;
+
+use crate::error::ApiError;
+use crate::filters::Params;
+
+/// Every parameter a report accepts.
+pub const PARAMETERS: &[&str] = &[
+    "group_by",
+    "from",
+    "to",
+    "timezone",
+    "flow",
+    "country",
+    "source",
+    "sub_id",
+    "goal",
+    "sort",
+    "format",
+    "unique_clicks",
+];
+
+/// Every dimension a report groups by.
+pub const DIMENSIONS: &[&str] = &[
+    "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4", "sub5",
+    "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
+];
+
+/// Every metric a report returns, in order.
+pub const METRICS: &[&str] = &[
+    "clicks",
+    "unique_clicks",
+    "bots",
+    "conversions",
+    "approved",
+    "pending",
+    "rejected",
+    "cr",
+    "revenue",
+    "cost",
+    "profit",
+    "roi",
+    "epc",
+];
+
+/// What a report asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRequest {
+    /// One to four dimensions from `DIMENSIONS`, in the order asked.
+    pub dims: Vec<&'static str>,
+    pub filters: Filters,
+    pub sort: Sort,
+    pub format: Format,
+}
+
+/// Which rows a report counts; a missing bound of the range is filled in by the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filters {
+    /// Merging unique-click states is the costly part of a rollup read: only on request.
+    pub unique_clicks: bool,
+    pub flow: Option<u32>,
+    pub country: Option<String>,
+    pub source: Option<String>,
+    pub sub_id: Option<String>,
+    pub goal: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub timezone: String,
+}
+
+/// A grouped dimension, `flow_name` or a metric, ascending unless `descending`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sort {
+    pub key: String,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+/// Reads a report's parameters; `registry` resolves a flow given by its slug.
+pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest, ApiError> {
+    let dims = group_by(params.get("group_by").unwrap_or("day"))?;
+    let timezone = params.timezone()?;
+    let (from, to) = params.range()?;
+    let format = match params.one_of("format", &["json", "csv"])? {
+        Some("csv") => Format::Csv,
+        _ => Format::Json,
+    };
+    let sort = sort(params.get("sort"), &dims)?;
+    let unique_clicks = params.one_of("unique_clicks", &["true", "false"])? == Some("true");
+    if sort.key == "unique_clicks" && !unique_clicks {
+        return Err(ApiError::invalid(
+            "sort",
+            "sorting by unique_clicks needs unique_clicks=true",
+        ));
+    }
+    let filters = Filters {
+        unique_clicks,
+        flow: params.flow(registry)?,
+        country: params.country()?,
+        source: params.text("source", 200)?,
+        sub_id: params.text("sub_id", 200)?,
+        goal: params.text("goal", 100)?,
+        from,
+        to,
+        timezone,
+    };
+    Ok(ReportRequest {
+        dims,
+        filters,
+        sort,
+        format,
+    })
+}
+
+/// `group_by`: comma-separated dimensions, any case, at most four, none twice.
+fn group_by(value: &str) -> Result<Vec<&'static str>, ApiError> {
+    let dims: Vec<&'static str> = value
+        .split(',')
+        .map(|d| {
+            let d = d.trim();
+            DIMENSIONS
+                .iter()
+                .find(|x| x.eq_ignore_ascii_case(d))
+                .copied()
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "group_by",
+                        format!(
+                            "cannot group by {d:?}; choose from {}",
+                            DIMENSIONS.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    if dims.len() > 4 {
+        return Err(ApiError::invalid(
+            "group_by",
+            "group by at most four dimensions",
+        ));
+    }
+    if (1..dims.len()).any(|i| dims[..i].contains(&dims[i])) {
+        return Err(ApiError::invalid("group_by", "a dimension is listed twice"));
+    }
+    Ok(dims)
+}
+
+/// `sort`: a grouped dimension, `flow_name` or a metric, `-` first for descending; by
+/// default the first dimension, ascending.
+fn sort(value: Option<&str>, dims: &[&'static str]) -> Result<Sort, ApiError> {
+    let Some(value) = value else {
+        return Ok(Sort {
+            key: dims.first().copied().unwrap_or("day").to_string(),
+            descending: false,
+        });
+    };
+    let (key, descending) = value
+        .strip_prefix('-')
+        .map_or((value, false), |k| (k, true));
+    let known = dims.contains(&key) || METRICS.contains(&key) || key == "flow_name";
+    if !known {
+        return Err(ApiError::invalid(
+            "sort",
+            format!(
+                "cannot sort by {key:?}: use a grouped dimension or a metric, with - for descending"
+            ),
+        ));
+    }
+    Ok(Sort {
+        key: key.to_string(),
+        descending,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ReportRequest, ApiError> {
+        let raw = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        request(&Params::new(raw, PARAMETERS)?, &FlowRegistry::new())
+    }
+
+    fn field(result: Result<ReportRequest, ApiError>) -> String {
+        match result {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("not a 422: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_to_days_as_json_sorted_by_day() {
+        let request = parse(&[]).unwrap();
+        assert_eq!(request.dims, ["day"]);
+        assert_eq!(request.format, Format::Json);
+        assert_eq!(
+            request.sort,
+            Sort {
+                key: "day".into(),
+                descending: false
+            }
+        );
+        assert_eq!(request.filters.timezone, "UTC");
+        assert!(!request.filters.unique_clicks);
+        assert_eq!((request.filters.from, request.filters.to), (None, None));
+    }
+
+    #[test]
+    fn reads_every_parameter() {
+        let request = parse(&[
+            ("group_by", "Flow, country"),
+            ("sort", "-clicks"),
+            ("format", "csv"),
+            ("unique_clicks", "true"),
+            ("flow", "7"),
+            ("country", "de"),
+            ("goal", "sale"),
+            ("from", "2026-01-01"),
+            ("to", "2026-01-31"),
+        ])
+        .unwrap();
+        assert_eq!(request.dims, ["flow", "country"]);
+        assert_eq!(request.sort.key, "clicks");
+        assert!(request.sort.descending);
+        assert_eq!(request.format, Format::Csv);
+        assert!(request.filters.unique_clicks);
+        assert_eq!(request.filters.flow, Some(7));
+        assert_eq!(request.filters.country.as_deref(), Some("DE"));
+        assert_eq!(request.filters.to.as_deref(), Some("2026-01-31 23:59:59"));
+    }
+
+    #[test]
+    fn refusals_name_their_parameter() {
+        for (pairs, expected) in [
+            (&[("group_by", "day,weather")][..], "group_by"),
+            (&[("group_by", "day,day")], "group_by"),
+            (&[("group_by", "day,hour,flow,country,source")], "group_by"),
+            (&[("sort", "-profitability")], "sort"),
+            (&[("sort", "country")], "sort"),
+            (&[("sort", "unique_clicks")], "sort"),
+            (&[("unique_clicks", "maybe")], "unique_clicks"),
+            (&[("format", "xlsx")], "format"),
+            (&[("flow", "no-such-flow")], "flow"),
+            (&[("colour", "red")], "colour"),
+        ] {
+            assert_eq!(field(parse(pairs)), expected, "{pairs:?}");
+        }
+    }
+}

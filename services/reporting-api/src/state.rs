@@ -1,0 +1,51 @@
+//! The state every handler shares: the flow registry (flows as the `flows` topic holds
+//! them), the ClickHouse client the reads go through, the producer flows are written
+//! with, and the URLs the API shows or calls. Built once in `main`; handlers receive it
+//! as `web::Data<AppState>`.
+
+use std::sync::Arc;
+
+use clickhouse::Client;
+use rdkafka::producer::FutureProducer;
+use traffsure_kafka::{FlowRegistry, Topics};
+
+use crate::error::ApiError;
+use crate::sql::Sql;
+
+pub struct AppState {
+    pub registry: Arc<FlowRegistry>,
+    pub clickhouse: Client,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    /// Public base URL of click-ingest, for the tracking links the API shows.
+    pub tracking_base_url: String,
+    /// Public base URL of postback-ingest, for the postback URLs the API shows.
+    pub postback_base_url: String,
+    /// Base URL of the postback dispatcher's HTTP port, for manual replays.
+    pub dispatcher_url: Option<String>,
+    pub http: reqwest::Client,
+}
+
+impl AppState {
+    /// The flow's name, or empty for a flow the registry does not know (any more).
+    pub fn flow_name(&self, id: u32) -> String {
+        self.registry
+            .get(id)
+            .map(|f| f.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Checks a time zone with ClickHouse itself, so an unknown name is a 422.
+    pub async fn check_timezone(&self, timezone: &str) -> Result<(), ApiError> {
+        if timezone == "UTC" {
+            return Ok(());
+        }
+        let mut sql = Sql::new("SELECT toString(toDateTime('2000-01-01 00:00:00', ");
+        sql.str(timezone).push("))");
+        sql.query(&self.clickhouse)
+            .fetch_one::<String>()
+            .await
+            .map(|_| ())
+            .map_err(|_| ApiError::invalid("timezone", format!("unknown time zone {timezone:?}")))
+    }
+}
