@@ -2,40 +2,40 @@
 //! outcome recorded on `outbound-deliveries` and `outbound-log`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use traffsure_core::now_ms;
 use traffsure_core::vocab::Vocabulary as _;
 use traffsure_events::{OutboundAttempt, OutboundDelivery, OutboundState};
+use traffsure_kafka::retry;
 
 use crate::breaker::{Admission, Transition};
 use crate::deliveries::schedulable;
 use crate::dispatcher::Dispatcher;
 use crate::guard::check_url;
+use crate::records;
 use crate::render::build_request;
 
 impl Dispatcher {
     /// Writes one attempt to `outbound-log`, retrying until the broker acknowledges it.
     async fn log_attempt(&self, attempt: &OutboundAttempt) {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match traffsure_kafka::send_event(
-                &self.producer,
-                &self.topics.outbound_log,
-                attempt.conversion_id.as_bytes(),
-                attempt,
-            )
-            .await
-            {
-                Ok(_) => return,
-                Err(error) => {
-                    traffsure_kafka::metrics::count_delivery_error("postback-dispatcher", &error);
-                    tracing::warn!(conversion_id = %attempt.conversion_id, %error, "outbound attempt not logged, retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        retry::forever(
+            "log outbound attempt",
+            &records::write_backoff(),
+            || async {
+                traffsure_kafka::send_event(
+                    &self.producer,
+                    &self.topics.outbound_log,
+                    attempt.conversion_id.as_bytes(),
+                    attempt,
+                )
+                .await
+                .inspect_err(|error| {
+                    traffsure_kafka::metrics::count_delivery_error("postback-dispatcher", error)
+                })
+            },
+        )
+        .await;
     }
 
     /// Puts a delivery back in the queue without an attempt (its circuit is open).

@@ -12,64 +12,22 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message as _;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument as _;
 use traffsure_core::now_ms;
 use traffsure_events::{Conversion, OutboundDelivery};
+use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, RebalanceWait};
 
 use crate::deliveries::delivery_key;
 use crate::dispatcher::Dispatcher;
+use crate::records;
 use crate::render::firing;
 
 /// Conversions read but whose delivery records are not acknowledged yet, at most.
 const MAX_PENDING_CONVERSIONS: usize = 20_000;
-
-/// Hands partition moves to the dispatcher while the consumer waits: revoked partitions
-/// are released only when their work is recorded, assigned ones are loaded before any of
-/// their conversions is read.
-struct Rebalances {
-    dispatcher: Arc<Dispatcher>,
-}
-
-impl ClientContext for Rebalances {}
-
-impl ConsumerContext for Rebalances {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(list) => {
-                let partitions = self.dispatcher.conversion_partitions(list);
-                blocking(|| self.dispatcher.release(&partitions));
-            }
-            Rebalance::Assign(_) | Rebalance::Error(_) => {}
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(list) => {
-                let partitions = self.dispatcher.conversion_partitions(list);
-                blocking(|| self.dispatcher.take_over(&partitions));
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-            Rebalance::Revoke(_) => {}
-        }
-    }
-}
-
-/// Runs slow work from a rebalance callback, which runs inside the consumer's poll on a
-/// runtime thread: the runtime moves its other tasks away meanwhile.
-fn blocking<T>(work: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
-    }
-}
 
 /// Counts a conversion whose records are being written until dropped.
 struct Recording {
@@ -124,11 +82,13 @@ impl Dispatcher {
     /// Consumes conversions, records the deliveries they owe, and stores each offset only
     /// once everything before it is recorded.
     pub async fn consume(self: Arc<Self>) -> anyhow::Result<()> {
-        let consumer: StreamConsumer<Rebalances> =
+        // The consumer's poll waits while a revoked partition's work is written and an
+        // assigned partition's records are read back; a task of its own does both.
+        let (context, events) = rebalance::channel(RebalanceWait::UpTo(self.rebalance_wait()));
+        tokio::spawn(self.clone().follow_rebalances(events));
+        let consumer: StreamConsumer<RebalanceContext> =
             traffsure_kafka::group_consumer_config(&self.kafka, &self.group_id)
-                .create_with_context(Rebalances {
-                    dispatcher: self.clone(),
-                })?;
+                .create_with_context(context)?;
         consumer.subscribe(&[&self.topics.conversions])?;
         let consumer = Arc::new(consumer);
         traffsure_kafka::metrics::spawn_lag_reporter(
@@ -241,12 +201,37 @@ impl Dispatcher {
         }
     }
 
-    /// The partitions of `conversions` in a rebalance list.
-    fn conversion_partitions(&self, list: &TopicPartitionList) -> Vec<i32> {
-        list.elements_for_topic(&self.topics.conversions)
-            .iter()
-            .map(|e| e.partition())
-            .collect()
+    /// Hands each partition move to `release` or `take_over`, which may block, and lets
+    /// the rebalance go on once it is done.
+    async fn follow_rebalances(self: Arc<Self>, mut events: UnboundedReceiver<RebalanceEvent>) {
+        while let Some(event) = events.recv().await {
+            let this = self.clone();
+            let handled = tokio::task::spawn_blocking(move || {
+                let partitions = event.partitions_of(&this.topics.conversions);
+                match &event {
+                    RebalanceEvent::Revoked { .. } => this.release(&partitions),
+                    RebalanceEvent::Assigned { .. } => this.take_over(&partitions),
+                }
+                event.done();
+            })
+            .await;
+            if let Err(error) = handled {
+                tracing::error!(%error, "rebalance handling panicked");
+            }
+        }
+    }
+
+    /// How long a release waits for the work in flight on its partitions.
+    fn release_bound(&self) -> Duration {
+        Duration::from_millis(
+            self.settings.request_timeout_ms + self.settings.flow_wait_ms + 10_000,
+        )
+    }
+
+    /// How long a rebalance callback waits for `release` (which gives up after its own
+    /// bound) or `take_over` (whose conversions must not be read before it is done).
+    fn rebalance_wait(&self) -> Duration {
+        self.release_bound().max(records::TAKE_OVER_LIMIT) + Duration::from_secs(5)
     }
 
     /// Gives up partitions: no new attempt of theirs starts, and this returns once their
@@ -262,10 +247,7 @@ impl Dispatcher {
                 deliveries.assigned.remove(partition);
             }
         }
-        let bound = Duration::from_millis(
-            self.settings.request_timeout_ms + self.settings.flow_wait_ms + 10_000,
-        );
-        let deadline = Instant::now() + bound;
+        let deadline = Instant::now() + self.release_bound();
         loop {
             let busy = self.lock().busy(partitions);
             if busy == 0 {
@@ -291,16 +273,7 @@ impl Dispatcher {
             return;
         }
         let started = Instant::now();
-        let loaded = loop {
-            match self.read_partitions(partitions) {
-                Ok(loaded) => break loaded,
-                Err(error) => {
-                    // Without its records a partition would send deliveries again: wait.
-                    tracing::warn!(?partitions, %error, "delivery records not read, retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        };
+        let loaded = self.read_partitions(partitions);
         let count = loaded.len();
         self.lock().take_over(partitions, loaded.into_values());
         self.wake.notify_one();

@@ -178,7 +178,6 @@ async fn main() -> anyhow::Result<()> {
     let server_handle = server.handle();
     tokio::spawn(server);
 
-    dispatcher.ensure_topic().await.context("create topics")?;
     let unfinished = dispatcher
         .restore()
         .await
