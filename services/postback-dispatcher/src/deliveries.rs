@@ -250,6 +250,13 @@ mod tests {
         record
     }
 
+    /// The keys of some entries, sorted.
+    fn keys(entries: Vec<&Entry>) -> Vec<String> {
+        let mut keys: Vec<String> = entries.iter().map(|e| e.record.key.clone()).collect();
+        keys.sort();
+        keys
+    }
+
     fn owning(partitions: &[i32]) -> Deliveries {
         Deliveries {
             assigned: partitions.iter().copied().collect(),
@@ -332,9 +339,10 @@ mod tests {
             &[0],
             [(record("fresh", 1, "o", OutboundState::Retrying, 2), 0)],
         );
-        let mut keys: Vec<_> = deliveries.by_key.keys().cloned().collect();
-        keys.sort();
-        assert_eq!(keys, ["flying/1/o", "fresh/1/o", "other/1/o"]);
+        assert_eq!(
+            keys(deliveries.by_key.values().collect()),
+            ["flying/1/o", "fresh/1/o", "other/1/o"]
+        );
         assert!(deliveries.assigned.contains(&0));
     }
 
@@ -349,19 +357,14 @@ mod tests {
             conversion_id: "c".into(),
             outbound_id: outbound_id.map(str::to_string),
         };
-        let mut keys: Vec<_> = deliveries
-            .select(&selection(None))
-            .iter()
-            .map(|e| e.record.key.clone())
-            .collect();
-        keys.sort();
-        assert_eq!(keys, ["c/1/aff", "c/2/src"]);
-        let keys: Vec<_> = deliveries
-            .select(&selection(Some("src")))
-            .iter()
-            .map(|e| e.record.key.clone())
-            .collect();
-        assert_eq!(keys, ["c/2/src"]);
+        assert_eq!(
+            keys(deliveries.select(&selection(None))),
+            ["c/1/aff", "c/2/src"]
+        );
+        assert_eq!(
+            keys(deliveries.select(&selection(Some("src")))),
+            ["c/2/src"]
+        );
         assert!(deliveries.knows(&selection(Some("aff"))));
         assert!(!deliveries.knows(&selection(Some("none"))));
     }
@@ -378,12 +381,10 @@ mod tests {
             state,
             outbound_id: None,
         };
-        let keys: Vec<_> = deliveries
-            .select(&flow(7, OutboundState::Dead))
-            .iter()
-            .map(|e| e.record.key.clone())
-            .collect();
-        assert_eq!(keys, ["a/1/src"]);
+        assert_eq!(
+            keys(deliveries.select(&flow(7, OutboundState::Dead))),
+            ["a/1/src"]
+        );
         assert!(deliveries
             .select(&flow(7, OutboundState::Refused))
             .is_empty());
