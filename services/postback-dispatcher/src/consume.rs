@@ -23,7 +23,6 @@ use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, Rebalan
 
 use crate::deliveries::delivery_key;
 use crate::dispatcher::Dispatcher;
-use crate::records;
 use crate::render::firing;
 
 /// Conversions read but whose delivery records are not acknowledged yet, at most.
@@ -228,10 +227,11 @@ impl Dispatcher {
         )
     }
 
-    /// How long a rebalance callback waits for `release` (which gives up after its own
-    /// bound) or `take_over` (whose conversions must not be read before it is done).
+    /// How long a rebalance callback waits: until the reply. `release` gives up after its
+    /// own bound; `take_over` retries until the partitions' records are read, because a
+    /// conversion read before them would be delivered again.
     fn rebalance_wait(&self) -> Duration {
-        self.release_bound().max(records::TAKE_OVER_LIMIT) + Duration::from_secs(5)
+        Duration::MAX
     }
 
     /// Gives up partitions: no new attempt of theirs starts, and this returns once their

@@ -23,7 +23,7 @@ use crate::dispatcher::Dispatcher;
 const RESTORE_LIMIT: Duration = Duration::from_secs(600);
 
 /// How long reading the records of partitions taken over may take (then it is retried).
-pub(crate) const TAKE_OVER_LIMIT: Duration = Duration::from_secs(120);
+const TAKE_OVER_LIMIT: Duration = Duration::from_secs(120);
 
 /// Delays between attempts to write a record or log an attempt.
 pub(crate) fn write_backoff() -> retry::Backoff {
