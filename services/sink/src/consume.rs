@@ -1,0 +1,174 @@
+//! The consume loop: reads the event topics, hands each message to its table, flushes
+//! the tables on every message and tick, dead-letters what ClickHouse refused, and
+//! stores a message's offset only once it is in a table (or on the dead-letter topic).
+//! On a rebalance it forgets what it held of the partitions that moved; at shutdown it
+//! gives the pending rows a bounded time to reach ClickHouse and commits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clickhouse::Client;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::dead_letter::DeadLetters;
+use crate::identity::TopicIdentity;
+use crate::metrics;
+use crate::table::{Accepted, InsertsInFlight};
+use crate::tables::{CheckpointSources, Tables};
+
+/// Partitions (topic, partition) revoked from or assigned to this instance since the
+/// loop last looked.
+pub type Moved = Arc<Mutex<Vec<(String, i32)>>>;
+
+/// How long a revocation waits for the inserts in flight before it lets the partitions
+/// go: an insert still running after that (ClickHouse down) may race the new owner's.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a SIGTERM waits for the pending rows to reach ClickHouse.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(20);
+
+/// Rebalance callbacks run inside the consumer's poll. A revocation first waits for the
+/// inserts in flight, so the partition's next owner reads a checkpoint that already
+/// counts them.
+pub struct MovedPartitions {
+    pub moved: Moved,
+    pub inserts: Arc<InsertsInFlight>,
+}
+
+impl MovedPartitions {
+    fn record(&self, list: &TopicPartitionList) {
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        for e in list.elements() {
+            moved.push((e.topic().to_string(), e.partition()));
+        }
+    }
+}
+
+impl ClientContext for MovedPartitions {}
+
+impl ConsumerContext for MovedPartitions {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let wait = || self.inserts.wait_idle(REVOKE_WAIT);
+            // The callback runs on a runtime thread: other tasks move off it meanwhile.
+            let idle = match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(wait)
+                }
+                _ => wait(),
+            };
+            if !idle {
+                tracing::warn!("partitions revoked while an insert still runs");
+            }
+            self.record(list);
+        }
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            self.record(list);
+        }
+    }
+}
+
+/// Has the tables forget the partitions that moved since the loop last looked.
+fn forget_moved_partitions(tables: &mut Tables, moved: &Moved) {
+    let moved = std::mem::take(&mut *moved.lock().unwrap_or_else(|e| e.into_inner()));
+    tables.forget_moved(moved);
+}
+
+pub struct Sink {
+    pub consumer: StreamConsumer<MovedPartitions>,
+    pub moved: Moved,
+    pub client: Client,
+    pub identity: Arc<TopicIdentity>,
+    pub inserts: Arc<InsertsInFlight>,
+    pub tables: Tables,
+    pub dead_letters: DeadLetters,
+}
+
+impl Sink {
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        // One listener for the whole run: a new one per message costs more than the
+        // message, and a signal between two of them could be missed.
+        let shutdown = traffsure_telemetry::shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                message = self.consumer.recv() => {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(error) => {
+                            tracing::warn!(%error, "consume failed");
+                            continue;
+                        }
+                    };
+                    forget_moved_partitions(&mut self.tables, &self.moved);
+                    let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
+                    let (key, payload) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+                    let at = CheckpointSources { client: &self.client, identity: &self.identity };
+                    let Some((table, accepted)) = self.tables.accept_retrying(&at, &topic, partition, offset, key, payload).await else {
+                        tracing::warn!(topic, partition, offset, "message from a topic the sink does not write");
+                        continue;
+                    };
+                    if traffsure_telemetry::otlp_enabled() {
+                        self.tables.observe_trace(&topic, message.headers());
+                    }
+                    let messages = metrics::messages();
+                    match accepted {
+                        Accepted::Row => messages.with_label_values(&[table, "row"]).inc(),
+                        Accepted::AlreadyStored => messages.with_label_values(&[table, "already_stored"]).inc(),
+                        Accepted::Rewind { low } => {
+                            drop(message);
+                            if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(low), Duration::from_secs(10)) {
+                                // The partition is checked again on its next message.
+                                tracing::warn!(topic, partition, %error, "cannot rewind a recreated partition, retrying");
+                                self.tables.forget(&topic, partition);
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            continue;
+                        }
+                    }
+                    self.flush(false).await?;
+                }
+                _ = tick.tick() => self.flush(false).await?,
+                _ = &mut shutdown => {
+                    // Pending rows get a bounded time to reach ClickHouse; if it cannot take
+                    // them, they are left to Kafka (their offsets were never stored) and
+                    // the next start writes them.
+                    if tokio::time::timeout(SHUTDOWN_FLUSH, self.flush(true)).await.is_err() {
+                        tracing::warn!("clickhouse did not take the pending rows before shutdown; they will be replayed");
+                    }
+                    self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Flushes the tables (see `Tables::flush`), then dead-letters what ClickHouse
+    /// refused and stores the offsets of every message now in a table, dead-lettered
+    /// or a replay.
+    async fn flush(&mut self, force: bool) -> anyhow::Result<()> {
+        forget_moved_partitions(&mut self.tables, &self.moved);
+        let flushed = self
+            .tables
+            .flush(&self.client, &self.inserts, force)
+            .await?;
+        for refused in &flushed.refused {
+            self.dead_letters.publish(refused).await;
+        }
+        if flushed.offsets.count() > 0 {
+            // A partition revoked this very moment refuses the store; its new owner
+            // resumes from the table's checkpoint, so this is not an error.
+            if let Err(error) = self.consumer.store_offsets(&flushed.offsets) {
+                tracing::warn!(%error, "offsets not stored");
+            }
+        }
+        Ok(())
+    }
+}
