@@ -4,22 +4,22 @@
 //! On a rebalance it forgets what it held of the partitions that moved; at shutdown it
 //! gives the pending rows a bounded time to reach ClickHouse and commits.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::Client;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use traffsure_kafka::rebalance::{
+    self, Partitions, RebalanceContext, RebalanceEvent, RebalanceWait,
+};
 
 use crate::dead_letter::DeadLetters;
 use crate::identity::TopicIdentity;
 use crate::metrics;
 use crate::table::{Accepted, InsertsInFlight};
 use crate::tables::{CheckpointSources, Tables};
-
-/// Partitions (topic, partition) revoked from or assigned to this instance since the
-/// loop last looked.
-pub type Moved = Arc<Mutex<Vec<(String, i32)>>>;
 
 /// How long a revocation waits for the inserts in flight before it lets the partitions
 /// go: an insert still running after that (ClickHouse down) may race the new owner's.
@@ -28,61 +28,45 @@ const REVOKE_WAIT: Duration = Duration::from_secs(30);
 /// How long a SIGTERM waits for the pending rows to reach ClickHouse.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(20);
 
-/// Rebalance callbacks run inside the consumer's poll. A revocation first waits for the
-/// inserts in flight, so the partition's next owner reads a checkpoint that already
-/// counts them.
-pub struct MovedPartitions {
-    pub moved: Moved,
-    pub inserts: Arc<InsertsInFlight>,
-}
-
-impl MovedPartitions {
-    fn record(&self, list: &TopicPartitionList) {
-        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
-        for e in list.elements() {
-            moved.push((e.topic().to_string(), e.partition()));
-        }
-    }
-}
-
-impl ClientContext for MovedPartitions {}
-
-impl ConsumerContext for MovedPartitions {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let wait = || self.inserts.wait_idle(REVOKE_WAIT);
-            // The callback runs on a runtime thread: other tasks move off it meanwhile.
-            let idle = match tokio::runtime::Handle::try_current() {
-                Ok(handle)
-                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+/// The consumer context, and the partitions (topic, partition) revoked from or assigned
+/// to this instance as the loop is to learn them.
+///
+/// Rebalance callbacks run inside the loop's poll, so a thread of its own answers them:
+/// it hands the loop the partitions first, and lets a revocation go only once the
+/// inserts in flight are done (at most `REVOKE_WAIT`), so the partition's next owner
+/// reads a checkpoint that already counts them.
+pub fn rebalances(
+    inserts: Arc<InsertsInFlight>,
+) -> std::io::Result<(RebalanceContext, UnboundedReceiver<Partitions>)> {
+    let (context, mut events) = rebalance::channel(RebalanceWait::UpTo(REVOKE_WAIT));
+    let (moved, moves) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("sink-rebalance".into())
+        .spawn(move || {
+            while let Some(event) = events.blocking_recv() {
+                // Fails only once the loop is gone (shutting down): nothing left to forget.
+                let _ = moved.send(event.partitions().clone());
+                if matches!(event, RebalanceEvent::Revoked { .. })
+                    && !inserts.wait_idle(REVOKE_WAIT)
                 {
-                    tokio::task::block_in_place(wait)
+                    tracing::warn!("partitions revoked while an insert still runs");
                 }
-                _ => wait(),
-            };
-            if !idle {
-                tracing::warn!("partitions revoked while an insert still runs");
+                event.done();
             }
-            self.record(list);
-        }
-    }
-
-    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            self.record(list);
-        }
-    }
+        })?;
+    Ok((context, moves))
 }
 
 /// Has the tables forget the partitions that moved since the loop last looked.
-fn forget_moved_partitions(tables: &mut Tables, moved: &Moved) {
-    let moved = std::mem::take(&mut *moved.lock().unwrap_or_else(|e| e.into_inner()));
-    tables.forget_moved(moved);
+fn forget_moved_partitions(tables: &mut Tables, moves: &mut UnboundedReceiver<Partitions>) {
+    while let Ok(moved) = moves.try_recv() {
+        tables.forget_moved(moved);
+    }
 }
 
 pub struct Sink {
-    pub consumer: StreamConsumer<MovedPartitions>,
-    pub moved: Moved,
+    pub consumer: StreamConsumer<RebalanceContext>,
+    pub moves: UnboundedReceiver<Partitions>,
     pub client: Client,
     pub identity: Arc<TopicIdentity>,
     pub inserts: Arc<InsertsInFlight>,
@@ -107,7 +91,7 @@ impl Sink {
                             continue;
                         }
                     };
-                    forget_moved_partitions(&mut self.tables, &self.moved);
+                    forget_moved_partitions(&mut self.tables, &mut self.moves);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
                     let (key, payload) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
                     let at = CheckpointSources { client: &self.client, identity: &self.identity };
@@ -154,7 +138,7 @@ impl Sink {
     /// refused and stores the offsets of every message now in a table, dead-lettered
     /// or a replay.
     async fn flush(&mut self, force: bool) -> anyhow::Result<()> {
-        forget_moved_partitions(&mut self.tables, &self.moved);
+        forget_moved_partitions(&mut self.tables, &mut self.moves);
         let flushed = self
             .tables
             .flush(&self.client, &self.inserts, force)

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use traffsure_config::KafkaSettings;
 
 use crate::metrics;
 use crate::tables::RefusedMessage;
@@ -61,26 +60,4 @@ impl DeadLetters {
             }
         }
     }
-}
-
-/// Creates the sink's dead-letter topic unless it exists (brokers need not create
-/// topics on first use).
-pub async fn ensure_topic(settings: &KafkaSettings, topic: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::types::RDKafkaErrorCode;
-    let admin: AdminClient<DefaultClientContext> =
-        traffsure_kafka::client_config(settings).create()?;
-    let replication = TopicReplication::Fixed(settings.replication_factor.max(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin
-        .create_topics(&[NewTopic::new(topic, 1, replication)], &options)
-        .await?
-    {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
-        }
-    }
-    Ok(())
 }

@@ -30,10 +30,12 @@ use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::Deserialize;
 use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_kafka::rebalance::RebalanceContext;
+use traffsure_kafka::retry::{self, Backoff};
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
-use consume::{Moved, MovedPartitions, Sink};
+use consume::Sink;
 use dead_letter::DeadLetters;
 use identity::TopicIdentity;
 use retention::RetentionSettings;
@@ -85,20 +87,13 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
-    dead_letter::ensure_topic(&settings.kafka, &topics.dead_letter("sink"))
+    traffsure_kafka::ensure_dead_letter_topic(&settings.kafka, &topics, "sink")
         .await
         .context("create the dead-letter topic")?;
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match traffsure_clickhouse::migrate(&settings.clickhouse).await {
-            Ok(()) => break,
-            Err(error) => {
-                tracing::warn!(%error, retry_ms = delay.as_millis() as u64, "clickhouse migrations failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
+    retry::forever("clickhouse migrations", &Backoff::default(), || {
+        traffsure_clickhouse::migrate(&settings.clickhouse)
+    })
+    .await;
     schema_ready.set_ready(true);
 
     tokio::spawn(retention::enforce(
@@ -106,18 +101,15 @@ async fn main() -> anyhow::Result<()> {
         settings.retention.clone(),
     ));
 
-    let moved: Moved = Arc::default();
     let inserts: Arc<InsertsInFlight> = Arc::default();
-    let consumer: StreamConsumer<MovedPartitions> =
+    let (context, moves) = consume::rebalances(inserts.clone())?;
+    let consumer: StreamConsumer<RebalanceContext> =
         traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id)
             // What librdkafka prefetches per partition while the loop waits: bounds memory.
             .set("queued.max.messages.kbytes", "8192")
             .set("max.partition.fetch.bytes", "8388608")
             .set("fetch.max.bytes", "33554432")
-            .create_with_context(MovedPartitions {
-                moved: moved.clone(),
-                inserts: inserts.clone(),
-            })?;
+            .create_with_context(context)?;
     let policy = BatchPolicy {
         rows: settings.batch_rows.max(1),
         interval: Duration::from_millis(settings.batch_interval_ms),
@@ -139,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let sink = Sink {
         consumer,
-        moved,
+        moves,
         client: traffsure_clickhouse::client(&settings.clickhouse),
         identity: Arc::new(TopicIdentity::new(&settings.kafka, &settings.group_id)?),
         inserts,
