@@ -19,7 +19,7 @@ use crate::dead_letter::DeadLetters;
 use crate::identity::TopicIdentity;
 use crate::metrics;
 use crate::table::{Accepted, InsertsInFlight};
-use crate::tables::{CheckpointSources, Tables};
+use crate::tables::{CheckpointSources, Incoming, Tables};
 
 /// How long a revocation waits for the inserts in flight before it lets the partitions
 /// go: an insert still running after that (ClickHouse down) may race the new owner's.
@@ -93,9 +93,15 @@ impl Sink {
                     };
                     forget_moved_partitions(&mut self.tables, &mut self.moves);
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
-                    let (key, payload) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+                    let incoming = Incoming {
+                        topic: &topic,
+                        partition,
+                        offset,
+                        key: message.key().unwrap_or_default(),
+                        payload: message.payload().unwrap_or_default(),
+                    };
                     let at = CheckpointSources { client: &self.client, identity: &self.identity };
-                    let Some((table, accepted)) = self.tables.accept_retrying(&at, &topic, partition, offset, key, payload).await else {
+                    let Some((table, accepted)) = self.tables.accept_retrying(&at, &incoming).await else {
                         tracing::warn!(topic, partition, offset, "message from a topic the sink does not write");
                         continue;
                     };

@@ -68,6 +68,22 @@ macro_rules! each_table {
     }};
 }
 
+/// The table fed by the topic of the same name.
+macro_rules! table_of {
+    ($topics:ident . $name:ident, $decode:expr) => {
+        TableSink::new(stringify!($name), $topics.$name.clone(), $decode)
+    };
+}
+
+/// A message read from Kafka, for its table.
+pub struct Incoming<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+}
+
 /// What a table needs to read a partition's checkpoint.
 pub struct CheckpointSources<'a> {
     pub client: &'a Client,
@@ -91,28 +107,12 @@ pub struct Flushed {
 impl Tables {
     pub fn new(topics: &Topics, policy: BatchPolicy) -> Self {
         Self {
-            clicks: TableSink::new("clicks", topics.clicks.clone(), rows::click_row),
-            conversions: TableSink::new(
-                "conversions",
-                topics.conversions.clone(),
-                rows::conversion_row,
-            ),
-            postback_log: TableSink::new(
-                "postback_log",
-                topics.postback_log.clone(),
-                rows::postback_log_row,
-            ),
-            postback_results: TableSink::new(
-                "postback_results",
-                topics.postback_results.clone(),
-                rows::postback_result_row,
-            ),
-            outbound_log: TableSink::new(
-                "outbound_log",
-                topics.outbound_log.clone(),
-                rows::outbound_row,
-            ),
-            flows: TableSink::new("flows", topics.flows.clone(), rows::flow_row),
+            clicks: table_of!(topics.clicks, rows::click_row),
+            conversions: table_of!(topics.conversions, rows::conversion_row),
+            postback_log: table_of!(topics.postback_log, rows::postback_log_row),
+            postback_results: table_of!(topics.postback_results, rows::postback_result_row),
+            outbound_log: table_of!(topics.outbound_log, rows::outbound_row),
+            flows: table_of!(topics.flows, rows::flow_row),
             policy,
             traced: HashMap::new(),
         }
@@ -127,14 +127,10 @@ impl Tables {
     async fn accept(
         &mut self,
         at: &CheckpointSources<'_>,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: &[u8],
-        payload: &[u8],
+        m: &Incoming<'_>,
     ) -> anyhow::Result<Option<(&'static str, Accepted)>> {
-        each_table!(self, t => if t.topic == topic {
-            let accepted = t.accept(at.client, at.identity, partition, offset, key, payload).await?;
+        each_table!(self, t => if t.topic == m.topic {
+            let accepted = t.accept(at.client, at.identity, m.partition, m.offset, m.key, m.payload).await?;
             return Ok(Some((t.table, accepted)));
         });
         Ok(None)
@@ -142,25 +138,18 @@ impl Tables {
 
     /// Hands a message to its table, retrying while the partition's checkpoint cannot
     /// be read or checked (ClickHouse or Kafka down, say): a message is never passed
-    /// over. None: no table is fed by `topic`.
+    /// over. None: no table is fed by its topic.
     pub async fn accept_retrying(
         &mut self,
         at: &CheckpointSources<'_>,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        key: &[u8],
-        payload: &[u8],
+        m: &Incoming<'_>,
     ) -> Option<(&'static str, Accepted)> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self
-                .accept(at, topic, partition, offset, key, payload)
-                .await
-            {
+            match self.accept(at, m).await {
                 Ok(accepted) => return accepted,
                 Err(error) => {
-                    tracing::warn!(topic, partition, %error, retry_ms = backoff.as_millis() as u64, "checkpoint read failed, retrying");
+                    tracing::warn!(topic = m.topic, partition = m.partition, %error, retry_ms = backoff.as_millis() as u64, "checkpoint read failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
