@@ -1,14 +1,13 @@
 //! Table rows, one struct per ClickHouse table, built from the topic's Protobuf event
-//! and the Kafka position it came from.
+//! and the Kafka position it came from. Statuses, states and outcomes are written with
+//! the tracker's words (`traffsure_core::vocab`).
 
 use clickhouse::Row;
 use prost::Message as _;
 use serde::Serialize;
-use traffsure_core::flow::status_to_name;
-use traffsure_core::status::status_name;
+use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{
-    Click, Conversion, Flow, OutboundAttempt, OutboundState, PostbackLogEntry, PostbackOutcome,
-    PostbackResult,
+    Click, Conversion, ConversionStatus, Flow, OutboundAttempt, PostbackLogEntry, PostbackResult,
 };
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.
@@ -29,6 +28,16 @@ pub fn fingerprint(key: &[u8], payload: &[u8]) -> u64 {
 
 fn seconds(ms: i64) -> u32 {
     u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// A conversion's previous status: none (empty, so the rollups subtract nothing) for
+/// its first version.
+fn previous_status(status: ConversionStatus) -> &'static str {
+    if status == ConversionStatus::Unspecified {
+        ""
+    } else {
+        status.word()
+    }
 }
 
 fn sub(subs: &[String], i: usize) -> String {
@@ -156,8 +165,8 @@ pub struct ConversionRow {
 pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
     let c = Conversion::decode(payload)?;
     Ok(ConversionRow {
-        status: status_name(c.status()).into(),
-        previous_status: status_name(c.previous_status()).into(),
+        status: c.status().word().into(),
+        previous_status: previous_status(c.previous_status()).into(),
         click_ts: seconds(c.click_ts_ms),
         created_at: seconds(c.created_at_ms),
         updated_at: seconds(c.updated_at_ms),
@@ -269,16 +278,8 @@ pub fn postback_result_row(
     at: Position,
 ) -> Result<PostbackResultRow, prost::DecodeError> {
     let r = PostbackResult::decode(payload)?;
-    let outcome = match r.outcome() {
-        PostbackOutcome::Converted => "converted",
-        PostbackOutcome::Updated => "updated",
-        PostbackOutcome::Duplicate => "duplicate",
-        PostbackOutcome::Expired => "expired",
-        PostbackOutcome::ClickNotFound => "click_not_found",
-        PostbackOutcome::Unspecified => "",
-    };
     Ok(PostbackResultRow {
-        outcome: outcome.into(),
+        outcome: r.outcome().word().into(),
         decided_at: seconds(r.decided_at_ms),
         postback_id: r.postback_id,
         click_hash: r.click_hash,
@@ -309,7 +310,7 @@ pub struct FlowRow {
 pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeError> {
     let f = Flow::decode(payload)?;
     Ok(FlowRow {
-        status: status_to_name(f.status()).into(),
+        status: f.status().word().into(),
         updated_at: seconds(f.updated_at_ms),
         id: f.id,
         revision: f.revision,
@@ -355,16 +356,9 @@ pub struct OutboundRow {
 
 pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::DecodeError> {
     let a = OutboundAttempt::decode(payload)?;
-    let state = match a.state() {
-        OutboundState::Delivered => "delivered",
-        OutboundState::Retrying => "retrying",
-        OutboundState::Dead => "dead",
-        OutboundState::Refused => "refused",
-        OutboundState::Unspecified => "",
-    };
     Ok(OutboundRow {
-        status: status_name(a.status()).into(),
-        state: state.into(),
+        status: a.status().word().into(),
+        state: a.state().word().into(),
         attempted_at: seconds(a.attempted_at_ms),
         attempted_at_ms: a.attempted_at_ms,
         next_attempt_at_ms: a.next_attempt_at_ms,
@@ -390,4 +384,51 @@ pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traffsure_events::{OutboundState, PostbackOutcome};
+
+    const AT: Position = Position {
+        partition: 1,
+        offset: 2,
+        fingerprint: 3,
+    };
+
+    #[test]
+    fn a_first_conversion_version_has_no_previous_status() -> anyhow::Result<()> {
+        let mut first = Conversion::default();
+        first.set_status(ConversionStatus::Pending);
+        let row = conversion_row(&first.encode_to_vec(), AT)?;
+        assert_eq!(
+            (row.status.as_str(), row.previous_status.as_str()),
+            ("pending", "")
+        );
+        let mut second = first.clone();
+        second.set_status(ConversionStatus::Approved);
+        second.set_previous_status(ConversionStatus::Pending);
+        let row = conversion_row(&second.encode_to_vec(), AT)?;
+        assert_eq!(
+            (row.status.as_str(), row.previous_status.as_str()),
+            ("approved", "pending")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn states_and_outcomes_use_the_trackers_words() -> anyhow::Result<()> {
+        let mut attempt = OutboundAttempt::default();
+        let row = outbound_row(&attempt.encode_to_vec(), AT)?;
+        assert_eq!(row.state, "scheduled");
+        attempt.set_state(OutboundState::Retrying);
+        let row = outbound_row(&attempt.encode_to_vec(), AT)?;
+        assert_eq!(row.state, "retrying");
+        let mut result = PostbackResult::default();
+        result.set_outcome(PostbackOutcome::ClickNotFound);
+        let row = postback_result_row(&result.encode_to_vec(), AT)?;
+        assert_eq!(row.outcome, "click_not_found");
+        Ok(())
+    }
 }
