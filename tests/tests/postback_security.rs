@@ -41,7 +41,7 @@ async fn token_signature_and_ip_allow_list() -> anyhow::Result<()> {
             .services(&["sink", "reporting-api", "postback-ingest"])
             .env(
                 "postback-ingest",
-                "TRAFFSURE__TRUSTED_PROXIES",
+                "TRAFFSURE__CLIENT_IP__TRUSTED_PROXIES",
                 "127.0.0.1, ::1",
             ),
     )

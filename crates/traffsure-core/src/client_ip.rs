@@ -23,9 +23,6 @@ use std::net::IpAddr;
 
 use crate::cidr::{CidrError, CidrList};
 
-/// The header name edges read when none is configured.
-pub const DEFAULT_HEADER: &str = "X-Forwarded-For";
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientIpError {
     #[error("header: {0:?} is not a header name")]
@@ -164,7 +161,7 @@ mod tests {
     }
 
     fn xff(trusted: &str) -> ClientIpResolver {
-        ClientIpResolver::new(DEFAULT_HEADER, trusted).unwrap()
+        ClientIpResolver::new("X-Forwarded-For", trusted).unwrap()
     }
 
     #[test]
@@ -252,9 +249,9 @@ mod tests {
         );
         assert!(ClientIpResolver::new("", "").is_err());
         assert!(matches!(
-            ClientIpResolver::new(DEFAULT_HEADER, "10.0.0.0/8, proxy"),
+            ClientIpResolver::new("X-Forwarded-For", "10.0.0.0/8, proxy"),
             Err(ClientIpError::TrustedProxies(_))
         ));
-        assert!(ClientIpResolver::new(DEFAULT_HEADER, " 10.0.0.0/8 , ,::1 ").is_ok());
+        assert!(ClientIpResolver::new("X-Forwarded-For", " 10.0.0.0/8 , ,::1 ").is_ok());
     }
 }

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
-use traffsure_core::cidr::CidrList;
+use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_core::{now_ms, status, visitor, ClickHashKeys};
 use traffsure_events::{Param, Postback, PostbackLogEntry};
 use traffsure_kafka::{FlowRegistry, Topics};
@@ -28,8 +28,9 @@ pub struct Edge {
     pub max_body_bytes: usize,
     /// Clicks older than this are answered 404, as if never made.
     pub click_retention_ms: i64,
-    /// Peers whose `client_ip_header` names the real client.
-    pub trusted_proxies: CidrList,
+    /// Who the client is behind a trusted proxy.
+    pub client_ip: ClientIpResolver,
+    /// `client_ip.header()`, parsed once for lookups.
     pub client_ip_header: header::HeaderName,
     /// Cookie holding the visitor ID that click-ingest sets.
     pub visitor_cookie: String,
@@ -327,35 +328,6 @@ fn log_failed(postback_id: &str, error: &str) {
     tracing::error!(error, postback_id, "postback log entry not stored");
 }
 
-/// The client's address: the peer, or what `client_ip_header` says when the peer is a
-/// trusted proxy (the right-most address in the header that is not itself trusted).
-pub fn client_ip(
-    peer: Option<IpAddr>,
-    header_value: Option<&str>,
-    trusted: &CidrList,
-) -> Option<IpAddr> {
-    let peer = peer?;
-    if trusted.is_empty() || !trusted.contains(peer) {
-        return Some(peer);
-    }
-    let Some(value) = header_value else {
-        return Some(peer);
-    };
-    let mut client = peer;
-    for hop in value.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = ip;
-                if !trusted.contains(ip) {
-                    break;
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    Some(client)
-}
-
 /// How a request was answered: the answer and the postback ID it was logged under.
 pub struct Outcome {
     pub answer: Answer,
@@ -400,11 +372,9 @@ pub async fn process(
         .headers()
         .get(&edge.client_ip_header)
         .and_then(|v| v.to_str().ok());
-    let ip = client_ip(
-        req.peer_addr().map(|a| a.ip()),
-        forwarded,
-        &edge.trusted_proxies,
-    );
+    let ip = edge
+        .client_ip
+        .client_ip(req.peer_addr().map(|a| a.ip()), forwarded);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -709,30 +679,5 @@ mod tests {
         assert_eq!(vid.answer.code, "missing_token");
         let vid = run("vid=beef0000000000000000000000000000&flow=nine&token=t0k3n".into());
         assert_eq!(vid.unwrap().postback.routing_key, 0xBEEF);
-    }
-
-    #[test]
-    fn client_ip_trusts_the_header_only_from_trusted_proxies() {
-        let trusted = CidrList::parse(&["10.0.0.0/8"]).unwrap();
-        let ip = |s: &str| s.parse::<IpAddr>().ok();
-        let header = Some("198.51.100.7, 203.0.113.5, 10.1.1.1");
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), header, &trusted),
-            ip("203.0.113.5")
-        );
-        assert_eq!(
-            client_ip(ip("192.0.2.1"), header, &trusted),
-            ip("192.0.2.1")
-        );
-        assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), Some("junk, 10.9.9.9"), &trusted),
-            ip("10.9.9.9")
-        );
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), header, &CidrList::default()),
-            ip("10.0.0.2")
-        );
-        assert_eq!(client_ip(None, header, &trusted), None);
     }
 }
