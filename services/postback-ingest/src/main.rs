@@ -2,7 +2,7 @@
 //! ones to `postbacks`, logs every request to `postback-log`, and answers 200 only once
 //! the broker has acknowledged.
 
-mod browser;
+mod answer;
 mod params;
 mod postback;
 mod security;
@@ -113,12 +113,12 @@ async fn main() -> anyhow::Result<()> {
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .service(
                 web::resource(["/postback", "/pb", "/pb/"])
-                    .route(web::get().to(postback::receive))
-                    .route(web::post().to(postback::receive)),
+                    .route(web::get().to(answer::receive))
+                    .route(web::post().to(answer::receive)),
             )
-            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(browser::pixel)))
-            .route("/iframe", web::get().to(browser::iframe))
-            .route("/ts.js", web::get().to(browser::tag))
+            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(answer::pixel)))
+            .route("/iframe", web::get().to(answer::iframe))
+            .route("/ts.js", web::get().to(answer::tag))
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
