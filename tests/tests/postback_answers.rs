@@ -32,63 +32,77 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     forged.replace_range(39.., if forged.ends_with('0') { "1" } else { "0" });
     let vid = "beef0000000000000000000000000000";
 
-    // (query, status, code, a word the message must hold)
+    // (query, status, code, the parameter at fault, a word the message must hold)
     let cases = [
         (
             format!("click={forged}&goal=sale"),
             404,
             "click_not_found",
+            Some("click"),
             "click hash",
         ),
         (
             format!("vid={vid}&flow=no-such-flow"),
             404,
             "flow_not_found",
+            Some("flow"),
             "no-such-flow",
         ),
         (
             "goal=lead&revenue=1".to_string(),
             422,
             "missing_click",
+            Some("click"),
             "click",
         ),
-        (format!("vid={vid}"), 422, "missing_flow", "flow"),
+        (
+            format!("vid={vid}"),
+            422,
+            "missing_flow",
+            Some("flow"),
+            "flow",
+        ),
         (
             "vid=not-a-visitor&flow=1".to_string(),
             422,
             "invalid_visitor",
+            Some("vid"),
             "vid",
         ),
         (
             format!("click={click}&revenue=ten"),
             422,
             "invalid_revenue",
+            Some("revenue"),
             "revenue",
         ),
         (
             format!("click={click}&payout=1,5"),
             422,
             "invalid_revenue",
+            Some("payout"),
             "revenue",
         ),
         (
             format!("click={click}&currency=dollars"),
             422,
             "invalid_currency",
+            Some("currency"),
             "currency",
         ),
         (
             format!("click={click}&goal={}", "g".repeat(80)),
             422,
             "invalid_goal",
+            Some("goal"),
             "goal",
         ),
     ];
-    for (query, status, code, word) in &cases {
+    for (query, status, code, field, word) in &cases {
         let r = get(stack, &format!("/postback?{query}")).await?;
         assert_eq!(
-            (r.status, r.code.as_str()),
-            (*status, *code),
+            (r.status, r.code.as_str(), r.field.as_deref()),
+            (*status, *code, *field),
             "{query}: {r:?}"
         );
         assert!(r.message.contains(word), "{query}: {}", r.message);
@@ -120,7 +134,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .send()
         .await?;
     let r = reply(response).await?;
-    assert_eq!((r.status, r.code.as_str()), (422, "invalid_body"));
+    assert_eq!(
+        (r.status, r.code.as_str(), r.field.as_deref()),
+        (422, "invalid_body", None)
+    );
     assert!(r.message.contains("JSON"), "{}", r.message);
     let entry = log.one(&r.postback_id).await?;
     assert_eq!(
@@ -140,7 +157,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .send()
         .await?;
     let r = reply(response).await?;
-    assert_eq!((r.status, r.code.as_str()), (413, "body_too_large"));
+    assert_eq!(
+        (r.status, r.code.as_str(), r.field.as_deref()),
+        (413, "body_too_large", None)
+    );
     let entry = log.one(&r.postback_id).await?;
     assert_eq!((entry.response_status, entry.goal.as_str()), (413, "big"));
     assert_eq!(entry.params.len(), 2);

@@ -41,7 +41,7 @@ async fn token_signature_and_ip_allow_list() -> anyhow::Result<()> {
             .services(&["sink", "reporting-api", "postback-ingest"])
             .env(
                 "postback-ingest",
-                "TRAFFSURE__TRUSTED_PROXIES",
+                "TRAFFSURE__CLIENT_IP__TRUSTED_PROXIES",
                 "127.0.0.1, ::1",
             ),
     )
@@ -87,11 +87,18 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(
-        (missing.status, missing.code.as_str()),
-        (401, "missing_token")
+        (
+            missing.status,
+            missing.code.as_str(),
+            missing.field.as_deref()
+        ),
+        (401, "missing_token", Some("token"))
     );
     let wrong = get(stack, &format!("/postback?click={click}&token=tok-0000")).await?;
-    assert_eq!((wrong.status, wrong.code.as_str()), (401, "invalid_token"));
+    assert_eq!(
+        (wrong.status, wrong.code.as_str(), wrong.field.as_deref()),
+        (401, "invalid_token", Some("token"))
+    );
     let good = get(
         stack,
         &format!("/postback?click={click}&token={TOKEN}&goal=lead"),
@@ -142,8 +149,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     tampered[1].1 = "525".into();
     let tampered = get(stack, &format!("/postback?{}", query(&tampered))).await?;
     assert_eq!(
-        (tampered.status, tampered.code.as_str()),
-        (401, "invalid_signature")
+        (
+            tampered.status,
+            tampered.code.as_str(),
+            tampered.field.as_deref()
+        ),
+        (401, "invalid_signature", Some("signature"))
     );
     let expired = get(
         stack,
@@ -151,14 +162,22 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(
-        (expired.status, expired.code.as_str()),
-        (401, "signature_expired")
+        (
+            expired.status,
+            expired.code.as_str(),
+            expired.field.as_deref()
+        ),
+        (401, "signature_expired", Some("timestamp"))
     );
     assert!(expired.message.contains("60 s"), "{}", expired.message);
     let unsigned = get(stack, &format!("/postback?click={click}&revenue=5.25")).await?;
     assert_eq!(
-        (unsigned.status, unsigned.code.as_str()),
-        (401, "missing_signature")
+        (
+            unsigned.status,
+            unsigned.code.as_str(),
+            unsigned.field.as_deref()
+        ),
+        (401, "missing_signature", Some("signature"))
     );
     // The same signed parameters as a form body are checked the same way.
     let form = stack
@@ -204,8 +223,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
     let outside = from(Some("198.51.100.1")).await?;
     assert_eq!(
-        (outside.status, outside.code.as_str()),
-        (403, "ip_not_allowed")
+        (
+            outside.status,
+            outside.code.as_str(),
+            outside.field.as_deref()
+        ),
+        (403, "ip_not_allowed", None)
     );
     assert!(
         outside.message.contains("198.51.100.1"),

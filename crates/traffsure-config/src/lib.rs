@@ -138,3 +138,24 @@ pub struct ClickHashSettings {
     /// The key id that signs new click hashes; the highest configured id when unset.
     pub active_key: Option<u8>,
 }
+
+/// Who the client of an edge is behind a proxy (`TRAFFSURE__CLIENT_IP__*`), read by
+/// click-ingest and postback-ingest alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientIpSettings {
+    /// Header naming the client when the peer is a trusted proxy: `X-Forwarded-For`,
+    /// `X-Real-IP`, `CF-Connecting-IP`, `Forwarded`, ...
+    pub header: String,
+    /// Comma-separated addresses or CIDR blocks of trusted proxies; empty trusts none.
+    pub trusted_proxies: String,
+}
+
+impl Default for ClientIpSettings {
+    fn default() -> Self {
+        Self {
+            header: "X-Forwarded-For".into(),
+            trusted_proxies: String::new(),
+        }
+    }
+}

@@ -1,11 +1,13 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
-//! conversion status mapping, URL macros, IP blocks, the flow model, user-agent
-//! classification and destination routing (rules and weighted rotation).
+//! conversion status mapping, URL macros, IP blocks, the client address behind proxies,
+//! the flow model, user-agent classification and destination routing (rules and
+//! weighted rotation).
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
 pub mod cidr;
 pub mod click_hash;
+pub mod client_ip;
 pub mod error_body;
 pub mod flow;
 pub mod macros;

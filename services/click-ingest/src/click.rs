@@ -8,6 +8,7 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use traffsure_core::cidr::CidrList;
+use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_core::routing::{self, ClickAttributes};
 use traffsure_core::{macros, now_ms, user_agent, visitor, ClickHashKeys};
 use traffsure_events::{Flow, FlowStatus, RedirectMode};
@@ -34,83 +35,39 @@ pub struct Edge {
     pub trace_clicks: bool,
 }
 
-/// Where the visitor's address comes from: the TCP peer, or a proxy header when the peer
-/// is a trusted proxy.
+/// Where the visitor's address comes from: the rule of `traffsure_core::client_ip`, with
+/// its header name parsed once rather than on every click.
 pub struct ClientIp {
-    /// Lowercase header name, e.g. `x-forwarded-for`.
-    pub header: String,
-    pub trusted_proxies: CidrList,
+    resolver: ClientIpResolver,
+    header: header::HeaderName,
 }
 
 impl ClientIp {
-    /// The visitor's address. With `X-Forwarded-For`-style lists, the rightmost address
-    /// that is not itself a trusted proxy: entries further left are whatever the client
-    /// claimed and cannot be trusted.
-    pub fn of(&self, peer: Option<IpAddr>, header_value: Option<&str>) -> Option<IpAddr> {
-        let peer = peer?;
-        if self.trusted_proxies.is_empty() || !self.trusted_proxies.contains(peer) {
-            return Some(peer);
-        }
-        let Some(value) = header_value else {
-            return Some(peer);
-        };
-        for entry in value.rsplit(',') {
-            let entry = entry.trim();
-            let Some(ip) = parse_ip(entry) else {
-                return Some(peer);
-            };
-            if !self.trusted_proxies.contains(ip) {
-                return Some(ip);
-            }
-        }
-        Some(peer)
+    pub fn new(resolver: ClientIpResolver) -> Result<Self, header::InvalidHeaderName> {
+        let header = header::HeaderName::from_bytes(resolver.header().as_bytes())?;
+        Ok(Self { resolver, header })
     }
-}
 
-impl ClientIp {
+    /// The visitor's address: the peer, or what a trusted proxy's header says.
+    pub fn of(&self, req: &HttpRequest) -> Option<IpAddr> {
+        let forwarded = req
+            .headers()
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok());
+        self.resolver
+            .client_ip(req.peer_addr().map(|addr| addr.ip()), forwarded)
+    }
+
     /// Whether the visitor reached the edge over HTTPS: the edge itself speaks plain HTTP,
-    /// so only a trusted proxy's `X-Forwarded-Proto: https` (or `Forwarded: proto=https`)
-    /// says so. Anyone else claiming it is ignored.
-    pub fn behind_https(&self, peer: Option<IpAddr>, headers: &header::HeaderMap) -> bool {
-        if !peer.is_some_and(|peer| self.trusted_proxies.contains(peer)) {
-            return false;
-        }
-        let is_https = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.split([',', ';'])
-                        .next_back()
-                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("https"))
-                })
-        };
-        is_https("x-forwarded-proto")
-            || headers
-                .get(header::FORWARDED)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.rsplit(',').next().is_some_and(|last| {
-                        last.split(';').any(|part| {
-                            part.trim().split_once('=').is_some_and(|(k, v)| {
-                                k.trim().eq_ignore_ascii_case("proto")
-                                    && v.trim().trim_matches('"').eq_ignore_ascii_case("https")
-                            })
-                        })
-                    })
-                })
+    /// so only a trusted proxy can say so.
+    pub fn behind_https(&self, req: &HttpRequest) -> bool {
+        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        self.resolver.forwarded_https(
+            req.peer_addr().map(|addr| addr.ip()),
+            text(header::HeaderName::from_static("x-forwarded-proto")),
+            text(header::FORWARDED),
+        )
     }
-}
-
-/// An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
-fn parse_ip(text: &str) -> Option<IpAddr> {
-    if let Ok(ip) = text.parse() {
-        return Some(ip);
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
-    }
-    text.rsplit_once(':').and_then(|(ip, _)| ip.parse().ok())
 }
 
 /// Bot flagging beyond the built-in user-agent markers.
@@ -371,12 +328,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let peer = req.peer_addr().map(|addr| addr.ip());
-    let forwarded = req
-        .headers()
-        .get(edge.client_ip.header.as_str())
-        .and_then(|v| v.to_str().ok());
-    let ip = edge.client_ip.of(peer, forwarded);
+    let ip = edge.client_ip.of(req);
     let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
     let country = country.as_str();
     let user_agent = header_text(req, header::USER_AGENT);
@@ -453,7 +405,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
 
     let mut response = redirect(flow, destination);
     if new_visitor {
-        let secure = edge.client_ip.behind_https(peer, req.headers());
+        let secure = edge.client_ip.behind_https(req);
         if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -651,77 +603,32 @@ mod tests {
     }
 
     #[test]
-    fn client_ip_trusts_the_header_only_from_trusted_proxies() {
-        let client_ip = ClientIp {
-            header: "x-forwarded-for".into(),
-            trusted_proxies: CidrList::parse(&["127.0.0.0/8", "10.0.0.0/8"]).unwrap(),
-        };
-        let ip = |s: &str| s.parse::<IpAddr>().ok();
-        // A trusted proxy: the rightmost untrusted address in the list.
-        assert_eq!(
-            client_ip.of(ip("127.0.0.1"), Some("6.6.6.6, 8.8.8.8, 10.1.1.1")),
-            ip("8.8.8.8")
-        );
-        assert_eq!(
-            client_ip.of(ip("127.0.0.1"), Some("2001:4860::8888")),
-            ip("2001:4860::8888")
-        );
-        assert_eq!(
-            client_ip.of(ip("127.0.0.1"), Some("[2001:db8::1]:443")),
-            ip("2001:db8::1")
-        );
-        assert_eq!(
-            client_ip.of(ip("127.0.0.1"), Some("1.2.3.4:5678")),
-            ip("1.2.3.4")
-        );
-        // Garbage or no header: the peer.
-        assert_eq!(
-            client_ip.of(ip("127.0.0.1"), Some("nonsense")),
-            ip("127.0.0.1")
-        );
-        assert_eq!(client_ip.of(ip("127.0.0.1"), None), ip("127.0.0.1"));
-        // An untrusted peer cannot choose its address.
-        assert_eq!(client_ip.of(ip("9.9.9.9"), Some("8.8.8.8")), ip("9.9.9.9"));
-        let untrusting = ClientIp {
-            header: "x-forwarded-for".into(),
-            trusted_proxies: CidrList::default(),
-        };
-        assert_eq!(
-            untrusting.of(ip("127.0.0.1"), Some("8.8.8.8")),
-            ip("127.0.0.1")
-        );
-    }
-
-    #[test]
-    fn https_is_taken_only_from_trusted_proxies() {
+    fn client_ip_reads_the_configured_header_from_a_trusted_peer() {
         use actix_web::test::TestRequest;
-        let client_ip = ClientIp {
-            header: "x-forwarded-for".into(),
-            trusted_proxies: CidrList::parse(&["10.0.0.0/8"]).unwrap(),
-        };
-        let proxy = "10.1.2.3".parse().ok();
-        let stranger = "8.8.8.8".parse().ok();
-        let https = |headers: &[(&str, &str)], peer: Option<IpAddr>| {
-            let mut req = TestRequest::default();
+        let client_ip =
+            ClientIp::new(ClientIpResolver::new("X-Real-IP", "10.0.0.0/8").unwrap()).unwrap();
+        let request = |peer: &str, headers: &[(&str, &str)]| {
+            let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
             for (name, value) in headers {
                 req = req.insert_header((*name, *value));
             }
-            client_ip.behind_https(peer, req.to_http_request().headers())
+            req.to_http_request()
         };
-        assert!(https(&[("x-forwarded-proto", "https")], proxy));
-        assert!(https(&[("x-forwarded-proto", "http, HTTPS")], proxy));
-        assert!(https(&[("forwarded", "for=1.2.3.4;proto=https")], proxy));
-        assert!(https(
-            &[("forwarded", "proto=http, for=1.2.3.4; proto=\"https\"")],
-            proxy
-        ));
-        assert!(!https(&[("x-forwarded-proto", "https, http")], proxy));
-        assert!(!https(&[("forwarded", "for=1.2.3.4;proto=http")], proxy));
-        assert!(!https(&[], proxy));
-        // A client that is not a trusted proxy cannot claim HTTPS.
-        assert!(!https(&[("x-forwarded-proto", "https")], stranger));
-        assert!(!https(&[("forwarded", "proto=https")], stranger));
-        assert!(!https(&[("x-forwarded-proto", "https")], None));
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let proxied = request(
+            "10.1.2.3:40000",
+            &[("x-real-ip", "8.8.8.8"), ("x-forwarded-proto", "https")],
+        );
+        assert_eq!(client_ip.of(&proxied), ip("8.8.8.8"));
+        assert!(client_ip.behind_https(&proxied));
+        let direct = request(
+            "9.9.9.9:40000",
+            &[("x-real-ip", "8.8.8.8"), ("x-forwarded-proto", "https")],
+        );
+        assert_eq!(client_ip.of(&direct), ip("9.9.9.9"));
+        assert!(!client_ip.behind_https(&direct));
+        let other_header = request("10.1.2.3:40000", &[("x-forwarded-for", "8.8.8.8")]);
+        assert_eq!(client_ip.of(&other_header), ip("10.1.2.3"));
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
-use traffsure_config::{ClickHashSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_config::{
+    ClickHashSettings, ClientIpSettings, HttpSettings, KafkaSettings, TelemetrySettings,
+};
 use traffsure_core::cidr::CidrList;
+use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_core::ClickHashKeys;
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -74,24 +77,6 @@ impl Default for ProducerSettings {
             batch_num_messages: 10_000,
             batch_bytes: 1_000_000,
             compression: "lz4".into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ClientIpSettings {
-    /// Header carrying the visitor's address when the peer is a trusted proxy.
-    header: String,
-    /// Comma-separated addresses or CIDR blocks of trusted proxies; empty trusts none.
-    trusted_proxies: String,
-}
-
-impl Default for ClientIpSettings {
-    fn default() -> Self {
-        Self {
-            header: "X-Forwarded-For".into(),
-            trusted_proxies: String::new(),
         }
     }
 }
@@ -185,19 +170,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let geo = geo::GeoIp::open(&settings.geoip.database).context("geoip.database")?;
-    let client_ip = click::ClientIp {
-        header: settings.client_ip.header.trim().to_ascii_lowercase(),
-        trusted_proxies: cidr_list(
-            "client_ip.trusted_proxies",
+    let client_ip = click::ClientIp::new(
+        ClientIpResolver::new(
+            &settings.client_ip.header,
             &settings.client_ip.trusted_proxies,
-        )?,
-    };
-    if actix_web::http::header::HeaderName::from_bytes(client_ip.header.as_bytes()).is_err() {
-        anyhow::bail!(
-            "client_ip.header: {:?} is not a header name",
-            client_ip.header
-        );
-    }
+        )
+        .context("client_ip")?,
+    )
+    .context("client_ip.header")?;
     let bots = click::BotFilter {
         ips: cidr_list("bots.ips", &settings.bots.ips)?,
         user_agent_markers: traffsure_core::user_agent::markers_from_list(

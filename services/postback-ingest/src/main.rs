@@ -2,7 +2,7 @@
 //! ones to `postbacks`, logs every request to `postback-log`, and answers 200 only once
 //! the broker has acknowledged.
 
-mod browser;
+mod answer;
 mod params;
 mod postback;
 mod security;
@@ -10,8 +10,10 @@ mod security;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
-use traffsure_config::{ClickHashSettings, HttpSettings, KafkaSettings, TelemetrySettings};
-use traffsure_core::cidr::CidrList;
+use traffsure_config::{
+    ClickHashSettings, ClientIpSettings, HttpSettings, KafkaSettings, TelemetrySettings,
+};
+use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_core::ClickHashKeys;
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -30,10 +32,6 @@ struct Settings {
     click_retention_days: u32,
     /// Who the client is behind a proxy (`TRAFFSURE__CLIENT_IP__*`, as for click-ingest).
     client_ip: ClientIpSettings,
-    /// Deprecated alias of `client_ip.trusted_proxies`.
-    trusted_proxies: Option<String>,
-    /// Deprecated alias of `client_ip.header`.
-    client_ip_header: Option<String>,
     /// Name of the visitor cookie click-ingest sets, read by the pixel and iframe.
     visitor_cookie: String,
 }
@@ -48,46 +46,8 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024,
             click_retention_days: 365,
             client_ip: ClientIpSettings::default(),
-            trusted_proxies: None,
-            client_ip_header: None,
             visitor_cookie: "ts_vid".into(),
         }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct ClientIpSettings {
-    /// Header carrying the client's address when the peer is a trusted proxy
-    /// (default `X-Forwarded-For`).
-    header: Option<String>,
-    /// Comma-separated addresses or CIDR blocks of trusted proxies; empty trusts none.
-    trusted_proxies: Option<String>,
-}
-
-impl Settings {
-    /// The trusted proxies and the client address header: `client_ip.*` first, then the
-    /// deprecated top-level names, then the defaults.
-    fn client_ip(&self) -> (String, String) {
-        if self.trusted_proxies.is_some() || self.client_ip_header.is_some() {
-            tracing::warn!(
-                "TRAFFSURE__TRUSTED_PROXIES and TRAFFSURE__CLIENT_IP_HEADER are deprecated: \
-                 use TRAFFSURE__CLIENT_IP__TRUSTED_PROXIES and TRAFFSURE__CLIENT_IP__HEADER"
-            );
-        }
-        let trusted = self
-            .client_ip
-            .trusted_proxies
-            .clone()
-            .or_else(|| self.trusted_proxies.clone())
-            .unwrap_or_default();
-        let header = self
-            .client_ip
-            .header
-            .clone()
-            .or_else(|| self.client_ip_header.clone())
-            .unwrap_or_else(|| "X-Forwarded-For".into());
-        (trusted, header)
     }
 }
 
@@ -97,17 +57,14 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = traffsure_telemetry::init("postback-ingest", &settings.telemetry)?;
     let keys = ClickHashKeys::parse(&settings.click_hash.keys, settings.click_hash.active_key)
         .context("click_hash.keys")?;
-    let (trusted, header) = settings.client_ip();
-    let trusted: Vec<&str> = trusted
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    let trusted_proxies = CidrList::parse(&trusted).context("client_ip.trusted_proxies")?;
-    let client_ip_header = actix_web::http::header::HeaderName::from_bytes(
-        header.trim().to_ascii_lowercase().as_bytes(),
+    let client_ip = ClientIpResolver::new(
+        &settings.client_ip.header,
+        &settings.client_ip.trusted_proxies,
     )
-    .with_context(|| format!("client_ip.header: {header:?} is not a header name"))?;
+    .context("client_ip")?;
+    let client_ip_header =
+        actix_web::http::header::HeaderName::from_bytes(client_ip.header().as_bytes())
+            .context("client_ip.header")?;
     if settings.click_retention_days == 0 {
         anyhow::bail!("click_retention_days must be at least 1");
     }
@@ -143,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         topics,
         max_body_bytes: settings.max_body_bytes,
         click_retention_ms: i64::from(settings.click_retention_days) * 86_400_000,
-        trusted_proxies,
+        client_ip,
         client_ip_header,
         visitor_cookie: settings.visitor_cookie,
     });
@@ -156,12 +113,12 @@ async fn main() -> anyhow::Result<()> {
             .configure(traffsure_telemetry::ops_routes(health.clone()))
             .service(
                 web::resource(["/postback", "/pb", "/pb/"])
-                    .route(web::get().to(postback::receive))
-                    .route(web::post().to(postback::receive)),
+                    .route(web::get().to(answer::receive))
+                    .route(web::post().to(answer::receive)),
             )
-            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(browser::pixel)))
-            .route("/iframe", web::get().to(browser::iframe))
-            .route("/ts.js", web::get().to(browser::tag))
+            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(answer::pixel)))
+            .route("/iframe", web::get().to(answer::iframe))
+            .route("/ts.js", web::get().to(answer::tag))
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
@@ -174,30 +131,4 @@ async fn main() -> anyhow::Result<()> {
     use rdkafka::producer::Producer as _;
     let _ = producer.flush(std::time::Duration::from_secs(10));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_ip_settings_prefer_the_shared_names_over_the_deprecated_ones() {
-        let mut settings = Settings::default();
-        assert_eq!(
-            settings.client_ip(),
-            (String::new(), "X-Forwarded-For".to_string())
-        );
-        settings.trusted_proxies = Some("10.0.0.0/8".into());
-        settings.client_ip_header = Some("x-real-ip".into());
-        assert_eq!(
-            settings.client_ip(),
-            ("10.0.0.0/8".to_string(), "x-real-ip".to_string())
-        );
-        settings.client_ip.trusted_proxies = Some("192.168.0.1".into());
-        settings.client_ip.header = Some("CF-Connecting-IP".into());
-        assert_eq!(
-            settings.client_ip(),
-            ("192.168.0.1".to_string(), "CF-Connecting-IP".to_string())
-        );
-    }
 }

@@ -101,11 +101,16 @@ impl Params {
 
     /// The first non-empty value under any of `names`, matched case-insensitively.
     pub fn get(&self, names: &[&str]) -> Option<&str> {
+        self.find(names).map(|(_, value)| value)
+    }
+
+    /// As `get`, with the name the value was sent under.
+    pub fn find(&self, names: &[&str]) -> Option<(&str, &str)> {
         names.iter().find_map(|wanted| {
             self.pairs
                 .iter()
                 .find(|(name, value)| name.eq_ignore_ascii_case(wanted) && !value.trim().is_empty())
-                .map(|(_, value)| value.trim())
+                .map(|(name, value)| (name.as_str(), value.trim()))
         })
     }
 
@@ -186,6 +191,8 @@ mod tests {
         assert_eq!(p.get(GOAL), Some("sale"));
         assert_eq!(p.get(STATUS), Some("hold"));
         assert_eq!(p.get(CURRENCY), None);
+        assert_eq!(p.find(REVENUE), Some(("payout", "1.5")));
+        assert_eq!(p.find(UID), Some(("TX", "t1")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Per-flow postback security: an IP allow-list, a shared token, and an HMAC-SHA256
 //! signature with a timestamp and a replay window. Each is off until the flow sets it;
-//! this module decides pass or fail and leaves the answer's delivery to the caller.
+//! this module decides pass or fail, and `answer.rs` says how a failure is answered.
 //!
 //! The signature covers every parameter of the request except `signature` itself, in a
 //! canonical form an advertiser can build with any HMAC library:
@@ -17,7 +17,6 @@
 
 use std::net::IpAddr;
 
-use actix_web::http::StatusCode;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::Sha256;
@@ -25,7 +24,6 @@ use traffsure_core::cidr::CidrList;
 use traffsure_events::PostbackSecurity;
 
 use crate::params::Params;
-use crate::postback::Answer;
 
 pub const TOKEN: &str = "token";
 pub const SIGNATURE: &str = "signature";
@@ -40,8 +38,28 @@ const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn unauthorized(code: &'static str, message: impl Into<String>) -> Answer {
-    Answer::new(StatusCode::UNAUTHORIZED, code, message)
+/// Why a postback fails its flow's security.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    /// The client address, or `unknown`, is outside the flow's allow-list.
+    #[error("postbacks from {0} are not allowed for this flow")]
+    IpNotAllowed(String),
+    #[error("this flow requires the token parameter")]
+    MissingToken,
+    #[error("token does not match")]
+    InvalidToken,
+    #[error("this flow requires signed postbacks: signature and timestamp parameters")]
+    MissingSignature,
+    #[error("signed postbacks need the timestamp parameter (Unix seconds)")]
+    MissingTimestamp,
+    #[error("timestamp must be Unix seconds")]
+    InvalidTimestamp,
+    #[error("signature must be hex HMAC-SHA256")]
+    MalformedSignature,
+    #[error("signature does not match the parameters")]
+    SignatureMismatch,
+    #[error("timestamp is {age} s from now, outside the {max_age} s window")]
+    Expired { age: i64, max_age: u32 },
 }
 
 /// Checks a postback against its flow's security settings.
@@ -50,7 +68,7 @@ pub fn check(
     params: &Params,
     ip: Option<IpAddr>,
     now_s: i64,
-) -> Result<(), Answer> {
+) -> Result<(), SecurityError> {
     if !security.allowed_ips.is_empty() {
         // Stored flows hold validated blocks; one that fails to parse allows nothing.
         let allowed = CidrList::parse(&security.allowed_ips).unwrap_or_default();
@@ -58,23 +76,14 @@ pub fn check(
             let shown = ip
                 .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "unknown".into());
-            return Err(Answer::new(
-                StatusCode::FORBIDDEN,
-                "ip_not_allowed",
-                format!("postbacks from {shown} are not allowed for this flow"),
-            ));
+            return Err(SecurityError::IpNotAllowed(shown));
         }
     }
     if !security.token.is_empty() {
         match exact(params, TOKEN) {
-            None => {
-                return Err(unauthorized(
-                    "missing_token",
-                    "this flow requires the token parameter",
-                ))
-            }
+            None => return Err(SecurityError::MissingToken),
             Some(token) if !constant_time_eq(token.as_bytes(), security.token.as_bytes()) => {
-                return Err(unauthorized("invalid_token", "token does not match"))
+                return Err(SecurityError::InvalidToken)
             }
             Some(_) => {}
         }
@@ -85,39 +94,25 @@ pub fn check(
     Ok(())
 }
 
-fn check_signature(security: &PostbackSecurity, params: &Params, now_s: i64) -> Result<(), Answer> {
-    let Some(signature) = exact(params, SIGNATURE) else {
-        return Err(unauthorized(
-            "missing_signature",
-            "this flow requires signed postbacks: signature and timestamp parameters",
-        ));
-    };
-    let Some(timestamp) = exact(params, TIMESTAMP) else {
-        return Err(unauthorized(
-            "missing_signature",
-            "signed postbacks need the timestamp parameter (Unix seconds)",
-        ));
-    };
-    let Ok(timestamp) = timestamp.parse::<i64>() else {
-        return Err(unauthorized(
-            "invalid_signature",
-            "timestamp must be Unix seconds",
-        ));
-    };
-    let Ok(expected) = data_encoding::HEXLOWER_PERMISSIVE.decode(signature.as_bytes()) else {
-        return Err(unauthorized(
-            "invalid_signature",
-            "signature must be hex HMAC-SHA256",
-        ));
-    };
+fn check_signature(
+    security: &PostbackSecurity,
+    params: &Params,
+    now_s: i64,
+) -> Result<(), SecurityError> {
+    let signature = exact(params, SIGNATURE).ok_or(SecurityError::MissingSignature)?;
+    let timestamp = exact(params, TIMESTAMP).ok_or(SecurityError::MissingTimestamp)?;
+    let timestamp = timestamp
+        .parse::<i64>()
+        .map_err(|_| SecurityError::InvalidTimestamp)?;
+    let expected = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(signature.as_bytes())
+        .map_err(|_| SecurityError::MalformedSignature)?;
+    // HMAC takes keys of any length, so this never refuses a secret.
     let mut mac = Hmac::<Sha256>::new_from_slice(security.hmac_secret.as_bytes())
-        .map_err(|_| unauthorized("invalid_signature", "signature cannot be checked"))?;
+        .map_err(|_| SecurityError::SignatureMismatch)?;
     mac.update(canonical(params).as_bytes());
     if mac.verify_slice(&expected).is_err() {
-        return Err(unauthorized(
-            "invalid_signature",
-            "signature does not match the parameters",
-        ));
+        return Err(SecurityError::SignatureMismatch);
     }
     // Checked after the signature, so an expired answer is only given to a real sender.
     let max_age = match security.max_age_seconds {
@@ -126,10 +121,7 @@ fn check_signature(security: &PostbackSecurity, params: &Params, now_s: i64) -> 
     };
     let age = now_s.saturating_sub(timestamp);
     if age.unsigned_abs() > u64::from(max_age) {
-        return Err(unauthorized(
-            "signature_expired",
-            format!("timestamp is {age} s from now, outside the {max_age} s window"),
-        ));
+        return Err(SecurityError::Expired { age, max_age });
     }
     Ok(())
 }
@@ -191,11 +183,6 @@ mod tests {
         }
     }
 
-    fn code(result: Result<(), Answer>) -> (u16, &'static str) {
-        let answer = result.unwrap_err();
-        (answer.status.as_u16(), answer.code)
-    }
-
     #[test]
     fn canonical_form_is_sorted_escaped_and_skips_the_signature() {
         let p = params("status=hold&click=abc&signature=ff&a+b=x%26y=z&timestamp=17&click=aaa");
@@ -227,12 +214,12 @@ mod tests {
         assert!(check(&s, &params("click=a&token=s3cret"), None, 0).is_ok());
         assert!(check(&s, &params("click=a&TOKEN=s3cret"), None, 0).is_ok());
         assert_eq!(
-            code(check(&s, &params("click=a"), None, 0)),
-            (401, "missing_token")
+            check(&s, &params("click=a"), None, 0),
+            Err(SecurityError::MissingToken)
         );
         assert_eq!(
-            code(check(&s, &params("click=a&token=s3creT"), None, 0)),
-            (401, "invalid_token")
+            check(&s, &params("click=a&token=s3creT"), None, 0),
+            Err(SecurityError::InvalidToken)
         );
     }
 
@@ -248,41 +235,37 @@ mod tests {
         let good = signed(&format!("click=a&revenue=2&timestamp={now}"));
         assert!(check(&s, &good, None, now + 299).is_ok());
         assert!(check(&s, &good, None, now - 299).is_ok());
+        let expired = check(&s, &good, None, now + 301);
         assert_eq!(
-            code(check(&s, &good, None, now + 301)),
-            (401, "signature_expired")
+            expired,
+            Err(SecurityError::Expired {
+                age: 301,
+                max_age: 300
+            })
+        );
+        assert_eq!(
+            expired.unwrap_err().to_string(),
+            "timestamp is 301 s from now, outside the 300 s window"
         );
         let mut tampered = good.clone();
         tampered.pairs[1].1 = "200".into();
+        let refused = |params: &Params| check(&s, params, None, now).unwrap_err();
+        assert_eq!(refused(&tampered), SecurityError::SignatureMismatch);
         assert_eq!(
-            code(check(&s, &tampered, None, now)),
-            (401, "invalid_signature")
+            refused(&params("click=a&timestamp=1")),
+            SecurityError::MissingSignature
         );
         assert_eq!(
-            code(check(&s, &params("click=a&timestamp=1"), None, now)),
-            (401, "missing_signature")
+            refused(&params("click=a&signature=00")),
+            SecurityError::MissingTimestamp
         );
         assert_eq!(
-            code(check(&s, &params("click=a&signature=00"), None, now)),
-            (401, "missing_signature")
+            refused(&params("click=a&timestamp=x&signature=00")),
+            SecurityError::InvalidTimestamp
         );
         assert_eq!(
-            code(check(
-                &s,
-                &params("click=a&timestamp=x&signature=00"),
-                None,
-                now
-            )),
-            (401, "invalid_signature")
-        );
-        assert_eq!(
-            code(check(
-                &s,
-                &params("click=a&timestamp=1&signature=zz"),
-                None,
-                now
-            )),
-            (401, "invalid_signature")
+            refused(&params("click=a&timestamp=1&signature=zz")),
+            SecurityError::MalformedSignature
         );
         let wide = PostbackSecurity {
             max_age_seconds: 3600,
@@ -298,10 +281,13 @@ mod tests {
         assert!(ok("203.0.113.9").is_ok());
         assert!(ok("2001:db8::5").is_ok());
         assert!(ok("::ffff:203.0.113.9").is_ok());
-        assert_eq!(code(ok("198.51.100.1")), (403, "ip_not_allowed"));
         assert_eq!(
-            code(check(&s, &params("click=a"), None, 0)),
-            (403, "ip_not_allowed")
+            ok("198.51.100.1"),
+            Err(SecurityError::IpNotAllowed("198.51.100.1".into()))
+        );
+        assert_eq!(
+            check(&s, &params("click=a"), None, 0),
+            Err(SecurityError::IpNotAllowed("unknown".into()))
         );
     }
 }

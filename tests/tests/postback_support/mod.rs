@@ -136,23 +136,42 @@ pub async fn postback_log(stack: &Stack) -> anyhow::Result<TopicReader<PostbackL
     .await
 }
 
-/// A postback answer: HTTP status, reason code and postback ID.
+/// A postback answer: HTTP status, reason code, the parameter at fault (refusals only)
+/// and postback ID.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub code: String,
+    pub field: Option<String>,
     pub message: String,
     pub postback_id: String,
 }
 
+/// Reads an answer; a refusal must have the shared error shape `{status, code, field,
+/// message}` (plus `postback_id`), with `status` the HTTP status.
 pub async fn reply(response: reqwest::Response) -> anyhow::Result<Reply> {
     let status = response.status().as_u16();
     let text = response.text().await?;
     let body: Value =
         serde_json::from_str(&text).with_context(|| format!("answer is not JSON: {text:?}"))?;
+    if status != 200 {
+        let keys: Vec<&str> = body
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        if sorted != ["code", "field", "message", "postback_id", "status"] {
+            bail!("refusal is not an error body: {text}");
+        }
+        if body["status"].as_u64() != Some(u64::from(status)) {
+            bail!("refusal's status is not the HTTP status {status}: {text}");
+        }
+    }
     Ok(Reply {
         status,
         code: body["code"].as_str().unwrap_or_default().to_string(),
+        field: body["field"].as_str().map(str::to_string),
         message: body["message"].as_str().unwrap_or_default().to_string(),
         postback_id: body["postback_id"].as_str().unwrap_or_default().to_string(),
     })
