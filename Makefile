@@ -1,10 +1,20 @@
-# TraffSure — the two commands a newcomer needs are `make run` and `make test`.
+# TraffSure — the two commands a newcomer needs are `make run` and `make test`; `make help` lists the rest.
 # Everything installed lives under .local/ (git-ignored); a second run reuses it.
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run stop test check-deploy bench install stack build build-release unit e2e lint fmt clean-local
+# The shell scripts shellcheck reads: every tracked *.sh, and CI's entry point.
+SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*' -not -path './.local/*' -not -path '*/node_modules/*') .ci/run
+
+.PHONY: help run stop test check-deploy bench install stack build build-release lint lint-tools fmt clean-local
+
+# A bare `make` runs the stack, as it always has; `make help` lists the targets.
+.DEFAULT_GOAL := run
+
+## help: list the targets and what each does
+help:
+	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(firstword $(MAKEFILE_LIST)) | awk -F'\t' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
 ## run: install what is missing, start Kafka, ClickHouse and every service, print the links
 run: install build-release stack
@@ -35,17 +45,26 @@ install:
 stack:
 	deploy/local/start.sh
 
+## build: debug build of every crate, tests and examples included
 build:
 	$(CARGO) build --workspace --all-targets --locked
 
+## build-release: optimised build of every crate (what make run starts)
 build-release:
 	$(CARGO) build --workspace --release --locked
 
-## lint: formatting and clippy, warnings are errors
-lint:
+## lint: rustfmt, clippy (warnings are errors), shellcheck over the scripts, cargo deny
+lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	shellcheck -x $(SCRIPTS)
+	CARGO=$(CARGO) deploy/local/lint-tools.sh deny
 
+## lint-tools: install shellcheck (Debian) and cargo-deny (crates.io) when missing
+lint-tools:
+	CARGO=$(CARGO) deploy/local/lint-tools.sh install
+
+## fmt: format every crate with rustfmt
 fmt:
 	$(CARGO) fmt --all
 

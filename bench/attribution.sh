@@ -18,7 +18,7 @@
 # Bounded: at most CLICKS + a few messages, every wait capped. Own topic prefix and group.
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-# shellcheck source=lib.sh
+# shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
 CLICKS=${CLICKS:-1000000}
@@ -58,6 +58,7 @@ start_service() { # STATE_DIR LOG
   cat "$2" >&2
   return 1
 }
+# shellcheck disable=SC2015 # `|| true` covers a failed kill and a failed wait alike.
 stop_service() { kill "$PID" && wait "$PID" || true; PID=; }
 # LOG MESSAGE FIELD: the sum of FIELD over the lines of LOG with MESSAGE (0 when there are
 # none, e.g. an older build that logs no trims).

@@ -16,7 +16,7 @@
 #      before 2026-11-22 12:10 UTC; the latency runs always use the normal policy)
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-# shellcheck source=lib.sh
+# shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -54,6 +54,7 @@ log "seeding $FLOWS flows into ${PREFIX}flows"
 CI_PID=
 NGINX_PID=
 FLOOR_PID=
+# shellcheck disable=SC2015 # `|| true` covers an unset PID, a failed kill and a failed wait alike.
 cleanup() {
   [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null || true
   [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
@@ -118,6 +119,7 @@ measure() {
   kafter=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
   pafter=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
   [[ -n $BROKER_PID ]] && bafter=$(cpu_ticks "$BROKER_PID")
+  # shellcheck disable=SC2086 # split on purpose: $1 is the request count wrk reported.
   set -- $out
   echo "$out $(per_request $((after - before)) "$1") $(per_request $((kafter - kbefore)) "$1") $(per_request $((bafter - bbefore)) "$1") $(per_request $((pafter - pbefore)) "$1")"
 }
@@ -143,7 +145,7 @@ read -r _ _ ci_rps ci_p50 ci_p99 ci_p999 ci_err ci_non ci_cpu ci_kafka ci_broker
 read -r _ _ ng_rps ng_p50 ng_p99 ng_p999 ng_err ng_non ng_cpu _ _ <<<"$(median "${NG[@]}")"
 read -r _ _ fl_rps fl_p50 fl_p99 fl_p999 fl_err fl_non fl_cpu _ _ <<<"$(median "${FL[@]}")"
 ((${#CN[@]})) || CN=("${CI[@]}")
-read -r _ _ cn_rps cn_p50 cn_p99 cn_p999 cn_err cn_non cn_cpu cn_kafka _ _ <<<"$(median "${CN[@]}")"
+read -r _ _ cn_rps cn_p50 cn_p99 cn_p999 cn_err cn_non cn_cpu _ _ _ <<<"$(median "${CN[@]}")"
 ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
 ci_own=$(awk -v a="$ci_http" -v b="$fl_cpu" 'BEGIN { printf "%.2f", a - b }')
 rss=$(peak_rss_mib "$CI_PID")

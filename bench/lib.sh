@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # bench/lib.sh — shared helpers for the benchmarks run by `make bench` (bench/run.sh).
 # Source it after setting ROOT. Every server listens on 127.0.0.1; every load is bounded
 # in time. Results are printed as Markdown so they can be pasted into BENCHMARKS.md.
 
 : "${ROOT:?ROOT must be set before sourcing bench/lib.sh}"
-# shellcheck source=../deploy/local/lib.sh
+# shellcheck source=deploy/local/lib.sh
 source "$ROOT/deploy/local/lib.sh"
 
 BENCH_DIR="$LOCAL_DIR/bench"

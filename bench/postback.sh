@@ -6,7 +6,7 @@
 # Env: SECONDS_PER_RUN (default 15), CONNECTIONS (default 64), ROUNDS (default 2).
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-# shellcheck source=lib.sh
+# shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-15}
@@ -64,7 +64,7 @@ echo
 echo "| round | server | requests/s | p50 ms | p99 ms | p99.9 ms | errors | non-2xx/3xx | CPU ms/request |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$ROUNDS"); do
-  read -r n_req _ n_rps n_p50 n_p99 n_p999 n_err n_bad n_cpu \
+  read -r _ _ n_rps n_p50 n_p99 n_p999 n_err n_bad n_cpu \
     < <(wrk_cpu_ms "$nginx_pid" "http://127.0.0.1:$NGINX_PORT/" "$BENCH_DIR/report.lua")
   read -r p_req _ p_rps p_p50 p_p99 p_p999 p_err p_bad p_cpu \
     < <(wrk_cpu_ms "$pb_pid" "http://127.0.0.1:$PB_PORT" "$dir/postbacks.lua")

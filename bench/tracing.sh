@@ -8,7 +8,7 @@
 # Env: SECONDS_PER_RUN (default 10), CONNECTIONS (default 32), ROUNDS (default 2).
 set -euo pipefail
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-# shellcheck source=lib.sh
+# shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}

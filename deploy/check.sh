@@ -9,6 +9,7 @@
 # Run by `make test` (target check-deploy); needs no Docker engine and no cluster.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=deploy/local/lib.sh
 source "$ROOT/deploy/local/lib.sh"
 
 VENV="$LOCAL_DIR/venv-deploy"

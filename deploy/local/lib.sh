@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # deploy/local/lib.sh — shared helpers for the local-stack scripts
 # (install.sh, start.sh, stop.sh). Source it after setting ROOT; it is not
 # meant to be run on its own. Everything it touches lives under $ROOT/.local/.
