@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use anyhow::Context;
 use prost::Message as _;
 use traffsure_config::KafkaSettings;
+use traffsure_core::vocab::Vocabulary;
 use traffsure_core::ErrorBody;
 use traffsure_events::{
     Conversion, ConversionStatus, Flow, FlowStatus, Goal, OutboundAttempt, OutboundPostback,
@@ -180,18 +181,18 @@ impl Bus {
 
     /// Every attempt in `outbound-log` so far.
     async fn attempts(&self) -> anyhow::Result<Vec<OutboundAttempt>> {
-        let (consumer, mut catch_up) =
-            traffsure_kafka::read_from_beginning(&self.settings, &self.topics.outbound_log).await?;
-        let mut attempts = Vec::new();
-        while !catch_up.is_done() {
-            let message = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
-                .await
-                .context("outbound-log read timed out")??;
-            if let Some(payload) = message.payload() {
-                attempts.push(OutboundAttempt::decode(payload)?);
-            }
-            catch_up.observe(message.partition(), message.offset());
-        }
+        let attempts = traffsure_kafka::reader::collect_to_end(
+            &self.settings,
+            &self.topics.outbound_log,
+            Duration::from_secs(10),
+            |message| {
+                Ok(match message.payload() {
+                    Some(payload) => Some(OutboundAttempt::decode(payload)?),
+                    None => None,
+                })
+            },
+        )
+        .await?;
         Ok(attempts)
     }
 }
@@ -255,15 +256,6 @@ fn conversion(
     };
     c.set_status(status);
     c
-}
-
-fn status_name(status: ConversionStatus) -> &'static str {
-    match status {
-        ConversionStatus::Approved => "approved",
-        ConversionStatus::Pending => "pending",
-        ConversionStatus::Rejected => "rejected",
-        ConversionStatus::Unspecified => "",
-    }
 }
 
 /// A stack running only the dispatcher, allowed to send to 127.0.0.1, with fast retries.
@@ -423,7 +415,7 @@ async fn every_qualifying_conversion_arrives_exactly_once_after_retries() -> any
                     .iter()
                     .find(|x| x.conversion_id == c.conversion_id && x.version == version)
                     .context("no such version")?;
-                assert_eq!(body["status"], status_name(sent.status()));
+                assert_eq!(body["status"], sent.status().word());
             }
             other => panic!("unexpected path {other}"),
         }

@@ -35,17 +35,6 @@ pub fn map_status_with(raw: &str, overrides: &BTreeMap<String, String>) -> Conve
     map_status(raw)
 }
 
-/// Kept for callers outside this crate; use vocab::Vocabulary.
-///
-/// Unlike `Vocabulary::word`, an unspecified status (a conversion's `previous_status`
-/// before any change) reads as the empty word here.
-pub fn status_name(status: ConversionStatus) -> &'static str {
-    match status {
-        ConversionStatus::Unspecified => "",
-        status => status.word(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

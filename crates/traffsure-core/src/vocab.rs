@@ -34,6 +34,13 @@ pub trait Vocabulary: Copy + Eq + Sized + 'static {
             .unwrap_or("")
     }
 
+    /// The word of a value, or `None` for `UNSPECIFIED`: where "not set" must stay
+    /// distinguishable (a first conversion version's previous status, a conversion that
+    /// fires no outbound postback).
+    fn specified_word(self) -> Option<&'static str> {
+        (self != Self::UNSPECIFIED).then(|| self.word())
+    }
+
     /// The value a word names, exactly as listed (lowercase).
     fn from_word(word: &str) -> Option<Self> {
         Self::WORDS
@@ -156,6 +163,8 @@ mod tests {
         assert_eq!(DuplicatePolicy::Unspecified.word(), "per_uid");
         assert_eq!(ConversionStatus::Unspecified.word(), "approved");
         assert_eq!(OutboundState::Unspecified.word(), "scheduled");
+        assert_eq!(ConversionStatus::Unspecified.specified_word(), None);
+        assert_eq!(ConversionStatus::Pending.specified_word(), Some("pending"));
     }
 
     #[test]

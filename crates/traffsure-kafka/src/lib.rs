@@ -12,16 +12,13 @@ pub mod rebalance;
 pub mod retry;
 pub mod trace;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use traffsure_config::KafkaSettings;
 
 pub use flows::{follow_flows, FlowRegistry};
@@ -299,94 +296,4 @@ pub fn is_transient(error: &KafkaError) -> bool {
         ),
         None => true,
     }
-}
-
-/// Tracks a reader's progress towards the end a topic had when the reader started.
-#[derive(Debug, Default)]
-pub struct CatchUp {
-    partitions: Vec<i32>,
-    /// Partition → offset one past the last message at start, for partitions not yet reached.
-    targets: HashMap<i32, i64>,
-}
-
-impl CatchUp {
-    /// Notes that the message at `offset` was read; returns true when this completed the catch-up.
-    pub fn observe(&mut self, partition: i32, offset: i64) -> bool {
-        match self.targets.get(&partition) {
-            Some(&high) if offset + 1 >= high => {
-                self.targets.remove(&partition);
-                self.targets.is_empty()
-            }
-            _ => false,
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.targets.is_empty()
-    }
-}
-
-/// The partitions of `topic` and their current ends.
-fn end_offsets(consumer: &StreamConsumer, topic: &str) -> Result<CatchUp, KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut catch_up = CatchUp::default();
-    for t in metadata.topics() {
-        if let Some(error) = t.error() {
-            return Err(KafkaError::MetadataFetch(error.into()));
-        }
-        catch_up
-            .partitions
-            .extend(t.partitions().iter().map(|p| p.id()));
-    }
-    if catch_up.partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(
-            RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
-    for partition in catch_up.partitions.clone() {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
-        if high > low {
-            catch_up.targets.insert(partition, high);
-        }
-    }
-    Ok(catch_up)
-}
-
-/// A consumer outside any group, assigned every partition of `topic` from the beginning
-/// (for state every instance rebuilds in full), and the end it must reach to be current.
-pub async fn read_from_beginning(
-    settings: &KafkaSettings,
-    topic: &str,
-) -> Result<(StreamConsumer, CatchUp), KafkaError> {
-    let consumer: StreamConsumer = client_config(settings)
-        .set("group.id", "traffsure-reader") // required by librdkafka; never joined, never committed
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        // A topic created a moment ago may have no leader yet: retry for a while.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let catch_up = loop {
-            match end_offsets(&consumer, &topic) {
-                Ok(catch_up) => break catch_up,
-                Err(error) if std::time::Instant::now() < deadline => {
-                    tracing::debug!(topic, %error, "topic not ready yet, retrying");
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-                Err(error) => return Err(error),
-            }
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in catch_up.partitions.iter() {
-            assignment.add_partition_offset(&topic, *partition, Offset::Beginning)?;
-        }
-        consumer.assign(&assignment)?;
-        Ok((consumer, catch_up))
-    })
-    .await
-    .map_err(|_| KafkaError::Canceled)?
 }

@@ -217,3 +217,25 @@ impl PartitionReader {
         }
     }
 }
+
+/// Every message of `topic` up to the end it has now, each turned into a value by
+/// `decode` (`None` skips the message), read on a blocking thread. For callers that need
+/// a topic's content once: tests, tools, load generators.
+pub async fn collect_to_end<T: Send + 'static>(
+    settings: &KafkaSettings,
+    topic: &str,
+    limit: Duration,
+    mut decode: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<Option<T>> + Send + 'static,
+) -> anyhow::Result<Vec<T>> {
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut reader = PartitionReader::open_all(&settings, &topic)?;
+        let mut values = Vec::new();
+        reader.read_to_end(limit, |message| {
+            values.extend(decode(message)?);
+            Ok(())
+        })?;
+        Ok(values)
+    })
+    .await?
+}

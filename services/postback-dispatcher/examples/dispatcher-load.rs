@@ -17,6 +17,7 @@ use traffsure_events::{
     Conversion, ConversionStatus, Flow, FlowStatus, Goal, OutboundAttempt, OutboundPostback,
     OutboundState,
 };
+use traffsure_kafka::reader::PartitionReader;
 use traffsure_kafka::Topics;
 
 #[tokio::main]
@@ -135,14 +136,16 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let settings = settings(brokers, prefix);
     let topics = Topics::new(prefix);
-    let (consumer, _) =
-        traffsure_kafka::read_from_beginning(&settings, &topics.outbound_log).await?;
+    // Nothing else runs meanwhile: the reader may block this thread.
+    let reader = PartitionReader::open_all(&settings, &topics.outbound_log)?;
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     let (mut delivered, mut first, mut last, mut other) = (0usize, i64::MAX, 0i64, 0usize);
     while delivered < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(message) = tokio::time::timeout(left, consumer.recv()).await else {
+        if Instant::now() >= deadline {
             break;
+        }
+        let Some(message) = reader.poll(Duration::from_millis(200)) else {
+            continue;
         };
         let message = message?;
         let Some(Ok(attempt)) = message.payload().map(OutboundAttempt::decode) else {

@@ -7,16 +7,13 @@ use std::borrow::Cow;
 
 use traffsure_core::format_micros;
 use traffsure_core::macros::{encode_component, render};
+use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{Conversion, ConversionStatus, Flow, OutboundPostback};
 
-/// The words a status has in macros and in `on_status`.
+/// The word a status has in macros and in `on_status`; empty for a conversion without
+/// one, which fires nothing.
 pub fn status_name(status: ConversionStatus) -> &'static str {
-    match status {
-        ConversionStatus::Approved => "approved",
-        ConversionStatus::Pending => "pending",
-        ConversionStatus::Rejected => "rejected",
-        ConversionStatus::Unspecified => "",
-    }
+    status.specified_word().unwrap_or_default()
 }
 
 /// Whether `outbound` fires for this version of `conversion`.

@@ -33,11 +33,7 @@ fn seconds(ms: i64) -> u32 {
 /// A conversion's previous status: none (empty, so the rollups subtract nothing) for
 /// its first version.
 fn previous_status(status: ConversionStatus) -> &'static str {
-    if status == ConversionStatus::Unspecified {
-        ""
-    } else {
-        status.word()
-    }
+    status.specified_word().unwrap_or_default()
 }
 
 fn sub(subs: &[String], i: usize) -> String {

@@ -7,16 +7,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
 use serde_json::Value;
 use traffsure_config::KafkaSettings;
 use traffsure_events::{Postback, PostbackLogEntry};
+use traffsure_kafka::reader::PartitionReader;
 use traffsure_tests::{kafka_brokers, Stack};
 
 /// A reader of one topic from its beginning, collecting events by postback ID.
 pub struct TopicReader<M> {
-    consumer: StreamConsumer,
+    reader: PartitionReader,
     seen: HashMap<String, M>,
     id: fn(&M) -> String,
 }
@@ -31,14 +31,13 @@ fn settings(stack: &Stack) -> KafkaSettings {
 
 impl<M: prost::Message + Default + Clone> TopicReader<M> {
     async fn open(stack: &Stack, topic: &str, id: fn(&M) -> String) -> anyhow::Result<Self> {
-        let (consumer, _) = traffsure_kafka::read_from_beginning(
-            &settings(stack),
-            &format!("{}{topic}", stack.topic_prefix),
-        )
-        .await
-        .with_context(|| format!("read {topic} from {}", kafka_brokers()))?;
+        let (settings, name) = (settings(stack), format!("{}{topic}", stack.topic_prefix));
+        let reader =
+            tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &name))
+                .await?
+                .with_context(|| format!("read {topic} from {}", kafka_brokers()))?;
         Ok(Self {
-            consumer,
+            reader,
             seen: HashMap::new(),
             id,
         })
@@ -56,12 +55,7 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
                     .collect();
                 bail!("events not read back within 30 s: {missing:?}");
             }
-            let Ok(message) = tokio::time::timeout(left, self.consumer.recv()).await else {
-                continue;
-            };
-            let message = message?;
-            let event = M::decode(message.payload().unwrap_or_default())?;
-            self.seen.insert((self.id)(&event), event);
+            self.read_one().await?;
         }
         Ok(ids.iter().map(|id| self.seen[id].clone()).collect())
     }
@@ -85,12 +79,7 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
                     found.len()
                 );
             }
-            let Ok(message) = tokio::time::timeout(left, self.consumer.recv()).await else {
-                continue;
-            };
-            let message = message?;
-            let event = M::decode(message.payload().unwrap_or_default())?;
-            self.seen.insert((self.id)(&event), event);
+            self.read_one().await?;
         }
     }
 
@@ -102,14 +91,23 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
     /// Reads whatever arrives for `period`, then says whether `id` was among all read.
     pub async fn seen_after(&mut self, id: &str, period: Duration) -> anyhow::Result<bool> {
         let deadline = Instant::now() + period;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(message) = tokio::time::timeout(left, self.consumer.recv()).await else {
-                break;
-            };
-            let event = M::decode(message?.payload().unwrap_or_default())?;
-            self.seen.insert((self.id)(&event), event);
+        while Instant::now() < deadline {
+            self.read_one().await?;
         }
         Ok(self.seen.contains_key(id))
+    }
+
+    /// Reads the next event if one comes within a short blocking poll (the reader follows
+    /// the topic past the end it had at open).
+    async fn read_one(&mut self) -> anyhow::Result<()> {
+        match self.reader.poll(Duration::from_millis(50)) {
+            Some(message) => {
+                let event = M::decode(message?.payload().unwrap_or_default())?;
+                self.seen.insert((self.id)(&event), event);
+            }
+            None => tokio::task::yield_now().await,
+        }
+        Ok(())
     }
 
     /// How many distinct events have been read so far.

@@ -16,14 +16,7 @@ pub use validate::{
 };
 pub use view::{FlowView, GoalView};
 
-use traffsure_events::{Flow, FlowStatus, Goal};
-
-use crate::vocab::Vocabulary;
-
-/// Kept for callers outside this crate; use vocab::Vocabulary.
-pub fn status_to_name(status: FlowStatus) -> &'static str {
-    status.word()
-}
+use traffsure_events::{Flow, Goal};
 
 /// Finds a goal by key, case-insensitively.
 pub fn find_goal<'f>(flow: &'f Flow, key: &str) -> Option<&'f Goal> {
