@@ -8,6 +8,7 @@
 mod flows;
 pub mod metrics;
 pub mod trace;
+pub mod transaction;
 
 use std::collections::HashMap;
 use std::time::Duration;

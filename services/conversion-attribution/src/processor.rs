@@ -22,10 +22,11 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use traffsure_core::now_ms;
 use traffsure_events::{Click, Conversion, Postback, PostbackOutcome, PostbackResult};
+use traffsure_kafka::transaction::{self, Abort, TransactionError, TransactionalProducer};
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
@@ -102,7 +103,7 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(_) => {}
             // An aborted transaction's events, purged on purpose: nothing was lost.
-            Err((error, _)) if is_purged(error) => {}
+            Err((error, _)) if transaction::is_purged(error) => {}
             Err((error, _)) => {
                 traffsure_kafka::metrics::count_delivery_error("conversion-attribution", error);
                 tracing::warn!(%error, "event not delivered");
@@ -110,27 +111,6 @@ impl ProducerContext for DeliveryContext {
             }
         }
     }
-}
-
-/// Whether a delivery error only says an aborted transaction purged the event.
-fn is_purged(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-    )
-}
-
-/// Whether a transactional error means another live instance took this transactional id:
-/// that instance does the work now, and this one must stop rather than fence it back.
-fn is_fenced(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
-    )
 }
 
 /// Which clicks the state keeps: those within their flow's attribution window and a grace,
@@ -187,15 +167,13 @@ pub struct Processor {
     topics: Topics,
     registry: Arc<FlowRegistry>,
     consumer: BaseConsumer<RebalanceContext>,
-    producer: BaseProducer<DeliveryContext>,
+    producer: TransactionalProducer<DeliveryContext>,
     partitions: HashMap<i32, Owned>,
     state_dir: PathBuf,
     hold_timeout: Duration,
     commit_interval: Duration,
-    in_transaction: bool,
     /// Counts consumers replaced after a failed transaction.
     recoveries: u64,
-    transaction_started: Instant,
     transaction_events: usize,
     trim_interval: Duration,
     last_trim: Instant,
@@ -232,25 +210,23 @@ fn group_consumer(
 fn transactional_producer(
     settings: &Settings,
     topics: &Topics,
-) -> anyhow::Result<BaseProducer<DeliveryContext>> {
+) -> anyhow::Result<TransactionalProducer<DeliveryContext>> {
     let mut config = traffsure_kafka::producer_config(&settings.kafka);
     config
-        .set(
-            "transactional.id",
-            format!("{}-{}", settings.group_id, settings.instance_id),
-        )
         // A crashed instance's open transaction blocks read_committed readers until
         // it times out or the instance restarts.
         .set("transaction.timeout.ms", "10000")
         .set("message.timeout.ms", "10000"); // must not exceed the transaction timeout
-    let producer: BaseProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
-        conversions_topic: topics.conversions.clone(),
-        conversion_ends: Mutex::new(HashMap::new()),
-        failed: AtomicBool::new(false),
-    })?;
-    producer
-        .init_transactions(TIMEOUT)
-        .context("init transactions")?;
+    let conversions_topic = topics.conversions.clone();
+    let producer = TransactionalProducer::new(
+        config,
+        &format!("{}-{}", settings.group_id, settings.instance_id),
+        move || DeliveryContext {
+            conversions_topic: conversions_topic.clone(),
+            conversion_ends: Mutex::new(HashMap::new()),
+            failed: AtomicBool::new(false),
+        },
+    )?;
     Ok(producer)
 }
 
@@ -277,9 +253,7 @@ impl Processor {
             producer,
             partitions: HashMap::new(),
             state_dir,
-            in_transaction: false,
             recoveries: 0,
-            transaction_started: Instant::now(),
             transaction_events: 0,
             trim_interval: Duration::from_secs(settings_trim_interval),
             last_trim: Instant::now(),
@@ -316,7 +290,7 @@ impl Processor {
             if let Some((is_click, partition, offset, timestamp_ms, payload, span)) = polled {
                 // What this message produces carries its trace on (see `send`).
                 let _traced = span.enter();
-                if self.in_transaction && !self.partitions.contains_key(&partition) {
+                if self.producer.is_open() && !self.partitions.contains_key(&partition) {
                     // A load can take longer than the transaction timeout: the broker would
                     // abort the open transaction and fence this producer.
                     let recoveries = self.recoveries;
@@ -339,21 +313,22 @@ impl Processor {
                 self.expire_held()?;
                 self.report();
                 traffsure_kafka::metrics::record_producer_queue(
-                    &self.producer,
+                    self.producer.producer(),
                     "conversion-attribution",
                 );
-                if !self.in_transaction && self.last_trim.elapsed() >= self.trim_interval {
+                if !self.producer.is_open() && self.last_trim.elapsed() >= self.trim_interval {
                     self.trim()?; // no transaction open: every state matches its file
                 }
             }
-            if self.in_transaction
-                && (self.transaction_started.elapsed() >= self.commit_interval
-                    || self.transaction_events >= 50_000)
+            if self
+                .producer
+                .age()
+                .is_some_and(|age| age >= self.commit_interval || self.transaction_events >= 50_000)
             {
                 self.commit()?;
             }
         }
-        if self.in_transaction {
+        if self.producer.is_open() {
             self.commit()?;
         }
         self.consumer.unsubscribe();
@@ -362,12 +337,10 @@ impl Processor {
     }
 
     fn begin(&mut self) -> anyhow::Result<()> {
-        if !self.in_transaction {
-            self.producer.begin_transaction()?;
-            self.in_transaction = true;
-            self.transaction_started = Instant::now();
+        if self.producer.begin()? {
             self.transaction_events = 0;
             self.producer
+                .producer()
                 .context()
                 .failed
                 .store(false, Ordering::SeqCst);
@@ -380,11 +353,12 @@ impl Processor {
     /// is committed: partitions kept keep it, the others are forgotten. Either way the
     /// consumer resumes from the committed positions, so held postbacks come again.
     fn rebalanced(&mut self) -> anyhow::Result<()> {
-        if self.in_transaction {
+        if self.producer.is_open() {
             tracing::info!("aborting the open transaction on a rebalance");
-            self.in_transaction = false;
             self.partitions.clear();
-            return self.abort_or_replace_producer();
+            let abort = self.producer.abort()?;
+            count_abort(abort);
+            return Ok(());
         }
         let assigned = self.consumer.context().assigned();
         for partition in self.partitions.keys() {
@@ -399,43 +373,6 @@ impl Processor {
             owned.held.clear();
             debug_assert!(owned.uncommitted.is_empty());
         }
-        Ok(())
-    }
-
-    /// Aborts the open transaction, serving delivery reports between short attempts (an
-    /// abort waits for the purged events' reports; a timed-out abort may be resumed).
-    fn abort(&self) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.producer.abort_transaction(Duration::from_millis(500)) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(e))
-                    if e.is_retriable() && Instant::now() < deadline =>
-                {
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
-    /// Aborts the open transaction. When the abort itself fails (librdkafka can answer
-    /// an abort with a fatal INVALID_TXN_STATE), a new producer with the same
-    /// transactional id takes over: initialising it aborts the old transaction on the
-    /// broker. Only a fenced producer stops the loop.
-    fn abort_or_replace_producer(&mut self) -> anyhow::Result<()> {
-        let Err(error) = self.abort() else {
-            return Ok(());
-        };
-        if is_fenced(&error) {
-            return Err(error).context("abort transaction");
-        }
-        tracing::warn!(%error, "abort failed, replacing the producer");
-        self.producer = transactional_producer(&self.settings, &self.topics)?;
-        metrics::metrics()
-            .recoveries
-            .with_label_values(&["failed_abort"])
-            .inc();
         Ok(())
     }
 
@@ -458,23 +395,24 @@ impl Processor {
             }
         }
         let started = Instant::now();
-        let result = self.commit_offsets(&offsets);
-        self.in_transaction = false;
+        let group = self.consumer.group_metadata();
+        let result = self.producer.commit(&offsets, group.as_ref());
         tracing::debug!(
             events = self.transaction_events,
             commit_ms = started.elapsed().as_millis() as u64,
             "transaction committed"
         );
-        if let Err(error) = result {
-            return self.recover(error);
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Failed { error, abort }) => return self.recover(error, abort),
+            Err(error) => return Err(error.into()),
         }
-        if self.producer.context().failed.swap(false, Ordering::SeqCst) {
+        let context = self.producer.producer().context();
+        if context.failed.swap(false, Ordering::SeqCst) {
             anyhow::bail!("an event of a committed transaction was not delivered");
         }
         let ends = std::mem::take(
-            &mut *self
-                .producer
-                .context()
+            &mut *context
                 .conversion_ends
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
@@ -571,28 +509,12 @@ impl Processor {
         }
     }
 
-    fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
-        if offsets.count() > 0 {
-            let metadata = self
-                .consumer
-                .group_metadata()
-                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
-            self.producer
-                .send_offsets_to_transaction(offsets, &metadata, TIMEOUT)?;
-        }
-        self.producer.commit_transaction(TIMEOUT)
-    }
-
-    /// After a failed commit: abort (or replace a producer left unusable), drop the state
-    /// and start the consumer over from the committed positions; a fenced producer
-    /// (another instance took this id) stops here.
-    fn recover(&mut self, error: KafkaError) -> anyhow::Result<()> {
-        if is_fenced(&error) {
-            return Err(error).context("commit transaction");
-        }
+    /// After a failed commit, which the producer aborted (or replaced a producer left
+    /// unusable): drop the state and start the consumer over from the committed positions.
+    fn recover(&mut self, error: KafkaError, abort: Abort) -> anyhow::Result<()> {
         tracing::warn!(%error, "transaction failed, resuming from the committed positions");
         self.partitions.clear();
-        self.abort_or_replace_producer()?;
+        count_abort(abort);
         self.consumer = group_consumer(&self.settings, &self.topics)?;
         self.recoveries += 1;
         metrics::metrics()
@@ -892,16 +814,27 @@ impl Processor {
         if let Some(headers) = traffsure_kafka::trace::headers_if_traced() {
             record = record.headers(headers);
         }
+        let producer = self.producer.producer();
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(20));
+                    producer.poll(Duration::from_millis(20));
                 }
                 Err((error, _)) => return Err(error).context("queue event"),
             }
         }
+    }
+}
+
+/// Counts a producer replaced because its transaction could not be aborted.
+fn count_abort(abort: Abort) {
+    if abort == Abort::ProducerReplaced {
+        metrics::metrics()
+            .recoveries
+            .with_label_values(&["failed_abort"])
+            .inc();
     }
 }
 
@@ -969,37 +902,4 @@ fn read_to_end(
     }
     reader.unassign()?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn purged_events_of_an_aborted_transaction_are_not_losses() {
-        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
-        let in_flight = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
-        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert!(is_purged(&purged));
-        assert!(is_purged(&in_flight));
-        assert!(!is_purged(&timed_out));
-    }
-
-    #[test]
-    fn only_fencing_stops_the_loop() {
-        for code in [
-            RDKafkaErrorCode::Fenced,
-            RDKafkaErrorCode::ProducerFenced,
-            RDKafkaErrorCode::InvalidProducerEpoch,
-        ] {
-            assert!(is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
-        }
-        for code in [
-            RDKafkaErrorCode::InvalidTransactionalState,
-            RDKafkaErrorCode::State,
-            RDKafkaErrorCode::OperationTimedOut,
-        ] {
-            assert!(!is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
-        }
-    }
 }
