@@ -3,12 +3,11 @@
 //! the consumed positions are committed in one Kafka transaction.
 //!
 //! The loop runs on its own thread with blocking clients. A partition's state is loaded
-//! (from its log file, then from the `clicks` and `conversions` partitions) the first time
-//! one of its messages arrives, before any of its postbacks is processed. On a rebalance or
-//! a failed transaction the open transaction is aborted and every partition's state is
-//! dropped; the consumer resumes from the committed positions and the state is reloaded,
-//! so what the state holds always matches what Kafka committed. Between transactions the
-//! states are trimmed to their flows' attribution windows and their logs compacted.
+//! (`restore`) the first time one of its messages arrives, before any of its postbacks is
+//! processed. On a rebalance or a failed transaction the open transaction is aborted and
+//! every partition's state is dropped; the consumer resumes from the committed positions
+//! and the state is reloaded, so what the state holds always matches what Kafka committed.
+//! Between transactions the states are trimmed to what `retention` keeps.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,10 +30,11 @@ use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
 use crate::metrics;
+use crate::restore;
+use crate::retention::{self, Retention};
 use crate::store::PartitionState;
 use crate::Settings;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
 
 /// Notes rebalances and the partitions assigned, which the loop answers after the poll.
@@ -110,26 +110,6 @@ impl ProducerContext for DeliveryContext {
                 self.failed.store(true, Ordering::SeqCst);
             }
         }
-    }
-}
-
-/// Which clicks the state keeps: those within their flow's attribution window and a grace,
-/// at one moment. Windows are looked up once per flow.
-struct Retention {
-    registry: Arc<FlowRegistry>,
-    grace_ms: i64,
-    now_ms: i64,
-    windows: HashMap<u32, i64>,
-}
-
-impl Retention {
-    fn keeps(&mut self, click_ts_ms: i64, flow_id: u32) -> bool {
-        let registry = &self.registry;
-        let window = *self
-            .windows
-            .entry(flow_id)
-            .or_insert_with(|| attribute::window_ms(registry.get(flow_id).as_deref()));
-        self.now_ms - click_ts_ms <= window + self.grace_ms
     }
 }
 
@@ -433,12 +413,7 @@ impl Processor {
     }
 
     fn retention(&self) -> Retention {
-        Retention {
-            registry: self.registry.clone(),
-            grace_ms: (self.settings.window_grace_secs as i64).saturating_mul(1000),
-            now_ms: now_ms(),
-            windows: HashMap::new(),
-        }
+        Retention::new(self.registry.clone(), self.settings.window_grace_secs)
     }
 
     /// Drops what retention no longer keeps and compacts the logs dead records dominate.
@@ -446,48 +421,9 @@ impl Processor {
     fn trim(&mut self) -> anyhow::Result<()> {
         self.last_trim = Instant::now();
         let mut retention = self.retention();
-        let m = metrics::metrics();
         for (&partition, owned) in self.partitions.iter_mut() {
             debug_assert!(owned.uncommitted.is_empty());
-            let started = Instant::now();
-            let trimmed = owned
-                .state
-                .trim(retention.now_ms, &mut |ts, flow| retention.keeps(ts, flow));
-            if trimmed.clicks + trimmed.visitors + trimmed.conversions > 0 {
-                tracing::info!(
-                    partition,
-                    clicks = trimmed.clicks,
-                    visitors = trimmed.visitors,
-                    conversions = trimmed.conversions,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "state trimmed"
-                );
-            }
-            for (kind, count) in [
-                ("clicks", trimmed.clicks),
-                ("visitors", trimmed.visitors),
-                ("conversions", trimmed.conversions),
-            ] {
-                m.trimmed.with_label_values(&[kind]).inc_by(count as u64);
-            }
-            if owned.state.needs_compaction() {
-                let started = Instant::now();
-                let before = owned.state.file_bytes();
-                owned
-                    .state
-                    .compact()
-                    .with_context(|| format!("compact the state of partition {partition}"))?;
-                m.compactions
-                    .with_label_values(&[partition.to_string().as_str()])
-                    .inc();
-                tracing::info!(
-                    partition,
-                    before,
-                    after = owned.state.file_bytes(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "state log compacted"
-                );
-            }
+            retention::trim(partition, &mut owned.state, &mut retention)?;
         }
         Ok(())
     }
@@ -524,61 +460,20 @@ impl Processor {
         Ok(())
     }
 
-    /// Loads a newly owned partition: its log file, then what the file lacks of the
-    /// `clicks` and `conversions` partitions, up to their ends.
+    /// Loads a newly owned partition's state (see `restore`) and moves the group consumer
+    /// past what the state already holds.
     fn ensure_loaded(&mut self, partition: i32) -> anyhow::Result<()> {
         if self.partitions.contains_key(&partition) {
             return Ok(());
         }
-        let started = Instant::now();
         let mut retention = self.retention();
-        let mut state = PartitionState::open(&self.state_dir, partition, &mut |ts, flow| {
-            retention.keeps(ts, flow)
-        })
-        .with_context(|| format!("open the state of partition {partition}"))?;
-        state.set_compact_min_bytes(self.settings.compact_min_bytes);
-        let from_file = state.clicks.len();
-        let file_elapsed = started.elapsed();
-        let reader = catch_up_reader(&self.settings)?;
-        let mut read = 0usize;
-        read_to_end(
-            &reader,
-            &self.topics.clicks,
+        let state = restore::restore(
+            &self.settings,
+            &self.topics,
+            &self.state_dir,
             partition,
-            state.clicks_next,
-            |offset, payload| {
-                read += 1;
-                match Click::decode(payload) {
-                    Ok(click) => {
-                        let keep = retention.keeps(click.ts_ms, click.flow_id);
-                        state.add_click(offset, ClickInfo::from(&click), keep)?;
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition, offset, %error, "skipping undecodable click")
-                    }
-                }
-                Ok(())
-            },
+            &mut retention,
         )?;
-        let mut conversions_end = state.conversions_next;
-        read_to_end(
-            &reader,
-            &self.topics.conversions,
-            partition,
-            state.conversions_next,
-            |offset, payload| {
-                if let Ok(conversion) = Conversion::decode(payload) {
-                    if retention.keeps(conversion.click_ts_ms, conversion.flow_id) {
-                        state.record_conversion(&conversion)?;
-                        state.insert_conversion(conversion);
-                    }
-                }
-                conversions_end = offset + 1;
-                Ok(())
-            },
-        )?;
-        state.record_conversions_checkpoint(conversions_end)?;
-        state.flush()?;
         // The group consumer may start far behind the file; skip what is already in.
         let skipped = self
             .consumer
@@ -589,23 +484,6 @@ impl Processor {
                 Duration::from_secs(1),
             )
             .is_ok();
-        let m = metrics::metrics();
-        m.restore_seconds
-            .with_label_values(&["file"])
-            .observe(file_elapsed.as_secs_f64());
-        m.restore_seconds
-            .with_label_values(&["topic"])
-            .observe((started.elapsed() - file_elapsed).as_secs_f64());
-        tracing::info!(
-            partition,
-            from_file,
-            from_topic = read,
-            clicks = state.clicks.len(),
-            conversions = state.conversions.len(),
-            bytes = state.file_bytes(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "partition state loaded"
-        );
         self.partitions.insert(
             partition,
             Owned {
@@ -836,70 +714,4 @@ fn count_abort(abort: Abort) {
             .with_label_values(&["failed_abort"])
             .inc();
     }
-}
-
-/// Keeps the end-of-partition events of catch-up reads out of the error log.
-pub struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!(%error, reason, "catch-up reader error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
-
-/// A consumer outside the group that reads committed data of single partitions.
-fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer<QuietEof>> {
-    Ok(traffsure_kafka::client_config(&settings.kafka)
-        .set("group.id", "traffsure-attribution-restore") // never joined, never committed
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.message.max.bytes", "4194304")
-        .create_with_context(QuietEof)?)
-}
-
-/// Reads `topic`/`partition` from `from` up to its end (the last committed message).
-fn read_to_end(
-    reader: &BaseConsumer<QuietEof>,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    mut apply: impl FnMut(i64, &[u8]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let (_, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
-    if high <= from {
-        return Ok(());
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    reader.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                apply(message.offset(), message.payload().unwrap_or_default())?;
-                if message.offset() + 1 >= high {
-                    break;
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                anyhow::bail!("{topic} partition {partition} no longer holds offset {from}")
-            }
-            Some(Err(error)) => tracing::warn!(topic, partition, %error, "catch-up read failed"),
-            None => {}
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{topic} partition {partition}: catch-up did not finish");
-        }
-    }
-    reader.unassign()?;
-    Ok(())
 }
