@@ -9,14 +9,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prost::Message as _;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use rustc_hash::FxHashMap;
 use traffsure_config::KafkaSettings;
 use traffsure_events::Flow;
 
-use crate::CatchUp;
+use crate::reader::PartitionReader;
+
+/// How long the flows that existed at start may take to load before the follower gives
+/// up on them (and the service never reports ready).
+const LOAD_LIMIT: Duration = Duration::from_secs(600);
 
 /// Looked up on every click: a fast hash rather than SipHash (the keys are flow ids and
 /// slugs from the operator's own configuration, not chosen by visitors).
@@ -104,53 +108,61 @@ impl FlowRegistry {
 }
 
 /// Loads and follows the `flows` topic; `on_loaded` runs once the flows that existed at
-/// start are all in memory (services report ready only then).
+/// start are all in memory (services report ready only then). The follower is a thread
+/// of its own: flows change rarely, and a blocking reader keeps it simple.
 pub async fn follow_flows(
     settings: &KafkaSettings,
     topic: &str,
     on_loaded: impl FnOnce() + Send + 'static,
 ) -> Result<Arc<FlowRegistry>, KafkaError> {
     let registry = Arc::new(FlowRegistry::new());
-    let (consumer, catch_up) = crate::read_from_beginning(settings, topic).await?;
-    tokio::spawn(follow(consumer, registry.clone(), catch_up, on_loaded));
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    let reader = tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic))
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+    let follower = registry.clone();
+    std::thread::Builder::new()
+        .name("flows".into())
+        .spawn(move || follow(reader, &follower, on_loaded))
+        .map_err(|_| KafkaError::Canceled)?;
     Ok(registry)
 }
 
-async fn follow(
-    consumer: StreamConsumer,
-    registry: Arc<FlowRegistry>,
-    mut catch_up: CatchUp,
-    on_loaded: impl FnOnce(),
-) {
-    let mut on_loaded = Some(on_loaded);
-    loop {
-        if catch_up.is_done() {
-            if let Some(on_loaded) = on_loaded.take() {
-                tracing::info!(flows = registry.len(), "flows loaded");
-                on_loaded();
-            }
+fn follow(mut reader: PartitionReader, registry: &FlowRegistry, on_loaded: impl FnOnce()) {
+    match reader.read_to_end(LOAD_LIMIT, |message| {
+        apply(registry, message);
+        Ok(())
+    }) {
+        Ok(()) => {
+            tracing::info!(flows = registry.len(), "flows loaded");
+            on_loaded();
         }
-        let message = match consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "flows topic read failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        match message.payload().map(Flow::decode) {
-            Some(Ok(flow)) => {
-                let id = flow.id;
-                if registry.upsert(flow) {
-                    tracing::debug!(flow = id, "flow loaded");
-                }
-            }
+        Err(error) => tracing::error!(%error, "flows not loaded"),
+    }
+    loop {
+        match reader.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => apply(registry, &message),
             Some(Err(error)) => {
-                tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow")
+                tracing::warn!(%error, "flows topic read failed");
+                std::thread::sleep(Duration::from_millis(500));
             }
             None => {}
         }
-        catch_up.observe(message.partition(), message.offset());
+    }
+}
+
+fn apply(registry: &FlowRegistry, message: &BorrowedMessage<'_>) {
+    match message.payload().map(Flow::decode) {
+        Some(Ok(flow)) => {
+            let id = flow.id;
+            if registry.upsert(flow) {
+                tracing::debug!(flow = id, "flow loaded");
+            }
+        }
+        Some(Err(error)) => {
+            tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow")
+        }
+        None => {}
     }
 }
 

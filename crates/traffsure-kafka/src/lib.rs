@@ -7,6 +7,9 @@
 
 mod flows;
 pub mod metrics;
+pub mod reader;
+pub mod rebalance;
+pub mod retry;
 pub mod trace;
 pub mod transaction;
 
@@ -35,6 +38,8 @@ pub struct Topics {
     pub conversions: String,
     pub postback_results: String,
     pub outbound_log: String,
+    /// The dispatcher's delivery records (compacted, key = delivery key).
+    pub outbound_deliveries: String,
     prefix: String,
 }
 
@@ -49,6 +54,7 @@ impl Topics {
             conversions: name("conversions"),
             postback_results: name("postback-results"),
             outbound_log: name("outbound-log"),
+            outbound_deliveries: name("outbound-deliveries"),
             prefix: prefix.to_string(),
         }
     }
@@ -91,11 +97,6 @@ pub fn producer_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// A group consumer that reads committed data only and stores offsets when told to.
-pub fn group_consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, KafkaError> {
-    group_consumer_config(settings, group).create()
-}
-
 /// The settings of every group consumer, for callers that need their own consumer context.
 pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     let mut config = client_config(settings);
@@ -114,24 +115,88 @@ pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientCon
 
 /// Creates the event topics that do not exist yet. `clicks`, `postbacks` and
 /// `conversions` get the same partition count, so a routing key maps to the same
-/// partition in all three.
+/// partition in all three; `outbound-deliveries` too, so a conversion's delivery records
+/// live on its partition number.
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
     let partitions = settings.partitions.max(1);
-    let replication = || TopicReplication::Fixed(settings.replication_factor.max(1));
-    let mut new_topics = vec![NewTopic::new(&topics.flows, 1, replication())
-        .set("cleanup.policy", "compact")
-        .set("min.compaction.lag.ms", "0")];
-    for topic in [&topics.clicks, &topics.postbacks, &topics.conversions] {
-        new_topics.push(NewTopic::new(topic, partitions, replication()));
-    }
+    let mut new_topics = vec![TopicSpec::compacted(&topics.flows, 1)];
     for topic in [
+        &topics.clicks,
+        &topics.postbacks,
+        &topics.conversions,
         &topics.postback_log,
         &topics.postback_results,
         &topics.outbound_log,
     ] {
-        new_topics.push(NewTopic::new(topic, partitions, replication()));
+        new_topics.push(TopicSpec::new(topic, partitions));
     }
+    new_topics.push(TopicSpec::compacted(
+        &topics.outbound_deliveries,
+        partitions,
+    ));
+    ensure_topic_specs(settings, &new_topics).await
+}
+
+/// Creates one consumer's dead-letter topic unless it exists.
+pub async fn ensure_dead_letter_topic(
+    settings: &KafkaSettings,
+    topics: &Topics,
+    consumer: &str,
+) -> Result<(), KafkaError> {
+    let name = topics.dead_letter(consumer);
+    ensure_topic_specs(settings, &[TopicSpec::new(&name, 1)]).await
+}
+
+/// A topic to create: name, partition count, and whether it is compacted.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSpec<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+impl<'a> TopicSpec<'a> {
+    pub fn new(name: &'a str, partitions: i32) -> Self {
+        Self {
+            name,
+            partitions,
+            compacted: false,
+        }
+    }
+
+    pub fn compacted(name: &'a str, partitions: i32) -> Self {
+        Self {
+            compacted: true,
+            ..Self::new(name, partitions)
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet (brokers need not create topics on first
+/// use), with the settings' replication factor. An existing topic is left as it is.
+pub async fn ensure_topic_specs(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec<'_>],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
+    let replication = settings.replication_factor.max(1);
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let topic = NewTopic::new(
+                spec.name,
+                spec.partitions.max(1),
+                TopicReplication::Fixed(replication),
+            );
+            if spec.compacted {
+                topic
+                    .set("cleanup.policy", "compact")
+                    .set("min.compaction.lag.ms", "0")
+            } else {
+                topic
+            }
+        })
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics(&new_topics, &options).await? {
         match result {
