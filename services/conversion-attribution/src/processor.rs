@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use prost::Message as _;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
 use traffsure_core::now_ms;
 use traffsure_events::{Click, Conversion, Postback, PostbackOutcome, PostbackResult};
+use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, RebalanceWait};
 use traffsure_kafka::transaction::{self, Abort, TransactionError, TransactionalProducer};
 use traffsure_kafka::{FlowRegistry, Topics};
 
@@ -36,48 +38,6 @@ use crate::store::PartitionState;
 use crate::Settings;
 
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
-
-/// Notes rebalances and the partitions assigned, which the loop answers after the poll.
-pub struct RebalanceContext {
-    changed: AtomicBool,
-    assigned: Mutex<Vec<i32>>,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            tracing::info!(partitions = list.count(), "partitions revoked");
-            // States stay until the next assignment says which partitions are still ours.
-            self.changed.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            tracing::info!(partitions = list.count(), "partitions assigned");
-            self.set_assigned(list.elements().iter().map(|e| e.partition()).collect());
-        }
-    }
-}
-
-impl RebalanceContext {
-    fn set_assigned(&self, partitions: Vec<i32>) {
-        *self
-            .assigned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
-        self.changed.store(true, Ordering::SeqCst);
-    }
-
-    fn assigned(&self) -> Vec<i32> {
-        self.assigned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
 
 /// Collects the offsets the transaction's conversions got, for the state checkpoints.
 pub struct DeliveryContext {
@@ -147,6 +107,10 @@ pub struct Processor {
     topics: Topics,
     registry: Arc<FlowRegistry>,
     consumer: BaseConsumer<RebalanceContext>,
+    /// The consumer's rebalances, answered after each poll.
+    rebalances: UnboundedReceiver<RebalanceEvent>,
+    /// The partition numbers of the consumer's latest assignment.
+    assigned: Vec<i32>,
     producer: TransactionalProducer<DeliveryContext>,
     partitions: HashMap<i32, Owned>,
     state_dir: PathBuf,
@@ -160,10 +124,15 @@ pub struct Processor {
     shutdown: Arc<AtomicBool>,
 }
 
+/// The group consumer of clicks and postbacks, and its rebalances: the callbacks do not
+/// wait, the loop answers them after each poll.
 fn group_consumer(
     settings: &Settings,
     topics: &Topics,
-) -> anyhow::Result<BaseConsumer<RebalanceContext>> {
+) -> anyhow::Result<(
+    BaseConsumer<RebalanceContext>,
+    UnboundedReceiver<RebalanceEvent>,
+)> {
     let mut config = traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id);
     config
         .set("enable.auto.commit", "false") // offsets are committed in the transaction
@@ -176,13 +145,10 @@ fn group_consumer(
             format!("{}-{}", settings.group_id, settings.instance_id),
         )
         .set("fetch.wait.max.ms", "50");
-    let consumer: BaseConsumer<RebalanceContext> =
-        config.create_with_context(RebalanceContext {
-            changed: AtomicBool::new(false),
-            assigned: Mutex::new(Vec::new()),
-        })?;
+    let (context, rebalances) = rebalance::channel(RebalanceWait::No);
+    let consumer: BaseConsumer<RebalanceContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&topics.clicks, &topics.postbacks])?;
-    Ok(consumer)
+    Ok((consumer, rebalances))
 }
 
 /// The transactional producer of this instance. Initialising it fences any earlier
@@ -220,7 +186,7 @@ impl Processor {
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let producer = transactional_producer(&settings, &topics)?;
-        let consumer = group_consumer(&settings, &topics)?;
+        let (consumer, rebalances) = group_consumer(&settings, &topics)?;
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
         let settings_trim_interval = settings.trim_interval_secs.max(1);
         Ok(Self {
@@ -230,6 +196,8 @@ impl Processor {
             topics,
             registry,
             consumer,
+            rebalances,
+            assigned: Vec::new(),
             producer,
             partitions: HashMap::new(),
             state_dir,
@@ -259,12 +227,7 @@ impl Processor {
                 }
                 None => None,
             };
-            if self
-                .consumer
-                .context()
-                .changed
-                .swap(false, Ordering::SeqCst)
-            {
+            if self.take_rebalances() {
                 self.rebalanced()?;
             }
             if let Some((is_click, partition, offset, timestamp_ms, payload, span)) = polled {
@@ -328,6 +291,26 @@ impl Processor {
         Ok(())
     }
 
+    /// Notes the rebalances of the last poll; true when there were any. Revoked
+    /// partitions stay until the next assignment says which are still ours.
+    fn take_rebalances(&mut self) -> bool {
+        let mut changed = false;
+        // Nothing waits for the events' replies (`RebalanceWait::No`): dropping them is fine.
+        while let Ok(event) = self.rebalances.try_recv() {
+            changed = true;
+            match &event {
+                RebalanceEvent::Revoked { partitions, .. } => {
+                    tracing::info!(partitions = partitions.len(), "partitions revoked");
+                }
+                RebalanceEvent::Assigned { partitions, .. } => {
+                    tracing::info!(partitions = partitions.len(), "partitions assigned");
+                    self.assigned = partitions.iter().map(|(_, p)| *p).collect();
+                }
+            }
+        }
+        changed
+    }
+
     /// Answers a rebalance. An open transaction is aborted and every partition's state
     /// dropped (it may hold effects of the aborted work). Otherwise the state matches what
     /// is committed: partitions kept keep it, the others are forgotten. Either way the
@@ -340,7 +323,7 @@ impl Processor {
             count_abort(abort);
             return Ok(());
         }
-        let assigned = self.consumer.context().assigned();
+        let assigned = &self.assigned;
         for partition in self.partitions.keys() {
             if !assigned.contains(partition) {
                 metrics::forget_partition(*partition);
@@ -451,7 +434,8 @@ impl Processor {
         tracing::warn!(%error, "transaction failed, resuming from the committed positions");
         self.partitions.clear();
         count_abort(abort);
-        self.consumer = group_consumer(&self.settings, &self.topics)?;
+        (self.consumer, self.rebalances) = group_consumer(&self.settings, &self.topics)?;
+        self.assigned.clear();
         self.recoveries += 1;
         metrics::metrics()
             .recoveries
