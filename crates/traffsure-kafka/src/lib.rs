@@ -11,6 +11,7 @@ pub mod reader;
 pub mod rebalance;
 pub mod retry;
 pub mod trace;
+pub mod transaction;
 
 use std::time::Duration;
 

@@ -10,6 +10,8 @@
 mod attribute;
 mod metrics;
 mod processor;
+mod restore;
+mod retention;
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};

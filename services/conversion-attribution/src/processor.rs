@@ -3,12 +3,11 @@
 //! the consumed positions are committed in one Kafka transaction.
 //!
 //! The loop runs on its own thread with blocking clients. A partition's state is loaded
-//! (from its log file, then from the `clicks` and `conversions` partitions) the first time
-//! one of its messages arrives, before any of its postbacks is processed. On a rebalance or
-//! a failed transaction the open transaction is aborted and every partition's state is
-//! dropped; the consumer resumes from the committed positions and the state is reloaded,
-//! so what the state holds always matches what Kafka committed. Between transactions the
-//! states are trimmed to their flows' attribution windows and their logs compacted.
+//! (`restore`) the first time one of its messages arrives, before any of its postbacks is
+//! processed. On a rebalance or a failed transaction the open transaction is aborted and
+//! every partition's state is dropped; the consumer resumes from the committed positions
+//! and the state is reloaded, so what the state holds always matches what Kafka committed.
+//! Between transactions the states are trimmed to what `retention` keeps.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,64 +18,26 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use prost::Message as _;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
 use traffsure_core::now_ms;
 use traffsure_events::{Click, Conversion, Postback, PostbackOutcome, PostbackResult};
+use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, RebalanceWait};
+use traffsure_kafka::transaction::{self, Abort, TransactionError, TransactionalProducer};
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
 use crate::metrics;
+use crate::restore;
+use crate::retention::{self, Retention};
 use crate::store::PartitionState;
 use crate::Settings;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
-
-/// Notes rebalances and the partitions assigned, which the loop answers after the poll.
-pub struct RebalanceContext {
-    changed: AtomicBool,
-    assigned: Mutex<Vec<i32>>,
-}
-
-impl ClientContext for RebalanceContext {}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            tracing::info!(partitions = list.count(), "partitions revoked");
-            // States stay until the next assignment says which partitions are still ours.
-            self.changed.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(list) = rebalance {
-            tracing::info!(partitions = list.count(), "partitions assigned");
-            self.set_assigned(list.elements().iter().map(|e| e.partition()).collect());
-        }
-    }
-}
-
-impl RebalanceContext {
-    fn set_assigned(&self, partitions: Vec<i32>) {
-        *self
-            .assigned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = partitions;
-        self.changed.store(true, Ordering::SeqCst);
-    }
-
-    fn assigned(&self) -> Vec<i32> {
-        self.assigned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
 
 /// Collects the offsets the transaction's conversions got, for the state checkpoints.
 pub struct DeliveryContext {
@@ -102,54 +63,13 @@ impl ProducerContext for DeliveryContext {
             }
             Ok(_) => {}
             // An aborted transaction's events, purged on purpose: nothing was lost.
-            Err((error, _)) if is_purged(error) => {}
+            Err((error, _)) if transaction::is_purged(error) => {}
             Err((error, _)) => {
                 traffsure_kafka::metrics::count_delivery_error("conversion-attribution", error);
                 tracing::warn!(%error, "event not delivered");
                 self.failed.store(true, Ordering::SeqCst);
             }
         }
-    }
-}
-
-/// Whether a delivery error only says an aborted transaction purged the event.
-fn is_purged(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
-    )
-}
-
-/// Whether a transactional error means another live instance took this transactional id:
-/// that instance does the work now, and this one must stop rather than fence it back.
-fn is_fenced(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
-    )
-}
-
-/// Which clicks the state keeps: those within their flow's attribution window and a grace,
-/// at one moment. Windows are looked up once per flow.
-struct Retention {
-    registry: Arc<FlowRegistry>,
-    grace_ms: i64,
-    now_ms: i64,
-    windows: HashMap<u32, i64>,
-}
-
-impl Retention {
-    fn keeps(&mut self, click_ts_ms: i64, flow_id: u32) -> bool {
-        let registry = &self.registry;
-        let window = *self
-            .windows
-            .entry(flow_id)
-            .or_insert_with(|| attribute::window_ms(registry.get(flow_id).as_deref()));
-        self.now_ms - click_ts_ms <= window + self.grace_ms
     }
 }
 
@@ -187,25 +107,32 @@ pub struct Processor {
     topics: Topics,
     registry: Arc<FlowRegistry>,
     consumer: BaseConsumer<RebalanceContext>,
-    producer: BaseProducer<DeliveryContext>,
+    /// The consumer's rebalances, answered after each poll.
+    rebalances: UnboundedReceiver<RebalanceEvent>,
+    /// The partition numbers of the consumer's latest assignment.
+    assigned: Vec<i32>,
+    producer: TransactionalProducer<DeliveryContext>,
     partitions: HashMap<i32, Owned>,
     state_dir: PathBuf,
     hold_timeout: Duration,
     commit_interval: Duration,
-    in_transaction: bool,
     /// Counts consumers replaced after a failed transaction.
     recoveries: u64,
-    transaction_started: Instant,
     transaction_events: usize,
     trim_interval: Duration,
     last_trim: Instant,
     shutdown: Arc<AtomicBool>,
 }
 
+/// The group consumer of clicks and postbacks, and its rebalances: the callbacks do not
+/// wait, the loop answers them after each poll.
 fn group_consumer(
     settings: &Settings,
     topics: &Topics,
-) -> anyhow::Result<BaseConsumer<RebalanceContext>> {
+) -> anyhow::Result<(
+    BaseConsumer<RebalanceContext>,
+    UnboundedReceiver<RebalanceEvent>,
+)> {
     let mut config = traffsure_kafka::group_consumer_config(&settings.kafka, &settings.group_id);
     config
         .set("enable.auto.commit", "false") // offsets are committed in the transaction
@@ -218,13 +145,10 @@ fn group_consumer(
             format!("{}-{}", settings.group_id, settings.instance_id),
         )
         .set("fetch.wait.max.ms", "50");
-    let consumer: BaseConsumer<RebalanceContext> =
-        config.create_with_context(RebalanceContext {
-            changed: AtomicBool::new(false),
-            assigned: Mutex::new(Vec::new()),
-        })?;
+    let (context, rebalances) = rebalance::channel(RebalanceWait::No);
+    let consumer: BaseConsumer<RebalanceContext> = config.create_with_context(context)?;
     consumer.subscribe(&[&topics.clicks, &topics.postbacks])?;
-    Ok(consumer)
+    Ok((consumer, rebalances))
 }
 
 /// The transactional producer of this instance. Initialising it fences any earlier
@@ -232,25 +156,23 @@ fn group_consumer(
 fn transactional_producer(
     settings: &Settings,
     topics: &Topics,
-) -> anyhow::Result<BaseProducer<DeliveryContext>> {
+) -> anyhow::Result<TransactionalProducer<DeliveryContext>> {
     let mut config = traffsure_kafka::producer_config(&settings.kafka);
     config
-        .set(
-            "transactional.id",
-            format!("{}-{}", settings.group_id, settings.instance_id),
-        )
         // A crashed instance's open transaction blocks read_committed readers until
         // it times out or the instance restarts.
         .set("transaction.timeout.ms", "10000")
         .set("message.timeout.ms", "10000"); // must not exceed the transaction timeout
-    let producer: BaseProducer<DeliveryContext> = config.create_with_context(DeliveryContext {
-        conversions_topic: topics.conversions.clone(),
-        conversion_ends: Mutex::new(HashMap::new()),
-        failed: AtomicBool::new(false),
-    })?;
-    producer
-        .init_transactions(TIMEOUT)
-        .context("init transactions")?;
+    let conversions_topic = topics.conversions.clone();
+    let producer = TransactionalProducer::new(
+        config,
+        &format!("{}-{}", settings.group_id, settings.instance_id),
+        move || DeliveryContext {
+            conversions_topic: conversions_topic.clone(),
+            conversion_ends: Mutex::new(HashMap::new()),
+            failed: AtomicBool::new(false),
+        },
+    )?;
     Ok(producer)
 }
 
@@ -264,7 +186,7 @@ impl Processor {
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
         let producer = transactional_producer(&settings, &topics)?;
-        let consumer = group_consumer(&settings, &topics)?;
+        let (consumer, rebalances) = group_consumer(&settings, &topics)?;
         let state_dir = PathBuf::from(&settings.state_dir).join(topics.clicks.replace('/', "_"));
         let settings_trim_interval = settings.trim_interval_secs.max(1);
         Ok(Self {
@@ -274,12 +196,12 @@ impl Processor {
             topics,
             registry,
             consumer,
+            rebalances,
+            assigned: Vec::new(),
             producer,
             partitions: HashMap::new(),
             state_dir,
-            in_transaction: false,
             recoveries: 0,
-            transaction_started: Instant::now(),
             transaction_events: 0,
             trim_interval: Duration::from_secs(settings_trim_interval),
             last_trim: Instant::now(),
@@ -305,18 +227,13 @@ impl Processor {
                 }
                 None => None,
             };
-            if self
-                .consumer
-                .context()
-                .changed
-                .swap(false, Ordering::SeqCst)
-            {
+            if self.take_rebalances() {
                 self.rebalanced()?;
             }
             if let Some((is_click, partition, offset, timestamp_ms, payload, span)) = polled {
                 // What this message produces carries its trace on (see `send`).
                 let _traced = span.enter();
-                if self.in_transaction && !self.partitions.contains_key(&partition) {
+                if self.producer.is_open() && !self.partitions.contains_key(&partition) {
                     // A load can take longer than the transaction timeout: the broker would
                     // abort the open transaction and fence this producer.
                     let recoveries = self.recoveries;
@@ -339,21 +256,22 @@ impl Processor {
                 self.expire_held()?;
                 self.report();
                 traffsure_kafka::metrics::record_producer_queue(
-                    &self.producer,
+                    self.producer.producer(),
                     "conversion-attribution",
                 );
-                if !self.in_transaction && self.last_trim.elapsed() >= self.trim_interval {
+                if !self.producer.is_open() && self.last_trim.elapsed() >= self.trim_interval {
                     self.trim()?; // no transaction open: every state matches its file
                 }
             }
-            if self.in_transaction
-                && (self.transaction_started.elapsed() >= self.commit_interval
-                    || self.transaction_events >= 50_000)
+            if self
+                .producer
+                .age()
+                .is_some_and(|age| age >= self.commit_interval || self.transaction_events >= 50_000)
             {
                 self.commit()?;
             }
         }
-        if self.in_transaction {
+        if self.producer.is_open() {
             self.commit()?;
         }
         self.consumer.unsubscribe();
@@ -362,12 +280,10 @@ impl Processor {
     }
 
     fn begin(&mut self) -> anyhow::Result<()> {
-        if !self.in_transaction {
-            self.producer.begin_transaction()?;
-            self.in_transaction = true;
-            self.transaction_started = Instant::now();
+        if self.producer.begin()? {
             self.transaction_events = 0;
             self.producer
+                .producer()
                 .context()
                 .failed
                 .store(false, Ordering::SeqCst);
@@ -375,18 +291,39 @@ impl Processor {
         Ok(())
     }
 
+    /// Notes the rebalances of the last poll; true when there were any. Revoked
+    /// partitions stay until the next assignment says which are still ours.
+    fn take_rebalances(&mut self) -> bool {
+        let mut changed = false;
+        // Nothing waits for the events' replies (`RebalanceWait::No`): dropping them is fine.
+        while let Ok(event) = self.rebalances.try_recv() {
+            changed = true;
+            match &event {
+                RebalanceEvent::Revoked { partitions, .. } => {
+                    tracing::info!(partitions = partitions.len(), "partitions revoked");
+                }
+                RebalanceEvent::Assigned { partitions, .. } => {
+                    tracing::info!(partitions = partitions.len(), "partitions assigned");
+                    self.assigned = partitions.iter().map(|(_, p)| *p).collect();
+                }
+            }
+        }
+        changed
+    }
+
     /// Answers a rebalance. An open transaction is aborted and every partition's state
     /// dropped (it may hold effects of the aborted work). Otherwise the state matches what
     /// is committed: partitions kept keep it, the others are forgotten. Either way the
     /// consumer resumes from the committed positions, so held postbacks come again.
     fn rebalanced(&mut self) -> anyhow::Result<()> {
-        if self.in_transaction {
+        if self.producer.is_open() {
             tracing::info!("aborting the open transaction on a rebalance");
-            self.in_transaction = false;
             self.partitions.clear();
-            return self.abort_or_replace_producer();
+            let abort = self.producer.abort()?;
+            count_abort(abort);
+            return Ok(());
         }
-        let assigned = self.consumer.context().assigned();
+        let assigned = &self.assigned;
         for partition in self.partitions.keys() {
             if !assigned.contains(partition) {
                 metrics::forget_partition(*partition);
@@ -399,43 +336,6 @@ impl Processor {
             owned.held.clear();
             debug_assert!(owned.uncommitted.is_empty());
         }
-        Ok(())
-    }
-
-    /// Aborts the open transaction, serving delivery reports between short attempts (an
-    /// abort waits for the purged events' reports; a timed-out abort may be resumed).
-    fn abort(&self) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.producer.abort_transaction(Duration::from_millis(500)) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(e))
-                    if e.is_retriable() && Instant::now() < deadline =>
-                {
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
-    /// Aborts the open transaction. When the abort itself fails (librdkafka can answer
-    /// an abort with a fatal INVALID_TXN_STATE), a new producer with the same
-    /// transactional id takes over: initialising it aborts the old transaction on the
-    /// broker. Only a fenced producer stops the loop.
-    fn abort_or_replace_producer(&mut self) -> anyhow::Result<()> {
-        let Err(error) = self.abort() else {
-            return Ok(());
-        };
-        if is_fenced(&error) {
-            return Err(error).context("abort transaction");
-        }
-        tracing::warn!(%error, "abort failed, replacing the producer");
-        self.producer = transactional_producer(&self.settings, &self.topics)?;
-        metrics::metrics()
-            .recoveries
-            .with_label_values(&["failed_abort"])
-            .inc();
         Ok(())
     }
 
@@ -458,23 +358,24 @@ impl Processor {
             }
         }
         let started = Instant::now();
-        let result = self.commit_offsets(&offsets);
-        self.in_transaction = false;
+        let group = self.consumer.group_metadata();
+        let result = self.producer.commit(&offsets, group.as_ref());
         tracing::debug!(
             events = self.transaction_events,
             commit_ms = started.elapsed().as_millis() as u64,
             "transaction committed"
         );
-        if let Err(error) = result {
-            return self.recover(error);
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Failed { error, abort }) => return self.recover(error, abort),
+            Err(error) => return Err(error.into()),
         }
-        if self.producer.context().failed.swap(false, Ordering::SeqCst) {
+        let context = self.producer.producer().context();
+        if context.failed.swap(false, Ordering::SeqCst) {
             anyhow::bail!("an event of a committed transaction was not delivered");
         }
         let ends = std::mem::take(
-            &mut *self
-                .producer
-                .context()
+            &mut *context
                 .conversion_ends
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
@@ -495,12 +396,7 @@ impl Processor {
     }
 
     fn retention(&self) -> Retention {
-        Retention {
-            registry: self.registry.clone(),
-            grace_ms: (self.settings.window_grace_secs as i64).saturating_mul(1000),
-            now_ms: now_ms(),
-            windows: HashMap::new(),
-        }
+        Retention::new(self.registry.clone(), self.settings.window_grace_secs)
     }
 
     /// Drops what retention no longer keeps and compacts the logs dead records dominate.
@@ -508,48 +404,9 @@ impl Processor {
     fn trim(&mut self) -> anyhow::Result<()> {
         self.last_trim = Instant::now();
         let mut retention = self.retention();
-        let m = metrics::metrics();
         for (&partition, owned) in self.partitions.iter_mut() {
             debug_assert!(owned.uncommitted.is_empty());
-            let started = Instant::now();
-            let trimmed = owned
-                .state
-                .trim(retention.now_ms, &mut |ts, flow| retention.keeps(ts, flow));
-            if trimmed.clicks + trimmed.visitors + trimmed.conversions > 0 {
-                tracing::info!(
-                    partition,
-                    clicks = trimmed.clicks,
-                    visitors = trimmed.visitors,
-                    conversions = trimmed.conversions,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "state trimmed"
-                );
-            }
-            for (kind, count) in [
-                ("clicks", trimmed.clicks),
-                ("visitors", trimmed.visitors),
-                ("conversions", trimmed.conversions),
-            ] {
-                m.trimmed.with_label_values(&[kind]).inc_by(count as u64);
-            }
-            if owned.state.needs_compaction() {
-                let started = Instant::now();
-                let before = owned.state.file_bytes();
-                owned
-                    .state
-                    .compact()
-                    .with_context(|| format!("compact the state of partition {partition}"))?;
-                m.compactions
-                    .with_label_values(&[partition.to_string().as_str()])
-                    .inc();
-                tracing::info!(
-                    partition,
-                    before,
-                    after = owned.state.file_bytes(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "state log compacted"
-                );
-            }
+            retention::trim(partition, &mut owned.state, &mut retention)?;
         }
         Ok(())
     }
@@ -571,29 +428,14 @@ impl Processor {
         }
     }
 
-    fn commit_offsets(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
-        if offsets.count() > 0 {
-            let metadata = self
-                .consumer
-                .group_metadata()
-                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
-            self.producer
-                .send_offsets_to_transaction(offsets, &metadata, TIMEOUT)?;
-        }
-        self.producer.commit_transaction(TIMEOUT)
-    }
-
-    /// After a failed commit: abort (or replace a producer left unusable), drop the state
-    /// and start the consumer over from the committed positions; a fenced producer
-    /// (another instance took this id) stops here.
-    fn recover(&mut self, error: KafkaError) -> anyhow::Result<()> {
-        if is_fenced(&error) {
-            return Err(error).context("commit transaction");
-        }
+    /// After a failed commit, which the producer aborted (or replaced a producer left
+    /// unusable): drop the state and start the consumer over from the committed positions.
+    fn recover(&mut self, error: KafkaError, abort: Abort) -> anyhow::Result<()> {
         tracing::warn!(%error, "transaction failed, resuming from the committed positions");
         self.partitions.clear();
-        self.abort_or_replace_producer()?;
-        self.consumer = group_consumer(&self.settings, &self.topics)?;
+        count_abort(abort);
+        (self.consumer, self.rebalances) = group_consumer(&self.settings, &self.topics)?;
+        self.assigned.clear();
         self.recoveries += 1;
         metrics::metrics()
             .recoveries
@@ -602,61 +444,20 @@ impl Processor {
         Ok(())
     }
 
-    /// Loads a newly owned partition: its log file, then what the file lacks of the
-    /// `clicks` and `conversions` partitions, up to their ends.
+    /// Loads a newly owned partition's state (see `restore`) and moves the group consumer
+    /// past what the state already holds.
     fn ensure_loaded(&mut self, partition: i32) -> anyhow::Result<()> {
         if self.partitions.contains_key(&partition) {
             return Ok(());
         }
-        let started = Instant::now();
         let mut retention = self.retention();
-        let mut state = PartitionState::open(&self.state_dir, partition, &mut |ts, flow| {
-            retention.keeps(ts, flow)
-        })
-        .with_context(|| format!("open the state of partition {partition}"))?;
-        state.set_compact_min_bytes(self.settings.compact_min_bytes);
-        let from_file = state.clicks.len();
-        let file_elapsed = started.elapsed();
-        let reader = catch_up_reader(&self.settings)?;
-        let mut read = 0usize;
-        read_to_end(
-            &reader,
-            &self.topics.clicks,
+        let state = restore::restore(
+            &self.settings,
+            &self.topics,
+            &self.state_dir,
             partition,
-            state.clicks_next,
-            |offset, payload| {
-                read += 1;
-                match Click::decode(payload) {
-                    Ok(click) => {
-                        let keep = retention.keeps(click.ts_ms, click.flow_id);
-                        state.add_click(offset, ClickInfo::from(&click), keep)?;
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition, offset, %error, "skipping undecodable click")
-                    }
-                }
-                Ok(())
-            },
+            &mut retention,
         )?;
-        let mut conversions_end = state.conversions_next;
-        read_to_end(
-            &reader,
-            &self.topics.conversions,
-            partition,
-            state.conversions_next,
-            |offset, payload| {
-                if let Ok(conversion) = Conversion::decode(payload) {
-                    if retention.keeps(conversion.click_ts_ms, conversion.flow_id) {
-                        state.record_conversion(&conversion)?;
-                        state.insert_conversion(conversion);
-                    }
-                }
-                conversions_end = offset + 1;
-                Ok(())
-            },
-        )?;
-        state.record_conversions_checkpoint(conversions_end)?;
-        state.flush()?;
         // The group consumer may start far behind the file; skip what is already in.
         let skipped = self
             .consumer
@@ -667,23 +468,6 @@ impl Processor {
                 Duration::from_secs(1),
             )
             .is_ok();
-        let m = metrics::metrics();
-        m.restore_seconds
-            .with_label_values(&["file"])
-            .observe(file_elapsed.as_secs_f64());
-        m.restore_seconds
-            .with_label_values(&["topic"])
-            .observe((started.elapsed() - file_elapsed).as_secs_f64());
-        tracing::info!(
-            partition,
-            from_file,
-            from_topic = read,
-            clicks = state.clicks.len(),
-            conversions = state.conversions.len(),
-            bytes = state.file_bytes(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "partition state loaded"
-        );
         self.partitions.insert(
             partition,
             Owned {
@@ -892,12 +676,13 @@ impl Processor {
         if let Some(headers) = traffsure_kafka::trace::headers_if_traced() {
             record = record.headers(headers);
         }
+        let producer = self.producer.producer();
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(20));
+                    producer.poll(Duration::from_millis(20));
                 }
                 Err((error, _)) => return Err(error).context("queue event"),
             }
@@ -905,101 +690,12 @@ impl Processor {
     }
 }
 
-/// Keeps the end-of-partition events of catch-up reads out of the error log.
-pub struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!(%error, reason, "catch-up reader error");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
-
-/// A consumer outside the group that reads committed data of single partitions.
-fn catch_up_reader(settings: &Settings) -> anyhow::Result<BaseConsumer<QuietEof>> {
-    Ok(traffsure_kafka::client_config(&settings.kafka)
-        .set("group.id", "traffsure-attribution-restore") // never joined, never committed
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
-        .set("fetch.message.max.bytes", "4194304")
-        .create_with_context(QuietEof)?)
-}
-
-/// Reads `topic`/`partition` from `from` up to its end (the last committed message).
-fn read_to_end(
-    reader: &BaseConsumer<QuietEof>,
-    topic: &str,
-    partition: i32,
-    from: i64,
-    mut apply: impl FnMut(i64, &[u8]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let (_, high) = reader.fetch_watermarks(topic, partition, TIMEOUT)?;
-    if high <= from {
-        return Ok(());
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(from))?;
-    reader.assign(&assignment)?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                apply(message.offset(), message.payload().unwrap_or_default())?;
-                if message.offset() + 1 >= high {
-                    break;
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                anyhow::bail!("{topic} partition {partition} no longer holds offset {from}")
-            }
-            Some(Err(error)) => tracing::warn!(topic, partition, %error, "catch-up read failed"),
-            None => {}
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{topic} partition {partition}: catch-up did not finish");
-        }
-    }
-    reader.unassign()?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn purged_events_of_an_aborted_transaction_are_not_losses() {
-        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
-        let in_flight = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
-        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert!(is_purged(&purged));
-        assert!(is_purged(&in_flight));
-        assert!(!is_purged(&timed_out));
-    }
-
-    #[test]
-    fn only_fencing_stops_the_loop() {
-        for code in [
-            RDKafkaErrorCode::Fenced,
-            RDKafkaErrorCode::ProducerFenced,
-            RDKafkaErrorCode::InvalidProducerEpoch,
-        ] {
-            assert!(is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
-        }
-        for code in [
-            RDKafkaErrorCode::InvalidTransactionalState,
-            RDKafkaErrorCode::State,
-            RDKafkaErrorCode::OperationTimedOut,
-        ] {
-            assert!(!is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
-        }
+/// Counts a producer replaced because its transaction could not be aborted.
+fn count_abort(abort: Abort) {
+    if abort == Abort::ProducerReplaced {
+        metrics::metrics()
+            .recoveries
+            .with_label_values(&["failed_abort"])
+            .inc();
     }
 }

@@ -1,0 +1,297 @@
+//! Kafka transactions for consume-transform-produce loops: a producer that knows whether
+//! a transaction is open, and how a failed one is ended.
+//!
+//! A transaction that cannot commit is aborted; when the abort fails too (librdkafka can
+//! answer an abort with a fatal INVALID_TXN_STATE) a new producer with the same
+//! transactional id takes over, since initialising it aborts the old transaction on the
+//! broker. Only fencing (another live producer took the id) is final. What the caller
+//! consumed and what it keeps in memory is the caller's to roll back.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+use rdkafka::TopicPartitionList;
+
+/// How long init, commit and abort may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a transactional error means another live producer took this transactional id:
+/// that one does the work now, and this one must stop rather than fence it back.
+pub fn is_fenced(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
+}
+
+/// Whether a delivery error only says an aborted transaction purged the event: nothing
+/// was lost.
+pub fn is_purged(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+    )
+}
+
+/// How a transaction ended without committing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// No transaction was open.
+    NoneOpen,
+    Aborted,
+    /// The abort failed and a new producer with the same transactional id took over.
+    ProducerReplaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError {
+    /// Another live producer took the transactional id: this one must stop.
+    #[error("{operation} transaction")]
+    Fenced {
+        operation: &'static str,
+        #[source]
+        error: KafkaError,
+    },
+    /// The transaction did not commit and was ended by `abort`: nothing of it is visible
+    /// to committed readers, and the consumed positions did not move.
+    #[error("commit transaction")]
+    Failed {
+        #[source]
+        error: KafkaError,
+        abort: Abort,
+    },
+    #[error("create the transactional producer")]
+    Create(#[source] KafkaError),
+    #[error("init transactions")]
+    Init(#[source] KafkaError),
+}
+
+/// A transactional producer and whether a transaction is open on it.
+pub struct TransactionalProducer<C: ProducerContext + 'static> {
+    config: ClientConfig,
+    new_context: Box<dyn Fn() -> C + Send>,
+    producer: BaseProducer<C>,
+    /// When the open transaction began; none while no transaction is open.
+    opened: Option<Instant>,
+}
+
+impl<C: ProducerContext + 'static> TransactionalProducer<C> {
+    /// Creates the producer with `transactional_id` and initialises it, which fences any
+    /// earlier producer with that id and aborts its open transaction. Each producer gets
+    /// a fresh context from `new_context`. Blocking.
+    pub fn new(
+        mut config: ClientConfig,
+        transactional_id: &str,
+        new_context: impl Fn() -> C + Send + 'static,
+    ) -> Result<Self, TransactionError> {
+        config.set("transactional.id", transactional_id);
+        let producer = Self::create(&config, &new_context)?;
+        Ok(Self {
+            config,
+            new_context: Box::new(new_context),
+            producer,
+            opened: None,
+        })
+    }
+
+    fn create(
+        config: &ClientConfig,
+        new_context: &dyn Fn() -> C,
+    ) -> Result<BaseProducer<C>, TransactionError> {
+        let producer: BaseProducer<C> = config
+            .create_with_context(new_context())
+            .map_err(TransactionError::Create)?;
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(TransactionError::Init)?;
+        Ok(producer)
+    }
+
+    /// The producer, to send into the open transaction and serve its delivery reports.
+    pub fn producer(&self) -> &BaseProducer<C> {
+        &self.producer
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.opened.is_some()
+    }
+
+    /// How long the open transaction has been open.
+    pub fn age(&self) -> Option<Duration> {
+        self.opened.map(|opened| opened.elapsed())
+    }
+
+    /// Opens a transaction unless one is open; true when this call opened it.
+    pub fn begin(&mut self) -> Result<bool, KafkaError> {
+        if self.opened.is_some() {
+            return Ok(false);
+        }
+        self.producer.begin_transaction()?;
+        self.opened = Some(Instant::now());
+        Ok(true)
+    }
+
+    /// Commits the open transaction with the consumer positions `offsets` of the group
+    /// `group`. A transaction that fails to commit is aborted (see `abort`) and reported
+    /// as `Failed`, unless the producer was fenced. Either way no transaction is open
+    /// afterwards.
+    pub fn commit(
+        &mut self,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<(), TransactionError> {
+        if self.opened.is_none() {
+            return Ok(());
+        }
+        let Err(error) = self.commit_offsets(offsets, group) else {
+            self.opened = None;
+            return Ok(());
+        };
+        if is_fenced(&error) {
+            self.opened = None;
+            return Err(TransactionError::Fenced {
+                operation: "commit",
+                error,
+            });
+        }
+        let abort = self.abort()?;
+        Err(TransactionError::Failed { error, abort })
+    }
+
+    fn commit_offsets(
+        &self,
+        offsets: &TopicPartitionList,
+        group: Option<&ConsumerGroupMetadata>,
+    ) -> Result<(), KafkaError> {
+        if offsets.count() > 0 {
+            let group = group.ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+            self.producer
+                .send_offsets_to_transaction(offsets, group, TIMEOUT)?;
+        }
+        self.producer.commit_transaction(TIMEOUT)
+    }
+
+    /// Aborts the open transaction. When the abort itself fails, a new producer with the
+    /// same transactional id takes over: initialising it aborts the old transaction on
+    /// the broker. Only a fenced producer is an error here (or one that cannot be
+    /// replaced).
+    pub fn abort(&mut self) -> Result<Abort, TransactionError> {
+        if self.opened.take().is_none() {
+            return Ok(Abort::NoneOpen);
+        }
+        let Err(error) = self.abort_transaction() else {
+            return Ok(Abort::Aborted);
+        };
+        if is_fenced(&error) {
+            return Err(TransactionError::Fenced {
+                operation: "abort",
+                error,
+            });
+        }
+        tracing::warn!(%error, "abort failed, replacing the producer");
+        self.producer = Self::create(&self.config, &self.new_context)?;
+        Ok(Abort::ProducerReplaced)
+    }
+
+    /// Serves delivery reports between short attempts: an abort waits for the purged
+    /// events' reports, and a timed-out abort may be resumed.
+    fn abort_transaction(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.producer.abort_transaction(Duration::from_millis(500)) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && Instant::now() < deadline =>
+                {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::DefaultProducerContext;
+
+    use super::*;
+
+    /// A producer that was never initialised (no broker is asked), to test what does
+    /// not reach one.
+    fn uninitialised() -> TransactionalProducer<DefaultProducerContext> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("transactional.id", "test");
+        TransactionalProducer {
+            producer: config
+                .create_with_context(DefaultProducerContext)
+                .expect("producer"),
+            config,
+            new_context: Box::new(|| DefaultProducerContext),
+            opened: None,
+        }
+    }
+
+    #[test]
+    fn purged_events_of_an_aborted_transaction_are_not_losses() {
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        let in_flight = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(is_purged(&purged));
+        assert!(is_purged(&in_flight));
+        assert!(!is_purged(&timed_out));
+    }
+
+    #[test]
+    fn only_fencing_is_final() {
+        for code in [
+            RDKafkaErrorCode::Fenced,
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+        ] {
+            assert!(is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+        for code in [
+            RDKafkaErrorCode::InvalidTransactionalState,
+            RDKafkaErrorCode::State,
+            RDKafkaErrorCode::OperationTimedOut,
+        ] {
+            assert!(!is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_open_nothing_to_end() {
+        let mut producer = uninitialised();
+        assert!(!producer.is_open());
+        assert_eq!(producer.age(), None);
+        assert!(producer.commit(&TopicPartitionList::new(), None).is_ok());
+        assert_eq!(producer.abort().ok(), Some(Abort::NoneOpen));
+        assert!(!producer.is_open());
+    }
+
+    #[test]
+    fn a_failed_begin_leaves_no_transaction_open() {
+        let mut producer = uninitialised();
+        assert!(producer.begin().is_err());
+        assert!(!producer.is_open());
+    }
+
+    #[test]
+    fn begin_is_a_no_op_while_open() {
+        let mut producer = uninitialised();
+        let opened = Instant::now();
+        producer.opened = Some(opened);
+        assert!(matches!(producer.begin(), Ok(false)));
+        assert_eq!(producer.opened, Some(opened));
+    }
+}
