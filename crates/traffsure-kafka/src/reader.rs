@@ -83,12 +83,28 @@ impl PartitionReader {
             reader.starts.insert(partition, start);
             let first = match start {
                 Offset::Beginning => low,
-                Offset::Offset(offset) => offset.max(low),
+                Offset::Offset(offset) if offset < low => {
+                    // The topic's retention removed what this reader was to start from:
+                    // the caller's state lacks those messages for good.
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        from = offset,
+                        first_held = low,
+                        "messages removed by the topic's retention before they were read"
+                    );
+                    low
+                }
+                Offset::Offset(offset) => offset,
                 Offset::End | Offset::Stored | Offset::Invalid | Offset::OffsetTail(_) => high,
             };
             if first < high {
                 reader.remaining.insert(partition, high);
             }
+            let start = match start {
+                Offset::Offset(_) => Offset::Offset(first.min(high)),
+                other => other,
+            };
             assignment.add_partition_offset(topic, partition, start)?;
         }
         reader.consumer.assign(&assignment)?;
