@@ -4,7 +4,7 @@
 //! instance needs every flow) and then follows it, so a change made in the reporting API
 //! takes effect everywhere within the consumer's fetch latency.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,8 +13,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use rustc_hash::FxHashMap;
+use tokio::sync::Notify;
 use traffsure_config::KafkaSettings;
 use traffsure_events::Flow;
+use traffsure_telemetry::Health;
 
 use crate::reader::PartitionReader;
 
@@ -36,6 +38,9 @@ pub struct FlowRegistry {
     inner: RwLock<Flows>,
     /// Bumped after every stored change, so readers may cache what they resolved.
     version: AtomicU64,
+    /// Whether the flows that existed at start are all in.
+    loaded: AtomicBool,
+    loaded_notify: Notify,
 }
 
 impl FlowRegistry {
@@ -47,6 +52,23 @@ impl FlowRegistry {
         self.inner
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until the flows that existed when the service started are all in memory.
+    pub async fn loaded(&self) {
+        loop {
+            // Created before the check, so a notification in between is not missed.
+            let notified = self.loaded_notify.notified();
+            if self.loaded.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn set_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+        self.loaded_notify.notify_waiters();
     }
 
     pub fn get(&self, id: u32) -> Option<Arc<Flow>> {
@@ -107,14 +129,16 @@ impl FlowRegistry {
     }
 }
 
-/// Loads and follows the `flows` topic; `on_loaded` runs once the flows that existed at
-/// start are all in memory (services report ready only then). The follower is a thread
-/// of its own: flows change rarely, and a blocking reader keeps it simple.
+/// Loads and follows the `flows` topic. The service's `flows` readiness component turns
+/// ready once the flows that existed at start are all in memory (services report ready
+/// only then), the moment `FlowRegistry::loaded` waits for. The follower is a thread of
+/// its own: flows change rarely, and a blocking reader keeps it simple.
 pub async fn follow_flows(
     settings: &KafkaSettings,
     topic: &str,
-    on_loaded: impl FnOnce() + Send + 'static,
+    health: &Health,
 ) -> Result<Arc<FlowRegistry>, KafkaError> {
+    let ready = health.register("flows");
     let registry = Arc::new(FlowRegistry::new());
     let (settings, topic) = (settings.clone(), topic.to_string());
     let reader = tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic))
@@ -123,7 +147,12 @@ pub async fn follow_flows(
     let follower = registry.clone();
     std::thread::Builder::new()
         .name("flows".into())
-        .spawn(move || follow(reader, &follower, on_loaded))
+        .spawn(move || {
+            follow(reader, &follower, || {
+                ready.set_ready(true);
+                follower.set_loaded();
+            })
+        })
         .map_err(|_| KafkaError::Canceled)?;
     Ok(registry)
 }

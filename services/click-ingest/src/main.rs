@@ -213,12 +213,9 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let health = Health::new();
-    let flows_ready = health.register("flows");
-    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
-        flows_ready.set_ready(true)
-    })
-    .await
-    .context("follow flows topic")?;
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
+        .await
+        .context("follow flows topic")?;
 
     let state = web::Data::new(click::Edge {
         registry,

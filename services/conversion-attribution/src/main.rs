@@ -85,15 +85,10 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
-    let flows_ready = health.register("flows");
-    let (flows_loaded_tx, flows_loaded) = tokio::sync::oneshot::channel();
-    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
-        flows_ready.set_ready(true);
-        let _ = flows_loaded_tx.send(());
-    })
-    .await
-    .context("follow flows topic")?;
-    let _ = flows_loaded.await;
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
+        .await
+        .context("follow flows topic")?;
+    registry.loaded().await;
     traffsure_kafka::metrics::spawn_group_lag_reporter(
         &settings.kafka,
         settings.group_id.clone(),

@@ -145,17 +145,12 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
-    let flows_ready = health.register("flows");
     let deliveries_ready = health.register("deliveries");
-    let (flows_loaded_tx, flows_loaded) = tokio::sync::oneshot::channel();
-    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
-        flows_ready.set_ready(true);
-        let _ = flows_loaded_tx.send(());
-    })
-    .await
-    .context("follow flows topic")?;
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
+        .await
+        .context("follow flows topic")?;
 
-    let dispatcher = Dispatcher::new(&settings, topics, registry)?;
+    let dispatcher = Dispatcher::new(&settings, topics, registry.clone())?;
     let server = {
         let dispatcher = web::Data::from(dispatcher.clone());
         let health = health.clone();
@@ -184,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
         .context("restore delivery records")?;
     tracing::info!(unfinished, "delivery records restored");
     // Conversions wait for the flows: without its flow a conversion would fire nothing.
-    let _ = flows_loaded.await;
+    registry.loaded().await;
     deliveries_ready.set_ready(true);
 
     tokio::spawn(dispatcher.clone().schedule());

@@ -74,13 +74,10 @@ async fn main() -> anyhow::Result<()> {
         .context("create topics")?;
 
     let health = Health::new();
-    let flows_ready = health.register("flows");
     let clickhouse_ready = health.register("clickhouse");
-    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, move || {
-        flows_ready.set_ready(true)
-    })
-    .await
-    .context("follow flows topic")?;
+    let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
+        .await
+        .context("follow flows topic")?;
     let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
     {
         let clickhouse = clickhouse.clone();
