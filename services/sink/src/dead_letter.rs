@@ -7,8 +7,11 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use traffsure_kafka::retry;
+
 use crate::metrics;
 use crate::tables::RefusedMessage;
+use crate::SINK_BACKOFF;
 
 pub struct DeadLetters {
     producer: FutureProducer,
@@ -44,20 +47,22 @@ impl DeadLetters {
                 key: "reason",
                 value: Some(&r.reason),
             });
-        let mut backoff = Duration::from_millis(200);
-        loop {
+        let what = format!(
+            "dead-letter publish of {topic} partition {} offset {}",
+            r.partition, r.offset
+        );
+        retry::forever(&what, &SINK_BACKOFF, || async {
             let record = FutureRecord::<(), [u8]>::to(&self.topic)
                 .payload(&r.payload)
                 .headers(headers.clone());
-            match self.producer.send(record, Duration::from_secs(30)).await {
-                Ok(_) => return,
-                Err((error, _)) => {
+            self.producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(error, _)| {
                     traffsure_kafka::metrics::count_delivery_error("sink", &error);
-                    tracing::warn!(topic, partition = r.partition, offset = r.offset, %error, "dead-letter publish failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+                    error
+                })
+        })
+        .await;
     }
 }

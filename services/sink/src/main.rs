@@ -42,6 +42,13 @@ use retention::RetentionSettings;
 use table::InsertsInFlight;
 use tables::{BatchPolicy, Tables};
 
+/// How the sink retries what must not be passed over (an insert, a checkpoint read, a
+/// dead letter): from 200 ms, doubling to 5 s.
+const SINK_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(5),
+};
+
 #[derive(Debug, Deserialize)]
 // Unknown top-level sections are ignored: one environment may configure several services.
 #[serde(default)]

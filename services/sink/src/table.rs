@@ -441,7 +441,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
         }
     }
     let mut written = 0;
-    let mut backoff = Duration::from_millis(200);
+    let mut retry = 0;
     let mut chunks = VecDeque::new();
     if !rows.is_empty() {
         chunks.push_back(0..rows.len());
@@ -450,7 +450,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
         match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
             Ok(n) => {
                 written += n;
-                backoff = Duration::from_millis(200);
+                retry = 0;
             }
             Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
                 let r = rows[chunk.start].message;
@@ -469,9 +469,10 @@ async fn write_batch<R: RowOwned + RowWrite>(
             }
             Err(error) => {
                 metrics::insert_errors().with_label_values(&[table]).inc();
-                tracing::warn!(table, %error, retry_ms = backoff.as_millis() as u64, "insert failed, retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let delay = crate::SINK_BACKOFF.delay(retry);
+                tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "insert failed, retrying");
+                tokio::time::sleep(delay).await;
+                retry += 1;
                 // The next attempt reads the checkpoints again, so whatever of this
                 // chunk did reach the table is not written twice.
                 chunks.push_front(chunk);

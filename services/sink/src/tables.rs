@@ -17,6 +17,7 @@ use traffsure_kafka::Topics;
 use crate::identity::TopicIdentity;
 use crate::rows;
 use crate::table::{Accepted, InsertsInFlight, Refused, TableSink};
+use crate::SINK_BACKOFF;
 
 /// When a table's batch is inserted.
 #[derive(Debug, Clone, Copy)]
@@ -144,14 +145,16 @@ impl Tables {
         at: &CheckpointSources<'_>,
         m: &Incoming<'_>,
     ) -> Option<(&'static str, Accepted)> {
-        let mut backoff = Duration::from_millis(200);
+        let what = format!("checkpoint read of {} partition {}", m.topic, m.partition);
+        let mut retry = 0;
         loop {
             match self.accept(at, m).await {
                 Ok(accepted) => return accepted,
                 Err(error) => {
-                    tracing::warn!(topic = m.topic, partition = m.partition, %error, retry_ms = backoff.as_millis() as u64, "checkpoint read failed, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = SINK_BACKOFF.delay(retry);
+                    tracing::warn!(what, %error, retry_ms = delay.as_millis() as u64, "failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
                 }
             }
         }
