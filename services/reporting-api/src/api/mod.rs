@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod flows;
 pub mod outbound;
 mod page;
+mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
 
