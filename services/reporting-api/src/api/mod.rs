@@ -11,7 +11,7 @@ pub mod dashboard;
 pub mod flows;
 pub mod outbound;
 mod page;
-mod postback_outcomes;
+pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
 
@@ -61,6 +61,10 @@ mod tests {
             (
                 param("/api/v1/outbound-postbacks", "state"),
                 OutboundState::words(),
+            ),
+            (
+                param("/api/v1/postbacks", "outcome"),
+                super::postback_outcomes::words(),
             ),
         ] {
             assert_eq!(listed, serde_json::json!(words));
