@@ -208,6 +208,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         v.sort();
         v
     };
+    let accepted = named(&[
+        "converted",
+        "pending",
+        "updated",
+        "duplicate",
+        "expired",
+        "held",
+    ]);
     for (query, expected) in [
         ("outcome=converted", named(&["converted", "pending"])),
         ("outcome=updated", named(&["updated"])),
@@ -216,17 +224,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         ("outcome=held", named(&["held"])),
         ("outcome=refused", named(&["refused"])),
         ("outcome=click_not_found", vec![]),
-        (
-            "goal=SALE",
-            named(&[
-                "converted",
-                "pending",
-                "updated",
-                "duplicate",
-                "expired",
-                "held",
-            ]),
-        ),
+        ("goal=SALE", accepted.clone()),
         ("goal=lead", vec![]),
         ("uid=B1", named(&["pending", "updated", "duplicate"])),
         ("uid=E1", named(&["expired"])),
@@ -237,17 +235,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         ),
         ("raw_status=PENDING", named(&["pending"])),
         ("response_status=422", named(&["refused"])),
-        (
-            "status=200",
-            named(&[
-                "converted",
-                "pending",
-                "updated",
-                "duplicate",
-                "expired",
-                "held",
-            ]),
-        ),
+        ("status=200", accepted.clone()),
         ("outcome=converted&uid=A1", named(&["converted"])),
         ("outcome=held&response_status=200", named(&["held"])),
     ] {
