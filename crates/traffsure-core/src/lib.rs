@@ -12,6 +12,7 @@ pub mod error_body;
 pub mod flow;
 pub mod macros;
 pub mod money;
+pub mod postback_params;
 pub mod routing;
 pub mod status;
 pub mod user_agent;

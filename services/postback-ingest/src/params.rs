@@ -8,15 +8,9 @@ pub const MAX_LOGGED_VALUE: usize = 2048;
 /// Most parameters read from one request.
 pub const MAX_PARAMS: usize = 256;
 
-pub const CLICK: &[&str] = &["click", "clickid", "click_id", "cid", "subid", "hit"];
-pub const GOAL: &[&str] = &["goal", "event", "et"];
-pub const STATUS: &[&str] = &["status"];
-pub const REVENUE: &[&str] = &["revenue", "payout", "sum", "amount", "rev"];
-pub const CURRENCY: &[&str] = &["currency"];
-pub const UID: &[&str] = &["uid", "tx", "txid", "transaction_id", "action_id", "tid"];
-pub const VISITOR: &[&str] = &["vid"];
-pub const FLOW: &[&str] = &["flow"];
-pub const DISABLE_POSTBACKS: &[&str] = &["disable_postbacks"];
+pub use traffsure_core::postback_params::{
+    CLICK, CURRENCY, DISABLE_POSTBACKS, FLOW, GOAL, REVENUE, STATUS, UID, VISITOR,
+};
 
 /// Parameter whose value the log masks: it is a flow's shared secret.
 pub const SECRET: &str = "token";

@@ -30,14 +30,35 @@ pub async fn login_page() -> HttpResponse {
         .body(include_str!("../static/login.html"))
 }
 
+/// `app.js` with the postback outcome words in place of its placeholder, so a word added
+/// to the vocabulary appears in the panel's filter by itself.
 pub async fn app_js() -> HttpResponse {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        let words = serde_json::json!(crate::api::postback_outcomes::words()).to_string();
+        include_str!("../static/app.js").replace("/*POSTBACK_OUTCOMES*/[]", &words)
+    });
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
-        .body(include_str!("../static/app.js"))
+        .body(script.as_str())
 }
 
 pub async fn app_css() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
         .body(include_str!("../static/app.css"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The placeholder the outcome words replace is in the script.
+    #[test]
+    fn the_script_has_the_outcome_placeholder() {
+        assert_eq!(
+            include_str!("../static/app.js")
+                .matches("/*POSTBACK_OUTCOMES*/[]")
+                .count(),
+            1
+        );
+    }
 }

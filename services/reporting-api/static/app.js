@@ -326,15 +326,30 @@ function conversionsPage() {
   ]);
 }
 
+// The outcome words, filled in by the server from the tracker's vocabulary.
+const POSTBACK_OUTCOMES = /*POSTBACK_OUTCOMES*/[];
+
+// "converted · c_… v2 · approved · 12.5 USD": the outcome and the conversion it is tied to.
+function outcomeText(p) {
+  const c = p.conversion;
+  if (!c) return p.outcome;
+  const parts = [p.outcome, c.conversion_id + (c.version ? ' v' + c.version : '')
+    + (c.latest_version && c.latest_version !== c.version ? ' (now v' + c.latest_version + ')' : '')];
+  if (c.status) parts.push(c.status, c.revenue + ' ' + c.currency);
+  return parts.join(' · ');
+}
+
 function postbacksPage() {
   return listPage('Postback Log', '/api/v1/postbacks', [
     {name: 'q', label: 'Search all parameters', size: 20}, {name: 'flow', label: 'Flow (id or slug)'},
-    {name: 'click', label: 'Click hash', size: 20}, {name: 'response_status', label: 'Status', size: 4},
+    {name: 'click', label: 'Click hash', size: 20}, {name: 'outcome', label: 'Outcome', options: ['', ...POSTBACK_OUTCOMES]},
+    {name: 'goal', label: 'Goal', size: 8}, {name: 'uid', label: 'UID (action id)', size: 12},
+    {name: 'raw_status', label: 'Status sent', size: 8}, {name: 'response_status', label: 'HTTP status', size: 4},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     {title: 'Flow', key: 'flow_name'}, {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
     {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'response_status', cls: r => 'status-' + r.response_status},
-    {title: 'Message', key: 'message'}, {title: 'IP', key: 'ip'}, {title: 'Time (UTC)', key: 'time'},
+    {title: 'Outcome', render: outcomeText}, {title: 'Message', key: 'message'}, {title: 'IP', key: 'ip'}, {title: 'Time (UTC)', key: 'time'},
     {title: 'Delta', render: r => r.delta_ms > 0 ? (r.delta_ms / 1000).toFixed(1) + ' s' : ''},
     {title: '', render: r => el('a', {href: '/postbacks/' + encodeURIComponent(r.postback_id), class: 'view'}, 'View')},
   ]);
@@ -345,7 +360,7 @@ async function postbackEntryPage(id) {
   try {
     const p = await api('/api/v1/postbacks/' + encodeURIComponent(id));
     const facts = [['Postback ID', p.postback_id], ['Flow', p.flow_name + ' (' + p.flow_id + ')'], ['Click hash', p.click_hash],
-      ['Goal', p.goal], ['Response', p.response_status + ' ' + p.reason], ['Message', p.message], ['IP', p.ip], ['Time (UTC)', p.time],
+      ['Goal', p.goal], ['Response', p.response_status + ' ' + p.reason], ['Outcome', outcomeText(p)], ['Message', p.message], ['IP', p.ip], ['Time (UTC)', p.time],
       ['Delta', p.delta_ms + ' ms'], ['Method', p.payload.method], ['Content type', p.payload.content_type], ['Path', p.payload.path]];
     main.append(
       table([{title: 'Field', key: 0}, {title: 'Value', render: r => el('code', {}, r[1])}], facts),

@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod flows;
 pub mod outbound;
 mod page;
+pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
 
@@ -60,6 +61,10 @@ mod tests {
             (
                 param("/api/v1/outbound-postbacks", "state"),
                 OutboundState::words(),
+            ),
+            (
+                param("/api/v1/postbacks", "outcome"),
+                super::postback_outcomes::words(),
             ),
         ] {
             assert_eq!(listed, serde_json::json!(words));

@@ -1,11 +1,14 @@
 //! The postback log: every postback postback-ingest answered, newest first, a page at a
-//! time, and one entry with its full payload.
+//! time, and one entry with its full payload, each with what became of it
+//! (`postback_outcomes`).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use traffsure_core::postback_params;
 
 use super::page::{page_json, split_page, Query};
+use super::postback_outcomes::{self, Conversions, Decision};
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, range_condition, Params};
 use crate::sql::{Arg, Sql};
@@ -30,14 +33,73 @@ struct PostbackRow {
     param_values: Vec<String>,
     params_truncated: u8,
     delta_ms: i64,
+    r_conversion_id: String,
+    r_message: String,
+    r_decided: String,
+    outcome: String,
 }
 
-const POSTBACK_COLUMNS: &str =
-    "SELECT postback_id, toString(received_at) AS received, received_at_ms, flow_id, \
-        click_hash, goal, response_status, reason, message, ip, method, content_type, path, \
-        param_names, param_values, params_truncated, delta_ms FROM postback_log WHERE 1";
+/// The log columns, as the page selects them and the join passes them on.
+macro_rules! log_columns {
+    () => {
+        "postback_id, received, received_at_ms, flow_id, click_hash, goal, response_status, \
+         reason, message, ip, method, content_type, path, param_names, param_values, \
+         params_truncated, delta_ms"
+    };
+}
 
-fn postback_json(state: &AppState, r: PostbackRow, full: bool) -> serde_json::Value {
+const PAGE: &str = "SELECT postback_id, toString(received_at) AS received, received_at_ms, \
+        flow_id, click_hash, goal, response_status, reason, message, ip, method, content_type, \
+        path, param_names, param_values, params_truncated, delta_ms FROM postback_log WHERE 1";
+const IDS: &str = "SELECT postback_id FROM postback_log WHERE 1";
+const NEWEST_FIRST: &str = " ORDER BY received_at_ms DESC, postback_id DESC LIMIT ";
+
+/// Log entries matching `filter` (conditions on `postback_log`) joined with their
+/// outcomes, newest first, at most `limit`. Without an outcome filter the page is cut
+/// before the join, so only its own results are read.
+fn entries(filter: &Sql, outcome: Option<&'static str>, limit: u64) -> Sql {
+    let mut page = Sql::new(PAGE);
+    let mut ids = Sql::new(IDS);
+    page.append(filter);
+    ids.append(filter);
+    if outcome.is_none() {
+        page.push(NEWEST_FIRST).arg(Arg::U64(limit));
+        ids.push(NEWEST_FIRST).arg(Arg::U64(limit));
+    }
+    let mut sql = postback_outcomes::joined(log_columns!(), &page, &ids);
+    if let Some(outcome) = outcome {
+        sql.push(" AND outcome = ").str(outcome);
+    }
+    sql.push(NEWEST_FIRST).arg(Arg::U64(limit));
+    sql
+}
+
+/// A stored parameter under one of `names` (any case) whose value is `value`; `lower`
+/// compares the value case-insensitively too.
+fn param_condition(sql: &mut Sql, names: &[&str], value: String, lower: bool) {
+    sql.push(" AND arrayExists((n, v) -> has([");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.str(*name);
+    }
+    if lower {
+        sql.push("], lower(n)) AND lower(v) = lower(")
+            .str(value)
+            .push(")");
+    } else {
+        sql.push("], lower(n)) AND v = ").str(value);
+    }
+    sql.push(", param_names, param_values)");
+}
+
+fn postback_json(
+    state: &AppState,
+    conversions: &Conversions,
+    r: PostbackRow,
+    full: bool,
+) -> serde_json::Value {
     let mut value = json!({
         "postback_id": r.postback_id,
         "flow_id": r.flow_id,
@@ -51,6 +113,18 @@ fn postback_json(state: &AppState, r: PostbackRow, full: bool) -> serde_json::Va
         "time": r.received,
         "delta_ms": r.delta_ms,
     });
+    let decision = Decision {
+        conversion_id: r.r_conversion_id,
+        message: r.r_message,
+        decided_at: r.r_decided,
+        outcome: r.outcome,
+    };
+    if let (Some(value), serde_json::Value::Object(fields)) = (
+        value.as_object_mut(),
+        conversions.fields(&r.postback_id, decision),
+    ) {
+        value.extend(fields);
+    }
     if full {
         let params: Vec<_> = r
             .param_names
@@ -69,16 +143,21 @@ fn postback_json(state: &AppState, r: PostbackRow, full: bool) -> serde_json::Va
     value
 }
 
-/// The postback log: filters flow, click (hash), response_status (the HTTP code answered;
-/// `status` is its older name), from, to, and `q`, a case-insensitive partial match over
-/// every postback parameter.
+/// The postback log: filters flow, click (hash), goal, uid (the action id, under any of
+/// its parameter names), raw_status (the status parameter as sent), response_status (the
+/// HTTP code answered; `status` is its older name), outcome, from, to, and `q`, a
+/// case-insensitive partial match over every postback parameter.
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let params = Params::with_aliases(
         query.into_inner(),
         &[
             "flow",
             "click",
+            "goal",
+            "uid",
+            "raw_status",
             "response_status",
+            "outcome",
             "q",
             "from",
             "to",
@@ -90,6 +169,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     )?;
     let flow = params.flow(&state.registry)?;
     let click = params.text("click", 100)?;
+    let goal = params.text("goal", 100)?;
+    let uid = params.text("uid", 256)?;
+    let raw_status = params.text("raw_status", 64)?;
     let response_status = params.number::<u16>("response_status")?;
     if response_status.is_some_and(|s| !(100..=599).contains(&s)) {
         let field = params.field("response_status");
@@ -98,6 +180,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             format!("{field} must be an HTTP status code"),
         ));
     }
+    let outcome = params.one_of("outcome", &postback_outcomes::words())?;
     let search = params.text("q", 200)?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
@@ -105,63 +188,80 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     let size = params.page_size()?;
     state.check_timezone(&timezone).await?;
 
-    let mut sql = Sql::new(POSTBACK_COLUMNS);
+    let mut filter = Sql::default();
     if let Some(flow) = flow {
-        eq(&mut sql, "flow_id", Arg::U32(flow));
+        eq(&mut filter, "flow_id", Arg::U32(flow));
     }
     if let Some(click) = click {
-        eq(&mut sql, "click_hash", Arg::Str(click));
+        eq(&mut filter, "click_hash", Arg::Str(click));
+    }
+    if let Some(goal) = goal {
+        filter.push(" AND lower(goal) = lower(").str(goal).push(")");
+    }
+    if let Some(uid) = uid {
+        param_condition(&mut filter, postback_params::UID, uid, false);
+    }
+    if let Some(raw_status) = raw_status {
+        param_condition(&mut filter, postback_params::STATUS, raw_status, true);
     }
     if let Some(response_status) = response_status {
         eq(
-            &mut sql,
+            &mut filter,
             "response_status",
             Arg::U32(response_status.into()),
         );
     }
     if let Some(q) = search {
-        sql.push(" AND (arrayExists(v -> positionCaseInsensitiveUTF8(v, ")
+        filter
+            .push(" AND (arrayExists(v -> positionCaseInsensitiveUTF8(v, ")
             .str(q.as_str())
             .push(") > 0, param_values) OR positionCaseInsensitiveUTF8(click_hash, ")
             .str(q)
             .push(") > 0)");
     }
-    range_condition(&mut sql, "received_at", &from, &to, &timezone);
+    range_condition(&mut filter, "received_at", &from, &to, &timezone);
     if let Some((ms, id)) = &cursor {
-        sql.push(" AND received_at <= toDateTime(")
+        filter
+            .push(" AND received_at <= toDateTime(")
             .arg(Arg::I64(ms.div_euclid(1000)));
-        sql.push(") AND (received_at_ms < ").arg(Arg::I64(*ms));
-        sql.push(" OR (received_at_ms = ").arg(Arg::I64(*ms));
-        sql.push(" AND postback_id < ").str(id.as_str()).push("))");
+        filter.push(") AND (received_at_ms < ").arg(Arg::I64(*ms));
+        filter.push(" OR (received_at_ms = ").arg(Arg::I64(*ms));
+        filter
+            .push(" AND postback_id < ")
+            .str(id.as_str())
+            .push("))");
     }
-    sql.push(" ORDER BY received_at_ms DESC, postback_id DESC LIMIT ")
-        .arg(Arg::U64(size + 1));
-    let mut rows = sql
+    let mut rows = entries(&filter, outcome, size + 1)
         .query(&state.clickhouse)
         .fetch_all::<PostbackRow>()
         .await?;
     let next = split_page(&mut rows, size, |r| {
         format!("{}_{}", r.received_at_ms, r.postback_id)
     });
+    let conversions = Conversions::load(
+        &state.clickhouse,
+        rows.iter().map(|r| r.r_conversion_id.as_str()),
+    )
+    .await?;
     let items: Vec<_> = rows
         .into_iter()
-        .map(|r| postback_json(&state, r, false))
+        .map(|r| postback_json(&state, &conversions, r, false))
         .collect();
     Ok(page_json(items, size, next))
 }
 
-/// One postback log entry with its full payload.
+/// One postback log entry with its outcome and full payload.
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut sql = Sql::new(POSTBACK_COLUMNS);
-    eq(&mut sql, "postback_id", Arg::Str(id.into_inner()));
-    sql.push(" LIMIT 1");
-    let row = sql
+    let mut filter = Sql::default();
+    eq(&mut filter, "postback_id", Arg::Str(id.into_inner()));
+    let row = entries(&filter, None, 1)
         .query(&state.clickhouse)
         .fetch_optional::<PostbackRow>()
         .await?
         .ok_or_else(|| ApiError::NotFound("no such postback log entry".into()))?;
-    Ok(HttpResponse::Ok().json(postback_json(&state, row, true)))
+    let conversions = Conversions::load(&state.clickhouse, [row.r_conversion_id.as_str()]).await?;
+    Ok(HttpResponse::Ok().json(postback_json(&state, &conversions, row, true)))
 }
