@@ -1,5 +1,10 @@
 //! Postback parameters: collected from the query string and a form or JSON body, then
-//! read under the TraffSure names or the aliases networks send.
+//! read under the TraffSure names or the aliases trackers and networks send (their
+//! dialects). Each meaning's list is in precedence order: the TraffSure name first, then
+//! the aliases; the first name sent with a non-empty value wins. One name,
+//! `transaction_id`, is the click in some dialects and the transaction in others: it is
+//! read as the click only when no other click name is sent, and is then not read again
+//! as the transaction.
 
 use std::borrow::Cow;
 
@@ -8,12 +13,37 @@ pub const MAX_LOGGED_VALUE: usize = 2048;
 /// Most parameters read from one request.
 pub const MAX_PARAMS: usize = 256;
 
-pub const CLICK: &[&str] = &["click", "clickid", "click_id", "cid", "subid", "hit"];
-pub const GOAL: &[&str] = &["goal", "event", "et"];
-pub const STATUS: &[&str] = &["status"];
+/// Click hash: TraffSure, RedTrack, Affise, CAKE (`clickid`, `click_id`), Voluum, BeMob,
+/// PeerClick (`cid`), Keitaro (`subid`), FunnelFlux (`hit`), Binom (`cnv_id`).
+pub const CLICK: &[&str] = &[
+    "click", "clickid", "click_id", "cid", "subid", "hit", "cnv_id",
+];
+/// Read as the click only when none of `CLICK` is sent: TUNE's and Everflow's own postback
+/// URLs carry the click there, other dialects the advertiser's transaction.
+pub const CLICK_OR_TRANSACTION: &str = "transaction_id";
+/// Goal: Voluum (`et`), RedTrack (`type`).
+pub const GOAL: &[&str] = &["goal", "event", "et", "type"];
+/// Raw status: Binom (`cnv_status`).
+pub const STATUS: &[&str] = &["status", "cnv_status"];
+/// Revenue: Voluum, Keitaro, BeMob, PeerClick, Binom (`payout`), Affise, RedTrack (`sum`),
+/// Everflow, CAKE (`amount`), FunnelFlux (`rev`).
 pub const REVENUE: &[&str] = &["revenue", "payout", "sum", "amount", "rev"];
-pub const CURRENCY: &[&str] = &["currency"];
-pub const UID: &[&str] = &["uid", "tx", "txid", "transaction_id", "action_id", "tid"];
+/// Currency: Binom (`cnv_currency`).
+pub const CURRENCY: &[&str] = &["currency", "cnv_currency"];
+/// Transaction: FunnelFlux (`tx`), Voluum, BeMob, PeerClick (`txid`), Affise (`action_id`),
+/// Keitaro (`tid`), RedTrack (`rdtk_event_id`), CAKE (`unique_id`, `order_id`), Everflow
+/// (`order_id`).
+pub const UID: &[&str] = &[
+    "uid",
+    "tx",
+    "txid",
+    CLICK_OR_TRANSACTION,
+    "action_id",
+    "tid",
+    "rdtk_event_id",
+    "unique_id",
+    "order_id",
+];
 pub const VISITOR: &[&str] = &["vid"];
 pub const FLOW: &[&str] = &["flow"];
 pub const DISABLE_POSTBACKS: &[&str] = &["disable_postbacks"];
@@ -114,6 +144,29 @@ impl Params {
         })
     }
 
+    /// The click hash and the name it was sent under: a `CLICK` name, else
+    /// `transaction_id` when no visitor ID is sent either (a visitor postback keeps it as
+    /// its transaction).
+    pub fn click(&self) -> Option<(&str, &str)> {
+        self.find(CLICK).or_else(|| {
+            self.visitor()
+                .is_none()
+                .then(|| self.find(&[CLICK_OR_TRANSACTION]))
+                .flatten()
+        })
+    }
+
+    /// The transaction ID and its name, skipping the name the click was read under.
+    pub fn uid(&self) -> Option<(&str, &str)> {
+        let click_name = self.click().map(|(name, _)| name);
+        let names: Vec<&str> = UID
+            .iter()
+            .copied()
+            .filter(|name| !click_name.is_some_and(|taken| taken.eq_ignore_ascii_case(name)))
+            .collect();
+        self.find(&names)
+    }
+
     /// The visitor ID: the `vid` parameter, else the visitor cookie.
     pub fn visitor(&self) -> Option<&str> {
         self.get(VISITOR).or_else(|| {
@@ -193,6 +246,57 @@ mod tests {
         assert_eq!(p.get(CURRENCY), None);
         assert_eq!(p.find(REVENUE), Some(("payout", "1.5")));
         assert_eq!(p.find(UID), Some(("TX", "t1")));
+    }
+
+    #[test]
+    fn reads_every_vendor_dialect() {
+        let binom = Params::collect(
+            "cnv_id=b1&payout=2&cnv_status=Hold&cnv_currency=eur",
+            "",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(binom.click(), Some(("cnv_id", "b1")));
+        assert_eq!(binom.get(STATUS), Some("Hold"));
+        assert_eq!(binom.get(CURRENCY), Some("eur"));
+        let redtrack =
+            Params::collect("clickid=r1&sum=3&type=Deposit&rdtk_event_id=e9", "", b"").unwrap();
+        assert_eq!(redtrack.get(GOAL), Some("Deposit"));
+        assert_eq!(redtrack.uid(), Some(("rdtk_event_id", "e9")));
+        let cake = Params::collect(
+            "click_id=k1&payout=5.00&revenue=12.00&order_id=O-1&unique_id=T-1",
+            "",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(cake.find(REVENUE), Some(("revenue", "12.00")));
+        assert_eq!(cake.uid(), Some(("unique_id", "T-1")));
+    }
+
+    #[test]
+    fn transaction_id_is_the_click_only_without_another_click_name() {
+        // TUNE and Everflow: their click travels in transaction_id.
+        let tune = Params::collect("offer_id=26&transaction_id=h1", "", b"").unwrap();
+        assert_eq!(tune.click(), Some(("transaction_id", "h1")));
+        assert_eq!(tune.uid(), None);
+        let everflow =
+            Params::collect("nid=7&Transaction_ID=h2&amount=9&order_id=O-2", "", b"").unwrap();
+        assert_eq!(everflow.click(), Some(("Transaction_ID", "h2")));
+        assert_eq!(everflow.uid(), Some(("order_id", "O-2")));
+        // Another click name present: transaction_id is the advertiser's transaction.
+        let partner = Params::collect("subid=h3&transaction_id=t3", "", b"").unwrap();
+        assert_eq!(partner.click(), Some(("subid", "h3")));
+        assert_eq!(partner.uid(), Some(("transaction_id", "t3")));
+        // A visitor postback keeps it as its transaction.
+        let visitor = Params::collect("vid=v1&flow=2&transaction_id=t4", "", b"").unwrap();
+        assert_eq!(visitor.click(), None);
+        assert_eq!(visitor.uid(), Some(("transaction_id", "t4")));
+        let mut cookie = Params::collect("flow=2&transaction_id=t5", "", b"").unwrap();
+        cookie.visitor_cookie = Some("v2".into());
+        assert_eq!(
+            (cookie.click(), cookie.uid()),
+            (None, Some(("transaction_id", "t5")))
+        );
     }
 
     #[test]
