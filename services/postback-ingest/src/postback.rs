@@ -39,7 +39,7 @@ pub struct Edge {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PostbackError {
     #[error(
-        "click is missing (also read as clickid, click_id, cid, subid, hit, or vid with flow)"
+        "click is missing (also read as clickid, click_id, cid, subid, hit, cnv_id, transaction_id, or vid with flow)"
     )]
     MissingClick,
     #[error("click hash not found: {error}")]
