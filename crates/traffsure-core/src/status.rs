@@ -8,14 +8,16 @@ use traffsure_events::ConversionStatus;
 use crate::vocab::Vocabulary;
 
 /// Maps a postback's status text to a conversion status: `pending`, `hold`,
-/// `preapproved` → pending; `rejected`, `reject`, `trash`, `cancelled`, `canceled`,
-/// `declined`, `chargeback` → rejected; missing or anything else → approved.
+/// `preapproved`, `new` → pending; `rejected`, `reject`, `trash`, `cancelled`,
+/// `canceled`, `declined`, `decline`, `chargeback`, `scrubbed` → rejected; missing or
+/// anything else → approved. Only words that mean the same to every documented dialect
+/// are here (BeMob's `new` and `decline`, CAKE's `scrubbed`); numeric codes and words
+/// vendors disagree on (Affise `2`, Keitaro `lead`) belong in a flow's `status_map`.
 pub fn map_status(raw: &str) -> ConversionStatus {
     match raw.trim().to_ascii_lowercase().as_str() {
-        "pending" | "hold" | "preapproved" => ConversionStatus::Pending,
-        "rejected" | "reject" | "trash" | "cancelled" | "canceled" | "declined" | "chargeback" => {
-            ConversionStatus::Rejected
-        }
+        "pending" | "hold" | "preapproved" | "new" => ConversionStatus::Pending,
+        "rejected" | "reject" | "trash" | "cancelled" | "canceled" | "declined" | "decline"
+        | "chargeback" | "scrubbed" => ConversionStatus::Rejected,
         _ => ConversionStatus::Approved,
     }
 }
@@ -41,7 +43,7 @@ mod tests {
 
     #[test]
     fn maps_every_documented_word() {
-        for raw in ["pending", "hold", "PreApproved", " pending "] {
+        for raw in ["pending", "hold", "PreApproved", " pending ", "New"] {
             assert_eq!(map_status(raw), ConversionStatus::Pending, "{raw}");
         }
         for raw in [
@@ -50,11 +52,25 @@ mod tests {
             "trash",
             "cancelled",
             "declined",
+            "decline",
             "Chargeback",
+            "scrubbed",
         ] {
             assert_eq!(map_status(raw), ConversionStatus::Rejected, "{raw}");
         }
-        for raw in ["", "approved", "1", "sale", "confirmed"] {
+        // Numeric codes and `lead` mean different things to different vendors: only a
+        // flow's status map reads them.
+        for raw in [
+            "",
+            "approved",
+            "1",
+            "2",
+            "3",
+            "5",
+            "lead",
+            "sale",
+            "confirmed",
+        ] {
             assert_eq!(map_status(raw), ConversionStatus::Approved, "{raw}");
         }
     }

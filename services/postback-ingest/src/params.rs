@@ -1,5 +1,10 @@
 //! Postback parameters: collected from the query string and a form or JSON body, then
-//! read under the TraffSure names or the aliases networks send.
+//! read under the TraffSure names or the aliases trackers and networks send (their
+//! dialects). Each meaning's list is in precedence order: the TraffSure name first, then
+//! the aliases; the first name sent with a non-empty value wins. One name,
+//! `transaction_id`, is the click in some dialects and the transaction in others: it is
+//! read as the click only when no other click name is sent, and is then not read again
+//! as the transaction.
 
 use std::borrow::Cow;
 
@@ -9,7 +14,8 @@ pub const MAX_LOGGED_VALUE: usize = 2048;
 pub const MAX_PARAMS: usize = 256;
 
 pub use traffsure_core::postback_params::{
-    CLICK, CURRENCY, DISABLE_POSTBACKS, FLOW, GOAL, REVENUE, STATUS, UID, VISITOR,
+    CLICK, CLICK_OR_TRANSACTION, CURRENCY, DISABLE_POSTBACKS, FLOW, GOAL, REVENUE, STATUS, UID,
+    VISITOR,
 };
 
 /// Parameter whose value the log masks: it is a flow's shared secret.
@@ -108,6 +114,29 @@ impl Params {
         })
     }
 
+    /// The click hash and the name it was sent under: a `CLICK` name, else
+    /// `transaction_id` when no visitor ID is sent either (a visitor postback keeps it as
+    /// its transaction).
+    pub fn click(&self) -> Option<(&str, &str)> {
+        self.find(CLICK).or_else(|| {
+            self.visitor()
+                .is_none()
+                .then(|| self.find(&[CLICK_OR_TRANSACTION]))
+                .flatten()
+        })
+    }
+
+    /// The transaction ID and its name, skipping the name the click was read under.
+    pub fn uid(&self) -> Option<(&str, &str)> {
+        let click_name = self.click().map(|(name, _)| name);
+        let names: Vec<&str> = UID
+            .iter()
+            .copied()
+            .filter(|name| !click_name.is_some_and(|taken| taken.eq_ignore_ascii_case(name)))
+            .collect();
+        self.find(&names)
+    }
+
     /// The visitor ID: the `vid` parameter, else the visitor cookie.
     pub fn visitor(&self) -> Option<&str> {
         self.get(VISITOR).or_else(|| {
@@ -187,6 +216,57 @@ mod tests {
         assert_eq!(p.get(CURRENCY), None);
         assert_eq!(p.find(REVENUE), Some(("payout", "1.5")));
         assert_eq!(p.find(UID), Some(("TX", "t1")));
+    }
+
+    #[test]
+    fn reads_every_vendor_dialect() {
+        let binom = Params::collect(
+            "cnv_id=b1&payout=2&cnv_status=Hold&cnv_currency=eur",
+            "",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(binom.click(), Some(("cnv_id", "b1")));
+        assert_eq!(binom.get(STATUS), Some("Hold"));
+        assert_eq!(binom.get(CURRENCY), Some("eur"));
+        let redtrack =
+            Params::collect("clickid=r1&sum=3&type=Deposit&rdtk_event_id=e9", "", b"").unwrap();
+        assert_eq!(redtrack.get(GOAL), Some("Deposit"));
+        assert_eq!(redtrack.uid(), Some(("rdtk_event_id", "e9")));
+        let cake = Params::collect(
+            "click_id=k1&payout=5.00&revenue=12.00&order_id=O-1&unique_id=T-1",
+            "",
+            b"",
+        )
+        .unwrap();
+        assert_eq!(cake.find(REVENUE), Some(("revenue", "12.00")));
+        assert_eq!(cake.uid(), Some(("unique_id", "T-1")));
+    }
+
+    #[test]
+    fn transaction_id_is_the_click_only_without_another_click_name() {
+        // TUNE and Everflow: their click travels in transaction_id.
+        let tune = Params::collect("offer_id=26&transaction_id=h1", "", b"").unwrap();
+        assert_eq!(tune.click(), Some(("transaction_id", "h1")));
+        assert_eq!(tune.uid(), None);
+        let everflow =
+            Params::collect("nid=7&Transaction_ID=h2&amount=9&order_id=O-2", "", b"").unwrap();
+        assert_eq!(everflow.click(), Some(("Transaction_ID", "h2")));
+        assert_eq!(everflow.uid(), Some(("order_id", "O-2")));
+        // Another click name present: transaction_id is the advertiser's transaction.
+        let partner = Params::collect("subid=h3&transaction_id=t3", "", b"").unwrap();
+        assert_eq!(partner.click(), Some(("subid", "h3")));
+        assert_eq!(partner.uid(), Some(("transaction_id", "t3")));
+        // A visitor postback keeps it as its transaction.
+        let visitor = Params::collect("vid=v1&flow=2&transaction_id=t4", "", b"").unwrap();
+        assert_eq!(visitor.click(), None);
+        assert_eq!(visitor.uid(), Some(("transaction_id", "t4")));
+        let mut cookie = Params::collect("flow=2&transaction_id=t5", "", b"").unwrap();
+        cookie.visitor_cookie = Some("v2".into());
+        assert_eq!(
+            (cookie.click(), cookie.uid()),
+            (None, Some(("transaction_id", "t5")))
+        );
     }
 
     #[test]

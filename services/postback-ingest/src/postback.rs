@@ -39,7 +39,7 @@ pub struct Edge {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PostbackError {
     #[error(
-        "click is missing (also read as clickid, click_id, cid, subid, hit, or vid with flow)"
+        "click is missing (also read as clickid, click_id, cid, subid, hit, cnv_id, transaction_id, or vid with flow)"
     )]
     MissingClick,
     #[error("click hash not found: {error}")]
@@ -129,7 +129,7 @@ pub fn decide(
         ..Postback::default()
     };
     let mut click_ts_ms = None;
-    let flow = match (params.find(params::CLICK), params.visitor()) {
+    let flow = match (params.click(), params.visitor()) {
         (Some((field, click)), _) => {
             let info = keys
                 .verify(click)
@@ -210,7 +210,7 @@ pub fn decide(
         }
         postback.goal = goal.to_ascii_lowercase();
     }
-    if let Some((field, uid)) = params.find(params::UID) {
+    if let Some((field, uid)) = params.uid() {
         if uid.len() > 256 {
             return Err(refuse(PostbackError::InvalidUid {
                 field: field.to_string(),
@@ -438,8 +438,8 @@ pub async fn process(
         Err(refused) => {
             log.flow_id = refused.flow_id;
             log.click_hash = params
-                .get(params::CLICK)
-                .map(|c| truncate(c).to_string())
+                .click()
+                .map(|(_, c)| truncate(c).to_string())
                 .unwrap_or_default();
             log.goal = params
                 .get(params::GOAL)
