@@ -71,13 +71,7 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
             &setup.topics.postbacks,
             (1..=PRESENT).map(|n| postback(&format!("now-{n}"), n, "", "", Approved, None)),
         )?;
-        let first: Vec<Conversion> = read_committed(
-            &setup.kafka,
-            &setup.topics.conversions,
-            PRESENT as usize,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-        )?;
+        let first: Vec<Conversion> = setup.conversions(PRESENT as usize, Duration::from_secs(1))?;
         assert_eq!(
             first.len(),
             PRESENT as usize,
@@ -94,13 +88,7 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
         // The present and late clicks convert, and the click that never came converts from
         // its click hash.
         let expected = PRESENT as usize + LATE.count() + 1;
-        let conversions: Vec<Conversion> = read_committed(
-            &setup.kafka,
-            &setup.topics.conversions,
-            expected,
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        )?;
+        let conversions: Vec<Conversion> = setup.conversions(expected, Duration::from_secs(3))?;
         let mut per_click: HashMap<&str, usize> = HashMap::new();
         for c in &conversions {
             *per_click.entry(c.click_hash.as_str()).or_default() += 1;
@@ -160,13 +148,7 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
             &setup.topics.postbacks,
             [postback_of("never-again", &never_click)],
         )?;
-        let again = read_committed::<PostbackResult>(
-            &setup.kafka,
-            &setup.topics.postback_results,
-            expected + 1,
-            Duration::from_millis(0),
-            Duration::from_secs(60),
-        )?;
+        let again = setup.results(expected + 1, Duration::from_millis(0))?;
         assert!(again.iter().any(|r| r.postback_id == "never-again"));
         produce(&producer, &setup.topics.clicks, [never_click.clone()])?;
         let too_old = signed_click(&keys, TOO_OLD, 40 * 24 * 3600 * 1000);
@@ -180,13 +162,7 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
         )?;
 
         // One result per postback: the restart's replay publishes nothing twice.
-        let results: Vec<PostbackResult> = read_committed(
-            &setup.kafka,
-            &setup.topics.postback_results,
-            expected + 3,
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        )?;
+        let results: Vec<PostbackResult> = setup.results(expected + 3, Duration::from_secs(3))?;
         let mut by_postback: HashMap<&str, Vec<&PostbackResult>> = HashMap::new();
         for r in &results {
             by_postback
@@ -223,27 +199,17 @@ async fn held_postbacks_survive_a_kill_and_convert_once() -> anyhow::Result<()> 
             (expired.len(), expired[0].outcome),
             (1, PostbackOutcome::Expired as i32)
         );
-        let counts = outcomes(&results);
-        let count = |o: PostbackOutcome| counts.get(&(o as i32)).copied().unwrap_or(0);
+        use PostbackOutcome::{ClickMissing, ClickNotFound, Converted, Duplicate, Expired};
         assert_eq!(
-            [
-                count(PostbackOutcome::Converted),
-                count(PostbackOutcome::ClickMissing),
-                count(PostbackOutcome::Duplicate),
-                count(PostbackOutcome::Expired),
-                count(PostbackOutcome::ClickNotFound),
-            ],
+            count_outcomes(
+                &results,
+                &[Converted, ClickMissing, Duplicate, Expired, ClickNotFound]
+            ),
             [expected - 1, 1, 2, 1, 0]
         );
         // Still one conversion per click: neither the duplicates nor the late click
         // made another.
-        let after: Vec<Conversion> = read_committed(
-            &setup.kafka,
-            &setup.topics.conversions,
-            expected,
-            Duration::from_secs(2),
-            Duration::from_secs(60),
-        )?;
+        let after: Vec<Conversion> = setup.conversions(expected, Duration::from_secs(2))?;
         assert_eq!(after.len(), expected);
         // Held for the hold timeout from its receipt, not from the replay after the
         // restart (which would make it 10 s longer).

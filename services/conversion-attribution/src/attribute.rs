@@ -1,7 +1,7 @@
 //! The attribution rules, with no I/O: given a postback, its click, the flow and the
 //! conversion it may update, decide what conversion version (if any) to emit. A postback
 //! whose click never arrived converts from what its click hash carries (`click_from_hash`,
-//! `attribute_missing`).
+//! `mark_missing`).
 
 use sha2::{Digest, Sha256};
 use traffsure_core::flow::{find_goal, DEFAULT_WINDOW_DAYS};
@@ -147,17 +147,11 @@ pub fn click_from_hash(postback: &Postback) -> Option<ClickInfo> {
     })
 }
 
-/// `attribute` with a click built by `click_from_hash`: a new conversion is marked
-/// `click_missing` and its outcome says so. Updates and duplicates of it are decided as
-/// for any conversion; its versions keep the mark, being copies of the first.
-pub fn attribute_missing(
-    click: &ClickInfo,
-    flow: Option<&Flow>,
-    postback: &Postback,
-    current: Option<&Conversion>,
-    now_ms: i64,
-) -> Decision {
-    match attribute(click, flow, postback, current, now_ms) {
+/// Marks what `attribute` decided for a click built by `click_from_hash`: a new
+/// conversion is `click_missing` and its outcome says so. Updates and duplicates of it are
+/// decided as for any conversion; its versions keep the mark, being copies of the first.
+pub fn mark_missing(decision: Decision) -> Decision {
+    match decision {
         Decision::Emit(mut conversion, PostbackOutcome::Converted) => {
             conversion.click_missing = true;
             Decision::Emit(conversion, PostbackOutcome::ClickMissing)
@@ -443,7 +437,7 @@ mod tests {
             ),
             (3, 1_500, 77, "")
         );
-        let decision = attribute_missing(&click, Some(&f), &first_postback, None, 5);
+        let decision = mark_missing(attribute(&click, Some(&f), &first_postback, None, 5));
         let Decision::Emit(first, PostbackOutcome::ClickMissing) = decision else {
             panic!("expected a click_missing conversion, got {decision:?}");
         };
@@ -464,7 +458,7 @@ mod tests {
         // The goal converts once: a second postback of the hash is a duplicate.
         let again = signed_postback("p2", 1_500);
         assert_eq!(
-            attribute_missing(&click, Some(&f), &again, Some(&first), 6),
+            mark_missing(attribute(&click, Some(&f), &again, Some(&first), 6)),
             Decision::Duplicate {
                 conversion_id: first.conversion_id.clone()
             }
@@ -472,19 +466,19 @@ mod tests {
         // A status change updates it, keeping the mark.
         let mut rejected = signed_postback("p3", 1_500);
         rejected.set_status(ConversionStatus::Rejected);
-        let updated = emitted(attribute_missing(
+        let updated = emitted(mark_missing(attribute(
             &click,
             Some(&f),
             &rejected,
             Some(&first),
             7,
-        ));
+        )));
         assert!(updated.click_missing);
         assert_eq!(updated.version, 2);
         let mut late = signed_postback("p4", 1_500);
         late.received_at_ms = 1_500 + DAY_MS + 1;
         assert_eq!(
-            attribute_missing(&click, Some(&f), &late, None, 8),
+            mark_missing(attribute(&click, Some(&f), &late, None, 8)),
             Decision::Expired
         );
     }

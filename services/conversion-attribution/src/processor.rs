@@ -642,18 +642,18 @@ impl Processor {
             // Read again after a restart or rebalance: its version is already out.
             return Ok(());
         }
-        let rule = if missing {
-            attribute::attribute_missing
-        } else {
-            attribute::attribute
-        };
-        let decision = rule(
+        let decision = attribute::attribute(
             &click,
             flow.as_deref(),
             postback,
             current.map(|c| &c.current),
             now_ms(),
         );
+        let decision = if missing {
+            attribute::mark_missing(decision)
+        } else {
+            decision
+        };
         match decision {
             Decision::Emit(conversion, outcome) => {
                 owned.state.insert_conversion((*conversion).clone());
