@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "sink_checkpoints",
         include_str!("../../../deploy/clickhouse/migrations/0004_sink_checkpoints.sql"),
     ),
+    (
+        5,
+        "conversions_click_missing",
+        include_str!("../../../deploy/clickhouse/migrations/0005_conversions_click_missing.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse

@@ -127,6 +127,7 @@ impl Vocabulary for PostbackOutcome {
         (PostbackOutcome::Duplicate, "duplicate"),
         (PostbackOutcome::Expired, "expired"),
         (PostbackOutcome::ClickNotFound, "click_not_found"),
+        (PostbackOutcome::ClickMissing, "click_missing"),
     ];
     const UNSPECIFIED_AS: Self = PostbackOutcome::Converted;
     const UNSPECIFIED: Self = PostbackOutcome::Unspecified;

@@ -1,5 +1,7 @@
 //! The attribution rules, with no I/O: given a postback, its click, the flow and the
-//! conversion it may update, decide what conversion version (if any) to emit.
+//! conversion it may update, decide what conversion version (if any) to emit. A postback
+//! whose click never arrived converts from what its click hash carries (`click_from_hash`,
+//! `mark_missing`).
 
 use sha2::{Digest, Sha256};
 use traffsure_core::flow::{find_goal, DEFAULT_WINDOW_DAYS};
@@ -128,6 +130,34 @@ pub fn window_ms(flow: Option<&Flow>) -> i64 {
         .filter(|d| *d > 0)
         .unwrap_or(DEFAULT_WINDOW_DAYS);
     i64::from(days) * DAY_MS
+}
+
+/// The click a click hash describes, for a postback whose click did not arrive: its flow,
+/// time and routing key, every other dimension empty. The postback's flow and routing key
+/// are the ones postback-ingest read from the hash it verified. None when the postback
+/// names no click hash (a visitor-based postback) or something that is not one.
+pub fn click_from_hash(postback: &Postback) -> Option<ClickInfo> {
+    let ts_ms = traffsure_core::click_hash::unverified_ts_ms(&postback.click_hash)?;
+    Some(ClickInfo {
+        click_hash: postback.click_hash.clone(),
+        flow_id: postback.flow_id,
+        ts_ms,
+        routing_key: postback.routing_key,
+        ..ClickInfo::default()
+    })
+}
+
+/// Marks what `attribute` decided for a click built by `click_from_hash`: a new
+/// conversion is `click_missing` and its outcome says so. Updates and duplicates of it are
+/// decided as for any conversion; its versions keep the mark, being copies of the first.
+pub fn mark_missing(decision: Decision) -> Decision {
+    match decision {
+        Decision::Emit(mut conversion, PostbackOutcome::Converted) => {
+            conversion.click_missing = true;
+            Decision::Emit(conversion, PostbackOutcome::ClickMissing)
+        }
+        other => other,
+    }
 }
 
 pub fn attribute(
@@ -380,6 +410,91 @@ mod tests {
             id("sale", DuplicatePolicy::Every, "a", "p1"),
             id("sale", DuplicatePolicy::Every, "a", "p2")
         );
+    }
+
+    fn signed_postback(id: &str, click_ts_ms: i64) -> Postback {
+        let keys = traffsure_core::click_hash::ClickHashKeys::parse("1:attribute-test-secret", 1)
+            .unwrap_or_else(|error| panic!("{error}"));
+        Postback {
+            click_hash: keys.sign(click_ts_ms, 3, 77, [1, 2, 3, 4]),
+            flow_id: 3,
+            routing_key: 77,
+            ..postback(id, "", "", ConversionStatus::Approved, None)
+        }
+    }
+
+    #[test]
+    fn a_missing_click_converts_from_its_hash_once() {
+        let f = flow();
+        let first_postback = signed_postback("p1", 1_500);
+        let click = click_from_hash(&first_postback).unwrap_or_else(|| panic!("a click hash"));
+        assert_eq!(
+            (
+                click.flow_id,
+                click.ts_ms,
+                click.routing_key,
+                click.country.as_str()
+            ),
+            (3, 1_500, 77, "")
+        );
+        let decision = mark_missing(attribute(&click, Some(&f), &first_postback, None, 5));
+        let Decision::Emit(first, PostbackOutcome::ClickMissing) = decision else {
+            panic!("expected a click_missing conversion, got {decision:?}");
+        };
+        assert!(first.click_missing);
+        assert_eq!(
+            (
+                first.flow_id,
+                first.click_ts_ms,
+                first.routing_key,
+                first.revenue_micros
+            ),
+            (3, 1_500, 77, 1_000_000)
+        );
+        assert_eq!(
+            first.conversion_id,
+            conversion_id_for(&click, Some(&f), &first_postback)
+        );
+        // The goal converts once: a second postback of the hash is a duplicate.
+        let again = signed_postback("p2", 1_500);
+        assert_eq!(
+            mark_missing(attribute(&click, Some(&f), &again, Some(&first), 6)),
+            Decision::Duplicate {
+                conversion_id: first.conversion_id.clone()
+            }
+        );
+        // A status change updates it, keeping the mark.
+        let mut rejected = signed_postback("p3", 1_500);
+        rejected.set_status(ConversionStatus::Rejected);
+        let updated = emitted(mark_missing(attribute(
+            &click,
+            Some(&f),
+            &rejected,
+            Some(&first),
+            7,
+        )));
+        assert!(updated.click_missing);
+        assert_eq!(updated.version, 2);
+        let mut late = signed_postback("p4", 1_500);
+        late.received_at_ms = 1_500 + DAY_MS + 1;
+        assert_eq!(
+            mark_missing(attribute(&click, Some(&f), &late, None, 8)),
+            Decision::Expired
+        );
+    }
+
+    #[test]
+    fn only_click_hashes_describe_a_click() {
+        let visitor = Postback {
+            visitor_id: "v".into(),
+            ..postback("p1", "", "", ConversionStatus::Approved, None)
+        };
+        assert_eq!(click_from_hash(&visitor), None);
+        let made_up = Postback {
+            click_hash: "click-000000001".into(),
+            ..visitor
+        };
+        assert_eq!(click_from_hash(&made_up), None);
     }
 
     #[test]

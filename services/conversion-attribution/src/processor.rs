@@ -553,30 +553,35 @@ impl Processor {
         }
     }
 
-    /// Reports held postbacks whose click did not come in time as not found.
+    /// Decides the held postbacks whose click did not come in time: one with a click hash
+    /// converts from what the hash carries (`click_missing`), in the open transaction like
+    /// any conversion; one without (a visitor-based postback) is reported as not found.
     fn expire_held(&mut self) -> anyhow::Result<()> {
         let now = Instant::now();
         let mut expired = Vec::new();
-        for owned in self.partitions.values_mut() {
+        for (&partition, owned) in self.partitions.iter_mut() {
             if owned.held.iter().any(|h| h.deadline <= now) {
-                let (gone, waiting) = std::mem::take(&mut owned.held)
+                let (gone, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut owned.held)
                     .into_iter()
                     .partition(|h| h.deadline <= now);
                 owned.held = waiting;
-                expired.extend(gone);
+                expired.extend(gone.into_iter().map(|h| (partition, h)));
             }
         }
         if expired.is_empty() {
             return Ok(());
         }
         self.begin()?;
-        for held in expired {
-            self.publish_result(
-                &held.postback,
-                PostbackOutcome::ClickNotFound,
-                "",
-                "click not found before the hold timeout",
-            )?;
+        for (partition, held) in expired {
+            match attribute::click_from_hash(&held.postback) {
+                Some(click) => self.decide(partition, click, &held.postback, true)?,
+                None => self.publish_result(
+                    &held.postback,
+                    PostbackOutcome::ClickNotFound,
+                    "",
+                    "click not found before the hold timeout",
+                )?,
+            }
         }
         Ok(())
     }
@@ -587,27 +592,47 @@ impl Processor {
             return Ok(());
         };
         let postback = &held.postback;
-        let Some(click) = owned
+        if let Some(click) = owned
             .state
             .find_click(postback)
             .map(|c| owned.state.click_info(c))
-        else {
+        {
+            return self.decide(partition, click, postback, false);
+        }
+        if let Some(click) = attribute::click_from_hash(postback) {
             // The click hash says when its click was: past the window the click is gone
             // from the state (or never kept) and the answer is known without waiting.
-            let click_ts = traffsure_core::click_hash::unverified_ts_ms(&postback.click_hash);
-            if let Some(click_ts) = click_ts {
-                let flow = self.registry.get(postback.flow_id);
-                if postback.received_at_ms - click_ts > attribute::window_ms(flow.as_deref()) {
-                    return self.publish_result(
-                        postback,
-                        PostbackOutcome::Expired,
-                        "",
-                        EXPIRED_MESSAGE,
-                    );
-                }
+            let flow = self.registry.get(click.flow_id);
+            if postback.received_at_ms - click.ts_ms > attribute::window_ms(flow.as_deref()) {
+                return self.publish_result(
+                    postback,
+                    PostbackOutcome::Expired,
+                    "",
+                    EXPIRED_MESSAGE,
+                );
             }
-            tracing::debug!(postback_id = %postback.postback_id, "postback held for its click");
-            owned.held.push(held);
+            // Its conversion was already made from the hash: the click is missing for good
+            // and this postback is decided against that conversion without waiting.
+            let id = attribute::conversion_id_for(&click, flow.as_deref(), postback);
+            if owned.state.conversions.contains_key(&id) {
+                return self.decide(partition, click, postback, true);
+            }
+        }
+        tracing::debug!(postback_id = %postback.postback_id, "postback held for its click");
+        owned.held.push(held);
+        Ok(())
+    }
+
+    /// Decides a postback against its click (`missing`: the one its click hash describes)
+    /// and publishes the conversion version and the result in the open transaction.
+    fn decide(
+        &mut self,
+        partition: i32,
+        click: ClickInfo,
+        postback: &Postback,
+        missing: bool,
+    ) -> anyhow::Result<()> {
+        let Some(owned) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
         let flow = self.registry.get(click.flow_id);
@@ -624,6 +649,11 @@ impl Processor {
             current.map(|c| &c.current),
             now_ms(),
         );
+        let decision = if missing {
+            attribute::mark_missing(decision)
+        } else {
+            decision
+        };
         match decision {
             Decision::Emit(conversion, outcome) => {
                 owned.state.insert_conversion((*conversion).clone());
@@ -634,7 +664,12 @@ impl Processor {
                     &key,
                     &conversion.encode_to_vec(),
                 )?;
-                self.publish_result(postback, outcome, &conversion.conversion_id, "")?;
+                let message = if outcome == PostbackOutcome::ClickMissing {
+                    "click not seen within the hold timeout: converted from its click hash"
+                } else {
+                    ""
+                };
+                self.publish_result(postback, outcome, &conversion.conversion_id, message)?;
             }
             Decision::Duplicate { conversion_id } => self.publish_result(
                 postback,

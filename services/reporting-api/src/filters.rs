@@ -142,6 +142,11 @@ impl Params {
         Ok(self.one_of(name, &V::words())?.and_then(V::from_word))
     }
 
+    /// `true` or `false` (any case).
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        Ok(self.one_of(name, &["true", "false"])?.map(|v| v == "true"))
+    }
+
     pub fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         let Some(value) = self.get(name) else {
             return Ok(None);
@@ -297,6 +302,19 @@ mod tests {
                     .one_of("status", &["approved"])
                     .unwrap_err()
             ),
+            "status"
+        );
+        assert_eq!(
+            params(&[("status", "TRUE")]).flag("status").unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            params(&[("status", "false")]).flag("status").unwrap(),
+            Some(false)
+        );
+        assert_eq!(params(&[]).flag("status").unwrap(), None);
+        assert_eq!(
+            field(params(&[("status", "1")]).flag("status").unwrap_err()),
             "status"
         );
     }

@@ -317,9 +317,13 @@ function conversionsPage() {
   return listPage('Conversions', '/api/v1/conversions', [
     {name: 'flow', label: 'Flow (id or slug)'}, {name: 'goal', label: 'Goal'},
     {name: 'status', label: 'Status', options: ['', 'approved', 'pending', 'rejected']},
+    {name: 'click_missing', label: 'Click missing', options: ['', 'true', 'false']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
-    {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
+    // A conversion made from its click hash alone has no country, source or subs.
+    {title: 'Click hash', render: r => [el('code', {}, r.click_hash), r.click_missing
+      ? el('span', {class: 'badge click-missing', title: 'the click never arrived: converted from its click hash, without the click\'s country, source and subs'}, 'click missing')
+      : null]},
     {title: 'Flow', key: 'flow_name'}, {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
     {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency}, {title: 'UID', key: 'uid'},
     {title: 'Time (UTC)', key: 'time'},

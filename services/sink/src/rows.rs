@@ -137,6 +137,7 @@ pub struct ConversionRow {
     pub updated_at: u32,
     pub updated_at_ms: i64,
     pub disable_postbacks: u8,
+    pub click_missing: u8,
     pub country: String,
     pub source: String,
     pub sub_id: String,
@@ -168,6 +169,7 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         updated_at: seconds(c.updated_at_ms),
         updated_at_ms: c.updated_at_ms,
         disable_postbacks: u8::from(c.disable_postbacks),
+        click_missing: u8::from(c.click_missing),
         sub1: sub(&c.subs, 0),
         sub2: sub(&c.subs, 1),
         sub3: sub(&c.subs, 2),
@@ -410,6 +412,15 @@ mod tests {
             (row.status.as_str(), row.previous_status.as_str()),
             ("approved", "pending")
         );
+        assert_eq!(row.click_missing, 0);
+        let missing = Conversion {
+            click_missing: true,
+            ..first
+        };
+        assert_eq!(
+            conversion_row(&missing.encode_to_vec(), AT)?.click_missing,
+            1
+        );
         Ok(())
     }
 
@@ -425,6 +436,9 @@ mod tests {
         result.set_outcome(PostbackOutcome::ClickNotFound);
         let row = postback_result_row(&result.encode_to_vec(), AT)?;
         assert_eq!(row.outcome, "click_not_found");
+        result.set_outcome(PostbackOutcome::ClickMissing);
+        let row = postback_result_row(&result.encode_to_vec(), AT)?;
+        assert_eq!(row.outcome, "click_missing");
         Ok(())
     }
 }

@@ -17,7 +17,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::process::{Child, Command};
 use traffsure_config::KafkaSettings;
 use traffsure_events::{
-    Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Goal, Postback, PostbackResult,
+    Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Goal, Postback, PostbackOutcome,
+    PostbackResult,
 };
 use traffsure_kafka::Topics;
 use traffsure_tests::{kafka_brokers, StackOptions};
@@ -69,6 +70,36 @@ impl Setup {
 
     pub fn producer(&self) -> anyhow::Result<BaseProducer> {
         Ok(traffsure_kafka::producer_config(&self.kafka).create()?)
+    }
+
+    /// The committed conversions, once `expected` arrived and `settle` passed (a minute at most).
+    pub fn conversions(
+        &self,
+        expected: usize,
+        settle: Duration,
+    ) -> anyhow::Result<Vec<Conversion>> {
+        read_committed(
+            &self.kafka,
+            &self.topics.conversions,
+            expected,
+            settle,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The committed postback results, as `conversions`.
+    pub fn results(
+        &self,
+        expected: usize,
+        settle: Duration,
+    ) -> anyhow::Result<Vec<PostbackResult>> {
+        read_committed(
+            &self.kafka,
+            &self.topics.postback_results,
+            expected,
+            settle,
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -258,6 +289,14 @@ pub fn version(c: &Conversion) -> Version {
         c.previous_status,
         c.previous_revenue_micros,
     )
+}
+
+/// How many results have each of `wanted`'s outcomes, in its order.
+pub fn count_outcomes(results: &[PostbackResult], wanted: &[PostbackOutcome]) -> Vec<usize> {
+    wanted
+        .iter()
+        .map(|o| results.iter().filter(|r| r.outcome == *o as i32).count())
+        .collect()
 }
 
 /// Counts the results per outcome.

@@ -1,5 +1,6 @@
 //! The conversion list: each conversion in its current state (its latest version),
-//! newest first, a page at a time, filtered by flow, goal, status and time range.
+//! newest first, a page at a time, filtered by flow, goal, status, time range and whether
+//! it was made without its click (`click_missing`, from its click hash alone).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -28,19 +29,29 @@ struct ConversionRow {
     created_unix: i64,
     updated: String,
     version: u32,
+    click_missing: u8,
 }
 
-/// Conversions in their current state: filters flow, goal, status, from, to.
+/// Conversions in their current state: filters flow, goal, status, click_missing, from, to.
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let params = Params::new(
         query.into_inner(),
         &[
-            "flow", "goal", "status", "from", "to", "timezone", "cursor", "limit",
+            "flow",
+            "goal",
+            "status",
+            "click_missing",
+            "from",
+            "to",
+            "timezone",
+            "cursor",
+            "limit",
         ],
     )?;
     let flow = params.flow(&state.registry)?;
     let goal = params.text("goal", 100)?;
     let status = params.word::<ConversionStatus>("status")?;
+    let click_missing = params.flag("click_missing")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -53,7 +64,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 argMax(revenue_micros, version) AS rev, argMax(currency, version) AS cur, \
                 argMax(uid, version) AS u, toString(min(created_at)) AS created, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
-                max(version) AS v \
+                max(version) AS v, max(click_missing) AS cm \
          FROM conversions WHERE 1",
     );
     if let Some(flow) = flow {
@@ -61,6 +72,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     }
     if let Some(goal) = goal {
         sql.push(" AND lower(goal) = lower(").str(goal).push(")");
+    }
+    // Decided when a conversion is made: every version of it carries the same value.
+    if let Some(missing) = click_missing {
+        eq(&mut sql, "click_missing", Arg::U32(u32::from(missing)));
     }
     range_condition(&mut sql, "created_at", &from, &to, &timezone);
     if let Some((secs, id)) = &cursor {
@@ -101,6 +116,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "time": r.created,
                 "updated_at": r.updated,
                 "version": r.version,
+                "click_missing": r.click_missing != 0,
             })
         })
         .collect();

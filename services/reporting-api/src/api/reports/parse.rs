@@ -18,6 +18,7 @@ pub const PARAMETERS: &[&str] = &[
     "source",
     "sub_id",
     "goal",
+    "click_missing",
     "sort",
     "format",
     "unique_clicks",
@@ -66,6 +67,8 @@ pub struct Filters {
     pub source: Option<String>,
     pub sub_id: Option<String>,
     pub goal: Option<String>,
+    /// Only conversions made without their click (`true`) or only those with it (`false`).
+    pub click_missing: Option<bool>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub timezone: String,
@@ -108,6 +111,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         source: params.text("source", 200)?,
         sub_id: params.text("sub_id", 200)?,
         goal: params.text("goal", 100)?,
+        click_missing: params.flag("click_missing")?,
         from,
         to,
         timezone,
@@ -227,6 +231,7 @@ mod tests {
             ("flow", "7"),
             ("country", "de"),
             ("goal", "sale"),
+            ("click_missing", "true"),
             ("from", "2026-01-01"),
             ("to", "2026-01-31"),
         ])
@@ -238,6 +243,7 @@ mod tests {
         assert!(request.filters.unique_clicks);
         assert_eq!(request.filters.flow, Some(7));
         assert_eq!(request.filters.country.as_deref(), Some("DE"));
+        assert_eq!(request.filters.click_missing, Some(true));
         assert_eq!(request.filters.to.as_deref(), Some("2026-01-31 23:59:59"));
     }
 
@@ -252,6 +258,7 @@ mod tests {
             (&[("sort", "unique_clicks")], "sort"),
             (&[("unique_clicks", "maybe")], "unique_clicks"),
             (&[("format", "xlsx")], "format"),
+            (&[("click_missing", "yes")], "click_missing"),
             (&[("flow", "no-such-flow")], "flow"),
             (&[("colour", "red")], "colour"),
         ] {

@@ -1,7 +1,8 @@
 //! A report's SQL, built and run: clicks and conversions are aggregated by separate
 //! queries (joined by group key in `merge`, which is simpler and more portable than a
 //! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
-//! asked dimension and filter, the raw table otherwise.
+//! asked dimension and filter, the raw table otherwise. Filters a side has no column for
+//! (a goal or `click_missing` on clicks) leave that side whole.
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -157,6 +158,10 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
             .str(goal.clone())
             .push(")");
     }
+    // The rollup has no such column: a report filtered by it reads the raw table.
+    if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
+        eq(sql, "click_missing", Arg::U32(u32::from(missing)));
+    }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
     range_condition(sql, side.time_column(), &from, &to, &filters.timezone);
@@ -205,7 +210,8 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
 }
 
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let rollup = dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d));
+    let rollup =
+        dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d)) && filters.click_missing.is_none();
     let side = if rollup {
         Side::ConversionRollup
     } else {
@@ -248,6 +254,7 @@ mod tests {
             source: None,
             sub_id: None,
             goal: Some("sale".into()),
+            click_missing: None,
             from: None,
             to: None,
             timezone: "Europe/Berlin".into(),
@@ -298,6 +305,21 @@ mod tests {
             "{}",
             sql.text()
         );
+    }
+
+    #[test]
+    fn click_missing_reads_raw_conversions_and_leaves_clicks_whole() {
+        let missing = Filters {
+            click_missing: Some(true),
+            ..filters()
+        };
+        let sql = conversions_sql(&["day"], &missing, &range());
+        assert!(!sql.text().contains("conversions_hourly"), "{}", sql.text());
+        assert_eq!(sql.text().matches(" AND click_missing = ?").count(), 2);
+        let sql = clicks_sql(&["day"], &missing, &range());
+        assert!(!sql.text().contains("click_missing"), "{}", sql.text());
+        let sql = conversions_sql(&["day"], &filters(), &range());
+        assert!(!sql.text().contains("click_missing"), "{}", sql.text());
     }
 
     #[test]
