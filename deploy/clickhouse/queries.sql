@@ -38,3 +38,13 @@ SELECT toStartOfHour(ts) AS hour, flow_id, count() AS clicks, sum(toUInt64(is_bo
 -- tables: conversions
 -- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
 SELECT flow_id, goal, status, toInt64(count()) AS conversions, sum(revenue_micros) AS revenue_micros FROM (SELECT conversion_id, argMax(flow_id, version) AS flow_id, argMax(goal, version) AS goal, argMax(status, version) AS status, argMax(revenue_micros, version) AS revenue_micros FROM {table} WHERE created_at >= ? AND created_at < ? GROUP BY conversion_id) GROUP BY flow_id, goal, status ORDER BY flow_id, goal, status;
+
+-- name: exchange_rates_for_days
+-- tables: exchange_rates
+-- example: '2026-03-03', '2026-03-02', '2026-03-02'
+SELECT toString(day) AS d, base, currency, argMax(rate, updated_at) AS r FROM {table} WHERE day <= toDate(?) AND (day >= toDate(?) OR (base, currency, day) IN (SELECT base, currency, max(day) FROM {table} WHERE day < toDate(?) GROUP BY base, currency)) GROUP BY day, base, currency ORDER BY day, base, currency;
+
+-- name: conversions_by_day_and_currency
+-- tables: conversions_hourly_currency
+-- example: 'approved', 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, currency AS cur, toInt64(sumIf(conversions, status = ?)) AS a, toInt64(sumIf(revenue_micros, status = ?)) AS rev FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;

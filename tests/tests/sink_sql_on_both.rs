@@ -22,6 +22,12 @@ const SAMPLES: &[&str] = &[
      ('x', 1, 1, 'sale', 'pending', '', 1000000, 0, toDateTime('2026-03-01 10:20:00'), 0, 0), \
      ('x', 2, 1, 'sale', 'approved', 'pending', 2500000, 1000000, toDateTime('2026-03-01 10:20:00'), 0, 1), \
      ('y', 1, 2, 'lead', 'pending', '', 0, 0, toDateTime('2026-03-01 11:20:00'), 1, 0)",
+    "INSERT INTO exchange_rates (day, base, currency, rate, updated_at) VALUES \
+     (toDate('2026-02-27'), 'EUR', 'USD', 1.2, toDateTime('2026-02-27 16:00:00')), \
+     (toDate('2026-02-27'), 'EUR', 'USD', 1.1, toDateTime('2026-02-27 15:00:00')), \
+     (toDate('2026-02-26'), 'EUR', 'JPY', 180.5, toDateTime('2026-02-26 16:00:00')), \
+     (toDate('2026-03-02'), 'EUR', 'USD', 1.25, toDateTime('2026-03-02 16:00:00')), \
+     (toDate('2026-03-04'), 'EUR', 'USD', 1.5, toDateTime('2026-03-04 16:00:00'))",
     "INSERT INTO postback_log (postback_id, received_at, flow_id, param_names, param_values, kafka_partition, kafka_offset) VALUES ('p', toDateTime('2026-03-01 10:20:00'), 1, ['click', 'goal'], ['a', 'sale'], 2, 7)",
     "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, attempted_at, kafka_partition, kafka_offset) VALUES ('o', 'x', 1, toDateTime('2026-03-01 10:21:00'), 3, 9)",
 ];
@@ -158,6 +164,15 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
     assert_eq!(
         answer("conversions_by_status"),
         answer("conversions_current")
+    );
+    // Each base and currency's latest rate before the range, then the range's own.
+    assert_eq!(
+        answer("exchange_rates_for_days"),
+        "2026-02-26\tEUR\tJPY\t180.5\n2026-02-27\tEUR\tUSD\t1.2\n2026-03-02\tEUR\tUSD\t1.25"
+    );
+    assert_eq!(
+        answer("conversions_by_day_and_currency"),
+        "['1']\t2026-03-01\t\t1\t2500000\n['2']\t2026-03-01\t\t0\t0"
     );
     Ok(())
 }

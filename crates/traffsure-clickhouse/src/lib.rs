@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "conversions_click_missing",
         include_str!("../../../deploy/clickhouse/migrations/0005_conversions_click_missing.sql"),
     ),
+    (
+        6,
+        "currencies",
+        include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
@@ -154,7 +159,8 @@ mod tests {
             .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")
                 || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                 || s.starts_with("ALTER TABLE")
-                || s.starts_with("INSERT INTO sink_checkpoints SELECT")));
+                || s.starts_with("INSERT INTO sink_checkpoints SELECT")
+                || s.starts_with("INSERT INTO conversions_hourly_currency\nSELECT")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),

@@ -83,6 +83,44 @@ impl Default for ClickHouseSettings {
     }
 }
 
+/// Money in totals: the currency every total is shown in, and where exchange rates come
+/// from besides the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CurrencySettings {
+    /// The reporting currency, a three-letter code.
+    pub reporting: String,
+    /// A daily rates file in the ECB CSV layout (`Date,USD,JPY,...`, base EUR) fetched
+    /// and imported every `fetch_minutes`; empty = rates come from the API alone.
+    pub rates_url: String,
+    pub fetch_minutes: u64,
+}
+
+impl CurrencySettings {
+    /// The reporting currency in upper case, or an error naming the setting.
+    pub fn reporting_currency(&self) -> Result<String, ConfigError> {
+        let code = self.reporting.trim().to_ascii_uppercase();
+        if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(code)
+        } else {
+            Err(ConfigError(format!(
+                "currency.reporting must be a three-letter code, not {:?}",
+                self.reporting
+            )))
+        }
+    }
+}
+
+impl Default for CurrencySettings {
+    fn default() -> Self {
+        Self {
+            reporting: "USD".into(),
+            rates_url: String::new(),
+            fetch_minutes: 60,
+        }
+    }
+}
+
 /// The HTTP listener of a service (the edge itself, or the health/metrics port).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod currency;
 mod error;
 mod filters;
 mod panel;
@@ -15,7 +16,9 @@ mod state;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
-use traffsure_config::{ClickHouseSettings, HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_config::{
+    ClickHouseSettings, CurrencySettings, HttpSettings, KafkaSettings, TelemetrySettings,
+};
 use traffsure_kafka::retry::{self, Backoff};
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -40,6 +43,8 @@ struct Settings {
     session_hours: u64,
     /// Base URL of the postback dispatcher's HTTP port (manual replays); empty = off.
     dispatcher_url: String,
+    /// The reporting currency and where exchange rates are fetched from.
+    currency: CurrencySettings,
 }
 
 impl Default for Settings {
@@ -55,6 +60,7 @@ impl Default for Settings {
             api_keys: String::new(),
             session_hours: 12,
             dispatcher_url: String::new(),
+            currency: CurrencySettings::default(),
         }
     }
 }
@@ -67,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         auth::Auth::new(&settings.admin, &settings.api_keys, settings.session_hours)
             .context("admin and API key settings")?,
     );
+    let reporting_currency = settings.currency.reporting_currency()?;
     migrate(&settings.clickhouse).await;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
@@ -89,6 +96,19 @@ async fn main() -> anyhow::Result<()> {
         });
     }
 
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .context("http client")?;
+    let rates_url = settings.currency.rates_url.trim();
+    if !rates_url.is_empty() {
+        tokio::spawn(api::exchange_rates::fetch_forever(
+            clickhouse.clone(),
+            http.clone(),
+            rates_url.to_string(),
+            std::time::Duration::from_secs(settings.currency.fetch_minutes.max(1) * 60),
+        ));
+    }
     let producer = traffsure_kafka::producer(&settings.kafka)?;
     traffsure_kafka::metrics::spawn_future_producer_queue_reporter(
         producer.clone(),
@@ -105,10 +125,8 @@ async fn main() -> anyhow::Result<()> {
         dispatcher_url: Some(settings.dispatcher_url.trim().trim_end_matches('/'))
             .filter(|u| !u.is_empty())
             .map(String::from),
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .context("http client")?,
+        http,
+        reporting_currency,
     });
     let mut server = HttpServer::new(move || {
         App::new()

@@ -34,6 +34,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(api::outbound::replay),
         )
         .route("/api/v1/reports", web::get().to(api::reports::report))
+        .route(
+            "/api/v1/exchange-rates",
+            web::get().to(api::exchange_rates::list),
+        )
+        .route(
+            "/api/v1/exchange-rates",
+            web::put().to(api::exchange_rates::put),
+        )
+        .service(
+            web::resource("/api/v1/exchange-rates/import")
+                // The ECB history file is a few MiB.
+                .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
+                .route(web::post().to(api::exchange_rates::import)),
+        )
         .route("/api/v1/flows", web::get().to(api::flows::list))
         .route("/api/v1/flows", web::post().to(api::flows::create))
         .route("/api/v1/flows/{id}", web::get().to(api::flows::get))

@@ -24,6 +24,8 @@ pub struct AppState {
     /// Base URL of the postback dispatcher's HTTP port, for manual replays.
     pub dispatcher_url: Option<String>,
     pub http: reqwest::Client,
+    /// The currency every total is shown in.
+    pub reporting_currency: String,
 }
 
 impl AppState {

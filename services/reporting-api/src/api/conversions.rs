@@ -1,6 +1,8 @@
 //! The conversion list: each conversion in its current state (its latest version),
 //! newest first, a page at a time, filtered by flow, goal, status, time range and whether
-//! it was made without its click (`click_missing`, from its click hash alone).
+//! it was made without its click (`click_missing`, from its click hash alone). Each shows
+//! its revenue as the advertiser sent it and in the reporting currency (`null` while no
+//! rate converts it).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -10,6 +12,7 @@ use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
 use super::page::{page_json, split_page, Query};
+use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, range_condition, Params};
 use crate::sql::{Arg, Sql};
@@ -26,6 +29,7 @@ struct ConversionRow {
     currency: String,
     uid: String,
     created: String,
+    created_day: String,
     created_unix: i64,
     updated: String,
     version: u32,
@@ -63,6 +67,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 argMax(goal, version) AS g, argMax(status, version) AS st, \
                 argMax(revenue_micros, version) AS rev, argMax(currency, version) AS cur, \
                 argMax(uid, version) AS u, toString(min(created_at)) AS created, \
+                toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
                 max(version) AS v, max(click_missing) AS cm \
          FROM conversions WHERE 1",
@@ -100,6 +105,13 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     let next = split_page(&mut rows, size, |r| {
         format!("{}_{}", r.created_unix, r.conversion_id)
     });
+    let days = rows.iter().map(|r| r.created_day.as_str());
+    let rates = match (days.clone().min(), days.max()) {
+        (Some(first), Some(last)) => {
+            Rates::load(&state.clickhouse, &state.reporting_currency, first, last).await?
+        }
+        _ => Rates::new(&state.reporting_currency),
+    };
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
@@ -112,6 +124,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "status": r.status,
                 "revenue": format_micros(r.revenue_micros),
                 "currency": r.currency,
+                "revenue_converted": rates
+                    .convert(r.revenue_micros, &r.created_day, &r.currency)
+                    .map(format_micros),
+                "currency_converted": rates.reporting(),
                 "uid": r.uid,
                 "time": r.created,
                 "updated_at": r.updated,

@@ -1,5 +1,7 @@
 //! The dashboard: today's four figures (UTC) and today against yesterday by hour, read
-//! from the hourly rollups, plus the number of active flows from the registry.
+//! from the hourly rollups, plus the number of active flows from the registry. Revenue
+//! is in the reporting currency (`crate::currency`); today's revenue without a rate is
+//! shown apart, by currency.
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -8,6 +10,7 @@ use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{ConversionStatus, FlowStatus};
 
+use crate::currency::{Rates, WithoutRate};
 use crate::error::ApiError;
 use crate::sql::Sql;
 use crate::state::AppState;
@@ -21,6 +24,7 @@ struct HourCount {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct HourConversions {
     hour: String,
+    currency: String,
     approved: i64,
     pending: i64,
     rejected: i64,
@@ -44,18 +48,29 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
              FROM clicks_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
         )
         .fetch_all::<HourCount>();
-    let mut conversions = Sql::new("SELECT toString(hour) AS h, ");
+    let mut conversions = Sql::new("SELECT toString(hour) AS h, currency AS cur, ");
     conversions
         .conversions_by_status("sumIf(conversions, ")
-        .push(" FROM conversions_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h");
+        .push(
+        " FROM conversions_hourly_currency WHERE hour >= toDateTime(yesterday()) GROUP BY h, cur",
+    );
     let conversions = conversions
         .query(&state.clickhouse)
         .fetch_all::<HourConversions>();
     let date = state
         .clickhouse
-        .query("SELECT toString(today())")
-        .fetch_one::<String>();
-    let (clicks, conversions, date) = tokio::try_join!(clicks, conversions, date)?;
+        .query("SELECT toString(today()), toString(yesterday())")
+        .fetch_one::<(String, String)>();
+    let (clicks, conversions, (date, yesterday_date)) =
+        tokio::try_join!(clicks, conversions, date)?;
+    let rates = Rates::load(
+        &state.clickhouse,
+        &state.reporting_currency,
+        &yesterday_date,
+        &date,
+    )
+    .await?;
+    let mut without_rate = WithoutRate::default();
 
     let mut today = vec![(0i64, 0i64, 0i64); 24];
     let mut yesterday = vec![(0i64, 0i64, 0i64); 24];
@@ -75,7 +90,14 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         if let Some((is_today, h)) = slot(&row.hour) {
             let series = if is_today { &mut today } else { &mut yesterday };
             series[h].1 += row.approved + row.pending;
-            series[h].2 += row.revenue_micros;
+            let day = row.hour.get(..10).unwrap_or_default();
+            match rates.convert(row.revenue_micros, day, &row.currency) {
+                Some(revenue) => series[h].2 += revenue,
+                None if is_today && row.revenue_micros != 0 => {
+                    without_rate.add(&row.currency, row.approved, row.revenue_micros)
+                }
+                None => {}
+            }
             if is_today {
                 approved += row.approved;
                 pending += row.pending;
@@ -112,6 +134,8 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
             ConversionStatus::Rejected.word(): rejected,
         },
         "revenue_today": format_micros(today.iter().map(|p| p.2).sum::<i64>()),
+        "reporting_currency": rates.reporting(),
+        "without_rate_today": without_rate.json(),
         "active_flows": active_flows,
         "hourly": {"today": points(&today), "yesterday": points(&yesterday)},
     })))

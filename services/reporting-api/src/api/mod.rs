@@ -1,5 +1,5 @@
-//! The JSON API under `/api/v1`, one module per resource: flows (the only writes, to the
-//! `flows` topic), the dashboard and reports (aggregates), and the clicks, conversions,
+//! The JSON API under `/api/v1`, one module per resource: flows (written to the `flows`
+//! topic), exchange rates (written to ClickHouse), the dashboard and reports (aggregates), and the clicks, conversions,
 //! postback log and outbound postback lists (raw tables, a page at a time). Login lives
 //! in `auth`; routes are registered in `routes`.
 
@@ -8,6 +8,7 @@ use actix_web::HttpResponse;
 pub mod clicks;
 pub mod conversions;
 pub mod dashboard;
+pub mod exchange_rates;
 pub mod flows;
 pub mod outbound;
 mod page;

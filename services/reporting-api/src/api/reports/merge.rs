@@ -1,5 +1,7 @@
 //! Clicks and conversions joined by group key into one row per group with its totals,
 //! and the derived metrics (CR, profit, ROI, EPC) of each row and of the whole report.
+//! Revenue is converted to the reporting currency here, at the rate of its day; revenue
+//! without a rate is kept apart (`without_rate`) and is in no sum.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,7 @@ use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
 use super::query::{ClickAgg, ConversionAgg};
+use crate::currency::{Rates, WithoutRate};
 
 /// A metric's name, its JSON value, and the number it sorts by.
 pub type Metric = (&'static str, Value, f64);
@@ -26,8 +29,11 @@ pub struct Totals {
     pub approved: i64,
     pub pending: i64,
     pub rejected: i64,
+    /// Approved revenue in the reporting currency.
     pub revenue_micros: i64,
     pub cost_micros: i64,
+    /// Approved revenue no rate converts, by currency.
+    pub without_rate: WithoutRate,
 }
 
 impl Totals {
@@ -41,6 +47,7 @@ impl Totals {
         self.rejected += o.rejected;
         self.revenue_micros += o.revenue_micros;
         self.cost_micros += o.cost_micros;
+        self.without_rate.merge(&o.without_rate);
     }
 
     /// Metrics by name, in the order of `parse::METRICS`; money as decimal text, ratios
@@ -95,15 +102,22 @@ impl Totals {
             ("profit", json!(format_micros(profit)), profit as f64),
             ("roi", json!(roi), roi),
             ("epc", json!(format_micros(epc_micros)), epc_micros as f64),
+            (
+                "without_rate",
+                json!(self.without_rate.conversions()),
+                self.without_rate.conversions() as f64,
+            ),
         ]
     }
 }
 
-/// Both sides' rows summed by group key (a group either side lacks counts zero there).
+/// Both sides' rows summed by group key (a group either side lacks counts zero there),
+/// revenue converted with `rates`.
 pub fn groups(
     clicks: Vec<ClickAgg>,
     conversions: Vec<ConversionAgg>,
     with_uniques: bool,
+    rates: &Rates,
 ) -> BTreeMap<Vec<String>, Totals> {
     let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
     for row in clicks {
@@ -120,7 +134,14 @@ pub fn groups(
         t.approved += row.approved;
         t.pending += row.pending;
         t.rejected += row.rejected;
-        t.revenue_micros += row.revenue_micros;
+        match rates.convert(row.revenue_micros, &row.day, &row.currency) {
+            Some(revenue) => t.revenue_micros += revenue,
+            None if row.revenue_micros != 0 => {
+                t.without_rate
+                    .add(&row.currency, row.approved, row.revenue_micros)
+            }
+            None => {}
+        }
     }
     groups
 }
@@ -204,12 +225,14 @@ mod tests {
         ];
         let conversions = vec![ConversionAgg {
             keys: key("1"),
+            day: "2026-03-02".into(),
+            currency: "USD".into(),
             approved: 2,
             pending: 1,
             rejected: 1,
             revenue_micros: 8_000_000,
         }];
-        let groups = groups(clicks, conversions, true);
+        let groups = groups(clicks, conversions, true, &Rates::new("USD"));
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[&key("1")].approved, 2);
         assert_eq!(groups[&key("1")].clicks, 10);
@@ -223,5 +246,43 @@ mod tests {
         assert_eq!(total.unique_clicks, 11);
         assert_eq!(total.revenue_micros, 8_000_000);
         assert!(total.with_uniques);
+    }
+
+    #[test]
+    fn revenue_is_converted_by_day_and_currency_and_never_summed_without_a_rate() {
+        let mut rates = Rates::new("USD");
+        rates.insert("2026-03-02", "EUR", "USD", 1.25);
+        rates.insert("2026-03-02", "EUR", "JPY", 187.5);
+        let row = |day: &str, currency: &str, approved: i64, revenue_micros: i64| ConversionAgg {
+            keys: vec!["1".into()],
+            day: day.into(),
+            currency: currency.into(),
+            approved,
+            pending: 0,
+            rejected: 0,
+            revenue_micros,
+        };
+        let conversions = vec![
+            row("2026-03-02", "USD", 1, 7_000_000),
+            row("2026-03-02", "EUR", 2, 10_000_000),
+            row("2026-03-03", "JPY", 1, 1_500_000_000),
+            row("2026-03-02", "GBP", 3, 9_000_000),
+            row("2026-03-01", "EUR", 1, 4_000_000),
+        ];
+        let groups = groups(Vec::new(), conversions, false, &rates);
+        let (_, total) = rows(&groups, &["flow"], false, |_| String::new());
+        assert_eq!(total.revenue_micros, 7_000_000 + 12_500_000 + 10_000_000);
+        assert_eq!(total.approved, 8);
+        let mut expected = WithoutRate::default();
+        expected.add("GBP", 3, 9_000_000);
+        expected.add("EUR", 1, 4_000_000);
+        assert_eq!(total.without_rate, expected);
+        let m: HashMap<_, _> = total
+            .metrics()
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect();
+        assert_eq!(m["without_rate"], json!(4));
+        assert_eq!(m["revenue"], json!("29.5"));
     }
 }

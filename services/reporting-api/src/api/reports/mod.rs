@@ -1,6 +1,6 @@
 //! `GET /api/v1/reports`: clicks and conversions grouped by up to four dimensions from an
-//! allow-list, with derived metrics (CR, profit, ROI, EPC), a time zone, a sort key and
-//! CSV export. A report goes through five steps, one module each: `parse` (query string
+//! allow-list, with derived metrics (CR, profit, ROI, EPC), money in the reporting
+//! currency, a time zone, a sort key and CSV export. A report goes through five steps, one module each: `parse` (query string
 //! → typed request), `query` (SQL built and run), `merge` (both sides joined by group
 //! key), `sort` and `render` (JSON or CSV).
 
@@ -29,9 +29,10 @@ pub async fn report(
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let (clicks, conversions) = query::run(&state.clickhouse, &request, &range).await?;
+    let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
 
     let unique_clicks = request.filters.unique_clicks;
-    let groups = merge::groups(clicks, conversions, unique_clicks);
+    let groups = merge::groups(clicks, conversions, unique_clicks, &rates);
     let (mut rows, total) = merge::rows(&groups, &request.dims, unique_clicks, |id| {
         state.flow_name(id)
     });
@@ -43,7 +44,7 @@ pub async fn report(
             .insert_header(("content-disposition", "attachment; filename=\"report.csv\""))
             .body(render::csv(&request.dims, &rows)),
         parse::Format::Json => {
-            HttpResponse::Ok().json(render::json(&request, &range, rows, &total))
+            HttpResponse::Ok().json(render::json(&request, &range, rows, &total, &rates))
         }
     })
 }

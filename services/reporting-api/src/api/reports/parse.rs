@@ -45,6 +45,7 @@ pub const METRICS: &[&str] = &[
     "profit",
     "roi",
     "epc",
+    "without_rate",
 ];
 
 /// What a report asks for.

@@ -2,12 +2,14 @@
 //! queries (joined by group key in `merge`, which is simpler and more portable than a
 //! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
 //! asked dimension and filter, the raw table otherwise. Filters a side has no column for
-//! (a goal or `click_missing` on clicks) leave that side whole.
+//! (a goal or `click_missing` on clicks) leave that side whole. Conversions come by UTC
+//! day and currency as well, for `merge` to convert their revenue.
 
 use clickhouse::Client;
 use serde::Deserialize;
 
 use super::parse::{Filters, ReportRequest, DIMENSIONS};
+use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
 use crate::sql::{Arg, Sql};
@@ -35,10 +37,13 @@ pub struct ClickAgg {
     pub cost_micros: i64,
 }
 
-/// One group's conversions, as the conversions query returns them.
+/// One group's conversions of one day (UTC) and currency, as the conversions query
+/// returns them: the day and currency pick the rate that converts the revenue.
 #[derive(Debug, clickhouse::Row, Deserialize)]
 pub struct ConversionAgg {
     pub keys: Vec<String>,
+    pub day: String,
+    pub currency: String,
     pub approved: i64,
     pub pending: i64,
     pub rejected: i64,
@@ -88,6 +93,18 @@ pub async fn range(client: &Client, filters: &Filters) -> Result<Range, ApiError
             .clone()
             .unwrap_or_else(|| format!("{today} 23:59:59")),
     })
+}
+
+/// The rates that convert the report's revenue: its range read in any time zone spans
+/// the UTC days from the day before `from` to the day after `to`.
+pub async fn rates(client: &Client, reporting: &str, range: &Range) -> Result<Rates, ApiError> {
+    let mut sql = Sql::new("SELECT toString(toDate(");
+    sql.str(range.from.as_str())
+        .push(") - 1), toString(toDate(")
+        .str(range.to.as_str())
+        .push(") + 1)");
+    let (from, to) = sql.query(client).fetch_one::<(String, String)>().await?;
+    Rates::load(client, reporting, &from, &to).await
 }
 
 /// Runs both sides of the report at once.
@@ -219,10 +236,13 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     };
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
+    sql.push(", toString(toDate(")
+        .push(side.time_column())
+        .push(", 'UTC')) AS d, currency AS cur");
     if rollup {
         sql.push(", ")
             .conversions_by_status("sumIf(conversions, ")
-            .push(" FROM conversions_hourly");
+            .push(" FROM conversions_hourly_currency");
         where_clause(&mut sql, filters, range, side);
     } else {
         // The latest version of each conversion in range, then grouped.
@@ -238,7 +258,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
         sql.append(&inner);
         sql.push(" GROUP BY conversion_id))");
     }
-    sql.push(" GROUP BY keys");
+    sql.push(" GROUP BY keys, d, cur");
     sql
 }
 
@@ -276,7 +296,7 @@ mod tests {
         assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
         let sql = conversions_sql(&["goal", "hour"], &filters(), &range());
         assert!(
-            sql.text().contains("FROM conversions_hourly"),
+            sql.text().contains("FROM conversions_hourly_currency"),
             "{}",
             sql.text()
         );

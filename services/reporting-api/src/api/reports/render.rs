@@ -6,8 +6,17 @@ use serde_json::{json, Map, Value};
 use super::merge::{Row, Totals};
 use super::parse::{ReportRequest, METRICS};
 use super::query::Range;
+use crate::currency::Rates;
 
-pub fn json(request: &ReportRequest, range: &Range, rows: Vec<Row>, total: &Totals) -> Value {
+/// Money in `rates`' reporting currency; `without_rate` lists, by currency, the approved
+/// revenue no rate converts (in none of the sums).
+pub fn json(
+    request: &ReportRequest,
+    range: &Range,
+    rows: Vec<Row>,
+    total: &Totals,
+    rates: &Rates,
+) -> Value {
     let rows: Vec<Value> = rows
         .into_iter()
         .map(|(mut keys, metrics)| {
@@ -29,6 +38,8 @@ pub fn json(request: &ReportRequest, range: &Range, rows: Vec<Row>, total: &Tota
         "to": range.to,
         "rows": rows,
         "totals": totals,
+        "reporting_currency": rates.reporting(),
+        "without_rate": total.without_rate.json(),
     })
 }
 
@@ -119,7 +130,7 @@ mod tests {
         );
         assert_eq!(
             lines.next(),
-            Some("7,\"Summer, sale\",3,,0,0,0,0,0,0.0,0,0,0,0.0,0")
+            Some("7,\"Summer, sale\",3,,0,0,0,0,0,0.0,0,0,0,0.0,0,0")
         );
     }
 }
