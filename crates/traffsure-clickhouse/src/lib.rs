@@ -7,6 +7,7 @@ use traffsure_config::ClickHouseSettings;
 pub use clickhouse;
 
 pub mod queries;
+pub mod rates;
 pub mod retention;
 
 /// The migrations, in order. Each is idempotent on its own, and applied ones are

@@ -92,7 +92,8 @@ impl Dispatcher {
                 return self.finish(record, partition, attempt, None, error).await;
             }
         };
-        let request = build_request(&outbound, &conversion);
+        let converted = self.converter.convert(&conversion).await;
+        let request = build_request(&outbound, &conversion, &converted);
         attempt.method = request.method.clone();
         attempt.url = request.url.clone();
         attempt.request_body = request.body.clone();

@@ -17,7 +17,7 @@
 //! it is due. What is left to others: the bookkeeping of deliveries and replay selection
 //! (`deliveries`), delivery records (`records`), consuming conversions and partition moves
 //! (`consume`), one HTTP attempt and its outcome (`attempt`), firing conditions and
-//! templates (`render`), the SSRF guard (`guard`), circuit breakers, host limits and the
+//! templates (`render`), the reporting-currency amount (`converted`), the SSRF guard (`guard`), circuit breakers, host limits and the
 //! retry schedule (`breaker`).
 
 use std::collections::HashMap;
@@ -34,6 +34,7 @@ use traffsure_events::{OutboundDelivery, OutboundState};
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::breaker::{Backoff, Hosts};
+use crate::converted::Converter;
 use crate::deliveries::{replayed, Deliveries, ReplaySelection};
 use crate::guard::GuardedResolver;
 use crate::{OutboundSettings, Settings};
@@ -56,6 +57,7 @@ pub struct Dispatcher {
     pub(crate) retries: prometheus::IntCounterVec,
     pub(crate) circuit_state: prometheus::IntGaugeVec,
     pub(crate) by_state: prometheus::IntGaugeVec,
+    pub(crate) converter: Converter,
 }
 
 impl Dispatcher {
@@ -77,6 +79,10 @@ impl Dispatcher {
             .build()
             .context("build http client")?;
         Ok(Arc::new(Self {
+            converter: Converter::new(
+                traffsure_clickhouse::client(&settings.clickhouse),
+                settings.currency.reporting_currency()?,
+            ),
             kafka: settings.kafka.clone(),
             group_id: settings.group_id.clone(),
             producer: traffsure_kafka::producer(&settings.kafka)?,

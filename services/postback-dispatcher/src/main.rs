@@ -8,6 +8,7 @@
 mod attempt;
 mod breaker;
 mod consume;
+mod converted;
 mod deliveries;
 mod dispatcher;
 mod guard;
@@ -20,7 +21,9 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
-use traffsure_config::{HttpSettings, KafkaSettings, TelemetrySettings};
+use traffsure_config::{
+    ClickHouseSettings, CurrencySettings, HttpSettings, KafkaSettings, TelemetrySettings,
+};
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
 
@@ -37,6 +40,10 @@ pub struct Settings {
     /// Consumer group of the conversions consumer.
     pub group_id: String,
     pub outbound: OutboundSettings,
+    /// Where exchange rates are read for `{revenue_converted}`.
+    pub clickhouse: ClickHouseSettings,
+    /// The reporting currency of `{revenue_converted}`.
+    pub currency: CurrencySettings,
 }
 
 impl Default for Settings {
@@ -47,6 +54,8 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             group_id: "traffsure-dispatcher".into(),
             outbound: OutboundSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
+            currency: CurrencySettings::default(),
         }
     }
 }

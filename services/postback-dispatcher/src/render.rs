@@ -1,7 +1,8 @@
 //! Which outbound postbacks a conversion fires, and the request each one sends.
 //!
 //! Decides firing conditions (status, goal, `disable_postbacks`, enabled) and fills the
-//! URL and body templates; delivery, retries and the SSRF guard are left to others.
+//! URL and body templates; delivery, retries, the SSRF guard and the exchange rate behind
+//! `{revenue_converted}` are left to others.
 
 use std::borrow::Cow;
 
@@ -42,8 +43,21 @@ pub fn firing<'f>(flow: &'f Flow, conversion: &Conversion) -> Vec<&'f OutboundPo
         .collect()
 }
 
+/// A conversion's revenue in the reporting currency, for `{revenue_converted}` and
+/// `{currency_converted}`: `None` when no rate converts it, and then the macro is empty
+/// (a receiver never gets the amount sent as if it were the reporting currency).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converted {
+    pub revenue_micros: Option<i64>,
+    pub currency: String,
+}
+
 /// The value of one outbound macro for a conversion, unencoded.
-pub fn macro_value<'c>(conversion: &'c Conversion, name: &str) -> Option<Cow<'c, str>> {
+pub fn macro_value<'c>(
+    conversion: &'c Conversion,
+    converted: &'c Converted,
+    name: &str,
+) -> Option<Cow<'c, str>> {
     let sub = |i: usize| -> Cow<'c, str> {
         conversion
             .subs
@@ -61,6 +75,12 @@ pub fn macro_value<'c>(conversion: &'c Conversion, name: &str) -> Option<Cow<'c,
         // A conversion carries one amount: what the advertiser reported (or the goal's
         // default payout), so {payout} and {revenue} are the same value.
         "revenue" | "payout" => format_micros(conversion.revenue_micros).into(),
+        "revenue_converted" => converted
+            .revenue_micros
+            .map(format_micros)
+            .unwrap_or_default()
+            .into(),
+        "currency_converted" => converted.currency.as_str().into(),
         "uid" => conversion.uid.as_str().into(),
         "currency" => conversion.currency.as_str().into(),
         "country" => conversion.country.as_str().into(),
@@ -89,8 +109,14 @@ pub struct OutboundRequest {
 
 /// Fills the templates of `outbound` for `conversion`: URL-encoded values in the URL and
 /// form bodies, JSON-escaped values in JSON bodies.
-pub fn build_request(outbound: &OutboundPostback, conversion: &Conversion) -> OutboundRequest {
-    let url = render(&outbound.url, |name| macro_value(conversion, name));
+pub fn build_request(
+    outbound: &OutboundPostback,
+    conversion: &Conversion,
+    converted: &Converted,
+) -> OutboundRequest {
+    let url = render(&outbound.url, |name| {
+        macro_value(conversion, converted, name)
+    });
     let method = if outbound.method.eq_ignore_ascii_case("POST") {
         "POST"
     } else {
@@ -100,13 +126,13 @@ pub fn build_request(outbound: &OutboundPostback, conversion: &Conversion) -> Ou
         (String::new(), None)
     } else if outbound.body_format == "json" {
         (
-            render_json(&outbound.body_template, conversion),
+            render_json(&outbound.body_template, conversion, converted),
             Some("application/json"),
         )
     } else {
         (
             render(&outbound.body_template, |name| {
-                macro_value(conversion, name)
+                macro_value(conversion, converted, name)
             }),
             Some("application/x-www-form-urlencoded"),
         )
@@ -121,12 +147,12 @@ pub fn build_request(outbound: &OutboundPostback, conversion: &Conversion) -> Ou
 
 /// Fills a JSON body template: each macro's value is escaped for use inside a JSON
 /// string, e.g. `{"click": "{click}"}`.
-fn render_json(template: &str, conversion: &Conversion) -> String {
+fn render_json(template: &str, conversion: &Conversion, converted: &Converted) -> String {
     // `render` URL-encodes what the lookup returns, so the lookup hands it a marker that
     // survives encoding and the real, JSON-escaped value replaces it afterwards.
     let mut values = Vec::new();
     let marked = render(template, |name| {
-        let value = macro_value(conversion, name)?;
+        let value = macro_value(conversion, converted, name)?;
         values.push(json_escape(&value));
         Some(format!("\u{1}{}\u{1}", values.len() - 1).into())
     });
@@ -211,15 +237,40 @@ mod tests {
     #[test]
     fn fills_the_url_with_encoded_values() {
         let c = conversion(ConversionStatus::Approved, "sale");
-        let request = build_request(&outbound("any", &[]), &c);
+        let request = build_request(&outbound("any", &[]), &c, &Converted::default());
         assert_eq!(request.method, "GET");
         assert_eq!(
             request.url,
             "https://s.test/pb?c=h123&st=approved&r=12.5&u=tx%201%262&s1=a&s3=c%2Fd&s9=&x={bogus}"
         );
         assert!(request.body.is_empty());
-        assert_eq!(macro_value(&c, "ts").as_deref(), Some("1700000000"));
-        assert_eq!(macro_value(&c, "sub11"), None);
+        let none = Converted::default();
+        assert_eq!(macro_value(&c, &none, "ts").as_deref(), Some("1700000000"));
+        assert_eq!(macro_value(&c, &none, "sub11"), None);
+    }
+
+    #[test]
+    fn revenue_goes_as_sent_and_converted() {
+        let mut c = conversion(ConversionStatus::Approved, "sale");
+        c.currency = "EUR".into();
+        let mut o = outbound("any", &[]);
+        o.url = "https://s.test/pb?r={revenue}&c={currency}&rc={revenue_converted}&cc={currency_converted}".into();
+        let converted = Converted {
+            revenue_micros: Some(15_625_000),
+            currency: "USD".into(),
+        };
+        assert_eq!(
+            build_request(&o, &c, &converted).url,
+            "https://s.test/pb?r=12.5&c=EUR&rc=15.625&cc=USD"
+        );
+        let without_rate = Converted {
+            revenue_micros: None,
+            currency: "USD".into(),
+        };
+        assert_eq!(
+            build_request(&o, &c, &without_rate).url,
+            "https://s.test/pb?r=12.5&c=EUR&rc=&cc=USD"
+        );
     }
 
     #[test]
@@ -228,14 +279,15 @@ mod tests {
         let mut post = outbound("any", &[]);
         post.method = "POST".into();
         post.body_template = "click={click}&uid={uid}".into();
-        let form = build_request(&post, &c);
+        let none = Converted::default();
+        let form = build_request(&post, &c, &none);
         assert_eq!(form.body, "click=h123&uid=tx%201%262");
         assert_eq!(form.content_type, Some("application/x-www-form-urlencoded"));
 
         post.body_format = "json".into();
         post.body_template =
             r#"{"click":"{click}","sub_id":"{sub_id}","status":"{status}","r":{revenue}}"#.into();
-        let json = build_request(&post, &c);
+        let json = build_request(&post, &c, &none);
         assert_eq!(json.content_type, Some("application/json"));
         let parsed: serde_json::Value =
             serde_json::from_str(&json.body).expect("the body is valid JSON");

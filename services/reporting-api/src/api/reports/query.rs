@@ -104,7 +104,9 @@ pub async fn rates(client: &Client, reporting: &str, range: &Range) -> Result<Ra
         .str(range.to.as_str())
         .push(") + 1)");
     let (from, to) = sql.query(client).fetch_one::<(String, String)>().await?;
-    Rates::load(client, reporting, &from, &to).await
+    Rates::load(client, reporting, &from, &to)
+        .await
+        .map_err(ApiError::from)
 }
 
 /// Runs both sides of the report at once.
