@@ -153,13 +153,20 @@ async function dashboardPage() {
       el('div', {class: 'cards'},
         card('Clicks Today', 'clicks_today', d.clicks_today),
         card('Conversions Today', 'conversions_today', d.conversions_today),
-        card('Revenue Today', 'revenue_today', d.revenue_today),
+        card('Revenue Today (' + d.reporting_currency + ')', 'revenue_today', d.revenue_today),
+        card('Without Rate', 'without_rate_today', withoutRate(d.without_rate_today)),
         card('Active Flows', 'active_flows', d.active_flows)),
       el('div', {class: 'charts'},
         lineChart('Clicks by hour', d.hourly.today.map(p => p.clicks), d.hourly.yesterday.map(p => p.clicks)),
         lineChart('Conversions by hour', d.hourly.today.map(p => p.conversions), d.hourly.yesterday.map(p => p.conversions)),
         lineChart('Revenue by hour', d.hourly.today.map(p => Number(p.revenue)), d.hourly.yesterday.map(p => Number(p.revenue)))));
   } catch (error) { showError(error); }
+}
+
+// Revenue no exchange rate converts yet: in no total, shown apart by currency.
+function withoutRate(w) {
+  if (!w || !w.conversions) return '0';
+  return w.conversions + ' (' + w.by_currency.map(c => c.revenue + ' ' + c.currency).join(', ') + ')';
 }
 
 async function setStatus(flow, status) {
@@ -325,7 +332,9 @@ function conversionsPage() {
       ? el('span', {class: 'badge click-missing', title: 'the click never arrived: converted from its click hash, without the click\'s country, source and subs'}, 'click missing')
       : null]},
     {title: 'Flow', key: 'flow_name'}, {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
-    {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency}, {title: 'UID', key: 'uid'},
+    {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency},
+    {title: 'Converted', num: true, render: r => r.revenue_converted === null ? 'no rate' : r.revenue_converted + ' ' + r.currency_converted},
+    {title: 'UID', key: 'uid'},
     {title: 'Time (UTC)', key: 'time'},
   ]);
 }
@@ -397,7 +406,7 @@ function outboundPage() {
 
 const DIMENSIONS = ['day', 'hour', 'flow', 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
   'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
-const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc'];
+const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate'];
 
 function barChart(rows, label) {
   const ns = 'http://www.w3.org/2000/svg';
@@ -452,7 +461,8 @@ async function reportsPage() {
     const keyColumns = data.group_by.flatMap(d => d === 'flow' ? [{title: 'flow', key: 'flow'}, {title: 'flow name', key: 'flow_name'}] : [{title: d, key: d}]);
     const label = r => data.group_by.map(d => d === 'flow' ? r.flow_name || r.flow : r[d]).join(' / ');
     main.append(
-      el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
+      el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · money in ${data.reporting_currency} · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
+      el('p', {id: 'without_rate'}, 'Without rate (in no total): ' + withoutRate(data.without_rate)),
       barChart(data.rows, label),
       table([...keyColumns, ...METRICS.filter(m => m !== 'unique_clicks' || data.totals.unique_clicks !== null).map(m => ({title: m, key: m, num: true}))],
         [...data.rows, Object.assign({[data.group_by[0]]: 'Total'}, data.totals)]));
