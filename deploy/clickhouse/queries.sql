@@ -48,3 +48,8 @@ SELECT toString(day) AS d, base, currency, argMax(rate, updated_at) AS r FROM {t
 -- tables: conversions_hourly_currency
 -- example: 'approved', 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
 SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, currency AS cur, toInt64(sumIf(conversions, status = ?)) AS a, toInt64(sumIf(revenue_micros, status = ?)) AS rev FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;
+
+-- name: costs_by_day_and_currency
+-- tables: clicks_cost_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;

@@ -44,6 +44,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         source: "push".into(),
         subs: vec!["a".into(), String::new(), "c".into()],
         cost_micros: 12_500,
+        cost_currency: "EUR".into(),
         destination_url: "https://offer.example/?c=x".into(),
         is_bot: true,
         extra: [("k".to_string(), "v".to_string())].into(),

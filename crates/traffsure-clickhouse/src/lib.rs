@@ -161,7 +161,8 @@ mod tests {
                 || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                 || s.starts_with("ALTER TABLE")
                 || s.starts_with("INSERT INTO sink_checkpoints SELECT")
-                || s.starts_with("INSERT INTO conversions_hourly_currency\nSELECT")));
+                || s.starts_with("INSERT INTO conversions_hourly_currency\nSELECT")
+                || s.starts_with("INSERT INTO clicks_cost_hourly\nSELECT")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),

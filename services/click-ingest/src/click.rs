@@ -134,7 +134,11 @@ pub struct ClickParams {
     /// The cost as sent when it is a valid decimal, else empty.
     pub cost: String,
     pub cost_micros: i64,
-    /// Everything else, including a `cost` that is not a number (kept, not trusted).
+    /// The currency of the cost (`cost_currency`, three letters), upper case; empty when
+    /// not sent or not a currency code (the cost is then in the reporting currency).
+    pub cost_currency: String,
+    /// Everything else, including a `cost` that is not a number and a `cost_currency`
+    /// that is not a currency code (kept, not trusted).
     pub extra: std::collections::BTreeMap<String, String>,
 }
 
@@ -159,6 +163,15 @@ impl ClickParams {
                         params.extra.insert(name.into_owned(), value.into_owned());
                     }
                 },
+                "cost_currency" => {
+                    let code = value.trim();
+                    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        params.cost_currency = code.to_ascii_uppercase();
+                    } else {
+                        params.cost_currency.clear();
+                        params.extra.insert(name.into_owned(), value.into_owned());
+                    }
+                }
                 other => match sub_index(other) {
                     Some(i) => params.subs[i] = value.into_owned(),
                     None => {
@@ -388,6 +401,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         source: &params.source,
         subs: &params.subs,
         cost_micros: params.cost_micros,
+        cost_currency: &params.cost_currency,
         destination_url: &destination,
         is_bot,
         extra: &params.extra,
@@ -546,6 +560,18 @@ mod tests {
         }
         let p = ClickParams::parse("cost=0.0123");
         assert_eq!((p.cost.as_str(), p.cost_micros), ("0.0123", 12_300));
+        assert_eq!(p.cost_currency, "");
+        let eur = ClickParams::parse("cost=2&cost_currency=eur");
+        assert_eq!(
+            (eur.cost_micros, eur.cost_currency.as_str()),
+            (2_000_000, "EUR")
+        );
+        let bad = ClickParams::parse("cost=2&cost_currency=euros");
+        assert_eq!(bad.cost_currency, "");
+        assert_eq!(
+            bad.extra.get("cost_currency").map(String::as_str),
+            Some("euros")
+        );
         assert_eq!(p.value("cost"), Some("0.0123"));
         assert_eq!(p.value("sub01"), None);
         assert_eq!(p.value("sub10"), Some(""));

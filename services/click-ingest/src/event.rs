@@ -26,6 +26,7 @@ pub struct ClickEvent<'a> {
     /// sub1…sub10: every one is written, empty or not, so their positions survive.
     pub subs: &'a [String],
     pub cost_micros: i64,
+    pub cost_currency: &'a str,
     pub destination_url: &'a str,
     pub is_bot: bool,
     pub extra: &'a BTreeMap<String, String>,
@@ -74,6 +75,7 @@ impl ClickEvent<'_> {
             string(buf, 1, name);
             string(buf, 2, value);
         }
+        string(buf, 20, self.cost_currency);
     }
 }
 
@@ -180,6 +182,7 @@ mod tests {
             source: event.source.into(),
             subs: event.subs.to_vec(),
             cost_micros: event.cost_micros,
+            cost_currency: event.cost_currency.into(),
             destination_url: event.destination_url.into(),
             is_bot: event.is_bot,
             extra: event.extra.clone(),
@@ -281,6 +284,7 @@ mod tests {
                 } else {
                     rng.random_range(0..1 << 40)
                 },
+                cost_currency: if round % 2 == 0 { "EUR" } else { "" },
                 destination_url: &strings[10],
                 is_bot: rng.random(),
                 extra: &extra,

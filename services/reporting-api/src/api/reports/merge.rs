@@ -10,7 +10,7 @@ use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
-use super::query::{ClickAgg, ConversionAgg};
+use super::query::Sides;
 use crate::currency::{Rates, WithoutRate};
 
 /// A metric's name, its JSON value, and the number it sorts by.
@@ -34,6 +34,8 @@ pub struct Totals {
     pub cost_micros: i64,
     /// Approved revenue no rate converts, by currency.
     pub without_rate: WithoutRate,
+    /// Cost no rate converts, by currency.
+    pub cost_without_rate: BTreeMap<String, i64>,
 }
 
 impl Totals {
@@ -48,6 +50,17 @@ impl Totals {
         self.revenue_micros += o.revenue_micros;
         self.cost_micros += o.cost_micros;
         self.without_rate.merge(&o.without_rate);
+        for (currency, cost) in &o.cost_without_rate {
+            *self.cost_without_rate.entry(currency.clone()).or_default() += cost;
+        }
+    }
+
+    /// `[{currency, cost}]`: cost no rate converts, in the currency it was sent in.
+    pub fn cost_without_rate_json(&self) -> Value {
+        self.cost_without_rate
+            .iter()
+            .map(|(currency, cost)| json!({"currency": currency, "cost": format_micros(*cost)}))
+            .collect()
     }
 
     /// Metrics by name, in the order of `parse::METRICS`; money as decimal text, ratios
@@ -112,23 +125,34 @@ impl Totals {
 }
 
 /// Both sides' rows summed by group key (a group either side lacks counts zero there),
-/// revenue converted with `rates`.
-pub fn groups(
-    clicks: Vec<ClickAgg>,
-    conversions: Vec<ConversionAgg>,
-    with_uniques: bool,
-    rates: &Rates,
-) -> BTreeMap<Vec<String>, Totals> {
+/// revenue and cost converted with `rates` (a cost without a currency is in the
+/// reporting currency).
+pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<String>, Totals> {
     let mut groups: BTreeMap<Vec<String>, Totals> = BTreeMap::new();
-    for row in clicks {
+    for row in sides.clicks {
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
         t.clicks += row.clicks;
         t.bots += row.bots;
         t.unique_clicks += row.unique_clicks;
-        t.cost_micros += row.cost_micros;
     }
-    for row in conversions {
+    for row in sides.costs {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        let currency = if row.currency.is_empty() {
+            rates.reporting()
+        } else {
+            row.currency.as_str()
+        };
+        match rates.convert(row.cost_micros, &row.day, currency) {
+            Some(cost) => t.cost_micros += cost,
+            None if row.cost_micros != 0 => {
+                *t.cost_without_rate.entry(currency.to_string()).or_default() += row.cost_micros
+            }
+            None => {}
+        }
+    }
+    for row in sides.conversions {
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
         t.approved += row.approved;
@@ -181,6 +205,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::super::parse::METRICS;
+    use super::super::query::{ClickAgg, ConversionAgg, CostAgg};
     use super::*;
 
     #[test]
@@ -213,14 +238,12 @@ mod tests {
                 clicks: 10,
                 bots: 1,
                 unique_clicks: 7,
-                cost_micros: 5_000_000,
             },
             ClickAgg {
                 keys: key("2"),
                 clicks: 4,
                 bots: 0,
                 unique_clicks: 4,
-                cost_micros: 0,
             },
         ];
         let conversions = vec![ConversionAgg {
@@ -232,7 +255,18 @@ mod tests {
             rejected: 1,
             revenue_micros: 8_000_000,
         }];
-        let groups = groups(clicks, conversions, true, &Rates::new("USD"));
+        let costs = vec![CostAgg {
+            keys: key("1"),
+            day: "2026-03-02".into(),
+            currency: String::new(),
+            cost_micros: 5_000_000,
+        }];
+        let sides = Sides {
+            clicks,
+            conversions,
+            costs,
+        };
+        let groups = groups(sides, true, &Rates::new("USD"));
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[&key("1")].approved, 2);
         assert_eq!(groups[&key("1")].clicks, 10);
@@ -245,6 +279,7 @@ mod tests {
         assert_eq!(total.clicks, 14);
         assert_eq!(total.unique_clicks, 11);
         assert_eq!(total.revenue_micros, 8_000_000);
+        assert_eq!(total.cost_micros, 5_000_000);
         assert!(total.with_uniques);
     }
 
@@ -269,9 +304,30 @@ mod tests {
             row("2026-03-02", "GBP", 3, 9_000_000),
             row("2026-03-01", "EUR", 1, 4_000_000),
         ];
-        let groups = groups(Vec::new(), conversions, false, &rates);
+        let cost = |day: &str, currency: &str, cost_micros: i64| CostAgg {
+            keys: vec!["1".into()],
+            day: day.into(),
+            currency: currency.into(),
+            cost_micros,
+        };
+        let costs = vec![
+            cost("2026-03-02", "", 1_000_000),
+            cost("2026-03-02", "EUR", 2_000_000),
+            cost("2026-03-02", "GBP", 3_000_000),
+        ];
+        let sides = Sides {
+            clicks: Vec::new(),
+            conversions,
+            costs,
+        };
+        let groups = groups(sides, false, &rates);
         let (_, total) = rows(&groups, &["flow"], false, |_| String::new());
         assert_eq!(total.revenue_micros, 7_000_000 + 12_500_000 + 10_000_000);
+        assert_eq!(total.cost_micros, 1_000_000 + 2_500_000);
+        assert_eq!(
+            total.cost_without_rate_json(),
+            json!([{"currency": "GBP", "cost": "3"}])
+        );
         assert_eq!(total.approved, 8);
         let mut expected = WithoutRate::default();
         expected.add("GBP", 3, 9_000_000);
@@ -284,5 +340,6 @@ mod tests {
             .collect();
         assert_eq!(m["without_rate"], json!(4));
         assert_eq!(m["revenue"], json!("29.5"));
+        assert_eq!(m["profit"], json!("26"));
     }
 }

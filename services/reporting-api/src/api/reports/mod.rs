@@ -28,11 +28,11 @@ pub async fn report(
     let request = parse::request(&params, &state.registry)?;
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;
-    let (clicks, conversions) = query::run(&state.clickhouse, &request, &range).await?;
+    let sides = query::run(&state.clickhouse, &request, &range).await?;
     let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
 
     let unique_clicks = request.filters.unique_clicks;
-    let groups = merge::groups(clicks, conversions, unique_clicks, &rates);
+    let groups = merge::groups(sides, unique_clicks, &rates);
     let (mut rows, total) = merge::rows(&groups, &request.dims, unique_clicks, |id| {
         state.flow_name(id)
     });

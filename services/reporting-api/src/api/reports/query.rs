@@ -34,6 +34,14 @@ pub struct ClickAgg {
     pub clicks: i64,
     pub bots: i64,
     pub unique_clicks: u64,
+}
+
+/// One group's cost of one day (UTC) and currency (empty: the reporting currency).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct CostAgg {
+    pub keys: Vec<String>,
+    pub day: String,
+    pub currency: String,
     pub cost_micros: i64,
 }
 
@@ -109,18 +117,32 @@ pub async fn rates(client: &Client, reporting: &str, range: &Range) -> Result<Ra
         .map_err(ApiError::from)
 }
 
-/// Runs both sides of the report at once.
+/// What both sides of a report return.
+pub struct Sides {
+    pub clicks: Vec<ClickAgg>,
+    pub conversions: Vec<ConversionAgg>,
+    pub costs: Vec<CostAgg>,
+}
+
+/// Runs both sides of the report (clicks with their costs, and conversions) at once.
 pub async fn run(
     client: &Client,
     request: &ReportRequest,
     range: &Range,
-) -> Result<(Vec<ClickAgg>, Vec<ConversionAgg>), ApiError> {
+) -> Result<Sides, ApiError> {
     let clicks = clicks_sql(&request.dims, &request.filters, range);
     let conversions = conversions_sql(&request.dims, &request.filters, range);
-    Ok(tokio::try_join!(
+    let costs = costs_sql(&request.dims, &request.filters, range);
+    let (clicks, conversions, costs) = tokio::try_join!(
         clicks.query(client).fetch_all::<ClickAgg>(),
         conversions.query(client).fetch_all::<ConversionAgg>(),
-    )?)
+        costs.query(client).fetch_all::<CostAgg>(),
+    )?;
+    Ok(Sides {
+        clicks,
+        conversions,
+        costs,
+    })
 }
 
 /// The SQL for one dimension on one side; a side without such a column (clicks have no
@@ -213,7 +235,7 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
         } else {
             sql.push("toUInt64(0)");
         }
-        sql.push(" AS u, toInt64(sum(cost_micros)) AS cost FROM clicks_hourly");
+        sql.push(" AS u FROM clicks_hourly");
     } else {
         sql.push(", toInt64(countIf(is_bot = 0)) AS c, toInt64(countIf(is_bot = 1)) AS b, ");
         if filters.unique_clicks {
@@ -221,10 +243,34 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
         } else {
             sql.push("toUInt64(0)");
         }
-        sql.push(" AS u, toInt64(sum(cost_micros)) AS cost FROM clicks");
+        sql.push(" AS u FROM clicks");
     }
     where_clause(&mut sql, filters, range, side);
     sql.push(" GROUP BY keys");
+    sql
+}
+
+/// Costs by UTC day and currency, apart from the clicks: unique clicks would not add up
+/// over days and currencies.
+fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
+    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d));
+    let side = if rollup {
+        Side::ClickRollup
+    } else {
+        Side::ClickRaw
+    };
+    let mut sql = Sql::new("SELECT ");
+    keys(&mut sql, dims, side, &filters.timezone);
+    sql.push(", toString(toDate(")
+        .push(side.time_column())
+        .push(", 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost FROM ")
+        .push(if rollup {
+            "clicks_cost_hourly"
+        } else {
+            "clicks"
+        });
+    where_clause(&mut sql, filters, range, side);
+    sql.push(" GROUP BY keys, d, cur");
     sql
 }
 
@@ -342,6 +388,30 @@ mod tests {
         assert!(!sql.text().contains("click_missing"), "{}", sql.text());
         let sql = conversions_sql(&["day"], &filters(), &range());
         assert!(!sql.text().contains("click_missing"), "{}", sql.text());
+    }
+
+    #[test]
+    fn costs_come_by_day_and_currency_from_their_rollup_or_the_raw_clicks() {
+        let sql = costs_sql(&["flow"], &filters(), &range());
+        assert!(
+            sql.text().contains("FROM clicks_cost_hourly"),
+            "{}",
+            sql.text()
+        );
+        assert!(
+            sql.text().ends_with(" GROUP BY keys, d, cur"),
+            "{}",
+            sql.text()
+        );
+        let sql = costs_sql(&["sub3"], &filters(), &range());
+        assert!(
+            sql.text().contains("cost_currency AS cur"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains("FROM clicks WHERE"), "{}", sql.text());
+        let sql = clicks_sql(&["flow"], &filters(), &range());
+        assert!(!sql.text().contains("cost"), "{}", sql.text());
     }
 
     #[test]

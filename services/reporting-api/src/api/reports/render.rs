@@ -40,6 +40,7 @@ pub fn json(
         "totals": totals,
         "reporting_currency": rates.reporting(),
         "without_rate": total.without_rate.json(),
+        "cost_without_rate": total.cost_without_rate_json(),
     })
 }
 
