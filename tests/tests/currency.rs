@@ -5,17 +5,39 @@
 //! day; a GBP conversion and a GBP cost without a rate are counted apart and in no sum
 //! until their rate arrives, which converts them without anything being written again.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::{web, HttpRequest, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{click_hash_of, eventually, Stack};
+use traffsure_tests::{click_hash_of, eventually, serve_local, Stack, StackOptions};
+
+/// The query strings an outbound postback receiver got.
+type Received = Arc<Mutex<Vec<String>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_are_in_the_reporting_currency_and_a_missing_rate_is_counted_apart(
 ) -> anyhow::Result<()> {
-    let stack = Stack::start().await?;
-    let result = run(&stack).await;
+    let received = Received::default();
+    let state = web::Data::new(received.clone());
+    let port = serve_local(move |app| {
+        app.app_data(state.clone()).default_service(web::to(
+            |req: HttpRequest, got: web::Data<Received>| async move {
+                got.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(req.query_string().to_string());
+                HttpResponse::Ok().finish()
+            },
+        ));
+    })?;
+    let stack = Stack::start_with(StackOptions::default().env(
+        "postback-dispatcher",
+        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
+        "true",
+    ))
+    .await?;
+    let result = run(&stack, port, &received).await;
     stack.print_failure(&result);
     result
 }
@@ -38,7 +60,7 @@ async fn report(stack: &Stack, query: &str) -> anyhow::Result<Value> {
     Ok(response.json().await?)
 }
 
-async fn run(stack: &Stack) -> anyhow::Result<()> {
+async fn run(stack: &Stack, receiver_port: u16, received: &Received) -> anyhow::Result<()> {
     let http = &stack.http;
     let days = stack
         .clickhouse(
@@ -135,7 +157,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             "name": "Currencies",
             "slug": slug,
             "destination_url": "https://offer.example/?c={click}",
-            "goals": [{"key": "sale", "payout": "1"}]
+            "goals": [{"key": "sale", "payout": "1"}],
+            "outbound_postbacks": [{
+                "url": format!("http://127.0.0.1:{receiver_port}/pb?r={{revenue}}&c={{currency}}&rc={{revenue_converted}}&cc={{currency_converted}}"),
+                "on_status": "approved"
+            }]
         }))
         .await?;
     // Costs: 2 EUR twice (2.5 USD each), 1 in the reporting currency, 3 GBP (no rate yet).
@@ -268,6 +294,24 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             ("GBP".into(), "3".into(), Value::Null),
             ("JPY".into(), "1500".into(), json!("10")),
             ("USD".into(), "7".into(), json!("7")),
+        ]
+    );
+
+    // Outbound postbacks: the amount as sent and in USD; without a rate, none.
+    let mut got = eventually(Duration::from_secs(60), || async {
+        let got = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok((got.len() >= 5).then_some(got))
+    })
+    .await?;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "r=10&c=EUR&rc=12.5&cc=USD",
+            "r=1500&c=JPY&rc=10&cc=USD",
+            "r=3&c=GBP&rc=&cc=USD",
+            "r=4&c=EUR&rc=5&cc=USD",
+            "r=7&c=USD&rc=7&cc=USD",
         ]
     );
 

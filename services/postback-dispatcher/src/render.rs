@@ -250,6 +250,17 @@ mod tests {
     }
 
     #[test]
+    fn every_macro_a_flow_may_use_has_a_value() {
+        let c = conversion(ConversionStatus::Approved, "sale");
+        for name in traffsure_core::flow::OUTBOUND_MACROS {
+            assert!(
+                macro_value(&c, &Converted::default(), name).is_some(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn revenue_goes_as_sent_and_converted() {
         let mut c = conversion(ConversionStatus::Approved, "sale");
         c.currency = "EUR".into();

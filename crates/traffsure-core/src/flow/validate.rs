@@ -47,6 +47,8 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "payout",
     "uid",
     "currency",
+    "revenue_converted",
+    "currency_converted",
     "country",
     "conversion",
     "ts",
