@@ -53,3 +53,8 @@ SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, currency
 -- tables: clicks_cost_hourly
 -- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
 SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;
+
+-- name: rate_days_of_range
+-- tables: exchange_rates
+-- example: '2026-03-01 00:00:00', '2026-03-07 23:59:59'
+SELECT toString(toDate(toDateTime(?)) - 1), toString(toDate(toDateTime(?)) + 1);

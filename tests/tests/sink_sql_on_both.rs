@@ -174,6 +174,7 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
         answer("conversions_by_day_and_currency"),
         "['1']\t2026-03-01\t\t1\t2500000\n['2']\t2026-03-01\t\t0\t0"
     );
+    assert_eq!(answer("rate_days_of_range"), "2026-02-28\t2026-03-08");
     assert_eq!(
         answer("costs_by_day_and_currency"),
         "['1']\t2026-03-01\t\t2000\n['2']\t2026-03-01\t\t500"

@@ -106,12 +106,15 @@ pub async fn range(client: &Client, filters: &Filters) -> Result<Range, ApiError
 /// The rates that convert the report's revenue: its range read in any time zone spans
 /// the UTC days from the day before `from` to the day after `to`.
 pub async fn rates(client: &Client, reporting: &str, range: &Range) -> Result<Rates, ApiError> {
-    let mut sql = Sql::new("SELECT toString(toDate(");
-    sql.str(range.from.as_str())
-        .push(") - 1), toString(toDate(")
-        .str(range.to.as_str())
-        .push(") + 1)");
-    let (from, to) = sql.query(client).fetch_one::<(String, String)>().await?;
+    let (from, to) = client
+        .query(&traffsure_clickhouse::queries::sql(
+            "rate_days_of_range",
+            "exchange_rates",
+        ))
+        .bind(range.from.as_str())
+        .bind(range.to.as_str())
+        .fetch_one::<(String, String)>()
+        .await?;
     Rates::load(client, reporting, &from, &to)
         .await
         .map_err(ApiError::from)
