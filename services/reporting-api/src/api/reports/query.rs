@@ -222,13 +222,21 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
     sql.push("] AS keys");
 }
 
-fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
+/// Clicks and costs read their rollups when they have every asked dimension.
+fn click_side(dims: &[&'static str]) -> (bool, Side) {
     let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d));
-    let side = if rollup {
-        Side::ClickRollup
-    } else {
-        Side::ClickRaw
-    };
+    (
+        rollup,
+        if rollup {
+            Side::ClickRollup
+        } else {
+            Side::ClickRaw
+        },
+    )
+}
+
+fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
+    let (rollup, side) = click_side(dims);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     if rollup {
@@ -256,12 +264,7 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
 /// Costs by UTC day and currency, apart from the clicks: unique clicks would not add up
 /// over days and currencies.
 fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d));
-    let side = if rollup {
-        Side::ClickRollup
-    } else {
-        Side::ClickRaw
-    };
+    let (rollup, side) = click_side(dims);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     sql.push(", toString(toDate(")
