@@ -39,7 +39,9 @@ impl Default for RetentionSettings {
 }
 
 impl RetentionSettings {
-    fn tables(&self) -> [(&'static str, u32); 7] {
+    /// Each table with its days; the reporting-currency rollups follow the rollups they
+    /// sit beside.
+    fn tables(&self) -> [(&'static str, u32); 9] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
@@ -48,6 +50,8 @@ impl RetentionSettings {
             ("outbound_log", self.outbound_log_days),
             ("clicks_hourly", self.clicks_hourly_days),
             ("conversions_hourly", self.conversions_hourly_days),
+            ("conversions_hourly_currency", self.conversions_hourly_days),
+            ("clicks_cost_hourly", self.clicks_hourly_days),
         ]
     }
 }
