@@ -110,11 +110,34 @@ pub struct ClickLog {
 
 /// What an earlier run left in the log directory, read before the log is opened again.
 pub struct Recovered {
-    pub records: Vec<Record>,
     /// Creation time of the oldest segment (unix ms), if there was one.
     pub oldest_ms: Option<i64>,
-    pub segments: Vec<PathBuf>,
-    pub bytes: u64,
+    /// Segment files and their lengths, in log order.
+    segments: Vec<(PathBuf, u64)>,
+    bytes: u64,
+}
+
+impl Recovered {
+    /// Hands every recovered record to `f` in log order, reading a few thousand at a
+    /// time: a full log never has to fit in memory. A record cut short by a crash ends
+    /// its segment.
+    pub fn for_each(&self, mut f: impl FnMut(Record) -> io::Result<()>) -> io::Result<()> {
+        for (path, len) in &self.segments {
+            let mut from = 0;
+            while from < *len {
+                let (records, end, torn) = read_records(path, from, *len, 10_000)?;
+                for record in records {
+                    f(record)?;
+                }
+                if torn || end == from {
+                    tracing::warn!(bytes = len - end, path = %path.display(), "click log segment ends in an unreadable record");
+                    break;
+                }
+                from = end;
+            }
+        }
+        Ok(())
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -171,19 +194,13 @@ impl ClickLog {
         let lock = lock_dir(dir)?;
         let found = list(dir)?;
         let mut recovered = Recovered {
-            records: Vec::new(),
             oldest_ms: found.values().map(|(created, _)| *created).min(),
             segments: Vec::new(),
             bytes: 0,
         };
         for (_, path) in found.values() {
             let len = std::fs::metadata(path)?.len();
-            let (records, end, _) = read_records(path, 0, len, usize::MAX)?;
-            if end < len {
-                tracing::warn!(bytes = len - end, path = %path.display(), "click log segment ends in an unreadable record");
-            }
-            recovered.records.extend(records);
-            recovered.segments.push(path.clone());
+            recovered.segments.push((path.clone(), len));
             recovered.bytes += len;
         }
         let next = found.keys().next_back().map_or(1, |id| id + 1);
@@ -214,10 +231,9 @@ impl ClickLog {
         })
     }
 
-    /// Writes `records` (those of the recovered segments still to be sent) to the open
-    /// segment, syncs it, and only then deletes the recovered segments: a crash in
-    /// between leaves both, which the next start tells apart by click hash.
-    pub fn replace(&mut self, records: &[Record], recovered: &Recovered) -> io::Result<()> {
+    /// Writes records of the recovered segments that are still to be sent to the open
+    /// segment (not counted against `max_bytes`: they were accepted already).
+    pub fn write_recovered(&mut self, records: &[Record]) -> io::Result<()> {
         let mut buffer = Vec::new();
         for record in records {
             encode(&mut buffer, record.routing_key, &record.payload);
@@ -228,15 +244,23 @@ impl ClickLog {
             .written
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         self.open.len += buffer.len() as u64;
-        self.open.file.sync_data()?;
-        for path in &recovered.segments {
-            std::fs::remove_file(path)?;
-        }
-        File::open(&self.dir)?.sync_all()?;
-        self.bytes = self.bytes - recovered.bytes + buffer.len() as u64;
+        self.bytes += buffer.len() as u64;
         if let Some(entry) = self.segments.get_mut(&self.open.segment.id) {
             entry.2 = self.open.len;
         }
+        Ok(())
+    }
+
+    /// Syncs what [`write_recovered`](Self::write_recovered) wrote, and only then deletes
+    /// the recovered segments: a crash in between leaves both, which the next start
+    /// tells apart by click hash.
+    pub fn finish_recovery(&mut self, recovered: &Recovered) -> io::Result<()> {
+        self.open.file.sync_data()?;
+        for (path, _) in &recovered.segments {
+            std::fs::remove_file(path)?;
+        }
+        File::open(&self.dir)?.sync_all()?;
+        self.bytes -= recovered.bytes;
         Ok(())
     }
 
@@ -469,31 +493,40 @@ mod tests {
         dir
     }
 
+    fn records(recovered: &Recovered) -> Vec<Record> {
+        let mut records = Vec::new();
+        recovered
+            .for_each(|record| {
+                records.push(record);
+                Ok(())
+            })
+            .unwrap();
+        records
+    }
+
     #[test]
     fn records_survive_a_reopen_and_settled_segments_are_deleted() {
         let dir = temp_dir("reopen");
         let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        assert!(recovered.records.is_empty());
-        let mut segments = Vec::new();
+        assert!(records(&recovered).is_empty());
         for i in 0..3u16 {
-            segments.push(
-                log.append(i, format!("click {i}").as_bytes(), false)
-                    .unwrap()
-                    .0,
-            );
+            log.append(i, format!("click {i}").as_bytes(), false)
+                .unwrap();
         }
         // Dropped without any delivery, as a kill would.
         drop(log);
         let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        let keys: Vec<u16> = recovered.records.iter().map(|r| r.routing_key).collect();
+        let found = records(&recovered);
+        let keys: Vec<u16> = found.iter().map(|r| r.routing_key).collect();
         assert_eq!(keys, [0, 1, 2]);
         assert!(recovered.oldest_ms.is_some());
-        log.replace(&recovered.records[1..], &recovered).unwrap();
+        log.write_recovered(&found[1..]).unwrap();
+        log.finish_recovery(&recovered).unwrap();
         drop(log);
         let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        let keys: Vec<u16> = recovered.records.iter().map(|r| r.routing_key).collect();
-        assert_eq!(keys, [1, 2], "the replaced segment is gone");
-        log.replace(&[], &recovered).unwrap();
+        let keys: Vec<u16> = records(&recovered).iter().map(|r| r.routing_key).collect();
+        assert_eq!(keys, [1, 2], "the recovered segment is gone");
+        log.finish_recovery(&recovered).unwrap();
         assert_eq!(log.bytes(), 0);
         let (segment, _) = log.append(9, b"x", false).unwrap();
         log.roll().unwrap();
@@ -502,6 +535,24 @@ mod tests {
         assert_eq!(log.trim(None, false), 1);
         assert_eq!(log.bytes(), 0);
         assert_eq!(log.segment_count(), 1);
+    }
+
+    #[test]
+    fn a_torn_record_ends_its_segment_only() {
+        let dir = temp_dir("torn");
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        log.append(1, b"whole", false).unwrap();
+        let path = log.open.path.clone();
+        drop(log);
+        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        raw.write_all(&[50, 0, 0, 0, 1, 2, 3]).unwrap();
+        drop(raw);
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        log.append(2, b"next", false).unwrap();
+        drop(log);
+        let (_, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let payloads: Vec<Vec<u8>> = records(&recovered).into_iter().map(|r| r.payload).collect();
+        assert_eq!(payloads, [b"whole".to_vec(), b"next".to_vec()]);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use traffsure_config::KafkaSettings;
 use traffsure_kafka::reader::PartitionReader;
 use traffsure_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::clicklog::{AppendError, ClickLog, FsyncPolicy, Position, Record, Segment};
+use crate::clicklog::{AppendError, ClickLog, FsyncPolicy, Position, Record, Recovered, Segment};
 
 /// Records the replay thread reads from the log at a time.
 const REPLAY_READ: usize = 10_000;
@@ -261,42 +261,35 @@ impl Publisher {
     ) -> anyhow::Result<Self> {
         let (mut click_log, recovered) = ClickLog::recover(log.dir, log.max_bytes)
             .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
-        let in_doubt = recovered.records.len();
-        log_gauges().in_doubt.set(in_doubt as i64);
-        let mut replay = None;
-        if in_doubt > 0 {
-            let since = recovered.oldest_ms.unwrap_or(0) - CLOCK_MARGIN_MS;
-            let wanted = unique_by_click_hash(recovered.records.clone());
-            let hashes: HashSet<String> = wanted.iter().map(|(hash, _)| hash.clone()).collect();
-            let found = in_kafka(settings, &topic, since, &hashes)?;
-            let resend: Vec<Record> = wanted
-                .into_iter()
-                .filter(|(hash, _)| !found.contains(hash))
-                .map(|(_, record)| record)
-                .collect();
-            let skipped = in_doubt - resend.len();
-            deliveries().skipped.inc_by(skipped as u64);
+        let since = recovered.oldest_ms.unwrap_or(0) - CLOCK_MARGIN_MS;
+        let recovery = recover(&mut click_log, &recovered, |wanted| {
+            // A broker that has just come back can fail offset requests for a while
+            // (an unknown leader epoch): the start waits for it rather than guess.
+            Ok(traffsure_kafka::retry::forever_blocking(
+                "read clicks for in-doubt click events",
+                &traffsure_kafka::retry::Backoff::new(
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                ),
+                || in_kafka(settings, &topic, since, wanted),
+            ))
+        })
+        .map_err(|e| anyhow::anyhow!("click log {}: {e:#}", log.dir.display()))?;
+        log_gauges().in_doubt.set(recovery.in_doubt as i64);
+        deliveries().skipped.inc_by(recovery.in_kafka as u64);
+        if recovery.in_doubt > 0 {
             tracing::info!(
-                in_doubt,
-                in_kafka = skipped,
-                to_send = resend.len(),
+                in_doubt = recovery.in_doubt,
+                in_kafka = recovery.in_kafka,
+                to_send = recovery.to_send,
                 path = %log.dir.display(),
                 "click events left in the click log by the last run"
             );
-            click_log
-                .replace(&resend, &recovered)
-                .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
-            if !resend.is_empty() {
-                replay = Some(Position {
-                    segment: click_log.end().segment,
-                    offset: 0,
-                });
-            }
-        } else if !recovered.segments.is_empty() {
-            click_log
-                .replace(&[], &recovered)
-                .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
         }
+        let replay = (recovery.to_send > 0).then(|| Position {
+            segment: click_log.end().segment,
+            offset: 0,
+        });
         let shared = Arc::new(Shared {
             state: Mutex::new(LogState {
                 log: click_log,
@@ -613,23 +606,77 @@ impl Publisher {
     }
 }
 
-/// Keeps the first record of each click hash; records that are no click event are kept.
-fn unique_by_click_hash(records: Vec<Record>) -> Vec<(String, Record)> {
-    let mut seen = HashSet::new();
-    let mut unique = Vec::with_capacity(records.len());
-    for record in records {
-        let hash = click_hash(&record.payload).unwrap_or_default();
-        if hash.is_empty() || seen.insert(hash.clone()) {
-            unique.push((hash, record));
-        }
-    }
-    unique
+/// What a start found in the click log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Recovery {
+    /// Records the last run left.
+    in_doubt: usize,
+    /// Of those, records whose click Kafka holds.
+    in_kafka: usize,
+    /// Records written back to the log to be sent.
+    to_send: usize,
 }
 
-fn click_hash(payload: &[u8]) -> Option<String> {
-    traffsure_events::Click::decode(payload)
-        .ok()
-        .map(|click| click.click_hash)
+/// Writes back to the log, to be replayed, the recovered records whose click `in_kafka`
+/// does not find (the first of each click hash; a record that is no click event is
+/// sent), then deletes the recovered segments. Reads the recovered segments twice rather
+/// than hold them: click hashes are kept as 128-bit fingerprints.
+fn recover(
+    log: &mut ClickLog,
+    recovered: &Recovered,
+    in_kafka: impl FnOnce(&HashSet<u128>) -> anyhow::Result<HashSet<u128>>,
+) -> anyhow::Result<Recovery> {
+    let mut recovery = Recovery::default();
+    let mut wanted = HashSet::new();
+    recovered.for_each(|record| {
+        recovery.in_doubt += 1;
+        wanted.extend(fingerprint(&record.payload));
+        Ok(())
+    })?;
+    let found = if wanted.is_empty() {
+        HashSet::new()
+    } else {
+        in_kafka(&wanted)?
+    };
+    let mut chunk = Vec::new();
+    recovered.for_each(|record| {
+        match fingerprint(&record.payload) {
+            Some(print) if found.contains(&print) => recovery.in_kafka += 1,
+            // A second record of one click: the log wrote it again after a failure.
+            Some(print) if !wanted.remove(&print) => {}
+            _ => {
+                chunk.push(record);
+                recovery.to_send += 1;
+                if chunk.len() >= 10_000 {
+                    log.write_recovered(&chunk)?;
+                    chunk.clear();
+                }
+            }
+        }
+        Ok(())
+    })?;
+    log.write_recovered(&chunk)?;
+    log.finish_recovery(recovered)?;
+    Ok(recovery)
+}
+
+/// A 128-bit fingerprint of a click event's click hash; `None` for a payload that is no
+/// click event or has no click hash. (Two SipHash-1-3 sums with fixed keys: click hashes
+/// are keyed MACs, not chosen to collide, and 128 bits make a collision among a full
+/// log's millions negligible.)
+fn fingerprint(payload: &[u8]) -> Option<u128> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let hash = traffsure_events::Click::decode(payload).ok()?.click_hash;
+    if hash.is_empty() {
+        return None;
+    }
+    let half = |salt: u8| {
+        let mut hasher = DefaultHasher::new();
+        salt.hash(&mut hasher);
+        hash.hash(&mut hasher);
+        hasher.finish()
+    };
+    Some((u128::from(half(1)) << 64) | u128::from(half(2)))
 }
 
 /// Which of `wanted` the clicks topic holds in messages written at `since_ms` or later.
@@ -637,8 +684,8 @@ fn in_kafka(
     settings: &KafkaSettings,
     topic: &str,
     since_ms: i64,
-    wanted: &HashSet<String>,
-) -> anyhow::Result<HashSet<String>> {
+    wanted: &HashSet<u128>,
+) -> anyhow::Result<HashSet<u128>> {
     let timeout = Duration::from_secs(10);
     let consumer: BaseConsumer = traffsure_kafka::client_config(settings).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
@@ -648,21 +695,22 @@ fn in_kafka(
             times.add_partition_offset(topic, p.id(), Offset::Offset(since_ms.max(0)))?;
         }
     }
-    let starts: Vec<(i32, Offset)> = consumer
-        .offsets_for_times(times, timeout)?
-        .elements()
-        .iter()
-        .map(|e| (e.partition(), e.offset()))
-        .collect();
+    let mut starts = Vec::new();
+    for element in consumer.offsets_for_times(times, timeout)?.elements() {
+        // A partition whose start is unknown cannot be read: failing the start beats
+        // sending a click twice.
+        element.error()?;
+        starts.push((element.partition(), element.offset()));
+    }
     let started = Instant::now();
     let mut reader = PartitionReader::open(settings, topic, &starts)?;
     let mut found = HashSet::new();
     let mut read = 0u64;
     reader.read_to_end(RECOVERY_READ_LIMIT, |message| {
         read += 1;
-        if let Some(hash) = click_hash(message.payload().unwrap_or_default()) {
-            if wanted.contains(&hash) {
-                found.insert(hash);
+        if let Some(print) = fingerprint(message.payload().unwrap_or_default()) {
+            if wanted.contains(&print) {
+                found.insert(print);
             }
         }
         Ok(())
@@ -763,18 +811,64 @@ mod tests {
         assert_eq!(replay_queue_limit(u32::MAX), i32::MAX);
     }
 
+    fn click(hash: &str) -> Vec<u8> {
+        traffsure_events::Click {
+            click_hash: hash.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
     #[test]
-    fn in_doubt_records_keep_the_first_of_each_click_hash() {
-        let click = |hash: &str| Record {
-            routing_key: 1,
-            payload: traffsure_events::Click {
-                click_hash: hash.into(),
-                ..Default::default()
+    fn a_start_sends_back_the_first_of_each_click_kafka_lacks() {
+        let dir = std::env::temp_dir().join(format!("click-recover-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        for (key, payload) in [
+            (1, click("a")),
+            (2, click("b")),
+            (3, click("a")),
+            (4, click("c")),
+            (5, b"not a click".to_vec()),
+            (6, click("b")),
+        ] {
+            log.append(key, &payload, false).unwrap();
+        }
+        drop(log);
+        let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let recovery = recover(&mut log, &recovered, |wanted| {
+            assert_eq!(wanted.len(), 3, "a, b and c");
+            Ok(fingerprint(&click("b")).into_iter().collect())
+        })
+        .unwrap();
+        assert_eq!(
+            recovery,
+            Recovery {
+                in_doubt: 6,
+                in_kafka: 2,
+                to_send: 3
             }
-            .encode_to_vec(),
-        };
-        let unique = unique_by_click_hash(vec![click("a"), click("b"), click("a"), click("c")]);
-        let hashes: Vec<&str> = unique.iter().map(|(h, _)| h.as_str()).collect();
-        assert_eq!(hashes, ["a", "b", "c"]);
+        );
+        drop(log);
+        let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let recovery = recover(&mut log, &recovered, |_| Ok(HashSet::new())).unwrap();
+        assert_eq!(recovery.to_send, 3);
+        let mut keys = Vec::new();
+        drop(log);
+        let (_, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        recovered
+            .for_each(|record| {
+                keys.push(record.routing_key);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(keys, [1, 4, 5], "in log order, once each, b left out");
+    }
+
+    #[test]
+    fn fingerprints_tell_click_hashes_apart() {
+        assert_eq!(fingerprint(&click("a")), fingerprint(&click("a")));
+        assert_ne!(fingerprint(&click("a")), fingerprint(&click("b")));
+        assert_eq!(fingerprint(&click("")), None);
     }
 }
