@@ -9,6 +9,7 @@ mod clicklog;
 mod event;
 mod geo;
 mod publisher;
+mod recovery;
 
 use std::path::PathBuf;
 use std::time::Duration;

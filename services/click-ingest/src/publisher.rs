@@ -11,30 +11,26 @@
 //! new event can pass them, and events go straight to the queue again.
 //!
 //! On start, what the last run left in the log is *in doubt*: Kafka may hold some of it
-//! (delivered, but the report not seen before the kill). The clicks topic is read from
-//! shortly before the oldest segment was created to its end, and only events whose
-//! click hash is not there are replayed, so Kafka receives each click once and nothing
-//! downstream has to tell copies apart. At shutdown the producer is flushed; what the
-//! broker does not take in time stays in the log for the next start.
+//! (delivered, but the report not seen before the kill). `recovery` reads the clicks
+//! topic for it, and only events whose click hash is not there are replayed, so Kafka
+//! receives each click once and nothing downstream has to tell copies apart. At
+//! shutdown the producer is flushed; what the broker does not take in time stays in the
+//! log for the next start.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::ClientContext;
 use traffsure_config::KafkaSettings;
-use traffsure_kafka::reader::PartitionReader;
 use traffsure_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::clicklog::{AppendError, ClickLog, FsyncPolicy, Position, Record, Recovered, Segment};
+use crate::clicklog::{AppendError, ClickLog, FsyncPolicy, Position, Record, Segment};
 
 /// Records the replay thread reads from the log at a time.
 const REPLAY_READ: usize = 10_000;
@@ -42,13 +38,8 @@ const REPLAY_READ: usize = 10_000;
 /// (about 2,700 clicks, a few milliseconds): waiting for the log to be exactly replayed
 /// first would never end under load, clicks keep arriving while the replay sends.
 const CATCH_UP_BYTES: u64 = 1 << 20;
-/// How far before the oldest in-doubt segment's creation the clicks topic is read on
-/// start: a margin for the wall clock stepping back between writing and sending.
-const CLOCK_MARGIN_MS: i64 = 10_000;
 /// How often settled segments are deleted and the log's gauges set.
 const UPKEEP_EVERY: Duration = Duration::from_millis(100);
-/// Longest the start may spend reading the clicks topic for in-doubt clicks.
-const RECOVERY_READ_LIMIT: Duration = Duration::from_secs(120);
 
 /// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
 /// bumps one counter without hashing labels.
@@ -261,20 +252,8 @@ impl Publisher {
     ) -> anyhow::Result<Self> {
         let (mut click_log, recovered) = ClickLog::recover(log.dir, log.max_bytes)
             .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
-        let since = recovered.oldest_ms.unwrap_or(0) - CLOCK_MARGIN_MS;
-        let recovery = recover(&mut click_log, &recovered, |wanted| {
-            // A broker that has just come back can fail offset requests for a while
-            // (an unknown leader epoch): the start waits for it rather than guess.
-            Ok(traffsure_kafka::retry::forever_blocking(
-                "read clicks for in-doubt click events",
-                &traffsure_kafka::retry::Backoff::new(
-                    Duration::from_millis(200),
-                    Duration::from_secs(5),
-                ),
-                || in_kafka(settings, &topic, since, wanted),
-            ))
-        })
-        .map_err(|e| anyhow::anyhow!("click log {}: {e:#}", log.dir.display()))?;
+        let recovery = crate::recovery::from_kafka(&mut click_log, &recovered, settings, &topic)
+            .map_err(|e| anyhow::anyhow!("click log {}: {e:#}", log.dir.display()))?;
         log_gauges().in_doubt.set(recovery.in_doubt as i64);
         deliveries().skipped.inc_by(recovery.in_kafka as u64);
         if recovery.in_doubt > 0 {
@@ -606,124 +585,6 @@ impl Publisher {
     }
 }
 
-/// What a start found in the click log.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Recovery {
-    /// Records the last run left.
-    in_doubt: usize,
-    /// Of those, records whose click Kafka holds.
-    in_kafka: usize,
-    /// Records written back to the log to be sent.
-    to_send: usize,
-}
-
-/// Writes back to the log, to be replayed, the recovered records whose click `in_kafka`
-/// does not find (the first of each click hash; a record that is no click event is
-/// sent), then deletes the recovered segments. Reads the recovered segments twice rather
-/// than hold them: click hashes are kept as 128-bit fingerprints.
-fn recover(
-    log: &mut ClickLog,
-    recovered: &Recovered,
-    in_kafka: impl FnOnce(&HashSet<u128>) -> anyhow::Result<HashSet<u128>>,
-) -> anyhow::Result<Recovery> {
-    let mut recovery = Recovery::default();
-    let mut wanted = HashSet::new();
-    recovered.for_each(|record| {
-        recovery.in_doubt += 1;
-        wanted.extend(fingerprint(&record.payload));
-        Ok(())
-    })?;
-    let found = if wanted.is_empty() {
-        HashSet::new()
-    } else {
-        in_kafka(&wanted)?
-    };
-    let mut chunk = Vec::new();
-    recovered.for_each(|record| {
-        match fingerprint(&record.payload) {
-            Some(print) if found.contains(&print) => recovery.in_kafka += 1,
-            // A second record of one click: the log wrote it again after a failure.
-            Some(print) if !wanted.remove(&print) => {}
-            _ => {
-                chunk.push(record);
-                recovery.to_send += 1;
-                if chunk.len() >= 10_000 {
-                    log.write_recovered(&chunk)?;
-                    chunk.clear();
-                }
-            }
-        }
-        Ok(())
-    })?;
-    log.write_recovered(&chunk)?;
-    log.finish_recovery(recovered)?;
-    Ok(recovery)
-}
-
-/// A 128-bit fingerprint of a click event's click hash; `None` for a payload that is no
-/// click event or has no click hash. (Two SipHash-1-3 sums with fixed keys: click hashes
-/// are keyed MACs, not chosen to collide, and 128 bits make a collision among a full
-/// log's millions negligible.)
-fn fingerprint(payload: &[u8]) -> Option<u128> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let hash = traffsure_events::Click::decode(payload).ok()?.click_hash;
-    if hash.is_empty() {
-        return None;
-    }
-    let half = |salt: u8| {
-        let mut hasher = DefaultHasher::new();
-        salt.hash(&mut hasher);
-        hash.hash(&mut hasher);
-        hasher.finish()
-    };
-    Some((u128::from(half(1)) << 64) | u128::from(half(2)))
-}
-
-/// Which of `wanted` the clicks topic holds in messages written at `since_ms` or later.
-fn in_kafka(
-    settings: &KafkaSettings,
-    topic: &str,
-    since_ms: i64,
-    wanted: &HashSet<u128>,
-) -> anyhow::Result<HashSet<u128>> {
-    let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = traffsure_kafka::client_config(settings).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut times = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            times.add_partition_offset(topic, p.id(), Offset::Offset(since_ms.max(0)))?;
-        }
-    }
-    let mut starts = Vec::new();
-    for element in consumer.offsets_for_times(times, timeout)?.elements() {
-        // A partition whose start is unknown cannot be read: failing the start beats
-        // sending a click twice.
-        element.error()?;
-        starts.push((element.partition(), element.offset()));
-    }
-    let started = Instant::now();
-    let mut reader = PartitionReader::open(settings, topic, &starts)?;
-    let mut found = HashSet::new();
-    let mut read = 0u64;
-    reader.read_to_end(RECOVERY_READ_LIMIT, |message| {
-        read += 1;
-        if let Some(print) = fingerprint(message.payload().unwrap_or_default()) {
-            if wanted.contains(&print) {
-                found.insert(print);
-            }
-        }
-        Ok(())
-    })?;
-    tracing::info!(
-        read,
-        found = found.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "clicks topic read for in-doubt click events"
-    );
-    Ok(found)
-}
-
 /// Sends every queued event without waiting for `linger.ms`, and waits up to `timeout`
 /// for all of them to be acknowledged (or failed); true when none is left.
 ///
@@ -809,66 +670,5 @@ mod tests {
         assert_eq!(replay_queue_limit(1), 1);
         assert_eq!(replay_queue_limit(0), 1);
         assert_eq!(replay_queue_limit(u32::MAX), i32::MAX);
-    }
-
-    fn click(hash: &str) -> Vec<u8> {
-        traffsure_events::Click {
-            click_hash: hash.into(),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    }
-
-    #[test]
-    fn a_start_sends_back_the_first_of_each_click_kafka_lacks() {
-        let dir = std::env::temp_dir().join(format!("click-recover-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        for (key, payload) in [
-            (1, click("a")),
-            (2, click("b")),
-            (3, click("a")),
-            (4, click("c")),
-            (5, b"not a click".to_vec()),
-            (6, click("b")),
-        ] {
-            log.append(key, &payload, false).unwrap();
-        }
-        drop(log);
-        let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        let recovery = recover(&mut log, &recovered, |wanted| {
-            assert_eq!(wanted.len(), 3, "a, b and c");
-            Ok(fingerprint(&click("b")).into_iter().collect())
-        })
-        .unwrap();
-        assert_eq!(
-            recovery,
-            Recovery {
-                in_doubt: 6,
-                in_kafka: 2,
-                to_send: 3
-            }
-        );
-        drop(log);
-        let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        let recovery = recover(&mut log, &recovered, |_| Ok(HashSet::new())).unwrap();
-        assert_eq!(recovery.to_send, 3);
-        let mut keys = Vec::new();
-        drop(log);
-        let (_, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
-        recovered
-            .for_each(|record| {
-                keys.push(record.routing_key);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(keys, [1, 4, 5], "in log order, once each, b left out");
-    }
-
-    #[test]
-    fn fingerprints_tell_click_hashes_apart() {
-        assert_eq!(fingerprint(&click("a")), fingerprint(&click("a")));
-        assert_ne!(fingerprint(&click("a")), fingerprint(&click("b")));
-        assert_eq!(fingerprint(&click("")), None);
     }
 }
