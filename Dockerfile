@@ -45,7 +45,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 traffsure \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
-         --home-dir /app --shell /usr/sbin/nologin traffsure
+         --home-dir /app --shell /usr/sbin/nologin traffsure \
+    && install -d -o 10001 -g 10001 /var/lib/traffsure
 
 COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
 

@@ -46,7 +46,7 @@ NGINX_PORT=18090
 FLOOR_PORT=18091
 DIR="$BENCH_DIR/click"
 mkdir -p "$DIR"
-rm -f "$DIR"/clicks.spill*
+rm -rf "$DIR"/clicks.spill*  # a file (spill file) or a directory (click log)
 
 log "seeding $FLOWS flows into ${PREFIX}flows"
 "$ROOT/target/release/examples/seed_flows" 127.0.0.1:9092 "$PREFIX" "$FLOWS" >&2

@@ -406,11 +406,18 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         is_bot,
         extra: &params.extra,
     };
-    EVENT_BUFFER.with_borrow_mut(|buffer| {
+    let logged = EVENT_BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
         click.encode(buffer);
-        edge.publisher.publish(routing_key, buffer, headers);
+        edge.publisher.publish(routing_key, buffer, headers)
     });
+    if logged.is_err() {
+        // No redirect without a record of the click: the visitor may try again.
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .content_type("text/plain; charset=utf-8")
+            .body("clicks cannot be recorded right now");
+    }
     if is_bot {
         traffsure_telemetry::inc_local(&clicks_total().redirected_bot);
     } else {

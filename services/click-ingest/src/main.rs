@@ -1,13 +1,15 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
 //! flow's destination (rules, rotation and bot routing applied, macros filled in) and
-//! publishes a click event to Kafka without waiting for the broker; while the broker is
-//! away, click events wait in a local spill file.
+//! publishes a click event to Kafka without waiting for the broker. Each click event is
+//! written to a local click log before the redirect is answered, so neither a broker
+//! outage nor a crash of click-ingest loses one.
 
 mod click;
+mod clicklog;
 mod event;
 mod geo;
 mod publisher;
-mod spill;
+mod recovery;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +47,7 @@ struct Settings {
     client_ip: ClientIpSettings,
     bots: BotSettings,
     spill: SpillSettings,
+    click_log: ClickLogSettings,
     producer: ProducerSettings,
 }
 
@@ -95,9 +98,10 @@ struct BotSettings {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct SpillSettings {
-    /// Spill file; empty = `.local/spill/<topic prefix>clicks.spill`.
+    /// The click log's directory under its earlier name; `click_log.path` wins.
     path: String,
-    /// `queue.buffering.max.messages`: click events held in memory for Kafka before spilling.
+    /// `queue.buffering.max.messages`: click events held in memory for Kafka before
+    /// they wait in the click log.
     max_queued: u32,
 }
 
@@ -106,6 +110,30 @@ impl Default for SpillSettings {
         Self {
             path: String::new(),
             max_queued: 50_000,
+        }
+    }
+}
+
+/// The click log every click is written to before its redirect (docs/configuration.md).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ClickLogSettings {
+    /// Directory of the log's segments; empty = `spill.path`, else
+    /// `.local/click-log/<topic prefix>clicks`.
+    path: String,
+    /// `never` (the page cache survives any crash of the process, not of the machine) or
+    /// milliseconds between `fsync`s of the log.
+    fsync: String,
+    /// Bytes the log may hold; past them clicks are answered 503 instead of redirected.
+    max_bytes: u64,
+}
+
+impl Default for ClickLogSettings {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            fsync: "never".into(),
+            max_bytes: 1 << 30,
         }
     }
 }
@@ -139,6 +167,7 @@ impl Default for Settings {
             client_ip: ClientIpSettings::default(),
             bots: BotSettings::default(),
             spill: SpillSettings::default(),
+            click_log: ClickLogSettings::default(),
             producer: ProducerSettings::default(),
         }
     }
@@ -185,14 +214,21 @@ async fn main() -> anyhow::Result<()> {
         ),
         empty_user_agent: settings.bots.empty_user_agent,
     };
-    let spill_path = if settings.spill.path.is_empty() {
+    let log_dir = if !settings.click_log.path.is_empty() {
+        PathBuf::from(&settings.click_log.path)
+    } else if !settings.spill.path.is_empty() {
+        PathBuf::from(&settings.spill.path)
+    } else {
         PathBuf::from(format!(
-            ".local/spill/{}clicks.spill",
+            ".local/click-log/{}clicks",
             settings.kafka.topic_prefix
         ))
-    } else {
-        PathBuf::from(&settings.spill.path)
     };
+    let fsync: clicklog::FsyncPolicy = settings
+        .click_log
+        .fsync
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("click_log.fsync: {e}"))?;
 
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
@@ -201,7 +237,11 @@ async fn main() -> anyhow::Result<()> {
     let publisher = publisher::Publisher::start(
         &settings.kafka,
         topics.clicks.clone(),
-        &spill_path,
+        &publisher::LogOptions {
+            dir: &log_dir,
+            max_bytes: settings.click_log.max_bytes,
+            fsync,
+        },
         settings.spill.max_queued,
         &settings.producer,
     )
@@ -259,7 +299,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(bind = %settings.http.bind, "click-ingest listening");
     server.run().await?;
     // The server has drained its requests: hand every queued click to the broker, and
-    // whatever it cannot take to the spill file.
+    // whatever it cannot take stays in the click log.
     publisher.shutdown(Duration::from_secs(10));
     Ok(())
 }

@@ -1,52 +1,45 @@
-//! Click events to Kafka without ever making a redirect wait, and without losing one
-//! when the broker is away.
+//! Click events to Kafka without ever making a redirect wait, and without losing or
+//! doubling one, whether the broker is away or click-ingest itself is killed.
 //!
-//! Normally an event goes straight into librdkafka's queue (idempotent, `acks=all`, no
-//! delivery timeout, so a queued event is delivered exactly once however long the broker
-//! is gone). Delivery reports come back only for failures
-//! (`delivery.report.only.error`): a delivered click costs no callback. When the queue
-//! is full, or librdkafka reports every broker down, events go to the spill file instead,
-//! and keep going there until a replay thread has sent the whole file back in order after
-//! the broker returned. No live event is sent while spilling is on, so the replay thread
-//! knows its records were acknowledged when the producer's queue is empty. Near the end
-//! of the file new spilled clicks are held in memory; once the file is replayed and
-//! acknowledged, they are queued ahead of new ones and spilling ends, even under
-//! sustained load. At shutdown the producer is flushed; what the broker cannot take in
-//! time is moved from the queue to the spill file, which the next start replays.
+//! Every event is first written to the click log (`clicklog`), then, normally, handed to
+//! librdkafka's queue (idempotent, `acks=all`, no delivery timeout) with its log segment
+//! as the delivery opaque: the delivery report settles it there, and a segment whose
+//! records are all settled is deleted. When the queue is full, librdkafka reports every
+//! broker down, or a delivery fails, the log is *replayed*: new events are only written
+//! to it, and a replay thread sends them in log order from the replay position. Once it
+//! comes within `CATCH_UP_BYTES` of the end, it sends the rest holding the log, so no
+//! new event can pass them, and events go straight to the queue again.
+//!
+//! On start, what the last run left in the log is *in doubt*: Kafka may hold some of it
+//! (delivered, but the report not seen before the kill). `recovery` reads the clicks
+//! topic for it, and only events whose click hash is not there are replayed, so Kafka
+//! receives each click once and nothing downstream has to tell copies apart. At
+//! shutdown the producer is flushed; what the broker does not take in time stays in the
+//! log for the next start.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use traffsure_config::KafkaSettings;
 use traffsure_telemetry::prometheus::{IntCounter, IntCounterVec, IntGauge};
 
-use crate::spill::{SpillFile, WriteError};
+use crate::clicklog::{AppendError, ClickLog, FsyncPolicy, Position, Record, Segment};
 
-/// Delivery opaque of a click sent live from a request.
-const LIVE: usize = 0;
-/// Delivery opaque of a click replayed from the spill file.
-const REPLAY: usize = 1;
-/// Records the replay thread reads from the spill file at a time.
+/// Records the replay thread reads from the log at a time.
 const REPLAY_READ: usize = 10_000;
-/// Records the replay thread sends before it waits for the producer's queue to empty and
-/// moves the replay position. Each wait costs about one broker round trip (the wait
-/// flushes, so no batch lingers), so a big window keeps replay close to the broker's own
-/// rate; a small one bounds what a crash in the middle would send twice.
-const REPLAY_WINDOW: usize = 200_000;
-/// Unreplayed bytes left in the file below which the replay holds new spilled clicks in
-/// memory and finishes the file (about 2,700 clicks, 20 ms of a heavy load). Waiting to
-/// find the file exactly empty first would never end under load: clicks keep arriving
-/// while the replay sends the last ones.
+/// Log bytes left to replay below which the replay sends the rest while holding the log
+/// (about 2,700 clicks, a few milliseconds): waiting for the log to be exactly replayed
+/// first would never end under load, clicks keep arriving while the replay sends.
 const CATCH_UP_BYTES: u64 = 1 << 20;
-/// How long a spilled click waits in memory before it is written to the spill file.
-const SPILL_FLUSH_AFTER: Duration = Duration::from_millis(5);
+/// How often settled segments are deleted and the log's gauges set.
+const UPKEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
 /// bumps one counter without hashing labels.
@@ -54,7 +47,8 @@ struct Deliveries {
     queued: IntCounter,
     replayed: IntCounter,
     spilled: IntCounter,
-    lost: IntCounter,
+    skipped: IntCounter,
+    refused: IntCounter,
 }
 
 fn deliveries() -> &'static Deliveries {
@@ -62,20 +56,21 @@ fn deliveries() -> &'static Deliveries {
     METRIC.get_or_init(|| {
         let total = traffsure_telemetry::counter_vec(
             "traffsure_click_deliveries_total",
-            "Click events by way to Kafka: queued (handed to the producer), spilled, replayed (from the spill file), lost",
+            "Click events by way to Kafka: queued (handed to the producer), spilled (left in the click log for replay), replayed (sent from the log), skipped (in doubt after a crash and found in Kafka), refused (the log could not take it; answered 503)",
             &["result"],
         );
         Deliveries {
             queued: total.with_label_values(&["queued"]),
             replayed: total.with_label_values(&["replayed"]),
             spilled: total.with_label_values(&["spilled"]),
-            lost: total.with_label_values(&["lost"]),
+            skipped: total.with_label_values(&["skipped"]),
+            refused: total.with_label_values(&["refused"]),
         }
     })
 }
 
 /// Failed deliveries by librdkafka error code (a fixed set of names); the events
-/// themselves go to the spill file or are retried.
+/// themselves are replayed from the log.
 fn delivery_errors() -> &'static IntCounterVec {
     static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
@@ -94,82 +89,82 @@ fn count_delivery_error(error: &KafkaError) {
     delivery_errors().with_label_values(&[code.as_str()]).inc();
 }
 
-fn spill_pending_bytes() -> &'static IntGauge {
-    static METRIC: std::sync::OnceLock<IntGauge> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        let gauge = IntGauge::new(
+fn gauge(name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric is malformed: {e}"));
+    let _ = traffsure_telemetry::prometheus::register(Box::new(gauge.clone()));
+    gauge
+}
+
+/// The click log's gauges.
+struct LogGauges {
+    bytes: IntGauge,
+    segments: IntGauge,
+    in_doubt: IntGauge,
+    pending: IntGauge,
+}
+
+fn log_gauges() -> &'static LogGauges {
+    static METRIC: std::sync::OnceLock<LogGauges> = std::sync::OnceLock::new();
+    METRIC.get_or_init(|| LogGauges {
+        bytes: gauge(
+            "traffsure_click_log_bytes",
+            "Bytes of the click log on disk",
+        ),
+        segments: gauge(
+            "traffsure_click_log_segments",
+            "Segment files of the click log",
+        ),
+        in_doubt: gauge(
+            "traffsure_click_log_in_doubt",
+            "Click events the last run left unacknowledged in the click log, found at start",
+        ),
+        pending: gauge(
             "traffsure_click_spill_pending_bytes",
-            "Bytes of click events in the spill file not yet replayed to Kafka",
-        )
-        .unwrap_or_else(|e| panic!("metric is malformed: {e}"));
-        let _ = traffsure_telemetry::prometheus::register(Box::new(gauge.clone()));
-        gauge
+            "Bytes of click events in the click log waiting to be replayed to Kafka",
+        ),
     })
 }
 
-/// State shared by the request handlers, the delivery callback, the replay thread and
-/// the spill flush thread.
+/// The log and where its replay stands, under one lock: whether an event goes to Kafka
+/// or waits for the replay is decided where it is written.
+struct LogState {
+    log: ClickLog,
+    /// The next record to replay; `None` while events go straight to Kafka.
+    replay: Option<Position>,
+}
+
+/// State shared by the request handlers, the delivery callback and the log's threads.
 struct Shared {
-    spill: Mutex<SpillFile>,
-    /// Signalled when the spill file's buffer receives its first record, and at shutdown.
-    spill_buffered: Condvar,
-    /// New events go to the spill file (set on queue full, broker down or a failed
-    /// delivery; cleared by the replay thread once the file is empty).
-    spilling: AtomicBool,
-    /// librdkafka said every broker is down, or a replayed event failed; cleared by the
-    /// replay thread once the broker answers a metadata request.
+    state: Mutex<LogState>,
+    /// librdkafka said every broker is down, or a delivery failed; cleared by the replay
+    /// thread once the broker answers.
     broker_down: AtomicBool,
-    /// A replayed event was not delivered since the replay thread last cleared this.
-    replay_failed: AtomicBool,
     stop: AtomicBool,
 }
 
 impl Shared {
-    fn spill(&self) -> MutexGuard<'_, SpillFile> {
-        self.spill.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn append(&self, routing_key: u16, payload: &[u8]) {
-        let spill = self.spill();
-        self.append_locked(spill, routing_key, payload);
-    }
-
-    fn append_locked(
-        &self,
-        mut spill: MutexGuard<'_, SpillFile>,
-        routing_key: u16,
-        payload: &[u8],
-    ) {
-        self.spilling.store(true, Ordering::SeqCst);
-        let first = spill.buffered_since().is_none();
-        let result = spill.append(routing_key, payload);
-        deliveries().spilled.inc();
-        if let Err(error) = result {
-            spill_write_failed(&spill, &error);
-        }
-        spill_pending_bytes().set(spill.pending_bytes() as i64);
-        drop(spill);
-        if first {
-            self.spill_buffered.notify_one();
-        }
-    }
-
-    /// Writes the spill file's buffer; returns the file's length.
-    fn flush_spill(spill: &mut SpillFile) -> Option<u64> {
-        match spill.flushed_len() {
-            Ok(len) => Some(len),
+    /// Writes an event Kafka did not take again at the end of the log, to be replayed
+    /// from there, and settles its first record. If that fails, the first record stays
+    /// unsettled: the next start finds it in doubt and sends it.
+    fn write_again(&self, segment: &Segment, routing_key: u16, payload: &[u8]) {
+        let mut state = self.state();
+        match state.log.append(routing_key, payload, true) {
+            Ok((_, position)) => {
+                if state.replay.is_none() {
+                    state.replay = Some(position);
+                }
+                segment.settle();
+                deliveries().spilled.inc();
+            }
             Err(error) => {
-                spill_write_failed(spill, &error);
-                spill_pending_bytes().set(spill.pending_bytes() as i64);
-                None
+                tracing::error!(%error, "click event left unsent in the click log until the next start");
             }
         }
     }
-}
-
-fn spill_write_failed(spill: &SpillFile, error: &WriteError) {
-    deliveries().lost.inc_by(error.lost as u64);
-    tracing::error!(%error, path = %spill.path().display(), "click events lost: spill file not writable");
 }
 
 pub struct Context {
@@ -180,9 +175,15 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             if !self.shared.broker_down.swap(true, Ordering::SeqCst) {
-                tracing::warn!(reason, "kafka unreachable, spilling click events to disk");
+                tracing::warn!(
+                    reason,
+                    "kafka unreachable, click events wait in the click log"
+                );
             }
-            self.shared.spilling.store(true, Ordering::SeqCst);
+            let mut state = self.shared.state();
+            if state.replay.is_none() {
+                state.replay = Some(state.log.end());
+            }
         } else {
             tracing::warn!(%error, reason, "librdkafka error");
         }
@@ -190,37 +191,33 @@ impl ClientContext for Context {
 }
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = usize;
+    type DeliveryOpaque = Arc<Segment>;
 
-    /// Called for failed deliveries only (`delivery.report.only.error`).
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let Err((error, message)) = result else {
-            return;
+    fn delivery(&self, result: &DeliveryResult<'_>, segment: Arc<Segment>) {
+        let message = match result {
+            Ok(_) => {
+                segment.settle();
+                return;
+            }
+            Err((error, message)) => {
+                count_delivery_error(error);
+                tracing::debug!(%error, "click event not delivered, replaying it");
+                message
+            }
         };
-        count_delivery_error(error);
-        if opaque == LIVE {
-            // Not delivered (purged at shutdown, or a fatal producer error): keep it.
-            tracing::debug!(%error, "click event not delivered, spilling");
-            let key = message
-                .key()
-                .filter(|k| k.len() == 2)
-                .map(|k| u16::from_be_bytes([k[0], k[1]]))
-                .unwrap_or(0);
-            self.shared
-                .append(key, message.payload().unwrap_or_default());
-        } else {
-            tracing::warn!(%error, "replayed click event not delivered, will retry");
-            self.shared.replay_failed.store(true, Ordering::SeqCst);
+        if self.shared.stop.load(Ordering::SeqCst) {
+            // Purged at shutdown: it stays in the log for the next start.
+            return;
         }
+        self.shared.broker_down.store(true, Ordering::SeqCst);
+        let key = message
+            .key()
+            .filter(|k| k.len() == 2)
+            .map(|k| u16::from_be_bytes([k[0], k[1]]))
+            .unwrap_or(0);
+        self.shared
+            .write_again(&segment, key, message.payload().unwrap_or_default());
     }
-}
-
-/// Where a replay stopped by shutdown left off: records up to `end` were handed to the
-/// producer but not yet known to be acknowledged.
-#[derive(Clone, Copy)]
-struct Unsettled {
-    end: u64,
-    torn: bool,
 }
 
 /// Publishes click events; cheap to clone.
@@ -232,44 +229,62 @@ pub struct Publisher {
     /// The replay thread queues a record only while the producer holds fewer events
     /// than this: half of `queue.buffering.max.messages`.
     replay_queue_limit: i32,
-    replay: Arc<Mutex<Option<JoinHandle<Option<Unsettled>>>>>,
-    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// How the click log is kept.
+pub struct LogOptions<'a> {
+    pub dir: &'a Path,
+    pub max_bytes: u64,
+    pub fsync: FsyncPolicy,
 }
 
 impl Publisher {
-    /// Opens the spill file and the producer, and starts replaying what an earlier run
-    /// left in the spill file.
+    /// Opens the click log and the producer, sends what the last run left in the log
+    /// and Kafka does not hold, and starts the log's threads. Blocks while it reads the
+    /// clicks topic for in-doubt events.
     pub fn start(
         settings: &KafkaSettings,
         topic: String,
-        spill_path: &Path,
+        log: &LogOptions<'_>,
         max_queued: u32,
         batching: &crate::ProducerSettings,
     ) -> anyhow::Result<Self> {
-        let spill = SpillFile::open(spill_path)
-            .map_err(|e| anyhow::anyhow!("spill file {}: {e}", spill_path.display()))?;
-        let pending = spill.pending_bytes();
-        if pending > 0 {
-            tracing::info!(bytes = pending, path = %spill_path.display(), "replaying spilled click events");
+        let (mut click_log, recovered) = ClickLog::recover(log.dir, log.max_bytes)
+            .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
+        let recovery = crate::recovery::from_kafka(&mut click_log, &recovered, settings, &topic)
+            .map_err(|e| anyhow::anyhow!("click log {}: {e:#}", log.dir.display()))?;
+        log_gauges().in_doubt.set(recovery.in_doubt as i64);
+        deliveries().skipped.inc_by(recovery.in_kafka as u64);
+        if recovery.in_doubt > 0 {
+            tracing::info!(
+                in_doubt = recovery.in_doubt,
+                in_kafka = recovery.in_kafka,
+                to_send = recovery.to_send,
+                path = %log.dir.display(),
+                "click events left in the click log by the last run"
+            );
         }
-        spill_pending_bytes().set(pending as i64);
+        let replay = (recovery.to_send > 0).then(|| Position {
+            segment: click_log.end().segment,
+            offset: 0,
+        });
         let shared = Arc::new(Shared {
-            spill: Mutex::new(spill),
-            spill_buffered: Condvar::new(),
-            spilling: AtomicBool::new(pending > 0),
+            state: Mutex::new(LogState {
+                log: click_log,
+                replay,
+            }),
             broker_down: AtomicBool::new(false),
-            replay_failed: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
         let mut config = traffsure_kafka::producer_config(settings);
         config
             .set("message.timeout.ms", "0") // never expire a queued click: delivered exactly once, however late
-            .set("delivery.report.only.error", "true") // a delivered click costs no callback
             .set(
                 "queue.buffering.max.messages",
                 max_queued.max(1).to_string(),
             )
-            .set("queue.buffering.max.kbytes", "32768") // bounds memory; beyond it, the spill file
+            .set("queue.buffering.max.kbytes", "32768") // bounds memory; beyond it, the click log
             .set("reconnect.backoff.max.ms", "1000") // notice a returning broker within a second
             .set("linger.ms", batching.linger_ms.to_string())
             .set(
@@ -286,19 +301,22 @@ impl Publisher {
             shared,
             topic: topic.into(),
             replay_queue_limit: replay_queue_limit(max_queued),
-            replay: Arc::new(Mutex::new(None)),
-            flusher: Arc::new(Mutex::new(None)),
+            threads: Arc::new(Mutex::new(Vec::new())),
         };
         let replayer = publisher.clone();
-        let handle = std::thread::Builder::new()
-            .name("click-spill-replay".into())
+        let replay = std::thread::Builder::new()
+            .name("click-log-replay".into())
             .spawn(move || replayer.replay_loop())?;
-        *publisher.replay.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         let shared = publisher.shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("click-spill-flush".into())
-            .spawn(move || flush_loop(&shared))?;
-        *publisher.flusher.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        let fsync = log.fsync;
+        let upkeep = std::thread::Builder::new()
+            .name("click-log-upkeep".into())
+            .spawn(move || upkeep_loop(&shared, fsync))?;
+        publisher
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([replay, upkeep]);
         Ok(publisher)
     }
 
@@ -307,20 +325,34 @@ impl Publisher {
         Arc::clone(&self.producer)
     }
 
-    /// Hands one encoded click to Kafka's queue, or to the spill file when Kafka cannot
-    /// take it now. Never blocks on the network. `headers` (trace context) travel with
-    /// the event to Kafka; the spill file keeps the event alone.
-    pub fn publish(&self, routing_key: u16, payload: &[u8], headers: Option<OwnedHeaders>) {
-        if self.shared.spilling.load(Ordering::Relaxed) {
-            let spill = self.shared.spill();
-            // The replay may have handed the spill back to the queue while this waited.
-            if self.shared.spilling.load(Ordering::SeqCst) {
-                self.shared.append_locked(spill, routing_key, payload);
-                return;
+    /// Writes one encoded click to the click log, then hands it to Kafka's queue unless
+    /// the log is being replayed. Never blocks on the network. Fails only when the log
+    /// cannot take the click: the visitor must not be redirected then. `headers` (trace
+    /// context) travel with the event to Kafka; the log keeps the event alone.
+    pub fn publish(
+        &self,
+        routing_key: u16,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), AppendError> {
+        let mut state = self.shared.state();
+        let segment = match state.log.append(routing_key, payload, false) {
+            Ok((segment, _)) => segment,
+            Err(error) => {
+                drop(state);
+                deliveries().refused.inc();
+                tracing::error!(%error, "click refused: the click log cannot take it");
+                return Err(error);
             }
+        };
+        if state.replay.is_some() {
+            drop(state);
+            deliveries().spilled.inc();
+            return Ok(());
         }
+        drop(state);
         let key = traffsure_kafka::routing_key_bytes(routing_key);
-        let mut record = BaseRecord::with_opaque_to(&self.topic, LIVE)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, segment)
             .key(&key[..])
             .payload(payload);
         if let Some(headers) = headers {
@@ -330,21 +362,22 @@ impl Publisher {
             Ok(()) => {
                 // Counted in the HTTP worker's share (handed over every 100 ms).
                 traffsure_telemetry::inc_local(&deliveries().queued);
-                return;
             }
-            Err((error, _)) => {
+            Err((error, record)) => {
                 if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                    tracing::error!(%error, "click event not queued, spilling");
+                    tracing::error!(%error, "click event not queued, replaying it");
                     count_delivery_error(&error);
                 }
+                self.shared
+                    .write_again(&record.delivery_opaque, routing_key, payload);
             }
         }
-        self.shared.append(routing_key, payload);
+        Ok(())
     }
 
-    /// Replays the spill file while there is one, and turns spilling off once it is empty
-    /// and the broker answers. Returns where a replay interrupted by shutdown left off.
-    fn replay_loop(&self) -> Option<Unsettled> {
+    /// Replays the log while there is a replay position, and ends the replay once it
+    /// reaches the end of the log and the broker answers.
+    fn replay_loop(&self) {
         let shared = &self.shared;
         while !shared.stop.load(Ordering::SeqCst) {
             if shared.broker_down.load(Ordering::SeqCst) {
@@ -356,28 +389,15 @@ impl Publisher {
                 }
                 continue;
             }
-            if shared.spill().pending_bytes() == 0 {
-                if shared.spilling.load(Ordering::SeqCst) {
-                    let spill = shared.spill();
-                    if spill.pending_bytes() == 0 && !shared.broker_down.load(Ordering::SeqCst) {
-                        shared.spilling.store(false, Ordering::SeqCst);
-                        tracing::debug!("spill file empty, click events go to kafka again");
-                    }
-                    continue;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            match self.replay_window() {
-                Ok(Some(unsettled)) => return Some(unsettled),
-                Ok(None) => {}
+            match self.replay_step() {
+                Ok(true) => {}
+                Ok(false) => std::thread::sleep(Duration::from_millis(10)),
                 Err(error) => {
-                    tracing::error!(%error, "spill replay failed");
+                    tracing::error!(%error, "click log replay failed");
                     std::thread::sleep(Duration::from_millis(500));
                 }
             }
         }
-        None
     }
 
     /// True when the broker answers a metadata request for the clicks topic.
@@ -388,160 +408,132 @@ impl Publisher {
             .is_ok_and(|m| m.topics().iter().all(|t| t.error().is_none()))
     }
 
-    /// Sends up to `REPLAY_WINDOW` records from the replay position on, in file order,
-    /// without waiting between them; then waits until the producer's queue is empty (no
-    /// live event is queued while spilling) and moves the replay position past them,
-    /// unless one of them failed: then the broker is probed and the window sent again.
-    /// Once the window comes within `CATCH_UP_BYTES` of the end of the file, new spilled
-    /// clicks are held in memory while it sends the rest and waits; if the file is then
-    /// empty, they go to the producer queue and spilling ends. Returns where it left off
-    /// if shutdown interrupted the wait.
-    fn replay_window(&self) -> std::io::Result<Option<Unsettled>> {
-        let result = self.replay_window_held();
-        self.shared.spill().release();
-        result
-    }
-
-    fn replay_window_held(&self) -> std::io::Result<Option<Unsettled>> {
-        let shared = &self.shared;
-        shared.replay_failed.store(false, Ordering::SeqCst);
-        let (path, start) = {
-            let spill = shared.spill();
-            (spill.path().to_path_buf(), spill.position())
-        };
-        let mut sent_end = start;
-        let mut sent = 0usize;
-        let mut torn = false;
-        let mut caught_up = false;
-        let mut held = false;
-        'window: while sent < REPLAY_WINDOW {
-            let file_end = {
-                let mut spill = shared.spill();
-                let file_end = if held {
-                    // Held records stay in memory; the file grows only if the hold gave way.
-                    spill.written_len()
-                } else {
-                    let Some(file_end) = Shared::flush_spill(&mut spill) else {
-                        break;
-                    };
-                    file_end
-                };
-                if !held && file_end - sent_end <= CATCH_UP_BYTES {
-                    spill.hold();
-                    held = true;
-                }
-                if file_end == sent_end {
-                    caught_up = true;
-                    break;
-                }
-                file_end
+    /// Sends the next records of the replay; false when there was nothing to do.
+    fn replay_step(&self) -> std::io::Result<bool> {
+        let (position, segment, path, len) = {
+            let mut state = self.shared.state();
+            let Some(position) = state.replay else {
+                return Ok(false);
             };
-            let (records, end, stopped) = crate::spill::read_records(
-                &path,
-                sent_end,
-                file_end,
-                REPLAY_READ.min(REPLAY_WINDOW - sent),
-            )?;
-            for record in &records {
-                if !self.send_replayed(record.routing_key, &record.payload) {
-                    break 'window;
+            let end = state.log.end();
+            let Some((segment, path, len)) = state.log.segment(position.segment) else {
+                // Deleted under the replay: cannot be, as trimming keeps it; go on.
+                state.replay = state.log.next_segment(position).or(Some(end));
+                return Ok(true);
+            };
+            if position.offset >= len {
+                if position.segment == end.segment {
+                    return Ok(false);
                 }
-                sent_end += record.file_size();
-                sent += 1;
+                state.replay = state.log.next_segment(position);
+                return Ok(true);
             }
-            debug_assert_eq!(sent_end, end);
-            if stopped {
-                torn = true;
+            if position.segment == end.segment && len - position.offset <= CATCH_UP_BYTES {
+                if !self.finish(&mut state, position, &segment, &path, len)? {
+                    drop(state);
+                    // The queue is full: send its batches now rather than after the
+                    // linger, without holding the log.
+                    flush_now(&self.producer, Duration::from_millis(10));
+                }
+                return Ok(true);
+            }
+            (position, segment, path, len)
+        };
+        let (records, stop, torn) =
+            crate::clicklog::read_records(&path, position.offset, len, REPLAY_READ)?;
+        let mut offset = position.offset;
+        let mut sent = 0u64;
+        for record in &records {
+            if !self.send_replayed(&segment, record) {
                 break;
             }
+            offset += record.file_size();
+            sent += 1;
         }
-        // Every replayed record is acknowledged (or failed) once the queue is empty; the
-        // producer never times a message out, so only shutdown bounds this wait. The
-        // flush sends the last batches at once instead of letting them linger.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.producer.in_flight_count() > 0 {
-            if shared.stop.load(Ordering::SeqCst) && Instant::now() > deadline {
-                return Ok(Some(Unsettled {
-                    end: sent_end,
-                    torn,
-                }));
-            }
-            flush_now(&self.producer, Duration::from_millis(10));
+        if torn && offset == stop {
+            tracing::warn!(
+                bytes = len - stop,
+                path = %path.display(),
+                "skipping an unreadable click log record"
+            );
+            offset = len;
         }
-        if shared.replay_failed.swap(false, Ordering::SeqCst) {
-            shared.broker_down.store(true, Ordering::SeqCst);
-            return Ok(None);
+        deliveries().replayed.inc_by(sent);
+        let mut state = self.shared.state();
+        if state.replay == Some(position) {
+            state.replay = Some(Position {
+                segment: position.segment,
+                offset,
+            });
         }
-        let mut spill = shared.spill();
-        if sent_end != start || torn {
-            spill.advance(sent_end, torn)?;
-            deliveries().replayed.inc_by(sent as u64);
-            tracing::debug!(events = sent, "spilled click events replayed");
-        }
-        if caught_up && spill.file_replayed() && !shared.stop.load(Ordering::SeqCst) {
-            self.hand_back(&mut spill);
-        }
-        spill_pending_bytes().set(spill.pending_bytes() as i64);
-        Ok(None)
+        Ok(true)
     }
 
-    /// The file is replayed: queues the clicks held in memory meanwhile, in order, and
-    /// ends spilling (under the spill lock, so no click is queued before them). What
-    /// the queue cannot take stays spilled, and spilling goes on.
-    fn hand_back(&self, spill: &mut SpillFile) {
-        let held = spill.take_buffered();
-        let mut queued = 0usize;
-        for record in &held {
+    /// Sends the last records of the log while holding it, so none written meanwhile can
+    /// pass them, and ends the replay. What the queue cannot take now stays to replay;
+    /// false then.
+    fn finish(
+        &self,
+        state: &mut LogState,
+        position: Position,
+        segment: &Arc<Segment>,
+        path: &Path,
+        len: u64,
+    ) -> std::io::Result<bool> {
+        let (records, _, _) =
+            crate::clicklog::read_records(path, position.offset, len, usize::MAX)?;
+        let mut offset = position.offset;
+        let mut sent = 0u64;
+        for record in &records {
             let key = traffsure_kafka::routing_key_bytes(record.routing_key);
-            let message = BaseRecord::with_opaque_to(&self.topic, LIVE)
+            let message = BaseRecord::with_opaque_to(&self.topic, segment.clone())
                 .key(&key[..])
                 .payload(&record.payload);
             if self.producer.send(message).is_err() {
                 break;
             }
-            queued += 1;
+            offset += record.file_size();
+            sent += 1;
         }
-        deliveries().replayed.inc_by(queued as u64);
-        for record in &held[queued..] {
-            if let Err(error) = spill.append(record.routing_key, &record.payload) {
-                spill_write_failed(spill, &error);
-            }
+        deliveries().replayed.inc_by(sent);
+        if sent as usize == records.len() && offset < len {
+            tracing::warn!(bytes = len - offset, path = %path.display(), "skipping an unreadable click log record");
+            offset = len;
         }
-        if queued == held.len() {
-            self.shared.spilling.store(false, Ordering::SeqCst);
-            tracing::debug!(
-                events = queued,
-                "spill file replayed, click events go to kafka again"
-            );
+        if sent as usize == records.len() && offset == len {
+            state.replay = None;
+            tracing::debug!("click log replayed, click events go to kafka again");
+            return Ok(true);
         }
+        state.replay = Some(Position {
+            segment: position.segment,
+            offset,
+        });
+        Ok(false)
     }
 
     /// Queues one replayed record, waiting while the queue is half full; false when it
-    /// could not be queued (a producer error, or shutdown), which fails the window.
+    /// could not be queued (a producer error, or shutdown).
     ///
     /// Keeping the queue below full is what makes replay cheap: an idempotent librdkafka
     /// producer keeps one produce request in flight per partition, and while a full batch
     /// waits behind it, its broker thread polls without sleeping. A queue kept full by
     /// replay made that thread cost 2–3 µs per click instead of about 0.8.
-    fn send_replayed(&self, routing_key: u16, payload: &[u8]) -> bool {
+    fn send_replayed(&self, segment: &Arc<Segment>, record: &Record) -> bool {
         let shared = &self.shared;
-        let key = traffsure_kafka::routing_key_bytes(routing_key);
+        let key = traffsure_kafka::routing_key_bytes(record.routing_key);
         loop {
-            if shared.stop.load(Ordering::SeqCst) {
-                return false;
-            }
-            if shared.replay_failed.load(Ordering::Relaxed) {
+            if shared.stop.load(Ordering::SeqCst) || shared.broker_down.load(Ordering::Relaxed) {
                 return false;
             }
             if self.producer.in_flight_count() >= self.replay_queue_limit {
-                // Sends what is queued instead of letting it linger: no live event is
-                // queued while spilling, so the batches are the replay's own.
+                // Sends what is queued instead of letting it linger.
                 flush_now(&self.producer, Duration::from_millis(1));
                 continue;
             }
-            let message = BaseRecord::with_opaque_to(&self.topic, REPLAY)
+            let message = BaseRecord::with_opaque_to(&self.topic, segment.clone())
                 .key(&key[..])
-                .payload(payload);
+                .payload(&record.payload);
             match self.producer.send(message) {
                 Ok(()) => return true,
                 Err((error, _))
@@ -551,7 +543,7 @@ impl Publisher {
                 }
                 Err((error, _)) => {
                     count_delivery_error(&error);
-                    shared.replay_failed.store(true, Ordering::SeqCst);
+                    shared.broker_down.store(true, Ordering::SeqCst);
                     tracing::warn!(%error, "cannot queue a replayed click event");
                     return false;
                 }
@@ -560,64 +552,35 @@ impl Publisher {
     }
 
     /// Flushes the producer at shutdown; what the broker does not take within `timeout`
-    /// goes to the spill file, which is written and synced to disk.
+    /// stays in the click log, synced to disk, for the next start.
     pub fn shutdown(&self, timeout: Duration) {
-        {
-            let _spill = self.shared.spill();
-            self.shared.stop.store(true, Ordering::SeqCst);
-        }
-        self.shared.spill_buffered.notify_all();
-        if let Some(handle) = self
-            .flusher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for handle in threads {
             let _ = handle.join();
         }
-        let unsettled = self
-            .replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .and_then(|handle| handle.join().ok().flatten());
         let timeout = if self.shared.broker_down.load(Ordering::SeqCst) {
             Duration::from_millis(500)
         } else {
             timeout
         };
-        if flush_now(&self.producer, timeout) {
-            // The replay interrupted above has been acknowledged after all.
-            if let Some(Unsettled { end, torn }) = unsettled {
-                if !self.shared.replay_failed.load(Ordering::SeqCst) {
-                    let mut spill = self.shared.spill();
-                    if let Err(error) = spill.advance(end, torn) {
-                        tracing::error!(%error, "spill replay position not saved");
-                    }
-                }
-            }
-        } else {
-            let queued = self.producer.in_flight_count();
+        if !flush_now(&self.producer, timeout) {
             tracing::warn!(
-                queued,
-                "kafka did not take every click event in time, spilling the rest"
+                queued = self.producer.in_flight_count(),
+                "kafka did not take every click event in time, they stay in the click log"
             );
-            self.producer.purge(PurgeConfig::default().queue());
-            let _ = self.producer.flush(Duration::from_secs(1));
-            if self.producer.in_flight_count() > 0 {
-                self.producer
-                    .purge(PurgeConfig::default().queue().inflight());
-                let _ = self.producer.flush(Duration::from_secs(1));
+        }
+        let mut state = self.shared.state();
+        let keep = state.replay;
+        state.log.trim(keep, true);
+        for file in state.log.take_unsynced() {
+            if let Err(error) = file.sync_data() {
+                tracing::error!(%error, "click log not synced");
             }
         }
-        let mut spill = self.shared.spill();
-        let _ = Shared::flush_spill(&mut spill);
-        if let Err(error) = spill.sync() {
-            tracing::error!(%error, "spill file not synced");
-        }
-        spill_pending_bytes().set(spill.pending_bytes() as i64);
-        if spill.pending_bytes() > 0 {
-            tracing::info!(bytes = spill.pending_bytes(), path = %spill.path().display(), "click events left in the spill file for the next start");
+        set_gauges(&state);
+        if state.log.bytes() > 0 {
+            tracing::info!(bytes = state.log.bytes(), path = %state.log.dir().display(), "click events left in the click log for the next start");
         }
     }
 }
@@ -627,8 +590,8 @@ impl Publisher {
 ///
 /// The rdkafka crate's `flush` calls `rd_kafka_flush` with a zero timeout in a loop, so
 /// librdkafka's "flushing" state (which makes queued batches ready at once) lasts only
-/// for that call, and a broker thread woken after it still waits out the linger (a
-/// whole `linger.ms` per replay wait). This calls it with the real timeout.
+/// for that call, and a broker thread woken after it still waits out the linger. This
+/// calls it with the real timeout.
 #[allow(unsafe_code)]
 fn flush_now(producer: &ThreadedProducer<Context>, timeout: Duration) -> bool {
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
@@ -647,34 +610,47 @@ fn replay_queue_limit(max_queued: u32) -> i32 {
     i32::try_from(max_queued / 2).unwrap_or(i32::MAX).max(1)
 }
 
-/// Writes the spill file's buffer once its oldest record is `SPILL_FLUSH_AFTER` old (a
-/// full buffer is written by the append that fills it); sleeps while it is empty.
-fn flush_loop(shared: &Shared) {
-    let mut spill = shared.spill();
+fn set_gauges(state: &LogState) {
+    let gauges = log_gauges();
+    gauges.bytes.set(state.log.bytes() as i64);
+    gauges.segments.set(state.log.segment_count() as i64);
+    gauges
+        .pending
+        .set(state.replay.map_or(0, |p| state.log.bytes_from(p)) as i64);
+}
+
+/// Deletes settled segments, sets the log's gauges, and syncs the log to disk as the
+/// fsync policy says (outside the lock: a sync never holds up a click).
+fn upkeep_loop(shared: &Shared, fsync: FsyncPolicy) {
+    let mut last_sync = Instant::now();
     while !shared.stop.load(Ordering::SeqCst) {
-        match spill.buffered_since() {
-            None => {
-                spill = shared
-                    .spill_buffered
-                    .wait(spill)
-                    .unwrap_or_else(|p| p.into_inner());
+        let tick = match fsync {
+            FsyncPolicy::Every(every) => every.min(UPKEEP_EVERY),
+            FsyncPolicy::Never => UPKEEP_EVERY,
+        };
+        std::thread::sleep(tick);
+        let files = {
+            let mut state = shared.state();
+            let keep = state.replay;
+            state.log.trim(keep, false);
+            set_gauges(&state);
+            match fsync {
+                FsyncPolicy::Every(every) if last_sync.elapsed() >= every => {
+                    state.log.take_unsynced()
+                }
+                FsyncPolicy::Every(_) => Vec::new(),
+                FsyncPolicy::Never => {
+                    // Sealed segments' files need no sync: let them close.
+                    drop(state.log.take_unsynced());
+                    Vec::new()
+                }
             }
-            Some(since) => {
-                let due = since + SPILL_FLUSH_AFTER;
-                let now = Instant::now();
-                if now >= due && !spill.holding() {
-                    Shared::flush_spill(&mut spill);
-                } else {
-                    let wait = if now >= due {
-                        SPILL_FLUSH_AFTER
-                    } else {
-                        due - now
-                    };
-                    spill = shared
-                        .spill_buffered
-                        .wait_timeout(spill, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+        };
+        if !files.is_empty() {
+            last_sync = Instant::now();
+            for file in files {
+                if let Err(error) = file.sync_data() {
+                    tracing::error!(%error, "click log not synced");
                 }
             }
         }
@@ -694,42 +670,5 @@ mod tests {
         assert_eq!(replay_queue_limit(1), 1);
         assert_eq!(replay_queue_limit(0), 1);
         assert_eq!(replay_queue_limit(u32::MAX), i32::MAX);
-    }
-
-    #[test]
-    fn the_flush_thread_writes_buffered_records_within_milliseconds() {
-        let dir = std::env::temp_dir().join(format!("spill-flush-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("clicks.spill");
-        let shared = Arc::new(Shared {
-            spill: Mutex::new(SpillFile::open(&path).unwrap()),
-            spill_buffered: Condvar::new(),
-            spilling: AtomicBool::new(false),
-            broker_down: AtomicBool::new(false),
-            replay_failed: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
-        let flusher = {
-            let shared = shared.clone();
-            std::thread::spawn(move || flush_loop(&shared))
-        };
-        let written = || std::fs::metadata(&path).unwrap().len();
-        for round in 1..=2u64 {
-            shared.append(7, b"a click");
-            assert!(shared.spilling.load(Ordering::SeqCst));
-            assert_eq!(shared.spill().pending_bytes(), 13 * round);
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while written() < 13 * round {
-                assert!(Instant::now() < deadline, "buffered record never written");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert!(shared.spill().buffered_since().is_none());
-        }
-        {
-            let _spill = shared.spill();
-            shared.stop.store(true, Ordering::SeqCst);
-        }
-        shared.spill_buffered.notify_all();
-        flusher.join().unwrap();
     }
 }
