@@ -104,6 +104,8 @@ pub struct ClickLog {
     max_bytes: u64,
     /// Sealed segments not yet synced, for the fsync policy.
     unsynced: Vec<File>,
+    /// The record being written, kept between appends so a click allocates nothing.
+    scratch: Vec<u8>,
     /// Held so that a second click-ingest cannot share the directory.
     _lock: File,
 }
@@ -214,6 +216,7 @@ impl ClickLog {
             bytes: recovered.bytes,
             max_bytes,
             unsynced: Vec::new(),
+            scratch: Vec::new(),
             _lock: lock,
         };
         Ok((log, recovered))
@@ -239,16 +242,21 @@ impl ClickLog {
             encode(&mut buffer, record.routing_key, &record.payload);
         }
         self.open.file.write_all(&buffer)?;
+        self.wrote(records.len() as u64, buffer.len() as u64);
+        Ok(())
+    }
+
+    /// Counts `records` records of `bytes` bytes just written to the open segment.
+    fn wrote(&mut self, records: u64, bytes: u64) {
         self.open
             .segment
             .written
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        self.open.len += buffer.len() as u64;
-        self.bytes += buffer.len() as u64;
+            .fetch_add(records, Ordering::Relaxed);
+        self.open.len += bytes;
+        self.bytes += bytes;
         if let Some(entry) = self.segments.get_mut(&self.open.segment.id) {
             entry.2 = self.open.len;
         }
-        Ok(())
     }
 
     /// Syncs what [`write_recovered`](Self::write_recovered) wrote, and only then deletes
@@ -278,9 +286,9 @@ impl ClickLog {
         if self.open.len >= SEGMENT_BYTES {
             self.roll()?;
         }
-        let mut buffer = Vec::with_capacity(6 + payload.len());
-        encode(&mut buffer, routing_key, payload);
-        if let Err(error) = self.open.file.write_all(&buffer) {
+        self.scratch.clear();
+        encode(&mut self.scratch, routing_key, payload);
+        if let Err(error) = self.open.file.write_all(&self.scratch) {
             // A partial write would end the segment in an unreadable record.
             let _ = self.open.file.set_len(self.open.len);
             return Err(error.into());
@@ -289,12 +297,7 @@ impl ClickLog {
             segment: self.open.segment.id,
             offset: self.open.len,
         };
-        self.open.len += buffer.len() as u64;
-        self.bytes += buffer.len() as u64;
-        self.open.segment.written.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = self.segments.get_mut(&self.open.segment.id) {
-            entry.2 = self.open.len;
-        }
+        self.wrote(1, self.scratch.len() as u64);
         Ok((self.open.segment.clone(), position))
     }
 
