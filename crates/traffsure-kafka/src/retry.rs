@@ -44,6 +44,49 @@ impl Backoff {
     }
 }
 
+/// The failures of one loop that retries: each one is logged and waited out as the
+/// backoff says, the wait growing until `reset`. For loops that cannot hand their attempt
+/// to [`forever`] (an attempt that borrows the loop's own state mutably).
+#[derive(Debug)]
+pub struct Retrying<'a> {
+    what: &'a str,
+    backoff: &'a Backoff,
+    retry: u32,
+}
+
+impl<'a> Retrying<'a> {
+    pub fn new(what: &'a str, backoff: &'a Backoff) -> Self {
+        Self {
+            what,
+            backoff,
+            retry: 0,
+        }
+    }
+
+    /// Logs a failure and returns how long to wait before the next attempt.
+    fn failed(&mut self, error: &dyn Display) -> Duration {
+        let delay = self.backoff.delay(self.retry);
+        tracing::warn!(what = self.what, %error, retry_ms = delay.as_millis() as u64, "failed, retrying");
+        self.retry = self.retry.saturating_add(1);
+        delay
+    }
+
+    /// Logs a failure; the returned sleep waits before the next attempt.
+    pub fn wait(&mut self, error: &dyn Display) -> tokio::time::Sleep {
+        tokio::time::sleep(self.failed(error))
+    }
+
+    /// `wait` for blocking code.
+    pub fn wait_blocking(&mut self, error: &dyn Display) {
+        std::thread::sleep(self.failed(error));
+    }
+
+    /// After a success: the next failure waits the shortest delay again.
+    pub fn reset(&mut self) {
+        self.retry = 0;
+    }
+}
+
 /// Runs `attempt` until it succeeds, waiting between failures as `backoff` says.
 pub async fn forever<T, E, F, Fut>(what: &str, backoff: &Backoff, mut attempt: F) -> T
 where
@@ -51,16 +94,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut retry = 0;
+    let mut retrying = Retrying::new(what, backoff);
     loop {
         match attempt().await {
             Ok(value) => return value,
-            Err(error) => {
-                let delay = backoff.delay(retry);
-                tracing::warn!(what, %error, retry_ms = delay.as_millis() as u64, "failed, retrying");
-                tokio::time::sleep(delay).await;
-                retry = retry.saturating_add(1);
-            }
+            Err(error) => retrying.wait(&error).await,
         }
     }
 }
@@ -71,16 +109,11 @@ pub fn forever_blocking<T, E: Display>(
     backoff: &Backoff,
     mut attempt: impl FnMut() -> Result<T, E>,
 ) -> T {
-    let mut retry = 0;
+    let mut retrying = Retrying::new(what, backoff);
     loop {
         match attempt() {
             Ok(value) => return value,
-            Err(error) => {
-                let delay = backoff.delay(retry);
-                tracing::warn!(what, %error, retry_ms = delay.as_millis() as u64, "failed, retrying");
-                std::thread::sleep(delay);
-                retry = retry.saturating_add(1);
-            }
+            Err(error) => retrying.wait_blocking(&error),
         }
     }
 }

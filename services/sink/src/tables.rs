@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use clickhouse::{Client, RowOwned, RowWrite};
 use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
+use traffsure_kafka::retry::Retrying;
 use traffsure_kafka::trace::BatchTraces;
 use traffsure_kafka::Topics;
 
@@ -146,16 +147,11 @@ impl Tables {
         m: &Incoming<'_>,
     ) -> Option<(&'static str, Accepted)> {
         let what = format!("checkpoint read of {} partition {}", m.topic, m.partition);
-        let mut retry = 0;
+        let mut retrying = Retrying::new(&what, &SINK_BACKOFF);
         loop {
             match self.accept(at, m).await {
                 Ok(accepted) => return accepted,
-                Err(error) => {
-                    let delay = SINK_BACKOFF.delay(retry);
-                    tracing::warn!(what, %error, retry_ms = delay.as_millis() as u64, "failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    retry += 1;
-                }
+                Err(error) => retrying.wait(&error).await,
             }
         }
     }
