@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 pub enum RebalanceWait {
     /// Wait for the reply, at most this long (then go on with a warning).
     UpTo(Duration),
+    /// Wait for the reply however long it takes (work that must not be cut short).
+    UntilReply,
     /// Do not wait.
     No,
 }
@@ -111,8 +113,11 @@ impl RebalanceContext {
         if self.events.send(event).is_err() {
             return; // nobody listens any more: the service is stopping
         }
-        let RebalanceWait::UpTo(limit) = self.wait else {
-            return;
+        let limit = match self.wait {
+            RebalanceWait::No => return,
+            RebalanceWait::UpTo(limit) => limit,
+            // `recv_timeout` waits without a deadline when none can be computed.
+            RebalanceWait::UntilReply => Duration::MAX,
         };
         let started = Instant::now();
         let wait = || receiver.recv_timeout(limit);

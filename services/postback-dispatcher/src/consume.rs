@@ -83,7 +83,10 @@ impl Dispatcher {
     pub async fn consume(self: Arc<Self>) -> anyhow::Result<()> {
         // The consumer's poll waits while a revoked partition's work is written and an
         // assigned partition's records are read back; a task of its own does both.
-        let (context, events) = rebalance::channel(RebalanceWait::UpTo(self.rebalance_wait()));
+        // The callback waits for the reply: `release` gives up after its own bound;
+        // `take_over` retries until the partitions' records are read, because a
+        // conversion read before them would be delivered again.
+        let (context, events) = rebalance::channel(RebalanceWait::UntilReply);
         tokio::spawn(self.clone().follow_rebalances(events));
         let consumer: StreamConsumer<RebalanceContext> =
             traffsure_kafka::group_consumer_config(&self.kafka, &self.group_id)
@@ -225,13 +228,6 @@ impl Dispatcher {
         Duration::from_millis(
             self.settings.request_timeout_ms + self.settings.flow_wait_ms + 10_000,
         )
-    }
-
-    /// How long a rebalance callback waits: until the reply. `release` gives up after its
-    /// own bound; `take_over` retries until the partitions' records are read, because a
-    /// conversion read before them would be delivered again.
-    fn rebalance_wait(&self) -> Duration {
-        Duration::MAX
     }
 
     /// Gives up partitions: no new attempt of theirs starts, and this returns once their
