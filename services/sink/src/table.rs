@@ -36,7 +36,6 @@ use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
-use traffsure_kafka::retry::Retrying;
 
 use clickhouse::error::Error;
 use clickhouse::{Client, RowOwned, RowWrite};
@@ -442,8 +441,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
         }
     }
     let mut written = 0;
-    let what = format!("insert into {table}");
-    let mut retrying = Retrying::new(&what, &crate::SINK_BACKOFF);
+    let mut retry = 0;
     let mut chunks = VecDeque::new();
     if !rows.is_empty() {
         chunks.push_back(0..rows.len());
@@ -452,7 +450,7 @@ async fn write_batch<R: RowOwned + RowWrite>(
         match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
             Ok(n) => {
                 written += n;
-                retrying.reset();
+                retry = 0;
             }
             Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
                 let r = rows[chunk.start].message;
@@ -471,7 +469,10 @@ async fn write_batch<R: RowOwned + RowWrite>(
             }
             Err(error) => {
                 metrics::insert_errors().with_label_values(&[table]).inc();
-                retrying.wait(&error).await;
+                let delay = crate::SINK_BACKOFF.delay(retry);
+                tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "insert failed, retrying");
+                tokio::time::sleep(delay).await;
+                retry += 1;
                 // The next attempt reads the checkpoints again, so whatever of this
                 // chunk did reach the table is not written twice.
                 chunks.push_front(chunk);
