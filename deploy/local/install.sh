@@ -7,6 +7,9 @@
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
+#   * the visitor data (npm uap-core's regexes.yaml and crawler-user-agents'
+#     crawler-user-agents.json, pinned) into .local/user-agents/ (re-done when a
+#     pin changes; the edge reloads the files when they change);
 #   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
 #     with which the tests run every migration and query shape on a current ClickHouse.
 #   * the admin panel's browser tests: Debian's chromium, and the pinned
@@ -26,11 +29,18 @@ GEOIP_PACKAGE="@ip-location-db/geo-whois-asn-country-mmdb"
 GEOIP_VERSION="${GEOIP_VERSION:-2.3.2026061719}"
 GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 
+# The user-agent regexes (Apache-2.0) and the crawler patterns (MIT), pinned; bump a pin
+# and rerun to update (docs/visitors.md).
+UAP_CORE_VERSION="${UAP_CORE_VERSION:-0.18.0}"
+CRAWLERS_VERSION="${CRAWLERS_VERSION:-1.60.0}"
+UA_DIR="$LOCAL_DIR/user-agents"
+
 CHDB_VERSION="${CHDB_VERSION:-26.9.0}"
 CHDB_VENV="$LOCAL_DIR/chdb-venv"
 
 GEOIP_TMP=""
-trap '[[ -z "$GEOIP_TMP" ]] || rm -rf "$GEOIP_TMP"' EXIT
+UA_TMP=""
+trap '[[ -z "$GEOIP_TMP" ]] || rm -rf "$GEOIP_TMP"; [[ -z "$UA_TMP" ]] || rm -rf "$UA_TMP"' EXIT
 
 # --- Debian packages -------------------------------------------------------
 install_apt_packages() {
@@ -136,6 +146,38 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
+# --- User agents and crawlers -------------------------------------------------
+install_user_agents() {
+  local pins="uap-core@$UAP_CORE_VERSION crawler-user-agents@$CRAWLERS_VERSION"
+  if [[ -s "$UA_DIR/regexes.yaml" && -s "$UA_DIR/crawler-user-agents.json" ]] \
+    && [[ "$(cat "$UA_DIR/versions" 2>/dev/null)" == "$pins" ]]; then
+    log "user agents: already installed ($pins)"
+    return
+  fi
+  log "user agents: fetching $pins from npm"
+  local tmp
+  tmp=$(mktemp -d)
+  UA_TMP=$tmp # removed by the EXIT trap, also on failure
+  (cd "$tmp" && npm pack --silent "uap-core@$UAP_CORE_VERSION" \
+    "crawler-user-agents@$CRAWLERS_VERSION" >/dev/null)
+  mkdir -p "$tmp/uap" "$tmp/crawlers" "$UA_DIR"
+  tar -xzf "$tmp/uap-core-$UAP_CORE_VERSION.tgz" -C "$tmp/uap"
+  tar -xzf "$tmp/crawler-user-agents-$CRAWLERS_VERSION.tgz" -C "$tmp/crawlers"
+  local regexes="$tmp/uap/package/regexes.yaml"
+  local crawlers="$tmp/crawlers/package/crawler-user-agents.json"
+  [[ -s "$regexes" ]] || die "user agents: regexes.yaml not found in uap-core"
+  [[ -s "$crawlers" ]] || die "user agents: crawler-user-agents.json not found in crawler-user-agents"
+  cp "$tmp/uap/package/LICENSE" "$UA_DIR/LICENSE.uap-core"
+  cp "$tmp/crawlers/package/LICENSE" "$UA_DIR/LICENSE.crawler-user-agents"
+  # Each file replaced in one rename, so a running edge never reads half a file.
+  cp "$regexes" "$UA_DIR/regexes.yaml.tmp"
+  mv -f "$UA_DIR/regexes.yaml.tmp" "$UA_DIR/regexes.yaml"
+  cp "$crawlers" "$UA_DIR/crawler-user-agents.json.tmp"
+  mv -f "$UA_DIR/crawler-user-agents.json.tmp" "$UA_DIR/crawler-user-agents.json"
+  printf '%s\n' "$pins" >"$UA_DIR/versions"
+  log "user agents: installed $pins into $UA_DIR"
+}
+
 # --- chdb (a current ClickHouse for the SQL checks) ------------------------------
 install_chdb() {
   if [[ -x "$CHDB_VENV/bin/python" ]] \
@@ -172,6 +214,7 @@ main() {
   check_java_version
   install_kafka
   install_geoip
+  install_user_agents
   install_chdb
   install_browser_tests
   log "install: done"

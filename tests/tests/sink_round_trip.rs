@@ -48,6 +48,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         destination_url: "https://offer.example/?c=x".into(),
         is_bot: true,
         extra: [("k".to_string(), "v".to_string())].into(),
+        ..Click::default()
     };
     // One partition for the click, the poison message and the next click, in that order.
     producer

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "currencies",
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
+    (
+        7,
+        "visitor_details",
+        include_str!("../../../deploy/clickhouse/migrations/0007_visitor_details.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse

@@ -1,10 +1,11 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
 //! conversion status mapping, URL macros, IP blocks, the client address behind proxies,
-//! the flow model, user-agent classification and destination routing (rules and
-//! weighted rotation).
+//! the flow model, user agents and bots (uap-core's regexes and crawler patterns, handed
+//! in by the caller) and destination routing (rules and weighted rotation).
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
+pub mod bots;
 pub mod cidr;
 pub mod click_hash;
 pub mod client_ip;
@@ -15,6 +16,7 @@ pub mod money;
 pub mod postback_params;
 pub mod routing;
 pub mod status;
+pub mod ua_data;
 pub mod user_agent;
 pub mod visitor;
 pub mod vocab;

@@ -1,14 +1,15 @@
 //! The tracker's words for its enums, each list in one place: the API, the tables, the
 //! admin panel, the dispatcher and replay all name a flow status, a redirect mode, a
-//! duplicate policy, a conversion status, an outbound state or a postback outcome with
-//! the word listed here, and parse it back with the same list.
+//! duplicate policy, a conversion status, an outbound state, a postback outcome or a
+//! bot reason with the word listed here, and parse it back with the same list.
 //!
 //! The enums themselves are the Protobuf ones of `traffsure-events`; their
 //! `UNSPECIFIED` value (what an older event carries) reads as the word of the value it is
 //! treated as, so no event ever shows an empty word.
 
 use traffsure_events::{
-    ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, PostbackOutcome, RedirectMode,
+    BotReason, ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, PostbackOutcome,
+    RedirectMode,
 };
 
 /// An enum with one word per value.
@@ -133,6 +134,21 @@ impl Vocabulary for PostbackOutcome {
     const UNSPECIFIED: Self = PostbackOutcome::Unspecified;
 }
 
+impl Vocabulary for BotReason {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (BotReason::Crawler, "crawler"),
+        (BotReason::Headless, "headless"),
+        (BotReason::Datacenter, "datacenter"),
+        (BotReason::Rate, "rate"),
+        (BotReason::IpList, "ip_list"),
+        (BotReason::UaList, "ua_list"),
+        (BotReason::EmptyUa, "empty_ua"),
+    ];
+    // Not a bot (or a bot recorded before reasons were): no word, an empty column.
+    const UNSPECIFIED_AS: Self = BotReason::Unspecified;
+    const UNSPECIFIED: Self = BotReason::Unspecified;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +171,27 @@ mod tests {
         round_trips::<ConversionStatus>();
         round_trips::<OutboundState>();
         round_trips::<PostbackOutcome>();
+    }
+
+    #[test]
+    fn bot_reasons_have_seven_words_and_none_for_people() {
+        for &(value, word) in BotReason::WORDS {
+            assert_eq!(BotReason::from_word(word), Some(value), "{word}");
+        }
+        assert_eq!(
+            BotReason::words(),
+            [
+                "crawler",
+                "headless",
+                "datacenter",
+                "rate",
+                "ip_list",
+                "ua_list",
+                "empty_ua"
+            ]
+        );
+        assert_eq!(BotReason::Unspecified.word(), "");
+        assert_eq!(BotReason::Unspecified.specified_word(), None);
     }
 
     #[test]

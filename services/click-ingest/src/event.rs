@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 
+use traffsure_core::user_agent::UserAgent;
+use traffsure_events::BotReason;
+
 /// One click, borrowing its fields; field numbers as in `clicks.proto`.
 pub struct ClickEvent<'a> {
     pub click_hash: &'a str,
@@ -29,6 +32,9 @@ pub struct ClickEvent<'a> {
     pub cost_currency: &'a str,
     pub destination_url: &'a str,
     pub is_bot: bool,
+    pub bot_reason: BotReason,
+    /// uap-core's browser, OS and device (fields 22 to 30).
+    pub agent: &'a UserAgent,
     pub extra: &'a BTreeMap<String, String>,
 }
 
@@ -76,6 +82,17 @@ impl ClickEvent<'_> {
             string(buf, 2, value);
         }
         string(buf, 20, self.cost_currency);
+        uint(buf, 21, self.bot_reason as i32 as u64);
+        let agent = self.agent;
+        string(buf, 22, &agent.browser_family);
+        string(buf, 23, &agent.browser_major);
+        string(buf, 24, &agent.browser_minor);
+        string(buf, 25, &agent.os_family);
+        string(buf, 26, &agent.os_major);
+        string(buf, 27, &agent.os_minor);
+        string(buf, 28, &agent.device_family);
+        string(buf, 29, &agent.device_brand);
+        string(buf, 30, &agent.device_model);
     }
 }
 
@@ -186,6 +203,16 @@ mod tests {
             destination_url: event.destination_url.into(),
             is_bot: event.is_bot,
             extra: event.extra.clone(),
+            bot_reason: event.bot_reason as i32,
+            browser_family: event.agent.browser_family.clone(),
+            browser_major: event.agent.browser_major.clone(),
+            browser_minor: event.agent.browser_minor.clone(),
+            os_family: event.agent.os_family.clone(),
+            os_major: event.agent.os_major.clone(),
+            os_minor: event.agent.os_minor.clone(),
+            device_family: event.agent.device_family.clone(),
+            device_brand: event.agent.device_brand.clone(),
+            device_model: event.agent.device_model.clone(),
         }
     }
 
@@ -251,6 +278,23 @@ mod tests {
             let strings: Vec<String> = (0..12)
                 .map(|i| text(if i == 3 { 300 } else { 40 }))
                 .collect();
+            let agent = traffsure_core::user_agent::UserAgent {
+                browser_family: text(20),
+                browser_major: text(4),
+                browser_minor: text(4),
+                os_family: text(20),
+                os_major: text(4),
+                os_minor: text(4),
+                device_family: text(30),
+                device_brand: text(10),
+                device_model: text(20),
+                ..Default::default()
+            };
+            let bot_reason = [
+                BotReason::Unspecified,
+                BotReason::Crawler,
+                BotReason::EmptyUa,
+            ][rng.random_range(0..3)];
             let subs: Vec<String> = (0..10).map(|_| text(6)).collect();
             let extra: BTreeMap<String, String> =
                 (0..round % 4).map(|_| (text(8), text(200))).collect();
@@ -287,6 +331,8 @@ mod tests {
                 cost_currency: if round % 2 == 0 { "EUR" } else { "" },
                 destination_url: &strings[10],
                 is_bot: rng.random(),
+                bot_reason,
+                agent: &agent,
                 extra: &extra,
             };
             let mut buf = Vec::new();

@@ -22,12 +22,62 @@ pub const PARAMETERS: &[&str] = &[
     "sort",
     "format",
     "unique_clicks",
+    "bot_reason",
+    "browser_family",
+    "browser_major",
+    "os_family",
+    "os_major",
+    "device_family",
+    "device_brand",
+    "device_model",
 ];
 
 /// Every dimension a report groups by.
 pub const DIMENSIONS: &[&str] = &[
-    "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4", "sub5",
-    "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
+    "day",
+    "hour",
+    "flow",
+    "country",
+    "source",
+    "sub_id",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "goal",
+    "device",
+    "os",
+    "browser",
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "bot_reason",
+];
+
+/// Dimensions only clicks have (conversions group them under an empty key).
+pub const CLICK_ONLY_DIMENSIONS: &[&str] = &[
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "bot_reason",
 ];
 
 /// Every metric a report returns, in order.
@@ -70,6 +120,9 @@ pub struct Filters {
     pub goal: Option<String>,
     /// Only conversions made without their click (`true`) or only those with it (`false`).
     pub click_missing: Option<bool>,
+    /// Filters on the clicks' visitor columns (`crate::filters::AGENT_FILTERS`), as
+    /// column and value; conversions have no such columns and stay whole.
+    pub agent: Vec<(&'static str, String)>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub timezone: String,
@@ -113,6 +166,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         sub_id: params.text("sub_id", 200)?,
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
+        agent: params.agent_filters()?,
         from,
         to,
         timezone,

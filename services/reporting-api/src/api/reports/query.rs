@@ -8,7 +8,7 @@
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::parse::{Filters, ReportRequest, DIMENSIONS};
+use super::parse::{Filters, ReportRequest, CLICK_ONLY_DIMENSIONS, DIMENSIONS};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
@@ -175,6 +175,11 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
         }
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
+        d if CLICK_ONLY_DIMENSIONS.contains(&d)
+            && matches!(side, Side::ConversionRollup | Side::ConversionRaw) =>
+        {
+            None
+        }
         other => DIMENSIONS.iter().find(|d| **d == other).copied(),
     };
     match column {
@@ -206,6 +211,11 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
+    if side == Side::ClickRaw {
+        for (column, value) in &filters.agent {
+            eq(sql, column, Arg::Str(value.clone()));
+        }
+    }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
     range_condition(sql, side.time_column(), &from, &to, &filters.timezone);
@@ -222,9 +232,9 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
     sql.push("] AS keys");
 }
 
-/// Clicks and costs read their rollups when they have every asked dimension.
-fn click_side(dims: &[&'static str]) -> (bool, Side) {
-    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d));
+/// Clicks and costs read their rollups when they have every asked dimension and filter.
+fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
+    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d)) && filters.agent.is_empty();
     (
         rollup,
         if rollup {
@@ -236,7 +246,7 @@ fn click_side(dims: &[&'static str]) -> (bool, Side) {
 }
 
 fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let (rollup, side) = click_side(dims);
+    let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     if rollup {
@@ -264,7 +274,7 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
 /// Costs by UTC day and currency, apart from the clicks: unique clicks would not add up
 /// over days and currencies.
 fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let (rollup, side) = click_side(dims);
+    let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     sql.push(", toString(toDate(")
@@ -329,6 +339,7 @@ mod tests {
             sub_id: None,
             goal: Some("sale".into()),
             click_missing: None,
+            agent: Vec::new(),
             from: None,
             to: None,
             timezone: "Europe/Berlin".into(),
