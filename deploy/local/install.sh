@@ -7,9 +7,9 @@
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
-#   * the visitor data (npm uap-core's regexes.yaml and crawler-user-agents'
-#     crawler-user-agents.json, pinned) into .local/user-agents/ (re-done when a
-#     pin changes; the edge reloads the files when they change);
+#   * the visitor data (uap-core's regexes.yaml as the ua-parser crate in Cargo.lock
+#     ships it, and npm crawler-user-agents' crawler-user-agents.json, pinned) into
+#     .local/user-agents/ (re-done when a pin changes; the edge reloads changed files);
 #   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
 #     with which the tests run every migration and query shape on a current ClickHouse.
 #   * the admin panel's browser tests: Debian's chromium, and the pinned
@@ -29,9 +29,8 @@ GEOIP_PACKAGE="@ip-location-db/geo-whois-asn-country-mmdb"
 GEOIP_VERSION="${GEOIP_VERSION:-2.3.2026061719}"
 GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 
-# The user-agent regexes (Apache-2.0) and the crawler patterns (MIT), pinned; bump a pin
-# and rerun to update (docs/visitors.md).
-UAP_CORE_VERSION="${UAP_CORE_VERSION:-0.18.0}"
+# The crawler patterns (MIT), pinned; uap-core's regexes (Apache-2.0) are pinned by the
+# ua-parser crate's version in Cargo.lock. Bump and rerun to update (docs/visitors.md).
 CRAWLERS_VERSION="${CRAWLERS_VERSION:-1.60.0}"
 UA_DIR="$LOCAL_DIR/user-agents"
 
@@ -147,27 +146,36 @@ install_geoip() {
 }
 
 # --- User agents and crawlers -------------------------------------------------
+# uap-core's directory inside the ua-parser crate's source (fetched by Cargo if needed):
+# the regexes of the same uap-core commit as the corpus the tests hold them to.
+uap_core_dir() {
+  (cd "$ROOT" && "${CARGO:-cargo}" metadata --format-version 1 --locked) | python3 -c '
+import json, os, sys
+pkg = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "ua-parser")
+print(pkg["version"], os.path.join(os.path.dirname(pkg["manifest_path"]), "uap-core"))'
+}
+
 install_user_agents() {
-  local pins="uap-core@$UAP_CORE_VERSION crawler-user-agents@$CRAWLERS_VERSION"
+  local uap_version uap_dir
+  read -r uap_version uap_dir < <(uap_core_dir) || die "user agents: cannot locate the ua-parser crate"
+  local pins="ua-parser@$uap_version crawler-user-agents@$CRAWLERS_VERSION"
   if [[ -s "$UA_DIR/regexes.yaml" && -s "$UA_DIR/crawler-user-agents.json" ]] \
     && [[ "$(cat "$UA_DIR/versions" 2>/dev/null)" == "$pins" ]]; then
     log "user agents: already installed ($pins)"
     return
   fi
-  log "user agents: fetching $pins from npm"
+  log "user agents: installing $pins (crawler list from npm)"
   local tmp
   tmp=$(mktemp -d)
   UA_TMP=$tmp # removed by the EXIT trap, also on failure
-  (cd "$tmp" && npm pack --silent "uap-core@$UAP_CORE_VERSION" \
-    "crawler-user-agents@$CRAWLERS_VERSION" >/dev/null)
-  mkdir -p "$tmp/uap" "$tmp/crawlers" "$UA_DIR"
-  tar -xzf "$tmp/uap-core-$UAP_CORE_VERSION.tgz" -C "$tmp/uap"
+  (cd "$tmp" && npm pack --silent "crawler-user-agents@$CRAWLERS_VERSION" >/dev/null)
+  mkdir -p "$tmp/crawlers" "$UA_DIR"
   tar -xzf "$tmp/crawler-user-agents-$CRAWLERS_VERSION.tgz" -C "$tmp/crawlers"
-  local regexes="$tmp/uap/package/regexes.yaml"
+  local regexes="$uap_dir/regexes.yaml"
   local crawlers="$tmp/crawlers/package/crawler-user-agents.json"
-  [[ -s "$regexes" ]] || die "user agents: regexes.yaml not found in uap-core"
+  [[ -s "$regexes" ]] || die "user agents: $regexes not found"
   [[ -s "$crawlers" ]] || die "user agents: crawler-user-agents.json not found in crawler-user-agents"
-  cp "$tmp/uap/package/LICENSE" "$UA_DIR/LICENSE.uap-core"
+  cp "$uap_dir/LICENSE" "$UA_DIR/LICENSE.uap-core"
   cp "$tmp/crawlers/package/LICENSE" "$UA_DIR/LICENSE.crawler-user-agents"
   # Each file replaced in one rename, so a running edge never reads half a file.
   cp "$regexes" "$UA_DIR/regexes.yaml.tmp"

@@ -69,8 +69,11 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .test_cases
 }
 
+/// The installed data (`UA_DATA_DIR` names another directory with the same two files).
 fn installed_parser() -> Parser {
-    let dir = workspace_dir().join(".local/user-agents");
+    let dir = std::env::var_os("UA_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join(".local/user-agents"));
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| {
             panic!(

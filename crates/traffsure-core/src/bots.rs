@@ -10,7 +10,9 @@
 use traffsure_events::BotReason;
 
 /// Headless browsers, automation drivers and HTTP libraries, as they sign their user
-/// agents (case-insensitive, each starting at a word boundary).
+/// agents (regular expressions, case-insensitive, each starting at a word boundary).
+/// Java's HTTP client sends `Java/<version>` alone, unlike the `Java/ASVM` or
+/// `SEMC-Java/2.0` of feature phones.
 pub const HEADLESS_MARKERS: &[&str] = &[
     "HeadlessChrome",
     "PhantomJS",
@@ -29,7 +31,7 @@ pub const HEADLESS_MARKERS: &[&str] = &[
     "aiohttp",
     "Go-http-client",
     "okhttp",
-    "Java/",
+    r"^Java/\d",
     "Apache-HttpClient",
     "libwww-perl",
     "node-fetch",
@@ -86,7 +88,7 @@ impl BotPatterns {
             r"(?i)\b(?:{})",
             HEADLESS_MARKERS
                 .iter()
-                .map(|m| regex::escape(m))
+                .copied()
                 .collect::<Vec<_>>()
                 .join("|")
         ))?;
@@ -102,12 +104,22 @@ impl BotPatterns {
         &self.skipped
     }
 
-    /// Why `user_agent` is a bot, from the user agent alone; `device_family` is what
-    /// uap-core calls its device (`Spider` for the crawlers it knows).
-    pub fn reason(&self, user_agent: &str, device_family: &str) -> Option<BotReason> {
+    /// Why `user_agent` is a bot, from the user agent alone; `device_family` and
+    /// `device_brand` are what uap-core makes of its device (`Spider` for the crawlers it
+    /// knows). A device uap-core names by brand is a person's unless uap-core calls it a
+    /// spider: crawler patterns such as `WhatsApp` or `Butterfly` also occur in apps and
+    /// phone models.
+    pub fn reason(
+        &self,
+        user_agent: &str,
+        device_family: &str,
+        device_brand: &str,
+    ) -> Option<BotReason> {
         if self.headless.is_match(user_agent) {
             Some(BotReason::Headless)
-        } else if device_family == "Spider" || self.crawlers.is_match(user_agent) {
+        } else if device_family == "Spider"
+            || device_brand.is_empty() && self.crawlers.is_match(user_agent)
+        {
             Some(BotReason::Crawler)
         } else {
             None
@@ -159,8 +171,26 @@ mod tests {
             ("", "Other", None),
         ];
         for (ua, device, reason) in cases {
-            assert_eq!(bots.reason(ua, device), reason, "{ua}");
+            let brand = if device.starts_with("Cubot") {
+                "Cubot"
+            } else {
+                ""
+            };
+            assert_eq!(bots.reason(ua, device, brand), reason, "{ua}");
         }
+        // A phone uap-core names, with a crawler pattern in an app's user agent.
+        assert_eq!(
+            bots.reason("bingbot-in-an-app Android/4.2.1", "Asus Nexus 7", "Asus"),
+            None
+        );
+        assert_eq!(
+            bots.reason("Java/ASVM/1.1 Profile/MIDP-2.1", "LG-T500", "LG"),
+            None
+        );
+        assert_eq!(
+            bots.reason("Java/17.0.2", "Other", ""),
+            Some(BotReason::Headless)
+        );
         assert_eq!(bots.skipped(), ["(?<!Cu)bot-only-in-js"]);
     }
 

@@ -108,7 +108,7 @@ impl Parser {
         let (device_family, device_brand, device_model) = device
             .map(|d| (d.device.to_string(), cow(&d.brand), cow(&d.model)))
             .unwrap_or_else(|| ("Other".into(), String::new(), String::new()));
-        let bot = self.bots.reason(user_agent, &device_family);
+        let bot = self.bots.reason(user_agent, &device_family, &device_brand);
         let os_coarse = coarse_os(&os_family);
         let (device, browser) = if bot.is_some() {
             ("bot", "bot")

@@ -5,9 +5,9 @@
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
-use crate::filters::Params;
+use crate::filters::{Params, AGENT_FILTERS};
 
-/// Every parameter a report accepts.
+/// Every parameter a report accepts besides the visitor filters (`AGENT_FILTERS`).
 pub const PARAMETERS: &[&str] = &[
     "group_by",
     "from",
@@ -22,15 +22,12 @@ pub const PARAMETERS: &[&str] = &[
     "sort",
     "format",
     "unique_clicks",
-    "bot_reason",
-    "browser_family",
-    "browser_major",
-    "os_family",
-    "os_major",
-    "device_family",
-    "device_brand",
-    "device_model",
 ];
+
+/// Every parameter a report accepts: `PARAMETERS` and the visitor filters.
+pub fn parameters() -> Vec<&'static str> {
+    PARAMETERS.iter().chain(AGENT_FILTERS).copied().collect()
+}
 
 /// Every dimension a report groups by.
 pub const DIMENSIONS: &[&str] = &[
@@ -66,19 +63,8 @@ pub const DIMENSIONS: &[&str] = &[
     "bot_reason",
 ];
 
-/// Dimensions only clicks have (conversions group them under an empty key).
-pub const CLICK_ONLY_DIMENSIONS: &[&str] = &[
-    "browser_family",
-    "browser_major",
-    "browser_minor",
-    "os_family",
-    "os_major",
-    "os_minor",
-    "device_family",
-    "device_brand",
-    "device_model",
-    "bot_reason",
-];
+/// Dimensions only clicks have, the last ten (conversions group them under an empty key).
+pub const CLICK_ONLY_DIMENSIONS: &[&str] = DIMENSIONS.split_at(DIMENSIONS.len() - 10).1;
 
 /// Every metric a report returns, in order.
 pub const METRICS: &[&str] = &[
@@ -244,12 +230,19 @@ fn sort(value: Option<&str>, dims: &[&'static str]) -> Result<Sort, ApiError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn click_only_dimensions_are_the_visitor_columns() {
+        assert_eq!(CLICK_ONLY_DIMENSIONS.first(), Some(&"browser_family"));
+        assert_eq!(CLICK_ONLY_DIMENSIONS.last(), Some(&"bot_reason"));
+        assert_eq!(CLICK_ONLY_DIMENSIONS.len(), 10);
+    }
+
     fn parse(pairs: &[(&str, &str)]) -> Result<ReportRequest, ApiError> {
         let raw = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        request(&Params::new(raw, PARAMETERS)?, &FlowRegistry::new())
+        request(&Params::new(raw, &parameters())?, &FlowRegistry::new())
     }
 
     fn field(result: Result<ReportRequest, ApiError>) -> String {

@@ -408,6 +408,42 @@ mod tests {
     }
 
     #[test]
+    fn visitor_dimensions_and_filters_read_raw_clicks_and_leave_conversions_whole() {
+        let brand = Filters {
+            agent: vec![
+                ("device_brand", "Cubot".into()),
+                ("bot_reason", "crawler".into()),
+            ],
+            ..filters()
+        };
+        let sql = clicks_sql(&["day"], &brand, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains(" AND bot_reason = ?"), "{}", sql.text());
+        let sql = costs_sql(&["day"], &brand, &range());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
+        let sql = conversions_sql(&["day"], &brand, &range());
+        assert!(!sql.text().contains("device_brand"), "{}", sql.text());
+        let sql = clicks_sql(&["os_major", "bot_reason"], &filters(), &range());
+        assert!(
+            sql.text().contains("[os_major, bot_reason] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        let sql = conversions_sql(&["device_model"], &filters(), &range());
+        assert!(sql.text().contains("[''] AS keys"), "{}", sql.text());
+    }
+
+    #[test]
     fn costs_come_by_day_and_currency_from_their_rollup_or_the_raw_clicks() {
         let sql = costs_sql(&["flow"], &filters(), &range());
         assert!(
