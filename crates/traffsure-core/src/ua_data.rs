@@ -2,8 +2,8 @@
 //! thread's cache of recent answers.
 //!
 //! A regex parse costs tens of microseconds, a click a few; but traffic repeats a few
-//! thousand browser builds over and over, so each thread keeps a direct-mapped cache and
-//! a hit costs a hash and a compare. Replacing the data bumps a generation that every
+//! thousand browser builds over and over, so each thread keeps a two-way set-associative
+//! cache and a hit costs a hash and a compare or two. Replacing the data bumps a generation that every
 //! thread checks with one atomic load, and a thread that sees it change empties its
 //! cache. Reading files and deciding when to replace them is the caller's.
 
@@ -79,14 +79,25 @@ impl UaData {
             if user_agent.len() > CACHE_MAX_LEN {
                 return (Arc::new(parser.parse(user_agent)), false);
             }
-            let slot = slot_of(user_agent);
-            if let Some((cached, parsed)) = &cache.slots[slot] {
-                if **cached == *user_agent {
-                    return (Arc::clone(parsed), true);
+            // Two ways per set: two agents that hash alike do not evict each other on
+            // every click; a miss replaces the way not used last.
+            let set = slot_of(user_agent) & !1;
+            for way in [set, set | 1] {
+                if let Some((cached, parsed)) = &cache.slots[way] {
+                    if **cached == *user_agent {
+                        cache.last_used[set / 2] = way & 1 == 1;
+                        return (Arc::clone(parsed), true);
+                    }
                 }
             }
+            let victim = if cache.last_used[set / 2] {
+                set
+            } else {
+                set | 1
+            };
+            cache.last_used[set / 2] = victim & 1 == 1;
             let parsed = Arc::new(parser.parse(user_agent));
-            cache.slots[slot] = Some((user_agent.into(), Arc::clone(&parsed)));
+            cache.slots[victim] = Some((user_agent.into(), Arc::clone(&parsed)));
             (parsed, false)
         })
     }
@@ -106,7 +117,10 @@ type CacheSlot = Option<(Box<str>, Arc<UserAgent>)>;
 struct ThreadCache {
     generation: u64,
     parser: Option<Arc<Parser>>,
+    /// Sets of two ways: slots `2n` and `2n + 1`.
     slots: Vec<CacheSlot>,
+    /// Per set, whether its second way answered or was filled last.
+    last_used: Vec<bool>,
 }
 
 thread_local! {
@@ -114,6 +128,7 @@ thread_local! {
         generation: 0,
         parser: None,
         slots: vec![None; CACHE_SLOTS],
+        last_used: vec![false; CACHE_SLOTS / 2],
     });
 }
 
