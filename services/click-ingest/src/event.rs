@@ -294,7 +294,7 @@ mod tests {
                 BotReason::Unspecified,
                 BotReason::Crawler,
                 BotReason::EmptyUa,
-            ][rng.random_range(0..3)];
+            ][round % 3];
             let subs: Vec<String> = (0..10).map(|_| text(6)).collect();
             let extra: BTreeMap<String, String> =
                 (0..round % 4).map(|_| (text(8), text(200))).collect();
