@@ -84,14 +84,7 @@ impl BotPatterns {
                 .collect::<Vec<_>>()
                 .join("|"),
         )?;
-        let headless = regex::Regex::new(&format!(
-            r"(?i)\b(?:{})",
-            HEADLESS_MARKERS
-                .iter()
-                .copied()
-                .collect::<Vec<_>>()
-                .join("|")
-        ))?;
+        let headless = regex::Regex::new(&format!(r"(?i)\b(?:{})", HEADLESS_MARKERS.join("|")))?;
         Ok(Self {
             headless,
             crawlers,

@@ -103,7 +103,7 @@ struct BotSettings {
 struct UserAgentSettings {
     /// uap-core's regexes.yaml.
     regexes: String,
-    /// crawler-user-agents' crawler-user-agents.json.
+    /// crawler-user-agents' crawler-user-agents.json; empty: no crawler list.
     crawlers: String,
     /// How often the files' modification times are checked (a change reloads them).
     reload_check_secs: u64,

@@ -19,6 +19,7 @@ pub struct UaFiles {
 }
 
 impl UaFiles {
+    /// An empty crawler path means no crawler list (uap-core's Spider devices still count).
     fn mtimes(&self) -> (Option<SystemTime>, Option<SystemTime>) {
         let mtime = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
         (mtime(&self.regexes), mtime(&self.crawlers))
@@ -28,7 +29,12 @@ impl UaFiles {
         let read = |path: &Path| {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
         };
-        let parser = Parser::new(&read(&self.regexes)?, &read(&self.crawlers)?)?;
+        let crawlers = if self.crawlers.as_os_str().is_empty() {
+            "[]".to_string()
+        } else {
+            read(&self.crawlers)?
+        };
+        let parser = Parser::new(&read(&self.regexes)?, &crawlers)?;
         for pattern in parser.bots().skipped() {
             tracing::warn!(pattern, "crawler pattern does not compile, left out");
         }
