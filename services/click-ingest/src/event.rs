@@ -33,7 +33,7 @@ pub struct ClickEvent<'a> {
     pub destination_url: &'a str,
     pub is_bot: bool,
     pub bot_reason: BotReason,
-    /// uap-core's browser, OS and device (fields 22 to 30).
+    /// uap-core's browser, OS and device (fields 22 to 29 and 34).
     pub agent: &'a UserAgent,
     pub extra: &'a BTreeMap<String, String>,
 }
@@ -92,7 +92,7 @@ impl ClickEvent<'_> {
         string(buf, 27, &agent.os_minor);
         string(buf, 28, &agent.device_family);
         string(buf, 29, &agent.device_brand);
-        string(buf, 30, &agent.device_model);
+        string(buf, 34, &agent.device_model);
     }
 }
 
