@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use traffsure_events::ConversionStatus;
 
+use crate::flow::OUTBOUND_MACROS;
 use crate::macros::encode_component;
 use crate::postback_params;
 use crate::vocab::Vocabulary;
@@ -27,61 +28,28 @@ use crate::vocab::Vocabulary;
 const TRAFFIC_SOURCES_JSON: &str = include_str!("../templates/traffic_sources.json");
 const AFFILIATE_NETWORKS_JSON: &str = include_str!("../templates/affiliate_networks.json");
 
-/// The tracking-link parameters a traffic source template may fill: click-ingest's own
-/// fields (`sub1`…`sub10`, `sub_id`, `source`, `cost`, `cost_currency`) and `external_id`.
-pub const TRACKING_PARAMETERS: &[&str] = &[
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-    "sub_id",
-    "source",
-    "cost",
-    "cost_currency",
-    "external_id",
-];
+/// Whether a traffic source template may fill this tracking-link parameter: one of
+/// click-ingest's own fields (`sub1`…`sub10`, `sub_id`, `source`, `cost`, `cost_currency`)
+/// or `external_id`.
+pub fn is_tracking_parameter(name: &str) -> bool {
+    let sub = name
+        .strip_prefix("sub")
+        .filter(|n| !n.starts_with('0'))
+        .and_then(|n| n.parse::<u8>().ok());
+    matches!(sub, Some(1..=10))
+        || matches!(
+            name,
+            "sub_id" | "source" | "cost" | "cost_currency" | "external_id"
+        )
+}
 
 /// Tracking parameters click-ingest does not give a field of its own yet: a click keeps
 /// them among its extra parameters until it does.
 pub const PENDING_TRACKING_PARAMETERS: &[&str] = &["external_id"];
 
-/// The outbound macros postback-dispatcher fills (its `render::macro_value`).
-pub const DISPATCHER_MACROS: &[&str] = &[
-    "click",
-    "flow",
-    "sub_id",
-    "source",
-    "goal",
-    "status",
-    "revenue",
-    "payout",
-    "revenue_converted",
-    "currency_converted",
-    "uid",
-    "currency",
-    "country",
-    "conversion",
-    "ts",
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-];
-
-/// Outbound macros the templates need and the dispatcher does not fill yet: the traffic
-/// source's own click ID, taken from the tracking link's `external_id`.
+/// Outbound macros the templates need beyond the dispatcher's ([`OUTBOUND_MACROS`]): the
+/// traffic source's own click ID, taken from the tracking link's `external_id`. Neither the
+/// dispatcher nor a flow's postback validation knows it yet.
 pub const PENDING_MACROS: &[&str] = &["external_id"];
 
 /// Where a network's postback URL puts TraffSure's public address.
@@ -273,37 +241,38 @@ impl Catalogue {
 
     /// Every broken rule, as `traffic source "x": problem`.
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let mut seen = Vec::new();
-        for source in &self.traffic_sources {
-            let label = format!("traffic source {:?}", source.id);
-            if seen.contains(&source.id.as_str()) {
-                problems.push(format!("{label}: duplicate id"));
-            }
-            seen.push(&source.id);
-            problems.extend(
-                source
-                    .problems()
-                    .into_iter()
-                    .map(|p| format!("{label}: {p}")),
-            );
-        }
-        let mut seen = Vec::new();
-        for network in &self.affiliate_networks {
-            let label = format!("affiliate network {:?}", network.id);
-            if seen.contains(&network.id.as_str()) {
-                problems.push(format!("{label}: duplicate id"));
-            }
-            seen.push(&network.id);
-            problems.extend(
-                network
-                    .problems()
-                    .into_iter()
-                    .map(|p| format!("{label}: {p}")),
-            );
-        }
+        let mut problems = labelled_problems(
+            "traffic source",
+            self.traffic_sources
+                .iter()
+                .map(|t| (t.id.as_str(), t.problems())),
+        );
+        problems.extend(labelled_problems(
+            "affiliate network",
+            self.affiliate_networks
+                .iter()
+                .map(|t| (t.id.as_str(), t.problems())),
+        ));
         problems
     }
+}
+
+/// Prefixes each template's problems with its kind and id, and reports an id used twice.
+fn labelled_problems<'t>(
+    kind: &str,
+    templates: impl Iterator<Item = (&'t str, Vec<String>)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    for (id, own) in templates {
+        let label = format!("{kind} {id:?}");
+        if seen.contains(&id) {
+            problems.push(format!("{label}: duplicate id"));
+        }
+        seen.push(id);
+        problems.extend(own.into_iter().map(|p| format!("{label}: {p}")));
+    }
+    problems
 }
 
 impl TrafficSourceTemplate {
@@ -384,7 +353,7 @@ impl TrafficSourceTemplate {
             problems.push("no tracking parameters".to_string());
         }
         for (param, source_macro) in &self.parameters {
-            if !TRACKING_PARAMETERS.contains(&param.as_str()) {
+            if !is_tracking_parameter(param) {
                 problems.push(format!(
                     "{param} is not a tracking parameter TraffSure reads"
                 ));
@@ -453,10 +422,10 @@ impl TrafficSourceTemplate {
                     used.push(name);
                 }
                 Token::Macro(name) => {
-                    if !DISPATCHER_MACROS.contains(&name) && !PENDING_MACROS.contains(&name) {
+                    if !OUTBOUND_MACROS.contains(&name) && !PENDING_MACROS.contains(&name) {
                         problems.push(format!("{{{name}}} is not an outbound macro"));
                     }
-                    if TRACKING_PARAMETERS.contains(&name)
+                    if is_tracking_parameter(name)
                         && name != "source"
                         && !self.parameters.iter().any(|(p, _)| p == name)
                     {
@@ -918,11 +887,7 @@ mod tests {
     fn tracking_links_use_only_parameters_traffsure_reads_and_round_trip() {
         for source in loaded().traffic_sources() {
             for (param, _) in &source.parameters {
-                assert!(
-                    TRACKING_PARAMETERS.contains(&param.as_str()),
-                    "{}: {param}",
-                    source.id
-                );
+                assert!(is_tracking_parameter(param), "{}: {param}", source.id);
             }
             let link = source
                 .tracking_link("https://t.example.com/", "summer-7")
@@ -964,7 +929,7 @@ mod tests {
             assert!(!filled.contains("{{"), "{}: {filled}", source.id);
             let mut unknown = Vec::new();
             let conversion = render(&filled, |name| {
-                if DISPATCHER_MACROS.contains(&name) || PENDING_MACROS.contains(&name) {
+                if OUTBOUND_MACROS.contains(&name) || PENDING_MACROS.contains(&name) {
                     Some(format!("v-{name}").into())
                 } else {
                     unknown.push(name.to_string());
@@ -1122,115 +1087,178 @@ mod tests {
 
     #[test]
     fn broken_templates_are_refused_with_the_reason() {
-        let problems = problems_of(parse_with("sources", "mgid", |t| {
-            t["parameters"]["zone"] = "{widget_id}".into();
-        }));
-        assert!(
-            problems.contains("zone is not a tracking parameter"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "mgid", |t| {
-            t["postback_url"] =
-                "https://a.mgid.com/postback?c={external_id}&e={{event}}&r={profit}".into();
-        }));
-        assert!(
-            problems.contains("{profit} is not an outbound macro"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "mgid", |t| {
-            t["postback_url"] = "https://a.mgid.com/postback?c={external_id}&e={{evnt}}".into();
-        }));
-        assert!(problems.contains("{{evnt}} is not declared"), "{problems}");
-        assert!(
-            problems.contains("placeholder event is never used"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "kadam", |t| {
-            t["postback_url"] = "http://kdtrk.net/ru/postback/?data={click}".into();
-        }));
-        assert!(
-            problems.contains("does not return the source's click ID"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "taboola", |t| {
-            t["docs"][0]["url"] =
-                "http://developers.taboola.com/pixel/docs/the-postback-url".into();
-        }));
-        assert!(problems.contains("is not an https URL"), "{problems}");
-
-        let problems = problems_of(parse_with("sources", "taboola", |t| {
-            t["docs"][0]["url"] = "https://some-blog.example.com/taboola".into();
-        }));
-        assert!(
-            problems.contains("is not on the vendor's domains"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "taboola", |t| {
-            t["docs"] = serde_json::json!([]);
-        }));
-        assert!(problems.contains("cites no documentation"), "{problems}");
-
-        let problems = problems_of(parse_with("sources", "meta", |t| {
-            t["id"] = "mgid".into();
-        }));
-        assert!(
-            problems.contains("traffic source \"mgid\": duplicate id"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("sources", "meta", |t| {
-            t["notes"] = "".into();
-        }));
-        assert!(
-            problems.contains("no postback URL and no notes"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("networks", "affise", |t| {
-            t["postback_url"] =
-                "{tracker_postback_base}/postback?payout={sum}&txid={transactionid}".into();
-            t["status_map"] = serde_json::json!({});
-        }));
-        assert!(
-            problems.contains("must name the click exactly once"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("networks", "affise", |t| {
-            t["postback_url"] =
-                "{tracker_postback_base}/postback?click={sub1}&amount_usd={sum}&status={status}"
-                    .into();
-        }));
-        assert!(
-            problems.contains("amount_usd is not a parameter postback-ingest reads"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("networks", "affise", |t| {
-            t["click_id_macro"] = "{sub2}".into();
-        }));
-        assert!(
-            problems.contains("must carry the click ID macro {sub2}"),
-            "{problems}"
-        );
-
-        let problems = problems_of(parse_with("networks", "affise", |t| {
-            t["status_map"]["5"] = "declined".into();
-        }));
-        assert!(problems.contains("maps to \"declined\""), "{problems}");
-
-        let problems = problems_of(parse_with("networks", "trackier", |t| {
-            t["status_map"] = serde_json::json!({"ok": "approved"});
-        }));
-        assert!(
-            problems.contains("status_map without a status parameter"),
-            "{problems}"
-        );
+        type Change = Box<dyn FnOnce(&mut serde_json::Value)>;
+        fn set(path: &'static [&'static str], value: serde_json::Value) -> Change {
+            Box::new(move |t| {
+                let mut at = t;
+                for key in path {
+                    at = match key.parse::<usize>() {
+                        Ok(i) if at.is_array() => &mut at[i],
+                        _ => &mut at[*key],
+                    };
+                }
+                *at = value;
+            })
+        }
+        let cases: Vec<(&str, &str, Change, &str)> = vec![
+            (
+                "sources",
+                "mgid",
+                set(&["parameters", "zone"], "{widget_id}".into()),
+                "zone is not a tracking parameter",
+            ),
+            (
+                "sources",
+                "mgid",
+                set(
+                    &["postback_url"],
+                    "https://a.mgid.com/postback?c={external_id}&e={{event}}&r={profit}".into(),
+                ),
+                "{profit} is not an outbound macro",
+            ),
+            (
+                "sources",
+                "mgid",
+                set(
+                    &["postback_url"],
+                    "https://a.mgid.com/postback?c={external_id}&e={{evnt}}".into(),
+                ),
+                "{{evnt}} is not declared",
+            ),
+            (
+                "sources",
+                "mgid",
+                set(
+                    &["postback_url"],
+                    "https://a.mgid.com/postback?c={external_id}".into(),
+                ),
+                "placeholder event is never used",
+            ),
+            (
+                "sources",
+                "mgid",
+                set(&["parameters", "sub1"], "{widget id}".into()),
+                "breaks a query string",
+            ),
+            (
+                "sources",
+                "kadam",
+                set(
+                    &["postback_url"],
+                    "http://kdtrk.net/ru/postback/?data={click}".into(),
+                ),
+                "does not return the source's click ID",
+            ),
+            (
+                "sources",
+                "clickadilla",
+                set(
+                    &["parameters"],
+                    serde_json::json!({"external_id": "[CLICK_ID]"}),
+                ),
+                "the tracking link does not fill sub1",
+            ),
+            (
+                "sources",
+                "taboola",
+                set(
+                    &["docs", "0", "url"],
+                    "http://developers.taboola.com/pixel/docs/the-postback-url".into(),
+                ),
+                "is not an https URL",
+            ),
+            (
+                "sources",
+                "taboola",
+                set(
+                    &["docs", "0", "url"],
+                    "https://some-blog.example.com/taboola".into(),
+                ),
+                "is not on the vendor's domains",
+            ),
+            (
+                "sources",
+                "taboola",
+                set(&["docs"], serde_json::json!([])),
+                "cites no documentation",
+            ),
+            (
+                "sources",
+                "meta",
+                set(&["id"], "mgid".into()),
+                "traffic source \"mgid\": duplicate id",
+            ),
+            (
+                "sources",
+                "meta",
+                set(&["id"], "Meta".into()),
+                "id must be a slug",
+            ),
+            (
+                "sources",
+                "meta",
+                set(&["notes"], "".into()),
+                "no postback URL and no notes",
+            ),
+            (
+                "networks",
+                "trackier",
+                set(
+                    &["postback_url"],
+                    "{tracker_postback_base}/postback?payout={payout}".into(),
+                ),
+                "must name the click exactly once",
+            ),
+            (
+                "networks",
+                "trackier",
+                set(
+                    &["postback_url"],
+                    "{tracker_postback_base}/postback?click={p1}&amount_usd={payout}".into(),
+                ),
+                "amount_usd is not a parameter postback-ingest reads",
+            ),
+            (
+                "networks",
+                "trackier",
+                set(
+                    &["postback_url"],
+                    "https://track.example.com/postback?click={p1}".into(),
+                ),
+                "postback URL must start with {tracker_postback_base}",
+            ),
+            (
+                "networks",
+                "affise",
+                set(&["click_id_macro"], "{sub2}".into()),
+                "must carry the click ID macro {sub2}",
+            ),
+            (
+                "networks",
+                "affise",
+                set(&["status_map", "5"], "declined".into()),
+                "maps to \"declined\"",
+            ),
+            (
+                "networks",
+                "affise",
+                set(&["status_map", "Hold"], "pending".into()),
+                "must be lowercase",
+            ),
+            (
+                "networks",
+                "trackier",
+                set(&["status_map"], serde_json::json!({"ok": "approved"})),
+                "status_map without a status parameter",
+            ),
+        ];
+        for (file, id, change, expected) in cases {
+            let problems = problems_of(parse_with(file, id, change));
+            assert!(
+                problems.contains(expected),
+                "{id}: expected {expected:?} in {problems}"
+            );
+        }
     }
 
     #[test]
@@ -1266,6 +1294,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn tracking_parameters_are_click_ingests_fields_and_external_id() {
+        for name in [
+            "sub1",
+            "sub10",
+            "sub_id",
+            "source",
+            "cost",
+            "cost_currency",
+            "external_id",
+        ] {
+            assert!(is_tracking_parameter(name), "{name}");
+        }
+        for name in ["sub0", "sub01", "sub11", "sub", "zone", "clickid", "Sub1"] {
+            assert!(!is_tracking_parameter(name), "{name}");
+        }
     }
 
     #[test]
