@@ -1,7 +1,7 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
 //! conversion status mapping, URL macros, IP blocks, the client address behind proxies,
 //! the flow model, user-agent classification and destination routing (rules and
-//! weighted rotation).
+//! weighted rotation), and the catalogue of traffic source and affiliate network templates.
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
@@ -15,6 +15,7 @@ pub mod money;
 pub mod postback_params;
 pub mod routing;
 pub mod status;
+pub mod templates;
 pub mod user_agent;
 pub mod visitor;
 pub mod vocab;
