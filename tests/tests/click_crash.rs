@@ -171,7 +171,7 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
                 let location = response.headers()["location"].to_str()?.to_string();
                 let hash = click_hash_of(&location);
                 let n = redirected.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % CONVERT_EVERY == 0 {
+                if n.is_multiple_of(CONVERT_EVERY) {
                     to_convert.send((hash.clone(), n, Instant::now()))?;
                 }
                 hashes.push(hash);

@@ -86,12 +86,15 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
     ),
 ];
 
+/// Called with the name of each rebuild step as it completes.
+pub type StepHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How `migrate_with` runs: the lock's timings, and a hook called after each step of a
 /// rollup rebuild (`rebuild::step_name`), by which tests stop a migrator halfway.
 #[derive(Clone, Default)]
 pub struct MigrateOptions {
     pub lock: LockTimings,
-    pub after_step: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub after_step: Option<StepHook>,
 }
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
