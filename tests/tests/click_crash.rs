@@ -323,21 +323,20 @@ async fn conversions_add_up(
         "{} postbacks accepted, {expected_count} expected",
         accepted.len()
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    loop {
-        let stored = stack
+    eventually(Duration::from_secs(150), || async {
+        let stored: usize = stack
             .clickhouse("SELECT uniqExact(click_hash) FROM conversions")
-            .await?;
-        if stored.parse::<usize>().unwrap_or(0) >= accepted.len() {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{stored} of {} accepted postbacks are conversions",
+            .await?
+            .parse()?;
+        Ok((stored >= accepted.len()).then_some(()))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the {} accepted postbacks did not all become conversions",
             accepted.len()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+        )
+    })?;
     // A moment more, so a late duplicate would show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = stack

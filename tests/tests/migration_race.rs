@@ -192,6 +192,14 @@ fn migrator(
     Ok(command.spawn()?)
 }
 
+/// Starts a migrator that pauses at `step`, and SIGKILLs it there.
+async fn kill_at(database: &Database, timings: LockTimings, step: &str) -> anyhow::Result<()> {
+    let mut process = migrator(database, timings, Some(step))?;
+    wait_for_line(&mut process, "paused at", Duration::from_secs(60)).await?;
+    process.kill().await?;
+    Ok(())
+}
+
 /// Reads a migrator's output until a line starting with `prefix`.
 async fn wait_for_line(child: &mut Child, prefix: &str, timeout: Duration) -> anyhow::Result<()> {
     let stdout = child.stdout.as_mut().context("migrator stdout")?;
@@ -301,22 +309,20 @@ async fn migrators_killed_halfway_leave_exact_rollups() -> anyhow::Result<()> {
         poll: Duration::from_millis(200),
     };
     // Killed with its first month staged, before any swap.
-    let mut first = migrator(
+    kill_at(
         &database,
         timings,
-        Some("staged conversions_hourly_currency 202609"),
-    )?;
-    wait_for_line(&mut first, "paused at", Duration::from_secs(60)).await?;
-    first.kill().await?;
+        "staged conversions_hourly_currency 202609",
+    )
+    .await?;
     // The next takes over once the first's lease ran out, and is killed with two of the
     // three months of conversions swapped in and the costs not begun.
-    let mut second = migrator(
+    kill_at(
         &database,
         timings,
-        Some("replaced conversions_hourly_currency 202610"),
-    )?;
-    wait_for_line(&mut second, "paused at", Duration::from_secs(60)).await?;
-    second.kill().await?;
+        "replaced conversions_hourly_currency 202610",
+    )
+    .await?;
     anyhow::ensure!(
         !database.recorded(6).await?,
         "0006 recorded by a killed migrator"
