@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "currencies",
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
+    (
+        9,
+        "admin_sessions",
+        include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
