@@ -446,18 +446,23 @@ impl Stack {
     /// The sum of every sample of `service`'s Prometheus metrics whose line starts with
     /// `name` (a metric name, or a name with some of its labels).
     pub async fn metric(&self, service: &str, name: &str) -> anyhow::Result<f64> {
-        let text = self
-            .http
-            .get(self.url(service, "/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text(service).await?;
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+
+    /// The whole `/metrics` answer of `service`.
+    pub async fn metrics_text(&self, service: &str) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(self.url(service, "/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     async fn wait_ready(&mut self, name: &str) -> anyhow::Result<()> {

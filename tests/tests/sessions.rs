@@ -66,15 +66,17 @@ async fn session_status(
         .status())
 }
 
+/// reporting-api alone, as two replicas sharing the signing key.
+fn two_replicas() -> StackOptions {
+    StackOptions::default()
+        .services(&["reporting-api"])
+        .instances("reporting-api", 2)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_works_on_every_replica_survives_a_restart_and_logout_ends_it_everywhere(
 ) -> anyhow::Result<()> {
-    let mut stack = Stack::start_with(
-        StackOptions::default()
-            .services(&["reporting-api"])
-            .instances("reporting-api", 2),
-    )
-    .await?;
+    let mut stack = Stack::start_with(two_replicas()).await?;
     let result = async {
         let session = log_in(&stack, A).await?;
         assert_eq!(session_status(&stack, A, &session).await?, 200);
@@ -150,9 +152,7 @@ async fn a_session_works_on_every_replica_survives_a_restart_and_logout_ends_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_meet_429_per_user_and_per_address() -> anyhow::Result<()> {
     let stack = Stack::start_with(
-        StackOptions::default()
-            .services(&["reporting-api"])
-            .instances("reporting-api", 2)
+        two_replicas()
             .env(
                 "reporting-api",
                 "TRAFFSURE__LOGIN__MAX_FAILURES_PER_USER",
@@ -281,13 +281,7 @@ async fn secrets_from_files_work_and_never_show_in_logs_or_metrics() -> anyhow::
             SESSION_SIGNING_KEY,
         ];
         for service in ["click-ingest", "reporting-api"] {
-            let metrics = stack
-                .http
-                .get(stack.url(service, "/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
+            let metrics = stack.metrics_text(service).await?;
             let log = std::fs::read_to_string(&stack.services[service].log)?;
             assert!(log.contains("listening"), "{service} log: {log}");
             for secret in secrets {
