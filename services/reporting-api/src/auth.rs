@@ -86,8 +86,8 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 impl Auth {
-    /// Builds the admin account and key list; with no password configured, a random one
-    /// is made and logged once so a fresh install can still log in.
+    /// Builds the admin account and key list; with no password configured, nobody can
+    /// log in as the admin (API keys still work).
     pub fn new(
         admin: &AdminSettings,
         api_keys: &str,
@@ -102,13 +102,13 @@ impl Auth {
         } else if !admin.password.is_empty() {
             hash_password(&admin.password)?
         } else {
-            let password = random_token()[..20].to_string();
+            // A secret never goes to the log, so a generated password would help nobody:
+            // the admin login stays shut (a hash of a password nobody knows) until one is set.
             tracing::warn!(
                 username = %admin.username,
-                %password,
-                "no admin password configured (admin.password or admin.password_hash): generated one"
+                "no admin password configured (admin.password or admin.password_hash): admin login is off, API keys still work"
             );
-            hash_password(&password)?
+            hash_password(&random_token())?
         };
         if admin.username.trim().is_empty() {
             anyhow::bail!("admin.username must not be empty");
