@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # One image recipe for every TraffSure service; the build argument SERVICE picks which:
-#   docker build --build-arg SERVICE=click-ingest -t traffsure/click-ingest:dev .
+#   docker build --build-arg SERVICE=click-ingest -t localhost/traffsure/click-ingest:dev .
+# `make image IMAGE_REPO=registry.example.com/traffsure IMAGE_TAG=1.0.0` builds all six
+# (`make image-push` pushes them); deploy/README.md has the rest.
 # SERVICE is one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api,
 # postback-dispatcher.
 # Needs BuildKit (the default builder of current Docker) for the cache mounts below.
@@ -51,8 +53,11 @@ RUN apt-get update \
 COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
 
 # curl is there for health checks: GET /readyz on the service's own port.
-# Settings come from TRAFFSURE__SECTION__KEY environment variables, or from
-# config/default.toml and config/<service>.toml relative to this directory if mounted.
+# Settings come from TRAFFSURE__SECTION__KEY environment variables (secrets also as
+# TRAFFSURE__SECTION__KEY_FILE), or from config/default.toml and config/<service>.toml
+# relative to this directory if mounted. The service runs as the unprivileged user 10001;
+# /app is not writable, and whatever a service keeps goes to a volume on
+# /var/lib/traffsure (owned by 10001, so a fresh named volume is too).
 WORKDIR /app
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/traffsure-service"]

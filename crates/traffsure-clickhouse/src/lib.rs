@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "currencies",
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
+    (
+        9,
+        "admin_sessions",
+        include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

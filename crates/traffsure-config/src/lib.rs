@@ -5,6 +5,14 @@
 //!
 //! Each service defines its own settings struct from the sections here; a bad value
 //! stops the service at start with a message naming the key.
+//!
+//! Any setting can also come from a file, the convention of container secrets:
+//! `TRAFFSURE__SECTION__KEY_FILE=/run/secrets/x` reads the file and uses its content, less
+//! one trailing newline, as `TRAFFSURE__SECTION__KEY` (see [`environment`]). Setting both is
+//! an error, so a stale value cannot silently win over the file.
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -21,16 +29,64 @@ pub fn load<T: DeserializeOwned>(service: &str) -> Result<T, ConfigError> {
     if let Ok(path) = std::env::var("TRAFFSURE_CONFIG") {
         builder = builder.add_source(config::File::with_name(&path).required(true));
     }
+    let env = environment(std::env::vars_os().filter_map(|(k, v)| {
+        // A variable whose name or value is not UTF-8 cannot be a setting.
+        Some((k.into_string().ok()?, v.into_string().ok()?))
+    }))?;
     builder
         .add_source(
             config::Environment::with_prefix("TRAFFSURE")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(env)),
         )
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// The prefix of every setting's environment variable.
+const PREFIX: &str = "TRAFFSURE__";
+/// The suffix that makes a variable name a file holding the setting's value.
+const FILE_SUFFIX: &str = "_FILE";
+
+/// The `TRAFFSURE__*` variables of `vars` as settings, each `TRAFFSURE__X_FILE` replaced by
+/// `TRAFFSURE__X` with the file's content. Errors name the variable or the path, never
+/// the content.
+pub fn environment(
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let vars: HashMap<String, String> = vars
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(PREFIX))
+        .collect();
+    let mut settings = HashMap::with_capacity(vars.len());
+    for (name, value) in &vars {
+        let Some(target) = name.strip_suffix(FILE_SUFFIX) else {
+            settings.insert(name.clone(), value.clone());
+            continue;
+        };
+        if vars.contains_key(target) {
+            return Err(ConfigError(format!(
+                "{target} and {name} are both set: set one of them"
+            )));
+        }
+        settings.insert(target.to_string(), read_secret(name, Path::new(value))?);
+    }
+    Ok(settings)
+}
+
+/// The content of a `_FILE` variable's file, less one trailing newline (`echo` and most
+/// editors add one; a secret never ends with it).
+fn read_secret(variable: &str, path: &Path) -> Result<String, ConfigError> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{variable}: cannot read {}: {e}", path.display())))?;
+    let content = content
+        .strip_suffix("\r\n")
+        .or_else(|| content.strip_suffix('\n'))
+        .unwrap_or(&content);
+    Ok(content.to_string())
 }
 
 /// Kafka connection and topic naming.
@@ -195,5 +251,109 @@ impl Default for ClientIpSettings {
             header: "X-Forwarded-For".into(),
             trusted_proxies: String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn secret_file(name: &str, content: &str) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("traffsure-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_variable_gives_the_setting_less_one_trailing_newline() {
+        let keys = secret_file("keys", "1:aaaaaaaaaaaaaaaaaaaa\n\n");
+        let password = secret_file("password", "s3cret\r\n");
+        let env = environment(vars(&[
+            ("TRAFFSURE__CLICK_HASH__KEYS_FILE", keys.to_str().unwrap()),
+            (
+                "TRAFFSURE__ADMIN__PASSWORD_FILE",
+                password.to_str().unwrap(),
+            ),
+            ("TRAFFSURE__HTTP__BIND", "0.0.0.0:8080"),
+            ("HOME", "/root"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            env["TRAFFSURE__CLICK_HASH__KEYS"],
+            "1:aaaaaaaaaaaaaaaaaaaa\n"
+        );
+        assert_eq!(env["TRAFFSURE__ADMIN__PASSWORD"], "s3cret");
+        assert_eq!(env["TRAFFSURE__HTTP__BIND"], "0.0.0.0:8080");
+        assert_eq!(env.len(), 3, "{env:?}");
+        std::fs::remove_file(keys).unwrap();
+        std::fs::remove_file(password).unwrap();
+    }
+
+    #[test]
+    fn both_the_setting_and_its_file_is_an_error_naming_the_variable() {
+        let file = secret_file("both", "from-file");
+        let err = environment(vars(&[
+            ("TRAFFSURE__API_KEYS", "from-env-from-env-from-env"),
+            ("TRAFFSURE__API_KEYS_FILE", file.to_str().unwrap()),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TRAFFSURE__API_KEYS_FILE"), "{err}");
+        assert!(
+            !err.contains("from-env") && !err.contains("from-file"),
+            "{err}"
+        );
+        std::fs::remove_file(file).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_the_path() {
+        let err = environment(vars(&[(
+            "TRAFFSURE__KAFKA__SASL_PASSWORD_FILE",
+            "/nonexistent/traffsure/secret",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/nonexistent/traffsure/secret"), "{err}");
+        assert!(
+            err.contains("TRAFFSURE__KAFKA__SASL_PASSWORD_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn any_setting_reads_from_a_file() {
+        #[derive(Debug, Deserialize, Default)]
+        #[serde(default)]
+        struct Settings {
+            clickhouse: ClickHouseSettings,
+        }
+        let password = secret_file("clickhouse", "ch-password\n");
+        let env = environment(vars(&[(
+            "TRAFFSURE__CLICKHOUSE__PASSWORD_FILE",
+            password.to_str().unwrap(),
+        )]))
+        .unwrap();
+        let settings: Settings = config::Config::builder()
+            .add_source(
+                config::Environment::with_prefix("TRAFFSURE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap();
+        assert_eq!(settings.clickhouse.password, "ch-password");
+        std::fs::remove_file(password).unwrap();
     }
 }
