@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "currencies",
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
+    (
+        8,
+        "fraud_signals",
+        include_str!("../../../deploy/clickhouse/migrations/0008_fraud_signals.sql"),
+    ),
 ];
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
