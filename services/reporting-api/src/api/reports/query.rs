@@ -8,7 +8,7 @@
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::parse::{Filters, ReportRequest, DIMENSIONS};
+use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
@@ -175,6 +175,14 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
         }
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
+        d if CLICK_ONLY.contains(&d)
+            && matches!(side, Side::ConversionRollup | Side::ConversionRaw) =>
+        {
+            None
+        }
+        "asn" => Some("toString(asn)"),
+        "datacenter" => Some("toString(datacenter)"),
+        "rate_exceeded" => Some("toString(rate_exceeded)"),
         other => DIMENSIONS.iter().find(|d| **d == other).copied(),
     };
     match column {
@@ -206,6 +214,17 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
+    if side == Side::ClickRaw {
+        if let Some(asn) = filters.asn {
+            eq(sql, "asn", Arg::U32(asn));
+        }
+        if let Some(datacenter) = filters.datacenter {
+            eq(sql, "datacenter", Arg::U32(u32::from(datacenter)));
+        }
+        if let Some(exceeded) = filters.rate_exceeded {
+            eq(sql, "rate_exceeded", Arg::U32(u32::from(exceeded)));
+        }
+    }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
     range_condition(sql, side.time_column(), &from, &to, &filters.timezone);
@@ -222,9 +241,12 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
     sql.push("] AS keys");
 }
 
-/// Clicks and costs read their rollups when they have every asked dimension.
-fn click_side(dims: &[&'static str]) -> (bool, Side) {
-    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d));
+/// Clicks and costs read their rollups when they have every asked dimension and filter.
+fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
+    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d))
+        && filters.asn.is_none()
+        && filters.datacenter.is_none()
+        && filters.rate_exceeded.is_none();
     (
         rollup,
         if rollup {
@@ -236,7 +258,7 @@ fn click_side(dims: &[&'static str]) -> (bool, Side) {
 }
 
 fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let (rollup, side) = click_side(dims);
+    let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     if rollup {
@@ -264,7 +286,7 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
 /// Costs by UTC day and currency, apart from the clicks: unique clicks would not add up
 /// over days and currencies.
 fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let (rollup, side) = click_side(dims);
+    let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     sql.push(", toString(toDate(")
@@ -329,6 +351,9 @@ mod tests {
             sub_id: None,
             goal: Some("sale".into()),
             click_missing: None,
+            asn: None,
+            datacenter: None,
+            rate_exceeded: None,
             from: None,
             to: None,
             timezone: "Europe/Berlin".into(),
@@ -379,6 +404,31 @@ mod tests {
             "{}",
             sql.text()
         );
+    }
+
+    #[test]
+    fn fraud_signals_read_raw_clicks_and_leave_conversions_whole() {
+        let fraud = Filters {
+            datacenter: Some(true),
+            asn: Some(16509),
+            ..filters()
+        };
+        let sql = clicks_sql(&["day"], &fraud, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        assert!(sql.text().contains(" AND datacenter = ?"), "{}", sql.text());
+        assert!(sql.text().contains(" AND asn = ?"), "{}", sql.text());
+        let sql = costs_sql(&["day"], &fraud, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        let sql = clicks_sql(&["asn", "rate_exceeded"], &filters(), &range());
+        assert!(
+            sql.text()
+                .contains("[toString(asn), toString(rate_exceeded)] AS keys"),
+            "{}",
+            sql.text()
+        );
+        let sql = conversions_sql(&["asn", "as_org"], &fraud, &range());
+        assert!(sql.text().contains("['', ''] AS keys"), "{}", sql.text());
+        assert!(!sql.text().contains("datacenter"), "{}", sql.text());
     }
 
     #[test]
