@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_tests::kafka_topic::publish_flow;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::{eventually, geoip_file, Stack, StackOptions};
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 /// Amazon AWS addresses (AS16509), in iporigin's hosting ranges.
@@ -18,18 +18,6 @@ const AWS_B: &str = "52.95.110.1";
 const TELEKOM: &str = "62.157.140.133";
 const AAISP: &str = "81.2.69.160";
 
-fn local(file: &str) -> anyhow::Result<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.local/geoip")
-        .join(file);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run deploy/local/install.sh",
-        path.display()
-    );
-    Ok(path.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datacenter_and_rate_signals_route_and_are_stored() -> anyhow::Result<()> {
     let edge = "click-ingest";
@@ -37,11 +25,11 @@ async fn datacenter_and_rate_signals_route_and_are_stored() -> anyhow::Result<()
         StackOptions::default()
             .services(&["click-ingest", "sink", "reporting-api"])
             .env(edge, "TRAFFSURE__CLIENT_IP__TRUSTED_PROXIES", "127.0.0.1")
-            .env(edge, "TRAFFSURE__FRAUD__ASN_DATABASE", local("asn")?)
+            .env(edge, "TRAFFSURE__FRAUD__ASN_DATABASE", geoip_file("asn")?)
             .env(
                 edge,
                 "TRAFFSURE__FRAUD__HOSTING_RANGES",
-                local("hosting-ranges.bin")?,
+                geoip_file("hosting-ranges.bin")?,
             )
             .env(edge, "TRAFFSURE__FRAUD__DATACENTER_IS_BOT", "true")
             .env(edge, "TRAFFSURE__FRAUD__RATE_MAX_CLICKS", "3")

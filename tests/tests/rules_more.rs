@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use traffsure_tests::kafka_topic::publish_flow;
-use traffsure_tests::{eventually, Stack, StackOptions};
+use traffsure_tests::{eventually, geoip_file, Stack, StackOptions};
 
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 const GALAXY: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.6478.71 Mobile Safari/537.36";
@@ -21,18 +21,6 @@ const ULM: &str = "62.157.140.133";
 const GOOGLE_V6: &str = "2001:4860:4860::8888";
 const GOOGLE_V4: &str = "8.8.8.8";
 
-fn local(file: &str) -> anyhow::Result<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.local/geoip")
-        .join(file);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run deploy/local/install.sh",
-        path.display()
-    );
-    Ok(path.display().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_new_condition_routes_matching_clicks_only() -> anyhow::Result<()> {
     let edge = "click-ingest";
@@ -40,9 +28,17 @@ async fn each_new_condition_routes_matching_clicks_only() -> anyhow::Result<()> 
         StackOptions::default()
             .services(&[edge])
             .env(edge, "TRAFFSURE__CLIENT_IP__TRUSTED_PROXIES", "127.0.0.1")
-            .env(edge, "TRAFFSURE__GEOIP__DATABASE", local("country.mmdb")?)
-            .env(edge, "TRAFFSURE__FRAUD__ASN_DATABASE", local("asn")?)
-            .env(edge, "TRAFFSURE__FRAUD__CITY_DATABASE", local("city.mmdb")?),
+            .env(
+                edge,
+                "TRAFFSURE__GEOIP__DATABASE",
+                geoip_file("country.mmdb")?,
+            )
+            .env(edge, "TRAFFSURE__FRAUD__ASN_DATABASE", geoip_file("asn")?)
+            .env(
+                edge,
+                "TRAFFSURE__FRAUD__CITY_DATABASE",
+                geoip_file("city.mmdb")?,
+            ),
     )
     .await?;
     let result = run(&stack).await;

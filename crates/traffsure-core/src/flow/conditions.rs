@@ -7,38 +7,12 @@ use crate::cidr::Cidr;
 use crate::routing::Version;
 
 /// Click fields a rule condition may test.
+#[rustfmt::skip]
 pub const RULE_FIELDS: &[&str] = &[
-    "country",
-    "device",
-    "os",
-    "browser",
-    "ip",
-    "sub_id",
-    "source",
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-    "city",
-    "region",
-    "asn",
-    "as_org",
-    "language",
-    "referrer_domain",
-    "hour",
-    "weekday",
-    "os_version",
-    "browser_version",
-    "device_brand",
-    "ip_version",
-    "datacenter",
-    "rate_exceeded",
+    "country", "device", "os", "browser", "ip", "sub_id", "source",
+    "sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7", "sub8", "sub9", "sub10",
+    "city", "region", "asn", "as_org", "language", "referrer_domain", "hour", "weekday",
+    "os_version", "browser_version", "device_brand", "ip_version", "datacenter", "rate_exceeded",
 ];
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];

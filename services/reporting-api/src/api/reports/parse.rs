@@ -28,31 +28,11 @@ pub const PARAMETERS: &[&str] = &[
 ];
 
 /// Every dimension a report groups by.
+#[rustfmt::skip]
 pub const DIMENSIONS: &[&str] = &[
-    "day",
-    "hour",
-    "flow",
-    "country",
-    "source",
-    "sub_id",
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-    "goal",
-    "device",
-    "os",
-    "browser",
-    "asn",
-    "as_org",
-    "datacenter",
-    "rate_exceeded",
+    "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4", "sub5",
+    "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
+    "asn", "as_org", "datacenter", "rate_exceeded",
 ];
 
 /// Dimensions and filters of the clicks alone (conversions have no such columns): their
