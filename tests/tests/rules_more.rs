@@ -53,6 +53,9 @@ struct Click<'a> {
     headers: &'a [(&'a str, &'a str)],
 }
 
+/// A flow's name, its rule's conditions, its time zone, clicks that match, clicks that don't.
+type Case<'a> = (&'a str, Value, &'a str, Vec<Click<'a>>, Vec<Click<'a>>);
+
 fn c<'a>(ip: &'a str, headers: &'a [(&'a str, &'a str)]) -> Click<'a> {
     Click { ip, headers }
 }
@@ -105,8 +108,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         [("user-agent", GALAXY)],
         [("user-agent", FIREFOX)],
     );
-    // (name, the rule's conditions, the flow's time zone, clicks that match, clicks that don't)
-    let cases: Vec<(&str, Value, &str, Vec<Click>, Vec<Click>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "city",
             json!([{"field": "city", "values": ["London"]}]),
