@@ -35,8 +35,8 @@ pub const DIMENSIONS: &[&str] = &[
     "asn", "as_org", "datacenter", "rate_exceeded",
 ];
 
-/// Dimensions and filters of the clicks alone (conversions have no such columns): their
-/// conversions count under an empty key, and a filter on them leaves conversions whole.
+/// Dimensions and filters of the clicks (conversions have no such columns: a report
+/// reads them from each conversion's click).
 pub const CLICK_ONLY: &[&str] = &["asn", "as_org", "datacenter", "rate_exceeded"];
 
 /// Every metric a report returns, in order.

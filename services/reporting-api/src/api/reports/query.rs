@@ -2,8 +2,10 @@
 //! queries (joined by group key in `merge`, which is simpler and more portable than a
 //! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
 //! asked dimension and filter, the raw table otherwise. Filters a side has no column for
-//! (a goal or `click_missing` on clicks) leave that side whole. Conversions come by UTC
-//! day and currency as well, for `merge` to convert their revenue.
+//! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
+//! filtered by a click's fraud signal read it from their click (a join on the click
+//! hash). Conversions come by UTC day and currency as well, for `merge` to convert their
+//! revenue.
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -175,11 +177,7 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
         }
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
-        d if CLICK_ONLY.contains(&d)
-            && matches!(side, Side::ConversionRollup | Side::ConversionRaw) =>
-        {
-            None
-        }
+        d if CLICK_ONLY.contains(&d) && side == Side::ConversionRollup => None,
         "asn" => Some("toString(asn)"),
         "datacenter" => Some("toString(datacenter)"),
         "rate_exceeded" => Some("toString(rate_exceeded)"),
@@ -214,7 +212,7 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
-    if side == Side::ClickRaw {
+    if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
         if let Some(asn) = filters.asn {
             eq(sql, "asn", Arg::U32(asn));
         }
@@ -302,9 +300,24 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
+/// Conversions with their click's fraud signals, for reports grouped or filtered by them
+/// (conversions have no such columns: they are read from the click of the same hash).
+const CONVERSIONS_WITH_SIGNALS: &str = "(SELECT * FROM conversions ANY LEFT JOIN \
+     (SELECT click_hash, asn, as_org, datacenter, rate_exceeded FROM clicks) USING click_hash)";
+
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let rollup =
-        dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d)) && filters.click_missing.is_none();
+    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d))
+        || filters.asn.is_some()
+        || filters.datacenter.is_some()
+        || filters.rate_exceeded.is_some();
+    let source = if signals {
+        CONVERSIONS_WITH_SIGNALS
+    } else {
+        "conversions"
+    };
+    let rollup = dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d))
+        && filters.click_missing.is_none()
+        && !signals;
     let side = if rollup {
         Side::ConversionRollup
     } else {
@@ -324,13 +337,13 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
         // The latest version of each conversion in range, then grouped.
         sql.push(", ")
             .conversions_by_status("countIf(")
-            .push(" FROM (SELECT * FROM conversions");
+            .push(" FROM (SELECT * FROM ")
+            .push(source);
         let mut inner = Sql::default();
         where_clause(&mut inner, filters, range, side);
         sql.append(&inner);
-        sql.push(
-            " AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM conversions",
-        );
+        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
+            .push(source);
         sql.append(&inner);
         sql.push(" GROUP BY conversion_id))");
     }
@@ -407,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn fraud_signals_read_raw_clicks_and_leave_conversions_whole() {
+    fn fraud_signals_read_raw_clicks_and_conversions_with_their_clicks() {
         let fraud = Filters {
             datacenter: Some(true),
             asn: Some(16509),
@@ -426,9 +439,27 @@ mod tests {
             "{}",
             sql.text()
         );
+        // Conversions are grouped and filtered by their click's signals.
         let sql = conversions_sql(&["asn", "as_org"], &fraud, &range());
-        assert!(sql.text().contains("['', ''] AS keys"), "{}", sql.text());
-        assert!(!sql.text().contains("datacenter"), "{}", sql.text());
+        assert!(
+            sql.text().contains("[toString(asn), as_org] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert_eq!(
+            sql.text().matches(" AND datacenter = ?").count(),
+            2,
+            "{}",
+            sql.text()
+        );
+        assert_eq!(
+            sql.text().matches("ANY LEFT JOIN").count(),
+            2,
+            "{}",
+            sql.text()
+        );
+        let sql = conversions_sql(&["day"], &filters(), &range());
+        assert!(!sql.text().contains("JOIN"), "{}", sql.text());
     }
 
     #[test]
