@@ -98,6 +98,18 @@ pub async fn send_clicks(
     Ok((hashes, slowest))
 }
 
+/// A data file installed by `deploy/local/install.sh` under `.local/geoip`, as a path
+/// for a service setting; an error naming the install step when it is missing.
+pub fn geoip_file(name: &str) -> anyhow::Result<String> {
+    let path = workspace_dir().join(".local/geoip").join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run deploy/local/install.sh",
+        path.display()
+    );
+    Ok(path.display().to_string())
+}
+
 /// The click hash in a redirect's `Location`, from its `c=` parameter (as the test flows
 /// write their destinations), or an empty string.
 pub fn click_hash_of(location: &str) -> String {

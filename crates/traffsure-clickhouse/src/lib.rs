@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
     (
+        8,
+        "fraud_signals",
+        include_str!("../../../deploy/clickhouse/migrations/0008_fraud_signals.sql"),
+    ),
+    (
         9,
         "admin_sessions",
         include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),

@@ -8,7 +8,8 @@
 //! treated as, so no event ever shows an empty word.
 
 use traffsure_events::{
-    ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, PostbackOutcome, RedirectMode,
+    BotReason, ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, PostbackOutcome,
+    RedirectMode,
 };
 
 /// An enum with one word per value.
@@ -133,6 +134,21 @@ impl Vocabulary for PostbackOutcome {
     const UNSPECIFIED: Self = PostbackOutcome::Unspecified;
 }
 
+/// Why a click is a bot. `UNSPECIFIED` (not a bot) has no word: the column stays empty.
+impl Vocabulary for BotReason {
+    const WORDS: &'static [(Self, &'static str)] = &[
+        (BotReason::Crawler, "crawler"),
+        (BotReason::Headless, "headless"),
+        (BotReason::Datacenter, "datacenter"),
+        (BotReason::Rate, "rate"),
+        (BotReason::IpList, "ip_list"),
+        (BotReason::UaList, "ua_list"),
+        (BotReason::EmptyUa, "empty_ua"),
+    ];
+    const UNSPECIFIED_AS: Self = BotReason::Unspecified;
+    const UNSPECIFIED: Self = BotReason::Unspecified;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +171,11 @@ mod tests {
         round_trips::<ConversionStatus>();
         round_trips::<OutboundState>();
         round_trips::<PostbackOutcome>();
+        for &(value, word) in BotReason::WORDS {
+            assert_eq!(BotReason::from_word(word), Some(value));
+        }
+        assert_eq!(BotReason::Unspecified.word(), "");
+        assert_eq!(BotReason::words().len(), 7);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 
+use traffsure_events::BotReason;
+
 /// One click, borrowing its fields; field numbers as in `clicks.proto`.
 pub struct ClickEvent<'a> {
     pub click_hash: &'a str,
@@ -30,6 +32,11 @@ pub struct ClickEvent<'a> {
     pub destination_url: &'a str,
     pub is_bot: bool,
     pub extra: &'a BTreeMap<String, String>,
+    pub bot_reason: BotReason,
+    pub asn: u32,
+    pub as_org: &'a str,
+    pub datacenter: bool,
+    pub rate_exceeded: bool,
 }
 
 const VARINT: u32 = 0;
@@ -76,6 +83,11 @@ impl ClickEvent<'_> {
             string(buf, 2, value);
         }
         string(buf, 20, self.cost_currency);
+        uint(buf, 21, self.bot_reason as i32 as u64);
+        uint(buf, 30, u64::from(self.asn));
+        string(buf, 31, self.as_org);
+        uint(buf, 32, u64::from(self.datacenter));
+        uint(buf, 33, u64::from(self.rate_exceeded));
     }
 }
 
@@ -186,6 +198,11 @@ mod tests {
             destination_url: event.destination_url.into(),
             is_bot: event.is_bot,
             extra: event.extra.clone(),
+            bot_reason: event.bot_reason as i32,
+            asn: event.asn,
+            as_org: event.as_org.into(),
+            datacenter: event.datacenter,
+            rate_exceeded: event.rate_exceeded,
         }
     }
 
@@ -288,6 +305,11 @@ mod tests {
                 destination_url: &strings[10],
                 is_bot: rng.random(),
                 extra: &extra,
+                bot_reason: BotReason::try_from(rng.random_range(0..8)).unwrap(),
+                asn: rng.random_range(0..=u32::MAX) >> rng.random_range(0..32),
+                as_org: &strings[11],
+                datacenter: rng.random(),
+                rate_exceeded: rng.random(),
             };
             let mut buf = Vec::new();
             event.encode(&mut buf);

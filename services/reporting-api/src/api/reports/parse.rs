@@ -19,16 +19,25 @@ pub const PARAMETERS: &[&str] = &[
     "sub_id",
     "goal",
     "click_missing",
+    "asn",
+    "datacenter",
+    "rate_exceeded",
     "sort",
     "format",
     "unique_clicks",
 ];
 
 /// Every dimension a report groups by.
+#[rustfmt::skip]
 pub const DIMENSIONS: &[&str] = &[
     "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4", "sub5",
     "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
+    "asn", "as_org", "datacenter", "rate_exceeded",
 ];
+
+/// Dimensions and filters of the clicks (conversions have no such columns: a report
+/// reads them from each conversion's click).
+pub const CLICK_ONLY: &[&str] = &["asn", "as_org", "datacenter", "rate_exceeded"];
 
 /// Every metric a report returns, in order.
 pub const METRICS: &[&str] = &[
@@ -70,6 +79,11 @@ pub struct Filters {
     pub goal: Option<String>,
     /// Only conversions made without their click (`true`) or only those with it (`false`).
     pub click_missing: Option<bool>,
+    /// Only clicks of this autonomous system, of datacenter addresses (or not), over the
+    /// per-address rate (or not).
+    pub asn: Option<u32>,
+    pub datacenter: Option<bool>,
+    pub rate_exceeded: Option<bool>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub timezone: String,
@@ -113,6 +127,20 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         sub_id: params.text("sub_id", 200)?,
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
+        asn: params
+            .get("asn")
+            .map(|v| {
+                let digits = v
+                    .strip_prefix("AS")
+                    .or_else(|| v.strip_prefix("as"))
+                    .unwrap_or(v);
+                digits.parse::<u32>().map_err(|_| {
+                    ApiError::invalid("asn", format!("asn must be an AS number, got {v:?}"))
+                })
+            })
+            .transpose()?,
+        datacenter: params.flag("datacenter")?,
+        rate_exceeded: params.flag("rate_exceeded")?,
         from,
         to,
         timezone,
