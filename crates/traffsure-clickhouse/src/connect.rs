@@ -135,15 +135,15 @@ fn tls_failure(error: &(dyn StdError + 'static)) -> Option<String> {
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // An io::Error hides its inner error from `source()`; look inside it.
-        if let Some(tls) = error
+        // An io::Error hides the error it wraps from `source()` (the TLS connector wraps
+        // rustls' error in two of them): step into it instead.
+        current = match error
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(tls.to_string());
-        }
-        current = error.source();
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => error.source(),
+        };
     }
     None
 }
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn a_certificate_error_inside_io_is_found() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::other(tls);
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
         let error = clickhouse::error::Error::Network(Box::new(io));
         match classify(&error) {
             Some(AccessError::Tls(text)) => assert!(text.contains("UnknownIssuer"), "{text}"),
