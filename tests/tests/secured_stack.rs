@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use traffsure_tests::private_clickhouse::PrivateClickHouse;
 use traffsure_tests::private_kafka::PrivateKafka;
 use traffsure_tests::secured::Certificates;
-use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
+use traffsure_tests::{click_hash_of, eventually, send_clicks, Stack, StackOptions};
 
 const CLICKS: usize = 20;
 /// How soon a refused start must end: librdkafka alone would retry for ever.
@@ -37,42 +37,40 @@ async fn pipeline_runs_over_sasl_ssl_and_https_and_refusals_stop_the_start() -> 
     };
     let other_ca = certificates.path("other-ca.pem");
 
-    refused(
-        secured.clone().services(&["postback-ingest"]).env(
-            "*",
+    // (service, setting, wrong value, what its log must say)
+    let refusals: [(&'static str, &str, &str, [&str; 2]); 4] = [
+        (
+            "postback-ingest",
             "TRAFFSURE__KAFKA__SASL_PASSWORD",
             "not-the-password",
+            ["kafka authentication failed", "SCRAM-SHA-512"],
         ),
-        &["kafka authentication failed", "SCRAM-SHA-512"],
-    )
-    .await?;
-    refused(
-        secured.clone().services(&["postback-ingest"]).env(
-            "*",
+        (
+            "postback-ingest",
             "TRAFFSURE__KAFKA__SSL_CA_FILE",
             &other_ca,
+            ["kafka tls", "certificate verify failed"],
         ),
-        &["kafka tls", "certificate verify failed"],
-    )
-    .await?;
-    refused(
-        secured.clone().services(&["sink"]).env(
-            "*",
+        (
+            "sink",
             "TRAFFSURE__CLICKHOUSE__PASSWORD",
             "not-the-password",
+            ["clickhouse authentication failed", "Wrong password"],
         ),
-        &["clickhouse authentication failed", "Wrong password"],
-    )
-    .await?;
-    refused(
-        secured.clone().services(&["reporting-api"]).env(
-            "*",
+        (
+            "reporting-api",
             "TRAFFSURE__CLICKHOUSE__CA_FILE",
             &other_ca,
+            ["clickhouse tls", "UnknownIssuer"],
         ),
-        &["clickhouse tls", "UnknownIssuer"],
-    )
-    .await?;
+    ];
+    for (service, setting, value, causes) in refusals {
+        let options = secured
+            .clone()
+            .services(&[service])
+            .env("*", setting, value);
+        refused(options, &causes).await?;
+    }
 
     let stack = Stack::start_with(secured).await?;
     let result = pipeline(&stack).await;
@@ -123,11 +121,7 @@ async fn pipeline(stack: &Stack) -> anyhow::Result<()> {
     })
     .await?;
     let mut hashes = vec![click_hash_of(first.headers()["location"].to_str()?)];
-    for _ in 1..CLICKS {
-        let response = http.get(&track).send().await?;
-        assert_eq!(response.status(), 302);
-        hashes.push(click_hash_of(response.headers()["location"].to_str()?));
-    }
+    hashes.extend(send_clicks(stack, &track, 1, CLICKS - 1).await?.0);
     assert!(hashes.iter().all(|h| h.len() == 40), "{hashes:?}");
 
     // Conversions: three with revenue 4, one with the goal's payout, one repeat.
