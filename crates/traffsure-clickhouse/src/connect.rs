@@ -190,7 +190,7 @@ mod tests {
             ca_file: "/nonexistent/ca.pem".into(),
             ..ClickHouseSettings::default()
         };
-        let error = trusted_roots(&settings).unwrap_err();
+        let error = trusted_roots(&settings).expect_err("the file is missing");
         assert!(error
             .to_string()
             .starts_with("clickhouse.ca_file /nonexistent/ca.pem"));

@@ -376,7 +376,7 @@ mod tests {
                 Ok(protocol)
             );
         }
-        let error = KafkaSecurityProtocol::try_from("tls".to_string()).unwrap_err();
+        let error = KafkaSecurityProtocol::try_from("tls".to_string()).expect_err("not a protocol");
         assert!(error.contains("kafka.security_protocol"), "{error}");
         assert!(KafkaSecurityProtocol::SaslSsl.uses_tls());
         assert!(KafkaSecurityProtocol::SaslSsl.uses_sasl());
