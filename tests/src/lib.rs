@@ -497,6 +497,16 @@ impl Stack {
             .bearer_auth(API_KEY)
     }
 
+    /// The reporting API's dashboard (`GET /api/v1/dashboard`) as JSON.
+    pub async fn dashboard(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .api(reqwest::Method::GET, "/api/v1/dashboard")
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Creates a flow through the API and returns its JSON view.
     pub async fn create_flow(&self, spec: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let response = self

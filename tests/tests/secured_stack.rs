@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_tests::private_clickhouse::PrivateClickHouse;
 use traffsure_tests::private_kafka::PrivateKafka;
@@ -147,22 +146,13 @@ async fn pipeline(stack: &Stack) -> anyhow::Result<()> {
             && d["conversions_today"] == 4
             && d["revenue_today"] == "14.5"
     };
-    let dashboard = || async {
-        let d: Value = stack
-            .api(Method::GET, "/api/v1/dashboard")
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::Ok(d)
-    };
     eventually(Duration::from_secs(90), || async {
-        let d = dashboard().await?;
+        let d = stack.dashboard().await?;
         Ok(expected(&d).then_some(d))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = dashboard().await?;
+    let settled = stack.dashboard().await?;
     assert!(expected(&settled), "{settled}");
     Ok(())
 }
