@@ -13,9 +13,10 @@ FROM rust:1-bookworm AS builder
 
 # librdkafka is compiled from source by the rdkafka crate (`cmake-build`), which needs
 # cmake and a C/C++ toolchain; zlib1g-dev is the zlib it links against (the runtime
-# image's zlib1g matches it).
+# image's zlib1g matches it), libssl-dev and pkg-config the OpenSSL of its TLS and SCRAM
+# (the runtime image's libssl3).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake build-essential zlib1g-dev \
+    && apt-get install -y --no-install-recommends cmake build-essential zlib1g-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 ARG SERVICE
@@ -43,7 +44,7 @@ LABEL org.opencontainers.image.title="traffsure-${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 traffsure \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

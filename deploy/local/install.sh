@@ -61,6 +61,11 @@ install_apt_packages() {
   command -v chromium >/dev/null || missing+=(chromium)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  # librdkafka's TLS and SASL SCRAM (the rdkafka crate's `ssl` feature) build against
+  # Debian's OpenSSL, found through pkg-config; the openssl tool makes the test certificates.
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
   # The headless browser of the pixel and JavaScript tag tests.
   command -v chromium >/dev/null || missing+=(chromium)
   if ! command -v npm >/dev/null; then
@@ -71,7 +76,7 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
-    log "apt: clickhouse, curl, java, mvn, chromium, npm already installed"
+    log "apt: clickhouse, curl, java, mvn, chromium, npm, openssl already installed"
     return
   fi
   log "apt: installing ${missing[*]}"

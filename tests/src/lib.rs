@@ -17,6 +17,7 @@ pub mod kafka_topic;
 pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod produce;
+pub mod secured;
 
 pub const SERVICES: &[&str] = &[
     "sink",
@@ -436,6 +437,16 @@ impl Stack {
             command.env("TRAFFSURE__STATE_DIR", own("-state"));
             command.env("TRAFFSURE__SPILL__PATH", own(".spill"));
         }
+        // A secured broker or ClickHouse: the services get its settings, as an operator's
+        // environment would give them (the test's own env below may still override them).
+        let kafka = secured::kafka_settings(&self.options.kafka_brokers);
+        let clickhouse = secured::clickhouse_settings(&self.options.clickhouse_url);
+        if kafka.security_protocol.uses_tls()
+            || kafka.security_protocol.uses_sasl()
+            || clickhouse.is_some()
+        {
+            command.envs(secured::security_env(&kafka, clickhouse.as_ref()));
+        }
         for (service, key) in &self.options.env_removed {
             if *service == "*" || *service == name || *service == instance {
                 command.env_remove(key);
@@ -519,6 +530,16 @@ impl Stack {
         self.http
             .request(method, self.url(instance, path))
             .bearer_auth(API_KEY)
+    }
+
+    /// The reporting API's dashboard (`GET /api/v1/dashboard`) as JSON.
+    pub async fn dashboard(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .api(reqwest::Method::GET, "/api/v1/dashboard")
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     /// Creates a flow through the API and returns its JSON view.

@@ -1,6 +1,7 @@
 //! ClickHouse for the services: the client (set up to work on ClickHouse 18.16 as well as
-//! current releases) and the numbered schema migrations in `deploy/clickhouse/migrations`,
-//! applied by one process at a time (`migration_lock`) however many start together.
+//! current releases, over `http` or `https`) and the numbered schema migrations in
+//! `deploy/clickhouse/migrations`, applied by one process at a time (`migration_lock`)
+//! however many start together.
 
 use std::sync::Arc;
 
@@ -8,9 +9,11 @@ use clickhouse::Client;
 use traffsure_config::ClickHouseSettings;
 
 pub use clickhouse;
+pub use connect::{check_access, AccessError};
 pub use migration_lock::LockTimings;
 pub use rebuild::Rebuild;
 
+mod connect;
 pub mod migration_lock;
 pub mod queries;
 pub mod rates;
@@ -125,7 +128,7 @@ pub fn client(settings: &ClickHouseSettings) -> Client {
 fn server_client(settings: &ClickHouseSettings) -> Client {
     // ClickHouse 18.16 misreads compressed RowBinary inserts and the schema validation
     // queries of the crate; both are off so one client serves old and new servers.
-    Client::default()
+    connect::http_client(settings)
         .with_url(&settings.url)
         .with_user(&settings.user)
         .with_password(&settings.password)

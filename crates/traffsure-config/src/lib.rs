@@ -89,8 +89,8 @@ fn read_secret(variable: &str, path: &Path) -> Result<String, ConfigError> {
     Ok(content.to_string())
 }
 
-/// Kafka connection and topic naming.
-#[derive(Debug, Clone, Deserialize)]
+/// Kafka connection, security and topic naming.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`
@@ -104,6 +104,27 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// `message.timeout.ms`: how long the producer keeps trying to deliver one event.
     pub message_timeout_ms: u32,
+    /// `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: KafkaSecurityProtocol,
+    /// `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (the `sasl_*` protocols).
+    pub sasl_mechanism: SaslMechanism,
+    /// `sasl.username`
+    pub sasl_username: String,
+    /// `sasl.password`; never logged.
+    pub sasl_password: String,
+    /// `ssl.ca.location`: PEM file of the CA that signed the brokers' certificates;
+    /// empty trusts the system's CA store.
+    pub ssl_ca_file: String,
+    /// `ssl.certificate.location`: this client's PEM certificate, for brokers that ask
+    /// for one (mTLS); empty sends none.
+    pub ssl_certificate_file: String,
+    /// `ssl.key.location`: the PEM private key of `ssl_certificate_file`.
+    pub ssl_key_file: String,
+    /// `ssl.key.password`, when that key is encrypted; never logged.
+    pub ssl_key_password: String,
+    /// `ssl.endpoint.identification.algorithm`: whether a broker's certificate must name
+    /// the host it was reached by (`https`) or any name will do (`none`).
+    pub ssl_verify_hostname: bool,
 }
 
 impl Default for KafkaSettings {
@@ -114,18 +135,144 @@ impl Default for KafkaSettings {
             partitions: 4,
             replication_factor: 1,
             message_timeout_ms: 30_000,
+            security_protocol: KafkaSecurityProtocol::Plaintext,
+            sasl_mechanism: SaslMechanism::Plain,
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            ssl_ca_file: String::new(),
+            ssl_certificate_file: String::new(),
+            ssl_key_file: String::new(),
+            ssl_key_password: String::new(),
+            ssl_verify_hostname: true,
         }
     }
 }
 
-/// ClickHouse over HTTP.
-#[derive(Debug, Clone, Deserialize)]
+/// Passwords print as `[redacted]`, so a settings dump in a log or a panic keeps them.
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &redacted(&self.sasl_password))
+            .field("ssl_ca_file", &self.ssl_ca_file)
+            .field("ssl_certificate_file", &self.ssl_certificate_file)
+            .field("ssl_key_file", &self.ssl_key_file)
+            .field("ssl_key_password", &redacted(&self.ssl_key_password))
+            .field("ssl_verify_hostname", &self.ssl_verify_hostname)
+            .finish()
+    }
+}
+
+/// What a secret shows in Debug output: whether it is set, never its value.
+fn redacted(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "[redacted]"
+    }
+}
+
+/// How clients reach the brokers: TLS or not, SASL or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// The `security.protocol` value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+impl TryFrom<String> for KafkaSecurityProtocol {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "plaintext" => Ok(Self::Plaintext),
+            "ssl" => Ok(Self::Ssl),
+            "sasl_plaintext" => Ok(Self::SaslPlaintext),
+            "sasl_ssl" => Ok(Self::SaslSsl),
+            _ => Err(format!(
+                "kafka.security_protocol must be plaintext, ssl, sasl_plaintext or sasl_ssl, not {value:?}"
+            )),
+        }
+    }
+}
+
+/// The SASL mechanisms librdkafka has built in (no Kerberos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The `sasl.mechanism` value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl TryFrom<String> for SaslMechanism {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        match value.to_ascii_uppercase().replace('_', "-").as_str() {
+            "PLAIN" => Ok(Self::Plain),
+            "SCRAM-SHA-256" => Ok(Self::ScramSha256),
+            "SCRAM-SHA-512" => Ok(Self::ScramSha512),
+            _ => Err(format!(
+                "kafka.sasl_mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, not {value:?}"
+            )),
+        }
+    }
+}
+
+/// ClickHouse over HTTP or HTTPS.
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClickHouseSettings {
+    /// `http://host:8123` or `https://host:8443`.
     pub url: String,
     pub database: String,
     pub user: String,
+    /// Never logged.
     pub password: String,
+    /// PEM file of the CA that signed the server's certificate (an `https` URL); the
+    /// public web CAs are trusted besides it, so empty suits a managed service.
+    pub ca_file: String,
 }
 
 impl Default for ClickHouseSettings {
@@ -135,7 +282,21 @@ impl Default for ClickHouseSettings {
             database: "traffsure".into(),
             user: "default".into(),
             password: String::new(),
+            ca_file: String::new(),
         }
+    }
+}
+
+/// The password prints as `[redacted]`.
+impl std::fmt::Debug for ClickHouseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseSettings")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &redacted(&self.password))
+            .field("ca_file", &self.ca_file)
+            .finish()
     }
 }
 
@@ -355,5 +516,55 @@ mod tests {
             .unwrap();
         assert_eq!(settings.clickhouse.password, "ch-password");
         std::fs::remove_file(password).unwrap();
+    }
+
+    #[test]
+    fn security_protocol_reads_either_case_and_names_the_setting() {
+        for (text, protocol) in [
+            ("plaintext", KafkaSecurityProtocol::Plaintext),
+            ("SSL", KafkaSecurityProtocol::Ssl),
+            ("sasl_plaintext", KafkaSecurityProtocol::SaslPlaintext),
+            ("SASL_SSL", KafkaSecurityProtocol::SaslSsl),
+        ] {
+            assert_eq!(
+                KafkaSecurityProtocol::try_from(text.to_string()),
+                Ok(protocol)
+            );
+        }
+        let error = KafkaSecurityProtocol::try_from("tls".to_string()).expect_err("not a protocol");
+        assert!(error.contains("kafka.security_protocol"), "{error}");
+        assert!(KafkaSecurityProtocol::SaslSsl.uses_tls());
+        assert!(KafkaSecurityProtocol::SaslSsl.uses_sasl());
+        assert!(!KafkaSecurityProtocol::Ssl.uses_sasl());
+        assert!(!KafkaSecurityProtocol::SaslPlaintext.uses_tls());
+    }
+
+    #[test]
+    fn sasl_mechanism_takes_the_kafka_spelling() {
+        for (text, mechanism) in [
+            ("PLAIN", SaslMechanism::Plain),
+            ("scram-sha-256", SaslMechanism::ScramSha256),
+            ("SCRAM_SHA_512", SaslMechanism::ScramSha512),
+        ] {
+            assert_eq!(SaslMechanism::try_from(text.to_string()), Ok(mechanism));
+        }
+        assert!(SaslMechanism::try_from("GSSAPI".to_string()).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_password() {
+        let kafka = KafkaSettings {
+            sasl_username: "tracker".into(),
+            sasl_password: "kafka-secret-value".into(),
+            ssl_key_password: "key-secret-value".into(),
+            ..KafkaSettings::default()
+        };
+        let clickhouse = ClickHouseSettings {
+            password: "clickhouse-secret-value".into(),
+            ..ClickHouseSettings::default()
+        };
+        let printed = format!("{kafka:?} {clickhouse:?} {kafka:#?}");
+        assert!(!printed.contains("secret-value"), "{printed}");
+        assert!(printed.contains("tracker") && printed.contains("[redacted]"));
     }
 }

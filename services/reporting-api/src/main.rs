@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         .context("admin and API key settings")?,
     );
     let reporting_currency = settings.currency.reporting_currency()?;
+    traffsure_clickhouse::check_access(&settings.clickhouse).await?;
     migrate(&settings.clickhouse).await;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
