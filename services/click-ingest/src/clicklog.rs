@@ -769,6 +769,9 @@ mod tests {
             6 + 5 + 6 + 6 + 6 + (1 << 19),
             "a closed segment is cut to its records"
         );
+        // Preallocated segments take megabytes: leave none behind.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&killed).unwrap();
     }
 
     #[test]
@@ -793,13 +796,17 @@ mod tests {
         let (_, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
         let keys: Vec<u16> = records(&recovered).iter().map(|r| r.routing_key).collect();
         assert_eq!(keys, [0, 1, 2, 3, 4, 5, 7]);
+        let too_large = temp_dir("too-large");
         assert!(matches!(
-            ClickLog::recover(&temp_dir("too-large"), u64::MAX)
-                .unwrap()
-                .0
-                .append(1, &vec![0u8; 1 << 20], false),
+            ClickLog::recover(&too_large, u64::MAX).unwrap().0.append(
+                1,
+                &vec![0u8; 1 << 20],
+                false
+            ),
             Err(AppendError::TooLarge { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&too_large).unwrap();
     }
 
     #[test]
