@@ -80,7 +80,7 @@ impl PrivateClickHouse {
                 url: format!("https://127.0.0.1:{https_port}"),
                 user: "default".into(),
                 password,
-                ca_file: certificates.path("ca.pem"),
+                ca_path: certificates.path("ca.pem"),
                 ..ClickHouseSettings::default()
             });
         }

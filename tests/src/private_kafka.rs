@@ -86,9 +86,9 @@ impl PrivateKafka {
                 sasl_mechanism: SaslMechanism::ScramSha512,
                 sasl_username: KAFKA_USER.into(),
                 sasl_password: password,
-                ssl_ca_file: certificates.path("ca.pem"),
-                ssl_certificate_file: certificates.path("client.pem"),
-                ssl_key_file: certificates.path("client.key"),
+                ssl_ca_location: certificates.path("ca.pem"),
+                ssl_certificate_location: certificates.path("client.pem"),
+                ssl_key_location: certificates.path("client.key"),
                 ..KafkaSettings::default()
             });
         }

@@ -105,12 +105,12 @@ pub fn security_env(
         ),
         ("KAFKA__SASL_USERNAME", kafka.sasl_username.clone()),
         ("KAFKA__SASL_PASSWORD", kafka.sasl_password.clone()),
-        ("KAFKA__SSL_CA_FILE", kafka.ssl_ca_file.clone()),
+        ("KAFKA__SSL_CA_LOCATION", kafka.ssl_ca_location.clone()),
         (
-            "KAFKA__SSL_CERTIFICATE_FILE",
-            kafka.ssl_certificate_file.clone(),
+            "KAFKA__SSL_CERTIFICATE_LOCATION",
+            kafka.ssl_certificate_location.clone(),
         ),
-        ("KAFKA__SSL_KEY_FILE", kafka.ssl_key_file.clone()),
+        ("KAFKA__SSL_KEY_LOCATION", kafka.ssl_key_location.clone()),
         ("KAFKA__SSL_KEY_PASSWORD", kafka.ssl_key_password.clone()),
         (
             "KAFKA__SSL_VERIFY_HOSTNAME",
@@ -120,7 +120,7 @@ pub fn security_env(
     if let Some(clickhouse) = clickhouse {
         env.push(("CLICKHOUSE__USER", clickhouse.user.clone()));
         env.push(("CLICKHOUSE__PASSWORD", clickhouse.password.clone()));
-        env.push(("CLICKHOUSE__CA_FILE", clickhouse.ca_file.clone()));
+        env.push(("CLICKHOUSE__CA_PATH", clickhouse.ca_path.clone()));
     }
     env.into_iter()
         .map(|(key, value)| (format!("TRAFFSURE__{key}"), value))

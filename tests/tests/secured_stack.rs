@@ -46,7 +46,7 @@ async fn pipeline_runs_over_sasl_ssl_and_https_and_refusals_stop_the_start() -> 
         ),
         (
             "postback-ingest",
-            "TRAFFSURE__KAFKA__SSL_CA_FILE",
+            "TRAFFSURE__KAFKA__SSL_CA_LOCATION",
             &other_ca,
             ["kafka tls", "certificate verify failed"],
         ),
@@ -58,7 +58,7 @@ async fn pipeline_runs_over_sasl_ssl_and_https_and_refusals_stop_the_start() -> 
         ),
         (
             "reporting-api",
-            "TRAFFSURE__CLICKHOUSE__CA_FILE",
+            "TRAFFSURE__CLICKHOUSE__CA_PATH",
             &other_ca,
             ["clickhouse tls", "UnknownIssuer"],
         ),

@@ -33,7 +33,7 @@ pub enum AccessError {
     Authentication(String),
     #[error("clickhouse tls: {0}")]
     Tls(String),
-    #[error("clickhouse.ca_file {path}: {reason}")]
+    #[error("clickhouse.ca_path {path}: {reason}")]
     CaFile { path: String, reason: String },
 }
 
@@ -41,14 +41,14 @@ pub enum AccessError {
 fn trusted_roots(settings: &ClickHouseSettings) -> Result<rustls::RootCertStore, AccessError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if settings.ca_file.is_empty() {
+    if settings.ca_path.is_empty() {
         return Ok(roots);
     }
     let ca_error = |reason: String| AccessError::CaFile {
-        path: settings.ca_file.clone(),
+        path: settings.ca_path.clone(),
         reason,
     };
-    let certificates = CertificateDer::pem_file_iter(&settings.ca_file)
+    let certificates = CertificateDer::pem_file_iter(&settings.ca_path)
         .map_err(|e| ca_error(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ca_error(e.to_string()))?;
@@ -187,12 +187,12 @@ mod tests {
     #[test]
     fn a_missing_ca_file_names_the_setting() {
         let settings = ClickHouseSettings {
-            ca_file: "/nonexistent/ca.pem".into(),
+            ca_path: "/nonexistent/ca.pem".into(),
             ..ClickHouseSettings::default()
         };
         let error = trusted_roots(&settings).expect_err("the file is missing");
         assert!(error
             .to_string()
-            .starts_with("clickhouse.ca_file /nonexistent/ca.pem"));
+            .starts_with("clickhouse.ca_path /nonexistent/ca.pem"));
     }
 }

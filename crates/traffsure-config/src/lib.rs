@@ -114,12 +114,12 @@ pub struct KafkaSettings {
     pub sasl_password: String,
     /// `ssl.ca.location`: PEM file of the CA that signed the brokers' certificates;
     /// empty trusts the system's CA store.
-    pub ssl_ca_file: String,
+    pub ssl_ca_location: String,
     /// `ssl.certificate.location`: this client's PEM certificate, for brokers that ask
     /// for one (mTLS); empty sends none.
-    pub ssl_certificate_file: String,
-    /// `ssl.key.location`: the PEM private key of `ssl_certificate_file`.
-    pub ssl_key_file: String,
+    pub ssl_certificate_location: String,
+    /// `ssl.key.location`: the PEM private key of `ssl_certificate_location`.
+    pub ssl_key_location: String,
     /// `ssl.key.password`, when that key is encrypted; never logged.
     pub ssl_key_password: String,
     /// `ssl.endpoint.identification.algorithm`: whether a broker's certificate must name
@@ -139,9 +139,9 @@ impl Default for KafkaSettings {
             sasl_mechanism: SaslMechanism::Plain,
             sasl_username: String::new(),
             sasl_password: String::new(),
-            ssl_ca_file: String::new(),
-            ssl_certificate_file: String::new(),
-            ssl_key_file: String::new(),
+            ssl_ca_location: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
             ssl_key_password: String::new(),
             ssl_verify_hostname: true,
         }
@@ -161,9 +161,9 @@ impl std::fmt::Debug for KafkaSettings {
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &redacted(&self.sasl_password))
-            .field("ssl_ca_file", &self.ssl_ca_file)
-            .field("ssl_certificate_file", &self.ssl_certificate_file)
-            .field("ssl_key_file", &self.ssl_key_file)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
             .field("ssl_key_password", &redacted(&self.ssl_key_password))
             .field("ssl_verify_hostname", &self.ssl_verify_hostname)
             .finish()
@@ -272,7 +272,7 @@ pub struct ClickHouseSettings {
     pub password: String,
     /// PEM file of the CA that signed the server's certificate (an `https` URL); the
     /// public web CAs are trusted besides it, so empty suits a managed service.
-    pub ca_file: String,
+    pub ca_path: String,
 }
 
 impl Default for ClickHouseSettings {
@@ -282,7 +282,7 @@ impl Default for ClickHouseSettings {
             database: "traffsure".into(),
             user: "default".into(),
             password: String::new(),
-            ca_file: String::new(),
+            ca_path: String::new(),
         }
     }
 }
@@ -295,7 +295,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
-            .field("ca_file", &self.ca_file)
+            .field("ca_path", &self.ca_path)
             .finish()
     }
 }

@@ -42,9 +42,12 @@ pub fn apply_security(config: &mut ClientConfig, settings: &KafkaSettings) {
     }
     if protocol.uses_tls() {
         let optional = [
-            ("ssl.ca.location", &settings.ssl_ca_file),
-            ("ssl.certificate.location", &settings.ssl_certificate_file),
-            ("ssl.key.location", &settings.ssl_key_file),
+            ("ssl.ca.location", &settings.ssl_ca_location),
+            (
+                "ssl.certificate.location",
+                &settings.ssl_certificate_location,
+            ),
+            ("ssl.key.location", &settings.ssl_key_location),
             ("ssl.key.password", &settings.ssl_key_password),
         ];
         for (property, value) in optional {
@@ -177,9 +180,9 @@ mod tests {
             sasl_mechanism: SaslMechanism::ScramSha512,
             sasl_username: "tracker".into(),
             sasl_password: "secret".into(),
-            ssl_ca_file: "/etc/traffsure/ca.pem".into(),
-            ssl_certificate_file: "/etc/traffsure/client.pem".into(),
-            ssl_key_file: "/etc/traffsure/client.key".into(),
+            ssl_ca_location: "/etc/traffsure/ca.pem".into(),
+            ssl_certificate_location: "/etc/traffsure/client.pem".into(),
+            ssl_key_location: "/etc/traffsure/client.key".into(),
             ssl_verify_hostname: false,
             ..KafkaSettings::default()
         };
