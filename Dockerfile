@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # One image recipe for every TraffSure service; the build argument SERVICE picks which:
-#   docker build --build-arg SERVICE=click-ingest -t traffsure/click-ingest:dev .
+#   docker build --build-arg SERVICE=click-ingest -t localhost/traffsure/click-ingest:dev .
+# `make image IMAGE_REPO=registry.example.com/traffsure IMAGE_TAG=1.0.0` builds all six
+# (`make image-push` pushes them); deploy/README.md has the rest.
 # SERVICE is one of: click-ingest, postback-ingest, conversion-attribution, sink, reporting-api,
 # postback-dispatcher.
 # Needs BuildKit (the default builder of current Docker) for the cache mounts below.
@@ -11,9 +13,10 @@ FROM rust:1-bookworm AS builder
 
 # librdkafka is compiled from source by the rdkafka crate (`cmake-build`), which needs
 # cmake and a C/C++ toolchain; zlib1g-dev is the zlib it links against (the runtime
-# image's zlib1g matches it).
+# image's zlib1g matches it), libssl-dev and pkg-config the OpenSSL of its TLS and SCRAM
+# (the runtime image's libssl3).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake build-essential zlib1g-dev \
+    && apt-get install -y --no-install-recommends cmake build-essential zlib1g-dev libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 
 ARG SERVICE
@@ -43,7 +46,7 @@ LABEL org.opencontainers.image.title="traffsure-${SERVICE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 traffsure \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
@@ -56,8 +59,11 @@ COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
 COPY --from=builder /out/user-agents/regexes.yaml /app/.local/user-agents/regexes.yaml
 
 # curl is there for health checks: GET /readyz on the service's own port.
-# Settings come from TRAFFSURE__SECTION__KEY environment variables, or from
-# config/default.toml and config/<service>.toml relative to this directory if mounted.
+# Settings come from TRAFFSURE__SECTION__KEY environment variables (secrets also as
+# TRAFFSURE__SECTION__KEY_FILE), or from config/default.toml and config/<service>.toml
+# relative to this directory if mounted. The service runs as the unprivileged user 10001;
+# /app is not writable, and whatever a service keeps goes to a volume on
+# /var/lib/traffsure (owned by 10001, so a fresh named volume is too).
 WORKDIR /app
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/traffsure-service"]

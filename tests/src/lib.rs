@@ -17,6 +17,7 @@ pub mod kafka_topic;
 pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod produce;
+pub mod secured;
 
 pub const SERVICES: &[&str] = &[
     "sink",
@@ -34,6 +35,8 @@ pub const CLICK_HASH_KEYS: &str = "1:end-to-end-test-secret-0001";
 pub const ADMIN_USERNAME: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "end-to-end-admin-password";
 pub const API_KEY: &str = "end-to-end-test-api-key-0001";
+/// The key every test stack's reporting-api instances sign session cookies with.
+pub const SESSION_SIGNING_KEY: &str = "end-to-end-session-signing-key-0001";
 
 pub fn kafka_brokers() -> String {
     std::env::var("TRAFFSURE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -47,7 +50,8 @@ fn workspace_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn bin_dir() -> PathBuf {
+/// Where the service binaries are.
+pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("TRAFFSURE_BIN_DIR") {
         return PathBuf::from(dir);
     }
@@ -93,6 +97,18 @@ pub async fn send_clicks(
         slowest = slowest.max(s);
     }
     Ok((hashes, slowest))
+}
+
+/// A data file installed by `deploy/local/install.sh` under `.local/geoip`, as a path
+/// for a service setting; an error naming the install step when it is missing.
+pub fn geoip_file(name: &str) -> anyhow::Result<String> {
+    let path = workspace_dir().join(".local/geoip").join(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run deploy/local/install.sh",
+        path.display()
+    );
+    Ok(path.display().to_string())
 }
 
 /// The click hash in a redirect's `Location`, from its `c=` parameter (as the test flows
@@ -143,6 +159,8 @@ pub struct StackOptions {
     pub services: Vec<&'static str>,
     /// (service, variable, value); a service of `"*"` means every service.
     pub env: Vec<(&'static str, String, String)>,
+    /// (service, variable): variables the harness sets that this test leaves unset.
+    pub env_removed: Vec<(&'static str, String)>,
     pub kafka_brokers: String,
     pub clickhouse_url: String,
     /// (service, count): services run as several instances, named `<service>`,
@@ -155,6 +173,7 @@ impl Default for StackOptions {
         Self {
             services: SERVICES.to_vec(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             kafka_brokers: kafka_brokers(),
             clickhouse_url: clickhouse_url(),
             instances: Vec::new(),
@@ -170,6 +189,12 @@ impl StackOptions {
 
     pub fn env(mut self, service: &'static str, key: &str, value: impl Into<String>) -> Self {
         self.env.push((service, key.to_string(), value.into()));
+        self
+    }
+
+    /// Leaves a variable the harness would set unset (to give it as `…_FILE` instead).
+    pub fn env_remove(mut self, service: &'static str, key: &str) -> Self {
+        self.env_removed.push((service, key.to_string()));
         self
     }
 
@@ -386,6 +411,7 @@ impl Stack {
                 command.env("TRAFFSURE__ADMIN__USERNAME", ADMIN_USERNAME);
                 command.env("TRAFFSURE__ADMIN__PASSWORD", ADMIN_PASSWORD);
                 command.env("TRAFFSURE__API_KEYS", API_KEY);
+                command.env("TRAFFSURE__SESSION__SIGNING_KEY", SESSION_SIGNING_KEY);
                 // The links the panel shows point at this stack's edges.
                 if let Some(edge) = self.services.get("click-ingest") {
                     command.env("TRAFFSURE__TRACKING_BASE_URL", &edge.base_url);
@@ -411,6 +437,21 @@ impl Stack {
             command.env("TRAFFSURE__STATE_DIR", own("-state"));
             command.env("TRAFFSURE__SPILL__PATH", own(".spill"));
         }
+        // A secured broker or ClickHouse: the services get its settings, as an operator's
+        // environment would give them (the test's own env below may still override them).
+        let kafka = secured::kafka_settings(&self.options.kafka_brokers);
+        let clickhouse = secured::clickhouse_settings(&self.options.clickhouse_url);
+        if kafka.security_protocol.uses_tls()
+            || kafka.security_protocol.uses_sasl()
+            || clickhouse.is_some()
+        {
+            command.envs(secured::security_env(&kafka, clickhouse.as_ref()));
+        }
+        for (service, key) in &self.options.env_removed {
+            if *service == "*" || *service == name || *service == instance {
+                command.env_remove(key);
+            }
+        }
         for (service, key, value) in &self.options.env {
             if *service == "*" || *service == name || *service == instance {
                 command.env(key, value);
@@ -428,18 +469,23 @@ impl Stack {
     /// The sum of every sample of `service`'s Prometheus metrics whose line starts with
     /// `name` (a metric name, or a name with some of its labels).
     pub async fn metric(&self, service: &str, name: &str) -> anyhow::Result<f64> {
-        let text = self
-            .http
-            .get(self.url(service, "/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text(service).await?;
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+
+    /// The whole `/metrics` answer of `service`.
+    pub async fn metrics_text(&self, service: &str) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(self.url(service, "/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     async fn wait_ready(&mut self, name: &str) -> anyhow::Result<()> {
@@ -484,6 +530,16 @@ impl Stack {
         self.http
             .request(method, self.url(instance, path))
             .bearer_auth(API_KEY)
+    }
+
+    /// The reporting API's dashboard (`GET /api/v1/dashboard`) as JSON.
+    pub async fn dashboard(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .api(reqwest::Method::GET, "/api/v1/dashboard")
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     /// Creates a flow through the API and returns its JSON view.

@@ -1,6 +1,7 @@
-//! A private ClickHouse server for tests that need ClickHouse to go down: the Debian
-//! binary the local stack uses, on free loopback ports, with its own data directory under
-//! `target/`, stopped and started by the test. The shared server is never touched.
+//! A private ClickHouse server for tests that need ClickHouse to go down, or an https port
+//! and a password: the Debian binary the local stack uses, on free loopback ports, with its
+//! own data directory under `target/`, stopped and started by the test. The shared server
+//! is never touched.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -8,9 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+use traffsure_config::ClickHouseSettings;
+
+use crate::secured::Certificates;
 
 pub struct PrivateClickHouse {
     pub http_port: u16,
+    /// The client settings of the https port (user `default` with a password), when the
+    /// server has one.
+    pub secured: Option<ClickHouseSettings>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -26,12 +33,57 @@ fn server_binary() -> anyhow::Result<PathBuf> {
 impl PrivateClickHouse {
     /// Starts a server with an empty data directory and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server that also listens on an https port with `certificates`' server
+    /// certificate, its `default` user guarded by a fresh password (the plain port keeps
+    /// answering `/ping` only to say the server is up: queries need the password too).
+    pub async fn start_secured(certificates: &Certificates) -> anyhow::Result<Self> {
+        Self::start_with(Some(certificates)).await
+    }
+
+    async fn start_with(certificates: Option<&Certificates>) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let dir = root.join("target").join("private-clickhouse").join(id);
         std::fs::create_dir_all(&dir)?;
         let http_port = crate::free_port()?;
         let tcp_port = crate::free_port()?;
+        let mut https = String::new();
+        let mut secured = None;
+        let mut users = std::fs::read_to_string(root.join("deploy/local/clickhouse/users.xml"))?;
+        if let Some(certificates) = certificates {
+            let https_port = crate::free_port()?;
+            https = format!(
+                "<https_port>{https_port}</https_port>\n    \
+                 <openSSL><server>\
+                 <certificateFile>{}</certificateFile>\
+                 <privateKeyFile>{}</privateKeyFile>\
+                 <verificationMode>none</verificationMode>\
+                 <loadDefaultCAFile>false</loadDefaultCAFile>\
+                 <disableProtocols>sslv2,sslv3</disableProtocols>\
+                 </server></openSSL>",
+                certificates.path("server.pem"),
+                certificates.path("server.key"),
+            );
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            anyhow::ensure!(
+                users.contains("<password></password>"),
+                "users.xml no longer has the empty default password this replaces"
+            );
+            users = users.replace(
+                "<password></password>",
+                &format!("<password>{password}</password>"),
+            );
+            secured = Some(ClickHouseSettings {
+                url: format!("https://127.0.0.1:{https_port}"),
+                user: "default".into(),
+                password,
+                ca_path: certificates.path("ca.pem"),
+                ..ClickHouseSettings::default()
+            });
+        }
         let config = format!(
             r#"<?xml version="1.0"?>
 <yandex>
@@ -39,6 +91,7 @@ impl PrivateClickHouse {
     <listen_host>127.0.0.1</listen_host>
     <http_port>{http_port}</http_port>
     <tcp_port>{tcp_port}</tcp_port>
+    {https}
     <max_concurrent_queries>50</max_concurrent_queries>
     <mark_cache_size>67108864</mark_cache_size>
     <path>{d}/data/</path>
@@ -55,16 +108,17 @@ impl PrivateClickHouse {
             d = dir.display()
         );
         std::fs::write(dir.join("config.xml"), config)?;
-        std::fs::copy(
-            root.join("deploy/local/clickhouse/users.xml"),
-            dir.join("users.xml"),
-        )?;
+        std::fs::write(dir.join("users.xml"), users)?;
         let mut server = Self {
             http_port,
+            secured,
             dir,
             child: None,
         };
         server.resume().await?;
+        if let Some(settings) = &server.secured {
+            crate::secured::register_clickhouse(settings.clone());
+        }
         Ok(server)
     }
 

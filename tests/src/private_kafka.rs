@@ -1,7 +1,7 @@
 //! A private single-node Kafka (KRaft, broker and controller in one JVM) for tests that
-//! must take the broker away: it runs from the jars `make test` installed in
-//! `.local/kafka/libs`, on free loopback ports, with its data under `target/`, so the
-//! shared broker is never touched.
+//! must take the broker away, or that need a secured listener: it runs from the jars
+//! `make test` installed in `.local/kafka/libs`, on free loopback ports, with its data
+//! under `target/`, so the shared broker is never touched.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -9,11 +9,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+use traffsure_config::{KafkaSecurityProtocol, KafkaSettings, SaslMechanism};
 
+use crate::secured::Certificates;
 use crate::{free_port, workspace_dir};
+
+/// The SCRAM user every secured private broker knows.
+pub const KAFKA_USER: &str = "traffsure";
 
 pub struct PrivateKafka {
     pub port: u16,
+    /// The client settings of the SASL_SSL listener, when the broker has one.
+    pub secured: Option<KafkaSettings>,
     dir: PathBuf,
     props: PathBuf,
     log: PathBuf,
@@ -34,6 +41,18 @@ fn libs_classpath() -> anyhow::Result<String> {
 impl PrivateKafka {
     /// Formats fresh storage and starts the broker; returns once it accepts clients.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// Starts a broker with a second listener on SASL_SSL beside the plain one: TLS with
+    /// `certificates`' server certificate, client certificates required (mTLS), and SCRAM
+    /// (SHA-256 and SHA-512) with a fresh password for [`KAFKA_USER`], created by Kafka's
+    /// storage tool. Harness clients given its address use that listener's settings.
+    pub async fn start_secured(certificates: &Certificates) -> anyhow::Result<Self> {
+        Self::start_with(Some(certificates)).await
+    }
+
+    async fn start_with(certificates: Option<&Certificates>) -> anyhow::Result<Self> {
         let port = free_port()?;
         let controller_port = free_port()?;
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -43,17 +62,48 @@ impl PrivateKafka {
             .join(&id[..10]);
         std::fs::create_dir_all(dir.join("data"))?;
         let props = dir.join("server.properties");
+        let mut listeners =
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}");
+        let mut protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_string();
+        let mut secured_lines = String::new();
+        let mut secured = None;
+        let mut scram_arguments = Vec::new();
+        if let Some(certificates) = certificates {
+            let sasl_port = free_port()?;
+            listeners.push_str(&format!(",SASL_SSL://127.0.0.1:{sasl_port}"));
+            protocols.push_str(",SASL_SSL:SASL_SSL");
+            secured_lines = sasl_ssl_listener(certificates);
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+                scram_arguments.push("--add-scram".to_string());
+                scram_arguments.push(format!(
+                    "{mechanism}=[name={KAFKA_USER},password={password}]"
+                ));
+            }
+            secured = Some(KafkaSettings {
+                brokers: format!("127.0.0.1:{sasl_port}"),
+                security_protocol: KafkaSecurityProtocol::SaslSsl,
+                sasl_mechanism: SaslMechanism::ScramSha512,
+                sasl_username: KAFKA_USER.into(),
+                sasl_password: password,
+                ssl_ca_location: certificates.path("ca.pem"),
+                ssl_certificate_location: certificates.path("client.pem"),
+                ssl_key_location: certificates.path("client.key"),
+                ..KafkaSettings::default()
+            });
+        }
         std::fs::write(
             &props,
             format!(
                 "process.roles=broker,controller\n\
                  node.id=1\n\
                  controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+                 listeners={listeners}\n\
+                 advertised.listeners={listeners}\n\
                  inter.broker.listener.name=PLAINTEXT\n\
                  controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 listener.security.protocol.map={protocols}\n\
+                 {secured_lines}\
                  num.network.threads=1\n\
                  num.io.threads=2\n\
                  log.dirs={}\n\
@@ -81,6 +131,7 @@ impl PrivateKafka {
             .arg(&cluster_id)
             .arg("-c")
             .arg(&props)
+            .args(&scram_arguments)
             .stdout(Stdio::from(std::fs::File::create(&log)?))
             .stderr(Stdio::from(
                 std::fs::OpenOptions::new().append(true).open(&log)?,
@@ -93,17 +144,29 @@ impl PrivateKafka {
         }
         let mut kafka = Self {
             port,
+            secured,
             dir,
             props,
             log,
             child: None,
         };
         kafka.resume().await?;
+        if let Some(settings) = &kafka.secured {
+            crate::secured::register_kafka(settings.clone());
+        }
         Ok(kafka)
     }
 
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_SSL listener's address (empty when the broker has none).
+    pub fn secured_brokers(&self) -> String {
+        self.secured
+            .as_ref()
+            .map(|s| s.brokers.clone())
+            .unwrap_or_default()
     }
 
     /// Starts the broker again on the same ports and data (after [`Self::stop`]).
@@ -181,6 +244,25 @@ impl PrivateKafka {
         }
         Ok(())
     }
+}
+
+/// The broker properties of a SASL_SSL listener named `SASL_SSL`: SCRAM logins, the
+/// server certificate as a PEM keystore, and client certificates signed by the local CA
+/// required.
+fn sasl_ssl_listener(certificates: &Certificates) -> String {
+    let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+    format!(
+        "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n\
+         listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}\n\
+         listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}\n\
+         listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+         listener.name.sasl_ssl.ssl.keystore.location={}\n\
+         listener.name.sasl_ssl.ssl.truststore.type=PEM\n\
+         listener.name.sasl_ssl.ssl.truststore.location={}\n\
+         listener.name.sasl_ssl.ssl.client.auth=required\n",
+        certificates.path("server-keystore.pem"),
+        certificates.path("ca.pem"),
+    )
 }
 
 fn log4j_option() -> String {

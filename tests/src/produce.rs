@@ -18,9 +18,8 @@ pub struct Producer {
 impl Producer {
     pub fn new(stack: &Stack) -> anyhow::Result<Self> {
         let settings = KafkaSettings {
-            brokers: stack.options.kafka_brokers.clone(),
             topic_prefix: stack.topic_prefix.clone(),
-            ..KafkaSettings::default()
+            ..crate::secured::kafka_settings(&stack.options.kafka_brokers)
         };
         Ok(Self {
             topics: Topics::new(&stack.topic_prefix),

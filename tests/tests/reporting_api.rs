@@ -372,8 +372,30 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     .await?;
     let raw_cost = raw_count(stack, "SELECT sum(cost_micros) FROM clicks").await?;
     for dim in [
-        "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4",
-        "sub5", "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
+        "day",
+        "hour",
+        "flow",
+        "country",
+        "source",
+        "sub_id",
+        "sub1",
+        "sub2",
+        "sub3",
+        "sub4",
+        "sub5",
+        "sub6",
+        "sub7",
+        "sub8",
+        "sub9",
+        "sub10",
+        "goal",
+        "device",
+        "os",
+        "browser",
+        "asn",
+        "as_org",
+        "datacenter",
+        "rate_exceeded",
     ] {
         let report = ok(stack, &format!("/api/v1/reports?group_by={dim}&{range}")).await?;
         let rows = report["rows"].as_array().cloned().unwrap_or_default();

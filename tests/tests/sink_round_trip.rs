@@ -48,6 +48,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         destination_url: "https://offer.example/?c=x".into(),
         is_bot: true,
         extra: [("k".to_string(), "v".to_string())].into(),
+        bot_reason: traffsure_events::BotReason::Datacenter as i32,
+        asn: 16509,
+        as_org: "Amazon.com, Inc.".into(),
+        datacenter: true,
+        rate_exceeded: true,
         ..Click::default()
     };
     // One partition for the click, the poison message and the next click, in that order.
@@ -215,6 +220,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         q("SELECT click_hash, flow_id, ts, ts_ms, routing_key, visitor_id, ip, country, user_agent, device, os, browser, referrer, sub_id, source, sub1, sub2, sub3, sub4, cost_micros, destination_url, is_bot, extra FROM clicks ORDER BY kafka_offset").await?,
         "first\t7\t2026-03-01 10:15:00\t1772360100123\t513\tvis\t203.0.113.9\tDE\tUA/1\tmobile\tAndroid\tChrome\thttps://ref.example/\ts 1\tpush\ta\t\tc\t\t12500\thttps://offer.example/?c=x\t1\t{\"k\":\"v\"}\n\
          second\t7\t2026-03-01 10:15:00\t1772360100123\t513\tvis\t203.0.113.9\tDE\tUA/1\tmobile\tAndroid\tChrome\thttps://ref.example/\ts 1\tpush\ta\t\tc\t\t12500\thttps://offer.example/?c=x\t1\t{\"k\":\"v\"}"
+    );
+    assert_eq!(
+        q("SELECT bot_reason, asn, as_org, datacenter, rate_exceeded FROM clicks ORDER BY kafka_offset LIMIT 1").await?,
+        "datacenter\t16509\tAmazon.com, Inc.\t1\t1"
     );
     // The poison message sits between the two clicks: the second is one offset further.
     assert_eq!(

@@ -1,13 +1,23 @@
 //! ClickHouse for the services: the client (set up to work on ClickHouse 18.16 as well as
-//! current releases) and the numbered schema migrations in `deploy/clickhouse/migrations`.
+//! current releases, over `http` or `https`) and the numbered schema migrations in
+//! `deploy/clickhouse/migrations`, applied by one process at a time (`migration_lock`)
+//! however many start together.
+
+use std::sync::Arc;
 
 use clickhouse::Client;
 use traffsure_config::ClickHouseSettings;
 
 pub use clickhouse;
+pub use connect::{check_access, AccessError};
+pub use migration_lock::LockTimings;
+pub use rebuild::Rebuild;
 
+mod connect;
+pub mod migration_lock;
 pub mod queries;
 pub mod rates;
+pub mod rebuild;
 pub mod retention;
 
 /// The migrations, in order. Each is idempotent on its own, and applied ones are
@@ -48,7 +58,62 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "visitor_details",
         include_str!("../../../deploy/clickhouse/migrations/0007_visitor_details.sql"),
     ),
+    (
+        8,
+        "fraud_signals",
+        include_str!("../../../deploy/clickhouse/migrations/0008_fraud_signals.sql"),
+    ),
+    (
+        9,
+        "admin_sessions",
+        include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
+    ),
 ];
+
+/// Rollups a migration fills from the raw tables after its statements, by version.
+pub const REBUILDS: &[(u32, Rebuild)] = &[
+    (
+        6,
+        Rebuild {
+            target: "conversions_hourly_currency",
+            source: "conversions",
+            month: "toYYYYMM(created_at)",
+            selects: &[
+                "SELECT toStartOfHour(created_at), flow_id, country, source, sub_id, goal, \
+                 status, currency, toInt64(1), revenue_micros \
+                 FROM conversions WHERE status != ''",
+                "SELECT toStartOfHour(created_at), flow_id, country, source, sub_id, goal, \
+                 previous_status, currency, toInt64(-1), -previous_revenue_micros \
+                 FROM conversions WHERE previous_status != ''",
+            ],
+        },
+    ),
+    (
+        6,
+        Rebuild {
+            target: "clicks_cost_hourly",
+            source: "clicks",
+            month: "toYYYYMM(ts)",
+            selects: &[
+                "SELECT toStartOfHour(ts) AS h, flow_id, country, source, sub_id, \
+                 device, os, browser, cost_currency, sum(cost_micros) \
+                 FROM clicks WHERE cost_micros != 0 \
+                 GROUP BY h, flow_id, country, source, sub_id, device, os, browser, cost_currency",
+            ],
+        },
+    ),
+];
+
+/// Called with the name of each rebuild step as it completes.
+pub type StepHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How `migrate_with` runs: the lock's timings, and a hook called after each step of a
+/// rollup rebuild (`rebuild::step_name`), by which tests stop a migrator halfway.
+#[derive(Clone, Default)]
+pub struct MigrateOptions {
+    pub lock: LockTimings,
+    pub after_step: Option<StepHook>,
+}
 
 /// Whether a migration statement's error means it already took effect: ClickHouse
 /// 18.16 has no `ADD COLUMN IF NOT EXISTS`, so a migration interrupted after such an
@@ -68,7 +133,7 @@ pub fn client(settings: &ClickHouseSettings) -> Client {
 fn server_client(settings: &ClickHouseSettings) -> Client {
     // ClickHouse 18.16 misreads compressed RowBinary inserts and the schema validation
     // queries of the crate; both are off so one client serves old and new servers.
-    Client::default()
+    connect::http_client(settings)
         .with_url(&settings.url)
         .with_user(&settings.user)
         .with_password(&settings.password)
@@ -104,6 +169,16 @@ pub fn statements(sql: &str) -> Vec<String> {
 
 /// Creates the database if needed and applies the migrations not yet applied.
 pub async fn migrate(settings: &ClickHouseSettings) -> Result<(), clickhouse::error::Error> {
+    migrate_with(settings, &MigrateOptions::default()).await
+}
+
+/// `migrate` with chosen lock timings and step hook. A start with nothing pending reads
+/// `schema_migrations` and returns; otherwise the process that wins the migration lock
+/// applies what is pending while the others wait for it.
+pub async fn migrate_with(
+    settings: &ClickHouseSettings,
+    options: &MigrateOptions,
+) -> Result<(), clickhouse::error::Error> {
     server_client(settings)
         .query("CREATE DATABASE IF NOT EXISTS ?")
         .bind(clickhouse::sql::Identifier(&settings.database))
@@ -118,13 +193,33 @@ pub async fn migrate(settings: &ClickHouseSettings) -> Result<(), clickhouse::er
         )
         .execute()
         .await?;
+    let Some(&(latest, _, _)) = MIGRATIONS.last() else {
+        return Ok(());
+    };
+    if migration_lock::recorded(&client, latest).await? {
+        return Ok(());
+    }
+    migration_lock::exclusively(&client, latest, &options.lock, |owner| {
+        apply_pending(&client, owner, options)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Applies, in order, every migration `schema_migrations` does not record. Runs under
+/// the migration lock.
+async fn apply_pending(
+    client: &Client,
+    owner: String,
+    options: &MigrateOptions,
+) -> Result<(), clickhouse::error::Error> {
+    let no_hook = |_: &str| {};
+    let hook: &(dyn Fn(&str) + Send + Sync) = match &options.after_step {
+        Some(hook) => hook.as_ref(),
+        None => &no_hook,
+    };
     for (version, name, sql) in MIGRATIONS {
-        let applied: u64 = client
-            .query("SELECT count() FROM schema_migrations WHERE version = ?")
-            .bind(version)
-            .fetch_one()
-            .await?;
-        if applied > 0 {
+        if migration_lock::recorded(client, *version).await? {
             continue;
         }
         for statement in statements(sql) {
@@ -133,6 +228,15 @@ pub async fn migrate(settings: &ClickHouseSettings) -> Result<(), clickhouse::er
                 _ => {}
             }
         }
+        let rebuilds: Vec<Rebuild> = REBUILDS
+            .iter()
+            .filter(|(v, _)| v == version)
+            .map(|(_, rebuild)| *rebuild)
+            .collect();
+        for rebuild in &rebuilds {
+            rebuild::run(client, rebuild, &owner, hook).await?;
+        }
+        rebuild::drop_leftovers(client, &rebuilds).await?;
         client
             .query("INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()")
             .bind(version)
@@ -165,9 +269,7 @@ mod tests {
             .all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS")
                 || s.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS")
                 || s.starts_with("ALTER TABLE")
-                || s.starts_with("INSERT INTO sink_checkpoints SELECT")
-                || s.starts_with("INSERT INTO conversions_hourly_currency\nSELECT")
-                || s.starts_with("INSERT INTO clicks_cost_hourly\nSELECT")));
+                || s.starts_with("INSERT INTO sink_checkpoints SELECT")));
         assert!(all.iter().all(|s| !s.contains(';')));
         assert_eq!(
             statements("-- c\nSELECT 1;\n\nSELECT 2"),

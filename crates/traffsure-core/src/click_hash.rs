@@ -194,6 +194,27 @@ impl ClickHashKeys {
         })
     }
 
+    /// An HMAC-SHA256 tag of `data` under the active key, for other values the edge
+    /// signs with the same secrets (callers prefix `data` with their own label, so no
+    /// tag stands for a click hash): the key id and the tag.
+    pub fn tag_with_active(&self, data: &[u8]) -> (u8, [u8; 32]) {
+        (self.active, self.tag(self.active, data))
+    }
+
+    /// Whether `tag` (possibly truncated, at least 16 bytes) is the tag of `data` under
+    /// key `key_id`; compared in constant time.
+    pub fn check_tag(&self, key_id: u8, data: &[u8], tag: &[u8]) -> bool {
+        if tag.len() < 16 || tag.len() > 32 || !self.keys.contains_key(&key_id) {
+            return false;
+        }
+        let expected = self.tag(key_id, data);
+        expected[..tag.len()]
+            .iter()
+            .zip(tag)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+    }
+
     fn tag(&self, key_id: u8, data: &[u8]) -> [u8; 32] {
         let mut mac = self.keys[&key_id].clone();
         mac.update(data);

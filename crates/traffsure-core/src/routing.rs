@@ -3,16 +3,97 @@
 //!
 //! Pure functions over the stored `Flow`; the edge supplies the click's attributes and a
 //! random number, so every choice here is reproducible in tests. Destinations come only
-//! from the flow: nothing a visitor sends can name one.
+//! from the flow: nothing a visitor sends can name one. How each condition's values
+//! match is `flow::conditions`'s part.
 
 use std::net::IpAddr;
 
 use traffsure_events::{Condition, Destination, Flow, Rule};
 
 use crate::cidr::Cidr;
+use crate::flow::conditions;
+
+/// A browser or OS version: major and minor number (minor 0 when not known).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// Attributes of a click that only some rules test, worked out when a condition first
+/// asks for one (a city lookup or a header parse costs nothing to a flow without such a
+/// rule). Each answers empty / `None` when unknown.
+pub trait LazyAttributes: std::fmt::Debug {
+    fn city(&self) -> &str {
+        ""
+    }
+    fn region(&self) -> &str {
+        ""
+    }
+    /// The visitor's first `Accept-Language` tag, lowercase (`en-us`).
+    fn language(&self) -> &str {
+        ""
+    }
+    /// The referrer's host, lowercase.
+    fn referrer_domain(&self) -> &str {
+        ""
+    }
+    /// The device maker, lowercase (`apple`, `samsung`).
+    fn device_brand(&self) -> &str {
+        ""
+    }
+    fn os_version(&self) -> Option<Version> {
+        None
+    }
+    fn browser_version(&self) -> Option<Version> {
+        None
+    }
+}
+
+/// No lazy attribute is known.
+#[derive(Debug)]
+pub struct NoLazyAttributes;
+
+impl LazyAttributes for NoLazyAttributes {}
+
+/// Lazy attributes known up front.
+#[derive(Debug, Clone, Default)]
+pub struct KnownAttributes {
+    pub city: String,
+    pub region: String,
+    pub language: String,
+    pub referrer_domain: String,
+    pub device_brand: String,
+    pub os_version: Option<Version>,
+    pub browser_version: Option<Version>,
+}
+
+impl LazyAttributes for KnownAttributes {
+    fn city(&self) -> &str {
+        &self.city
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn language(&self) -> &str {
+        &self.language
+    }
+    fn referrer_domain(&self) -> &str {
+        &self.referrer_domain
+    }
+    fn device_brand(&self) -> &str {
+        &self.device_brand
+    }
+    fn os_version(&self) -> Option<Version> {
+        self.os_version
+    }
+    fn browser_version(&self) -> Option<Version> {
+        self.browser_version
+    }
+}
 
 /// The attributes of a click that rule conditions test.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClickAttributes<'a> {
     pub country: &'a str,
     pub device: &'a str,
@@ -24,6 +105,39 @@ pub struct ClickAttributes<'a> {
     /// sub1..sub10 in order (missing ones count as empty).
     pub subs: &'a [String],
     pub is_bot: bool,
+    /// The autonomous system of the address (0 when unknown) and its organisation.
+    pub asn: u32,
+    pub as_org: &'a str,
+    pub datacenter: bool,
+    pub rate_exceeded: bool,
+    /// When the click happened, and the IANA time zone hour and weekday are read in
+    /// (empty = UTC).
+    pub ts_ms: i64,
+    pub time_zone: &'a str,
+    pub lazy: &'a dyn LazyAttributes,
+}
+
+impl Default for ClickAttributes<'_> {
+    fn default() -> Self {
+        Self {
+            country: "",
+            device: "",
+            os: "",
+            browser: "",
+            ip: None,
+            sub_id: "",
+            source: "",
+            subs: &[],
+            is_bot: false,
+            asn: 0,
+            as_org: "",
+            datacenter: false,
+            rate_exceeded: false,
+            ts_ms: 0,
+            time_zone: "",
+            lazy: &NoLazyAttributes,
+        }
+    }
 }
 
 impl ClickAttributes<'_> {
@@ -35,6 +149,9 @@ impl ClickAttributes<'_> {
             "browser" => self.browser,
             "sub_id" => self.sub_id,
             "source" => self.source,
+            "city" => self.lazy.city(),
+            "region" => self.lazy.region(),
+            "device_brand" => self.lazy.device_brand(),
             other => other
                 .strip_prefix("sub")
                 .and_then(|n| n.parse::<usize>().ok())
@@ -44,6 +161,44 @@ impl ClickAttributes<'_> {
                 .unwrap_or(""),
         }
     }
+
+    /// The hour (0-23) and weekday (1 = Monday) of the click in its flow's time zone;
+    /// `None` when the zone is unknown.
+    fn local_time(&self) -> Option<(u32, u32)> {
+        let zone = zone(self.time_zone)?;
+        let zoned = jiff::Timestamp::from_millisecond(self.ts_ms)
+            .ok()?
+            .to_zoned(zone);
+        Some((
+            u32::try_from(zoned.hour()).ok()?,
+            u32::try_from(zoned.weekday().to_monday_one_offset()).ok()?,
+        ))
+    }
+}
+
+thread_local! {
+    /// Time zones already read from the tz database, by name: a flow's hour rule does
+    /// not parse its zone on every click.
+    static ZONES: std::cell::RefCell<rustc_hash::FxHashMap<String, jiff::tz::TimeZone>> =
+        std::cell::RefCell::default();
+}
+
+/// The time zone called `name` (empty = UTC), or `None` when there is none of that name.
+pub fn zone(name: &str) -> Option<jiff::tz::TimeZone> {
+    if name.is_empty() {
+        return Some(jiff::tz::TimeZone::UTC);
+    }
+    ZONES.with_borrow_mut(|zones| {
+        if let Some(zone) = zones.get(name) {
+            return Some(zone.clone());
+        }
+        let zone = jiff::tz::TimeZone::get(name).ok()?;
+        if zones.len() >= 1000 {
+            zones.clear();
+        }
+        zones.insert(name.to_string(), zone.clone());
+        Some(zone)
+    })
 }
 
 /// Why a destination was chosen.
@@ -64,30 +219,81 @@ pub struct Choice<'f> {
     pub route: Route,
 }
 
-/// True when the condition holds for the click: the value is among the condition's
-/// values (case-insensitively; CIDR blocks for `ip`), or not among them when negated.
+/// True when the condition holds for the click: the click's value is among the
+/// condition's values, or not among them when negated. Text compares
+/// case-insensitively; `ip` takes CIDR blocks, `as_org` a part of the organisation's
+/// name, `hour`, `weekday` and the versions ranges (`flow::conditions`). A click whose
+/// value is unknown (no address, no version) is among no values.
 pub fn condition_holds(condition: &Condition, click: &ClickAttributes<'_>) -> bool {
-    let found = if condition.field == "ip" {
-        match click.ip {
-            Some(ip) => condition
-                .values
-                .iter()
-                .any(|v| v.parse::<Cidr>().is_ok_and(|block| block.contains(ip))),
-            None => false,
-        }
-    } else {
-        let value = click.field(&condition.field);
-        condition
-            .values
+    let values = &condition.values;
+    let flag = |on: bool| {
+        values
             .iter()
-            .any(|v| v.trim().eq_ignore_ascii_case(value))
+            .any(|v| v.eq_ignore_ascii_case(if on { "true" } else { "false" }))
+    };
+    let found = match condition.field.as_str() {
+        "ip" => click.ip.is_some_and(|ip| {
+            values
+                .iter()
+                .any(|v| v.parse::<Cidr>().is_ok_and(|block| block.contains(ip)))
+        }),
+        "asn" => click.asn != 0 && values.iter().any(|v| v.parse() == Ok(click.asn)),
+        "as_org" => {
+            let org = click.as_org.to_ascii_lowercase();
+            !org.is_empty()
+                && values
+                    .iter()
+                    .any(|v| !v.is_empty() && org.contains(&v.to_ascii_lowercase()))
+        }
+        "language" => {
+            let tag = click.lazy.language();
+            !tag.is_empty() && values.iter().any(|v| conditions::language_matches(v, tag))
+        }
+        "referrer_domain" => {
+            let host = click.lazy.referrer_domain();
+            !host.is_empty() && values.iter().any(|v| conditions::domain_matches(v, host))
+        }
+        "hour" => click
+            .local_time()
+            .is_some_and(|(hour, _)| values.iter().any(|v| conditions::hour_in(v, hour))),
+        "weekday" => click
+            .local_time()
+            .is_some_and(|(_, day)| values.iter().any(|v| conditions::weekday_in(v, day))),
+        "os_version" => click
+            .lazy
+            .os_version()
+            .is_some_and(|version| values.iter().any(|v| conditions::version_in(v, version))),
+        "browser_version" => click
+            .lazy
+            .browser_version()
+            .is_some_and(|version| values.iter().any(|v| conditions::version_in(v, version))),
+        "ip_version" => click.ip.is_some_and(|ip| {
+            let four = match ip {
+                IpAddr::V4(_) => true,
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
+            };
+            values.iter().any(|v| v == if four { "4" } else { "6" })
+        }),
+        "datacenter" => flag(click.datacenter),
+        "rate_exceeded" => flag(click.rate_exceeded),
+        name => {
+            let value = click.field(name);
+            values.iter().any(|v| v.trim().eq_ignore_ascii_case(value))
+        }
     };
     found != condition.negate
 }
 
-/// True when every condition of the rule holds (a rule without conditions never matches).
+/// True when every condition of the rule holds and, when the rule has `any_of` groups,
+/// every condition of at least one group (a rule without conditions never matches).
 pub fn rule_matches(rule: &Rule, click: &ClickAttributes<'_>) -> bool {
-    !rule.conditions.is_empty() && rule.conditions.iter().all(|c| condition_holds(c, click))
+    let all = |conditions: &[Condition]| conditions.iter().all(|c| condition_holds(c, click));
+    let any_group = rule.any_of.is_empty()
+        || rule
+            .any_of
+            .iter()
+            .any(|group| !group.conditions.is_empty() && all(&group.conditions));
+    (!rule.conditions.is_empty() || !rule.any_of.is_empty()) && all(&rule.conditions) && any_group
 }
 
 /// Picks one destination by weight (a weight of 0 counts as 1). `random` is any number;
@@ -155,6 +361,7 @@ mod tests {
             name: String::new(),
             conditions,
             destinations: vec![dest(url, 1)],
+            any_of: Vec::new(),
         }
     }
 
@@ -376,5 +583,135 @@ mod tests {
         let not = cond("ip", true, &["10.0.0.0/8"]);
         assert!(condition_holds(&not, &ClickAttributes::default()));
         assert!(!rule_matches(&Rule::default(), &ClickAttributes::default()));
+    }
+
+    fn any_of_rule(all: Vec<Condition>, groups: Vec<Vec<Condition>>, url: &str) -> Rule {
+        Rule {
+            any_of: groups
+                .into_iter()
+                .map(|conditions| traffsure_events::ConditionGroup { conditions })
+                .collect(),
+            ..rule(all, url)
+        }
+    }
+
+    #[test]
+    fn or_groups_hold_alongside_the_and_conditions() {
+        // Mobile clicks from DE or from AT with sub1=x.
+        let r = any_of_rule(
+            vec![cond("device", false, &["mobile"])],
+            vec![
+                vec![cond("country", false, &["DE"])],
+                vec![cond("country", false, &["AT"]), cond("sub1", false, &["x"])],
+            ],
+            "https://r.test/",
+        );
+        let x = subs(&[(1, "x")]);
+        let none = subs(&[]);
+        let click = |country, device, subs| ClickAttributes {
+            country,
+            device,
+            subs,
+            ..Default::default()
+        };
+        assert!(rule_matches(&r, &click("DE", "mobile", &none)));
+        assert!(rule_matches(&r, &click("AT", "mobile", &x)));
+        assert!(!rule_matches(&r, &click("AT", "mobile", &none)));
+        assert!(!rule_matches(&r, &click("DE", "desktop", &none)));
+        // Groups alone: any one of them.
+        let only = any_of_rule(
+            vec![],
+            vec![
+                vec![cond("os", false, &["ios"])],
+                vec![cond("os", false, &["android"])],
+            ],
+            "https://r.test/",
+        );
+        let os = |os| ClickAttributes {
+            os,
+            ..Default::default()
+        };
+        assert!(rule_matches(&only, &os("android")) && !rule_matches(&only, &os("windows")));
+        // An empty group never holds.
+        let empty = any_of_rule(vec![], vec![vec![]], "https://r.test/");
+        assert!(!rule_matches(&empty, &os("ios")));
+    }
+
+    #[test]
+    fn the_visitor_conditions_read_their_attributes() {
+        let known = KnownAttributes {
+            city: "Berlin".into(),
+            region: "Land Berlin".into(),
+            language: "de-de".into(),
+            referrer_domain: "news.google.com".into(),
+            device_brand: "samsung".into(),
+            os_version: Some(Version {
+                major: 14,
+                minor: 0,
+            }),
+            browser_version: Some(Version {
+                major: 126,
+                minor: 0,
+            }),
+        };
+        // 2026-12-07 08:30 UTC is a Monday, 09:30 in Berlin.
+        let monday_0830_utc = 1_796_632_200_000;
+        let click = ClickAttributes {
+            ip: "2001:db8::1".parse().ok(),
+            asn: 3320,
+            as_org: "Deutsche Telekom AG",
+            datacenter: true,
+            ts_ms: monday_0830_utc,
+            time_zone: "Europe/Berlin",
+            lazy: &known,
+            ..Default::default()
+        };
+        let holds =
+            |field: &str, values: &[&str]| condition_holds(&cond(field, false, values), &click);
+        assert!(holds("city", &["berlin"]) && !holds("city", &["Hamburg"]));
+        assert!(holds("region", &["land berlin"]));
+        assert!(holds("language", &["de"]) && !holds("language", &["en"]));
+        assert!(
+            holds("referrer_domain", &["google.com"]) && !holds("referrer_domain", &["bing.com"])
+        );
+        assert!(holds("device_brand", &["Samsung"]) && !holds("device_brand", &["apple"]));
+        assert!(holds("os_version", &["12-14"]) && !holds("os_version", &["<14"]));
+        assert!(holds("browser_version", &[">=120"]) && !holds("browser_version", &["<=125"]));
+        assert!(holds("asn", &["3320"]) && !holds("asn", &["13335"]));
+        assert!(holds("as_org", &["telekom"]) && !holds("as_org", &["amazon"]));
+        assert!(holds("ip_version", &["6"]) && !holds("ip_version", &["4"]));
+        assert!(holds("datacenter", &["true"]) && !holds("datacenter", &["false"]));
+        assert!(holds("rate_exceeded", &["false"]) && !holds("rate_exceeded", &["true"]));
+        assert!(holds("hour", &["9"]) && !holds("hour", &["8"]));
+        assert!(holds("weekday", &["mon-fri"]) && !holds("weekday", &["sat-sun"]));
+        let utc = ClickAttributes {
+            time_zone: "",
+            ..click.clone()
+        };
+        assert!(condition_holds(&cond("hour", false, &["8"]), &utc));
+        // Unknown values are among no values: a negated condition holds.
+        let unknown = ClickAttributes::default();
+        for field in [
+            "asn",
+            "as_org",
+            "language",
+            "os_version",
+            "ip_version",
+            "city",
+        ] {
+            assert!(
+                !condition_holds(&cond(field, false, &["1"]), &unknown),
+                "{field}"
+            );
+            assert!(
+                condition_holds(&cond(field, true, &["1"]), &unknown),
+                "{field}"
+            );
+        }
+        let mapped = ClickAttributes {
+            ip: "::ffff:192.0.2.1".parse().ok(),
+            ..Default::default()
+        };
+        assert!(condition_holds(&cond("ip_version", false, &["4"]), &mapped));
     }
 }

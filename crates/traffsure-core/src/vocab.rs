@@ -134,6 +134,7 @@ impl Vocabulary for PostbackOutcome {
     const UNSPECIFIED: Self = PostbackOutcome::Unspecified;
 }
 
+/// Why a click is a bot. `UNSPECIFIED` (not a bot) has no word: the column stays empty.
 impl Vocabulary for BotReason {
     const WORDS: &'static [(Self, &'static str)] = &[
         (BotReason::Crawler, "crawler"),
@@ -171,6 +172,11 @@ mod tests {
         round_trips::<ConversionStatus>();
         round_trips::<OutboundState>();
         round_trips::<PostbackOutcome>();
+        for &(value, word) in BotReason::WORDS {
+            assert_eq!(BotReason::from_word(word), Some(value));
+        }
+        assert_eq!(BotReason::Unspecified.word(), "");
+        assert_eq!(BotReason::words().len(), 7);
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Kafka for every service: topic names, producer and consumer setup, topic creation,
-//! and the in-memory flow registry that follows the compacted `flows` topic.
+//! Kafka for every service: topic names, producer and consumer setup (with the
+//! connection's security), topic creation, and the in-memory flow registry that follows
+//! the compacted `flows` topic.
 //!
 //! Producers are idempotent with `acks=all`; callers decide whether to wait for the
 //! delivery report. Group consumers store offsets only when the caller says an event is
 //! done (`enable.auto.offset.store=false`), so nothing is skipped after a crash.
 
+mod connect;
 mod flows;
 pub mod metrics;
 pub mod reader;
@@ -22,6 +24,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use traffsure_config::KafkaSettings;
 
+pub use connect::{check_brokers, ConnectError};
 pub use flows::{follow_flows, FlowRegistry};
 pub use rdkafka;
 
@@ -62,13 +65,15 @@ impl Topics {
     }
 }
 
-/// Connection settings shared by producers, consumers and the admin client.
+/// Connection settings shared by producers, consumers and the admin client, security
+/// included.
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &settings.brokers)
         .set("socket.keepalive.enable", "true")
         .set("log_level", "4");
+    connect::apply_security(&mut config, settings);
     config
 }
 
@@ -114,7 +119,7 @@ pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientCon
 /// `conversions` get the same partition count, so a routing key maps to the same
 /// partition in all three; `outbound-deliveries` too, so a conversion's delivery records
 /// live on its partition number.
-pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<(), KafkaError> {
+pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<(), ConnectError> {
     let partitions = settings.partitions.max(1);
     let mut new_topics = vec![TopicSpec::compacted(&topics.flows, 1)];
     for topic in [
@@ -139,7 +144,7 @@ pub async fn ensure_dead_letter_topic(
     settings: &KafkaSettings,
     topics: &Topics,
     consumer: &str,
-) -> Result<(), KafkaError> {
+) -> Result<(), ConnectError> {
     let name = topics.dead_letter(consumer);
     ensure_topic_specs(settings, &[TopicSpec::new(&name, 1)]).await
 }
@@ -171,10 +176,13 @@ impl<'a> TopicSpec<'a> {
 
 /// Creates the topics that do not exist yet (brokers need not create topics on first
 /// use), with the settings' replication factor. An existing topic is left as it is.
+/// Every service does this first, so a refused password or certificate ends its start
+/// here, with the cause.
 pub async fn ensure_topic_specs(
     settings: &KafkaSettings,
     specs: &[TopicSpec<'_>],
-) -> Result<(), KafkaError> {
+) -> Result<(), ConnectError> {
+    check_brokers(settings).await?;
     let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
     let replication = settings.replication_factor.max(1);
     let new_topics: Vec<NewTopic<'_>> = specs
@@ -199,9 +207,8 @@ pub async fn ensure_topic_specs(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::error!(topic, %code, "cannot create topic");
-                })
+                tracing::error!(topic, %code, "cannot create topic");
+                return Err(KafkaError::AdminOp(code).into());
             }
         }
     }

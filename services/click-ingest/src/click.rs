@@ -26,6 +26,7 @@ pub struct Edge {
     pub registry: Arc<FlowRegistry>,
     pub keys: ClickHashKeys,
     pub geo: crate::geo::GeoIp,
+    pub signals: crate::signals::Signals,
     pub publisher: Publisher,
     pub unknown_flow_url: String,
     pub visitor_cookie: String,
@@ -362,8 +363,23 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     let user_agent = header_text(req, header::USER_AGENT);
     let (parsed_ua, cached) = edge.user_agents.parse_cached(&user_agent);
     crate::user_agents::count_lookup(cached);
-    let bot_reason = edge.bots.reason(&parsed_ua, &user_agent, ip);
+    let found = edge.signals.assess(ip);
+    let bot_reason = edge
+        .signals
+        .bot(edge.bots.reason(&parsed_ua, &user_agent, ip), &found);
     let is_bot = bot_reason.is_some();
+    let referrer = header_text(req, header::REFERER);
+    let city_db = crate::attributes::CityDatabaseRef(&edge.signals.city);
+    let accept_language = header_text(req, header::ACCEPT_LANGUAGE);
+    let lazy = crate::attributes::Lazy::new(
+        &city_db,
+        ip,
+        &accept_language,
+        &referrer,
+        &user_agent,
+        parsed_ua.os,
+        parsed_ua.browser,
+    );
 
     let choice = routing::choose(
         flow,
@@ -377,6 +393,13 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
             source: &params.source,
             subs: &params.subs,
             is_bot,
+            asn: found.asn,
+            as_org: found.as_org,
+            datacenter: found.datacenter,
+            rate_exceeded: found.rate_exceeded,
+            ts_ms,
+            time_zone: &flow.time_zone,
+            lazy: &lazy,
         },
         rand::random(),
     );
@@ -413,7 +436,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         device: parsed_ua.device,
         os: parsed_ua.os,
         browser: parsed_ua.browser,
-        referrer: &header_text(req, header::REFERER),
+        referrer: &referrer,
         sub_id: &params.sub_id,
         source: &params.source,
         subs: &params.subs,
@@ -424,6 +447,10 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         bot_reason: bot_reason.unwrap_or(BotReason::Unspecified),
         agent: &parsed_ua,
         extra: &params.extra,
+        asn: found.asn,
+        as_org: found.as_org,
+        datacenter: found.datacenter,
+        rate_exceeded: found.rate_exceeded,
     };
     let logged = EVENT_BUFFER.with_borrow_mut(|buffer| {
         buffer.clear();
@@ -443,7 +470,11 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         traffsure_telemetry::inc_local(&clicks_total().redirected);
     }
 
-    let mut response = redirect(flow, destination);
+    let mut response = if flow.redirect_mode() == RedirectMode::DoubleMetaRefresh {
+        crate::refresh::first_hop(&edge.keys, &destination)
+    } else {
+        redirect(flow, destination)
+    };
     if new_visitor {
         let secure = edge.client_ip.behind_https(req);
         if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure) {
@@ -519,7 +550,7 @@ impl Edge {
     }
 }
 
-fn html_escape(text: &str) -> String {
+pub(crate) fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('"', "&quot;")
         .replace('<', "&lt;")
@@ -541,6 +572,8 @@ fn redirect(flow: &Flow, destination: String) -> HttpResponse {
                 .finish(),
             Err(_) => bad_destination(),
         },
+        // The double refresh's first hop is answered before this (`refresh`); here it
+        // is one refresh without a referrer.
         mode @ (RedirectMode::MetaRefresh | RedirectMode::DoubleMetaRefresh) => {
             let referrer = if mode == RedirectMode::DoubleMetaRefresh {
                 r#"<meta name="referrer" content="no-referrer">"#

@@ -36,6 +36,10 @@ pub struct ClickEvent<'a> {
     /// uap-core's browser, OS and device (fields 22 to 29 and 34).
     pub agent: &'a UserAgent,
     pub extra: &'a BTreeMap<String, String>,
+    pub asn: u32,
+    pub as_org: &'a str,
+    pub datacenter: bool,
+    pub rate_exceeded: bool,
 }
 
 const VARINT: u32 = 0;
@@ -92,6 +96,10 @@ impl ClickEvent<'_> {
         string(buf, 27, &agent.os_minor);
         string(buf, 28, &agent.device_family);
         string(buf, 29, &agent.device_brand);
+        uint(buf, 30, u64::from(self.asn));
+        string(buf, 31, self.as_org);
+        uint(buf, 32, u64::from(self.datacenter));
+        uint(buf, 33, u64::from(self.rate_exceeded));
         string(buf, 34, &agent.device_model);
     }
 }
@@ -213,6 +221,10 @@ mod tests {
             device_family: event.agent.device_family.clone(),
             device_brand: event.agent.device_brand.clone(),
             device_model: event.agent.device_model.clone(),
+            asn: event.asn,
+            as_org: event.as_org.into(),
+            datacenter: event.datacenter,
+            rate_exceeded: event.rate_exceeded,
         }
     }
 
@@ -290,11 +302,7 @@ mod tests {
                 device_model: text(20),
                 ..Default::default()
             };
-            let bot_reason = [
-                BotReason::Unspecified,
-                BotReason::Crawler,
-                BotReason::EmptyUa,
-            ][round % 3];
+            let bot_reason = BotReason::try_from((round % 8) as i32).unwrap();
             let subs: Vec<String> = (0..10).map(|_| text(6)).collect();
             let extra: BTreeMap<String, String> =
                 (0..round % 4).map(|_| (text(8), text(200))).collect();
@@ -334,6 +342,10 @@ mod tests {
                 bot_reason,
                 agent: &agent,
                 extra: &extra,
+                asn: rng.random_range(0..=u32::MAX) >> rng.random_range(0..32),
+                as_org: &strings[11],
+                datacenter: rng.random(),
+                rate_exceeded: rng.random(),
             };
             let mut buf = Vec::new();
             event.encode(&mut buf);

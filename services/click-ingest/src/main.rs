@@ -4,12 +4,18 @@
 //! written to a local click log before the redirect is answered, so neither a broker
 //! outage nor a crash of click-ingest loses one.
 
+mod asn;
+mod attributes;
 mod click;
 mod clicklog;
 mod event;
 mod geo;
+mod hosting;
 mod publisher;
+mod rate;
 mod recovery;
+mod refresh;
+mod signals;
 mod user_agents;
 
 use std::path::PathBuf;
@@ -51,6 +57,7 @@ struct Settings {
     spill: SpillSettings,
     click_log: ClickLogSettings,
     producer: ProducerSettings,
+    fraud: signals::FraudSettings,
 }
 
 /// How click events are batched for Kafka: bigger batches mean fewer produce requests,
@@ -194,6 +201,7 @@ impl Default for Settings {
             spill: SpillSettings::default(),
             click_log: ClickLogSettings::default(),
             producer: ProducerSettings::default(),
+            fraud: signals::FraudSettings::default(),
         }
     }
 }
@@ -224,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let geo = geo::GeoIp::open(&settings.geoip.database).context("geoip.database")?;
+    let signals = signals::Signals::open(&settings.fraud)?;
     let client_ip = click::ClientIp::new(
         ClientIpResolver::new(
             &settings.client_ip.header,
@@ -293,9 +302,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("follow flows topic")?;
 
+    let hop_keys = web::Data::new(keys.clone());
     let state = web::Data::new(click::Edge {
         registry,
         keys,
+        signals,
         geo,
         publisher: publisher.clone(),
         unknown_flow_url: settings.unknown_flow_url.clone(),
@@ -318,7 +329,9 @@ async fn main() -> anyhow::Result<()> {
         });
         App::new()
             .app_data(state.clone())
+            .app_data(hop_keys.clone())
             .service(web::scope("/c").default_service(web::to(click::track)))
+            .service(web::scope("/r").default_service(web::to(refresh::second_hop)))
             .service(
                 web::scope("")
                     .wrap(actix_web::middleware::from_fn(

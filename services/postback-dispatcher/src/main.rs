@@ -154,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
         .await
         .context("create topics")?;
+    traffsure_clickhouse::check_access(&settings.clickhouse).await?;
     let deliveries_ready = health.register("deliveries");
     let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
         .await

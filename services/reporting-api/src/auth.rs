@@ -1,5 +1,6 @@
 //! Who may read and change what: the admin login (argon2 password hash, session cookie,
-//! CSRF token) and API keys. Everything but the health routes, the login page and the
+//! CSRF token) and API keys. Sessions themselves (signed cookies any replica accepts,
+//! revocation on logout) are `session`'s; failed-login limits are `login_limit`'s. Everything but the health routes, the login page and the
 //! OpenAPI document requires one of the two; the tracking edges live in other services.
 //!
 //! CSRF: the session cookie is `HttpOnly; SameSite=Strict`, and every state-changing
@@ -7,9 +8,7 @@
 //! page on another origin cannot read. Login itself only accepts a JSON body, which a
 //! cross-site form cannot send.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::{Cookie, SameSite};
@@ -21,8 +20,11 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use traffsure_core::client_ip::ClientIpResolver;
 
 use crate::error::ApiError;
+use crate::login_limit::LoginLimiter;
+use crate::session::Sessions;
 
 pub const SESSION_COOKIE: &str = "ts_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -47,18 +49,13 @@ impl Default for AdminSettings {
     }
 }
 
-struct Session {
-    username: String,
-    csrf: String,
-    expires: Instant,
-}
-
 pub struct Auth {
     username: String,
     password_hash: String,
     api_keys: Vec<String>,
-    session_ttl: Duration,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Sessions,
+    limiter: LoginLimiter,
+    client_ip: ClientIpResolver,
 }
 
 /// How a request was let in, for handlers that care (the session endpoint).
@@ -89,9 +86,15 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 impl Auth {
-    /// Builds the admin account and key list; with no password configured, a random one
-    /// is made and logged once so a fresh install can still log in.
-    pub fn new(admin: &AdminSettings, api_keys: &str, session_hours: u64) -> anyhow::Result<Self> {
+    /// Builds the admin account and key list; with no password configured, nobody can
+    /// log in as the admin (API keys still work).
+    pub fn new(
+        admin: &AdminSettings,
+        api_keys: &str,
+        sessions: Sessions,
+        limiter: LoginLimiter,
+        client_ip: ClientIpResolver,
+    ) -> anyhow::Result<Self> {
         let password_hash = if !admin.password_hash.is_empty() {
             PasswordHash::new(&admin.password_hash)
                 .map_err(|e| anyhow::anyhow!("admin.password_hash is not an argon2 hash: {e}"))?;
@@ -99,13 +102,13 @@ impl Auth {
         } else if !admin.password.is_empty() {
             hash_password(&admin.password)?
         } else {
-            let password = random_token()[..20].to_string();
+            // A secret never goes to the log, so a generated password would help nobody:
+            // the admin login stays shut (a hash of a password nobody knows) until one is set.
             tracing::warn!(
                 username = %admin.username,
-                %password,
-                "no admin password configured (admin.password or admin.password_hash): generated one"
+                "no admin password configured (admin.password or admin.password_hash): admin login is off, API keys still work"
             );
-            hash_password(&password)?
+            hash_password(&random_token())?
         };
         if admin.username.trim().is_empty() {
             anyhow::bail!("admin.username must not be empty");
@@ -127,8 +130,9 @@ impl Auth {
             username: admin.username.clone(),
             password_hash,
             api_keys,
-            session_ttl: Duration::from_secs(session_hours.max(1) * 3600),
-            sessions: Mutex::new(HashMap::new()),
+            sessions,
+            limiter,
+            client_ip,
         })
     }
 
@@ -148,38 +152,8 @@ impl Auth {
             .fold(false, |found, k| found | same_secret(k, key))
     }
 
-    fn open_session(&self, username: &str) -> (String, String) {
-        let token = random_token();
-        let csrf = random_token();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        sessions.insert(
-            token.clone(),
-            Session {
-                username: username.to_string(),
-                csrf: csrf.clone(),
-                expires: now + self.session_ttl,
-            },
-        );
-        (token, csrf)
-    }
-
-    fn session(&self, token: &str) -> Option<(String, String)> {
-        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .get(token)
-            .filter(|s| s.expires > Instant::now())
-            .map(|s| (s.username.clone(), s.csrf.clone()))
-    }
-
-    fn close_session(&self, token: &str) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.remove(token);
-    }
-
     /// Who sent this request, if anyone.
-    fn principal(&self, req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
+    async fn principal(&self, req: &ServiceRequest) -> Result<Option<Principal>, ApiError> {
         let headers = req.headers();
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -196,9 +170,10 @@ impl Auth {
         let Some(cookie) = req.cookie(SESSION_COOKIE) else {
             return Ok(None);
         };
-        let Some((username, csrf)) = self.session(cookie.value()) else {
+        let Some(claims) = self.sessions.check(cookie.value()).await? else {
             return Ok(None);
         };
+        let csrf = self.sessions.csrf(&claims.id);
         let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
             let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
@@ -208,7 +183,10 @@ impl Auth {
                 ));
             }
         }
-        Ok(Some(Principal::Admin { username, csrf }))
+        Ok(Some(Principal::Admin {
+            username: claims.username,
+            csrf,
+        }))
     }
 }
 
@@ -238,7 +216,7 @@ pub async fn require_auth(
     let Some(auth) = req.app_data::<web::Data<Auth>>().cloned() else {
         return Err(ApiError::Internal("auth not configured".into()).into());
     };
-    match auth.principal(&req) {
+    match auth.principal(&req).await {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
             Ok(next.call(req).await?.map_into_left_body())
@@ -317,22 +295,42 @@ pub async fn login(
         return Err(ApiError::Csrf("login from another origin".into()));
     }
     let Login { username, password } = body.into_inner();
+    let peer = req.peer_addr().map(|a| a.ip());
+    let forwarded = req
+        .headers()
+        .get(auth.client_ip.header())
+        .and_then(|v| v.to_str().ok());
+    let address = auth
+        .client_ip
+        .client_ip(peer, forwarded)
+        .or(peer)
+        .map(|ip: IpAddr| ip.to_string())
+        .unwrap_or_default();
+    if let Some(wait) = auth.limiter.retry_after(&username, &address) {
+        tracing::warn!(%username, %address, "login refused: too many failures");
+        return Err(ApiError::TooManyRequests {
+            message: "too many failed logins for this user or address, try again later".into(),
+            retry_after: wait.as_secs().max(1),
+        });
+    }
     let checker = auth.clone();
     let user = username.clone();
     let ok = web::block(move || checker.verify_password(&user, &password))
         .await
         .unwrap_or(false);
     if !ok {
-        tracing::warn!(%username, "login failed");
+        auth.limiter.failed(&username, &address);
+        tracing::warn!(%username, %address, "login failed");
         return Err(ApiError::Unauthorized("wrong username or password".into()));
     }
-    let (token, csrf) = auth.open_session(&username);
+    auth.limiter.succeeded(&username, &address);
+    let (token, csrf) = auth.sessions.open(&username);
     let cookie = Cookie::build(SESSION_COOKIE, token)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
         .max_age(actix_web::cookie::time::Duration::seconds(
-            auth.session_ttl.as_secs() as i64,
+            auth.sessions.ttl().as_secs() as i64,
         ))
         .finish();
     tracing::info!(%username, "admin logged in");
@@ -342,15 +340,20 @@ pub async fn login(
     }))
 }
 
-pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> HttpResponse {
-    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        auth.close_session(cookie.value());
+/// Ends the session on every replica (a cookie that no longer verifies has nothing to end).
+pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
+    if let Some(claims) = req
+        .cookie(SESSION_COOKIE)
+        .and_then(|cookie| auth.sessions.verify(cookie.value()))
+    {
+        auth.sessions.revoke(&claims).await?;
+        tracing::info!(username = %claims.username, "admin logged out");
     }
     let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();
     gone.make_removal();
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .cookie(gone)
-        .json(json!({"logged_out": true}))
+        .json(json!({"logged_out": true})))
 }
 
 /// The current login and its CSRF token, for the panel's scripts.
@@ -367,7 +370,24 @@ pub async fn session(req: HttpRequest) -> HttpResponse {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn auth_with(admin: &AdminSettings, api_keys: &str) -> anyhow::Result<Auth> {
+        let sessions = Sessions::new(
+            &crate::session::SessionSettings::default(),
+            Duration::from_secs(3600),
+            clickhouse::Client::default(),
+        )?;
+        Auth::new(
+            admin,
+            api_keys,
+            sessions,
+            LoginLimiter::new(crate::login_limit::LoginSettings::default()),
+            ClientIpResolver::new("X-Forwarded-For", "")?,
+        )
+    }
 
     fn auth() -> Auth {
         let admin = AdminSettings {
@@ -375,7 +395,7 @@ mod tests {
             password: "correct horse battery".into(),
             password_hash: String::new(),
         };
-        Auth::new(&admin, "key-aaaaaaaaaaaaaaaa, key-bbbbbbbbbbbbbbbb", 1).unwrap()
+        auth_with(&admin, "key-aaaaaaaaaaaaaaaa, key-bbbbbbbbbbbbbbbb").unwrap()
     }
 
     #[test]
@@ -394,7 +414,7 @@ mod tests {
         assert!(auth.api_key_valid("key-bbbbbbbbbbbbbbbb"));
         assert!(!auth.api_key_valid("key-bbbbbbbbbbbbbbb"));
         assert!(!auth.api_key_valid(""));
-        let short = Auth::new(&AdminSettings::default(), "short", 1);
+        let short = auth_with(&AdminSettings::default(), "short");
         assert!(short.is_err());
     }
 
@@ -404,23 +424,18 @@ mod tests {
             password_hash: "plain".into(),
             ..AdminSettings::default()
         };
-        assert!(Auth::new(&admin, "", 1).is_err());
+        assert!(auth_with(&admin, "").is_err());
         let admin = AdminSettings {
             password_hash: hash_password("s3cret-s3cret").unwrap(),
             ..AdminSettings::default()
         };
-        assert!(Auth::new(&admin, "", 1)
+        assert!(auth_with(&admin, "")
             .unwrap()
             .verify_password("admin", "s3cret-s3cret"));
     }
 
     #[test]
-    fn sessions_open_and_close() {
-        let auth = auth();
-        let (token, csrf) = auth.open_session("admin");
-        assert_eq!(auth.session(&token), Some(("admin".into(), csrf)));
-        auth.close_session(&token);
-        assert_eq!(auth.session(&token), None);
+    fn login_redirects_keep_the_target() {
         assert_eq!(
             percent_encode_component("/clicks?a=1&b"),
             "/clicks%3Fa%3D1%26b"

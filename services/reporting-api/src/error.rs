@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A write with a session but without its CSRF token, or a login from another origin.
     #[error("{0}")]
     Csrf(String),
+    /// Too many failed logins: try again after `retry_after` seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Internal(String),
     #[error("clickhouse: {0}")]
@@ -56,6 +59,7 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Csrf(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ClickHouse(_) | Self::Kafka(_) | Self::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -72,6 +76,7 @@ impl ResponseError for ApiError {
             Self::Unavailable(_) => ("unavailable", None),
             Self::Unauthorized(_) => ("unauthorized", None),
             Self::Csrf(_) => ("csrf", None),
+            Self::TooManyRequests { .. } => ("too_many_requests", None),
             Self::Internal(_) => ("internal", None),
             Self::ClickHouse(_) => ("clickhouse_unavailable", None),
             Self::Kafka(_) => ("kafka_unavailable", None),
@@ -86,6 +91,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if let Self::Unauthorized(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::TooManyRequests { retry_after, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         response.json(body)
     }

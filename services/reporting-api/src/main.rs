@@ -8,8 +8,10 @@ mod auth;
 mod currency;
 mod error;
 mod filters;
+mod login_limit;
 mod panel;
 mod routes;
+mod session;
 mod sql;
 mod state;
 
@@ -17,8 +19,10 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use serde::Deserialize;
 use traffsure_config::{
-    ClickHouseSettings, CurrencySettings, HttpSettings, KafkaSettings, TelemetrySettings,
+    ClickHouseSettings, ClientIpSettings, CurrencySettings, HttpSettings, KafkaSettings,
+    TelemetrySettings,
 };
+use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_kafka::retry::{self, Backoff};
 use traffsure_kafka::Topics;
 use traffsure_telemetry::Health;
@@ -41,6 +45,12 @@ struct Settings {
     api_keys: String,
     /// How long an admin session lasts without logging in again.
     session_hours: u64,
+    /// The key that signs session cookies.
+    session: session::SessionSettings,
+    /// Limits on failed logins.
+    login: login_limit::LoginSettings,
+    /// Who the client is behind a proxy, for the per-address login limit.
+    client_ip: ClientIpSettings,
     /// Base URL of the postback dispatcher's HTTP port (manual replays); empty = off.
     dispatcher_url: String,
     /// The reporting currency and where exchange rates are fetched from.
@@ -59,6 +69,9 @@ impl Default for Settings {
             admin: auth::AdminSettings::default(),
             api_keys: String::new(),
             session_hours: 12,
+            session: session::SessionSettings::default(),
+            login: login_limit::LoginSettings::default(),
+            client_ip: ClientIpSettings::default(),
             dispatcher_url: String::new(),
             currency: CurrencySettings::default(),
         }
@@ -69,11 +82,29 @@ impl Default for Settings {
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("reporting-api")?;
     let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
+    let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
+    let sessions = session::Sessions::new(
+        &settings.session,
+        std::time::Duration::from_secs(settings.session_hours.max(1) * 3600),
+        clickhouse.clone(),
+    )?;
+    let client_ip = ClientIpResolver::new(
+        &settings.client_ip.header,
+        &settings.client_ip.trusted_proxies,
+    )
+    .context("client_ip settings")?;
     let auth = web::Data::new(
-        auth::Auth::new(&settings.admin, &settings.api_keys, settings.session_hours)
-            .context("admin and API key settings")?,
+        auth::Auth::new(
+            &settings.admin,
+            &settings.api_keys,
+            sessions,
+            login_limit::LoginLimiter::new(settings.login.clone()),
+            client_ip,
+        )
+        .context("admin and API key settings")?,
     );
     let reporting_currency = settings.currency.reporting_currency()?;
+    traffsure_clickhouse::check_access(&settings.clickhouse).await?;
     migrate(&settings.clickhouse).await;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     traffsure_kafka::ensure_topics(&settings.kafka, &topics)
@@ -85,7 +116,6 @@ async fn main() -> anyhow::Result<()> {
     let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
         .await
         .context("follow flows topic")?;
-    let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
     {
         let clickhouse = clickhouse.clone();
         tokio::spawn(async move {

@@ -186,6 +186,7 @@ function specOf(flow) {
     goals: flow.goals.map(g => ({key: g.key, name: g.name, payout: g.payout, currency: g.currency, duplicate_policy: g.duplicate_policy})),
     attribution_window_days: flow.attribution_window_days, destinations: flow.destinations, rules: flow.rules,
     inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
+    time_zone: flow.time_zone || undefined,
     status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
   };
 }
@@ -227,7 +228,7 @@ async function flowEditorPage(id) {
   const isNew = id === 'new';
   const main = page(isNew ? 'New flow' : 'Edit flow');
   let flow = {name: '', slug: '', status: 'active', destination_url: 'https://', redirect_mode: '302', default_goal: '',
-    goals: [], attribution_window_days: 30, destinations: [], rules: [], inactive_url: '', bot_url: '',
+    goals: [], attribution_window_days: 30, destinations: [], rules: [], inactive_url: '', bot_url: '', time_zone: '',
     postback_security: {token: '', hmac_secret: '', max_age_seconds: 0, allowed_ips: []}, status_map: {}, outbound_postbacks: []};
   try {
     if (!isNew) flow = await api('/api/v1/flows/' + encodeURIComponent(id));
@@ -251,7 +252,8 @@ async function flowEditorPage(id) {
       el('button', {type: 'button', id: 'add-goal', onclick: () => goals.append(goalRow({}))}, '+ Goal')),
     el('fieldset', {}, el('legend', {}, 'Rotation and rules'),
       json('destinations', 'Weighted destinations', flow.destinations, '[{"url": "https://a.example/?c={click}", "weight": 70}, …] — empty: the destination URL alone'),
-      json('rules', 'Rules', flow.rules, '[{"name": "DE mobile", "conditions": [{"field": "country", "op": "in", "values": ["DE"]}], "destinations": [{"url": "…", "weight": 1}]}]')),
+      json('rules', 'Rules', flow.rules, '[{"name": "DE mobile", "conditions": [{"field": "country", "op": "in", "values": ["DE"]}], "any_of": [[{"field": "language", "values": ["de"]}], [{"field": "hour", "values": ["9-17"]}]], "destinations": [{"url": "…", "weight": 1}]}]'),
+      text('time_zone', 'Time zone of hour and weekday rules (e.g. Europe/Berlin; empty: UTC)', flow.time_zone || '')),
     el('fieldset', {}, el('legend', {}, 'Postback security and statuses'),
       text('token', 'Postback token (required as token=… ; empty: off)', flow.postback_security.token),
       text('hmac_secret', 'HMAC secret for signed postbacks (empty: off)', flow.postback_security.hmac_secret),
@@ -283,6 +285,7 @@ async function flowEditorPage(id) {
         default_goal: data.get('default_goal') || undefined,
         attribution_window_days: Number(data.get('attribution_window_days')) || undefined,
         inactive_url: data.get('inactive_url'), bot_url: data.get('bot_url'),
+        time_zone: data.get('time_zone') || undefined,
         goals: [...goals.querySelectorAll('tr.goal')].map(row => {
           const g = {};
           for (const input of row.querySelectorAll('input, select')) if (input.value !== '') g[input.name] = input.value;

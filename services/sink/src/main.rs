@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
     traffsure_kafka::ensure_dead_letter_topic(&settings.kafka, &topics, "sink")
         .await
         .context("create the dead-letter topic")?;
+    traffsure_clickhouse::check_access(&settings.clickhouse).await?;
     retry::forever("clickhouse migrations", &Backoff::default(), || {
         traffsure_clickhouse::migrate(&settings.clickhouse)
     })

@@ -85,6 +85,10 @@ pub struct ClickRow {
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
+    pub asn: u32,
+    pub as_org: String,
+    pub datacenter: u8,
+    pub rate_exceeded: u8,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -109,7 +113,14 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
             serde_json::to_string(&c.extra).unwrap_or_default()
         },
         is_bot: u8::from(c.is_bot),
-        bot_reason: c.bot_reason().word().to_string(),
+        bot_reason: c
+            .bot_reason()
+            .specified_word()
+            .unwrap_or_default()
+            .to_string(),
+        asn: c.asn,
+        datacenter: u8::from(c.datacenter),
+        rate_exceeded: u8::from(c.rate_exceeded),
         click_hash: c.click_hash,
         flow_id: c.flow_id,
         visitor_id: c.visitor_id,
@@ -134,6 +145,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         cost_micros: c.cost_micros,
         cost_currency: c.cost_currency,
         destination_url: c.destination_url,
+        as_org: c.as_org,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,

@@ -2,17 +2,19 @@
 //! Protobuf `Flow` stored on the `flows` topic (`validate`), and the view of a stored flow
 //! the API returns (`view`). Callers use the re-exports here, never the submodules.
 
+pub(crate) mod conditions;
 mod spec;
 mod validate;
 mod view;
 
+pub use conditions::RULE_FIELDS;
 pub use spec::{
     ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec,
     RuleSpec,
 };
 pub use validate::{
     validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS, MAX_DESTINATIONS,
-    MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, RULE_FIELDS,
+    MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS,
 };
 pub use view::{FlowView, GoalView};
 

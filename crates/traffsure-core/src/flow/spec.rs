@@ -46,6 +46,9 @@ pub struct FlowSpec {
     pub status_map: BTreeMap<String, String>,
     #[serde(default)]
     pub outbound_postbacks: Vec<OutboundSpec>,
+    /// IANA time zone of the `hour` and `weekday` rule conditions; empty = UTC.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +69,14 @@ fn one() -> u32 {
 pub struct RuleSpec {
     #[serde(default)]
     pub name: String,
+    /// Conditions that must all hold.
+    #[serde(default)]
     pub conditions: Vec<ConditionSpec>,
     pub destinations: Vec<DestinationSpec>,
+    /// Alternatives, each a list of conditions that hold together: when there are any,
+    /// at least one must hold as well as `conditions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any_of: Vec<Vec<ConditionSpec>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 
 use traffsure_events::{
-    Condition, ConversionStatus, Destination, DuplicatePolicy, Flow, FlowStatus, Goal,
-    OutboundPostback, PostbackSecurity, RedirectMode, Rule,
+    Condition, ConditionGroup, ConversionStatus, Destination, DuplicatePolicy, Flow, FlowStatus,
+    Goal, OutboundPostback, PostbackSecurity, RedirectMode, Rule,
 };
 
+use super::conditions::{normalize, RULE_FIELDS};
 use super::spec::{
-    DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec,
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec,
+    RuleSpec,
 };
 use crate::cidr::Cidr;
 use crate::macros::macro_names;
@@ -54,16 +56,12 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "ts",
 ];
 
-/// Click fields a rule condition may test.
-pub const RULE_FIELDS: &[&str] = &[
-    "country", "device", "os", "browser", "ip", "sub_id", "source", "sub1", "sub2", "sub3", "sub4",
-    "sub5", "sub6", "sub7", "sub8", "sub9", "sub10",
-];
-
-/// Most destinations in one set, rules in one flow, and values in one condition.
+/// Most destinations in one set, rules in one flow, values in one condition, and
+/// `any_of` groups (and conditions in one group) in one rule.
 pub const MAX_DESTINATIONS: usize = 100;
 pub const MAX_RULES: usize = 100;
 pub const MAX_VALUES: usize = 1000;
+pub const MAX_GROUPS: usize = 50;
 
 /// A field of a submitted flow that is not acceptable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,6 +206,18 @@ impl FlowSpec {
                 }
             }
         };
+        let time_zone = self
+            .time_zone
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        if crate::routing::zone(&time_zone).is_none() {
+            return Err(invalid(
+                "time_zone",
+                format!("{time_zone:?} is not an IANA time zone (Europe/Berlin)"),
+            ));
+        }
         let inactive_url = optional_url("inactive_url", &self.inactive_url)?;
         let bot_url = optional_url("bot_url", &self.bot_url)?;
         let postback_security = self.postback_security.to_security()?;
@@ -255,6 +265,7 @@ impl FlowSpec {
         flow.postback_security = postback_security;
         flow.status_map = status_map;
         flow.outbound_postbacks = outbound_postbacks;
+        flow.time_zone = time_zone;
         if flow.created_at_ms == 0 {
             flow.created_at_ms = now_ms;
         }
@@ -300,10 +311,10 @@ impl RuleSpec {
         if self.name.chars().count() > 200 {
             return Err(invalid(field("name"), "must be at most 200 characters"));
         }
-        if self.conditions.is_empty() {
+        if self.conditions.is_empty() && self.any_of.is_empty() {
             return Err(invalid(
                 field("conditions"),
-                "must have at least one condition",
+                "must have at least one condition (in conditions or any_of)",
             ));
         }
         if self.destinations.is_empty() {
@@ -312,59 +323,70 @@ impl RuleSpec {
                 "must have at least one destination",
             ));
         }
-        let mut conditions = Vec::with_capacity(self.conditions.len());
-        for (c, cond) in self.conditions.iter().enumerate() {
-            let cfield = |name: &str| format!("rules[{index}].conditions[{c}].{name}");
-            let name = cond.field.trim().to_ascii_lowercase();
-            if !RULE_FIELDS.contains(&name.as_str()) {
+        if self.any_of.len() > MAX_GROUPS {
+            return Err(invalid(
+                field("any_of"),
+                format!("at most {MAX_GROUPS} groups"),
+            ));
+        }
+        let conditions = conditions_from(&field("conditions"), &self.conditions)?;
+        let mut any_of = Vec::with_capacity(self.any_of.len());
+        for (g, group) in self.any_of.iter().enumerate() {
+            let at = field(&format!("any_of[{g}]"));
+            if group.is_empty() || group.len() > MAX_GROUPS {
                 return Err(invalid(
-                    cfield("field"),
-                    format!("must be one of {}", RULE_FIELDS.join(", ")),
+                    at,
+                    format!("must have 1 to {MAX_GROUPS} conditions"),
                 ));
             }
-            let negate = match cond.op.as_str() {
-                "in" => false,
-                "not_in" => true,
-                _ => return Err(invalid(cfield("op"), "must be in or not_in")),
-            };
-            if cond.values.is_empty() || cond.values.len() > MAX_VALUES {
-                return Err(invalid(
-                    cfield("values"),
-                    format!("must have 1 to {MAX_VALUES} values"),
-                ));
-            }
-            let mut values = Vec::with_capacity(cond.values.len());
-            for value in &cond.values {
-                let value = value.trim();
-                if name == "ip" {
-                    let cidr: Cidr = value.parse().map_err(|e: crate::cidr::CidrError| {
-                        invalid(cfield("values"), e.to_string())
-                    })?;
-                    values.push(cidr.to_string());
-                } else if name == "country" {
-                    if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        return Err(invalid(
-                            cfield("values"),
-                            format!("{value:?} is not a two-letter country code"),
-                        ));
-                    }
-                    values.push(value.to_ascii_uppercase());
-                } else {
-                    values.push(value.to_string());
-                }
-            }
-            conditions.push(Condition {
-                field: name,
-                negate,
-                values,
+            any_of.push(ConditionGroup {
+                conditions: conditions_from(&at, group)?,
             });
         }
         Ok(Rule {
             name: self.name.trim().to_string(),
             conditions,
             destinations: destinations_from(&field("destinations"), &self.destinations)?,
+            any_of,
         })
     }
+}
+
+/// Validates a list of conditions; `at` names the list (`rules[0].conditions`).
+fn conditions_from(at: &str, specs: &[ConditionSpec]) -> Result<Vec<Condition>, FlowError> {
+    let mut conditions = Vec::with_capacity(specs.len());
+    for (c, cond) in specs.iter().enumerate() {
+        let cfield = |name: &str| format!("{at}[{c}].{name}");
+        let name = cond.field.trim().to_ascii_lowercase();
+        if !RULE_FIELDS.contains(&name.as_str()) {
+            return Err(invalid(
+                cfield("field"),
+                format!("must be one of {}", RULE_FIELDS.join(", ")),
+            ));
+        }
+        let negate = match cond.op.as_str() {
+            "in" => false,
+            "not_in" => true,
+            _ => return Err(invalid(cfield("op"), "must be in or not_in")),
+        };
+        if cond.values.is_empty() || cond.values.len() > MAX_VALUES {
+            return Err(invalid(
+                cfield("values"),
+                format!("must have 1 to {MAX_VALUES} values"),
+            ));
+        }
+        let values = cond
+            .values
+            .iter()
+            .map(|value| normalize(&name, value).map_err(|e| invalid(cfield("values"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        conditions.push(Condition {
+            field: name,
+            negate,
+            values,
+        });
+    }
+    Ok(conditions)
 }
 
 impl PostbackSecuritySpec {
@@ -581,6 +603,30 @@ mod tests {
             (
                 serde_json::json!({"rules": [{"conditions": [{"field": "os", "op": "is", "values": ["ios"]}], "destinations": [{"url": "https://a.test/"}]}]}),
                 "rules[0].conditions[0].op",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions",
+            ),
+            (
+                serde_json::json!({"rules": [{"any_of": [[{"field": "os", "values": ["ios"]}], [{"field": "hour", "values": ["25"]}]], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].any_of[1][0].values",
+            ),
+            (
+                serde_json::json!({"rules": [{"any_of": [[]], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].any_of[0]",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "browser_version", "values": [">=x"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].values",
+            ),
+            (
+                serde_json::json!({"rules": [{"conditions": [{"field": "asn", "values": ["ASX"]}], "destinations": [{"url": "https://a.test/"}]}]}),
+                "rules[0].conditions[0].values",
+            ),
+            (
+                serde_json::json!({"time_zone": "Mars/Olympus"}),
+                "time_zone",
             ),
             (serde_json::json!({"bot_url": "ftp://x.test/"}), "bot_url"),
             (

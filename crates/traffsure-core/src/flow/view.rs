@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use traffsure_events::{Destination, Flow, PostbackSecurity};
+use traffsure_events::{Condition, Destination, Flow, PostbackSecurity};
 
 use super::spec::{ConditionSpec, DestinationSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec};
 use crate::money::format_micros;
@@ -33,6 +33,8 @@ pub struct FlowView {
     pub postback_security: PostbackSecuritySpec,
     pub status_map: BTreeMap<String, String>,
     pub outbound_postbacks: Vec<OutboundSpec>,
+    #[serde(default)]
+    pub time_zone: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -75,16 +77,13 @@ impl From<&Flow> for FlowView {
                 .iter()
                 .map(|r| RuleSpec {
                     name: r.name.clone(),
-                    conditions: r
-                        .conditions
-                        .iter()
-                        .map(|c| ConditionSpec {
-                            field: c.field.clone(),
-                            op: if c.negate { "not_in" } else { "in" }.into(),
-                            values: c.values.clone(),
-                        })
-                        .collect(),
+                    conditions: condition_views(&r.conditions),
                     destinations: destination_views(&r.destinations),
+                    any_of: r
+                        .any_of
+                        .iter()
+                        .map(|g| condition_views(&g.conditions))
+                        .collect(),
                 })
                 .collect(),
             inactive_url: flow.inactive_url.clone(),
@@ -106,8 +105,20 @@ impl From<&Flow> for FlowView {
                     enabled: o.enabled,
                 })
                 .collect(),
+            time_zone: flow.time_zone.clone(),
         }
     }
+}
+
+fn condition_views(conditions: &[Condition]) -> Vec<ConditionSpec> {
+    conditions
+        .iter()
+        .map(|c| ConditionSpec {
+            field: c.field.clone(),
+            op: if c.negate { "not_in" } else { "in" }.into(),
+            values: c.values.clone(),
+        })
+        .collect()
 }
 
 fn destination_views(destinations: &[Destination]) -> Vec<DestinationSpec> {
@@ -177,7 +188,11 @@ mod tests {
             "rules": [{"name": "DE mobile", "conditions": [
                 {"field": "country", "values": ["de", "AT"]},
                 {"field": "ip", "op": "not_in", "values": ["10.0.0.0/8", "2001:db8::1"]}],
-                "destinations": [{"url": "https://de.test/{sub1}", "weight": 1}]}],
+                "destinations": [{"url": "https://de.test/{sub1}", "weight": 1}]},
+                {"any_of": [[{"field": "hour", "values": ["9-17"]}, {"field": "weekday", "values": ["Mon-Fri"]}],
+                            [{"field": "asn", "values": ["AS13335"]}]],
+                 "destinations": [{"url": "https://office-hours.test/"}]}],
+            "time_zone": "Europe/Berlin",
             "inactive_url": "https://paused.test/", "bot_url": "https://bots.test/",
             "postback_security": {"token": "s3cret", "allowed_ips": ["203.0.113.0/24"]},
             "status_map": {"Sale": "approved", "chargeback": "rejected"},
@@ -195,6 +210,9 @@ mod tests {
             view.rules[0].conditions[1].values,
             ["10.0.0.0/8", "2001:db8::1/128"]
         );
+        assert_eq!(view.rules[1].any_of[0][1].values, ["mon-fri"]);
+        assert_eq!(view.rules[1].any_of[1][0].values, ["13335"]);
+        assert_eq!(view.time_zone, "Europe/Berlin");
         assert_eq!(view.postback_security.token, "s3cret");
         assert_eq!(view.status_map["sale"], "approved");
         assert_eq!(view.outbound_postbacks[0].id, "out1");
@@ -209,6 +227,7 @@ mod tests {
                 "postback_security": view.postback_security, "status_map": view.status_map,
                 "goals": [{"key": "lead"}, {"key": "sale"}],
                 "outbound_postbacks": view.outbound_postbacks,
+                "time_zone": view.time_zone,
             }),
             5,
         );

@@ -19,6 +19,9 @@ pub const PARAMETERS: &[&str] = &[
     "sub_id",
     "goal",
     "click_missing",
+    "asn",
+    "datacenter",
+    "rate_exceeded",
     "sort",
     "format",
     "unique_clicks",
@@ -30,6 +33,7 @@ pub fn parameters() -> Vec<&'static str> {
 }
 
 /// Every dimension a report groups by.
+#[rustfmt::skip]
 pub const DIMENSIONS: &[&str] = &[
     "day",
     "hour",
@@ -61,10 +65,16 @@ pub const DIMENSIONS: &[&str] = &[
     "device_brand",
     "device_model",
     "bot_reason",
+    "asn",
+    "as_org",
+    "datacenter",
+    "rate_exceeded",
 ];
 
-/// Dimensions only clicks have, the last ten (conversions group them under an empty key).
-pub const CLICK_ONLY_DIMENSIONS: &[&str] = DIMENSIONS.split_at(DIMENSIONS.len() - 10).1;
+/// Dimensions and filters of the clicks alone, the last fourteen: the visitor's ten (user
+/// agent, bot reason), then the address's four fraud signals. Conversions have no such
+/// columns: a report reads them from each conversion's click.
+pub const CLICK_ONLY: &[&str] = DIMENSIONS.split_at(DIMENSIONS.len() - 14).1;
 
 /// Every metric a report returns, in order.
 pub const METRICS: &[&str] = &[
@@ -109,6 +119,11 @@ pub struct Filters {
     /// Filters on the clicks' visitor columns (`crate::filters::AGENT_FILTERS`), as
     /// column and value; conversions have no such columns and stay whole.
     pub agent: Vec<(&'static str, String)>,
+    /// Only clicks of this autonomous system, of datacenter addresses (or not), over the
+    /// per-address rate (or not).
+    pub asn: Option<u32>,
+    pub datacenter: Option<bool>,
+    pub rate_exceeded: Option<bool>,
     pub from: Option<String>,
     pub to: Option<String>,
     pub timezone: String,
@@ -153,6 +168,20 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
         agent: params.agent_filters()?,
+        asn: params
+            .get("asn")
+            .map(|v| {
+                let digits = v
+                    .strip_prefix("AS")
+                    .or_else(|| v.strip_prefix("as"))
+                    .unwrap_or(v);
+                digits.parse::<u32>().map_err(|_| {
+                    ApiError::invalid("asn", format!("asn must be an AS number, got {v:?}"))
+                })
+            })
+            .transpose()?,
+        datacenter: params.flag("datacenter")?,
+        rate_exceeded: params.flag("rate_exceeded")?,
         from,
         to,
         timezone,
@@ -232,9 +261,9 @@ mod tests {
 
     #[test]
     fn click_only_dimensions_are_the_visitor_columns() {
-        assert_eq!(CLICK_ONLY_DIMENSIONS.first(), Some(&"browser_family"));
-        assert_eq!(CLICK_ONLY_DIMENSIONS.last(), Some(&"bot_reason"));
-        assert_eq!(CLICK_ONLY_DIMENSIONS.len(), 10);
+        assert_eq!(CLICK_ONLY.first(), Some(&"browser_family"));
+        assert_eq!(CLICK_ONLY.last(), Some(&"rate_exceeded"));
+        assert_eq!(CLICK_ONLY.len(), 14);
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<ReportRequest, ApiError> {

@@ -2,13 +2,15 @@
 //! queries (joined by group key in `merge`, which is simpler and more portable than a
 //! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
 //! asked dimension and filter, the raw table otherwise. Filters a side has no column for
-//! (a goal or `click_missing` on clicks) leave that side whole. Conversions come by UTC
-//! day and currency as well, for `merge` to convert their revenue.
+//! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
+//! filtered by a click's fraud signal read it from their click (a join on the click
+//! hash). Conversions come by UTC day and currency as well, for `merge` to convert their
+//! revenue.
 
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::parse::{Filters, ReportRequest, CLICK_ONLY_DIMENSIONS, DIMENSIONS};
+use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
@@ -175,11 +177,10 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
         }
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
-        d if CLICK_ONLY_DIMENSIONS.contains(&d)
-            && matches!(side, Side::ConversionRollup | Side::ConversionRaw) =>
-        {
-            None
-        }
+        d if CLICK_ONLY.contains(&d) && side == Side::ConversionRollup => None,
+        "asn" => Some("toString(asn)"),
+        "datacenter" => Some("toString(datacenter)"),
+        "rate_exceeded" => Some("toString(rate_exceeded)"),
         other => DIMENSIONS.iter().find(|d| **d == other).copied(),
     };
     match column {
@@ -211,9 +212,18 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
-    if side == Side::ClickRaw {
+    if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
         for (column, value) in &filters.agent {
             eq(sql, column, Arg::Str(value.clone()));
+        }
+        if let Some(asn) = filters.asn {
+            eq(sql, "asn", Arg::U32(asn));
+        }
+        if let Some(datacenter) = filters.datacenter {
+            eq(sql, "datacenter", Arg::U32(u32::from(datacenter)));
+        }
+        if let Some(exceeded) = filters.rate_exceeded {
+            eq(sql, "rate_exceeded", Arg::U32(u32::from(exceeded)));
         }
     }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
@@ -234,7 +244,11 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
 
 /// Clicks and costs read their rollups when they have every asked dimension and filter.
 fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
-    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d)) && filters.agent.is_empty();
+    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d))
+        && filters.asn.is_none()
+        && filters.datacenter.is_none()
+        && filters.rate_exceeded.is_none()
+        && filters.agent.is_empty();
     (
         rollup,
         if rollup {
@@ -290,9 +304,28 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
+/// Conversions with their click's visitor details and fraud signals, for reports grouped
+/// or filtered by them
+/// (conversions have no such columns: they are read from the click of the same hash).
+const CONVERSIONS_WITH_SIGNALS: &str = "(SELECT * FROM conversions ANY LEFT JOIN \
+     (SELECT click_hash, asn, as_org, datacenter, rate_exceeded, browser_family, \
+     browser_major, browser_minor, os_family, os_major, os_minor, device_family, \
+     device_brand, device_model, bot_reason FROM clicks) USING click_hash)";
+
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let rollup =
-        dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d)) && filters.click_missing.is_none();
+    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d))
+        || filters.asn.is_some()
+        || filters.datacenter.is_some()
+        || filters.rate_exceeded.is_some()
+        || !filters.agent.is_empty();
+    let source = if signals {
+        CONVERSIONS_WITH_SIGNALS
+    } else {
+        "conversions"
+    };
+    let rollup = dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d))
+        && filters.click_missing.is_none()
+        && !signals;
     let side = if rollup {
         Side::ConversionRollup
     } else {
@@ -312,13 +345,13 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
         // The latest version of each conversion in range, then grouped.
         sql.push(", ")
             .conversions_by_status("countIf(")
-            .push(" FROM (SELECT * FROM conversions");
+            .push(" FROM (SELECT * FROM ")
+            .push(source);
         let mut inner = Sql::default();
         where_clause(&mut inner, filters, range, side);
         sql.append(&inner);
-        sql.push(
-            " AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM conversions",
-        );
+        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
+            .push(source);
         sql.append(&inner);
         sql.push(" GROUP BY conversion_id))");
     }
@@ -340,6 +373,9 @@ mod tests {
             goal: Some("sale".into()),
             click_missing: None,
             agent: Vec::new(),
+            asn: None,
+            datacenter: None,
+            rate_exceeded: None,
             from: None,
             to: None,
             timezone: "Europe/Berlin".into(),
@@ -390,6 +426,49 @@ mod tests {
             "{}",
             sql.text()
         );
+    }
+
+    #[test]
+    fn fraud_signals_read_raw_clicks_and_conversions_with_their_clicks() {
+        let fraud = Filters {
+            datacenter: Some(true),
+            asn: Some(16509),
+            ..filters()
+        };
+        let sql = clicks_sql(&["day"], &fraud, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        assert!(sql.text().contains(" AND datacenter = ?"), "{}", sql.text());
+        assert!(sql.text().contains(" AND asn = ?"), "{}", sql.text());
+        let sql = costs_sql(&["day"], &fraud, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        let sql = clicks_sql(&["asn", "rate_exceeded"], &filters(), &range());
+        assert!(
+            sql.text()
+                .contains("[toString(asn), toString(rate_exceeded)] AS keys"),
+            "{}",
+            sql.text()
+        );
+        // Conversions are grouped and filtered by their click's signals.
+        let sql = conversions_sql(&["asn", "as_org"], &fraud, &range());
+        assert!(
+            sql.text().contains("[toString(asn), as_org] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert_eq!(
+            sql.text().matches(" AND datacenter = ?").count(),
+            2,
+            "{}",
+            sql.text()
+        );
+        assert_eq!(
+            sql.text().matches("ANY LEFT JOIN").count(),
+            2,
+            "{}",
+            sql.text()
+        );
+        let sql = conversions_sql(&["day"], &filters(), &range());
+        assert!(!sql.text().contains("JOIN"), "{}", sql.text());
     }
 
     #[test]
