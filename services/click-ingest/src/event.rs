@@ -302,7 +302,7 @@ mod tests {
                 device_model: text(20),
                 ..Default::default()
             };
-            let bot_reason = BotReason::try_from((round % 8) as i32).unwrap();
+            let bot_reason = BotReason::try_from(round % 8).unwrap();
             let subs: Vec<String> = (0..10).map(|_| text(6)).collect();
             let extra: BTreeMap<String, String> =
                 (0..round % 4).map(|_| (text(8), text(200))).collect();
