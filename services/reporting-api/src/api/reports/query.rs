@@ -487,7 +487,7 @@ mod tests {
     }
 
     #[test]
-    fn visitor_dimensions_and_filters_read_raw_clicks_and_leave_conversions_whole() {
+    fn visitor_dimensions_and_filters_read_raw_clicks_and_conversions_through_their_click() {
         let brand = Filters {
             agent: vec![
                 ("device_brand", "Cubot".into()),
@@ -510,7 +510,12 @@ mod tests {
             sql.text()
         );
         let sql = conversions_sql(&["day"], &brand, &range());
-        assert!(!sql.text().contains("device_brand"), "{}", sql.text());
+        assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
         let sql = clicks_sql(&["os_major", "bot_reason"], &filters(), &range());
         assert!(
             sql.text().contains("[os_major, bot_reason] AS keys"),
@@ -519,7 +524,12 @@ mod tests {
         );
         assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
         let sql = conversions_sql(&["device_model"], &filters(), &range());
-        assert!(sql.text().contains("[''] AS keys"), "{}", sql.text());
+        assert!(
+            sql.text().contains("[device_model] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
     }
 
     #[test]
