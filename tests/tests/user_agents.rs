@@ -42,7 +42,7 @@ fn workspace_dir() -> PathBuf {
 /// uap-core's tests directory inside the `ua-parser` crate's source, as Cargo fetched it.
 fn corpus_dir() -> PathBuf {
     let output = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(workspace_dir())
         .output()
         .unwrap_or_else(|e| panic!("cargo metadata: {e}"));
