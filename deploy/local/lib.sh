@@ -9,6 +9,7 @@
 #   .local/kafka/                Kafka jars (libs/), data (data/), rendered config
 #   .local/clickhouse/           ClickHouse data, tmp, user_files, rendered config
 #   .local/geoip/country.mmdb    GeoIP country database
+#   .local/user-agents/          uap-core regexes, crawler patterns (install.sh)
 
 # shellcheck disable=SC2034 # the variables below are used by the sourcing scripts
 : "${ROOT:?ROOT must be set before sourcing lib.sh}"

@@ -53,6 +53,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         as_org: "Amazon.com, Inc.".into(),
         datacenter: true,
         rate_exceeded: true,
+        ..Click::default()
     };
     // One partition for the click, the poison message and the next click, in that order.
     producer

@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0006_currencies.sql"),
     ),
     (
+        7,
+        "visitor_details",
+        include_str!("../../../deploy/clickhouse/migrations/0007_visitor_details.sql"),
+    ),
+    (
         8,
         "fraud_signals",
         include_str!("../../../deploy/clickhouse/migrations/0008_fraud_signals.sql"),

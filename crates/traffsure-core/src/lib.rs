@@ -1,10 +1,12 @@
 //! The tracker's pure logic, shared by every service: click hashes, money amounts,
 //! conversion status mapping, URL macros, IP blocks, the client address behind proxies,
-//! the flow model, user-agent classification and destination routing (rules and
-//! weighted rotation), and the catalogue of traffic source and affiliate network templates.
+//! the flow model, user agents and bots (uap-core's regexes and crawler patterns, handed
+//! in by the caller), destination routing (rules and weighted rotation), and the
+//! catalogue of traffic source and affiliate network templates.
 //!
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
+pub mod bots;
 pub mod cidr;
 pub mod click_hash;
 pub mod client_ip;
@@ -16,6 +18,7 @@ pub mod postback_params;
 pub mod routing;
 pub mod status;
 pub mod templates;
+pub mod ua_data;
 pub mod user_agent;
 pub mod visitor;
 pub mod vocab;

@@ -1,7 +1,7 @@
 //! The tracker's words for its enums, each list in one place: the API, the tables, the
 //! admin panel, the dispatcher and replay all name a flow status, a redirect mode, a
-//! duplicate policy, a conversion status, an outbound state or a postback outcome with
-//! the word listed here, and parse it back with the same list.
+//! duplicate policy, a conversion status, an outbound state, a postback outcome or a
+//! bot reason with the word listed here, and parse it back with the same list.
 //!
 //! The enums themselves are the Protobuf ones of `traffsure-events`; their
 //! `UNSPECIFIED` value (what an older event carries) reads as the word of the value it is
@@ -145,6 +145,7 @@ impl Vocabulary for BotReason {
         (BotReason::UaList, "ua_list"),
         (BotReason::EmptyUa, "empty_ua"),
     ];
+    // Not a bot (or a bot recorded before reasons were): no word, an empty column.
     const UNSPECIFIED_AS: Self = BotReason::Unspecified;
     const UNSPECIFIED: Self = BotReason::Unspecified;
 }
@@ -176,6 +177,27 @@ mod tests {
         }
         assert_eq!(BotReason::Unspecified.word(), "");
         assert_eq!(BotReason::words().len(), 7);
+    }
+
+    #[test]
+    fn bot_reasons_have_seven_words_and_none_for_people() {
+        for &(value, word) in BotReason::WORDS {
+            assert_eq!(BotReason::from_word(word), Some(value), "{word}");
+        }
+        assert_eq!(
+            BotReason::words(),
+            [
+                "crawler",
+                "headless",
+                "datacenter",
+                "rate",
+                "ip_list",
+                "ua_list",
+                "empty_ua"
+            ]
+        );
+        assert_eq!(BotReason::Unspecified.word(), "");
+        assert_eq!(BotReason::Unspecified.specified_word(), None);
     }
 
     #[test]

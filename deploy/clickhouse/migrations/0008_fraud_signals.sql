@@ -2,12 +2,8 @@
 -- is a hosting provider's, cloud's or CDN's (`datacenter`), and whether it exceeded the
 -- edge instance's per-address click rate (`rate_exceeded`). Rows written before these
 -- columns read as 0 / empty: no signal was looked up for them.
---
--- `bot_reason` (why a click is a bot) is also added here when no earlier migration did:
--- ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS, and an existing column answers
--- Code 44, which the migration runner takes as already applied.
+-- (`bot_reason`, why a click is a bot, comes with migration 7.)
 
-ALTER TABLE clicks ADD COLUMN bot_reason String AFTER is_bot;
 ALTER TABLE clicks ADD COLUMN asn UInt32;
 ALTER TABLE clicks ADD COLUMN as_org String;
 ALTER TABLE clicks ADD COLUMN datacenter UInt8;

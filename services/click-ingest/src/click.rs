@@ -10,8 +10,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use traffsure_core::cidr::CidrList;
 use traffsure_core::client_ip::ClientIpResolver;
 use traffsure_core::routing::{self, ClickAttributes};
-use traffsure_core::{macros, now_ms, user_agent, visitor, ClickHashKeys};
-use traffsure_events::{Flow, FlowStatus, RedirectMode};
+use traffsure_core::ua_data::UaData;
+use traffsure_core::{bots, macros, now_ms, user_agent, visitor, ClickHashKeys};
+use traffsure_events::{BotReason, Flow, FlowStatus, RedirectMode};
 use traffsure_kafka::FlowRegistry;
 use traffsure_telemetry::prometheus::IntCounter;
 
@@ -31,6 +32,8 @@ pub struct Edge {
     pub visitor_cookie: String,
     pub client_ip: ClientIp,
     pub bots: BotFilter,
+    /// uap-core's regexes and the crawler patterns, reloaded when their files change.
+    pub user_agents: Arc<UaData>,
     /// OTLP tracing is on: each click gets a span whose W3C trace context travels with
     /// the click event in Kafka headers. Off, a click pays for neither.
     pub trace_clicks: bool,
@@ -71,7 +74,7 @@ impl ClientIp {
     }
 }
 
-/// Bot flagging beyond the built-in user-agent markers.
+/// Bot flagging beyond what the user agent alone says (crawlers, headless browsers).
 pub struct BotFilter {
     pub ips: CidrList,
     pub user_agent_markers: Vec<String>,
@@ -80,11 +83,23 @@ pub struct BotFilter {
 }
 
 impl BotFilter {
-    pub fn is_bot(&self, parsed: &user_agent::UserAgent, raw: &str, ip: Option<IpAddr>) -> bool {
-        parsed.is_bot
-            || self.empty_user_agent && raw.trim().is_empty()
-            || user_agent::matches_any(raw, &self.user_agent_markers)
-            || ip.is_some_and(|ip| self.ips.contains(ip))
+    /// Why the click is a bot: the first reason that applies, the configured lists before
+    /// what the user agent says; `None` for a person.
+    pub fn reason(
+        &self,
+        parsed: &user_agent::UserAgent,
+        raw: &str,
+        ip: Option<IpAddr>,
+    ) -> Option<BotReason> {
+        if self.empty_user_agent && raw.trim().is_empty() {
+            Some(BotReason::EmptyUa)
+        } else if bots::matches_any(raw, &self.user_agent_markers) {
+            Some(BotReason::UaList)
+        } else if ip.is_some_and(|ip| self.ips.contains(ip)) {
+            Some(BotReason::IpList)
+        } else {
+            parsed.bot
+        }
     }
 }
 
@@ -346,15 +361,13 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
     let country = country.as_str();
     let user_agent = header_text(req, header::USER_AGENT);
-    let parsed_ua = user_agent::parse_cached(&user_agent);
-    let is_bot = edge.bots.is_bot(&parsed_ua, &user_agent, ip);
+    let (parsed_ua, cached) = edge.user_agents.parse_cached(&user_agent);
+    crate::user_agents::count_lookup(cached);
     let found = edge.signals.assess(ip);
-    let bot_reason = if is_bot {
-        None
-    } else {
-        edge.signals.bot(None, &found)
-    };
-    let is_bot = is_bot || bot_reason.is_some();
+    let bot_reason = edge
+        .signals
+        .bot(edge.bots.reason(&parsed_ua, &user_agent, ip), &found);
+    let is_bot = bot_reason.is_some();
     let referrer = header_text(req, header::REFERER);
     let city_db = crate::attributes::CityDatabaseRef(&edge.signals.city);
     let accept_language = header_text(req, header::ACCEPT_LANGUAGE);
@@ -431,8 +444,9 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         cost_currency: &params.cost_currency,
         destination_url: &destination,
         is_bot,
+        bot_reason: bot_reason.unwrap_or(BotReason::Unspecified),
+        agent: &parsed_ua,
         extra: &params.extra,
-        bot_reason: bot_reason.unwrap_or_default(),
         asn: found.asn,
         as_org: found.as_org,
         datacenter: found.datacenter,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 
+use traffsure_core::user_agent::UserAgent;
 use traffsure_events::BotReason;
 
 /// One click, borrowing its fields; field numbers as in `clicks.proto`.
@@ -31,8 +32,10 @@ pub struct ClickEvent<'a> {
     pub cost_currency: &'a str,
     pub destination_url: &'a str,
     pub is_bot: bool,
-    pub extra: &'a BTreeMap<String, String>,
     pub bot_reason: BotReason,
+    /// uap-core's browser, OS and device (fields 22 to 29 and 34).
+    pub agent: &'a UserAgent,
+    pub extra: &'a BTreeMap<String, String>,
     pub asn: u32,
     pub as_org: &'a str,
     pub datacenter: bool,
@@ -84,10 +87,20 @@ impl ClickEvent<'_> {
         }
         string(buf, 20, self.cost_currency);
         uint(buf, 21, self.bot_reason as i32 as u64);
+        let agent = self.agent;
+        string(buf, 22, &agent.browser_family);
+        string(buf, 23, &agent.browser_major);
+        string(buf, 24, &agent.browser_minor);
+        string(buf, 25, &agent.os_family);
+        string(buf, 26, &agent.os_major);
+        string(buf, 27, &agent.os_minor);
+        string(buf, 28, &agent.device_family);
+        string(buf, 29, &agent.device_brand);
         uint(buf, 30, u64::from(self.asn));
         string(buf, 31, self.as_org);
         uint(buf, 32, u64::from(self.datacenter));
         uint(buf, 33, u64::from(self.rate_exceeded));
+        string(buf, 34, &agent.device_model);
     }
 }
 
@@ -199,6 +212,15 @@ mod tests {
             is_bot: event.is_bot,
             extra: event.extra.clone(),
             bot_reason: event.bot_reason as i32,
+            browser_family: event.agent.browser_family.clone(),
+            browser_major: event.agent.browser_major.clone(),
+            browser_minor: event.agent.browser_minor.clone(),
+            os_family: event.agent.os_family.clone(),
+            os_major: event.agent.os_major.clone(),
+            os_minor: event.agent.os_minor.clone(),
+            device_family: event.agent.device_family.clone(),
+            device_brand: event.agent.device_brand.clone(),
+            device_model: event.agent.device_model.clone(),
             asn: event.asn,
             as_org: event.as_org.into(),
             datacenter: event.datacenter,
@@ -268,6 +290,19 @@ mod tests {
             let strings: Vec<String> = (0..12)
                 .map(|i| text(if i == 3 { 300 } else { 40 }))
                 .collect();
+            let agent = traffsure_core::user_agent::UserAgent {
+                browser_family: text(20),
+                browser_major: text(4),
+                browser_minor: text(4),
+                os_family: text(20),
+                os_major: text(4),
+                os_minor: text(4),
+                device_family: text(30),
+                device_brand: text(10),
+                device_model: text(20),
+                ..Default::default()
+            };
+            let bot_reason = BotReason::try_from(round % 8).unwrap();
             let subs: Vec<String> = (0..10).map(|_| text(6)).collect();
             let extra: BTreeMap<String, String> =
                 (0..round % 4).map(|_| (text(8), text(200))).collect();
@@ -304,8 +339,9 @@ mod tests {
                 cost_currency: if round % 2 == 0 { "EUR" } else { "" },
                 destination_url: &strings[10],
                 is_bot: rng.random(),
+                bot_reason,
+                agent: &agent,
                 extra: &extra,
-                bot_reason: BotReason::try_from(rng.random_range(0..8)).unwrap(),
                 asn: rng.random_range(0..=u32::MAX) >> rng.random_range(0..32),
                 as_org: &strings[11],
                 datacenter: rng.random(),

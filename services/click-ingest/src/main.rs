@@ -16,6 +16,7 @@ mod rate;
 mod recovery;
 mod refresh;
 mod signals;
+mod user_agents;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +53,7 @@ struct Settings {
     visitor_cookie: String,
     client_ip: ClientIpSettings,
     bots: BotSettings,
+    user_agents: UserAgentSettings,
     spill: SpillSettings,
     click_log: ClickLogSettings,
     producer: ProducerSettings,
@@ -96,10 +98,32 @@ impl Default for ProducerSettings {
 struct BotSettings {
     /// Comma-separated addresses or CIDR blocks whose clicks are bots.
     ips: String,
-    /// Comma-separated user-agent fragments (case-insensitive) that mark bots, beyond the built-in list.
+    /// Comma-separated user-agent fragments (case-insensitive) that mark bots, beyond the crawler list.
     user_agents: String,
     /// Whether a click without a user agent is a bot.
     empty_user_agent: bool,
+}
+
+/// The user-agent data files `deploy/local/install.sh` installs (docs/visitors.md).
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UserAgentSettings {
+    /// uap-core's regexes.yaml.
+    regexes: String,
+    /// crawler-user-agents' crawler-user-agents.json; empty: no crawler list.
+    crawlers: String,
+    /// How often the files' modification times are checked (a change reloads them).
+    reload_check_secs: u64,
+}
+
+impl Default for UserAgentSettings {
+    fn default() -> Self {
+        Self {
+            regexes: ".local/user-agents/regexes.yaml".into(),
+            crawlers: ".local/user-agents/crawler-user-agents.json".into(),
+            reload_check_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +197,7 @@ impl Default for Settings {
             visitor_cookie: "ts_vid".into(),
             client_ip: ClientIpSettings::default(),
             bots: BotSettings::default(),
+            user_agents: UserAgentSettings::default(),
             spill: SpillSettings::default(),
             click_log: ClickLogSettings::default(),
             producer: ProducerSettings::default(),
@@ -218,11 +243,22 @@ async fn main() -> anyhow::Result<()> {
     .context("client_ip.header")?;
     let bots = click::BotFilter {
         ips: cidr_list("bots.ips", &settings.bots.ips)?,
-        user_agent_markers: traffsure_core::user_agent::markers_from_list(
-            &settings.bots.user_agents,
-        ),
+        user_agent_markers: traffsure_core::bots::markers_from_list(&settings.bots.user_agents),
         empty_user_agent: settings.bots.empty_user_agent,
     };
+    let ua_files = user_agents::UaFiles {
+        regexes: PathBuf::from(&settings.user_agents.regexes),
+        crawlers: PathBuf::from(&settings.user_agents.crawlers),
+    };
+    let ua_data = user_agents::load(&ua_files).context("user_agents")?;
+    if settings.user_agents.reload_check_secs > 0 {
+        user_agents::watch(
+            ua_data.clone(),
+            ua_files,
+            Duration::from_secs(settings.user_agents.reload_check_secs),
+        )
+        .context("user-agent data watch")?;
+    }
     let log_dir = if !settings.click_log.path.is_empty() {
         PathBuf::from(&settings.click_log.path)
     } else if !settings.spill.path.is_empty() {
@@ -277,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
         visitor_cookie: settings.visitor_cookie.clone(),
         client_ip,
         bots,
+        user_agents: ua_data,
         trace_clicks: !settings.telemetry.otlp_endpoint.is_empty(),
     });
     let mut server = HttpServer::new(move || {

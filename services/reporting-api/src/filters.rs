@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use traffsure_core::vocab::Vocabulary;
+use traffsure_events::BotReason;
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
@@ -142,6 +143,24 @@ impl Params {
         Ok(self.one_of(name, &V::words())?.and_then(V::from_word))
     }
 
+    /// Filters on a click's visitor columns (`AGENT_FILTERS`): each one given, as its
+    /// column and value; `bot_reason` must be one of its words.
+    pub fn agent_filters(&self) -> Result<Vec<(&'static str, String)>, ApiError> {
+        let mut filters = Vec::new();
+        for &column in AGENT_FILTERS {
+            let value = if column == "bot_reason" {
+                self.word::<BotReason>(column)?
+                    .map(|reason| reason.word().to_string())
+            } else {
+                self.text(column, 200)?
+            };
+            if let Some(value) = value {
+                filters.push((column, value));
+            }
+        }
+        Ok(filters)
+    }
+
     /// `true` or `false` (any case).
     pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
         Ok(self.one_of(name, &["true", "false"])?.map(|v| v == "true"))
@@ -217,6 +236,18 @@ pub fn range_condition(
 }
 
 /// `column = value`.
+/// The visitor columns of clicks (migration 0007) the click list and reports filter by.
+pub const AGENT_FILTERS: &[&str] = &[
+    "bot_reason",
+    "browser_family",
+    "browser_major",
+    "os_family",
+    "os_major",
+    "device_family",
+    "device_brand",
+    "device_model",
+];
+
 pub fn eq(sql: &mut Sql, column: &'static str, value: Arg) {
     sql.push(" AND ").push(column).push(" = ").arg(value);
 }

@@ -1,5 +1,6 @@
 //! The click list: raw clicks, newest first, a page at a time, filtered by flow,
-//! country, sub_id, source, time range (in a time zone) and bots.
+//! country, sub_id, source, time range (in a time zone), bots, bot reason and the
+//! visitor's browser, OS and device.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -8,7 +9,7 @@ use traffsure_core::format_micros;
 
 use super::page::{page_json, split_page, Query};
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params};
+use crate::filters::{cursor, eq, range_condition, Params, AGENT_FILTERS};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
 
@@ -25,20 +26,32 @@ struct ClickRow {
     device: String,
     os: String,
     browser: String,
+    browser_family: String,
+    browser_major: String,
+    browser_minor: String,
+    os_family: String,
+    os_major: String,
+    os_minor: String,
+    device_family: String,
+    device_brand: String,
+    device_model: String,
     destination_url: String,
     cost_micros: i64,
     is_bot: u8,
+    bot_reason: String,
 }
 
-/// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots.
+/// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots and
+/// the visitor columns (`AGENT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
-    let params = Params::new(
-        query.into_inner(),
-        &[
-            "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "cursor",
-            "limit",
-        ],
-    )?;
+    let names: Vec<&str> = [
+        "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "cursor", "limit",
+    ]
+    .into_iter()
+    .chain(AGENT_FILTERS.iter().copied())
+    .collect();
+    let params = Params::new(query.into_inner(), &names)?;
+    let agent = params.agent_filters()?;
     let flow = params.flow(&state.registry)?;
     let country = params.country()?;
     let sub_id = params.text("sub_id", 200)?;
@@ -52,7 +65,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
 
     let mut sql = Sql::new(
         "SELECT click_hash, flow_id, toString(ts) AS t, ts_ms, ip, country, sub_id, source, device, os, \
-                browser, destination_url, cost_micros, is_bot FROM clicks WHERE 1",
+                browser, browser_family, browser_major, browser_minor, os_family, os_major, \
+                os_minor, device_family, device_brand, device_model, destination_url, \
+                cost_micros, is_bot, bot_reason FROM clicks WHERE 1",
     );
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
@@ -65,6 +80,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     }
     if let Some(source) = source {
         eq(&mut sql, "source", Arg::Str(source));
+    }
+    for (column, value) in agent {
+        eq(&mut sql, column, Arg::Str(value));
     }
     match bots {
         Some("exclude") => {
@@ -102,9 +120,19 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "device": r.device,
                 "os": r.os,
                 "browser": r.browser,
+                "browser_family": r.browser_family,
+                "browser_major": r.browser_major,
+                "browser_minor": r.browser_minor,
+                "os_family": r.os_family,
+                "os_major": r.os_major,
+                "os_minor": r.os_minor,
+                "device_family": r.device_family,
+                "device_brand": r.device_brand,
+                "device_model": r.device_model,
                 "destination_url": r.destination_url,
                 "cost": format_micros(r.cost_micros),
                 "is_bot": r.is_bot == 1,
+                "bot_reason": r.bot_reason,
             })
         })
         .collect();

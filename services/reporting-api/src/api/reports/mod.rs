@@ -24,7 +24,7 @@ pub async fn report(
     state: actix_web::web::Data<AppState>,
     query: Query,
 ) -> Result<HttpResponse, ApiError> {
-    let params = Params::new(query.into_inner(), parse::PARAMETERS)?;
+    let params = Params::new(query.into_inner(), &parse::parameters())?;
     let request = parse::request(&params, &state.registry)?;
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;

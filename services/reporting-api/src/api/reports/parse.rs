@@ -5,9 +5,9 @@
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
-use crate::filters::Params;
+use crate::filters::{Params, AGENT_FILTERS};
 
-/// Every parameter a report accepts.
+/// Every parameter a report accepts besides the visitor filters (`AGENT_FILTERS`).
 pub const PARAMETERS: &[&str] = &[
     "group_by",
     "from",
@@ -27,17 +27,54 @@ pub const PARAMETERS: &[&str] = &[
     "unique_clicks",
 ];
 
+/// Every parameter a report accepts: `PARAMETERS` and the visitor filters.
+pub fn parameters() -> Vec<&'static str> {
+    PARAMETERS.iter().chain(AGENT_FILTERS).copied().collect()
+}
+
 /// Every dimension a report groups by.
 #[rustfmt::skip]
 pub const DIMENSIONS: &[&str] = &[
-    "day", "hour", "flow", "country", "source", "sub_id", "sub1", "sub2", "sub3", "sub4", "sub5",
-    "sub6", "sub7", "sub8", "sub9", "sub10", "goal", "device", "os", "browser",
-    "asn", "as_org", "datacenter", "rate_exceeded",
+    "day",
+    "hour",
+    "flow",
+    "country",
+    "source",
+    "sub_id",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "goal",
+    "device",
+    "os",
+    "browser",
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "bot_reason",
+    "asn",
+    "as_org",
+    "datacenter",
+    "rate_exceeded",
 ];
 
-/// Dimensions and filters of the clicks (conversions have no such columns: a report
-/// reads them from each conversion's click).
-pub const CLICK_ONLY: &[&str] = &["asn", "as_org", "datacenter", "rate_exceeded"];
+/// Dimensions and filters of the clicks alone, the last fourteen: the visitor's ten (user
+/// agent, bot reason), then the address's four fraud signals. Conversions have no such
+/// columns: a report reads them from each conversion's click.
+pub const CLICK_ONLY: &[&str] = DIMENSIONS.split_at(DIMENSIONS.len() - 14).1;
 
 /// Every metric a report returns, in order.
 pub const METRICS: &[&str] = &[
@@ -79,6 +116,9 @@ pub struct Filters {
     pub goal: Option<String>,
     /// Only conversions made without their click (`true`) or only those with it (`false`).
     pub click_missing: Option<bool>,
+    /// Filters on the clicks' visitor columns (`crate::filters::AGENT_FILTERS`), as
+    /// column and value; conversions have no such columns and stay whole.
+    pub agent: Vec<(&'static str, String)>,
     /// Only clicks of this autonomous system, of datacenter addresses (or not), over the
     /// per-address rate (or not).
     pub asn: Option<u32>,
@@ -127,6 +167,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         sub_id: params.text("sub_id", 200)?,
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
+        agent: params.agent_filters()?,
         asn: params
             .get("asn")
             .map(|v| {
@@ -218,12 +259,19 @@ fn sort(value: Option<&str>, dims: &[&'static str]) -> Result<Sort, ApiError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn click_only_dimensions_are_the_visitor_columns() {
+        assert_eq!(CLICK_ONLY.first(), Some(&"browser_family"));
+        assert_eq!(CLICK_ONLY.last(), Some(&"rate_exceeded"));
+        assert_eq!(CLICK_ONLY.len(), 14);
+    }
+
     fn parse(pairs: &[(&str, &str)]) -> Result<ReportRequest, ApiError> {
         let raw = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        request(&Params::new(raw, PARAMETERS)?, &FlowRegistry::new())
+        request(&Params::new(raw, &parameters())?, &FlowRegistry::new())
     }
 
     fn field(result: Result<ReportRequest, ApiError>) -> String {

@@ -213,6 +213,9 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
     if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
+        for (column, value) in &filters.agent {
+            eq(sql, column, Arg::Str(value.clone()));
+        }
         if let Some(asn) = filters.asn {
             eq(sql, "asn", Arg::U32(asn));
         }
@@ -244,7 +247,8 @@ fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
     let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d))
         && filters.asn.is_none()
         && filters.datacenter.is_none()
-        && filters.rate_exceeded.is_none();
+        && filters.rate_exceeded.is_none()
+        && filters.agent.is_empty();
     (
         rollup,
         if rollup {
@@ -300,16 +304,20 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
-/// Conversions with their click's fraud signals, for reports grouped or filtered by them
+/// Conversions with their click's visitor details and fraud signals, for reports grouped
+/// or filtered by them
 /// (conversions have no such columns: they are read from the click of the same hash).
 const CONVERSIONS_WITH_SIGNALS: &str = "(SELECT * FROM conversions ANY LEFT JOIN \
-     (SELECT click_hash, asn, as_org, datacenter, rate_exceeded FROM clicks) USING click_hash)";
+     (SELECT click_hash, asn, as_org, datacenter, rate_exceeded, browser_family, \
+     browser_major, browser_minor, os_family, os_major, os_minor, device_family, \
+     device_brand, device_model, bot_reason FROM clicks) USING click_hash)";
 
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let signals = dims.iter().any(|d| CLICK_ONLY.contains(d))
         || filters.asn.is_some()
         || filters.datacenter.is_some()
-        || filters.rate_exceeded.is_some();
+        || filters.rate_exceeded.is_some()
+        || !filters.agent.is_empty();
     let source = if signals {
         CONVERSIONS_WITH_SIGNALS
     } else {
@@ -364,6 +372,7 @@ mod tests {
             sub_id: None,
             goal: Some("sale".into()),
             click_missing: None,
+            agent: Vec::new(),
             asn: None,
             datacenter: None,
             rate_exceeded: None,
@@ -475,6 +484,52 @@ mod tests {
         assert!(!sql.text().contains("click_missing"), "{}", sql.text());
         let sql = conversions_sql(&["day"], &filters(), &range());
         assert!(!sql.text().contains("click_missing"), "{}", sql.text());
+    }
+
+    #[test]
+    fn visitor_dimensions_and_filters_read_raw_clicks_and_conversions_through_their_click() {
+        let brand = Filters {
+            agent: vec![
+                ("device_brand", "Cubot".into()),
+                ("bot_reason", "crawler".into()),
+            ],
+            ..filters()
+        };
+        let sql = clicks_sql(&["day"], &brand, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains(" AND bot_reason = ?"), "{}", sql.text());
+        let sql = costs_sql(&["day"], &brand, &range());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
+        let sql = conversions_sql(&["day"], &brand, &range());
+        assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
+        assert!(
+            sql.text().contains(" AND device_brand = ?"),
+            "{}",
+            sql.text()
+        );
+        let sql = clicks_sql(&["os_major", "bot_reason"], &filters(), &range());
+        assert!(
+            sql.text().contains("[os_major, bot_reason] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        let sql = conversions_sql(&["device_model"], &filters(), &range());
+        assert!(
+            sql.text().contains("[device_model] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
     }
 
     #[test]
