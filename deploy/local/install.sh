@@ -37,7 +37,7 @@ GEOIP_FILE="$LOCAL_DIR/geoip/country.mmdb"
 # ua-parser crate's version in Cargo.lock. Bump and rerun to update (docs/visitors.md).
 CRAWLERS_VERSION="${CRAWLERS_VERSION:-1.60.0}"
 UA_DIR="$LOCAL_DIR/user-agents"
-# Fraud signals and city rules (docs/visitor-data.md); bump a version to update.
+# Fraud signals and city rules (docs/fraud-signals.md); bump a version to update.
 ASN_PACKAGE="@ip-location-db/asn"
 ASN_VERSION="${ASN_VERSION:-2.3.2026061719}"
 ASN_DIR="$LOCAL_DIR/geoip/asn"
@@ -66,7 +66,6 @@ install_apt_packages() {
   fi
   command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
   command -v curl >/dev/null || missing+=(curl)
-  command -v chromium >/dev/null || missing+=(chromium)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   # librdkafka's TLS and SASL SCRAM (the rdkafka crate's `ssl` feature) build against
