@@ -38,6 +38,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     && install -D -m 0644 "$(find /usr/local/cargo/registry/src -path '*/ua-parser-*/uap-core/regexes.yaml' | sort | tail -n 1)" \
          /out/user-agents/regexes.yaml
 
+# The crawler patterns, pinned as deploy/local/install.sh pins them (npm crawler-user-agents).
+ARG CRAWLERS_VERSION=1.60.0
+RUN curl -fsSL "https://registry.npmjs.org/crawler-user-agents/-/crawler-user-agents-${CRAWLERS_VERSION}.tgz" \
+      | tar -xzO package/crawler-user-agents.json >/out/user-agents/crawler-user-agents.json \
+    && test -s /out/user-agents/crawler-user-agents.json
+
 # --- runtime -----------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
 
@@ -54,9 +60,10 @@ RUN apt-get update \
     && install -d -o 10001 -g 10001 /var/lib/traffsure
 
 COPY --from=builder /out/traffsure-service /usr/local/bin/traffsure-service
-# uap-core's regexes as the ua-parser crate ships them, where click-ingest looks by default
-# (docs/visitors.md); the crawler list is mounted (docker-compose.yml).
+# uap-core's regexes as the ua-parser crate ships them and the crawler patterns, where
+# click-ingest looks by default (docs/visitors.md).
 COPY --from=builder /out/user-agents/regexes.yaml /app/.local/user-agents/regexes.yaml
+COPY --from=builder /out/user-agents/crawler-user-agents.json /app/.local/user-agents/crawler-user-agents.json
 
 # curl is there for health checks: GET /readyz on the service's own port.
 # Settings come from TRAFFSURE__SECTION__KEY environment variables (secrets also as

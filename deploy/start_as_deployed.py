@@ -308,6 +308,25 @@ def clickhouse(sql):
         return response.read().decode()
 
 
+def image_files(root, cwd):
+    """The files the Dockerfile puts under the image's working directory /app besides the
+    binary (uap-core's regexes), taken from the same paths of the local install."""
+    with open(os.path.join(root, "Dockerfile")) as dockerfile:
+        copies = re.findall(r"^COPY --from=\S+ \S+ /app/(\S+)$", dockerfile.read(), re.M)
+    for rel in copies:
+        source = os.path.join(root, rel)
+        if not os.path.isfile(source):
+            sys.exit(f"check-deploy: the image carries /app/{rel}, but {source} is missing: run make install")
+        target = os.path.join(cwd, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o444)
+        directory = os.path.dirname(target)
+        while directory != cwd:
+            os.chmod(directory, 0o555)
+            directory = os.path.dirname(directory)
+
+
 def main():
     which, root, bin_dir = sys.argv[1], sys.argv[2], sys.argv[3]
     if os.geteuid() != 0:
@@ -326,6 +345,7 @@ def main():
     ports = rewrite(units, run_id)
     # The image's working directory: nothing may be written there.
     cwd = tempfile.mkdtemp(prefix="app-", dir=work)
+    image_files(root, cwd)
     os.chmod(cwd, 0o555)
     procs, logs = {}, {}
     started = time.monotonic()
@@ -342,7 +362,11 @@ def main():
         while waiting and time.monotonic() - started < READY_SECONDS:
             for service in sorted(waiting):
                 if procs[service].poll() is not None:
-                    failures.append(f"{which} {service}: exited with {procs[service].returncode}")
+                    with open(logs[service], errors="replace") as log:
+                        tail = "".join(log.readlines()[-5:]).rstrip()
+                    failures.append(
+                        f"{which} {service}: exited with {procs[service].returncode}:\n{tail}"
+                    )
                     waiting.discard(service)
                     continue
                 try:
