@@ -3,9 +3,11 @@
 //! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
 //! asked dimension and filter, the raw table otherwise. Filters a side has no column for
 //! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
-//! filtered by a click's fraud signal read it from their click (a join on the click
-//! hash). Conversions come by UTC day and currency as well, for `merge` to convert their
-//! revenue.
+//! filtered by a click's visitor details or fraud signals read them from their click (a
+//! join on the click hash). Conversions come by UTC day and currency as well, for `merge`
+//! to convert their revenue.
+
+use std::sync::LazyLock;
 
 use clickhouse::Client;
 use serde::Deserialize;
@@ -304,13 +306,16 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
-/// Conversions with their click's visitor details and fraud signals, for reports grouped
-/// or filtered by them
-/// (conversions have no such columns: they are read from the click of the same hash).
-const CONVERSIONS_WITH_SIGNALS: &str = "(SELECT * FROM conversions ANY LEFT JOIN \
-     (SELECT click_hash, asn, as_org, datacenter, rate_exceeded, browser_family, \
-     browser_major, browser_minor, os_family, os_major, os_minor, device_family, \
-     device_brand, device_model, bot_reason FROM clicks) USING click_hash)";
+/// Conversions with their click's visitor details and fraud signals (every `CLICK_ONLY`
+/// column), for reports grouped or filtered by them: conversions have no such columns, so
+/// they are read from the click of the same hash.
+static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "(SELECT * FROM conversions ANY LEFT JOIN (SELECT click_hash, {} FROM clicks) \
+         USING click_hash)",
+        CLICK_ONLY.join(", ")
+    )
+});
 
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let signals = dims.iter().any(|d| CLICK_ONLY.contains(d))
@@ -319,7 +324,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
         || filters.rate_exceeded.is_some()
         || !filters.agent.is_empty();
     let source = if signals {
-        CONVERSIONS_WITH_SIGNALS
+        CONVERSIONS_WITH_SIGNALS.as_str()
     } else {
         "conversions"
     };
