@@ -129,6 +129,17 @@ pub struct Filters {
     pub timezone: String,
 }
 
+impl Filters {
+    /// Whether a filter names a `CLICK_ONLY` column (visitor details, fraud signals): the
+    /// rollups lack them, and conversions read them from their click.
+    pub fn on_click_only_columns(&self) -> bool {
+        self.asn.is_some()
+            || self.datacenter.is_some()
+            || self.rate_exceeded.is_some()
+            || !self.agent.is_empty()
+    }
+}
+
 /// A grouped dimension, `flow_name` or a metric, ascending unless `descending`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sort {

@@ -246,11 +246,8 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
 
 /// Clicks and costs read their rollups when they have every asked dimension and filter.
 fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
-    let rollup = dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d))
-        && filters.asn.is_none()
-        && filters.datacenter.is_none()
-        && filters.rate_exceeded.is_none()
-        && filters.agent.is_empty();
+    let rollup =
+        dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d)) && !filters.on_click_only_columns();
     (
         rollup,
         if rollup {
@@ -318,11 +315,7 @@ static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
 });
 
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d))
-        || filters.asn.is_some()
-        || filters.datacenter.is_some()
-        || filters.rate_exceeded.is_some()
-        || !filters.agent.is_empty();
+    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
     let source = if signals {
         CONVERSIONS_WITH_SIGNALS.as_str()
     } else {
