@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "traffsure/events/v1/postbacks.proto",
         "traffsure/events/v1/conversions.proto",
         "traffsure/events/v1/outbound.proto",
+        "traffsure/events/v1/objects.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -361,7 +361,7 @@ mod tests {
             name: String::new(),
             conditions,
             destinations: vec![dest(url, 1)],
-            any_of: Vec::new(),
+            ..Rule::default()
         }
     }
 

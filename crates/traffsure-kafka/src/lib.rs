@@ -40,6 +40,8 @@ pub struct Topics {
     pub outbound_log: String,
     /// The dispatcher's delivery records (compacted, key = delivery key).
     pub outbound_deliveries: String,
+    /// Traffic sources, affiliate networks, offers and landers (compacted, key `<kind>:<id>`).
+    pub objects: String,
     prefix: String,
 }
 
@@ -55,6 +57,7 @@ impl Topics {
             postback_results: name("postback-results"),
             outbound_log: name("outbound-log"),
             outbound_deliveries: name("outbound-deliveries"),
+            objects: name("objects"),
             prefix: prefix.to_string(),
         }
     }
@@ -121,7 +124,10 @@ pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientCon
 /// live on its partition number.
 pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<(), ConnectError> {
     let partitions = settings.partitions.max(1);
-    let mut new_topics = vec![TopicSpec::compacted(&topics.flows, 1)];
+    let mut new_topics = vec![
+        TopicSpec::compacted(&topics.flows, 1),
+        TopicSpec::compacted(&topics.objects, 1),
+    ];
     for topic in [
         &topics.clicks,
         &topics.postbacks,

@@ -225,6 +225,7 @@ mod tests {
             as_org: event.as_org.into(),
             datacenter: event.datacenter,
             rate_exceeded: event.rate_exceeded,
+            ..Click::default()
         }
     }
 

@@ -348,6 +348,7 @@ impl RuleSpec {
             conditions,
             destinations: destinations_from(&field("destinations"), &self.destinations)?,
             any_of,
+            path: None,
         })
     }
 }
