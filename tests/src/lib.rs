@@ -122,6 +122,26 @@ pub fn click_hash_of(location: &str) -> String {
         .to_string()
 }
 
+/// `tests/browser`, with its pinned playwright-core installed (`npm ci` when it is not
+/// yet: `make test` installs it through deploy/local/install.sh; this covers a bare
+/// `cargo test`).
+pub async fn browser_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if dir.join("node_modules/playwright-core").exists() {
+        return Ok(dir);
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .context("run npm ci in tests/browser (is npm installed?)")?;
+    if !status.success() {
+        bail!("npm ci in tests/browser failed with {status}");
+    }
+    Ok(dir)
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())

@@ -13,32 +13,13 @@ fn workspace_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `npm ci` when the pinned playwright-core is not installed yet (`make test` installs
-/// it through deploy/local/install.sh; this covers a bare `cargo test`).
-async fn ensure_node_modules(dir: &PathBuf) -> anyhow::Result<()> {
-    if dir.join("node_modules/playwright-core").exists() {
-        return Ok(());
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .await
-        .context("run npm ci in tests/browser (is npm installed?)")?;
-    if !status.success() {
-        bail!("npm ci in tests/browser failed with {status}");
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_panel_pages_in_headless_chromium() -> anyhow::Result<()> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !PathBuf::from(&chromium).exists() {
         bail!("{chromium} is missing: run deploy/local/install.sh (installs Debian's chromium)");
     }
-    let browser_dir = workspace_dir().join("tests/browser");
-    ensure_node_modules(&browser_dir).await?;
+    let browser_dir = traffsure_tests::browser_dir().await?;
     let stack = Stack::start().await?;
     let screenshots = workspace_dir().join("target/browser-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);

@@ -235,7 +235,7 @@ fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
 
 /// A path segment, percent-decoded (invalid UTF-8 becomes replacement characters, which
 /// match no flow).
-fn percent_decode(segment: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
@@ -254,7 +254,7 @@ fn decode(text: &str) -> Cow<'_, str> {
 }
 
 /// A header's text, borrowed unless it is not valid UTF-8.
-fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, str> {
+pub(crate) fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, str> {
     req.headers()
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
@@ -292,7 +292,11 @@ thread_local! {
 }
 
 /// Calls `f` with the flow `flow_ref` (id or slug) names, or `None` when there is none.
-fn with_flow<R>(registry: &FlowRegistry, flow_ref: &str, f: impl FnOnce(Option<&Flow>) -> R) -> R {
+pub(crate) fn with_flow<R>(
+    registry: &FlowRegistry,
+    flow_ref: &str,
+    f: impl FnOnce(Option<&Flow>) -> R,
+) -> R {
     FLOWS.with_borrow_mut(|cache| {
         let version = registry.version();
         if cache.version != version {
@@ -357,16 +361,15 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let ip = edge.client_ip.of(req);
-    let country = ip.map(|ip| edge.geo.country(ip)).unwrap_or_default();
+    let Visitor {
+        ip,
+        country,
+        user_agent,
+        agent: parsed_ua,
+        found,
+        bot_reason,
+    } = edge.visitor(req);
     let country = country.as_str();
-    let user_agent = header_text(req, header::USER_AGENT);
-    let (parsed_ua, cached) = edge.user_agents.parse_cached(&user_agent);
-    crate::user_agents::count_lookup(cached);
-    let found = edge.signals.assess(ip);
-    let bot_reason = edge
-        .signals
-        .bot(edge.bots.reason(&parsed_ua, &user_agent, ip), &found);
     let is_bot = bot_reason.is_some();
     let referrer = header_text(req, header::REFERER);
     let city_db = crate::attributes::CityDatabaseRef(&edge.signals.city);
@@ -452,12 +455,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         datacenter: found.datacenter,
         rate_exceeded: found.rate_exceeded,
     };
-    let logged = EVENT_BUFFER.with_borrow_mut(|buffer| {
-        buffer.clear();
-        click.encode(buffer);
-        edge.publisher.publish(routing_key, buffer, headers)
-    });
-    if logged.is_err() {
+    if edge.record(&click, |_| {}, headers).is_err() {
         // No redirect without a record of the click: the visitor may try again.
         return HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
@@ -497,7 +495,54 @@ fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
         })
 }
 
+/// What a request tells about its visitor, found the same way for every kind of click.
+pub(crate) struct Visitor<'r> {
+    pub ip: Option<IpAddr>,
+    pub country: crate::geo::CountryCode,
+    pub user_agent: Cow<'r, str>,
+    pub agent: Arc<user_agent::UserAgent>,
+    pub found: crate::signals::Assessment<'r>,
+    pub bot_reason: Option<BotReason>,
+}
+
 impl Edge {
+    /// The visitor's address, country, user agent, address signals and bot verdict.
+    pub(crate) fn visitor<'r>(&'r self, req: &'r HttpRequest) -> Visitor<'r> {
+        let ip = self.client_ip.of(req);
+        let country = ip.map(|ip| self.geo.country(ip)).unwrap_or_default();
+        let user_agent = header_text(req, header::USER_AGENT);
+        let (agent, cached) = self.user_agents.parse_cached(&user_agent);
+        crate::user_agents::count_lookup(cached);
+        let found = self.signals.assess(ip);
+        let bot_reason = self
+            .signals
+            .bot(self.bots.reason(&agent, &user_agent, ip), &found);
+        Visitor {
+            ip,
+            country,
+            user_agent,
+            agent,
+            found,
+            bot_reason,
+        }
+    }
+
+    /// Encodes `click` in this worker's buffer, followed by what `more` appends (fields
+    /// the encoder leaves out: Protobuf merges them), and writes it to the click log.
+    pub(crate) fn record(
+        &self,
+        click: &ClickEvent<'_>,
+        more: impl FnOnce(&mut Vec<u8>),
+        headers: Option<rdkafka::message::OwnedHeaders>,
+    ) -> Result<(), crate::clicklog::AppendError> {
+        EVENT_BUFFER.with_borrow_mut(|buffer| {
+            buffer.clear();
+            click.encode(buffer);
+            more(buffer);
+            self.publisher.publish(click.routing_key, buffer, headers)
+        })
+    }
+
     /// A paused or archived flow: its own inactive URL (no click is recorded), else the
     /// answer for unknown flows.
     fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {

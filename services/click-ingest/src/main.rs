@@ -1,6 +1,7 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
-//! flow's destination (rules, rotation and bot routing applied, macros filled in) and
-//! publishes a click event to Kafka without waiting for the broker. Each click event is
+//! flow's destination (rules, rotation and bot routing applied, macros filled in), and
+//! `GET /v/{flow}` (a direct visit, no redirect) with the click hash, and publishes a
+//! click event to Kafka without waiting for the broker. Each click event is
 //! written to a local click log before the redirect is answered, so neither a broker
 //! outage nor a crash of click-ingest loses one.
 
@@ -8,6 +9,7 @@ mod asn;
 mod attributes;
 mod click;
 mod clicklog;
+mod direct;
 mod event;
 mod geo;
 mod hosting;
@@ -337,6 +339,7 @@ async fn main() -> anyhow::Result<()> {
                     .wrap(actix_web::middleware::from_fn(
                         traffsure_telemetry::http_metrics,
                     ))
+                    .configure(direct::routes)
                     .configure(traffsure_telemetry::ops_routes(health.clone())),
             )
     })
