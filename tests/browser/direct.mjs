@@ -51,6 +51,10 @@ traffsure.track("conversion", {goal: "sale", revenue: "12.50", currency: "EUR", 
 
 function serve(host, port) {
   const server = createServer((req, res) => {
+    if (req.url === '/probe') {
+      res.writeHead(200, { 'Set-Cookie': 'probe=1; SameSite=None; Secure; Path=/', 'Content-Type': 'text/plain' });
+      return res.end('probe');
+    }
     const body = pages[new URL(req.url, 'http://x').pathname];
     res.writeHead(body ? 200 : 404, { 'Content-Type': 'text/html; charset=utf-8' });
     res.end(body || 'not found');
@@ -63,18 +67,18 @@ const servers = [await serve('127.0.0.1', Number(env('LANDER_PORT'))),
 const launchArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-// A browser with its own profile; `blockThirdPartyCookies` sets Chromium's "block
-// third-party cookies" preference (and its third-party cookie phase-out test mode).
+// A browser with its own profile whose "third-party cookies" preference is set either way
+// (headless Chromium blocks them by default), the blocking one also in Chromium's
+// third-party cookie phase-out test mode.
 async function browser(name, blockThirdPartyCookies) {
   const profile = mkdtempSync(join(tmpdir(), `traffsure-direct-${name}-`));
   const args = [...launchArgs];
-  if (blockThirdPartyCookies) {
-    mkdirSync(join(profile, 'Default'), { recursive: true });
-    writeFileSync(join(profile, 'Default', 'Preferences'), JSON.stringify({
-      profile: { block_third_party_cookies: true, cookie_controls_mode: 1 },
-    }));
-    args.push('--test-third-party-cookie-phaseout');
-  }
+  mkdirSync(join(profile, 'Default'), { recursive: true });
+  writeFileSync(join(profile, 'Default', 'Preferences'), JSON.stringify({
+    profile: { block_third_party_cookies: blockThirdPartyCookies, cookie_controls_mode: blockThirdPartyCookies ? 1 : 0 },
+  }));
+  args.push(blockThirdPartyCookies ? '--test-third-party-cookie-phaseout'
+    : '--disable-features=TrackingProtection3pcd,ThirdPartyStoragePartitioning,TPCDMetadataGrants');
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -93,6 +97,22 @@ async function browser(name, blockThirdPartyCookies) {
     assert(errors.length === 0, `${name}: page errors ${errors.join('; ')}`);
   };
   return { context, page, requests, visits, close };
+}
+
+// Whether the browser sends a cookie of localhost with a request the lander (127.0.0.1)
+// makes: a `SameSite=None` probe cookie, which only third-party cookie blocking keeps back.
+async function sendsThirdPartyCookies(b) {
+  await b.page.goto(`http://localhost:${env('LANDER_PORT')}/probe`);
+  assert((await b.context.cookies(`http://localhost:${env('LANDER_PORT')}`)).some((k) => k.name === 'probe'),
+    'probe cookie set');
+  await b.page.goto(`${lander}/land`);
+  const [request] = await Promise.all([
+    b.page.waitForRequest((r) => r.url().includes('/probe-check')),
+    b.page.evaluate((url) => fetch(url, { credentials: 'include', mode: 'no-cors' }).catch(() => null),
+      `http://localhost:${env('LANDER_PORT')}/probe-check`),
+  ]);
+  const headers = await request.allHeaders();
+  return (headers.cookie || '').includes('probe=1');
 }
 
 async function shownClick(page) {
@@ -162,6 +182,7 @@ try {
   const pixelA = await convert(a, 'DIRECT-A', 'direct-03-thanks.png');
   assert(new URL(pixelA.url()).searchParams.get('click') === result.a, `pixel ${pixelA.url()}`);
   assert(a.visits().length === 1, 'no visit recorded off the lander');
+  assert(await sendsThirdPartyCookies(a), 'the control browser sends third-party cookies');
   await a.close();
 
   // (c) Third-party cookies blocked: the tracker's own visitor cookie (set by /c/) is in
@@ -173,6 +194,7 @@ try {
   assert(trackerCookies.some((k) => k.name === 'ts_vid'), `tracker cookie ${JSON.stringify(trackerCookies)}`);
   await c.page.goto(`${lander}/land?sub1=zone-c`);
   result.c = await shownClick(c.page);
+  assert(!(await sendsThirdPartyCookies(c)), 'third-party cookies are blocked');
   await c.page.click('#offer');
   await c.page.waitForURL(`${offer}/offer**`);
   assert(await shownClick(c.page) === result.c, 'offer page (third-party cookies blocked)');
