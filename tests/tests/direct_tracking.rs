@@ -10,10 +10,9 @@
 mod postback_support;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use postback_support::{clicks, flow_id, postback_log, postbacks, TopicReader};
 use serde_json::{json, Value};
 use traffsure_events::{ClickKind, Conversion};
@@ -27,11 +26,6 @@ fn on_localhost(stack: &Stack, service: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_visits_keep_the_click_first_party_and_convert_on_another_site() -> anyhow::Result<()>
 {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !PathBuf::from(&chromium).exists() {
-        bail!("{chromium} is missing: run deploy/local/install.sh (installs Debian's chromium)");
-    }
-    let browser_dir = traffsure_tests::browser_dir().await?;
     let stack = Stack::start_with(StackOptions::default().services(&[
         "reporting-api",
         "click-ingest",
@@ -39,12 +33,12 @@ async fn direct_visits_keep_the_click_first_party_and_convert_on_another_site() 
         "conversion-attribution",
     ]))
     .await?;
-    let result = run(&stack, &browser_dir, &chromium).await;
+    let result = run(&stack).await;
     stack.print_failure(&result);
     result
 }
 
-async fn run(stack: &Stack, browser_dir: &PathBuf, chromium: &str) -> anyhow::Result<()> {
+async fn run(stack: &Stack) -> anyhow::Result<()> {
     let (lander_port, offer_port) = (traffsure_tests::free_port()?, traffsure_tests::free_port()?);
     let slug = format!("direct-{}", stack.id);
     let flow = stack
@@ -106,32 +100,18 @@ async fn run(stack: &Stack, browser_dir: &PathBuf, chromium: &str) -> anyhow::Re
 
     let screenshots =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots/direct");
-    let _ = std::fs::remove_dir_all(&screenshots);
-    let run = tokio::process::Command::new("node")
-        .arg("direct.mjs")
-        .current_dir(browser_dir)
-        .env("CLICK_URL", on_localhost(stack, "click-ingest"))
-        .env("POSTBACK_URL", on_localhost(stack, "postback-ingest"))
-        .env("FLOW", &slug)
-        .env("LANDER_PORT", lander_port.to_string())
-        .env("OFFER_PORT", offer_port.to_string())
-        .env("SCREENSHOT_DIR", &screenshots)
-        .env("CHROMIUM", chromium)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .context("the browser test ran over 240 s")??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!("direct.mjs failed ({}):\n{stdout}\n{stderr}", output.status);
-    }
+    let env = [
+        ("CLICK_URL", on_localhost(stack, "click-ingest")),
+        ("POSTBACK_URL", on_localhost(stack, "postback-ingest")),
+        ("FLOW", slug.clone()),
+        ("LANDER_PORT", lander_port.to_string()),
+        ("OFFER_PORT", offer_port.to_string()),
+    ];
+    let stdout = traffsure_tests::run_browser_script("direct.mjs", &env, &screenshots).await?;
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("direct result "))
-        .with_context(|| format!("no result from direct.mjs:\n{stdout}\n{stderr}"))?;
+        .with_context(|| format!("no result from direct.mjs:\n{stdout}"))?;
     let seen: Value = serde_json::from_str(line)?;
     let hash = |key: &str| seen[key].as_str().unwrap_or_default().to_string();
     let (a, c, d) = (hash("a"), hash("c"), hash("d"));

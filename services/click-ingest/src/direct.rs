@@ -14,9 +14,9 @@ use prost::Message as _;
 use traffsure_core::flow::DEFAULT_WINDOW_DAYS;
 use traffsure_core::{now_ms, visitor};
 use traffsure_events::{BotReason, Click, ClickKind, Flow, FlowStatus};
-use traffsure_telemetry::prometheus::IntCounter;
+use traffsure_telemetry::prometheus::IntCounterVec;
 
-use crate::click::{header_text, percent_decode, with_flow, ClickParams, Edge, Visitor};
+use crate::click::{header_text, percent_decode, with_flow, ClickParams, Edge};
 use crate::event::ClickEvent;
 
 /// Longest page URL and referrer kept.
@@ -35,29 +35,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
     );
 }
 
-/// `traffsure_direct_visits_total` by outcome.
-struct Visits {
-    recorded: IntCounter,
-    recorded_bot: IntCounter,
-    refused: IntCounter,
-    unknown_flow: IntCounter,
-}
-
-fn visits_total() -> &'static Visits {
-    static METRIC: std::sync::OnceLock<Visits> = std::sync::OnceLock::new();
-    METRIC.get_or_init(|| {
-        let total = traffsure_telemetry::counter_vec(
-            "traffsure_direct_visits_total",
-            "Direct-visit requests (/v/) by outcome",
-            &["outcome"],
-        );
-        Visits {
-            recorded: total.with_label_values(&["recorded"]),
-            recorded_bot: total.with_label_values(&["recorded_bot"]),
-            refused: total.with_label_values(&["refused"]),
-            unknown_flow: total.with_label_values(&["unknown_flow"]),
-        }
-    })
+/// Counts a request in `traffsure_direct_visits_total{outcome}`.
+fn count(outcome: &str) {
+    static METRIC: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+    METRIC
+        .get_or_init(|| {
+            traffsure_telemetry::counter_vec(
+                "traffsure_direct_visits_total",
+                "Direct-visit requests (/v/) by outcome",
+                &["outcome"],
+            )
+        })
+        .with_label_values(&[outcome])
+        .inc();
 }
 
 /// A parameter of `/v/` that cannot be used.
@@ -157,7 +147,7 @@ fn is_web_url(text: &str) -> bool {
 async fn visit(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse {
     let uri_len = req.uri().path().len() + req.query_string().len();
     if uri_len > crate::click::MAX_URI_BYTES {
-        visits_total().refused.inc();
+        count("refused");
         return refusal(
             414,
             "uri_too_long",
@@ -171,7 +161,7 @@ async fn visit(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse {
     let params = match DirectParams::parse(req.query_string()) {
         Ok(params) => params,
         Err(error) => {
-            visits_total().refused.inc();
+            count("refused");
             let (code, field) = error.code_and_field();
             return refusal(400, code, Some(field), error.to_string());
         }
@@ -185,7 +175,7 @@ async fn visit(req: HttpRequest, edge: web::Data<Edge>) -> HttpResponse {
                 record(&edge, &req, flow, &params)
             }
             _ => {
-                visits_total().unknown_flow.inc();
+                count("unknown_flow");
                 refusal(
                     404,
                     "unknown_flow",
@@ -204,14 +194,8 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
     };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let Visitor {
-        ip,
-        country,
-        user_agent,
-        agent,
-        found,
-        bot_reason,
-    } = edge.visitor(req);
+    let visitor = edge.visitor(req);
+    let (agent, found) = (&visitor.agent, &visitor.found);
     // Without `page` the request's Referer is the page (an origin at least).
     let page = if params.page.is_empty() {
         header_text(req, header::REFERER)
@@ -224,9 +208,9 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
         ts_ms,
         routing_key,
         visitor_id: &visitor_id,
-        ip,
-        country: country.as_str(),
-        user_agent: &user_agent,
+        ip: visitor.ip,
+        country: visitor.country.as_str(),
+        user_agent: &visitor.user_agent,
         device: agent.device,
         os: agent.os,
         browser: agent.browser,
@@ -237,9 +221,9 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
         cost_micros: params.click.cost_micros,
         cost_currency: &params.click.cost_currency,
         destination_url: &page,
-        is_bot: bot_reason.is_some(),
-        bot_reason: bot_reason.unwrap_or(BotReason::Unspecified),
-        agent: &agent,
+        is_bot: visitor.bot_reason.is_some(),
+        bot_reason: visitor.bot_reason.unwrap_or(BotReason::Unspecified),
+        agent,
         extra: &params.click.extra,
         asn: found.asn,
         as_org: found.as_org,
@@ -267,11 +251,11 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
             "visits cannot be recorded right now".into(),
         );
     }
-    if bot_reason.is_some() {
-        traffsure_telemetry::inc_local(&visits_total().recorded_bot);
+    count(if visitor.bot_reason.is_some() {
+        "recorded_bot"
     } else {
-        traffsure_telemetry::inc_local(&visits_total().recorded);
-    }
+        "recorded"
+    });
     let window_days = Some(flow.attribution_window_days)
         .filter(|d| *d > 0)
         .unwrap_or(DEFAULT_WINDOW_DAYS);
