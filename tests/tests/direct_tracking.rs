@@ -82,6 +82,23 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
     let bad_vid = stack.http.get(visit("vid=xyz")).send().await?;
     assert_eq!(bad_vid.status(), 400);
+    let post = stack.http.post(visit("")).send().await?;
+    assert_eq!(post.status(), 405);
+    let body: Value = post.json().await?;
+    assert_eq!(body["code"].as_str(), Some("method_not_allowed"));
+    let preflight = stack
+        .http
+        .request(reqwest::Method::OPTIONS, visit(""))
+        .send()
+        .await?;
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight
+            .headers()
+            .get("access-control-allow-methods")
+            .map(|v| v.as_bytes()),
+        Some(&b"GET"[..])
+    );
     traffsure_tests::eventually(Duration::from_secs(20), || async {
         let r = stack
             .http

@@ -719,7 +719,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let pieces = [
             "%", "%F", "%FF", "%C3%A9", "&", "=", "+", "sub", "1", "0", "cost", "é", "\u{0}", "==",
-            "&&",
+            "&&", "page", "http://", "?", "#", "ref", "vid",
         ];
         for _ in 0..5_000 {
             let n = rng.random_range(0..24);
@@ -729,6 +729,10 @@ mod tests {
             let p = ClickParams::parse(&query);
             assert_eq!(p.subs.len(), 10);
             assert!(p.extra.len() <= MAX_EXTRA);
+            // A direct visit's parameters go through the same parser.
+            if let Ok(direct) = crate::direct::DirectParams::parse(&query) {
+                assert_eq!(direct.click.subs.len(), 10);
+            }
         }
     }
 

@@ -381,36 +381,4 @@ mod tests {
             ("invalid_visitor", "vid")
         );
     }
-
-    #[test]
-    fn never_panics_on_raw_bytes() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-        let pieces = [
-            "%",
-            "%F",
-            "%FF",
-            "&",
-            "=",
-            "+",
-            "page",
-            "ref",
-            "vid",
-            "?",
-            "#",
-            "http://",
-            "é",
-            "external_id",
-            "sub1",
-        ];
-        for _ in 0..5_000 {
-            let n = rng.random_range(0..24);
-            let query: String = (0..n)
-                .map(|_| pieces[rng.random_range(0..pieces.len())])
-                .collect();
-            if let Ok(p) = DirectParams::parse(&query) {
-                assert_eq!(p.click.subs.len(), 10);
-            }
-        }
-    }
 }
