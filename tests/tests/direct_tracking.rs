@@ -109,6 +109,26 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     })
     .await?;
 
+    // A crawler's direct visit is recorded, as a bot, with the page's parameters.
+    let crawler = stack
+        .http
+        .get(visit(
+            "page=https%3A%2F%2Flander.test%2F%3Fsub2%3Dfrom-page&sub3=own",
+        ))
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        )
+        .send()
+        .await?;
+    assert_eq!(crawler.status(), 200);
+    let answer: Value = crawler.json().await?;
+    assert_eq!(
+        (answer["flow"].as_u64(), answer["window_days"].as_u64()),
+        (Some(u64::from(flow_id)), Some(30))
+    );
+    let crawler_hash = answer["click"].as_str().unwrap_or_default().to_string();
+
     let mut click_events = clicks(stack).await?;
     let mut postback_events = postbacks(stack).await?;
     let mut log = postback_log(stack).await?;
@@ -163,6 +183,17 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(visit_c.subs[0], "zone-c");
     assert_eq!(via_link.kind(), ClickKind::Visit, "{via_link:?}");
     assert_eq!(via_link.sub_id, "via-link");
+    let crawler_click = click_events.one(&crawler_hash).await?;
+    assert_eq!(crawler_click.kind(), ClickKind::DirectVisit);
+    assert!(crawler_click.is_bot, "{crawler_click:?}");
+    assert_eq!(
+        (
+            crawler_click.subs[1].as_str(),
+            crawler_click.subs[2].as_str(),
+            crawler_click.destination_url.as_str()
+        ),
+        ("from-page", "own", "https://lander.test/?sub2=from-page")
+    );
     // Nothing else comes: reloads, the offer pages and the visit through /c/ recorded no visit.
     click_events.seen_after("", Duration::from_secs(3)).await?;
     let browser_clicks = click_events
