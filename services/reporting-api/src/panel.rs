@@ -16,6 +16,14 @@ pub const PAGES: &[&str] = &[
     "/postbacks/{id}",
     "/outbound",
     "/reports",
+    "/traffic-sources",
+    "/traffic-sources/{id}",
+    "/affiliate-networks",
+    "/affiliate-networks/{id}",
+    "/offers",
+    "/offers/{id}",
+    "/landers",
+    "/landers/{id}",
 ];
 
 pub async fn shell() -> HttpResponse {
@@ -41,6 +49,19 @@ pub async fn app_js() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .body(script.as_str())
+}
+
+/// The objects' pages and the flow editor's funnel builder, beside `app.js`.
+pub async fn objects_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("../static/objects.js"))
+}
+
+pub async fn objects_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(include_str!("../static/objects.css"))
 }
 
 pub async fn app_css() -> HttpResponse {

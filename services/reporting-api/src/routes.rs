@@ -13,6 +13,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(panel::login_page))
         .route("/assets/app.js", web::get().to(panel::app_js))
         .route("/assets/app.css", web::get().to(panel::app_css))
+        .route("/assets/objects.js", web::get().to(panel::objects_js))
+        .route("/assets/objects.css", web::get().to(panel::objects_css))
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
