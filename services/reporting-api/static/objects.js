@@ -420,18 +420,13 @@ async function funnelBuilder(flow, form) {
     rulesArea.addEventListener('change', drawRules);
     drawRules();
   }
-  const link = el('div', {id: 'funnel-link'});
-  if (flow.id) {
-    try {
-      const answer = await api('/api/v1/flows/' + flow.id + '/tracking-link');
-      const url = typeof answer === 'string' ? answer : answer.tracking_link || answer.url;
-      link.append(copyBox('Tracking link for the source', url, 'source-tracking-link'));
-    } catch (error) {
-      link.append(copyBox('Tracking link for the source', flow.source_tracking_link || flow.tracking_link, 'source-tracking-link'));
-    }
-  }
+  // The flow view's tracking link carries the saved source's macros.
+  const link = el('div', {id: 'funnel-link'}, flow.id
+    ? copyBox('Tracking link for the source', flow.tracking_link, 'source-tracking-link') : null);
+  const unsaved = el('small', {class: 'unsaved', hidden: true}, 'Save the flow to see the new source\'s tracking link.');
+  source.addEventListener('change', () => { unsaved.hidden = !flow.id || source.value === String(flow.traffic_source_id || ''); });
   const node = el('fieldset', {id: 'funnel'}, el('legend', {}, 'Funnel'),
-    el('label', {}, 'Traffic source', source), link,
+    el('label', {}, 'Traffic source', source), unsaved, link,
     el('h3', {}, 'Path of the flow (after no rule matches; empty: the destinations above)'), flowPath,
     rulesTitle, rulePaths);
   // Right after the flow's own fields: the funnel is where its visitors go.
