@@ -1,9 +1,9 @@
 // The objects' pages and the funnel builder in headless Chromium: log in; create a
 // traffic source and an affiliate network from templates (filling their placeholders);
 // two offers on that network and a lander; a flow with that source and a path (the
-// lander in front of the two offers at 70/30); copy the network's postback URL and the
-// flow's tracking link (through the clipboard, and through the plain-HTTP fallback);
-// archive an offer and see it leave the list. One screenshot per page goes to
+// lander in front of the two offers at 70/30, and a rule with its own path); copy the
+// network's postback URL and the flow's tracking link (through the clipboard, and through
+// the plain-HTTP fallback); archive an offer and see it leave the list. One screenshot per page goes to
 // SCREENSHOT_DIR; the last line printed, `objects ok {…}`, carries the ids and the copied
 // texts for tests/tests/objects_browser.rs to check against the API.
 //
@@ -148,6 +148,19 @@ await browser.run(async () => {
   const copiedLink = await copied('source-tracking-link');
   assert(copiedLink === trackingLink, `copied ${copiedLink}, shown ${trackingLink}`);
   await shot('flow-saved');
+
+  // A rule with a path of its own: the builder writes it into the rules' JSON.
+  await page.fill('textarea[name=rules]', JSON.stringify([{ name: 'Germany', conditions: [{ field: 'country', values: ['DE'] }] }]));
+  await page.locator('textarea[name=rules]').dispatchEvent('change');
+  const rulePath = page.locator('#rule-paths .rule-path').first();
+  await rulePath.locator('.add-offer').click();
+  await rulePath.locator('.weighted-offers tr.weighted select').selectOption(String(offerA));
+  const rulesJson = JSON.parse(await page.inputValue('textarea[name=rules]'));
+  assert(rulesJson[0].path.offers[0].offer_id === offerA, 'the rule path is in the rules: ' + JSON.stringify(rulesJson));
+  await shot('flow-rule-path');
+  await Promise.all([page.waitForEvent('load'), page.click('#save-flow')]);
+  await page.locator('#rule-paths .weighted-offers tr.weighted').waitFor();
+  assert((await page.inputValue('#rule-paths .weighted-offers tr.weighted select')) === String(offerA), 'the rule path is shown after saving');
 
   // On plain HTTP there is no navigator.clipboard: the button copies a selected textarea.
   await page.evaluate(() => {

@@ -125,6 +125,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "{flow}"
     );
     assert_eq!(
+        flow["rules"][0]["path"],
+        json!({"landers": [], "offers": [{"offer_id": offers[0], "weight": 100}]}),
+        "{flow}"
+    );
+    assert_eq!(flow["rules"][0]["conditions"][0]["values"], json!(["DE"]));
+    assert_eq!(
         flow["tracking_link"], walk["tracking_link"],
         "the copied link is the flow's"
     );

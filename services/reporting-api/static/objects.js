@@ -197,7 +197,7 @@ async function templatePicker(kind, container) {
     list.replaceChildren(table([
       {title: 'Name', render: t => el('strong', {}, t.name)},
       {title: kind === 'traffic-sources' ? 'Category' : 'Platform', render: category},
-      {title: 'Documentation', render: t => templateDocs(t).map(d => el('a', {href: d.url, target: '_blank', rel: 'noopener'}, 'docs'))},
+      {title: 'Documentation', render: t => templateDocs(t).map(d => el('a', {href: d.url, target: '_blank', rel: 'noopener', class: 'doc'}, d.title))},
       {title: '', render: t => el('button', {type: 'button', class: 'use-template', 'data-template': t.id,
         onclick: () => templateForm(kind, t, container)}, 'Use')},
     ], shown));
@@ -218,7 +218,7 @@ function templateForm(kind, template, container) {
       template.postback_url ? el('p', {}, 'Postback URL: ', el('code', {}, template.postback_url)) : null,
       template.parameters ? el('p', {}, 'Parameters: ', el('code', {}, pairsText(template.parameters))) : null,
       objectField('name', 'Name', template.name, {required: true}),
-      placeholders.map(p => objectField('placeholder:' + p.name, p.label + ' {' + p.name + '}', p.value, {'data-placeholder': p.name})),
+      placeholders.map(p => objectField('placeholder:' + p.name, p.label + ' {{' + p.name + '}}', p.value, {'data-placeholder': p.name})),
       el('button', {type: 'submit', id: 'create-from-template'}, 'Create ' + k.one),
       ' ', el('button', {type: 'button', onclick: () => templatePicker(kind, container)}, 'Back to the templates')));
   form.addEventListener('submit', async (event) => {
@@ -396,7 +396,12 @@ async function funnelBuilder(flow, form) {
   const rulesArea = form.querySelector('textarea[name=rules]');
   const rulePaths = el('div', {id: 'rule-paths'});
   const rulesTitle = el('h3', {hidden: true}, 'Paths of the rules (instead of their destinations)');
+  // The rules' JSON last drawn or written here: leaving the text area unchanged (a click
+  // into a path editor) keeps the editors and their rows not yet chosen.
+  let drawn = null;
   const drawRules = () => {
+    if (rulesArea.value === drawn) return;
+    drawn = rulesArea.value;
     let rules = [];
     try { rules = JSON.parse(rulesArea.value || '[]'); } catch (error) { return; }
     if (!Array.isArray(rules)) return;
@@ -411,9 +416,9 @@ async function funnelBuilder(flow, form) {
         const path = editor.value();
         if (path.landers.length || path.offers.length) current[i].path = path;
         else delete current[i].path;
-        rulesArea.value = JSON.stringify(current, null, 2);
+        rulesArea.value = drawn = JSON.stringify(current, null, 2);
       });
-      return el('details', {open: Boolean(rule.path)}, el('summary', {}, 'Rule ' + (i + 1) + (rule.name ? ': ' + rule.name : '') + ' — path'), editor);
+      return el('div', {class: 'rule'}, el('strong', {}, 'Rule ' + (i + 1) + (rule.name ? ': ' + rule.name : '')), editor);
     }));
   };
   if (rulesArea) {
