@@ -92,7 +92,7 @@ await browser.run(async () => {
   await page.fill('#object-form input[name=url]', 'https://offer.example/');
   await page.fill('#object-form input[name=payout]', 'twelve');
   await page.click('#save-object');
-  await page.locator('#error').filter({ hasText: /\S/ }).waitFor();
+  await page.locator('#error').filter({ hasText: 'payout' }).waitFor();
   assert(page.url() === panel + '/offers/new', 'a refused offer stays on its form');
   await shot('offer-refused');
 

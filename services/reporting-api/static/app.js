@@ -113,10 +113,9 @@ async function listPage(title, endpoint, fields, columns) {
   } catch (error) { showError(error); }
 }
 
+// The copy box of objects.js, which also copies on plain HTTP.
 function copyField(label, value, id) {
-  const input = el('input', {value, readonly: true, id});
-  return el('div', {class: 'copy'}, el('span', {}, label), input,
-    el('button', {type: 'button', onclick: () => { input.select(); copyText(value); }}, 'Copy'));
+  return copyBox(label, value, id);
 }
 
 // A line chart of today (blue) against yesterday (grey), by hour.

@@ -6,7 +6,8 @@
 
 const POSTBACK_ON_STATUSES = ['approved', 'pending', 'rejected', 'any'];
 
-// Each kind of object: its panel path, API path, names and form.
+// Each kind of object, by the path segment the panel and the API name it with: its
+// names, its list's own columns and a blank one to start from.
 const OBJECT_KINDS = {
   'traffic-sources': {
     title: 'Traffic sources', one: 'traffic source', templates: 'traffic-sources',
