@@ -1,6 +1,6 @@
 //! The admin panel in a real browser: runs `tests/browser/panel.mjs` (playwright-core
 //! driving Debian's headless Chromium) against a whole test stack. Screenshots of every
-//! page land in `target/browser-screenshots/`.
+//! page land in `target/browser-screenshots/panel/`.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ async fn admin_panel_pages_in_headless_chromium() -> anyhow::Result<()> {
     let run = run_script(
         &stack,
         "panel.mjs",
-        "",
+        "panel",
         &[
             ("POSTBACK_URL", stack.url("postback-ingest", "")),
             ("ADMIN_USERNAME", ADMIN_USERNAME.into()),
