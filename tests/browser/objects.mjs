@@ -97,7 +97,14 @@ await browser.run(async () => {
   await shot('offer-refused');
 
   const source = await fromTemplate('traffic-sources', 'taboola', 'Taboola native');
+  // Edit it: one more tracking-link parameter with the source's campaign macro.
+  await page.click('#parameters button.add');
+  await page.locator('#parameters tr.pair').last().locator('input[name=key]').fill('sub1');
+  await page.locator('#parameters tr.pair').last().locator('input[name=value]').fill('{campaign_id}');
   await shot('traffic-source-editor');
+  await Promise.all([page.waitForEvent('load'), page.click('#save-object')]);
+  await page.locator('#parameters tr.pair').nth(1).waitFor();
+  assert((await page.locator('#parameters tr.pair input[name=key]').nth(1).inputValue()) === 'sub1', 'the added parameter is saved');
   const network = await fromTemplate('affiliate-networks', 'affise', 'Affise network');
   const networkPostback = await page.inputValue('#network-postback-url');
   assert(networkPostback.startsWith('http'), 'the network page shows its postback URL: ' + networkPostback);

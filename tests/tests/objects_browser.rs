@@ -74,6 +74,9 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         source["placeholders"], walk["source"]["placeholders"],
         "{source}"
     );
+    // The parameter added in the editor, beside the template's.
+    assert_eq!(source["parameters"]["sub1"], "{campaign_id}", "{source}");
+    assert_eq!(source["parameters"].as_object().map(|p| p.len()), Some(2));
     let network = get(
         stack,
         &format!("/api/v1/affiliate-networks/{}", walk["network"]["id"]),
@@ -130,6 +133,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "{flow}"
     );
     assert_eq!(flow["rules"][0]["conditions"][0]["values"], json!(["DE"]));
+    let link = walk["tracking_link"].as_str().unwrap_or_default();
+    assert!(
+        link.contains(&format!(
+            "/c/{}?",
+            walk["slug"].as_str().unwrap_or_default()
+        )) && link.ends_with("&sub1={campaign_id}"),
+        "the tracking link carries the source's macros in its order: {link}"
+    );
     assert_eq!(
         flow["tracking_link"], walk["tracking_link"],
         "the copied link is the flow's"
