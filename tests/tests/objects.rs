@@ -74,6 +74,19 @@ async fn expect(
     Ok(json)
 }
 
+async fn get(stack: &Stack, path: &str) -> anyhow::Result<Value> {
+    expect(stack, Method::GET, path, None, 200).await
+}
+
+async fn put(stack: &Stack, path: &str, body: Value) -> anyhow::Result<Value> {
+    expect(stack, Method::PUT, path, Some(body), 200).await
+}
+
+/// A `POST` without a body (archive, unarchive) that must answer 200.
+async fn post(stack: &Stack, path: &str) -> anyhow::Result<Value> {
+    expect(stack, Method::POST, path, None, 200).await
+}
+
 /// A request that must be refused with 422 naming `field`.
 async fn refused(
     stack: &Stack,
@@ -227,19 +240,12 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
         );
         assert_eq!(first["revision"], 1);
         assert_eq!(first["archived"], false);
-        let read = expect(stack, Method::GET, &format!("{path}/1"), None, 200).await?;
+        let read = get(stack, &format!("{path}/1")).await?;
         assert_eq!(read, first, "{kind}");
         for (body, field) in bad {
             refused(stack, Method::POST, &path, body, field).await?;
         }
-        let updated = expect(
-            stack,
-            Method::PUT,
-            &format!("{path}/1"),
-            Some(change.clone()),
-            200,
-        )
-        .await?;
+        let updated = put(stack, &format!("{path}/1"), change.clone()).await?;
         assert_eq!(
             (updated["id"].as_u64(), updated["revision"].as_u64()),
             (Some(1), Some(2))
@@ -256,7 +262,7 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
         )
         .await?;
         // Archive hides it from the list but not from ?archived=1, and unarchive undoes it.
-        let archived = expect(stack, Method::POST, &format!("{path}/1/archive"), None, 200).await?;
+        let archived = post(stack, &format!("{path}/1/archive")).await?;
         assert_eq!(
             (
                 archived["archived"].as_bool(),
@@ -264,9 +270,9 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
             ),
             (Some(true), Some(3))
         );
-        let list = expect(stack, Method::GET, &path, None, 200).await?;
+        let list = get(stack, &path).await?;
         assert_eq!(ids(&list, key), [2], "{kind}: {list}");
-        let all = expect(stack, Method::GET, &format!("{path}?archived=1"), None, 200).await?;
+        let all = get(stack, &format!("{path}?archived=1")).await?;
         assert_eq!(ids(&all, key), [1, 2], "{kind}");
         expect(
             stack,
@@ -279,29 +285,15 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
         // A new object never takes an archived one's id.
         let third = create(stack, kind, change.clone()).await?;
         assert_eq!(third["id"], 3);
-        let back = expect(
-            stack,
-            Method::POST,
-            &format!("{path}/1/unarchive"),
-            None,
-            200,
-        )
-        .await?;
+        let back = post(stack, &format!("{path}/1/unarchive")).await?;
         assert_eq!(back["archived"], false);
-        let list = expect(stack, Method::GET, &path, None, 200).await?;
+        let list = get(stack, &path).await?;
         assert_eq!(ids(&list, key), [1, 2, 3], "{kind}");
     }
     // What the views normalised.
-    let offer = expect(stack, Method::GET, "/api/v1/offers/3", None, 200).await?;
+    let offer = get(stack, "/api/v1/offers/3").await?;
     assert_eq!(offer["payout"], Value::Null);
-    let network = expect(
-        stack,
-        Method::GET,
-        "/api/v1/affiliate-networks/2",
-        None,
-        200,
-    )
-    .await?;
+    let network = get(stack, "/api/v1/affiliate-networks/2").await?;
     assert_eq!(network["click_param"], "s2");
     assert!(
         network["postback_url"]
@@ -321,14 +313,7 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
         (offer["network_id"].as_u64(), offer["payout"].as_str()),
         (Some(1), Some("3"))
     );
-    expect(
-        stack,
-        Method::POST,
-        "/api/v1/affiliate-networks/1/archive",
-        None,
-        200,
-    )
-    .await?;
+    post(stack, "/api/v1/affiliate-networks/1/archive").await?;
     let message = refused(
         stack,
         Method::POST,
@@ -339,32 +324,16 @@ async fn crud(stack: &Stack) -> anyhow::Result<()> {
     .await?;
     assert!(message.contains("archived"), "{message}");
     let id = offer["id"].as_u64().unwrap_or_default();
-    expect(
+    put(
         stack,
-        Method::PUT,
         &format!("/api/v1/offers/{id}"),
-        Some(json!({"name": "Networked", "url": "https://o.test/v2", "network_id": 1})),
-        200,
+        json!({"name": "Networked", "url": "https://o.test/v2", "network_id": 1}),
     )
     .await?;
 
     // The catalogue, and objects made from it.
-    let sources = expect(
-        stack,
-        Method::GET,
-        "/api/v1/templates/traffic-sources",
-        None,
-        200,
-    )
-    .await?;
-    let networks = expect(
-        stack,
-        Method::GET,
-        "/api/v1/templates/affiliate-networks",
-        None,
-        200,
-    )
-    .await?;
+    let sources = get(stack, "/api/v1/templates/traffic-sources").await?;
+    let networks = get(stack, "/api/v1/templates/affiliate-networks").await?;
     let sources = sources["templates"].as_array().cloned().unwrap_or_default();
     let networks = networks["templates"]
         .as_array()
@@ -505,7 +474,7 @@ async fn funnel(stack: &Stack) -> anyhow::Result<()> {
         json!({"name": "Old", "url": "https://old.test/"}),
     )
     .await?;
-    expect(stack, Method::POST, "/api/v1/landers/2/archive", None, 200).await?;
+    post(stack, "/api/v1/landers/2/archive").await?;
 
     let path = json!({"landers": [{"lander_id": 1, "weight": 70}], "offers": [{"offer_id": 1, "weight": 1}, {"offer_id": 2, "weight": 3}]});
     let spec = json!({
@@ -627,12 +596,10 @@ async fn funnel(stack: &Stack) -> anyhow::Result<()> {
     );
 
     // Changing an offer's URL and a network's click parameter re-publishes the flow.
-    expect(
+    put(
         stack,
-        Method::PUT,
         "/api/v1/offers/2",
-        Some(json!({"name": "B", "url": "https://b2.test/?c={click}"})),
-        200,
+        json!({"name": "B", "url": "https://b2.test/?c={click}"}),
     )
     .await?;
     let flow = stored_flow(stack, id, 2).await?;
@@ -647,12 +614,10 @@ async fn funnel(stack: &Stack) -> anyhow::Result<()> {
             .map(|p| p.offers[0].url.as_str()),
         Some("https://b2.test/?c={click}")
     );
-    expect(
+    put(
         stack,
-        Method::PUT,
         "/api/v1/affiliate-networks/1",
-        Some(json!({"name": "Net", "click_param": "sub9"})),
-        200,
+        json!({"name": "Net", "click_param": "sub9"}),
     )
     .await?;
     let flow = stored_flow(stack, id, 3).await?;
@@ -660,45 +625,22 @@ async fn funnel(stack: &Stack) -> anyhow::Result<()> {
         flow.path.as_ref().map(|p| p.offers[0].click_param.as_str()),
         Some("sub9")
     );
-    let view = expect(
-        stack,
-        Method::GET,
-        &format!("/api/v1/flows/{id}"),
-        None,
-        200,
-    )
-    .await?;
+    let view = get(stack, &format!("/api/v1/flows/{id}")).await?;
     assert_eq!(view["revision"], 3);
     // A change that leaves what the flow carries alone does not re-publish it.
-    expect(
+    put(
         stack,
-        Method::PUT,
         "/api/v1/landers/2",
-        Some(json!({"name": "Older", "url": "https://older.test/"})),
-        200,
+        json!({"name": "Older", "url": "https://older.test/"}),
     )
     .await?;
-    let view = expect(
-        stack,
-        Method::GET,
-        &format!("/api/v1/flows/{id}"),
-        None,
-        200,
-    )
-    .await?;
+    let view = get(stack, &format!("/api/v1/flows/{id}")).await?;
     assert_eq!(view["revision"], 3);
     // Archiving an object the flow uses keeps the flow working and editable.
-    expect(stack, Method::POST, "/api/v1/offers/1/archive", None, 200).await?;
+    post(stack, "/api/v1/offers/1/archive").await?;
     let mut renamed = spec.clone();
     renamed["name"] = json!("Summer 2");
-    let view = expect(
-        stack,
-        Method::PUT,
-        &format!("/api/v1/flows/{id}"),
-        Some(renamed),
-        200,
-    )
-    .await?;
+    let view = put(stack, &format!("/api/v1/flows/{id}"), renamed).await?;
     assert_eq!(view["revision"], 4);
     // A flow without source or path is as it was.
     let plain = stack
