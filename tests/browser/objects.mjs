@@ -3,7 +3,8 @@
 // two offers on that network and a lander; a flow with that source and a path (the
 // lander in front of the two offers at 70/30, and a rule with its own path); copy the
 // network's postback URL and the flow's tracking link (through the clipboard, and through
-// the plain-HTTP fallback); archive an offer and see it leave the list. One screenshot per page goes to
+// the plain-HTTP fallback); archive an offer and see it leave the list; archive and
+// unarchive the lander. One screenshot per page goes to
 // SCREENSHOT_DIR; the last line printed, `objects ok {…}`, carries the ids and the copied
 // texts for tests/tests/objects_browser.rs to check against the API.
 //
@@ -200,6 +201,14 @@ await browser.run(async () => {
   const choices = await page.locator('#flow-path .weighted-offers tr.weighted').nth(2).locator('option').allInnerTexts();
   assert(!choices.some(c => c.startsWith('Offer B')), 'a new row offers no archived offer: ' + choices.join('|'));
 
+  // Archive the lander and bring it back from the archived list.
+  await page.goto(panel + '/landers');
+  await page.locator('td', { hasText: 'Quiz lander' }).waitFor();
+  await Promise.all([page.waitForEvent('load'), page.locator('tr', { hasText: 'Quiz lander' }).locator('button.archive').click()]);
+  await page.locator('table').waitFor();
+  assert((await page.locator('td', { hasText: 'Quiz lander' }).count()) === 0, 'archived lander left the list');
+  await page.goto(panel + '/landers?archived=1');
+  await Promise.all([page.waitForEvent('load'), page.locator('tr', { hasText: 'Quiz lander' }).locator('button.unarchive').click()]);
   await page.goto(panel + '/landers');
   await page.locator('td', { hasText: 'Quiz lander' }).waitFor();
   await shot('landers');

@@ -110,6 +110,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
     let lander = get(stack, &format!("/api/v1/landers/{}", walk["lander"])).await?;
     assert_eq!(lander["url"], "https://lander.example/quiz");
+    assert_eq!(
+        lander["archived"], false,
+        "unarchived in the panel: {lander}"
+    );
+    assert_eq!(
+        lander["revision"], 3,
+        "created, archived, unarchived: {lander}"
+    );
 
     // The flow: its source and the path of one lander in front of the offers at 70/30.
     let flow = get(stack, &format!("/api/v1/flows/{}", walk["flow"])).await?;
