@@ -1,7 +1,7 @@
 //! reporting-api: the JSON API under `/api/v1`, flow management, and the admin panel.
-//! Reads aggregates from ClickHouse; writes flows to the compacted `flows` topic and
-//! reads its own writes from the in-memory flow registry. Every route but health, login
-//! and the OpenAPI document needs an admin session or an API key (`auth`).
+//! Reads aggregates from ClickHouse; writes flows and objects to the compacted `flows`
+//! and `objects` topics and reads its own writes from the in-memory registries. Every
+//! route but health, login and the OpenAPI document needs an admin session or an API key (`auth`).
 
 mod api;
 mod auth;
@@ -116,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
         .await
         .context("follow flows topic")?;
+    let objects = traffsure_kafka::follow_objects(&settings.kafka, &topics.objects, &health)
+        .await
+        .context("follow objects topic")?;
     {
         let clickhouse = clickhouse.clone();
         tokio::spawn(async move {
@@ -147,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let state = web::Data::new(state::AppState {
         registry,
+        objects,
+        writes: tokio::sync::Mutex::new(()),
         clickhouse,
         producer,
         topics,

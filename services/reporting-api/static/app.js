@@ -113,10 +113,9 @@ async function listPage(title, endpoint, fields, columns) {
   } catch (error) { showError(error); }
 }
 
+// The copy box of objects.js, which also copies on plain HTTP.
 function copyField(label, value, id) {
-  const input = el('input', {value, readonly: true, id});
-  return el('div', {class: 'copy'}, el('span', {}, label), input,
-    el('button', {type: 'button', onclick: () => { input.select(); navigator.clipboard?.writeText(value); }}, 'Copy'));
+  return copyBox(label, value, id);
 }
 
 // A line chart of today (blue) against yesterday (grey), by hour.
@@ -188,6 +187,7 @@ function specOf(flow) {
     inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
     time_zone: flow.time_zone || undefined,
     status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
+    traffic_source_id: flow.traffic_source_id || undefined, path: flow.path || undefined,
   };
 }
 
@@ -270,6 +270,7 @@ async function flowEditorPage(id) {
       copyField('Postback URL', flow.postback_url, 'postback-url')));
   }
   main.append(form);
+  const funnel = funnelBuilder(flow, form);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -301,6 +302,7 @@ async function flowEditorPage(id) {
         status_map: parse('status_map') || {},
         outbound_postbacks: parse('outbound_postbacks') || [],
       };
+      Object.assign(spec, (await funnel).spec());
       const saved = isNew
         ? await api('/api/v1/flows', {method: 'POST', body: spec})
         : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
@@ -497,6 +499,7 @@ async function main() {
   if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
+  if (objectsRoute(parts)) return;
   page('Not found');
 }
 
