@@ -56,9 +56,7 @@ fn network_postback_url(state: &AppState, network: &AffiliateNetworkSpec) -> Str
 }
 
 /// Looks an object up in the registry for `check_references` and `fill_flow`.
-fn lookup(
-    state: &AppState,
-) -> impl Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>> + '_ {
+fn lookup(state: &AppState) -> impl Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>> + '_ {
     |kind, id| state.objects.get(kind, id)
 }
 
