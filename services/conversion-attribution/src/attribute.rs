@@ -76,6 +76,33 @@ impl From<&Click> for ClickInfo {
     }
 }
 
+impl ClickInfo {
+    /// Completes a lander click-through (a click of its own, made when the visitor left
+    /// the lander for an offer) from the visit it continues: the edge saw only the
+    /// click-through's request, so the visit's tracking parameters (source, sub ID, subs,
+    /// external id), traffic source and lander are taken from the visit where the
+    /// click-through has none.
+    pub fn continue_visit(&mut self, visit: &ClickInfo) {
+        let fill = |own: &mut String, visit: &String| {
+            if own.is_empty() {
+                own.clone_from(visit);
+            }
+        };
+        fill(&mut self.source, &visit.source);
+        fill(&mut self.sub_id, &visit.sub_id);
+        fill(&mut self.external_id, &visit.external_id);
+        if self.subs.iter().all(String::is_empty) {
+            self.subs.clone_from(&visit.subs);
+        }
+        if self.traffic_source_id == 0 {
+            self.traffic_source_id = visit.traffic_source_id;
+        }
+        if self.lander_id == 0 {
+            self.lander_id = visit.lander_id;
+        }
+    }
+}
+
 /// The outcome for one postback.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -631,6 +658,41 @@ mod tests {
             5,
         ));
         assert_eq!(c.revenue_micros, 1_000_000);
+    }
+
+    #[test]
+    fn click_throughs_take_what_they_lack_from_their_visit() {
+        let visit = ClickInfo {
+            source: "push".into(),
+            sub_id: "s1".into(),
+            subs: vec!["a".into(), "".into()],
+            ..offer_click()
+        };
+        let mut hit = ClickInfo {
+            click_hash: "hit".into(),
+            sub_id: "from-lander".into(),
+            subs: vec![String::new(); 10],
+            traffic_source_id: 0,
+            lander_id: 0,
+            offer_id: 10,
+            external_id: String::new(),
+            ..click()
+        };
+        hit.continue_visit(&visit);
+        assert_eq!(
+            (hit.source.as_str(), hit.sub_id.as_str(), hit.subs.clone()),
+            ("push", "from-lander", visit.subs.clone())
+        );
+        assert_eq!(
+            (
+                hit.traffic_source_id,
+                hit.lander_id,
+                hit.offer_id,
+                hit.external_id.as_str()
+            ),
+            (5, 7, 10, "src-123")
+        );
+        assert_eq!(hit.click_hash, "hit");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use traffsure_events::{Conversion, Postback};
+use traffsure_events::{Click, Conversion, Postback};
 
 use crate::attribute::ClickInfo;
 
@@ -389,6 +389,20 @@ impl PartitionState {
                 written: false,
             },
         );
+    }
+
+    /// A click event as the state keeps it; a lander click-through completed from its
+    /// visit (`ClickInfo::continue_visit`) when the state has the visit, as it does within
+    /// retention: both share a routing key, hence this partition.
+    pub fn click_of(&self, click: &Click) -> ClickInfo {
+        let mut info = ClickInfo::from(click);
+        let parent = &click.parent_click_hash;
+        if !parent.is_empty() {
+            if let Some(visit) = self.clicks.get(&click_key(parent)) {
+                info.continue_visit(&self.click_info(visit));
+            }
+        }
+        info
     }
 
     /// The click with its dimensions, as attribution reads it (no visitor id).
