@@ -43,10 +43,6 @@ pub fn is_tracking_parameter(name: &str) -> bool {
         )
 }
 
-/// Tracking parameters click-ingest does not give a field of its own yet: a click keeps
-/// them among its extra parameters until it does.
-pub const PENDING_TRACKING_PARAMETERS: &[&str] = &["external_id"];
-
 /// Outbound macros the templates need beyond the dispatcher's ([`OUTBOUND_MACROS`]): the
 /// traffic source's own click ID, taken from the tracking link's `external_id`. Neither the
 /// dispatcher nor a flow's postback validation knows it yet.

@@ -417,7 +417,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     };
     let event = seen.event(&values, routing_key, &destination, funnel);
     if let Err(refused) = edge.record(&event) {
-        return refused;
+        return refused.answer();
     }
     if seen.bot_reason.is_some() {
         traffsure_telemetry::inc_local(&clicks_total().redirected_bot);
@@ -598,6 +598,20 @@ pub(crate) fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a s
         })
 }
 
+/// The click log could not take a click.
+#[derive(Debug)]
+pub(crate) struct NotRecorded;
+
+impl NotRecorded {
+    /// 503: the visitor may try again.
+    pub fn answer(&self) -> HttpResponse {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .content_type("text/plain; charset=utf-8")
+            .body("clicks cannot be recorded right now")
+    }
+}
+
 impl Edge {
     /// What this request tells about its visitor (`Seen`); counts the address for the
     /// rate signal.
@@ -624,9 +638,10 @@ impl Edge {
         }
     }
 
-    /// Writes the click event to the click log and hands it to the producer. The error is
-    /// the answer to give instead of a redirect: no redirect without a record of the click.
-    pub(crate) fn record(&self, event: &ClickEvent<'_>) -> Result<(), HttpResponse> {
+    /// Writes the click event to the click log and hands it to the producer. On an error,
+    /// answer `NotRecorded::answer` instead of a redirect: no redirect without a record of
+    /// the click.
+    pub(crate) fn record(&self, event: &ClickEvent<'_>) -> Result<(), NotRecorded> {
         let span = self.trace_clicks.then(
             || tracing::info_span!("click", flow = event.flow_id, click_hash = %event.click_hash),
         );
@@ -638,13 +653,7 @@ impl Edge {
             event.encode(buffer);
             self.publisher.publish(event.routing_key, buffer, headers)
         });
-        logged.map_err(|_| {
-            // The visitor may try again.
-            HttpResponse::ServiceUnavailable()
-                .insert_header((header::RETRY_AFTER, "1"))
-                .content_type("text/plain; charset=utf-8")
-                .body("clicks cannot be recorded right now")
-        })
+        logged.map_err(|_| NotRecorded)
     }
 
     /// Sends the visitor to `destination` in the flow's redirect mode.

@@ -256,7 +256,6 @@ mod tests {
             offer_id: event.funnel.offer_id,
             network_id: event.funnel.network_id,
             external_id: event.funnel.external_id.into(),
-            ..Click::default()
         }
     }
 

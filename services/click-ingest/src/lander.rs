@@ -258,7 +258,7 @@ impl ClickThrough<'_> {
         };
         let event = seen.event(&values, routing_key, &destination, funnel);
         if let Err(refused) = edge.record(&event) {
-            return Ok(refused);
+            return Ok(refused.answer());
         }
         traffsure_telemetry::inc_local(&clicks_total().lander_click);
         Ok(edge.send_to(flow, destination))
