@@ -6,7 +6,7 @@
 //! from `TRAFFSURE_TEST_KAFKA` and `TRAFFSURE_TEST_CLICKHOUSE`, loopback by default.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,63 @@ pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
         .unwrap_or_default()
         .into_iter()
         .collect()
+}
+
+/// `tests/browser`, with its pinned playwright-core installed (`npm ci` when it is not
+/// yet: `make test` installs it through deploy/local/install.sh; this covers a bare
+/// `cargo test`).
+async fn browser_dir() -> anyhow::Result<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if dir.join("node_modules/playwright-core").exists() {
+        return Ok(dir);
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .context("run npm ci in tests/browser (is npm installed?)")?;
+    if !status.success() {
+        bail!("npm ci in tests/browser failed with {status}");
+    }
+    Ok(dir)
+}
+
+/// Runs `tests/browser/<script>` with node: playwright-core driving headless Chromium
+/// (`CHROMIUM`, else Debian's), with `env` and `SCREENSHOT_DIR=screenshots` (emptied
+/// first). Answers the script's standard output; fails with both outputs when the script
+/// fails or runs over 240 s.
+pub async fn run_browser_script(
+    script: &str,
+    env: &[(&str, String)],
+    screenshots: &Path,
+) -> anyhow::Result<String> {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        bail!("{chromium} is missing: run deploy/local/install.sh (installs Debian's chromium)");
+    }
+    let _ = std::fs::remove_dir_all(screenshots);
+    let run = Command::new("node")
+        .arg(script)
+        .current_dir(browser_dir().await?)
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .env("SCREENSHOT_DIR", screenshots)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .with_context(|| format!("{script} ran over 240 s"))??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{script} failed ({}):\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
 }
 
 pub fn free_port() -> anyhow::Result<u16> {

@@ -3,70 +3,27 @@
 //! page land in `target/browser-screenshots/`.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
 use traffsure_tests::{Stack, ADMIN_PASSWORD, ADMIN_USERNAME};
 
 fn workspace_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `npm ci` when the pinned playwright-core is not installed yet (`make test` installs
-/// it through deploy/local/install.sh; this covers a bare `cargo test`).
-async fn ensure_node_modules(dir: &PathBuf) -> anyhow::Result<()> {
-    if dir.join("node_modules/playwright-core").exists() {
-        return Ok(());
-    }
-    let status = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-        .await
-        .context("run npm ci in tests/browser (is npm installed?)")?;
-    if !status.success() {
-        bail!("npm ci in tests/browser failed with {status}");
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_panel_pages_in_headless_chromium() -> anyhow::Result<()> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !PathBuf::from(&chromium).exists() {
-        bail!("{chromium} is missing: run deploy/local/install.sh (installs Debian's chromium)");
-    }
-    let browser_dir = workspace_dir().join("tests/browser");
-    ensure_node_modules(&browser_dir).await?;
     let stack = Stack::start().await?;
     let screenshots = workspace_dir().join("target/browser-screenshots");
-    let _ = std::fs::remove_dir_all(&screenshots);
-    let run = tokio::process::Command::new("node")
-        .arg("panel.mjs")
-        .current_dir(&browser_dir)
-        .env("PANEL_URL", stack.url("reporting-api", ""))
-        .env("POSTBACK_URL", stack.url("postback-ingest", ""))
-        .env("ADMIN_USERNAME", ADMIN_USERNAME)
-        .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("SCREENSHOT_DIR", &screenshots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
+    let env = [
+        ("PANEL_URL", stack.url("reporting-api", "")),
+        ("POSTBACK_URL", stack.url("postback-ingest", "")),
+        ("ADMIN_USERNAME", ADMIN_USERNAME.to_string()),
+        ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
+    ];
+    let stdout = traffsure_tests::run_browser_script("panel.mjs", &env, &screenshots)
         .await
-        .context("the browser test ran over 240 s")??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() {
-        bail!(
-            "panel.mjs failed ({}):\n{stdout}\n{stderr}\n{}",
-            output.status,
-            stack.logs()
-        );
-    }
-    assert!(stdout.contains("panel ok"), "{stdout}\n{stderr}");
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", stack.logs()))?;
+    assert!(stdout.contains("panel ok"), "{stdout}");
     let shots = std::fs::read_dir(&screenshots)?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))

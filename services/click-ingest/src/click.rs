@@ -143,8 +143,9 @@ thread_local! {
 /// Most extra parameters kept per click, and most parameters read from one query.
 const MAX_EXTRA: usize = 32;
 const MAX_PARAMS: usize = 64;
-/// Longest `external_id` kept (bytes); a longer one is cut.
-pub const MAX_EXTERNAL_ID: usize = 256;
+/// Longest `external_id` kept (bytes): a tracking link's longer one is cut, a direct
+/// visit's refused.
+pub const MAX_EXTERNAL_ID: usize = 255;
 
 /// The tracking-link query parameters that have a field of their own in a click.
 #[derive(Debug, Default)]
@@ -158,7 +159,8 @@ pub struct ClickParams {
     /// The currency of the cost (`cost_currency`, three letters), upper case; empty when
     /// not sent or not a currency code (the cost is then in the reporting currency).
     pub cost_currency: String,
-    /// The traffic source's own click id (`external_id`), cut to `MAX_EXTERNAL_ID` bytes.
+    /// The traffic source's own click id (`external_id`) as sent; a click keeps
+    /// `external_id()`.
     pub external_id: String,
     /// Everything else, including a `cost` that is not a number and a `cost_currency`
     /// that is not a currency code (kept, not trusted).
@@ -175,9 +177,7 @@ impl ClickParams {
             match name.as_ref() {
                 "sub_id" => params.sub_id = value.into_owned(),
                 "source" => params.source = value.into_owned(),
-                "external_id" => {
-                    params.external_id = macros::truncate_str(&value, MAX_EXTERNAL_ID).to_string();
-                }
+                "external_id" => params.external_id = value.into_owned(),
                 "cost" => match traffsure_core::parse_micros(value.trim()) {
                     Ok(micros) if micros >= 0 => {
                         params.cost = value.trim().to_string();
@@ -211,6 +211,11 @@ impl ClickParams {
         params
     }
 
+    /// The traffic source's click id as a click keeps it: cut to `MAX_EXTERNAL_ID` bytes.
+    pub fn external_id(&self) -> &str {
+        macros::truncate_str(&self.external_id, MAX_EXTERNAL_ID)
+    }
+
     /// The value of a tracking-parameter macro (`sub_id`, `source`, `sub1`…`sub10`,
     /// `cost`, `external_id`).
     pub fn value(&self, name: &str) -> Option<&str> {
@@ -218,7 +223,7 @@ impl ClickParams {
             "sub_id" => Some(&self.sub_id),
             "source" => Some(&self.source),
             "cost" => Some(&self.cost),
-            "external_id" => Some(&self.external_id),
+            "external_id" => Some(self.external_id()),
             other => sub_index(other).map(|i| self.subs[i].as_str()),
         }
     }
@@ -247,7 +252,7 @@ fn form_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
 
 /// A path segment, percent-decoded (invalid UTF-8 becomes replacement characters, which
 /// match no flow).
-fn percent_decode(segment: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
@@ -266,7 +271,7 @@ fn decode(text: &str) -> Cow<'_, str> {
 }
 
 /// A header's text, borrowed unless it is not valid UTF-8.
-fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, str> {
+pub(crate) fn header_text(req: &HttpRequest, name: impl header::AsHeaderName) -> Cow<'_, str> {
     req.headers()
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()))
@@ -380,7 +385,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let seen = edge.see(req);
+    let seen = edge.visitor(req);
     let lazy = seen.lazy();
     let choice = routing::choose(
         flow,
@@ -392,7 +397,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         .filter(|step| !step.url().is_empty());
     let mut funnel = Funnel {
         traffic_source_id: flow.traffic_source_id,
-        external_id: &params.external_id,
+        external_id: params.external_id(),
         ..Funnel::default()
     };
     let values = MacroValues {
@@ -416,7 +421,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         None => values.render(choice.url),
     };
     let event = seen.event(&values, routing_key, &destination, funnel);
-    if let Err(refused) = edge.record(&event) {
+    if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
         return refused.answer();
     }
     if seen.bot_reason.is_some() {
@@ -459,7 +464,7 @@ pub(crate) fn offer_url(offer: &traffsure_events::PathOffer, values: &MacroValue
 /// What the edge works out from one request about its visitor: the address and its
 /// country, the user agent, the fraud signals and whether it is a bot. Tracking links and
 /// lander click-throughs derive it alike.
-pub(crate) struct Seen<'r> {
+pub(crate) struct Visitor<'r> {
     pub ip: Option<IpAddr>,
     pub country: crate::geo::CountryCode,
     pub user_agent: Cow<'r, str>,
@@ -471,7 +476,7 @@ pub(crate) struct Seen<'r> {
     city_db: crate::attributes::CityDatabaseRef<'r>,
 }
 
-impl Seen<'_> {
+impl Visitor<'_> {
     /// The attributes rules read lazily (city, language, versions…).
     pub fn lazy(&self) -> crate::attributes::Lazy<'_> {
         crate::attributes::Lazy::new(
@@ -558,7 +563,7 @@ impl Seen<'_> {
 pub(crate) struct MacroValues<'a> {
     pub click_hash: &'a str,
     pub flow_id: u32,
-    pub seen: &'a Seen<'a>,
+    pub seen: &'a Visitor<'a>,
     pub ts_ms: i64,
     pub visitor_id: &'a str,
     pub params: &'a ClickParams,
@@ -613,9 +618,9 @@ impl NotRecorded {
 }
 
 impl Edge {
-    /// What this request tells about its visitor (`Seen`); counts the address for the
-    /// rate signal.
-    pub(crate) fn see<'r>(&'r self, req: &'r HttpRequest) -> Seen<'r> {
+    /// What this request tells about its visitor, found the same way for every kind of
+    /// click; counts the address for the rate signal.
+    pub(crate) fn visitor<'r>(&'r self, req: &'r HttpRequest) -> Visitor<'r> {
         let ip = self.client_ip.of(req);
         let country = ip.map(|ip| self.geo.country(ip)).unwrap_or_default();
         let user_agent = header_text(req, header::USER_AGENT);
@@ -625,7 +630,7 @@ impl Edge {
         let bot_reason = self
             .signals
             .bot(self.bots.reason(&agent, &user_agent, ip), &found);
-        Seen {
+        Visitor {
             ip,
             country,
             referrer: header_text(req, header::REFERER),
@@ -638,22 +643,33 @@ impl Edge {
         }
     }
 
-    /// Writes the click event to the click log and hands it to the producer. On an error,
-    /// answer `NotRecorded::answer` instead of a redirect: no redirect without a record of
+    /// Writes the click event to the click log and hands it to the producer, with
+    /// `headers` (trace context) for Kafka. On an error, answer `NotRecorded::answer` (or
+    /// the endpoint's own refusal) instead of a redirect: no redirect without a record of
     /// the click.
-    pub(crate) fn record(&self, event: &ClickEvent<'_>) -> Result<(), NotRecorded> {
-        let span = self.trace_clicks.then(
-            || tracing::info_span!("click", flow = event.flow_id, click_hash = %event.click_hash),
-        );
-        let headers = span
-            .as_ref()
-            .map(|span| span.in_scope(traffsure_kafka::trace::trace_headers));
+    pub(crate) fn record(
+        &self,
+        event: &ClickEvent<'_>,
+        headers: Option<rdkafka::message::OwnedHeaders>,
+    ) -> Result<(), NotRecorded> {
         let logged = EVENT_BUFFER.with_borrow_mut(|buffer| {
             buffer.clear();
             event.encode(buffer);
             self.publisher.publish(event.routing_key, buffer, headers)
         });
         logged.map_err(|_| NotRecorded)
+    }
+
+    /// The trace context of a tracking-link or lander click, when tracing is on: each
+    /// gets a span whose W3C context travels with the event in Kafka headers.
+    pub(crate) fn click_trace(
+        &self,
+        event: &ClickEvent<'_>,
+    ) -> Option<rdkafka::message::OwnedHeaders> {
+        self.trace_clicks.then(|| {
+            tracing::info_span!("click", flow = event.flow_id, click_hash = %event.click_hash)
+                .in_scope(traffsure_kafka::trace::trace_headers)
+        })
     }
 
     /// Sends the visitor to `destination` in the flow's redirect mode.
@@ -841,7 +857,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let pieces = [
             "%", "%F", "%FF", "%C3%A9", "&", "=", "+", "sub", "1", "0", "cost", "é", "\u{0}", "==",
-            "&&",
+            "&&", "page", "http://", "?", "#", "ref", "vid",
         ];
         for _ in 0..5_000 {
             let n = rng.random_range(0..24);
@@ -851,6 +867,10 @@ mod tests {
             let p = ClickParams::parse(&query);
             assert_eq!(p.subs.len(), 10);
             assert!(p.extra.len() <= MAX_EXTRA);
+            // A direct visit's parameters go through the same parser.
+            if let Ok(direct) = crate::direct::DirectParams::parse(&query) {
+                assert_eq!(direct.click.subs.len(), 10);
+            }
         }
     }
 

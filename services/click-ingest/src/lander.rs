@@ -210,7 +210,7 @@ impl ClickThrough<'_> {
         flow: &Flow,
         params: &ClickParams,
     ) -> Result<HttpResponse, Refusal> {
-        let seen = edge.see(req);
+        let seen = edge.visitor(req);
         let ts_ms = now_ms();
         let route = match self.cookie {
             Some(cookie) => cookie.route,
@@ -254,10 +254,10 @@ impl ClickThrough<'_> {
             lander_id,
             offer_id: offer.offer_id,
             network_id: offer.network_id,
-            external_id: &params.external_id,
+            external_id: params.external_id(),
         };
         let event = seen.event(&values, routing_key, &destination, funnel);
-        if let Err(refused) = edge.record(&event) {
+        if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
             return Ok(refused.answer());
         }
         traffsure_telemetry::inc_local(&clicks_total().lander_click);

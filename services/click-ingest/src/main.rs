@@ -1,7 +1,8 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
 //! flow's destination, lander or offer (rules, rotation and bot routing applied, macros
-//! filled in) and lander click-throughs (`GET /lp/click`) with a redirect to an offer, and
-//! publishes a click event to Kafka without waiting for the broker. Each click event is
+//! filled in), lander click-throughs (`GET /lp/click`) with a redirect to an offer, and
+//! `GET /v/{flow}` (a direct visit, no redirect) with the click hash, and publishes a
+//! click event to Kafka without waiting for the broker. Each click event is
 //! written to a local click log before the redirect is answered, so neither a broker
 //! outage nor a crash of click-ingest loses one.
 
@@ -9,6 +10,7 @@ mod asn;
 mod attributes;
 mod click;
 mod clicklog;
+mod direct;
 mod event;
 mod geo;
 mod hosting;
@@ -341,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
                     ))
                     .route("/lp/click", web::get().to(lander::click_through))
                     .route("/lp/click/{n}", web::get().to(lander::click_through))
+                    .configure(direct::routes)
                     .configure(traffsure_telemetry::ops_routes(health.clone())),
             )
     })

@@ -30,7 +30,7 @@ fn settings(stack: &Stack) -> KafkaSettings {
 }
 
 impl<M: prost::Message + Default + Clone> TopicReader<M> {
-    async fn open(stack: &Stack, topic: &str, id: fn(&M) -> String) -> anyhow::Result<Self> {
+    pub async fn open(stack: &Stack, topic: &str, id: fn(&M) -> String) -> anyhow::Result<Self> {
         let (settings, name) = (settings(stack), format!("{}{topic}", stack.topic_prefix));
         let reader =
             tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &name))
