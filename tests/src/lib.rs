@@ -123,6 +123,16 @@ pub fn click_hash_of(location: &str) -> String {
         .to_string()
 }
 
+/// The query parameters of a redirect's `Location`, decoded, by name (the last of a
+/// repeated name).
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+    let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
