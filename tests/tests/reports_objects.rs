@@ -14,9 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use traffsure_config::ClickHouseSettings;
 use traffsure_core::format_micros;
-use traffsure_events::{
-    Click, ClickKind, Conversion, ConversionStatus, ObjectKind, TrackerObject,
-};
+use traffsure_events::{Click, ClickKind, Conversion, ConversionStatus, ObjectKind, TrackerObject};
 use traffsure_tests::produce::Producer;
 use traffsure_tests::{clickhouse_url, eventually, Stack, StackOptions};
 
@@ -318,10 +316,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     producer
         .send(&topics.clicks, &keyed(clicks.clone()))
         .await?;
-    let keyed_conversions: Vec<(u16, Conversion)> = conversions
-        .iter()
-        .map(|v| (0u16, v.clone()))
-        .collect();
+    let keyed_conversions: Vec<(u16, Conversion)> =
+        conversions.iter().map(|v| (0u16, v.clone())).collect();
     producer
         .send(&topics.conversions, &keyed_conversions)
         .await?;
@@ -338,9 +334,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     .await?;
 
     // Reports by each object equal the counts of what was produced.
-    let by_source = expected(&clicks, &conversions, |c| c.traffic_source_id, |v| {
-        v.traffic_source_id
-    });
+    let by_source = expected(
+        &clicks,
+        &conversions,
+        |c| c.traffic_source_id,
+        |v| v.traffic_source_id,
+    );
     let by_lander = expected(&clicks, &conversions, |c| c.lander_id, |v| v.lander_id);
     let by_offer = expected(&clicks, &conversions, |c| c.offer_id, |v| v.offer_id);
     let by_network = expected(&clicks, &conversions, |c| c.network_id, |v| v.network_id);
@@ -402,13 +401,20 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     check_report(
         &report,
         "lander",
-        &expected(&only_source_2, &conversions_2, |c| c.lander_id, |v| {
-            v.lander_id
-        }),
+        &expected(
+            &only_source_2,
+            &conversions_2,
+            |c| c.lander_id,
+            |v| v.lander_id,
+        ),
     )?;
 
     // CSV carries the JSON's rows, with each object's name beside its id.
-    let report = json(stack, "/api/v1/reports?group_by=offer,network&sort=-offer_clicks").await?;
+    let report = json(
+        stack,
+        "/api/v1/reports?group_by=offer,network&sort=-offer_clicks",
+    )
+    .await?;
     let (status, csv) = get(
         stack,
         "/api/v1/reports?group_by=offer,network&sort=-offer_clicks&format=csv",
@@ -448,11 +454,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert!(items
         .iter()
         .all(|i| i["offer_id"] == 10 && i["offer_name"] == "VPN" && i["kind"] == "lander_click"));
-    assert!(items
-        .iter()
-        .all(|i| i["parent_click_hash"].as_str().is_some_and(|p| !p.is_empty())));
-    let items = json(stack, "/api/v1/clicks?kind=direct_visit&traffic_source=2&limit=500").await?
-        ["items"]
+    assert!(items.iter().all(|i| i["parent_click_hash"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())));
+    let items = json(
+        stack,
+        "/api/v1/clicks?kind=direct_visit&traffic_source=2&limit=500",
+    )
+    .await?["items"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -468,16 +477,22 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    let expected_network = conversions.iter().filter(|v| v.network_id == NETWORK).count();
+    let expected_network = conversions
+        .iter()
+        .filter(|v| v.network_id == NETWORK)
+        .count();
     assert_eq!(items.len(), expected_network);
     assert!(items.iter().all(|i| i["network_name"] == "MaxBounty"
-        && i["external_id"].as_str().is_some_and(|e| e.starts_with("ext"))));
+        && i["external_id"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("ext"))));
 
     // The funnel rollup equals the raw clicks, group for group.
     let rollup = stack
-        .clickhouse(&traffsure_clickhouse::queries::get("funnel_by_object").example_for(
-            "clicks_funnel_hourly",
-        ))
+        .clickhouse(
+            &traffsure_clickhouse::queries::get("funnel_by_object")
+                .example_for("clicks_funnel_hourly"),
+        )
         .await?;
     let raw = stack
         .clickhouse(
@@ -486,9 +501,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     assert_eq!(rollup, raw, "clicks_funnel_hourly against clicks");
     let rollup = stack
-        .clickhouse(&traffsure_clickhouse::queries::get("conversions_by_object").example_for(
-            "conversions_funnel_hourly",
-        ))
+        .clickhouse(
+            &traffsure_clickhouse::queries::get("conversions_by_object")
+                .example_for("conversions_funnel_hourly"),
+        )
         .await?;
     let raw = stack
         .clickhouse(
@@ -506,8 +522,15 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .filter(|(id, _)| **id != 0)
         .max_by_key(|(id, e)| (e.offer_clicks, std::cmp::Reverse(**id)))
         .map(|(id, _)| *id);
-    assert_eq!(top["offers"][0]["id"].as_u64().map(|id| id as u32), best_offer, "{top}");
-    let sources = top["traffic_sources"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        top["offers"][0]["id"].as_u64().map(|id| id as u32),
+        best_offer,
+        "{top}"
+    );
+    let sources = top["traffic_sources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(sources.len(), 2, "{top}");
     for s in &sources {
         let id = s["id"].as_u64().unwrap_or_default() as u32;

@@ -200,7 +200,10 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
          ['3','9']\t0\t0\t1\t1\t0\t0\t0\n\
          ['4','9']\t1\t0\t0\t1\t0\t1\t0"
     );
-    assert_eq!(answer("funnel_by_object"), answer("funnel_by_object_from_raw"));
+    assert_eq!(
+        answer("funnel_by_object"),
+        answer("funnel_by_object_from_raw")
+    );
     assert_eq!(
         answer("conversions_by_object"),
         "['0','0']\t2026-03-01\t\t1\t2500000\n['9','5']\t2026-03-01\t\t1\t3000000"

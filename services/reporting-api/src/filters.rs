@@ -302,7 +302,9 @@ mod tests {
             .collect();
         Params::new(
             raw,
-            &["country", "from", "to", "cursor", "limit", "status", "offer"],
+            &[
+                "country", "from", "to", "cursor", "limit", "status", "offer",
+            ],
         )
         .unwrap()
     }

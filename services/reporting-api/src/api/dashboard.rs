@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 
-
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{ConversionStatus, FlowStatus, ObjectKind};
@@ -65,6 +64,13 @@ fn top<K: Ord + Clone>(
     entries.sort_by(|a, b| rank(&b.1).cmp(&rank(&a.1)).then_with(|| a.0.cmp(&b.0)));
     entries.truncate(TOP);
     entries
+}
+
+/// A top list's entry: what it is (`{"id", "name"}`, `{"country"}`), and its counts.
+fn entry(mut what: Value, (clicks, offer_clicks): (i64, i64)) -> Value {
+    what["clicks"] = json!(clicks);
+    what["offer_clicks"] = json!(offer_clicks);
+    what
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -182,21 +188,23 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
     }
     let by_clicks = |v: &(i64, i64)| v.0;
     let by_offer_clicks = |v: &(i64, i64)| v.1;
-    let object = |kind: ObjectKind, (id, (clicks, offer_clicks)): (u32, (i64, i64))| {
-        json!({"id": id, "name": names.name(kind, id), "clicks": clicks, "offer_clicks": offer_clicks})
-    };
-    let top_lists = json!({
-        "flows": top(&flows, by_clicks, &0).into_iter().map(|(id, (clicks, offer_clicks))| {
-            json!({"id": id, "name": state.flow_name(id), "clicks": clicks, "offer_clicks": offer_clicks})
-        }).collect::<Vec<_>>(),
-        "countries": top(&countries, by_clicks, &String::new()).into_iter().map(|(country, (clicks, offer_clicks))| {
-            json!({"country": country, "clicks": clicks, "offer_clicks": offer_clicks})
-        }).collect::<Vec<_>>(),
-        "traffic_sources": top(&sources, by_clicks, &0).into_iter()
-            .map(|e| object(ObjectKind::TrafficSource, e)).collect::<Vec<_>>(),
-        "offers": top(&offers, by_offer_clicks, &0).into_iter()
-            .map(|e| object(ObjectKind::Offer, e)).collect::<Vec<_>>(),
-    });
+    let object = |kind: ObjectKind, id: u32| json!({"id": id, "name": names.name(kind, id)});
+    let top_flows: Vec<Value> = top(&flows, by_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(json!({"id": id, "name": state.flow_name(id)}), counts))
+        .collect();
+    let top_countries: Vec<Value> = top(&countries, by_clicks, &String::new())
+        .into_iter()
+        .map(|(country, counts)| entry(json!({ "country": country }), counts))
+        .collect();
+    let top_sources: Vec<Value> = top(&sources, by_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(object(ObjectKind::TrafficSource, id), counts))
+        .collect();
+    let top_offers: Vec<Value> = top(&offers, by_offer_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(object(ObjectKind::Offer, id), counts))
+        .collect();
     let active_flows = state
         .registry
         .all()
@@ -218,7 +226,12 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "without_rate_today": without_rate.json(),
         "active_flows": active_flows,
         "hourly": {"today": points(&today), "yesterday": points(&yesterday)},
-        "top_today": top_lists,
+        "top_today": {
+            "flows": top_flows,
+            "countries": top_countries,
+            "traffic_sources": top_sources,
+            "offers": top_offers,
+        },
     })))
 }
 

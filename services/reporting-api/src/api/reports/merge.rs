@@ -85,10 +85,7 @@ impl Totals {
             self.lander_clicks as f64 * 100.0,
             self.lander_views as f64,
         ));
-        let offer_cr = round(ratio(
-            conversions as f64 * 100.0,
-            self.offer_clicks as f64,
-        ));
+        let offer_cr = round(ratio(conversions as f64 * 100.0, self.offer_clicks as f64));
         vec![
             ("clicks", json!(self.clicks), self.clicks as f64),
             (

@@ -627,9 +627,8 @@ mod tests {
         };
         let sql = clicks_sql(&["traffic_source", "lander"], &offer, &range());
         assert!(
-            sql.text().contains(
-                "[toString(traffic_source_id), toString(lander_id)] AS keys"
-            ),
+            sql.text()
+                .contains("[toString(traffic_source_id), toString(lander_id)] AS keys"),
             "{}",
             sql.text()
         );
