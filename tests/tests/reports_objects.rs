@@ -487,32 +487,28 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             .as_str()
             .is_some_and(|e| e.starts_with("ext"))));
 
-    // The funnel rollup equals the raw clicks, group for group.
-    let rollup = stack
-        .clickhouse(
-            &traffsure_clickhouse::queries::get("funnel_by_object")
-                .example_for("clicks_funnel_hourly"),
-        )
-        .await?;
-    let raw = stack
-        .clickhouse(
-            &traffsure_clickhouse::queries::get("funnel_by_object_from_raw").example_for("clicks"),
-        )
-        .await?;
-    assert_eq!(rollup, raw, "clicks_funnel_hourly against clicks");
-    let rollup = stack
-        .clickhouse(
-            &traffsure_clickhouse::queries::get("conversions_by_object")
-                .example_for("conversions_funnel_hourly"),
-        )
-        .await?;
-    let raw = stack
-        .clickhouse(
-            &traffsure_clickhouse::queries::get("conversions_by_object_from_raw")
-                .example_for("conversions"),
-        )
-        .await?;
-    assert_eq!(rollup, raw, "conversions_funnel_hourly against conversions");
+    // The funnel rollups equal the raw tables, group for group.
+    for (rollup, table, raw, source) in [
+        (
+            "funnel_by_object",
+            "clicks_funnel_hourly",
+            "funnel_by_object_from_raw",
+            "clicks",
+        ),
+        (
+            "conversions_by_object",
+            "conversions_funnel_hourly",
+            "conversions_by_object_from_raw",
+            "conversions",
+        ),
+    ] {
+        let example =
+            |name: &str, table: &str| traffsure_clickhouse::queries::get(name).example_for(table);
+        let rolled_up = stack.clickhouse(&example(rollup, table)).await?;
+        let counted = stack.clickhouse(&example(raw, source)).await?;
+        assert!(!counted.is_empty(), "nothing in {source}");
+        assert_eq!(rolled_up, counted, "{table} against {source}");
+    }
 
     // The dashboard's top lists: traffic sources by clicks, offers by offer clicks.
     let dashboard = stack.dashboard().await?;

@@ -23,34 +23,17 @@ use crate::filters::{eq, range_condition};
 use crate::object_names::object_dimension;
 use crate::sql::{Arg, Sql};
 
-const CLICK_ROLLUP_DIMS: &[&str] = &[
-    "day",
-    "hour",
-    "flow",
-    "traffic_source",
-    "offer",
-    "lander",
-    "network",
-    "country",
-    "source",
-    "sub_id",
-    "device",
-    "os",
-    "browser",
-];
-const CONVERSION_ROLLUP_DIMS: &[&str] = &[
-    "day",
-    "hour",
-    "flow",
-    "traffic_source",
-    "offer",
-    "lander",
-    "network",
-    "country",
-    "source",
-    "sub_id",
-    "goal",
-];
+/// The dimensions both funnel rollups have: the first ten (time, flow, the objects,
+/// country, source, sub_id); clicks' have the coarse device, OS and browser too,
+/// conversions' the goal.
+const ROLLUP_DIMS: &[&str] = DIMENSIONS.split_at(10).0;
+const CLICK_ROLLUP_DIMS: &[&str] = &["device", "os", "browser"];
+const CONVERSION_ROLLUP_DIMS: &[&str] = &["goal"];
+
+/// Whether a rollup with `ROLLUP_DIMS` and `own` has dimension `dim`.
+fn in_rollup(dim: &str, own: &[&str]) -> bool {
+    ROLLUP_DIMS.contains(&dim) || own.contains(&dim)
+}
 
 /// The click counts of a report, each a condition on a click row (`kind` 1 is
 /// ClickKind::LanderClick): visits (`c`, without bots), visits that showed a lander
@@ -296,7 +279,7 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
 /// Clicks and costs read their rollups when they have every asked dimension and filter.
 fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
     let rollup =
-        dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d)) && !filters.on_click_only_columns();
+        dims.iter().all(|d| in_rollup(d, CLICK_ROLLUP_DIMS)) && !filters.on_click_only_columns();
     (
         rollup,
         if rollup {
@@ -381,7 +364,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     } else {
         "conversions"
     };
-    let rollup = dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d))
+    let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
         && filters.click_missing.is_none()
         && !signals;
     let side = if rollup {
@@ -644,6 +627,16 @@ mod tests {
             "{}",
             sql.text()
         );
+    }
+
+    #[test]
+    fn both_rollups_have_time_flow_objects_country_source_and_sub_id() {
+        assert_eq!(ROLLUP_DIMS.last(), Some(&"sub_id"));
+        assert!(ROLLUP_DIMS.contains(&"network"));
+        assert!(in_rollup("browser", CLICK_ROLLUP_DIMS));
+        assert!(!in_rollup("goal", CLICK_ROLLUP_DIMS));
+        assert!(in_rollup("goal", CONVERSION_ROLLUP_DIMS));
+        assert!(!in_rollup("sub1", CONVERSION_ROLLUP_DIMS));
     }
 
     #[test]
