@@ -519,6 +519,33 @@ mod tests {
     }
 
     #[test]
+    fn objects_and_the_click_kind_keep_their_numbers() -> anyhow::Result<()> {
+        let click = Click {
+            kind: traffsure_events::ClickKind::LanderClick as i32,
+            parent_click_hash: "visit".into(),
+            offer_id: 12,
+            lander_id: 7,
+            ..Click::default()
+        };
+        let row = click_row(&click.encode_to_vec(), AT)?;
+        assert_eq!((row.kind, row.offer_id, row.lander_id), (1, 12, 7));
+        assert_eq!(row.parent_click_hash, "visit");
+        let object = TrackerObject {
+            kind: traffsure_events::ObjectKind::Lander as i32,
+            id: 7,
+            name: "Quiz".into(),
+            archived: true,
+            updated_at_ms: 1_772_360_100_999,
+            revision: 3,
+            ..TrackerObject::default()
+        };
+        let row = object_row(&object.encode_to_vec(), AT)?;
+        assert_eq!((row.kind, row.id, row.revision, row.archived), (4, 7, 3, 1));
+        assert_eq!(row.updated_at, 1_772_360_100);
+        Ok(())
+    }
+
+    #[test]
     fn states_and_outcomes_use_the_trackers_words() -> anyhow::Result<()> {
         let mut attempt = OutboundAttempt::default();
         let row = outbound_row(&attempt.encode_to_vec(), AT)?;
