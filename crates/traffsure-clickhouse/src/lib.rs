@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "admin_sessions",
         include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
     ),
+    (
+        10,
+        "funnel_objects",
+        include_str!("../../../deploy/clickhouse/migrations/0010_funnel_objects.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.
@@ -99,6 +104,40 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
                  device, os, browser, cost_currency, sum(cost_micros) \
                  FROM clicks WHERE cost_micros != 0 \
                  GROUP BY h, flow_id, country, source, sub_id, device, os, browser, cost_currency",
+            ],
+        },
+    ),
+    (
+        10,
+        Rebuild {
+            target: "clicks_funnel_hourly",
+            source: "clicks",
+            month: "toYYYYMM(ts)",
+            selects: &[
+                "SELECT toStartOfHour(ts) AS h, flow_id, traffic_source_id, offer_id, lander_id, \
+                 network_id, kind, country, source, sub_id, device, os, browser, cost_currency, \
+                 count(), sum(toUInt64(is_bot)), uniqState(visitor_id), sum(cost_micros) \
+                 FROM clicks WHERE 1 \
+                 GROUP BY h, flow_id, traffic_source_id, offer_id, lander_id, network_id, kind, \
+                 country, source, sub_id, device, os, browser, cost_currency",
+            ],
+        },
+    ),
+    (
+        10,
+        Rebuild {
+            target: "conversions_funnel_hourly",
+            source: "conversions",
+            month: "toYYYYMM(created_at)",
+            selects: &[
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, status, currency, \
+                 toInt64(1), revenue_micros \
+                 FROM conversions WHERE status != ''",
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, previous_status, \
+                 currency, toInt64(-1), -previous_revenue_micros \
+                 FROM conversions WHERE previous_status != ''",
             ],
         },
     ),

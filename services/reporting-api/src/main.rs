@@ -9,6 +9,7 @@ mod currency;
 mod error;
 mod filters;
 mod login_limit;
+mod object_names;
 mod panel;
 mod routes;
 mod session;
