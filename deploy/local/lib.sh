@@ -79,8 +79,9 @@ log_file() { printf '%s/%s.log\n' "$LOG_DIR" "$1"; }
 # by an unrelated process (e.g. after a reboot) is not mistaken for ours.
 cmdline_marker() {
   case "$1" in
-    kafka) printf 'kafka.Kafka' ;;
-    clickhouse) printf 'clickhouse' ;;
+    kafka | cluster-kafka*) printf 'kafka.Kafka' ;;
+    clickhouse | cluster-clickhouse*) printf 'clickhouse' ;;
+    cluster-zookeeper) printf 'QuorumPeerMain' ;;
     *) printf '%s' "$1" ;; # TraffSure services: the binary is named after the service
   esac
 }

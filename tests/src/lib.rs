@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+pub mod chdb;
 pub mod kafka_topic;
 pub mod private_clickhouse;
 pub mod private_kafka;
