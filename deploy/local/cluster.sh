@@ -153,15 +153,6 @@ await_kafka() {
 }
 
 # --- ClickHouse --------------------------------------------------------------
-clickhouse_bin() {
-  local b
-  for b in "$(command -v clickhouse-server || true)" /usr/sbin/clickhouse-server /usr/bin/clickhouse-server; do
-    [[ -n "$b" && -x "$b" ]] && { printf '%s\n' "$b"; return; }
-  done
-  [[ -x /usr/bin/clickhouse ]] && { printf '%s\n' "/usr/bin/clickhouse server"; return; }
-  die "clickhouse: clickhouse-server not found — run deploy/local/install.sh first"
-}
-
 clickhouse_up() {
   [[ "$(curl -fsS --max-time 2 "http://127.0.0.1:$(clickhouse_http_port "$CLICKHOUSE_NODE")/ping" 2>/dev/null)" == "Ok." ]]
 }

@@ -206,3 +206,17 @@ stop_component() {
   rm -f "$pf"
   log "$component: stopped (pid $pid)"
 }
+
+# The ClickHouse server command: clickhouse-server, or the single `clickhouse` binary's
+# `server` mode (start.sh, cluster.sh).
+clickhouse_bin() {
+  local b
+  for b in "$(command -v clickhouse-server || true)" /usr/sbin/clickhouse-server /usr/bin/clickhouse-server; do
+    [[ -n "$b" && -x "$b" ]] && { printf '%s\n' "$b"; return; }
+  done
+  if [[ -x /usr/bin/clickhouse ]]; then
+    printf '%s\n' "/usr/bin/clickhouse server"
+    return
+  fi
+  die "clickhouse: clickhouse-server not found — run deploy/local/install.sh first"
+}

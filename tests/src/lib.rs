@@ -560,9 +560,15 @@ impl Stack {
 
     /// Runs a query in this test's ClickHouse database and returns the text answer.
     pub async fn clickhouse(&self, sql: &str) -> anyhow::Result<String> {
+        self.clickhouse_at(&self.options.clickhouse_url, sql).await
+    }
+
+    /// Runs a query in this test's database on the ClickHouse server at `url` (one
+    /// replica of a cluster, say) and returns the text answer.
+    pub async fn clickhouse_at(&self, url: &str, sql: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .post(&self.options.clickhouse_url)
+            .post(url)
             .query(&[("database", self.database.as_str())])
             .body(sql.to_string())
             .send()

@@ -119,7 +119,7 @@ async fn stream(stack: &Stack, slug: &str) -> anyhow::Result<Sent> {
         for click in clicks {
             let hash = click.await??;
             sent.clicks.push(hash.clone());
-            if sent.clicks.len() % CONVERTING_EVERY == 0 {
+            if sent.clicks.len().is_multiple_of(CONVERTING_EVERY) {
                 let url = stack.url(
                     "postback-ingest",
                     &format!("/postback?click={hash}&goal=sale&revenue=2.5"),
@@ -164,19 +164,7 @@ where
 
 /// A query's answer from one replica, in the test's database.
 async fn on_replica(stack: &Stack, replica: &str, sql: &str) -> anyhow::Result<String> {
-    let response = stack
-        .http
-        .post(replica)
-        .query(&[("database", stack.database.as_str())])
-        .body(sql.to_string())
-        .send()
-        .await?;
-    let status = response.status();
-    let text = response.text().await?;
-    if !status.is_success() {
-        bail!("{replica} answered {status}: {text}");
-    }
-    Ok(text.trim().to_string())
+    stack.clickhouse_at(replica, sql).await
 }
 
 /// Every click and conversion once on both replicas, the rollups equal to the raw rows,
