@@ -14,6 +14,7 @@ use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
 pub mod browser;
+pub mod chdb;
 pub mod kafka_topic;
 pub mod private_clickhouse;
 pub mod private_kafka;
@@ -570,9 +571,15 @@ impl Stack {
 
     /// Runs a query in this test's ClickHouse database and returns the text answer.
     pub async fn clickhouse(&self, sql: &str) -> anyhow::Result<String> {
+        self.clickhouse_at(&self.options.clickhouse_url, sql).await
+    }
+
+    /// Runs a query in this test's database on the ClickHouse server at `url` (one
+    /// replica of a cluster, say) and returns the text answer.
+    pub async fn clickhouse_at(&self, url: &str, sql: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .post(&self.options.clickhouse_url)
+            .post(url)
             .query(&[("database", self.database.as_str())])
             .body(sql.to_string())
             .send()

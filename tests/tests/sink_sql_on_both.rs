@@ -2,15 +2,7 @@
 //! a current ClickHouse (26.x, in-process through the chdb-core wheel that
 //! `deploy/local/install.sh` puts in `.local/chdb-venv`), and both give the same answers.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-
-use anyhow::{bail, Context};
-use tokio::io::AsyncWriteExt;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use anyhow::bail;
 
 /// Sample rows with fixed times, so both engines must give the same answers.
 const SAMPLES: &[&str] = &[
@@ -92,56 +84,7 @@ async fn on_18_16(statements: &[(String, String)]) -> anyhow::Result<Vec<String>
 }
 
 async fn on_current(statements: &[(String, String)]) -> anyhow::Result<Vec<String>> {
-    let python = std::env::var("TRAFFSURE_CHDB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace().join(".local/chdb-venv/bin/python"));
-    if !python.exists() {
-        bail!(
-            "{} is missing: run deploy/local/install.sh (make test does)",
-            python.display()
-        );
-    }
-    let mut sql = vec![
-        "CREATE DATABASE IF NOT EXISTS traffsure_check".to_string(),
-        "USE traffsure_check".to_string(),
-    ];
-    sql.extend(statements.iter().map(|(_, s)| s.clone()));
-    let mut child = tokio::process::Command::new(&python)
-        .arg(workspace().join("deploy/clickhouse/chdb_run.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start chdb_run.py")?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    stdin
-        .write_all(serde_json::to_string(&sql)?.as_bytes())
-        .await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
-    if !output.status.success() {
-        bail!(
-            "chdb_run.py failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    assert_eq!(lines.len(), sql.len(), "one answer per statement");
-    let mut results = Vec::new();
-    for (i, line) in lines.iter().enumerate().skip(2) {
-        let (label, statement) = &statements[i - 2];
-        if line["ok"] != true {
-            bail!(
-                "ClickHouse 26.x refused {label}: {statement}\n{}",
-                line["error"]
-            );
-        }
-        results.push(line["result"].as_str().unwrap_or_default().to_string());
-    }
-    Ok(results)
+    traffsure_tests::chdb::run(statements).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,7 +83,7 @@ impl Default for Settings {
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("reporting-api")?;
     let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
-    let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
+    let clickhouse = traffsure_clickhouse::reader(&settings.clickhouse);
     let sessions = session::Sessions::new(
         &settings.session,
         std::time::Duration::from_secs(settings.session_hours.max(1) * 3600),
