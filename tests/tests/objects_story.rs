@@ -69,25 +69,6 @@ async fn from_a_new_source_to_reported_conversions() -> anyhow::Result<()> {
     result
 }
 
-/// An API call that must answer `want`; its JSON body.
-async fn call(
-    stack: &Stack,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    want: u16,
-) -> anyhow::Result<Value> {
-    let mut request = stack.api(method.clone(), path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    anyhow::ensure!(status == want, "{method} {path}: {status} {text}");
-    serde_json::from_str(&text).with_context(|| format!("{method} {path}: {text}"))
-}
-
 fn id(object: &Value) -> anyhow::Result<u64> {
     object["id"].as_u64().context("an id")
 }
@@ -111,14 +92,14 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
     let http = &stack.http;
     // The source from its template, then pointed at the local stand-in (same path and
     // macros as the template's).
-    let source = call(
-        stack,
-        Method::POST,
-        "/api/v1/traffic-sources/from-template",
-        Some(json!({"template": "mgid", "placeholders": {"event": "buy"}})),
-        201,
-    )
-    .await?;
+    let source = stack
+        .api_expect(
+            Method::POST,
+            "/api/v1/traffic-sources/from-template",
+            Some(json!({"template": "mgid", "placeholders": {"event": "buy"}})),
+            201,
+        )
+        .await?;
     let source_id = id(&source)?;
     let template_postback = source["postback_url"].as_str().unwrap_or_default();
     anyhow::ensure!(
@@ -140,22 +121,22 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         &format!("http://127.0.0.1:{port}"),
         1
     ));
-    call(
-        stack,
-        Method::PUT,
-        &format!("/api/v1/traffic-sources/{source_id}"),
-        Some(edited),
-        200,
-    )
-    .await?;
-    let network = call(
-        stack,
-        Method::POST,
-        "/api/v1/affiliate-networks/from-template",
-        Some(json!({"template": "affise"})),
-        201,
-    )
-    .await?;
+    stack
+        .api_expect(
+            Method::PUT,
+            &format!("/api/v1/traffic-sources/{source_id}"),
+            Some(edited),
+            200,
+        )
+        .await?;
+    let network = stack
+        .api_expect(
+            Method::POST,
+            "/api/v1/affiliate-networks/from-template",
+            Some(json!({"template": "affise"})),
+            201,
+        )
+        .await?;
     let network_id = id(&network)?;
     let network_postback = network["postback_url"]
         .as_str()
@@ -164,8 +145,7 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
     anyhow::ensure!(network_postback.contains("{sub1}"), "{network}");
     // Offer A pays 2.50 and 4.00 for its `upsell` goal; offer B's payout comes from the
     // postback.
-    let offer_a = id(&call(
-        stack,
+    let offer_a = id(&stack.api_expect(
         Method::POST,
         "/api/v1/offers",
         Some(
@@ -175,8 +155,7 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         201,
     )
     .await?)?;
-    let offer_b = id(&call(
-        stack,
+    let offer_b = id(&stack.api_expect(
         Method::POST,
         "/api/v1/offers",
         Some(json!({"name": "Offer B", "url": "https://offer-b.test/", "network_id": network_id})),
@@ -188,14 +167,14 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         ("LP one", "https://lp1.test/?c={click}"),
         ("LP two", "https://lp2.test/"),
     ] {
-        let lander = call(
-            stack,
-            Method::POST,
-            "/api/v1/landers",
-            Some(json!({"name": name, "url": url, "offers": 2})),
-            201,
-        )
-        .await?;
+        let lander = stack
+            .api_expect(
+                Method::POST,
+                "/api/v1/landers",
+                Some(json!({"name": name, "url": url, "offers": 2})),
+                201,
+            )
+            .await?;
         landers.push(id(&lander)?);
     }
     let flow = stack
@@ -448,14 +427,14 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         Ok((stored == want).then_some(()))
     })
     .await?;
-    let visits_logged = call(
-        stack,
-        Method::GET,
-        &format!("/api/v1/clicks?traffic_source={source_id}&kind=visit&limit=500"),
-        None,
-        200,
-    )
-    .await?;
+    let visits_logged = stack
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/clicks?traffic_source={source_id}&kind=visit&limit=500"),
+            None,
+            200,
+        )
+        .await?;
     let visits_logged = visits_logged["items"]
         .as_array()
         .cloned()
@@ -475,14 +454,14 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         ("lander", "lander", &by_lander),
         ("offer", "offer", &by_offer),
     ] {
-        let report = call(
-            stack,
-            Method::GET,
-            &format!("/api/v1/reports?group_by={dim}"),
-            None,
-            200,
-        )
-        .await?;
+        let report = stack
+            .api_expect(
+                Method::GET,
+                &format!("/api/v1/reports?group_by={dim}"),
+                None,
+                200,
+            )
+            .await?;
         let rows = report["rows"].as_array().cloned().unwrap_or_default();
         let mut actual = BTreeMap::new();
         for row in &rows {
@@ -507,28 +486,28 @@ async fn story(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<
         }
         // The logs filtered by each object hold exactly its rows.
         for (id, want) in expected.iter() {
-            let clicks = call(
-                stack,
-                Method::GET,
-                &format!("/api/v1/clicks?{filter}={id}&limit=500"),
-                None,
-                200,
-            )
-            .await?;
+            let clicks = stack
+                .api_expect(
+                    Method::GET,
+                    &format!("/api/v1/clicks?{filter}={id}&limit=500"),
+                    None,
+                    200,
+                )
+                .await?;
             let logged = clicks["items"].as_array().map_or(0, Vec::len) as i64;
             let want_clicks = match dim {
                 "offer" => want.offer_clicks,
                 _ => want.clicks + want.lander_clicks,
             };
             assert_eq!(logged, want_clicks, "clicks log by {filter}={id}");
-            let conversions = call(
-                stack,
-                Method::GET,
-                &format!("/api/v1/conversions?{filter}={id}&limit=500"),
-                None,
-                200,
-            )
-            .await?;
+            let conversions = stack
+                .api_expect(
+                    Method::GET,
+                    &format!("/api/v1/conversions?{filter}={id}&limit=500"),
+                    None,
+                    200,
+                )
+                .await?;
             let items = conversions["items"].as_array().cloned().unwrap_or_default();
             let want_all = sent
                 .iter()
