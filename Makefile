@@ -13,7 +13,7 @@ IMAGE_REPO ?= localhost/traffsure
 IMAGE_TAG ?= dev
 IMAGE_SERVICES := click-ingest postback-ingest conversion-attribution sink postback-dispatcher reporting-api
 
-.PHONY: help run stop test check-deploy bench install stack build build-release lint lint-tools fmt clean-local image image-push
+.PHONY: help run stop test test-cluster check-deploy bench install stack build build-release lint lint-tools fmt clean-local image image-push
 
 # A bare `make` runs the stack, as it always has; `make help` lists the targets.
 .DEFAULT_GOAL := run
@@ -35,6 +35,11 @@ stop:
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse
 test: install build stack check-deploy
 	$(CARGO) test --workspace --locked
+
+## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
+test-cluster: install build
+	deploy/local/cluster.sh start
+	$(CARGO) test --locked -p traffsure-tests --test cluster_faults -- --ignored --test-threads=1
 
 ## check-deploy: validate docker-compose.yml, deploy/k8s and the dashboard; start every service as deployed
 check-deploy:

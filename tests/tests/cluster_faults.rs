@@ -297,6 +297,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn the_clicks_leader_broker_killed_mid_stream_loses_and_repeats_nothing() -> anyhow::Result<()>
 {
     test(Rollups::Exact, |stack| async move {
@@ -318,6 +319,7 @@ async fn the_clicks_leader_broker_killed_mid_stream_loses_and_repeats_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_nothing(
 ) -> anyhow::Result<()> {
     test(Rollups::AtMostRaw, |stack| async move {
@@ -337,6 +339,7 @@ async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn zookeeper_stopped_for_twenty_seconds_loses_and_repeats_nothing() -> anyhow::Result<()> {
     test(Rollups::AtMostRaw, |_stack| async move {
         cluster(&["stop", "zookeeper"]).await?;
