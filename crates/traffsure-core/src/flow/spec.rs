@@ -128,6 +128,9 @@ pub struct OutboundSpec {
     /// approved (default), pending, rejected or any.
     #[serde(default = "approved")]
     pub on_status: String,
+    /// Rejection reasons that fire it, matched case-insensitively; empty = any.
+    #[serde(default)]
+    pub reasons: Vec<String>,
     #[serde(default)]
     pub delay_seconds: u32,
     #[serde(default = "yes")]

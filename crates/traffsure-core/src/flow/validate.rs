@@ -54,7 +54,11 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "country",
     "conversion",
     "ts",
+    "reason",
 ];
+
+/// Most rejection reasons one outbound postback may name.
+pub const MAX_OUTBOUND_REASONS: usize = 64;
 
 /// Most destinations in one set, rules in one flow, values in one condition, and
 /// `any_of` groups (and conditions in one group) in one rule.
@@ -482,6 +486,28 @@ impl OutboundSpec {
                 format!("must be {} or any", ConversionStatus::words().join(", ")),
             ));
         }
+        if self.reasons.len() > MAX_OUTBOUND_REASONS {
+            return Err(invalid(
+                field("reasons"),
+                format!("must have at most {MAX_OUTBOUND_REASONS} reasons"),
+            ));
+        }
+        let mut reasons = Vec::with_capacity(self.reasons.len());
+        for reason in &self.reasons {
+            let reason = reason.trim().to_lowercase();
+            if reason.is_empty() || reason.len() > crate::postback_params::MAX_REASON_BYTES {
+                return Err(invalid(
+                    field("reasons"),
+                    format!(
+                        "each reason must be 1 to {} bytes",
+                        crate::postback_params::MAX_REASON_BYTES
+                    ),
+                ));
+            }
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
         if self.delay_seconds > 7 * 86_400 {
             return Err(invalid(
                 field("delay_seconds"),
@@ -496,6 +522,7 @@ impl OutboundSpec {
             body_format,
             goals: goal_keys,
             on_status,
+            reasons,
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
         })
@@ -657,6 +684,14 @@ mod tests {
             (
                 serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "on_status": "paid"}]}),
                 "outbound_postbacks[0].on_status",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "reasons": ["fraud", " "]}]}),
+                "outbound_postbacks[0].reasons",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "reasons": ["x".repeat(256)]}]}),
+                "outbound_postbacks[0].reasons",
             ),
             (
                 serde_json::json!({"outbound_postbacks": [{"id": "a", "url": "https://s.test/"}, {"id": "a", "url": "https://t.test/"}]}),

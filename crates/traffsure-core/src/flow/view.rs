@@ -101,6 +101,7 @@ impl From<&Flow> for FlowView {
                     body_format: o.body_format.clone(),
                     goals: o.goals.clone(),
                     on_status: o.on_status.clone(),
+                    reasons: o.reasons.clone(),
                     delay_seconds: o.delay_seconds,
                     enabled: o.enabled,
                 })
@@ -199,7 +200,8 @@ mod tests {
             "goals": [{"key": "lead"}, {"key": "sale"}],
             "outbound_postbacks": [{"url": "https://src.test/pb?c={sub_id}&p={payout}", "goals": ["sale"]},
                 {"id": "aff", "url": "https://aff.test/", "method": "POST", "body_format": "json",
-                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60}]
+                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60,
+                 "reasons": [" Fraud ", "fraud", "Bad GEO"]}]
         });
         let flow = stored(input, 5);
         let view = FlowView::from(&flow);
@@ -218,6 +220,8 @@ mod tests {
         assert_eq!(view.outbound_postbacks[0].id, "out1");
         assert_eq!(view.outbound_postbacks[0].on_status, "approved");
         assert_eq!(view.outbound_postbacks[1].method, "POST");
+        assert_eq!(view.outbound_postbacks[1].reasons, ["fraud", "bad geo"]);
+        assert!(view.outbound_postbacks[0].reasons.is_empty());
         // The view is itself a valid spec for the same flow.
         let again = stored(
             serde_json::json!({
