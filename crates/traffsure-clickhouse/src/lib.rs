@@ -68,6 +68,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "admin_sessions",
         include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
     ),
+    (
+        15,
+        "outbound_log_columns",
+        include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

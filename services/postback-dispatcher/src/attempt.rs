@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use traffsure_core::now_ms;
-use traffsure_core::vocab::Vocabulary as _;
+use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{OutboundAttempt, OutboundDelivery, OutboundState};
 use traffsure_kafka::retry;
 
@@ -76,6 +76,11 @@ impl Dispatcher {
             currency: conversion.currency.clone(),
             attempt: record.attempt + 1,
             manual: record.manual,
+            traffic_source_id: conversion.traffic_source_id,
+            offer_id: conversion.offer_id,
+            reason: conversion.reason.clone(),
+            integration: vocab::OUTBOUND_INTEGRATIONS[0].into(),
+            postback_type: vocab::OUTBOUND_POSTBACK_TYPES[0].into(),
             ..OutboundAttempt::default()
         };
         let outbound = match outbound {
