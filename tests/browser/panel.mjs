@@ -133,6 +133,12 @@ try {
 
   await page.goto(panel + '/outbound');
   await page.locator('table').waitFor();
+  const outboundHeader = await page.locator('table thead').innerText();
+  for (const column of ['Traffic source', 'Offer', 'Payout', 'Notice', 'Date (UTC)', 'Integration', 'Type']) {
+    assert(outboundHeader.includes(column), 'outbound log column ' + column + ': ' + outboundHeader);
+  }
+  assert((await page.locator('select[name=integration] option').allInnerTexts()).includes('s2s'), 'integration filter');
+  assert((await page.getAttribute('#csv', 'href')).includes('format=csv'), 'outbound log CSV link');
   await shot('10-outbound');
 
   await waitForText(page, `${panel}/reports?group_by=flow,country&flow=${slug}`, 'table', 'Browser flow');

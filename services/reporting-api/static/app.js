@@ -105,11 +105,17 @@ function pager(nextCursor) {
   return links;
 }
 
-async function listPage(title, endpoint, fields, columns) {
+// `csv`: the endpoint also answers format=csv; the page links this page as CSV.
+async function listPage(title, endpoint, fields, columns, csv) {
   const main = page(title, filterForm(fields));
   try {
     const data = await api(endpoint + location.search);
     main.append(table(columns, data.items), pager(data.next_cursor));
+    if (csv) {
+      const query = new URLSearchParams(location.search);
+      query.set('format', 'csv');
+      main.append(el('p', {}, el('a', {href: endpoint + '?' + query, id: 'csv'}, 'Download CSV')));
+    }
   } catch (error) { showError(error); }
 }
 
@@ -395,16 +401,28 @@ async function replay(row) {
 function outboundPage() {
   return listPage('Outbound Postbacks', '/api/v1/outbound-postbacks', [
     {name: 'flow', label: 'Flow (id or slug)'}, {name: 'conversion_id', label: 'Conversion', size: 20},
+    {name: 'traffic_source_id', label: 'Traffic source id', size: 4}, {name: 'offer_id', label: 'Offer id', size: 4},
+    {name: 'goal', label: 'Goal', size: 8},
+    {name: 'status', label: 'Status', options: ['', 'approved', 'pending', 'rejected']},
+    {name: 'payout', label: 'Payout', size: 6}, {name: 'currency', label: 'Currency', size: 3},
+    {name: 'reason', label: 'Notice (reason)', size: 12}, {name: 'http_status', label: 'HTTP code', size: 4},
+    {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
+    {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
+    {name: 'postback_type', label: 'Type', options: ['', 'conversion']},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     {title: 'URL sent', render: r => el('code', {}, r.method + ' ' + r.url)}, {title: 'Flow', key: 'flow_name'},
-    {title: 'Conversion', render: r => el('code', {}, r.conversion_id)}, {title: 'Goal', key: 'goal'},
-    {title: 'Status', key: 'status'}, {title: 'Revenue', num: true, key: 'revenue'},
-    {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Attempt', key: 'attempt'},
-    {title: 'State', key: 'state'}, {title: 'Time (UTC)', render: r => new Date(r.time_ms).toISOString().replace('T', ' ').slice(0, 19)},
+    {title: 'Conversion', render: r => el('code', {}, r.conversion_id)},
+    {title: 'Traffic source', render: r => r.traffic_source_id || ''}, {title: 'Offer', render: r => r.offer_id || ''},
+    {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
+    {title: 'Payout', num: true, key: 'payout'}, {title: 'Revenue', num: true, key: 'revenue'}, {title: 'Currency', key: 'currency'},
+    {title: 'Notice', key: 'reason'},
+    {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
+    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
+    {title: 'State', key: 'state'},
     {title: '', render: r => el('button', {type: 'button', onclick: () => replay(r)}, 'Replay')},
-  ]);
+  ], true);
 }
 
 const DIMENSIONS = ['day', 'hour', 'flow', 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
