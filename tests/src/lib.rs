@@ -200,6 +200,39 @@ where
     Ok(port)
 }
 
+/// (path, query string) of every request a [`record_requests`] endpoint got, in order.
+pub type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A local endpoint standing in for a postback receiver: answers every request 200 and
+/// records its path and query string. Answers with its port and the record.
+pub fn record_requests() -> anyhow::Result<(u16, Requests)> {
+    use actix_web::{web, HttpRequest, HttpResponse};
+    let requests = Requests::default();
+    let state = web::Data::new(requests.clone());
+    let port = serve_local(move |app| {
+        app.app_data(state.clone()).default_service(web::to(
+            |req: HttpRequest, got: web::Data<Requests>| async move {
+                got.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((req.path().to_string(), req.query_string().to_string()));
+                HttpResponse::Ok().body("ok")
+            },
+        ));
+    })?;
+    Ok((port, requests))
+}
+
+/// Waits until click-ingest knows the flow behind `track` (its tracking link redirects),
+/// and answers that first click's hash.
+pub async fn first_click(stack: &Stack, track: &str) -> anyhow::Result<String> {
+    eventually(Duration::from_secs(15), || async {
+        let response = stack.http.get(track).send().await?;
+        Ok((response.status() == 302)
+            .then(|| click_hash_of(response.headers()["location"].to_str().unwrap_or_default())))
+    })
+    .await
+}
+
 /// One service process and where it listens.
 pub struct Service {
     pub name: &'static str,

@@ -5,22 +5,19 @@
 //! through the API shows every column of Affise's affiliate postback log, filters by each,
 //! reads rows logged before those columns, and answers the same page as CSV.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_core::postback_params::{MAX_REASON_BYTES, REASON};
 use traffsure_events::{Conversion, ConversionStatus};
 use traffsure_tests::produce::Producer;
-use traffsure_tests::{click_hash_of, eventually, send_clicks, serve_local, Stack, StackOptions};
+use traffsure_tests::{
+    eventually, first_click, record_requests, send_clicks, Requests, Stack, StackOptions,
+};
 
 mod postback_support;
 use postback_support::{flow_id, get as postback, TopicReader};
-
-/// (path, query string) of every request the receiver got.
-type Received = Arc<Mutex<Vec<(String, String)>>>;
 
 /// The outbound log's columns, in the order the API lists them.
 const COLUMNS: &[&str] = &[
@@ -55,18 +52,7 @@ const COLUMNS: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasons_ride_on_conversions_fire_chosen_postbacks_and_fill_the_outbound_log(
 ) -> anyhow::Result<()> {
-    let received = Received::default();
-    let state = web::Data::new(received.clone());
-    let port = serve_local(move |app| {
-        app.app_data(state.clone()).default_service(web::to(
-            |req: HttpRequest, got: web::Data<Received>| async move {
-                got.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((req.path().to_string(), req.query_string().to_string()));
-                HttpResponse::Ok().body("ok")
-            },
-        ));
-    })?;
+    let (port, received) = record_requests()?;
     let stack = Stack::start_with(StackOptions::default().env(
         "postback-dispatcher",
         "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
@@ -78,7 +64,7 @@ async fn reasons_ride_on_conversions_fire_chosen_postbacks_and_fill_the_outbound
     result
 }
 
-fn hits(received: &Received, path: &str) -> Vec<String> {
+fn hits(received: &Requests, path: &str) -> Vec<String> {
     received
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -100,7 +86,7 @@ async fn items(stack: &Stack, query: &str) -> anyhow::Result<Vec<Value>> {
     Ok(body["items"].as_array().cloned().unwrap_or_default())
 }
 
-async fn run(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<()> {
+async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()> {
     let receiver = format!("http://127.0.0.1:{port}");
     let slug = format!("reasons-{}", stack.id);
     let flow = stack
@@ -128,12 +114,7 @@ async fn run(stack: &Stack, port: u16, received: &Received) -> anyhow::Result<()
         json!(["fraud"])
     );
     let track = stack.url("click-ingest", &format!("/c/{slug}"));
-    eventually(Duration::from_secs(15), || async {
-        let response = stack.http.get(&track).send().await?;
-        Ok((response.status() == 302)
-            .then(|| click_hash_of(response.headers()["location"].to_str().unwrap_or_default())))
-    })
-    .await?;
+    first_click(stack, &track).await?;
     let (hashes, _) = send_clicks(stack, &track, 1, REASON.len()).await?;
 
     // Each reason name once; `reason` says fraud and Affise's `comment` FRAUD.
