@@ -79,6 +79,8 @@ try {
   await page.fill('tr.goal input[name=key]', 'sale');
   await page.fill('tr.goal input[name=payout]', '3.5');
   await page.fill('textarea[name=outbound_postbacks]', JSON.stringify([{ url: 'https://source.example/pb?click={click}&payout={payout}', on_status: 'approved' }]));
+  await page.click('#add-crm');
+  await page.waitForFunction(() => document.querySelector('textarea[name=outbound_postbacks]').value.includes('Authorization'));
   await page.fill('input[name=token]', '');
   await shot('03-flow-new');
   await page.click('#save-flow');
@@ -88,7 +90,10 @@ try {
   assert(trackingLink.includes('/c/' + slug), 'tracking link names the flow: ' + trackingLink);
   assert(postbackUrl.includes('/postback?click={click}'), 'postback URL has macros: ' + postbackUrl);
   assert((await page.inputValue('tr.goal input[name=payout]')) === '3.5', 'payout saved');
-  assert((await page.inputValue('textarea[name=outbound_postbacks]')).includes('source.example'), 'outbound postback saved');
+  const outbound = await page.inputValue('textarea[name=outbound_postbacks]');
+  assert(outbound.includes('source.example'), 'outbound postback saved');
+  assert(outbound.includes('"crm"') && outbound.includes('********') && !outbound.includes('YOUR-CRM-API-KEY'), 'the CRM push saved, its secret masked: ' + outbound);
+  assert(await page.locator('#send-test').isVisible(), 'send test button');
   await shot('04-flow-editor');
   await page.goto(panel + '/flows');
   await page.locator('td', { hasText: 'Browser flow' }).first().waitFor();

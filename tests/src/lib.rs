@@ -200,21 +200,48 @@ where
     Ok(port)
 }
 
-/// (path, query string) of every request a [`record_requests`] endpoint got, in order.
-pub type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+/// One request a [`record_requests`] endpoint got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Names lowercase, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
 
-/// A local endpoint standing in for a postback receiver: answers every request 200 and
-/// records its path and query string. Answers with its port and the record.
+/// Every request a [`record_requests`] endpoint got, in order.
+pub type Requests = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
+
+/// A local endpoint standing in for a postback receiver: answers every request 200 with
+/// `ok` and records it. Answers with its port and the record.
 pub fn record_requests() -> anyhow::Result<(u16, Requests)> {
     use actix_web::{web, HttpRequest, HttpResponse};
     let requests = Requests::default();
     let state = web::Data::new(requests.clone());
     let port = serve_local(move |app| {
         app.app_data(state.clone()).default_service(web::to(
-            |req: HttpRequest, got: web::Data<Requests>| async move {
+            |req: HttpRequest, body: web::Bytes, got: web::Data<Requests>| async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
                 got.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push((req.path().to_string(), req.query_string().to_string()));
+                    .push(Recorded {
+                        method: req.method().to_string(),
+                        path: req.path().to_string(),
+                        query: req.query_string().to_string(),
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
                 HttpResponse::Ok().body("ok")
             },
         ));

@@ -287,7 +287,7 @@ async fn run(stack: &Stack, receiver_port: u16, received: &Requests) -> anyhow::
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(_, query)| query.clone())
+            .map(|r| r.query.clone())
             .collect();
         Ok((got.len() >= 5).then_some(got))
     })

@@ -69,8 +69,8 @@ fn hits(received: &Requests, path: &str) -> Vec<String> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .filter(|(p, _)| p == path)
-        .map(|(_, q)| q.clone())
+        .filter(|r| r.path == path)
+        .map(|r| r.query.clone())
         .collect()
 }
 

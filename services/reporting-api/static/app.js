@@ -268,12 +268,14 @@ async function flowEditorPage(id) {
       json('status_map', 'Status map', flow.status_map, '{"sale": "approved", "hold": "pending"}')),
     el('fieldset', {}, el('legend', {}, 'Outbound postbacks'),
       json('outbound_postbacks', 'Outbound postback URLs and conditions', flow.outbound_postbacks,
-        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "delay_seconds": 0}]')),
+        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "reasons": [], "headers": [], "delay_seconds": 0}] — a secret header reads as ******** and saving it unchanged keeps it'),
+      el('button', {type: 'button', id: 'add-crm', onclick: addCrmPush}, '+ CRM push')),
     el('button', {type: 'submit', id: 'save-flow'}, isNew ? 'Create flow' : 'Save'));
   if (!isNew) {
     main.append(el('fieldset', {}, el('legend', {}, 'Links'),
       copyField('Tracking link', flow.tracking_link, 'tracking-link'),
-      copyField('Postback URL', flow.postback_url, 'postback-url')));
+      copyField('Postback URL', flow.postback_url, 'postback-url'),
+      el('button', {type: 'button', id: 'send-test', onclick: () => sendTest(flow)}, 'Send a test outbound postback')));
   }
   main.append(form);
   form.addEventListener('submit', async (event) => {
@@ -388,6 +390,28 @@ async function postbackEntryPage(id) {
       table([{title: 'Field', key: 0}, {title: 'Value', render: r => el('code', {}, r[1])}], facts),
       el('h2', {}, 'Payload' + (p.payload.truncated ? ' (truncated)' : '')),
       table([{title: 'Parameter', key: 'name'}, {title: 'Value', render: r => el('code', {}, r.value)}], p.payload.params));
+  } catch (error) { showError(error); }
+}
+
+// Appends the CRM push preset (a JSON POST of every macro with a secret Authorization
+// header) to the flow form's outbound postbacks.
+async function addCrmPush() {
+  const area = document.querySelector('textarea[name=outbound_postbacks]');
+  try {
+    const presets = await api('/api/v1/outbound-postbacks/presets');
+    const list = JSON.parse(area.value || '[]');
+    list.push(presets.crm);
+    area.value = JSON.stringify(list, null, 2);
+  } catch (error) { showError(error); }
+}
+
+// Fires one outbound postback of a saved flow once and shows the receiver's answer.
+async function sendTest(flow) {
+  const id = prompt('Outbound postback id to send a test of', (flow.outbound_postbacks[0] || {}).id || '');
+  if (!id) return;
+  try {
+    const a = await api('/api/v1/flows/' + flow.id + '/outbound-postbacks/' + encodeURIComponent(id) + '/test', {method: 'POST', body: {}});
+    showError(`Test ${a.method} ${a.url}: HTTP ${a.http_status}${a.error ? ' · ' + a.error : ''} · ${a.response}`);
   } catch (error) { showError(error); }
 }
 

@@ -9,12 +9,12 @@ mod view;
 
 pub use conditions::RULE_FIELDS;
 pub use spec::{
-    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PostbackSecuritySpec,
-    RuleSpec,
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, HeaderSpec, OutboundSpec,
+    PostbackSecuritySpec, RuleSpec,
 };
 pub use validate::{
-    validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS, MAX_DESTINATIONS,
-    MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS,
+    crm_push_preset, validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS,
+    MAX_DESTINATIONS, MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, SECRET_MASK,
 };
 pub use view::{FlowView, GoalView};
 

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use traffsure_events::{Condition, Destination, Flow, PostbackSecurity};
 
-use super::spec::{ConditionSpec, DestinationSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec};
+use super::spec::{
+    ConditionSpec, DestinationSpec, HeaderSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec,
+};
+use super::validate::SECRET_MASK;
 use crate::money::format_micros;
 use crate::vocab::Vocabulary;
 
@@ -102,6 +105,19 @@ impl From<&Flow> for FlowView {
                     goals: o.goals.clone(),
                     on_status: o.on_status.clone(),
                     reasons: o.reasons.clone(),
+                    headers: o
+                        .headers
+                        .iter()
+                        .map(|h| HeaderSpec {
+                            name: h.name.clone(),
+                            value: if h.secret {
+                                SECRET_MASK.to_string()
+                            } else {
+                                h.value.clone()
+                            },
+                            secret: h.secret,
+                        })
+                        .collect(),
                     delay_seconds: o.delay_seconds,
                     enabled: o.enabled,
                 })
@@ -179,6 +195,37 @@ mod tests {
         assert_eq!(view.default_goal, "sale");
         assert_eq!((view.revision, view.created_at_ms), (1, 1000));
         assert_eq!(find_goal(&flow, "LEAD").unwrap().payout_micros, 1_500_000);
+    }
+
+    #[test]
+    fn a_secret_header_reads_masked_and_the_mask_sent_back_keeps_it() {
+        let crm = |authorization: &str| {
+            serde_json::json!({"name": "CRM", "destination_url": "https://a.test/",
+                "outbound_postbacks": [{"id": "crm", "url": "https://crm.test/leads", "method": "POST",
+                    "body_format": "json", "body_template": "{\"click\": \"{click}\"}",
+                    "headers": [{"name": "Authorization", "value": authorization, "secret": true},
+                                {"name": "X-Source", "value": "traffsure"}]}]})
+        };
+        let mut flow = stored(crm("Bearer s3cret"), 5);
+        let headers = &flow.outbound_postbacks[0].headers;
+        assert_eq!(
+            (headers[0].value.as_str(), headers[1].value.as_str()),
+            ("Bearer s3cret", "traffsure")
+        );
+        let view = FlowView::from(&flow);
+        let shown = &view.outbound_postbacks[0].headers;
+        assert_eq!(
+            (shown[0].value.as_str(), shown[1].value.as_str()),
+            (SECRET_MASK, "traffsure")
+        );
+        assert!(!serde_json::to_string(&view).unwrap().contains("s3cret"));
+        // The panel sends the view back: the mask keeps the stored secret.
+        let again: FlowSpec = serde_json::from_value(crm(SECRET_MASK)).unwrap();
+        again.apply(&mut flow, 6).unwrap();
+        assert_eq!(flow.outbound_postbacks[0].headers[0].value, "Bearer s3cret");
+        let rotated: FlowSpec = serde_json::from_value(crm("Bearer new")).unwrap();
+        rotated.apply(&mut flow, 7).unwrap();
+        assert_eq!(flow.outbound_postbacks[0].headers[0].value, "Bearer new");
     }
 
     #[test]

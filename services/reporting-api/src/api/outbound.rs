@@ -314,6 +314,46 @@ pub async fn replay(
             "conversion_id is required",
         ));
     }
+    let answer = forward(&state, "/replay", &body).await?;
+    if answer.status().is_success() {
+        tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
+    }
+    Ok(answer)
+}
+
+/// Fires one outbound postback of a flow once (`POST
+/// /api/v1/flows/{flow}/outbound-postbacks/{id}/test`) through the dispatcher, for a
+/// made-up approved conversion, and answers what the receiver said.
+pub async fn send_test(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (flow, outbound_id) = path.into_inner();
+    let flow_id = state
+        .registry
+        .resolve(&flow)
+        .map(|f| f.id)
+        .ok_or_else(|| ApiError::NotFound(format!("flow {flow:?} not found")))?;
+    forward(
+        &state,
+        "/test",
+        &json!({"flow_id": flow_id, "outbound_id": outbound_id}),
+    )
+    .await
+}
+
+/// Ready outbound postbacks to start from: `crm`, a JSON push of every macro to a CRM's
+/// API with a secret `Authorization` header.
+pub async fn presets() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "crm": traffsure_core::flow::crm_push_preset() }))
+}
+
+/// Sends `body` to the dispatcher's `path` and answers with its answer.
+async fn forward(
+    state: &AppState,
+    path: &'static str,
+    body: &impl Serialize,
+) -> Result<HttpResponse, ApiError> {
     let Some(base) = state.dispatcher_url.as_deref() else {
         return Err(ApiError::Unavailable(
             "the postback dispatcher is not configured (dispatcher_url)".into(),
@@ -321,8 +361,8 @@ pub async fn replay(
     };
     let response = state
         .http
-        .post(format!("{base}/replay"))
-        .json(&body)
+        .post(format!("{base}{path}"))
+        .json(body)
         .send()
         .await
         .map_err(|e| {
@@ -332,11 +372,7 @@ pub async fn replay(
     let answer: serde_json::Value = response.json().await.map_err(|e| {
         ApiError::Unavailable(format!("the postback dispatcher answered badly: {e}"))
     })?;
-    if !status.is_success() {
-        let code = actix_web::http::StatusCode::from_u16(status.as_u16())
-            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-        return Ok(HttpResponse::build(code).json(answer));
-    }
-    tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
-    Ok(HttpResponse::Ok().json(answer))
+    let code = actix_web::http::StatusCode::from_u16(status.as_u16())
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    Ok(HttpResponse::build(code).json(answer))
 }
