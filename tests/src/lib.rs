@@ -249,6 +249,20 @@ pub fn record_requests() -> anyhow::Result<(u16, Requests)> {
     Ok((port, requests))
 }
 
+/// Every service, the dispatcher allowed to send to loopback addresses, and a
+/// [`record_requests`] receiver for its outbound postbacks: the stack, the receiver's port
+/// and what it got.
+pub async fn stack_with_receiver() -> anyhow::Result<(Stack, u16, Requests)> {
+    let (port, received) = record_requests()?;
+    let stack = Stack::start_with(StackOptions::default().env(
+        "postback-dispatcher",
+        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
+        "true",
+    ))
+    .await?;
+    Ok((stack, port, received))
+}
+
 /// Waits until click-ingest knows the flow behind `track` (its tracking link redirects),
 /// and answers that first click's hash.
 pub async fn first_click(stack: &Stack, track: &str) -> anyhow::Result<String> {

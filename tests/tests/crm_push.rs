@@ -9,9 +9,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_core::flow::{OUTBOUND_MACROS, SECRET_MASK};
-use traffsure_tests::{
-    eventually, first_click, record_requests, Recorded, Requests, Stack, StackOptions,
-};
+use traffsure_tests::{eventually, first_click, stack_with_receiver, Recorded, Requests, Stack};
 
 mod postback_support;
 use postback_support::{flow_id, get as postback};
@@ -20,13 +18,7 @@ const SECRET: &str = "Bearer crm-key-7f3a9c";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_push_sends_every_macro_with_a_secret_header_kept_out_of_logs() -> anyhow::Result<()> {
-    let (port, received) = record_requests()?;
-    let stack = Stack::start_with(StackOptions::default().env(
-        "postback-dispatcher",
-        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
-        "true",
-    ))
-    .await?;
+    let (stack, port, received) = stack_with_receiver().await?;
     let result = run(&stack, port, &received).await;
     stack.print_failure(&result);
     result

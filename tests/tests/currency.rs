@@ -9,18 +9,12 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{click_hash_of, eventually, record_requests, Requests, Stack, StackOptions};
+use traffsure_tests::{click_hash_of, eventually, stack_with_receiver, Requests, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_are_in_the_reporting_currency_and_a_missing_rate_is_counted_apart(
 ) -> anyhow::Result<()> {
-    let (port, received) = record_requests()?;
-    let stack = Stack::start_with(StackOptions::default().env(
-        "postback-dispatcher",
-        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
-        "true",
-    ))
-    .await?;
+    let (stack, port, received) = stack_with_receiver().await?;
     let result = run(&stack, port, &received).await;
     stack.print_failure(&result);
     result

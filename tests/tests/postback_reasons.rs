@@ -12,9 +12,7 @@ use serde_json::{json, Value};
 use traffsure_core::postback_params::{MAX_REASON_BYTES, REASON};
 use traffsure_events::{Conversion, ConversionStatus};
 use traffsure_tests::produce::Producer;
-use traffsure_tests::{
-    eventually, first_click, record_requests, send_clicks, Requests, Stack, StackOptions,
-};
+use traffsure_tests::{eventually, first_click, send_clicks, stack_with_receiver, Requests, Stack};
 
 mod postback_support;
 use postback_support::{flow_id, get as postback, TopicReader};
@@ -52,13 +50,7 @@ const COLUMNS: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reasons_ride_on_conversions_fire_chosen_postbacks_and_fill_the_outbound_log(
 ) -> anyhow::Result<()> {
-    let (port, received) = record_requests()?;
-    let stack = Stack::start_with(StackOptions::default().env(
-        "postback-dispatcher",
-        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
-        "true",
-    ))
-    .await?;
+    let (stack, port, received) = stack_with_receiver().await?;
     let result = run(&stack, port, &received).await;
     stack.print_failure(&result);
     result

@@ -149,18 +149,7 @@ impl Dispatcher {
         }
         let started = Instant::now();
         attempt.attempted_at_ms = now_ms();
-        let mut builder = self
-            .client
-            .request(
-                if request.method == "POST" {
-                    reqwest::Method::POST
-                } else {
-                    reqwest::Method::GET
-                },
-                url,
-            )
-            .header("x-traffsure-delivery", &record.key);
-        builder = with_body_and_headers(builder, request, &outbound);
+        let builder = http_request(&self.client, url, &record.key, request, &outbound);
         let outcome = match builder.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -269,13 +258,24 @@ impl Dispatcher {
 }
 
 /// The first bytes of an answer, as text.
-/// Adds a request's body (POST) and the outbound postback's own headers; a secret header's
-/// value is marked sensitive, so no debug output of the request shows it.
-fn with_body_and_headers(
-    mut builder: reqwest::RequestBuilder,
+/// The HTTP request for a filled-in outbound postback: its method, the delivery header,
+/// its body (POST) and the outbound postback's own headers; a secret header's value is
+/// marked sensitive, so no debug output of the request shows it.
+fn http_request(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    delivery: &str,
     request: OutboundRequest,
     outbound: &OutboundPostback,
 ) -> reqwest::RequestBuilder {
+    let method = if request.method == "POST" {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    };
+    let mut builder = client
+        .request(method, url)
+        .header("x-traffsure-delivery", delivery);
     if let Some(content_type) = request.content_type {
         builder = builder
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -340,45 +340,27 @@ impl Dispatcher {
             Ok(url) => url,
             Err(refused) => return Ok(answer(0, String::new(), refused.to_string(), 0)),
         };
-        let builder = self
-            .client
-            .request(
-                if request.method == "POST" {
-                    reqwest::Method::POST
-                } else {
-                    reqwest::Method::GET
-                },
-                url,
-            )
-            .header(
-                "x-traffsure-delivery",
-                format!("{}/1/{outbound_id}", conversion.conversion_id),
-            );
+        let delivery = format!("{}/1/{outbound_id}", conversion.conversion_id);
+        let builder = http_request(&self.client, url, &delivery, request, outbound);
         let started = Instant::now();
-        Ok(
-            match with_body_and_headers(builder, request, outbound)
-                .send()
-                .await
-            {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let snippet =
-                        read_snippet(response, self.settings.response_snippet_bytes).await;
-                    answer(
-                        status,
-                        snippet,
-                        String::new(),
-                        started.elapsed().as_millis(),
-                    )
-                }
-                Err(error) => answer(
-                    0,
+        Ok(match builder.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let snippet = read_snippet(response, self.settings.response_snippet_bytes).await;
+                answer(
+                    status,
+                    snippet,
                     String::new(),
-                    error_text(&error),
                     started.elapsed().as_millis(),
-                ),
-            },
-        )
+                )
+            }
+            Err(error) => answer(
+                0,
+                String::new(),
+                error_text(&error),
+                started.elapsed().as_millis(),
+            ),
+        })
     }
 }
 
