@@ -170,6 +170,25 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     })
     .await?;
     assert_eq!(stored.lines().collect::<Vec<_>>(), expected);
+    let listed: Value = stack
+        .api(
+            Method::GET,
+            &format!("/api/v1/conversions?flow={flow}&limit=500"),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut reasons: Vec<String> = listed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    reasons.sort();
+    let mut sent_reasons: Vec<String> = sent.iter().map(|(_, r)| r.clone()).collect();
+    sent_reasons.sort();
+    assert_eq!(reasons, sent_reasons);
 
     // A conversion that came through a traffic source and an offer, as the objects give it.
     let injected = {

@@ -345,7 +345,7 @@ function conversionsPage() {
     {title: 'Flow', key: 'flow_name'}, {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
     {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency},
     {title: 'Converted', num: true, render: r => r.revenue_converted === null ? 'no rate' : r.revenue_converted + ' ' + r.currency_converted},
-    {title: 'UID', key: 'uid'},
+    {title: 'UID', key: 'uid'}, {title: 'Reason', key: 'reason'},
     {title: 'Time (UTC)', key: 'time'},
   ]);
 }

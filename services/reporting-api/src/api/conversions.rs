@@ -34,6 +34,7 @@ struct ConversionRow {
     updated: String,
     version: u32,
     click_missing: u8,
+    reason: String,
 }
 
 /// Conversions in their current state: filters flow, goal, status, click_missing, from, to.
@@ -69,7 +70,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 argMax(uid, version) AS u, toString(min(created_at)) AS created, \
                 toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
-                max(version) AS v, max(click_missing) AS cm \
+                max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn \
          FROM conversions WHERE 1",
     );
     if let Some(flow) = flow {
@@ -133,6 +134,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "updated_at": r.updated,
                 "version": r.version,
                 "click_missing": r.click_missing != 0,
+                "reason": r.reason,
             })
         })
         .collect();
