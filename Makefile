@@ -22,14 +22,15 @@ IMAGE_SERVICES := click-ingest postback-ingest conversion-attribution sink postb
 help:
 	@sed -n 's/^## \([a-z-]*\): /\1\t/p' $(firstword $(MAKEFILE_LIST)) | awk -F'\t' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
-## run: install what is missing, start Kafka, ClickHouse and every service, print the links
+## run: install what is missing, start Kafka, ClickHouse and every service, print the links (CLUSTER=1: on the cluster stack)
 run: install build-release stack
-	deploy/local/services.sh start release
+	CLUSTER=$(CLUSTER) deploy/local/services.sh start release
 
-## stop: stop the services, then Kafka and ClickHouse
+## stop: stop the services, then Kafka and ClickHouse (and the cluster stack, if it runs)
 stop:
 	deploy/local/services.sh stop
 	deploy/local/stop.sh
+	deploy/local/cluster.sh stop
 
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse
 test: install build stack check-deploy
@@ -60,9 +61,10 @@ bench: install build-release stack
 install:
 	deploy/local/install.sh
 
-## stack: start Kafka and ClickHouse on loopback and wait until they are ready
+## stack: start Kafka and ClickHouse on loopback and wait until they are ready (CLUSTER=1: also the cluster stack)
 stack:
 	deploy/local/start.sh
+	if [ -n "$(CLUSTER)" ]; then deploy/local/cluster.sh start; fi
 
 ## build: debug build of every crate, tests and examples included
 build:

@@ -58,3 +58,28 @@ SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, cost_cur
 -- tables: exchange_rates
 -- example: '2026-03-01 00:00:00', '2026-03-07 23:59:59'
 SELECT toString(toDate(toDateTime(?)) - 1), toString(toDate(toDateTime(?)) + 1);
+
+-- name: object_names
+-- tables: tracker_objects
+-- example:
+SELECT kind, id, argMax(name, revision) AS n FROM {table} GROUP BY kind, id ORDER BY kind, id;
+
+-- name: funnel_by_object
+-- tables: clicks_funnel_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(traffic_source_id), toString(offer_id)] AS keys, toInt64(sumIf(clicks - bots, kind != 1)) AS c, toInt64(sumIf(clicks - bots, kind != 1 AND lander_id != 0)) AS lv, toInt64(sumIf(clicks - bots, kind = 1)) AS lc, toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc, toInt64(sumIf(bots, kind != 1)) AS b, toUInt64(uniqMergeIf(unique_clicks, kind != 1)) AS u, toInt64(sum(cost_micros)) AS cost FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys ORDER BY keys;
+
+-- name: funnel_by_object_from_raw
+-- tables: clicks
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(traffic_source_id), toString(offer_id)] AS keys, toInt64(countIf(is_bot = 0 AND (kind != 1))) AS c, toInt64(countIf(is_bot = 0 AND (kind != 1 AND lander_id != 0))) AS lv, toInt64(countIf(is_bot = 0 AND (kind = 1))) AS lc, toInt64(countIf(is_bot = 0 AND (kind = 1 OR (lander_id = 0 AND offer_id != 0)))) AS oc, toInt64(countIf(is_bot = 1 AND kind != 1)) AS b, toUInt64(uniqIf(visitor_id, kind != 1)) AS u, toInt64(sum(cost_micros)) AS cost FROM {table} WHERE ts >= ? AND ts < ? GROUP BY keys ORDER BY keys;
+
+-- name: conversions_by_object
+-- tables: conversions_funnel_hourly
+-- example: 'approved', 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(offer_id), toString(lander_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, currency AS cur, toInt64(sumIf(conversions, status = ?)) AS a, toInt64(sumIf(revenue_micros, status = ?)) AS rev FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;
+
+-- name: conversions_by_object_from_raw
+-- tables: conversions
+-- example: 'approved', 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(offer_id), toString(lander_id)] AS keys, toString(toDate(created_at, 'UTC')) AS d, currency AS cur, toInt64(countIf(status = ?)) AS a, toInt64(sumIf(revenue_micros, status = ?)) AS rev FROM (SELECT * FROM {table} WHERE (conversion_id, version) IN (SELECT conversion_id, max(version) FROM {table} GROUP BY conversion_id)) WHERE created_at >= ? AND created_at < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;

@@ -5,6 +5,8 @@
 #     machine only — a Java runtime, Maven and npm;
 #   * Apache Kafka 4.1.1 jars from Maven Central into .local/kafka/libs
 #     (re-done when deploy/local/kafka/pom.xml changes);
+#   * Apache ZooKeeper 3.9.3 jars from Maven Central into .local/zookeeper/libs, for
+#     the cluster stack (deploy/local/cluster.sh; re-done when its pom changes);
 #   * the GeoIP country database (npm @ip-location-db/geo-whois-asn-country-mmdb)
 #     into .local/geoip/country.mmdb;
 #   * the visitor data (uap-core's regexes.yaml as the ua-parser crate in Cargo.lock
@@ -27,7 +29,6 @@ source "$ROOT/deploy/local/lib.sh"
 
 KAFKA_POM="$DEPLOY_DIR/kafka/pom.xml"
 KAFKA_LIBS="$LOCAL_DIR/kafka/libs"
-KAFKA_MARKER="$LOCAL_DIR/kafka/libs.installed"
 GEOIP_PACKAGE="@ip-location-db/geo-whois-asn-country-mmdb"
 # Pinned for reproducibility; the package's npm updates are being discontinued.
 GEOIP_VERSION="${GEOIP_VERSION:-2.3.2026061719}"
@@ -118,28 +119,36 @@ check_java_version() {
   ((v >= 17)) || die "Kafka 4.x needs Java 17 or newer; found Java $v"
 }
 
-# --- Kafka jars --------------------------------------------------------------
-install_kafka() {
-  local hash
-  hash=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
-  if [[ -f "$KAFKA_MARKER" && "$(<"$KAFKA_MARKER")" == "$hash" ]] \
-    && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
-    log "kafka: jars already installed ($KAFKA_LIBS)"
+# --- Kafka and ZooKeeper jars -------------------------------------------------
+# maven_jars NAME POM LIBS JAR_GLOB — the runtime jars of POM from Maven Central into
+# LIBS, skipped while LIBS holds JAR_GLOB and was made from this POM.
+maven_jars() {
+  local name=$1 pom=$2 libs=$3 glob=$4 hash marker="$3.installed"
+  hash=$(sha256sum "$pom" | cut -d' ' -f1)
+  if [[ -f "$marker" && "$(<"$marker")" == "$hash" ]] && compgen -G "$libs/$glob" >/dev/null; then
+    log "$name: jars already installed ($libs)"
     return
   fi
-  log "kafka: resolving jars from Maven Central into $KAFKA_LIBS"
-  rm -rf "$KAFKA_LIBS" "$KAFKA_MARKER"
-  mkdir -p "$KAFKA_LIBS"
-  local mvn_log="$LOG_DIR/install-maven.log"
-  if ! mvn -q -B -f "$KAFKA_POM" dependency:copy-dependencies \
-    -DoutputDirectory="$KAFKA_LIBS" -DincludeScope=runtime >"$mvn_log" 2>&1; then
+  log "$name: resolving jars from Maven Central into $libs"
+  rm -rf "$libs" "$marker"
+  mkdir -p "$libs"
+  local mvn_log="$LOG_DIR/install-maven-$name.log"
+  if ! mvn -q -B -f "$pom" dependency:copy-dependencies \
+    -DoutputDirectory="$libs" -DincludeScope=runtime >"$mvn_log" 2>&1; then
     tail -n 30 "$mvn_log" >&2
-    die "kafka: maven failed (full output: $mvn_log)"
+    die "$name: maven failed (full output: $mvn_log)"
   fi
-  compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null \
-    || die "kafka: maven finished but no kafka_2.13 jar in $KAFKA_LIBS"
-  printf '%s\n' "$hash" >"$KAFKA_MARKER"
-  log "kafka: installed $(find "$KAFKA_LIBS" -name '*.jar' | wc -l) jars"
+  compgen -G "$libs/$glob" >/dev/null || die "$name: maven finished but no $glob in $libs"
+  printf '%s\n' "$hash" >"$marker"
+  log "$name: installed $(find "$libs" -name '*.jar' | wc -l) jars"
+}
+
+install_kafka() {
+  maven_jars kafka "$KAFKA_POM" "$KAFKA_LIBS" 'kafka_2.13-*.jar'
+}
+
+install_zookeeper() {
+  maven_jars zookeeper "$DEPLOY_DIR/zookeeper/pom.xml" "$LOCAL_DIR/zookeeper/libs" 'zookeeper-3*.jar'
 }
 
 # --- GeoIP -------------------------------------------------------------------
@@ -306,6 +315,7 @@ main() {
   install_apt_packages
   check_java_version
   install_kafka
+  install_zookeeper
   install_geoip
   install_user_agents
   install_fraud_data

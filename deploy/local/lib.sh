@@ -79,8 +79,9 @@ log_file() { printf '%s/%s.log\n' "$LOG_DIR" "$1"; }
 # by an unrelated process (e.g. after a reboot) is not mistaken for ours.
 cmdline_marker() {
   case "$1" in
-    kafka) printf 'kafka.Kafka' ;;
-    clickhouse) printf 'clickhouse' ;;
+    kafka | cluster-kafka*) printf 'kafka.Kafka' ;;
+    clickhouse | cluster-clickhouse*) printf 'clickhouse' ;;
+    cluster-zookeeper) printf 'QuorumPeerMain' ;;
     *) printf '%s' "$1" ;; # TraffSure services: the binary is named after the service
   esac
 }
@@ -204,4 +205,18 @@ stop_component() {
   fi
   rm -f "$pf"
   log "$component: stopped (pid $pid)"
+}
+
+# The ClickHouse server command: clickhouse-server, or the single `clickhouse` binary's
+# `server` mode (start.sh, cluster.sh).
+clickhouse_bin() {
+  local b
+  for b in "$(command -v clickhouse-server || true)" /usr/sbin/clickhouse-server /usr/bin/clickhouse-server; do
+    [[ -n "$b" && -x "$b" ]] && { printf '%s\n' "$b"; return; }
+  done
+  if [[ -x /usr/bin/clickhouse ]]; then
+    printf '%s\n' "/usr/bin/clickhouse server"
+    return
+  fi
+  die "clickhouse: clickhouse-server not found — run deploy/local/install.sh first"
 }

@@ -3,6 +3,8 @@
 # from the binaries of one cargo profile, against the local stack (start.sh).
 # Usage: deploy/local/services.sh start [release|debug]
 #        deploy/local/services.sh stop
+# CLUSTER=1: the services use the cluster stack of cluster.sh (three Kafka brokers,
+# two ClickHouse replicas) with the settings `cluster.sh env` prints.
 # On start: waits for every service's /readyz, creates a demo flow if there is
 # none, and prints the admin panel address and a working tracking link.
 # Logs: .local/log/<service>.log, PID files: .local/run/<service>.pid.
@@ -38,6 +40,15 @@ local_secret() {
   cat "$1"
 }
 
+# Exports the cluster stack's settings when CLUSTER is set (in the caller's subshell).
+cluster_env() {
+  [[ -n "${CLUSTER:-}" ]] || return 0
+  local line
+  while IFS= read -r line; do
+    export "${line?}"
+  done < <("$DEPLOY_DIR/cluster.sh" env)
+}
+
 start_services() {
   local profile=${1:-release} bin_dir entry name port pid
   bin_dir="$ROOT/target/$profile"
@@ -53,7 +64,7 @@ start_services() {
       continue
     fi
     rotate_log "$name"
-    pid=$(cd "$ROOT" && TRAFFSURE__HTTP__BIND="127.0.0.1:$port" \
+    pid=$(cd "$ROOT" && cluster_env && TRAFFSURE__HTTP__BIND="127.0.0.1:$port" \
       TRAFFSURE__CLICK_HASH__KEYS="$keys" TRAFFSURE__CLICK_HASH__ACTIVE_KEY=1 \
       TRAFFSURE__GEOIP__DATABASE="$LOCAL_DIR/geoip/country.mmdb" \
       TRAFFSURE__ADMIN__USERNAME=admin TRAFFSURE__ADMIN__PASSWORD="$admin_password" \

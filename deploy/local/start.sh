@@ -112,18 +112,6 @@ start_kafka() {
 }
 
 # --- ClickHouse --------------------------------------------------------------
-clickhouse_bin() {
-  local b
-  for b in "$(command -v clickhouse-server || true)" /usr/sbin/clickhouse-server /usr/bin/clickhouse-server; do
-    [[ -n "$b" && -x "$b" ]] && { printf '%s\n' "$b"; return; }
-  done
-  if [[ -x /usr/bin/clickhouse ]]; then
-    printf '%s\n' "/usr/bin/clickhouse server"
-    return
-  fi
-  die "clickhouse: clickhouse-server not found — run deploy/local/install.sh first"
-}
-
 clickhouse_ready() {
   [[ "$(curl -fsS --max-time 2 "http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT/ping" 2>/dev/null)" == "Ok." ]]
 }

@@ -4,24 +4,10 @@
 //
 // Run by tests/tests/reporting_browser.rs against a whole test stack:
 //   PANEL_URL POSTBACK_URL ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node panel.mjs
-import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { assert, env, openBrowser } from './common.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set`);
-  return value;
-};
 const panel = env('PANEL_URL');
 const postbackBase = env('POSTBACK_URL');
-const shots = env('SCREENSHOT_DIR');
-mkdirSync(shots, { recursive: true });
-
-function assert(condition, message) {
-  if (!condition) throw new Error('assertion failed: ' + message);
-}
 
 // Reloads `url` until `selector` shows text containing `expected` (the pipeline takes
 // a few seconds from event to ClickHouse).
@@ -37,20 +23,9 @@ async function waitForText(page, url, selector, expected, seconds = 60) {
   }
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'traffsure-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1360, height: 900 },
-});
-const page = context.pages()[0] || await context.newPage();
-const errors = [];
-page.on('pageerror', (error) => errors.push(String(error)));
-const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+const { page, errors, shot, shots, run } = await openBrowser();
 
-try {
+await run(async () => {
   // Log in: the panel sends a fresh visitor to the login page and back.
   await page.goto(panel + '/clicks');
   assert(page.url().startsWith(panel + '/login'), 'redirected to login, at ' + page.url());
@@ -154,11 +129,4 @@ try {
   await shot('12-dashboard-after');
   assert(errors.length === 0, 'no script errors: ' + errors.join('; '));
   console.log('panel ok: click', clickHash, 'screenshots in', shots);
-} catch (error) {
-  await shot('failure').catch(() => {});
-  console.error(error);
-  process.exitCode = 1;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});

@@ -6,13 +6,15 @@
 //! from `TRAFFSURE_TEST_KAFKA` and `TRAFFSURE_TEST_CLICKHOUSE`, loopback by default.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
 
+pub mod browser;
+pub mod chdb;
 pub mod kafka_topic;
 pub mod private_clickhouse;
 pub mod private_kafka;
@@ -122,61 +124,14 @@ pub fn click_hash_of(location: &str) -> String {
         .to_string()
 }
 
-/// `tests/browser`, with its pinned playwright-core installed (`npm ci` when it is not
-/// yet: `make test` installs it through deploy/local/install.sh; this covers a bare
-/// `cargo test`).
-async fn browser_dir() -> anyhow::Result<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-    if dir.join("node_modules/playwright-core").exists() {
-        return Ok(dir);
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .await
-        .context("run npm ci in tests/browser (is npm installed?)")?;
-    if !status.success() {
-        bail!("npm ci in tests/browser failed with {status}");
-    }
-    Ok(dir)
-}
-
-/// Runs `tests/browser/<script>` with node: playwright-core driving headless Chromium
-/// (`CHROMIUM`, else Debian's), with `env` and `SCREENSHOT_DIR=screenshots` (emptied
-/// first). Answers the script's standard output; fails with both outputs when the script
-/// fails or runs over 240 s.
-pub async fn run_browser_script(
-    script: &str,
-    env: &[(&str, String)],
-    screenshots: &Path,
-) -> anyhow::Result<String> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        bail!("{chromium} is missing: run deploy/local/install.sh (installs Debian's chromium)");
-    }
-    let _ = std::fs::remove_dir_all(screenshots);
-    let run = Command::new("node")
-        .arg(script)
-        .current_dir(browser_dir().await?)
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .env("SCREENSHOT_DIR", screenshots)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .with_context(|| format!("{script} ran over 240 s"))??;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if !output.status.success() {
-        bail!(
-            "{script} failed ({}):\n{stdout}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(stdout)
+/// The query parameters of a redirect's `Location`, decoded, by name (the last of a
+/// repeated name).
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+    let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
@@ -690,9 +645,15 @@ impl Stack {
 
     /// Runs a query in this test's ClickHouse database and returns the text answer.
     pub async fn clickhouse(&self, sql: &str) -> anyhow::Result<String> {
+        self.clickhouse_at(&self.options.clickhouse_url, sql).await
+    }
+
+    /// Runs a query in this test's database on the ClickHouse server at `url` (one
+    /// replica of a cluster, say) and returns the text answer.
+    pub async fn clickhouse_at(&self, url: &str, sql: &str) -> anyhow::Result<String> {
         let response = self
             .http
-            .post(&self.options.clickhouse_url)
+            .post(url)
             .query(&[("database", self.database.as_str())])
             .body(sql.to_string())
             .send()

@@ -10,7 +10,7 @@ use serde_json::json;
 use traffsure_core::ClickHashKeys;
 use traffsure_events::Click;
 use traffsure_tests::kafka_topic::{publish_flow, read_events};
-use traffsure_tests::{eventually, Stack, StackOptions, CLICK_HASH_KEYS};
+use traffsure_tests::{eventually, query_of, Stack, StackOptions, CLICK_HASH_KEYS};
 
 const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 const SAFARI_IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
@@ -22,14 +22,6 @@ const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.goo
 const US_V4: &str = "8.8.8.8";
 const US_V6: &str = "2001:4860:4860::8888";
 const DE_V4: &str = "85.214.132.117";
-
-fn query_of(location: &str) -> HashMap<String, String> {
-    let query = location.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
-        .unwrap_or_default()
-        .into_iter()
-        .collect()
-}
 
 struct Edge<'a> {
     stack: &'a Stack,

@@ -9,13 +9,13 @@
 
 mod postback_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use postback_support::{clicks, flow_id, postback_log, postbacks, TopicReader};
 use serde_json::{json, Value};
 use traffsure_events::{ClickKind, Conversion};
+use traffsure_tests::browser::run_script;
 use traffsure_tests::{Stack, StackOptions};
 
 /// The tracker's URL on `localhost` instead of 127.0.0.1: another site than the pages.
@@ -135,8 +135,6 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let mut conversions =
         TopicReader::open(stack, "conversions", |c: &Conversion| c.click_hash.clone()).await?;
 
-    let screenshots =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots/direct");
     let env = [
         ("CLICK_URL", on_localhost(stack, "click-ingest")),
         ("POSTBACK_URL", on_localhost(stack, "postback-ingest")),
@@ -144,7 +142,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         ("LANDER_PORT", lander_port.to_string()),
         ("OFFER_PORT", offer_port.to_string()),
     ];
-    let stdout = traffsure_tests::run_browser_script("direct.mjs", &env, &screenshots).await?;
+    let run = run_script(stack, "direct.mjs", "direct", &env, Duration::from_secs(240)).await?;
+    let stdout = &run.stdout;
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("direct result "))
@@ -152,8 +151,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let seen: Value = serde_json::from_str(line)?;
     let hash = |key: &str| seen[key].as_str().unwrap_or_default().to_string();
     let (a, c, d) = (hash("a"), hash("c"), hash("d"));
-    let shots = std::fs::read_dir(&screenshots)?.count();
-    assert_eq!(shots, 5, "screenshots in {}", screenshots.display());
+    let shots = run.screenshot_count()?;
+    assert_eq!(shots, 5, "screenshots in {}", run.screenshots.display());
 
     // The clicks: two direct visits with the page's parameters, one through the link.
     let found = click_events

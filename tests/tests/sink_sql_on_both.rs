@@ -2,15 +2,7 @@
 //! a current ClickHouse (26.x, in-process through the chdb-core wheel that
 //! `deploy/local/install.sh` puts in `.local/chdb-venv`), and both give the same answers.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-
-use anyhow::{bail, Context};
-use tokio::io::AsyncWriteExt;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use anyhow::bail;
 
 /// Sample rows with fixed times, so both engines must give the same answers.
 const SAMPLES: &[&str] = &[
@@ -29,6 +21,18 @@ const SAMPLES: &[&str] = &[
      (toDate('2026-03-02'), 'EUR', 'USD', 1.25, toDateTime('2026-03-02 16:00:00')), \
      (toDate('2026-03-04'), 'EUR', 'USD', 1.5, toDateTime('2026-03-04 16:00:00'))",
     "INSERT INTO postback_log (postback_id, received_at, flow_id, param_names, param_values, kafka_partition, kafka_offset) VALUES ('p', toDateTime('2026-03-01 10:20:00'), 1, ['click', 'goal'], ['a', 'sale'], 2, 7)",
+    // Through objects: a lander visit, its click-through to an offer, a direct-to-offer
+    // visit, a bot's direct visit to the lander; a conversion with its click's objects;
+    // an offer renamed (revision 2) and a traffic source.
+    "INSERT INTO clicks (click_hash, flow_id, ts, ts_ms, visitor_id, cost_micros, is_bot, kind, parent_click_hash, traffic_source_id, lander_id, offer_id, network_id, kafka_partition, kafka_offset) VALUES \
+     ('d', 1, toDateTime('2026-03-01 10:20:00'), 1772360400000, 'v3', 200, 0, 0, '', 3, 5, 0, 0, 0, 2), \
+     ('e', 1, toDateTime('2026-03-01 10:21:00'), 1772360460000, 'v3', 0, 0, 1, 'd', 3, 5, 9, 2, 0, 3), \
+     ('f', 1, toDateTime('2026-03-01 10:22:00'), 1772360520000, 'v4', 0, 0, 0, '', 4, 0, 9, 2, 0, 4), \
+     ('g', 1, toDateTime('2026-03-01 10:23:00'), 1772360580000, 'v5', 0, 1, 2, '', 3, 5, 0, 0, 0, 5)",
+    "INSERT INTO conversions (conversion_id, version, click_hash, flow_id, goal, status, previous_status, revenue_micros, previous_revenue_micros, created_at, traffic_source_id, lander_id, offer_id, network_id, kafka_partition, kafka_offset) VALUES \
+     ('z', 1, 'e', 1, 'sale', 'approved', '', 3000000, 0, toDateTime('2026-03-01 10:30:00'), 3, 5, 9, 2, 0, 2)",
+    "INSERT INTO tracker_objects (kind, id, revision, name, kafka_partition, kafka_offset) VALUES \
+     (3, 9, 1, 'Old offer', 0, 0), (3, 9, 2, 'VPN offer', 0, 1), (1, 3, 1, 'Push source', 0, 2)",
     "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, attempted_at, kafka_partition, kafka_offset) VALUES ('o', 'x', 1, toDateTime('2026-03-01 10:21:00'), 3, 9)",
     "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, url, attempted_at, traffic_source_id, offer_id, reason, integration, postback_type, kafka_partition, kafka_offset) VALUES \
      ('p', 'y', 2, 'https://s.test/pb?why=Fraud', toDateTime('2026-03-01 10:22:00'), 5, 6, 'Fraud', 's2s', 'conversion', 3, 10)",
@@ -88,56 +92,7 @@ async fn on_18_16(statements: &[(String, String)]) -> anyhow::Result<Vec<String>
 }
 
 async fn on_current(statements: &[(String, String)]) -> anyhow::Result<Vec<String>> {
-    let python = std::env::var("TRAFFSURE_CHDB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace().join(".local/chdb-venv/bin/python"));
-    if !python.exists() {
-        bail!(
-            "{} is missing: run deploy/local/install.sh (make test does)",
-            python.display()
-        );
-    }
-    let mut sql = vec![
-        "CREATE DATABASE IF NOT EXISTS traffsure_check".to_string(),
-        "USE traffsure_check".to_string(),
-    ];
-    sql.extend(statements.iter().map(|(_, s)| s.clone()));
-    let mut child = tokio::process::Command::new(&python)
-        .arg(workspace().join("deploy/clickhouse/chdb_run.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start chdb_run.py")?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    stdin
-        .write_all(serde_json::to_string(&sql)?.as_bytes())
-        .await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
-    if !output.status.success() {
-        bail!(
-            "chdb_run.py failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)?
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
-    assert_eq!(lines.len(), sql.len(), "one answer per statement");
-    let mut results = Vec::new();
-    for (i, line) in lines.iter().enumerate().skip(2) {
-        let (label, statement) = &statements[i - 2];
-        if line["ok"] != true {
-            bail!(
-                "ClickHouse 26.x refused {label}: {statement}\n{}",
-                line["error"]
-            );
-        }
-        results.push(line["result"].as_str().unwrap_or_default().to_string());
-    }
-    Ok(results)
+    traffsure_tests::chdb::run(statements).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,12 +117,12 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
     };
     assert_eq!(
         answer("clicks_by_hour"),
-        "2026-03-01 10:00:00\t1\t2\t1\t1\t2000\n2026-03-01 11:00:00\t2\t1\t0\t1\t500"
+        "2026-03-01 10:00:00\t1\t6\t2\t4\t2200\n2026-03-01 11:00:00\t2\t1\t0\t1\t500"
     );
     assert_eq!(answer("clicks_by_hour"), answer("clicks_from_raw"));
     assert_eq!(
         answer("conversions_by_status"),
-        "1\tsale\tapproved\t1\t2500000\n2\tlead\tpending\t1\t0"
+        "1\tsale\tapproved\t2\t5500000\n2\tlead\tpending\t1\t0"
     );
     assert_eq!(
         answer("conversions_by_status"),
@@ -180,7 +135,7 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
     );
     assert_eq!(
         answer("conversions_by_day_and_currency"),
-        "['1']\t2026-03-01\t\t1\t2500000\n['2']\t2026-03-01\t\t0\t0"
+        "['1']\t2026-03-01\t\t2\t5500000\n['2']\t2026-03-01\t\t0\t0"
     );
     assert_eq!(answer("rate_days_of_range"), "2026-02-28\t2026-03-08");
     let sample = |part: &str| {
@@ -200,7 +155,29 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
     );
     assert_eq!(
         answer("costs_by_day_and_currency"),
-        "['1']\t2026-03-01\t\t2000\n['2']\t2026-03-01\t\t500"
+        "['1']\t2026-03-01\t\t2200\n['2']\t2026-03-01\t\t500"
     );
+    // The funnel by traffic source and offer: visits, lander views, lander clicks, offer
+    // clicks (people only), bots and unique visitors of visits, cost.
+    assert_eq!(
+        answer("funnel_by_object"),
+        "['0','0']\t2\t0\t0\t0\t1\t2\t2500\n\
+         ['3','0']\t1\t1\t0\t0\t1\t2\t200\n\
+         ['3','9']\t0\t0\t1\t1\t0\t0\t0\n\
+         ['4','9']\t1\t0\t0\t1\t0\t1\t0"
+    );
+    assert_eq!(
+        answer("funnel_by_object"),
+        answer("funnel_by_object_from_raw")
+    );
+    assert_eq!(
+        answer("conversions_by_object"),
+        "['0','0']\t2026-03-01\t\t1\t2500000\n['9','5']\t2026-03-01\t\t1\t3000000"
+    );
+    assert_eq!(
+        answer("conversions_by_object"),
+        answer("conversions_by_object_from_raw")
+    );
+    assert_eq!(answer("object_names"), "1\t3\tPush source\n3\t9\tVPN offer");
     Ok(())
 }

@@ -13,6 +13,7 @@ pub use connect::{check_access, AccessError};
 pub use migration_lock::LockTimings;
 pub use rebuild::Rebuild;
 
+pub mod cluster;
 mod connect;
 pub mod migration_lock;
 pub mod queries;
@@ -69,6 +70,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0009_admin_sessions.sql"),
     ),
     (
+        10,
+        "funnel_objects",
+        include_str!("../../../deploy/clickhouse/migrations/0010_funnel_objects.sql"),
+    ),
+    (
         15,
         "outbound_log_columns",
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
@@ -107,7 +113,74 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
             ],
         },
     ),
+    (
+        10,
+        Rebuild {
+            target: "clicks_funnel_hourly",
+            source: "clicks",
+            month: "toYYYYMM(ts)",
+            selects: &[
+                "SELECT toStartOfHour(ts) AS h, flow_id, traffic_source_id, offer_id, lander_id, \
+                 network_id, kind, country, source, sub_id, device, os, browser, cost_currency, \
+                 count(), sum(toUInt64(is_bot)), uniqState(visitor_id), sum(cost_micros) \
+                 FROM clicks WHERE 1 \
+                 GROUP BY h, flow_id, traffic_source_id, offer_id, lander_id, network_id, kind, \
+                 country, source, sub_id, device, os, browser, cost_currency",
+            ],
+        },
+    ),
+    (
+        10,
+        Rebuild {
+            target: "conversions_funnel_hourly",
+            source: "conversions",
+            month: "toYYYYMM(created_at)",
+            selects: &[
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, status, currency, \
+                 toInt64(1), revenue_micros \
+                 FROM conversions WHERE status != ''",
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, previous_status, \
+                 currency, toInt64(-1), -previous_revenue_micros \
+                 FROM conversions WHERE previous_status != ''",
+            ],
+        },
+    ),
 ];
+
+const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations \
+     (version UInt32, name String, applied_at DateTime) \
+     ENGINE = ReplacingMergeTree() ORDER BY version";
+
+/// Where the schema goes: one server, or every server of a cluster (`cluster`).
+struct Schema<'a> {
+    database: &'a str,
+    cluster: Option<&'a str>,
+}
+
+impl<'a> Schema<'a> {
+    fn of(settings: &'a ClickHouseSettings) -> Self {
+        Self {
+            database: &settings.database,
+            cluster: cluster::enabled(settings).then(|| settings.cluster.trim()),
+        }
+    }
+
+    fn on_cluster(&self) -> String {
+        self.cluster
+            .map(|c| format!(" ON CLUSTER {c}"))
+            .unwrap_or_default()
+    }
+
+    /// A migration statement as it runs here.
+    fn statement(&self, statement: &str) -> String {
+        match self.cluster {
+            Some(cluster) => cluster::rewrite(statement, self.database, cluster),
+            None => statement.to_string(),
+        }
+    }
+}
 
 /// Called with the name of each rebuild step as it completes.
 pub type StepHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -132,6 +205,20 @@ fn already_applied(statement: &str, error: &clickhouse::error::Error) -> bool {
 /// A client for the configured database.
 pub fn client(settings: &ClickHouseSettings) -> Client {
     server_client(settings).with_database(&settings.database)
+}
+
+/// The client reporting-api reads (and writes its own tables) through: in cluster mode
+/// the `Distributed` tables of `<database>_distributed`, whose inserts reach a replica
+/// of a shard before they answer, and whose `IN`/`JOIN` subqueries over distributed
+/// tables run once and are sent to every shard (`GLOBAL`); otherwise [`client`].
+pub fn reader(settings: &ClickHouseSettings) -> Client {
+    if !cluster::enabled(settings) {
+        return client(settings);
+    }
+    server_client(settings)
+        .with_database(cluster::distributed_database(&settings.database))
+        .with_setting("insert_distributed_sync", "1")
+        .with_setting("distributed_product_mode", "global")
 }
 
 /// A client with no database selected (for `CREATE DATABASE`).
@@ -184,20 +271,19 @@ pub async fn migrate_with(
     settings: &ClickHouseSettings,
     options: &MigrateOptions,
 ) -> Result<(), clickhouse::error::Error> {
+    let schema = Schema::of(settings);
     server_client(settings)
-        .query("CREATE DATABASE IF NOT EXISTS ?")
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS ?{}",
+            schema.on_cluster()
+        ))
         .bind(clickhouse::sql::Identifier(&settings.database))
         .execute()
         .await?;
     let client = client(settings);
-    client
-        .query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations \
-             (version UInt32, name String, applied_at DateTime) \
-             ENGINE = ReplacingMergeTree() ORDER BY version",
-        )
-        .execute()
-        .await?;
+    for table in [CREATE_MIGRATIONS, migration_lock::CREATE_CLAIMS] {
+        client.query(&schema.statement(table)).execute().await?;
+    }
     let Some(&(latest, _, _)) = MIGRATIONS.last() else {
         return Ok(());
     };
@@ -205,7 +291,7 @@ pub async fn migrate_with(
         return Ok(());
     }
     migration_lock::exclusively(&client, latest, &options.lock, |owner| {
-        apply_pending(&client, owner, options)
+        apply_pending(&client, &schema, owner, options)
     })
     .await?;
     Ok(())
@@ -215,6 +301,7 @@ pub async fn migrate_with(
 /// the migration lock.
 async fn apply_pending(
     client: &Client,
+    schema: &Schema<'_>,
     owner: String,
     options: &MigrateOptions,
 ) -> Result<(), clickhouse::error::Error> {
@@ -228,6 +315,7 @@ async fn apply_pending(
             continue;
         }
         for statement in statements(sql) {
+            let statement = schema.statement(&statement);
             match client.query(&statement).execute().await {
                 Err(error) if !already_applied(&statement, &error) => return Err(error),
                 _ => {}
@@ -239,9 +327,12 @@ async fn apply_pending(
             .map(|(_, rebuild)| *rebuild)
             .collect();
         for rebuild in &rebuilds {
-            rebuild::run(client, rebuild, &owner, hook).await?;
+            rebuild::run(client, rebuild, schema.cluster.is_some(), &owner, hook).await?;
         }
         rebuild::drop_leftovers(client, &rebuilds).await?;
+        if let Some(cluster) = schema.cluster {
+            cluster::sync_distributed(client, schema.database, cluster).await?;
+        }
         client
             .query("INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()")
             .bind(version)

@@ -55,7 +55,7 @@ impl Default for LockTimings {
     }
 }
 
-const CREATE_CLAIMS: &str = "CREATE TABLE IF NOT EXISTS schema_migration_claims \
+pub(crate) const CREATE_CLAIMS: &str = "CREATE TABLE IF NOT EXISTS schema_migration_claims \
      (version UInt32, owner String, claimed_at DateTime) \
      ENGINE = MergeTree() ORDER BY (version, claimed_at, owner)";
 

@@ -33,9 +33,12 @@ pub fn step_name(step: &str, target: &str, month: u32) -> String {
 
 /// Recomputes every month of `rebuild.target` that its raw table holds. `owner` keeps
 /// the staging table apart from any other migrator's; `hook` is called after each step.
+/// A `replicated` target gets a staging table of its engine without the replication:
+/// local to the server the migrator talks to, whose `REPLACE PARTITION` replicates.
 pub(crate) async fn run(
     client: &Client,
     rebuild: &Rebuild,
+    replicated: bool,
     owner: &str,
     hook: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(), clickhouse::error::Error> {
@@ -48,8 +51,24 @@ pub(crate) async fn run(
         .query(&format!("DROP TABLE IF EXISTS {stage}"))
         .execute()
         .await?;
+    let engine = if replicated {
+        let engine_full: String = client
+            .query(
+                "SELECT engine_full FROM system.tables \
+                 WHERE database = currentDatabase() AND name = ?",
+            )
+            .bind(rebuild.target)
+            .fetch_one()
+            .await?;
+        format!(" ENGINE = {}", crate::cluster::local_engine(&engine_full))
+    } else {
+        String::new()
+    };
     client
-        .query(&format!("CREATE TABLE {stage} AS {}", rebuild.target))
+        .query(&format!(
+            "CREATE TABLE {stage} AS {}{engine}",
+            rebuild.target
+        ))
         .execute()
         .await?;
     let months: Vec<u32> = client

@@ -273,6 +273,10 @@ pub struct ClickHouseSettings {
     /// PEM file of the CA that signed the server's certificate (an `https` URL); the
     /// public web CAs are trusted besides it, so empty suits a managed service.
     pub ca_path: String,
+    /// A cluster of the server's `remote_servers`: migrations create replicated tables
+    /// on every server of it (`ON CLUSTER`) and `Distributed` tables for reads in the
+    /// database `<database>_distributed`. Empty: one server, plain tables.
+    pub cluster: String,
 }
 
 impl Default for ClickHouseSettings {
@@ -283,6 +287,7 @@ impl Default for ClickHouseSettings {
             user: "default".into(),
             password: String::new(),
             ca_path: String::new(),
+            cluster: String::new(),
         }
     }
 }
@@ -296,6 +301,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("user", &self.user)
             .field("password", &redacted(&self.password))
             .field("ca_path", &self.ca_path)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

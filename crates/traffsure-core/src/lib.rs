@@ -14,6 +14,7 @@ pub mod error_body;
 pub mod flow;
 pub mod macros;
 pub mod money;
+pub mod objects;
 pub mod postback_params;
 pub mod routing;
 pub mod status;

@@ -53,6 +53,47 @@ where
     out
 }
 
+/// `url` with its query parameter `name` set to `value` (URL-encoded): every existing
+/// `name=…` is taken out and `name=value` is added at the end of the query, before any
+/// `#fragment`. Names compare as written after percent-decoding.
+pub fn set_query_param(url: &str, name: &str, value: &str) -> String {
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let (base, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    let mut out = String::with_capacity(url.len() + name.len() + value.len() + 8);
+    out.push_str(base);
+    out.push('?');
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        let key = percent_encoding::percent_decode_str(&key.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        if key != name {
+            out.push_str(pair);
+            out.push('&');
+        }
+    }
+    out.push_str(&encode_component(name));
+    out.push('=');
+    out.push_str(&encode_component(value));
+    out.push_str(fragment);
+    out
+}
+
+/// The longest start of `text` that is at most `max` bytes and ends on a character
+/// boundary.
+pub fn truncate_str(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The macro names a template uses, in order of first appearance.
 pub fn macro_names(template: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -97,6 +138,37 @@ mod tests {
     #[test]
     fn lists_macro_names() {
         assert_eq!(macro_names("{a}{b}{a}{ c}"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn sets_a_query_parameter_once() {
+        let set = |url: &str| set_query_param(url, "aff_sub", "0a b&c");
+        assert_eq!(set("https://o.test/"), "https://o.test/?aff_sub=0a%20b%26c");
+        assert_eq!(
+            set("https://o.test/p?x=1&aff_sub=old&y=2"),
+            "https://o.test/p?x=1&y=2&aff_sub=0a%20b%26c"
+        );
+        assert_eq!(
+            set("https://o.test/?aff%5Fsub=old&aff_sub&z#top"),
+            "https://o.test/?z&aff_sub=0a%20b%26c#top"
+        );
+        assert_eq!(
+            set("https://o.test/?"),
+            "https://o.test/?aff_sub=0a%20b%26c"
+        );
+        // A parameter whose name only starts the same stays.
+        assert_eq!(
+            set("https://o.test/?aff_sub2=k"),
+            "https://o.test/?aff_sub2=k&aff_sub=0a%20b%26c"
+        );
+    }
+
+    #[test]
+    fn truncates_on_character_boundaries() {
+        assert_eq!(truncate_str("abc", 5), "abc");
+        assert_eq!(truncate_str("abcdef", 3), "abc");
+        assert_eq!(truncate_str("aé", 2), "a");
+        assert_eq!(truncate_str("€", 0), "");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Which destination a click goes to: bot routing, ordered rules, weighted rotation, and
-//! the flow's fallback URL.
+//! Which destination a click goes to: bot routing, ordered rules, weighted rotation, the
+//! flow's fallback URL, and the funnel (`Path`) of landers and offers a rule or the flow
+//! sends its visitors down instead.
 //!
 //! Pure functions over the stored `Flow`; the edge supplies the click's attributes and a
 //! random number, so every choice here is reproducible in tests. Destinations come only
@@ -8,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use traffsure_events::{Condition, Destination, Flow, Rule};
+use traffsure_events::{Condition, Destination, Flow, Path, PathLander, PathOffer, Rule};
 
 use crate::cidr::Cidr;
 use crate::flow::conditions;
@@ -299,20 +300,90 @@ pub fn rule_matches(rule: &Rule, click: &ClickAttributes<'_>) -> bool {
 /// Picks one destination by weight (a weight of 0 counts as 1). `random` is any number;
 /// the same number always picks the same destination.
 pub fn pick_weighted(destinations: &[Destination], random: u64) -> Option<&Destination> {
-    let weight = |d: &Destination| u64::from(d.weight.max(1));
-    let total: u64 = destinations.iter().map(weight).sum();
+    pick_by_weight(destinations, |d| d.weight, random)
+}
+
+/// Picks one item by the weight `weight` gives it (0 counts as 1), as `pick_weighted`.
+pub fn pick_by_weight<T>(items: &[T], weight: impl Fn(&T) -> u32, random: u64) -> Option<&T> {
+    let weight = |item: &T| u64::from(weight(item).max(1));
+    let total: u64 = items.iter().map(weight).sum();
     if total == 0 {
         return None;
     }
     let mut point = random % total;
-    for destination in destinations {
-        let w = weight(destination);
+    for item in items {
+        let w = weight(item);
         if point < w {
-            return Some(destination);
+            return Some(item);
         }
         point -= w;
     }
-    destinations.last()
+    items.last()
+}
+
+/// True when the path sends visitors anywhere (it has landers or offers).
+pub fn path_in_use(path: Option<&Path>) -> bool {
+    path.is_some_and(|p| !p.landers.is_empty() || !p.offers.is_empty())
+}
+
+/// The funnel of the set a route chose: the matched rule's path, or the flow's for the
+/// default set, when it has landers or offers; `None` for bots sent to the bot URL and
+/// for sets that go to their destinations.
+pub fn path_of(flow: &Flow, route: Route) -> Option<&Path> {
+    let path = match route {
+        Route::Bot => None,
+        Route::Rule(index) => flow.rules.get(index).and_then(|r| r.path.as_ref()),
+        Route::Default => flow.path.as_ref(),
+    };
+    path.filter(|p| path_in_use(Some(p)))
+}
+
+/// The first step of a funnel: a lander, or an offer when the path has no landers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step<'f> {
+    Lander(&'f PathLander),
+    Offer(&'f PathOffer),
+}
+
+impl<'f> Step<'f> {
+    /// The step's URL template.
+    pub fn url(&self) -> &'f str {
+        match *self {
+            Step::Lander(lander) => &lander.url,
+            Step::Offer(offer) => &offer.url,
+        }
+    }
+}
+
+/// Where a visit down `path` goes first: a lander by weight, else an offer by weight.
+pub fn first_step(path: &Path, random: u64) -> Option<Step<'_>> {
+    match pick_by_weight(&path.landers, |l| l.weight, random) {
+        Some(lander) => Some(Step::Lander(lander)),
+        None => pick_offer(path, None, random).map(Step::Offer),
+    }
+}
+
+/// The offer a lander click-through goes to: the `n`-th offer of the path (1-based) when
+/// `n` names one, else one by weight (so a lander link to an offer no longer in the path
+/// still reaches one of its offers).
+pub fn pick_offer(path: &Path, n: Option<usize>, random: u64) -> Option<&PathOffer> {
+    n.and_then(|n| n.checked_sub(1))
+        .and_then(|i| path.offers.get(i))
+        .or_else(|| pick_by_weight(&path.offers, |o| o.weight, random))
+}
+
+/// The offer `offer_id` as the flow's paths hold it (a rule's, else the flow's own), for
+/// what the offer says about conversions of its clicks.
+pub fn path_offer(flow: &Flow, offer_id: u32) -> Option<&PathOffer> {
+    if offer_id == 0 {
+        return None;
+    }
+    flow.rules
+        .iter()
+        .filter_map(|r| r.path.as_ref())
+        .chain(flow.path.as_ref())
+        .flat_map(|p| &p.offers)
+        .find(|o| o.offer_id == offer_id)
 }
 
 /// Chooses where a click goes: bots to the bot URL when the flow has one, else the first
@@ -574,6 +645,104 @@ mod tests {
                 assert_eq!(counts[i], u64::from(d.weight.max(1)), "{set:?}");
             }
         }
+    }
+
+    fn lander(id: u32, weight: u32) -> PathLander {
+        PathLander {
+            lander_id: id,
+            url: format!("https://lp{id}.test/?c={{click}}"),
+            weight,
+        }
+    }
+
+    fn offer(id: u32, weight: u32) -> PathOffer {
+        PathOffer {
+            offer_id: id,
+            url: format!("https://offer{id}.test/"),
+            weight,
+            network_id: 100 + id,
+            ..PathOffer::default()
+        }
+    }
+
+    #[test]
+    fn paths_replace_the_destinations_of_their_set() {
+        let mut flow = flow();
+        let funnel = Path {
+            landers: vec![lander(1, 7), lander(2, 3)],
+            offers: vec![offer(10, 1), offer(11, 1)],
+        };
+        flow.rules[1].path = Some(funnel.clone());
+        flow.path = Some(Path {
+            landers: vec![],
+            offers: vec![offer(20, 1)],
+        });
+        let office = ClickAttributes {
+            ip: "10.1.2.3".parse().ok(),
+            ..Default::default()
+        };
+        let route = choose(&flow, &office, 0).route;
+        assert_eq!(path_of(&flow, route), Some(&funnel));
+        // Landers come first; the split over one full cycle is exactly 7:3.
+        let mut counts = [0u32; 3];
+        for r in 0..10 {
+            match first_step(&funnel, r) {
+                Some(Step::Lander(l)) => counts[l.lander_id as usize] += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(counts, [0, 7, 3]);
+        // The default set's path has offers only: the visit goes straight to one.
+        let route = choose(&flow, &ClickAttributes::default(), 0).route;
+        assert_eq!(route, Route::Default);
+        let default_path = path_of(&flow, route).unwrap();
+        assert!(matches!(first_step(default_path, 5), Some(Step::Offer(o)) if o.offer_id == 20));
+        // Bots sent to the bot URL and rules without a path use no path; an empty path
+        // is no path.
+        assert_eq!(path_of(&flow, Route::Bot), None);
+        assert_eq!(path_of(&flow, Route::Rule(0)), None);
+        flow.rules[0].path = Some(Path::default());
+        assert_eq!(path_of(&flow, Route::Rule(0)), None);
+        assert_eq!(path_of(&flow, Route::Rule(99)), None);
+        assert_eq!(first_step(&Path::default(), 1), None);
+    }
+
+    #[test]
+    fn offers_are_picked_by_number_or_weight() {
+        let path = Path {
+            landers: vec![lander(1, 1)],
+            offers: vec![offer(10, 1), offer(11, 3), offer(12, 0)],
+        };
+        let id = |n: Option<usize>, r: u64| pick_offer(&path, n, r).unwrap().offer_id;
+        assert_eq!(
+            (id(Some(1), 3), id(Some(2), 0), id(Some(3), 0)),
+            (10, 11, 12)
+        );
+        // Out of range (and 0) fall back to the weighted pick: 1:3:1.
+        let picks: Vec<u32> = (0..5).map(|r| id(Some(4), r)).collect();
+        assert_eq!(picks, [10, 11, 11, 11, 12]);
+        assert_eq!(id(Some(0), 0), 10);
+        assert_eq!(id(None, 4), 12);
+        assert_eq!(pick_offer(&Path::default(), Some(1), 0), None);
+    }
+
+    #[test]
+    fn finds_an_offer_in_any_path_of_the_flow() {
+        let mut flow = flow();
+        let mut special = offer(11, 1);
+        special.has_payout = true;
+        flow.rules[2].path = Some(Path {
+            landers: vec![],
+            offers: vec![special.clone()],
+        });
+        flow.path = Some(Path {
+            landers: vec![],
+            offers: vec![offer(10, 1)],
+        });
+        assert_eq!(path_offer(&flow, 11), Some(&special));
+        assert_eq!(path_offer(&flow, 10).map(|o| o.offer_id), Some(10));
+        assert_eq!(path_offer(&flow, 12), None);
+        assert_eq!(path_offer(&flow, 0), None);
     }
 
     #[test]

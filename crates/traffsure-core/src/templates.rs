@@ -43,15 +43,6 @@ pub fn is_tracking_parameter(name: &str) -> bool {
         )
 }
 
-/// Tracking parameters click-ingest does not give a field of its own yet: a click keeps
-/// them among its extra parameters until it does.
-pub const PENDING_TRACKING_PARAMETERS: &[&str] = &["external_id"];
-
-/// Outbound macros the templates need beyond the dispatcher's ([`OUTBOUND_MACROS`]): the
-/// traffic source's own click ID, taken from the tracking link's `external_id`. Neither the
-/// dispatcher nor a flow's postback validation knows it yet.
-pub const PENDING_MACROS: &[&str] = &["external_id"];
-
 /// Where a network's postback URL puts TraffSure's public address.
 pub const TRACKER_POSTBACK_BASE: &str = "{tracker_postback_base}";
 
@@ -279,11 +270,7 @@ impl TrafficSourceTemplate {
     /// The tracking link's query: `sub1={zoneid}&external_id=${SUBID}`, the source's macros
     /// written as the source expects them.
     pub fn tracking_query(&self) -> String {
-        self.parameters
-            .iter()
-            .map(|(param, source_macro)| format!("{param}={source_macro}"))
-            .collect::<Vec<_>>()
-            .join("&")
+        tracking_query(&self.parameters)
     }
 
     /// The link to give the source: `{click_base}/c/{flow}?sub1={zoneid}&…`.
@@ -316,22 +303,7 @@ impl TrafficSourceTemplate {
         {
             return Err(TemplateError::UnknownPlaceholder(unknown.clone()));
         }
-        let mut url = String::with_capacity(template.len());
-        for token in tokens(template) {
-            match token {
-                Token::Text(text) => url.push_str(text),
-                Token::Macro(name) => {
-                    url.push('{');
-                    url.push_str(name);
-                    url.push('}');
-                }
-                Token::Placeholder(name) => match fills.get(name).filter(|v| !v.is_empty()) {
-                    Some(value) => url.push_str(&encode_component(value)),
-                    None => return Err(TemplateError::MissingPlaceholder(name.to_string())),
-                },
-            }
-        }
-        Ok(Some(url))
+        fill_placeholders(template, fills).map(Some)
     }
 
     /// The outbound macros the postback URL uses, in order.
@@ -422,7 +394,7 @@ impl TrafficSourceTemplate {
                     used.push(name);
                 }
                 Token::Macro(name) => {
-                    if !OUTBOUND_MACROS.contains(&name) && !PENDING_MACROS.contains(&name) {
+                    if !OUTBOUND_MACROS.contains(&name) {
                         problems.push(format!("{{{name}}} is not an outbound macro"));
                     }
                     if is_tracking_parameter(name)
@@ -631,12 +603,59 @@ fn is_slug(id: &str) -> bool {
         })
 }
 
+/// A tracking link's query from its parameters: `sub1={zoneid}&external_id=${SUBID}`, each
+/// source macro written as the source expects it.
+pub fn tracking_query(parameters: &[(String, String)]) -> String {
+    parameters
+        .iter()
+        .map(|(param, source_macro)| format!("{param}={source_macro}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Fills a source postback template's `{{name}}` placeholders with the buyer's values
+/// (URL-encoded), leaving TraffSure's `{macro}`s for the dispatcher.
+pub fn fill_placeholders(
+    template: &str,
+    fills: &BTreeMap<String, String>,
+) -> Result<String, TemplateError> {
+    let mut url = String::with_capacity(template.len());
+    for token in tokens(template) {
+        match token {
+            Token::Text(text) => url.push_str(text),
+            Token::Macro(name) => {
+                url.push('{');
+                url.push_str(name);
+                url.push('}');
+            }
+            Token::Placeholder(name) => match fills.get(name).filter(|v| !v.is_empty()) {
+                Some(value) => url.push_str(&encode_component(value)),
+                None => return Err(TemplateError::MissingPlaceholder(name.to_string())),
+            },
+        }
+    }
+    Ok(url)
+}
+
+/// The `{{name}}` placeholders a source postback template uses, in order.
+pub fn placeholder_names(template: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for token in tokens(template) {
+        if let Token::Placeholder(name) = token {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 fn is_macro_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// A character a source macro cannot hold inside a tracking link's query.
-fn url_breaking(c: char) -> bool {
+pub(crate) fn url_breaking(c: char) -> bool {
     c.is_whitespace() || matches!(c, '&' | '#' | '=' | '?')
 }
 
@@ -710,7 +729,7 @@ fn tokens(template: &str) -> Vec<Token<'_>> {
 
 /// A JSON object read and written as ordered pairs: a tracking link keeps the order the
 /// template gives, and a parameter named twice is refused.
-mod ordered_pairs {
+pub(crate) mod ordered_pairs {
     use super::fmt;
     use serde::de::{self, MapAccess, Visitor};
     use serde::ser::SerializeMap;
@@ -930,7 +949,7 @@ mod tests {
             assert!(!filled.contains("{{"), "{}: {filled}", source.id);
             let mut unknown = Vec::new();
             let conversion = render(&filled, |name| {
-                if OUTBOUND_MACROS.contains(&name) || PENDING_MACROS.contains(&name) {
+                if OUTBOUND_MACROS.contains(&name) {
                     Some(format!("v-{name}").into())
                 } else {
                     unknown.push(name.to_string());

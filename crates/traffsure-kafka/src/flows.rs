@@ -1,4 +1,5 @@
-//! The flows every service needs, kept in memory from the compacted `flows` topic.
+//! The flows every service needs, kept in memory from the compacted `flows` topic, and
+//! the follower of a compacted topic that the objects registry shares.
 //!
 //! Each instance reads the whole topic from the beginning (no consumer group: every
 //! instance needs every flow) and then follows it, so a change made in the reporting API
@@ -8,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prost::Message as _;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
@@ -39,8 +39,32 @@ pub struct FlowRegistry {
     /// Bumped after every stored change, so readers may cache what they resolved.
     version: AtomicU64,
     /// Whether the flows that existed at start are all in.
-    loaded: AtomicBool,
-    loaded_notify: Notify,
+    loaded: Loaded,
+}
+
+/// Whether what a compacted topic held when the service started is all in memory.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Loaded {
+    pub(crate) async fn wait(&self) {
+        loop {
+            // Created before the check, so a notification in between is not missed.
+            let notified = self.notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn set(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
 }
 
 impl FlowRegistry {
@@ -56,19 +80,7 @@ impl FlowRegistry {
 
     /// Waits until the flows that existed when the service started are all in memory.
     pub async fn loaded(&self) {
-        loop {
-            // Created before the check, so a notification in between is not missed.
-            let notified = self.loaded_notify.notified();
-            if self.loaded.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn set_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
-        self.loaded_notify.notify_waiters();
+        self.loaded.wait().await
     }
 
     pub fn get(&self, id: u32) -> Option<Arc<Flow>> {
@@ -131,67 +143,98 @@ impl FlowRegistry {
 
 /// Loads and follows the `flows` topic. The service's `flows` readiness component turns
 /// ready once the flows that existed at start are all in memory (services report ready
-/// only then), the moment `FlowRegistry::loaded` waits for. The follower is a thread of
-/// its own: flows change rarely, and a blocking reader keeps it simple.
+/// only then), the moment `FlowRegistry::loaded` waits for.
 pub async fn follow_flows(
     settings: &KafkaSettings,
     topic: &str,
     health: &Health,
 ) -> Result<Arc<FlowRegistry>, KafkaError> {
-    let ready = health.register("flows");
     let registry = Arc::new(FlowRegistry::new());
+    let (on_message, on_loaded) = (registry.clone(), registry.clone());
+    follow_compacted(
+        settings,
+        topic,
+        health,
+        "flows",
+        move |flow: Flow| {
+            let id = flow.id;
+            if on_message.upsert(flow) {
+                tracing::debug!(flow = id, "flow loaded");
+            }
+        },
+        move || {
+            tracing::info!(flows = on_loaded.len(), "flows loaded");
+            on_loaded.loaded.set();
+        },
+    )
+    .await?;
+    Ok(registry)
+}
+
+/// Loads a compacted topic from the beginning and follows it, handing every decodable
+/// message to `apply`; calls `on_loaded` and turns the readiness component `name` ready
+/// once what the topic held at start is all in. The follower is a thread of its own: the
+/// topics it reads change rarely, and a blocking reader keeps it simple.
+pub(crate) async fn follow_compacted<M>(
+    settings: &KafkaSettings,
+    topic: &str,
+    health: &Health,
+    name: &'static str,
+    mut apply: impl FnMut(M) + Send + 'static,
+    on_loaded: impl FnOnce() + Send + 'static,
+) -> Result<(), KafkaError>
+where
+    M: prost::Message + Default,
+{
+    let ready = health.register(name);
     let (settings, topic) = (settings.clone(), topic.to_string());
     let reader = tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic))
         .await
         .map_err(|_| KafkaError::Canceled)??;
-    let follower = registry.clone();
+    let mut apply_message = move |message: &BorrowedMessage<'_>| match message
+        .payload()
+        .map(M::decode)
+    {
+        Some(Ok(event)) => apply(event),
+        Some(Err(error)) => {
+            tracing::warn!(topic = name, offset = message.offset(), %error, "skipping undecodable message")
+        }
+        None => {}
+    };
     std::thread::Builder::new()
-        .name("flows".into())
+        .name(name.into())
         .spawn(move || {
-            follow(reader, &follower, || {
+            follow(reader, name, &mut apply_message, || {
                 ready.set_ready(true);
-                follower.set_loaded();
+                on_loaded();
             })
         })
         .map_err(|_| KafkaError::Canceled)?;
-    Ok(registry)
+    Ok(())
 }
 
-fn follow(mut reader: PartitionReader, registry: &FlowRegistry, on_loaded: impl FnOnce()) {
+fn follow(
+    mut reader: PartitionReader,
+    name: &str,
+    apply: &mut dyn FnMut(&BorrowedMessage<'_>),
+    on_loaded: impl FnOnce(),
+) {
     match reader.read_to_end(LOAD_LIMIT, |message| {
-        apply(registry, message);
+        apply(message);
         Ok(())
     }) {
-        Ok(()) => {
-            tracing::info!(flows = registry.len(), "flows loaded");
-            on_loaded();
-        }
-        Err(error) => tracing::error!(%error, "flows not loaded"),
+        Ok(()) => on_loaded(),
+        Err(error) => tracing::error!(topic = name, %error, "not loaded"),
     }
     loop {
         match reader.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => apply(registry, &message),
+            Some(Ok(message)) => apply(&message),
             Some(Err(error)) => {
-                tracing::warn!(%error, "flows topic read failed");
+                tracing::warn!(topic = name, %error, "topic read failed");
                 std::thread::sleep(Duration::from_millis(500));
             }
             None => {}
         }
-    }
-}
-
-fn apply(registry: &FlowRegistry, message: &BorrowedMessage<'_>) {
-    match message.payload().map(Flow::decode) {
-        Some(Ok(flow)) => {
-            let id = flow.id;
-            if registry.upsert(flow) {
-                tracing::debug!(flow = id, "flow loaded");
-            }
-        }
-        Some(Err(error)) => {
-            tracing::warn!(offset = message.offset(), %error, "skipping undecodable flow")
-        }
-        None => {}
     }
 }
 

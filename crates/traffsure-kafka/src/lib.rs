@@ -1,6 +1,6 @@
 //! Kafka for every service: topic names, producer and consumer setup (with the
-//! connection's security), topic creation, and the in-memory flow registry that follows
-//! the compacted `flows` topic.
+//! connection's security), topic creation, and the in-memory registries that follow the
+//! compacted `flows` and `objects` topics.
 //!
 //! Producers are idempotent with `acks=all`; callers decide whether to wait for the
 //! delivery report. Group consumers store offsets only when the caller says an event is
@@ -9,6 +9,7 @@
 mod connect;
 mod flows;
 pub mod metrics;
+mod objects;
 pub mod reader;
 pub mod rebalance;
 pub mod retry;
@@ -26,6 +27,7 @@ use traffsure_config::KafkaSettings;
 
 pub use connect::{check_brokers, ConnectError};
 pub use flows::{follow_flows, FlowRegistry};
+pub use objects::{follow_objects, ObjectRegistry};
 pub use rdkafka;
 
 /// The names of the event topics under a prefix.

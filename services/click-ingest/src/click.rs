@@ -9,14 +9,14 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use traffsure_core::cidr::CidrList;
 use traffsure_core::client_ip::ClientIpResolver;
-use traffsure_core::routing::{self, ClickAttributes};
+use traffsure_core::routing::{self, ClickAttributes, LazyAttributes, Step};
 use traffsure_core::ua_data::UaData;
 use traffsure_core::{bots, macros, now_ms, user_agent, visitor, ClickHashKeys};
 use traffsure_events::{BotReason, Flow, FlowStatus, RedirectMode};
 use traffsure_kafka::FlowRegistry;
 use traffsure_telemetry::prometheus::IntCounter;
 
-use crate::event::ClickEvent;
+use crate::event::{ClickEvent, Funnel};
 use crate::publisher::Publisher;
 
 /// Longest tracking link (path and query) accepted; longer ones answer 414.
@@ -105,15 +105,17 @@ impl BotFilter {
 
 /// `traffsure_clicks_total` by outcome, the label values resolved once: a click bumps
 /// one counter without hashing labels.
-struct Clicks {
+pub(crate) struct Clicks {
     redirected: IntCounter,
     redirected_bot: IntCounter,
     uri_too_long: IntCounter,
     inactive_flow: IntCounter,
     unknown_flow: IntCounter,
+    /// Lander click-throughs redirected to an offer (`/lp/click`).
+    pub(crate) lander_click: IntCounter,
 }
 
-fn clicks_total() -> &'static Clicks {
+pub(crate) fn clicks_total() -> &'static Clicks {
     static METRIC: std::sync::OnceLock<Clicks> = std::sync::OnceLock::new();
     METRIC.get_or_init(|| {
         let total = traffsure_telemetry::counter_vec(
@@ -127,6 +129,7 @@ fn clicks_total() -> &'static Clicks {
             uri_too_long: total.with_label_values(&["uri_too_long"]),
             inactive_flow: total.with_label_values(&["inactive_flow"]),
             unknown_flow: total.with_label_values(&["unknown_flow"]),
+            lander_click: total.with_label_values(&["lander_click"]),
         }
     })
 }
@@ -140,6 +143,9 @@ thread_local! {
 /// Most extra parameters kept per click, and most parameters read from one query.
 const MAX_EXTRA: usize = 32;
 const MAX_PARAMS: usize = 64;
+/// Longest `external_id` kept (bytes): a tracking link's longer one is cut, a direct
+/// visit's refused.
+pub const MAX_EXTERNAL_ID: usize = 255;
 
 /// The tracking-link query parameters that have a field of their own in a click.
 #[derive(Debug, Default)]
@@ -153,6 +159,9 @@ pub struct ClickParams {
     /// The currency of the cost (`cost_currency`, three letters), upper case; empty when
     /// not sent or not a currency code (the cost is then in the reporting currency).
     pub cost_currency: String,
+    /// The traffic source's own click id (`external_id`) as sent; a click keeps
+    /// `external_id()`.
+    pub external_id: String,
     /// Everything else, including a `cost` that is not a number and a `cost_currency`
     /// that is not a currency code (kept, not trusted).
     pub extra: std::collections::BTreeMap<String, String>,
@@ -168,6 +177,7 @@ impl ClickParams {
             match name.as_ref() {
                 "sub_id" => params.sub_id = value.into_owned(),
                 "source" => params.source = value.into_owned(),
+                "external_id" => params.external_id = value.into_owned(),
                 "cost" => match traffsure_core::parse_micros(value.trim()) {
                     Ok(micros) if micros >= 0 => {
                         params.cost = value.trim().to_string();
@@ -201,12 +211,19 @@ impl ClickParams {
         params
     }
 
-    /// The value of a tracking-parameter macro (`sub_id`, `source`, `sub1`…`sub10`, `cost`).
+    /// The traffic source's click id as a click keeps it: cut to `MAX_EXTERNAL_ID` bytes.
+    pub fn external_id(&self) -> &str {
+        macros::truncate_str(&self.external_id, MAX_EXTERNAL_ID)
+    }
+
+    /// The value of a tracking-parameter macro (`sub_id`, `source`, `sub1`…`sub10`,
+    /// `cost`, `external_id`).
     pub fn value(&self, name: &str) -> Option<&str> {
         match name {
             "sub_id" => Some(&self.sub_id),
             "source" => Some(&self.source),
             "cost" => Some(&self.cost),
+            "external_id" => Some(self.external_id()),
             other => sub_index(other).map(|i| self.subs[i].as_str()),
         }
     }
@@ -323,14 +340,8 @@ fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
             .insert_header((header::ALLOW, "GET"))
             .finish();
     }
-    let uri_len = req.uri().path().len() + req.query_string().len();
-    if uri_len > MAX_URI_BYTES {
-        clicks_total().uri_too_long.inc();
-        return HttpResponse::UriTooLong()
-            .content_type("text/plain; charset=utf-8")
-            .body(format!(
-                "tracking link is longer than {MAX_URI_BYTES} bytes"
-            ));
+    if let Some(too_long) = uri_too_long(req) {
+        return too_long;
     }
     let flow_ref = req.path().strip_prefix("/c/").unwrap_or_default();
     with_flow(
@@ -341,6 +352,19 @@ fn answer(edge: &Edge, req: &HttpRequest) -> HttpResponse {
             None => edge.unknown_flow(),
         },
     )
+}
+
+/// 414 for a request longer than `MAX_URI_BYTES` (path and query).
+pub(crate) fn uri_too_long(req: &HttpRequest) -> Option<HttpResponse> {
+    let uri_len = req.uri().path().len() + req.query_string().len();
+    (uri_len > MAX_URI_BYTES).then(|| {
+        clicks_total().uri_too_long.inc();
+        HttpResponse::UriTooLong()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!(
+                "tracking link is longer than {MAX_URI_BYTES} bytes"
+            ))
+    })
 }
 
 /// A tracking link of a known flow.
@@ -361,130 +385,214 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     };
     let ts_ms = now_ms();
     let click_hash = edge.keys.generate(ts_ms, flow.id, routing_key);
-    let Visitor {
-        ip,
-        country,
-        user_agent,
-        agent: parsed_ua,
-        found,
-        bot_reason,
-    } = edge.visitor(req);
-    let country = country.as_str();
-    let is_bot = bot_reason.is_some();
-    let referrer = header_text(req, header::REFERER);
-    let city_db = crate::attributes::CityDatabaseRef(&edge.signals.city);
-    let accept_language = header_text(req, header::ACCEPT_LANGUAGE);
-    let lazy = crate::attributes::Lazy::new(
-        &city_db,
-        ip,
-        &accept_language,
-        &referrer,
-        &user_agent,
-        parsed_ua.os,
-        parsed_ua.browser,
-    );
-
+    let seen = edge.visitor(req);
+    let lazy = seen.lazy();
     let choice = routing::choose(
         flow,
-        &ClickAttributes {
-            country,
-            device: parsed_ua.device,
-            os: parsed_ua.os,
-            browser: parsed_ua.browser,
-            ip,
-            sub_id: &params.sub_id,
-            source: &params.source,
-            subs: &params.subs,
-            is_bot,
-            asn: found.asn,
-            as_org: found.as_org,
-            datacenter: found.datacenter,
-            rate_exceeded: found.rate_exceeded,
-            ts_ms,
-            time_zone: &flow.time_zone,
-            lazy: &lazy,
-        },
+        &seen.attributes(&params, flow, ts_ms, &lazy),
         rand::random(),
     );
-    let destination = macros::render(choice.url, |name| {
-        let value: &str = match name {
-            "click" => &click_hash,
-            "flow" => return Some(Cow::Owned(flow.id.to_string())),
-            "country" => country,
-            "device" => parsed_ua.device,
-            "os" => parsed_ua.os,
-            "browser" => parsed_ua.browser,
-            "ts" => return Some(Cow::Owned((ts_ms / 1000).to_string())),
-            "visitor" => &visitor_id,
-            other => params.value(other)?,
-        };
-        Some(Cow::Borrowed(value))
-    });
-
-    let span = edge
-        .trace_clicks
-        .then(|| tracing::info_span!("click", flow = flow.id, click_hash = %click_hash));
-    let headers = span
-        .as_ref()
-        .map(|span| span.in_scope(traffsure_kafka::trace::trace_headers));
-    let click = ClickEvent {
+    let step = routing::path_of(flow, choice.route)
+        .and_then(|path| routing::first_step(path, rand::random()))
+        .filter(|step| !step.url().is_empty());
+    let mut funnel = Funnel {
+        traffic_source_id: flow.traffic_source_id,
+        external_id: params.external_id(),
+        ..Funnel::default()
+    };
+    let values = MacroValues {
         click_hash: &click_hash,
         flow_id: flow.id,
+        seen: &seen,
         ts_ms,
-        routing_key,
         visitor_id: &visitor_id,
-        ip,
-        country,
-        user_agent: &user_agent,
-        device: parsed_ua.device,
-        os: parsed_ua.os,
-        browser: parsed_ua.browser,
-        referrer: &referrer,
-        sub_id: &params.sub_id,
-        source: &params.source,
-        subs: &params.subs,
-        cost_micros: params.cost_micros,
-        cost_currency: &params.cost_currency,
-        destination_url: &destination,
-        is_bot,
-        bot_reason: bot_reason.unwrap_or(BotReason::Unspecified),
-        agent: &parsed_ua,
-        extra: &params.extra,
-        asn: found.asn,
-        as_org: found.as_org,
-        datacenter: found.datacenter,
-        rate_exceeded: found.rate_exceeded,
+        params: &params,
     };
-    if edge.record(&click, |_| {}, headers).is_err() {
-        // No redirect without a record of the click: the visitor may try again.
-        return HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "1"))
-            .content_type("text/plain; charset=utf-8")
-            .body("clicks cannot be recorded right now");
+    let destination = match step {
+        Some(Step::Lander(lander)) => {
+            funnel.lander_id = lander.lander_id;
+            values.render(&lander.url)
+        }
+        Some(Step::Offer(offer)) => {
+            funnel.offer_id = offer.offer_id;
+            funnel.network_id = offer.network_id;
+            offer_url(offer, &values)
+        }
+        None => values.render(choice.url),
+    };
+    let event = seen.event(&values, routing_key, &destination, funnel);
+    if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
+        return refused.answer();
     }
-    if is_bot {
+    if seen.bot_reason.is_some() {
         traffsure_telemetry::inc_local(&clicks_total().redirected_bot);
     } else {
         traffsure_telemetry::inc_local(&clicks_total().redirected);
     }
 
-    let mut response = if flow.redirect_mode() == RedirectMode::DoubleMetaRefresh {
-        crate::refresh::first_hop(&edge.keys, &destination)
-    } else {
-        redirect(flow, destination)
-    };
+    let mut response = edge.send_to(flow, destination);
+    let secure = || edge.client_ip.behind_https(req);
     if new_visitor {
-        let secure = edge.client_ip.behind_https(req);
-        if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure) {
+        if let Some(cookie) = edge.visitor_cookie_header(&visitor_id, secure()) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+    if let Some(Step::Lander(lander)) = step {
+        let visit = crate::lander::VisitCookie {
+            click_hash: &click_hash,
+            route: choice.route,
+            lander_id: lander.lander_id,
+        };
+        if let Some(cookie) = visit.header(secure()) {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }
     response
 }
 
+/// An offer's URL for a click: its macros filled, and the click hash in the network's
+/// `click_param` when it has one (replacing one the URL already carries).
+pub(crate) fn offer_url(offer: &traffsure_events::PathOffer, values: &MacroValues<'_>) -> String {
+    let url = values.render(&offer.url);
+    if offer.click_param.is_empty() {
+        url
+    } else {
+        macros::set_query_param(&url, &offer.click_param, values.click_hash)
+    }
+}
+
+/// What the edge works out from one request about its visitor: the address and its
+/// country, the user agent, the fraud signals and whether it is a bot. Tracking links and
+/// lander click-throughs derive it alike.
+pub(crate) struct Visitor<'r> {
+    pub ip: Option<IpAddr>,
+    pub country: crate::geo::CountryCode,
+    pub user_agent: Cow<'r, str>,
+    pub agent: Arc<user_agent::UserAgent>,
+    pub found: crate::signals::Assessment<'r>,
+    pub bot_reason: Option<BotReason>,
+    pub referrer: Cow<'r, str>,
+    pub accept_language: Cow<'r, str>,
+    city_db: crate::attributes::CityDatabaseRef<'r>,
+}
+
+impl Visitor<'_> {
+    /// The attributes rules read lazily (city, language, versions…).
+    pub fn lazy(&self) -> crate::attributes::Lazy<'_> {
+        crate::attributes::Lazy::new(
+            &self.city_db,
+            self.ip,
+            &self.accept_language,
+            &self.referrer,
+            &self.user_agent,
+            self.agent.os,
+            self.agent.browser,
+        )
+    }
+
+    /// What the flow's rules test, for a click at `ts_ms` with `params`.
+    pub fn attributes<'s>(
+        &'s self,
+        params: &'s ClickParams,
+        flow: &'s Flow,
+        ts_ms: i64,
+        lazy: &'s dyn LazyAttributes,
+    ) -> ClickAttributes<'s> {
+        ClickAttributes {
+            country: self.country.as_str(),
+            device: self.agent.device,
+            os: self.agent.os,
+            browser: self.agent.browser,
+            ip: self.ip,
+            sub_id: &params.sub_id,
+            source: &params.source,
+            subs: &params.subs,
+            is_bot: self.bot_reason.is_some(),
+            asn: self.found.asn,
+            as_org: self.found.as_org,
+            datacenter: self.found.datacenter,
+            rate_exceeded: self.found.rate_exceeded,
+            ts_ms,
+            time_zone: &flow.time_zone,
+            lazy,
+        }
+    }
+
+    /// The click event of this request.
+    pub fn event<'a>(
+        &'a self,
+        values: &'a MacroValues<'a>,
+        routing_key: u16,
+        destination: &'a str,
+        funnel: Funnel<'a>,
+    ) -> ClickEvent<'a> {
+        let params = values.params;
+        ClickEvent {
+            click_hash: values.click_hash,
+            flow_id: values.flow_id,
+            ts_ms: values.ts_ms,
+            routing_key,
+            visitor_id: values.visitor_id,
+            ip: self.ip,
+            country: self.country.as_str(),
+            user_agent: &self.user_agent,
+            device: self.agent.device,
+            os: self.agent.os,
+            browser: self.agent.browser,
+            referrer: &self.referrer,
+            sub_id: &params.sub_id,
+            source: &params.source,
+            subs: &params.subs,
+            cost_micros: params.cost_micros,
+            cost_currency: &params.cost_currency,
+            destination_url: destination,
+            is_bot: self.bot_reason.is_some(),
+            bot_reason: self.bot_reason.unwrap_or(BotReason::Unspecified),
+            agent: &self.agent,
+            extra: &params.extra,
+            asn: self.found.asn,
+            as_org: self.found.as_org,
+            datacenter: self.found.datacenter,
+            rate_exceeded: self.found.rate_exceeded,
+            funnel,
+        }
+    }
+}
+
+/// The values destination macros take for one click.
+pub(crate) struct MacroValues<'a> {
+    pub click_hash: &'a str,
+    pub flow_id: u32,
+    pub seen: &'a Visitor<'a>,
+    pub ts_ms: i64,
+    pub visitor_id: &'a str,
+    pub params: &'a ClickParams,
+}
+
+impl MacroValues<'_> {
+    /// `template` with its macros filled in.
+    pub fn render(&self, template: &str) -> String {
+        let agent = &self.seen.agent;
+        macros::render(template, |name| {
+            let value: &str = match name {
+                "click" => self.click_hash,
+                "flow" => return Some(Cow::Owned(self.flow_id.to_string())),
+                "country" => self.seen.country.as_str(),
+                "device" => agent.device,
+                "os" => agent.os,
+                "browser" => agent.browser,
+                "ts" => return Some(Cow::Owned((self.ts_ms / 1000).to_string())),
+                "visitor" => self.visitor_id,
+                other => self.params.value(other)?,
+            };
+            Some(Cow::Borrowed(value))
+        })
+    }
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers, without parsing the
 /// others.
-fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers()
         .get_all(header::COOKIE)
         .filter_map(|value| value.to_str().ok())
@@ -495,18 +603,23 @@ fn cookie_value<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
         })
 }
 
-/// What a request tells about its visitor, found the same way for every kind of click.
-pub(crate) struct Visitor<'r> {
-    pub ip: Option<IpAddr>,
-    pub country: crate::geo::CountryCode,
-    pub user_agent: Cow<'r, str>,
-    pub agent: Arc<user_agent::UserAgent>,
-    pub found: crate::signals::Assessment<'r>,
-    pub bot_reason: Option<BotReason>,
+/// The click log could not take a click.
+#[derive(Debug)]
+pub(crate) struct NotRecorded;
+
+impl NotRecorded {
+    /// 503: the visitor may try again.
+    pub fn answer(&self) -> HttpResponse {
+        HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .content_type("text/plain; charset=utf-8")
+            .body("clicks cannot be recorded right now")
+    }
 }
 
 impl Edge {
-    /// The visitor's address, country, user agent, address signals and bot verdict.
+    /// What this request tells about its visitor, found the same way for every kind of
+    /// click; counts the address for the rate signal.
     pub(crate) fn visitor<'r>(&'r self, req: &'r HttpRequest) -> Visitor<'r> {
         let ip = self.client_ip.of(req);
         let country = ip.map(|ip| self.geo.country(ip)).unwrap_or_default();
@@ -520,32 +633,57 @@ impl Edge {
         Visitor {
             ip,
             country,
+            referrer: header_text(req, header::REFERER),
+            accept_language: header_text(req, header::ACCEPT_LANGUAGE),
             user_agent,
             agent,
             found,
             bot_reason,
+            city_db: crate::attributes::CityDatabaseRef(&self.signals.city),
         }
     }
 
-    /// Encodes `click` in this worker's buffer, followed by what `more` appends (fields
-    /// the encoder leaves out: Protobuf merges them), and writes it to the click log.
+    /// Writes the click event to the click log and hands it to the producer, with
+    /// `headers` (trace context) for Kafka. On an error, answer `NotRecorded::answer` (or
+    /// the endpoint's own refusal) instead of a redirect: no redirect without a record of
+    /// the click.
     pub(crate) fn record(
         &self,
-        click: &ClickEvent<'_>,
-        more: impl FnOnce(&mut Vec<u8>),
+        event: &ClickEvent<'_>,
         headers: Option<rdkafka::message::OwnedHeaders>,
-    ) -> Result<(), crate::clicklog::AppendError> {
-        EVENT_BUFFER.with_borrow_mut(|buffer| {
+    ) -> Result<(), NotRecorded> {
+        let logged = EVENT_BUFFER.with_borrow_mut(|buffer| {
             buffer.clear();
-            click.encode(buffer);
-            more(buffer);
-            self.publisher.publish(click.routing_key, buffer, headers)
+            event.encode(buffer);
+            self.publisher.publish(event.routing_key, buffer, headers)
+        });
+        logged.map_err(|_| NotRecorded)
+    }
+
+    /// The trace context of a tracking-link or lander click, when tracing is on: each
+    /// gets a span whose W3C context travels with the event in Kafka headers.
+    pub(crate) fn click_trace(
+        &self,
+        event: &ClickEvent<'_>,
+    ) -> Option<rdkafka::message::OwnedHeaders> {
+        self.trace_clicks.then(|| {
+            tracing::info_span!("click", flow = event.flow_id, click_hash = %event.click_hash)
+                .in_scope(traffsure_kafka::trace::trace_headers)
         })
+    }
+
+    /// Sends the visitor to `destination` in the flow's redirect mode.
+    pub(crate) fn send_to(&self, flow: &Flow, destination: String) -> HttpResponse {
+        if flow.redirect_mode() == RedirectMode::DoubleMetaRefresh {
+            crate::refresh::first_hop(&self.keys, &destination)
+        } else {
+            redirect(flow, destination)
+        }
     }
 
     /// A paused or archived flow: its own inactive URL (no click is recorded), else the
     /// answer for unknown flows.
-    fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
+    pub(crate) fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
         if flow.inactive_url.is_empty() {
             return self.unknown_flow();
         }

@@ -10,19 +10,18 @@ use std::borrow::Cow;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
-use prost::Message as _;
 use traffsure_core::flow::DEFAULT_WINDOW_DAYS;
 use traffsure_core::{now_ms, visitor};
-use traffsure_events::{BotReason, Click, ClickKind, Flow, FlowStatus};
+use traffsure_events::{BotReason, ClickKind, Flow, FlowStatus};
 use traffsure_telemetry::prometheus::IntCounterVec;
 
 use crate::click::{header_text, percent_decode, with_flow, ClickParams, Edge};
-use crate::event::ClickEvent;
+use crate::event::{ClickEvent, Funnel};
 
 /// Longest page URL and referrer kept.
 const MAX_URL_BYTES: usize = 2048;
 /// Longest `external_id` (a traffic source's own click id).
-const MAX_EXTERNAL_ID_BYTES: usize = 255;
+const MAX_EXTERNAL_ID_BYTES: usize = crate::click::MAX_EXTERNAL_ID;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config.service(
@@ -118,7 +117,7 @@ impl DirectParams {
         // Later pairs win: the tag's own parameters over the page's.
         let merged = [page_query, &own.join("&")].join("&");
         direct.click = ClickParams::parse(&merged);
-        direct.external_id = direct.click.extra.remove("external_id").unwrap_or_default();
+        direct.external_id = std::mem::take(&mut direct.click.external_id);
         if direct.external_id.len() > MAX_EXTERNAL_ID_BYTES {
             return Err(ParamError::ExternalId);
         }
@@ -229,21 +228,18 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
         as_org: found.as_org,
         datacenter: found.datacenter,
         rate_exceeded: found.rate_exceeded,
-    };
-    let kind = Click {
-        kind: ClickKind::DirectVisit as i32,
-        traffic_source_id: flow.traffic_source_id,
-        external_id: params.external_id.clone(),
-        ..Click::default()
+        funnel: Funnel {
+            kind: ClickKind::DirectVisit,
+            traffic_source_id: flow.traffic_source_id,
+            external_id: &params.external_id,
+            ..Funnel::default()
+        },
     };
     let headers = edge.trace_clicks.then(|| {
         tracing::info_span!("direct visit", flow = flow.id, click_hash = %click_hash)
             .in_scope(traffsure_kafka::trace::trace_headers)
     });
-    if edge
-        .record(&click, |buffer| kind.encode_raw(buffer), headers)
-        .is_err()
-    {
+    if edge.record(&click, headers).is_err() {
         return refusal(
             503,
             "not_recorded",

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use traffsure_core::user_agent::UserAgent;
-use traffsure_events::BotReason;
+use traffsure_events::{BotReason, ClickKind};
 
 /// One click, borrowing its fields; field numbers as in `clicks.proto`.
 pub struct ClickEvent<'a> {
@@ -40,6 +40,22 @@ pub struct ClickEvent<'a> {
     pub as_org: &'a str,
     pub datacenter: bool,
     pub rate_exceeded: bool,
+    /// The funnel fields (35 to 41): what the event is, the visit a lander click-through
+    /// came from, and the objects it went through.
+    pub funnel: Funnel<'a>,
+}
+
+/// Where a click stands in its flow's funnel (`Click` fields 35 to 41); all empty for a
+/// visit of a flow without landers or offers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Funnel<'a> {
+    pub kind: ClickKind,
+    pub parent_click_hash: &'a str,
+    pub traffic_source_id: u32,
+    pub lander_id: u32,
+    pub offer_id: u32,
+    pub network_id: u32,
+    pub external_id: &'a str,
 }
 
 const VARINT: u32 = 0;
@@ -101,6 +117,14 @@ impl ClickEvent<'_> {
         uint(buf, 32, u64::from(self.datacenter));
         uint(buf, 33, u64::from(self.rate_exceeded));
         string(buf, 34, &agent.device_model);
+        let funnel = &self.funnel;
+        uint(buf, 35, funnel.kind as i32 as u64);
+        string(buf, 36, funnel.parent_click_hash);
+        uint(buf, 37, u64::from(funnel.traffic_source_id));
+        uint(buf, 38, u64::from(funnel.lander_id));
+        uint(buf, 39, u64::from(funnel.offer_id));
+        uint(buf, 40, u64::from(funnel.network_id));
+        string(buf, 41, funnel.external_id);
     }
 }
 
@@ -225,7 +249,13 @@ mod tests {
             as_org: event.as_org.into(),
             datacenter: event.datacenter,
             rate_exceeded: event.rate_exceeded,
-            ..Click::default()
+            kind: event.funnel.kind as i32,
+            parent_click_hash: event.funnel.parent_click_hash.into(),
+            traffic_source_id: event.funnel.traffic_source_id,
+            lander_id: event.funnel.lander_id,
+            offer_id: event.funnel.offer_id,
+            network_id: event.funnel.network_id,
+            external_id: event.funnel.external_id.into(),
         }
     }
 
@@ -288,7 +318,7 @@ mod tests {
                     .map(|_| alphabet[rng.random_range(0..alphabet.len())])
                     .collect()
             };
-            let strings: Vec<String> = (0..12)
+            let strings: Vec<String> = (0..14)
                 .map(|i| text(if i == 3 { 300 } else { 40 }))
                 .collect();
             let agent = traffsure_core::user_agent::UserAgent {
@@ -347,6 +377,15 @@ mod tests {
                 as_org: &strings[11],
                 datacenter: rng.random(),
                 rate_exceeded: rng.random(),
+                funnel: Funnel {
+                    kind: ClickKind::try_from(round % 3).unwrap(),
+                    parent_click_hash: &strings[12],
+                    traffic_source_id: rng.random_range(0..=u32::MAX) >> rng.random_range(0..32),
+                    lander_id: rng.random_range(0..3),
+                    offer_id: rng.random_range(0..=u32::MAX),
+                    network_id: rng.random_range(0..1000),
+                    external_id: &strings[13],
+                },
             };
             let mut buf = Vec::new();
             event.encode(&mut buf);

@@ -1,5 +1,6 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
-//! flow's destination (rules, rotation and bot routing applied, macros filled in), and
+//! flow's destination, lander or offer (rules, rotation and bot routing applied, macros
+//! filled in), lander click-throughs (`GET /lp/click`) with a redirect to an offer, and
 //! `GET /v/{flow}` (a direct visit, no redirect) with the click hash, and publishes a
 //! click event to Kafka without waiting for the broker. Each click event is
 //! written to a local click log before the redirect is answered, so neither a broker
@@ -13,6 +14,7 @@ mod direct;
 mod event;
 mod geo;
 mod hosting;
+mod lander;
 mod publisher;
 mod rate;
 mod recovery;
@@ -339,6 +341,8 @@ async fn main() -> anyhow::Result<()> {
                     .wrap(actix_web::middleware::from_fn(
                         traffsure_telemetry::http_metrics,
                     ))
+                    .route("/lp/click", web::get().to(lander::click_through))
+                    .route("/lp/click/{n}", web::get().to(lander::click_through))
                     .configure(direct::routes)
                     .configure(traffsure_telemetry::ops_routes(health.clone())),
             )

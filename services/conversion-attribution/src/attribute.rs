@@ -5,8 +5,11 @@
 
 use sha2::{Digest, Sha256};
 use traffsure_core::flow::{find_goal, DEFAULT_WINDOW_DAYS};
+use traffsure_core::routing::path_offer;
+use traffsure_core::vocab::Vocabulary as _;
 use traffsure_events::{
-    Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, Postback, PostbackOutcome,
+    Click, Conversion, ConversionStatus, DuplicatePolicy, Flow, PathOffer, Postback,
+    PostbackOutcome,
 };
 
 /// What attribution remembers of a click; also its record in the state store.
@@ -36,6 +39,17 @@ pub struct ClickInfo {
     pub os: String,
     #[prost(string, tag = "12")]
     pub browser: String,
+    /// The objects the click went through and the traffic source's click id.
+    #[prost(uint32, tag = "13")]
+    pub traffic_source_id: u32,
+    #[prost(uint32, tag = "14")]
+    pub lander_id: u32,
+    #[prost(uint32, tag = "15")]
+    pub offer_id: u32,
+    #[prost(uint32, tag = "16")]
+    pub network_id: u32,
+    #[prost(string, tag = "17")]
+    pub external_id: String,
 }
 
 impl From<&Click> for ClickInfo {
@@ -53,6 +67,38 @@ impl From<&Click> for ClickInfo {
             device: click.device.clone(),
             os: click.os.clone(),
             browser: click.browser.clone(),
+            traffic_source_id: click.traffic_source_id,
+            lander_id: click.lander_id,
+            offer_id: click.offer_id,
+            network_id: click.network_id,
+            external_id: click.external_id.clone(),
+        }
+    }
+}
+
+impl ClickInfo {
+    /// Completes a lander click-through (a click of its own, made when the visitor left
+    /// the lander for an offer) from the visit it continues: the edge saw only the
+    /// click-through's request, so the visit's tracking parameters (source, sub ID, subs,
+    /// external id), traffic source and lander are taken from the visit where the
+    /// click-through has none.
+    pub fn continue_visit(&mut self, visit: &ClickInfo) {
+        let fill = |own: &mut String, visit: &String| {
+            if own.is_empty() {
+                own.clone_from(visit);
+            }
+        };
+        fill(&mut self.source, &visit.source);
+        fill(&mut self.sub_id, &visit.sub_id);
+        fill(&mut self.external_id, &visit.external_id);
+        if self.subs.iter().all(String::is_empty) {
+            self.subs.clone_from(&visit.subs);
+        }
+        if self.traffic_source_id == 0 {
+            self.traffic_source_id = visit.traffic_source_id;
+        }
+        if self.lander_id == 0 {
+            self.lander_id = visit.lander_id;
         }
     }
 }
@@ -160,6 +206,17 @@ pub fn mark_missing(decision: Decision) -> Decision {
     }
 }
 
+/// The postback's status: the offer's status map (the affiliate network's words) read
+/// first when it names the raw status, else what postback-ingest made of it with the
+/// flow's map and the default words.
+fn status_of(offer: Option<&PathOffer>, postback: &Postback) -> ConversionStatus {
+    let key = postback.raw_status.trim().to_ascii_lowercase();
+    offer
+        .and_then(|o| o.status_map.get(&key))
+        .and_then(|name| ConversionStatus::from_word(&name.trim().to_ascii_lowercase()))
+        .unwrap_or_else(|| postback.status())
+}
+
 pub fn attribute(
     click: &ClickInfo,
     flow: Option<&Flow>,
@@ -173,7 +230,8 @@ pub fn attribute(
     let (goal_key, goal) = goal_of(flow, postback);
     let id = conversion_id_for(click, flow, postback);
     debug_assert!(current.is_none_or(|c| c.conversion_id == id));
-    let status = match postback.status() {
+    let offer = flow.and_then(|f| path_offer(f, click.offer_id));
+    let status = match status_of(offer, postback) {
         ConversionStatus::Unspecified => ConversionStatus::Approved,
         s => s,
     };
@@ -203,18 +261,20 @@ pub fn attribute(
             Decision::Emit(Box::new(next), PostbackOutcome::Updated)
         }
         None => {
+            let fixed = offer.filter(|o| o.has_payout && !postback.has_revenue);
             let revenue = if postback.has_revenue {
                 postback.revenue_micros
+            } else if let Some(offer) = fixed {
+                offer.payout_micros
             } else {
                 goal.map(|g| g.payout_micros).unwrap_or(0)
             };
-            let currency = if !postback.currency.is_empty() {
-                postback.currency.clone()
-            } else {
-                goal.map(|g| g.currency.clone())
-                    .filter(|c| !c.is_empty())
-                    .unwrap_or_else(|| "USD".into())
-            };
+            let currency = fixed
+                .map(|o| o.currency.clone())
+                .filter(|c| !c.is_empty())
+                .or_else(|| (!postback.currency.is_empty()).then(|| postback.currency.clone()))
+                .or_else(|| goal.map(|g| g.currency.clone()).filter(|c| !c.is_empty()))
+                .unwrap_or_else(|| "USD".into());
             let mut conversion = Conversion {
                 conversion_id: id,
                 version: 1,
@@ -237,6 +297,11 @@ pub fn attribute(
                 os: click.os.clone(),
                 browser: click.browser.clone(),
                 routing_key: click.routing_key,
+                traffic_source_id: click.traffic_source_id,
+                lander_id: click.lander_id,
+                offer_id: click.offer_id,
+                network_id: click.network_id,
+                external_id: click.external_id.clone(),
                 reason: postback.reason.clone(),
                 ..Conversion::default()
             };
@@ -540,6 +605,139 @@ mod tests {
             ..visitor
         };
         assert_eq!(click_from_hash(&made_up), None);
+    }
+
+    fn funnel_flow() -> Flow {
+        let offer = PathOffer {
+            offer_id: 9,
+            network_id: 4,
+            has_payout: true,
+            payout_micros: 2_500_000,
+            currency: "EUR".into(),
+            status_map: [
+                ("1".to_string(), "approved".to_string()),
+                ("2".to_string(), "rejected".to_string()),
+                ("x".to_string(), "nonsense".to_string()),
+            ]
+            .into(),
+            ..PathOffer::default()
+        };
+        Flow {
+            path: Some(traffsure_events::Path {
+                landers: vec![],
+                offers: vec![offer],
+            }),
+            ..flow()
+        }
+    }
+
+    fn offer_click() -> ClickInfo {
+        ClickInfo {
+            traffic_source_id: 5,
+            lander_id: 7,
+            offer_id: 9,
+            network_id: 4,
+            external_id: "src-123".into(),
+            ..click()
+        }
+    }
+
+    fn raw(status: &str, revenue: Option<i64>) -> Postback {
+        let mut p = postback("p1", "", "", ConversionStatus::Approved, revenue);
+        p.raw_status = status.into();
+        p
+    }
+
+    #[test]
+    fn offer_clicks_convert_with_the_offers_payout_and_status_map() {
+        let f = funnel_flow();
+        let c = emitted(attribute(&offer_click(), Some(&f), &raw("", None), None, 5));
+        assert_eq!(
+            (c.revenue_micros, c.currency.as_str(), c.status()),
+            (2_500_000, "EUR", ConversionStatus::Approved)
+        );
+        assert_eq!(
+            (c.traffic_source_id, c.lander_id, c.offer_id, c.network_id),
+            (5, 7, 9, 4)
+        );
+        assert_eq!(c.external_id, "src-123");
+        // The network's `2` is a rejection; what the map does not name (or names wrongly)
+        // keeps the status postback-ingest gave.
+        let c = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &raw("2", None),
+            None,
+            5,
+        ));
+        assert_eq!(c.status(), ConversionStatus::Rejected);
+        let mut pending = raw("x", None);
+        pending.set_status(ConversionStatus::Pending);
+        let c = emitted(attribute(&offer_click(), Some(&f), &pending, None, 5));
+        assert_eq!(c.status(), ConversionStatus::Pending);
+        // A postback's own revenue wins over the offer's payout, in its own currency.
+        let mut paid = raw("1", Some(4_000_000));
+        paid.currency = "GBP".into();
+        let c = emitted(attribute(&offer_click(), Some(&f), &paid, None, 5));
+        assert_eq!((c.revenue_micros, c.currency.as_str()), (4_000_000, "GBP"));
+        // A click of no offer of the flow converts as before: the goal's payout.
+        let other = ClickInfo {
+            offer_id: 10,
+            ..offer_click()
+        };
+        let c = emitted(attribute(&other, Some(&f), &raw("2", None), None, 5));
+        assert_eq!(
+            (c.revenue_micros, c.currency.as_str(), c.status()),
+            (1_000_000, "EUR", ConversionStatus::Approved)
+        );
+        // An offer without a fixed payout leaves it to the goal.
+        let mut no_payout = funnel_flow();
+        if let Some(path) = no_payout.path.as_mut() {
+            path.offers[0].has_payout = false;
+        }
+        let c = emitted(attribute(
+            &offer_click(),
+            Some(&no_payout),
+            &raw("", None),
+            None,
+            5,
+        ));
+        assert_eq!(c.revenue_micros, 1_000_000);
+    }
+
+    #[test]
+    fn click_throughs_take_what_they_lack_from_their_visit() {
+        let visit = ClickInfo {
+            source: "push".into(),
+            sub_id: "s1".into(),
+            subs: vec!["a".into(), "".into()],
+            ..offer_click()
+        };
+        let mut hit = ClickInfo {
+            click_hash: "hit".into(),
+            sub_id: "from-lander".into(),
+            subs: vec![String::new(); 10],
+            traffic_source_id: 0,
+            lander_id: 0,
+            offer_id: 10,
+            external_id: String::new(),
+            ..click()
+        };
+        hit.continue_visit(&visit);
+        assert_eq!(
+            (hit.source.as_str(), hit.sub_id.as_str(), hit.subs.clone()),
+            ("push", "from-lander", visit.subs.clone())
+        );
+        assert_eq!(
+            (
+                hit.traffic_source_id,
+                hit.lander_id,
+                hit.offer_id,
+                hit.external_id.as_str()
+            ),
+            (5, 7, 10, "src-123")
+        );
+        assert_eq!(hit.click_hash, "hit");
     }
 
     #[test]

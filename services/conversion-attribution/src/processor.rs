@@ -487,7 +487,7 @@ impl Processor {
         };
         owned.clicks_next = Some(owned.clicks_next.unwrap_or(0).max(offset + 1));
         let click = match Click::decode(payload) {
-            Ok(click) => ClickInfo::from(&click),
+            Ok(click) => owned.state.click_of(&click),
             Err(error) => {
                 tracing::warn!(partition, offset, %error, "skipping undecodable click");
                 return Ok(());

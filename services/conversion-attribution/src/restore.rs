@@ -13,7 +13,6 @@ use traffsure_events::{Click, Conversion};
 use traffsure_kafka::reader::PartitionReader;
 use traffsure_kafka::Topics;
 
-use crate::attribute::ClickInfo;
 use crate::metrics;
 use crate::retention::Retention;
 use crate::store::PartitionState;
@@ -48,7 +47,8 @@ pub fn restore(
             match Click::decode(message.payload().unwrap_or_default()) {
                 Ok(click) => {
                     let keep = retention.keeps(click.ts_ms, click.flow_id);
-                    state.add_click(offset, ClickInfo::from(&click), keep)?;
+                    let info = state.click_of(&click);
+                    state.add_click(offset, info, keep)?;
                 }
                 Err(error) => {
                     tracing::warn!(partition, offset, %error, "skipping undecodable click")

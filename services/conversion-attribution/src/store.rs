@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use traffsure_events::{Conversion, Postback};
+use traffsure_events::{Click, Conversion, Postback};
 
 use crate::attribute::ClickInfo;
 
@@ -107,7 +107,8 @@ impl Interner {
 /// A click as the state holds it in memory: 56 bytes and one allocation.
 #[derive(Debug, Clone)]
 pub struct StoredClick {
-    /// Click hash, sub ID, then sub1…subN, each as a varint length and its bytes.
+    /// Click hash, sub ID, external id, the funnel's object ids (`Objects`), then
+    /// sub1…subN, each as a varint length and its bytes.
     texts: Box<[u8]>,
     pub ts_ms: i64,
     pub flow_id: u32,
@@ -118,10 +119,44 @@ pub struct StoredClick {
     written: bool,
 }
 
-fn pack_texts(click_hash: &str, sub_id: &str, subs: &[String]) -> Box<[u8]> {
-    let values = [click_hash, sub_id]
-        .into_iter()
-        .chain(subs.iter().map(String::as_str));
+/// The object ids of a click (traffic source, lander, offer, network) as text that is
+/// empty for a click without them, as most are: `ts.lander.offer.network`.
+struct Objects;
+
+impl Objects {
+    fn text(click: &ClickInfo) -> String {
+        let ids = [
+            click.traffic_source_id,
+            click.lander_id,
+            click.offer_id,
+            click.network_id,
+        ];
+        if ids == [0; 4] {
+            return String::new();
+        }
+        ids.map(|id| id.to_string()).join(".")
+    }
+
+    fn read(text: &str, click: &mut ClickInfo) {
+        let mut ids = text.split('.').map(|id| id.parse().unwrap_or(0));
+        let mut next = || ids.next().unwrap_or(0);
+        click.traffic_source_id = next();
+        click.lander_id = next();
+        click.offer_id = next();
+        click.network_id = next();
+    }
+}
+
+fn pack_texts(click: &ClickInfo) -> Box<[u8]> {
+    let objects = Objects::text(click);
+    let values = [
+        click.click_hash.as_str(),
+        &click.sub_id,
+        &click.external_id,
+        &objects,
+    ]
+    .into_iter()
+    .chain(click.subs.iter().map(String::as_str));
     let mut packed = Vec::with_capacity(values.clone().map(|v| v.len() + 1).sum());
     for value in values {
         prost::encoding::encode_varint(value.len() as u64, &mut packed);
@@ -346,7 +381,7 @@ impl PartitionState {
         self.clicks.insert(
             key,
             StoredClick {
-                texts: pack_texts(&click.click_hash, &click.sub_id, &click.subs),
+                texts: pack_texts(click),
                 ts_ms: click.ts_ms,
                 flow_id: click.flow_id,
                 routing_key: click.routing_key,
@@ -354,6 +389,20 @@ impl PartitionState {
                 written: false,
             },
         );
+    }
+
+    /// A click event as the state keeps it; a lander click-through completed from its
+    /// visit (`ClickInfo::continue_visit`) when the state has the visit, as it does within
+    /// retention: both share a routing key, hence this partition.
+    pub fn click_of(&self, click: &Click) -> ClickInfo {
+        let mut info = ClickInfo::from(click);
+        let parent = &click.parent_click_hash;
+        if !parent.is_empty() {
+            if let Some(visit) = self.clicks.get(&click_key(parent)) {
+                info.continue_visit(&self.click_info(visit));
+            }
+        }
+        info
     }
 
     /// The click with its dimensions, as attribution reads it (no visitor id).
@@ -570,9 +619,11 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
     let mut texts = unpack_texts(&click.texts);
     let click_hash = texts.next().unwrap_or_default().to_string();
     let sub_id = texts.next().unwrap_or_default().to_string();
+    let external_id = texts.next().unwrap_or_default().to_string();
+    let objects = texts.next().unwrap_or_default();
     let subs = texts.map(str::to_string).collect();
     let [country, source, device, os, browser] = click.dims.map(|d| dims.name(d).to_string());
-    ClickInfo {
+    let mut info = ClickInfo {
         click_hash,
         flow_id: click.flow_id,
         ts_ms: click.ts_ms,
@@ -585,7 +636,11 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
         device,
         os,
         browser,
-    }
+        external_id,
+        ..ClickInfo::default()
+    };
+    Objects::read(objects, &mut info);
+    info
 }
 
 fn compact_path(path: &Path) -> PathBuf {
@@ -679,6 +734,51 @@ mod tests {
         assert_eq!(state.visitors[&visitor_key("v1", 7)], click_key("b"));
         let x = &state.conversions["x"];
         assert_eq!((x.current.version, x.postback_ids.len()), (2, 2));
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn funnel_ids_survive_memory_and_the_log() -> std::io::Result<()> {
+        let dir = temp_dir("funnel");
+        let hit = ClickInfo {
+            traffic_source_id: 3,
+            lander_id: 0,
+            offer_id: 4_000_000_000,
+            network_id: 12,
+            external_id: "ext.1 é".into(),
+            ..click("hit", "v", 10)
+        };
+        {
+            let mut state = PartitionState::open(&dir, 3, &mut all)?;
+            state.add_click(0, hit.clone(), true)?;
+            state.add_click(1, click("plain", "v", 5), true)?;
+            let info = state.click_info(&state.clicks[&click_key("hit")]);
+            assert_eq!(
+                info,
+                ClickInfo {
+                    visitor_id: String::new(),
+                    ..hit.clone()
+                }
+            );
+            state.flush()?;
+        }
+        let state = PartitionState::open(&dir, 3, &mut all)?;
+        let info = state.click_info(&state.clicks[&click_key("hit")]);
+        assert_eq!(
+            (
+                info.traffic_source_id,
+                info.lander_id,
+                info.offer_id,
+                info.network_id
+            ),
+            (3, 0, 4_000_000_000, 12)
+        );
+        assert_eq!(
+            (info.external_id.as_str(), info.subs.clone()),
+            ("ext.1 é", hit.subs.clone())
+        );
+        let plain = state.click_info(&state.clicks[&click_key("plain")]);
+        assert_eq!((plain.offer_id, plain.external_id.as_str()), (0, ""));
         std::fs::remove_dir_all(&dir)
     }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::now_ms;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
@@ -61,8 +62,7 @@ impl Dispatcher {
         };
         let conversion = record.conversion.clone().unwrap_or_default();
         let outbound = self.registry.get(conversion.flow_id).and_then(|flow| {
-            flow.outbound_postbacks
-                .iter()
+            outbound_postbacks(&flow)
                 .find(|o| o.id == record.outbound_id)
                 .cloned()
         });

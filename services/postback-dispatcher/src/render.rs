@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::format_micros;
 use traffsure_core::macros::{encode_component, render};
 use traffsure_core::vocab::Vocabulary;
@@ -39,10 +40,10 @@ pub fn fires(outbound: &OutboundPostback, conversion: &Conversion) -> bool {
     status_matches && goal_matches && reason_matches
 }
 
-/// The outbound postbacks of `flow` that fire for `conversion`.
+/// The outbound postbacks of `flow` that fire for `conversion`: its own and its traffic
+/// source's.
 pub fn firing<'f>(flow: &'f Flow, conversion: &Conversion) -> Vec<&'f OutboundPostback> {
-    flow.outbound_postbacks
-        .iter()
+    outbound_postbacks(flow)
         .filter(|o| fires(o, conversion))
         .collect()
 }
@@ -89,6 +90,8 @@ pub fn macro_value<'c>(
         "currency" => conversion.currency.as_str().into(),
         "country" => conversion.country.as_str().into(),
         "conversion" => conversion.conversion_id.as_str().into(),
+        // The traffic source's own click id, from the tracking link's `external_id`.
+        "external_id" => conversion.external_id.as_str().into(),
         "reason" => conversion.reason.as_str().into(),
         "ts" => (conversion.updated_at_ms.max(conversion.created_at_ms) / 1000)
             .to_string()
@@ -281,6 +284,26 @@ mod tests {
         let none = Converted::default();
         assert_eq!(macro_value(&c, &none, "ts").as_deref(), Some("1700000000"));
         assert_eq!(macro_value(&c, &none, "sub11"), None);
+    }
+
+    #[test]
+    fn the_traffic_source_postback_fires_with_its_click_id() {
+        let mut c = conversion(ConversionStatus::Approved, "sale");
+        c.external_id = "zone 9/abc".into();
+        let mut source = outbound("approved", &[]);
+        source.id = "source-3".into();
+        source.url = "https://push.test/pb?visitor_id={external_id}&payout={payout}".into();
+        let flow = Flow {
+            outbound_postbacks: vec![outbound("any", &["lead"])],
+            traffic_source_postback: Some(source.clone()),
+            ..Flow::default()
+        };
+        let fired = firing(&flow, &c);
+        assert_eq!(fired, [&source]);
+        assert_eq!(
+            build_request(fired[0], &c, &Converted::default()).url,
+            "https://push.test/pb?visitor_id=zone%209%2Fabc&payout=12.5"
+        );
     }
 
     #[test]

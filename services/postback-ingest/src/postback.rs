@@ -244,11 +244,7 @@ pub fn decide(
 }
 
 fn truncate(text: &str) -> &str {
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    traffsure_core::macros::truncate_str(text, 64)
 }
 
 enum Body {

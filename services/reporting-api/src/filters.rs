@@ -8,6 +8,7 @@ use traffsure_events::BotReason;
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
+use crate::object_names::OBJECT_DIMENSIONS;
 use crate::sql::{check_timezone_shape, parse_datetime, Arg, Sql};
 
 /// The raw query string, with each name checked against what the endpoint accepts.
@@ -161,6 +162,24 @@ impl Params {
         Ok(filters)
     }
 
+    /// Filters on the objects an event went through (`OBJECT_FILTERS`, each an object's
+    /// id), as the id column and the id.
+    pub fn object_filters(&self) -> Result<Vec<(&'static str, u32)>, ApiError> {
+        let mut filters = Vec::new();
+        for d in OBJECT_DIMENSIONS {
+            if let Some(value) = self.get(d.name) {
+                let id = value.parse::<u32>().map_err(|_| {
+                    ApiError::invalid(
+                        d.name,
+                        format!("{} must be an object id (a number), got {value:?}", d.name),
+                    )
+                })?;
+                filters.push((d.column, id));
+            }
+        }
+        Ok(filters)
+    }
+
     /// `true` or `false` (any case).
     pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
         Ok(self.one_of(name, &["true", "false"])?.map(|v| v == "true"))
@@ -248,6 +267,10 @@ pub const AGENT_FILTERS: &[&str] = &[
     "device_model",
 ];
 
+/// The object filters the logs and reports take: `traffic_source`, `offer`, `lander`,
+/// `network`, each an object's id.
+pub const OBJECT_FILTERS: &[&str] = &["traffic_source", "offer", "lander", "network"];
+
 pub fn eq(sql: &mut Sql, column: &'static str, value: Arg) {
     sql.push(" AND ").push(column).push(" = ").arg(value);
 }
@@ -277,7 +300,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Params::new(raw, &["country", "from", "to", "cursor", "limit", "status"]).unwrap()
+        Params::new(
+            raw,
+            &[
+                "country", "from", "to", "cursor", "limit", "status", "offer",
+            ],
+        )
+        .unwrap()
     }
 
     fn field(err: ApiError) -> String {
@@ -401,6 +430,21 @@ mod tests {
             params(&[]).word::<ConversionStatus>("status").unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn object_filters_are_ids() {
+        assert_eq!(
+            params(&[("offer", " 12 ")]).object_filters().unwrap(),
+            vec![("offer_id", 12)]
+        );
+        assert_eq!(
+            field(params(&[("offer", "VPN")]).object_filters().unwrap_err()),
+            "offer"
+        );
+        assert!(params(&[]).object_filters().unwrap().is_empty());
+        let names: Vec<&str> = OBJECT_DIMENSIONS.iter().map(|d| d.name).collect();
+        assert_eq!(names, OBJECT_FILTERS);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! reporting-api: the JSON API under `/api/v1`, flow management, and the admin panel.
-//! Reads aggregates from ClickHouse; writes flows to the compacted `flows` topic and
-//! reads its own writes from the in-memory flow registry. Every route but health, login
-//! and the OpenAPI document needs an admin session or an API key (`auth`).
+//! Reads aggregates from ClickHouse; writes flows and objects to the compacted `flows`
+//! and `objects` topics and reads its own writes from the in-memory registries. Every
+//! route but health, login and the OpenAPI document needs an admin session or an API key (`auth`).
 
 mod api;
 mod auth;
@@ -9,6 +9,7 @@ mod currency;
 mod error;
 mod filters;
 mod login_limit;
+mod object_names;
 mod panel;
 mod routes;
 mod session;
@@ -82,7 +83,7 @@ impl Default for Settings {
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("reporting-api")?;
     let _telemetry = traffsure_telemetry::init("reporting-api", &settings.telemetry)?;
-    let clickhouse = traffsure_clickhouse::client(&settings.clickhouse);
+    let clickhouse = traffsure_clickhouse::reader(&settings.clickhouse);
     let sessions = session::Sessions::new(
         &settings.session,
         std::time::Duration::from_secs(settings.session_hours.max(1) * 3600),
@@ -116,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     let registry = traffsure_kafka::follow_flows(&settings.kafka, &topics.flows, &health)
         .await
         .context("follow flows topic")?;
+    let objects = traffsure_kafka::follow_objects(&settings.kafka, &topics.objects, &health)
+        .await
+        .context("follow objects topic")?;
     {
         let clickhouse = clickhouse.clone();
         tokio::spawn(async move {
@@ -147,6 +151,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let state = web::Data::new(state::AppState {
         registry,
+        objects,
+        writes: tokio::sync::Mutex::new(()),
         clickhouse,
         producer,
         topics,

@@ -16,18 +16,30 @@ pub const PAGES: &[&str] = &[
     "/postbacks/{id}",
     "/outbound",
     "/reports",
+    "/traffic-sources",
+    "/traffic-sources/{id}",
+    "/affiliate-networks",
+    "/affiliate-networks/{id}",
+    "/offers",
+    "/offers/{id}",
+    "/landers",
+    "/landers/{id}",
 ];
 
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok().content_type(content_type).body(body)
+}
+
 pub async fn shell() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("../static/index.html"))
+    asset(HTML, include_str!("../static/index.html"))
 }
 
 pub async fn login_page() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("../static/login.html"))
+    asset(HTML, include_str!("../static/login.html"))
 }
 
 /// `app.js` with the postback outcome words in place of its placeholder, so a word added
@@ -38,15 +50,20 @@ pub async fn app_js() -> HttpResponse {
         let words = serde_json::json!(crate::api::postback_outcomes::words()).to_string();
         include_str!("../static/app.js").replace("/*POSTBACK_OUTCOMES*/[]", &words)
     });
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .body(script.as_str())
+    asset(JAVASCRIPT, script.as_str())
+}
+
+/// The objects' pages and the flow editor's funnel builder, loaded before `app.js`.
+pub async fn objects_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/objects.js"))
 }
 
 pub async fn app_css() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .body(include_str!("../static/app.css"))
+    asset(CSS, include_str!("../static/app.css"))
+}
+
+pub async fn objects_css() -> HttpResponse {
+    asset(CSS, include_str!("../static/objects.css"))
 }
 
 #[cfg(test)]

@@ -4,6 +4,10 @@
 
 use actix_web::web;
 
+use traffsure_core::objects::{
+    AffiliateNetworkSpec, LanderSpec, ObjectSpec, OfferSpec, TrafficSourceSpec,
+};
+
 use crate::{api, auth, panel};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -13,6 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(panel::login_page))
         .route("/assets/app.js", web::get().to(panel::app_js))
         .route("/assets/app.css", web::get().to(panel::app_css))
+        .route("/assets/objects.js", web::get().to(panel::objects_js))
+        .route("/assets/objects.css", web::get().to(panel::objects_css))
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
@@ -59,7 +65,72 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/flows", web::get().to(api::flows::list))
         .route("/api/v1/flows", web::post().to(api::flows::create))
         .route("/api/v1/flows/{id}", web::get().to(api::flows::get))
-        .route("/api/v1/flows/{id}", web::put().to(api::flows::update));
+        .route("/api/v1/flows/{id}", web::put().to(api::flows::update))
+        .route(
+            "/api/v1/templates/traffic-sources",
+            web::get().to(api::objects::source_templates),
+        )
+        .route(
+            "/api/v1/templates/affiliate-networks",
+            web::get().to(api::objects::network_templates),
+        )
+        .route(
+            "/api/v1/traffic-sources/from-template",
+            web::post().to(api::objects::source_from_template),
+        )
+        .route(
+            "/api/v1/affiliate-networks/from-template",
+            web::post().to(api::objects::network_from_template),
+        );
+    objects::<TrafficSourceSpec>(
+        cfg,
+        [
+            "/api/v1/traffic-sources",
+            "/api/v1/traffic-sources/{id}",
+            "/api/v1/traffic-sources/{id}/archive",
+            "/api/v1/traffic-sources/{id}/unarchive",
+        ],
+    );
+    objects::<AffiliateNetworkSpec>(
+        cfg,
+        [
+            "/api/v1/affiliate-networks",
+            "/api/v1/affiliate-networks/{id}",
+            "/api/v1/affiliate-networks/{id}/archive",
+            "/api/v1/affiliate-networks/{id}/unarchive",
+        ],
+    );
+    objects::<OfferSpec>(
+        cfg,
+        [
+            "/api/v1/offers",
+            "/api/v1/offers/{id}",
+            "/api/v1/offers/{id}/archive",
+            "/api/v1/offers/{id}/unarchive",
+        ],
+    );
+    objects::<LanderSpec>(
+        cfg,
+        [
+            "/api/v1/landers",
+            "/api/v1/landers/{id}",
+            "/api/v1/landers/{id}/archive",
+            "/api/v1/landers/{id}/unarchive",
+        ],
+    );
+}
+
+/// The routes of one kind of object: the list, one object, archive and unarchive.
+fn objects<S: ObjectSpec>(
+    cfg: &mut web::ServiceConfig,
+    [list, one, archive, unarchive]: [&str; 4],
+) {
+    cfg.route(list, web::get().to(api::objects::list::<S>))
+        .route(list, web::post().to(api::objects::create::<S>))
+        .route(one, web::get().to(api::objects::get::<S>))
+        .route(one, web::put().to(api::objects::update::<S>))
+        .route(archive, web::post().to(api::objects::archive::<S>))
+        .route(unarchive, web::post().to(api::objects::unarchive::<S>));
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The state every handler shares: the flow registry (flows as the `flows` topic holds
-//! them), the ClickHouse client the reads go through, the producer flows are written
+//! The state every handler shares: the flow and object registries (as the `flows` and
+//! `objects` topics hold them), the ClickHouse client the reads go through, the producer flows are written
 //! with, and the URLs the API shows or calls. Built once in `main`; handlers receive it
 //! as `web::Data<AppState>`.
 
@@ -7,13 +7,19 @@ use std::sync::Arc;
 
 use clickhouse::Client;
 use rdkafka::producer::FutureProducer;
-use traffsure_kafka::{FlowRegistry, Topics};
+use traffsure_kafka::{FlowRegistry, ObjectRegistry, Topics};
 
 use crate::error::ApiError;
 use crate::sql::Sql;
 
 pub struct AppState {
     pub registry: Arc<FlowRegistry>,
+    /// Traffic sources, affiliate networks, offers and landers as the `objects` topic
+    /// holds them.
+    pub objects: Arc<ObjectRegistry>,
+    /// Held while an object or a flow is written: object ids are counted up, and flows
+    /// are filled in from the objects, one write at a time.
+    pub writes: tokio::sync::Mutex<()>,
     pub clickhouse: Client,
     pub producer: FutureProducer,
     pub topics: Topics,

@@ -119,10 +119,9 @@ async function listPage(title, endpoint, fields, columns, csv) {
   } catch (error) { showError(error); }
 }
 
+// The copy box of objects.js, which also copies on plain HTTP.
 function copyField(label, value, id) {
-  const input = el('input', {value, readonly: true, id});
-  return el('div', {class: 'copy'}, el('span', {}, label), input,
-    el('button', {type: 'button', onclick: () => { input.select(); navigator.clipboard?.writeText(value); }}, 'Copy'));
+  return copyBox(label, value, id);
 }
 
 // A line chart of today (blue) against yesterday (grey), by hour.
@@ -165,9 +164,23 @@ async function dashboardPage() {
       el('div', {class: 'charts'},
         lineChart('Clicks by hour', d.hourly.today.map(p => p.clicks), d.hourly.yesterday.map(p => p.clicks)),
         lineChart('Conversions by hour', d.hourly.today.map(p => p.conversions), d.hourly.yesterday.map(p => p.conversions)),
-        lineChart('Revenue by hour', d.hourly.today.map(p => Number(p.revenue)), d.hourly.yesterday.map(p => Number(p.revenue)))));
+        lineChart('Revenue by hour', d.hourly.today.map(p => Number(p.revenue)), d.hourly.yesterday.map(p => Number(p.revenue)))),
+      el('div', {class: 'cards', id: 'top_today'}, [
+        ['Top flows', d.top_today.flows, e => e.name || '#' + e.id, e => e.clicks],
+        ['Top countries', d.top_today.countries, e => e.country, e => e.clicks],
+        ['Top traffic sources', d.top_today.traffic_sources, e => e.name, e => e.clicks],
+        ['Top offers (offer clicks)', d.top_today.offers, e => e.name, e => e.offer_clicks],
+      ].map(([title, entries, name, count]) => el('div', {class: 'card'}, el('h2', {}, title),
+        el('ol', {}, entries.map(e => el('li', {}, name(e) + ' — ' + count(e))))))));
   } catch (error) { showError(error); }
 }
+
+// The objects events go through, by id: filters of the logs and reports, with a name
+// column beside each id (and each report key).
+const OBJECTS = ['traffic_source', 'offer', 'lander', 'network'];
+const OBJECT_LABELS = {traffic_source: 'Traffic source', offer: 'Offer', lander: 'Lander', network: 'Network'};
+const objectFilters = () => OBJECTS.map(o => ({name: o, label: OBJECT_LABELS[o] + ' id', size: 6}));
+const objectColumns = () => OBJECTS.map(o => ({title: OBJECT_LABELS[o], render: r => r[o + '_id'] ? r[o + '_name'] : ''}));
 
 // Revenue no exchange rate converts yet: in no total, shown apart by currency.
 function withoutRate(w) {
@@ -194,6 +207,7 @@ function specOf(flow) {
     inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
     time_zone: flow.time_zone || undefined,
     status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
+    traffic_source_id: flow.traffic_source_id || undefined, path: flow.path || undefined,
   };
 }
 
@@ -278,6 +292,7 @@ async function flowEditorPage(id) {
       el('button', {type: 'button', id: 'send-test', onclick: () => sendTest(flow)}, 'Send a test outbound postback')));
   }
   main.append(form);
+  const funnel = funnelBuilder(flow, form);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -309,6 +324,7 @@ async function flowEditorPage(id) {
         status_map: parse('status_map') || {},
         outbound_postbacks: parse('outbound_postbacks') || [],
       };
+      Object.assign(spec, (await funnel).spec());
       const saved = isNew
         ? await api('/api/v1/flows', {method: 'POST', body: spec})
         : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
@@ -321,11 +337,12 @@ function clicksPage() {
   return listPage('Clicks', '/api/v1/clicks', [
     {name: 'flow', label: 'Flow (id or slug)'}, {name: 'country', label: 'Country', size: 4},
     {name: 'sub_id', label: 'Sub ID'}, {name: 'source', label: 'Source'},
+    {name: 'kind', label: 'Kind', options: ['', 'visit', 'lander_click', 'direct_visit']}, ...objectFilters(),
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
-    {title: 'Flow', key: 'flow_name'}, {title: 'IP', key: 'ip'}, {title: 'Country', key: 'country'},
-    {title: 'Sub ID', key: 'sub_id'}, {title: 'Source', key: 'source'},
+    {title: 'Flow', key: 'flow_name'}, {title: 'Kind', key: 'kind'}, {title: 'IP', key: 'ip'}, {title: 'Country', key: 'country'},
+    {title: 'Sub ID', key: 'sub_id'}, {title: 'Source', key: 'source'}, ...objectColumns(),
     {title: 'Destination URL', render: r => el('code', {}, r.destination_url)},
     {title: 'Bot', render: r => r.is_bot ? 'yes' : ''}, {title: 'Time (UTC)', key: 'time'},
   ]);
@@ -335,14 +352,14 @@ function conversionsPage() {
   return listPage('Conversions', '/api/v1/conversions', [
     {name: 'flow', label: 'Flow (id or slug)'}, {name: 'goal', label: 'Goal'},
     {name: 'status', label: 'Status', options: ['', 'approved', 'pending', 'rejected']},
-    {name: 'click_missing', label: 'Click missing', options: ['', 'true', 'false']},
+    {name: 'click_missing', label: 'Click missing', options: ['', 'true', 'false']}, ...objectFilters(),
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     // A conversion made from its click hash alone has no country, source or subs.
     {title: 'Click hash', render: r => [el('code', {}, r.click_hash), r.click_missing
       ? el('span', {class: 'badge click-missing', title: 'the click never arrived: converted from its click hash, without the click\'s country, source and subs'}, 'click missing')
       : null]},
-    {title: 'Flow', key: 'flow_name'}, {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
+    {title: 'Flow', key: 'flow_name'}, ...objectColumns(), {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
     {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency},
     {title: 'Converted', num: true, render: r => r.revenue_converted === null ? 'no rate' : r.revenue_converted + ' ' + r.currency_converted},
     {title: 'UID', key: 'uid'}, {title: 'Reason', key: 'reason'},
@@ -449,9 +466,10 @@ function outboundPage() {
   ], true);
 }
 
-const DIMENSIONS = ['day', 'hour', 'flow', 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
+const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
   'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
-const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate'];
+const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate',
+  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr'];
 
 function barChart(rows, label) {
   const ns = 'http://www.w3.org/2000/svg';
@@ -483,7 +501,7 @@ async function reportsPage() {
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
     {name: 'timezone', label: 'Time zone', placeholder: 'UTC', size: 14},
     {name: 'flow', label: 'Flow'}, {name: 'country', label: 'Country', size: 4}, {name: 'source', label: 'Source'},
-    {name: 'goal', label: 'Goal', size: 8}, {name: 'sort', label: 'Sort (-clicks…)', size: 10},
+    {name: 'goal', label: 'Goal', size: 8}, ...objectFilters(), {name: 'sort', label: 'Sort (-clicks…)', size: 10},
     {name: 'unique_clicks', label: 'Unique clicks', options: ['', 'true']},
   ]);
   // Group-by selectors are folded into one group_by parameter on submit.
@@ -503,8 +521,9 @@ async function reportsPage() {
     const data = await api('/api/v1/reports' + location.search);
     const csv = new URLSearchParams(location.search);
     csv.set('format', 'csv');
-    const keyColumns = data.group_by.flatMap(d => d === 'flow' ? [{title: 'flow', key: 'flow'}, {title: 'flow name', key: 'flow_name'}] : [{title: d, key: d}]);
-    const label = r => data.group_by.map(d => d === 'flow' ? r.flow_name || r.flow : r[d]).join(' / ');
+    const named = d => d === 'flow' || OBJECTS.includes(d);
+    const keyColumns = data.group_by.flatMap(d => named(d) ? [{title: d, key: d}, {title: d.replace('_', ' ') + ' name', key: d + '_name'}] : [{title: d, key: d}]);
+    const label = r => data.group_by.map(d => named(d) ? r[d + '_name'] || r[d] : r[d]).join(' / ');
     main.append(
       el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · money in ${data.reporting_currency} · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
       el('p', {id: 'without_rate'}, 'Without rate (in no total): ' + withoutRate(data.without_rate)),
@@ -539,6 +558,7 @@ async function main() {
   if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
+  if (objectsRoute(parts)) return;
   page('Not found');
 }
 

@@ -39,9 +39,9 @@ impl Default for RetentionSettings {
 }
 
 impl RetentionSettings {
-    /// Each table with its days; the reporting-currency rollups follow the rollups they
-    /// sit beside.
-    fn tables(&self) -> [(&'static str, u32); 9] {
+    /// Each table with its days; the reporting-currency and funnel rollups follow the
+    /// rollups they sit beside.
+    fn tables(&self) -> [(&'static str, u32); 11] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
@@ -52,6 +52,8 @@ impl RetentionSettings {
             ("conversions_hourly", self.conversions_hourly_days),
             ("conversions_hourly_currency", self.conversions_hourly_days),
             ("clicks_cost_hourly", self.clicks_hourly_days),
+            ("clicks_funnel_hourly", self.clicks_hourly_days),
+            ("conversions_funnel_hourly", self.conversions_hourly_days),
         ]
     }
 }

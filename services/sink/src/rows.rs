@@ -8,6 +8,7 @@ use serde::Serialize;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{
     Click, Conversion, ConversionStatus, Flow, OutboundAttempt, PostbackLogEntry, PostbackResult,
+    TrackerObject,
 };
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.
@@ -89,6 +90,14 @@ pub struct ClickRow {
     pub as_org: String,
     pub datacenter: u8,
     pub rate_exceeded: u8,
+    /// ClickKind's number: 0 visit, 1 lander click-through, 2 direct visit.
+    pub kind: u8,
+    pub parent_click_hash: String,
+    pub traffic_source_id: u32,
+    pub lander_id: u32,
+    pub offer_id: u32,
+    pub network_id: u32,
+    pub external_id: String,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -121,6 +130,13 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         asn: c.asn,
         datacenter: u8::from(c.datacenter),
         rate_exceeded: u8::from(c.rate_exceeded),
+        kind: u8::try_from(c.kind).unwrap_or_default(),
+        parent_click_hash: c.parent_click_hash,
+        traffic_source_id: c.traffic_source_id,
+        lander_id: c.lander_id,
+        offer_id: c.offer_id,
+        network_id: c.network_id,
+        external_id: c.external_id,
         click_hash: c.click_hash,
         flow_id: c.flow_id,
         visitor_id: c.visitor_id,
@@ -189,6 +205,11 @@ pub struct ConversionRow {
     pub device: String,
     pub os: String,
     pub browser: String,
+    pub traffic_source_id: u32,
+    pub lander_id: u32,
+    pub offer_id: u32,
+    pub network_id: u32,
+    pub external_id: String,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
@@ -232,6 +253,11 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         device: c.device,
         os: c.os,
         browser: c.browser,
+        traffic_source_id: c.traffic_source_id,
+        lander_id: c.lander_id,
+        offer_id: c.offer_id,
+        network_id: c.network_id,
+        external_id: c.external_id,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
@@ -352,6 +378,40 @@ pub fn flow_row(payload: &[u8], at: Position) -> Result<FlowRow, prost::DecodeEr
         name: f.name,
         destination_url: f.destination_url,
         default_goal: f.default_goal,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
+    })
+}
+
+/// One version of a traffic source, affiliate network, offer or lander (`tracker_objects`).
+#[derive(Debug, Row, Serialize)]
+pub struct ObjectRow {
+    /// ObjectKind's number: 1 traffic source, 2 affiliate network, 3 offer, 4 lander.
+    pub kind: u8,
+    pub id: u32,
+    pub revision: u64,
+    pub name: String,
+    pub archived: u8,
+    pub created_at: u32,
+    pub updated_at: u32,
+    pub spec_json: String,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
+}
+
+pub fn object_row(payload: &[u8], at: Position) -> Result<ObjectRow, prost::DecodeError> {
+    let o = TrackerObject::decode(payload)?;
+    Ok(ObjectRow {
+        kind: u8::try_from(o.kind).unwrap_or_default(),
+        archived: u8::from(o.archived),
+        created_at: seconds(o.created_at_ms),
+        updated_at: seconds(o.updated_at_ms),
+        id: o.id,
+        revision: o.revision,
+        name: o.name,
+        spec_json: o.spec_json,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
@@ -499,6 +559,33 @@ mod tests {
             conversion_row(&rejected.encode_to_vec(), AT)?.reason,
             "duplicate lead"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn objects_and_the_click_kind_keep_their_numbers() -> anyhow::Result<()> {
+        let click = Click {
+            kind: traffsure_events::ClickKind::LanderClick as i32,
+            parent_click_hash: "visit".into(),
+            offer_id: 12,
+            lander_id: 7,
+            ..Click::default()
+        };
+        let row = click_row(&click.encode_to_vec(), AT)?;
+        assert_eq!((row.kind, row.offer_id, row.lander_id), (1, 12, 7));
+        assert_eq!(row.parent_click_hash, "visit");
+        let object = TrackerObject {
+            kind: traffsure_events::ObjectKind::Lander as i32,
+            id: 7,
+            name: "Quiz".into(),
+            archived: true,
+            updated_at_ms: 1_772_360_100_999,
+            revision: 3,
+            ..TrackerObject::default()
+        };
+        let row = object_row(&object.encode_to_vec(), AT)?;
+        assert_eq!((row.kind, row.id, row.revision, row.archived), (4, 7, 3, 1));
+        assert_eq!(row.updated_at, 1_772_360_100);
         Ok(())
     }
 

@@ -51,6 +51,7 @@ pub struct Tables {
     postback_results: TableSink<rows::PostbackResultRow>,
     outbound_log: TableSink<rows::OutboundRow>,
     flows: TableSink<rows::FlowRow>,
+    tracker_objects: TableSink<rows::ObjectRow>,
     policy: BatchPolicy,
     /// Trace contexts of the rows waiting in each topic's batch.
     traced: HashMap<String, BatchTraces>,
@@ -60,7 +61,7 @@ pub struct Tables {
 macro_rules! each_table {
     ($tables:expr, $t:ident => $body:expr) => {
         each_table!(@fields $tables, $t => $body;
-            clicks conversions postback_log postback_results outbound_log flows)
+            clicks conversions postback_log postback_results outbound_log flows tracker_objects)
     };
     (@fields $tables:expr, $t:ident => $body:expr; $($field:ident)*) => {{
         $({
@@ -115,6 +116,11 @@ impl Tables {
             postback_results: table_of!(topics.postback_results, rows::postback_result_row),
             outbound_log: table_of!(topics.outbound_log, rows::outbound_row),
             flows: table_of!(topics.flows, rows::flow_row),
+            tracker_objects: TableSink::new(
+                "tracker_objects",
+                topics.objects.clone(),
+                rows::object_row,
+            ),
             policy,
             traced: HashMap::new(),
         }

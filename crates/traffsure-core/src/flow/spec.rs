@@ -19,6 +19,8 @@ pub struct FlowSpec {
     pub slug: Option<String>,
     #[serde(default)]
     pub status: Option<String>,
+    /// Required unless the flow has a `path`.
+    #[serde(default)]
     pub destination_url: String,
     #[serde(default)]
     pub redirect_mode: Option<String>,
@@ -49,6 +51,41 @@ pub struct FlowSpec {
     /// IANA time zone of the `hour` and `weekday` rule conditions; empty = UTC.
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// The traffic source the flow buys from (a stored object's id); none = 0 or absent.
+    #[serde(default)]
+    pub traffic_source_id: Option<u32>,
+    /// The funnel of stored landers and offers visitors go down when no rule matches;
+    /// replaces `destination_url` and `destinations`.
+    #[serde(default)]
+    pub path: Option<PathSpec>,
+}
+
+/// A funnel by object ids and weights: to one of the landers, then to one of the offers;
+/// with no landers, straight to one of the offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    #[serde(default)]
+    pub landers: Vec<PathLanderSpec>,
+    pub offers: Vec<PathOfferSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathLanderSpec {
+    pub lander_id: u32,
+    /// Relative weight among the path's landers (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathOfferSpec {
+    pub offer_id: u32,
+    /// Relative weight among the path's offers (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,11 +109,16 @@ pub struct RuleSpec {
     /// Conditions that must all hold.
     #[serde(default)]
     pub conditions: Vec<ConditionSpec>,
+    /// Required unless the rule has a `path`.
+    #[serde(default)]
     pub destinations: Vec<DestinationSpec>,
     /// Alternatives, each a list of conditions that hold together: when there are any,
     /// at least one must hold as well as `conditions`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub any_of: Vec<Vec<ConditionSpec>>,
+    /// A funnel of stored landers and offers instead of `destinations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathSpec>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

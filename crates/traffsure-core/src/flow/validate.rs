@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use traffsure_events::{
     Condition, ConditionGroup, ConversionStatus, Destination, DuplicatePolicy, Flow, FlowStatus,
-    Goal, OutboundHeader, OutboundPostback, PostbackSecurity, RedirectMode, Rule,
+    Goal, OutboundHeader, OutboundPostback, Path, PathLander, PathOffer, PostbackSecurity,
+    RedirectMode, Rule,
 };
 
 use super::conditions::{normalize, RULE_FIELDS};
 use super::spec::{
-    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, HeaderSpec, OutboundSpec,
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, HeaderSpec, OutboundSpec, PathSpec,
     PostbackSecuritySpec, RuleSpec,
 };
 use crate::cidr::Cidr;
@@ -54,6 +55,7 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "country",
     "conversion",
     "ts",
+    "external_id",
     "reason",
 ];
 
@@ -99,6 +101,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-traffsure-delivery",
 ];
 
+/// The id of a flow's traffic source postback is this and the source's id (`source-3`),
+/// kept apart from the ids of the flow's own outbound postbacks.
+pub const SOURCE_POSTBACK_PREFIX: &str = "source-";
+
 /// Most destinations in one set, rules in one flow, values in one condition, and
 /// `any_of` groups (and conditions in one group) in one rule.
 pub const MAX_DESTINATIONS: usize = 100;
@@ -114,14 +120,14 @@ pub struct FlowError {
     pub message: String,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> FlowError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> FlowError {
     FlowError {
         field: field.into(),
         message: message.into(),
     }
 }
 
-fn is_key(text: &str, max: usize) -> bool {
+pub(crate) fn is_key(text: &str, max: usize) -> bool {
     !text.is_empty()
         && text.len() <= max
         && text
@@ -184,7 +190,10 @@ impl FlowSpec {
             Some(s) => FlowStatus::from_word(s)
                 .ok_or_else(|| invalid("status", format!("must be {}", FlowStatus::word_list())))?,
         };
-        validate_url_template("destination_url", &self.destination_url, DESTINATION_MACROS)?;
+        let path = self.path.as_ref().map(|p| p.to_path("path")).transpose()?;
+        if path.is_none() || !self.destination_url.trim().is_empty() {
+            validate_url_template("destination_url", &self.destination_url, DESTINATION_MACROS)?;
+        }
         let redirect_mode = match self.redirect_mode.as_deref() {
             None => RedirectMode::Found302,
             Some(m) => RedirectMode::from_word(m).ok_or_else(|| {
@@ -264,21 +273,7 @@ impl FlowSpec {
         let inactive_url = optional_url("inactive_url", &self.inactive_url)?;
         let bot_url = optional_url("bot_url", &self.bot_url)?;
         let postback_security = self.postback_security.to_security()?;
-        let mut status_map = BTreeMap::new();
-        for (raw, mapped) in &self.status_map {
-            let raw_key = raw.trim().to_ascii_lowercase();
-            let mapped = mapped.trim().to_ascii_lowercase();
-            if raw_key.is_empty() || raw_key.len() > 64 {
-                return Err(invalid("status_map", "statuses must be 1 to 64 characters"));
-            }
-            if ConversionStatus::from_word(&mapped).is_none() {
-                return Err(invalid(
-                    format!("status_map.{raw}"),
-                    format!("must map to {}", ConversionStatus::word_list()),
-                ));
-            }
-            status_map.insert(raw_key, mapped);
-        }
+        let status_map = status_map_from(&self.status_map)?;
         let mut outbound_postbacks = Vec::with_capacity(self.outbound_postbacks.len());
         for (i, o) in self.outbound_postbacks.iter().enumerate() {
             let stored = flow
@@ -313,6 +308,8 @@ impl FlowSpec {
         flow.status_map = status_map;
         flow.outbound_postbacks = outbound_postbacks;
         flow.time_zone = time_zone;
+        flow.path = path;
+        flow.traffic_source_id = self.traffic_source_id.unwrap_or_default();
         if flow.created_at_ms == 0 {
             flow.created_at_ms = now_ms;
         }
@@ -320,6 +317,60 @@ impl FlowSpec {
         flow.revision += 1;
         Ok(())
     }
+}
+
+/// Checks a raw status → approved, pending or rejected map (field `status_map`), keys
+/// and values lowercased.
+pub(crate) fn status_map_from(
+    map: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FlowError> {
+    let mut status_map = BTreeMap::new();
+    for (raw, mapped) in map {
+        let raw_key = raw.trim().to_ascii_lowercase();
+        let mapped = mapped.trim().to_ascii_lowercase();
+        if raw_key.is_empty() || raw_key.len() > 64 {
+            return Err(invalid("status_map", "statuses must be 1 to 64 characters"));
+        }
+        if ConversionStatus::from_word(&mapped).is_none() {
+            return Err(invalid(
+                format!("status_map.{raw}"),
+                format!("must map to {}", ConversionStatus::word_list()),
+            ));
+        }
+        status_map.insert(raw_key, mapped);
+    }
+    Ok(status_map)
+}
+
+/// A payout given as decimal text or a number (`"12.50"`, `20`), in micros; `None` when
+/// absent or null.
+pub(crate) fn payout_from(
+    field: &str,
+    payout: &Option<serde_json::Value>,
+) -> Result<Option<i64>, FlowError> {
+    let micros = match payout {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => {
+            parse_micros(s).map_err(|e| invalid(field, e.to_string()))?
+        }
+        Some(serde_json::Value::Number(n)) => {
+            parse_micros(&n.to_string()).map_err(|e| invalid(field, e.to_string()))?
+        }
+        Some(_) => return Err(invalid(field, "must be a decimal number")),
+    };
+    if micros < 0 {
+        return Err(invalid(field, "must not be negative"));
+    }
+    Ok(Some(micros))
+}
+
+/// A three-letter currency code, uppercased; `USD` when absent.
+pub(crate) fn currency_from(field: &str, currency: Option<&str>) -> Result<String, FlowError> {
+    let currency = currency.unwrap_or("USD").trim().to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(field, "must be a three-letter ISO 4217 code"));
+    }
+    Ok(currency)
 }
 
 fn destinations_from(
@@ -364,10 +415,15 @@ impl RuleSpec {
                 "must have at least one condition (in conditions or any_of)",
             ));
         }
-        if self.destinations.is_empty() {
+        let path = self
+            .path
+            .as_ref()
+            .map(|p| p.to_path(&field("path")))
+            .transpose()?;
+        if self.destinations.is_empty() && path.is_none() {
             return Err(invalid(
                 field("destinations"),
-                "must have at least one destination",
+                "must have at least one destination (or a path)",
             ));
         }
         if self.any_of.len() > MAX_GROUPS {
@@ -395,7 +451,81 @@ impl RuleSpec {
             conditions,
             destinations: destinations_from(&field("destinations"), &self.destinations)?,
             any_of,
-            path: None,
+            path,
+        })
+    }
+}
+
+impl PathSpec {
+    /// The path by object ids and weights; `at` names it (`path`, `rules[0].path`). The
+    /// objects' URLs and network details are filled in from the stored objects later.
+    fn to_path(&self, at: &str) -> Result<Path, FlowError> {
+        if self.offers.is_empty() {
+            return Err(invalid(
+                format!("{at}.offers"),
+                "must have at least one offer",
+            ));
+        }
+        let entries = |list: &str, items: Vec<(u32, u32)>| -> Result<(), FlowError> {
+            if items.len() > MAX_DESTINATIONS {
+                return Err(invalid(
+                    format!("{at}.{list}"),
+                    format!("at most {MAX_DESTINATIONS} entries"),
+                ));
+            }
+            let id_name = &list[..list.len() - 1];
+            for (i, (id, weight)) in items.iter().enumerate() {
+                if *id == 0 {
+                    return Err(invalid(
+                        format!("{at}.{list}[{i}].{id_name}_id"),
+                        "must be the id of a stored object",
+                    ));
+                }
+                if items[..i].iter().any(|(other, _)| other == id) {
+                    return Err(invalid(
+                        format!("{at}.{list}[{i}].{id_name}_id"),
+                        format!("{id_name} {id} appears twice"),
+                    ));
+                }
+                if *weight == 0 || *weight > 1_000_000 {
+                    return Err(invalid(
+                        format!("{at}.{list}[{i}].weight"),
+                        "must be from 1 to 1000000",
+                    ));
+                }
+            }
+            Ok(())
+        };
+        entries(
+            "landers",
+            self.landers
+                .iter()
+                .map(|l| (l.lander_id, l.weight))
+                .collect(),
+        )?;
+        entries(
+            "offers",
+            self.offers.iter().map(|o| (o.offer_id, o.weight)).collect(),
+        )?;
+        Ok(Path {
+            landers: self
+                .landers
+                .iter()
+                .map(|l| PathLander {
+                    lander_id: l.lander_id,
+                    weight: l.weight,
+                    ..PathLander::default()
+                })
+                .collect(),
+            offers: self
+                .offers
+                .iter()
+                .map(|o| PathOffer {
+                    offer_id: o.offer_id,
+                    weight: o.weight,
+                    ..PathOffer::default()
+                })
+                .collect(),
         })
     }
 }
@@ -488,6 +618,12 @@ impl OutboundSpec {
         let field = |name: &str| format!("outbound_postbacks[{index}].{name}");
         let id = match self.id.trim() {
             "" => format!("out{}", index + 1),
+            id if id.starts_with(SOURCE_POSTBACK_PREFIX) => {
+                return Err(invalid(
+                    field("id"),
+                    format!("ids starting with {SOURCE_POSTBACK_PREFIX} are the traffic source's"),
+                ))
+            }
             id if is_key(id, 64) => id.to_string(),
             _ => return Err(invalid(field("id"), "must be 1 to 64 of a-z, 0-9, - and _")),
         };
@@ -663,31 +799,8 @@ impl GoalSpec {
                 "must be 1 to 64 of a-z, 0-9, - and _",
             ));
         }
-        let payout_micros = match &self.payout {
-            None | Some(serde_json::Value::Null) => 0,
-            Some(serde_json::Value::String(s)) => {
-                parse_micros(s).map_err(|e| invalid(field("payout"), e.to_string()))?
-            }
-            Some(serde_json::Value::Number(n)) => {
-                parse_micros(&n.to_string()).map_err(|e| invalid(field("payout"), e.to_string()))?
-            }
-            Some(_) => return Err(invalid(field("payout"), "must be a decimal number")),
-        };
-        if payout_micros < 0 {
-            return Err(invalid(field("payout"), "must not be negative"));
-        }
-        let currency = self
-            .currency
-            .as_deref()
-            .unwrap_or("USD")
-            .trim()
-            .to_ascii_uppercase();
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                field("currency"),
-                "must be a three-letter ISO 4217 code",
-            ));
-        }
+        let payout_micros = payout_from(&field("payout"), &self.payout)?.unwrap_or_default();
+        let currency = currency_from(&field("currency"), self.currency.as_deref())?;
         let policy = match self.duplicate_policy.as_deref() {
             None => DuplicatePolicy::PerUid,
             Some(p) => DuplicatePolicy::from_word(p).ok_or_else(|| {

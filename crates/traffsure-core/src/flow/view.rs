@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use traffsure_events::{Condition, Destination, Flow, PostbackSecurity};
+use traffsure_events::{Condition, Destination, Flow, Path, PostbackSecurity};
 
 use super::spec::{
-    ConditionSpec, DestinationSpec, HeaderSpec, OutboundSpec, PostbackSecuritySpec, RuleSpec,
+    ConditionSpec, DestinationSpec, HeaderSpec, OutboundSpec, PathLanderSpec, PathOfferSpec,
+    PathSpec, PostbackSecuritySpec, RuleSpec,
 };
 use super::validate::SECRET_MASK;
 use crate::money::format_micros;
@@ -38,6 +39,12 @@ pub struct FlowView {
     pub outbound_postbacks: Vec<OutboundSpec>,
     #[serde(default)]
     pub time_zone: String,
+    /// The flow's traffic source; `null` = none.
+    #[serde(default)]
+    pub traffic_source_id: Option<u32>,
+    /// The flow's funnel by object ids and weights; `null` = its destinations.
+    #[serde(default)]
+    pub path: Option<PathSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -87,6 +94,7 @@ impl From<&Flow> for FlowView {
                         .iter()
                         .map(|g| condition_views(&g.conditions))
                         .collect(),
+                    path: path_view(r.path.as_ref()),
                 })
                 .collect(),
             inactive_url: flow.inactive_url.clone(),
@@ -123,8 +131,33 @@ impl From<&Flow> for FlowView {
                 })
                 .collect(),
             time_zone: flow.time_zone.clone(),
+            traffic_source_id: Some(flow.traffic_source_id).filter(|id| *id != 0),
+            path: path_view(flow.path.as_ref()),
         }
     }
+}
+
+/// A stored path by ids and weights; `None` for a missing or empty one.
+fn path_view(path: Option<&Path>) -> Option<PathSpec> {
+    let path = path.filter(|p| !p.offers.is_empty() || !p.landers.is_empty())?;
+    Some(PathSpec {
+        landers: path
+            .landers
+            .iter()
+            .map(|l| PathLanderSpec {
+                lander_id: l.lander_id,
+                weight: l.weight.max(1),
+            })
+            .collect(),
+        offers: path
+            .offers
+            .iter()
+            .map(|o| PathOfferSpec {
+                offer_id: o.offer_id,
+                weight: o.weight.max(1),
+            })
+            .collect(),
+    })
 }
 
 fn condition_views(conditions: &[Condition]) -> Vec<ConditionSpec> {

@@ -1,6 +1,7 @@
 //! The click list: raw clicks, newest first, a page at a time, filtered by flow,
-//! country, sub_id, source, time range (in a time zone), bots, bot reason and the
-//! visitor's browser, OS and device.
+//! country, sub_id, source, time range (in a time zone), bots, bot reason, the
+//! visitor's browser, OS and device, the click's kind and the objects it went through
+//! (traffic source, offer, lander, affiliate network, by id; shown with their names).
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -9,7 +10,8 @@ use traffsure_core::format_micros;
 
 use super::page::{page_json, split_page, Query};
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params, AGENT_FILTERS};
+use crate::filters::{cursor, eq, range_condition, Params, AGENT_FILTERS, OBJECT_FILTERS};
+use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
 
@@ -39,19 +41,32 @@ struct ClickRow {
     cost_micros: i64,
     is_bot: u8,
     bot_reason: String,
+    kind: u8,
+    parent_click_hash: String,
+    external_id: String,
+    /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
+    objects: Vec<u32>,
 }
 
-/// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots and
-/// the visitor columns (`AGENT_FILTERS`).
+/// A click's kind by ClickKind's number: a visit through the tracking link, a lander
+/// click-through to an offer, a visit the direct-tracking script recorded.
+const KINDS: [&str; 3] = ["visit", "lander_click", "direct_visit"];
+
+/// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots, kind,
+/// the visitor columns (`AGENT_FILTERS`) and the objects (`OBJECT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
-        "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "cursor", "limit",
+        "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "kind", "cursor",
+        "limit",
     ]
     .into_iter()
     .chain(AGENT_FILTERS.iter().copied())
+    .chain(OBJECT_FILTERS.iter().copied())
     .collect();
     let params = Params::new(query.into_inner(), &names)?;
     let agent = params.agent_filters()?;
+    let objects = params.object_filters()?;
+    let kind = params.one_of("kind", &KINDS)?;
     let flow = params.flow(&state.registry)?;
     let country = params.country()?;
     let sub_id = params.text("sub_id", 200)?;
@@ -67,8 +82,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "SELECT click_hash, flow_id, toString(ts) AS t, ts_ms, ip, country, sub_id, source, device, os, \
                 browser, browser_family, browser_major, browser_minor, os_family, os_major, \
                 os_minor, device_family, device_brand, device_model, destination_url, \
-                cost_micros, is_bot, bot_reason FROM clicks WHERE 1",
+                cost_micros, is_bot, bot_reason, kind, parent_click_hash, external_id, ",
     );
+    push_id_array(&mut sql, "", "");
+    sql.push(" FROM clicks WHERE 1");
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
     }
@@ -83,6 +100,13 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     }
     for (column, value) in agent {
         eq(&mut sql, column, Arg::Str(value));
+    }
+    for (column, id) in objects {
+        eq(&mut sql, column, Arg::U32(id));
+    }
+    if let Some(kind) = kind {
+        let number = KINDS.iter().position(|k| *k == kind).unwrap_or_default();
+        eq(&mut sql, "kind", Arg::U32(number as u32));
     }
     match bots {
         Some("exclude") => {
@@ -105,10 +129,11 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         .arg(Arg::U64(size + 1));
     let mut rows = sql.query(&state.clickhouse).fetch_all::<ClickRow>().await?;
     let next = split_page(&mut rows, size, |r| format!("{}_{}", r.ts_ms, r.click_hash));
+    let object_names = ObjectNames::load(&state.clickhouse).await?;
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
-            json!({
+            let mut item = json!({
                 "click_hash": r.click_hash,
                 "flow_id": r.flow_id,
                 "flow_name": state.flow_name(r.flow_id),
@@ -133,7 +158,12 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "cost": format_micros(r.cost_micros),
                 "is_bot": r.is_bot == 1,
                 "bot_reason": r.bot_reason,
-            })
+                "kind": KINDS.get(usize::from(r.kind)).copied().unwrap_or_default(),
+                "parent_click_hash": r.parent_click_hash,
+                "external_id": r.external_id,
+            });
+            set_ids_and_names(&mut item, &r.objects, &object_names);
+            item
         })
         .collect();
     Ok(page_json(items, size, next))

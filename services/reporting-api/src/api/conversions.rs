@@ -1,6 +1,8 @@
 //! The conversion list: each conversion in its current state (its latest version),
-//! newest first, a page at a time, filtered by flow, goal, status, time range and whether
-//! it was made without its click (`click_missing`, from its click hash alone). Each shows
+//! newest first, a page at a time, filtered by flow, goal, status, time range, the
+//! objects its click went through (traffic source, offer, lander, affiliate network, by
+//! id; shown with their names) and whether it was made without its click
+//! (`click_missing`, from its click hash alone). Each shows
 //! its revenue as the advertiser sent it and in the reporting currency (`null` while no
 //! rate converts it).
 
@@ -14,7 +16,8 @@ use traffsure_events::ConversionStatus;
 use super::page::{page_json, split_page, Query};
 use crate::currency::Rates;
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params};
+use crate::filters::{cursor, eq, range_condition, Params, OBJECT_FILTERS};
+use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
 
@@ -35,24 +38,30 @@ struct ConversionRow {
     version: u32,
     click_missing: u8,
     reason: String,
+    external_id: String,
+    /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
+    objects: Vec<u32>,
 }
 
-/// Conversions in their current state: filters flow, goal, status, click_missing, from, to.
+/// Conversions in their current state: filters flow, goal, status, click_missing, from,
+/// to and the objects (`OBJECT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
-    let params = Params::new(
-        query.into_inner(),
-        &[
-            "flow",
-            "goal",
-            "status",
-            "click_missing",
-            "from",
-            "to",
-            "timezone",
-            "cursor",
-            "limit",
-        ],
-    )?;
+    let names: Vec<&str> = [
+        "flow",
+        "goal",
+        "status",
+        "click_missing",
+        "from",
+        "to",
+        "timezone",
+        "cursor",
+        "limit",
+    ]
+    .into_iter()
+    .chain(OBJECT_FILTERS.iter().copied())
+    .collect();
+    let params = Params::new(query.into_inner(), &names)?;
+    let objects = params.object_filters()?;
     let flow = params.flow(&state.registry)?;
     let goal = params.text("goal", 100)?;
     let status = params.word::<ConversionStatus>("status")?;
@@ -70,14 +79,20 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 argMax(uid, version) AS u, toString(min(created_at)) AS created, \
                 toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
-                max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn \
-         FROM conversions WHERE 1",
+                max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn, \
+                argMax(external_id, version) AS ext, ",
     );
+    push_id_array(&mut sql, "argMax(", ", version)");
+    sql.push(" AS objects FROM conversions WHERE 1");
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
     }
     if let Some(goal) = goal {
         sql.push(" AND lower(goal) = lower(").str(goal).push(")");
+    }
+    // Copied from the click when a conversion is made: every version carries the same ids.
+    for (column, id) in objects {
+        eq(&mut sql, column, Arg::U32(id));
     }
     // Decided when a conversion is made: every version of it carries the same value.
     if let Some(missing) = click_missing {
@@ -113,10 +128,11 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         }
         _ => Rates::new(&state.reporting_currency),
     };
+    let object_names = ObjectNames::load(&state.clickhouse).await?;
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
-            json!({
+            let mut item = json!({
                 "conversion_id": r.conversion_id,
                 "click_hash": r.click_hash,
                 "flow_id": r.flow_id,
@@ -135,7 +151,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "version": r.version,
                 "click_missing": r.click_missing != 0,
                 "reason": r.reason,
-            })
+                "external_id": r.external_id,
+            });
+            set_ids_and_names(&mut item, &r.objects, &object_names);
+            item
         })
         .collect();
     Ok(page_json(items, size, next))

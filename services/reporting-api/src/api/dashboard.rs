@@ -1,17 +1,21 @@
 //! The dashboard: today's four figures (UTC) and today against yesterday by hour, read
-//! from the hourly rollups, plus the number of active flows from the registry. Revenue
-//! is in the reporting currency (`crate::currency`); today's revenue without a rate is
-//! shown apart, by currency.
+//! from the hourly rollups, plus the number of active flows from the registry, and
+//! today's top flows, countries, traffic sources (by clicks) and offers (by offer
+//! clicks). Revenue is in the reporting currency (`crate::currency`); today's revenue
+//! without a rate is shown apart, by currency.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
-use traffsure_events::{ConversionStatus, FlowStatus};
+use traffsure_events::{ConversionStatus, FlowStatus, ObjectKind};
 
 use crate::currency::{Rates, WithoutRate};
 use crate::error::ApiError;
+use crate::object_names::ObjectNames;
 use crate::sql::Sql;
 use crate::state::AppState;
 
@@ -31,6 +35,44 @@ struct HourConversions {
     revenue_micros: i64,
 }
 
+/// Today's clicks and offer clicks of one flow, country, traffic source and offer.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct TodayGroup {
+    flow_id: u32,
+    country: String,
+    traffic_source_id: u32,
+    offer_id: u32,
+    clicks: i64,
+    offer_clicks: i64,
+}
+
+/// How many entries each top list shows.
+const TOP: usize = 5;
+
+/// The `TOP` keys of `counts` with the most `(clicks, offer clicks)` by `rank` (ties
+/// by key), leaving out empty keys and keys with nothing to rank by.
+fn top<K: Ord + Clone>(
+    counts: &HashMap<K, (i64, i64)>,
+    rank: impl Fn(&(i64, i64)) -> i64,
+    empty: &K,
+) -> Vec<(K, (i64, i64))> {
+    let mut entries: Vec<(K, (i64, i64))> = counts
+        .iter()
+        .filter(|(k, v)| *k != empty && rank(v) > 0)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    entries.sort_by(|a, b| rank(&b.1).cmp(&rank(&a.1)).then_with(|| a.0.cmp(&b.0)));
+    entries.truncate(TOP);
+    entries
+}
+
+/// A top list's entry: what it is (`{"id", "name"}`, `{"country"}`), and its counts.
+fn entry(mut what: Value, (clicks, offer_clicks): (i64, i64)) -> Value {
+    what["clicks"] = json!(clicks);
+    what["offer_clicks"] = json!(offer_clicks);
+    what
+}
+
 #[derive(Serialize, Default, Clone)]
 struct HourPoint {
     hour: u8,
@@ -44,10 +86,21 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
     let clicks = state
         .clickhouse
         .query(
-            "SELECT toString(hour) AS h, toInt64(sum(clicks) - sum(bots)) AS c \
-             FROM clicks_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
+            "SELECT toString(hour) AS h, toInt64(sumIf(clicks - bots, kind != 1)) AS c \
+             FROM clicks_funnel_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
         )
         .fetch_all::<HourCount>();
+    // Offer clicks as the reports count them (query::FUNNEL).
+    let groups = state
+        .clickhouse
+        .query(
+            "SELECT flow_id, country, traffic_source_id, offer_id, \
+             toInt64(sumIf(clicks - bots, kind != 1)) AS c, \
+             toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc \
+             FROM clicks_funnel_hourly WHERE hour >= toDateTime(today()) \
+             GROUP BY flow_id, country, traffic_source_id, offer_id",
+        )
+        .fetch_all::<TodayGroup>();
     let mut conversions = Sql::new("SELECT toString(hour) AS h, currency AS cur, ");
     conversions
         .conversions_by_status("sumIf(conversions, ")
@@ -61,8 +114,9 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .clickhouse
         .query("SELECT toString(today()), toString(yesterday())")
         .fetch_one::<(String, String)>();
-    let (clicks, conversions, (date, yesterday_date)) =
-        tokio::try_join!(clicks, conversions, date)?;
+    let (clicks, conversions, (date, yesterday_date), groups) =
+        tokio::try_join!(clicks, conversions, date, groups)?;
+    let names = ObjectNames::load(&state.clickhouse).await?;
     let rates = Rates::load(
         &state.clickhouse,
         &state.reporting_currency,
@@ -117,6 +171,40 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
             })
             .collect()
     };
+    let mut flows: HashMap<u32, (i64, i64)> = HashMap::new();
+    let mut countries: HashMap<String, (i64, i64)> = HashMap::new();
+    let mut sources: HashMap<u32, (i64, i64)> = HashMap::new();
+    let mut offers: HashMap<u32, (i64, i64)> = HashMap::new();
+    for g in &groups {
+        for entry in [
+            flows.entry(g.flow_id).or_default(),
+            countries.entry(g.country.clone()).or_default(),
+            sources.entry(g.traffic_source_id).or_default(),
+            offers.entry(g.offer_id).or_default(),
+        ] {
+            entry.0 += g.clicks;
+            entry.1 += g.offer_clicks;
+        }
+    }
+    let by_clicks = |v: &(i64, i64)| v.0;
+    let by_offer_clicks = |v: &(i64, i64)| v.1;
+    let object = |kind: ObjectKind, id: u32| json!({"id": id, "name": names.name(kind, id)});
+    let top_flows: Vec<Value> = top(&flows, by_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(json!({"id": id, "name": state.flow_name(id)}), counts))
+        .collect();
+    let top_countries: Vec<Value> = top(&countries, by_clicks, &String::new())
+        .into_iter()
+        .map(|(country, counts)| entry(json!({ "country": country }), counts))
+        .collect();
+    let top_sources: Vec<Value> = top(&sources, by_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(object(ObjectKind::TrafficSource, id), counts))
+        .collect();
+    let top_offers: Vec<Value> = top(&offers, by_offer_clicks, &0)
+        .into_iter()
+        .map(|(id, counts)| entry(object(ObjectKind::Offer, id), counts))
+        .collect();
     let active_flows = state
         .registry
         .all()
@@ -138,5 +226,29 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         "without_rate_today": without_rate.json(),
         "active_flows": active_flows,
         "hourly": {"today": points(&today), "yesterday": points(&yesterday)},
+        "top_today": {
+            "flows": top_flows,
+            "countries": top_countries,
+            "traffic_sources": top_sources,
+            "offers": top_offers,
+        },
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_lists_rank_by_their_count_without_empty_keys() {
+        let counts: HashMap<u32, (i64, i64)> = (0..8u32)
+            .map(|id| (id, (i64::from(id % 4), i64::from(id))))
+            .collect();
+        let by_clicks = top(&counts, |v| v.0, &0);
+        let ids: Vec<u32> = by_clicks.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [3, 7, 2, 6, 1]);
+        let by_offer_clicks = top(&counts, |v| v.1, &0);
+        let ids: Vec<u32> = by_offer_clicks.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [7, 6, 5, 4, 3]);
+    }
 }

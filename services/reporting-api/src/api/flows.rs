@@ -1,6 +1,7 @@
 //! Flows: listed and read from the in-memory registry, created and changed by writing
 //! them to the compacted `flows` topic and waiting for the broker's answer, after which
-//! the registry serves the new version at once (the API reads its own writes).
+//! the registry serves the new version at once (the API reads its own writes). A flow's
+//! traffic source, landers and offers are filled in from the stored objects on every save.
 
 use std::sync::Arc;
 
@@ -8,7 +9,8 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use traffsure_core::flow::{FlowSpec, FlowView};
 use traffsure_core::now_ms;
-use traffsure_events::Flow;
+use traffsure_core::objects::{self, flow_references, TrafficSourceSpec};
+use traffsure_events::{Flow, ObjectKind};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -30,12 +32,32 @@ fn with_links(state: &AppState, flow: &Flow) -> FlowWithLinks {
     };
     FlowWithLinks {
         flow: FlowView::from(flow),
-        tracking_link: format!("{}/c/{handle}?sub_id={{sub_id}}&source={{source}}", state.tracking_base_url),
-        postback_url: format!(
-            "{}/postback?click={{click}}&goal={{goal}}&status={{status}}&revenue={{revenue}}&currency={{currency}}&uid={{uid}}",
-            state.postback_base_url
+        tracking_link: format!(
+            "{}/c/{handle}?{}",
+            state.tracking_base_url,
+            tracking_query(state, flow)
         ),
+        postback_url: postback_url(&state.postback_base_url),
     }
+}
+
+/// The tracking link's query: the flow's traffic source's parameters with its own macros,
+/// ready to paste into the source; TraffSure's `sub_id` and `source` without one.
+fn tracking_query(state: &AppState, flow: &Flow) -> String {
+    state
+        .objects
+        .get(ObjectKind::TrafficSource, flow.traffic_source_id)
+        .and_then(|source| objects::spec_of::<TrafficSourceSpec>(&source).ok())
+        .map(|source| source.tracking_query())
+        .filter(|query| !query.is_empty())
+        .unwrap_or_else(|| "sub_id={sub_id}&source={source}".into())
+}
+
+/// TraffSure's postback URL with its own parameters, on postback-ingest's public address.
+pub(crate) fn postback_url(postback_base_url: &str) -> String {
+    format!(
+        "{postback_base_url}/postback?click={{click}}&goal={{goal}}&status={{status}}&revenue={{revenue}}&currency={{currency}}&uid={{uid}}"
+    )
 }
 
 fn find(state: &AppState, id: &str) -> Result<Arc<Flow>, ApiError> {
@@ -46,7 +68,7 @@ fn find(state: &AppState, id: &str) -> Result<Arc<Flow>, ApiError> {
 }
 
 /// Publishes the flow and waits for the broker, then serves it from memory at once.
-async fn save(state: &AppState, flow: Flow) -> Result<(), ApiError> {
+pub(crate) async fn save(state: &AppState, flow: Flow) -> Result<(), ApiError> {
     if !flow.slug.is_empty() {
         if let Some(other) = state
             .registry
@@ -101,6 +123,8 @@ pub async fn create(
         ..Flow::default()
     };
     spec.apply(&mut flow, now_ms())?;
+    let _writing = state.writes.lock().await;
+    super::objects::fill(&state, &mut flow, &[])?;
     save(&state, flow.clone()).await?;
     tracing::info!(flow = id, name = %flow.name, "flow created");
     Ok(HttpResponse::Created().json(with_links(&state, &flow)))
@@ -111,8 +135,11 @@ pub async fn update(
     id: web::Path<String>,
     spec: web::Json<FlowSpec>,
 ) -> Result<HttpResponse, ApiError> {
+    let _writing = state.writes.lock().await;
     let mut flow = Flow::clone(find(&state, &id)?.as_ref());
+    let kept = flow_references(&flow);
     spec.apply(&mut flow, now_ms())?;
+    super::objects::fill(&state, &mut flow, &kept)?;
     save(&state, flow.clone()).await?;
     Ok(HttpResponse::Ok().json(with_links(&state, &flow)))
 }

@@ -10,6 +10,7 @@ pub mod conversions;
 pub mod dashboard;
 pub mod exchange_rates;
 pub mod flows;
+pub mod objects;
 pub mod outbound;
 mod page;
 pub mod postback_outcomes;

@@ -1,5 +1,6 @@
 //! Clicks and conversions joined by group key into one row per group with its totals,
-//! and the derived metrics (CR, profit, ROI, EPC) of each row and of the whole report.
+//! and the derived metrics (CR, profit, ROI, EPC, lander CTR, offer CR) of each row and
+//! of the whole report.
 //! Revenue is converted to the reporting currency here, at the rate of its day; revenue
 //! without a rate is kept apart (`without_rate`) and is in no sum.
 
@@ -12,6 +13,7 @@ use traffsure_events::ConversionStatus;
 
 use super::query::Sides;
 use crate::currency::{Rates, WithoutRate};
+use crate::object_names::{object_dimension, ObjectNames};
 
 /// A metric's name, its JSON value, and the number it sorts by.
 pub type Metric = (&'static str, Value, f64);
@@ -26,6 +28,9 @@ pub struct Totals {
     pub clicks: i64,
     pub unique_clicks: u64,
     pub bots: i64,
+    pub lander_views: i64,
+    pub lander_clicks: i64,
+    pub offer_clicks: i64,
     pub approved: i64,
     pub pending: i64,
     pub rejected: i64,
@@ -44,6 +49,9 @@ impl Totals {
         self.clicks += o.clicks;
         self.unique_clicks += o.unique_clicks;
         self.bots += o.bots;
+        self.lander_views += o.lander_views;
+        self.lander_clicks += o.lander_clicks;
+        self.offer_clicks += o.offer_clicks;
         self.approved += o.approved;
         self.pending += o.pending;
         self.rejected += o.rejected;
@@ -73,6 +81,11 @@ impl Totals {
         let cr = round(ratio(conversions as f64 * 100.0, self.clicks as f64));
         let roi = round(ratio(profit as f64 * 100.0, self.cost_micros as f64));
         let epc_micros = ratio(self.revenue_micros as f64, self.clicks as f64).round() as i64;
+        let lander_ctr = round(ratio(
+            self.lander_clicks as f64 * 100.0,
+            self.lander_views as f64,
+        ));
+        let offer_cr = round(ratio(conversions as f64 * 100.0, self.offer_clicks as f64));
         vec![
             ("clicks", json!(self.clicks), self.clicks as f64),
             (
@@ -120,6 +133,23 @@ impl Totals {
                 json!(self.without_rate.conversions()),
                 self.without_rate.conversions() as f64,
             ),
+            (
+                "lander_views",
+                json!(self.lander_views),
+                self.lander_views as f64,
+            ),
+            (
+                "lander_clicks",
+                json!(self.lander_clicks),
+                self.lander_clicks as f64,
+            ),
+            ("lander_ctr", json!(lander_ctr), lander_ctr),
+            (
+                "offer_clicks",
+                json!(self.offer_clicks),
+                self.offer_clicks as f64,
+            ),
+            ("offer_cr", json!(offer_cr), offer_cr),
         ]
     }
 }
@@ -133,6 +163,9 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
         t.clicks += row.clicks;
+        t.lander_views += row.lander_views;
+        t.lander_clicks += row.lander_clicks;
+        t.offer_clicks += row.offer_clicks;
         t.bots += row.bots;
         t.unique_clicks += row.unique_clicks;
     }
@@ -171,12 +204,13 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
 }
 
 /// One row per group, its keys named by `dims` (a `flow` key gets its `flow_name` from
-/// `flow_name`), and the report's totals.
+/// `flow_name`, an object's key its name from `names`), and the report's totals.
 pub fn rows(
     groups: &BTreeMap<Vec<String>, Totals>,
     dims: &[&'static str],
     with_uniques: bool,
     flow_name: impl Fn(u32) -> String,
+    names: &ObjectNames,
 ) -> (Vec<Row>, Totals) {
     let mut total = Totals {
         with_uniques,
@@ -192,6 +226,13 @@ pub fn rows(
                 if *dim == "flow" {
                     let name = key.parse().map(&flow_name).unwrap_or_default();
                     row.insert("flow_name".into(), json!(name));
+                }
+                if let Some(object) = object_dimension(dim) {
+                    let name = key
+                        .parse()
+                        .map(|id| names.name(object.kind, id))
+                        .unwrap_or_default();
+                    row.insert(object.name_column.into(), json!(name));
                 }
             }
             (row, t.metrics())
@@ -236,12 +277,18 @@ mod tests {
             ClickAgg {
                 keys: key("1"),
                 clicks: 10,
+                lander_views: 6,
+                lander_clicks: 3,
+                offer_clicks: 5,
                 bots: 1,
                 unique_clicks: 7,
             },
             ClickAgg {
                 keys: key("2"),
                 clicks: 4,
+                lander_views: 0,
+                lander_clicks: 0,
+                offer_clicks: 4,
                 bots: 0,
                 unique_clicks: 4,
             },
@@ -272,11 +319,21 @@ mod tests {
         assert_eq!(groups[&key("1")].clicks, 10);
         assert_eq!(groups[&key("2")].approved, 0);
 
-        let (rows, total) = rows(&groups, &["flow"], true, |id| format!("flow {id}"));
+        let (rows, total) = rows(
+            &groups,
+            &["flow"],
+            true,
+            |id| format!("flow {id}"),
+            &ObjectNames::default(),
+        );
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].0["flow"], "1");
         assert_eq!(rows[0].0["flow_name"], "flow 1");
         assert_eq!(total.clicks, 14);
+        assert_eq!(total.offer_clicks, 9);
+        let m: HashMap<_, _> = rows[0].1.iter().map(|(k, v, _)| (*k, v.clone())).collect();
+        assert_eq!(m["lander_ctr"], json!(50.0));
+        assert_eq!(m["offer_cr"], json!(60.0));
         assert_eq!(total.unique_clicks, 11);
         assert_eq!(total.revenue_micros, 8_000_000);
         assert_eq!(total.cost_micros, 5_000_000);
@@ -321,7 +378,13 @@ mod tests {
             costs,
         };
         let groups = groups(sides, false, &rates);
-        let (_, total) = rows(&groups, &["flow"], false, |_| String::new());
+        let (_, total) = rows(
+            &groups,
+            &["flow"],
+            false,
+            |_| String::new(),
+            &ObjectNames::default(),
+        );
         assert_eq!(total.revenue_micros, 7_000_000 + 12_500_000 + 10_000_000);
         assert_eq!(total.cost_micros, 1_000_000 + 2_500_000);
         assert_eq!(

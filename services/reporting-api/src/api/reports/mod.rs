@@ -1,5 +1,6 @@
 //! `GET /api/v1/reports`: clicks and conversions grouped by up to four dimensions from an
-//! allow-list, with derived metrics (CR, profit, ROI, EPC), money in the reporting
+//! allow-list (objects among them, named from `tracker_objects`), with derived metrics
+//! (CR, profit, ROI, EPC, the lander and offer funnel), money in the reporting
 //! currency, a time zone, a sort key and CSV export. A report goes through five steps, one module each: `parse` (query string
 //! → typed request), `query` (SQL built and run), `merge` (both sides joined by group
 //! key), `sort` and `render` (JSON or CSV).
@@ -9,6 +10,7 @@ use actix_web::HttpResponse;
 use super::page::Query;
 use crate::error::ApiError;
 use crate::filters::Params;
+use crate::object_names::{object_dimension, ObjectNames};
 use crate::state::AppState;
 
 mod merge;
@@ -30,12 +32,21 @@ pub async fn report(
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let sides = query::run(&state.clickhouse, &request, &range).await?;
     let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
+    let names = if request.dims.iter().any(|d| object_dimension(d).is_some()) {
+        ObjectNames::load(&state.clickhouse).await?
+    } else {
+        ObjectNames::default()
+    };
 
     let unique_clicks = request.filters.unique_clicks;
     let groups = merge::groups(sides, unique_clicks, &rates);
-    let (mut rows, total) = merge::rows(&groups, &request.dims, unique_clicks, |id| {
-        state.flow_name(id)
-    });
+    let (mut rows, total) = merge::rows(
+        &groups,
+        &request.dims,
+        unique_clicks,
+        |id| state.flow_name(id),
+        &names,
+    );
     sort::sort(&mut rows, &request.sort);
 
     Ok(match request.format {

@@ -5,9 +5,11 @@
 use traffsure_kafka::FlowRegistry;
 
 use crate::error::ApiError;
-use crate::filters::{Params, AGENT_FILTERS};
+use crate::filters::{Params, AGENT_FILTERS, OBJECT_FILTERS};
+use crate::object_names::name_column;
 
-/// Every parameter a report accepts besides the visitor filters (`AGENT_FILTERS`).
+/// Every parameter a report accepts besides the visitor and object filters
+/// (`AGENT_FILTERS`, `OBJECT_FILTERS`).
 pub const PARAMETERS: &[&str] = &[
     "group_by",
     "from",
@@ -27,9 +29,14 @@ pub const PARAMETERS: &[&str] = &[
     "unique_clicks",
 ];
 
-/// Every parameter a report accepts: `PARAMETERS` and the visitor filters.
+/// Every parameter a report accepts: `PARAMETERS`, the visitor and the object filters.
 pub fn parameters() -> Vec<&'static str> {
-    PARAMETERS.iter().chain(AGENT_FILTERS).copied().collect()
+    PARAMETERS
+        .iter()
+        .chain(AGENT_FILTERS)
+        .chain(OBJECT_FILTERS)
+        .copied()
+        .collect()
 }
 
 /// Every dimension a report groups by.
@@ -38,6 +45,10 @@ pub const DIMENSIONS: &[&str] = &[
     "day",
     "hour",
     "flow",
+    "traffic_source",
+    "offer",
+    "lander",
+    "network",
     "country",
     "source",
     "sub_id",
@@ -92,6 +103,11 @@ pub const METRICS: &[&str] = &[
     "roi",
     "epc",
     "without_rate",
+    "lander_views",
+    "lander_clicks",
+    "lander_ctr",
+    "offer_clicks",
+    "offer_cr",
 ];
 
 /// What a report asks for.
@@ -119,6 +135,8 @@ pub struct Filters {
     /// Filters on the clicks' visitor columns (`crate::filters::AGENT_FILTERS`), as
     /// column and value; conversions have no such columns and stay whole.
     pub agent: Vec<(&'static str, String)>,
+    /// Only events that went through these objects, as id column and id.
+    pub objects: Vec<(&'static str, u32)>,
     /// Only clicks of this autonomous system, of datacenter addresses (or not), over the
     /// per-address rate (or not).
     pub asn: Option<u32>,
@@ -140,7 +158,8 @@ impl Filters {
     }
 }
 
-/// A grouped dimension, `flow_name` or a metric, ascending unless `descending`.
+/// A grouped dimension, its name column (`flow_name`, `offer_name`, ...) or a metric,
+/// ascending unless `descending`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sort {
     pub key: String,
@@ -179,6 +198,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
         agent: params.agent_filters()?,
+        objects: params.object_filters()?,
         asn: params
             .get("asn")
             .map(|v| {
@@ -238,8 +258,8 @@ fn group_by(value: &str) -> Result<Vec<&'static str>, ApiError> {
     Ok(dims)
 }
 
-/// `sort`: a grouped dimension, `flow_name` or a metric, `-` first for descending; by
-/// default the first dimension, ascending.
+/// `sort`: a grouped dimension, a grouped dimension's name column or a metric, `-` first
+/// for descending; by default the first dimension, ascending.
 fn sort(value: Option<&str>, dims: &[&'static str]) -> Result<Sort, ApiError> {
     let Some(value) = value else {
         return Ok(Sort {
@@ -250,7 +270,10 @@ fn sort(value: Option<&str>, dims: &[&'static str]) -> Result<Sort, ApiError> {
     let (key, descending) = value
         .strip_prefix('-')
         .map_or((value, false), |k| (k, true));
-    let known = dims.contains(&key) || METRICS.contains(&key) || key == "flow_name";
+    let known = dims.contains(&key)
+        || METRICS.contains(&key)
+        || key == "flow_name"
+        || dims.iter().any(|d| name_column(d) == Some(key));
     if !known {
         return Err(ApiError::invalid(
             "sort",
@@ -317,6 +340,7 @@ mod tests {
             ("format", "csv"),
             ("unique_clicks", "true"),
             ("flow", "7"),
+            ("offer", "12"),
             ("country", "de"),
             ("goal", "sale"),
             ("click_missing", "true"),
@@ -330,6 +354,7 @@ mod tests {
         assert_eq!(request.format, Format::Csv);
         assert!(request.filters.unique_clicks);
         assert_eq!(request.filters.flow, Some(7));
+        assert_eq!(request.filters.objects, vec![("offer_id", 12)]);
         assert_eq!(request.filters.country.as_deref(), Some("DE"));
         assert_eq!(request.filters.click_missing, Some(true));
         assert_eq!(request.filters.to.as_deref(), Some("2026-01-31 23:59:59"));
@@ -348,6 +373,8 @@ mod tests {
             (&[("format", "xlsx")], "format"),
             (&[("click_missing", "yes")], "click_missing"),
             (&[("flow", "no-such-flow")], "flow"),
+            (&[("lander", "-1")], "lander"),
+            (&[("sort", "offer_name")], "sort"),
             (&[("colour", "red")], "colour"),
         ] {
             assert_eq!(field(parse(pairs)), expected, "{pairs:?}");

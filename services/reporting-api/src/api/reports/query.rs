@@ -1,11 +1,15 @@
 //! A report's SQL, built and run: clicks and conversions are aggregated by separate
 //! queries (joined by group key in `merge`, which is simpler and more portable than a
-//! FULL JOIN on ClickHouse 18.16). Each side reads its rollup when the rollup has every
-//! asked dimension and filter, the raw table otherwise. Filters a side has no column for
+//! FULL JOIN on ClickHouse 18.16). Each side reads its funnel rollup when the rollup has
+//! every asked dimension and filter, the raw table otherwise. Filters a side has no column for
 //! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
 //! filtered by a click's visitor details or fraud signals read them from their click (a
 //! join on the click hash). Conversions come by UTC day and currency as well, for `merge`
 //! to convert their revenue.
+//!
+//! A click row is a visit or a lander click-through (`kind`, ClickKind's number): clicks,
+//! bots and unique clicks count visits only; lander views, lander clicks and offer clicks
+//! count people (no bots) at each step of the funnel (`FUNNEL`).
 
 use std::sync::LazyLock;
 
@@ -16,13 +20,31 @@ use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
+use crate::object_names::object_dimension;
 use crate::sql::{Arg, Sql};
 
-const CLICK_ROLLUP_DIMS: &[&str] = &[
-    "day", "hour", "flow", "country", "source", "sub_id", "device", "os", "browser",
+/// The dimensions both funnel rollups have: the first ten (time, flow, the objects,
+/// country, source, sub_id); clicks' have the coarse device, OS and browser too,
+/// conversions' the goal.
+const ROLLUP_DIMS: &[&str] = DIMENSIONS.split_at(10).0;
+const CLICK_ROLLUP_DIMS: &[&str] = &["device", "os", "browser"];
+const CONVERSION_ROLLUP_DIMS: &[&str] = &["goal"];
+
+/// Whether a rollup with `ROLLUP_DIMS` and `own` has dimension `dim`.
+fn in_rollup(dim: &str, own: &[&str]) -> bool {
+    ROLLUP_DIMS.contains(&dim) || own.contains(&dim)
+}
+
+/// The click counts of a report, each a condition on a click row (`kind` 1 is
+/// ClickKind::LanderClick): visits (`c`, without bots), visits that showed a lander
+/// (`lv`), lander click-throughs (`lc`), and clicks sent to an offer (`oc`: lander
+/// click-throughs, and visits sent straight to an offer). Bots count in none of them.
+pub const FUNNEL: &[(&str, &str)] = &[
+    (" AS c, ", "kind != 1"),
+    (" AS lv, ", "kind != 1 AND lander_id != 0"),
+    (" AS lc, ", "kind = 1"),
+    (" AS oc, ", "kind = 1 OR (lander_id = 0 AND offer_id != 0)"),
 ];
-const CONVERSION_ROLLUP_DIMS: &[&str] =
-    &["day", "hour", "flow", "country", "source", "sub_id", "goal"];
 
 /// The time range a report covers, both bounds read in its time zone.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +58,9 @@ pub struct Range {
 pub struct ClickAgg {
     pub keys: Vec<String>,
     pub clicks: i64,
+    pub lander_views: i64,
+    pub lander_clicks: i64,
+    pub offer_clicks: i64,
     pub bots: i64,
     pub unique_clicks: u64,
 }
@@ -156,6 +181,10 @@ pub async fn run(
 /// goal) gives an empty key.
 fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
     let time = side.time_column();
+    if let Some(object) = object_dimension(dim) {
+        sql.push("toString(").push(object.column).push(")");
+        return;
+    }
     let column: Option<&'static str> = match dim {
         "day" => {
             sql.push("toString(toDate(")
@@ -205,6 +234,9 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let Some(sub_id) = &filters.sub_id {
         eq(sql, "sub_id", Arg::Str(sub_id.clone()));
     }
+    for (column, id) in &filters.objects {
+        eq(sql, column, Arg::U32(*id));
+    }
     if let (Some(goal), Side::ConversionRaw | Side::ConversionRollup) = (&filters.goal, side) {
         sql.push(" AND lower(goal) = lower(")
             .str(goal.clone())
@@ -247,7 +279,7 @@ fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
 /// Clicks and costs read their rollups when they have every asked dimension and filter.
 fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
     let rollup =
-        dims.iter().all(|d| CLICK_ROLLUP_DIMS.contains(d)) && !filters.on_click_only_columns();
+        dims.iter().all(|d| in_rollup(d, CLICK_ROLLUP_DIMS)) && !filters.on_click_only_columns();
     (
         rollup,
         if rollup {
@@ -262,18 +294,29 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
+    sql.push(", ");
+    for (alias, condition) in FUNNEL {
+        if rollup {
+            sql.push("toInt64(sumIf(clicks - bots, ");
+        } else {
+            sql.push("toInt64(countIf(is_bot = 0 AND (");
+        }
+        sql.push(condition)
+            .push(if rollup { "))" } else { ")))" })
+            .push(alias);
+    }
     if rollup {
-        sql.push(", toInt64(sum(clicks) - sum(bots)) AS c, toInt64(sum(bots)) AS b, ");
+        sql.push("toInt64(sumIf(bots, kind != 1)) AS b, ");
         if filters.unique_clicks {
-            sql.push("toUInt64(uniqMerge(unique_clicks))");
+            sql.push("toUInt64(uniqMergeIf(unique_clicks, kind != 1))");
         } else {
             sql.push("toUInt64(0)");
         }
-        sql.push(" AS u FROM clicks_hourly");
+        sql.push(" AS u FROM clicks_funnel_hourly");
     } else {
-        sql.push(", toInt64(countIf(is_bot = 0)) AS c, toInt64(countIf(is_bot = 1)) AS b, ");
+        sql.push("toInt64(countIf(is_bot = 1 AND kind != 1)) AS b, ");
         if filters.unique_clicks {
-            sql.push("toUInt64(uniq(visitor_id))");
+            sql.push("toUInt64(uniqIf(visitor_id, kind != 1))");
         } else {
             sql.push("toUInt64(0)");
         }
@@ -294,7 +337,7 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
         .push(side.time_column())
         .push(", 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost FROM ")
         .push(if rollup {
-            "clicks_cost_hourly"
+            "clicks_funnel_hourly"
         } else {
             "clicks"
         });
@@ -321,7 +364,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     } else {
         "conversions"
     };
-    let rollup = dims.iter().all(|d| CONVERSION_ROLLUP_DIMS.contains(d))
+    let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
         && filters.click_missing.is_none()
         && !signals;
     let side = if rollup {
@@ -337,7 +380,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     if rollup {
         sql.push(", ")
             .conversions_by_status("sumIf(conversions, ")
-            .push(" FROM conversions_hourly_currency");
+            .push(" FROM conversions_funnel_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
         // The latest version of each conversion in range, then grouped.
@@ -371,6 +414,7 @@ mod tests {
             goal: Some("sale".into()),
             click_missing: None,
             agent: Vec::new(),
+            objects: Vec::new(),
             asn: None,
             datacenter: None,
             rate_exceeded: None,
@@ -390,12 +434,16 @@ mod tests {
     #[test]
     fn rollups_serve_what_they_have() {
         let sql = clicks_sql(&["day", "flow", "country"], &filters(), &range());
-        assert!(sql.text().contains("FROM clicks_hourly"), "{}", sql.text());
+        assert!(
+            sql.text().contains("FROM clicks_funnel_hourly"),
+            "{}",
+            sql.text()
+        );
         let sql = clicks_sql(&["sub3"], &filters(), &range());
         assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
         let sql = conversions_sql(&["goal", "hour"], &filters(), &range());
         assert!(
-            sql.text().contains("FROM conversions_hourly_currency"),
+            sql.text().contains("FROM conversions_funnel_hourly"),
             "{}",
             sql.text()
         );
@@ -476,7 +524,7 @@ mod tests {
             ..filters()
         };
         let sql = conversions_sql(&["day"], &missing, &range());
-        assert!(!sql.text().contains("conversions_hourly"), "{}", sql.text());
+        assert!(!sql.text().contains("_hourly"), "{}", sql.text());
         assert_eq!(sql.text().matches(" AND click_missing = ?").count(), 2);
         let sql = clicks_sql(&["day"], &missing, &range());
         assert!(!sql.text().contains("click_missing"), "{}", sql.text());
@@ -534,7 +582,7 @@ mod tests {
     fn costs_come_by_day_and_currency_from_their_rollup_or_the_raw_clicks() {
         let sql = costs_sql(&["flow"], &filters(), &range());
         assert!(
-            sql.text().contains("FROM clicks_cost_hourly"),
+            sql.text().contains("FROM clicks_funnel_hourly"),
             "{}",
             sql.text()
         );
@@ -552,6 +600,60 @@ mod tests {
         assert!(sql.text().contains("FROM clicks WHERE"), "{}", sql.text());
         let sql = clicks_sql(&["flow"], &filters(), &range());
         assert!(!sql.text().contains("cost"), "{}", sql.text());
+    }
+
+    #[test]
+    fn objects_group_and_filter_both_sides_on_their_rollups() {
+        let offer = Filters {
+            objects: vec![("offer_id", 12)],
+            ..filters()
+        };
+        let sql = clicks_sql(&["traffic_source", "lander"], &offer, &range());
+        assert!(
+            sql.text()
+                .contains("[toString(traffic_source_id), toString(lander_id)] AS keys"),
+            "{}",
+            sql.text()
+        );
+        assert!(sql.text().contains(" AND offer_id = ?"), "{}", sql.text());
+        assert!(sql.text().contains("FROM clicks_funnel_hourly"));
+        let sql = conversions_sql(&["network"], &offer, &range());
+        assert!(sql.text().contains("FROM conversions_funnel_hourly"));
+        assert!(sql.text().contains(" AND offer_id = ?"), "{}", sql.text());
+        let sql = clicks_sql(&["offer", "sub2"], &offer, &range());
+        assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
+        assert!(
+            sql.text().contains("countIf(is_bot = 0 AND (kind = 1))"),
+            "{}",
+            sql.text()
+        );
+    }
+
+    #[test]
+    fn both_rollups_have_time_flow_objects_country_source_and_sub_id() {
+        assert_eq!(ROLLUP_DIMS.last(), Some(&"sub_id"));
+        assert!(ROLLUP_DIMS.contains(&"network"));
+        assert!(in_rollup("browser", CLICK_ROLLUP_DIMS));
+        assert!(!in_rollup("goal", CLICK_ROLLUP_DIMS));
+        assert!(in_rollup("goal", CONVERSION_ROLLUP_DIMS));
+        assert!(!in_rollup("sub1", CONVERSION_ROLLUP_DIMS));
+    }
+
+    #[test]
+    fn the_funnel_counts_lander_click_throughs_apart_from_visits() {
+        assert_eq!(traffsure_events::ClickKind::LanderClick as i32, 1);
+        let sql = clicks_sql(&["day"], &filters(), &range());
+        assert!(
+            sql.text()
+                .contains("toInt64(sumIf(clicks - bots, kind != 1)) AS c, "),
+            "{}",
+            sql.text()
+        );
+        assert!(
+            sql.text().contains("uniqMergeIf(unique_clicks, kind != 1)"),
+            "{}",
+            sql.text()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use super::merge::{Row, Totals};
 use super::parse::{ReportRequest, METRICS};
 use super::query::Range;
 use crate::currency::Rates;
+use crate::object_names::name_column;
 
 /// Money in `rates`' reporting currency; `without_rate` lists, by currency, the approved
 /// revenue no rate converts (in none of the sums).
@@ -44,14 +45,14 @@ pub fn json(
     })
 }
 
-/// A header line (the dimensions, `flow_name` after `flow`, then every metric) and one
-/// line per row.
+/// A header line (the dimensions, each followed by its name column if it has one, then
+/// every metric) and one line per row.
 pub fn csv(dims: &[&'static str], rows: &[Row]) -> String {
     let mut header: Vec<String> = Vec::new();
     for dim in dims {
         header.push((*dim).to_string());
-        if *dim == "flow" {
-            header.push("flow_name".into());
+        if let Some(name) = name_column(dim) {
+            header.push(name.into());
         }
     }
     let key_count = header.len();
@@ -131,7 +132,7 @@ mod tests {
         );
         assert_eq!(
             lines.next(),
-            Some("7,\"Summer, sale\",3,,0,0,0,0,0,0.0,0,0,0,0.0,0,0")
+            Some("7,\"Summer, sale\",3,,0,0,0,0,0,0.0,0,0,0,0.0,0,0,0,0,0.0,0,0.0")
         );
     }
 }

@@ -1,0 +1,339 @@
+//! Flows and offers name stored objects by id: which ids they name, whether those exist,
+//! and copying the stored objects' details into a flow's paths and source postback.
+
+use std::sync::Arc;
+
+use traffsure_events::{Flow, ObjectKind, Path, TrackerObject};
+
+use super::{
+    kind_name, spec_of, AffiliateNetworkSpec, LanderSpec, ObjectError, OfferSpec, TrafficSourceSpec,
+};
+use crate::flow::validate::invalid;
+
+/// A stored object named by a field of a flow or an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The field naming it, as in errors: `path.offers[0].offer_id`.
+    pub field: String,
+    pub kind: ObjectKind,
+    pub id: u32,
+}
+
+impl Reference {
+    pub fn new(field: impl Into<String>, kind: ObjectKind, id: u32) -> Self {
+        Self {
+            field: field.into(),
+            kind,
+            id,
+        }
+    }
+}
+
+/// The objects a flow names: its traffic source and the landers and offers of its paths.
+pub fn flow_references(flow: &Flow) -> Vec<Reference> {
+    let mut refs = Vec::new();
+    if flow.traffic_source_id != 0 {
+        refs.push(Reference::new(
+            "traffic_source_id",
+            ObjectKind::TrafficSource,
+            flow.traffic_source_id,
+        ));
+    }
+    let mut path_refs = |at: &str, path: Option<&Path>| {
+        let Some(path) = path else { return };
+        for (i, lander) in path.landers.iter().enumerate() {
+            refs.push(Reference::new(
+                format!("{at}.landers[{i}].lander_id"),
+                ObjectKind::Lander,
+                lander.lander_id,
+            ));
+        }
+        for (i, offer) in path.offers.iter().enumerate() {
+            refs.push(Reference::new(
+                format!("{at}.offers[{i}].offer_id"),
+                ObjectKind::Offer,
+                offer.offer_id,
+            ));
+        }
+    };
+    path_refs("path", flow.path.as_ref());
+    for (r, rule) in flow.rules.iter().enumerate() {
+        path_refs(&format!("rules[{r}].path"), rule.path.as_ref());
+    }
+    refs
+}
+
+/// Checks that every reference names a stored object of its kind, and that an archived one
+/// was named before (in `kept`): archived objects keep working where they are used, but
+/// nothing new may pick them.
+pub fn check_references(
+    refs: &[Reference],
+    kept: &[Reference],
+    lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
+) -> Result<(), ObjectError> {
+    for reference in refs {
+        let name = kind_name(reference.kind);
+        match lookup(reference.kind, reference.id) {
+            None => {
+                return Err(invalid(
+                    &reference.field,
+                    format!("{name} {} does not exist", reference.id),
+                ))
+            }
+            Some(object)
+                if object.archived
+                    && !kept
+                        .iter()
+                        .any(|k| k.kind == reference.kind && k.id == reference.id) =>
+            {
+                return Err(invalid(
+                    &reference.field,
+                    format!("{name} {} ({}) is archived", reference.id, object.name),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Fetches and reads one referenced object.
+fn stored<S: super::ObjectSpec>(
+    field: &str,
+    id: u32,
+    lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
+) -> Result<S, ObjectError> {
+    let object = lookup(S::KIND, id)
+        .ok_or_else(|| invalid(field, format!("{} {id} does not exist", kind_name(S::KIND))))?;
+    spec_of(&object)
+}
+
+/// Copies what the edges need from the stored objects into the flow: each path lander's
+/// URL; each path offer's URL, payout, currency, network, click parameter and status
+/// map; and the traffic source's postback (none when the flow has no source or the source
+/// no postback URL).
+pub fn fill_flow(
+    flow: &mut Flow,
+    lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
+) -> Result<(), ObjectError> {
+    flow.traffic_source_postback = match flow.traffic_source_id {
+        0 => None,
+        id => stored::<TrafficSourceSpec>("traffic_source_id", id, lookup)?.postback(id)?,
+    };
+    if let Some(path) = flow.path.as_mut() {
+        fill_path("path", path, lookup)?;
+    }
+    for (r, rule) in flow.rules.iter_mut().enumerate() {
+        if let Some(path) = rule.path.as_mut() {
+            fill_path(&format!("rules[{r}].path"), path, lookup)?;
+        }
+    }
+    Ok(())
+}
+
+fn fill_path(
+    at: &str,
+    path: &mut Path,
+    lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
+) -> Result<(), ObjectError> {
+    for (i, lander) in path.landers.iter_mut().enumerate() {
+        let field = format!("{at}.landers[{i}].lander_id");
+        lander.url = stored::<LanderSpec>(&field, lander.lander_id, lookup)?.url;
+    }
+    for (i, offer) in path.offers.iter_mut().enumerate() {
+        let field = format!("{at}.offers[{i}].offer_id");
+        let spec = stored::<OfferSpec>(&field, offer.offer_id, lookup)?;
+        let payout = spec.payout_micros()?;
+        offer.url = spec.url;
+        offer.has_payout = payout.is_some();
+        offer.payout_micros = payout.unwrap_or_default();
+        offer.currency = spec.currency;
+        offer.network_id = spec.network_id.unwrap_or_default();
+        let network = match offer.network_id {
+            0 => AffiliateNetworkSpec::default(),
+            id => stored(&format!("offer {}.network_id", offer.offer_id), id, lookup)?,
+        };
+        offer.click_param = network.click_param;
+        offer.status_map = network.status_map.into_iter().collect();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::flow::FlowSpec;
+    use crate::objects::{new_object, ObjectSpec};
+
+    fn object<S: ObjectSpec>(
+        id: u32,
+        json: serde_json::Value,
+    ) -> ((ObjectKind, u32), Arc<TrackerObject>) {
+        let spec: S = serde_json::from_value(json).unwrap();
+        (
+            (S::KIND, id),
+            Arc::new(new_object(&spec.checked().unwrap(), id, 1)),
+        )
+    }
+
+    fn store() -> HashMap<(ObjectKind, u32), Arc<TrackerObject>> {
+        let mut archived = object::<LanderSpec>(
+            2,
+            serde_json::json!({"name": "Old", "url": "https://old.test/"}),
+        );
+        Arc::make_mut(&mut archived.1).archived = true;
+        [
+            object::<TrafficSourceSpec>(1, serde_json::json!({
+                "name": "Push", "parameters": {"sub1": "{zoneid}", "external_id": "{clickid}"},
+                "postback_url": "https://push.test/?aid={{aid}}&c={external_id}&p={payout}",
+                "placeholders": {"aid": "42"}, "postback_on_status": "any"})),
+            object::<AffiliateNetworkSpec>(1, serde_json::json!({
+                "name": "Net", "click_param": "aff_sub", "status_map": {"1": "approved", "2": "rejected"}})),
+            object::<OfferSpec>(1, serde_json::json!({
+                "name": "A", "url": "https://a.test/", "network_id": 1, "payout": "12.50"})),
+            object::<OfferSpec>(2, serde_json::json!({"name": "B", "url": "https://b.test/?s={click}"})),
+            object::<LanderSpec>(1, serde_json::json!({"name": "LP", "url": "https://lp.test/"})),
+            archived,
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    fn flow(json: serde_json::Value) -> Flow {
+        let spec: FlowSpec = serde_json::from_value(json).unwrap();
+        let mut flow = Flow::default();
+        spec.apply(&mut flow, 1).unwrap();
+        flow
+    }
+
+    #[test]
+    fn fills_paths_and_the_source_postback() {
+        let objects = store();
+        let lookup = |kind, id| objects.get(&(kind, id)).cloned();
+        let mut flow = flow(serde_json::json!({
+            "name": "F", "traffic_source_id": 1,
+            "path": {"landers": [{"lander_id": 1, "weight": 70}], "offers": [{"offer_id": 1}, {"offer_id": 2, "weight": 3}]},
+            "rules": [{"conditions": [{"field": "country", "values": ["DE"]}], "path": {"offers": [{"offer_id": 2}]}}],
+        }));
+        let refs = flow_references(&flow);
+        assert_eq!(refs.len(), 5);
+        assert_eq!(refs[4].field, "rules[0].path.offers[0].offer_id");
+        check_references(&refs, &[], &lookup).unwrap();
+        fill_flow(&mut flow, &lookup).unwrap();
+        let path = flow.path.as_ref().unwrap();
+        assert_eq!(
+            (path.landers[0].url.as_str(), path.landers[0].weight),
+            ("https://lp.test/", 70)
+        );
+        let a = &path.offers[0];
+        assert_eq!(
+            (a.url.as_str(), a.network_id, a.click_param.as_str()),
+            ("https://a.test/", 1, "aff_sub")
+        );
+        assert_eq!(
+            (a.has_payout, a.payout_micros, a.currency.as_str()),
+            (true, 12_500_000, "USD")
+        );
+        assert_eq!(a.status_map["2"], "rejected");
+        let b = &path.offers[1];
+        assert_eq!(
+            (b.has_payout, b.network_id, b.click_param.as_str(), b.weight),
+            (false, 0, "", 3)
+        );
+        assert_eq!(
+            flow.rules[0].path.as_ref().unwrap().offers[0].url,
+            "https://b.test/?s={click}"
+        );
+        let postback = flow.traffic_source_postback.as_ref().unwrap();
+        assert_eq!(postback.id, "source-1");
+        assert_eq!(
+            postback.url,
+            "https://push.test/?aid=42&c={external_id}&p={payout}"
+        );
+        assert_eq!(postback.on_status, "any");
+        assert_eq!(crate::flow::outbound_postbacks(&flow).count(), 1);
+    }
+
+    #[test]
+    fn refuses_unknown_and_newly_archived_objects() {
+        let objects = store();
+        let lookup = |kind, id| objects.get(&(kind, id)).cloned();
+        let flow_with =
+            |path: serde_json::Value| flow(serde_json::json!({"name": "F", "path": path}));
+        let unknown = flow_with(serde_json::json!({"offers": [{"offer_id": 1}, {"offer_id": 9}]}));
+        let err = check_references(&flow_references(&unknown), &[], &lookup).unwrap_err();
+        assert_eq!(err.field, "path.offers[1].offer_id");
+        assert_eq!(err.message, "offer 9 does not exist");
+        let archived = flow_with(
+            serde_json::json!({"landers": [{"lander_id": 2}], "offers": [{"offer_id": 1}]}),
+        );
+        let refs = flow_references(&archived);
+        let err = check_references(&refs, &[], &lookup).unwrap_err();
+        assert_eq!(err.field, "path.landers[0].lander_id");
+        assert!(err.message.contains("archived"), "{}", err.message);
+        // A flow that used it already keeps it.
+        check_references(&refs, &refs, &lookup).unwrap();
+        let source = flow(
+            serde_json::json!({"name": "F", "destination_url": "https://x.test/", "traffic_source_id": 5}),
+        );
+        let err = check_references(&flow_references(&source), &[], &lookup).unwrap_err();
+        assert_eq!(err.field, "traffic_source_id");
+    }
+
+    #[test]
+    fn a_path_needs_an_offer_and_replaces_destinations() {
+        let spec = |json: serde_json::Value| {
+            let spec: FlowSpec = serde_json::from_value(json).unwrap();
+            spec.apply(&mut Flow::default(), 1)
+                .map(|_| ())
+                .map_err(|e| e.field)
+        };
+        assert_eq!(
+            spec(serde_json::json!({"name": "F"})),
+            Err("destination_url".into())
+        );
+        assert_eq!(
+            spec(
+                serde_json::json!({"name": "F", "path": {"landers": [{"lander_id": 1}], "offers": []}})
+            ),
+            Err("path.offers".into())
+        );
+        assert_eq!(
+            spec(serde_json::json!({"name": "F", "path": {"offers": [{"offer_id": 0}]}})),
+            Err("path.offers[0].offer_id".into())
+        );
+        assert_eq!(
+            spec(
+                serde_json::json!({"name": "F", "path": {"offers": [{"offer_id": 1}, {"offer_id": 1}]}})
+            ),
+            Err("path.offers[1].offer_id".into())
+        );
+        assert_eq!(
+            spec(
+                serde_json::json!({"name": "F", "path": {"offers": [{"offer_id": 1, "weight": 0}]}})
+            ),
+            Err("path.offers[0].weight".into())
+        );
+        assert_eq!(
+            spec(
+                serde_json::json!({"name": "F", "destination_url": "https://x.test/",
+                "rules": [{"conditions": [{"field": "os", "values": ["ios"]}]}]})
+            ),
+            Err("rules[0].destinations".into())
+        );
+        assert_eq!(
+            spec(
+                serde_json::json!({"name": "F", "destination_url": "https://x.test/",
+                "outbound_postbacks": [{"id": "source-1", "url": "https://s.test/"}]})
+            ),
+            Err("outbound_postbacks[0].id".into())
+        );
+        assert_eq!(
+            spec(serde_json::json!({"name": "F", "path": {"offers": [{"offer_id": 1}]}})),
+            Ok(())
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The pipeline on the local cluster stack (`deploy/local/cluster.sh`: three KRaft
+//! brokers with replication factor 3 and `min.insync.replicas=2`, ClickHouse cluster
+//! `traffsure` of two replicas coordinated by ZooKeeper), each test under a stream of
+//! tracking-link clicks and postbacks while one part of it fails:
+//! - the broker leading partition 0 of `clicks` is SIGKILLed, and restarted later;
+//! - the ClickHouse replica the sink writes to is SIGKILLed, and restarted later;
+//! - ZooKeeper is stopped for 20 s (the replicated tables turn read-only); ignored until
+//!   the rollups survive an INSERT cut between its parts (docs/cluster.md).
+//!
+//! Each asserts the exact totals on both replicas: every redirected click and every
+//! accepted postback stored once, the rollups equal to the raw rows, the same answers
+//! from each replica and through the `Distributed` tables, and the dashboard's counts.
+//! The cluster stack starts once per test binary (the first test to need it), and the
+//! tests run one at a time, as each breaks a part all of them use.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use serde_json::json;
+use tokio::sync::{Mutex, OnceCell};
+use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
+
+const BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+/// The replica the services talk to, then the other one.
+const REPLICAS: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
+const CLUSTER: &str = "traffsure";
+/// Clicks a second the stream sends, and every how many clicks one converts.
+const CLICKS_PER_SECOND: usize = 100;
+const CONVERTING_EVERY: usize = 20;
+const STREAM: Duration = Duration::from_secs(30);
+
+static STARTED: OnceCell<()> = OnceCell::const_new();
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+fn cluster_sh(args: &[&str]) -> anyhow::Result<()> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh");
+    let output = Command::new(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "cluster.sh {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+async fn cluster(args: &'static [&'static str]) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || cluster_sh(args)).await?
+}
+
+/// The services of a test on the cluster stack, once every part of it runs.
+async fn start() -> anyhow::Result<Stack> {
+    STARTED.get_or_try_init(|| cluster(&["start"])).await?;
+    // A part an earlier test stopped and that failed to come back.
+    cluster(&["start"]).await?;
+    let mut options = StackOptions::default()
+        .services(&[
+            "sink",
+            "conversion-attribution",
+            "click-ingest",
+            "postback-ingest",
+            "reporting-api",
+        ])
+        .env("*", "TRAFFSURE__CLICKHOUSE__CLUSTER", CLUSTER)
+        .env("*", "TRAFFSURE__KAFKA__REPLICATION_FACTOR", "3");
+    options.kafka_brokers = BROKERS.into();
+    options.clickhouse_url = REPLICAS[0].into();
+    Stack::start_with(options).await
+}
+
+/// What the stream got: the click hash of every redirect, the accepted postbacks.
+#[derive(Default)]
+struct Sent {
+    clicks: Vec<String>,
+    conversions: usize,
+}
+
+/// Sends `CLICKS_PER_SECOND` clicks a second through the tracking link for `STREAM`,
+/// every `CONVERTING_EVERY`th followed by a postback; each click must be redirected and
+/// each postback accepted, whatever fails behind the edges.
+async fn stream(stack: &Stack, slug: &str) -> anyhow::Result<Sent> {
+    let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=s1"));
+    let http = stack.http.clone();
+    let first = eventually(Duration::from_secs(30), || async {
+        let response = http.get(&track).send().await?;
+        Ok((response.status() == 302).then_some(response))
+    })
+    .await?;
+    let mut sent = Sent {
+        clicks: vec![click_hash_of(first.headers()["location"].to_str()?)],
+        conversions: 0,
+    };
+    let started = tokio::time::Instant::now();
+    let ticks = STREAM.as_secs() as usize * 10;
+    for tick in 0..ticks {
+        tokio::time::sleep_until(started + Duration::from_millis(100 * tick as u64)).await;
+        let mut clicks = Vec::new();
+        for _ in 0..CLICKS_PER_SECOND / 10 {
+            let http = http.clone();
+            let track = track.clone();
+            clicks.push(tokio::spawn(async move {
+                let response = http.get(&track).send().await?;
+                if response.status() != 302 {
+                    bail!("click answered {}", response.status());
+                }
+                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
+            }));
+        }
+        for click in clicks {
+            let hash = click.await??;
+            sent.clicks.push(hash.clone());
+            if sent.clicks.len().is_multiple_of(CONVERTING_EVERY) {
+                let url = stack.url(
+                    "postback-ingest",
+                    &format!("/postback?click={hash}&goal=sale&revenue=2.5"),
+                );
+                let response = http.get(url).send().await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await?;
+                if status != 200 || body["code"] != "accepted" {
+                    bail!("postback answered {status}: {body}");
+                }
+                sent.conversions += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// Runs the stream, calling `fault` once it is a few seconds in; returns what it sent.
+async fn under_load<F, Fut>(stack: &Stack, fault: F) -> anyhow::Result<Sent>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let slug = format!("cluster-{}", stack.id);
+    stack
+        .create_flow(json!({
+            "name": "Cluster",
+            "slug": slug,
+            "destination_url": "https://offer.example/?c={click}",
+            "goals": [{"key": "sale", "payout": "1"}]
+        }))
+        .await?;
+    let streaming = stream(stack, &slug);
+    let failing = async {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        fault().await
+    };
+    let (sent, failed) = tokio::join!(streaming, failing);
+    failed?;
+    sent
+}
+
+/// A query's answer from one replica, in the test's database.
+async fn on_replica(stack: &Stack, replica: &str, sql: &str) -> anyhow::Result<String> {
+    stack.clickhouse_at(replica, sql).await
+}
+
+/// Every click and conversion once on both replicas, the rollups equal to the raw rows,
+/// the distributed tables and the dashboard agreeing.
+async fn exactly_once(stack: &Stack, sent: &Sent) -> anyhow::Result<()> {
+    let clicks = sent.clicks.len();
+    let conversions = sent.conversions;
+    let unique: std::collections::HashSet<&String> = sent.clicks.iter().collect();
+    assert_eq!(unique.len(), clicks, "the edge gave two clicks one hash");
+    let raw = format!("{clicks}\t{clicks}\t{conversions}\t{conversions}");
+    let totals = "SELECT \
+        (SELECT count() FROM clicks), (SELECT uniqExact(click_hash) FROM clicks), \
+        (SELECT count() FROM conversions), (SELECT uniqExact(conversion_id) FROM conversions)";
+    for replica in REPLICAS {
+        eventually(Duration::from_secs(180), || async {
+            Ok((on_replica(stack, replica, totals).await? == raw).then_some(()))
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{replica}: expected clicks, unique clicks, conversions, unique conversions {raw}"
+            )
+        })?;
+    }
+    // Settled: nothing arrives late or twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rollups = "SELECT \
+        (SELECT sum(clicks) FROM clicks_hourly), (SELECT count() FROM clicks), \
+        (SELECT sum(conversions) FROM conversions_hourly), (SELECT count() FROM conversions), \
+        (SELECT toString(sum(revenue_micros)) FROM conversions_hourly)";
+    let expected = format!(
+        "{clicks}\t{clicks}\t{conversions}\t{conversions}\t{}",
+        conversions as u64 * 2_500_000
+    );
+    let mut answers = Vec::new();
+    for replica in REPLICAS {
+        assert_eq!(on_replica(stack, replica, totals).await?, raw, "{replica}");
+        let answer = on_replica(stack, replica, rollups).await?;
+        assert_eq!(answer, expected, "{replica}: rollups and raw rows");
+        let by_hour = on_replica(
+            stack,
+            replica,
+            "SELECT hour, flow_id, sum(clicks), uniqMerge(unique_clicks) FROM clicks_hourly \
+             GROUP BY hour, flow_id ORDER BY hour, flow_id",
+        )
+        .await?;
+        answers.push(by_hour);
+    }
+    assert_eq!(answers[0], answers[1], "the replicas' reports differ");
+    let distributed = format!("{}_distributed", stack.database);
+    let through_distributed = stack
+        .clickhouse(&format!(
+            "SELECT (SELECT count() FROM {distributed}.clicks), \
+             (SELECT count() FROM {distributed}.conversions)"
+        ))
+        .await?;
+    assert_eq!(through_distributed, format!("{clicks}\t{conversions}"));
+    let dashboard = stack.dashboard().await?;
+    assert_eq!(dashboard["clicks_today"], clicks as u64, "{dashboard}");
+    assert_eq!(
+        dashboard["conversions_today"], conversions as u64,
+        "{dashboard}"
+    );
+    Ok(())
+}
+
+/// The id of the broker leading partition 0 of `topic`.
+fn leader_of(topic: &str) -> anyhow::Result<i32> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partition = metadata
+        .topics()
+        .first()
+        .and_then(|t| t.partitions().iter().find(|p| p.id() == 0))
+        .with_context(|| format!("no partition 0 of {topic}"))?;
+    Ok(partition.leader())
+}
+
+async fn test<F, Fut>(fault: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Arc<Stack>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Arc::new(start().await?);
+    let result = async {
+        let faulted = stack.clone();
+        let sent = under_load(&stack, || fault(faulted)).await?;
+        exactly_once(&stack, &sent).await
+    }
+    .await;
+    stack.print_failure(&result);
+    // Whatever the test stopped runs again for the next one.
+    cluster(&["start"]).await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clicks_leader_broker_killed_mid_stream_loses_and_repeats_nothing() -> anyhow::Result<()>
+{
+    test(|stack| async move {
+        let topic = format!("{}clicks", stack.topic_prefix);
+        let leader = leader_of(&topic)?;
+        let broker: &'static str = match leader {
+            1 => "kafka1",
+            2 => "kafka2",
+            3 => "kafka3",
+            other => bail!("unexpected leader {other} of {topic}"),
+        };
+        cluster_kill(broker).await?;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let moved = leader_of(&topic)?;
+        assert_ne!(moved, leader, "partition 0 of clicks kept its dead leader");
+        cluster_start(broker).await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_nothing(
+) -> anyhow::Result<()> {
+    test(|stack| async move {
+        // Kill it while the sink writes: right after its insert counter moves.
+        let rows = "traffsure_sink_rows_inserted_total";
+        let before = stack.metric("sink", rows).await?;
+        eventually(Duration::from_secs(30), || {
+            let stack = stack.clone();
+            async move { Ok((stack.metric("sink", rows).await? > before).then_some(())) }
+        })
+        .await?;
+        cluster_kill("clickhouse1").await?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cluster_start("clickhouse1").await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ClickHouse 18.16 may store a block's raw rows and checkpoint without a later \
+            view's rows when ZooKeeper goes away mid-insert (docs/cluster.md, What remains): \
+            about one run in two leaves clicks_hourly short of clicks"]
+async fn zookeeper_stopped_for_twenty_seconds_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    test(|_stack| async move {
+        cluster(&["stop", "zookeeper"]).await?;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cluster_start("zookeeper").await
+    })
+    .await
+}
+
+async fn cluster_kill(component: &'static str) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || cluster_sh(&["kill", component])).await?
+}
+
+async fn cluster_start(component: &'static str) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || cluster_sh(&["start", component])).await?
+}
