@@ -7,7 +7,8 @@
 # shellcheck source=deploy/local/lib.sh
 source "$ROOT/deploy/local/lib.sh"
 
-BENCH_DIR="$LOCAL_DIR/bench"
+# BENCH_DIR (default .local/bench) holds the runs' scratch files and logs.
+BENCH_DIR=${BENCH_DIR:-$LOCAL_DIR/bench}
 mkdir -p "$BENCH_DIR"
 
 # Installs the load generator (wrk) and the baseline server (nginx) from Debian.

@@ -4,14 +4,18 @@
 // lander in front of the two offers at 70/30, and a rule with its own path); copy the
 // network's postback URL and the flow's tracking link (through the clipboard, and through
 // the plain-HTTP fallback); archive an offer and see it leave the list; archive and
-// unarchive the lander. One screenshot per page goes to
-// SCREENSHOT_DIR; the last line printed, `objects ok {…}`, carries the ids and the copied
-// texts for tests/tests/objects_browser.rs to check against the API.
+// unarchive the lander; open the copied tracking link through click-ingest, land on the
+// lander (a local page at LANDER_URL) and follow its offer link through `/lp/click` to one
+// of the offers. One screenshot per page goes to SCREENSHOT_DIR; the last line printed,
+// `objects ok {…}`, carries the ids and the copied texts for tests/tests/objects_browser.rs
+// to check against the API.
 //
-//   PANEL_URL ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node objects.mjs
+//   PANEL_URL CLICK_INGEST_URL LANDER_URL ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node objects.mjs
 import { assert, env, openBrowser } from './common.mjs';
 
 const panel = env('PANEL_URL');
+const clickIngest = env('CLICK_INGEST_URL');
+const landerUrl = env('LANDER_URL');
 const browser = await openBrowser();
 const { page, errors } = browser;
 await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: panel });
@@ -115,7 +119,16 @@ await browser.run(async () => {
 
   const offerA = await create('offers', { name: 'Offer A', url: 'https://offer-a.example/?id=7', payout: '12.50', currency: 'USD' }, { network_id: network.id });
   const offerB = await create('offers', { name: 'Offer B', url: 'https://offer-b.example/?id=8', payout: '', currency: 'EUR' }, { network_id: network.id });
-  const lander = await create('landers', { name: 'Quiz lander', url: 'https://lander.example/quiz' });
+  const lander = await create('landers', { name: 'Quiz lander', url: landerUrl });
+  // Offer A gets a goal of its own with its payout.
+  await page.goto(`${panel}/offers/${offerA}`);
+  await page.click('#add-offer-goal');
+  await page.fill('#offer-goals tr.goal input[name=key]', 'upsell');
+  await page.fill('#offer-goals tr.goal input[name=payout]', '4.00');
+  await shot('offer-goal');
+  await Promise.all([page.waitForEvent('load'), page.click('#save-object')]);
+  await page.locator('#offer-goals tr.goal').waitFor();
+  assert((await page.inputValue('#offer-goals tr.goal input[name=payout]')) === '4', 'the goal saved with its payout');
   await page.goto(panel + '/offers');
   await page.locator('td', { hasText: 'Offer B' }).waitFor();
   await shot('offers');
@@ -219,7 +232,29 @@ await browser.run(async () => {
   await page.locator('td', { hasText: 'Taboola native' }).waitFor();
   await shot('traffic-sources');
 
+  // The copied link, filled as the source would, through the real edge: the lander, then
+  // its offer link through `/lp/click` (whose redirect to the offer is read here; a page
+  // stands in for the advertiser's, which the browser cannot reach).
+  let offerUrl = '';
+  await page.route(/\/lp\/click/, async (route) => {
+    const response = await route.fetch({ maxRedirects: 0 });
+    offerUrl = response.headers()['location'] || `status ${response.status()}`;
+    await route.fulfill({ status: 200, contentType: 'text/html', body: `<h1>Offer</h1><p>${offerUrl}</p>` });
+  });
+  const visit = clickIngest + copiedLink.slice(copiedLink.indexOf('/c/'))
+    .replace('{click_id}', 'tb-browser').replace('{campaign_id}', 'cmp-9');
+  for (let tries = 0; !page.url().startsWith(landerUrl); tries++) {
+    assert(tries < 30, 'the tracking link never reached the lander: ' + page.url());
+    await page.goto(visit).catch(() => {});
+    if (!page.url().startsWith(landerUrl)) await page.waitForTimeout(500);
+  }
+  await page.locator('#offer-link').waitFor();
+  await shot('lander');
+  await Promise.all([page.waitForURL(/\/lp\/click/), page.click('#offer-link')]);
+  await page.locator('h1', { hasText: 'Offer' }).waitFor();
+  await shot('offer');
+
   assert(errors.length === 0, 'no script errors: ' + errors.join('; '));
   console.log('objects ok ' + JSON.stringify({ source, network, offers: [offerA, offerB], lander, flow, slug,
-    network_postback: copiedPostback, tracking_link: copiedLink }));
+    network_postback: copiedPostback, tracking_link: copiedLink, offer_url: offerUrl }));
 });

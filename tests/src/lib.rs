@@ -618,6 +618,40 @@ impl Stack {
             .bearer_auth(API_KEY)
     }
 
+    /// Sends a request to the reporting API and returns its status and JSON body.
+    pub async fn api_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let mut request = self.api(method.clone(), path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {path} answered {status} with {text:?}"))?;
+        Ok((status, json))
+    }
+
+    /// A request to the reporting API that must answer `want`; returns the JSON body.
+    pub async fn api_expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        want: u16,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, json) = self.api_call(method.clone(), path, body).await?;
+        if status != want {
+            bail!("{method} {path} answered {status}, not {want}: {json}");
+        }
+        Ok(json)
+    }
+
     /// The reporting API's dashboard (`GET /api/v1/dashboard`) as JSON.
     pub async fn dashboard(&self) -> anyhow::Result<serde_json::Value> {
         Ok(self

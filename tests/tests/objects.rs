@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_events::{Conversion, ConversionStatus, Flow};
@@ -40,25 +40,6 @@ async fn stack(services: &[&'static str]) -> anyhow::Result<Stack> {
     .await
 }
 
-/// Sends a request to the API and returns its status and JSON body.
-async fn call(
-    stack: &Stack,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = stack.api(method.clone(), path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    let json = serde_json::from_str(&text)
-        .with_context(|| format!("{method} {path} answered {status} with {text:?}"))?;
-    Ok((status, json))
-}
-
 /// A request that must answer `want`; returns the body.
 async fn expect(
     stack: &Stack,
@@ -67,11 +48,7 @@ async fn expect(
     body: Option<Value>,
     want: u16,
 ) -> anyhow::Result<Value> {
-    let (status, json) = call(stack, method.clone(), path, body).await?;
-    if status != want {
-        bail!("{method} {path} answered {status}, not {want}: {json}");
-    }
-    Ok(json)
+    stack.api_expect(method, path, body, want).await
 }
 
 async fn get(stack: &Stack, path: &str) -> anyhow::Result<Value> {

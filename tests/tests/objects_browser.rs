@@ -2,14 +2,23 @@
 //! `tests/browser/objects.mjs` (traffic source and network from templates, two offers, a
 //! lander, a flow with the lander in front of the offers at 70/30, the copied links, an
 //! archived offer), then checks through the API that what the panel saved is what was
-//! asked. Screenshots land in `target/browser-screenshots/objects/`.
+//! asked, and follows the copied tracking link through the real click-ingest: to the
+//! panel's lander, and on through `/lp/click` to one of the panel's offers with the hit's
+//! click hash in the network's parameter. Screenshots land in
+//! `target/browser-screenshots/objects/`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix_web::{web, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
+use traffsure_core::ClickHashKeys;
 use traffsure_tests::browser::run_script;
-use traffsure_tests::{Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME};
+use traffsure_tests::{
+    eventually, query_of, serve_local, Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME,
+    CLICK_HASH_KEYS,
+};
 
 async fn get(stack: &Stack, path: &str) -> anyhow::Result<Value> {
     let response = stack.api(Method::GET, path).send().await?;
@@ -29,20 +38,43 @@ fn items(list: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The lander page: one offer link to click-ingest's `/lp/click` (its address is known
+/// once the stack runs).
+async fn lander_page(click_ingest: web::Data<Arc<Mutex<String>>>) -> HttpResponse {
+    let base = click_ingest.lock().map(|b| b.clone()).unwrap_or_default();
+    HttpResponse::Ok().content_type("text/html").body(format!(
+        "<!doctype html><title>Quiz</title><h1>Which offer suits you?</h1>\
+         <a id=\"offer-link\" href=\"{base}/lp/click\">See the offer</a>"
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_and_funnel_builder_in_headless_chromium() -> anyhow::Result<()> {
-    let stack = Stack::start_with(StackOptions::default().services(&["reporting-api"])).await?;
-    let result = run(&stack).await;
+    let click_ingest: Arc<Mutex<String>> = Arc::default();
+    let data = web::Data::new(click_ingest.clone());
+    let port = serve_local(move |app| {
+        app.app_data(data.clone())
+            .default_service(web::to(lander_page));
+    })?;
+    let stack =
+        Stack::start_with(StackOptions::default().services(&["reporting-api", "click-ingest"]))
+            .await?;
+    if let Ok(mut base) = click_ingest.lock() {
+        *base = stack.url("click-ingest", "");
+    }
+    let result = run(&stack, &format!("http://127.0.0.1:{port}/quiz")).await;
     stack.print_failure(&result);
     result
 }
 
-async fn run(stack: &Stack) -> anyhow::Result<()> {
+async fn run(stack: &Stack, lander_url: &str) -> anyhow::Result<()> {
     let run = run_script(
         stack,
         "objects.mjs",
         "objects",
         &[
+            ("CLICK_INGEST_URL", stack.url("click-ingest", "")),
+            ("LANDER_URL", lander_url.into()),
             ("ADMIN_USERNAME", ADMIN_USERNAME.into()),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
         ],
@@ -57,7 +89,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let walk: Value = serde_json::from_str(line)?;
     let shots = run.screenshot_count()?;
     assert!(
-        shots >= 14,
+        shots >= 17,
         "only {shots} screenshots in {}",
         run.screenshots.display()
     );
@@ -97,6 +129,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(offer_a["currency"], "USD");
     assert_eq!(offer_a["network_id"], walk["network"]["id"]);
     assert_eq!(offer_a["url"], "https://offer-a.example/?id=7");
+    assert_eq!(
+        offer_a["goals"],
+        json!([{"key": "upsell", "name": "upsell", "payout": "4", "currency": "USD"}]),
+        "the goal added in the editor"
+    );
     let offer_b = get(stack, &format!("/api/v1/offers/{}", offers[1])).await?;
     assert_eq!(offer_b["payout"], Value::Null, "{offer_b}");
     assert_eq!(offer_b["archived"], true, "{offer_b}");
@@ -109,7 +146,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "{listed:?}"
     );
     let lander = get(stack, &format!("/api/v1/landers/{}", walk["lander"])).await?;
-    assert_eq!(lander["url"], "https://lander.example/quiz");
+    assert_eq!(lander["url"], lander_url);
     assert_eq!(
         lander["archived"], false,
         "unarchived in the panel: {lander}"
@@ -153,5 +190,65 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         flow["tracking_link"], walk["tracking_link"],
         "the copied link is the flow's"
     );
+    // The browser went from the lander to one of the offers with the hit in `sub1`.
+    let offer_url = walk["offer_url"].as_str().unwrap_or_default();
+    check_offer_url(offer_url, &network)?;
+    follow_the_link(stack, link, lander_url, &network).await
+}
+
+/// An offer URL the edge sent a lander's visitor to: one of the panel's offers, with a
+/// valid click hash in the network's click parameter.
+fn check_offer_url(offer: &str, network: &Value) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        offer.starts_with("https://offer-a.example/?id=7&")
+            || offer.starts_with("https://offer-b.example/?id=8&"),
+        "{offer}"
+    );
+    let param = network["click_param"].as_str().unwrap_or_default();
+    let hit = query_of(offer).get(param).cloned().unwrap_or_default();
+    let keys = ClickHashKeys::parse(CLICK_HASH_KEYS, 1)?;
+    anyhow::ensure!(keys.verify(&hit).is_ok(), "{param} of {offer}");
     Ok(())
+}
+
+/// The copied tracking link, filled as the source would, through click-ingest: the visit
+/// lands on the panel's lander, and its click-through on one of the panel's offers with
+/// the hit's hash in the network's click parameter.
+async fn follow_the_link(
+    stack: &Stack,
+    link: &str,
+    lander_url: &str,
+    network: &Value,
+) -> anyhow::Result<()> {
+    let path = link
+        .find("/c/")
+        .map(|at| &link[at..])
+        .ok_or_else(|| anyhow::anyhow!("no /c/ in {link}"))?;
+    let visit = stack.url(
+        "click-ingest",
+        &path
+            .replace("{click_id}", "tb-1")
+            .replace("{campaign_id}", "cmp-9"),
+    );
+    let response = eventually(Duration::from_secs(30), || async {
+        let response = stack.http.get(&visit).send().await?;
+        Ok((response.status() == 302).then_some(response))
+    })
+    .await?;
+    let location = response.headers()["location"].to_str()?.to_string();
+    assert_eq!(location, lander_url, "{visit}");
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(String::from))
+        .collect();
+    let response = stack
+        .http
+        .get(stack.url("click-ingest", "/lp/click"))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 302, "{cookies:?}");
+    check_offer_url(response.headers()["location"].to_str()?, network)
 }

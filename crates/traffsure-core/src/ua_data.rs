@@ -1,19 +1,26 @@
-//! The user-agent data a process parses with, replaceable while it runs, and each
-//! thread's cache of recent answers.
+//! The user-agent data a process parses with, replaceable while it runs, each thread's
+//! cache of recent answers, and the one thread that parses what no cache holds.
 //!
 //! A regex parse costs tens of microseconds, a click a few; but traffic repeats a few
 //! thousand browser builds over and over, so each thread keeps a two-way set-associative
 //! cache and a hit costs a hash and a compare or two. Replacing the data bumps a generation that every
 //! thread checks with one atomic load, and a thread that sees it change empties its
 //! cache. Reading files and deciding when to replace them is the caller's.
+//!
+//! Each compiled regex keeps match scratch space (lazy DFA states, backtracking sets) for
+//! every thread that ran it at the same time as another, and never gives it back; over
+//! uap-core's thousand regexes that is about 47 MiB per thread. With
+//! [`UaData::with_parser_thread`] every miss is parsed on one thread of its own (the
+//! asking thread waits for the answer, about the parse's own time), so that space
+//! exists once whatever the number of HTTP workers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{mpsc, Arc, RwLock};
 
 use crate::user_agent::{Parser, UserAgent};
 
-/// Slots of each thread's cache, and the longest user agent it keeps.
-const CACHE_SLOTS: usize = 1 << 12;
+/// Slots of each thread's cache (two per set), and the longest user agent it keeps.
+const CACHE_SLOTS: usize = 1 << 14;
 const CACHE_MAX_LEN: usize = 512;
 
 /// Generations are unique across every `UaData` of the process, so a thread's cache
@@ -25,13 +32,24 @@ struct Current {
     generation: u64,
 }
 
+/// A user agent for the parser thread, with the data the asking thread's cache is filled
+/// from and where the answer goes.
+struct Miss {
+    parser: Arc<Parser>,
+    user_agent: Box<str>,
+    answer: mpsc::SyncSender<UserAgent>,
+}
+
 /// The parser in use.
 pub struct UaData {
     current: RwLock<Current>,
     generation: AtomicU64,
+    /// The parser thread's queue; `None` parses on the asking thread.
+    misses: Option<mpsc::Sender<Miss>>,
 }
 
 impl UaData {
+    /// Parses misses on the thread that asks (tests, tools).
     pub fn new(parser: Parser) -> Self {
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         Self {
@@ -40,7 +58,26 @@ impl UaData {
                 generation,
             }),
             generation: AtomicU64::new(generation),
+            misses: None,
         }
+    }
+
+    /// Parses every miss on one thread, `ua-parse`, which ends with the last clone of
+    /// this data.
+    pub fn with_parser_thread(parser: Parser) -> std::io::Result<Self> {
+        let (queue, misses) = mpsc::channel::<Miss>();
+        std::thread::Builder::new()
+            .name("ua-parse".into())
+            .spawn(move || {
+                for miss in misses {
+                    // The asking thread may have given up; nothing to do then.
+                    let _ = miss.answer.send(miss.parser.parse(&miss.user_agent));
+                }
+            })?;
+        Ok(Self {
+            misses: Some(queue),
+            ..Self::new(parser)
+        })
     }
 
     /// Puts `parser` in use; every thread drops its cached answers on its next parse.
@@ -60,8 +97,26 @@ impl UaData {
         Arc::clone(&current.parser)
     }
 
+    /// A parse with `parser`, on the parser thread when there is one (and it still runs).
+    fn parse(&self, parser: &Arc<Parser>, user_agent: &str) -> UserAgent {
+        if let Some(queue) = &self.misses {
+            let (answer, answered) = mpsc::sync_channel(1);
+            let miss = Miss {
+                parser: Arc::clone(parser),
+                user_agent: user_agent.into(),
+                answer,
+            };
+            if queue.send(miss).is_ok() {
+                if let Ok(parsed) = answered.recv() {
+                    return parsed;
+                }
+            }
+        }
+        parser.parse(user_agent)
+    }
+
     /// Parses `user_agent` through this thread's cache: the answer, and whether it came
-    /// from the cache. Memory stays bounded whatever clients send (at most 4,096 user
+    /// from the cache. Memory stays bounded whatever clients send (at most 16,384 user
     /// agents of up to 512 bytes per thread; longer ones are parsed every time).
     pub fn parse_cached(&self, user_agent: &str) -> (Arc<UserAgent>, bool) {
         let generation = self.generation.load(Ordering::Acquire);
@@ -77,7 +132,7 @@ impl UaData {
                 None => self.parser(),
             };
             if user_agent.len() > CACHE_MAX_LEN {
-                return (Arc::new(parser.parse(user_agent)), false);
+                return (Arc::new(self.parse(&parser, user_agent)), false);
             }
             // Two ways per set: two agents that hash alike do not evict each other on
             // every click; a miss replaces the way not used last.
@@ -96,7 +151,7 @@ impl UaData {
                 set | 1
             };
             cache.last_used[set / 2] = victim & 1 == 1;
-            let parsed = Arc::new(parser.parse(user_agent));
+            let parsed = Arc::new(self.parse(&parser, user_agent));
             cache.slots[victim] = Some((user_agent.into(), Arc::clone(&parsed)));
             (parsed, false)
         })
@@ -137,20 +192,44 @@ mod tests {
     use super::*;
     use crate::user_agent::installed_parser;
 
-    fn data() -> UaData {
+    fn installed() -> Parser {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.local/user-agents");
         let read =
             |name: &str| std::fs::read_to_string(format!("{dir}/{name}")).unwrap_or_default();
-        let parser = Parser::new(&read("regexes.yaml"), &read("crawler-user-agents.json"))
-            .unwrap_or_else(|e| panic!("installed user-agent data: {e}"));
-        UaData::new(parser)
+        Parser::new(&read("regexes.yaml"), &read("crawler-user-agents.json"))
+            .unwrap_or_else(|e| panic!("installed user-agent data: {e}"))
+    }
+
+    fn data() -> UaData {
+        UaData::new(installed())
     }
 
     #[test]
     fn cached_answers_match_parse() {
-        let data = data();
-        // More distinct user agents than slots, so slots are replaced, then all again:
-        // every answer must be the one `parse` gives, hit or miss.
+        answers_match_parse(&data());
+    }
+
+    #[test]
+    fn the_parser_thread_answers_as_parse_does() {
+        let data = UaData::with_parser_thread(installed()).unwrap_or_else(|e| panic!("{e}"));
+        // Two asking threads at once, as two HTTP workers.
+        std::thread::scope(|s| {
+            let asking = [
+                s.spawn(|| answers_match_parse(&data)),
+                s.spawn(|| answers_match_parse(&data)),
+            ];
+            for thread in asking {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| panic!("asking thread failed"));
+            }
+        });
+    }
+
+    fn answers_match_parse(data: &UaData) {
+        // Enough distinct user agents that hundreds of sets get more than two, so slots
+        // are replaced, then all again: every answer must be the one `parse` gives, hit
+        // or miss.
         let agents: Vec<String> = (0..6_000)
             .map(|i| match i % 4 {
                 0 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{i}.0.0.0 Safari/537.36"),

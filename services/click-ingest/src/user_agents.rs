@@ -42,7 +42,9 @@ impl UaFiles {
     }
 }
 
-/// Loads the data; the edge does not start without it.
+/// Loads the data; the edge does not start without it. Misses of the workers' caches are
+/// parsed on one thread (`UaData::with_parser_thread`), so the regexes' match caches exist
+/// once, not once per HTTP worker.
 pub fn load(files: &UaFiles) -> anyhow::Result<Arc<UaData>> {
     let parser = files.parser()?;
     tracing::info!(
@@ -50,7 +52,9 @@ pub fn load(files: &UaFiles) -> anyhow::Result<Arc<UaData>> {
         crawlers = %files.crawlers.display(),
         "user-agent data loaded"
     );
-    Ok(Arc::new(UaData::new(parser)))
+    Ok(Arc::new(
+        UaData::with_parser_thread(parser).context("user-agent parser thread")?,
+    ))
 }
 
 /// Checks the files every `every` and puts changed data in use.

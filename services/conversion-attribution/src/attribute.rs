@@ -261,16 +261,24 @@ pub fn attribute(
             Decision::Emit(Box::new(next), PostbackOutcome::Updated)
         }
         None => {
+            // Without revenue in the postback: the offer's goal of this key pays, else the
+            // offer's fixed payout, else the flow's goal.
+            let offer_goal = offer
+                .filter(|_| !postback.has_revenue)
+                .and_then(|o| o.goals.iter().find(|g| g.key == goal_key));
             let fixed = offer.filter(|o| o.has_payout && !postback.has_revenue);
             let revenue = if postback.has_revenue {
                 postback.revenue_micros
+            } else if let Some(offer_goal) = offer_goal {
+                offer_goal.payout_micros
             } else if let Some(offer) = fixed {
                 offer.payout_micros
             } else {
                 goal.map(|g| g.payout_micros).unwrap_or(0)
             };
-            let currency = fixed
-                .map(|o| o.currency.clone())
+            let currency = offer_goal
+                .map(|g| g.currency.clone())
+                .or_else(|| fixed.map(|o| o.currency.clone()))
                 .filter(|c| !c.is_empty())
                 .or_else(|| (!postback.currency.is_empty()).then(|| postback.currency.clone()))
                 .or_else(|| goal.map(|g| g.currency.clone()).filter(|c| !c.is_empty()))
@@ -703,6 +711,55 @@ mod tests {
             5,
         ));
         assert_eq!(c.revenue_micros, 1_000_000);
+    }
+
+    #[test]
+    fn an_offers_goal_pays_before_its_fixed_payout_and_the_flows_goal() {
+        let mut f = funnel_flow();
+        if let Some(path) = f.path.as_mut() {
+            path.offers[0].goals = vec![Goal {
+                key: "sale".into(),
+                name: "Sale".into(),
+                payout_micros: 7_250_000,
+                currency: "GBP".into(),
+                ..Goal::default()
+            }];
+        }
+        let sale = |revenue| {
+            let mut p = raw("1", revenue);
+            p.goal = "SALE".into();
+            p
+        };
+        let c = emitted(attribute(&offer_click(), Some(&f), &sale(None), None, 5));
+        assert_eq!(
+            (c.goal.as_str(), c.revenue_micros, c.currency.as_str()),
+            ("sale", 7_250_000, "GBP")
+        );
+        // Another goal of the postback: the offer's fixed payout, as before.
+        let c = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &raw("1", None),
+            None,
+            5,
+        ));
+        assert_eq!((c.revenue_micros, c.currency.as_str()), (2_500_000, "EUR"));
+        // The postback's own revenue still wins.
+        let c = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &sale(Some(9_000_000)),
+            None,
+            5,
+        ));
+        assert_eq!(c.revenue_micros, 9_000_000);
+        // A click of another offer does not take this offer's goal: the flow's goal pays.
+        let other = ClickInfo {
+            offer_id: 10,
+            ..offer_click()
+        };
+        let c = emitted(attribute(&other, Some(&f), &sale(None), None, 5));
+        assert_eq!((c.goal.as_str(), c.revenue_micros), ("sale", 20_000_000));
     }
 
     #[test]

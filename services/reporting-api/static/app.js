@@ -233,15 +233,25 @@ async function flowsPage() {
   } catch (error) { showError(error); }
 }
 
-function goalRow(goal) {
+// One goal's row; an offer's goals (`duplicates: false`) leave duplicates to the flow's.
+function goalRow(goal, options = {}) {
   const row = el('tr', {class: 'goal'},
     el('td', {}, el('input', {name: 'key', value: goal.key || '', size: 10})),
     el('td', {}, el('input', {name: 'name', value: goal.name || '', size: 12})),
     el('td', {}, el('input', {name: 'payout', value: goal.payout || '', size: 8})),
     el('td', {}, el('input', {name: 'currency', value: goal.currency || '', size: 4})),
-    el('td', {}, el('select', {name: 'duplicate_policy'}, ['per_uid', 'once', 'every'].map(p => el('option', {selected: goal.duplicate_policy === p}, p)))),
+    options.duplicates === false ? [] : el('td', {}, el('select', {name: 'duplicate_policy'}, ['per_uid', 'once', 'every'].map(p => el('option', {selected: goal.duplicate_policy === p}, p)))),
     el('td', {}, el('button', {type: 'button', onclick: () => row.remove()}, 'Remove')));
   return row;
+}
+
+// The goals of a table of goal rows, leaving out rows without a key.
+function goalsOf(body) {
+  return [...body.querySelectorAll('tr.goal')].map(row => {
+    const g = {};
+    for (const input of row.querySelectorAll('input, select')) if (input.value !== '') g[input.name] = input.value;
+    return g;
+  }).filter(g => g.key);
 }
 
 async function flowEditorPage(id) {
@@ -309,11 +319,7 @@ async function flowEditorPage(id) {
         attribution_window_days: Number(data.get('attribution_window_days')) || undefined,
         inactive_url: data.get('inactive_url'), bot_url: data.get('bot_url'),
         time_zone: data.get('time_zone') || undefined,
-        goals: [...goals.querySelectorAll('tr.goal')].map(row => {
-          const g = {};
-          for (const input of row.querySelectorAll('input, select')) if (input.value !== '') g[input.name] = input.value;
-          return g;
-        }).filter(g => g.key),
+        goals: goalsOf(goals),
         destinations: parse('destinations') || [],
         rules: parse('rules') || [],
         postback_security: {

@@ -203,18 +203,7 @@ impl FlowSpec {
                 )
             })?,
         };
-        let mut goals = Vec::with_capacity(self.goals.len().max(1));
-        for (i, goal) in self.goals.iter().enumerate() {
-            goals.push(goal.to_goal(i)?);
-        }
-        if let Some(dup) = goals.iter().enumerate().find_map(|(i, g)| {
-            goals[..i]
-                .iter()
-                .any(|o| o.key == g.key)
-                .then_some(g.key.clone())
-        }) {
-            return Err(invalid("goals", format!("goal key {dup:?} appears twice")));
-        }
+        let mut goals = goals_from(&self.goals)?;
         let default_goal = match &self.default_goal {
             Some(key) => key.trim().to_ascii_lowercase(),
             None => goals
@@ -787,6 +776,23 @@ impl HeaderSpec {
             secret: self.secret,
         })
     }
+}
+
+/// The goals of a flow or an offer (the `goals` field): each valid, no key twice.
+pub(crate) fn goals_from(specs: &[GoalSpec]) -> Result<Vec<Goal>, FlowError> {
+    let mut goals = Vec::with_capacity(specs.len().max(1));
+    for (i, goal) in specs.iter().enumerate() {
+        goals.push(goal.to_goal(i)?);
+    }
+    if let Some(dup) = goals.iter().enumerate().find_map(|(i, g)| {
+        goals[..i]
+            .iter()
+            .any(|o| o.key == g.key)
+            .then_some(g.key.clone())
+    }) {
+        return Err(invalid("goals", format!("goal key {dup:?} appears twice")));
+    }
+    Ok(goals)
 }
 
 impl GoalSpec {

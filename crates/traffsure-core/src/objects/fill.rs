@@ -144,6 +144,7 @@ fn fill_path(
         let field = format!("{at}.offers[{i}].offer_id");
         let spec = stored::<OfferSpec>(&field, offer.offer_id, lookup)?;
         let payout = spec.payout_micros()?;
+        offer.goals = spec.goals()?;
         offer.url = spec.url;
         offer.has_payout = payout.is_some();
         offer.payout_micros = payout.unwrap_or_default();
@@ -193,7 +194,8 @@ mod tests {
             object::<AffiliateNetworkSpec>(1, serde_json::json!({
                 "name": "Net", "click_param": "aff_sub", "status_map": {"1": "approved", "2": "rejected"}})),
             object::<OfferSpec>(1, serde_json::json!({
-                "name": "A", "url": "https://a.test/", "network_id": 1, "payout": "12.50"})),
+                "name": "A", "url": "https://a.test/", "network_id": 1, "payout": "12.50",
+                "goals": [{"key": "upsell", "payout": "4"}]})),
             object::<OfferSpec>(2, serde_json::json!({"name": "B", "url": "https://b.test/?s={click}"})),
             object::<LanderSpec>(1, serde_json::json!({"name": "LP", "url": "https://lp.test/"})),
             archived,
@@ -238,7 +240,15 @@ mod tests {
             (true, 12_500_000, "USD")
         );
         assert_eq!(a.status_map["2"], "rejected");
+        assert_eq!(
+            a.goals
+                .iter()
+                .map(|g| (g.key.as_str(), g.payout_micros, g.currency.as_str()))
+                .collect::<Vec<_>>(),
+            [("upsell", 4_000_000, "USD")]
+        );
         let b = &path.offers[1];
+        assert!(b.goals.is_empty());
         assert_eq!(
             (b.has_payout, b.network_id, b.click_param.as_str(), b.weight),
             (false, 0, "", 3)

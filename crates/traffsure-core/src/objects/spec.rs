@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use traffsure_events::{ConversionStatus, ObjectKind, OutboundPostback};
+use traffsure_events::{ConversionStatus, Goal, ObjectKind, OutboundPostback};
 
 use super::{ObjectError, ObjectSpec, Reference};
 use crate::flow::validate::{
-    currency_from, invalid, is_key, payout_from, status_map_from, validate_url_template,
+    currency_from, goals_from, invalid, is_key, payout_from, status_map_from, validate_url_template,
 };
-use crate::flow::{DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX};
+use crate::flow::{GoalSpec, DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX};
 use crate::money::format_micros;
 use crate::templates::{
     self, fill_placeholders, is_tracking_parameter, ordered_pairs, placeholder_names, url_breaking,
@@ -92,6 +92,10 @@ pub struct OfferSpec {
     pub payout: Option<serde_json::Value>,
     #[serde(default = "usd")]
     pub currency: String,
+    /// The offer's goals, each with its own payout: a postback without revenue for one of
+    /// these keys takes its payout before the offer's fixed one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<GoalSpec>,
     #[serde(default)]
     pub notes: String,
 }
@@ -325,6 +329,26 @@ impl OfferSpec {
     pub fn payout_micros(&self) -> Result<Option<i64>, ObjectError> {
         payout_from("payout", &self.payout)
     }
+
+    /// The offer's goals as a flow carries them; a goal without a currency is paid in the
+    /// offer's. Duplicates are the flow's goal's business, so an offer's goal sets none.
+    pub fn goals(&self) -> Result<Vec<Goal>, ObjectError> {
+        if let Some(i) = self.goals.iter().position(|g| g.duplicate_policy.is_some()) {
+            return Err(invalid(
+                format!("goals[{i}].duplicate_policy"),
+                "an offer's goal sets its payout only; duplicates follow the flow's goal",
+            ));
+        }
+        let specs: Vec<GoalSpec> = self
+            .goals
+            .iter()
+            .map(|g| GoalSpec {
+                currency: g.currency.clone().or_else(|| Some(self.currency.clone())),
+                ..g.clone()
+            })
+            .collect();
+        goals_from(&specs)
+    }
 }
 
 impl ObjectSpec for OfferSpec {
@@ -346,6 +370,17 @@ impl ObjectSpec for OfferSpec {
             network_id: self.network_id.filter(|id| *id != 0),
             payout,
             currency: currency_from("currency", Some(&self.currency))?,
+            goals: self
+                .goals()?
+                .into_iter()
+                .map(|g| GoalSpec {
+                    key: g.key,
+                    name: Some(g.name),
+                    payout: Some(serde_json::Value::String(format_micros(g.payout_micros))),
+                    currency: Some(g.currency),
+                    duplicate_policy: None,
+                })
+                .collect(),
             notes: checked_notes(&self.notes)?,
         })
     }
@@ -438,6 +473,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!((none.network_id, &none.payout), (None, &None));
+        // Goals: checked like a flow's, in the offer's currency unless they name one.
+        let goals: OfferSpec = checked(serde_json::json!({
+            "name": "G", "url": "https://o.test/", "currency": "eur",
+            "goals": [{"key": " Lead ", "payout": "1.5"}, {"key": "sale", "name": "Sale", "payout": 30, "currency": "usd"}]
+        }))
+        .unwrap();
+        let carried = goals.goals().unwrap();
+        assert_eq!(
+            carried
+                .iter()
+                .map(|g| (
+                    g.key.as_str(),
+                    g.name.as_str(),
+                    g.payout_micros,
+                    g.currency.as_str()
+                ))
+                .collect::<Vec<_>>(),
+            [
+                ("lead", "lead", 1_500_000, "EUR"),
+                ("sale", "Sale", 30_000_000, "USD")
+            ]
+        );
+        assert_eq!(goals.goals[0].payout, Some(serde_json::json!("1.5")));
+        for (goals, field) in [
+            (serde_json::json!([{"key": "a"}, {"key": "A"}]), "goals"),
+            (
+                serde_json::json!([{"key": "a", "payout": "x"}]),
+                "goals[0].payout",
+            ),
+            (serde_json::json!([{"key": "a b"}]), "goals[0].key"),
+            (
+                serde_json::json!([{"key": "a", "duplicate_policy": "allow"}]),
+                "goals[0].duplicate_policy",
+            ),
+        ] {
+            let spec: OfferSpec = serde_json::from_value(
+                serde_json::json!({"name": "G", "url": "https://o.test/", "goals": goals}),
+            )
+            .unwrap();
+            assert_eq!(spec.checked().unwrap_err().field, field);
+        }
         assert!(none.references().is_empty());
         let network: AffiliateNetworkSpec = checked(serde_json::json!({
             "name": "Net", "click_param": "aff_sub", "status_map": {"1": "Approved", "Declined": "rejected"}
