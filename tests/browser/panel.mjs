@@ -54,6 +54,8 @@ await run(async () => {
   await page.fill('tr.goal input[name=key]', 'sale');
   await page.fill('tr.goal input[name=payout]', '3.5');
   await page.fill('textarea[name=outbound_postbacks]', JSON.stringify([{ url: 'https://source.example/pb?click={click}&payout={payout}', on_status: 'approved' }]));
+  await page.click('#add-crm');
+  await page.waitForFunction(() => document.querySelector('textarea[name=outbound_postbacks]').value.includes('Authorization'));
   await page.fill('input[name=token]', '');
   await shot('03-flow-new');
   await page.click('#save-flow');
@@ -63,7 +65,10 @@ await run(async () => {
   assert(trackingLink.includes('/c/' + slug), 'tracking link names the flow: ' + trackingLink);
   assert(postbackUrl.includes('/postback?click={click}'), 'postback URL has macros: ' + postbackUrl);
   assert((await page.inputValue('tr.goal input[name=payout]')) === '3.5', 'payout saved');
-  assert((await page.inputValue('textarea[name=outbound_postbacks]')).includes('source.example'), 'outbound postback saved');
+  const outbound = await page.inputValue('textarea[name=outbound_postbacks]');
+  assert(outbound.includes('source.example'), 'outbound postback saved');
+  assert(outbound.includes('"crm"') && outbound.includes('********') && !outbound.includes('YOUR-CRM-API-KEY'), 'the CRM push saved, its secret masked: ' + outbound);
+  assert(await page.locator('#send-test').isVisible(), 'send test button');
   await shot('04-flow-editor');
   await page.goto(panel + '/flows');
   await page.locator('td', { hasText: 'Browser flow' }).first().waitFor();
@@ -108,6 +113,12 @@ await run(async () => {
 
   await page.goto(panel + '/outbound');
   await page.locator('table').waitFor();
+  const outboundHeader = await page.locator('table thead').innerText();
+  for (const column of ['Traffic source', 'Offer', 'Payout', 'Notice', 'Date (UTC)', 'Integration', 'Type']) {
+    assert(outboundHeader.includes(column), 'outbound log column ' + column + ': ' + outboundHeader);
+  }
+  assert((await page.locator('select[name=integration] option').allInnerTexts()).includes('s2s'), 'integration filter');
+  assert((await page.getAttribute('#csv', 'href')).includes('format=csv'), 'outbound log CSV link');
   await shot('10-outbound');
 
   await waitForText(page, `${panel}/reports?group_by=flow,country&flow=${slug}`, 'table', 'Browser flow');

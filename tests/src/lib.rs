@@ -155,6 +155,80 @@ where
     Ok(port)
 }
 
+/// One request a [`record_requests`] endpoint got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Names lowercase, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Every request a [`record_requests`] endpoint got, in order.
+pub type Requests = std::sync::Arc<std::sync::Mutex<Vec<Recorded>>>;
+
+/// A local endpoint standing in for a postback receiver: answers every request 200 with
+/// `ok` and records it. Answers with its port and the record.
+pub fn record_requests() -> anyhow::Result<(u16, Requests)> {
+    use actix_web::{web, HttpRequest, HttpResponse};
+    let requests = Requests::default();
+    let state = web::Data::new(requests.clone());
+    let port = serve_local(move |app| {
+        app.app_data(state.clone()).default_service(web::to(
+            |req: HttpRequest, body: web::Bytes, got: web::Data<Requests>| async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                got.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Recorded {
+                        method: req.method().to_string(),
+                        path: req.path().to_string(),
+                        query: req.query_string().to_string(),
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    });
+                HttpResponse::Ok().body("ok")
+            },
+        ));
+    })?;
+    Ok((port, requests))
+}
+
+/// Every service, the dispatcher allowed to send to loopback addresses, and a
+/// [`record_requests`] receiver for its outbound postbacks: the stack, the receiver's port
+/// and what it got.
+pub async fn stack_with_receiver() -> anyhow::Result<(Stack, u16, Requests)> {
+    let (port, received) = record_requests()?;
+    let stack = Stack::start_with(StackOptions::default().env(
+        "postback-dispatcher",
+        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
+        "true",
+    ))
+    .await?;
+    Ok((stack, port, received))
+}
+
+/// Waits until click-ingest knows the flow behind `track` (its tracking link redirects),
+/// and answers that first click's hash.
+pub async fn first_click(stack: &Stack, track: &str) -> anyhow::Result<String> {
+    eventually(Duration::from_secs(15), || async {
+        let response = stack.http.get(track).send().await?;
+        Ok((response.status() == 302)
+            .then(|| click_hash_of(response.headers()["location"].to_str().unwrap_or_default())))
+    })
+    .await
+}
+
 /// One service process and where it listens.
 pub struct Service {
     pub name: &'static str,

@@ -5,38 +5,16 @@
 //! day; a GBP conversion and a GBP cost without a rate are counted apart and in no sum
 //! until their rate arrives, which converts them without anything being written again.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{click_hash_of, eventually, serve_local, Stack, StackOptions};
-
-/// The query strings an outbound postback receiver got.
-type Received = Arc<Mutex<Vec<String>>>;
+use traffsure_tests::{click_hash_of, eventually, stack_with_receiver, Requests, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_are_in_the_reporting_currency_and_a_missing_rate_is_counted_apart(
 ) -> anyhow::Result<()> {
-    let received = Received::default();
-    let state = web::Data::new(received.clone());
-    let port = serve_local(move |app| {
-        app.app_data(state.clone()).default_service(web::to(
-            |req: HttpRequest, got: web::Data<Received>| async move {
-                got.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(req.query_string().to_string());
-                HttpResponse::Ok().finish()
-            },
-        ));
-    })?;
-    let stack = Stack::start_with(StackOptions::default().env(
-        "postback-dispatcher",
-        "TRAFFSURE__OUTBOUND__ALLOW_PRIVATE_TARGETS",
-        "true",
-    ))
-    .await?;
+    let (stack, port, received) = stack_with_receiver().await?;
     let result = run(&stack, port, &received).await;
     stack.print_failure(&result);
     result
@@ -60,7 +38,7 @@ async fn report(stack: &Stack, query: &str) -> anyhow::Result<Value> {
     Ok(response.json().await?)
 }
 
-async fn run(stack: &Stack, receiver_port: u16, received: &Received) -> anyhow::Result<()> {
+async fn run(stack: &Stack, receiver_port: u16, received: &Requests) -> anyhow::Result<()> {
     let http = &stack.http;
     let days = stack
         .clickhouse(
@@ -299,7 +277,12 @@ async fn run(stack: &Stack, receiver_port: u16, received: &Received) -> anyhow::
 
     // Outbound postbacks: the amount as sent and in USD; without a rate, none.
     let mut got = eventually(Duration::from_secs(60), || async {
-        let got = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let got: Vec<String> = received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|r| r.query.clone())
+            .collect();
         Ok((got.len() >= 5).then_some(got))
     })
     .await?;

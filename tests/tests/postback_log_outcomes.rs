@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use traffsure_core::ClickHashKeys;
-use traffsure_tests::{click_hash_of, eventually, send_clicks, Stack, StackOptions};
+use traffsure_tests::{eventually, first_click, send_clicks, Stack, StackOptions};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -51,12 +51,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     let flow_id = flow["id"].as_u64().unwrap_or_default() as u32;
     let track = stack.url("click-ingest", &format!("/c/{slug}"));
-    eventually(Duration::from_secs(15), || async {
-        let response = stack.http.get(&track).send().await?;
-        Ok((response.status() == 302)
-            .then(|| click_hash_of(response.headers()["location"].to_str().unwrap_or_default())))
-    })
-    .await?;
+    first_click(stack, &track).await?;
     let (hashes, _) = send_clicks(stack, &track, 1, 2).await?;
     // Click hashes of clicks that never happened: one from 40 days ago (past the 30-day
     // window), one from now (held for its click).

@@ -98,6 +98,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         previous_revenue_micros: 1_000_000,
         updated_at_ms: TS + 120_000,
         disable_postbacks: true,
+        reason: "late, but fine".into(),
         ..first.clone()
     };
     producer
@@ -183,6 +184,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                     attempted_at_ms: TS + 125_000,
                     next_attempt_at_ms: TS + 185_000,
                     manual: false,
+                    traffic_source_id: 4,
+                    offer_id: 6,
+                    reason: "late, but fine".into(),
+                    integration: "s2s".into(),
+                    postback_type: "conversion".into(),
                 },
             )],
         )
@@ -232,9 +238,9 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "2\t1"
     );
     assert_eq!(
-        q("SELECT conversion_id, version, click_hash, flow_id, goal, status, previous_status, revenue_micros, previous_revenue_micros, currency, uid, postback_id, click_ts, created_at, updated_at, disable_postbacks, country, sub_id, sub1 FROM conversions ORDER BY version").await?,
-        "conv\t1\tfirst\t7\tsale\tpending\t\t1000000\t0\tEUR\ttx1\tpb1\t2026-03-01 10:15:00\t2026-03-01 10:16:00\t2026-03-01 10:16:00\t0\tDE\ts 1\ta\n\
-         conv\t2\tfirst\t7\tsale\tapproved\tpending\t3000000\t1000000\tEUR\ttx1\tpb1\t2026-03-01 10:15:00\t2026-03-01 10:16:00\t2026-03-01 10:17:00\t1\tDE\ts 1\ta"
+        q("SELECT conversion_id, version, click_hash, flow_id, goal, status, previous_status, revenue_micros, previous_revenue_micros, currency, uid, postback_id, click_ts, created_at, updated_at, disable_postbacks, country, sub_id, sub1, reason FROM conversions ORDER BY version").await?,
+        "conv\t1\tfirst\t7\tsale\tpending\t\t1000000\t0\tEUR\ttx1\tpb1\t2026-03-01 10:15:00\t2026-03-01 10:16:00\t2026-03-01 10:16:00\t0\tDE\ts 1\ta\t\n\
+         conv\t2\tfirst\t7\tsale\tapproved\tpending\t3000000\t1000000\tEUR\ttx1\tpb1\t2026-03-01 10:15:00\t2026-03-01 10:16:00\t2026-03-01 10:17:00\t1\tDE\ts 1\ta\tlate, but fine"
     );
     assert_eq!(
         q("SELECT postback_id, received_at, flow_id, click_hash, goal, response_status, reason, message, ip, method, path, param_names, param_values, params_truncated, delta_ms FROM postback_log").await?,
@@ -245,8 +251,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "pb1\tfirst\t7\tconverted\tconv\tconverted\t2026-03-01 10:16:01"
     );
     assert_eq!(
-        q("SELECT attempt_id, conversion_id, conversion_version, outbound_id, flow_id, click_hash, goal, status, revenue_micros, currency, method, url, http_status, error, response_snippet, latency_ms, attempt, state, attempted_at, next_attempt_at_ms, manual FROM outbound_log").await?,
-        "att1\tconv\t2\tob\t7\tfirst\tsale\tapproved\t3000000\tEUR\tGET\thttps://source.example/pb?c=first\t502\tbad gateway\t<html>\t321\t1\tretrying\t2026-03-01 10:17:05\t1772360285123\t0"
+        q("SELECT attempt_id, conversion_id, conversion_version, outbound_id, flow_id, click_hash, goal, status, revenue_micros, currency, method, url, http_status, error, response_snippet, latency_ms, attempt, state, attempted_at, next_attempt_at_ms, manual, traffic_source_id, offer_id, reason, integration, postback_type FROM outbound_log").await?,
+        "att1\tconv\t2\tob\t7\tfirst\tsale\tapproved\t3000000\tEUR\tGET\thttps://source.example/pb?c=first\t502\tbad gateway\t<html>\t321\t1\tretrying\t2026-03-01 10:17:05\t1772360285123\t0\t4\t6\tlate, but fine\ts2s\tconversion"
     );
     assert_eq!(
         q("SELECT id, revision, slug, name, status, destination_url, default_goal, updated_at FROM flows").await?,

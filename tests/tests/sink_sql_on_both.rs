@@ -34,6 +34,14 @@ const SAMPLES: &[&str] = &[
     "INSERT INTO tracker_objects (kind, id, revision, name, kafka_partition, kafka_offset) VALUES \
      (3, 9, 1, 'Old offer', 0, 0), (3, 9, 2, 'VPN offer', 0, 1), (1, 3, 1, 'Push source', 0, 2)",
     "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, attempted_at, kafka_partition, kafka_offset) VALUES ('o', 'x', 1, toDateTime('2026-03-01 10:21:00'), 3, 9)",
+    "INSERT INTO outbound_log (attempt_id, conversion_id, flow_id, url, attempted_at, traffic_source_id, offer_id, reason, integration, postback_type, kafka_partition, kafka_offset) VALUES \
+     ('p', 'y', 2, 'https://s.test/pb?why=Fraud', toDateTime('2026-03-01 10:22:00'), 5, 6, 'Fraud', 's2s', 'conversion', 3, 10)",
+    // The outbound log list's shapes: the date in a time zone, the reason in any case, a
+    // part of the URL, and an old row's empty integration read as s2s.
+    "SELECT attempt_id, toString(attempted_at, 'Europe/Berlin'), toUInt32(traffic_source_id), toUInt32(offer_id), reason \
+     FROM outbound_log WHERE lowerUTF8(reason) = lowerUTF8('FRAUD') AND positionCaseInsensitiveUTF8(url, 'WHY=') > 0 \
+     AND integration IN ('', 's2s') ORDER BY attempt_id",
+    "SELECT attempt_id, integration, postback_type FROM outbound_log WHERE integration IN ('', 's2s') ORDER BY attempt_id",
 ];
 
 fn all_statements() -> Vec<(String, String)> {
@@ -130,6 +138,21 @@ async fn every_migration_and_query_runs_on_old_and_current_clickhouse() -> anyho
         "['1']\t2026-03-01\t\t2\t5500000\n['2']\t2026-03-01\t\t0\t0"
     );
     assert_eq!(answer("rate_days_of_range"), "2026-02-28\t2026-03-08");
+    let sample = |part: &str| {
+        let i = statements
+            .iter()
+            .position(|(_, sql)| sql.contains(part))
+            .unwrap_or(0);
+        old[i].trim().to_string()
+    };
+    assert_eq!(
+        sample("lowerUTF8(reason)"),
+        "p\t2026-03-01 11:22:00\t5\t6\tFraud"
+    );
+    assert_eq!(
+        sample("SELECT attempt_id, integration, postback_type"),
+        "o\t\t\np\ts2s\tconversion"
+    );
     assert_eq!(
         answer("costs_by_day_and_currency"),
         "['1']\t2026-03-01\t\t2200\n['2']\t2026-03-01\t\t500"

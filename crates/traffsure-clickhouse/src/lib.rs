@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "funnel_objects",
         include_str!("../../../deploy/clickhouse/migrations/0010_funnel_objects.sql"),
     ),
+    (
+        15,
+        "outbound_log_columns",
+        include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

@@ -33,6 +33,24 @@ pub const UID: &[&str] = &[
     "unique_id",
     "order_id",
 ];
+/// Why a network rejected (or otherwise noted) a conversion, kept whatever the status: the
+/// reason name, Affise (`comment`, shown as `notice` in its postback log; Affise Reach's
+/// private `note` last), MyChips (`rejected_reason_id`), BitLabs (`ban_reason`), and the
+/// spellings networks use for a decline.
+pub const REASON: &[&str] = &[
+    "reason",
+    "rejection_reason",
+    "rejected_reason",
+    "reject_reason",
+    "decline_reason",
+    "rejected_reason_id",
+    "ban_reason",
+    "comment",
+    "notice",
+    "note",
+];
+/// Longest reason kept, in bytes; a longer one is refused.
+pub const MAX_REASON_BYTES: usize = 255;
 pub const VISITOR: &[&str] = &["vid"];
 pub const FLOW: &[&str] = &["flow"];
 pub const DISABLE_POSTBACKS: &[&str] = &["disable_postbacks"];

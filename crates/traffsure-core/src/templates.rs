@@ -560,6 +560,7 @@ fn accepted_postback_param(name: &str) -> bool {
         postback_params::REVENUE,
         postback_params::CURRENCY,
         postback_params::UID,
+        postback_params::REASON,
         postback_params::VISITOR,
         postback_params::FLOW,
         postback_params::DISABLE_POSTBACKS,

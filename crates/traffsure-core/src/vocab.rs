@@ -12,6 +12,14 @@ use traffsure_events::{
     RedirectMode,
 };
 
+/// How an outbound postback reaches its receiver (`OutboundAttempt.integration`): a
+/// server-to-server request or a pixel. The first is what an attempt logged without one
+/// (before the column existed) was.
+pub const OUTBOUND_INTEGRATIONS: &[&str] = &["s2s", "pixel"];
+/// What fires an outbound postback (`OutboundAttempt.postback_type`). The first is what an
+/// attempt logged without one was.
+pub const OUTBOUND_POSTBACK_TYPES: &[&str] = &["conversion"];
+
 /// An enum with one word per value.
 pub trait Vocabulary: Copy + Eq + Sized + 'static {
     /// Every value a user can name, with its word, in display order.

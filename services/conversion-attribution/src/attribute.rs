@@ -243,7 +243,9 @@ pub fn attribute(
             } else {
                 current.revenue_micros
             };
-            if current.status() == status && current.revenue_micros == revenue {
+            // A new reason alone (e.g. a rejection named after the fact) is a new version.
+            let same_reason = postback.reason.is_empty() || postback.reason == current.reason;
+            if current.status() == status && current.revenue_micros == revenue && same_reason {
                 return Decision::Duplicate { conversion_id: id };
             }
             let mut next = current.clone();
@@ -255,6 +257,7 @@ pub fn attribute(
             next.postback_id = postback.postback_id.clone();
             next.updated_at_ms = now_ms;
             next.disable_postbacks = postback.disable_postbacks;
+            next.reason = postback.reason.clone();
             Decision::Emit(Box::new(next), PostbackOutcome::Updated)
         }
         None => {
@@ -307,6 +310,7 @@ pub fn attribute(
                 offer_id: click.offer_id,
                 network_id: click.network_id,
                 external_id: click.external_id.clone(),
+                reason: postback.reason.clone(),
                 ..Conversion::default()
             };
             conversion.set_status(status);
@@ -462,6 +466,47 @@ mod tests {
             (charged_back.version, charged_back.status()),
             (3, ConversionStatus::Rejected)
         );
+    }
+
+    #[test]
+    fn the_reason_rides_on_each_version_and_a_new_one_is_a_new_version() {
+        let f = flow();
+        let with_reason = |id: &str, status, reason: &str| Postback {
+            reason: reason.into(),
+            ..postback(id, "sale", "T1", status, None)
+        };
+        let first = emitted(attribute(
+            &click(),
+            Some(&f),
+            &with_reason("p1", ConversionStatus::Rejected, "duplicate lead"),
+            None,
+            5,
+        ));
+        assert_eq!(first.reason, "duplicate lead");
+        let silent = attribute(
+            &click(),
+            Some(&f),
+            &with_reason("p2", ConversionStatus::Rejected, ""),
+            Some(&first),
+            6,
+        );
+        assert!(matches!(silent, Decision::Duplicate { .. }), "{silent:?}");
+        let renamed = emitted(attribute(
+            &click(),
+            Some(&f),
+            &with_reason("p3", ConversionStatus::Rejected, "fraud"),
+            Some(&first),
+            7,
+        ));
+        assert_eq!((renamed.version, renamed.reason.as_str()), (2, "fraud"));
+        let approved = emitted(attribute(
+            &click(),
+            Some(&f),
+            &with_reason("p4", ConversionStatus::Approved, ""),
+            Some(&renamed),
+            8,
+        ));
+        assert_eq!((approved.version, approved.reason.as_str()), (3, ""));
     }
 
     #[test]

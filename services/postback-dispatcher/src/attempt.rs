@@ -6,8 +6,11 @@ use std::time::Instant;
 
 use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::now_ms;
-use traffsure_core::vocab::Vocabulary as _;
-use traffsure_events::{OutboundAttempt, OutboundDelivery, OutboundState};
+use traffsure_core::vocab::{self, Vocabulary as _};
+use traffsure_events::{
+    Conversion, ConversionStatus, OutboundAttempt, OutboundDelivery, OutboundPostback,
+    OutboundState,
+};
 use traffsure_kafka::retry;
 
 use crate::breaker::{Admission, Transition};
@@ -15,7 +18,7 @@ use crate::deliveries::schedulable;
 use crate::dispatcher::Dispatcher;
 use crate::guard::check_url;
 use crate::records;
-use crate::render::build_request;
+use crate::render::{build_request, OutboundRequest};
 
 impl Dispatcher {
     /// Writes one attempt to `outbound-log`, retrying until the broker acknowledges it.
@@ -76,6 +79,11 @@ impl Dispatcher {
             currency: conversion.currency.clone(),
             attempt: record.attempt + 1,
             manual: record.manual,
+            traffic_source_id: conversion.traffic_source_id,
+            offer_id: conversion.offer_id,
+            reason: conversion.reason.clone(),
+            integration: vocab::OUTBOUND_INTEGRATIONS[0].into(),
+            postback_type: vocab::OUTBOUND_POSTBACK_TYPES[0].into(),
             ..OutboundAttempt::default()
         };
         let outbound = match outbound {
@@ -141,22 +149,7 @@ impl Dispatcher {
         }
         let started = Instant::now();
         attempt.attempted_at_ms = now_ms();
-        let mut builder = self
-            .client
-            .request(
-                if request.method == "POST" {
-                    reqwest::Method::POST
-                } else {
-                    reqwest::Method::GET
-                },
-                url,
-            )
-            .header("x-traffsure-delivery", &record.key);
-        if let Some(content_type) = request.content_type {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(request.body);
-        }
+        let builder = http_request(&self.client, url, &record.key, request, &outbound);
         let outcome = match builder.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -265,6 +258,112 @@ impl Dispatcher {
 }
 
 /// The first bytes of an answer, as text.
+/// The HTTP request for a filled-in outbound postback: its method, the delivery header,
+/// its body (POST) and the outbound postback's own headers; a secret header's value is
+/// marked sensitive, so no debug output of the request shows it.
+fn http_request(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    delivery: &str,
+    request: OutboundRequest,
+    outbound: &OutboundPostback,
+) -> reqwest::RequestBuilder {
+    let method = if request.method == "POST" {
+        reqwest::Method::POST
+    } else {
+        reqwest::Method::GET
+    };
+    let mut builder = client
+        .request(method, url)
+        .header("x-traffsure-delivery", delivery);
+    if let Some(content_type) = request.content_type {
+        builder = builder
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(request.body);
+    }
+    for header in &outbound.headers {
+        if let Ok(mut value) = reqwest::header::HeaderValue::from_str(&header.value) {
+            value.set_sensitive(header.secret);
+            builder = builder.header(header.name.as_str(), value);
+        }
+    }
+    builder
+}
+
+impl Dispatcher {
+    /// Sends one outbound postback of a flow once, for a made-up approved conversion of
+    /// its default goal (1.00 USD), through the SSRF guard, outside the delivery queue and
+    /// the outbound log; answers what the receiver said.
+    pub(crate) async fn send_test(
+        &self,
+        flow_id: u32,
+        outbound_id: &str,
+    ) -> Result<serde_json::Value, String> {
+        let flow = self
+            .registry
+            .get(flow_id)
+            .ok_or_else(|| format!("flow {flow_id} not found"))?;
+        let outbound = flow
+            .outbound_postbacks
+            .iter()
+            .find(|o| o.id == outbound_id)
+            .ok_or_else(|| format!("flow {flow_id} has no outbound postback {outbound_id}"))?;
+        let now = now_ms();
+        let mut conversion = Conversion {
+            conversion_id: format!("test-{}", uuid::Uuid::now_v7()),
+            version: 1,
+            click_hash: "test".into(),
+            flow_id,
+            goal: flow.default_goal.clone(),
+            revenue_micros: 1_000_000,
+            currency: "USD".into(),
+            uid: "test".into(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            ..Conversion::default()
+        };
+        conversion.set_status(ConversionStatus::Approved);
+        let converted = self.converter.convert(&conversion).await;
+        let request = build_request(outbound, &conversion, &converted);
+        let (method, url_sent) = (request.method.clone(), request.url.clone());
+        let answer = |status: u16, response: String, error: String, latency_ms: u128| {
+            serde_json::json!({
+                "method": method,
+                "url": url_sent,
+                "http_status": status,
+                "response": response,
+                "error": error,
+                "latency_ms": latency_ms,
+            })
+        };
+        let url = match check_url(&request.url, self.settings.allow_private_targets) {
+            Ok(url) => url,
+            Err(refused) => return Ok(answer(0, String::new(), refused.to_string(), 0)),
+        };
+        let delivery = format!("{}/1/{outbound_id}", conversion.conversion_id);
+        let builder = http_request(&self.client, url, &delivery, request, outbound);
+        let started = Instant::now();
+        Ok(match builder.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let snippet = read_snippet(response, self.settings.response_snippet_bytes).await;
+                answer(
+                    status,
+                    snippet,
+                    String::new(),
+                    started.elapsed().as_millis(),
+                )
+            }
+            Err(error) => answer(
+                0,
+                String::new(),
+                error_text(&error),
+                started.elapsed().as_millis(),
+            ),
+        })
+    }
+}
+
 async fn read_snippet(mut response: reqwest::Response, limit: usize) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < limit {

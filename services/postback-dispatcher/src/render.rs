@@ -33,7 +33,11 @@ pub fn fires(outbound: &OutboundPostback, conversion: &Conversion) -> bool {
             .goals
             .iter()
             .any(|g| g.eq_ignore_ascii_case(&conversion.goal));
-    status_matches && goal_matches
+    let reason_matches = outbound.reasons.is_empty() || {
+        let reason = conversion.reason.trim().to_lowercase();
+        outbound.reasons.iter().any(|r| r.to_lowercase() == reason)
+    };
+    status_matches && goal_matches && reason_matches
 }
 
 /// The outbound postbacks of `flow` that fire for `conversion`: its own and its traffic
@@ -88,6 +92,7 @@ pub fn macro_value<'c>(
         "conversion" => conversion.conversion_id.as_str().into(),
         // The traffic source's own click id, from the tracking link's `external_id`.
         "external_id" => conversion.external_id.as_str().into(),
+        "reason" => conversion.reason.as_str().into(),
         "ts" => (conversion.updated_at_ms.max(conversion.created_at_ms) / 1000)
             .to_string()
             .into(),
@@ -235,6 +240,35 @@ mod tests {
         let mut quiet = approved_sale.clone();
         quiet.disable_postbacks = true;
         assert!(!fires(&outbound("any", &[]), &quiet));
+    }
+
+    #[test]
+    fn fires_only_for_chosen_reasons_case_insensitively() {
+        let mut fraud = conversion(ConversionStatus::Rejected, "sale");
+        fraud.reason = "Fraud".into();
+        let mut on_fraud = outbound("rejected", &[]);
+        on_fraud.reasons = vec!["fraud".into(), "duplicate".into()];
+        on_fraud.url = "https://s.test/pb?c={click}&why={reason}".into();
+        assert!(fires(&on_fraud, &fraud));
+        assert!(
+            fires(&outbound("rejected", &[]), &fraud),
+            "no reasons = any"
+        );
+        let mut other = fraud.clone();
+        other.reason = "bad geo".into();
+        assert!(!fires(&on_fraud, &other));
+        other.reason.clear();
+        assert!(!fires(&on_fraud, &other), "a reason list needs a reason");
+        assert_eq!(
+            build_request(&on_fraud, &other, &Converted::default()).url,
+            "https://s.test/pb?c=h123&why="
+        );
+        fraud.reason = "Fraud & co".into();
+        on_fraud.reasons.push("fraud & co".into());
+        assert_eq!(
+            build_request(&on_fraud, &fraud, &Converted::default()).url,
+            "https://s.test/pb?c=h123&why=Fraud%20%26%20co"
+        );
     }
 
     #[test]

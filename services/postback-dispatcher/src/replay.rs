@@ -16,7 +16,42 @@ use crate::dispatcher::Dispatcher;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/replay", web::post().to(replay))
+        .route("/test", web::post().to(send_test))
         .route("/deliveries", web::get().to(deliveries));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestRequest {
+    flow_id: u32,
+    outbound_id: String,
+}
+
+/// `POST /test {"flow_id", "outbound_id"}`: fires that outbound postback once and answers
+/// the receiver's answer (404 when the flow or the postback is unknown).
+async fn send_test(dispatcher: web::Data<Dispatcher>, body: web::Bytes) -> HttpResponse {
+    let request: TestRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return ReplayError::Invalid("body", format!("expected {{flow_id, outbound_id}}: {e}"))
+                .response()
+        }
+    };
+    match dispatcher
+        .send_test(request.flow_id, &request.outbound_id)
+        .await
+    {
+        Ok(answer) => {
+            tracing::info!(
+                flow = request.flow_id,
+                outbound = %request.outbound_id,
+                status = %answer["http_status"],
+                "test outbound postback sent"
+            );
+            HttpResponse::Ok().json(answer)
+        }
+        Err(message) => ReplayError::NotFound(message).response(),
+    }
 }
 
 #[derive(Debug, Deserialize)]

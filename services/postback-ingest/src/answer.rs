@@ -107,6 +107,11 @@ impl Answer {
             E::InvalidUid { field } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_uid", Some(field))
             }
+            E::InvalidReason { field } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_reason",
+                Some(field),
+            ),
             E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
             E::InvalidBody(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", None),
             E::NotDurable => (StatusCode::SERVICE_UNAVAILABLE, "not_durable", None),
@@ -330,6 +335,12 @@ mod tests {
             (
                 E::InvalidUid { field: "tx".into() },
                 (422, "invalid_uid", field("tx")),
+            ),
+            (
+                E::InvalidReason {
+                    field: "comment".into(),
+                },
+                (422, "invalid_reason", field("comment")),
             ),
             (E::BodyTooLarge(10), (413, "body_too_large", None)),
             (E::InvalidBody("bad".into()), (422, "invalid_body", None)),

@@ -14,8 +14,8 @@ pub const MAX_LOGGED_VALUE: usize = 2048;
 pub const MAX_PARAMS: usize = 256;
 
 pub use traffsure_core::postback_params::{
-    CLICK, CLICK_OR_TRANSACTION, CURRENCY, DISABLE_POSTBACKS, FLOW, GOAL, REVENUE, STATUS, UID,
-    VISITOR,
+    CLICK, CLICK_OR_TRANSACTION, CURRENCY, DISABLE_POSTBACKS, FLOW, GOAL, MAX_REASON_BYTES, REASON,
+    REVENUE, STATUS, UID, VISITOR,
 };
 
 /// Parameter whose value the log masks: it is a flow's shared secret.
@@ -266,6 +266,25 @@ mod tests {
         assert_eq!(
             (cookie.click(), cookie.uid()),
             (None, Some(("transaction_id", "t5")))
+        );
+    }
+
+    #[test]
+    fn reads_every_reason_name_with_reason_first() {
+        for name in REASON {
+            let p = Params::collect(&format!("click=c&{name}=Fraud+traffic"), "", b"").unwrap();
+            assert_eq!(p.find(REASON), Some((*name, "Fraud traffic")), "{name}");
+        }
+        let affise =
+            Params::collect("clickid=a&status=3&comment=dup&reason=fraud", "", b"").unwrap();
+        assert_eq!(affise.find(REASON), Some(("reason", "fraud")));
+        let cased = Params::collect("Rejection_Reason=%20bot%20&notice=", "", b"").unwrap();
+        assert_eq!(cased.find(REASON), Some(("Rejection_Reason", "bot")));
+        assert_eq!(
+            Params::collect("click=c&notes=x", "", b"")
+                .unwrap()
+                .find(REASON),
+            None
         );
     }
 

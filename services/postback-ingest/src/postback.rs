@@ -70,6 +70,8 @@ pub enum PostbackError {
     InvalidGoal { field: String },
     #[error("uid is longer than 256 characters")]
     InvalidUid { field: String },
+    #[error("{field} (the rejection reason) is longer than {max} bytes", max = params::MAX_REASON_BYTES)]
+    InvalidReason { field: String },
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
     /// A body that cannot be read as its content type says.
@@ -217,6 +219,14 @@ pub fn decide(
             }));
         }
         postback.uid = uid.to_string();
+    }
+    if let Some((field, reason)) = params.find(params::REASON) {
+        if reason.len() > params::MAX_REASON_BYTES {
+            return Err(refuse(PostbackError::InvalidReason {
+                field: field.to_string(),
+            }));
+        }
+        postback.reason = reason.to_string();
     }
     let raw_status = params.get(params::STATUS).unwrap_or_default();
     postback.raw_status = truncate(raw_status).to_string();

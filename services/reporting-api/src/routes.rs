@@ -39,6 +39,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/outbound-postbacks/replay",
             web::post().to(api::outbound::replay),
         )
+        .route(
+            "/api/v1/outbound-postbacks/presets",
+            web::get().to(api::outbound::presets),
+        )
+        .route(
+            "/api/v1/flows/{flow}/outbound-postbacks/{id}/test",
+            web::post().to(api::outbound::send_test),
+        )
         .route("/api/v1/reports", web::get().to(api::reports::report))
         .route(
             "/api/v1/exchange-rates",

@@ -105,11 +105,17 @@ function pager(nextCursor) {
   return links;
 }
 
-async function listPage(title, endpoint, fields, columns) {
+// `csv`: the endpoint also answers format=csv; the page links this page as CSV.
+async function listPage(title, endpoint, fields, columns, csv) {
   const main = page(title, filterForm(fields));
   try {
     const data = await api(endpoint + location.search);
     main.append(table(columns, data.items), pager(data.next_cursor));
+    if (csv) {
+      const query = new URLSearchParams(location.search);
+      query.set('format', 'csv');
+      main.append(el('p', {}, el('a', {href: endpoint + '?' + query, id: 'csv'}, 'Download CSV')));
+    }
   } catch (error) { showError(error); }
 }
 
@@ -286,12 +292,14 @@ async function flowEditorPage(id) {
       json('status_map', 'Status map', flow.status_map, '{"sale": "approved", "hold": "pending"}')),
     el('fieldset', {}, el('legend', {}, 'Outbound postbacks'),
       json('outbound_postbacks', 'Outbound postback URLs and conditions', flow.outbound_postbacks,
-        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "delay_seconds": 0}]')),
+        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "reasons": [], "headers": [], "delay_seconds": 0}] — a secret header reads as ******** and saving it unchanged keeps it'),
+      el('button', {type: 'button', id: 'add-crm', onclick: addCrmPush}, '+ CRM push')),
     el('button', {type: 'submit', id: 'save-flow'}, isNew ? 'Create flow' : 'Save'));
   if (!isNew) {
     main.append(el('fieldset', {}, el('legend', {}, 'Links'),
       copyField('Tracking link', flow.tracking_link, 'tracking-link'),
-      copyField('Postback URL', flow.postback_url, 'postback-url')));
+      copyField('Postback URL', flow.postback_url, 'postback-url'),
+      el('button', {type: 'button', id: 'send-test', onclick: () => sendTest(flow)}, 'Send a test outbound postback')));
   }
   main.append(form);
   const funnel = funnelBuilder(flow, form);
@@ -360,7 +368,7 @@ function conversionsPage() {
     {title: 'Flow', key: 'flow_name'}, ...objectColumns(), {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
     {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency},
     {title: 'Converted', num: true, render: r => r.revenue_converted === null ? 'no rate' : r.revenue_converted + ' ' + r.currency_converted},
-    {title: 'UID', key: 'uid'},
+    {title: 'UID', key: 'uid'}, {title: 'Reason', key: 'reason'},
     {title: 'Time (UTC)', key: 'time'},
   ]);
 }
@@ -408,6 +416,28 @@ async function postbackEntryPage(id) {
   } catch (error) { showError(error); }
 }
 
+// Appends the CRM push preset (a JSON POST of every macro with a secret Authorization
+// header) to the flow form's outbound postbacks.
+async function addCrmPush() {
+  const area = document.querySelector('textarea[name=outbound_postbacks]');
+  try {
+    const presets = await api('/api/v1/outbound-postbacks/presets');
+    const list = JSON.parse(area.value || '[]');
+    list.push(presets.crm);
+    area.value = JSON.stringify(list, null, 2);
+  } catch (error) { showError(error); }
+}
+
+// Fires one outbound postback of a saved flow once and shows the receiver's answer.
+async function sendTest(flow) {
+  const id = prompt('Outbound postback id to send a test of', (flow.outbound_postbacks[0] || {}).id || '');
+  if (!id) return;
+  try {
+    const a = await api('/api/v1/flows/' + flow.id + '/outbound-postbacks/' + encodeURIComponent(id) + '/test', {method: 'POST', body: {}});
+    showError(`Test ${a.method} ${a.url}: HTTP ${a.http_status}${a.error ? ' · ' + a.error : ''} · ${a.response}`);
+  } catch (error) { showError(error); }
+}
+
 async function replay(row) {
   try {
     const answer = await api('/api/v1/outbound-postbacks/replay', {method: 'POST', body: {conversion_id: row.conversion_id, outbound_id: row.outbound_id || undefined}});
@@ -418,16 +448,28 @@ async function replay(row) {
 function outboundPage() {
   return listPage('Outbound Postbacks', '/api/v1/outbound-postbacks', [
     {name: 'flow', label: 'Flow (id or slug)'}, {name: 'conversion_id', label: 'Conversion', size: 20},
+    {name: 'traffic_source_id', label: 'Traffic source id', size: 4}, {name: 'offer_id', label: 'Offer id', size: 4},
+    {name: 'goal', label: 'Goal', size: 8},
+    {name: 'status', label: 'Status', options: ['', 'approved', 'pending', 'rejected']},
+    {name: 'payout', label: 'Payout', size: 6}, {name: 'currency', label: 'Currency', size: 3},
+    {name: 'reason', label: 'Notice (reason)', size: 12}, {name: 'http_status', label: 'HTTP code', size: 4},
+    {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
+    {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
+    {name: 'postback_type', label: 'Type', options: ['', 'conversion']},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
     {title: 'URL sent', render: r => el('code', {}, r.method + ' ' + r.url)}, {title: 'Flow', key: 'flow_name'},
-    {title: 'Conversion', render: r => el('code', {}, r.conversion_id)}, {title: 'Goal', key: 'goal'},
-    {title: 'Status', key: 'status'}, {title: 'Revenue', num: true, key: 'revenue'},
-    {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Attempt', key: 'attempt'},
-    {title: 'State', key: 'state'}, {title: 'Time (UTC)', render: r => new Date(r.time_ms).toISOString().replace('T', ' ').slice(0, 19)},
+    {title: 'Conversion', render: r => el('code', {}, r.conversion_id)},
+    {title: 'Traffic source', render: r => r.traffic_source_id || ''}, {title: 'Offer', render: r => r.offer_id || ''},
+    {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'status'},
+    {title: 'Payout', num: true, key: 'payout'}, {title: 'Revenue', num: true, key: 'revenue'}, {title: 'Currency', key: 'currency'},
+    {title: 'Notice', key: 'reason'},
+    {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
+    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
+    {title: 'State', key: 'state'},
     {title: '', render: r => el('button', {type: 'button', onclick: () => replay(r)}, 'Replay')},
-  ]);
+  ], true);
 }
 
 const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',

@@ -188,6 +188,7 @@ pub struct ConversionRow {
     pub updated_at_ms: i64,
     pub disable_postbacks: u8,
     pub click_missing: u8,
+    pub reason: String,
     pub country: String,
     pub source: String,
     pub sub_id: String,
@@ -244,6 +245,7 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         previous_revenue_micros: c.previous_revenue_micros,
         currency: c.currency,
         uid: c.uid,
+        reason: c.reason,
         postback_id: c.postback_id,
         country: c.country,
         source: c.source,
@@ -441,6 +443,11 @@ pub struct OutboundRow {
     pub attempted_at_ms: i64,
     pub next_attempt_at_ms: i64,
     pub manual: u8,
+    pub traffic_source_id: u32,
+    pub offer_id: u32,
+    pub reason: String,
+    pub integration: String,
+    pub postback_type: String,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
@@ -472,6 +479,11 @@ pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::
         response_snippet: a.response_snippet,
         latency_ms: a.latency_ms,
         attempt: a.attempt,
+        traffic_source_id: a.traffic_source_id,
+        offer_id: a.offer_id,
+        reason: a.reason,
+        integration: a.integration,
+        postback_type: a.postback_type,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
@@ -514,6 +526,38 @@ mod tests {
         assert_eq!(
             conversion_row(&missing.encode_to_vec(), AT)?.click_missing,
             1
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_attempt_keeps_its_conversions_source_offer_reason_and_kind() -> anyhow::Result<()> {
+        let attempt = OutboundAttempt {
+            traffic_source_id: 4,
+            offer_id: 9,
+            reason: "fraud".into(),
+            integration: "s2s".into(),
+            postback_type: "conversion".into(),
+            ..OutboundAttempt::default()
+        };
+        let row = outbound_row(&attempt.encode_to_vec(), AT)?;
+        assert_eq!(
+            (
+                row.traffic_source_id,
+                row.offer_id,
+                row.reason.as_str(),
+                row.integration.as_str(),
+                row.postback_type.as_str()
+            ),
+            (4, 9, "fraud", "s2s", "conversion")
+        );
+        let rejected = Conversion {
+            reason: "duplicate lead".into(),
+            ..Conversion::default()
+        };
+        assert_eq!(
+            conversion_row(&rejected.encode_to_vec(), AT)?.reason,
+            "duplicate lead"
         );
         Ok(())
     }

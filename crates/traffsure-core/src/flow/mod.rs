@@ -9,12 +9,13 @@ mod view;
 
 pub use conditions::RULE_FIELDS;
 pub use spec::{
-    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PathLanderSpec,
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, HeaderSpec, OutboundSpec, PathLanderSpec,
     PathOfferSpec, PathSpec, PostbackSecuritySpec, RuleSpec,
 };
 pub use validate::{
-    validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS, MAX_DESTINATIONS,
-    MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX,
+    crm_push_preset, validate_url_template, FlowError, DEFAULT_WINDOW_DAYS, DESTINATION_MACROS,
+    MAX_DESTINATIONS, MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, SECRET_MASK,
+    SOURCE_POSTBACK_PREFIX,
 };
 pub use view::{FlowView, GoalView};
 

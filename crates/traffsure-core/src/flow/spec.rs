@@ -170,10 +170,27 @@ pub struct OutboundSpec {
     /// approved (default), pending, rejected or any.
     #[serde(default = "approved")]
     pub on_status: String,
+    /// Rejection reasons that fire it, matched case-insensitively; empty = any.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Request headers sent as they are; a secret one's value reads back masked.
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
     #[serde(default)]
     pub delay_seconds: u32,
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+    /// A credential: shown as `SECRET_MASK`, and sending the mask back keeps the value.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 fn get() -> String {

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use traffsure_events::{
     Condition, ConditionGroup, ConversionStatus, Destination, DuplicatePolicy, Flow, FlowStatus,
-    Goal, OutboundPostback, Path, PathLander, PathOffer, PostbackSecurity, RedirectMode, Rule,
+    Goal, OutboundHeader, OutboundPostback, Path, PathLander, PathOffer, PostbackSecurity,
+    RedirectMode, Rule,
 };
 
 use super::conditions::{normalize, RULE_FIELDS};
 use super::spec::{
-    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, OutboundSpec, PathSpec,
+    ConditionSpec, DestinationSpec, FlowSpec, GoalSpec, HeaderSpec, OutboundSpec, PathSpec,
     PostbackSecuritySpec, RuleSpec,
 };
 use crate::cidr::Cidr;
@@ -55,6 +56,49 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "conversion",
     "ts",
     "external_id",
+    "reason",
+];
+
+/// Most rejection reasons one outbound postback may name.
+pub const MAX_OUTBOUND_REASONS: usize = 64;
+/// The CRM push preset: a POST of a JSON object with every outbound macro under its own
+/// name, and an `Authorization` header whose value is a secret to fill in.
+pub fn crm_push_preset() -> OutboundSpec {
+    let fields: Vec<String> = OUTBOUND_MACROS
+        .iter()
+        .map(|name| format!("\"{name}\": \"{{{name}}}\""))
+        .collect();
+    OutboundSpec {
+        id: "crm".into(),
+        url: "https://crm.example/api/leads".into(),
+        method: "POST".into(),
+        body_template: format!("{{{}}}", fields.join(", ")),
+        body_format: "json".into(),
+        goals: Vec::new(),
+        on_status: "any".into(),
+        reasons: Vec::new(),
+        headers: vec![HeaderSpec {
+            name: "Authorization".into(),
+            value: "Bearer YOUR-CRM-API-KEY".into(),
+            secret: true,
+        }],
+        delay_seconds: 0,
+        enabled: true,
+    }
+}
+
+/// Most request headers one outbound postback may send.
+pub const MAX_OUTBOUND_HEADERS: usize = 16;
+/// What a secret header's value reads as; sent back unchanged, it keeps the stored value.
+pub const SECRET_MASK: &str = "********";
+/// Headers the dispatcher sets itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "x-traffsure-delivery",
 ];
 
 /// The id of a flow's traffic source postback is this and the source's id (`source-3`),
@@ -221,7 +265,11 @@ impl FlowSpec {
         let status_map = status_map_from(&self.status_map)?;
         let mut outbound_postbacks = Vec::with_capacity(self.outbound_postbacks.len());
         for (i, o) in self.outbound_postbacks.iter().enumerate() {
-            let out = o.to_outbound(i, &goals)?;
+            let stored = flow
+                .outbound_postbacks
+                .iter()
+                .find(|p| !o.id.trim().is_empty() && p.id == o.id.trim());
+            let out = o.to_outbound(i, &goals, stored)?;
             if outbound_postbacks
                 .iter()
                 .any(|p: &OutboundPostback| p.id == out.id)
@@ -548,7 +596,14 @@ impl PostbackSecuritySpec {
 }
 
 impl OutboundSpec {
-    fn to_outbound(&self, index: usize, goals: &[Goal]) -> Result<OutboundPostback, FlowError> {
+    /// `stored`: the flow's outbound postback of the same id, whose secret header values a
+    /// mask sent back keeps.
+    fn to_outbound(
+        &self,
+        index: usize,
+        goals: &[Goal],
+        stored: Option<&OutboundPostback>,
+    ) -> Result<OutboundPostback, FlowError> {
         let field = |name: &str| format!("outbound_postbacks[{index}].{name}");
         let id = match self.id.trim() {
             "" => format!("out{}", index + 1),
@@ -606,6 +661,48 @@ impl OutboundSpec {
                 format!("must be {} or any", ConversionStatus::words().join(", ")),
             ));
         }
+        if self.reasons.len() > MAX_OUTBOUND_REASONS {
+            return Err(invalid(
+                field("reasons"),
+                format!("must have at most {MAX_OUTBOUND_REASONS} reasons"),
+            ));
+        }
+        let mut reasons = Vec::with_capacity(self.reasons.len());
+        for reason in &self.reasons {
+            let reason = reason.trim().to_lowercase();
+            if reason.is_empty() || reason.len() > crate::postback_params::MAX_REASON_BYTES {
+                return Err(invalid(
+                    field("reasons"),
+                    format!(
+                        "each reason must be 1 to {} bytes",
+                        crate::postback_params::MAX_REASON_BYTES
+                    ),
+                ));
+            }
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
+        if self.headers.len() > MAX_OUTBOUND_HEADERS {
+            return Err(invalid(
+                field("headers"),
+                format!("must have at most {MAX_OUTBOUND_HEADERS} headers"),
+            ));
+        }
+        let mut headers: Vec<OutboundHeader> = Vec::with_capacity(self.headers.len());
+        for (j, header) in self.headers.iter().enumerate() {
+            let header = header.to_header(&format!("{}[{j}]", field("headers")), stored)?;
+            if headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(&header.name))
+            {
+                return Err(invalid(
+                    format!("{}[{j}].name", field("headers")),
+                    format!("header {:?} appears twice", header.name),
+                ));
+            }
+            headers.push(header);
+        }
         if self.delay_seconds > 7 * 86_400 {
             return Err(invalid(
                 field("delay_seconds"),
@@ -620,8 +717,63 @@ impl OutboundSpec {
             body_format,
             goals: goal_keys,
             on_status,
+            reasons,
+            headers,
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
+        })
+    }
+}
+
+impl HeaderSpec {
+    fn to_header(
+        &self,
+        field: &str,
+        stored: Option<&OutboundPostback>,
+    ) -> Result<OutboundHeader, FlowError> {
+        let name = self.name.trim();
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || name.len() > 64 || !name.chars().all(token) {
+            return Err(invalid(
+                format!("{field}.name"),
+                "must be 1 to 64 of the characters an HTTP header name may have",
+            ));
+        }
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(name))
+        {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("{name} is set by the dispatcher"),
+            ));
+        }
+        let mut value = self.value.trim().to_string();
+        if self.secret && value == SECRET_MASK {
+            value = stored
+                .and_then(|o| {
+                    o.headers
+                        .iter()
+                        .find(|h| h.secret && h.name.eq_ignore_ascii_case(name))
+                })
+                .map(|h| h.value.clone())
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{field}.value"),
+                        "no stored secret to keep: send the value itself",
+                    )
+                })?;
+        }
+        if value.len() > 4096 || value.contains(['\r', '\n', '\0']) {
+            return Err(invalid(
+                format!("{field}.value"),
+                "must be at most 4096 bytes without line breaks",
+            ));
+        }
+        Ok(OutboundHeader {
+            name: name.to_string(),
+            value,
+            secret: self.secret,
         })
     }
 }
@@ -777,6 +929,34 @@ mod tests {
                 "outbound_postbacks[0].on_status",
             ),
             (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "reasons": ["fraud", " "]}]}),
+                "outbound_postbacks[0].reasons",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "reasons": ["x".repeat(256)]}]}),
+                "outbound_postbacks[0].reasons",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "headers": [{"name": "X Key", "value": "v"}]}]}),
+                "outbound_postbacks[0].headers[0].name",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "headers": [{"name": "Host", "value": "evil.test"}]}]}),
+                "outbound_postbacks[0].headers[0].name",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "headers": [{"name": "A", "value": "1"}, {"name": "a", "value": "2"}]}]}),
+                "outbound_postbacks[0].headers[1].name",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "headers": [{"name": "X-Key", "value": "v\r\nX-Evil: 1"}]}]}),
+                "outbound_postbacks[0].headers[0].value",
+            ),
+            (
+                serde_json::json!({"outbound_postbacks": [{"url": "https://s.test/", "headers": [{"name": "Authorization", "value": SECRET_MASK, "secret": true}]}]}),
+                "outbound_postbacks[0].headers[0].value",
+            ),
+            (
                 serde_json::json!({"outbound_postbacks": [{"id": "a", "url": "https://s.test/"}, {"id": "a", "url": "https://t.test/"}]}),
                 "outbound_postbacks[1].id",
             ),
@@ -788,6 +968,17 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.field, field, "{json}");
         }
+    }
+
+    #[test]
+    fn the_crm_preset_is_valid_and_maps_every_macro() {
+        let preset = crm_push_preset();
+        let out = preset.to_outbound(0, &[], None).unwrap();
+        let names = macro_names(&out.body_template);
+        assert_eq!(names.len(), OUTBOUND_MACROS.len());
+        assert!(out.headers[0].secret);
+        let body = out.body_template.replace(['{', '}'], "");
+        assert!(body.contains("\"reason\": \"reason\""), "{body}");
     }
 
     #[test]

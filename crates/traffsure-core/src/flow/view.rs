@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use traffsure_events::{Condition, Destination, Flow, Path, PostbackSecurity};
 
 use super::spec::{
-    ConditionSpec, DestinationSpec, OutboundSpec, PathLanderSpec, PathOfferSpec, PathSpec,
-    PostbackSecuritySpec, RuleSpec,
+    ConditionSpec, DestinationSpec, HeaderSpec, OutboundSpec, PathLanderSpec, PathOfferSpec,
+    PathSpec, PostbackSecuritySpec, RuleSpec,
 };
+use super::validate::SECRET_MASK;
 use crate::money::format_micros;
 use crate::vocab::Vocabulary;
 
@@ -111,6 +112,20 @@ impl From<&Flow> for FlowView {
                     body_format: o.body_format.clone(),
                     goals: o.goals.clone(),
                     on_status: o.on_status.clone(),
+                    reasons: o.reasons.clone(),
+                    headers: o
+                        .headers
+                        .iter()
+                        .map(|h| HeaderSpec {
+                            name: h.name.clone(),
+                            value: if h.secret {
+                                SECRET_MASK.to_string()
+                            } else {
+                                h.value.clone()
+                            },
+                            secret: h.secret,
+                        })
+                        .collect(),
                     delay_seconds: o.delay_seconds,
                     enabled: o.enabled,
                 })
@@ -216,6 +231,37 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_header_reads_masked_and_the_mask_sent_back_keeps_it() {
+        let crm = |authorization: &str| {
+            serde_json::json!({"name": "CRM", "destination_url": "https://a.test/",
+                "outbound_postbacks": [{"id": "crm", "url": "https://crm.test/leads", "method": "POST",
+                    "body_format": "json", "body_template": "{\"click\": \"{click}\"}",
+                    "headers": [{"name": "Authorization", "value": authorization, "secret": true},
+                                {"name": "X-Source", "value": "traffsure"}]}]})
+        };
+        let mut flow = stored(crm("Bearer s3cret"), 5);
+        let headers = &flow.outbound_postbacks[0].headers;
+        assert_eq!(
+            (headers[0].value.as_str(), headers[1].value.as_str()),
+            ("Bearer s3cret", "traffsure")
+        );
+        let view = FlowView::from(&flow);
+        let shown = &view.outbound_postbacks[0].headers;
+        assert_eq!(
+            (shown[0].value.as_str(), shown[1].value.as_str()),
+            (SECRET_MASK, "traffsure")
+        );
+        assert!(!serde_json::to_string(&view).unwrap().contains("s3cret"));
+        // The panel sends the view back: the mask keeps the stored secret.
+        let again: FlowSpec = serde_json::from_value(crm(SECRET_MASK)).unwrap();
+        again.apply(&mut flow, 6).unwrap();
+        assert_eq!(flow.outbound_postbacks[0].headers[0].value, "Bearer s3cret");
+        let rotated: FlowSpec = serde_json::from_value(crm("Bearer new")).unwrap();
+        rotated.apply(&mut flow, 7).unwrap();
+        assert_eq!(flow.outbound_postbacks[0].headers[0].value, "Bearer new");
+    }
+
+    #[test]
     fn round_trips_rules_security_and_outbound() {
         let input = serde_json::json!({
             "name": "x", "destination_url": "https://fallback.test/?c={click}",
@@ -234,7 +280,8 @@ mod tests {
             "goals": [{"key": "lead"}, {"key": "sale"}],
             "outbound_postbacks": [{"url": "https://src.test/pb?c={sub_id}&p={payout}", "goals": ["sale"]},
                 {"id": "aff", "url": "https://aff.test/", "method": "POST", "body_format": "json",
-                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60}]
+                 "body_template": "{\"click\": \"{click}\"}", "on_status": "any", "delay_seconds": 60,
+                 "reasons": [" Fraud ", "fraud", "Bad GEO"]}]
         });
         let flow = stored(input, 5);
         let view = FlowView::from(&flow);
@@ -253,6 +300,8 @@ mod tests {
         assert_eq!(view.outbound_postbacks[0].id, "out1");
         assert_eq!(view.outbound_postbacks[0].on_status, "approved");
         assert_eq!(view.outbound_postbacks[1].method, "POST");
+        assert_eq!(view.outbound_postbacks[1].reasons, ["fraud", "bad geo"]);
+        assert!(view.outbound_postbacks[0].reasons.is_empty());
         // The view is itself a valid spec for the same flow.
         let again = stored(
             serde_json::json!({

@@ -37,6 +37,7 @@ struct ConversionRow {
     updated: String,
     version: u32,
     click_missing: u8,
+    reason: String,
     external_id: String,
     /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
     objects: Vec<u32>,
@@ -78,7 +79,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 argMax(uid, version) AS u, toString(min(created_at)) AS created, \
                 toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
-                max(version) AS v, max(click_missing) AS cm, \
+                max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn, \
                 argMax(external_id, version) AS ext, ",
     );
     push_id_array(&mut sql, "argMax(", ", version)");
@@ -149,6 +150,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "updated_at": r.updated,
                 "version": r.version,
                 "click_missing": r.click_missing != 0,
+                "reason": r.reason,
                 "external_id": r.external_id,
             });
             set_ids_and_names(&mut item, &r.objects, &object_names);

@@ -4,11 +4,12 @@
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use traffsure_core::format_micros;
-use traffsure_core::vocab::Vocabulary;
-use traffsure_events::OutboundState;
+use traffsure_core::postback_params::MAX_REASON_BYTES;
+use traffsure_core::vocab::{self, Vocabulary};
+use traffsure_core::{format_micros, parse_micros};
+use traffsure_events::{ConversionStatus, OutboundState};
 
-use super::page::{page_json, split_page, Query};
+use super::page::{page_csv, page_json, split_page, Query};
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, Params};
 use crate::sql::{Arg, Sql};
@@ -33,29 +34,106 @@ struct OutboundRow {
     attempt: u32,
     state: String,
     attempted_at_ms: i64,
+    date: String,
     manual: u8,
+    traffic_source_id: u32,
+    offer_id: u32,
+    reason: String,
+    integration: String,
+    postback_type: String,
 }
 
-/// Outbound postbacks, every attempt: filters flow, conversion_id (`conversion` is its
-/// older name), state, from, to.
+/// An attempt's fields, in JSON and CSV order: Affise's affiliate postback log (postback
+/// URL, conversion, flow, traffic source, offer, goal, status, payout, revenue, currency,
+/// notice as `reason`, HTTP code, error, date, integration type, postback type), then the
+/// delivery's own.
+const COLUMNS: &[&str] = &[
+    "attempt_id",
+    "url",
+    "conversion_id",
+    "flow_id",
+    "flow_name",
+    "traffic_source_id",
+    "offer_id",
+    "goal",
+    "status",
+    "payout",
+    "revenue",
+    "currency",
+    "reason",
+    "http_status",
+    "error",
+    "date",
+    "time_ms",
+    "integration",
+    "postback_type",
+    "outbound_id",
+    "click_hash",
+    "method",
+    "latency_ms",
+    "attempt",
+    "state",
+    "manual",
+];
+
+/// Outbound postbacks, every attempt, as JSON or CSV (`format`): filters flow,
+/// conversion_id (`conversion` is its older name), outbound_id, traffic_source_id, offer_id,
+/// goal, status, payout / revenue (exact amount), currency, reason, http_status, error and
+/// url (parts of them), integration, postback_type, state, from, to.
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let params = Params::with_aliases(
         query.into_inner(),
         &[
             "flow",
             "conversion_id",
+            "outbound_id",
+            "traffic_source_id",
+            "offer_id",
+            "goal",
+            "status",
+            "revenue",
+            "currency",
+            "reason",
+            "http_status",
+            "error",
+            "url",
+            "integration",
+            "postback_type",
             "state",
             "from",
             "to",
             "timezone",
             "cursor",
             "limit",
+            "format",
         ],
-        &[("conversion", "conversion_id")],
+        &[("conversion", "conversion_id"), ("payout", "revenue")],
     )?;
     let flow = params.flow(&state.registry)?;
     let conversion_id = params.text("conversion_id", 100)?;
+    let outbound_id = params.text("outbound_id", 64)?;
+    let traffic_source_id = params.number::<u32>("traffic_source_id")?;
+    let offer_id = params.number::<u32>("offer_id")?;
+    let goal = params.text("goal", 64)?;
+    let status = params.word::<ConversionStatus>("status")?;
+    let revenue = params
+        .get("revenue")
+        .map(|value| {
+            parse_micros(value).map_err(|e| {
+                let name = params.field("revenue");
+                ApiError::invalid(name, format!("{name} {e}: {value:?}"))
+            })
+        })
+        .transpose()?;
+    let currency = params.text("currency", 3)?;
+    let reason = params.text("reason", MAX_REASON_BYTES)?;
+    let http_status = params.number::<u32>("http_status")?;
+    let error = params.text("error", 200)?;
+    let url = params.text("url", 200)?;
+    let integration = params.one_of("integration", vocab::OUTBOUND_INTEGRATIONS)?;
+    let postback_type = params.one_of("postback_type", vocab::OUTBOUND_POSTBACK_TYPES)?;
     let delivery_state = params.word::<OutboundState>("state")?;
+    let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -66,13 +144,75 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "SELECT attempt_id, conversion_id, outbound_id, toUInt32(flow_id), click_hash, goal, \
                 toString(status), toInt64(revenue_micros), currency, method, url, toUInt32(http_status), \
                 error, toUInt32(latency_ms), toUInt32(attempt), toString(state), toInt64(attempted_at_ms), \
-                toUInt8(manual) FROM outbound_log WHERE 1",
+                toString(attempted_at, ",
+    );
+    sql.str(timezone.as_str());
+    sql.push(
+        "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
+         integration, postback_type FROM outbound_log WHERE 1",
     );
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
     }
-    if let Some(conversion_id) = conversion_id {
-        eq(&mut sql, "conversion_id", Arg::Str(conversion_id));
+    for (column, value) in [
+        ("conversion_id", conversion_id),
+        ("outbound_id", outbound_id),
+        ("goal", goal.map(|g| g.to_ascii_lowercase())),
+        ("currency", currency.map(|c| c.to_ascii_uppercase())),
+    ] {
+        if let Some(value) = value {
+            eq(&mut sql, column, Arg::Str(value));
+        }
+    }
+    for (column, value) in [
+        ("traffic_source_id", traffic_source_id),
+        ("offer_id", offer_id),
+        ("http_status", http_status),
+    ] {
+        if let Some(value) = value {
+            eq(&mut sql, column, Arg::U32(value));
+        }
+    }
+    if let Some(status) = status {
+        sql.push(" AND toString(status) = ").str(status.word());
+    }
+    if let Some(revenue) = revenue {
+        eq(&mut sql, "revenue_micros", Arg::I64(revenue));
+    }
+    if let Some(reason) = reason {
+        sql.push(" AND lowerUTF8(reason) = lowerUTF8(")
+            .str(reason.trim())
+            .push(")");
+    }
+    for (column, part) in [("error", error), ("url", url)] {
+        if let Some(part) = part {
+            sql.push(" AND positionCaseInsensitiveUTF8(")
+                .push(column)
+                .push(", ")
+                .str(part)
+                .push(") > 0");
+        }
+    }
+    // Attempts logged before these columns existed were conversion postbacks over S2S.
+    for (column, value, default) in [
+        ("integration", integration, vocab::OUTBOUND_INTEGRATIONS[0]),
+        (
+            "postback_type",
+            postback_type,
+            vocab::OUTBOUND_POSTBACK_TYPES[0],
+        ),
+    ] {
+        match value {
+            Some(value) if value == default => {
+                sql.push(" AND ")
+                    .push(column)
+                    .push(" IN ('', ")
+                    .str(value)
+                    .push(")");
+            }
+            Some(value) => eq(&mut sql, column, Arg::Str(value.to_string())),
+            None => {}
+        }
     }
     if let Some(delivery_state) = delivery_state {
         sql.push(" AND toString(state) = ")
@@ -106,20 +246,33 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     let next = split_page(&mut rows, size, |r| {
         format!("{}_{}", r.attempted_at_ms, r.attempt_id)
     });
+    let or_default = |value: String, default: &str| {
+        if value.is_empty() {
+            default.to_string()
+        } else {
+            value
+        }
+    };
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
+            let amount = format_micros(r.revenue_micros);
             json!({
                 "attempt_id": r.attempt_id,
                 "conversion_id": r.conversion_id,
                 "outbound_id": r.outbound_id,
                 "flow_id": r.flow_id,
                 "flow_name": state.flow_name(r.flow_id),
+                "traffic_source_id": r.traffic_source_id,
+                "offer_id": r.offer_id,
                 "click_hash": r.click_hash,
                 "goal": r.goal,
                 "status": r.status,
-                "revenue": format_micros(r.revenue_micros),
+                // A conversion carries one amount, the {payout} and {revenue} macros both.
+                "payout": amount,
+                "revenue": amount,
                 "currency": r.currency,
+                "reason": r.reason,
                 "method": r.method,
                 "url": r.url,
                 "http_status": r.http_status,
@@ -127,11 +280,17 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "latency_ms": r.latency_ms,
                 "attempt": r.attempt,
                 "state": r.state,
+                "date": r.date,
                 "time_ms": r.attempted_at_ms,
                 "manual": r.manual == 1,
+                "integration": or_default(r.integration, vocab::OUTBOUND_INTEGRATIONS[0]),
+                "postback_type": or_default(r.postback_type, vocab::OUTBOUND_POSTBACK_TYPES[0]),
             })
         })
         .collect();
+    if csv {
+        return Ok(page_csv("outbound-postbacks.csv", COLUMNS, &items, next));
+    }
     Ok(page_json(items, size, next))
 }
 
@@ -155,6 +314,46 @@ pub async fn replay(
             "conversion_id is required",
         ));
     }
+    let answer = forward(&state, "/replay", &body).await?;
+    if answer.status().is_success() {
+        tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
+    }
+    Ok(answer)
+}
+
+/// Fires one outbound postback of a flow once (`POST
+/// /api/v1/flows/{flow}/outbound-postbacks/{id}/test`) through the dispatcher, for a
+/// made-up approved conversion, and answers what the receiver said.
+pub async fn send_test(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (flow, outbound_id) = path.into_inner();
+    let flow_id = state
+        .registry
+        .resolve(&flow)
+        .map(|f| f.id)
+        .ok_or_else(|| ApiError::NotFound(format!("flow {flow:?} not found")))?;
+    forward(
+        &state,
+        "/test",
+        &json!({"flow_id": flow_id, "outbound_id": outbound_id}),
+    )
+    .await
+}
+
+/// Ready outbound postbacks to start from: `crm`, a JSON push of every macro to a CRM's
+/// API with a secret `Authorization` header.
+pub async fn presets() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "crm": traffsure_core::flow::crm_push_preset() }))
+}
+
+/// Sends `body` to the dispatcher's `path` and answers with its answer.
+async fn forward(
+    state: &AppState,
+    path: &'static str,
+    body: &impl Serialize,
+) -> Result<HttpResponse, ApiError> {
     let Some(base) = state.dispatcher_url.as_deref() else {
         return Err(ApiError::Unavailable(
             "the postback dispatcher is not configured (dispatcher_url)".into(),
@@ -162,8 +361,8 @@ pub async fn replay(
     };
     let response = state
         .http
-        .post(format!("{base}/replay"))
-        .json(&body)
+        .post(format!("{base}{path}"))
+        .json(body)
         .send()
         .await
         .map_err(|e| {
@@ -173,11 +372,7 @@ pub async fn replay(
     let answer: serde_json::Value = response.json().await.map_err(|e| {
         ApiError::Unavailable(format!("the postback dispatcher answered badly: {e}"))
     })?;
-    if !status.is_success() {
-        let code = actix_web::http::StatusCode::from_u16(status.as_u16())
-            .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
-        return Ok(HttpResponse::build(code).json(answer));
-    }
-    tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
-    Ok(HttpResponse::Ok().json(answer))
+    let code = actix_web::http::StatusCode::from_u16(status.as_u16())
+        .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
+    Ok(HttpResponse::build(code).json(answer))
 }

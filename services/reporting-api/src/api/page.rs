@@ -8,6 +8,8 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
 
+use super::reports::render::csv_line;
+
 /// A list endpoint's raw query string, checked by `filters::Params`.
 pub type Query = web::Query<HashMap<String, String>>;
 
@@ -31,6 +33,41 @@ pub fn page_json<T: Serialize>(items: Vec<T>, size: u64, next: Option<String>) -
         "page_size": size,
         "next_cursor": next,
     }))
+}
+
+/// A page of a list as CSV: a header of `columns`, then one line per item with each
+/// column's JSON value (strings as they are, `null` empty); the next page's cursor, if
+/// any, in the `x-next-cursor` header.
+pub fn page_csv(
+    filename: &'static str,
+    columns: &[&str],
+    items: &[serde_json::Value],
+    next: Option<String>,
+) -> HttpResponse {
+    let header: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+    let mut csv = csv_line(&header);
+    for item in items {
+        let line: Vec<String> = columns
+            .iter()
+            .map(|c| match &item[*c] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            })
+            .collect();
+        csv.push_str(&csv_line(&line));
+    }
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"{filename}\""),
+        ));
+    if let Some(next) = next {
+        response.insert_header(("x-next-cursor", next));
+    }
+    response.body(csv)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::state::AppState;
 mod merge;
 mod parse;
 mod query;
-mod render;
+pub(crate) mod render;
 mod sort;
 
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`

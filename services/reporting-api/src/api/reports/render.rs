@@ -81,7 +81,7 @@ pub fn csv(dims: &[&'static str], rows: &[Row]) -> String {
 
 /// One CSV line; fields with a comma, quote or line break are quoted, and fields that a
 /// spreadsheet would run as a formula get a leading apostrophe.
-fn csv_line(fields: &[String]) -> String {
+pub(crate) fn csv_line(fields: &[String]) -> String {
     let mut line = fields
         .iter()
         .map(|f| {
