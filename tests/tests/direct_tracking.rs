@@ -142,7 +142,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         ("LANDER_PORT", lander_port.to_string()),
         ("OFFER_PORT", offer_port.to_string()),
     ];
-    let run = run_script(stack, "direct.mjs", "direct", &env, Duration::from_secs(240)).await?;
+    let run = run_script(
+        stack,
+        "direct.mjs",
+        "direct",
+        &env,
+        Duration::from_secs(240),
+    )
+    .await?;
     let stdout = &run.stdout;
     let line = stdout
         .lines()
