@@ -180,6 +180,54 @@ impl Params {
         Ok(filters)
     }
 
+    /// A comma-separated list of `choices` (any case), in the order given: empty when the
+    /// parameter is absent.
+    pub fn list_of(
+        &self,
+        name: &str,
+        choices: &[&'static str],
+    ) -> Result<Vec<&'static str>, ApiError> {
+        let Some(value) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                choices
+                    .iter()
+                    .find(|c| c.eq_ignore_ascii_case(v))
+                    .copied()
+                    .ok_or_else(|| {
+                        let name = self.field(name);
+                        ApiError::invalid(
+                            name,
+                            format!(
+                                "{name} must be one or more of {} (comma-separated), got {v:?}",
+                                choices.join(", ")
+                            ),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// Each of `columns` given as a parameter (at most 200 characters), as the column and
+    /// its value.
+    pub fn text_filters(
+        &self,
+        columns: &[&'static str],
+    ) -> Result<Vec<(&'static str, String)>, ApiError> {
+        let mut filters = Vec::new();
+        for &column in columns {
+            if let Some(value) = self.text(column, 200)? {
+                filters.push((column, value));
+            }
+        }
+        Ok(filters)
+    }
+
     /// `true` or `false` (any case).
     pub fn flag(&self, name: &str) -> Result<Option<bool>, ApiError> {
         Ok(self.one_of(name, &["true", "false"])?.map(|v| v == "true"))
@@ -266,6 +314,30 @@ pub const AGENT_FILTERS: &[&str] = &[
     "device_brand",
     "device_model",
 ];
+
+/// Columns a click and its conversions both carry (a conversion copies them from its
+/// click), each filtered by its exact value: with the time range, flow, objects, country,
+/// source and sub_id, what takes a report's group keys to the clicks and conversions
+/// behind a cell.
+pub const CLICK_FILTERS: &[&str] = &[
+    "sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7", "sub8", "sub9", "sub10", "device",
+    "os", "browser",
+];
+
+/// `column IN (values)`, nothing when `values` is empty.
+pub fn in_list(sql: &mut Sql, column: &'static str, values: &[&'static str]) {
+    if values.is_empty() {
+        return;
+    }
+    sql.push(" AND ").push(column).push(" IN (");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.str(*value);
+    }
+    sql.push(")");
+}
 
 /// The object filters the logs and reports take: `traffic_source`, `offer`, `lander`,
 /// `network`, each an object's id.
@@ -458,5 +530,23 @@ mod tests {
             "UTC",
         );
         assert_eq!(sql.text(), "WHERE 1 AND ts >= toDateTime(?, ?)");
+    }
+
+    #[test]
+    fn lists_take_known_words_and_name_a_stranger() {
+        let p = params(&[("status", "Approved, pending")]);
+        assert_eq!(
+            p.list_of("status", &["approved", "pending", "rejected"])
+                .unwrap(),
+            ["approved", "pending"]
+        );
+        assert!(p.list_of("offer", &["x"]).unwrap().is_empty());
+        let p = params(&[("status", "approved,lost")]);
+        let err = p.list_of("status", &["approved"]).unwrap_err();
+        assert_eq!(field(err), "status");
+        let mut sql = Sql::new("SELECT 1 WHERE 1");
+        in_list(&mut sql, "status", &["approved", "pending"]);
+        in_list(&mut sql, "kind", &[]);
+        assert_eq!(sql.text(), "SELECT 1 WHERE 1 AND status IN (?, ?)");
     }
 }

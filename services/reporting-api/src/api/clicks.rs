@@ -8,9 +8,11 @@ use serde::Deserialize;
 use serde_json::json;
 use traffsure_core::format_micros;
 
-use super::page::{page_json, split_page, Query};
+use super::page::{page_csv, page_json, split_page, Query};
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params, AGENT_FILTERS, OBJECT_FILTERS};
+use crate::filters::{
+    cursor, eq, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS, OBJECT_FILTERS,
+};
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
@@ -52,21 +54,65 @@ struct ClickRow {
 /// click-through to an offer, a visit the direct-tracking script recorded.
 const KINDS: [&str; 3] = ["visit", "lander_click", "direct_visit"];
 
-/// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots, kind,
-/// the visitor columns (`AGENT_FILTERS`) and the objects (`OBJECT_FILTERS`).
+/// The columns of the CSV form, in order: every field of a click's JSON.
+const COLUMNS: &[&str] = &[
+    "click_hash",
+    "time",
+    "flow_id",
+    "flow_name",
+    "kind",
+    "ip",
+    "country",
+    "sub_id",
+    "source",
+    "traffic_source_id",
+    "traffic_source_name",
+    "offer_id",
+    "offer_name",
+    "lander_id",
+    "lander_name",
+    "network_id",
+    "network_name",
+    "device",
+    "os",
+    "browser",
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "destination_url",
+    "cost",
+    "is_bot",
+    "bot_reason",
+    "parent_click_hash",
+    "external_id",
+];
+
+/// Clicks, as JSON or CSV (`format`): filters flow, country, sub_id, source, from, to (in
+/// `timezone`), bots, kind (one or more, comma-separated), the visitor columns
+/// (`AGENT_FILTERS`), subs, device, OS and browser (`CLICK_FILTERS`) and the objects
+/// (`OBJECT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "kind", "cursor",
-        "limit",
+        "limit", "format",
     ]
     .into_iter()
     .chain(AGENT_FILTERS.iter().copied())
+    .chain(CLICK_FILTERS.iter().copied())
     .chain(OBJECT_FILTERS.iter().copied())
     .collect();
     let params = Params::new(query.into_inner(), &names)?;
     let agent = params.agent_filters()?;
     let objects = params.object_filters()?;
-    let kind = params.one_of("kind", &KINDS)?;
+    let kinds = params.list_of("kind", &KINDS)?;
+    let columns = params.text_filters(CLICK_FILTERS)?;
+    let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let flow = params.flow(&state.registry)?;
     let country = params.country()?;
     let sub_id = params.text("sub_id", 200)?;
@@ -104,9 +150,19 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     for (column, id) in objects {
         eq(&mut sql, column, Arg::U32(id));
     }
-    if let Some(kind) = kind {
-        let number = KINDS.iter().position(|k| *k == kind).unwrap_or_default();
-        eq(&mut sql, "kind", Arg::U32(number as u32));
+    for (column, value) in columns {
+        eq(&mut sql, column, Arg::Str(value));
+    }
+    if !kinds.is_empty() {
+        sql.push(" AND kind IN (");
+        for (i, kind) in kinds.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let number = KINDS.iter().position(|k| k == kind).unwrap_or_default();
+            sql.arg(Arg::U32(number as u32));
+        }
+        sql.push(")");
     }
     match bots {
         Some("exclude") => {
@@ -166,5 +222,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             item
         })
         .collect();
+    if csv {
+        return Ok(page_csv("clicks.csv", COLUMNS, &items, next));
+    }
     Ok(page_json(items, size, next))
 }

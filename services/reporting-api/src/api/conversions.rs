@@ -13,10 +13,10 @@ use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
-use super::page::{page_json, split_page, Query};
+use super::page::{page_csv, page_json, split_page, Query};
 use crate::currency::Rates;
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params, OBJECT_FILTERS};
+use crate::filters::{cursor, eq, in_list, range_condition, Params, CLICK_FILTERS, OBJECT_FILTERS};
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
@@ -43,8 +43,39 @@ struct ConversionRow {
     objects: Vec<u32>,
 }
 
-/// Conversions in their current state: filters flow, goal, status, click_missing, from,
-/// to and the objects (`OBJECT_FILTERS`).
+/// The columns of the CSV form, in order: every field of a conversion's JSON.
+const COLUMNS: &[&str] = &[
+    "conversion_id",
+    "time",
+    "updated_at",
+    "version",
+    "click_hash",
+    "flow_id",
+    "flow_name",
+    "traffic_source_id",
+    "traffic_source_name",
+    "offer_id",
+    "offer_name",
+    "lander_id",
+    "lander_name",
+    "network_id",
+    "network_name",
+    "goal",
+    "status",
+    "revenue",
+    "currency",
+    "revenue_converted",
+    "currency_converted",
+    "uid",
+    "click_missing",
+    "reason",
+    "external_id",
+];
+
+/// Conversions in their current state, as JSON or CSV (`format`): filters flow, goal,
+/// status (one or more, comma-separated), click_missing, from, to, the click's country,
+/// source, sub_id, subs, device, OS and browser (`CLICK_FILTERS`) and the objects
+/// (`OBJECT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow",
@@ -56,15 +87,24 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "timezone",
         "cursor",
         "limit",
+        "format",
+        "country",
+        "source",
+        "sub_id",
     ]
     .into_iter()
     .chain(OBJECT_FILTERS.iter().copied())
+    .chain(CLICK_FILTERS.iter().copied())
     .collect();
     let params = Params::new(query.into_inner(), &names)?;
     let objects = params.object_filters()?;
     let flow = params.flow(&state.registry)?;
     let goal = params.text("goal", 100)?;
-    let status = params.word::<ConversionStatus>("status")?;
+    let statuses = params.list_of("status", &ConversionStatus::words())?;
+    let country = params.country()?;
+    let columns = params.text_filters(&["source", "sub_id"])?;
+    let click_columns = params.text_filters(CLICK_FILTERS)?;
+    let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let click_missing = params.flag("click_missing")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
@@ -94,6 +134,13 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     for (column, id) in objects {
         eq(&mut sql, column, Arg::U32(id));
     }
+    // Copied from the click when a conversion is made, like the objects.
+    if let Some(country) = country {
+        eq(&mut sql, "country", Arg::Str(country));
+    }
+    for (column, value) in columns.into_iter().chain(click_columns) {
+        eq(&mut sql, column, Arg::Str(value));
+    }
     // Decided when a conversion is made: every version of it carries the same value.
     if let Some(missing) = click_missing {
         eq(&mut sql, "click_missing", Arg::U32(u32::from(missing)));
@@ -109,8 +156,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             .push("))");
     }
     sql.push(" GROUP BY conversion_id");
-    if let Some(status) = status {
-        sql.push(" HAVING st = ").str(status.word());
+    if !statuses.is_empty() {
+        sql.push(" HAVING 1");
+        in_list(&mut sql, "st", &statuses);
     }
     sql.push(" ORDER BY created_unix DESC, conversion_id DESC LIMIT ")
         .arg(Arg::U64(size + 1));
@@ -157,5 +205,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             item
         })
         .collect();
+    if csv {
+        return Ok(page_csv("conversions.csv", COLUMNS, &items, next));
+    }
     Ok(page_json(items, size, next))
 }

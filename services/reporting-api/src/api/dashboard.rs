@@ -1,4 +1,5 @@
-//! The dashboard: today's four figures (UTC) and today against yesterday by hour, read
+//! The dashboard: today's four figures and today against yesterday by hour, in a time
+//! zone (`timezone`, UTC by default: the hourly rollups' hours read in it), read
 //! from the hourly rollups, plus the number of active flows from the registry, and
 //! today's top flows, countries, traffic sources (by clicks) and offers (by offer
 //! clicks). Revenue is in the reporting currency (`crate::currency`); today's revenue
@@ -13,8 +14,10 @@ use traffsure_core::format_micros;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{ConversionStatus, FlowStatus, ObjectKind};
 
+use super::page::Query;
 use crate::currency::{Rates, WithoutRate};
 use crate::error::ApiError;
+use crate::filters::Params;
 use crate::object_names::ObjectNames;
 use crate::sql::Sql;
 use crate::state::AppState;
@@ -28,6 +31,8 @@ struct HourCount {
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct HourConversions {
     hour: String,
+    /// The UTC day, whose rate converts the revenue.
+    day: String,
     currency: String,
     approved: i64,
     pending: i64,
@@ -81,56 +86,88 @@ struct HourPoint {
     revenue: String,
 }
 
-/// Today's four figures (UTC) and today against yesterday by hour, from the rollups.
-pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let clicks = state
-        .clickhouse
-        .query(
-            "SELECT toString(hour) AS h, toInt64(sumIf(clicks - bots, kind != 1)) AS c \
-             FROM clicks_funnel_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
-        )
-        .fetch_all::<HourCount>();
-    // Offer clicks as the reports count them (query::FUNNEL).
-    let groups = state
-        .clickhouse
-        .query(
-            "SELECT flow_id, country, traffic_source_id, offer_id, \
-             toInt64(sumIf(clicks - bots, kind != 1)) AS c, \
-             toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc \
-             FROM clicks_funnel_hourly WHERE hour >= toDateTime(today()) \
-             GROUP BY flow_id, country, traffic_source_id, offer_id",
-        )
-        .fetch_all::<TodayGroup>();
-    let mut conversions = Sql::new("SELECT toString(hour) AS h, currency AS cur, ");
-    conversions
-        .conversions_by_status("sumIf(conversions, ")
+/// Today's four figures and today against yesterday by hour, in `timezone` (UTC by
+/// default), from the rollups.
+pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+    let params = Params::new(query.into_inner(), &["timezone"])?;
+    let timezone = params.timezone()?;
+    state.check_timezone(&timezone).await?;
+    let tz = timezone.as_str();
+    let mut days = Sql::new("SELECT toString(toDate(now(), ");
+    days.str(tz)
+        .push(")), toString(toDate(now(), ")
+        .str(tz)
+        .push(") - 1)");
+    let (date, yesterday_date) = days
+        .query(&state.clickhouse)
+        .fetch_one::<(String, String)>()
+        .await?;
+    // Where today and yesterday start in the time zone.
+    let today_start = format!("{date} 00:00:00");
+    let yesterday_start = format!("{yesterday_date} 00:00:00");
+
+    let mut clicks = Sql::new("SELECT toString(hour, ");
+    clicks
+        .str(tz)
         .push(
-        " FROM conversions_hourly_currency WHERE hour >= toDateTime(yesterday()) GROUP BY h, cur",
+            ") AS h, toInt64(sumIf(clicks - bots, kind != 1)) AS c \
+             FROM clicks_funnel_hourly WHERE hour >= toDateTime(",
+        )
+        .str(yesterday_start.as_str())
+        .push(", ")
+        .str(tz)
+        .push(") GROUP BY h");
+    let clicks = clicks.query(&state.clickhouse).fetch_all::<HourCount>();
+    // Offer clicks as the reports count them (query::FUNNEL).
+    let mut groups = Sql::new(
+        "SELECT flow_id, country, traffic_source_id, offer_id, \
+         toInt64(sumIf(clicks - bots, kind != 1)) AS c, \
+         toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc \
+         FROM clicks_funnel_hourly WHERE hour >= toDateTime(",
     );
+    groups
+        .str(today_start.as_str())
+        .push(", ")
+        .str(tz)
+        .push(") GROUP BY flow_id, country, traffic_source_id, offer_id");
+    let groups = groups.query(&state.clickhouse).fetch_all::<TodayGroup>();
+    let mut conversions = Sql::new("SELECT toString(hour, ");
+    conversions
+        .str(tz)
+        .push(") AS h, toString(toDate(hour, 'UTC')) AS d, currency AS cur, ")
+        .conversions_by_status("sumIf(conversions, ")
+        .push(" FROM conversions_hourly_currency WHERE hour >= toDateTime(")
+        .str(yesterday_start.as_str())
+        .push(", ")
+        .str(tz)
+        .push(") GROUP BY h, d, cur");
     let conversions = conversions
         .query(&state.clickhouse)
         .fetch_all::<HourConversions>();
-    let date = state
-        .clickhouse
-        .query("SELECT toString(today()), toString(yesterday())")
-        .fetch_one::<(String, String)>();
-    let (clicks, conversions, (date, yesterday_date), groups) =
-        tokio::try_join!(clicks, conversions, date, groups)?;
+    let (clicks, conversions, groups) = tokio::try_join!(clicks, conversions, groups)?;
     let names = ObjectNames::load(&state.clickhouse).await?;
-    let rates = Rates::load(
-        &state.clickhouse,
-        &state.reporting_currency,
-        &yesterday_date,
-        &date,
-    )
-    .await?;
+    let rates = match (
+        conversions.iter().map(|r| r.day.as_str()).min(),
+        conversions.iter().map(|r| r.day.as_str()).max(),
+    ) {
+        (Some(first), Some(last)) => {
+            Rates::load(&state.clickhouse, &state.reporting_currency, first, last).await?
+        }
+        _ => Rates::new(&state.reporting_currency),
+    };
     let mut without_rate = WithoutRate::default();
 
     let mut today = vec![(0i64, 0i64, 0i64); 24];
     let mut yesterday = vec![(0i64, 0i64, 0i64); 24];
     let (mut approved, mut pending, mut rejected) = (0, 0, 0);
+    // An hour of today or yesterday in the time zone (a zone whose offset is not whole
+    // hours shows each rollup hour at the hour it starts in).
     let slot = |hour: &str| -> Option<(bool, usize)> {
-        let is_today = hour.get(..10) == Some(date.as_str());
+        let day = hour.get(..10)?;
+        let is_today = day == date.as_str();
+        if !is_today && day != yesterday_date.as_str() {
+            return None;
+        }
         let h: usize = hour.get(11..13)?.parse().ok()?;
         (h < 24).then_some((is_today, h))
     };
@@ -144,8 +181,7 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         if let Some((is_today, h)) = slot(&row.hour) {
             let series = if is_today { &mut today } else { &mut yesterday };
             series[h].1 += row.approved + row.pending;
-            let day = row.hour.get(..10).unwrap_or_default();
-            match rates.convert(row.revenue_micros, day, &row.currency) {
+            match rates.convert(row.revenue_micros, &row.day, &row.currency) {
                 Some(revenue) => series[h].2 += revenue,
                 None if is_today && row.revenue_micros != 0 => {
                     without_rate.add(&row.currency, row.approved, row.revenue_micros)
@@ -213,7 +249,8 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .count();
     Ok(HttpResponse::Ok().json(json!({
         "date": date,
-        "timezone": "UTC",
+        "yesterday": yesterday_date,
+        "timezone": timezone,
         "clicks_today": today.iter().map(|p| p.0).sum::<i64>(),
         "conversions_today": approved + pending,
         "conversions_by_status": {

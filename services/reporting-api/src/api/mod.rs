@@ -43,7 +43,10 @@ mod tests {
                 .unwrap()
                 .iter()
                 .find(|p| p["name"] == name)
-                .unwrap()["schema"]["enum"]
+                .map(|p| &p["schema"])
+                // A comma-separated list names its words in its items.
+                .map(|s| s.get("items").unwrap_or(s))
+                .unwrap()["enum"]
                 .clone()
         };
         let schema = |schema: &str, property: &str| -> Value {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 use traffsure_core::postback_params;
 
-use super::page::{page_json, split_page, Query};
+use super::page::{page_csv, page_json, split_page, Query};
 use super::postback_outcomes::{self, Conversions, Decision};
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, range_condition, Params};
@@ -143,7 +143,27 @@ fn postback_json(
     value
 }
 
-/// The postback log: filters flow, click (hash), goal, uid (the action id, under any of
+/// The columns of the postback log's CSV form, in order (the conversion's id is in
+/// `conversion_id`; the payload is on the entry's own page).
+const COLUMNS: &[&str] = &[
+    "postback_id",
+    "time",
+    "flow_id",
+    "flow_name",
+    "click_hash",
+    "goal",
+    "response_status",
+    "reason",
+    "outcome",
+    "outcome_message",
+    "decided_at",
+    "conversion_id",
+    "message",
+    "ip",
+    "delta_ms",
+];
+
+/// The postback log, as JSON or CSV (`format`): filters flow, click (hash), goal, uid (the action id, under any of
 /// its parameter names), raw_status (the status parameter as sent), response_status (the
 /// HTTP code answered; `status` is its older name), outcome, from, to, and `q`, a
 /// case-insensitive partial match over every postback parameter.
@@ -164,10 +184,12 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
             "timezone",
             "cursor",
             "limit",
+            "format",
         ],
         &[("status", "response_status")],
     )?;
     let flow = params.flow(&state.registry)?;
+    let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let click = params.text("click", 100)?;
     let goal = params.text("goal", 100)?;
     let uid = params.text("uid", 256)?;
@@ -247,6 +269,17 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         .into_iter()
         .map(|r| postback_json(&state, &conversions, r, false))
         .collect();
+    if csv {
+        let rows: Vec<_> = items
+            .iter()
+            .map(|item| {
+                let mut row = item.clone();
+                row["conversion_id"] = item["conversion"]["conversion_id"].clone();
+                row
+            })
+            .collect();
+        return Ok(page_csv("postbacks.csv", COLUMNS, &rows, next));
+    }
     Ok(page_json(items, size, next))
 }
 
