@@ -58,6 +58,31 @@ pub async fn objects_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/objects.js"))
 }
 
+/// The time-zone setting and the date-range picker.
+pub async fn dates_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/dates.js"))
+}
+
+/// The lists' tables: columns to choose and sort, CSV.
+pub async fn lists_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/lists.js"))
+}
+
+/// The dashboard's and reports' charts, drawn with uPlot.
+pub async fn charts_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/charts.js"))
+}
+
+/// uPlot 1.6.31 (MIT, `static/vendor/uPlot.LICENSE`), vendored so the panel needs no
+/// CDN and works offline.
+pub async fn uplot_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/vendor/uPlot.iife.min.js"))
+}
+
+pub async fn uplot_css() -> HttpResponse {
+    asset(CSS, include_str!("../static/vendor/uPlot.min.css"))
+}
+
 pub async fn app_css() -> HttpResponse {
     asset(CSS, include_str!("../static/app.css"))
 }

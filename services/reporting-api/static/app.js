@@ -51,6 +51,17 @@ function showError(error) {
   if (node) node.textContent = String(error.message || error);
 }
 
+// What an action did, in a status line of its own (not the error line).
+function showNotice(text) {
+  let node = document.getElementById('notice');
+  if (!node) {
+    node = el('p', {class: 'notice', id: 'notice', role: 'status'});
+    document.getElementById('error').after(node);
+  }
+  document.getElementById('error').textContent = '';
+  node.textContent = text;
+}
+
 function query() {
   return new URLSearchParams(location.search);
 }
@@ -59,7 +70,12 @@ function query() {
 function filterForm(fields) {
   const q = query();
   const form = el('form', {class: 'filters', method: 'get'});
+  const tz = currentTimezone();
+  if (tz !== 'UTC') form.append(el('input', {type: 'hidden', name: 'timezone', value: tz}));
   for (const f of fields) {
+    // `from` and `to` are the date-range picker's.
+    if (f.name === 'from') { form.append(dateRangePicker(form)); continue; }
+    if (f.name === 'to') continue;
     let input;
     if (f.options) {
       input = el('select', {name: f.name}, f.options.map(o => el('option', {value: o, selected: q.get(f.name) === o}, o || 'any')));
@@ -105,17 +121,18 @@ function pager(nextCursor) {
   return links;
 }
 
-// `csv`: the endpoint also answers format=csv; the page links this page as CSV.
-async function listPage(title, endpoint, fields, columns, csv) {
+// A log's page: its filters, its rows (columns to choose and sort, times in the page's
+// time zone), the pager and the API's CSV of the same page.
+async function listPage(title, endpoint, fields, columns) {
   const main = page(title, filterForm(fields));
+  const tz = currentTimezone();
+  const shown = columns.map(c => c.key === 'time'
+    ? Object.assign({}, c, {title: 'Time (' + tz + ')', render: r => timeIn(r.time, tz), sortValue: r => r.time})
+    : c);
   try {
     const data = await api(endpoint + location.search);
-    main.append(table(columns, data.items), pager(data.next_cursor));
-    if (csv) {
-      const query = new URLSearchParams(location.search);
-      query.set('format', 'csv');
-      main.append(el('p', {}, el('a', {href: endpoint + '?' + query, id: 'csv'}, 'Download CSV')));
-    }
+    main.append(el('p', {class: 'list-actions'}, csvLink(endpoint)),
+      dataTable(location.pathname.slice(1), shown, data.items), pager(data.next_cursor));
   } catch (error) { showError(error); }
 }
 
@@ -124,37 +141,27 @@ function copyField(label, value, id) {
   return copyBox(label, value, id);
 }
 
-// A line chart of today (blue) against yesterday (grey), by hour.
-function lineChart(title, today, yesterday) {
-  const w = 480, h = 160, pad = 20;
-  const max = Math.max(1, ...today, ...yesterday);
-  const line = (values) => values.map((v, i) => `${pad + i * (w - 2 * pad) / 23},${h - pad - v * (h - 2 * pad) / max}`).join(' ');
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
-  for (const [values, color] of [[yesterday, '#9aa3b5'], [today, '#2962ff']]) {
-    const path = document.createElementNS(ns, 'polyline');
-    path.setAttribute('points', line(values));
-    path.setAttribute('fill', 'none');
-    path.setAttribute('stroke', color);
-    path.setAttribute('stroke-width', '2');
-    svg.append(path);
-  }
-  const axis = document.createElementNS(ns, 'text');
-  axis.setAttribute('x', pad); axis.setAttribute('y', 12); axis.setAttribute('font-size', '11');
-  axis.textContent = 'max ' + max;
-  svg.append(axis);
-  return el('div', {class: 'card chart'}, el('h2', {}, title), svg,
-    el('div', {class: 'legend'}, el('span', {class: 'today'}, '■ today '), el('span', {class: 'yesterday'}, '■ yesterday'), ' · 0–23 h UTC'));
+// The clicks behind a dashboard figure of today: the clicks list of the day in the time
+// zone, without bots and lander click-throughs, as the dashboard counts them.
+function todayClicksLink(day, tz, filters) {
+  const q = new URLSearchParams(Object.assign({from: day, to: day}, filters, {bots: 'exclude', kind: 'visit,direct_visit'}));
+  if (tz !== 'UTC') q.set('timezone', tz);
+  return '/clicks?' + q;
 }
 
 async function dashboardPage() {
   const main = page('Dashboard');
+  const tz = currentTimezone();
   try {
-    const d = await api('/api/v1/dashboard');
+    const d = await api('/api/v1/dashboard' + (tz === 'UTC' ? '' : '?timezone=' + encodeURIComponent(tz)));
     const card = (title, id, value) => el('div', {class: 'card'}, el('h2', {}, title), el('div', {class: 'value', id}, value));
+    // Today's line stops at the current hour; a day other than today (a stale page) is drawn whole.
+    const currentHour = dayIn(tz) === d.date ? hourIn(tz) : 23;
+    const series = (key, f) => [d.hourly.today.map(p => f(p[key])), d.hourly.yesterday.map(p => f(p[key]))];
+    const money = (v) => Number(v).toFixed(2);
+    const link = (filters, text) => el('a', {href: todayClicksLink(d.date, d.timezone, filters)}, text);
     main.append(
-      el('p', {}, d.date + ' ' + d.timezone),
+      el('p', {id: 'dashboard-day'}, 'Today: ' + d.date + ' · yesterday: ' + d.yesterday + ' · hours in ' + d.timezone),
       el('div', {class: 'cards'},
         card('Clicks Today', 'clicks_today', d.clicks_today),
         card('Conversions Today', 'conversions_today', d.conversions_today),
@@ -162,16 +169,18 @@ async function dashboardPage() {
         card('Without Rate', 'without_rate_today', withoutRate(d.without_rate_today)),
         card('Active Flows', 'active_flows', d.active_flows)),
       el('div', {class: 'charts'},
-        lineChart('Clicks by hour', d.hourly.today.map(p => p.clicks), d.hourly.yesterday.map(p => p.clicks)),
-        lineChart('Conversions by hour', d.hourly.today.map(p => p.conversions), d.hourly.yesterday.map(p => p.conversions)),
-        lineChart('Revenue by hour', d.hourly.today.map(p => Number(p.revenue)), d.hourly.yesterday.map(p => Number(p.revenue)))),
+        hourChart('chart-clicks', 'Clicks by hour', 'Clicks', ...series('clicks', Number), d.timezone, {currentHour}),
+        hourChart('chart-conversions', 'Conversions by hour', 'Conversions', ...series('conversions', Number), d.timezone, {currentHour}),
+        hourChart('chart-revenue', 'Revenue by hour', 'Revenue (' + d.reporting_currency + ')', ...series('revenue', Number), d.timezone, {currentHour, format: money})),
       el('div', {class: 'cards', id: 'top_today'}, [
-        ['Top flows', d.top_today.flows, e => e.name || '#' + e.id, e => e.clicks],
-        ['Top countries', d.top_today.countries, e => e.country, e => e.clicks],
-        ['Top traffic sources', d.top_today.traffic_sources, e => e.name, e => e.clicks],
-        ['Top offers (offer clicks)', d.top_today.offers, e => e.name, e => e.offer_clicks],
-      ].map(([title, entries, name, count]) => el('div', {class: 'card'}, el('h2', {}, title),
-        el('ol', {}, entries.map(e => el('li', {}, name(e) + ' — ' + count(e))))))));
+        ['Top flows', 'top-flows', d.top_today.flows, e => link({flow: e.id}, e.name || '#' + e.id), e => e.clicks + ' clicks'],
+        ['Top countries', 'top-countries', d.top_today.countries, e => link({country: e.country}, e.country), e => e.clicks + ' clicks'],
+        ['Top traffic sources', 'top-sources', d.top_today.traffic_sources, e => link({traffic_source: e.id}, e.name || '#' + e.id), e => e.clicks + ' clicks'],
+        ['Top offers', 'top-offers', d.top_today.offers, e => e.name || '#' + e.id, e => e.offer_clicks + ' offer clicks'],
+      ].map(([title, id, entries, name, count]) => el('div', {class: 'card top', id},
+        el('h2', {}, title + ' today'),
+        entries.length === 0 ? el('p', {class: 'empty'}, 'No clicks yet today.')
+          : el('ol', {}, entries.map(e => el('li', {}, name(e), el('span', {class: 'count'}, count(e)))))))));
   } catch (error) { showError(error); }
 }
 
@@ -216,13 +225,13 @@ async function flowsPage() {
   try {
     const {flows} = await api('/api/v1/flows');
     flows.sort((a, b) => a.name.localeCompare(b.name));
-    main.append(table([
+    main.append(el('p', {class: 'list-actions'}, csvDownload('flows.csv', flows)), dataTable('flows', [
       {title: 'ID', key: 'id'},
-      {title: 'Name', render: f => el('a', {href: '/flows/' + f.id}, f.name)},
+      {title: 'Name', sortValue: f => f.name, render: f => el('a', {href: '/flows/' + f.id}, f.name)},
       {title: 'Status', key: 'status'},
       {title: 'Destination', render: f => el('code', {}, f.destination_url)},
       {title: 'Tracking link', render: f => el('code', {}, f.tracking_link)},
-      {title: '', render: f => [
+      {title: '', id: 'actions', render: f => [
         el('a', {href: '/flows/' + f.id}, 'Edit'), ' ',
         f.status === 'active'
           ? el('button', {type: 'button', onclick: () => setStatus(f, 'paused')}, 'Pause')
@@ -350,7 +359,7 @@ function clicksPage() {
     {title: 'Flow', key: 'flow_name'}, {title: 'Kind', key: 'kind'}, {title: 'IP', key: 'ip'}, {title: 'Country', key: 'country'},
     {title: 'Sub ID', key: 'sub_id'}, {title: 'Source', key: 'source'}, ...objectColumns(),
     {title: 'Destination URL', render: r => el('code', {}, r.destination_url)},
-    {title: 'Bot', render: r => r.is_bot ? 'yes' : ''}, {title: 'Time (UTC)', key: 'time'},
+    {title: 'Bot', render: r => r.is_bot ? 'yes' : ''}, {title: 'Time', key: 'time'},
   ]);
 }
 
@@ -369,7 +378,7 @@ function conversionsPage() {
     {title: 'Revenue', num: true, render: r => r.revenue + ' ' + r.currency},
     {title: 'Converted', num: true, render: r => r.revenue_converted === null ? 'no rate' : r.revenue_converted + ' ' + r.currency_converted},
     {title: 'UID', key: 'uid'}, {title: 'Reason', key: 'reason'},
-    {title: 'Time (UTC)', key: 'time'},
+    {title: 'Time', key: 'time'},
   ]);
 }
 
@@ -396,7 +405,7 @@ function postbacksPage() {
   ], [
     {title: 'Flow', key: 'flow_name'}, {title: 'Click hash', render: r => el('code', {}, r.click_hash)},
     {title: 'Goal', key: 'goal'}, {title: 'Status', key: 'response_status', cls: r => 'status-' + r.response_status},
-    {title: 'Outcome', render: outcomeText}, {title: 'Message', key: 'message'}, {title: 'IP', key: 'ip'}, {title: 'Time (UTC)', key: 'time'},
+    {title: 'Outcome', render: outcomeText}, {title: 'Message', key: 'message'}, {title: 'IP', key: 'ip'}, {title: 'Time', key: 'time'},
     {title: 'Delta', render: r => r.delta_ms > 0 ? (r.delta_ms / 1000).toFixed(1) + ' s' : ''},
     {title: '', render: r => el('a', {href: '/postbacks/' + encodeURIComponent(r.postback_id), class: 'view'}, 'View')},
   ]);
@@ -407,7 +416,7 @@ async function postbackEntryPage(id) {
   try {
     const p = await api('/api/v1/postbacks/' + encodeURIComponent(id));
     const facts = [['Postback ID', p.postback_id], ['Flow', p.flow_name + ' (' + p.flow_id + ')'], ['Click hash', p.click_hash],
-      ['Goal', p.goal], ['Response', p.response_status + ' ' + p.reason], ['Outcome', outcomeText(p)], ['Message', p.message], ['IP', p.ip], ['Time (UTC)', p.time],
+      ['Goal', p.goal], ['Response', p.response_status + ' ' + p.reason], ['Outcome', outcomeText(p)], ['Message', p.message], ['IP', p.ip], ['Time (' + currentTimezone() + ')', timeIn(p.time, currentTimezone())],
       ['Delta', p.delta_ms + ' ms'], ['Method', p.payload.method], ['Content type', p.payload.content_type], ['Path', p.payload.path]];
     main.append(
       table([{title: 'Field', key: 0}, {title: 'Value', render: r => el('code', {}, r[1])}], facts),
@@ -434,14 +443,14 @@ async function sendTest(flow) {
   if (!id) return;
   try {
     const a = await api('/api/v1/flows/' + flow.id + '/outbound-postbacks/' + encodeURIComponent(id) + '/test', {method: 'POST', body: {}});
-    showError(`Test ${a.method} ${a.url}: HTTP ${a.http_status}${a.error ? ' · ' + a.error : ''} · ${a.response}`);
+    showNotice(`Test ${a.method} ${a.url}: HTTP ${a.http_status}${a.error ? ' · ' + a.error : ''} · ${a.response}`);
   } catch (error) { showError(error); }
 }
 
 async function replay(row) {
   try {
     const answer = await api('/api/v1/outbound-postbacks/replay', {method: 'POST', body: {conversion_id: row.conversion_id, outbound_id: row.outbound_id || undefined}});
-    showError('Replayed: ' + answer.replayed);
+    showNotice('Replayed: ' + answer.replayed);
   } catch (error) { showError(error); }
 }
 
@@ -468,8 +477,8 @@ function outboundPage() {
     {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
     {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
     {title: 'State', key: 'state'},
-    {title: '', render: r => el('button', {type: 'button', onclick: () => replay(r)}, 'Replay')},
-  ], true);
+    {title: '', id: 'replay', sortable: false, render: r => el('button', {type: 'button', class: 'replay', onclick: () => replay(r)}, 'Replay')},
+  ]);
 }
 
 const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
@@ -477,41 +486,77 @@ const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub
 const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate',
   'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr'];
 
-function barChart(rows, label) {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  const w = 900, h = 160, shown = rows.slice(0, 60);
-  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
-  const max = Math.max(1, ...shown.map(r => r.clicks));
-  shown.forEach((r, i) => {
-    const bw = w / Math.max(shown.length, 1);
-    for (const [value, color, offset] of [[r.clicks, '#2962ff', 0], [r.conversions * (max / Math.max(1, ...shown.map(x => x.conversions))), '#ff9100', bw / 2]]) {
-      const bar = document.createElementNS(ns, 'rect');
-      const bh = value * (h - 20) / max;
-      bar.setAttribute('x', i * bw + offset); bar.setAttribute('y', h - bh);
-      bar.setAttribute('width', Math.max(1, bw / 2 - 2)); bar.setAttribute('height', bh);
-      bar.setAttribute('fill', color);
-      const tip = document.createElementNS(ns, 'title');
-      tip.textContent = label(r) + ': ' + r.clicks + ' clicks, ' + r.conversions + ' conversions';
-      bar.append(tip);
-      svg.append(bar);
+// What a report's group keys and filters become on the clicks and conversions lists
+// (the list filters by the same column), so a cell drills down to the events behind it.
+const SUBS = ['sub1', 'sub2', 'sub3', 'sub4', 'sub5', 'sub6', 'sub7', 'sub8', 'sub9', 'sub10'];
+const DRILL_COMMON = ['flow', ...OBJECTS, 'country', 'source', 'sub_id', ...SUBS, 'device', 'os', 'browser'];
+const DRILL = {
+  clicks: {path: '/clicks', keys: [...DRILL_COMMON, 'browser_family', 'browser_major', 'os_family', 'os_major', 'device_family', 'device_brand', 'device_model'],
+    filters: ['flow', ...OBJECTS, 'country', 'source', 'sub_id', 'bot_reason', 'browser_family', 'browser_major', 'os_family', 'os_major', 'device_family', 'device_brand', 'device_model'],
+    refuse: ['asn', 'datacenter', 'rate_exceeded']},
+  conversions: {path: '/conversions', keys: [...DRILL_COMMON, 'goal'],
+    filters: ['flow', ...OBJECTS, 'country', 'source', 'sub_id', 'goal', 'click_missing'],
+    refuse: ['asn', 'datacenter', 'rate_exceeded', 'bot_reason', 'browser_family', 'browser_major', 'os_family', 'os_major', 'device_family', 'device_brand', 'device_model']},
+};
+// The metrics a cell drills into: the list and the filters that count the same events.
+const DRILL_METRICS = {
+  clicks: ['clicks', {bots: 'exclude', kind: 'visit,direct_visit'}],
+  lander_clicks: ['clicks', {bots: 'exclude', kind: 'lander_click'}],
+  conversions: ['conversions', {status: 'approved,pending'}],
+  approved: ['conversions', {status: 'approved'}],
+  pending: ['conversions', {status: 'pending'}],
+  rejected: ['conversions', {status: 'rejected'}],
+};
+
+// The later of two `YYYY-MM-DD HH:MM:SS` bounds, and the earlier.
+const later = (a, b) => a > b ? a : b;
+const earlier = (a, b) => a < b ? a : b;
+
+// The link from a report cell (`metric` of `row`; the totals row has no keys) to the
+// list of the events it counts, or null when a key or filter has no list filter.
+function drillLink(data, row, metric, isTotal) {
+  const target = DRILL_METRICS[metric];
+  if (!target || !row[metric]) return null;
+  const [list, fixed] = target;
+  const d = DRILL[list];
+  const q = query();
+  if (d.refuse.some(f => q.get(f))) return null;
+  const out = new URLSearchParams();
+  for (const f of d.filters) if (q.get(f)) out.set(f, q.get(f));
+  let from = data.from, to = data.to;
+  if (!isTotal) {
+    for (const dim of data.group_by) {
+      const key = row[dim];
+      if (dim === 'day') {
+        from = later(from, key + ' 00:00:00'); to = earlier(to, key + ' 23:59:59');
+      } else if (dim === 'hour') {
+        from = later(from, key); to = earlier(to, key.slice(0, 14) + '59:59');
+      } else if (d.keys.includes(dim) && key !== '' && key !== null && key !== undefined) {
+        out.set(dim, key);
+      } else {
+        return null;
+      }
     }
-  });
-  return el('div', {class: 'card chart'}, svg, el('div', {class: 'legend'}, el('span', {class: 'today'}, '■ clicks '), el('span', {style: 'color:#ff9100'}, '■ conversions (own scale)')));
+  }
+  out.set('from', from);
+  out.set('to', to);
+  if (data.timezone !== 'UTC') out.set('timezone', data.timezone);
+  for (const [k, v] of Object.entries(fixed)) out.set(k, v);
+  out.set('limit', String(Math.min(500, Math.max(50, Number(row[metric]) || 0))));
+  return d.path + '?' + out;
 }
 
 async function reportsPage() {
   const q = query();
   const groups = (q.get('group_by') || 'day').split(',');
   const form = filterForm([
-    {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
-    {name: 'timezone', label: 'Time zone', placeholder: 'UTC', size: 14},
+    {name: 'from', label: 'From'}, {name: 'to', label: 'To'},
     {name: 'flow', label: 'Flow'}, {name: 'country', label: 'Country', size: 4}, {name: 'source', label: 'Source'},
     {name: 'goal', label: 'Goal', size: 8}, ...objectFilters(), {name: 'sort', label: 'Sort (-clicks…)', size: 10},
     {name: 'unique_clicks', label: 'Unique clicks', options: ['', 'true']},
   ]);
   // Group-by selectors are folded into one group_by parameter on submit.
-  const selects = [0, 1, 2].map(i => el('select', {class: 'group'}, ['', ...DIMENSIONS].map(d => el('option', {value: d, selected: groups[i] === d}, d || '—'))));
+  const selects = [0, 1, 2].map(i => el('select', {class: 'group', 'aria-label': 'Group by ' + (i + 1)}, ['', ...DIMENSIONS].map(d => el('option', {value: d, selected: groups[i] === d}, d || '—'))));
   form.prepend(el('label', {}, 'Group by', el('span', {}, selects)));
   form.addEventListener('submit', (event) => {
     event.stopImmediatePropagation();
@@ -525,21 +570,33 @@ async function reportsPage() {
   const main = page('Reports', form);
   try {
     const data = await api('/api/v1/reports' + location.search);
-    const csv = new URLSearchParams(location.search);
-    csv.set('format', 'csv');
     const named = d => d === 'flow' || OBJECTS.includes(d);
     const keyColumns = data.group_by.flatMap(d => named(d) ? [{title: d, key: d}, {title: d.replace('_', ' ') + ' name', key: d + '_name'}] : [{title: d, key: d}]);
     const label = r => data.group_by.map(d => named(d) ? r[d + '_name'] || r[d] : r[d]).join(' / ');
+    const total = Object.assign({[data.group_by[0]]: 'Total'}, data.totals);
+    const metricColumn = (m) => ({title: m, key: m, num: true, render: r => {
+      const href = drillLink(data, r, m, r === total);
+      return href ? el('a', {href, class: 'drill', title: 'The ' + DRILL_METRICS[m][0] + ' behind this figure'}, r[m]) : r[m];
+    }});
+    const sortParam = q.get('sort');
+    const sort = sortParam ? {id: sortParam.replace(/^-/, ''), descending: sortParam.startsWith('-')} : null;
+    const shown = data.rows.slice(0, 60);
     main.append(
-      el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · money in ${data.reporting_currency} · `, el('a', {href: '/api/v1/reports?' + csv, id: 'csv'}, 'Download CSV')),
+      el('p', {}, `${data.from} – ${data.to} (${data.timezone}) · money in ${data.reporting_currency} · `, csvLink('/api/v1/reports')),
       el('p', {id: 'without_rate'}, 'Without rate (in no total): ' + withoutRate(data.without_rate)),
-      barChart(data.rows, label),
-      table([...keyColumns, ...METRICS.filter(m => m !== 'unique_clicks' || data.totals.unique_clicks !== null).map(m => ({title: m, key: m, num: true}))],
-        [...data.rows, Object.assign({[data.group_by[0]]: 'Total'}, data.totals)]));
+      reportChart('report-chart', data.group_by.join(' / '), shown.map(label), shown.map(r => r.clicks), shown.map(r => r.conversions)),
+      dataTable('reports', [...keyColumns, ...METRICS.filter(m => m !== 'unique_clicks' || data.totals.unique_clicks !== null).map(metricColumn)],
+        data.rows, {footer: total, sort, onSort: (id, descending) => {
+          const next = query();
+          next.set('sort', (descending ? '-' : '') + id);
+          location.search = next.toString();
+        }}));
   } catch (error) { showError(error); }
 }
 
 async function main() {
+  syncTimezoneWithUrl();
+  document.getElementById('user').before(timezoneSelect());
   for (const link of document.querySelectorAll('header nav a')) {
     const href = link.getAttribute('href');
     if (href === location.pathname || (href !== '/' && location.pathname.startsWith(href))) link.classList.add('active');

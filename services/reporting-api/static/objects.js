@@ -148,11 +148,11 @@ async function objectListPage(kind) {
     if (kind === 'offers') await loadObjects('affiliate-networks');
     const items = itemsOf(await api('/api/v1/' + kind + (archived ? '?archived=1' : '')));
     items.sort((a, b) => a.name.localeCompare(b.name));
-    main.append(table([
+    main.append(el('p', {class: 'list-actions'}, csvDownload(kind + '.csv', items)), dataTable(kind, [
       {title: 'ID', key: 'id'},
-      {title: 'Name', render: o => [el('a', {href: '/' + kind + '/' + o.id}, o.name), o.archived ? el('span', {class: 'badge archived'}, 'archived') : null]},
+      {title: 'Name', sortValue: o => o.name, render: o => [el('a', {href: '/' + kind + '/' + o.id}, o.name), o.archived ? el('span', {class: 'badge archived'}, 'archived') : null]},
       ...k.columns,
-      {title: '', render: o => [
+      {title: '', id: 'actions', render: o => [
         el('a', {href: '/' + kind + '/' + o.id}, 'Edit'), ' ',
         el('button', {type: 'button', class: o.archived ? 'unarchive' : 'archive', onclick: () => setArchived(kind, o.id, !o.archived)},
           o.archived ? 'Unarchive' : 'Archive'),

@@ -1,0 +1,148 @@
+// Dates and time zones of the admin panel: the time zone every page reads its days and
+// hours in (the `timezone` parameter of the URL, so a view shared as a link keeps it;
+// the last one chosen is remembered in this browser), and the date-range picker with
+// its presets. Dates are `YYYY-MM-DD` strings, computed in the chosen time zone.
+'use strict';
+
+const TIMEZONE_KEY = 'traffsure.timezone';
+
+// The pages whose data has a time: they take `timezone` in their URL and API calls.
+const TIMED_PAGES = ['/', '/clicks', '/conversions', '/postbacks', '/outbound', '/reports'];
+
+function timezoneKnown(tz) {
+  try {
+    new Intl.DateTimeFormat('en', {timeZone: tz});
+    return true;
+  } catch (error) { return false; }
+}
+
+// The page's time zone: the URL's, else the one remembered, else UTC.
+function currentTimezone() {
+  const fromUrl = new URLSearchParams(location.search).get('timezone');
+  if (fromUrl) return fromUrl;
+  let stored = null;
+  try { stored = localStorage.getItem(TIMEZONE_KEY); } catch (error) { stored = null; }
+  return stored && timezoneKnown(stored) ? stored : 'UTC';
+}
+
+function rememberTimezone(tz) {
+  try { localStorage.setItem(TIMEZONE_KEY, tz); } catch (error) { /* private mode: the URL still has it */ }
+}
+
+// On a page with times, a time zone remembered but missing from the URL goes into it
+// (without a reload), so the view's link carries it; one in the URL is remembered.
+function syncTimezoneWithUrl() {
+  if (!TIMED_PAGES.includes(location.pathname)) return;
+  const q = new URLSearchParams(location.search);
+  const tz = currentTimezone();
+  if (q.get('timezone')) {
+    if (timezoneKnown(tz)) rememberTimezone(tz);
+    return;
+  }
+  if (tz === 'UTC') return;
+  q.set('timezone', tz);
+  history.replaceState(null, '', location.pathname + '?' + q);
+}
+
+// Every IANA zone the browser knows, UTC first.
+function timezoneNames() {
+  const names = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  return ['UTC', ...names.filter(n => n !== 'UTC')];
+}
+
+// The header's time-zone setting: remembered, and applied to the page at once.
+function timezoneSelect() {
+  const tz = currentTimezone();
+  const names = timezoneNames();
+  if (!names.includes(tz)) names.push(tz);
+  const select = el('select', {id: 'timezone', 'aria-label': 'Time zone',
+    title: 'Time zone of every date and hour in the panel'},
+  names.map(n => el('option', {value: n, selected: n === tz}, n)));
+  select.addEventListener('change', () => {
+    rememberTimezone(select.value);
+    if (!TIMED_PAGES.includes(location.pathname)) return;
+    const q = new URLSearchParams(location.search);
+    if (select.value === 'UTC') q.delete('timezone'); else q.set('timezone', select.value);
+    q.delete('cursor');
+    location.search = q.toString();
+  });
+  return el('label', {class: 'timezone'}, select);
+}
+
+// `YYYY-MM-DD` of `date` in `tz`.
+function dayIn(tz, date = new Date()) {
+  const parts = new Intl.DateTimeFormat('en-CA', {timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit'}).formatToParts(date);
+  const get = (type) => parts.find(p => p.type === type).value;
+  return `${get('year')}-${get('month')}-${get('day')}`;
+}
+
+// The hour (0–23) of `date` in `tz`.
+function hourIn(tz, date = new Date()) {
+  const hour = new Intl.DateTimeFormat('en-GB', {timeZone: tz, hour: '2-digit', hourCycle: 'h23'}).format(date);
+  return Number(hour) % 24;
+}
+
+// A `YYYY-MM-DD` day moved by `days` (calendar arithmetic, no time zone involved).
+function addDays(day, days) {
+  const d = new Date(day + 'T00:00:00Z');
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
+// The presets of the date-range picker in `tz`, as `[id, label, from, to]`.
+function datePresets(tz, now = new Date()) {
+  const today = dayIn(tz, now);
+  const monthStart = today.slice(0, 8) + '01';
+  const lastMonthEnd = addDays(monthStart, -1);
+  return [
+    ['today', 'Today', today, today],
+    ['yesterday', 'Yesterday', addDays(today, -1), addDays(today, -1)],
+    ['last_7_days', 'Last 7 days', addDays(today, -6), today],
+    ['last_30_days', 'Last 30 days', addDays(today, -29), today],
+    ['this_month', 'This month', monthStart, today],
+    ['last_month', 'Last month', lastMonthEnd.slice(0, 8) + '01', lastMonthEnd],
+  ];
+}
+
+// A time as the API gives it (`YYYY-MM-DD HH:MM:SS`, UTC) read in `tz`.
+function timeIn(utc, tz) {
+  if (!utc || tz === 'UTC') return utc || '';
+  const d = new Date(utc.replace(' ', 'T') + 'Z');
+  if (Number.isNaN(d.getTime())) return utc;
+  const parts = new Intl.DateTimeFormat('en-CA', {timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit',
+    hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23'}).formatToParts(d);
+  const get = (type) => parts.find(p => p.type === type).value;
+  return `${get('year')}-${get('month')}-${get('day')} ${get('hour')}:${get('minute')}:${get('second')}`;
+}
+
+// The date-range picker: a preset list (today … last month, custom) and the two days,
+// named `from` and `to` for the filter form it sits in. Picking a preset fills both
+// days and applies the form; changing a day makes the range custom.
+function dateRangePicker(form) {
+  const q = new URLSearchParams(location.search);
+  const tz = currentTimezone();
+  const presets = datePresets(tz);
+  const from = q.get('from') || '', to = q.get('to') || '';
+  // A bound with a time of day (from a drill-down into an hour) stays as typed text.
+  const dayInput = (name, value, label) => el('input', {name, id: 'range-' + name, 'aria-label': label,
+    type: !value || /^\d{4}-\d{2}-\d{2}$/.test(value) ? 'date' : 'text', value});
+  const fromInput = dayInput('from', from, 'From'), toInput = dayInput('to', to, 'To');
+  const matching = presets.find(p => p[2] === from && p[3] === to);
+  const preset = el('select', {id: 'range-preset', 'aria-label': 'Date range'},
+    el('option', {value: '', selected: !from && !to}, 'Any time'),
+    presets.map(([id, label]) => el('option', {value: id, selected: matching && matching[0] === id}, label)),
+    el('option', {value: 'custom', selected: (from || to) && !matching}, 'Custom'));
+  preset.addEventListener('change', () => {
+    if (preset.value === 'custom') { fromInput.focus(); return; }
+    const chosen = presets.find(p => p[0] === preset.value);
+    fromInput.type = toInput.type = 'date';
+    fromInput.value = chosen ? chosen[2] : '';
+    toInput.value = chosen ? chosen[3] : '';
+    form.requestSubmit();
+  });
+  for (const input of [fromInput, toInput]) input.addEventListener('change', () => { preset.value = 'custom'; });
+  return el('div', {class: 'range'},
+    el('label', {}, 'Dates (' + tz + ')', preset),
+    el('label', {}, 'From', fromInput),
+    el('label', {}, 'To', toInput));
+}
