@@ -17,8 +17,9 @@ export function assert(condition, message) {
 
 // Starts Chromium; `shot(name)` saves a full-page screenshot into SCREENSHOT_DIR,
 // `errors` collects the page's script errors, and `run(steps)` runs the steps, keeps a
-// `failure` screenshot when one throws, and closes the browser either way.
-export async function openBrowser() {
+// `failure` screenshot when one throws, and closes the browser either way. `args` are
+// more Chromium flags.
+export async function openBrowser({ args = [] } = {}) {
   const shots = env('SCREENSHOT_DIR');
   mkdirSync(shots, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), 'traffsure-chromium-'));
@@ -26,7 +27,7 @@ export async function openBrowser() {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
     viewport: { width: 1360, height: 900 },
   });
   const page = context.pages()[0] || await context.newPage();

@@ -76,7 +76,10 @@ pub async fn charts_js() -> HttpResponse {
 /// uPlot 1.6.31 (MIT, `static/vendor/uPlot.LICENSE`), vendored so the panel needs no
 /// CDN and works offline.
 pub async fn uplot_js() -> HttpResponse {
-    asset(JAVASCRIPT, include_str!("../static/vendor/uPlot.iife.min.js"))
+    asset(
+        JAVASCRIPT,
+        include_str!("../static/vendor/uPlot.iife.min.js"),
+    )
 }
 
 pub async fn uplot_css() -> HttpResponse {

@@ -22,8 +22,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/dates.js", web::get().to(panel::dates_js))
         .route("/assets/lists.js", web::get().to(panel::lists_js))
         .route("/assets/charts.js", web::get().to(panel::charts_js))
-        .route("/assets/vendor/uPlot.iife.min.js", web::get().to(panel::uplot_js))
-        .route("/assets/vendor/uPlot.min.css", web::get().to(panel::uplot_css))
+        .route(
+            "/assets/vendor/uPlot.iife.min.js",
+            web::get().to(panel::uplot_js),
+        )
+        .route(
+            "/assets/vendor/uPlot.min.css",
+            web::get().to(panel::uplot_css),
+        )
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
