@@ -340,7 +340,8 @@ async fn check_api(stack: &Stack) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dates_charts_and_lists_in_headless_chromium() -> anyhow::Result<()> {
     let stack = Stack::start_with(
-        StackOptions::default().services(&["reporting-api", "postback-dispatcher"]),
+        // The dispatcher first: the reporting API is started with its address.
+        StackOptions::default().services(&["postback-dispatcher", "reporting-api"]),
     )
     .await?;
     let result = browse(&stack).await;

@@ -49,6 +49,8 @@ function page(title, ...children) {
 function showError(error) {
   const node = document.getElementById('error');
   if (node) node.textContent = String(error.message || error);
+  const notice = document.getElementById('notice');
+  if (notice) notice.textContent = '';
 }
 
 // What an action did, in a status line of its own (not the error line).

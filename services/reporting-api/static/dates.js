@@ -130,8 +130,8 @@ function dateRangePicker(form) {
   const matching = presets.find(p => p[2] === from && p[3] === to);
   const preset = el('select', {id: 'range-preset', 'aria-label': 'Date range'},
     el('option', {value: '', selected: !from && !to}, 'Any time'),
-    presets.map(([id, label]) => el('option', {value: id, selected: matching && matching[0] === id}, label)),
-    el('option', {value: 'custom', selected: (from || to) && !matching}, 'Custom'));
+    presets.map(([id, label]) => el('option', {value: id, selected: Boolean(matching) && matching[0] === id}, label)),
+    el('option', {value: 'custom', selected: Boolean(from || to) && !matching}, 'Custom'));
   preset.addEventListener('change', () => {
     if (preset.value === 'custom') { fromInput.focus(); return; }
     const chosen = presets.find(p => p[0] === preset.value);
@@ -140,7 +140,9 @@ function dateRangePicker(form) {
     toInput.value = chosen ? chosen[3] : '';
     form.requestSubmit();
   });
-  for (const input of [fromInput, toInput]) input.addEventListener('change', () => { preset.value = 'custom'; });
+  for (const input of [fromInput, toInput]) {
+    for (const type of ['input', 'change']) input.addEventListener(type, () => { preset.value = 'custom'; });
+  }
   return el('div', {class: 'range'},
     el('label', {}, 'Dates (' + tz + ')', preset),
     el('label', {}, 'From', fromInput),
