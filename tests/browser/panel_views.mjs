@@ -55,7 +55,7 @@ async function chartFacts(id) {
 
 // The screen readers' table of a chart: the row of `hour`.
 async function chartRow(id, hour) {
-  return page.locator(`#${id} table.sr-only tbody tr`).nth(hour).locator('td').allTextContents();
+  return page.locator(`#${id} .sr-only table tbody tr`).nth(hour).locator('td').allTextContents();
 }
 
 // The texts of column `title` in the page's list.
@@ -122,11 +122,14 @@ await run(async () => {
   assert(utcFacts.name.includes('Clicks by hour') && utcFacts.name.includes('UTC'), 'chart name: ' + utcFacts.name);
   assert((await chartFacts('chart-revenue')).labels.some(l => l.startsWith('Revenue (')), 'revenue axis');
   assert((await page.innerText('#clicks_today')) === '7', 'clicks today: ' + await page.innerText('#clicks_today'));
+  const width = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert(width[0] <= width[1], 'the dashboard fits the window: ' + width);
   await shot('01-dashboard-utc');
   const utcHover = await hoverHour('chart-clicks', hourUtc);
   assert(utcHover[0] === pad(hourUtc) + ':00' && utcHover[1] === '7' && utcHover[2] === '3', 'hover in UTC: ' + utcHover);
   assert((await chartRow('chart-clicks', hourUtc)).join() === `${pad(hourUtc)}:00,7,3`, 'table row in UTC');
-  await shot('02-dashboard-hover');
+  // The chart alone, so the page is not resized (which would move the pointer away).
+  await page.locator('#chart-clicks').screenshot({ path: `${shots}/02-dashboard-hover.png` });
 
   // Another time zone: the same clicks at the zone's hour; remembered, and in the URL.
   await page.selectOption('#timezone', zone);
@@ -137,6 +140,7 @@ await run(async () => {
   assert(zoneHover[0] === pad(hourZone) + ':00' && zoneHover[1] === '7' && zoneHover[2] === '3', 'hover in the zone: ' + zoneHover);
   const conversionsHover = await hoverHour('chart-conversions', hourZone);
   assert(conversionsHover[1] === '2', 'conversions hovered: ' + conversionsHover);
+  await page.locator('#chart-conversions').screenshot({ path: `${shots}/03-dashboard-zone-hover.png` });
   assert((await chartRow('chart-clicks', hourUtc))[2] === '0', 'UTC hour is empty yesterday in the zone');
   assert((await page.innerText('#dashboard-day')).includes(todayZone), 'the zone\'s day: ' + await page.innerText('#dashboard-day'));
   assert(await page.evaluate(() => localStorage.getItem('traffsure.timezone')) === zone, 'time zone remembered');

@@ -5,6 +5,9 @@
 
 const CHART_COLORS = {today: '#2962ff', yesterday: '#9aa3b5', clicks: '#2962ff', conversions: '#ff9100'};
 
+// Steps of an axis of counts: whole numbers only.
+const COUNT_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 5000000, 10000000];
+
 const axisStyle = {stroke: '#556', grid: {stroke: '#eef0f4', width: 1}, ticks: {stroke: '#dde', width: 1}, font: '11px system-ui, sans-serif', labelFont: '12px system-ui, sans-serif'};
 
 // Draws `opts`/`data` into `holder` once it is in the page, at the holder's width, and
@@ -23,9 +26,10 @@ function mountPlot(holder, opts, data) {
 
 // The numbers of a chart as a table for screen readers.
 function chartTable(caption, headings, rows) {
-  return el('table', {class: 'sr-only'}, el('caption', {}, caption),
+  // In a box of its own: a table is never narrower than its content, the box can be.
+  return el('div', {class: 'sr-only'}, el('table', {}, el('caption', {}, caption),
     el('thead', {}, el('tr', {}, headings.map(h => el('th', {scope: 'col'}, h)))),
-    el('tbody', {}, rows.map(r => el('tr', {}, r.map(v => el('td', {}, v ?? '–'))))));
+    el('tbody', {}, rows.map(r => el('tr', {}, r.map(v => el('td', {}, v ?? '–')))))));
 }
 
 // Today against yesterday by hour in `tz`: hours 0–23 on the x axis (today's line stops
@@ -53,8 +57,9 @@ function hourChart(id, title, unit, today, yesterday, tz, options = {}) {
     ],
     axes: [
       Object.assign({}, axisStyle, {label: 'Hour (' + tz + ')', labelSize: 20, size: 34,
-        splits: () => [0, 3, 6, 9, 12, 15, 18, 21, 23], values: (u, splits) => splits.map(h => String(h).padStart(2, '0') + ':00')}),
-      Object.assign({}, axisStyle, {label: unit, labelSize: 20, size: 56, values: (u, splits) => splits.map(v => format(v))}),
+        splits: () => [0, 3, 6, 9, 12, 15, 18, 21], values: (u, splits) => splits.map(h => String(h).padStart(2, '0') + ':00')}),
+      Object.assign({}, axisStyle, {label: unit, labelSize: 20, size: 56, values: (u, splits) => splits.map(v => format(v))},
+        options.format ? {} : {incrs: COUNT_STEPS}),
     ],
   };
   requestAnimationFrame(() => { figure.plot = mountPlot(holder, opts, [hours, todayShown, yesterday]); });
@@ -89,8 +94,8 @@ function reportChart(id, dimension, labels, clicks, conversions) {
     axes: [
       Object.assign({}, axisStyle, {size: 40, splits: () => index.filter(i => i % step === 0),
         values: (u, splits) => splits.map(i => short(String(labels[i] ?? ''))), grid: {show: false}}),
-      Object.assign({}, axisStyle, {label: 'Clicks', labelSize: 20, size: 56}),
-      Object.assign({}, axisStyle, {scale: 'conv', side: 1, label: 'Conversions', labelSize: 20, size: 56, grid: {show: false}}),
+      Object.assign({}, axisStyle, {label: 'Clicks', labelSize: 20, size: 56, incrs: COUNT_STEPS}),
+      Object.assign({}, axisStyle, {scale: 'conv', side: 1, label: 'Conversions', labelSize: 20, size: 56, grid: {show: false}, incrs: COUNT_STEPS}),
     ],
   };
   requestAnimationFrame(() => { figure.plot = mountPlot(holder, opts, [index, clicks, conversions]); });
