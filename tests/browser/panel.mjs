@@ -39,7 +39,7 @@ await run(async () => {
   await page.waitForURL(panel + '/clicks');
   await page.goto(panel + '/');
   await page.locator('#clicks_today').waitFor();
-  await page.locator('.charts svg').first().waitFor();
+  await page.locator('.charts .u-over').first().waitFor();
   await shot('02-dashboard');
 
   // Create a flow whose destination is a page of this panel that needs no login.
