@@ -267,6 +267,20 @@ await run(async () => {
   assert((await rowCount()) === 2, 'drill-down to the same 2 conversions: ' + await rowCount());
   await shot('13-drill-down-conversions');
 
+  // By hour of the zone: the hour's cell lands on that hour's clicks.
+  await page.goto(`${panel}/reports?group_by=hour&flow=${flowId}`);
+  await page.locator('.list table').waitFor();
+  assert((await page.inputValue('#range-preset')) === '', 'the report\'s default range');
+  const hourKey = `${todayZone} ${pad(hourZone)}:00:00`;
+  const hourCell = page.locator('.list tbody tr', { has: page.locator('td', { hasText: hourKey }) }).locator('a.drill[href^="/clicks"]').first();
+  assert((await hourCell.innerText()) === '7', 'the hour\'s clicks');
+  await hourCell.click();
+  await page.waitForURL(/\/clicks\?/);
+  await page.locator('.list table').waitFor();
+  const hourQuery = new URL(page.url()).searchParams;
+  assert(hourQuery.get('from') === hourKey && hourQuery.get('to') === `${todayZone} ${pad(hourZone)}:59:59`, 'the hour as the range: ' + page.url());
+  assert((await rowCount()) === 7, 'drill-down to the hour\'s 7 clicks: ' + await rowCount());
+
   // A refused replay is an error; a replay's answer is a notice, not an error (the
   // dispatcher has no delivery of these conversions to replay, so its answer is stood
   // in for by the browser).

@@ -76,7 +76,7 @@ function filterForm(fields) {
   if (tz !== 'UTC') form.append(el('input', {type: 'hidden', name: 'timezone', value: tz}));
   for (const f of fields) {
     // `from` and `to` are the date-range picker's.
-    if (f.name === 'from') { form.append(dateRangePicker(form)); continue; }
+    if (f.name === 'from') { form.append(dateRangePicker(form, f.emptyLabel)); continue; }
     if (f.name === 'to') continue;
     let input;
     if (f.options) {
@@ -552,7 +552,7 @@ async function reportsPage() {
   const q = query();
   const groups = (q.get('group_by') || 'day').split(',');
   const form = filterForm([
-    {name: 'from', label: 'From'}, {name: 'to', label: 'To'},
+    {name: 'from', label: 'From', emptyLabel: 'Last 7 days (default)'}, {name: 'to', label: 'To'},
     {name: 'flow', label: 'Flow'}, {name: 'country', label: 'Country', size: 4}, {name: 'source', label: 'Source'},
     {name: 'goal', label: 'Goal', size: 8}, ...objectFilters(), {name: 'sort', label: 'Sort (-clicks…)', size: 10},
     {name: 'unique_clicks', label: 'Unique clicks', options: ['', 'true']},

@@ -117,8 +117,9 @@ function timeIn(utc, tz) {
 
 // The date-range picker: a preset list (today … last month, custom) and the two days,
 // named `from` and `to` for the filter form it sits in. Picking a preset fills both
-// days and applies the form; changing a day makes the range custom.
-function dateRangePicker(form) {
+// days and applies the form; changing a day makes the range custom. `emptyLabel` names
+// the range the page shows when neither day is set.
+function dateRangePicker(form, emptyLabel = 'Any time') {
   const q = new URLSearchParams(location.search);
   const tz = currentTimezone();
   const presets = datePresets(tz);
@@ -129,7 +130,7 @@ function dateRangePicker(form) {
   const fromInput = dayInput('from', from, 'From'), toInput = dayInput('to', to, 'To');
   const matching = presets.find(p => p[2] === from && p[3] === to);
   const preset = el('select', {id: 'range-preset', 'aria-label': 'Date range'},
-    el('option', {value: '', selected: !from && !to}, 'Any time'),
+    el('option', {value: '', selected: !from && !to}, emptyLabel),
     presets.map(([id, label]) => el('option', {value: id, selected: Boolean(matching) && matching[0] === id}, label)),
     el('option', {value: 'custom', selected: Boolean(from || to) && !matching}, 'Custom'));
   preset.addEventListener('change', () => {
