@@ -130,7 +130,7 @@ async function listPage(title, endpoint, fields, columns) {
   const tz = currentTimezone();
   const shown = columns.map(c => c.key === 'time'
     ? Object.assign({}, c, {title: 'Time (' + tz + ')', render: r => timeIn(r.time, tz), sortValue: r => r.time})
-    : c);
+    : c.id === 'time' ? Object.assign({}, c, {title: 'Time (' + tz + ')'}) : c);
   try {
     const data = await api(endpoint + location.search);
     main.append(el('p', {class: 'list-actions'}, csvLink(endpoint)),
@@ -477,6 +477,7 @@ function outboundPage() {
     {title: 'Payout', num: true, key: 'payout'}, {title: 'Revenue', num: true, key: 'revenue'}, {title: 'Currency', key: 'currency'},
     {title: 'Notice', key: 'reason'},
     {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
+    {title: 'Time', id: 'time', sortValue: r => r.time_ms, render: r => timeIn(r.time_ms ? new Date(r.time_ms).toISOString().slice(0, 19).replace('T', ' ') : '', currentTimezone())},
     {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
     {title: 'State', key: 'state'},
     {title: '', id: 'replay', sortable: false, render: r => el('button', {type: 'button', class: 'replay', onclick: () => replay(r)}, 'Replay')},
