@@ -133,7 +133,12 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     );
 
     // The suggestions offered the seeded clicks' countries, most clicked first.
-    assert_eq!(walk["suggested"], json!(["DE", "GB"]), "{}", walk["suggested"]);
+    assert_eq!(
+        walk["suggested"],
+        json!(["DE", "GB"]),
+        "{}",
+        walk["suggested"]
+    );
 
     // What the forms stored is what was entered.
     let first = &walk["first"];

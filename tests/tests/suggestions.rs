@@ -107,7 +107,14 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         click(stack, slug, ULM, IPHONE, "source=push&sub1=Zone-7").await?;
     }
     click(stack, slug, LONDON, FIREFOX, "source=native&sub1=zone-9").await?;
-    click(stack, "suggest-other", ULM, FIREFOX, "source=only-other&sub1=x").await?;
+    click(
+        stack,
+        "suggest-other",
+        ULM,
+        FIREFOX,
+        "source=only-other&sub1=x",
+    )
+    .await?;
 
     let flow_id = main["id"].as_u64().unwrap_or_default();
     let countries = eventually(Duration::from_secs(30), || async {
@@ -153,10 +160,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "{devices}"
     );
     let (_, sub1) = suggestions(stack, &format!("field=sub1&flow={slug}")).await?;
-    assert_eq!(
-        pairs(&sub1),
-        [("Zone-7".into(), 3), ("zone-9".into(), 1)]
-    );
+    assert_eq!(pairs(&sub1), [("Zone-7".into(), 3), ("zone-9".into(), 1)]);
     // Text filters in any case; the limit cuts the least clicked.
     let (_, zone9) = suggestions(stack, &format!("field=sub1&flow={slug}&q=ONE-9")).await?;
     assert_eq!(pairs(&zone9), [("zone-9".into(), 1)]);

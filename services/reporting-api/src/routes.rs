@@ -50,10 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(api::outbound::send_test),
         )
         .route("/api/v1/reports", web::get().to(api::reports::report))
-        .route(
-            "/api/v1/suggestions",
-            web::get().to(api::suggestions::list),
-        )
+        .route("/api/v1/suggestions", web::get().to(api::suggestions::list))
         .route(
             "/api/v1/exchange-rates",
             web::get().to(api::exchange_rates::list),

@@ -49,10 +49,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         let known: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
         return Err(ApiError::invalid(
             "field",
-            format!(
-                "field must be one of {}, got {name:?}",
-                known.join(", ")
-            ),
+            format!("field must be one of {}, got {name:?}", known.join(", ")),
         ));
     };
     let flow = params.flow(&state.registry)?;
