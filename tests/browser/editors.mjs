@@ -234,7 +234,11 @@ await browser.run(async () => {
   await page.route(`**/api/v1/flows/${flow}`, async (route) => {
     const request = route.request();
     if (request.method() === 'GET') {
-      const response = await route.fetch();
+      // Playwright's own connection may find the API's idle keep-alive closed: retry.
+      let response;
+      for (let attempt = 1; !response; attempt++) {
+        try { response = await route.fetch(); } catch (error) { if (attempt === 3) throw error; }
+      }
       const view = await response.json();
       view.future_field = { kept: [1, 2] };
       view.rules[0].future_note = 'rule note';

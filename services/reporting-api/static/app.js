@@ -190,7 +190,7 @@ function withoutRate(w) {
 
 async function setStatus(flow, status) {
   try {
-    const spec = specOf(flow);
+    const spec = keepUnknownFields(flow, specOf(flow));
     spec.status = status;
     await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
     location.reload();

@@ -15,6 +15,17 @@ const SUGGESTED_FIELDS = /*SUGGESTED_FIELDS*/[];
 
 // What a flow view has that a flow spec does not take.
 const FLOW_VIEW_ONLY = ['id', 'created_at_ms', 'updated_at_ms', 'revision', 'tracking_link', 'postback_url'];
+// How the API shows a secret header's value; sent back, it keeps the stored one.
+const SECRET_MASK = '********';
+
+// `spec` with the fields of the flow view `flow` it lacks, as they came: what a newer
+// API added is sent back rather than lost.
+function keepUnknownFields(flow, spec) {
+  for (const [key, value] of Object.entries(flow || {})) {
+    if (!FLOW_VIEW_ONLY.includes(key) && !(key in spec)) spec[key] = value;
+  }
+  return spec;
+}
 
 const FIELD_LABELS = {
   country: 'Country', device: 'Device', os: 'OS', browser: 'Browser', ip: 'IP / CIDR', sub_id: 'Sub ID',
@@ -292,7 +303,14 @@ function outboundCard(postback, ctx) {
   const addHeader = (h) => {
     const secret = el('input', {type: 'checkbox', class: 'hdr-secret', checked: !!h.secret, 'aria-label': 'Secret'});
     const value = el('input', {class: 'hdr-value', value: h.value || '', type: h.secret ? 'password' : 'text', 'aria-label': 'Header value', autocomplete: 'off'});
-    secret.addEventListener('change', () => { value.type = secret.checked ? 'password' : 'text'; });
+    secret.addEventListener('change', () => {
+      value.type = secret.checked ? 'password' : 'text';
+      // The mask only keeps a stored secret: a header made plain needs its value typed.
+      if (!secret.checked && value.value === SECRET_MASK) {
+        value.value = '';
+        value.placeholder = 'type the value again';
+      }
+    });
     const row = el('tr', {class: 'header'},
       el('td', {}, el('input', {class: 'hdr-name', value: h.name || '', placeholder: 'Authorization', 'aria-label': 'Header name'})),
       el('td', {}, value), el('td', {}, el('label', {class: 'inline'}, secret, ' secret')),
@@ -437,6 +455,14 @@ async function flowEditors(flow, form) {
     zone.setAttribute('list', 'time-zones');
     zone.after(list);
   }
+  // The default goal is one of the goals.
+  const defaultGoal = form.querySelector('input[name=default_goal]');
+  if (defaultGoal) {
+    const keys = el('datalist', {id: 'goal-keys'});
+    defaultGoal.setAttribute('list', 'goal-keys');
+    defaultGoal.after(keys);
+    defaultGoal.addEventListener('focus', () => keys.replaceChildren(...ctx.goalKeys().map(k => el('option', {value: k}))));
+  }
   for (const name of ['token', 'hmac_secret']) {
     const input = form.querySelector(`input[name=${name}]`);
     if (input) input.after(el('button', {type: 'button', class: 'generate', id: 'generate-' + name, onclick: () => { input.value = randomSecret(); }}, 'Generate'));
@@ -445,10 +471,7 @@ async function flowEditors(flow, form) {
   return {
     complete(spec) {
       for (const [key, node] of Object.entries(sections)) spec[key] = node.value();
-      for (const [key, value] of Object.entries(flow)) {
-        if (!FLOW_VIEW_ONLY.includes(key) && !(key in spec)) spec[key] = value;
-      }
-      return spec;
+      return keepUnknownFields(flow, spec);
     },
   };
 }
