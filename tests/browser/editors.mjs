@@ -19,6 +19,8 @@ const browser = await openBrowser();
 const { page, errors } = browser;
 let shotNumber = 0;
 const shot = (name) => browser.shot(`${String(++shotNumber).padStart(2, '0')}-${name}`);
+// A screenshot of one part of the page, readable at full size.
+const closeUp = (selector, name) => page.locator(selector).screenshot({ path: `${browser.shots}/${String(++shotNumber).padStart(2, '0')}-${name}.png` });
 
 // The stored flow, through the API with the panel's session.
 const stored = (id) => page.evaluate(async (id) => (await fetch('/api/v1/flows/' + id)).json(), id);
@@ -118,6 +120,7 @@ await browser.run(async () => {
   await pickSuggestion(country.locator('.cond-values'), 'DE');
   const suggested = await country.locator('.suggestion').evaluateAll(b => b.map(x => x.dataset.value));
   await shot('rule-country-suggestions');
+  await closeUp('#rules-editor .rule-card', 'close-up-suggestions');
   await typeValues(country.locator('.cond-values'), ['AT']);
   assert((await chipsOf(country.locator('.cond-values'))).join(',') === 'DE,AT', 'country chips');
   await addCondition(rule1.locator('.all-of'), 'device', 'in', ['mobile', 'tablet']);
@@ -162,6 +165,7 @@ await browser.run(async () => {
   await rule3.locator('.dest-url').nth(1).fill('https://subs-b.example/');
   assert((await sharesOf(rule3)).join('|') === '75 %|25 %', 'rule shares: ' + (await sharesOf(rule3)).join('|'));
   await shot('rules');
+  await closeUp('#rules-editor', 'close-up-rules');
 
   // The time zone of hour and weekday rules.
   await page.fill('input[name=time_zone]', 'Europe/Berlin');
@@ -284,6 +288,7 @@ await browser.run(async () => {
   const testAnswer = await crmCard.locator('.ob-answer').innerText();
   await crmCard.scrollIntoViewIfNeeded();
   await shot('send-test');
+  await closeUp('#outbound_postbacks-editor', 'close-up-outbound-send-test');
   assert(testAnswer.includes('HTTP 200'), 'test answer: ' + testAnswer);
 
   // Changes through the forms: a weight (the shares follow), a country taken out, the
@@ -296,6 +301,7 @@ await browser.run(async () => {
   await page.locator('#outbound_postbacks-editor .outbound-card').nth(0).locator('.ob-enabled').uncheck();
   await page.locator('#status-map tr.pair', { has: page.locator('[name=key][value=hold]') }).locator('[name=value]').selectOption('rejected');
   await shot('changed');
+  await closeUp('#destinations-editor', 'close-up-changed-shares');
   await Promise.all([page.waitForEvent('load'), page.click('#save-flow')]);
   await page.locator('#rules-editor .rule-card').first().waitFor();
   const third = await stored(flow);

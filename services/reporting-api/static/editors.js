@@ -72,11 +72,14 @@ async function recentValues(field, flowId) {
       let from = flowId ? 'Seen in this flow\'s clicks of the last ' + answer.days + ' days' : '';
       if (!answer.values.length && flowId) answer = await ask('');
       if (!from || !answer.flow) from = 'Seen in clicks of the last ' + answer.days + ' days';
-      return {from, values: answer.values.map(v => ({value: v.value, note: v.clicks + ' clicks'}))};
+      return {from, values: answer.values.map(v => ({value: v.value, note: v.clicks + (v.clicks === 1 ? ' click' : ' clicks')}))};
     })().catch((error) => { delete suggestionCache[key]; return {from: 'No suggestions: ' + error.message, values: []}; });
   }
   return suggestionCache[key];
 }
+
+// The suggestions shown, of one values input at a time.
+let openSuggestions = null;
 
 // Values as removable chips, typed into an input (Enter or a comma adds one), with
 // suggestions to click. `options.suggest()` answers {from, values: [{value, note}]};
@@ -116,6 +119,15 @@ function chipsInput(values, cls, options = {}) {
   node.showSuggestions = async () => {
     if (!options.suggest) return;
     const {from, values} = await options.suggest();
+    // A field without suggestions (an IP, say) shows none; focus gone, nor does any.
+    if ((!from && !values.length) || document.activeElement !== input) {
+      suggest.hidden = true;
+      return;
+    }
+    // One input's suggestions at a time. They go when another input's come (on its
+    // focus), not on blur: the page must not move under a click.
+    if (openSuggestions && openSuggestions !== suggest) openSuggestions.hidden = true;
+    openSuggestions = suggest;
     suggest.replaceChildren(
       el('span', {class: 'suggest-from'}, (from || 'Suggestions') + ':'),
       ...(values.length ? values.map(s => el('button', {type: 'button', class: 'suggestion', 'data-value': s.value,
