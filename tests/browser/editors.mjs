@@ -5,8 +5,8 @@
 // and a secret header; postback security with a generated HMAC secret; redirect mode,
 // bot and inactive URLs, time zone) and save it; reload it with fields the forms do not
 // know slipped into the API's answer, look at each part as JSON and back, and save it
-// unchanged; "Send test" the CRM postback; change a weight, a value and a postback
-// through the forms and save. One screenshot per step goes to SCREENSHOT_DIR; the last
+// unchanged; "Send test" the CRM postback; see a refused value marked; change a weight,
+// a value and a postback through the forms and save. One screenshot per step goes to SCREENSHOT_DIR; the last
 // line printed, `editors ok {…}`, carries the flow's id, what the API stored after each
 // save and what the panel sent, for tests/tests/editors_browser.rs to check.
 //
@@ -290,6 +290,18 @@ await browser.run(async () => {
   await shot('send-test');
   await closeUp('#outbound_postbacks-editor', 'close-up-outbound-send-test');
   assert(testAnswer.includes('HTTP 200'), 'test answer: ' + testAnswer);
+
+  // A value the API refuses: the error names it and its condition is marked.
+  const firstCountry = page.locator('#rules-editor .rule-card').first().locator('.cond-values').first();
+  await typeValues(firstCountry, ['DEU']);
+  await page.click('#save-flow');
+  await page.locator('#rules-editor .rule-card').first().locator('.condition.invalid').waitFor();
+  const refusal = await page.locator('#error').innerText();
+  assert(refusal.startsWith('rules[0].conditions[0].values: ') && refusal.includes('DEU'), 'refusal: ' + refusal);
+  assert(await page.locator('.invalid').count() === 1, 'one part marked');
+  await page.locator('#rules-editor .invalid').scrollIntoViewIfNeeded();
+  await closeUp('#rules-editor .rule-card >> nth=0', 'close-up-refused-value');
+  await firstCountry.locator('.chip[data-value="DEU"] .chip-remove').click();
 
   // Changes through the forms: a weight (the shares follow), a country taken out, the
   // GET postback disabled, a status remapped.

@@ -127,7 +127,7 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     let walk: Value = serde_json::from_str(line)?;
     let shots = run.screenshot_count()?;
     assert!(
-        shots >= 14,
+        shots >= 15,
         "only {shots} screenshots in {}",
         run.screenshots.display()
     );

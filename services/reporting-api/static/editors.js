@@ -394,6 +394,7 @@ function section(key, title, value, make) {
     try {
       if (area.hidden) {
         area.value = JSON.stringify(editor.value(), null, 2);
+        area.rows = Math.min(40, area.value.split('\n').length + 1);
         area.hidden = false;
         holder.hidden = true;
         toggle.textContent = 'Form';
@@ -416,6 +417,37 @@ function randomSecret() {
   const bytes = new Uint8Array(24);
   crypto.getRandomValues(bytes);
   return btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, '').slice(0, 24);
+}
+
+// The part of the forms a refusal's `field` names (`rules[1].any_of[0][2].values`: that
+// condition of that group), or the closest part that holds it; null when none shows it.
+function fieldElement(sections, field) {
+  const path = [...field.matchAll(/([a-z_]+)|\[(\d+)\]/g)].map(m => m[1] ?? Number(m[2]));
+  const section = sections[path[0]];
+  if (!section || !section.querySelector('.json-view').hidden) return null;
+  let node = section;
+  const child = (selector, i) => {
+    const found = node.querySelector(selector);
+    const next = found && Number.isInteger(i) ? found.children[i] : null;
+    if (next) node = next;
+    return !!next;
+  };
+  const steps = {
+    destinations: (i) => child('tbody', i),
+    rules: (i) => child('.rule-cards', i),
+    conditions: (i) => child('.all-of .condition-rows', i),
+    any_of: (g, i) => child('.groups', g) && (i === undefined || child('.condition-rows', i)),
+    outbound_postbacks: (i) => child('.outbound-cards', i),
+    headers: (i) => child('table.headers tbody', i),
+  };
+  for (let at = 0; at < path.length; at++) {
+    const step = steps[path[at]];
+    if (!step) continue;
+    const indexes = [];
+    while (Number.isInteger(path[at + 1])) indexes.push(path[++at]);
+    if (!step(...indexes)) break;
+  }
+  return node;
 }
 
 // Draws the forms into the flow form of app.js in place of its JSON text areas; answers
@@ -478,6 +510,16 @@ async function flowEditors(flow, form) {
   for (const name of ['token', 'hmac_secret']) {
     const input = form.querySelector(`input[name=${name}]`);
     if (input) input.after(el('button', {type: 'button', class: 'generate', id: 'generate-' + name, onclick: () => { input.value = randomSecret(); }}, 'Generate'));
+  }
+  // A refusal naming a part of the forms marks that part.
+  const error = document.getElementById('error');
+  if (error) {
+    new MutationObserver(() => {
+      for (const marked of form.querySelectorAll('.invalid')) marked.classList.remove('invalid');
+      const field = error.textContent.split(': ')[0];
+      if (!/^[a-z_]+(\[\d+\]|\.[a-z_]+)+$/.test(field)) return;
+      fieldElement(sections, field)?.classList.add('invalid');
+    }).observe(error, {childList: true, characterData: true, subtree: true});
   }
   form.classList.add('with-editors');
   return {
