@@ -170,18 +170,23 @@ await browser.run(async () => {
   assert(copiedLink === trackingLink, `copied ${copiedLink}, shown ${trackingLink}`);
   await shot('flow-saved');
 
-  // A rule with a path of its own: the builder writes it into the rules' JSON.
-  await page.fill('textarea[name=rules]', JSON.stringify([{ name: 'Germany', conditions: [{ field: 'country', values: ['DE'] }] }]));
-  await page.locator('textarea[name=rules]').dispatchEvent('change');
-  const rulePath = page.locator('#rule-paths .rule-path').first();
+  // A rule with a path of its own, in the rule's form (its JSON view shows the path).
+  await page.locator('#rules-editor .add-rule').click();
+  const rule = page.locator('#rules-editor .rule-card').first();
+  await rule.locator('.rule-name').fill('Germany');
+  await rule.locator('.cond-values .chip-input').fill('DE');
+  await rule.locator('.cond-values .chip-input').press('Enter');
+  const rulePath = rule.locator('.rule-path');
   await rulePath.locator('.add-offer').click();
   await rulePath.locator('.weighted-offers tr.weighted select').selectOption(String(offerA));
-  const rulesJson = JSON.parse(await page.inputValue('textarea[name=rules]'));
+  await page.locator('#rules-editor .json-toggle').click();
+  const rulesJson = JSON.parse(await page.inputValue('#rules-editor textarea.json-view'));
   assert(rulesJson[0].path.offers[0].offer_id === offerA, 'the rule path is in the rules: ' + JSON.stringify(rulesJson));
+  await page.locator('#rules-editor .json-toggle').click();
   await shot('flow-rule-path');
   await Promise.all([page.waitForEvent('load'), page.click('#save-flow')]);
-  await page.locator('#rule-paths .weighted-offers tr.weighted').waitFor();
-  assert((await page.inputValue('#rule-paths .weighted-offers tr.weighted select')) === String(offerA), 'the rule path is shown after saving');
+  await page.locator('#rules-editor .rule-path .weighted-offers tr.weighted').waitFor();
+  assert((await page.inputValue('#rules-editor .rule-path .weighted-offers tr.weighted select')) === String(offerA), 'the rule path is shown after saving');
 
   // On plain HTTP there is no navigator.clipboard: the button copies a selected textarea.
   await page.evaluate(() => {

@@ -53,9 +53,11 @@ await run(async () => {
   await page.click('#add-goal');
   await page.fill('tr.goal input[name=key]', 'sale');
   await page.fill('tr.goal input[name=payout]', '3.5');
-  await page.fill('textarea[name=outbound_postbacks]', JSON.stringify([{ url: 'https://source.example/pb?click={click}&payout={payout}', on_status: 'approved' }]));
+  await page.click('#outbound_postbacks-editor .add-outbound');
+  await page.fill('#outbound_postbacks-editor .ob-url', 'https://source.example/pb?click={click}&payout={payout}');
   await page.click('#add-crm');
-  await page.waitForFunction(() => document.querySelector('textarea[name=outbound_postbacks]').value.includes('Authorization'));
+  await page.locator('#outbound_postbacks-editor .outbound-card .hdr-name').first().waitFor();
+  assert((await page.inputValue('#outbound_postbacks-editor .outbound-card .hdr-name')) === 'Authorization', 'the CRM push has its header');
   await page.fill('input[name=token]', '');
   await shot('03-flow-new');
   await page.click('#save-flow');
@@ -65,7 +67,8 @@ await run(async () => {
   assert(trackingLink.includes('/c/' + slug), 'tracking link names the flow: ' + trackingLink);
   assert(postbackUrl.includes('/postback?click={click}'), 'postback URL has macros: ' + postbackUrl);
   assert((await page.inputValue('tr.goal input[name=payout]')) === '3.5', 'payout saved');
-  const outbound = await page.inputValue('textarea[name=outbound_postbacks]');
+  await page.click('#outbound_postbacks-editor .json-toggle');
+  const outbound = await page.inputValue('#outbound_postbacks-editor textarea.json-view');
   assert(outbound.includes('source.example'), 'outbound postback saved');
   assert(outbound.includes('"crm"') && outbound.includes('********') && !outbound.includes('YOUR-CRM-API-KEY'), 'the CRM push saved, its secret masked: ' + outbound);
   assert(await page.locator('#send-test').isVisible(), 'send test button');

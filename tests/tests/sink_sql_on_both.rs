@@ -42,6 +42,12 @@ const SAMPLES: &[&str] = &[
      FROM outbound_log WHERE lowerUTF8(reason) = lowerUTF8('FRAUD') AND positionCaseInsensitiveUTF8(url, 'WHY=') > 0 \
      AND integration IN ('', 's2s') ORDER BY attempt_id",
     "SELECT attempt_id, integration, postback_type FROM outbound_log WHERE integration IN ('', 's2s') ORDER BY attempt_id",
+    // The flow editor's suggestions: a rule field's values in recent clicks.
+    "SELECT country AS value, count() AS clicks FROM clicks WHERE ts >= subtractDays(toDateTime('2026-03-02 00:00:00'), 7) \
+     AND flow_id = 1 GROUP BY value HAVING value != '' AND positionCaseInsensitiveUTF8(value, 'u') > 0 \
+     ORDER BY clicks DESC, value ASC LIMIT 20",
+    "SELECT if(asn = 0, '', toString(asn)) AS value, count() AS clicks FROM clicks WHERE ts >= subtractDays(now(), 7) \
+     GROUP BY value HAVING value != '' ORDER BY clicks DESC, value ASC LIMIT 20",
 ];
 
 fn all_statements() -> Vec<(String, String)> {

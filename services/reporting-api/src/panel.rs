@@ -86,6 +86,39 @@ pub async fn uplot_css() -> HttpResponse {
     asset(CSS, include_str!("../static/vendor/uPlot.min.css"))
 }
 
+/// The flow editor's forms (rules, destinations, outbound postbacks, statuses), loaded
+/// before `app.js`, with the rule fields and macros of `traffsure_core` and the fields
+/// the suggestions endpoint knows in place of their placeholders.
+pub async fn editors_js() -> HttpResponse {
+    static SCRIPT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| {
+        let json = |words: &[&str]| serde_json::json!(words).to_string();
+        let suggested: Vec<&str> = crate::api::suggestions::FIELDS
+            .iter()
+            .map(|(field, _)| *field)
+            .collect();
+        include_str!("../static/editors.js")
+            .replace(
+                "/*RULE_FIELDS*/[]",
+                &json(traffsure_core::flow::RULE_FIELDS),
+            )
+            .replace(
+                "/*OUTBOUND_MACROS*/[]",
+                &json(traffsure_core::flow::OUTBOUND_MACROS),
+            )
+            .replace(
+                "/*DESTINATION_MACROS*/[]",
+                &json(traffsure_core::flow::DESTINATION_MACROS),
+            )
+            .replace("/*SUGGESTED_FIELDS*/[]", &json(&suggested))
+    });
+    asset(JAVASCRIPT, script.as_str())
+}
+
+pub async fn editors_css() -> HttpResponse {
+    asset(CSS, include_str!("../static/editors.css"))
+}
+
 pub async fn app_css() -> HttpResponse {
     asset(CSS, include_str!("../static/app.css"))
 }
@@ -105,5 +138,19 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    /// Each placeholder `editors_js` fills is in the script once.
+    #[test]
+    fn the_editors_script_has_its_placeholders() {
+        let script = include_str!("../static/editors.js");
+        for placeholder in [
+            "/*RULE_FIELDS*/[]",
+            "/*OUTBOUND_MACROS*/[]",
+            "/*DESTINATION_MACROS*/[]",
+            "/*SUGGESTED_FIELDS*/[]",
+        ] {
+            assert_eq!(script.matches(placeholder).count(), 1, "{placeholder}");
+        }
     }
 }

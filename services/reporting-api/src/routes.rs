@@ -30,6 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/assets/vendor/uPlot.min.css",
             web::get().to(panel::uplot_css),
         )
+        .route("/assets/editors.js", web::get().to(panel::editors_js))
+        .route("/assets/editors.css", web::get().to(panel::editors_css))
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
@@ -59,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(api::outbound::send_test),
         )
         .route("/api/v1/reports", web::get().to(api::reports::report))
+        .route("/api/v1/suggestions", web::get().to(api::suggestions::list))
         .route(
             "/api/v1/exchange-rates",
             web::get().to(api::exchange_rates::list),

@@ -201,7 +201,7 @@ function withoutRate(w) {
 
 async function setStatus(flow, status) {
   try {
-    const spec = specOf(flow);
+    const spec = keepUnknownFields(flow, specOf(flow));
     spec.status = status;
     await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
     location.reload();
@@ -314,6 +314,8 @@ async function flowEditorPage(id) {
   }
   main.append(form);
   const funnel = funnelBuilder(flow, form);
+  // The forms of editors.js in place of the JSON text areas.
+  const editors = flowEditors(flow, form);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -342,6 +344,7 @@ async function flowEditorPage(id) {
         outbound_postbacks: parse('outbound_postbacks') || [],
       };
       Object.assign(spec, (await funnel).spec());
+      (await editors).complete(spec);
       const saved = isNew
         ? await api('/api/v1/flows', {method: 'POST', body: spec})
         : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
