@@ -24,6 +24,8 @@ pub const PAGES: &[&str] = &[
     "/offers/{id}",
     "/landers",
     "/landers/{id}",
+    "/users",
+    "/audit",
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -56,6 +58,16 @@ pub async fn app_js() -> HttpResponse {
 /// The objects' pages and the flow editor's funnel builder, loaded before `app.js`.
 pub async fn objects_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/objects.js"))
+}
+
+/// The Users page (owners): users, roles, flow restrictions and API keys.
+pub async fn users_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/users.js"))
+}
+
+/// The Audit log page.
+pub async fn audit_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/audit.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

@@ -16,7 +16,8 @@ use traffsure_events::ConversionStatus;
 use super::page::{page_json, split_page, Query};
 use crate::currency::Rates;
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params, OBJECT_FILTERS};
+use crate::filters::{cursor, eq, flow_condition, range_condition, Params, OBJECT_FILTERS};
+use crate::users::FlowScope;
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
@@ -45,7 +46,11 @@ struct ConversionRow {
 
 /// Conversions in their current state: filters flow, goal, status, click_missing, from,
 /// to and the objects (`OBJECT_FILTERS`).
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow",
         "goal",
@@ -84,9 +89,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     );
     push_id_array(&mut sql, "argMax(", ", version)");
     sql.push(" AS objects FROM conversions WHERE 1");
-    if let Some(flow) = flow {
-        eq(&mut sql, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(&mut sql, "flow_id", flow, &scope);
     if let Some(goal) = goal {
         sql.push(" AND lower(goal) = lower(").str(goal).push(")");
     }

@@ -15,9 +15,11 @@ use traffsure_events::{ConversionStatus, FlowStatus, ObjectKind};
 
 use crate::currency::{Rates, WithoutRate};
 use crate::error::ApiError;
+use crate::filters::flow_condition;
 use crate::object_names::ObjectNames;
 use crate::sql::Sql;
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct HourCount {
@@ -82,31 +84,33 @@ struct HourPoint {
 }
 
 /// Today's four figures (UTC) and today against yesterday by hour, from the rollups.
-pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let clicks = state
-        .clickhouse
-        .query(
-            "SELECT toString(hour) AS h, toInt64(sumIf(clicks - bots, kind != 1)) AS c \
-             FROM clicks_funnel_hourly WHERE hour >= toDateTime(yesterday()) GROUP BY h",
-        )
-        .fetch_all::<HourCount>();
+pub async fn dashboard(
+    state: web::Data<AppState>,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
+    let mut clicks = Sql::new(
+        "SELECT toString(hour) AS h, toInt64(sumIf(clicks - bots, kind != 1)) AS c \
+         FROM clicks_funnel_hourly WHERE hour >= toDateTime(yesterday())",
+    );
+    flow_condition(&mut clicks, "flow_id", None, &scope);
+    clicks.push(" GROUP BY h");
+    let clicks = clicks.query(&state.clickhouse).fetch_all::<HourCount>();
     // Offer clicks as the reports count them (query::FUNNEL).
-    let groups = state
-        .clickhouse
-        .query(
-            "SELECT flow_id, country, traffic_source_id, offer_id, \
-             toInt64(sumIf(clicks - bots, kind != 1)) AS c, \
-             toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc \
-             FROM clicks_funnel_hourly WHERE hour >= toDateTime(today()) \
-             GROUP BY flow_id, country, traffic_source_id, offer_id",
-        )
-        .fetch_all::<TodayGroup>();
+    let mut groups = Sql::new(
+        "SELECT flow_id, country, traffic_source_id, offer_id, \
+         toInt64(sumIf(clicks - bots, kind != 1)) AS c, \
+         toInt64(sumIf(clicks - bots, kind = 1 OR (lander_id = 0 AND offer_id != 0))) AS oc \
+         FROM clicks_funnel_hourly WHERE hour >= toDateTime(today())",
+    );
+    flow_condition(&mut groups, "flow_id", None, &scope);
+    groups.push(" GROUP BY flow_id, country, traffic_source_id, offer_id");
+    let groups = groups.query(&state.clickhouse).fetch_all::<TodayGroup>();
     let mut conversions = Sql::new("SELECT toString(hour) AS h, currency AS cur, ");
     conversions
         .conversions_by_status("sumIf(conversions, ")
-        .push(
-        " FROM conversions_hourly_currency WHERE hour >= toDateTime(yesterday()) GROUP BY h, cur",
-    );
+        .push(" FROM conversions_hourly_currency WHERE hour >= toDateTime(yesterday())");
+    flow_condition(&mut conversions, "flow_id", None, &scope);
+    conversions.push(" GROUP BY h, cur");
     let conversions = conversions
         .query(&state.clickhouse)
         .fetch_all::<HourConversions>();
@@ -209,7 +213,7 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .registry
         .all()
         .iter()
-        .filter(|f| f.status() == FlowStatus::Active)
+        .filter(|f| f.status() == FlowStatus::Active && scope.allows(f.id))
         .count();
     Ok(HttpResponse::Ok().json(json!({
         "date": date,

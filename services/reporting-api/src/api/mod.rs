@@ -5,6 +5,7 @@
 
 use actix_web::HttpResponse;
 
+pub mod audit;
 pub mod clicks;
 pub mod conversions;
 pub mod dashboard;
@@ -16,6 +17,7 @@ mod page;
 pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
+pub mod users;
 
 /// The OpenAPI document of this API.
 pub async fn openapi() -> HttpResponse {

@@ -17,7 +17,9 @@ use traffsure_core::vocab::Vocabulary;
 use traffsure_core::{now_ms, templates};
 use traffsure_events::{ConversionStatus, Flow, ObjectKind, TrackerObject};
 
+use crate::audit::Entry;
 use crate::error::ApiError;
+use crate::users::Principal;
 use crate::state::AppState;
 
 /// The JSON view of a stored object, with what the API adds to its kind: a network's
@@ -155,9 +157,22 @@ pub async fn get<S: ObjectSpec>(
 pub async fn create<S: ObjectSpec>(
     state: web::Data<AppState>,
     spec: web::Json<S>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let object = create_object(&state, &*spec).await?;
-    Ok(HttpResponse::Created().json(view::<S>(&state, &object)?))
+    created::<S>(&state, &object, &who).await
+}
+
+/// Logs a new object and answers with it.
+async fn created<S: ObjectSpec>(
+    state: &AppState,
+    object: &TrackerObject,
+    who: &Principal,
+) -> Result<HttpResponse, ApiError> {
+    let view = view::<S>(state, object)?;
+    let entry = Entry::new(objects::kind_key(S::KIND), object.id, "create");
+    entry.after(&view).record(state, who).await?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 async fn create_object<S: ObjectSpec>(
@@ -179,29 +194,39 @@ pub async fn update<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
     spec: web::Json<S>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let spec = spec.checked()?;
     let _writing = state.writes.lock().await;
     let mut object = find::<S>(&state, *id)?;
+    let before = view::<S>(&state, &object)?;
     let kept = objects::spec_of::<S>(&object)?.references();
     check_references(&spec.references(), &kept, &lookup(&state))?;
     objects::write_spec(&mut object, &spec, now_ms());
     save(&state, object.clone()).await?;
     republish_flows(&state).await?;
-    Ok(HttpResponse::Ok().json(view::<S>(&state, &object)?))
+    let after = view::<S>(&state, &object)?;
+    let entry = Entry::new(objects::kind_key(S::KIND), object.id, "update");
+    entry.before(&before).after(&after).record(&state, &who).await?;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 async fn set_archived<S: ObjectSpec>(
     state: &AppState,
     id: u32,
     archived: bool,
+    who: &Principal,
 ) -> Result<HttpResponse, ApiError> {
     let _writing = state.writes.lock().await;
     let mut object = find::<S>(state, id)?;
     if object.archived != archived {
+        let before = view::<S>(state, &object)?;
         object.archived = archived;
         objects::touch(&mut object, now_ms());
         save(state, object.clone()).await?;
+        let action = if archived { "archive" } else { "unarchive" };
+        let entry = Entry::new(objects::kind_key(S::KIND), id, action).before(&before);
+        entry.after(&view::<S>(state, &object)?).record(state, who).await?;
     }
     Ok(HttpResponse::Ok().json(view::<S>(state, &object)?))
 }
@@ -211,15 +236,17 @@ async fn set_archived<S: ObjectSpec>(
 pub async fn archive<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    set_archived::<S>(&state, *id, true).await
+    set_archived::<S>(&state, *id, true, &who).await
 }
 
 pub async fn unarchive<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    set_archived::<S>(&state, *id, false).await
+    set_archived::<S>(&state, *id, false, &who).await
 }
 
 fn catalogue() -> Result<&'static templates::Catalogue, ApiError> {
@@ -272,6 +299,7 @@ fn unknown_template(id: &str) -> ApiError {
 pub async fn source_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let template = catalogue()?
         .traffic_source(&body.template)
@@ -287,12 +315,13 @@ pub async fn source_from_template(
         notes: template.notes.clone(),
     };
     let object = create_object(&state, &spec).await?;
-    Ok(HttpResponse::Created().json(view::<TrafficSourceSpec>(&state, &object)?))
+    created::<TrafficSourceSpec>(&state, &object, &who).await
 }
 
 pub async fn network_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let template = catalogue()?
         .affiliate_network(&body.template)
@@ -311,5 +340,5 @@ pub async fn network_from_template(
         notes: template.notes.clone(),
     };
     let object = create_object(&state, &spec).await?;
-    Ok(HttpResponse::Created().json(view::<AffiliateNetworkSpec>(&state, &object)?))
+    created::<AffiliateNetworkSpec>(&state, &object, &who).await
 }
