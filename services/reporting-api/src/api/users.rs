@@ -301,6 +301,7 @@ pub async fn create_key(
         created_at: String::new(),
     };
     auth.users().write_key(&stored_key, false).await?;
+    let stored_key = auth.users().key(&stored_key.key_id).await?.unwrap_or(stored_key);
     tracing::info!(user = user.id, key_id = %stored_key.key_id, "api key created");
     let view = stored_key.view();
     Entry::new("api_key", &stored_key.key_id, "create")
