@@ -137,12 +137,7 @@ async fn forbidden(
 fn flow_ids(items: &Value) -> HashSet<u64> {
     items
         .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i["flow_id"].as_u64())
-                .collect()
-        })
+        .map(|items| items.iter().filter_map(|i| i["flow_id"].as_u64()).collect())
         .unwrap_or_default()
 }
 
@@ -177,7 +172,10 @@ async fn user_with_key(
         201,
     )
     .await?;
-    let secret = key["key"].as_str().context("the key, shown once")?.to_string();
+    let secret = key["key"]
+        .as_str()
+        .context("the key, shown once")?
+        .to_string();
     assert!(secret.starts_with(key["prefix"].as_str().unwrap_or("?")));
     assert_eq!(key["role"], role);
     Ok((id, secret))
@@ -209,20 +207,45 @@ async fn check(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(me["username"], ADMIN_USERNAME);
 
     // Users: refused input first.
-    let new_user = |username: &str, role: &str, flows: Value, password: &str| {
-        json!({"username": username, "password": password, "role": role, "flows": flows})
-    };
+    let new_user = |username: &str, role: &str, flows: Value, password: &str| json!({"username": username, "password": password, "role": role, "flows": flows});
     for (body, status, field) in [
-        (new_user("x", "owner", json!([a]), "long-enough-1"), 422, "flows"),
-        (new_user("x", "boss", json!([]), "long-enough-1"), 422, "role"),
+        (
+            new_user("x", "owner", json!([a]), "long-enough-1"),
+            422,
+            "flows",
+        ),
+        (
+            new_user("x", "boss", json!([]), "long-enough-1"),
+            422,
+            "role",
+        ),
         (new_user("x", "admin", json!([]), "short"), 422, "password"),
-        (new_user("x", "admin", json!([999_999_999u64]), "long-enough-1"), 422, "flows"),
-        (new_user("bad name", "admin", json!([]), "long-enough-1"), 422, "username"),
-        (new_user(ADMIN_USERNAME, "admin", json!([]), "long-enough-1"), 409, ""),
+        (
+            new_user("x", "admin", json!([999_999_999u64]), "long-enough-1"),
+            422,
+            "flows",
+        ),
+        (
+            new_user("bad name", "admin", json!([]), "long-enough-1"),
+            422,
+            "username",
+        ),
+        (
+            new_user(ADMIN_USERNAME, "admin", json!([]), "long-enough-1"),
+            409,
+            "",
+        ),
     ] {
-        let answer = expect(stack, None, Method::POST, "/api/v1/users", Some(body.clone()), status)
-            .await
-            .with_context(|| format!("{body}"))?;
+        let answer = expect(
+            stack,
+            None,
+            Method::POST,
+            "/api/v1/users",
+            Some(body.clone()),
+            status,
+        )
+        .await
+        .with_context(|| format!("{body}"))?;
         if !field.is_empty() {
             assert_eq!(answer["field"], field, "{answer}");
         }
@@ -267,7 +290,10 @@ async fn check(stack: &Stack) -> anyhow::Result<()> {
 
     // Keys carry their user's role.
     let me = expect(stack, Some(&ana), Method::GET, "/api/v1/me", None, 200).await?;
-    assert_eq!((me["username"].as_str(), me["role"].as_str()), (Some("ana"), Some("analyst")));
+    assert_eq!(
+        (me["username"].as_str(), me["role"].as_str()),
+        (Some("ana"), Some("analyst"))
+    );
     assert_eq!(me["via"], "api_key");
 
     // An analyst reads logs, reports and dashboards, and changes nothing.
@@ -285,9 +311,21 @@ async fn check(stack: &Stack) -> anyhow::Result<()> {
     }
     let flow_spec = json!({"name": "Analyst's", "destination_url": "https://x.example/"});
     for (method, path, body) in [
-        (Method::POST, "/api/v1/flows".to_string(), Some(flow_spec.clone())),
-        (Method::PUT, format!("/api/v1/flows/{a}"), Some(flow_spec.clone())),
-        (Method::POST, "/api/v1/offers".into(), Some(json!({"name": "O", "url": "https://o.example/"}))),
+        (
+            Method::POST,
+            "/api/v1/flows".to_string(),
+            Some(flow_spec.clone()),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/flows/{a}"),
+            Some(flow_spec.clone()),
+        ),
+        (
+            Method::POST,
+            "/api/v1/offers".into(),
+            Some(json!({"name": "O", "url": "https://o.example/"})),
+        ),
         (
             Method::PUT,
             "/api/v1/exchange-rates".into(),
@@ -412,7 +450,10 @@ async fn check(stack: &Stack) -> anyhow::Result<()> {
     )
     .await?;
     let refused = expect(stack, Some(&rita), Method::GET, "/api/v1/flows", None, 401).await?;
-    assert!(refused["message"].as_str().unwrap_or_default().contains("revoked"));
+    assert!(refused["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("revoked"));
     expect(
         stack,
         None,
@@ -460,9 +501,25 @@ async fn check_restricted(
         .filter_map(|f| f["id"].as_u64())
         .collect();
     assert_eq!(listed, only_a);
-    expect(stack, Some(rita), Method::GET, &format!("/api/v1/flows/{a}"), None, 200).await?;
+    expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/flows/{a}"),
+        None,
+        200,
+    )
+    .await?;
     for other in [b, adams_flow] {
-        expect(stack, Some(rita), Method::GET, &format!("/api/v1/flows/{other}"), None, 404).await?;
+        expect(
+            stack,
+            Some(rita),
+            Method::GET,
+            &format!("/api/v1/flows/{other}"),
+            None,
+            404,
+        )
+        .await?;
         expect(
             stack,
             Some(rita),
@@ -516,20 +573,50 @@ async fn check_restricted(
             Some(count as usize),
             "{path}"
         );
-        let other = expect(stack, Some(rita), Method::GET, &format!("{path}?flow={b}"), None, 200)
-            .await?;
+        let other = expect(
+            stack,
+            Some(rita),
+            Method::GET,
+            &format!("{path}?flow={b}"),
+            None,
+            200,
+        )
+        .await?;
         assert_eq!(other["items"], json!([]), "{path}?flow={b}");
         // The owner sees both flows in the same list.
         let all = expect(stack, None, Method::GET, path, None, 200).await?;
         assert_eq!(flow_ids(&all["items"]), HashSet::from([a, b]), "{path}");
     }
     // One postback log entry of B is not found.
-    expect(stack, Some(rita), Method::GET, &format!("/api/v1/postbacks/p{b}x0"), None, 404).await?;
-    expect(stack, Some(rita), Method::GET, &format!("/api/v1/postbacks/p{a}x0"), None, 200).await?;
+    expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/postbacks/p{b}x0"),
+        None,
+        404,
+    )
+    .await?;
+    expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/postbacks/p{a}x0"),
+        None,
+        200,
+    )
+    .await?;
 
     // Reports: rows and totals of A alone.
-    let report = expect(stack, Some(rita), Method::GET, "/api/v1/reports?group_by=flow", None, 200)
-        .await?;
+    let report = expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        "/api/v1/reports?group_by=flow",
+        None,
+        200,
+    )
+    .await?;
     let rows = report["rows"].as_array().context("rows")?;
     assert_eq!(rows.len(), 1, "{report}");
     assert_eq!(rows[0]["flow"], a.to_string());
@@ -544,11 +631,27 @@ async fn check_restricted(
         .await?;
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(!csv.contains(&format!("\n{b},")), "{csv}");
-    let all = expect(stack, None, Method::GET, "/api/v1/reports?group_by=flow", None, 200).await?;
+    let all = expect(
+        stack,
+        None,
+        Method::GET,
+        "/api/v1/reports?group_by=flow",
+        None,
+        200,
+    )
+    .await?;
     assert_eq!(all["totals"]["clicks"], A_CLICKS + B_CLICKS);
 
     // Dashboard: today's figures, top flows and active flows of A alone.
-    let dashboard = expect(stack, Some(rita), Method::GET, "/api/v1/dashboard", None, 200).await?;
+    let dashboard = expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        "/api/v1/dashboard",
+        None,
+        200,
+    )
+    .await?;
     assert_eq!(dashboard["clicks_today"], A_CLICKS, "{dashboard}");
     assert_eq!(dashboard["conversions_today"], A_CONVERSIONS, "{dashboard}");
     assert_eq!(dashboard["active_flows"], 1);
@@ -601,7 +704,10 @@ async fn check_sessions(stack: &Stack) -> anyhow::Result<()> {
     let session: Value = response.json().await?;
     assert_eq!(session["role"], "analyst");
     assert_eq!(session["next"], "/reports?group_by=day");
-    let csrf = session["csrf_token"].as_str().unwrap_or_default().to_string();
+    let csrf = session["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let me: Value = stack
         .http
         .get(stack.url("reporting-api", "/api/v1/me"))
@@ -610,7 +716,10 @@ async fn check_sessions(stack: &Stack) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    assert_eq!((me["username"].as_str(), me["via"].as_str()), (Some("sam"), Some("session")));
+    assert_eq!(
+        (me["username"].as_str(), me["via"].as_str()),
+        (Some("sam"), Some("session"))
+    );
     let write = stack
         .http
         .post(stack.url("reporting-api", "/api/v1/flows"))
@@ -628,7 +737,10 @@ async fn check_sessions(stack: &Stack) -> anyhow::Result<()> {
         "javascript:alert(1)",
         "/\t/evil.example",
     ] {
-        let answer: Value = login(ADMIN_USERNAME, ADMIN_PASSWORD, bad).await?.json().await?;
+        let answer: Value = login(ADMIN_USERNAME, ADMIN_PASSWORD, bad)
+            .await?
+            .json()
+            .await?;
         assert_eq!(answer["next"], "/", "{bad:?}");
     }
     Ok(())
@@ -644,19 +756,34 @@ async fn check_audit(
     offer_id: u64,
 ) -> anyhow::Result<()> {
     let entries = |query: String| async move {
-        let page = expect(stack, None, Method::GET, &format!("/api/v1/audit?{query}"), None, 200)
-            .await?;
+        let page = expect(
+            stack,
+            None,
+            Method::GET,
+            &format!("/api/v1/audit?{query}"),
+            None,
+            200,
+        )
+        .await?;
         anyhow::Ok(page["items"].as_array().cloned().unwrap_or_default())
     };
     let all = entries("limit=500".into()).await?;
     let text = json!(all).to_string();
-    assert!(!text.contains("argon2"), "no password hash in the audit log");
+    assert!(
+        !text.contains("argon2"),
+        "no password hash in the audit log"
+    );
 
     // Flow A: created by the owner, renamed by rita (before and after).
     let flow = entries(format!("object=flow&object_id={a}")).await?;
     let actions: Vec<(&str, &str)> = flow
         .iter()
-        .map(|e| (e["action"].as_str().unwrap_or(""), e["username"].as_str().unwrap_or("")))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["username"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(actions, [("update", "rita"), ("create", ADMIN_USERNAME)]);
     assert_eq!(flow[0]["before"]["name"], "Flow A");
@@ -707,7 +834,9 @@ async fn check_audit(
         .api(Method::GET, "/api/v1/audit?format=csv&object=user")
         .send()
         .await?;
-    assert!(csv.headers()["content-type"].to_str()?.starts_with("text/csv"));
+    assert!(csv.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/csv"));
     let csv = csv.text().await?;
     let mut lines = csv.lines();
     assert_eq!(
@@ -715,6 +844,14 @@ async fn check_audit(
         Some("time,username,user_id,role,via,action,object,object_id,flow_id,before,after")
     );
     assert!(lines.count() >= 6, "{csv}");
-    expect(stack, None, Method::GET, "/api/v1/audit?action=steal", None, 422).await?;
+    expect(
+        stack,
+        None,
+        Method::GET,
+        "/api/v1/audit?action=steal",
+        None,
+        422,
+    )
+    .await?;
     Ok(())
 }

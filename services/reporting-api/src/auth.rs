@@ -529,10 +529,12 @@ pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> Result<HttpRespo
 /// The current login and its CSRF token, for the panel's scripts.
 pub async fn session(req: HttpRequest) -> HttpResponse {
     match req.extensions().get::<Principal>() {
-        Some(principal @ Principal {
-            via: Via::Session { csrf },
-            ..
-        }) => HttpResponse::Ok().json(SessionView::of(principal, csrf.clone())),
+        Some(
+            principal @ Principal {
+                via: Via::Session { csrf },
+                ..
+            },
+        ) => HttpResponse::Ok().json(SessionView::of(principal, csrf.clone())),
         _ => HttpResponse::Ok().json(json!({"username": null, "api_key": true})),
     }
 }

@@ -131,7 +131,10 @@ fn teams(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/users/{id}", web::get().to(api::users::get))
         .route("/api/v1/users/{id}", web::put().to(api::users::update))
         .route("/api/v1/users/{id}", web::delete().to(api::users::delete))
-        .route("/api/v1/users/{id}/api-keys", web::get().to(api::users::keys))
+        .route(
+            "/api/v1/users/{id}/api-keys",
+            web::get().to(api::users::keys),
+        )
         .route(
             "/api/v1/users/{id}/api-keys",
             web::post().to(api::users::create_key),

@@ -160,7 +160,10 @@ pub fn permit(principal: &Principal, method: &Method, path: &str) -> Result<(), 
     let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let forbid = |message: String| Err(ApiError::Forbidden(message));
     let role = principal.role.word();
-    if matches!(path, "/api/v1/me" | "/api/v1/auth/session" | "/api/v1/auth/logout") {
+    if matches!(
+        path,
+        "/api/v1/me" | "/api/v1/auth/session" | "/api/v1/auth/logout"
+    ) {
         return Ok(());
     }
     if path.starts_with("/api/v1/users") {
@@ -486,7 +489,11 @@ mod tests {
         assert!(!allowed(&admin, Method::POST, "/api/v1/users/8/api-keys"));
         // Their own keys are theirs to manage.
         assert!(allowed(&admin, Method::POST, "/api/v1/users/7/api-keys"));
-        assert!(allowed(&admin, Method::DELETE, "/api/v1/users/7/api-keys/abc"));
+        assert!(allowed(
+            &admin,
+            Method::DELETE,
+            "/api/v1/users/7/api-keys/abc"
+        ));
         assert!(!allowed(&admin, Method::GET, "/api/v1/users/7"));
         let err = permit(&admin, &Method::GET, "/api/v1/users").unwrap_err();
         assert!(err.to_string().contains("owner"), "{err}");

@@ -63,8 +63,17 @@ pub async fn list(
     let params = Params::new(
         query.into_inner(),
         &[
-            "user", "user_id", "object", "object_id", "action", "from", "to", "timezone",
-            "cursor", "limit", "format",
+            "user",
+            "user_id",
+            "object",
+            "object_id",
+            "action",
+            "from",
+            "to",
+            "timezone",
+            "cursor",
+            "limit",
+            "format",
         ],
     )?;
     let user = params.text("user", 64)?;

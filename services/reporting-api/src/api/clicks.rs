@@ -13,10 +13,10 @@ use crate::error::ApiError;
 use crate::filters::{
     cursor, eq, flow_condition, range_condition, Params, AGENT_FILTERS, OBJECT_FILTERS,
 };
-use crate::users::FlowScope;
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct ClickRow {

@@ -17,10 +17,10 @@ use super::page::{page_json, split_page, Query};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, flow_condition, range_condition, Params, OBJECT_FILTERS};
-use crate::users::FlowScope;
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct ConversionRow {

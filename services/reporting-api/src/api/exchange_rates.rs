@@ -12,13 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::page::Query;
-use crate::currency::{currency_code, day_number, parse_ecb, NewRate};
 use crate::audit::Entry;
+use crate::currency::{currency_code, day_number, parse_ecb, NewRate};
 use crate::error::ApiError;
 use crate::filters::Params;
-use crate::users::Principal;
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::Principal;
 
 /// The base of the ECB rates files.
 const ECB_BASE: &str = "EUR";
@@ -120,7 +120,11 @@ pub async fn put(
     tracing::info!(day = %day, base = %base, stored, "exchange rates stored");
     let after = day_rates(&state.clickhouse, &day, &base).await?;
     let entry = Entry::new("exchange_rates", format!("{base}/{day}"), "update");
-    entry.before(&before).after(&after).record(&state, &who).await?;
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"day": day, "base": base, "stored": stored})))
 }
 
@@ -156,7 +160,10 @@ pub async fn import(
         .len();
     let stored = store(&state.clickhouse, ECB_BASE, &rates).await?;
     tracing::info!(days, stored, "exchange rates imported");
-    let first_last = (rates.iter().map(|r| &r.0).min(), rates.iter().map(|r| &r.0).max());
+    let first_last = (
+        rates.iter().map(|r| &r.0).min(),
+        rates.iter().map(|r| &r.0).max(),
+    );
     let summary = json!({"base": ECB_BASE, "days": days, "stored": stored,
         "from": first_last.0, "to": first_last.1});
     let entry = Entry::new("exchange_rates", ECB_BASE, "import").after(&summary);

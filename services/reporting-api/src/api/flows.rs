@@ -135,7 +135,11 @@ pub async fn create(
     save(&state, flow.clone()).await?;
     tracing::info!(flow = id, name = %flow.name, "flow created");
     let view = FlowView::from(&flow);
-    Entry::new("flow", id, "create").flow(id).after(&view).record(&state, &who).await?;
+    Entry::new("flow", id, "create")
+        .flow(id)
+        .after(&view)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Created().json(with_links(&state, &flow)))
 }
 
@@ -154,6 +158,10 @@ pub async fn update(
     save(&state, flow.clone()).await?;
     let after = FlowView::from(&flow);
     let entry = Entry::new("flow", flow.id, "update").flow(flow.id);
-    entry.before(&before).after(&after).record(&state, &who).await?;
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Ok().json(with_links(&state, &flow)))
 }

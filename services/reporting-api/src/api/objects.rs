@@ -19,8 +19,8 @@ use traffsure_events::{ConversionStatus, Flow, ObjectKind, TrackerObject};
 
 use crate::audit::Entry;
 use crate::error::ApiError;
-use crate::users::Principal;
 use crate::state::AppState;
+use crate::users::Principal;
 
 /// The JSON view of a stored object, with what the API adds to its kind: a network's
 /// postback URL to paste into the network. Serialised straight from the spec, so a
@@ -207,7 +207,11 @@ pub async fn update<S: ObjectSpec>(
     republish_flows(&state).await?;
     let after = view::<S>(&state, &object)?;
     let entry = Entry::new(objects::kind_key(S::KIND), object.id, "update");
-    entry.before(&before).after(&after).record(&state, &who).await?;
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Ok().json(after))
 }
 
@@ -226,7 +230,10 @@ async fn set_archived<S: ObjectSpec>(
         save(state, object.clone()).await?;
         let action = if archived { "archive" } else { "unarchive" };
         let entry = Entry::new(objects::kind_key(S::KIND), id, action).before(&before);
-        entry.after(&view::<S>(state, &object)?).record(state, who).await?;
+        entry
+            .after(&view::<S>(state, &object)?)
+            .record(state, who)
+            .await?;
     }
     Ok(HttpResponse::Ok().json(view::<S>(state, &object)?))
 }

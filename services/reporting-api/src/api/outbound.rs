@@ -10,12 +10,12 @@ use traffsure_core::{format_micros, parse_micros};
 use traffsure_events::{ConversionStatus, OutboundState};
 
 use super::page::{page_csv, page_json, split_page, Query};
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, flow_condition, Params};
-use crate::audit::Entry;
-use crate::users::{FlowScope, Principal};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::{FlowScope, Principal};
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct OutboundRow {
@@ -322,7 +322,11 @@ pub async fn replay(
     // The conversion's flow, from its attempts: a replay outside the user's flows is
     // not found, as the attempts are not in their lists.
     let mut sql = Sql::new("SELECT toUInt32(any(flow_id)), count() FROM outbound_log WHERE 1");
-    eq(&mut sql, "conversion_id", Arg::Str(body.conversion_id.clone()));
+    eq(
+        &mut sql,
+        "conversion_id",
+        Arg::Str(body.conversion_id.clone()),
+    );
     let (flow_id, attempts) = sql
         .query(&state.clickhouse)
         .fetch_one::<(u32, u64)>()
@@ -337,7 +341,11 @@ pub async fn replay(
     if answer.status().is_success() {
         tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
         let entry = Entry::new("outbound_postback", &body.conversion_id, "replay");
-        entry.flow(flow_id).after(&body).record(&state, &who).await?;
+        entry
+            .flow(flow_id)
+            .after(&body)
+            .record(&state, &who)
+            .await?;
     }
     Ok(answer)
 }
@@ -359,8 +367,16 @@ pub async fn send_test(
         .ok_or_else(|| ApiError::NotFound(format!("flow {flow:?} not found")))?;
     let request = json!({"flow_id": flow_id, "outbound_id": outbound_id});
     let answer = forward(&state, "/test", &request).await?;
-    let entry = Entry::new("outbound_postback", format!("{flow_id}/{outbound_id}"), "test");
-    entry.flow(flow_id).after(&request).record(&state, &who).await?;
+    let entry = Entry::new(
+        "outbound_postback",
+        format!("{flow_id}/{outbound_id}"),
+        "test",
+    );
+    entry
+        .flow(flow_id)
+        .after(&request)
+        .record(&state, &who)
+        .await?;
     Ok(answer)
 }
 

@@ -11,9 +11,9 @@ use super::page::{page_json, split_page, Query};
 use super::postback_outcomes::{self, Conversions, Decision};
 use crate::error::ApiError;
 use crate::filters::{cursor, eq, flow_condition, range_condition, Params};
-use crate::users::FlowScope;
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct PostbackRow {

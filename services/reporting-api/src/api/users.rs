@@ -103,10 +103,9 @@ fn checked_flows(state: &AppState, flows: &[serde_json::Value]) -> Result<Vec<u3
                 ))
             }
         };
-        let found = state
-            .registry
-            .resolve(&text)
-            .ok_or_else(|| ApiError::invalid("flows", format!("no flow with id or slug {text:?}")))?;
+        let found = state.registry.resolve(&text).ok_or_else(|| {
+            ApiError::invalid("flows", format!("no flow with id or slug {text:?}"))
+        })?;
         if !ids.contains(&found.id) {
             ids.push(found.id);
         }
@@ -206,7 +205,13 @@ pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpRespon
         return Ok(HttpResponse::Ok().json(bootstrap_view(&auth)));
     }
     let user = stored(auth.users(), *id).await?;
-    let keys: Vec<_> = auth.users().keys_of(user.id).await?.iter().map(ApiKey::view).collect();
+    let keys: Vec<_> = auth
+        .users()
+        .keys_of(user.id)
+        .await?
+        .iter()
+        .map(ApiKey::view)
+        .collect();
     let mut view = user.view();
     view["api_keys"] = json!(keys);
     Ok(HttpResponse::Ok().json(view))
@@ -274,7 +279,13 @@ pub async fn delete(
 
 pub async fn keys(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
     let user = stored(auth.users(), *id).await?;
-    let keys: Vec<_> = auth.users().keys_of(user.id).await?.iter().map(ApiKey::view).collect();
+    let keys: Vec<_> = auth
+        .users()
+        .keys_of(user.id)
+        .await?
+        .iter()
+        .map(ApiKey::view)
+        .collect();
     Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
 }
 
@@ -288,7 +299,10 @@ pub async fn create_key(
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "name must have 1 to 100 characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "name must have 1 to 100 characters",
+        ));
     }
     let user = stored(auth.users(), *id).await?;
     let (key_id, key) = users::new_api_key();
@@ -301,7 +315,11 @@ pub async fn create_key(
         created_at: String::new(),
     };
     auth.users().write_key(&stored_key, false).await?;
-    let stored_key = auth.users().key(&stored_key.key_id).await?.unwrap_or(stored_key);
+    let stored_key = auth
+        .users()
+        .key(&stored_key.key_id)
+        .await?
+        .unwrap_or(stored_key);
     tracing::info!(user = user.id, key_id = %stored_key.key_id, "api key created");
     let view = stored_key.view();
     Entry::new("api_key", &stored_key.key_id, "create")
