@@ -288,16 +288,16 @@ fn now_ms() -> u64 {
     traffsure_core::now_ms().max(0) as u64
 }
 
-const USERS: &str = "SELECT * FROM (SELECT id, argMax(username, version) AS uname, \
-     argMax(role, version) AS urole, argMax(flow_ids, version) AS flows, \
-     argMax(password_hash, version) AS phash, argMax(deleted, version) AS gone, \
-     toString(min(created_at)) AS created, toString(max(updated_at)) AS updated \
-     FROM users GROUP BY id) WHERE gone = 0";
+/// Each user's latest version, deleted ones left out (`users_current` in
+/// deploy/clickhouse/queries.sql); callers add ` AND …` conditions.
+fn users_query() -> String {
+    traffsure_clickhouse::queries::sql("users_current", "users")
+}
 
-const KEYS: &str = "SELECT * FROM (SELECT key_id, argMax(user_id, version) AS uid, \
-     argMax(name, version) AS key_name, argMax(key_sha256, version) AS sha, \
-     argMax(revoked, version) AS gone, toString(min(created_at)) AS created \
-     FROM user_api_keys GROUP BY key_id) WHERE gone = 0";
+/// Each API key's latest version, revoked ones left out (`api_keys_current`).
+fn keys_query() -> String {
+    traffsure_clickhouse::queries::sql("api_keys_current", "user_api_keys")
+}
 
 #[derive(clickhouse::Row, Deserialize)]
 struct UserRow {
@@ -362,7 +362,7 @@ impl UserStore {
     pub async fn all(&self) -> Result<Vec<User>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{USERS} ORDER BY uname"))
+            .query(&format!("{} ORDER BY uname", users_query()))
             .fetch_all::<UserRow>()
             .await?;
         Ok(rows.into_iter().map(User::from).collect())
@@ -371,7 +371,7 @@ impl UserStore {
     pub async fn by_id(&self, id: u32) -> Result<Option<User>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{USERS} AND id = ?"))
+            .query(&format!("{} AND id = ?", users_query()))
             .bind(id)
             .fetch_all::<UserRow>()
             .await?;
@@ -381,7 +381,7 @@ impl UserStore {
     pub async fn by_username(&self, username: &str) -> Result<Option<User>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{USERS} AND uname = ? ORDER BY id LIMIT 1"))
+            .query(&format!("{} AND uname = ? ORDER BY id LIMIT 1", users_query()))
             .bind(username)
             .fetch_all::<UserRow>()
             .await?;
@@ -410,7 +410,7 @@ impl UserStore {
     pub async fn key(&self, key_id: &str) -> Result<Option<ApiKey>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{KEYS} AND key_id = ?"))
+            .query(&format!("{} AND key_id = ?", keys_query()))
             .bind(key_id)
             .fetch_all::<KeyRow>()
             .await?;
@@ -420,7 +420,7 @@ impl UserStore {
     pub async fn keys_of(&self, user_id: u32) -> Result<Vec<ApiKey>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{KEYS} AND uid = ? ORDER BY created, key_id"))
+            .query(&format!("{} AND uid = ? ORDER BY created, key_id", keys_query()))
             .bind(user_id)
             .fetch_all::<KeyRow>()
             .await?;

@@ -16,8 +16,12 @@ async function teamsHeader() {
   document.body.dataset.role = me.role;
   const user = document.getElementById('user');
   if (user) {
-    user.after(el('span', {id: 'role', class: 'role role-' + me.role, title: me.restricted ? 'flows ' + me.flows.join(', ') : 'every flow'},
-      me.role + (me.restricted ? ' · ' + me.flows.length + ' flow' + (me.flows.length === 1 ? '' : 's') : '')));
+    const badge = document.createElement('span');
+    badge.id = 'role';
+    badge.className = 'role role-' + me.role;
+    badge.title = me.restricted ? 'flows ' + me.flows.join(', ') : 'every flow';
+    badge.textContent = me.role + (me.restricted ? ' · ' + me.flows.length + ' flow' + (me.flows.length === 1 ? '' : 's') : '');
+    user.after(badge);
   }
   for (const link of document.querySelectorAll('header nav a')) {
     const href = link.getAttribute('href');
@@ -132,4 +136,5 @@ async function usersPage() {
   } catch (error) { showError(error); }
 }
 
-teamsHeader();
+// After every script of the page has run (app.js's helpers included).
+document.addEventListener('DOMContentLoaded', teamsHeader);
