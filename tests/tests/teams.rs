@@ -415,7 +415,28 @@ async fn check(stack: &Stack) -> anyhow::Result<()> {
     // A second owner manages users.
     expect(stack, Some(&otto), Method::GET, "/api/v1/users", None, 200).await?;
 
-    check_restricted(stack, &rita, a, b, adams_flow).await?;
+    // Flow A goes through an offer of its own: the one object rita will see.
+    let a_offer = expect(
+        stack,
+        None,
+        Method::POST,
+        "/api/v1/offers",
+        Some(json!({"name": "A's offer", "url": "https://a-offer.example/?c={click}"})),
+        201,
+    )
+    .await?["id"]
+        .as_u64()
+        .context("A's offer")?;
+    expect(
+        stack,
+        None,
+        Method::PUT,
+        &format!("/api/v1/flows/{a}"),
+        Some(json!({"name": "Flow A", "path": {"offers": [{"offer_id": a_offer}]}})),
+        200,
+    )
+    .await?;
+    check_restricted(stack, &rita, a, b, adams_flow, (a_offer, offer_id)).await?;
 
     // A role change applies at once: the analyst made admin writes with the same key.
     expect(
@@ -486,8 +507,55 @@ async fn check_restricted(
     a: u64,
     b: u64,
     adams_flow: u64,
+    (a_offer, other_offer): (u64, u64),
 ) -> anyhow::Result<()> {
     let only_a = HashSet::from([a]);
+    // Objects: only those flow A uses.
+    let offer_ids = |list: &Value| -> Vec<u64> {
+        list["offers"]
+            .as_array()
+            .map(|o| o.iter().filter_map(|o| o["id"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    let seen = expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        "/api/v1/offers?archived=1",
+        None,
+        200,
+    )
+    .await?;
+    assert_eq!(offer_ids(&seen), [a_offer]);
+    let all = expect(
+        stack,
+        None,
+        Method::GET,
+        "/api/v1/offers?archived=1",
+        None,
+        200,
+    )
+    .await?;
+    assert_eq!(offer_ids(&all).len(), 2);
+    expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/offers/{a_offer}"),
+        None,
+        200,
+    )
+    .await?;
+    expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/offers/{other_offer}"),
+        None,
+        404,
+    )
+    .await?;
+
     let me = expect(stack, Some(rita), Method::GET, "/api/v1/me", None, 200).await?;
     assert_eq!(me["flows"], json!([a]));
     assert_eq!(me["restricted"], true);
@@ -785,12 +853,24 @@ async fn check_audit(
             )
         })
         .collect();
-    assert_eq!(actions, [("update", "rita"), ("create", ADMIN_USERNAME)]);
+    assert_eq!(
+        actions,
+        [
+            ("update", "rita"),
+            ("update", ADMIN_USERNAME),
+            ("create", ADMIN_USERNAME)
+        ]
+    );
     assert_eq!(flow[0]["before"]["name"], "Flow A");
     assert_eq!(flow[0]["after"]["name"], "Flow A renamed");
     assert_eq!(flow[0]["via"], "api_key");
     assert_eq!(flow[0]["role"], "admin");
-    assert_eq!(flow[1]["before"], Value::Null);
+    // The owner's update gave flow A its offer.
+    assert_eq!(flow[1]["before"]["path"], Value::Null);
+    assert!(flow[1]["after"]["path"]["offers"][0]["offer_id"]
+        .as_u64()
+        .is_some());
+    assert_eq!(flow[2]["before"], Value::Null);
 
     // Users: ana created as an analyst, then made admin.
     let ana = entries(format!("object=user&object_id={ana_id}")).await?;

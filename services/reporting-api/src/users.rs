@@ -381,7 +381,10 @@ impl UserStore {
     pub async fn by_username(&self, username: &str) -> Result<Option<User>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{} AND uname = ? ORDER BY id LIMIT 1", users_query()))
+            .query(&format!(
+                "{} AND uname = ? ORDER BY id LIMIT 1",
+                users_query()
+            ))
             .bind(username)
             .fetch_all::<UserRow>()
             .await?;
@@ -420,7 +423,10 @@ impl UserStore {
     pub async fn keys_of(&self, user_id: u32) -> Result<Vec<ApiKey>, ApiError> {
         let rows = self
             .clickhouse
-            .query(&format!("{} AND uid = ? ORDER BY created, key_id", keys_query()))
+            .query(&format!(
+                "{} AND uid = ? ORDER BY created, key_id",
+                keys_query()
+            ))
             .bind(user_id)
             .fetch_all::<KeyRow>()
             .await?;

@@ -4,14 +4,14 @@
 //! catalogue. When an object changes, every flow whose stored copy of it differs is
 //! filled in again and re-published.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use traffsure_core::objects::{
     self, check_references, fill_flow, flow_references, AffiliateNetworkSpec, ObjectSpec,
-    ObjectView, Reference, TrafficSourceSpec,
+    ObjectView, OfferSpec, Reference, TrafficSourceSpec,
 };
 use traffsure_core::vocab::Vocabulary;
 use traffsure_core::{now_ms, templates};
@@ -20,7 +20,7 @@ use traffsure_events::{ConversionStatus, Flow, ObjectKind, TrackerObject};
 use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::users::Principal;
+use crate::users::{FlowScope, Principal};
 
 /// The JSON view of a stored object, with what the API adds to its kind: a network's
 /// postback URL to paste into the network. Serialised straight from the spec, so a
@@ -60,6 +60,28 @@ fn network_postback_url(state: &AppState, network: &AffiliateNetworkSpec) -> Str
 /// Looks an object up in the registry for `check_references` and `fill_flow`.
 fn lookup(state: &AppState) -> impl Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>> + '_ {
     |kind, id| state.objects.get(kind, id)
+}
+
+/// The objects a flow-restricted user sees, as (kind, id): those their flows use, and the
+/// affiliate networks of those offers. `None`: every object (an unrestricted user).
+fn visible(state: &AppState, scope: &FlowScope) -> Option<HashSet<(i32, u32)>> {
+    if !scope.is_restricted() {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    for flow in state.registry.all().iter().filter(|f| scope.allows(f.id)) {
+        for used in flow_references(flow) {
+            if used.kind == ObjectKind::Offer {
+                let offer = state.objects.get(ObjectKind::Offer, used.id);
+                let spec = offer.and_then(|o| objects::spec_of::<OfferSpec>(&o).ok());
+                for network in spec.map(|s| s.references()).unwrap_or_default() {
+                    seen.insert((network.kind as i32, network.id));
+                }
+            }
+            seen.insert((used.kind as i32, used.id));
+        }
+    }
+    Some(seen)
 }
 
 fn find<S: ObjectSpec>(state: &AppState, id: u32) -> Result<TrackerObject, ApiError> {
@@ -130,17 +152,23 @@ pub struct ListQuery {
 pub async fn list<S: ObjectSpec>(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
     let archived = match query.archived.as_deref() {
         None | Some("" | "0" | "false") => false,
         Some("1" | "true") => true,
         Some(_) => return Err(ApiError::invalid("archived", "must be 1 or 0")),
     };
+    let seen = visible(&state, &scope);
     let items = state
         .objects
         .all(S::KIND)
         .iter()
         .filter(|o| archived || !o.archived)
+        .filter(|o| {
+            seen.as_ref()
+                .is_none_or(|s| s.contains(&(S::KIND as i32, o.id)))
+        })
         .map(|o| view::<S>(&state, o))
         .collect::<Result<Vec<_>, _>>()?;
     let key = format!("{}s", objects::kind_key(S::KIND));
@@ -150,7 +178,12 @@ pub async fn list<S: ObjectSpec>(
 pub async fn get<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
+    if visible(&state, &scope).is_some_and(|seen| !seen.contains(&(S::KIND as i32, *id))) {
+        let kind = objects::kind_name(S::KIND);
+        return Err(ApiError::NotFound(format!("{kind} {} not found", *id)));
+    }
     Ok(HttpResponse::Ok().json(view::<S>(&state, &find::<S>(&state, *id)?)?))
 }
 
