@@ -116,8 +116,8 @@ await browser.run(async () => {
   assert(hashes.length > 0 && hashes.every(h => h.startsWith(`h${flowA}x`)), 'only flow A clicks: ' + hashes.join(' '));
   await shot('restricted-clicks');
   await page.goto(panel + '/');
-  await page.locator('main').waitFor();
-  await page.waitForTimeout(500);
+  await page.locator('main', { hasText: 'Flow A — 5' }).waitFor();
+  assert(!(await page.locator('main').textContent()).includes('Flow B'), 'no flow B on rita\'s dashboard');
   await shot('restricted-dashboard');
   await page.goto(`${panel}/flows/${flowB}`);
   await page.locator('#error', { hasText: 'not found' }).waitFor();
