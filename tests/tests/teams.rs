@@ -9,7 +9,9 @@ use std::collections::HashSet;
 use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME};
+use traffsure_tests::{
+    eventually, serve_local, Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME,
+};
 
 /// Rows of each kind written for flow A and flow B.
 const A_CLICKS: u64 = 6;
@@ -934,4 +936,50 @@ async fn check_audit(
     )
     .await?;
     Ok(())
+}
+
+/// The exchange rates fetch changes rates with no user asking: its imports are in the
+/// audit log too, by the service itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rates_fetch_is_in_the_audit_log() -> anyhow::Result<()> {
+    let port = serve_local(|app| {
+        app.route(
+            "/eurofxref-hist.csv",
+            actix_web::web::get().to(|| async { "Date,USD,JPY,\n2026-01-02,1.1,160.5,\n" }),
+        );
+    })?;
+    let stack = Stack::start_with(StackOptions::default().services(&["reporting-api"]).env(
+        "reporting-api",
+        "TRAFFSURE__CURRENCY__RATES_URL",
+        format!("http://127.0.0.1:{port}/eurofxref-hist.csv"),
+    ))
+    .await?;
+    let result = async {
+        let entry = eventually(std::time::Duration::from_secs(20), || async {
+            let page = expect(
+                &stack,
+                None,
+                Method::GET,
+                "/api/v1/audit?object=exchange_rates",
+                None,
+                200,
+            )
+            .await?;
+            Ok(page["items"]
+                .as_array()
+                .and_then(|items| items.first().cloned()))
+        })
+        .await?;
+        assert_eq!(entry["action"], "import");
+        assert_eq!(
+            (entry["username"].as_str(), entry["via"].as_str()),
+            (Some("rates fetch"), Some("system"))
+        );
+        assert_eq!(entry["after"]["stored"], 2, "{entry}");
+        assert_eq!(entry["object_id"], "EUR");
+        anyhow::Ok(())
+    }
+    .await;
+    stack.print_failure(&result);
+    result
 }

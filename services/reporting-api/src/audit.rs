@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use clickhouse::Client;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -91,6 +92,11 @@ impl Entry {
 
     /// Writes the entry for `who`; retried, then a 503 naming what happened.
     pub async fn record(self, state: &AppState, who: &Principal) -> Result<(), ApiError> {
+        self.record_in(&state.clickhouse, who).await
+    }
+
+    /// `record` with a ClickHouse client alone (for work outside a request).
+    pub async fn record_in(self, clickhouse: &Client, who: &Principal) -> Result<(), ApiError> {
         let id = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
         let text = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
         let (before, after) = (text(&self.before), text(&self.after));
@@ -100,8 +106,7 @@ impl Entry {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
             }
-            let insert = state
-                .clickhouse
+            let insert = clickhouse
                 .query(
                     "INSERT INTO audit_log (id, at, at_ms, user_id, username, role, via, \
                      object_kind, object_id, flow_id, action, before_json, after_json) \

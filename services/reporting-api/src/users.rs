@@ -112,6 +112,8 @@ pub enum Via {
     ApiKey { key_id: String },
     /// One of the configured API keys (`api_keys`), which act as the bootstrap owner.
     ConfiguredKey,
+    /// The service itself (the exchange rates fetch), for the audit log.
+    System,
 }
 
 impl Via {
@@ -120,6 +122,7 @@ impl Via {
             Self::Session { .. } => "session",
             Self::ApiKey { .. } => "api_key",
             Self::ConfiguredKey => "configured_key",
+            Self::System => "system",
         }
     }
 }
@@ -151,6 +154,20 @@ impl FromRequest for Principal {
 
 /// The id of the bootstrap owner (the configured admin).
 pub const BOOTSTRAP_ID: u32 = 0;
+
+impl Principal {
+    /// The service itself, named for what it does (`rates fetch`), in audit entries of
+    /// changes no user asked for.
+    pub fn system(name: &str) -> Self {
+        Self {
+            user_id: BOOTSTRAP_ID,
+            username: name.to_string(),
+            role: Role::Owner,
+            scope: FlowScope::All,
+            via: Via::System,
+        }
+    }
+}
 
 /// The role checks, by route and method, for every API request `auth` let in: 403 with
 /// the reason when the principal may not. (Panel pages are one static shell for all;

@@ -176,7 +176,15 @@ pub async fn import(
 pub async fn fetch_forever(client: Client, http: reqwest::Client, url: String, every: Duration) {
     loop {
         match fetch_once(&client, &http, &url).await {
-            Ok(stored) => tracing::info!(url = %url, stored, "exchange rates fetched"),
+            Ok(stored) => {
+                tracing::info!(url = %url, stored, "exchange rates fetched");
+                let entry = Entry::new("exchange_rates", ECB_BASE, "import")
+                    .after(&json!({"base": ECB_BASE, "stored": stored, "url": url}));
+                // A failed entry is logged by `record_in`; the next fetch goes on.
+                let _ = entry
+                    .record_in(&client, &Principal::system("rates fetch"))
+                    .await;
+            }
             Err(error) => tracing::warn!(url = %url, error = %error, "exchange rates fetch failed"),
         }
         tokio::time::sleep(every).await;
