@@ -59,6 +59,7 @@ async function userSection(user, flows, flowName) {
   }
   const form = el('form', {class: 'user-edit'},
     el('label', {}, 'Role ', roleSelect('role', user.role)),
+    el('label', {}, ' New password ', el('input', {name: 'password', type: 'password', minlength: 10, autocomplete: 'new-password', placeholder: 'unchanged'})),
     flowChoices(flows, user.flows, 'flows'),
     el('button', {type: 'submit', class: 'save-user'}, 'Save'),
     el('button', {type: 'button', class: 'delete-user', onclick: async () => {
@@ -71,7 +72,9 @@ async function userSection(user, flows, flowName) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     try {
-      await api(`/api/v1/users/${user.id}`, {method: 'PUT', body: {role: form.elements.role.value, flows: checkedFlows(form)}});
+      const body = {role: form.elements.role.value, flows: checkedFlows(form)};
+      if (form.elements.password.value) body.password = form.elements.password.value;
+      await api(`/api/v1/users/${user.id}`, {method: 'PUT', body});
       usersPage();
     } catch (error) { showError(error); }
   });
