@@ -80,10 +80,20 @@ await browser.run(async () => {
   assert(result.kept !== result.revoked && result.kept.startsWith('ts_'), 'a new key');
   assert(!(await page.content()).includes(result.revoked), 'a revoked key is never shown again');
   await shot('owner-key-revoked-and-new-key');
+
+  // A new password for the analyst, saved from her section.
+  const ana = page.locator('section.user[data-username="ana"]');
+  await ana.locator('input[name=password]').fill('ana-password-2');
+  await ana.locator('button.save-user').click();
+  // Saved: the page is drawn again, the password field empty.
+  await page.waitForFunction(() => {
+    const input = document.querySelector('section.user[data-username="ana"] input[name=password]');
+    return input !== null && input.value === '';
+  });
   await logOut();
 
   // The analyst: reads, cannot change, no Users or Audit link.
-  await logIn('ana', 'ana-password-1', '/flows', panel + '/flows');
+  await logIn('ana', 'ana-password-2', '/flows', panel + '/flows');
   await page.locator('#role', { hasText: 'analyst' }).waitFor();
   assert(await page.locator('header nav a[href="/users"]').count() === 0, 'no Users link for an analyst');
   assert(await page.locator('header nav a[href="/audit"]').count() === 0, 'no Audit link for an analyst');
@@ -136,7 +146,7 @@ await browser.run(async () => {
   await page.goto(panel + '/audit?object=user');
   await page.locator('table tbody tr').first().waitFor();
   const rows = await page.locator('table tbody tr').count();
-  assert(rows === 2, `two user entries, not ${rows}`);
+  assert(rows === 3, `three user entries, not ${rows}`);
   await page.locator('table', { hasText: 'analyst' }).waitFor();
   await shot('owner-audit-users');
   assert(errors.length === 0, 'no script errors: ' + errors.join('; '));

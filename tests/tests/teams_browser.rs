@@ -117,6 +117,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .collect();
     for (object, action, times) in [
         ("user", "create", 2),
+        ("user", "update", 1),
         ("api_key", "create", 2),
         ("api_key", "revoke", 1),
     ] {
@@ -126,6 +127,17 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             .count();
         assert_eq!(seen, times, "{object} {action} in {changes:?}");
     }
+    // The new password shows as changed, never as a hash.
+    let update = audit["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|e| e["object"] == "user" && e["action"] == "update")
+        })
+        .context("the password change")?;
+    assert_eq!(update["after"]["password_changed"], true, "{update}");
+    assert!(!audit.to_string().contains("argon2"));
     assert!(audit["items"]
         .as_array()
         .into_iter()
