@@ -83,3 +83,18 @@ SELECT [toString(offer_id), toString(lander_id)] AS keys, toString(toDate(hour, 
 -- tables: conversions
 -- example: 'approved', 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
 SELECT [toString(offer_id), toString(lander_id)] AS keys, toString(toDate(created_at, 'UTC')) AS d, currency AS cur, toInt64(countIf(status = ?)) AS a, toInt64(sumIf(revenue_micros, status = ?)) AS rev FROM (SELECT * FROM {table} WHERE (conversion_id, version) IN (SELECT conversion_id, max(version) FROM {table} GROUP BY conversion_id)) WHERE created_at >= ? AND created_at < ? GROUP BY keys, d, cur ORDER BY keys, d, cur;
+
+-- name: users_current
+-- tables: users
+-- example:
+SELECT * FROM (SELECT id, argMax(username, version) AS uname, argMax(role, version) AS urole, argMax(flow_ids, version) AS flows, argMax(password_hash, version) AS phash, argMax(deleted, version) AS gone, toString(min(created_at)) AS created, toString(max(updated_at)) AS updated FROM {table} GROUP BY id) WHERE gone = 0;
+
+-- name: api_keys_current
+-- tables: user_api_keys
+-- example:
+SELECT * FROM (SELECT key_id, argMax(user_id, version) AS uid, argMax(name, version) AS key_name, argMax(key_sha256, version) AS sha, argMax(revoked, version) AS gone, toString(min(created_at)) AS created FROM {table} GROUP BY key_id) WHERE gone = 0;
+
+-- name: audit_page
+-- tables: audit_log
+-- example: 3, 5, 'flow', toDateTime('2026-01-01 00:00:00', 'UTC'), 51
+SELECT id, toString(at) AS t, at_ms, user_id, username, role, via, object_kind, object_id, flow_id, action, before_json, after_json FROM {table} WHERE 1 AND flow_id IN (?, ?) AND object_kind = ? AND at >= ? ORDER BY at_ms DESC, id DESC LIMIT ?;

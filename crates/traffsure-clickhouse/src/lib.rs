@@ -79,6 +79,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "outbound_log_columns",
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
+    (
+        23,
+        "users",
+        include_str!("../../../deploy/clickhouse/migrations/0023_users.sql"),
+    ),
+    (
+        24,
+        "audit_log",
+        include_str!("../../../deploy/clickhouse/migrations/0024_audit_log.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

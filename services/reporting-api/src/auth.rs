@@ -1,7 +1,10 @@
-//! Who may read and change what: the admin login (argon2 password hash, session cookie,
-//! CSRF token) and API keys. Sessions themselves (signed cookies any replica accepts,
-//! revocation on logout) are `session`'s; failed-login limits are `login_limit`'s. Everything but the health routes, the login page and the
-//! OpenAPI document requires one of the two; the tracking edges live in other services.
+//! Who is asking: the login of the configured admin (the bootstrap owner) and of the
+//! users in `users` (argon2 password hashes, session cookie, CSRF token), the configured
+//! API keys and each user's own. Sessions themselves (signed cookies any replica accepts,
+//! revocation on logout) are `session`'s; failed-login limits are `login_limit`'s; what a
+//! role may do is `users::permit`, which the middleware here calls for every API request.
+//! Everything but the health routes, the login page and the OpenAPI document requires a
+//! login or a key; the tracking edges live in other services.
 //!
 //! CSRF: the session cookie is `HttpOnly; SameSite=Strict`, and every state-changing
 //! request made with it must also carry the session's token in `X-CSRF-Token`, which a
@@ -25,6 +28,7 @@ use traffsure_core::client_ip::ClientIpResolver;
 use crate::error::ApiError;
 use crate::login_limit::LoginLimiter;
 use crate::session::Sessions;
+use crate::users::{self, FlowScope, Principal, Role, UserStore, Via, BOOTSTRAP_ID};
 
 pub const SESSION_COOKIE: &str = "ts_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -56,13 +60,9 @@ pub struct Auth {
     sessions: Sessions,
     limiter: LoginLimiter,
     client_ip: ClientIpResolver,
-}
-
-/// How a request was let in, for handlers that care (the session endpoint).
-#[derive(Debug, Clone)]
-pub enum Principal {
-    ApiKey,
-    Admin { username: String, csrf: String },
+    users: UserStore,
+    /// Verified against when the username is unknown, so a login takes as long either way.
+    dummy_hash: String,
 }
 
 fn random_token() -> String {
@@ -85,6 +85,16 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// Whether `password` matches an argon2 PHC string.
+pub fn verify_hash(hash: &str, password: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(hash) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
 impl Auth {
     /// Builds the admin account and key list; with no password configured, nobody can
     /// log in as the admin (API keys still work).
@@ -94,6 +104,7 @@ impl Auth {
         sessions: Sessions,
         limiter: LoginLimiter,
         client_ip: ClientIpResolver,
+        users: UserStore,
     ) -> anyhow::Result<Self> {
         let password_hash = if !admin.password_hash.is_empty() {
             PasswordHash::new(&admin.password_hash)
@@ -133,23 +144,77 @@ impl Auth {
             sessions,
             limiter,
             client_ip,
+            users,
+            dummy_hash: hash_password(&random_token())?,
         })
     }
 
+    /// The stored users and keys.
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// The configured admin's username (the bootstrap owner's).
+    pub fn bootstrap_username(&self) -> &str {
+        &self.username
+    }
+
+    fn bootstrap(&self, via: Via) -> Principal {
+        Principal {
+            user_id: BOOTSTRAP_ID,
+            username: self.username.clone(),
+            role: Role::Owner,
+            scope: FlowScope::All,
+            via,
+        }
+    }
+
+    /// The password hash to check a login against: the configured admin's, a stored
+    /// user's (with the user), or a dummy one for a username nobody has.
+    async fn login_hash(&self, username: &str) -> Result<(String, Option<users::User>), ApiError> {
+        if same_secret(username, &self.username) {
+            return Ok((self.password_hash.clone(), None));
+        }
+        Ok(match self.users.by_username(username).await? {
+            Some(user) => (user.password_hash.clone(), Some(user)),
+            None => (self.dummy_hash.clone(), None),
+        })
+    }
+
+    #[cfg(test)]
     fn verify_password(&self, username: &str, password: &str) -> bool {
-        let Ok(hash) = PasswordHash::new(&self.password_hash) else {
-            return false;
-        };
-        let password_ok = Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok();
-        password_ok && same_secret(username, &self.username)
+        verify_hash(&self.password_hash, password) && same_secret(username, &self.username)
     }
 
     fn api_key_valid(&self, key: &str) -> bool {
         self.api_keys
             .iter()
             .fold(false, |found, k| found | same_secret(k, key))
+    }
+
+    /// The principal of a user's API key, if the key is one and not revoked.
+    async fn user_key(&self, key: &str) -> Result<Option<Principal>, ApiError> {
+        let Some(key_id) = users::key_id_of(key) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.users.key(key_id).await? else {
+            return Ok(None);
+        };
+        if !same_secret(&users::sha256_hex(key), &stored.key_sha256) {
+            return Ok(None);
+        }
+        let Some(user) = self.users.by_id(stored.user_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Principal {
+            user_id: user.id,
+            username: user.username.clone(),
+            role: user.role(),
+            scope: FlowScope::of(&user.flow_ids),
+            via: Via::ApiKey {
+                key_id: stored.key_id,
+            },
+        }))
     }
 
     /// Who sent this request, if anyone.
@@ -161,10 +226,15 @@ impl Auth {
             .and_then(|v| v.strip_prefix("Bearer "));
         let key = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         if let Some(key) = key {
-            return if self.api_key_valid(key.trim()) {
-                Ok(Some(Principal::ApiKey))
-            } else {
-                Err(ApiError::Unauthorized("the API key is not valid".into()))
+            let key = key.trim();
+            if self.api_key_valid(key) {
+                return Ok(Some(self.bootstrap(Via::ConfiguredKey)));
+            }
+            return match self.user_key(key).await? {
+                Some(principal) => Ok(Some(principal)),
+                None => Err(ApiError::Unauthorized(
+                    "the API key is not valid (or was revoked)".into(),
+                )),
             };
         }
         let Some(cookie) = req.cookie(SESSION_COOKIE) else {
@@ -183,9 +253,20 @@ impl Auth {
                 ));
             }
         }
-        Ok(Some(Principal::Admin {
-            username: claims.username,
-            csrf,
+        let via = Via::Session { csrf };
+        if same_secret(&claims.username, &self.username) {
+            return Ok(Some(self.bootstrap(via)));
+        }
+        // A deleted user's sessions end with it; a changed role applies at once.
+        let Some(user) = self.users.by_username(&claims.username).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Principal {
+            user_id: user.id,
+            username: user.username.clone(),
+            role: user.role(),
+            scope: FlowScope::of(&user.flow_ids),
+            via,
         }))
     }
 }
@@ -218,6 +299,14 @@ pub async fn require_auth(
     };
     match auth.principal(&req).await {
         Ok(Some(principal)) => {
+            if path.starts_with("/api/") {
+                if let Err(refused) = users::permit(&principal, req.method(), &path) {
+                    tracing::info!(username = %principal.username, method = %req.method(), %path, "refused by role");
+                    return Ok(req
+                        .into_response(refused.error_response())
+                        .map_into_right_body());
+                }
+            }
             req.extensions_mut().insert(principal);
             Ok(next.call(req).await?.map_into_left_body())
         }
@@ -262,12 +351,74 @@ fn percent_encode_component(s: &str) -> String {
 pub struct Login {
     username: String,
     password: String,
+    /// Where the login page goes next; answered back only if `safe_next` accepts it.
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Serialize)]
 struct SessionView {
     username: String,
     csrf_token: String,
+    user_id: u32,
+    role: Role,
+    /// The flows the user sees; empty for all.
+    flows: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+impl SessionView {
+    fn of(principal: &Principal, csrf: String) -> Self {
+        Self {
+            username: principal.username.clone(),
+            csrf_token: csrf,
+            user_id: principal.user_id,
+            role: principal.role,
+            flows: match &principal.scope {
+                FlowScope::All => Vec::new(),
+                FlowScope::Only(ids) => ids.iter().copied().collect(),
+            },
+            next: None,
+        }
+    }
+}
+
+/// Where a login may send the browser next: a path on this site only. Refused (so the
+/// page goes to `/`): anything not starting with one `/` (schemes, `//host`, relative
+/// paths), a backslash raw or percent-encoded (`/\host`, `/%5chost`: browsers read `\`
+/// as `/`), control characters and whitespace raw or encoded (browsers drop tabs and
+/// newlines, so `/\t/host` is `//host`), and an encoded second slash (`/%2fhost`).
+pub fn safe_next(next: &str) -> Option<&str> {
+    let bytes = next.as_bytes();
+    if next.len() > 2048 || bytes.first() != Some(&b'/') {
+        return None;
+    }
+    if matches!(bytes.get(1), Some(b'/' | b'\\')) {
+        return None;
+    }
+    if bytes
+        .iter()
+        .any(|&b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
+        return None;
+    }
+    // Percent-encoded bytes: no backslash, control character or whitespace, and no
+    // slash where the path's second character is.
+    let mut rest = next;
+    while let Some(at) = rest.find('%') {
+        let code = rest.get(at + 1..at + 3)?;
+        let byte = u8::from_str_radix(code, 16).ok()?;
+        if byte == b'\\' || byte.is_ascii_control() || byte == b' ' || byte >= 0x80 {
+            return None;
+        }
+        let offset = next.len() - rest.len() + at;
+        if offset == 1 && byte == b'/' {
+            return None;
+        }
+        rest = &rest[at + 3..];
+    }
+    Some(next)
 }
 
 /// Whether the browser says the request comes from a page of another origin.
@@ -294,7 +445,11 @@ pub async fn login(
     if cross_origin(&req) {
         return Err(ApiError::Csrf("login from another origin".into()));
     }
-    let Login { username, password } = body.into_inner();
+    let Login {
+        username,
+        password,
+        next,
+    } = body.into_inner();
     let peer = req.peer_addr().map(|a| a.ip());
     let forwarded = req
         .headers()
@@ -313,11 +468,12 @@ pub async fn login(
             retry_after: wait.as_secs().max(1),
         });
     }
-    let checker = auth.clone();
-    let user = username.clone();
-    let ok = web::block(move || checker.verify_password(&user, &password))
+    let (hash, user) = auth.login_hash(&username).await?;
+    let known = user.is_some() || same_secret(&username, &auth.username);
+    let ok = web::block(move || verify_hash(&hash, &password))
         .await
-        .unwrap_or(false);
+        .unwrap_or(false)
+        && known;
     if !ok {
         auth.limiter.failed(&username, &address);
         tracing::warn!(%username, %address, "login failed");
@@ -333,11 +489,25 @@ pub async fn login(
             auth.sessions.ttl().as_secs() as i64,
         ))
         .finish();
-    tracing::info!(%username, "admin logged in");
-    Ok(HttpResponse::Ok().cookie(cookie).json(SessionView {
-        username,
-        csrf_token: csrf,
-    }))
+    tracing::info!(%username, "logged in");
+    let principal = match user {
+        Some(user) => Principal {
+            user_id: user.id,
+            username: user.username.clone(),
+            role: user.role(),
+            scope: FlowScope::of(&user.flow_ids),
+            via: Via::Session { csrf: csrf.clone() },
+        },
+        None => auth.bootstrap(Via::Session { csrf: csrf.clone() }),
+    };
+    let mut view = SessionView::of(&principal, csrf);
+    view.next = Some(
+        next.as_deref()
+            .and_then(safe_next)
+            .unwrap_or("/")
+            .to_string(),
+    );
+    Ok(HttpResponse::Ok().cookie(cookie).json(view))
 }
 
 /// Ends the session on every replica (a cookie that no longer verifies has nothing to end).
@@ -359,12 +529,31 @@ pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> Result<HttpRespo
 /// The current login and its CSRF token, for the panel's scripts.
 pub async fn session(req: HttpRequest) -> HttpResponse {
     match req.extensions().get::<Principal>() {
-        Some(Principal::Admin { username, csrf }) => HttpResponse::Ok().json(SessionView {
-            username: username.clone(),
-            csrf_token: csrf.clone(),
-        }),
+        Some(
+            principal @ Principal {
+                via: Via::Session { csrf },
+                ..
+            },
+        ) => HttpResponse::Ok().json(SessionView::of(principal, csrf.clone())),
         _ => HttpResponse::Ok().json(json!({"username": null, "api_key": true})),
     }
+}
+
+/// `GET /api/v1/me`: who the request is from, by session or key, with role and flows.
+pub async fn me(principal: Principal) -> HttpResponse {
+    let flows: Vec<u32> = match &principal.scope {
+        FlowScope::All => Vec::new(),
+        FlowScope::Only(ids) => ids.iter().copied().collect(),
+    };
+    HttpResponse::Ok().json(json!({
+        "id": principal.user_id,
+        "username": principal.username,
+        "role": principal.role,
+        "flows": flows,
+        "restricted": principal.scope.is_restricted(),
+        "via": principal.via.word(),
+        "bootstrap": principal.user_id == BOOTSTRAP_ID,
+    }))
 }
 
 #[cfg(test)]
@@ -386,6 +575,7 @@ mod tests {
             sessions,
             LoginLimiter::new(crate::login_limit::LoginSettings::default()),
             ClientIpResolver::new("X-Forwarded-For", "")?,
+            UserStore::new(clickhouse::Client::default()),
         )
     }
 
@@ -432,6 +622,73 @@ mod tests {
         assert!(auth_with(&admin, "")
             .unwrap()
             .verify_password("admin", "s3cret-s3cret"));
+    }
+
+    #[test]
+    fn next_accepts_paths_of_this_site() {
+        for good in [
+            "/",
+            "/clicks",
+            "/clicks?flow=3&from=2026-01-01",
+            "/flows/12",
+            "/reports?group_by=day%2Cflow",
+            "/postbacks#top",
+        ] {
+            assert_eq!(safe_next(good), Some(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn next_refuses_another_host() {
+        // Protocol-relative.
+        assert_eq!(safe_next("//evil.example"), None);
+        assert_eq!(safe_next("//evil.example/clicks"), None);
+        // Backslash, which browsers read as a slash.
+        assert_eq!(safe_next("/\\evil.example"), None);
+        assert_eq!(safe_next("/\\/evil.example"), None);
+        assert_eq!(safe_next("/clicks\\x"), None);
+        // Percent-encoded backslash and slash.
+        assert_eq!(safe_next("/%5cevil.example"), None);
+        assert_eq!(safe_next("/%5Cevil.example"), None);
+        assert_eq!(safe_next("/%2fevil.example"), None);
+        assert_eq!(safe_next("/%2F%2Fevil.example"), None);
+    }
+
+    #[test]
+    fn next_refuses_schemes_and_relative_paths() {
+        for bad in [
+            "https://evil.example/",
+            "http:evil.example",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "evil.example",
+            "clicks",
+            "",
+            " /clicks",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn next_refuses_control_characters() {
+        for bad in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/clicks\u{0}",
+            "/clicks\u{7f}",
+            "/%09/evil.example",
+            "/%0a/evil.example",
+            "/%00",
+            "/ /evil.example",
+            "/%20/evil.example",
+            "/%zz",
+            "/%5",
+        ] {
+            assert_eq!(safe_next(bad), None, "{bad:?}");
+        }
+        assert_eq!(safe_next(&format!("/{}", "a".repeat(3000))), None);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum ApiError {
     /// A write with a session but without its CSRF token, or a login from another origin.
     #[error("{0}")]
     Csrf(String),
+    /// Logged in, but the user's role or flows do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Too many failed logins: try again after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
@@ -59,6 +62,7 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Csrf(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ClickHouse(_) | Self::Kafka(_) | Self::Unavailable(_) => {
@@ -76,6 +80,7 @@ impl ResponseError for ApiError {
             Self::Unavailable(_) => ("unavailable", None),
             Self::Unauthorized(_) => ("unauthorized", None),
             Self::Csrf(_) => ("csrf", None),
+            Self::Forbidden(_) => ("forbidden", None),
             Self::TooManyRequests { .. } => ("too_many_requests", None),
             Self::Internal(_) => ("internal", None),
             Self::ClickHouse(_) => ("clickhouse_unavailable", None),

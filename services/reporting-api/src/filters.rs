@@ -10,6 +10,7 @@ use traffsure_kafka::FlowRegistry;
 use crate::error::ApiError;
 use crate::object_names::OBJECT_DIMENSIONS;
 use crate::sql::{check_timezone_shape, parse_datetime, Arg, Sql};
+use crate::users::FlowScope;
 
 /// The raw query string, with each name checked against what the endpoint accepts.
 pub struct Params {
@@ -302,7 +303,34 @@ pub fn range_condition(
     }
 }
 
-/// `column = value`.
+/// The flows a query reads, the one condition every query over flow data adds where it
+/// is built: the `flow` the request filters by, within the flows its user sees
+/// (`scope`). A flow outside the scope reads as a flow without data (`AND 0`), so an
+/// answer never tells whether it exists; a restricted user without a `flow` filter
+/// reads only their flows (`column IN (…)`, bound values).
+pub fn flow_condition(sql: &mut Sql, column: &'static str, flow: Option<u32>, scope: &FlowScope) {
+    match (flow, scope) {
+        (Some(flow), scope) if scope.allows(flow) => eq(sql, column, Arg::U32(flow)),
+        (Some(_), _) => {
+            sql.push(" AND 0");
+        }
+        (None, FlowScope::All) => {}
+        (None, FlowScope::Only(ids)) if ids.is_empty() => {
+            sql.push(" AND 0");
+        }
+        (None, FlowScope::Only(ids)) => {
+            sql.push(" AND ").push(column).push(" IN (");
+            for (n, id) in ids.iter().enumerate() {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(Arg::U32(*id));
+            }
+            sql.push(")");
+        }
+    }
+}
+
 /// The visitor columns of clicks (migration 0007) the click list and reports filter by.
 pub const AGENT_FILTERS: &[&str] = &[
     "bot_reason",
@@ -517,6 +545,24 @@ mod tests {
         assert!(params(&[]).object_filters().unwrap().is_empty());
         let names: Vec<&str> = OBJECT_DIMENSIONS.iter().map(|d| d.name).collect();
         assert_eq!(names, OBJECT_FILTERS);
+    }
+
+    #[test]
+    fn flow_conditions_stay_within_the_scope() {
+        let text = |flow: Option<u32>, scope: &FlowScope| {
+            let mut sql = Sql::new("WHERE 1");
+            flow_condition(&mut sql, "flow_id", flow, scope);
+            sql.text().to_string()
+        };
+        let all = FlowScope::All;
+        let some = FlowScope::of(&[3, 5]);
+        assert_eq!(text(None, &all), "WHERE 1");
+        assert_eq!(text(Some(7), &all), "WHERE 1 AND flow_id = ?");
+        assert_eq!(text(None, &some), "WHERE 1 AND flow_id IN (?, ?)");
+        assert_eq!(text(Some(5), &some), "WHERE 1 AND flow_id = ?");
+        assert_eq!(text(Some(7), &some), "WHERE 1 AND 0");
+        let none = FlowScope::Only(Default::default());
+        assert_eq!(text(None, &none), "WHERE 1 AND 0");
     }
 
     #[test]

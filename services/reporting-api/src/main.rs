@@ -4,6 +4,7 @@
 //! route but health, login and the OpenAPI document needs an admin session or an API key (`auth`).
 
 mod api;
+mod audit;
 mod auth;
 mod currency;
 mod error;
@@ -15,6 +16,7 @@ mod routes;
 mod session;
 mod sql;
 mod state;
+mod users;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -101,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             sessions,
             login_limit::LoginLimiter::new(settings.login.clone()),
             client_ip,
+            users::UserStore::new(clickhouse.clone()),
         )
         .context("admin and API key settings")?,
     );

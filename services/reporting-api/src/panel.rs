@@ -24,6 +24,8 @@ pub const PAGES: &[&str] = &[
     "/offers/{id}",
     "/landers",
     "/landers/{id}",
+    "/users",
+    "/audit",
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -117,6 +119,16 @@ pub async fn editors_js() -> HttpResponse {
 
 pub async fn editors_css() -> HttpResponse {
     asset(CSS, include_str!("../static/editors.css"))
+}
+
+/// The Users page (owners): users, roles, flow restrictions and API keys.
+pub async fn users_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/users.js"))
+}
+
+/// The Audit log page.
+pub async fn audit_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/audit.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

@@ -96,6 +96,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/affiliate-networks/from-template",
             web::post().to(api::objects::network_from_template),
         );
+    teams(cfg);
     objects::<TrafficSourceSpec>(
         cfg,
         [
@@ -132,6 +133,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/landers/{id}/unarchive",
         ],
     );
+}
+
+/// Users, their API keys, who is asking, and the audit log (with their panel scripts).
+fn teams(cfg: &mut web::ServiceConfig) {
+    cfg.route("/assets/users.js", web::get().to(panel::users_js))
+        .route("/assets/audit.js", web::get().to(panel::audit_js))
+        .route("/api/v1/me", web::get().to(auth::me))
+        .route("/api/v1/users", web::get().to(api::users::list))
+        .route("/api/v1/users", web::post().to(api::users::create))
+        .route("/api/v1/users/{id}", web::get().to(api::users::get))
+        .route("/api/v1/users/{id}", web::put().to(api::users::update))
+        .route("/api/v1/users/{id}", web::delete().to(api::users::delete))
+        .route(
+            "/api/v1/users/{id}/api-keys",
+            web::get().to(api::users::keys),
+        )
+        .route(
+            "/api/v1/users/{id}/api-keys",
+            web::post().to(api::users::create_key),
+        )
+        .route(
+            "/api/v1/users/{id}/api-keys/{key}",
+            web::delete().to(api::users::revoke_key),
+        )
+        .route("/api/v1/audit", web::get().to(api::audit::list));
 }
 
 /// The routes of one kind of object: the list, one object, archive and unarchive.

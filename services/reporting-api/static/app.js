@@ -627,6 +627,8 @@ async function main() {
   if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
+  if (path === '/users') return usersPage();
+  if (path === '/audit') return auditPage();
   if (objectsRoute(parts)) return;
   page('Not found');
 }

@@ -11,11 +11,12 @@ use traffsure_core::format_micros;
 use super::page::{page_csv, page_json, split_page, Query};
 use crate::error::ApiError;
 use crate::filters::{
-    cursor, eq, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS, OBJECT_FILTERS,
+    cursor, eq, flow_condition, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS, OBJECT_FILTERS,
 };
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct ClickRow {
@@ -97,7 +98,11 @@ const COLUMNS: &[&str] = &[
 /// `timezone`), bots, kind (one or more, comma-separated), the visitor columns
 /// (`AGENT_FILTERS`), subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "kind", "cursor",
         "limit", "format",
@@ -132,9 +137,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     );
     push_id_array(&mut sql, "", "");
     sql.push(" FROM clicks WHERE 1");
-    if let Some(flow) = flow {
-        eq(&mut sql, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(&mut sql, "flow_id", flow, &scope);
     if let Some(country) = country {
         eq(&mut sql, "country", Arg::Str(country));
     }

@@ -16,10 +16,13 @@ use traffsure_events::ConversionStatus;
 use super::page::{page_csv, page_json, split_page, Query};
 use crate::currency::Rates;
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, in_list, range_condition, Params, CLICK_FILTERS, OBJECT_FILTERS};
+use crate::filters::{
+    cursor, eq, flow_condition, in_list, range_condition, Params, CLICK_FILTERS, OBJECT_FILTERS,
+};
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct ConversionRow {
@@ -76,7 +79,11 @@ const COLUMNS: &[&str] = &[
 /// status (one or more, comma-separated), click_missing, from, to, the click's country,
 /// source, sub_id, subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow",
         "goal",
@@ -124,9 +131,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     );
     push_id_array(&mut sql, "argMax(", ", version)");
     sql.push(" AS objects FROM conversions WHERE 1");
-    if let Some(flow) = flow {
-        eq(&mut sql, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(&mut sql, "flow_id", flow, &scope);
     if let Some(goal) = goal {
         sql.push(" AND lower(goal) = lower(").str(goal).push(")");
     }

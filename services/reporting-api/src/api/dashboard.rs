@@ -17,10 +17,11 @@ use traffsure_events::{ConversionStatus, FlowStatus, ObjectKind};
 use super::page::Query;
 use crate::currency::{Rates, WithoutRate};
 use crate::error::ApiError;
-use crate::filters::Params;
+use crate::filters::{flow_condition, Params};
 use crate::object_names::ObjectNames;
 use crate::sql::Sql;
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct HourCount {
@@ -88,7 +89,11 @@ struct HourPoint {
 
 /// Today's four figures and today against yesterday by hour, in `timezone` (UTC by
 /// default), from the rollups.
-pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn dashboard(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::new(query.into_inner(), &["timezone"])?;
     let timezone = params.timezone()?;
     state.check_timezone(&timezone).await?;
@@ -116,7 +121,9 @@ pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpR
         .str(yesterday_start.as_str())
         .push(", ")
         .str(tz)
-        .push(") GROUP BY h");
+        .push(")");
+    flow_condition(&mut clicks, "flow_id", None, &scope);
+    clicks.push(" GROUP BY h");
     let clicks = clicks.query(&state.clickhouse).fetch_all::<HourCount>();
     // Offer clicks as the reports count them (query::FUNNEL).
     let mut groups = Sql::new(
@@ -129,7 +136,9 @@ pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpR
         .str(today_start.as_str())
         .push(", ")
         .str(tz)
-        .push(") GROUP BY flow_id, country, traffic_source_id, offer_id");
+        .push(")");
+    flow_condition(&mut groups, "flow_id", None, &scope);
+    groups.push(" GROUP BY flow_id, country, traffic_source_id, offer_id");
     let groups = groups.query(&state.clickhouse).fetch_all::<TodayGroup>();
     let mut conversions = Sql::new("SELECT toString(hour, ");
     conversions
@@ -140,7 +149,9 @@ pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpR
         .str(yesterday_start.as_str())
         .push(", ")
         .str(tz)
-        .push(") GROUP BY h, d, cur");
+        .push(")");
+    flow_condition(&mut conversions, "flow_id", None, &scope);
+    conversions.push(" GROUP BY h, d, cur");
     let conversions = conversions
         .query(&state.clickhouse)
         .fetch_all::<HourConversions>();
@@ -245,7 +256,7 @@ pub async fn dashboard(state: web::Data<AppState>, query: Query) -> Result<HttpR
         .registry
         .all()
         .iter()
-        .filter(|f| f.status() == FlowStatus::Active)
+        .filter(|f| f.status() == FlowStatus::Active && scope.allows(f.id))
         .count();
     Ok(HttpResponse::Ok().json(json!({
         "date": date,

@@ -12,11 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::page::Query;
+use crate::audit::Entry;
 use crate::currency::{currency_code, day_number, parse_ecb, NewRate};
 use crate::error::ApiError;
 use crate::filters::Params;
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::Principal;
 
 /// The base of the ECB rates files.
 const ECB_BASE: &str = "EUR";
@@ -91,6 +93,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
 pub async fn put(
     state: web::Data<AppState>,
     body: web::Json<DayRates>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let day = checked_day("day", &body.day)?.to_string();
@@ -112,15 +115,40 @@ pub async fn put(
         }
         rates.push((day.clone(), currency, *rate));
     }
+    let before = day_rates(&state.clickhouse, &day, &base).await?;
     let stored = store(&state.clickhouse, &base, &rates).await?;
     tracing::info!(day = %day, base = %base, stored, "exchange rates stored");
+    let after = day_rates(&state.clickhouse, &day, &base).await?;
+    let entry = Entry::new("exchange_rates", format!("{base}/{day}"), "update");
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({"day": day, "base": base, "stored": stored})))
+}
+
+/// One day's stored rates against `base`, as `{"day", "base", "rates": {currency: rate}}`
+/// (for the audit log).
+async fn day_rates(client: &Client, day: &str, base: &str) -> Result<serde_json::Value, ApiError> {
+    let rows = client
+        .query(
+            "SELECT currency, argMax(rate, updated_at) FROM exchange_rates \
+             WHERE day = toDate(?) AND base = ? GROUP BY currency ORDER BY currency",
+        )
+        .bind(day)
+        .bind(base)
+        .fetch_all::<(String, f64)>()
+        .await?;
+    let rates: BTreeMap<String, f64> = rows.into_iter().collect();
+    Ok(json!({"day": day, "base": base, "rates": rates}))
 }
 
 /// Imports a rates file in the ECB layout (`Date,USD,JPY,...`, base EUR).
 pub async fn import(
     state: web::Data<AppState>,
     body: web::Bytes,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::invalid("body", "the rates file must be UTF-8 text"))?;
@@ -132,6 +160,14 @@ pub async fn import(
         .len();
     let stored = store(&state.clickhouse, ECB_BASE, &rates).await?;
     tracing::info!(days, stored, "exchange rates imported");
+    let first_last = (
+        rates.iter().map(|r| &r.0).min(),
+        rates.iter().map(|r| &r.0).max(),
+    );
+    let summary = json!({"base": ECB_BASE, "days": days, "stored": stored,
+        "from": first_last.0, "to": first_last.1});
+    let entry = Entry::new("exchange_rates", ECB_BASE, "import").after(&summary);
+    entry.record(&state, &who).await?;
     Ok(HttpResponse::Ok().json(json!({"base": ECB_BASE, "days": days, "stored": stored})))
 }
 
@@ -140,7 +176,15 @@ pub async fn import(
 pub async fn fetch_forever(client: Client, http: reqwest::Client, url: String, every: Duration) {
     loop {
         match fetch_once(&client, &http, &url).await {
-            Ok(stored) => tracing::info!(url = %url, stored, "exchange rates fetched"),
+            Ok(stored) => {
+                tracing::info!(url = %url, stored, "exchange rates fetched");
+                let entry = Entry::new("exchange_rates", ECB_BASE, "import")
+                    .after(&json!({"base": ECB_BASE, "stored": stored, "url": url}));
+                // A failed entry is logged by `record_in`; the next fetch goes on.
+                let _ = entry
+                    .record_in(&client, &Principal::system("rates fetch"))
+                    .await;
+            }
             Err(error) => tracing::warn!(url = %url, error = %error, "exchange rates fetch failed"),
         }
         tokio::time::sleep(every).await;

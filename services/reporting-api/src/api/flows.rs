@@ -12,8 +12,10 @@ use traffsure_core::now_ms;
 use traffsure_core::objects::{self, flow_references, TrafficSourceSpec};
 use traffsure_events::{Flow, ObjectKind};
 
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::users::{FlowScope, Principal};
 
 /// A flow with the links a user copies from the flow editor.
 #[derive(Serialize)]
@@ -60,10 +62,12 @@ pub(crate) fn postback_url(postback_base_url: &str) -> String {
     )
 }
 
-fn find(state: &AppState, id: &str) -> Result<Arc<Flow>, ApiError> {
+/// The flow with this id or slug, if the user sees it (one they do not is not found).
+fn find(state: &AppState, id: &str, scope: &FlowScope) -> Result<Arc<Flow>, ApiError> {
     state
         .registry
         .resolve(id)
+        .filter(|flow| scope.allows(flow.id))
         .ok_or_else(|| ApiError::NotFound(format!("flow {id} not found")))
 }
 
@@ -91,11 +95,12 @@ pub(crate) async fn save(state: &AppState, flow: Flow) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+pub async fn list(state: web::Data<AppState>, scope: FlowScope) -> HttpResponse {
     let flows: Vec<_> = state
         .registry
         .all()
         .iter()
+        .filter(|f| scope.allows(f.id))
         .map(|f| with_links(&state, f))
         .collect();
     HttpResponse::Ok().json(serde_json::json!({ "flows": flows }))
@@ -104,13 +109,15 @@ pub async fn list(state: web::Data<AppState>) -> HttpResponse {
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(with_links(&state, find(&state, &id)?.as_ref())))
+    Ok(HttpResponse::Ok().json(with_links(&state, find(&state, &id, &scope)?.as_ref())))
 }
 
 pub async fn create(
     state: web::Data<AppState>,
     spec: web::Json<FlowSpec>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let id = loop {
         let candidate = rand::random_range(1..=9_999_999u32);
@@ -127,6 +134,12 @@ pub async fn create(
     super::objects::fill(&state, &mut flow, &[])?;
     save(&state, flow.clone()).await?;
     tracing::info!(flow = id, name = %flow.name, "flow created");
+    let view = FlowView::from(&flow);
+    Entry::new("flow", id, "create")
+        .flow(id)
+        .after(&view)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Created().json(with_links(&state, &flow)))
 }
 
@@ -134,12 +147,21 @@ pub async fn update(
     state: web::Data<AppState>,
     id: web::Path<String>,
     spec: web::Json<FlowSpec>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let _writing = state.writes.lock().await;
-    let mut flow = Flow::clone(find(&state, &id)?.as_ref());
+    let mut flow = Flow::clone(find(&state, &id, &who.scope)?.as_ref());
+    let before = FlowView::from(&flow);
     let kept = flow_references(&flow);
     spec.apply(&mut flow, now_ms())?;
     super::objects::fill(&state, &mut flow, &kept)?;
     save(&state, flow.clone()).await?;
+    let after = FlowView::from(&flow);
+    let entry = Entry::new("flow", flow.id, "update").flow(flow.id);
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
     Ok(HttpResponse::Ok().json(with_links(&state, &flow)))
 }

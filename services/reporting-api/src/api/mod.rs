@@ -5,6 +5,7 @@
 
 use actix_web::HttpResponse;
 
+pub mod audit;
 pub mod clicks;
 pub mod conversions;
 pub mod dashboard;
@@ -17,6 +18,7 @@ pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
 pub mod suggestions;
+pub mod users;
 
 /// The OpenAPI document of this API.
 pub async fn openapi() -> HttpResponse {

@@ -4,21 +4,23 @@
 //! catalogue. When an object changes, every flow whose stored copy of it differs is
 //! filled in again and re-published.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use traffsure_core::objects::{
     self, check_references, fill_flow, flow_references, AffiliateNetworkSpec, ObjectSpec,
-    ObjectView, Reference, TrafficSourceSpec,
+    ObjectView, OfferSpec, Reference, TrafficSourceSpec,
 };
 use traffsure_core::vocab::Vocabulary;
 use traffsure_core::{now_ms, templates};
 use traffsure_events::{ConversionStatus, Flow, ObjectKind, TrackerObject};
 
+use crate::audit::Entry;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::users::{FlowScope, Principal};
 
 /// The JSON view of a stored object, with what the API adds to its kind: a network's
 /// postback URL to paste into the network. Serialised straight from the spec, so a
@@ -58,6 +60,28 @@ fn network_postback_url(state: &AppState, network: &AffiliateNetworkSpec) -> Str
 /// Looks an object up in the registry for `check_references` and `fill_flow`.
 fn lookup(state: &AppState) -> impl Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>> + '_ {
     |kind, id| state.objects.get(kind, id)
+}
+
+/// The objects a flow-restricted user sees, as (kind, id): those their flows use, and the
+/// affiliate networks of those offers. `None`: every object (an unrestricted user).
+fn visible(state: &AppState, scope: &FlowScope) -> Option<HashSet<(i32, u32)>> {
+    if !scope.is_restricted() {
+        return None;
+    }
+    let mut seen = HashSet::new();
+    for flow in state.registry.all().iter().filter(|f| scope.allows(f.id)) {
+        for used in flow_references(flow) {
+            if used.kind == ObjectKind::Offer {
+                let offer = state.objects.get(ObjectKind::Offer, used.id);
+                let spec = offer.and_then(|o| objects::spec_of::<OfferSpec>(&o).ok());
+                for network in spec.map(|s| s.references()).unwrap_or_default() {
+                    seen.insert((network.kind as i32, network.id));
+                }
+            }
+            seen.insert((used.kind as i32, used.id));
+        }
+    }
+    Some(seen)
 }
 
 fn find<S: ObjectSpec>(state: &AppState, id: u32) -> Result<TrackerObject, ApiError> {
@@ -128,17 +152,23 @@ pub struct ListQuery {
 pub async fn list<S: ObjectSpec>(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
     let archived = match query.archived.as_deref() {
         None | Some("" | "0" | "false") => false,
         Some("1" | "true") => true,
         Some(_) => return Err(ApiError::invalid("archived", "must be 1 or 0")),
     };
+    let seen = visible(&state, &scope);
     let items = state
         .objects
         .all(S::KIND)
         .iter()
         .filter(|o| archived || !o.archived)
+        .filter(|o| {
+            seen.as_ref()
+                .is_none_or(|s| s.contains(&(S::KIND as i32, o.id)))
+        })
         .map(|o| view::<S>(&state, o))
         .collect::<Result<Vec<_>, _>>()?;
     let key = format!("{}s", objects::kind_key(S::KIND));
@@ -148,16 +178,34 @@ pub async fn list<S: ObjectSpec>(
 pub async fn get<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
+    if visible(&state, &scope).is_some_and(|seen| !seen.contains(&(S::KIND as i32, *id))) {
+        let kind = objects::kind_name(S::KIND);
+        return Err(ApiError::NotFound(format!("{kind} {} not found", *id)));
+    }
     Ok(HttpResponse::Ok().json(view::<S>(&state, &find::<S>(&state, *id)?)?))
 }
 
 pub async fn create<S: ObjectSpec>(
     state: web::Data<AppState>,
     spec: web::Json<S>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let object = create_object(&state, &*spec).await?;
-    Ok(HttpResponse::Created().json(view::<S>(&state, &object)?))
+    created::<S>(&state, &object, &who).await
+}
+
+/// Logs a new object and answers with it.
+async fn created<S: ObjectSpec>(
+    state: &AppState,
+    object: &TrackerObject,
+    who: &Principal,
+) -> Result<HttpResponse, ApiError> {
+    let view = view::<S>(state, object)?;
+    let entry = Entry::new(objects::kind_key(S::KIND), object.id, "create");
+    entry.after(&view).record(state, who).await?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 async fn create_object<S: ObjectSpec>(
@@ -179,29 +227,46 @@ pub async fn update<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
     spec: web::Json<S>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let spec = spec.checked()?;
     let _writing = state.writes.lock().await;
     let mut object = find::<S>(&state, *id)?;
+    let before = view::<S>(&state, &object)?;
     let kept = objects::spec_of::<S>(&object)?.references();
     check_references(&spec.references(), &kept, &lookup(&state))?;
     objects::write_spec(&mut object, &spec, now_ms());
     save(&state, object.clone()).await?;
     republish_flows(&state).await?;
-    Ok(HttpResponse::Ok().json(view::<S>(&state, &object)?))
+    let after = view::<S>(&state, &object)?;
+    let entry = Entry::new(objects::kind_key(S::KIND), object.id, "update");
+    entry
+        .before(&before)
+        .after(&after)
+        .record(&state, &who)
+        .await?;
+    Ok(HttpResponse::Ok().json(after))
 }
 
 async fn set_archived<S: ObjectSpec>(
     state: &AppState,
     id: u32,
     archived: bool,
+    who: &Principal,
 ) -> Result<HttpResponse, ApiError> {
     let _writing = state.writes.lock().await;
     let mut object = find::<S>(state, id)?;
     if object.archived != archived {
+        let before = view::<S>(state, &object)?;
         object.archived = archived;
         objects::touch(&mut object, now_ms());
         save(state, object.clone()).await?;
+        let action = if archived { "archive" } else { "unarchive" };
+        let entry = Entry::new(objects::kind_key(S::KIND), id, action).before(&before);
+        entry
+            .after(&view::<S>(state, &object)?)
+            .record(state, who)
+            .await?;
     }
     Ok(HttpResponse::Ok().json(view::<S>(state, &object)?))
 }
@@ -211,15 +276,17 @@ async fn set_archived<S: ObjectSpec>(
 pub async fn archive<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    set_archived::<S>(&state, *id, true).await
+    set_archived::<S>(&state, *id, true, &who).await
 }
 
 pub async fn unarchive<S: ObjectSpec>(
     state: web::Data<AppState>,
     id: web::Path<u32>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    set_archived::<S>(&state, *id, false).await
+    set_archived::<S>(&state, *id, false, &who).await
 }
 
 fn catalogue() -> Result<&'static templates::Catalogue, ApiError> {
@@ -272,6 +339,7 @@ fn unknown_template(id: &str) -> ApiError {
 pub async fn source_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let template = catalogue()?
         .traffic_source(&body.template)
@@ -287,12 +355,13 @@ pub async fn source_from_template(
         notes: template.notes.clone(),
     };
     let object = create_object(&state, &spec).await?;
-    Ok(HttpResponse::Created().json(view::<TrafficSourceSpec>(&state, &object)?))
+    created::<TrafficSourceSpec>(&state, &object, &who).await
 }
 
 pub async fn network_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let template = catalogue()?
         .affiliate_network(&body.template)
@@ -311,5 +380,5 @@ pub async fn network_from_template(
         notes: template.notes.clone(),
     };
     let object = create_object(&state, &spec).await?;
-    Ok(HttpResponse::Created().json(view::<AffiliateNetworkSpec>(&state, &object)?))
+    created::<AffiliateNetworkSpec>(&state, &object, &who).await
 }

@@ -10,10 +10,12 @@ use traffsure_core::{format_micros, parse_micros};
 use traffsure_events::{ConversionStatus, OutboundState};
 
 use super::page::{page_csv, page_json, split_page, Query};
+use crate::audit::Entry;
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, Params};
+use crate::filters::{cursor, eq, flow_condition, Params};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::{FlowScope, Principal};
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct OutboundRow {
@@ -80,7 +82,11 @@ const COLUMNS: &[&str] = &[
 /// conversion_id (`conversion` is its older name), outbound_id, traffic_source_id, offer_id,
 /// goal, status, payout / revenue (exact amount), currency, reason, http_status, error and
 /// url (parts of them), integration, postback_type, state, from, to.
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::with_aliases(
         query.into_inner(),
         &[
@@ -151,9 +157,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
          integration, postback_type FROM outbound_log WHERE 1",
     );
-    if let Some(flow) = flow {
-        eq(&mut sql, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(&mut sql, "flow_id", flow, &scope);
     for (column, value) in [
         ("conversion_id", conversion_id),
         ("outbound_id", outbound_id),
@@ -306,6 +310,7 @@ pub struct Replay {
 pub async fn replay(
     state: web::Data<AppState>,
     body: web::Json<Replay>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.conversion_id.trim().is_empty() {
@@ -314,9 +319,33 @@ pub async fn replay(
             "conversion_id is required",
         ));
     }
+    // The conversion's flow, from its attempts: a replay outside the user's flows is
+    // not found, as the attempts are not in their lists.
+    let mut sql = Sql::new("SELECT toUInt32(any(flow_id)), count() FROM outbound_log WHERE 1");
+    eq(
+        &mut sql,
+        "conversion_id",
+        Arg::Str(body.conversion_id.clone()),
+    );
+    let (flow_id, attempts) = sql
+        .query(&state.clickhouse)
+        .fetch_one::<(u32, u64)>()
+        .await?;
+    if who.scope.is_restricted() && (attempts == 0 || !who.scope.allows(flow_id)) {
+        return Err(ApiError::NotFound(format!(
+            "conversion {} not found",
+            body.conversion_id
+        )));
+    }
     let answer = forward(&state, "/replay", &body).await?;
     if answer.status().is_success() {
         tracing::info!(conversion = %body.conversion_id, "outbound postbacks replayed");
+        let entry = Entry::new("outbound_postback", &body.conversion_id, "replay");
+        entry
+            .flow(flow_id)
+            .after(&body)
+            .record(&state, &who)
+            .await?;
     }
     Ok(answer)
 }
@@ -327,19 +356,28 @@ pub async fn replay(
 pub async fn send_test(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (flow, outbound_id) = path.into_inner();
     let flow_id = state
         .registry
         .resolve(&flow)
         .map(|f| f.id)
+        .filter(|id| who.scope.allows(*id))
         .ok_or_else(|| ApiError::NotFound(format!("flow {flow:?} not found")))?;
-    forward(
-        &state,
-        "/test",
-        &json!({"flow_id": flow_id, "outbound_id": outbound_id}),
-    )
-    .await
+    let request = json!({"flow_id": flow_id, "outbound_id": outbound_id});
+    let answer = forward(&state, "/test", &request).await?;
+    let entry = Entry::new(
+        "outbound_postback",
+        format!("{flow_id}/{outbound_id}"),
+        "test",
+    );
+    entry
+        .flow(flow_id)
+        .after(&request)
+        .record(&state, &who)
+        .await?;
+    Ok(answer)
 }
 
 /// Ready outbound postbacks to start from: `crm`, a JSON push of every macro to a CRM's

@@ -10,9 +10,10 @@ use traffsure_core::postback_params;
 use super::page::{page_csv, page_json, split_page, Query};
 use super::postback_outcomes::{self, Conversions, Decision};
 use crate::error::ApiError;
-use crate::filters::{cursor, eq, range_condition, Params};
+use crate::filters::{cursor, eq, flow_condition, range_condition, Params};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct PostbackRow {
@@ -167,7 +168,11 @@ const COLUMNS: &[&str] = &[
 /// its parameter names), raw_status (the status parameter as sent), response_status (the
 /// HTTP code answered; `status` is its older name), outcome, from, to, and `q`, a
 /// case-insensitive partial match over every postback parameter.
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::with_aliases(
         query.into_inner(),
         &[
@@ -211,9 +216,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     state.check_timezone(&timezone).await?;
 
     let mut filter = Sql::default();
-    if let Some(flow) = flow {
-        eq(&mut filter, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(&mut filter, "flow_id", flow, &scope);
     if let Some(click) = click {
         eq(&mut filter, "click_hash", Arg::Str(click));
     }
@@ -287,9 +290,11 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
     let mut filter = Sql::default();
     eq(&mut filter, "postback_id", Arg::Str(id.into_inner()));
+    flow_condition(&mut filter, "flow_id", None, &scope);
     let row = entries(&filter, None, 1)
         .query(&state.clickhouse)
         .fetch_optional::<PostbackRow>()

@@ -9,9 +9,10 @@ use serde_json::json;
 
 use super::page::Query;
 use crate::error::ApiError;
-use crate::filters::Params;
+use crate::filters::{flow_condition, Params};
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 /// Rule condition fields with a click column behind them, and the expression that reads
 /// it as a condition's value (empty = not known for that click).
@@ -39,7 +40,11 @@ struct ValueRow {
 }
 
 /// `GET /api/v1/suggestions?field=country[&flow=…][&days=7][&q=…][&limit=20]`.
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::new(query.into_inner(), &["field", "flow", "days", "q", "limit"])?;
     let Some(name) = params.get("field") else {
         return Err(ApiError::invalid("field", "field is required"));
@@ -74,9 +79,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         .push(" AS value, count() AS clicks FROM clicks WHERE ts >= subtractDays(now(), ")
         .arg(Arg::U32(days))
         .push(")");
-    if let Some(flow) = flow {
-        sql.push(" AND flow_id = ").arg(Arg::U32(flow));
-    }
+    flow_condition(&mut sql, "flow_id", flow, &scope);
     sql.push(" GROUP BY value HAVING value != ''");
     if let Some(contains) = contains {
         sql.push(" AND positionCaseInsensitiveUTF8(value, ")

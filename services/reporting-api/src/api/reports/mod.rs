@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::filters::Params;
 use crate::object_names::{object_dimension, ObjectNames};
 use crate::state::AppState;
+use crate::users::FlowScope;
 
 mod merge;
 mod parse;
@@ -25,9 +26,11 @@ mod sort;
 pub async fn report(
     state: actix_web::web::Data<AppState>,
     query: Query,
+    scope: FlowScope,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::new(query.into_inner(), &parse::parameters())?;
-    let request = parse::request(&params, &state.registry)?;
+    let mut request = parse::request(&params, &state.registry)?;
+    request.filters.scope = scope;
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let sides = query::run(&state.clickhouse, &request, &range).await?;

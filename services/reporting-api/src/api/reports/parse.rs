@@ -7,6 +7,7 @@ use traffsure_kafka::FlowRegistry;
 use crate::error::ApiError;
 use crate::filters::{Params, AGENT_FILTERS, OBJECT_FILTERS};
 use crate::object_names::name_column;
+use crate::users::FlowScope;
 
 /// Every parameter a report accepts besides the visitor and object filters
 /// (`AGENT_FILTERS`, `OBJECT_FILTERS`).
@@ -126,6 +127,8 @@ pub struct Filters {
     /// Merging unique-click states is the costly part of a rollup read: only on request.
     pub unique_clicks: bool,
     pub flow: Option<u32>,
+    /// The flows the report's user sees (set by the handler from the request's user).
+    pub scope: FlowScope,
     pub country: Option<String>,
     pub source: Option<String>,
     pub sub_id: Option<String>,
@@ -192,6 +195,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
     let filters = Filters {
         unique_clicks,
         flow: params.flow(registry)?,
+        scope: FlowScope::All,
         country: params.country()?,
         source: params.text("source", 200)?,
         sub_id: params.text("sub_id", 200)?,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
 use crate::currency::Rates;
 use crate::error::ApiError;
-use crate::filters::{eq, range_condition};
+use crate::filters::{eq, flow_condition, range_condition};
 use crate::object_names::object_dimension;
 use crate::sql::{Arg, Sql};
 
@@ -222,9 +222,7 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
 
 fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     sql.push(" WHERE 1");
-    if let Some(flow) = filters.flow {
-        eq(sql, "flow_id", Arg::U32(flow));
-    }
+    flow_condition(sql, "flow_id", filters.flow, &filters.scope);
     if let Some(country) = &filters.country {
         eq(sql, "country", Arg::Str(country.clone()));
     }
@@ -408,6 +406,7 @@ mod tests {
         Filters {
             unique_clicks: true,
             flow: Some(7),
+            scope: crate::users::FlowScope::All,
             country: Some("DE".into()),
             source: None,
             sub_id: None,

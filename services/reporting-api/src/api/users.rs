@@ -1,0 +1,357 @@
+//! Users and their API keys, managed by owners (`users::permit` lets no one else in,
+//! but for their own keys): `GET/POST /api/v1/users`, `GET/PUT/DELETE
+//! /api/v1/users/{id}`, `GET/POST /api/v1/users/{id}/api-keys` and `DELETE
+//! /api/v1/users/{id}/api-keys/{key}`. The configured admin is listed as user 0, the
+//! bootstrap owner, and changed only in settings. Every change goes to the audit log.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::audit::Entry;
+use crate::auth::{hash_password, Auth};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::users::{self, ApiKey, Principal, Role, User, UserStore, BOOTSTRAP_ID};
+
+/// Shortest password accepted.
+const MIN_PASSWORD: usize = 10;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    username: String,
+    password: String,
+    role: String,
+    /// Flow ids or slugs the user is restricted to; none for every flow.
+    #[serde(default)]
+    flows: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChange {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    flows: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    name: String,
+}
+
+fn bootstrap_view(auth: &Auth) -> serde_json::Value {
+    json!({
+        "id": BOOTSTRAP_ID,
+        "username": auth.bootstrap_username(),
+        "role": Role::Owner,
+        "flows": [],
+        "bootstrap": true,
+    })
+}
+
+fn checked_username(auth: &Auth, username: &str) -> Result<String, ApiError> {
+    let username = username.trim();
+    let ok = (1..=64).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+    if !ok {
+        return Err(ApiError::invalid(
+            "username",
+            "username must be 1 to 64 letters, digits, '.', '_', '@' or '-'",
+        ));
+    }
+    if username == auth.bootstrap_username() {
+        return Err(ApiError::Conflict(format!(
+            "username {username:?} is the configured owner's"
+        )));
+    }
+    Ok(username.to_string())
+}
+
+fn checked_role(role: &str) -> Result<Role, ApiError> {
+    Role::from_word(role.trim()).ok_or_else(|| {
+        ApiError::invalid(
+            "role",
+            format!(
+                "role must be one of {}, got {role:?}",
+                Role::WORDS.join(", ")
+            ),
+        )
+    })
+}
+
+/// Flow ids from ids or slugs, each one a flow that exists.
+fn checked_flows(state: &AppState, flows: &[serde_json::Value]) -> Result<Vec<u32>, ApiError> {
+    let mut ids = Vec::new();
+    for flow in flows {
+        let text = match flow {
+            serde_json::Value::String(s) => s.trim().to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(ApiError::invalid(
+                    "flows",
+                    format!("flows are flow ids or slugs, got {other}"),
+                ))
+            }
+        };
+        let found = state.registry.resolve(&text).ok_or_else(|| {
+            ApiError::invalid("flows", format!("no flow with id or slug {text:?}"))
+        })?;
+        if !ids.contains(&found.id) {
+            ids.push(found.id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+fn check_role_flows(role: Role, flows: &[u32]) -> Result<(), ApiError> {
+    if role == Role::Owner && !flows.is_empty() {
+        return Err(ApiError::invalid(
+            "flows",
+            "an owner sees every flow: leave flows empty, or choose admin or analyst",
+        ));
+    }
+    Ok(())
+}
+
+async fn hashed(password: &str) -> Result<String, ApiError> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::invalid(
+            "password",
+            format!("password must have {MIN_PASSWORD} characters or more"),
+        ));
+    }
+    let password = password.to_string();
+    web::block(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("hash password: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn stored(store: &UserStore, id: u32) -> Result<User, ApiError> {
+    if id == BOOTSTRAP_ID {
+        return Err(ApiError::Conflict(
+            "user 0 is the configured owner: change it in settings (admin.*)".into(),
+        ));
+    }
+    store
+        .by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("user {id} not found")))
+}
+
+async fn unique(store: &UserStore, username: &str, id: u32) -> Result<(), ApiError> {
+    match store.by_username(username).await? {
+        Some(other) if other.id != id => Err(ApiError::Conflict(format!(
+            "username {username:?} is taken by user {}",
+            other.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
+pub async fn list(auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
+    let mut users = vec![bootstrap_view(&auth)];
+    users.extend(auth.users().all().await?.iter().map(User::view));
+    Ok(HttpResponse::Ok().json(json!({ "users": users })))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    body: web::Json<NewUser>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let username = checked_username(&auth, &body.username)?;
+    let role = checked_role(&body.role)?;
+    let flow_ids = checked_flows(&state, &body.flows)?;
+    check_role_flows(role, &flow_ids)?;
+    let password_hash = hashed(&body.password).await?;
+    let _writing = state.writes.lock().await;
+    unique(auth.users(), &username, 0).await?;
+    let user = User {
+        id: rand::random_range(1..=99_999_999u32),
+        username,
+        role: role.word().into(),
+        flow_ids,
+        password_hash,
+        created_at: String::new(),
+        updated_at: String::new(),
+    };
+    auth.users().write(&user, false).await?;
+    // Read back for the stored times; what was written, if a replica lags.
+    let user = auth.users().by_id(user.id).await?.unwrap_or(user);
+    tracing::info!(user = user.id, username = %user.username, role = %user.role, "user created");
+    Entry::new("user", user.id, "create")
+        .after(&user.view())
+        .record(&state, &who)
+        .await?;
+    Ok(HttpResponse::Created().json(user.view()))
+}
+
+pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
+    if *id == BOOTSTRAP_ID {
+        return Ok(HttpResponse::Ok().json(bootstrap_view(&auth)));
+    }
+    let user = stored(auth.users(), *id).await?;
+    let keys: Vec<_> = auth
+        .users()
+        .keys_of(user.id)
+        .await?
+        .iter()
+        .map(ApiKey::view)
+        .collect();
+    let mut view = user.view();
+    view["api_keys"] = json!(keys);
+    Ok(HttpResponse::Ok().json(view))
+}
+
+pub async fn update(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    id: web::Path<u32>,
+    body: web::Json<UserChange>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let _writing = state.writes.lock().await;
+    let before = stored(auth.users(), *id).await?;
+    let mut user = before.clone();
+    if let Some(username) = &body.username {
+        user.username = checked_username(&auth, username)?;
+        unique(auth.users(), &user.username, user.id).await?;
+    }
+    if let Some(role) = &body.role {
+        user.role = checked_role(role)?.word().into();
+    }
+    if let Some(flows) = &body.flows {
+        user.flow_ids = checked_flows(&state, flows)?;
+    }
+    check_role_flows(user.role(), &user.flow_ids)?;
+    if let Some(password) = &body.password {
+        user.password_hash = hashed(password).await?;
+    }
+    auth.users().write(&user, false).await?;
+    // Read back for the stored times; what was written, if a replica lags.
+    let user = auth.users().by_id(user.id).await?.unwrap_or(user);
+    let mut after = user.view();
+    if body.password.is_some() {
+        after["password_changed"] = json!(true);
+    }
+    Entry::new("user", user.id, "update")
+        .before(&before.view())
+        .after(&after)
+        .record(&state, &who)
+        .await?;
+    Ok(HttpResponse::Ok().json(user.view()))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    id: web::Path<u32>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    if *id == who.user_id {
+        return Err(ApiError::Conflict("you cannot delete yourself".into()));
+    }
+    let _writing = state.writes.lock().await;
+    let user = stored(auth.users(), *id).await?;
+    auth.users().write(&user, true).await?;
+    tracing::info!(user = user.id, username = %user.username, "user deleted");
+    Entry::new("user", user.id, "delete")
+        .before(&user.view())
+        .record(&state, &who)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"deleted": user.id})))
+}
+
+pub async fn keys(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
+    let user = stored(auth.users(), *id).await?;
+    let keys: Vec<_> = auth
+        .users()
+        .keys_of(user.id)
+        .await?
+        .iter()
+        .map(ApiKey::view)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "api_keys": keys })))
+}
+
+/// Makes an API key for the user, answered once with the key itself.
+pub async fn create_key(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    id: web::Path<u32>,
+    body: web::Json<NewKey>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            "name",
+            "name must have 1 to 100 characters",
+        ));
+    }
+    let user = stored(auth.users(), *id).await?;
+    let (key_id, key) = users::new_api_key();
+    let stored_key = ApiKey {
+        key_id,
+        user_id: user.id,
+        name: name.to_string(),
+        key_sha256: users::sha256_hex(&key),
+        revoked: 0,
+        created_at: String::new(),
+    };
+    auth.users().write_key(&stored_key, false).await?;
+    let stored_key = auth
+        .users()
+        .key(&stored_key.key_id)
+        .await?
+        .unwrap_or(stored_key);
+    tracing::info!(user = user.id, key_id = %stored_key.key_id, "api key created");
+    let view = stored_key.view();
+    Entry::new("api_key", &stored_key.key_id, "create")
+        .after(&view)
+        .record(&state, &who)
+        .await?;
+    let mut answer = view;
+    answer["key"] = json!(key);
+    answer["role"] = json!(user.role);
+    Ok(HttpResponse::Created().json(answer))
+}
+
+/// Revokes a key at once: the next request with it is refused on every replica.
+pub async fn revoke_key(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    path: web::Path<(u32, String)>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let (id, key_id) = path.into_inner();
+    let user = stored(auth.users(), id).await?;
+    let key = auth
+        .users()
+        .key(&key_id)
+        .await?
+        .filter(|k| k.user_id == user.id)
+        .ok_or_else(|| ApiError::NotFound(format!("API key {key_id} of user {id} not found")))?;
+    auth.users().write_key(&key, true).await?;
+    tracing::info!(user = user.id, key_id = %key.key_id, "api key revoked");
+    Entry::new("api_key", &key.key_id, "revoke")
+        .before(&key.view())
+        .record(&state, &who)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"revoked": key.key_id})))
+}
