@@ -79,6 +79,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "outbound_log_columns",
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
+    (
+        20,
+        "impressions",
+        include_str!("../../../deploy/clickhouse/migrations/0020_impressions.sql"),
+    ),
+    (
+        21,
+        "impression_links",
+        include_str!("../../../deploy/clickhouse/migrations/0021_impression_links.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

@@ -84,6 +84,83 @@ pub fn crm_push_preset() -> OutboundSpec {
         }],
         delay_seconds: 0,
         enabled: true,
+        postback_type: "conversion".into(),
+    }
+}
+
+/// The outbound postback types: what fires one.
+pub const POSTBACK_TYPES: &[&str] = &["conversion", "click", "impression", "event"];
+
+/// Macros a click postback may use: the click's own, no conversion's.
+pub const CLICK_POSTBACK_MACROS: &[&str] = &[
+    "click",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "country",
+    "device",
+    "os",
+    "browser",
+    "cost",
+    "ts",
+    "visitor",
+    "external_id",
+    "impression",
+];
+
+/// Macros an impression postback may use.
+pub const IMPRESSION_POSTBACK_MACROS: &[&str] = &[
+    "impression",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "country",
+    "device",
+    "os",
+    "browser",
+    "cost",
+    "ts",
+    "visitor",
+    "external_id",
+];
+
+/// An outbound postback's stored type as a word: empty (stored before types) is
+/// `conversion`.
+pub fn postback_type_word(stored: &str) -> &str {
+    if stored.is_empty() {
+        "conversion"
+    } else {
+        stored
+    }
+}
+
+/// The macros an outbound postback of `postback_type` may use; `None` for an unknown type.
+pub fn outbound_macros(postback_type: &str) -> Option<&'static [&'static str]> {
+    match postback_type_word(postback_type) {
+        "conversion" | "event" => Some(OUTBOUND_MACROS),
+        "click" => Some(CLICK_POSTBACK_MACROS),
+        "impression" => Some(IMPRESSION_POSTBACK_MACROS),
+        _ => None,
     }
 }
 
@@ -616,7 +693,15 @@ impl OutboundSpec {
             id if is_key(id, 64) => id.to_string(),
             _ => return Err(invalid(field("id"), "must be 1 to 64 of a-z, 0-9, - and _")),
         };
-        validate_url_template(&field("url"), &self.url, OUTBOUND_MACROS)?;
+        let postback_type = self.postback_type.trim().to_ascii_lowercase();
+        let postback_type = postback_type_word(&postback_type).to_string();
+        let Some(macros) = outbound_macros(&postback_type) else {
+            return Err(invalid(
+                field("type"),
+                format!("must be {}", POSTBACK_TYPES.join(", ")),
+            ));
+        };
+        validate_url_template(&field("url"), &self.url, macros)?;
         let method = self.method.trim().to_ascii_uppercase();
         if method != "GET" && method != "POST" {
             return Err(invalid(field("method"), "must be GET or POST"));
@@ -636,11 +721,24 @@ impl OutboundSpec {
         }
         if let Some(unknown) = macro_names(&self.body_template)
             .into_iter()
-            .find(|m| !OUTBOUND_MACROS.contains(&m.as_str()))
+            .find(|m| !macros.contains(&m.as_str()))
         {
             return Err(invalid(
                 field("body_template"),
                 format!("unknown macro {{{unknown}}}"),
+            ));
+        }
+        let for_conversions = matches!(postback_type.as_str(), "conversion" | "event");
+        if !for_conversions && !self.goals.is_empty() {
+            return Err(invalid(
+                field("goals"),
+                format!("a {postback_type} postback has no goals"),
+            ));
+        }
+        if !for_conversions && !self.reasons.is_empty() {
+            return Err(invalid(
+                field("reasons"),
+                format!("a {postback_type} postback has no rejection reasons"),
             ));
         }
         let mut goal_keys = Vec::with_capacity(self.goals.len());
@@ -721,6 +819,7 @@ impl OutboundSpec {
             headers,
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
+            r#type: postback_type,
         })
     }
 }
