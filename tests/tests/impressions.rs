@@ -193,13 +193,13 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let chain = eventually(Duration::from_secs(60), || async {
         let rows = stack
             .clickhouse(&format!(
-                "SELECT i.impression_id, c.click_hash, v.conversion_id != '' \
-                 FROM impressions AS i \
-                 ANY INNER JOIN (SELECT impression_id, click_hash FROM clicks \
-                   WHERE flow_id = {flow} AND impression_id != '') AS c USING impression_id \
+                "SELECT impression_id, click_hash, conversion_id != '' \
+                 FROM (SELECT impression_id, click_hash FROM clicks \
+                   WHERE flow_id = {flow} AND impression_id IN \
+                   (SELECT impression_id FROM impressions WHERE flow_id = {flow})) \
                  ANY INNER JOIN (SELECT click_hash, conversion_id, impression_id AS vi \
-                   FROM conversions WHERE flow_id = {flow}) AS v USING click_hash \
-                 WHERE i.flow_id = {flow} AND v.vi = i.impression_id FORMAT TSV"
+                   FROM conversions WHERE flow_id = {flow}) USING click_hash \
+                 WHERE vi = impression_id FORMAT TSV"
             ))
             .await?;
         Ok((!rows.trim().is_empty()).then_some(rows))
