@@ -76,8 +76,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     assert_eq!(preflight.status(), 204);
 
-    let mut topic =
-        TopicReader::open(stack, "impressions", |i: &Impression| i.impression_id.clone()).await?;
+    let mut topic = TopicReader::open(stack, "impressions", |i: &Impression| {
+        i.impression_id.clone()
+    })
+    .await?;
 
     // Two GIF pixels, two JSON answers (by parameter and by Accept), one crawler.
     let query = "sub_id=banner-7&source=net&sub2=zone%209&cost=0.5&cost_currency=USD&ad=42";
@@ -127,9 +129,16 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let (first, second, bot) = (id(&by_param), id(&by_accept), id(&crawler));
     for answer in [&by_param, &by_accept, &crawler] {
         assert_eq!(answer["flow"].as_u64(), Some(u64::from(flow)), "{answer}");
-        assert_eq!(answer["visitor"].as_str().map(str::len), Some(32), "{answer}");
+        assert_eq!(
+            answer["visitor"].as_str().map(str::len),
+            Some(32),
+            "{answer}"
+        );
     }
-    assert!(first.starts_with('i') && first != second, "{first} {second}");
+    assert!(
+        first.starts_with('i') && first != second,
+        "{first} {second}"
+    );
 
     // Enriched like a click.
     let events = topic.wait_for(&[first.clone(), bot.clone()]).await?;
@@ -156,7 +165,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
     assert!(!person.is_bot);
     assert_eq!(person.user_agent, CHROME);
-    assert_eq!(person.visitor_id, by_param["visitor"].as_str().unwrap_or_default());
+    assert_eq!(
+        person.visitor_id,
+        by_param["visitor"].as_str().unwrap_or_default()
+    );
     assert!(robot.is_bot, "a crawler's impression is a bot's");
     assert_eq!(robot.bot_reason(), traffsure_events::BotReason::Crawler);
 
@@ -240,7 +252,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     // By country and by day the impressions add up the same; a report filtered by an
     // offer has none (impressions go through no offer).
     let by_day: Value = stack
-        .api(Method::GET, &format!("/api/v1/reports?group_by=day&flow={flow}"))
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports?group_by=day&flow={flow}"),
+        )
         .send()
         .await?
         .json()

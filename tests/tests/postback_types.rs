@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{click_hash_of, eventually, first_click, stack_with_receiver, Requests, Stack};
+use traffsure_tests::{
+    click_hash_of, eventually, first_click, stack_with_receiver, Requests, Stack,
+};
 
 mod postback_support;
 use postback_support::{flow_id, get as postback};
@@ -59,7 +61,10 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["field"], "outbound_postbacks[0].url", "{body}");
     assert!(
-        body["message"].as_str().unwrap_or_default().contains("{revenue}"),
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("{revenue}"),
         "{body}"
     );
     let (status, body) = refused(
@@ -67,16 +72,24 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
         json!({"type": "impression", "url": "https://s.test/?c={click}"}),
     )
     .await?;
-    assert_eq!((status, body["field"].as_str()), (422, Some("outbound_postbacks[0].url")));
-    let (status, body) =
-        refused(stack, json!({"type": "view", "url": "https://s.test/"})).await?;
-    assert_eq!((status, body["field"].as_str()), (422, Some("outbound_postbacks[0].type")));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("outbound_postbacks[0].url"))
+    );
+    let (status, body) = refused(stack, json!({"type": "view", "url": "https://s.test/"})).await?;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("outbound_postbacks[0].type"))
+    );
     let (status, body) = refused(
         stack,
         json!({"type": "click", "url": "https://s.test/", "goals": ["sale"]}),
     )
     .await?;
-    assert_eq!((status, body["field"].as_str()), (422, Some("outbound_postbacks[0].goals")));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("outbound_postbacks[0].goals"))
+    );
 
     let slug = format!("types-{}", stack.id);
     let flow = stack
@@ -126,7 +139,10 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
         .await?;
     assert_eq!(pixel.status(), 200);
     let answer: Value = pixel.json().await?;
-    let impression = answer["impression"].as_str().unwrap_or_default().to_string();
+    let impression = answer["impression"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(impression.starts_with('i'), "{answer}");
     let click = stack
         .http
@@ -174,7 +190,11 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
         Ok((!mine("/conversion", &format!("c={hash}&g=sale")).is_empty()).then_some(()))
     })
     .await?;
-    let upsell = postback(stack, &format!("/postback?click={hash}&goal=upsell&revenue=4.5")).await?;
+    let upsell = postback(
+        stack,
+        &format!("/postback?click={hash}&goal=upsell&revenue=4.5"),
+    )
+    .await?;
     assert_eq!(upsell.status, 200, "{}", upsell.message);
     eventually(Duration::from_secs(60), || async {
         Ok((mine("/event", &format!("c={hash}&")).len() == 1

@@ -27,9 +27,9 @@ pub const ID_PREFIX: char = 'i';
 
 /// The smallest transparent GIF (1×1, 43 bytes).
 const PIXEL: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -336,14 +336,26 @@ mod tests {
         event.encode(&mut buf);
         let imp = traffsure_events::Impression::decode(buf.as_slice()).unwrap();
         assert_eq!(imp.impression_id, "iABC");
-        assert_eq!((imp.flow_id, imp.ts_ms, imp.routing_key), (9, 1_700_000_000_123, 77));
-        assert_eq!((imp.ip.as_str(), imp.country.as_str()), ("203.0.113.9", "DE"));
+        assert_eq!(
+            (imp.flow_id, imp.ts_ms, imp.routing_key),
+            (9, 1_700_000_000_123, 77)
+        );
+        assert_eq!(
+            (imp.ip.as_str(), imp.country.as_str()),
+            ("203.0.113.9", "DE")
+        );
         assert_eq!(imp.subs, subs);
-        assert_eq!((imp.cost_micros, imp.cost_currency.as_str()), (2_500, "EUR"));
+        assert_eq!(
+            (imp.cost_micros, imp.cost_currency.as_str()),
+            (2_500, "EUR")
+        );
         assert!(imp.is_bot && imp.datacenter);
         assert_eq!(imp.bot_reason(), BotReason::Headless);
         assert_eq!(imp.extra.get("zone").map(String::as_str), Some("z1"));
-        assert_eq!((imp.traffic_source_id, imp.external_id.as_str()), (3, "ext-1"));
+        assert_eq!(
+            (imp.traffic_source_id, imp.external_id.as_str()),
+            (3, "ext-1")
+        );
         assert_eq!(imp.referrer, "https://publisher.test/");
     }
 }

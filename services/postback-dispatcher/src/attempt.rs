@@ -19,8 +19,7 @@ use crate::dispatcher::Dispatcher;
 use crate::guard::check_url;
 use crate::records;
 use crate::render::{
-    build_request, build_request_with, click_macro_value, impression_macro_value,
-    OutboundRequest,
+    build_request, build_request_with, click_macro_value, impression_macro_value, OutboundRequest,
 };
 
 impl Dispatcher {

@@ -196,7 +196,10 @@ mod tests {
         assert_eq!(record.postback_type, "click");
         assert_eq!(record.click.as_ref().unwrap().click_hash, "h1");
         let conversion = record.conversion.as_ref().unwrap();
-        assert_eq!((conversion.flow_id, conversion.conversion_id.as_str()), (4, ""));
+        assert_eq!(
+            (conversion.flow_id, conversion.conversion_id.as_str()),
+            (4, "")
+        );
         assert_eq!(conversion.impression_id, "iX");
         assert!(deliveries(Kind::Click, None, &payload).is_empty());
 

@@ -23,9 +23,9 @@ use traffsure_core::now_ms;
 use traffsure_events::{Conversion, OutboundDelivery};
 use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, RebalanceWait};
 
+use crate::clicks::{self, Kind};
 use crate::deliveries::delivery_key;
 use crate::dispatcher::Dispatcher;
-use crate::clicks::{self, Kind};
 use crate::render::firing;
 use traffsure_core::flow::postback_type_word;
 
@@ -241,11 +241,7 @@ impl Dispatcher {
         }
         let mut list = TopicPartitionList::new();
         let stored = list
-            .add_partition_offset(
-                topic,
-                partition,
-                Offset::Offset(offset + 1),
-            )
+            .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
             .and_then(|()| consumer.store_offsets(&list));
         if let Err(error) = stored {
             // Revoked this very moment: the new owner reads the conversion again and

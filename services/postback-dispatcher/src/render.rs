@@ -216,7 +216,10 @@ fn seen_macro_value<'a>(seen: &Seen<'a>, name: &str) -> Option<Cow<'a, str>> {
             if !(1..=10).contains(&n) {
                 return None;
             }
-            seen.subs.get(n - 1).map(|s| Cow::Borrowed(s.as_str())).unwrap_or_default()
+            seen.subs
+                .get(n - 1)
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .unwrap_or_default()
         }
     })
 }

@@ -7,8 +7,8 @@ use prost::Message as _;
 use serde::Serialize;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{
-    Click, Conversion, ConversionStatus, Flow, Impression, OutboundAttempt, PostbackLogEntry, PostbackResult,
-    TrackerObject,
+    Click, Conversion, ConversionStatus, Flow, Impression, OutboundAttempt, PostbackLogEntry,
+    PostbackResult, TrackerObject,
 };
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.

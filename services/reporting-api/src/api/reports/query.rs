@@ -179,13 +179,14 @@ pub async fn run(
         conversions.query(client).fetch_all::<ConversionAgg>(),
         costs.query(client).fetch_all::<CostAgg>(),
     )?;
-    let (impressions, impression_costs) = match impressions_sql(&request.dims, &request.filters, range) {
-        Some((counts, costs)) => tokio::try_join!(
-            counts.query(client).fetch_all::<ImpressionAgg>(),
-            costs.query(client).fetch_all::<CostAgg>(),
-        )?,
-        None => (Vec::new(), Vec::new()),
-    };
+    let (impressions, impression_costs) =
+        match impressions_sql(&request.dims, &request.filters, range) {
+            Some((counts, costs)) => tokio::try_join!(
+                counts.query(client).fetch_all::<ImpressionAgg>(),
+                costs.query(client).fetch_all::<CostAgg>(),
+            )?,
+            None => (Vec::new(), Vec::new()),
+        };
     costs.extend(impression_costs);
     Ok(Sides {
         clicks,
