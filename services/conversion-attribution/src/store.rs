@@ -805,6 +805,45 @@ mod tests {
     }
 
     #[test]
+    fn knows_the_impression_and_which_clicks_converted() -> std::io::Result<()> {
+        let dir = temp_dir("converted");
+        let seen = ClickInfo {
+            impression_id: "iABC".into(),
+            ..click("seen", "v", 10)
+        };
+        {
+            let mut state = PartitionState::open(&dir, 4, &mut all)?;
+            state.add_click(0, seen.clone(), true)?;
+            state.add_click(1, click("other", "v", 11), true)?;
+            let info = state.click_info(&state.clicks[&click_key("seen")]);
+            assert_eq!(
+                (info.impression_id.as_str(), info.subs),
+                ("iABC", seen.subs.clone())
+            );
+            assert!(!state.click_converted("seen"));
+            let first = Conversion {
+                click_hash: "seen".into(),
+                ..conversion("x", 1, "p1")
+            };
+            state.insert_conversion(first.clone());
+            state.record_conversion(&first)?;
+            assert!(state.click_converted("seen"));
+            assert!(!state.click_converted("other"));
+            state.flush()?;
+        }
+        // Read back from the log, and kept by a trim that keeps the conversion.
+        let mut state = PartitionState::open(&dir, 4, &mut all)?;
+        assert!(state.click_converted("seen"));
+        let info = state.click_info(&state.clicks[&click_key("seen")]);
+        assert_eq!(info.impression_id, "iABC");
+        state.trim(20, &mut all);
+        assert!(state.click_converted("seen"));
+        state.trim(20, &mut |_, _| false);
+        assert!(!state.click_converted("seen"), "gone with its conversions");
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
     fn visitor_postbacks_convert_the_latest_click_within_the_session() -> std::io::Result<()> {
         let dir = temp_dir("visitor");
         let mut state = PartitionState::open(&dir, 1, &mut all)?;

@@ -1083,21 +1083,33 @@ mod tests {
             spec(json).apply(&mut Flow::default(), 1)
         };
         let refused = |o: serde_json::Value| outbound(o).unwrap_err();
-        let err = refused(serde_json::json!({"type": "click", "url": "https://s.test/?r={revenue}"}));
+        let err =
+            refused(serde_json::json!({"type": "click", "url": "https://s.test/?r={revenue}"}));
         assert_eq!(err.field, "outbound_postbacks[0].url");
         assert!(err.message.contains("{revenue}"), "{}", err.message);
-        let err = refused(serde_json::json!({"type": "impression", "url": "https://s.test/?c={click}"}));
+        let err =
+            refused(serde_json::json!({"type": "impression", "url": "https://s.test/?c={click}"}));
         assert_eq!(err.field, "outbound_postbacks[0].url");
-        let err = refused(serde_json::json!({"type": "click", "method": "POST", "url": "https://s.test/", "body_template": "g={goal}"}));
+        let err = refused(
+            serde_json::json!({"type": "click", "method": "POST", "url": "https://s.test/", "body_template": "g={goal}"}),
+        );
         assert_eq!(err.field, "outbound_postbacks[0].body_template");
         let err = refused(serde_json::json!({"type": "pageview", "url": "https://s.test/"}));
         assert_eq!(err.field, "outbound_postbacks[0].type");
-        let err = refused(serde_json::json!({"type": "impression", "url": "https://s.test/", "reasons": ["fraud"]}));
+        let err = refused(
+            serde_json::json!({"type": "impression", "url": "https://s.test/", "reasons": ["fraud"]}),
+        );
         assert_eq!(err.field, "outbound_postbacks[0].reasons");
         // Each type's own macros pass; the type is stored lowercase, conversion by default.
         for (kind, url) in [
-            ("Click", "https://s.test/?c={click}&i={impression}&v={visitor}&d={device}&cost={cost}"),
-            ("impression", "https://s.test/?i={impression}&s={sub3}&ts={ts}"),
+            (
+                "Click",
+                "https://s.test/?c={click}&i={impression}&v={visitor}&d={device}&cost={cost}",
+            ),
+            (
+                "impression",
+                "https://s.test/?i={impression}&s={sub3}&ts={ts}",
+            ),
             ("event", "https://s.test/?c={click}&r={revenue}&g={goal}"),
         ] {
             outbound(serde_json::json!({"type": kind, "url": url})).unwrap();
@@ -1109,7 +1121,11 @@ mod tests {
         ]})))
         .apply(&mut flow, 1)
         .unwrap();
-        let types: Vec<&str> = flow.outbound_postbacks.iter().map(|o| o.r#type.as_str()).collect();
+        let types: Vec<&str> = flow
+            .outbound_postbacks
+            .iter()
+            .map(|o| o.r#type.as_str())
+            .collect();
         assert_eq!(types, ["conversion", "click"]);
         assert_eq!(postback_type_word(""), "conversion");
     }
