@@ -282,3 +282,121 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(again.trim(), "5");
     Ok(())
 }
+
+/// A crash of click-ingest loses no answered impression and counts none twice: pixels
+/// requested by concurrent clients while click-ingest is killed with SIGKILL twice; every
+/// impression whose JSON answer a client received is in ClickHouse, and no impression id
+/// is there twice (the impression log and its recovery, as the click log's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_edge_loses_and_doubles_no_answered_impression() -> anyhow::Result<()> {
+    let mut stack = Stack::start_with(
+        traffsure_tests::StackOptions::default().services(&["click-ingest", "sink"]),
+    )
+    .await?;
+    let result = crash(&mut stack).await;
+    stack.print_failure(&result);
+    result
+}
+
+async fn crash(stack: &mut Stack) -> anyhow::Result<()> {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let slug = format!("imp-crash-{}", stack.id);
+    traffsure_tests::kafka_topic::publish_flow(
+        &traffsure_tests::kafka_brokers(),
+        &format!("{}flows", stack.topic_prefix),
+        1,
+        json!({"name": "Impression crash", "slug": slug,
+               "destination_url": "https://offer.example/?c={click}"}),
+        None,
+    )
+    .await?;
+    let url = Arc::new(stack.url("click-ingest", &format!("/i/{slug}?format=json")));
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let first = eventually(Duration::from_secs(20), || async {
+        let response = stack.http.get(url.as_str()).send().await?;
+        if response.status() != 200 {
+            return Ok(None);
+        }
+        let body: Value = response.json().await?;
+        Ok(body["impression"].as_str().map(str::to_string))
+    })
+    .await?;
+    accepted.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (http, url, accepted, stop) = (
+            stack.http.clone(),
+            url.clone(),
+            accepted.clone(),
+            stop.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(response) = http.get(url.as_str()).send().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                if response.status() != 200 {
+                    continue;
+                }
+                // An answer cut off by the kill is not an accepted impression.
+                if let Ok(body) = response.json::<Value>().await {
+                    if let Some(id) = body["impression"].as_str() {
+                        accepted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(id.to_string());
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stack.kill("click-ingest").await?;
+        stack.restart("click-ingest").await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await?;
+    }
+    let accepted: HashSet<String> = accepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    anyhow::ensure!(accepted.len() > 100, "only {} impressions answered", accepted.len());
+
+    let stored = eventually(Duration::from_secs(90), || async {
+        let rows = stack
+            .clickhouse("SELECT impression_id FROM impressions WHERE flow_id = 1 FORMAT TSV")
+            .await?;
+        let ids: Vec<String> = rows.lines().map(str::to_string).collect();
+        let have: HashSet<&String> = ids.iter().collect();
+        Ok(accepted.iter().all(|id| have.contains(id)).then_some(ids))
+    })
+    .await?;
+    // Rows the sink writes after this read would only add more copies; wait a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = stack
+        .clickhouse(
+            "SELECT count(), uniqExact(impression_id) FROM impressions WHERE flow_id = 1 FORMAT TSV",
+        )
+        .await?;
+    let (count, unique) = rows.trim().split_once('\t').unwrap_or_default();
+    assert_eq!(count, unique, "an impression stored twice");
+    assert!(stored.len() >= accepted.len());
+    eprintln!(
+        "{} impressions answered across 2 kills, {} stored",
+        accepted.len(),
+        unique
+    );
+    Ok(())
+}
