@@ -324,7 +324,10 @@ async fn crash(stack: &mut Stack) -> anyhow::Result<()> {
         Ok(body["impression"].as_str().map(str::to_string))
     })
     .await?;
-    accepted.lock().unwrap_or_else(|p| p.into_inner()).push(first);
+    accepted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(first);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -372,7 +375,11 @@ async fn crash(stack: &mut Stack) -> anyhow::Result<()> {
         .iter()
         .cloned()
         .collect();
-    anyhow::ensure!(accepted.len() > 100, "only {} impressions answered", accepted.len());
+    anyhow::ensure!(
+        accepted.len() > 100,
+        "only {} impressions answered",
+        accepted.len()
+    );
 
     let stored = eventually(Duration::from_secs(90), || async {
         let rows = stack
