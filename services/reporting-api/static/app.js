@@ -455,7 +455,7 @@ function outboundPage() {
     {name: 'reason', label: 'Notice (reason)', size: 12}, {name: 'http_status', label: 'HTTP code', size: 4},
     {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
     {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
-    {name: 'postback_type', label: 'Type', options: ['', 'conversion']},
+    {name: 'postback_type', label: 'Type', options: ['', 'conversion', 'click', 'impression', 'event']},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
