@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use traffsure_core::flow::outbound_postbacks;
+use traffsure_core::flow::postback_type_word;
 use traffsure_core::now_ms;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
-    Conversion, ConversionStatus, OutboundAttempt, OutboundDelivery, OutboundPostback,
-    OutboundState,
+    Click, Conversion, ConversionStatus, Impression, OutboundAttempt, OutboundDelivery,
+    OutboundPostback, OutboundState,
 };
 use traffsure_kafka::retry;
 
@@ -352,8 +353,33 @@ impl Dispatcher {
             ..Conversion::default()
         };
         conversion.set_status(ConversionStatus::Approved);
-        let converted = self.converter.convert(&conversion).await;
-        let request = build_request(outbound, &conversion, &converted);
+        // A click or impression postback is tried with a made-up click or impression.
+        let request = match postback_type_word(&outbound.r#type) {
+            "click" => {
+                let click = Click {
+                    click_hash: "test".into(),
+                    flow_id,
+                    ts_ms: now,
+                    visitor_id: "test".into(),
+                    ..Click::default()
+                };
+                build_request_with(outbound, &|name| click_macro_value(&click, name))
+            }
+            "impression" => {
+                let impression = Impression {
+                    impression_id: "test".into(),
+                    flow_id,
+                    ts_ms: now,
+                    visitor_id: "test".into(),
+                    ..Impression::default()
+                };
+                build_request_with(outbound, &|name| impression_macro_value(&impression, name))
+            }
+            _ => {
+                let converted = self.converter.convert(&conversion).await;
+                build_request(outbound, &conversion, &converted)
+            }
+        };
         let (method, url_sent) = (request.method.clone(), request.url.clone());
         let answer = |status: u16, response: String, error: String, latency_ms: u128| {
             serde_json::json!({
