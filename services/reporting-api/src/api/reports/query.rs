@@ -179,7 +179,7 @@ pub async fn run(
         conversions.query(client).fetch_all::<ConversionAgg>(),
         costs.query(client).fetch_all::<CostAgg>(),
     )?;
-    let (impressions, impression_costs) =
+    let (mut impressions, mut impression_costs) =
         match impressions_sql(&request.dims, &request.filters, range) {
             Some((counts, costs)) => tokio::try_join!(
                 counts.query(client).fetch_all::<ImpressionAgg>(),
@@ -187,6 +187,11 @@ pub async fn run(
             )?,
             None => (Vec::new(), Vec::new()),
         };
+    // Grouped only by dimensions impressions lack, every key is the constant '', and
+    // ClickHouse then aggregates without keys: one row of zeros even over no rows. A
+    // group with nothing to add is no group.
+    impressions.retain(|row| row.impressions != 0);
+    impression_costs.retain(|row| row.cost_micros != 0);
     costs.extend(impression_costs);
     Ok(Sides {
         clicks,
