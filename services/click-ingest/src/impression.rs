@@ -357,5 +357,8 @@ mod tests {
             (3, "ext-1")
         );
         assert_eq!(imp.referrer, "https://publisher.test/");
+        // The log's recovery reads an impression as a click: its id is the click hash.
+        let as_click = traffsure_events::Click::decode(buf.as_slice()).unwrap();
+        assert_eq!(as_click.click_hash, "iABC");
     }
 }
