@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "traffsure/events/v1/conversions.proto",
         "traffsure/events/v1/outbound.proto",
         "traffsure/events/v1/objects.proto",
+        "traffsure/events/v1/impressions.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

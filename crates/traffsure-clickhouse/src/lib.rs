@@ -80,6 +80,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
     (
+        20,
+        "impressions",
+        include_str!("../../../deploy/clickhouse/migrations/0020_impressions.sql"),
+    ),
+    (
+        21,
+        "impression_links",
+        include_str!("../../../deploy/clickhouse/migrations/0021_impression_links.sql"),
+    ),
+    (
         23,
         "users",
         include_str!("../../../deploy/clickhouse/migrations/0023_users.sql"),

@@ -18,7 +18,7 @@ use traffsure_events::{
 pub const OUTBOUND_INTEGRATIONS: &[&str] = &["s2s", "pixel"];
 /// What fires an outbound postback (`OutboundAttempt.postback_type`). The first is what an
 /// attempt logged without one was.
-pub const OUTBOUND_POSTBACK_TYPES: &[&str] = &["conversion"];
+pub const OUTBOUND_POSTBACK_TYPES: &[&str] = &["conversion", "click", "impression", "event"];
 
 /// An enum with one word per value.
 pub trait Vocabulary: Copy + Eq + Sized + 'static {

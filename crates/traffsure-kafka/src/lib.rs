@@ -44,6 +44,8 @@ pub struct Topics {
     pub outbound_deliveries: String,
     /// Traffic sources, affiliate networks, offers and landers (compacted, key `<kind>:<id>`).
     pub objects: String,
+    /// Impression pixel requests (key = routing key, partitioned like `clicks`).
+    pub impressions: String,
     prefix: String,
 }
 
@@ -60,6 +62,7 @@ impl Topics {
             outbound_log: name("outbound-log"),
             outbound_deliveries: name("outbound-deliveries"),
             objects: name("objects"),
+            impressions: name("impressions"),
             prefix: prefix.to_string(),
         }
     }
@@ -137,6 +140,7 @@ pub async fn ensure_topics(settings: &KafkaSettings, topics: &Topics) -> Result<
         &topics.postback_log,
         &topics.postback_results,
         &topics.outbound_log,
+        &topics.impressions,
     ] {
         new_topics.push(TopicSpec::new(topic, partitions));
     }

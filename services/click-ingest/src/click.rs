@@ -28,6 +28,8 @@ pub struct Edge {
     pub geo: crate::geo::GeoIp,
     pub signals: crate::signals::Signals,
     pub publisher: Publisher,
+    /// The impression log and producer (`impressions` topic), kept like the clicks'.
+    pub impressions: Publisher,
     pub unknown_flow_url: String,
     pub visitor_cookie: String,
     pub client_ip: ClientIp,
@@ -398,6 +400,7 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
     let mut funnel = Funnel {
         traffic_source_id: flow.traffic_source_id,
         external_id: params.external_id(),
+        impression_id: crate::impression::named_by(&edge.keys, &params),
         ..Funnel::default()
     };
     let values = MacroValues {

@@ -56,6 +56,8 @@ pub struct Funnel<'a> {
     pub offer_id: u32,
     pub network_id: u32,
     pub external_id: &'a str,
+    /// The impression the click followed (`Click.impression_id`, field 45).
+    pub impression_id: &'a str,
 }
 
 const VARINT: u32 = 0;
@@ -125,6 +127,7 @@ impl ClickEvent<'_> {
         uint(buf, 39, u64::from(funnel.offer_id));
         uint(buf, 40, u64::from(funnel.network_id));
         string(buf, 41, funnel.external_id);
+        string(buf, 45, funnel.impression_id);
     }
 }
 
@@ -256,6 +259,7 @@ mod tests {
             offer_id: event.funnel.offer_id,
             network_id: event.funnel.network_id,
             external_id: event.funnel.external_id.into(),
+            impression_id: event.funnel.impression_id.into(),
         }
     }
 
@@ -318,7 +322,7 @@ mod tests {
                     .map(|_| alphabet[rng.random_range(0..alphabet.len())])
                     .collect()
             };
-            let strings: Vec<String> = (0..14)
+            let strings: Vec<String> = (0..15)
                 .map(|i| text(if i == 3 { 300 } else { 40 }))
                 .collect();
             let agent = traffsure_core::user_agent::UserAgent {
@@ -385,6 +389,7 @@ mod tests {
                     offer_id: rng.random_range(0..=u32::MAX),
                     network_id: rng.random_range(0..1000),
                     external_id: &strings[13],
+                    impression_id: if round % 2 == 0 { "" } else { &strings[14] },
                 },
             };
             let mut buf = Vec::new();

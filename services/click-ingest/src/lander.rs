@@ -255,6 +255,7 @@ impl ClickThrough<'_> {
             offer_id: offer.offer_id,
             network_id: offer.network_id,
             external_id: params.external_id(),
+            ..Funnel::default()
         };
         let event = seen.event(&values, routing_key, &destination, funnel);
         if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {

@@ -1,7 +1,8 @@
 //! click-ingest: the tracking-link edge. Answers `GET /c/{flow}` with a redirect to the
 //! flow's destination, lander or offer (rules, rotation and bot routing applied, macros
 //! filled in), lander click-throughs (`GET /lp/click`) with a redirect to an offer, and
-//! `GET /v/{flow}` (a direct visit, no redirect) with the click hash, and publishes a
+//! `GET /v/{flow}` (a direct visit, no redirect) with the click hash, `GET /i/{flow}` (an
+//! impression pixel) with a GIF or the impression id, and publishes a
 //! click event to Kafka without waiting for the broker. Each click event is
 //! written to a local click log before the redirect is answered, so neither a broker
 //! outage nor a crash of click-ingest loses one.
@@ -14,6 +15,7 @@ mod direct;
 mod event;
 mod geo;
 mod hosting;
+mod impression;
 mod lander;
 mod publisher;
 mod rate;
@@ -290,11 +292,28 @@ async fn main() -> anyhow::Result<()> {
             dir: &log_dir,
             max_bytes: settings.click_log.max_bytes,
             fsync,
+            gauges: true,
         },
         settings.spill.max_queued,
         &settings.producer,
     )
     .context("click event producer")?;
+    // Impressions keep a log of their own inside the click log's directory, on the same
+    // terms.
+    let impression_dir = impression_log_dir(&log_dir);
+    let impressions = publisher::Publisher::start(
+        &settings.kafka,
+        topics.impressions.clone(),
+        &publisher::LogOptions {
+            dir: &impression_dir,
+            max_bytes: settings.click_log.max_bytes,
+            fsync,
+            gauges: false,
+        },
+        settings.spill.max_queued,
+        &settings.producer,
+    )
+    .context("impression event producer")?;
     traffsure_kafka::metrics::spawn_queue_reporter(
         publisher.producer(),
         "clicks".into(),
@@ -313,6 +332,7 @@ async fn main() -> anyhow::Result<()> {
         signals,
         geo,
         publisher: publisher.clone(),
+        impressions: impressions.clone(),
         unknown_flow_url: settings.unknown_flow_url.clone(),
         visitor_cookie: settings.visitor_cookie.clone(),
         client_ip,
@@ -344,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
                     .route("/lp/click", web::get().to(lander::click_through))
                     .route("/lp/click/{n}", web::get().to(lander::click_through))
                     .configure(direct::routes)
+                    .configure(impression::routes)
                     .configure(traffsure_telemetry::ops_routes(health.clone())),
             )
     })
@@ -358,5 +379,12 @@ async fn main() -> anyhow::Result<()> {
     // The server has drained its requests: hand every queued click to the broker, and
     // whatever it cannot take stays in the click log.
     publisher.shutdown(Duration::from_secs(10));
+    impressions.shutdown(Duration::from_secs(10));
     Ok(())
+}
+
+/// The impression log's directory: `impressions/` inside the click log's, so it lives on
+/// the same volume (the click log reads only its own segment files).
+fn impression_log_dir(click_log: &std::path::Path) -> PathBuf {
+    click_log.join("impressions")
 }

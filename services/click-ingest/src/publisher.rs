@@ -140,6 +140,8 @@ struct Shared {
     /// thread once the broker answers.
     broker_down: AtomicBool,
     stop: AtomicBool,
+    /// This log sets the click log's gauges (the impression log leaves them to clicks).
+    gauges: bool,
 }
 
 impl Shared {
@@ -237,6 +239,8 @@ pub struct LogOptions<'a> {
     pub dir: &'a Path,
     pub max_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// Set the `traffsure_click_log_*` gauges from this log (the clicks' log does).
+    pub gauges: bool,
 }
 
 impl Publisher {
@@ -254,7 +258,9 @@ impl Publisher {
             .map_err(|e| anyhow::anyhow!("click log {}: {e}", log.dir.display()))?;
         let recovery = crate::recovery::from_kafka(&mut click_log, &recovered, settings, &topic)
             .map_err(|e| anyhow::anyhow!("click log {}: {e:#}", log.dir.display()))?;
-        log_gauges().in_doubt.set(recovery.in_doubt as i64);
+        if log.gauges {
+            log_gauges().in_doubt.set(recovery.in_doubt as i64);
+        }
         deliveries().skipped.inc_by(recovery.in_kafka as u64);
         if recovery.in_doubt > 0 {
             tracing::info!(
@@ -276,6 +282,7 @@ impl Publisher {
             }),
             broker_down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            gauges: log.gauges,
         });
         let mut config = traffsure_kafka::producer_config(settings);
         config
@@ -633,7 +640,9 @@ fn upkeep_loop(shared: &Shared, fsync: FsyncPolicy) {
             let mut state = shared.state();
             let keep = state.replay;
             state.log.trim(keep, false);
-            set_gauges(&state);
+            if shared.gauges {
+                set_gauges(&state);
+            }
             match fsync {
                 FsyncPolicy::Every(every) if last_sync.elapsed() >= every => {
                     state.log.take_unsynced()

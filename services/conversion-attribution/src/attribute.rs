@@ -50,6 +50,9 @@ pub struct ClickInfo {
     pub network_id: u32,
     #[prost(string, tag = "17")]
     pub external_id: String,
+    /// The impression the click followed (`Click.impression_id`).
+    #[prost(string, tag = "18")]
+    pub impression_id: String,
 }
 
 impl From<&Click> for ClickInfo {
@@ -72,6 +75,7 @@ impl From<&Click> for ClickInfo {
             offer_id: click.offer_id,
             network_id: click.network_id,
             external_id: click.external_id.clone(),
+            impression_id: click.impression_id.clone(),
         }
     }
 }
@@ -91,6 +95,7 @@ impl ClickInfo {
         fill(&mut self.source, &visit.source);
         fill(&mut self.sub_id, &visit.sub_id);
         fill(&mut self.external_id, &visit.external_id);
+        fill(&mut self.impression_id, &visit.impression_id);
         if self.subs.iter().all(String::is_empty) {
             self.subs.clone_from(&visit.subs);
         }
@@ -311,6 +316,7 @@ pub fn attribute(
                 network_id: click.network_id,
                 external_id: click.external_id.clone(),
                 reason: postback.reason.clone(),
+                impression_id: click.impression_id.clone(),
                 ..Conversion::default()
             };
             conversion.set_status(status);

@@ -655,7 +655,11 @@ impl Processor {
             decision
         };
         match decision {
-            Decision::Emit(conversion, outcome) => {
+            Decision::Emit(mut conversion, outcome) => {
+                if conversion.version == 1 {
+                    // Later versions keep what their first said.
+                    conversion.follow_up = owned.state.click_converted(&conversion.click_hash);
+                }
                 owned.state.insert_conversion((*conversion).clone());
                 owned.uncommitted.push((*conversion).clone());
                 let key = traffsure_kafka::routing_key_bytes(conversion.routing_key as u16);

@@ -107,7 +107,8 @@ impl Interner {
 /// A click as the state holds it in memory: 56 bytes and one allocation.
 #[derive(Debug, Clone)]
 pub struct StoredClick {
-    /// Click hash, sub ID, external id, the funnel's object ids (`Objects`), then
+    /// Click hash, sub ID, external id, the funnel's object ids (`Objects`), the
+    /// impression id, then
     /// sub1…subN, each as a varint length and its bytes.
     texts: Box<[u8]>,
     pub ts_ms: i64,
@@ -154,6 +155,7 @@ fn pack_texts(click: &ClickInfo) -> Box<[u8]> {
         &click.sub_id,
         &click.external_id,
         &objects,
+        &click.impression_id,
     ]
     .into_iter()
     .chain(click.subs.iter().map(String::as_str));
@@ -204,6 +206,9 @@ pub struct PartitionState {
     /// Each visitor's latest click per flow (its key), by digest of (visitor id, flow id).
     pub visitors: KeyMap<Key>,
     pub conversions: HashMap<String, ConversionState>,
+    /// Clicks (by key) that have a conversion in `conversions`: a new conversion of one is
+    /// a follow-up (`Conversion.follow_up`).
+    converted_clicks: KeyMap<()>,
     pub dims: Interner,
     /// The next `clicks` offset the file lacks.
     pub clicks_next: i64,
@@ -242,6 +247,7 @@ impl PartitionState {
             clicks: KeyMap::default(),
             visitors: KeyMap::default(),
             conversions: HashMap::new(),
+            converted_clicks: KeyMap::default(),
             dims: Interner::default(),
             clicks_next: 0,
             conversions_next: 0,
@@ -308,6 +314,8 @@ impl PartitionState {
                     self.records += 1;
                     if let Ok(state) = ConversionState::decode(body) {
                         if keep(state.current.click_ts_ms, state.current.flow_id) {
+                            self.converted_clicks
+                                .insert(click_key(&state.current.click_hash), ());
                             self.conversions
                                 .insert(state.current.conversion_id.clone(), state);
                         }
@@ -436,6 +444,8 @@ impl PartitionState {
 
     /// Keeps `conversion` if it is newer than what the state holds, and remembers its postback.
     pub fn insert_conversion(&mut self, conversion: Conversion) {
+        self.converted_clicks
+            .insert(click_key(&conversion.click_hash), ());
         match self.conversions.get_mut(&conversion.conversion_id) {
             Some(state) => {
                 if !state.postback_ids.contains(&conversion.postback_id) {
@@ -455,6 +465,11 @@ impl PartitionState {
                 );
             }
         }
+    }
+
+    /// Whether the click of `click_hash` has a conversion already (any goal).
+    pub fn click_converted(&self, click_hash: &str) -> bool {
+        self.converted_clicks.contains_key(&click_key(click_hash))
     }
 
     /// Writes a conversion version that is committed in Kafka.
@@ -503,6 +518,11 @@ impl PartitionState {
         });
         self.conversions
             .retain(|_, c| keep(c.current.click_ts_ms, c.current.flow_id));
+        self.converted_clicks = self
+            .conversions
+            .values()
+            .map(|c| (click_key(&c.current.click_hash), ()))
+            .collect();
         // Give memory back after a large drop (a table keeps its peak size otherwise).
         if self.clicks.len() * 4 < self.clicks.capacity() {
             self.clicks.shrink_to_fit();
@@ -621,6 +641,7 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
     let sub_id = texts.next().unwrap_or_default().to_string();
     let external_id = texts.next().unwrap_or_default().to_string();
     let objects = texts.next().unwrap_or_default();
+    let impression_id = texts.next().unwrap_or_default().to_string();
     let subs = texts.map(str::to_string).collect();
     let [country, source, device, os, browser] = click.dims.map(|d| dims.name(d).to_string());
     let mut info = ClickInfo {
@@ -637,6 +658,7 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
         os,
         browser,
         external_id,
+        impression_id,
         ..ClickInfo::default()
     };
     Objects::read(objects, &mut info);
@@ -779,6 +801,45 @@ mod tests {
         );
         let plain = state.click_info(&state.clicks[&click_key("plain")]);
         assert_eq!((plain.offer_id, plain.external_id.as_str()), (0, ""));
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn knows_the_impression_and_which_clicks_converted() -> std::io::Result<()> {
+        let dir = temp_dir("converted");
+        let seen = ClickInfo {
+            impression_id: "iABC".into(),
+            ..click("seen", "v", 10)
+        };
+        {
+            let mut state = PartitionState::open(&dir, 4, &mut all)?;
+            state.add_click(0, seen.clone(), true)?;
+            state.add_click(1, click("other", "v", 11), true)?;
+            let info = state.click_info(&state.clicks[&click_key("seen")]);
+            assert_eq!(
+                (info.impression_id.as_str(), info.subs),
+                ("iABC", seen.subs.clone())
+            );
+            assert!(!state.click_converted("seen"));
+            let first = Conversion {
+                click_hash: "seen".into(),
+                ..conversion("x", 1, "p1")
+            };
+            state.insert_conversion(first.clone());
+            state.record_conversion(&first)?;
+            assert!(state.click_converted("seen"));
+            assert!(!state.click_converted("other"));
+            state.flush()?;
+        }
+        // Read back from the log, and kept by a trim that keeps the conversion.
+        let mut state = PartitionState::open(&dir, 4, &mut all)?;
+        assert!(state.click_converted("seen"));
+        let info = state.click_info(&state.clicks[&click_key("seen")]);
+        assert_eq!(info.impression_id, "iABC");
+        state.trim(20, &mut all);
+        assert!(state.click_converted("seen"));
+        state.trim(20, &mut |_, _| false);
+        assert!(!state.click_converted("seen"), "gone with its conversions");
         std::fs::remove_dir_all(&dir)
     }
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use traffsure_core::flow::outbound_postbacks;
+use traffsure_core::flow::postback_type_word;
 use traffsure_core::now_ms;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
-    Conversion, ConversionStatus, OutboundAttempt, OutboundDelivery, OutboundPostback,
-    OutboundState,
+    Click, Conversion, ConversionStatus, Impression, OutboundAttempt, OutboundDelivery,
+    OutboundPostback, OutboundState,
 };
 use traffsure_kafka::retry;
 
@@ -18,7 +19,9 @@ use crate::deliveries::schedulable;
 use crate::dispatcher::Dispatcher;
 use crate::guard::check_url;
 use crate::records;
-use crate::render::{build_request, OutboundRequest};
+use crate::render::{
+    build_request, build_request_with, click_macro_value, impression_macro_value, OutboundRequest,
+};
 
 impl Dispatcher {
     /// Writes one attempt to `outbound-log`, retrying until the broker acknowledges it.
@@ -30,7 +33,7 @@ impl Dispatcher {
                 traffsure_kafka::send_event(
                     &self.producer,
                     &self.topics.outbound_log,
-                    attempt.conversion_id.as_bytes(),
+                    log_key(attempt),
                     attempt,
                 )
                 .await
@@ -83,7 +86,16 @@ impl Dispatcher {
             offer_id: conversion.offer_id,
             reason: conversion.reason.clone(),
             integration: vocab::OUTBOUND_INTEGRATIONS[0].into(),
-            postback_type: vocab::OUTBOUND_POSTBACK_TYPES[0].into(),
+            postback_type: if record.postback_type.is_empty() {
+                vocab::OUTBOUND_POSTBACK_TYPES[0].into()
+            } else {
+                record.postback_type.clone()
+            },
+            impression_id: record
+                .impression
+                .as_ref()
+                .map(|i| i.impression_id.clone())
+                .unwrap_or_default(),
             ..OutboundAttempt::default()
         };
         let outbound = match outbound {
@@ -100,8 +112,14 @@ impl Dispatcher {
                 return self.finish(record, partition, attempt, None, error).await;
             }
         };
-        let converted = self.converter.convert(&conversion).await;
-        let request = build_request(&outbound, &conversion, &converted);
+        let request = if let Some(click) = &record.click {
+            build_request_with(&outbound, &|name| click_macro_value(click, name))
+        } else if let Some(impression) = &record.impression {
+            build_request_with(&outbound, &|name| impression_macro_value(impression, name))
+        } else {
+            let converted = self.converter.convert(&conversion).await;
+            build_request(&outbound, &conversion, &converted)
+        };
         attempt.method = request.method.clone();
         attempt.url = request.url.clone();
         attempt.request_body = request.body.clone();
@@ -257,6 +275,18 @@ impl Dispatcher {
     }
 }
 
+/// The outbound log's key of an attempt: its conversion, else its click or impression.
+fn log_key(attempt: &OutboundAttempt) -> &[u8] {
+    [
+        &attempt.conversion_id,
+        &attempt.click_hash,
+        &attempt.impression_id,
+    ]
+    .into_iter()
+    .find(|id| !id.is_empty())
+    .map_or(&[][..], |id| id.as_bytes())
+}
+
 /// The first bytes of an answer, as text.
 /// The HTTP request for a filled-in outbound postback: its method, the delivery header,
 /// its body (POST) and the outbound postback's own headers; a secret header's value is
@@ -323,8 +353,33 @@ impl Dispatcher {
             ..Conversion::default()
         };
         conversion.set_status(ConversionStatus::Approved);
-        let converted = self.converter.convert(&conversion).await;
-        let request = build_request(outbound, &conversion, &converted);
+        // A click or impression postback is tried with a made-up click or impression.
+        let request = match postback_type_word(&outbound.r#type) {
+            "click" => {
+                let click = Click {
+                    click_hash: "test".into(),
+                    flow_id,
+                    ts_ms: now,
+                    visitor_id: "test".into(),
+                    ..Click::default()
+                };
+                build_request_with(outbound, &|name| click_macro_value(&click, name))
+            }
+            "impression" => {
+                let impression = Impression {
+                    impression_id: "test".into(),
+                    flow_id,
+                    ts_ms: now,
+                    visitor_id: "test".into(),
+                    ..Impression::default()
+                };
+                build_request_with(outbound, &|name| impression_macro_value(&impression, name))
+            }
+            _ => {
+                let converted = self.converter.convert(&conversion).await;
+                build_request(outbound, &conversion, &converted)
+            }
+        };
         let (method, url_sent) = (request.method.clone(), request.url.clone());
         let answer = |status: u16, response: String, error: String, latency_ms: u128| {
             serde_json::json!({

@@ -1,5 +1,6 @@
-//! Conversions in: the group consumer of `conversions`, the deliveries each conversion
-//! owes, and the partitions that move between instances.
+//! Conversions in: the group consumer of `conversions` (and of `clicks` and
+//! `impressions`, for click and impression postbacks: `clicks`), the deliveries each
+//! event owes, and the partitions that move between instances.
 //!
 //! A conversion's deliveries are recorded before its offset is stored. A partition that
 //! leaves this instance is released only once its attempts and recordings are written;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::future::Either;
 use futures::stream::{FuturesOrdered, StreamExt};
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -21,9 +23,11 @@ use traffsure_core::now_ms;
 use traffsure_events::{Conversion, OutboundDelivery};
 use traffsure_kafka::rebalance::{self, RebalanceContext, RebalanceEvent, RebalanceWait};
 
+use crate::clicks::{self, Kind};
 use crate::deliveries::delivery_key;
 use crate::dispatcher::Dispatcher;
 use crate::render::firing;
+use traffsure_core::flow::postback_type_word;
 
 /// Conversions read but whose delivery records are not acknowledged yet, at most.
 const MAX_PENDING_CONVERSIONS: usize = 20_000;
@@ -73,6 +77,12 @@ impl Dispatcher {
                 outbound_id: outbound.id.clone(),
                 due_at_ms: since + i64::from(outbound.delay_seconds) * 1000,
                 updated_at_ms: now_ms(),
+                // "event" is kept on the record; a conversion postback's stays empty.
+                postback_type: if postback_type_word(&outbound.r#type) == "event" {
+                    "event".into()
+                } else {
+                    String::new()
+                },
                 ..OutboundDelivery::default()
             })
             .collect()
@@ -88,10 +98,18 @@ impl Dispatcher {
         // conversion read before them would be delivered again.
         let (context, events) = rebalance::channel(RebalanceWait::UntilReply);
         tokio::spawn(self.clone().follow_rebalances(events));
+        // The range assignor gives partition p of every topic to one member (the three
+        // topics have the same partition count): a click's, an impression's and a
+        // conversion's deliveries are recorded on, and sent from, the instance owning p.
         let consumer: StreamConsumer<RebalanceContext> =
             traffsure_kafka::group_consumer_config(&self.kafka, &self.group_id)
+                .set("partition.assignment.strategy", "range")
                 .create_with_context(context)?;
-        consumer.subscribe(&[&self.topics.conversions])?;
+        consumer.subscribe(&[
+            &self.topics.conversions,
+            &self.topics.clicks,
+            &self.topics.impressions,
+        ])?;
         let consumer = Arc::new(consumer);
         traffsure_kafka::metrics::spawn_lag_reporter(
             consumer.clone(),
@@ -113,6 +131,38 @@ impl Dispatcher {
                         }
                     };
                     let (partition, offset) = (message.partition(), message.offset());
+                    let topic: Arc<str> = Arc::from(message.topic());
+                    let kind = if message.topic() == self.topics.clicks {
+                        Some(Kind::Click)
+                    } else if message.topic() == self.topics.impressions {
+                        Some(Kind::Impression)
+                    } else {
+                        None
+                    };
+                    if let Some(kind) = kind {
+                        // Most events fire nothing: decided here, without a task.
+                        let payload = message.payload().unwrap_or_default();
+                        let flow = clicks::flow_of(payload).and_then(|id| self.registry.get(id));
+                        let mut records = clicks::deliveries(kind, flow.as_deref(), payload);
+                        if !records.is_empty() {
+                            // Read again after a restart: what is recorded stays as it is.
+                            let known = self.lock();
+                            records.retain(|r| !known.by_key.contains_key(&r.key));
+                        }
+                        if records.is_empty() {
+                            pending.push_back(Either::Right(futures::future::ready(Ok((topic, partition, offset, records)))));
+                            continue;
+                        }
+                        *self.lock().recording.entry(partition).or_default() += 1;
+                        let recording = Recording { dispatcher: self.clone(), partition };
+                        let this = self.clone();
+                        pending.push_back(Either::Left(tokio::spawn(async move {
+                            futures::future::join_all(records.iter().map(|r| this.persist(r, partition))).await;
+                            drop(recording);
+                            (topic, partition, offset, records)
+                        })));
+                        continue;
+                    }
                     let conversion = match message.payload().map(Conversion::decode) {
                         Some(Ok(conversion)) => Some(conversion),
                         _ => {
@@ -129,7 +179,7 @@ impl Dispatcher {
                     let this = self.clone();
                     // A task of its own, so a revoked partition's recordings finish while
                     // the rebalance callback waits for them.
-                    pending.push_back(tokio::spawn(async move {
+                    pending.push_back(Either::Left(tokio::spawn(async move {
                         let records = match conversion {
                             Some(conversion) => this.new_deliveries(&conversion).await,
                             None => Vec::new(),
@@ -142,17 +192,17 @@ impl Dispatcher {
                             }
                         }
                         drop(recording);
-                        (partition, offset, records)
-                    }.instrument(span)));
+                        (topic, partition, offset, records)
+                    }.instrument(span))));
                 }
                 Some(done) = pending.next(), if !pending.is_empty() => {
-                    let (partition, offset, records) = done.context("recording deliveries panicked")?;
-                    self.recorded(&*consumer, partition, offset, records);
+                    let (topic, partition, offset, records) = done.context("recording deliveries panicked")?;
+                    self.recorded(&*consumer, &topic, partition, offset, records);
                 }
                 _ = &mut shutdown => {
                     while let Some(done) = pending.next().await {
-                        let (partition, offset, records) = done.context("recording deliveries panicked")?;
-                        self.recorded(&*consumer, partition, offset, records);
+                        let (topic, partition, offset, records) = done.context("recording deliveries panicked")?;
+                        self.recorded(&*consumer, &topic, partition, offset, records);
                     }
                     match consumer.commit_consumer_state(CommitMode::Sync) {
                         Ok(()) => {}
@@ -166,10 +216,11 @@ impl Dispatcher {
         }
     }
 
-    /// Takes a conversion's recorded deliveries into the schedule and stores its offset.
+    /// Takes an event's recorded deliveries into the schedule and stores its offset.
     fn recorded<C: Consumer<X>, X: ConsumerContext>(
         &self,
         consumer: &C,
+        topic: &str,
         partition: i32,
         offset: i64,
         records: Vec<OutboundDelivery>,
@@ -190,11 +241,7 @@ impl Dispatcher {
         }
         let mut list = TopicPartitionList::new();
         let stored = list
-            .add_partition_offset(
-                &self.topics.conversions,
-                partition,
-                Offset::Offset(offset + 1),
-            )
+            .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
             .and_then(|()| consumer.store_offsets(&list));
         if let Err(error) = stored {
             // Revoked this very moment: the new owner reads the conversion again and

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod breaker;
+mod clicks;
 mod consume;
 mod converted;
 mod deliveries;

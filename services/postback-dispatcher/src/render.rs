@@ -6,11 +6,11 @@
 
 use std::borrow::Cow;
 
-use traffsure_core::flow::outbound_postbacks;
+use traffsure_core::flow::{outbound_postbacks, postback_type_word};
 use traffsure_core::format_micros;
 use traffsure_core::macros::{encode_component, render};
 use traffsure_core::vocab::Vocabulary;
-use traffsure_events::{Conversion, ConversionStatus, Flow, OutboundPostback};
+use traffsure_events::{Click, Conversion, ConversionStatus, Flow, Impression, OutboundPostback};
 
 /// The word a status has in macros and in `on_status`; empty for a conversion without
 /// one, which fires nothing.
@@ -18,10 +18,17 @@ pub fn status_name(status: ConversionStatus) -> &'static str {
     status.specified_word().unwrap_or_default()
 }
 
-/// Whether `outbound` fires for this version of `conversion`.
+/// Whether `outbound` fires for this version of `conversion`: a `conversion` postback for
+/// any conversion, an `event` postback only for a follow-up (not the click's first
+/// conversion), a `click` or `impression` postback never.
 pub fn fires(outbound: &OutboundPostback, conversion: &Conversion) -> bool {
     if !outbound.enabled || conversion.disable_postbacks {
         return false;
+    }
+    match postback_type_word(&outbound.r#type) {
+        "conversion" => {}
+        "event" if conversion.follow_up => {}
+        _ => return false,
     }
     let status = status_name(conversion.status());
     let status_matches = match outbound.on_status.as_str() {
@@ -93,6 +100,7 @@ pub fn macro_value<'c>(
         // The traffic source's own click id, from the tracking link's `external_id`.
         "external_id" => conversion.external_id.as_str().into(),
         "reason" => conversion.reason.as_str().into(),
+        "impression" => conversion.impression_id.as_str().into(),
         "ts" => (conversion.updated_at_ms.max(conversion.created_at_ms) / 1000)
             .to_string()
             .into(),
@@ -122,9 +130,106 @@ pub fn build_request(
     conversion: &Conversion,
     converted: &Converted,
 ) -> OutboundRequest {
-    let url = render(&outbound.url, |name| {
-        macro_value(conversion, converted, name)
-    });
+    build_request_with(outbound, &|name| macro_value(conversion, converted, name))
+}
+
+/// The value of one macro of a click postback: the click's own, no conversion's.
+pub fn click_macro_value<'c>(click: &'c Click, name: &str) -> Option<Cow<'c, str>> {
+    Some(match name {
+        "click" => click.click_hash.as_str().into(),
+        "impression" => click.impression_id.as_str().into(),
+        "visitor" => click.visitor_id.as_str().into(),
+        "external_id" => click.external_id.as_str().into(),
+        other => return seen_macro_value(&Seen::of_click(click), other),
+    })
+}
+
+/// The value of one macro of an impression postback.
+pub fn impression_macro_value<'i>(impression: &'i Impression, name: &str) -> Option<Cow<'i, str>> {
+    Some(match name {
+        "impression" => impression.impression_id.as_str().into(),
+        "visitor" => impression.visitor_id.as_str().into(),
+        "external_id" => impression.external_id.as_str().into(),
+        other => return seen_macro_value(&Seen::of_impression(impression), other),
+    })
+}
+
+/// What a click and an impression both carry, for their shared macros.
+struct Seen<'a> {
+    flow_id: u32,
+    ts_ms: i64,
+    sub_id: &'a str,
+    source: &'a str,
+    subs: &'a [String],
+    country: &'a str,
+    device: &'a str,
+    os: &'a str,
+    browser: &'a str,
+    cost_micros: i64,
+}
+
+impl<'a> Seen<'a> {
+    fn of_click(c: &'a Click) -> Self {
+        Self {
+            flow_id: c.flow_id,
+            ts_ms: c.ts_ms,
+            sub_id: &c.sub_id,
+            source: &c.source,
+            subs: &c.subs,
+            country: &c.country,
+            device: &c.device,
+            os: &c.os,
+            browser: &c.browser,
+            cost_micros: c.cost_micros,
+        }
+    }
+
+    fn of_impression(i: &'a Impression) -> Self {
+        Self {
+            flow_id: i.flow_id,
+            ts_ms: i.ts_ms,
+            sub_id: &i.sub_id,
+            source: &i.source,
+            subs: &i.subs,
+            country: &i.country,
+            device: &i.device,
+            os: &i.os,
+            browser: &i.browser,
+            cost_micros: i.cost_micros,
+        }
+    }
+}
+
+fn seen_macro_value<'a>(seen: &Seen<'a>, name: &str) -> Option<Cow<'a, str>> {
+    Some(match name {
+        "flow" => seen.flow_id.to_string().into(),
+        "sub_id" => seen.sub_id.into(),
+        "source" => seen.source.into(),
+        "country" => seen.country.into(),
+        "device" => seen.device.into(),
+        "os" => seen.os.into(),
+        "browser" => seen.browser.into(),
+        "cost" => format_micros(seen.cost_micros).into(),
+        "ts" => (seen.ts_ms / 1000).to_string().into(),
+        other => {
+            let n: usize = other.strip_prefix("sub")?.parse().ok()?;
+            if !(1..=10).contains(&n) {
+                return None;
+            }
+            seen.subs
+                .get(n - 1)
+                .map(|s| Cow::Borrowed(s.as_str()))
+                .unwrap_or_default()
+        }
+    })
+}
+
+/// Fills the templates of `outbound` with what `lookup` gives each macro.
+pub fn build_request_with<'v>(
+    outbound: &OutboundPostback,
+    lookup: &dyn Fn(&str) -> Option<Cow<'v, str>>,
+) -> OutboundRequest {
+    let url = render(&outbound.url, lookup);
     let method = if outbound.method.eq_ignore_ascii_case("POST") {
         "POST"
     } else {
@@ -134,14 +239,12 @@ pub fn build_request(
         (String::new(), None)
     } else if outbound.body_format == "json" {
         (
-            render_json(&outbound.body_template, conversion, converted),
+            render_json(&outbound.body_template, lookup),
             Some("application/json"),
         )
     } else {
         (
-            render(&outbound.body_template, |name| {
-                macro_value(conversion, converted, name)
-            }),
+            render(&outbound.body_template, lookup),
             Some("application/x-www-form-urlencoded"),
         )
     };
@@ -155,12 +258,12 @@ pub fn build_request(
 
 /// Fills a JSON body template: each macro's value is escaped for use inside a JSON
 /// string, e.g. `{"click": "{click}"}`.
-fn render_json(template: &str, conversion: &Conversion, converted: &Converted) -> String {
+fn render_json<'v>(template: &str, lookup: &dyn Fn(&str) -> Option<Cow<'v, str>>) -> String {
     // `render` URL-encodes what the lookup returns, so the lookup hands it a marker that
     // survives encoding and the real, JSON-escaped value replaces it afterwards.
     let mut values = Vec::new();
     let marked = render(template, |name| {
-        let value = macro_value(conversion, converted, name)?;
+        let value = lookup(name)?;
         values.push(json_escape(&value));
         Some(format!("\u{1}{}\u{1}", values.len() - 1).into())
     });

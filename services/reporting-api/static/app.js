@@ -303,7 +303,7 @@ async function flowEditorPage(id) {
       json('status_map', 'Status map', flow.status_map, '{"sale": "approved", "hold": "pending"}')),
     el('fieldset', {}, el('legend', {}, 'Outbound postbacks'),
       json('outbound_postbacks', 'Outbound postback URLs and conditions', flow.outbound_postbacks,
-        '[{"url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "reasons": [], "headers": [], "delay_seconds": 0}] — a secret header reads as ******** and saving it unchanged keeps it'),
+        '[{"type": "conversion", "url": "https://source.example/pb?click={click}&payout={payout}", "method": "GET", "on_status": "approved", "goals": [], "reasons": [], "headers": [], "delay_seconds": 0}] — type: conversion, event (after the first conversion), click or impression; a secret header reads as ******** and saving it unchanged keeps it'),
       el('button', {type: 'button', id: 'add-crm', onclick: addCrmPush}, '+ CRM push')),
     el('button', {type: 'submit', id: 'save-flow'}, isNew ? 'Create flow' : 'Save'));
   if (!isNew) {
@@ -469,7 +469,7 @@ function outboundPage() {
     {name: 'reason', label: 'Notice (reason)', size: 12}, {name: 'http_status', label: 'HTTP code', size: 4},
     {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
     {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
-    {name: 'postback_type', label: 'Type', options: ['', 'conversion']},
+    {name: 'postback_type', label: 'Type', options: ['', 'conversion', 'click', 'impression', 'event']},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
@@ -490,7 +490,7 @@ function outboundPage() {
 const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
   'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
 const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate',
-  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr'];
+  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr', 'impressions', 'ctr'];
 
 // What a report's group keys and filters become on the clicks and conversions lists
 // (the list filters by the same column), so a cell drills down to the events behind it.

@@ -13,6 +13,8 @@ use traffsure_clickhouse::retention::{drop_expired, today};
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSettings {
     clicks_days: u32,
+    /// `impressions` and `impressions_hourly` (0: everything).
+    impressions_days: u32,
     conversions_days: u32,
     postback_log_days: u32,
     postback_results_days: u32,
@@ -27,6 +29,7 @@ impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             clicks_days: 0,
+            impressions_days: 0,
             conversions_days: 0,
             postback_log_days: 93,
             postback_results_days: 0,
@@ -41,7 +44,7 @@ impl Default for RetentionSettings {
 impl RetentionSettings {
     /// Each table with its days; the reporting-currency and funnel rollups follow the
     /// rollups they sit beside.
-    fn tables(&self) -> [(&'static str, u32); 11] {
+    fn tables(&self) -> [(&'static str, u32); 13] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
@@ -54,6 +57,8 @@ impl RetentionSettings {
             ("clicks_cost_hourly", self.clicks_hourly_days),
             ("clicks_funnel_hourly", self.clicks_hourly_days),
             ("conversions_funnel_hourly", self.conversions_hourly_days),
+            ("impressions", self.impressions_days),
+            ("impressions_hourly", self.impressions_days),
         ]
     }
 }

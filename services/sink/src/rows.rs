@@ -7,8 +7,8 @@ use prost::Message as _;
 use serde::Serialize;
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{
-    Click, Conversion, ConversionStatus, Flow, OutboundAttempt, PostbackLogEntry, PostbackResult,
-    TrackerObject,
+    Click, Conversion, ConversionStatus, Flow, Impression, OutboundAttempt, PostbackLogEntry,
+    PostbackResult, TrackerObject,
 };
 
 /// Where a row came from in Kafka: the table is the sink's checkpoint.
@@ -98,6 +98,7 @@ pub struct ClickRow {
     pub offer_id: u32,
     pub network_id: u32,
     pub external_id: String,
+    pub impression_id: String,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -137,6 +138,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         offer_id: c.offer_id,
         network_id: c.network_id,
         external_id: c.external_id,
+        impression_id: c.impression_id,
         click_hash: c.click_hash,
         flow_id: c.flow_id,
         visitor_id: c.visitor_id,
@@ -210,6 +212,8 @@ pub struct ConversionRow {
     pub offer_id: u32,
     pub network_id: u32,
     pub external_id: String,
+    pub impression_id: String,
+    pub follow_up: u8,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
@@ -226,6 +230,7 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         updated_at_ms: c.updated_at_ms,
         disable_postbacks: u8::from(c.disable_postbacks),
         click_missing: u8::from(c.click_missing),
+        follow_up: u8::from(c.follow_up),
         sub1: sub(&c.subs, 0),
         sub2: sub(&c.subs, 1),
         sub3: sub(&c.subs, 2),
@@ -258,6 +263,112 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         offer_id: c.offer_id,
         network_id: c.network_id,
         external_id: c.external_id,
+        impression_id: c.impression_id,
+        kafka_partition: at.partition,
+        kafka_offset: at.offset,
+        kafka_fingerprint: at.fingerprint,
+    })
+}
+
+/// A row of `impressions` (migration 0020).
+#[derive(Debug, Row, Serialize)]
+pub struct ImpressionRow {
+    pub impression_id: String,
+    pub flow_id: u32,
+    pub ts: u32,
+    pub ts_ms: i64,
+    pub routing_key: u16,
+    pub visitor_id: String,
+    pub ip: String,
+    pub country: String,
+    pub user_agent: String,
+    pub device: String,
+    pub os: String,
+    pub browser: String,
+    pub browser_family: String,
+    pub os_family: String,
+    pub device_family: String,
+    pub device_brand: String,
+    pub device_model: String,
+    pub referrer: String,
+    pub sub_id: String,
+    pub source: String,
+    pub sub1: String,
+    pub sub2: String,
+    pub sub3: String,
+    pub sub4: String,
+    pub sub5: String,
+    pub sub6: String,
+    pub sub7: String,
+    pub sub8: String,
+    pub sub9: String,
+    pub sub10: String,
+    pub cost_micros: i64,
+    pub cost_currency: String,
+    pub is_bot: u8,
+    pub bot_reason: String,
+    pub asn: u32,
+    pub as_org: String,
+    pub datacenter: u8,
+    pub traffic_source_id: u32,
+    pub external_id: String,
+    pub extra: String,
+    pub kafka_partition: u16,
+    pub kafka_offset: u64,
+    pub kafka_fingerprint: u64,
+}
+
+pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, prost::DecodeError> {
+    let i = Impression::decode(payload)?;
+    Ok(ImpressionRow {
+        ts: seconds(i.ts_ms),
+        ts_ms: i.ts_ms,
+        routing_key: i.routing_key as u16,
+        sub1: sub(&i.subs, 0),
+        sub2: sub(&i.subs, 1),
+        sub3: sub(&i.subs, 2),
+        sub4: sub(&i.subs, 3),
+        sub5: sub(&i.subs, 4),
+        sub6: sub(&i.subs, 5),
+        sub7: sub(&i.subs, 6),
+        sub8: sub(&i.subs, 7),
+        sub9: sub(&i.subs, 8),
+        sub10: sub(&i.subs, 9),
+        extra: if i.extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&i.extra).unwrap_or_default()
+        },
+        is_bot: u8::from(i.is_bot),
+        bot_reason: i
+            .bot_reason()
+            .specified_word()
+            .unwrap_or_default()
+            .to_string(),
+        datacenter: u8::from(i.datacenter),
+        impression_id: i.impression_id,
+        flow_id: i.flow_id,
+        visitor_id: i.visitor_id,
+        ip: i.ip,
+        country: i.country,
+        user_agent: i.user_agent,
+        device: i.device,
+        os: i.os,
+        browser: i.browser,
+        browser_family: i.browser_family,
+        os_family: i.os_family,
+        device_family: i.device_family,
+        device_brand: i.device_brand,
+        device_model: i.device_model,
+        referrer: i.referrer,
+        sub_id: i.sub_id,
+        source: i.source,
+        cost_micros: i.cost_micros,
+        cost_currency: i.cost_currency,
+        asn: i.asn,
+        as_org: i.as_org,
+        traffic_source_id: i.traffic_source_id,
+        external_id: i.external_id,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
@@ -448,6 +559,7 @@ pub struct OutboundRow {
     pub reason: String,
     pub integration: String,
     pub postback_type: String,
+    pub impression_id: String,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
@@ -484,6 +596,7 @@ pub fn outbound_row(payload: &[u8], at: Position) -> Result<OutboundRow, prost::
         reason: a.reason,
         integration: a.integration,
         postback_type: a.postback_type,
+        impression_id: a.impression_id,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,

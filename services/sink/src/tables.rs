@@ -52,6 +52,7 @@ pub struct Tables {
     outbound_log: TableSink<rows::OutboundRow>,
     flows: TableSink<rows::FlowRow>,
     tracker_objects: TableSink<rows::ObjectRow>,
+    impressions: TableSink<rows::ImpressionRow>,
     policy: BatchPolicy,
     /// Trace contexts of the rows waiting in each topic's batch.
     traced: HashMap<String, BatchTraces>,
@@ -61,7 +62,8 @@ pub struct Tables {
 macro_rules! each_table {
     ($tables:expr, $t:ident => $body:expr) => {
         each_table!(@fields $tables, $t => $body;
-            clicks conversions postback_log postback_results outbound_log flows tracker_objects)
+            clicks conversions postback_log postback_results outbound_log flows tracker_objects
+            impressions)
     };
     (@fields $tables:expr, $t:ident => $body:expr; $($field:ident)*) => {{
         $({
@@ -121,6 +123,7 @@ impl Tables {
                 topics.objects.clone(),
                 rows::object_row,
             ),
+            impressions: table_of!(topics.impressions, rows::impression_row),
             policy,
             traced: HashMap::new(),
         }

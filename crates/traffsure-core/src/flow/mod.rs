@@ -17,6 +17,10 @@ pub use validate::{
     MAX_DESTINATIONS, MAX_GROUPS, MAX_RULES, MAX_VALUES, OUTBOUND_MACROS, SECRET_MASK,
     SOURCE_POSTBACK_PREFIX,
 };
+pub use validate::{
+    outbound_macros, postback_type_word, CLICK_POSTBACK_MACROS, IMPRESSION_POSTBACK_MACROS,
+    POSTBACK_TYPES,
+};
 pub use view::{FlowView, GoalView};
 
 use traffsure_events::{Flow, Goal, OutboundPostback};

@@ -180,6 +180,14 @@ pub struct OutboundSpec {
     pub delay_seconds: u32,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// What fires it: `conversion` (default), `click`, `impression` or `event`
+    /// (`crate::flow::POSTBACK_TYPES`).
+    #[serde(default = "conversion", rename = "type")]
+    pub postback_type: String,
+}
+
+fn conversion() -> String {
+    "conversion".into()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,6 +84,83 @@ pub fn crm_push_preset() -> OutboundSpec {
         }],
         delay_seconds: 0,
         enabled: true,
+        postback_type: "conversion".into(),
+    }
+}
+
+/// The outbound postback types: what fires one.
+pub const POSTBACK_TYPES: &[&str] = &["conversion", "click", "impression", "event"];
+
+/// Macros a click postback may use: the click's own, no conversion's.
+pub const CLICK_POSTBACK_MACROS: &[&str] = &[
+    "click",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "country",
+    "device",
+    "os",
+    "browser",
+    "cost",
+    "ts",
+    "visitor",
+    "external_id",
+    "impression",
+];
+
+/// Macros an impression postback may use.
+pub const IMPRESSION_POSTBACK_MACROS: &[&str] = &[
+    "impression",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "country",
+    "device",
+    "os",
+    "browser",
+    "cost",
+    "ts",
+    "visitor",
+    "external_id",
+];
+
+/// An outbound postback's stored type as a word: empty (stored before types) is
+/// `conversion`.
+pub fn postback_type_word(stored: &str) -> &str {
+    if stored.is_empty() {
+        "conversion"
+    } else {
+        stored
+    }
+}
+
+/// The macros an outbound postback of `postback_type` may use; `None` for an unknown type.
+pub fn outbound_macros(postback_type: &str) -> Option<&'static [&'static str]> {
+    match postback_type_word(postback_type) {
+        "conversion" | "event" => Some(OUTBOUND_MACROS),
+        "click" => Some(CLICK_POSTBACK_MACROS),
+        "impression" => Some(IMPRESSION_POSTBACK_MACROS),
+        _ => None,
     }
 }
 
@@ -616,7 +693,15 @@ impl OutboundSpec {
             id if is_key(id, 64) => id.to_string(),
             _ => return Err(invalid(field("id"), "must be 1 to 64 of a-z, 0-9, - and _")),
         };
-        validate_url_template(&field("url"), &self.url, OUTBOUND_MACROS)?;
+        let postback_type = self.postback_type.trim().to_ascii_lowercase();
+        let postback_type = postback_type_word(&postback_type).to_string();
+        let Some(macros) = outbound_macros(&postback_type) else {
+            return Err(invalid(
+                field("type"),
+                format!("must be {}", POSTBACK_TYPES.join(", ")),
+            ));
+        };
+        validate_url_template(&field("url"), &self.url, macros)?;
         let method = self.method.trim().to_ascii_uppercase();
         if method != "GET" && method != "POST" {
             return Err(invalid(field("method"), "must be GET or POST"));
@@ -636,11 +721,24 @@ impl OutboundSpec {
         }
         if let Some(unknown) = macro_names(&self.body_template)
             .into_iter()
-            .find(|m| !OUTBOUND_MACROS.contains(&m.as_str()))
+            .find(|m| !macros.contains(&m.as_str()))
         {
             return Err(invalid(
                 field("body_template"),
                 format!("unknown macro {{{unknown}}}"),
+            ));
+        }
+        let for_conversions = matches!(postback_type.as_str(), "conversion" | "event");
+        if !for_conversions && !self.goals.is_empty() {
+            return Err(invalid(
+                field("goals"),
+                format!("a {postback_type} postback has no goals"),
+            ));
+        }
+        if !for_conversions && !self.reasons.is_empty() {
+            return Err(invalid(
+                field("reasons"),
+                format!("a {postback_type} postback has no rejection reasons"),
             ));
         }
         let mut goal_keys = Vec::with_capacity(self.goals.len());
@@ -721,6 +819,7 @@ impl OutboundSpec {
             headers,
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
+            r#type: postback_type,
         })
     }
 }
@@ -968,6 +1067,67 @@ mod tests {
                 .unwrap_err();
             assert_eq!(err.field, field, "{json}");
         }
+    }
+
+    #[test]
+    fn postback_types_have_their_own_macros() {
+        let base = |extra: serde_json::Value| {
+            let mut json = serde_json::json!({"name": "x", "destination_url": "https://a.test/"});
+            for (k, v) in extra.as_object().unwrap() {
+                json[k] = v.clone();
+            }
+            json
+        };
+        let outbound = |o: serde_json::Value| {
+            let json = base(serde_json::json!({"outbound_postbacks": [o]}));
+            spec(json).apply(&mut Flow::default(), 1)
+        };
+        let refused = |o: serde_json::Value| outbound(o).unwrap_err();
+        let err =
+            refused(serde_json::json!({"type": "click", "url": "https://s.test/?r={revenue}"}));
+        assert_eq!(err.field, "outbound_postbacks[0].url");
+        assert!(err.message.contains("{revenue}"), "{}", err.message);
+        let err =
+            refused(serde_json::json!({"type": "impression", "url": "https://s.test/?c={click}"}));
+        assert_eq!(err.field, "outbound_postbacks[0].url");
+        let err = refused(
+            serde_json::json!({"type": "click", "method": "POST", "url": "https://s.test/", "body_template": "g={goal}"}),
+        );
+        assert_eq!(err.field, "outbound_postbacks[0].body_template");
+        let err = refused(serde_json::json!({"type": "pageview", "url": "https://s.test/"}));
+        assert_eq!(err.field, "outbound_postbacks[0].type");
+        let err = refused(
+            serde_json::json!({"type": "impression", "url": "https://s.test/", "reasons": ["fraud"]}),
+        );
+        assert_eq!(err.field, "outbound_postbacks[0].reasons");
+        // Each type's own macros pass; the type is stored lowercase, conversion by default.
+        for (kind, url) in [
+            (
+                "Click",
+                "https://s.test/?c={click}&i={impression}&v={visitor}&d={device}&cost={cost}",
+            ),
+            (
+                "impression",
+                "https://s.test/?i={impression}&s={sub3}&ts={ts}",
+            ),
+            ("event", "https://s.test/?c={click}&r={revenue}&g={goal}"),
+        ] {
+            outbound(serde_json::json!({"type": kind, "url": url})).unwrap();
+        }
+        let mut flow = Flow::default();
+        spec(base(serde_json::json!({"outbound_postbacks": [
+            {"url": "https://s.test/?r={revenue}"},
+            {"type": "Click", "url": "https://s.test/?c={click}"}
+        ]})))
+        .apply(&mut flow, 1)
+        .unwrap();
+        let types: Vec<&str> = flow
+            .outbound_postbacks
+            .iter()
+            .map(|o| o.r#type.as_str())
+            .collect();
+        assert_eq!(types, ["conversion", "click"]);
+        assert_eq!(postback_type_word(""), "conversion");
     }
 
     #[test]

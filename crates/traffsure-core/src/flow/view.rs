@@ -128,6 +128,7 @@ impl From<&Flow> for FlowView {
                         .collect(),
                     delay_seconds: o.delay_seconds,
                     enabled: o.enabled,
+                    postback_type: crate::flow::postback_type_word(&o.r#type).into(),
                 })
                 .collect(),
             time_zone: flow.time_zone.clone(),

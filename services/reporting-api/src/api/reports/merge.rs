@@ -37,6 +37,8 @@ pub struct Totals {
     /// Approved revenue in the reporting currency.
     pub revenue_micros: i64,
     pub cost_micros: i64,
+    /// Impressions of people (bots left out, as clicks).
+    pub impressions: i64,
     /// Approved revenue no rate converts, by currency.
     pub without_rate: WithoutRate,
     /// Cost no rate converts, by currency.
@@ -57,6 +59,7 @@ impl Totals {
         self.rejected += o.rejected;
         self.revenue_micros += o.revenue_micros;
         self.cost_micros += o.cost_micros;
+        self.impressions += o.impressions;
         self.without_rate.merge(&o.without_rate);
         for (currency, cost) in &o.cost_without_rate {
             *self.cost_without_rate.entry(currency.clone()).or_default() += cost;
@@ -86,6 +89,8 @@ impl Totals {
             self.lander_views as f64,
         ));
         let offer_cr = round(ratio(conversions as f64 * 100.0, self.offer_clicks as f64));
+        // Clicks per impression, in percent.
+        let ctr = round(ratio(self.clicks as f64 * 100.0, self.impressions as f64));
         vec![
             ("clicks", json!(self.clicks), self.clicks as f64),
             (
@@ -150,6 +155,12 @@ impl Totals {
                 self.offer_clicks as f64,
             ),
             ("offer_cr", json!(offer_cr), offer_cr),
+            (
+                "impressions",
+                json!(self.impressions),
+                self.impressions as f64,
+            ),
+            ("ctr", json!(ctr), ctr),
         ]
     }
 }
@@ -184,6 +195,11 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
             }
             None => {}
         }
+    }
+    for row in sides.impressions {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        t.impressions += row.impressions;
     }
     for row in sides.conversions {
         let t = groups.entry(row.keys).or_default();
@@ -312,8 +328,16 @@ mod tests {
             clicks,
             conversions,
             costs,
+            impressions: vec![super::super::query::ImpressionAgg {
+                keys: key("1"),
+                impressions: 40,
+            }],
         };
         let groups = groups(sides, true, &Rates::new("USD"));
+        assert_eq!(groups[&key("1")].impressions, 40);
+        let metrics = groups[&key("1")].metrics();
+        let ctr = metrics.iter().find(|m| m.0 == "ctr").map(|m| m.2);
+        assert_eq!(ctr, Some(25.0), "10 clicks of 40 impressions");
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[&key("1")].approved, 2);
         assert_eq!(groups[&key("1")].clicks, 10);
@@ -376,6 +400,7 @@ mod tests {
             clicks: Vec::new(),
             conversions,
             costs,
+            impressions: Vec::new(),
         };
         let groups = groups(sides, false, &rates);
         let (_, total) = rows(

@@ -109,6 +109,8 @@ pub const METRICS: &[&str] = &[
     "lander_ctr",
     "offer_clicks",
     "offer_cr",
+    "impressions",
+    "ctr",
 ];
 
 /// What a report asks for.

@@ -149,11 +149,20 @@ pub async fn rates(client: &Client, reporting: &str, range: &Range) -> Result<Ra
         .map_err(ApiError::from)
 }
 
+/// One group's impressions (people only), as the impressions query returns them.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct ImpressionAgg {
+    pub keys: Vec<String>,
+    pub impressions: i64,
+}
+
 /// What both sides of a report return.
 pub struct Sides {
     pub clicks: Vec<ClickAgg>,
     pub conversions: Vec<ConversionAgg>,
+    /// Click costs, then impression costs (a pixel's own `cost`).
     pub costs: Vec<CostAgg>,
+    pub impressions: Vec<ImpressionAgg>,
 }
 
 /// Runs both sides of the report (clicks with their costs, and conversions) at once.
@@ -165,16 +174,89 @@ pub async fn run(
     let clicks = clicks_sql(&request.dims, &request.filters, range);
     let conversions = conversions_sql(&request.dims, &request.filters, range);
     let costs = costs_sql(&request.dims, &request.filters, range);
-    let (clicks, conversions, costs) = tokio::try_join!(
+    let (clicks, conversions, mut costs) = tokio::try_join!(
         clicks.query(client).fetch_all::<ClickAgg>(),
         conversions.query(client).fetch_all::<ConversionAgg>(),
         costs.query(client).fetch_all::<CostAgg>(),
     )?;
+    let (mut impressions, mut impression_costs) =
+        match impressions_sql(&request.dims, &request.filters, range) {
+            Some((counts, costs)) => tokio::try_join!(
+                counts.query(client).fetch_all::<ImpressionAgg>(),
+                costs.query(client).fetch_all::<CostAgg>(),
+            )?,
+            None => (Vec::new(), Vec::new()),
+        };
+    // Grouped only by dimensions impressions lack, every key is the constant '', and
+    // ClickHouse then aggregates without keys: one row of zeros even over no rows. A
+    // group with nothing to add is no group.
+    impressions.retain(|row| row.impressions != 0);
+    impression_costs.retain(|row| row.cost_micros != 0);
+    costs.extend(impression_costs);
     Ok(Sides {
         clicks,
         conversions,
         costs,
+        impressions,
     })
+}
+
+/// The dimensions the impressions rollup (`impressions_hourly`) has; a report by any
+/// other dimension counts its impressions under an empty key there.
+const IMPRESSION_DIMS: &[&str] = &[
+    "day",
+    "hour",
+    "flow",
+    "traffic_source",
+    "country",
+    "source",
+    "sub_id",
+    "device",
+    "os",
+    "browser",
+];
+
+/// The impressions of a report and their cost by UTC day and currency, from
+/// `impressions_hourly`; `None` when a filter names what impressions do not have (an
+/// offer, lander or network, a click's visitor details or fraud signals): no impression
+/// passes such a filter. A goal filter leaves them whole, as it leaves clicks.
+fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Option<(Sql, Sql)> {
+    if filters.on_click_only_columns()
+        || filters
+            .objects
+            .iter()
+            .any(|(column, _)| *column != "traffic_source_id")
+    {
+        return None;
+    }
+    let side = Side::ClickRollup;
+    let keys = |sql: &mut Sql| {
+        sql.push("[");
+        for (i, dim) in dims.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            if IMPRESSION_DIMS.contains(dim) {
+                dimension(sql, dim, side, &filters.timezone);
+            } else {
+                sql.push("''");
+            }
+        }
+        sql.push("] AS keys");
+    };
+    let mut counts = Sql::new("SELECT ");
+    keys(&mut counts);
+    counts.push(", toInt64(sum(impressions - bots)) AS i FROM impressions_hourly");
+    where_clause(&mut counts, filters, range, side);
+    counts.push(" GROUP BY keys");
+    let mut costs = Sql::new("SELECT ");
+    keys(&mut costs);
+    costs
+        .push(", toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, ")
+        .push("toInt64(sum(cost_micros)) AS cost FROM impressions_hourly");
+    where_clause(&mut costs, filters, range, side);
+    costs.push(" GROUP BY keys, d, cur");
+    Some((counts, costs))
 }
 
 /// The SQL for one dimension on one side; a side without such a column (clicks have no
