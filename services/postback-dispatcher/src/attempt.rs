@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use traffsure_core::flow::outbound_postbacks;
+use traffsure_core::objects::Scope;
 use traffsure_core::now_ms;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
@@ -61,11 +62,17 @@ impl Dispatcher {
             return;
         };
         let conversion = record.conversion.clone().unwrap_or_default();
-        let outbound = self.registry.get(conversion.flow_id).and_then(|flow| {
-            outbound_postbacks(&flow)
-                .find(|o| o.id == record.outbound_id)
-                .cloned()
-        });
+        let (outbound, scope) = self
+            .registry
+            .get(conversion.flow_id)
+            .and_then(|flow| {
+                let outbound = outbound_postbacks(&flow)
+                    .find(|o| o.id == record.outbound_id)?
+                    .clone();
+                let scope = Scope::of(&outbound, flow.traffic_source_id).label();
+                Some((outbound, scope))
+            })
+            .unzip();
         let mut attempt = OutboundAttempt {
             attempt_id: uuid::Uuid::now_v7().to_string(),
             conversion_id: conversion.conversion_id.clone(),
@@ -84,6 +91,7 @@ impl Dispatcher {
             reason: conversion.reason.clone(),
             integration: vocab::OUTBOUND_INTEGRATIONS[0].into(),
             postback_type: vocab::OUTBOUND_POSTBACK_TYPES[0].into(),
+            scope: scope.unwrap_or_default(),
             ..OutboundAttempt::default()
         };
         let outbound = match outbound {

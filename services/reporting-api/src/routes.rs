@@ -44,6 +44,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(api::outbound::presets),
         )
         .route(
+            "/api/v1/outbound-postbacks/global",
+            web::get().to(api::scoped_postbacks::get_global),
+        )
+        .route(
+            "/api/v1/outbound-postbacks/global",
+            web::put().to(api::scoped_postbacks::put_global),
+        )
+        .route(
             "/api/v1/flows/{flow}/outbound-postbacks/{id}/test",
             web::post().to(api::outbound::send_test),
         )

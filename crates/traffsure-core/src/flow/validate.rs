@@ -598,7 +598,7 @@ impl PostbackSecuritySpec {
 impl OutboundSpec {
     /// `stored`: the flow's outbound postback of the same id, whose secret header values a
     /// mask sent back keeps.
-    fn to_outbound(
+    pub(crate) fn to_outbound(
         &self,
         index: usize,
         goals: &[Goal],
@@ -721,6 +721,8 @@ impl OutboundSpec {
             headers,
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
+            // A flow's own; reporting-api sets the scope of the others when it copies them.
+            ..OutboundPostback::default()
         })
     }
 }

@@ -16,6 +16,7 @@ mod page;
 pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
+pub mod scoped_postbacks;
 
 /// The OpenAPI document of this API.
 pub async fn openapi() -> HttpResponse {
