@@ -493,10 +493,11 @@ impl Processor {
                 return Ok(());
             }
         };
-        let (hash, visitor, flow) = (
+        let (hash, visitor, flow, offer) = (
             click.click_hash.clone(),
             click.visitor_id.clone(),
             click.flow_id,
+            click.offer_id,
         );
         let keep = self.retention().keeps(click.ts_ms, flow);
         let Some(owned) = self.partitions.get_mut(&partition) else {
@@ -512,7 +513,8 @@ impl Processor {
                     || (h.postback.click_hash.is_empty()
                         && !visitor.is_empty()
                         && h.postback.visitor_id == visitor
-                        && h.postback.flow_id == flow)
+                        && h.postback.flow_id == flow
+                        && (h.postback.offer_id == 0 || h.postback.offer_id == offer))
             });
         owned.held = waiting;
         for held in ready {
