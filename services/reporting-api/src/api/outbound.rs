@@ -41,6 +41,7 @@ struct OutboundRow {
     reason: String,
     integration: String,
     postback_type: String,
+    scope: String,
 }
 
 /// An attempt's fields, in JSON and CSV order: Affise's affiliate postback log (postback
@@ -67,6 +68,7 @@ const COLUMNS: &[&str] = &[
     "time_ms",
     "integration",
     "postback_type",
+    "scope",
     "outbound_id",
     "click_hash",
     "method",
@@ -149,7 +151,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     sql.str(timezone.as_str());
     sql.push(
         "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
-         integration, postback_type FROM outbound_log WHERE 1",
+         integration, postback_type, scope FROM outbound_log WHERE 1",
     );
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
@@ -285,6 +287,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "manual": r.manual == 1,
                 "integration": or_default(r.integration, vocab::OUTBOUND_INTEGRATIONS[0]),
                 "postback_type": or_default(r.postback_type, vocab::OUTBOUND_POSTBACK_TYPES[0]),
+                // Attempts logged before scopes existed were all the flow's.
+                "scope": or_default(r.scope, "flow"),
             })
         })
         .collect();
