@@ -3,7 +3,7 @@
 //! global postback and a flow's own that send the same request fire once per conversion
 //! (the flow's, the most specific); the outbound log names each attempt's scope; a change
 //! of an offer or of the global postbacks re-publishes the flows that use them; a bad
-//! postback answers 422 naming its field.
+//! postback answers 422 naming its field. And the same in the panel, in headless Chromium.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
-use traffsure_tests::{click_hash_of, eventually, stack_with_receiver, Requests, Stack};
+use traffsure_tests::browser::run_script;
+use traffsure_tests::{
+    click_hash_of, eventually, stack_with_receiver, Requests, Stack, StackOptions, ADMIN_PASSWORD,
+    ADMIN_USERNAME,
+};
 
 mod postback_support;
 use postback_support::get as postback;
@@ -288,5 +292,72 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     assert_eq!(authorization, Some("Bearer g-secret"));
     let body: Value = serde_json::from_str(&crm.body)?;
     assert_eq!(body["c"], json!(two_b2));
+    Ok(())
+}
+
+/// The panel: the Global Postbacks page and the outbound postbacks of an offer and a
+/// traffic source, in headless Chromium (`tests/browser/scopes.mjs`), saved as asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_postbacks_in_the_panel() -> anyhow::Result<()> {
+    let stack = Stack::start_with(StackOptions::default().services(&["reporting-api"])).await?;
+    let result = panel(&stack).await;
+    stack.print_failure(&result);
+    result
+}
+
+async fn panel(stack: &Stack) -> anyhow::Result<()> {
+    let receiver = "https://receiver.example";
+    let run = run_script(
+        stack,
+        "scopes.mjs",
+        "scopes",
+        &[
+            ("RECEIVER", receiver.into()),
+            ("ADMIN_USERNAME", ADMIN_USERNAME.into()),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
+        ],
+        Duration::from_secs(180),
+    )
+    .await?;
+    let line = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("scopes ok "))
+        .ok_or_else(|| anyhow::anyhow!("no result line in {}", run.stdout))?;
+    let saved: Value = serde_json::from_str(line)?;
+    assert!(run.screenshot_count()? >= 6, "{}", run.screenshots.display());
+    let global = stack
+        .api_expect(Method::GET, "/api/v1/outbound-postbacks/global", None, 200)
+        .await?;
+    let postbacks = &global["outbound_postbacks"];
+    assert_eq!(postbacks.as_array().map(Vec::len), Some(1), "{global}");
+    assert_eq!(
+        (&postbacks[0]["id"], &postbacks[0]["url"], &postbacks[0]["on_status"]),
+        (
+            &json!("every"),
+            &json!(format!("{receiver}/global?c={{click}}")),
+            &json!("any")
+        )
+    );
+    let offer = stack
+        .api_expect(Method::GET, &format!("/api/v1/offers/{}", saved["offer"]), None, 200)
+        .await?;
+    assert_eq!(
+        offer["outbound_postbacks"],
+        json!([{"id": "net", "url": format!("{receiver}/offer?c={{click}}&p={{payout}}"),
+                "method": "GET", "body_template": "", "body_format": "form", "goals": [],
+                "on_status": "approved", "reasons": [], "headers": [], "delay_seconds": 0,
+                "enabled": true}])
+    );
+    let source = stack
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/traffic-sources/{}", saved["source"]),
+            None,
+            200,
+        )
+        .await?;
+    assert_eq!(source["outbound_postbacks"][0]["id"], "out1");
+    assert_eq!(source["outbound_postbacks"][0]["on_status"], "pending");
     Ok(())
 }

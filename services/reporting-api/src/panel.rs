@@ -15,6 +15,7 @@ pub const PAGES: &[&str] = &[
     "/postbacks",
     "/postbacks/{id}",
     "/outbound",
+    "/outbound/global",
     "/reports",
     "/traffic-sources",
     "/traffic-sources/{id}",
@@ -56,6 +57,11 @@ pub async fn app_js() -> HttpResponse {
 /// The objects' pages and the flow editor's funnel builder, loaded before `app.js`.
 pub async fn objects_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/objects.js"))
+}
+
+/// The editor of outbound postbacks beyond one flow and the Global Postbacks page.
+pub async fn postbacks_scope_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/postbacks-scope.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

@@ -466,7 +466,7 @@ function outboundPage() {
     {title: 'Payout', num: true, key: 'payout'}, {title: 'Revenue', num: true, key: 'revenue'}, {title: 'Currency', key: 'currency'},
     {title: 'Notice', key: 'reason'},
     {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
-    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
+    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Scope', key: 'scope'}, {title: 'Attempt', key: 'attempt'},
     {title: 'State', key: 'state'},
     {title: '', render: r => el('button', {type: 'button', onclick: () => replay(r)}, 'Replay')},
   ], true);
@@ -562,6 +562,7 @@ async function main() {
   if (path === '/conversions') return conversionsPage();
   if (path === '/postbacks') return postbacksPage();
   if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
+  if (scopedPostbacksRoute(path)) return;
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
   if (objectsRoute(parts)) return;
