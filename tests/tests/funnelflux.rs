@@ -106,7 +106,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(response.status() == 302, "hit {n}: {}", response.status());
         let location = response.headers()["location"].to_str()?.to_string();
-        let want = if n == 1 { "https://first." } else { "https://second." };
+        let want = if n == 1 {
+            "https://first."
+        } else {
+            "https://second."
+        };
         anyhow::ensure!(location.starts_with(want), "hit {n}: {location}");
         hits.push(query_of(&location)["c"].clone());
     }
@@ -122,7 +126,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     // `p` that is no offer id is refused, naming it.
     let refused = postback(stack, &format!("/postback?vid={vid}&flow={slug}&p=first")).await?;
     assert_eq!(
-        (refused.status, refused.code.as_str(), refused.field.as_deref()),
+        (
+            refused.status,
+            refused.code.as_str(),
+            refused.field.as_deref()
+        ),
         (422, "invalid_offer", Some("p"))
     );
     for query in [

@@ -149,7 +149,10 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     let shown = stack
         .api_expect(Method::GET, "/api/v1/outbound-postbacks/global", None, 200)
         .await?;
-    assert_eq!(shown["outbound_postbacks"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        shown["outbound_postbacks"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert_eq!(
         shown["outbound_postbacks"][2]["headers"][0]["value"],
         "********"
@@ -214,18 +217,35 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     let mut want: Vec<(String, String, String)> = vec![
         (one_a.clone(), "own".into(), "flow".into()),
         (one_a.clone(), "global.all".into(), "global".into()),
-        (one_a.clone(), format!("offer-{a}.net"), format!("offer:{a}")),
-        (one_a.clone(), format!("source-{s1}.out1"), format!("source:{s1}")),
+        (
+            one_a.clone(),
+            format!("offer-{a}.net"),
+            format!("offer:{a}"),
+        ),
+        (
+            one_a.clone(),
+            format!("source-{s1}.out1"),
+            format!("source:{s1}"),
+        ),
         (one_b.clone(), "own".into(), "flow".into()),
         (one_b.clone(), "global.all".into(), "global".into()),
-        (one_b.clone(), format!("source-{s1}.out1"), format!("source:{s1}")),
+        (
+            one_b.clone(),
+            format!("source-{s1}.out1"),
+            format!("source:{s1}"),
+        ),
         (two_b.clone(), "global.same".into(), "global".into()),
         (two_b.clone(), "global.all".into(), "global".into()),
     ];
     want.sort();
     let logged = eventually(Duration::from_secs(30), || async {
         let page = stack
-            .api_expect(Method::GET, "/api/v1/outbound-postbacks?limit=100", None, 200)
+            .api_expect(
+                Method::GET,
+                "/api/v1/outbound-postbacks?limit=100",
+                None,
+                200,
+            )
             .await?;
         let mut rows: Vec<(String, String, String)> = page["items"]
             .as_array()
@@ -325,14 +345,22 @@ async fn panel(stack: &Stack) -> anyhow::Result<()> {
         .find_map(|l| l.strip_prefix("scopes ok "))
         .ok_or_else(|| anyhow::anyhow!("no result line in {}", run.stdout))?;
     let saved: Value = serde_json::from_str(line)?;
-    assert!(run.screenshot_count()? >= 6, "{}", run.screenshots.display());
+    assert!(
+        run.screenshot_count()? >= 6,
+        "{}",
+        run.screenshots.display()
+    );
     let global = stack
         .api_expect(Method::GET, "/api/v1/outbound-postbacks/global", None, 200)
         .await?;
     let postbacks = &global["outbound_postbacks"];
     assert_eq!(postbacks.as_array().map(Vec::len), Some(1), "{global}");
     assert_eq!(
-        (&postbacks[0]["id"], &postbacks[0]["url"], &postbacks[0]["on_status"]),
+        (
+            &postbacks[0]["id"],
+            &postbacks[0]["url"],
+            &postbacks[0]["on_status"]
+        ),
         (
             &json!("every"),
             &json!(format!("{receiver}/global?c={{click}}")),
@@ -340,7 +368,12 @@ async fn panel(stack: &Stack) -> anyhow::Result<()> {
         )
     );
     let offer = stack
-        .api_expect(Method::GET, &format!("/api/v1/offers/{}", saved["offer"]), None, 200)
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/offers/{}", saved["offer"]),
+            None,
+            200,
+        )
         .await?;
     assert_eq!(
         offer["outbound_postbacks"],

@@ -637,7 +637,8 @@ impl PartitionState {
         let click = if postback.offer_id != 0 {
             latest(visitor_offer_key(visitor, flow, postback.offer_id))
         } else {
-            latest(visitor_offer_key(visitor, flow, 0)).or_else(|| latest(visitor_key(visitor, flow)))
+            latest(visitor_offer_key(visitor, flow, 0))
+                .or_else(|| latest(visitor_key(visitor, flow)))
         }?;
         (postback.received_at_ms - click.ts_ms <= VISITOR_SESSION_MS).then_some(click)
     }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use traffsure_core::flow::outbound_postbacks;
-use traffsure_core::objects::Scope;
 use traffsure_core::now_ms;
+use traffsure_core::objects::Scope;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
     Conversion, ConversionStatus, OutboundAttempt, OutboundDelivery, OutboundPostback,

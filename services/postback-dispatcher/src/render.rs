@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::format_micros;
-use traffsure_core::objects::scoped::{dedup_firing, scope_matches};
 use traffsure_core::macros::{encode_component, render};
+use traffsure_core::objects::scoped::{dedup_firing, scope_matches};
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{Conversion, ConversionStatus, Flow, OutboundPostback};
 

@@ -166,13 +166,14 @@ pub fn decide(
             postback.flow_id = flow.id;
             postback.routing_key = u32::from(routing_key);
             if let Some((field, offer)) = params.find(params::OFFER) {
-                postback.offer_id = offer
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|id| *id != 0)
-                    .ok_or_else(|| PostbackError::InvalidOffer {
-                        field: field.to_string(),
-                    })?;
+                postback.offer_id =
+                    offer
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|id| *id != 0)
+                        .ok_or_else(|| PostbackError::InvalidOffer {
+                            field: field.to_string(),
+                        })?;
             }
             Some(flow)
         }
@@ -705,7 +706,10 @@ mod tests {
         // Beside a click hash (a hit), `p` is not read: the hit is one visit already.
         let click = keys().generate(1_000, 4, 77);
         assert_eq!(
-            run(&format!("click={click}&p=x")).unwrap().postback.offer_id,
+            run(&format!("click={click}&p=x"))
+                .unwrap()
+                .postback
+                .offer_id,
             0
         );
     }

@@ -166,11 +166,7 @@ fn scoped_postbacks(
     }
     if let Some(global) = lookup(ObjectKind::GlobalSettings, GLOBAL_SETTINGS_ID) {
         let spec: GlobalSettingsSpec = spec_of(&global)?;
-        out.extend(scoped(
-            "global",
-            &spec.outbound_postbacks,
-            Scope::Global,
-        )?);
+        out.extend(scoped("global", &spec.outbound_postbacks, Scope::Global)?);
     }
     Ok(out)
 }

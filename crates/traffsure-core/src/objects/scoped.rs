@@ -51,10 +51,7 @@ impl Scope {
             "offer" => Self::Offer(outbound.scope_id),
             "source" => Self::Source(outbound.scope_id),
             "global" => Self::Global,
-            _ if outbound
-                .id
-                .starts_with(crate::flow::SOURCE_POSTBACK_PREFIX) =>
-            {
+            _ if outbound.id.starts_with(crate::flow::SOURCE_POSTBACK_PREFIX) => {
                 Self::Source(flow_source_id)
             }
             _ => Self::Flow,

@@ -9,7 +9,9 @@ use super::{ObjectError, ObjectSpec, Reference};
 use crate::flow::validate::{
     currency_from, goals_from, invalid, is_key, payout_from, status_map_from, validate_url_template,
 };
-use crate::flow::{GoalSpec, OutboundSpec, DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX};
+use crate::flow::{
+    GoalSpec, OutboundSpec, DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX,
+};
 use crate::money::format_micros;
 use crate::templates::{
     self, fill_placeholders, is_tracking_parameter, ordered_pairs, placeholder_names, url_breaking,
