@@ -262,6 +262,35 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     })
     .await?;
     assert_eq!(logged, want);
+    let source_filter = format!("source:{s1}");
+    for (filter, rows) in [
+        ("global", 4),
+        ("offer", 1),
+        (source_filter.as_str(), 2),
+        ("flow", 2),
+    ] {
+        let page = stack
+            .api_expect(
+                Method::GET,
+                &format!("/api/v1/outbound-postbacks?scope={filter}"),
+                None,
+                200,
+            )
+            .await?;
+        assert_eq!(
+            page["items"].as_array().map(Vec::len),
+            Some(rows),
+            "{filter}"
+        );
+    }
+    let (status, error) = stack
+        .api_call(
+            Method::GET,
+            "/api/v1/outbound-postbacks?scope=lander:1",
+            None,
+        )
+        .await?;
+    assert_eq!((status, &error["field"]), (422, &json!("scope")));
 
     // Changes re-publish the flows: offer B gets a postback of its own; the global `all`
     // goes and the CRM push is switched on, its secret sent back masked.

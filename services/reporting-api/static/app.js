@@ -456,6 +456,7 @@ function outboundPage() {
     {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
     {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
     {name: 'postback_type', label: 'Type', options: ['', 'conversion']},
+    {name: 'scope', label: 'Scope', placeholder: 'global, offer:3', size: 10},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
