@@ -185,6 +185,30 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
         }))
         .await?;
 
+    // The flow's view lists what it fires from elsewhere, most specific first.
+    let view = stack
+        .api_expect(Method::GET, &format!("/api/v1/flows/{one}"), None, 200)
+        .await?;
+    let listed: Vec<(Value, Value)> = view["scoped_postbacks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| (o["id"].clone(), o["scope"].clone()))
+        .collect();
+    let (a, s1) = (id(&offer_a)?, id(&source_one)?);
+    assert_eq!(
+        listed,
+        [
+            (json!(format!("offer-{a}.net")), json!("offer")),
+            (json!(format!("source-{s1}.out1")), json!("source")),
+            (json!("global.same"), json!("global")),
+            (json!("global.all"), json!("global")),
+            (json!("global.crm"), json!("global")),
+        ]
+    );
+    assert!(!view.to_string().contains("g-secret"), "{view}");
+
     let one_a = click_to(stack, &one, "https://a.example/").await?;
     let one_b = click_to(stack, &one, "https://b.example/").await?;
     let two_b = click_to(stack, &two, "https://b.example/").await?;
@@ -213,7 +237,6 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
     assert_eq!(by_path(received), got);
 
     // The outbound log names where each attempt's postback is configured.
-    let (a, s1) = (id(&offer_a)?, id(&source_one)?);
     let mut want: Vec<(String, String, String)> = vec![
         (one_a.clone(), "own".into(), "flow".into()),
         (one_a.clone(), "global.all".into(), "global".into()),
