@@ -190,6 +190,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                     integration: "s2s".into(),
                     postback_type: "conversion".into(),
                     impression_id: String::new(),
+                    scope: "offer:6".into(),
                 },
             )],
         )
@@ -252,8 +253,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         "pb1\tfirst\t7\tconverted\tconv\tconverted\t2026-03-01 10:16:01"
     );
     assert_eq!(
-        q("SELECT attempt_id, conversion_id, conversion_version, outbound_id, flow_id, click_hash, goal, status, revenue_micros, currency, method, url, http_status, error, response_snippet, latency_ms, attempt, state, attempted_at, next_attempt_at_ms, manual, traffic_source_id, offer_id, reason, integration, postback_type FROM outbound_log").await?,
-        "att1\tconv\t2\tob\t7\tfirst\tsale\tapproved\t3000000\tEUR\tGET\thttps://source.example/pb?c=first\t502\tbad gateway\t<html>\t321\t1\tretrying\t2026-03-01 10:17:05\t1772360285123\t0\t4\t6\tlate, but fine\ts2s\tconversion"
+        q("SELECT attempt_id, conversion_id, conversion_version, outbound_id, flow_id, click_hash, goal, status, revenue_micros, currency, method, url, http_status, error, response_snippet, latency_ms, attempt, state, attempted_at, next_attempt_at_ms, manual, traffic_source_id, offer_id, reason, integration, postback_type, scope FROM outbound_log").await?,
+        "att1\tconv\t2\tob\t7\tfirst\tsale\tapproved\t3000000\tEUR\tGET\thttps://source.example/pb?c=first\t502\tbad gateway\t<html>\t321\t1\tretrying\t2026-03-01 10:17:05\t1772360285123\t0\t4\t6\tlate, but fine\ts2s\tconversion\toffer:6"
     );
     assert_eq!(
         q("SELECT id, revision, slug, name, status, destination_url, default_goal, updated_at FROM flows").await?,

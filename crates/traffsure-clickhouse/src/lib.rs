@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0021_impression_links.sql"),
     ),
     (
+        22,
+        "outbound_log_scope",
+        include_str!("../../../deploy/clickhouse/migrations/0022_outbound_log_scope.sql"),
+    ),
+    (
         23,
         "users",
         include_str!("../../../deploy/clickhouse/migrations/0023_users.sql"),

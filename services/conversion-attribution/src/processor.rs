@@ -493,10 +493,11 @@ impl Processor {
                 return Ok(());
             }
         };
-        let (hash, visitor, flow) = (
+        let (hash, visitor, flow, offer) = (
             click.click_hash.clone(),
             click.visitor_id.clone(),
             click.flow_id,
+            click.offer_id,
         );
         let keep = self.retention().keeps(click.ts_ms, flow);
         let Some(owned) = self.partitions.get_mut(&partition) else {
@@ -506,14 +507,9 @@ impl Processor {
         if owned.held.is_empty() {
             return Ok(());
         }
-        let (ready, waiting): (Vec<Held>, Vec<Held>) =
-            std::mem::take(&mut owned.held).into_iter().partition(|h| {
-                h.postback.click_hash == hash
-                    || (h.postback.click_hash.is_empty()
-                        && !visitor.is_empty()
-                        && h.postback.visitor_id == visitor
-                        && h.postback.flow_id == flow)
-            });
+        let (ready, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut owned.held)
+            .into_iter()
+            .partition(|h| waits_for(&h.postback, &hash, &visitor, flow, offer));
         owned.held = waiting;
         for held in ready {
             self.attribute(partition, held)?;
@@ -736,5 +732,45 @@ fn count_abort(abort: Abort) {
             .recoveries
             .with_label_values(&["failed_abort"])
             .inc();
+    }
+}
+
+/// Whether a held postback waits for this click: its click hash, or (a visitor-based one)
+/// a click of its visitor in its flow, of its offer when it names one (`p`).
+fn waits_for(postback: &Postback, hash: &str, visitor: &str, flow: u32, offer: u32) -> bool {
+    postback.click_hash == hash
+        || (postback.click_hash.is_empty()
+            && !visitor.is_empty()
+            && postback.visitor_id == visitor
+            && postback.flow_id == flow
+            && (postback.offer_id == 0 || postback.offer_id == offer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_visitor_postback_waits_for_a_visit_of_its_offer() {
+        let by_visitor = |offer_id| Postback {
+            visitor_id: "v".into(),
+            flow_id: 7,
+            offer_id,
+            ..Postback::default()
+        };
+        assert!(waits_for(&by_visitor(0), "h", "v", 7, 3));
+        assert!(waits_for(&by_visitor(3), "h", "v", 7, 3));
+        assert!(!waits_for(&by_visitor(4), "h", "v", 7, 3), "another offer");
+        assert!(!waits_for(&by_visitor(0), "h", "v", 8, 3), "another flow");
+        assert!(
+            !waits_for(&by_visitor(0), "h", "", 7, 3),
+            "a click without a visitor"
+        );
+        let by_hash = Postback {
+            click_hash: "h".into(),
+            ..Postback::default()
+        };
+        assert!(waits_for(&by_hash, "h", "", 7, 0));
+        assert!(!waits_for(&by_hash, "g", "", 7, 0));
     }
 }

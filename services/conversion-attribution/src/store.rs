@@ -49,6 +49,18 @@ fn visitor_key(visitor_id: &str, flow_id: u32) -> Key {
     digest(&[visitor_id.as_bytes(), &[0], &flow_id.to_le_bytes()])
 }
 
+/// The key of a visitor's latest visit of one offer in a flow; offer 0 = of any offer.
+/// Kept beside `visitor_key` in `visitors` (a digest of other bytes, so never the same).
+fn visitor_offer_key(visitor_id: &str, flow_id: u32, offer_id: u32) -> Key {
+    digest(&[
+        visitor_id.as_bytes(),
+        &[0],
+        &flow_id.to_le_bytes(),
+        &[1],
+        &offer_id.to_le_bytes(),
+    ])
+}
+
 fn digest(parts: &[&[u8]]) -> Key {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -378,6 +390,16 @@ impl PartitionState {
                 click.ts_ms,
                 key,
             );
+            // An offer visit is also the visitor's latest of that offer, and of any offer.
+            if click.offer_id != 0 {
+                for offer in [click.offer_id, 0] {
+                    self.note_visitor(
+                        visitor_offer_key(&click.visitor_id, click.flow_id, offer),
+                        click.ts_ms,
+                        key,
+                    );
+                }
+            }
         }
         let dims = [
             self.dims.intern(&click.country),
@@ -622,15 +644,22 @@ impl PartitionState {
         Ok(())
     }
 
-    /// The click a postback names, by click hash or by visitor and flow.
+    /// The click a postback names: by click hash (a visit, or a lander click-through's own
+    /// hit); by visitor and flow, the visitor's latest visit of the offer the postback
+    /// names (`p`), else the latest offer visit, else (a flow without offers) the latest
+    /// click, as FunnelFlux converts a visitor ID.
     pub fn find_click(&self, postback: &Postback) -> Option<&StoredClick> {
         if !postback.click_hash.is_empty() {
             return self.clicks.get(&click_key(&postback.click_hash));
         }
-        let click = self
-            .visitors
-            .get(&visitor_key(&postback.visitor_id, postback.flow_id))
-            .and_then(|click| self.clicks.get(click))?;
+        let latest = |key: Key| self.visitors.get(&key).and_then(|c| self.clicks.get(c));
+        let (visitor, flow) = (postback.visitor_id.as_str(), postback.flow_id);
+        let click = if postback.offer_id != 0 {
+            latest(visitor_offer_key(visitor, flow, postback.offer_id))
+        } else {
+            latest(visitor_offer_key(visitor, flow, 0))
+                .or_else(|| latest(visitor_key(visitor, flow)))
+        }?;
         (postback.received_at_ms - click.ts_ms <= VISITOR_SESSION_MS).then_some(click)
     }
 }
@@ -864,6 +893,52 @@ mod tests {
             ..postback(3_000)
         };
         assert!(state.find_click(&other_flow).is_none());
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn visitor_postbacks_convert_the_named_or_the_latest_offer_visit() -> std::io::Result<()> {
+        let dir = temp_dir("visitor-offer");
+        let offer_visit = |hash: &str, offer_id: u32, ts_ms: i64| ClickInfo {
+            offer_id,
+            ..click(hash, "v", ts_ms)
+        };
+        {
+            let mut state = PartitionState::open(&dir, 2, &mut all)?;
+            state.add_click(0, offer_visit("lander", 0, 1_000), true)?;
+            state.add_click(1, offer_visit("hit-a", 11, 2_000), true)?;
+            state.add_click(2, offer_visit("hit-b", 12, 3_000), true)?;
+            state.add_click(3, offer_visit("lander-again", 0, 4_000), true)?;
+            state.add_click(4, offer_visit("hit-a-again", 11, 2_500), true)?;
+            state.flush()?;
+        }
+        let postback = |offer_id: u32| Postback {
+            visitor_id: "v".into(),
+            flow_id: 7,
+            offer_id,
+            received_at_ms: 5_000,
+            ..Postback::default()
+        };
+        for compacted in [false, true] {
+            let mut state = PartitionState::open(&dir, 2, &mut all)?;
+            let found = |offer_id| hash_of(&state, state.find_click(&postback(offer_id)));
+            assert_eq!(found(11).as_deref(), Some("hit-a-again"), "{compacted}");
+            assert_eq!(found(12).as_deref(), Some("hit-b"), "{compacted}");
+            assert_eq!(found(0).as_deref(), Some("hit-b"), "latest offer visit");
+            assert_eq!(found(13), None, "never visited");
+            state.compact()?;
+        }
+        // A flow without offers converts the visitor's latest click.
+        let mut state = PartitionState::open(&dir, 3, &mut all)?;
+        state.add_click(0, click("plain", "w", 1_000), true)?;
+        let plain = Postback {
+            visitor_id: "w".into(),
+            ..postback(0)
+        };
+        assert_eq!(
+            hash_of(&state, state.find_click(&plain)).as_deref(),
+            Some("plain")
+        );
         std::fs::remove_dir_all(&dir)
     }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::flow::postback_type_word;
 use traffsure_core::now_ms;
+use traffsure_core::objects::Scope;
 use traffsure_core::vocab::{self, Vocabulary as _};
 use traffsure_events::{
     Click, Conversion, ConversionStatus, Impression, OutboundAttempt, OutboundDelivery,
@@ -64,11 +65,17 @@ impl Dispatcher {
             return;
         };
         let conversion = record.conversion.clone().unwrap_or_default();
-        let outbound = self.registry.get(conversion.flow_id).and_then(|flow| {
-            outbound_postbacks(&flow)
-                .find(|o| o.id == record.outbound_id)
-                .cloned()
-        });
+        let (outbound, scope) = self
+            .registry
+            .get(conversion.flow_id)
+            .and_then(|flow| {
+                let outbound = outbound_postbacks(&flow)
+                    .find(|o| o.id == record.outbound_id)?
+                    .clone();
+                let scope = Scope::of(&outbound, flow.traffic_source_id).label();
+                Some((outbound, scope))
+            })
+            .unzip();
         let mut attempt = OutboundAttempt {
             attempt_id: uuid::Uuid::now_v7().to_string(),
             conversion_id: conversion.conversion_id.clone(),
@@ -96,6 +103,7 @@ impl Dispatcher {
                 .as_ref()
                 .map(|i| i.impression_id.clone())
                 .unwrap_or_default(),
+            scope: scope.unwrap_or_default(),
             ..OutboundAttempt::default()
         };
         let outbound = match outbound {

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use traffsure_core::flow::{outbound_postbacks, postback_type_word};
 use traffsure_core::format_micros;
 use traffsure_core::macros::{encode_component, render};
+use traffsure_core::objects::scoped::{dedup_firing, scope_matches};
 use traffsure_core::vocab::Vocabulary;
 use traffsure_events::{Click, Conversion, ConversionStatus, Flow, Impression, OutboundPostback};
 
@@ -44,15 +45,17 @@ pub fn fires(outbound: &OutboundPostback, conversion: &Conversion) -> bool {
         let reason = conversion.reason.trim().to_lowercase();
         outbound.reasons.iter().any(|r| r.to_lowercase() == reason)
     };
-    status_matches && goal_matches && reason_matches
+    status_matches && goal_matches && reason_matches && scope_matches(outbound, conversion)
 }
 
-/// The outbound postbacks of `flow` that fire for `conversion`: its own and its traffic
-/// source's.
+/// The outbound postbacks of `flow` that fire for `conversion`: its own, its traffic
+/// source's, and those of its offers, its source and the global ones; of several that
+/// send the same request, only the most specific scope's (`dedup_firing`).
 pub fn firing<'f>(flow: &'f Flow, conversion: &Conversion) -> Vec<&'f OutboundPostback> {
-    outbound_postbacks(flow)
+    let matching = outbound_postbacks(flow)
         .filter(|o| fires(o, conversion))
-        .collect()
+        .collect();
+    dedup_firing(matching, flow.traffic_source_id)
 }
 
 /// A conversion's revenue in the reporting currency, for `{revenue_converted}` and
@@ -465,5 +468,34 @@ mod tests {
         assert_eq!(parsed["sub_id"], "s\"q");
         assert_eq!(parsed["status"], "pending");
         assert_eq!(parsed["r"], 12.5);
+    }
+
+    #[test]
+    fn scoped_postbacks_fire_for_their_offer_and_once_per_request() {
+        let mut c = conversion(ConversionStatus::Approved, "sale");
+        c.offer_id = 4;
+        let scoped = |id: &str, url: &str, scope: &str, scope_id: u32| OutboundPostback {
+            id: id.into(),
+            url: url.into(),
+            scope: scope.into(),
+            scope_id,
+            ..outbound("any", &[])
+        };
+        let own = OutboundPostback {
+            url: "https://same.test/?c={click}".into(),
+            ..outbound("approved", &[])
+        };
+        let global = scoped("global.a", "https://same.test/?c={click}", "global", 0);
+        let other_offer = scoped("offer-5.a", "https://o5.test/?c={click}", "offer", 5);
+        let this_offer = scoped("offer-4.a", "https://o4.test/?c={click}", "offer", 4);
+        let flow = Flow {
+            outbound_postbacks: vec![own.clone()],
+            scoped_postbacks: vec![this_offer.clone(), other_offer, global.clone()],
+            ..Flow::default()
+        };
+        assert_eq!(firing(&flow, &c), [&own, &this_offer]);
+        // A pending version: the flow's own does not fire, so the global one does.
+        let pending = conversion(ConversionStatus::Pending, "sale");
+        assert_eq!(firing(&flow, &pending), [&global]);
     }
 }

@@ -83,6 +83,11 @@ impl Answer {
                 "missing_flow",
                 Some(params::FLOW[0]),
             ),
+            E::InvalidOffer { field } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_offer",
+                Some(field),
+            ),
             E::FlowNotFound(_) => (
                 StatusCode::NOT_FOUND,
                 "flow_not_found",
@@ -309,6 +314,10 @@ mod tests {
             ),
             (E::InvalidVisitor, (422, "invalid_visitor", field("vid"))),
             (E::MissingFlow, (422, "missing_flow", field("flow"))),
+            (
+                E::InvalidOffer { field: "p".into() },
+                (422, "invalid_offer", field("p")),
+            ),
             (
                 E::FlowNotFound("x".into()),
                 (404, "flow_not_found", field("flow")),

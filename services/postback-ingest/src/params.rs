@@ -18,6 +18,11 @@ pub use traffsure_core::postback_params::{
     REVENUE, STATUS, UID, VISITOR,
 };
 
+/// The offer whose latest visit a visitor-based postback converts: FunnelFlux's page id
+/// (docs/visitors.md#funnelflux-page-scoped-conversions). Read only beside a visitor ID,
+/// so a network's own `offer_id` never narrows a postback.
+pub const OFFER: &[&str] = &["p"];
+
 /// Parameter whose value the log masks: it is a flow's shared secret.
 pub const SECRET: &str = "token";
 /// Name under which the log shows a visitor ID read from the cookie.

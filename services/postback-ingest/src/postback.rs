@@ -53,6 +53,9 @@ pub enum PostbackError {
     InvalidVisitor,
     #[error("a vid postback needs the flow parameter")]
     MissingFlow,
+    /// `p` that is not an offer id.
+    #[error("{field} must be an offer id (a number from 1)")]
+    InvalidOffer { field: String },
     /// The flow as named, cut to 64 bytes.
     #[error("flow {0:?} not found")]
     FlowNotFound(String),
@@ -162,6 +165,16 @@ pub fn decide(
             postback.visitor_id = vid.to_ascii_lowercase();
             postback.flow_id = flow.id;
             postback.routing_key = u32::from(routing_key);
+            if let Some((field, offer)) = params.find(params::OFFER) {
+                postback.offer_id =
+                    offer
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|id| *id != 0)
+                        .ok_or_else(|| PostbackError::InvalidOffer {
+                            field: field.to_string(),
+                        })?;
+            }
             Some(flow)
         }
         (None, None) => return Err(PostbackError::MissingClick.into()),
@@ -666,5 +679,38 @@ mod tests {
         assert_eq!(vid.error, SecurityError::MissingToken.into());
         let vid = run("vid=beef0000000000000000000000000000&flow=nine&token=t0k3n".into());
         assert_eq!(vid.unwrap().postback.routing_key, 0xBEEF);
+    }
+
+    #[test]
+    fn a_visitor_postback_may_name_the_offer_that_converted() {
+        let registry = registry_with(traffsure_events::Flow {
+            id: 4,
+            slug: "ff".into(),
+            ..Default::default()
+        });
+        let run = |query: &str| {
+            let params = Params::collect(query, "", b"").unwrap();
+            decide(&keys(), &registry, &params, origin(2_000))
+        };
+        let vid = "vid=beef0000000000000000000000000000&flow=ff";
+        assert_eq!(run(vid).unwrap().postback.offer_id, 0);
+        assert_eq!(run(&format!("{vid}&p=12")).unwrap().postback.offer_id, 12);
+        for bad in ["p=0", "p=x", "p=-3"] {
+            let refused = run(&format!("{vid}&{bad}")).unwrap_err();
+            assert_eq!(
+                refused.error,
+                PostbackError::InvalidOffer { field: "p".into() }
+            );
+            assert_eq!(refused.flow_id, 0);
+        }
+        // Beside a click hash (a hit), `p` is not read: the hit is one visit already.
+        let click = keys().generate(1_000, 4, 77);
+        assert_eq!(
+            run(&format!("click={click}&p=x"))
+                .unwrap()
+                .postback
+                .offer_id,
+            0
+        );
     }
 }

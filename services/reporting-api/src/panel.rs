@@ -15,6 +15,7 @@ pub const PAGES: &[&str] = &[
     "/postbacks",
     "/postbacks/{id}",
     "/outbound",
+    "/outbound/global",
     "/reports",
     "/traffic-sources",
     "/traffic-sources/{id}",
@@ -129,6 +130,11 @@ pub async fn users_js() -> HttpResponse {
 /// The Audit log page.
 pub async fn audit_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/audit.js"))
+}
+
+/// The editor of outbound postbacks beyond one flow and the Global Postbacks page.
+pub async fn postbacks_scope_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/postbacks-scope.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

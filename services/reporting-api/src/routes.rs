@@ -32,6 +32,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/assets/editors.js", web::get().to(panel::editors_js))
         .route("/assets/editors.css", web::get().to(panel::editors_css))
+        .route(
+            "/assets/postbacks-scope.js",
+            web::get().to(panel::postbacks_scope_js),
+        )
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
@@ -55,6 +59,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/api/v1/outbound-postbacks/presets",
             web::get().to(api::outbound::presets),
+        )
+        .route(
+            "/api/v1/outbound-postbacks/global",
+            web::get().to(api::scoped_postbacks::get_global),
+        )
+        .route(
+            "/api/v1/outbound-postbacks/global",
+            web::put().to(api::scoped_postbacks::put_global),
         )
         .route(
             "/api/v1/flows/{flow}/outbound-postbacks/{id}/test",

@@ -470,6 +470,7 @@ function outboundPage() {
     {name: 'error', label: 'Error contains', size: 12}, {name: 'url', label: 'URL contains', size: 16},
     {name: 'integration', label: 'Integration', options: ['', 's2s', 'pixel']},
     {name: 'postback_type', label: 'Type', options: ['', 'conversion', 'click', 'impression', 'event']},
+    {name: 'scope', label: 'Scope', placeholder: 'global, offer:3', size: 10},
     {name: 'state', label: 'State', options: ['', 'delivered', 'retrying', 'dead', 'refused']},
     {name: 'from', label: 'From', placeholder: 'YYYY-MM-DD'}, {name: 'to', label: 'To', placeholder: 'YYYY-MM-DD'},
   ], [
@@ -481,7 +482,7 @@ function outboundPage() {
     {title: 'Notice', key: 'reason'},
     {title: 'HTTP code', key: 'http_status'}, {title: 'Error', key: 'error'}, {title: 'Date (UTC)', key: 'date'},
     {title: 'Time', id: 'time', sortValue: r => r.time_ms, render: r => timeIn(r.time_ms ? new Date(r.time_ms).toISOString().slice(0, 19).replace('T', ' ') : '', currentTimezone())},
-    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Attempt', key: 'attempt'},
+    {title: 'Integration', key: 'integration'}, {title: 'Type', key: 'postback_type'}, {title: 'Scope', key: 'scope'}, {title: 'Attempt', key: 'attempt'},
     {title: 'State', key: 'state'},
     {title: '', id: 'replay', sortable: false, render: r => el('button', {type: 'button', class: 'replay', onclick: () => replay(r)}, 'Replay')},
   ]);
@@ -625,6 +626,7 @@ async function main() {
   if (path === '/conversions') return conversionsPage();
   if (path === '/postbacks') return postbacksPage();
   if (parts[0] === 'postbacks' && parts.length === 2) return postbackEntryPage(decodeURIComponent(parts[1]));
+  if (scopedPostbacksRoute(path)) return;
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
   if (path === '/users') return usersPage();

@@ -255,7 +255,8 @@ async function objectFields(kind, o) {
       text('postback_url', 'Postback URL of the source (macros {external_id} {payout} {goal} {status} {click}…; empty: none)'),
       add(goals, out => { out.postback_goals = goals.querySelector('input').value.split(',').map(s => s.trim()).filter(Boolean); }),
       add(onStatus, out => { out.postback_on_status = onStatus.querySelector('select').value; }),
-      el('h3', {}, 'Placeholders (your account values in the postback URL)'), add(placeholders, out => { out.placeholders = placeholders.value(); }));
+      el('h3', {}, 'Placeholders (your account values in the postback URL)'), add(placeholders, out => { out.placeholders = placeholders.value(); }),
+      ...scopedPostbacksSection('source', o, add));
   } else if (kind === 'affiliate-networks') {
     const map = pairsEditor('status_map', o.status_map, 'Network status', 'Conversion status', {values: ['approved', 'pending', 'rejected']});
     nodes.push(
@@ -276,7 +277,8 @@ async function objectFields(kind, o) {
       el('h3', {}, 'Goals (a postback without an amount for one of these earns its payout)'),
       add(el('table', {id: 'offer-goals'}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Currency', ''].map(t => el('th', {}, t)))), goals),
         out => { out.goals = goalsOf(goals); }),
-      el('button', {type: 'button', id: 'add-offer-goal', onclick: () => goals.append(goalRow({}, {duplicates: false}))}, '+ Goal'));
+      el('button', {type: 'button', id: 'add-offer-goal', onclick: () => goals.append(goalRow({}, {duplicates: false}))}, '+ Goal'),
+      ...scopedPostbacksSection('offer', o, add));
   } else if (kind === 'landers') {
     const offers = objectField('offers', 'Offer links on the page (/lp/click, /lp/click/2, …)', o.offers ?? 1, {type: 'number', min: 1});
     nodes.push(
@@ -288,6 +290,18 @@ async function objectFields(kind, o) {
   // The template a source or network was made from stays with it.
   if (o.template) parts.push(out => { out.template = o.template; });
   return {nodes, read: () => { const out = {}; for (const read of parts) read(out); return out; }};
+}
+
+// A source's or an offer's outbound postbacks (postbacks-scope.js), fired in every flow
+// of the source, or for the offer's conversions in every flow that has it.
+function scopedPostbacksSection(scope, o, add) {
+  const editor = scopedPostbacksEditor(scope + '-postbacks', o.outbound_postbacks);
+  return [
+    el('h3', {}, scope === 'source'
+      ? 'Outbound postbacks of every flow of this source (beside the postback URL above)'
+      : 'Outbound postbacks for this offer\'s conversions, in every flow that has it'),
+    add(editor, out => { out.outbound_postbacks = editor.value(); }),
+  ];
 }
 
 async function objectEditorPage(kind, id) {

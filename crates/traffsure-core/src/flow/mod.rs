@@ -30,9 +30,11 @@ pub fn find_goal<'f>(flow: &'f Flow, key: &str) -> Option<&'f Goal> {
     flow.goals.iter().find(|g| g.key.eq_ignore_ascii_case(key))
 }
 
-/// Every outbound postback of a flow: its own, then its traffic source's.
+/// Every outbound postback of a flow: its own, then its traffic source's, then those
+/// of its offers, its source and the global ones (`scoped_postbacks`).
 pub fn outbound_postbacks(flow: &Flow) -> impl Iterator<Item = &OutboundPostback> {
     flow.outbound_postbacks
         .iter()
         .chain(flow.traffic_source_postback.as_ref())
+        .chain(flow.scoped_postbacks.iter())
 }

@@ -675,7 +675,7 @@ impl PostbackSecuritySpec {
 impl OutboundSpec {
     /// `stored`: the flow's outbound postback of the same id, whose secret header values a
     /// mask sent back keeps.
-    fn to_outbound(
+    pub(crate) fn to_outbound(
         &self,
         index: usize,
         goals: &[Goal],
@@ -820,6 +820,8 @@ impl OutboundSpec {
             delay_seconds: self.delay_seconds,
             enabled: self.enabled,
             r#type: postback_type,
+            // A flow's own; reporting-api sets the scope of the others when it copies them.
+            ..OutboundPostback::default()
         })
     }
 }

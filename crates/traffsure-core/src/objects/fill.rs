@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use traffsure_events::{Flow, ObjectKind, Path, TrackerObject};
+use traffsure_events::{Flow, ObjectKind, OutboundPostback, Path, TrackerObject};
 
+use super::scoped::scoped;
 use super::{
-    kind_name, spec_of, AffiliateNetworkSpec, LanderSpec, ObjectError, OfferSpec, TrafficSourceSpec,
+    kind_name, spec_of, AffiliateNetworkSpec, GlobalSettingsSpec, LanderSpec, ObjectError,
+    OfferSpec, Scope, TrafficSourceSpec, GLOBAL_SETTINGS_ID,
 };
 use crate::flow::validate::invalid;
 
@@ -128,7 +130,45 @@ pub fn fill_flow(
             fill_path(&format!("rules[{r}].path"), path, lookup)?;
         }
     }
+    flow.scoped_postbacks = scoped_postbacks(flow, lookup)?;
     Ok(())
+}
+
+/// The outbound postbacks of the flow's offers (each once, in path order), of its traffic
+/// source and the global ones, as the flow carries them, most specific first.
+fn scoped_postbacks(
+    flow: &Flow,
+    lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
+) -> Result<Vec<OutboundPostback>, ObjectError> {
+    let mut offers: Vec<u32> = Vec::new();
+    let paths = flow
+        .path
+        .iter()
+        .chain(flow.rules.iter().filter_map(|r| r.path.as_ref()));
+    for path in paths {
+        for offer in &path.offers {
+            if !offers.contains(&offer.offer_id) {
+                offers.push(offer.offer_id);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in offers {
+        let at = format!("offer {id}");
+        let spec = stored::<OfferSpec>(&at, id, lookup)?;
+        out.extend(scoped(&at, &spec.outbound_postbacks, Scope::Offer(id))?);
+    }
+    if flow.traffic_source_id != 0 {
+        let id = flow.traffic_source_id;
+        let at = format!("traffic source {id}");
+        let spec = stored::<TrafficSourceSpec>(&at, id, lookup)?;
+        out.extend(scoped(&at, &spec.outbound_postbacks, Scope::Source(id))?);
+    }
+    if let Some(global) = lookup(ObjectKind::GlobalSettings, GLOBAL_SETTINGS_ID) {
+        let spec: GlobalSettingsSpec = spec_of(&global)?;
+        out.extend(scoped("global", &spec.outbound_postbacks, Scope::Global)?);
+    }
+    Ok(out)
 }
 
 fn fill_path(
@@ -345,5 +385,47 @@ mod tests {
             spec(serde_json::json!({"name": "F", "path": {"offers": [{"offer_id": 1}]}})),
             Ok(())
         );
+    }
+
+    #[test]
+    fn fills_the_scoped_postbacks_most_specific_first() {
+        let mut objects = store();
+        objects.extend([
+            object::<OfferSpec>(3, serde_json::json!({
+                "name": "C", "url": "https://c.test/",
+                "outbound_postbacks": [{"url": "https://offer.test/?c={click}"}]})),
+            object::<TrafficSourceSpec>(2, serde_json::json!({
+                "name": "S", "outbound_postbacks": [{"id": "s", "url": "https://src.test/?c={click}", "on_status": "any"}]})),
+            object::<GlobalSettingsSpec>(GLOBAL_SETTINGS_ID, serde_json::json!({
+                "outbound_postbacks": [{"id": "all", "url": "https://all.test/?c={click}"}]})),
+        ]);
+        let lookup = |kind, id| objects.get(&(kind, id)).cloned();
+        let mut flow = flow(serde_json::json!({
+            "name": "F", "traffic_source_id": 2,
+            "path": {"offers": [{"offer_id": 3}, {"offer_id": 1}]},
+            "rules": [{"conditions": [{"field": "country", "values": ["DE"]}], "path": {"offers": [{"offer_id": 3}]}}],
+        }));
+        fill_flow(&mut flow, &lookup).unwrap();
+        assert_eq!(
+            flow.scoped_postbacks
+                .iter()
+                .map(|o| (o.id.as_str(), o.scope.as_str(), o.scope_id))
+                .collect::<Vec<_>>(),
+            [
+                ("offer-3.out1", "offer", 3),
+                ("source-2.s", "source", 2),
+                ("global.all", "global", 0)
+            ]
+        );
+        assert_eq!(crate::flow::outbound_postbacks(&flow).count(), 3);
+        // A flow without objects still gets the global ones.
+        let mut plain = flow_without_objects();
+        fill_flow(&mut plain, &lookup).unwrap();
+        assert_eq!(plain.scoped_postbacks.len(), 1);
+        assert_eq!(plain.scoped_postbacks[0].url, "https://all.test/?c={click}");
+    }
+
+    fn flow_without_objects() -> Flow {
+        flow(serde_json::json!({"name": "F", "destination_url": "https://x.test/"}))
     }
 }

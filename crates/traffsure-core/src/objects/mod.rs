@@ -6,9 +6,11 @@
 //! objects into the flow, so the edges need nothing but the flow.
 
 mod fill;
+pub mod scoped;
 mod spec;
 
 pub use fill::{check_references, fill_flow, flow_references, Reference};
+pub use scoped::{GlobalSettingsSpec, Scope, GLOBAL_SETTINGS_ID};
 pub use spec::{AffiliateNetworkSpec, LanderSpec, OfferSpec, TrafficSourceSpec, MAX_LANDER_OFFERS};
 
 use serde::de::DeserializeOwned;
@@ -32,6 +34,7 @@ pub fn kind_key(kind: ObjectKind) -> &'static str {
         ObjectKind::AffiliateNetwork => "affiliate_network",
         ObjectKind::Offer => "offer",
         ObjectKind::Lander => "lander",
+        ObjectKind::GlobalSettings => "global_settings",
         ObjectKind::Unspecified => "object",
     }
 }
@@ -43,6 +46,7 @@ pub fn kind_name(kind: ObjectKind) -> &'static str {
         ObjectKind::AffiliateNetwork => "affiliate network",
         ObjectKind::Offer => "offer",
         ObjectKind::Lander => "lander",
+        ObjectKind::GlobalSettings => "global settings",
         ObjectKind::Unspecified => "object",
     }
 }

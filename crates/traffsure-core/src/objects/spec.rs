@@ -9,7 +9,9 @@ use super::{ObjectError, ObjectSpec, Reference};
 use crate::flow::validate::{
     currency_from, goals_from, invalid, is_key, payout_from, status_map_from, validate_url_template,
 };
-use crate::flow::{GoalSpec, DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX};
+use crate::flow::{
+    GoalSpec, OutboundSpec, DESTINATION_MACROS, OUTBOUND_MACROS, SOURCE_POSTBACK_PREFIX,
+};
 use crate::money::format_micros;
 use crate::templates::{
     self, fill_placeholders, is_tracking_parameter, ordered_pairs, placeholder_names, url_breaking,
@@ -51,6 +53,9 @@ pub struct TrafficSourceSpec {
     pub template: Option<String>,
     #[serde(default)]
     pub notes: String,
+    /// Outbound postbacks every flow of this source fires (docs/postbacks.md#scopes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_postbacks: Vec<OutboundSpec>,
 }
 
 fn approved() -> String {
@@ -98,6 +103,10 @@ pub struct OfferSpec {
     pub goals: Vec<GoalSpec>,
     #[serde(default)]
     pub notes: String,
+    /// Outbound postbacks fired for conversions of this offer, in every flow whose paths
+    /// have it (docs/postbacks.md#scopes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound_postbacks: Vec<OutboundSpec>,
 }
 
 fn usd() -> String {
@@ -270,12 +279,21 @@ impl ObjectSpec for TrafficSourceSpec {
             placeholders,
             template,
             notes: checked_notes(&self.notes)?,
+            outbound_postbacks: checked_scoped(&self.outbound_postbacks)?,
         };
         if let Some(filled) = spec.filled_postback_url()? {
             validate_url_template("postback_url", &filled, OUTBOUND_MACROS)?;
         }
         Ok(spec)
     }
+}
+
+/// A source's or an offer's outbound postbacks, checked and normalised (no secret
+/// headers: the object's view shows its spec as stored).
+fn checked_scoped(specs: &[OutboundSpec]) -> Result<Vec<OutboundSpec>, ObjectError> {
+    Ok(super::scoped::outbound_specs(
+        &super::scoped::checked_postbacks(specs, &[], false)?,
+    ))
 }
 
 /// A template id that must be in the catalogue (`known`); none for absent or empty.
@@ -382,6 +400,7 @@ impl ObjectSpec for OfferSpec {
                 })
                 .collect(),
             notes: checked_notes(&self.notes)?,
+            outbound_postbacks: checked_scoped(&self.outbound_postbacks)?,
         })
     }
 

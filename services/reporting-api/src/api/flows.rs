@@ -24,6 +24,18 @@ struct FlowWithLinks {
     flow: FlowView,
     tracking_link: String,
     postback_url: String,
+    /// The outbound postbacks of the flow's offers, its traffic source and the global ones
+    /// it fires too (read-only here; edited where they live).
+    scoped_postbacks: Vec<ScopedView>,
+}
+
+/// An outbound postback a flow fires from elsewhere, with where it is configured.
+#[derive(Serialize)]
+struct ScopedView {
+    scope: String,
+    scope_id: u32,
+    #[serde(flatten)]
+    postback: traffsure_core::flow::OutboundSpec,
 }
 
 fn with_links(state: &AppState, flow: &Flow) -> FlowWithLinks {
@@ -40,6 +52,15 @@ fn with_links(state: &AppState, flow: &Flow) -> FlowWithLinks {
             tracking_query(state, flow)
         ),
         postback_url: postback_url(&state.postback_base_url),
+        scoped_postbacks: flow
+            .scoped_postbacks
+            .iter()
+            .map(|o| ScopedView {
+                scope: o.scope.clone(),
+                scope_id: o.scope_id,
+                postback: objects::scoped::outbound_spec(o, true),
+            })
+            .collect(),
     }
 }
 

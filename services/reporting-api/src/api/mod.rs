@@ -19,6 +19,7 @@ pub mod postbacks;
 pub mod reports;
 pub mod suggestions;
 pub mod users;
+pub mod scoped_postbacks;
 
 /// The OpenAPI document of this API.
 pub async fn openapi() -> HttpResponse {

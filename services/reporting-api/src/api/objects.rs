@@ -95,7 +95,7 @@ fn find<S: ObjectSpec>(state: &AppState, id: u32) -> Result<TrackerObject, ApiEr
 }
 
 /// Publishes the object and waits for the broker, then serves it from memory at once.
-async fn save(state: &AppState, object: TrackerObject) -> Result<(), ApiError> {
+pub(crate) async fn save(state: &AppState, object: TrackerObject) -> Result<(), ApiError> {
     let key = objects::object_key(object.kind(), object.id);
     traffsure_kafka::send_event(
         &state.producer,
@@ -118,14 +118,12 @@ pub(crate) fn fill(state: &AppState, flow: &mut Flow, kept: &[Reference]) -> Res
     Ok(())
 }
 
-/// Fills in again every flow that names stored objects and re-publishes those whose copy
-/// of them changed (a new revision), so the edges follow an object's change.
-async fn republish_flows(state: &AppState) -> Result<(), ApiError> {
+/// Fills in again every flow and re-publishes those whose copy of their objects (or of
+/// the global outbound postbacks) changed (a new revision), so the edges follow an
+/// object's change.
+pub(crate) async fn republish_flows(state: &AppState) -> Result<(), ApiError> {
     let lookup = lookup(state);
     for flow in state.registry.all() {
-        if flow_references(&flow).is_empty() {
-            continue;
-        }
         let mut filled = Flow::clone(&flow);
         if let Err(error) = fill_flow(&mut filled, &lookup) {
             tracing::warn!(flow = flow.id, %error, "flow not filled in from its objects");
@@ -353,6 +351,7 @@ pub async fn source_from_template(
         placeholders: body.placeholders.clone(),
         template: Some(template.id.clone()),
         notes: template.notes.clone(),
+        outbound_postbacks: Vec::new(),
     };
     let object = create_object(&state, &spec).await?;
     created::<TrafficSourceSpec>(&state, &object, &who).await

@@ -43,6 +43,7 @@ struct OutboundRow {
     reason: String,
     integration: String,
     postback_type: String,
+    scope: String,
 }
 
 /// An attempt's fields, in JSON and CSV order: Affise's affiliate postback log (postback
@@ -69,6 +70,7 @@ const COLUMNS: &[&str] = &[
     "time_ms",
     "integration",
     "postback_type",
+    "scope",
     "outbound_id",
     "click_hash",
     "method",
@@ -105,6 +107,7 @@ pub async fn list(
             "url",
             "integration",
             "postback_type",
+            "scope",
             "state",
             "from",
             "to",
@@ -138,6 +141,7 @@ pub async fn list(
     let url = params.text("url", 200)?;
     let integration = params.one_of("integration", vocab::OUTBOUND_INTEGRATIONS)?;
     let postback_type = params.one_of("postback_type", vocab::OUTBOUND_POSTBACK_TYPES)?;
+    let scope = scope_filter(params.text("scope", 32)?)?;
     let delivery_state = params.word::<OutboundState>("state")?;
     let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let timezone = params.timezone()?;
@@ -155,7 +159,7 @@ pub async fn list(
     sql.str(timezone.as_str());
     sql.push(
         "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
-         integration, postback_type FROM outbound_log WHERE 1",
+         integration, postback_type, scope FROM outbound_log WHERE 1",
     );
     flow_condition(&mut sql, "flow_id", flow, &scope);
     for (column, value) in [
@@ -217,6 +221,19 @@ pub async fn list(
             Some(value) => eq(&mut sql, column, Arg::Str(value.to_string())),
             None => {}
         }
+    }
+    match scope {
+        // Attempts logged before scopes were recorded read as the flow's.
+        Some(ScopeFilter::Exact(value)) if value == "flow" => {
+            sql.push(" AND scope IN ('', 'flow')");
+        }
+        Some(ScopeFilter::Exact(value)) => eq(&mut sql, "scope", Arg::Str(value)),
+        Some(ScopeFilter::Kind(kind)) => {
+            sql.push(" AND positionCaseInsensitiveUTF8(scope, ")
+                .str(format!("{kind}:"))
+                .push(") = 1");
+        }
+        None => {}
     }
     if let Some(delivery_state) = delivery_state {
         sql.push(" AND toString(state) = ")
@@ -289,6 +306,8 @@ pub async fn list(
                 "manual": r.manual == 1,
                 "integration": or_default(r.integration, vocab::OUTBOUND_INTEGRATIONS[0]),
                 "postback_type": or_default(r.postback_type, vocab::OUTBOUND_POSTBACK_TYPES[0]),
+                // Attempts logged before scopes existed were all the flow's.
+                "scope": or_default(r.scope, "flow"),
             })
         })
         .collect();
@@ -413,4 +432,57 @@ async fn forward(
     let code = actix_web::http::StatusCode::from_u16(status.as_u16())
         .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY);
     Ok(HttpResponse::build(code).json(answer))
+}
+
+/// The `scope` filter: one scope (`flow`, `global`, `offer:3`, `source:2`) or every scope
+/// of a kind (`offer`, `source`).
+#[derive(Debug, PartialEq, Eq)]
+enum ScopeFilter {
+    Exact(String),
+    Kind(&'static str),
+}
+
+fn scope_filter(value: Option<String>) -> Result<Option<ScopeFilter>, ApiError> {
+    let Some(value) = value.map(|v| v.trim().to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    let filter = match value.split_once(':') {
+        None if value == "flow" || value == "global" => ScopeFilter::Exact(value),
+        None if value == "offer" => ScopeFilter::Kind("offer"),
+        None if value == "source" => ScopeFilter::Kind("source"),
+        Some(("offer" | "source", id)) if id.parse::<u32>().is_ok_and(|id| id != 0) => {
+            ScopeFilter::Exact(value)
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "scope",
+                "must be flow, global, offer, source, offer:<id> or source:<id>",
+            ))
+        }
+    };
+    Ok(Some(filter))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scope_filter_takes_a_scope_or_a_kind() {
+        let filter = |v: &str| scope_filter(Some(v.into()));
+        assert_eq!(
+            filter("Global").unwrap(),
+            Some(ScopeFilter::Exact("global".into()))
+        );
+        assert_eq!(
+            filter("offer:3").unwrap(),
+            Some(ScopeFilter::Exact("offer:3".into()))
+        );
+        assert_eq!(filter("source").unwrap(), Some(ScopeFilter::Kind("source")));
+        assert_eq!(scope_filter(None).unwrap(), None);
+        for bad in ["offer:0", "offer:x", "lander:2", "everything"] {
+            assert!(filter(bad).is_err(), "{bad}");
+        }
+    }
 }
