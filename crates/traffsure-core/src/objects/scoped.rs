@@ -189,6 +189,7 @@ pub fn outbound_spec(o: &OutboundPostback, mask: bool) -> OutboundSpec {
             .collect(),
         delay_seconds: o.delay_seconds,
         enabled: o.enabled,
+        postback_type: crate::flow::postback_type_word(&o.r#type).into(),
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn list(
     let url = params.text("url", 200)?;
     let integration = params.one_of("integration", vocab::OUTBOUND_INTEGRATIONS)?;
     let postback_type = params.one_of("postback_type", vocab::OUTBOUND_POSTBACK_TYPES)?;
-    let scope = scope_filter(params.text("scope", 32)?)?;
+    let postback_scope = scope_filter(params.text("scope", 32)?)?;
     let delivery_state = params.word::<OutboundState>("state")?;
     let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let timezone = params.timezone()?;
@@ -222,7 +222,7 @@ pub async fn list(
             None => {}
         }
     }
-    match scope {
+    match postback_scope {
         // Attempts logged before scopes were recorded read as the flow's.
         Some(ScopeFilter::Exact(value)) if value == "flow" => {
             sql.push(" AND scope IN ('', 'flow')");
