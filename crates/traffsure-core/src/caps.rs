@@ -401,6 +401,17 @@ pub fn scopes_of(flow: &Flow, offer_id: u32, metric: Metric) -> Vec<(Scope, Metr
     scopes
 }
 
+/// What a click counts toward: its offer's click caps (a visit straight to an offer or a
+/// lander click-through, `lander_click`) and its flow's (visits only, so a visitor who
+/// clicks through a lander counts once).
+pub fn click_scopes(flow: &Flow, offer_id: u32, lander_click: bool) -> Vec<(Scope, Metric)> {
+    let mut scopes = scopes_of(flow, offer_id, Metric::Clicks);
+    if lander_click {
+        scopes.retain(|(scope, _)| !matches!(scope, Scope::Flow(_)));
+    }
+    scopes
+}
+
 /// Whether the offer has reached one of its caps.
 pub fn offer_capped(counter: &Counter, offer: &PathOffer, now_ms: i64) -> bool {
     !offer.caps.is_empty()

@@ -8,6 +8,7 @@
 
 mod connect;
 mod flows;
+pub mod caps;
 pub mod metrics;
 mod objects;
 pub mod reader;
