@@ -31,6 +31,7 @@ use traffsure_kafka::transaction::{self, Abort, TransactionError, TransactionalP
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
+use traffsure_kafka::caps::SharedCounter;
 use crate::metrics;
 use crate::restore;
 use crate::retention::{self, Retention};
@@ -122,6 +123,8 @@ pub struct Processor {
     trim_interval: Duration,
     last_trim: Instant,
     shutdown: Arc<AtomicBool>,
+    /// The shared count behind conversion caps (`crate::caps`).
+    caps: SharedCounter,
 }
 
 /// The group consumer of clicks and postbacks, and its rebalances: the callbacks do not
@@ -206,7 +209,14 @@ impl Processor {
             trim_interval: Duration::from_secs(settings_trim_interval),
             last_trim: Instant::now(),
             shutdown,
+            caps: SharedCounter::default(),
         })
+    }
+
+    /// Marks conversions over cap by the counts of `caps` (see `crate::caps`).
+    pub fn with_caps(mut self, caps: SharedCounter) -> Self {
+        self.caps = caps;
+        self
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
@@ -655,7 +665,10 @@ impl Processor {
             decision
         };
         match decision {
-            Decision::Emit(conversion, outcome) => {
+            Decision::Emit(mut conversion, outcome) => {
+                if let Some(flow) = flow.as_deref() {
+                    crate::caps::mark_and_count(&self.caps, flow, &mut conversion);
+                }
                 owned.state.insert_conversion((*conversion).clone());
                 owned.uncommitted.push((*conversion).clone());
                 let key = traffsure_kafka::routing_key_bytes(conversion.routing_key as u16);
