@@ -57,6 +57,7 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "ts",
     "external_id",
     "reason",
+    "payout_currency",
 ];
 
 /// Most rejection reasons one outbound postback may name.
