@@ -41,6 +41,9 @@ pub struct Totals {
     pub without_rate: WithoutRate,
     /// Cost no rate converts, by currency.
     pub cost_without_rate: BTreeMap<String, i64>,
+    /// Approved payout to affiliates in the reporting currency (docs/caps.md); payout no
+    /// rate converts is left out, as its conversions are counted in `without_rate`.
+    pub payout_micros: i64,
 }
 
 impl Totals {
@@ -57,6 +60,7 @@ impl Totals {
         self.rejected += o.rejected;
         self.revenue_micros += o.revenue_micros;
         self.cost_micros += o.cost_micros;
+        self.payout_micros += o.payout_micros;
         self.without_rate.merge(&o.without_rate);
         for (currency, cost) in &o.cost_without_rate {
             *self.cost_without_rate.entry(currency.clone()).or_default() += cost;
@@ -150,6 +154,11 @@ impl Totals {
                 self.offer_clicks as f64,
             ),
             ("offer_cr", json!(offer_cr), offer_cr),
+            (
+                "payout",
+                json!(format_micros(self.payout_micros)),
+                self.payout_micros as f64,
+            ),
         ]
     }
 }
@@ -183,6 +192,13 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
                 *t.cost_without_rate.entry(currency.to_string()).or_default() += row.cost_micros
             }
             None => {}
+        }
+    }
+    for row in sides.payouts {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        if let Some(payout) = rates.convert(row.payout_micros, &row.day, &row.currency) {
+            t.payout_micros += payout;
         }
     }
     for row in sides.conversions {
@@ -312,6 +328,7 @@ mod tests {
             clicks,
             conversions,
             costs,
+            payouts: Vec::new(),
         };
         let groups = groups(sides, true, &Rates::new("USD"));
         assert_eq!(groups.len(), 2);
@@ -376,6 +393,7 @@ mod tests {
             clicks: Vec::new(),
             conversions,
             costs,
+            payouts: Vec::new(),
         };
         let groups = groups(sides, false, &rates);
         let (_, total) = rows(
