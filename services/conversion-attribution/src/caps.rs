@@ -36,3 +36,47 @@ pub fn mark_and_count(counter: &SharedCounter, flow: &Flow, conversion: &mut Con
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traffsure_events::{Cap, ConversionStatus, Path, PathOffer};
+
+    #[test]
+    fn conversions_past_the_cap_are_marked() {
+        let flow = Flow {
+            id: 3,
+            path: Some(Path {
+                offers: vec![PathOffer {
+                    offer_id: 1,
+                    caps: vec![Cap {
+                        metric: "conversions".into(),
+                        period: "day".into(),
+                        limit: 2,
+                    }],
+                    ..PathOffer::default()
+                }],
+                ..Path::default()
+            }),
+            ..Flow::default()
+        };
+        let counter = SharedCounter::default();
+        let now = traffsure_core::now_ms();
+        let marks: Vec<bool> = (0..4)
+            .map(|i| {
+                let mut conversion = Conversion {
+                    conversion_id: format!("c{i}"),
+                    version: 1,
+                    flow_id: 3,
+                    offer_id: 1,
+                    created_at_ms: now,
+                    ..Conversion::default()
+                };
+                conversion.set_status(ConversionStatus::Approved);
+                mark_and_count(&counter, &flow, &mut conversion);
+                conversion.over_cap
+            })
+            .collect();
+        assert_eq!(marks, [false, false, true, true]);
+    }
+}
