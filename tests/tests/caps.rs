@@ -18,7 +18,7 @@ use traffsure_core::caps::{period_range, Period};
 use traffsure_events::{Click, ClickKind};
 use traffsure_tests::produce::Producer;
 use traffsure_tests::{
-    click_hash_of, eventually, first_click, record_requests, Stack, StackOptions, Requests,
+    click_hash_of, eventually, first_click, record_requests, Requests, Stack, StackOptions,
 };
 
 const OFFER_TZ: &str = "Pacific/Kiritimati";
@@ -43,10 +43,9 @@ async fn location(stack: &Stack, url: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_click_cap_moves_traffic_to_the_next_offer_then_to_the_fallback() -> anyhow::Result<()> {
-    let stack = Stack::start_with(
-        StackOptions::default().services(&["click-ingest", "reporting-api"]),
-    )
-    .await?;
+    let stack =
+        Stack::start_with(StackOptions::default().services(&["click-ingest", "reporting-api"]))
+            .await?;
     let result = click_cap(&stack).await;
     stack.print_failure(&result);
     result
@@ -83,7 +82,10 @@ async fn click_cap(stack: &Stack) -> anyhow::Result<()> {
     let zone = traffsure_core::routing::zone(OFFER_TZ)
         .ok_or_else(|| anyhow::anyhow!("no time zone {OFFER_TZ}"))?;
     let (day_start, _) = period_range(Period::Day, now, &zone);
-    anyhow::ensure!(now - day_start > 120_000, "too close to the offer's midnight");
+    anyhow::ensure!(
+        now - day_start > 120_000,
+        "too close to the offer's midnight"
+    );
     let produced: Vec<(u16, Click)> = (0..5)
         .map(|i| {
             let ts_ms = if i < 3 {
@@ -211,7 +213,9 @@ async fn conversion_cap(stack: &Stack, port: u16, received: Requests) -> anyhow:
     // converts them as they come rather than in one burst of held postbacks.
     eventually(Duration::from_secs(30), || async {
         let n = stack
-            .clickhouse(&format!("SELECT count() FROM clicks WHERE flow_id = {flow_id}"))
+            .clickhouse(&format!(
+                "SELECT count() FROM clicks WHERE flow_id = {flow_id}"
+            ))
             .await?;
         Ok((n.trim().parse::<usize>().unwrap_or(0) >= CLICKS).then_some(()))
     })
@@ -384,6 +388,9 @@ async fn conversion_cap(stack: &Stack, port: u16, received: Requests) -> anyhow:
         .into_iter()
         .filter(|h| strict_hashes.contains(h))
         .count();
-    assert_eq!(strict_sent, 1, "only the conversion within the cap was sent");
+    assert_eq!(
+        strict_sent, 1,
+        "only the conversion within the cap was sent"
+    );
     Ok(())
 }

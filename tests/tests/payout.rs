@@ -40,8 +40,10 @@ async fn run(stack: &Stack, port: u16, received: Requests) -> anyhow::Result<()>
         .api_expect(
             Method::POST,
             "/api/v1/offers",
-            Some(json!({"name": "Offer", "url": "https://offer.test/?c={click}",
-                        "goals": [{"key": "sale", "payout": "30", "affiliate_payout": "12"}]})),
+            Some(
+                json!({"name": "Offer", "url": "https://offer.test/?c={click}",
+                        "goals": [{"key": "sale", "payout": "30", "affiliate_payout": "12"}]}),
+            ),
             201,
         )
         .await?;
@@ -137,7 +139,10 @@ async fn run(stack: &Stack, port: u16, received: Requests) -> anyhow::Result<()>
                 anyhow::bail!("{path}: {error}: {report}");
             }
         };
-        assert_eq!(money(&row["payout"]), 12_000_000 * 2 + 1_500_000 + 7_250_000);
+        assert_eq!(
+            money(&row["payout"]),
+            12_000_000 * 2 + 1_500_000 + 7_250_000
+        );
     }
     let stored = stack
         .clickhouse(&format!(
@@ -155,7 +160,9 @@ async fn run(stack: &Stack, port: u16, received: Requests) -> anyhow::Result<()>
         )
         .await?;
     assert!(
-        over["rows"].as_array().is_none_or(|rows| rows.iter().all(|r| r["approved"] == 0)),
+        over["rows"]
+            .as_array()
+            .is_none_or(|rows| rows.iter().all(|r| r["approved"] == 0)),
         "{over}"
     );
     Ok(())

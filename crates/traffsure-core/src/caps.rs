@@ -157,7 +157,11 @@ pub fn over_cap_postbacks_from(
 ) -> Result<String, FlowError> {
     let value = value.unwrap_or_default().trim().to_ascii_lowercase();
     if value.is_empty() {
-        return Ok(if allow_empty { String::new() } else { "hold".into() });
+        return Ok(if allow_empty {
+            String::new()
+        } else {
+            "hold".into()
+        });
     }
     if !OVER_CAP_POSTBACKS.contains(&value.as_str()) {
         return Err(invalid(
@@ -425,7 +429,8 @@ pub fn offer_capped(counter: &Counter, offer: &PathOffer, now_ms: i64) -> bool {
 
 /// Whether the flow has reached one of its own caps.
 pub fn flow_capped(counter: &Counter, flow: &Flow, now_ms: i64) -> bool {
-    !flow.caps.is_empty() && counter.capped(Scope::Flow(flow.id), &flow.caps, &flow.time_zone, now_ms)
+    !flow.caps.is_empty()
+        && counter.capped(Scope::Flow(flow.id), &flow.caps, &flow.time_zone, now_ms)
 }
 
 /// The offer of `offers` to send a visitor to: `picked` when it is open, else the next
@@ -493,7 +498,11 @@ mod tests {
     fn counts_each_event_once_whether_local_or_seen_first() {
         let key = [(Scope::Offer(7), Metric::Conversions)];
         let mut counter = Counter::default();
-        let day = period_range(Period::Day, ms("2026-06-01T12:00:00Z"), &jiff::tz::TimeZone::UTC);
+        let day = period_range(
+            Period::Day,
+            ms("2026-06-01T12:00:00Z"),
+            &jiff::tz::TimeZone::UTC,
+        );
         let now = ms("2026-06-01T12:00:00Z");
         counter.record_local(1, &key, now, now);
         counter.record_local(1, &key, now, now);

@@ -27,7 +27,9 @@ pub struct SharedCounter(Arc<Mutex<Counter>>);
 
 impl SharedCounter {
     pub fn lock(&self) -> MutexGuard<'_, Counter> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -62,8 +64,8 @@ pub async fn follow_counts(
 ) -> anyhow::Result<()> {
     let (settings, topic) = (settings.clone(), topic.to_string());
     let name = topic.clone();
-    let reader = tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic))
-        .await??;
+    let reader =
+        tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic)).await??;
     std::thread::Builder::new()
         .name(format!("caps {name}"))
         .spawn(move || {

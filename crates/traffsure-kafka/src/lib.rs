@@ -6,9 +6,9 @@
 //! delivery report. Group consumers store offsets only when the caller says an event is
 //! done (`enable.auto.offset.store=false`), so nothing is skipped after a crash.
 
+pub mod caps;
 mod connect;
 mod flows;
-pub mod caps;
 pub mod metrics;
 mod objects;
 pub mod reader;

@@ -39,11 +39,15 @@ pub(crate) fn route<'f>(
     }
     let open = |o: &PathOffer| !caps::offer_capped(&counter, o, now_ms);
     match (step, path) {
-        (Some(Step::Offer(offer)), Some(path)) => match caps::next_open(&path.offers, offer, open) {
-            Some(next) => CapRoute::Open(Some(Step::Offer(next))),
-            None => CapRoute::Fallback,
-        },
-        (Some(Step::Lander(_)), Some(path)) if !path.offers.is_empty() && !path.offers.iter().any(open) => {
+        (Some(Step::Offer(offer)), Some(path)) => {
+            match caps::next_open(&path.offers, offer, open) {
+                Some(next) => CapRoute::Open(Some(Step::Offer(next))),
+                None => CapRoute::Fallback,
+            }
+        }
+        (Some(Step::Lander(_)), Some(path))
+            if !path.offers.is_empty() && !path.offers.iter().any(open) =>
+        {
             CapRoute::Fallback
         }
         (step, _) => CapRoute::Open(step),
@@ -82,8 +86,11 @@ pub(crate) fn count(
 ) {
     let scopes = caps::click_scopes(flow, offer_id, lander_click);
     if !scopes.is_empty() {
-        counter
-            .lock()
-            .record_local(fingerprint(click_hash), &scopes, ts_ms, traffsure_core::now_ms());
+        counter.lock().record_local(
+            fingerprint(click_hash),
+            &scopes,
+            ts_ms,
+            traffsure_core::now_ms(),
+        );
     }
 }

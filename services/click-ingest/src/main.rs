@@ -310,13 +310,20 @@ async fn main() -> anyhow::Result<()> {
     let cap_counter = traffsure_kafka::caps::SharedCounter::default();
     {
         // Caps count what every instance published, once the flows say what is capped.
-        let (kafka, registry, counter) = (settings.kafka.clone(), registry.clone(), cap_counter.clone());
+        let (kafka, registry, counter) = (
+            settings.kafka.clone(),
+            registry.clone(),
+            cap_counter.clone(),
+        );
         let topics = topics.clone();
         tokio::spawn(async move {
             registry.loaded().await;
             for (topic, counted) in [
                 (&topics.clicks, traffsure_kafka::caps::Counted::Clicks),
-                (&topics.conversions, traffsure_kafka::caps::Counted::Conversions),
+                (
+                    &topics.conversions,
+                    traffsure_kafka::caps::Counted::Conversions,
+                ),
             ] {
                 let followed = traffsure_kafka::caps::follow_counts(
                     &kafka,

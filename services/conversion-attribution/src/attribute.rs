@@ -761,9 +761,19 @@ mod tests {
             p.goal = "sale".into();
             p
         };
-        let first = emitted(attribute(&offer_click(), Some(&f), &sale("1", None), None, 5));
+        let first = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &sale("1", None),
+            None,
+            5,
+        ));
         assert_eq!(
-            (first.revenue_micros, first.payout_micros, first.payout_currency.as_str()),
+            (
+                first.revenue_micros,
+                first.payout_micros,
+                first.payout_currency.as_str()
+            ),
             (30_000_000, 12_000_000, "EUR")
         );
         // An update with new revenue keeps the affiliate's payout; the previous one rides
@@ -776,11 +786,21 @@ mod tests {
             6,
         ));
         assert_eq!(
-            (next.revenue_micros, next.payout_micros, next.previous_payout_micros),
+            (
+                next.revenue_micros,
+                next.payout_micros,
+                next.previous_payout_micros
+            ),
             (40_000_000, 12_000_000, 12_000_000)
         );
         // Without an affiliate payout, the payout is the revenue, as {payout} always was.
-        let plain = emitted(attribute(&offer_click(), Some(&f), &raw("1", Some(4_000_000)), None, 5));
+        let plain = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &raw("1", Some(4_000_000)),
+            None,
+            5,
+        ));
         assert_eq!(
             (plain.payout_micros, plain.payout_currency.as_str()),
             (4_000_000, plain.currency.as_str())

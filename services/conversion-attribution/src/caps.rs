@@ -21,10 +21,22 @@ pub fn mark_and_count(counter: &SharedCounter, flow: &Flow, conversion: &mut Con
     let offer = path_offer(flow, conversion.offer_id);
     let reached = offer.is_some_and(|o| {
         counter
-            .reached(Scope::Offer(o.offer_id), &o.caps, Metric::Conversions, &o.time_zone, now)
+            .reached(
+                Scope::Offer(o.offer_id),
+                &o.caps,
+                Metric::Conversions,
+                &o.time_zone,
+                now,
+            )
             .is_some()
     }) || counter
-        .reached(Scope::Flow(flow.id), &flow.caps, Metric::Conversions, &flow.time_zone, now)
+        .reached(
+            Scope::Flow(flow.id),
+            &flow.caps,
+            Metric::Conversions,
+            &flow.time_zone,
+            now,
+        )
         .is_some();
     conversion.over_cap = reached;
     if !scopes.is_empty() {

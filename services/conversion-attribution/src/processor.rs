@@ -31,12 +31,12 @@ use traffsure_kafka::transaction::{self, Abort, TransactionError, TransactionalP
 use traffsure_kafka::{FlowRegistry, Topics};
 
 use crate::attribute::{self, ClickInfo, Decision};
-use traffsure_kafka::caps::SharedCounter;
 use crate::metrics;
 use crate::restore;
 use crate::retention::{self, Retention};
 use crate::store::PartitionState;
 use crate::Settings;
+use traffsure_kafka::caps::SharedCounter;
 
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
 

@@ -379,7 +379,9 @@ static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
 /// conversion from before payouts pays its revenue).
 fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let conversions = conversions_sql(dims, filters, range);
-    let rollup = conversions.text().contains("FROM conversions_funnel_hourly");
+    let rollup = conversions
+        .text()
+        .contains("FROM conversions_funnel_hourly");
     let side = if rollup {
         Side::ConversionRollup
     } else {
@@ -392,7 +394,9 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
         .push(", 'UTC')) AS d, ");
     if rollup {
         sql.push("currency AS cur, toInt64(sumIf(payout_micros, status = ")
-            .str(traffsure_core::vocab::Vocabulary::word(traffsure_events::ConversionStatus::Approved))
+            .str(traffsure_core::vocab::Vocabulary::word(
+                traffsure_events::ConversionStatus::Approved,
+            ))
             .push(")) AS pay FROM conversions_payout_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
@@ -404,8 +408,12 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
             "conversions"
         };
         sql.push("if(payout_currency = '', currency, payout_currency) AS cur, ")
-            .push("toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ")
-            .str(traffsure_core::vocab::Vocabulary::word(traffsure_events::ConversionStatus::Approved))
+            .push(
+                "toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ",
+            )
+            .str(traffsure_core::vocab::Vocabulary::word(
+                traffsure_events::ConversionStatus::Approved,
+            ))
             .push(")) AS pay FROM (SELECT * FROM ")
             .push(source);
         let mut inner = Sql::default();
@@ -416,7 +424,9 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
         sql.append(&inner);
         sql.push(" GROUP BY conversion_id))");
     }
-    sql.push(" GROUP BY keys, d, cur");
+    // A rollup group whose payout summed to nothing may be merged away: leave those out
+    // everywhere, so the rollup and the raw table agree.
+    sql.push(" GROUP BY keys, d, cur HAVING pay != 0");
     sql
 }
 
