@@ -189,6 +189,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                     reason: "late, but fine".into(),
                     integration: "s2s".into(),
                     postback_type: "conversion".into(),
+                    cap_action: String::new(),
                 },
             )],
         )
