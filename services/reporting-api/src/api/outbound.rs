@@ -41,6 +41,7 @@ struct OutboundRow {
     reason: String,
     integration: String,
     postback_type: String,
+    cap_action: String,
 }
 
 /// An attempt's fields, in JSON and CSV order: Affise's affiliate postback log (postback
@@ -74,6 +75,7 @@ const COLUMNS: &[&str] = &[
     "attempt",
     "state",
     "manual",
+    "cap_action",
 ];
 
 /// Outbound postbacks, every attempt, as JSON or CSV (`format`): filters flow,
@@ -149,7 +151,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     sql.str(timezone.as_str());
     sql.push(
         "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
-         integration, postback_type FROM outbound_log WHERE 1",
+         integration, postback_type, cap_action FROM outbound_log WHERE 1",
     );
     if let Some(flow) = flow {
         eq(&mut sql, "flow_id", Arg::U32(flow));
@@ -285,6 +287,8 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "manual": r.manual == 1,
                 "integration": or_default(r.integration, vocab::OUTBOUND_INTEGRATIONS[0]),
                 "postback_type": or_default(r.postback_type, vocab::OUTBOUND_POSTBACK_TYPES[0]),
+                // Why an over-cap conversion's postback was not sent: held or suppressed.
+                "cap_action": r.cap_action,
             })
         })
         .collect();
