@@ -1,7 +1,7 @@
 //! Caps on the real stack (docs/caps.md). A per-offer daily click cap, read in the offer's
 //! time zone (clicks of the day before, produced straight to the clicks topic, do not
 //! count; the day's do), moves traffic to the next offer of the path and then to the
-//! flow's cap fallback. A daily conversion cap of 50 with two click-ingest and two
+//! flow's cap fallback; a flow's own click cap sends it to the fallback. A daily conversion cap of 50 with two click-ingest and two
 //! attribution instances under load: the conversions admitted within the cap exceed 50 by
 //! no more than the bound docs/caps.md states (measured and printed), the over-cap ones
 //! are marked, later traffic lands on the fallback, a local receiver gets exactly the
@@ -131,6 +131,33 @@ async fn click_cap(stack: &Stack) -> anyhow::Result<()> {
     ]
     .to_vec();
     assert_eq!(went, expected);
+
+    // A flow's own cap: three visits in all, then the fallback.
+    let flow = stack
+        .create_flow(json!({
+            "name": "Flow capped",
+            "destination_url": "https://dest.test/?c={click}",
+            "caps": [{"metric": "clicks", "period": "lifetime", "limit": 3}],
+            "cap_fallback_url": "https://fallback.test/?c={click}",
+        }))
+        .await?;
+    anyhow::ensure!(flow["caps"][0]["limit"] == 3, "{flow}");
+    let track = stack.url("click-ingest", &format!("/c/{}", id(&flow)?));
+    first_click(stack, &track).await?;
+    let mut went = Vec::new();
+    for _ in 0..4 {
+        let to = location(stack, &track).await?;
+        went.push(to.split('?').next().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        went,
+        [
+            "https://dest.test/",
+            "https://dest.test/",
+            "https://fallback.test/",
+            "https://fallback.test/"
+        ]
+    );
     Ok(())
 }
 
@@ -324,6 +351,25 @@ async fn conversion_cap(stack: &Stack, port: u16, received: Requests) -> anyhow:
         Ok((held.trim() == over.to_string()).then_some(()))
     })
     .await?;
+    // The outbound log's API shows them held.
+    let log = stack
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/outbound-postbacks?flow={flow_id}&limit=500"),
+            None,
+            200,
+        )
+        .await?;
+    let held_items = log["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|i| i["cap_action"] == "held" && i["state"] == "refused")
+                .count()
+        })
+        .unwrap_or_default();
+    assert_eq!(held_items as i64, over, "held in the outbound log");
     let sent: BTreeSet<String> = got(&received)
         .into_iter()
         .filter(|h| hashes.contains(h))
