@@ -1,12 +1,13 @@
 //! Caps on the real stack (docs/caps.md). A per-offer daily click cap, read in the offer's
 //! time zone (clicks of the day before, produced straight to the clicks topic, do not
 //! count; the day's do), moves traffic to the next offer of the path and then to the
-//! flow's cap fallback; a flow's own click cap sends it to the fallback. A daily conversion cap of 50 with two click-ingest and two
-//! attribution instances under load: the conversions admitted within the cap exceed 50 by
-//! no more than the bound docs/caps.md states (measured and printed), the over-cap ones
-//! are marked, later traffic lands on the fallback, a local receiver gets exactly the
-//! under-cap postbacks (the over-cap ones are held, and a replay releases one); a second
-//! flow that suppresses over-cap postbacks records them as not sent.
+//! flow's cap fallback; a flow's own click cap sends it to the fallback. A daily
+//! conversion cap of 50 with two click-ingest and two attribution instances under load:
+//! the conversions admitted within the cap exceed 50 by no more than the bound
+//! docs/caps.md states (measured and printed), the over-cap ones are marked, later
+//! traffic lands on the fallback, a local receiver gets exactly the under-cap postbacks
+//! (the over-cap ones are held, shown so in the outbound log, and a replay releases one);
+//! a second flow that suppresses over-cap postbacks records them as not sent.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
