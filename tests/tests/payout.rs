@@ -150,6 +150,20 @@ async fn run(stack: &Stack, port: u16, received: Requests) -> anyhow::Result<()>
         ))
         .await?;
     assert_eq!(stored.trim(), format!("{payout}\t{revenue}"));
+    // The conversions list shows each one's payout beside its revenue.
+    let list = stack
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/conversions?flow={flow_id}&over_cap=false"),
+            None,
+            200,
+        )
+        .await?;
+    let listed: i64 = list["items"]
+        .as_array()
+        .map(|items| items.iter().map(|i| money(&i["payout"])).sum())
+        .unwrap_or(-1);
+    assert_eq!(listed, payout, "{list}");
     // Over the cap filter: no conversion here is.
     let over = stack
         .api_expect(

@@ -39,11 +39,14 @@ struct ConversionRow {
     click_missing: u8,
     reason: String,
     external_id: String,
+    over_cap: u8,
+    payout_micros: i64,
+    payout_currency: String,
     /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
     objects: Vec<u32>,
 }
 
-/// Conversions in their current state: filters flow, goal, status, click_missing, from,
+/// Conversions in their current state: filters flow, goal, status, click_missing, over_cap, from,
 /// to and the objects (`OBJECT_FILTERS`).
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
@@ -51,6 +54,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "goal",
         "status",
         "click_missing",
+        "over_cap",
         "from",
         "to",
         "timezone",
@@ -66,6 +70,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     let goal = params.text("goal", 100)?;
     let status = params.word::<ConversionStatus>("status")?;
     let click_missing = params.flag("click_missing")?;
+    let over_cap = params.flag("over_cap")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -80,7 +85,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
                 max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn, \
-                argMax(external_id, version) AS ext, ",
+                argMax(external_id, version) AS ext, max(over_cap) AS oc, \
+                argMax(if(payout_currency = '', revenue_micros, payout_micros), version) AS pay, \
+                argMax(if(payout_currency = '', currency, payout_currency), version) AS pcur, ",
     );
     push_id_array(&mut sql, "argMax(", ", version)");
     sql.push(" AS objects FROM conversions WHERE 1");
@@ -97,6 +104,9 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
     // Decided when a conversion is made: every version of it carries the same value.
     if let Some(missing) = click_missing {
         eq(&mut sql, "click_missing", Arg::U32(u32::from(missing)));
+    }
+    if let Some(over_cap) = over_cap {
+        eq(&mut sql, "over_cap", Arg::U32(u32::from(over_cap)));
     }
     range_condition(&mut sql, "created_at", &from, &to, &timezone);
     if let Some((secs, id)) = &cursor {
@@ -152,6 +162,10 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
                 "click_missing": r.click_missing != 0,
                 "reason": r.reason,
                 "external_id": r.external_id,
+                // Caps and payout (docs/caps.md).
+                "over_cap": r.over_cap != 0,
+                "payout": format_micros(r.payout_micros),
+                "payout_currency": r.payout_currency,
             });
             set_ids_and_names(&mut item, &r.objects, &object_names);
             item
