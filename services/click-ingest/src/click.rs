@@ -697,14 +697,14 @@ impl Edge {
         }
     }
 
-    /// A paused or archived flow: its own inactive URL (no click is recorded), else the
-    /// answer for unknown flows.
     /// A lander click-through when the flow, or every offer, is capped: to the flow's
     /// `cap_fallback_url`, with the flow and the link's parameters filled in.
     pub(crate) fn cap_fallback(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
         self.redirect_plain(&flow.cap_fallback_url, flow, params)
     }
 
+    /// A paused or archived flow: its own inactive URL (no click is recorded), else the
+    /// answer for unknown flows.
     pub(crate) fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
         if flow.inactive_url.is_empty() {
             return self.unknown_flow();
