@@ -98,3 +98,13 @@ SELECT * FROM (SELECT key_id, argMax(user_id, version) AS uid, argMax(name, vers
 -- tables: audit_log
 -- example: 3, 5, 'flow', toDateTime('2026-01-01 00:00:00', 'UTC'), 51
 SELECT id, toString(at) AS t, at_ms, user_id, username, role, via, object_kind, object_id, flow_id, action, before_json, after_json FROM {table} WHERE 1 AND flow_id IN (?, ?) AND object_kind = ? AND at >= ? ORDER BY at_ms DESC, id DESC LIMIT ?;
+
+-- name: payout_by_object
+-- tables: conversions_payout_hourly
+-- example: 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(offer_id), toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, currency AS cur, toInt64(sumIf(payout_micros, status = ?)) AS pay FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur HAVING pay != 0 ORDER BY keys, d, cur;
+
+-- name: payout_by_object_from_raw
+-- tables: conversions
+-- example: 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(offer_id), toString(over_cap)] AS keys, toString(toDate(created_at, 'UTC')) AS d, if(payout_currency = '', currency, payout_currency) AS cur, toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ?)) AS pay FROM (SELECT * FROM {table} WHERE (conversion_id, version) IN (SELECT conversion_id, max(version) FROM {table} GROUP BY conversion_id)) WHERE created_at >= ? AND created_at < ? GROUP BY keys, d, cur HAVING pay != 0 ORDER BY keys, d, cur;

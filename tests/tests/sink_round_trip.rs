@@ -191,6 +191,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                     postback_type: "conversion".into(),
                     impression_id: String::new(),
                     scope: "offer:6".into(),
+                    cap_action: String::new(),
                 },
             )],
         )

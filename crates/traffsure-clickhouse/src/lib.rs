@@ -80,6 +80,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
     (
+        18,
+        "caps_and_payout",
+        include_str!("../../../deploy/clickhouse/migrations/0018_caps_and_payout.sql"),
+    ),
+    (
+        19,
+        "payout_rollup",
+        include_str!("../../../deploy/clickhouse/migrations/0019_payout_rollup.sql"),
+    ),
+    (
         20,
         "impressions",
         include_str!("../../../deploy/clickhouse/migrations/0020_impressions.sql"),
@@ -168,6 +178,26 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
                 "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
                  lander_id, network_id, country, source, sub_id, goal, previous_status, \
                  currency, toInt64(-1), -previous_revenue_micros \
+                 FROM conversions WHERE previous_status != ''",
+            ],
+        },
+    ),
+    (
+        19,
+        Rebuild {
+            target: "conversions_payout_hourly",
+            source: "conversions",
+            month: "toYYYYMM(created_at)",
+            selects: &[
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, status, \
+                 if(payout_currency = '', currency, payout_currency), \
+                 if(payout_currency = '', revenue_micros, payout_micros) \
+                 FROM conversions WHERE status != ''",
+                "SELECT toStartOfHour(created_at), flow_id, traffic_source_id, offer_id, \
+                 lander_id, network_id, country, source, sub_id, goal, previous_status, \
+                 if(payout_currency = '', currency, payout_currency), \
+                 -if(payout_currency = '', previous_revenue_micros, previous_payout_micros) \
                  FROM conversions WHERE previous_status != ''",
             ],
         },

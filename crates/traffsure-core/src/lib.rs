@@ -7,6 +7,7 @@
 //! Nothing here does I/O; each piece is unit-tested on its own.
 
 pub mod bots;
+pub mod caps;
 pub mod cidr;
 pub mod click_hash;
 pub mod client_ip;

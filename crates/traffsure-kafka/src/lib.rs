@@ -6,6 +6,7 @@
 //! delivery report. Group consumers store offsets only when the caller says an event is
 //! done (`enable.auto.offset.store=false`), so nothing is skipped after a crash.
 
+pub mod caps;
 mod connect;
 mod flows;
 pub mod metrics;

@@ -39,6 +39,8 @@ pub struct Edge {
     /// OTLP tracing is on: each click gets a span whose W3C trace context travels with
     /// the click event in Kafka headers. Off, a click pays for neither.
     pub trace_clicks: bool,
+    /// The shared count behind caps (`crate::caps`).
+    pub caps: traffsure_kafka::caps::SharedCounter,
 }
 
 /// Where the visitor's address comes from: the rule of `traffsure_core::client_ip`, with
@@ -394,9 +396,20 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         &seen.attributes(&params, flow, ts_ms, &lazy),
         rand::random(),
     );
-    let step = routing::path_of(flow, choice.route)
+    let path = routing::path_of(flow, choice.route);
+    let step = path
         .and_then(|path| routing::first_step(path, rand::random()))
         .filter(|step| !step.url().is_empty());
+    let (step, cap_fallback) = match choice.route {
+        routing::Route::Bot => (step, false),
+        _ => match crate::caps::route(&edge.caps, flow, path, step, ts_ms) {
+            crate::caps::CapRoute::Open(step) => (step, false),
+            crate::caps::CapRoute::Fallback if flow.cap_fallback_url.is_empty() => {
+                return edge.inactive_flow(flow, &params)
+            }
+            crate::caps::CapRoute::Fallback => (None, true),
+        },
+    };
     let mut funnel = Funnel {
         traffic_source_id: flow.traffic_source_id,
         external_id: params.external_id(),
@@ -421,12 +434,15 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
             funnel.network_id = offer.network_id;
             offer_url(offer, &values)
         }
+        None if cap_fallback => values.render(&flow.cap_fallback_url),
         None => values.render(choice.url),
     };
+    let offer_id = funnel.offer_id;
     let event = seen.event(&values, routing_key, &destination, funnel);
     if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
         return refused.answer();
     }
+    crate::caps::count(&edge.caps, flow, &click_hash, offer_id, false, ts_ms);
     if seen.bot_reason.is_some() {
         traffsure_telemetry::inc_local(&clicks_total().redirected_bot);
     } else {
@@ -684,6 +700,12 @@ impl Edge {
         }
     }
 
+    /// A lander click-through when the flow, or every offer, is capped: to the flow's
+    /// `cap_fallback_url`, with the flow and the link's parameters filled in.
+    pub(crate) fn cap_fallback(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
+        self.redirect_plain(&flow.cap_fallback_url, flow, params)
+    }
+
     /// A paused or archived flow: its own inactive URL (no click is recorded), else the
     /// answer for unknown flows.
     pub(crate) fn inactive_flow(&self, flow: &Flow, params: &ClickParams) -> HttpResponse {
@@ -691,8 +713,14 @@ impl Edge {
             return self.unknown_flow();
         }
         clicks_total().inactive_flow.inc();
+        self.redirect_plain(&flow.inactive_url, flow, params)
+    }
+
+    /// A redirect to `template` with the flow and the link's parameters filled in and the
+    /// click's own macros empty (no click was recorded).
+    fn redirect_plain(&self, template: &str, flow: &Flow, params: &ClickParams) -> HttpResponse {
         let flow_id = flow.id.to_string();
-        let url = macros::render(&flow.inactive_url, |name| match name {
+        let url = macros::render(template, |name| match name {
             "flow" => Some(Cow::Borrowed(flow_id.as_str())),
             "click" | "country" | "device" | "os" | "browser" | "ts" | "visitor" => {
                 Some(Cow::Borrowed(""))

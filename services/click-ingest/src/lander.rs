@@ -222,6 +222,12 @@ impl ClickThrough<'_> {
         };
         let path = offers_path(flow, route).ok_or(Refusal::NoOffers)?;
         let offer = routing::pick_offer(path, self.n, rand::random()).ok_or(Refusal::NoOffers)?;
+        let Some(offer) = crate::caps::offer(&edge.caps, flow, path, offer, ts_ms) else {
+            if flow.cap_fallback_url.is_empty() {
+                return Ok(edge.inactive_flow(flow, params));
+            }
+            return Ok(edge.cap_fallback(flow, params));
+        };
         let lander_id = self
             .cookie
             .map(|c| c.lander_id)
@@ -261,6 +267,7 @@ impl ClickThrough<'_> {
         if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
             return Ok(refused.answer());
         }
+        crate::caps::count(&edge.caps, flow, &hit, offer.offer_id, true, ts_ms);
         traffsure_telemetry::inc_local(&clicks_total().lander_click);
         Ok(edge.send_to(flow, destination))
     }

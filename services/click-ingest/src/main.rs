@@ -9,6 +9,7 @@
 
 mod asn;
 mod attributes;
+mod caps;
 mod click;
 mod clicklog;
 mod direct;
@@ -325,6 +326,38 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("follow flows topic")?;
 
+    let cap_counter = traffsure_kafka::caps::SharedCounter::default();
+    {
+        // Caps count what every instance published, once the flows say what is capped.
+        let (kafka, registry, counter) = (
+            settings.kafka.clone(),
+            registry.clone(),
+            cap_counter.clone(),
+        );
+        let topics = topics.clone();
+        tokio::spawn(async move {
+            registry.loaded().await;
+            for (topic, counted) in [
+                (&topics.clicks, traffsure_kafka::caps::Counted::Clicks),
+                (
+                    &topics.conversions,
+                    traffsure_kafka::caps::Counted::Conversions,
+                ),
+            ] {
+                let followed = traffsure_kafka::caps::follow_counts(
+                    &kafka,
+                    topic,
+                    counted,
+                    registry.clone(),
+                    counter.clone(),
+                )
+                .await;
+                if let Err(error) = followed {
+                    tracing::error!(topic, %error, "caps count not followed");
+                }
+            }
+        });
+    }
     let hop_keys = web::Data::new(keys.clone());
     let state = web::Data::new(click::Edge {
         registry,
@@ -339,6 +372,7 @@ async fn main() -> anyhow::Result<()> {
         bots,
         user_agents: ua_data,
         trace_clicks: !settings.telemetry.otlp_endpoint.is_empty(),
+        caps: cap_counter,
     });
     let mut server = HttpServer::new(move || {
         // Tracking links time themselves (route `/c`) and keep their counts in the

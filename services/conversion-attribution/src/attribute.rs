@@ -222,6 +222,26 @@ fn status_of(offer: Option<&PathOffer>, postback: &Postback) -> ConversionStatus
         .unwrap_or_else(|| postback.status())
 }
 
+/// What the affiliate is paid for a conversion of `goal_key` (docs/caps.md): the offer's
+/// goal's affiliate payout, else the flow's goal's, in that goal's currency; else the
+/// revenue, so `{payout}` reads as it did before goals had an affiliate payout.
+fn payout_of(
+    offer: Option<&PathOffer>,
+    goal: Option<&traffsure_events::Goal>,
+    goal_key: &str,
+    revenue_micros: i64,
+    currency: &str,
+) -> (i64, String) {
+    let fixed = offer
+        .and_then(|o| o.goals.iter().find(|g| g.key == goal_key))
+        .filter(|g| g.has_affiliate_payout)
+        .or(goal.filter(|g| g.has_affiliate_payout));
+    match fixed {
+        Some(g) => (g.affiliate_payout_micros, g.currency.clone()),
+        None => (revenue_micros, currency.to_string()),
+    }
+}
+
 pub fn attribute(
     click: &ClickInfo,
     flow: Option<&Flow>,
@@ -259,6 +279,9 @@ pub fn attribute(
             next.set_status(status);
             next.previous_revenue_micros = current.revenue_micros;
             next.revenue_micros = revenue;
+            next.previous_payout_micros = current.payout_micros;
+            (next.payout_micros, next.payout_currency) =
+                payout_of(offer, goal, &next.goal, revenue, &next.currency);
             next.postback_id = postback.postback_id.clone();
             next.updated_at_ms = now_ms;
             next.disable_postbacks = postback.disable_postbacks;
@@ -319,6 +342,13 @@ pub fn attribute(
                 impression_id: click.impression_id.clone(),
                 ..Conversion::default()
             };
+            (conversion.payout_micros, conversion.payout_currency) = payout_of(
+                offer,
+                goal,
+                &conversion.goal,
+                conversion.revenue_micros,
+                &conversion.currency,
+            );
             conversion.set_status(status);
             Decision::Emit(Box::new(conversion), PostbackOutcome::Converted)
         }
@@ -717,6 +747,70 @@ mod tests {
             5,
         ));
         assert_eq!(c.revenue_micros, 1_000_000);
+    }
+
+    #[test]
+    fn the_affiliate_payout_rides_beside_the_revenue() {
+        let mut f = funnel_flow();
+        if let Some(path) = f.path.as_mut() {
+            path.offers[0].goals = vec![Goal {
+                key: "sale".into(),
+                payout_micros: 30_000_000,
+                currency: "EUR".into(),
+                affiliate_payout_micros: 12_000_000,
+                has_affiliate_payout: true,
+                ..Goal::default()
+            }];
+        }
+        let sale = |status: &str, revenue| {
+            let mut p = raw(status, revenue);
+            p.goal = "sale".into();
+            p
+        };
+        let first = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &sale("1", None),
+            None,
+            5,
+        ));
+        assert_eq!(
+            (
+                first.revenue_micros,
+                first.payout_micros,
+                first.payout_currency.as_str()
+            ),
+            (30_000_000, 12_000_000, "EUR")
+        );
+        // An update with new revenue keeps the affiliate's payout; the previous one rides
+        // along for the rollups.
+        let next = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &sale("2", Some(40_000_000)),
+            Some(&first),
+            6,
+        ));
+        assert_eq!(
+            (
+                next.revenue_micros,
+                next.payout_micros,
+                next.previous_payout_micros
+            ),
+            (40_000_000, 12_000_000, 12_000_000)
+        );
+        // Without an affiliate payout, the payout is the revenue, as {payout} always was.
+        let plain = emitted(attribute(
+            &offer_click(),
+            Some(&f),
+            &raw("1", Some(4_000_000)),
+            None,
+            5,
+        ));
+        assert_eq!(
+            (plain.payout_micros, plain.payout_currency.as_str()),
+            (4_000_000, plain.currency.as_str())
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! the click comes or the hold timeout passes.
 
 mod attribute;
+mod caps;
 mod metrics;
 mod processor;
 mod restore;
@@ -96,11 +97,24 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(5),
     )?;
 
+    // Conversion caps count what every instance published (docs/caps.md).
+    let cap_counter = traffsure_kafka::caps::SharedCounter::default();
+    traffsure_kafka::caps::follow_counts(
+        &settings.kafka,
+        &topics.conversions,
+        traffsure_kafka::caps::Counted::Conversions,
+        registry.clone(),
+        cap_counter.clone(),
+    )
+    .await
+    .context("follow conversions for caps")?;
+
     let processor_ready = health.register("processor");
     let shutdown = Arc::new(AtomicBool::new(false));
     let stop = shutdown.clone();
     let mut worker = tokio::task::spawn_blocking(move || {
-        let processor = processor::Processor::new(settings, topics, registry, stop)?;
+        let processor =
+            processor::Processor::new(settings, topics, registry, stop)?.with_caps(cap_counter);
         processor_ready.set_ready(true);
         tracing::info!("attribution running");
         processor.run()

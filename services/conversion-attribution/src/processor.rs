@@ -36,6 +36,7 @@ use crate::restore;
 use crate::retention::{self, Retention};
 use crate::store::PartitionState;
 use crate::Settings;
+use traffsure_kafka::caps::SharedCounter;
 
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
 
@@ -122,6 +123,8 @@ pub struct Processor {
     trim_interval: Duration,
     last_trim: Instant,
     shutdown: Arc<AtomicBool>,
+    /// The shared count behind conversion caps (`crate::caps`).
+    caps: SharedCounter,
 }
 
 /// The group consumer of clicks and postbacks, and its rebalances: the callbacks do not
@@ -206,7 +209,14 @@ impl Processor {
             trim_interval: Duration::from_secs(settings_trim_interval),
             last_trim: Instant::now(),
             shutdown,
+            caps: SharedCounter::default(),
         })
+    }
+
+    /// Marks conversions over cap by the counts of `caps` (see `crate::caps`).
+    pub fn with_caps(mut self, caps: SharedCounter) -> Self {
+        self.caps = caps;
+        self
     }
 
     pub fn run(mut self) -> anyhow::Result<()> {
@@ -655,6 +665,9 @@ impl Processor {
                 if conversion.version == 1 {
                     // Later versions keep what their first said.
                     conversion.follow_up = owned.state.click_converted(&conversion.click_hash);
+                }
+                if let Some(flow) = flow.as_deref() {
+                    crate::caps::mark_and_count(&self.caps, flow, &mut conversion);
                 }
                 owned.state.insert_conversion((*conversion).clone());
                 owned.uncommitted.push((*conversion).clone());

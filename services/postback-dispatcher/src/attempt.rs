@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use traffsure_core::caps::over_cap_action;
 use traffsure_core::flow::outbound_postbacks;
 use traffsure_core::flow::postback_type_word;
 use traffsure_core::now_ms;
@@ -120,6 +121,21 @@ impl Dispatcher {
                 return self.finish(record, partition, attempt, None, error).await;
             }
         };
+        // An over-cap conversion's postbacks wait (hold) or are dropped (suppress) unless
+        // a replay sends them (docs/caps.md).
+        let over_cap = conversion.over_cap && !record.manual;
+        let action = self
+            .registry
+            .get(conversion.flow_id)
+            .filter(|_| over_cap)
+            .and_then(|flow| over_cap_action(&flow, conversion.offer_id).logged());
+        if let Some(action) = action {
+            attempt.cap_action = action.into();
+            let mut record = record;
+            record.cap_action = action.into();
+            let error = format!("conversion over cap: postback {action}");
+            return self.finish(record, partition, attempt, None, error).await;
+        }
         let request = if let Some(click) = &record.click {
             build_request_with(&outbound, &|name| click_macro_value(click, name))
         } else if let Some(impression) = &record.impression {

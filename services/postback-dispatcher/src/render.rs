@@ -87,9 +87,17 @@ pub fn macro_value<'c>(
         "source" => conversion.source.as_str().into(),
         "goal" => conversion.goal.as_str().into(),
         "status" => status_name(conversion.status()).into(),
-        // A conversion carries one amount: what the advertiser reported (or the goal's
-        // default payout), so {payout} and {revenue} are the same value.
-        "revenue" | "payout" => format_micros(conversion.revenue_micros).into(),
+        "revenue" => format_micros(conversion.revenue_micros).into(),
+        // What the affiliate is paid (the goal's affiliate payout, else the revenue); a
+        // conversion from before payouts existed has none and pays its revenue.
+        "payout" if conversion.payout_currency.is_empty() => {
+            format_micros(conversion.revenue_micros).into()
+        }
+        "payout" => format_micros(conversion.payout_micros).into(),
+        "payout_currency" if conversion.payout_currency.is_empty() => {
+            conversion.currency.as_str().into()
+        }
+        "payout_currency" => conversion.payout_currency.as_str().into(),
         "revenue_converted" => converted
             .revenue_micros
             .map(format_micros)
@@ -409,6 +417,24 @@ mod tests {
         assert_eq!(
             build_request(fired[0], &c, &Converted::default()).url,
             "https://push.test/pb?visitor_id=zone%209%2Fabc&payout=12.5"
+        );
+    }
+
+    #[test]
+    fn payout_is_the_affiliates_and_revenue_the_advertisers() {
+        let mut c = conversion(ConversionStatus::Approved, "sale");
+        let mut o = outbound("any", &[]);
+        o.url = "https://s.test/pb?r={revenue}&p={payout}&pc={payout_currency}".into();
+        // Before payouts existed, a conversion's payout was its revenue.
+        assert_eq!(
+            build_request(&o, &c, &Converted::default()).url,
+            "https://s.test/pb?r=12.5&p=12.5&pc=USD"
+        );
+        c.payout_micros = 4_000_000;
+        c.payout_currency = "EUR".into();
+        assert_eq!(
+            build_request(&o, &c, &Converted::default()).url,
+            "https://s.test/pb?r=12.5&p=4&pc=EUR"
         );
     }
 

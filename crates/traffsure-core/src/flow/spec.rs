@@ -58,6 +58,15 @@ pub struct FlowSpec {
     /// replaces `destination_url` and `destinations`.
     #[serde(default)]
     pub path: Option<PathSpec>,
+    /// The flow's own caps (docs/caps.md), read in `time_zone`.
+    #[serde(default)]
+    pub caps: Vec<crate::caps::CapSpec>,
+    /// Where visitors go when the flow, or every offer of the chosen path, is capped.
+    #[serde(default)]
+    pub cap_fallback_url: Option<String>,
+    /// Outbound postbacks of over-cap conversions: `send`, `hold` (default) or `suppress`.
+    #[serde(default)]
+    pub over_cap_postbacks: Option<String>,
 }
 
 /// A funnel by object ids and weights: to one of the landers, then to one of the offers;
@@ -227,4 +236,8 @@ pub struct GoalSpec {
     pub currency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_policy: Option<String>,
+    /// What the affiliate is paid for a conversion of this goal, decimal text or number;
+    /// absent = the conversion's revenue (docs/caps.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affiliate_payout: Option<serde_json::Value>,
 }

@@ -57,6 +57,7 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "ts",
     "external_id",
     "reason",
+    "payout_currency",
 ];
 
 /// Most rejection reasons one outbound postback may name.
@@ -336,6 +337,13 @@ impl FlowSpec {
                 format!("{time_zone:?} is not an IANA time zone (Europe/Berlin)"),
             ));
         }
+        let caps = crate::caps::caps_from("caps", &self.caps)?;
+        let cap_fallback_url = optional_url("cap_fallback_url", &self.cap_fallback_url)?;
+        let over_cap_postbacks = crate::caps::over_cap_postbacks_from(
+            "over_cap_postbacks",
+            self.over_cap_postbacks.as_deref(),
+            false,
+        )?;
         let inactive_url = optional_url("inactive_url", &self.inactive_url)?;
         let bot_url = optional_url("bot_url", &self.bot_url)?;
         let postback_security = self.postback_security.to_security()?;
@@ -375,6 +383,9 @@ impl FlowSpec {
         flow.outbound_postbacks = outbound_postbacks;
         flow.time_zone = time_zone;
         flow.path = path;
+        flow.caps = caps;
+        flow.cap_fallback_url = cap_fallback_url;
+        flow.over_cap_postbacks = over_cap_postbacks;
         flow.traffic_source_id = self.traffic_source_id.unwrap_or_default();
         if flow.created_at_ms == 0 {
             flow.created_at_ms = now_ms;
@@ -907,6 +918,7 @@ impl GoalSpec {
             ));
         }
         let payout_micros = payout_from(&field("payout"), &self.payout)?.unwrap_or_default();
+        let affiliate_payout = payout_from(&field("affiliate_payout"), &self.affiliate_payout)?;
         let currency = currency_from(&field("currency"), self.currency.as_deref())?;
         let policy = match self.duplicate_policy.as_deref() {
             None => DuplicatePolicy::PerUid,
@@ -926,6 +938,8 @@ impl GoalSpec {
             key,
             payout_micros,
             currency,
+            affiliate_payout_micros: affiliate_payout.unwrap_or_default(),
+            has_affiliate_payout: affiliate_payout.is_some(),
             ..Goal::default()
         };
         goal.set_duplicate_policy(policy);

@@ -45,6 +45,13 @@ pub struct FlowView {
     /// The flow's funnel by object ids and weights; `null` = its destinations.
     #[serde(default)]
     pub path: Option<PathSpec>,
+    /// Caps (docs/caps.md).
+    #[serde(default)]
+    pub caps: Vec<crate::caps::CapSpec>,
+    #[serde(default)]
+    pub cap_fallback_url: String,
+    #[serde(default)]
+    pub over_cap_postbacks: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -54,6 +61,9 @@ pub struct GoalView {
     pub payout: String,
     pub currency: String,
     pub duplicate_policy: String,
+    /// The affiliate's payout; `null` = the conversion's revenue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affiliate_payout: Option<String>,
 }
 
 impl From<&Flow> for FlowView {
@@ -75,6 +85,9 @@ impl From<&Flow> for FlowView {
                     payout: format_micros(g.payout_micros),
                     currency: g.currency.clone(),
                     duplicate_policy: g.duplicate_policy().word().into(),
+                    affiliate_payout: g
+                        .has_affiliate_payout
+                        .then(|| format_micros(g.affiliate_payout_micros)),
                 })
                 .collect(),
             attribution_window_days: flow.attribution_window_days,
@@ -134,6 +147,9 @@ impl From<&Flow> for FlowView {
             time_zone: flow.time_zone.clone(),
             traffic_source_id: Some(flow.traffic_source_id).filter(|id| *id != 0),
             path: path_view(flow.path.as_ref()),
+            caps: flow.caps.iter().map(crate::caps::CapSpec::of).collect(),
+            cap_fallback_url: flow.cap_fallback_url.clone(),
+            over_cap_postbacks: flow.over_cap_postbacks.clone(),
         }
     }
 }

@@ -185,7 +185,7 @@ fn fill_path(
         let spec = stored::<OfferSpec>(&field, offer.offer_id, lookup)?;
         let payout = spec.payout_micros()?;
         offer.goals = spec.goals()?;
-        offer.url = spec.url;
+        offer.url = spec.url.clone();
         offer.has_payout = payout.is_some();
         offer.payout_micros = payout.unwrap_or_default();
         offer.currency = spec.currency;
@@ -196,6 +196,9 @@ fn fill_path(
         };
         offer.click_param = network.click_param;
         offer.status_map = network.status_map.into_iter().collect();
+        offer.caps = crate::caps::caps_from("caps", &spec.caps)?;
+        offer.time_zone = spec.time_zone;
+        offer.over_cap_postbacks = spec.over_cap_postbacks;
     }
     Ok(())
 }

@@ -101,6 +101,17 @@ pub struct OfferSpec {
     /// these keys takes its payout before the offer's fixed one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goals: Vec<GoalSpec>,
+    /// Caps (docs/caps.md): at most so many clicks or conversions per period, across every
+    /// flow that uses the offer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<crate::caps::CapSpec>,
+    /// IANA time zone the caps' periods are read in; empty = UTC.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub time_zone: String,
+    /// Outbound postbacks of over-cap conversions: `send`, `hold` or `suppress`; empty =
+    /// the flow's setting.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub over_cap_postbacks: String,
     #[serde(default)]
     pub notes: String,
     /// Outbound postbacks fired for conversions of this offer, in every flow whose paths
@@ -369,6 +380,18 @@ impl OfferSpec {
     }
 }
 
+/// An IANA time zone name, trimmed; empty = UTC.
+fn checked_time_zone(zone: &str) -> Result<String, ObjectError> {
+    let zone = zone.trim();
+    if crate::routing::zone(zone).is_none() {
+        return Err(invalid(
+            "time_zone",
+            format!("{zone:?} is not an IANA time zone (Europe/Berlin)"),
+        ));
+    }
+    Ok(zone.to_string())
+}
+
 impl ObjectSpec for OfferSpec {
     const KIND: ObjectKind = ObjectKind::Offer;
 
@@ -397,8 +420,21 @@ impl ObjectSpec for OfferSpec {
                     payout: Some(serde_json::Value::String(format_micros(g.payout_micros))),
                     currency: Some(g.currency),
                     duplicate_policy: None,
+                    affiliate_payout: g.has_affiliate_payout.then(|| {
+                        serde_json::Value::String(format_micros(g.affiliate_payout_micros))
+                    }),
                 })
                 .collect(),
+            caps: crate::caps::caps_from("caps", &self.caps)?
+                .iter()
+                .map(crate::caps::CapSpec::of)
+                .collect(),
+            time_zone: checked_time_zone(&self.time_zone)?,
+            over_cap_postbacks: crate::caps::over_cap_postbacks_from(
+                "over_cap_postbacks",
+                Some(&self.over_cap_postbacks),
+                true,
+            )?,
             notes: checked_notes(&self.notes)?,
             outbound_postbacks: checked_scoped(&self.outbound_postbacks)?,
         })

@@ -42,6 +42,9 @@ struct ConversionRow {
     click_missing: u8,
     reason: String,
     external_id: String,
+    over_cap: u8,
+    payout_micros: i64,
+    payout_currency: String,
     /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
     objects: Vec<u32>,
 }
@@ -73,10 +76,13 @@ const COLUMNS: &[&str] = &[
     "click_missing",
     "reason",
     "external_id",
+    "over_cap",
+    "payout",
+    "payout_currency",
 ];
 
 /// Conversions in their current state, as JSON or CSV (`format`): filters flow, goal,
-/// status (one or more, comma-separated), click_missing, from, to, the click's country,
+/// status (one or more, comma-separated), click_missing, over_cap, from, to, the click's country,
 /// source, sub_id, subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
 pub async fn list(
@@ -89,6 +95,7 @@ pub async fn list(
         "goal",
         "status",
         "click_missing",
+        "over_cap",
         "from",
         "to",
         "timezone",
@@ -113,6 +120,7 @@ pub async fn list(
     let click_columns = params.text_filters(CLICK_FILTERS)?;
     let csv = params.one_of("format", &["json", "csv"])? == Some("csv");
     let click_missing = params.flag("click_missing")?;
+    let over_cap = params.flag("over_cap")?;
     let timezone = params.timezone()?;
     let (from, to) = params.range()?;
     let cursor = cursor(&params)?;
@@ -127,7 +135,9 @@ pub async fn list(
                 toString(toDate(min(created_at), 'UTC')) AS created_day, \
                 toInt64(min(toUInt32(created_at))) AS created_unix, toString(max(updated_at)) AS updated, \
                 max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn, \
-                argMax(external_id, version) AS ext, ",
+                argMax(external_id, version) AS ext, max(over_cap) AS oc, \
+                argMax(if(payout_currency = '', revenue_micros, payout_micros), version) AS pay, \
+                argMax(if(payout_currency = '', currency, payout_currency), version) AS pcur, ",
     );
     push_id_array(&mut sql, "argMax(", ", version)");
     sql.push(" AS objects FROM conversions WHERE 1");
@@ -149,6 +159,9 @@ pub async fn list(
     // Decided when a conversion is made: every version of it carries the same value.
     if let Some(missing) = click_missing {
         eq(&mut sql, "click_missing", Arg::U32(u32::from(missing)));
+    }
+    if let Some(over_cap) = over_cap {
+        eq(&mut sql, "over_cap", Arg::U32(u32::from(over_cap)));
     }
     range_condition(&mut sql, "created_at", &from, &to, &timezone);
     if let Some((secs, id)) = &cursor {
@@ -205,6 +218,10 @@ pub async fn list(
                 "click_missing": r.click_missing != 0,
                 "reason": r.reason,
                 "external_id": r.external_id,
+                // Caps and payout (docs/caps.md).
+                "over_cap": r.over_cap != 0,
+                "payout": format_micros(r.payout_micros),
+                "payout_currency": r.payout_currency,
             });
             set_ids_and_names(&mut item, &r.objects, &object_names);
             item

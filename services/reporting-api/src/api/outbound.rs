@@ -44,6 +44,7 @@ struct OutboundRow {
     integration: String,
     postback_type: String,
     scope: String,
+    cap_action: String,
 }
 
 /// An attempt's fields, in JSON and CSV order: Affise's affiliate postback log (postback
@@ -78,6 +79,7 @@ const COLUMNS: &[&str] = &[
     "attempt",
     "state",
     "manual",
+    "cap_action",
 ];
 
 /// Outbound postbacks, every attempt, as JSON or CSV (`format`): filters flow,
@@ -159,7 +161,7 @@ pub async fn list(
     sql.str(timezone.as_str());
     sql.push(
         "), toUInt8(manual), toUInt32(traffic_source_id), toUInt32(offer_id), reason, \
-         integration, postback_type, scope FROM outbound_log WHERE 1",
+         integration, postback_type, scope, cap_action FROM outbound_log WHERE 1",
     );
     flow_condition(&mut sql, "flow_id", flow, &scope);
     for (column, value) in [
@@ -308,6 +310,8 @@ pub async fn list(
                 "postback_type": or_default(r.postback_type, vocab::OUTBOUND_POSTBACK_TYPES[0]),
                 // Attempts logged before scopes existed were all the flow's.
                 "scope": or_default(r.scope, "flow"),
+                // Why an over-cap conversion's postback was not sent: held or suppressed.
+                "cap_action": r.cap_action,
             })
         })
         .collect();

@@ -43,6 +43,9 @@ pub struct Totals {
     pub without_rate: WithoutRate,
     /// Cost no rate converts, by currency.
     pub cost_without_rate: BTreeMap<String, i64>,
+    /// Approved payout to affiliates in the reporting currency (docs/caps.md); payout no
+    /// rate converts is left out, as its conversions are counted in `without_rate`.
+    pub payout_micros: i64,
 }
 
 impl Totals {
@@ -60,6 +63,7 @@ impl Totals {
         self.revenue_micros += o.revenue_micros;
         self.cost_micros += o.cost_micros;
         self.impressions += o.impressions;
+        self.payout_micros += o.payout_micros;
         self.without_rate.merge(&o.without_rate);
         for (currency, cost) in &o.cost_without_rate {
             *self.cost_without_rate.entry(currency.clone()).or_default() += cost;
@@ -161,6 +165,11 @@ impl Totals {
                 self.impressions as f64,
             ),
             ("ctr", json!(ctr), ctr),
+            (
+                "payout",
+                json!(format_micros(self.payout_micros)),
+                self.payout_micros as f64,
+            ),
         ]
     }
 }
@@ -200,6 +209,12 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
         t.impressions += row.impressions;
+    for row in sides.payouts {
+        let t = groups.entry(row.keys).or_default();
+        t.with_uniques = with_uniques;
+        if let Some(payout) = rates.convert(row.payout_micros, &row.day, &row.currency) {
+            t.payout_micros += payout;
+        }
     }
     for row in sides.conversions {
         let t = groups.entry(row.keys).or_default();
@@ -332,6 +347,7 @@ mod tests {
                 keys: key("1"),
                 impressions: 40,
             }],
+            payouts: Vec::new(),
         };
         let groups = groups(sides, true, &Rates::new("USD"));
         assert_eq!(groups[&key("1")].impressions, 40);
@@ -401,6 +417,7 @@ mod tests {
             conversions,
             costs,
             impressions: Vec::new(),
+            payouts: Vec::new(),
         };
         let groups = groups(sides, false, &rates);
         let (_, total) = rows(

@@ -22,6 +22,7 @@ pub const PARAMETERS: &[&str] = &[
     "sub_id",
     "goal",
     "click_missing",
+    "over_cap",
     "asn",
     "datacenter",
     "rate_exceeded",
@@ -111,6 +112,7 @@ pub const METRICS: &[&str] = &[
     "offer_cr",
     "impressions",
     "ctr",
+    "payout",
 ];
 
 /// What a report asks for.
@@ -137,6 +139,9 @@ pub struct Filters {
     pub goal: Option<String>,
     /// Only conversions made without their click (`true`) or only those with it (`false`).
     pub click_missing: Option<bool>,
+    /// Only conversions over a cap (`true`) or only those within caps (`false`)
+    /// (docs/caps.md).
+    pub over_cap: Option<bool>,
     /// Filters on the clicks' visitor columns (`crate::filters::AGENT_FILTERS`), as
     /// column and value; conversions have no such columns and stay whole.
     pub agent: Vec<(&'static str, String)>,
@@ -203,6 +208,7 @@ pub fn request(params: &Params, registry: &FlowRegistry) -> Result<ReportRequest
         sub_id: params.text("sub_id", 200)?,
         goal: params.text("goal", 100)?,
         click_missing: params.flag("click_missing")?,
+        over_cap: params.flag("over_cap")?,
         agent: params.agent_filters()?,
         objects: params.object_filters()?,
         asn: params

@@ -163,6 +163,17 @@ pub struct Sides {
     /// Click costs, then impression costs (a pixel's own `cost`).
     pub costs: Vec<CostAgg>,
     pub impressions: Vec<ImpressionAgg>,
+    /// Approved payout by day and currency (docs/caps.md).
+    pub payouts: Vec<PayoutAgg>,
+}
+
+/// One group's approved payout of one day (UTC) and payout currency.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+pub struct PayoutAgg {
+    pub keys: Vec<String>,
+    pub day: String,
+    pub currency: String,
+    pub payout_micros: i64,
 }
 
 /// Runs both sides of the report (clicks with their costs, and conversions) at once.
@@ -174,10 +185,12 @@ pub async fn run(
     let clicks = clicks_sql(&request.dims, &request.filters, range);
     let conversions = conversions_sql(&request.dims, &request.filters, range);
     let costs = costs_sql(&request.dims, &request.filters, range);
-    let (clicks, conversions, mut costs) = tokio::try_join!(
+    let payouts = payouts_sql(&request.dims, &request.filters, range);
+    let (clicks, conversions, mut costs, payouts) = tokio::try_join!(
         clicks.query(client).fetch_all::<ClickAgg>(),
         conversions.query(client).fetch_all::<ConversionAgg>(),
         costs.query(client).fetch_all::<CostAgg>(),
+        payouts.query(client).fetch_all::<PayoutAgg>(),
     )?;
     let (mut impressions, mut impression_costs) =
         match impressions_sql(&request.dims, &request.filters, range) {
@@ -198,6 +211,7 @@ pub async fn run(
         conversions,
         costs,
         impressions,
+        payouts,
     })
 }
 
@@ -326,6 +340,9 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
+    if let (Some(over_cap), Side::ConversionRaw) = (filters.over_cap, side) {
+        eq(sql, "over_cap", Arg::U32(u32::from(over_cap)));
+    }
     if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
         for (column, value) in &filters.agent {
             eq(sql, column, Arg::Str(value.clone()));
@@ -437,6 +454,62 @@ static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Approved payout by UTC day and payout currency, from the payout rollup when the
+/// conversions side reads its rollup, else from the latest version of each conversion (a
+/// conversion from before payouts pays its revenue).
+fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
+    let conversions = conversions_sql(dims, filters, range);
+    let rollup = conversions
+        .text()
+        .contains("FROM conversions_funnel_hourly");
+    let side = if rollup {
+        Side::ConversionRollup
+    } else {
+        Side::ConversionRaw
+    };
+    let mut sql = Sql::new("SELECT ");
+    keys(&mut sql, dims, side, &filters.timezone);
+    sql.push(", toString(toDate(")
+        .push(side.time_column())
+        .push(", 'UTC')) AS d, ");
+    if rollup {
+        sql.push("currency AS cur, toInt64(sumIf(payout_micros, status = ")
+            .str(traffsure_core::vocab::Vocabulary::word(
+                traffsure_events::ConversionStatus::Approved,
+            ))
+            .push(")) AS pay FROM conversions_payout_hourly");
+        where_clause(&mut sql, filters, range, side);
+    } else {
+        let signals =
+            dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
+        let source = if signals {
+            CONVERSIONS_WITH_SIGNALS.as_str()
+        } else {
+            "conversions"
+        };
+        sql.push("if(payout_currency = '', currency, payout_currency) AS cur, ")
+            .push(
+                "toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ",
+            )
+            .str(traffsure_core::vocab::Vocabulary::word(
+                traffsure_events::ConversionStatus::Approved,
+            ))
+            .push(")) AS pay FROM (SELECT * FROM ")
+            .push(source);
+        let mut inner = Sql::default();
+        where_clause(&mut inner, filters, range, side);
+        sql.append(&inner);
+        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
+            .push(source);
+        sql.append(&inner);
+        sql.push(" GROUP BY conversion_id))");
+    }
+    // A rollup group whose payout summed to nothing may be merged away: leave those out
+    // everywhere, so the rollup and the raw table agree.
+    sql.push(" GROUP BY keys, d, cur HAVING pay != 0");
+    sql
+}
+
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
     let source = if signals {
@@ -446,6 +519,7 @@ fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> S
     };
     let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
         && filters.click_missing.is_none()
+        && filters.over_cap.is_none()
         && !signals;
     let side = if rollup {
         Side::ConversionRollup
@@ -494,6 +568,7 @@ mod tests {
             sub_id: None,
             goal: Some("sale".into()),
             click_missing: None,
+            over_cap: None,
             agent: Vec::new(),
             objects: Vec::new(),
             asn: None,

@@ -1,0 +1,128 @@
+//! The shared count behind caps (docs/caps.md): every instance that decides against a cap
+//! (click-ingest routing, attribution marking) follows the `clicks` and/or `conversions`
+//! topics, all partitions, outside any group, and counts what every instance published
+//! into its `traffsure_core::caps::Counter`. What it decides itself it counts at once
+//! (`record_local`), so an instance never overshoots on its own; the others' events count
+//! once the topic shows them.
+//!
+//! Which events count: a click toward its offer's caps (a visit straight to an offer or a
+//! lander click-through) and toward its flow's (visits, not click-throughs); a conversion's
+//! first version, unless rejected, toward its offer's and its flow's.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::message::Message;
+use traffsure_config::KafkaSettings;
+use traffsure_core::caps::{fingerprint, scopes_of, Counter, Metric, Scope};
+use traffsure_events::{Click, ClickKind, Conversion, ConversionStatus, Flow};
+
+use crate::reader::PartitionReader;
+use crate::FlowRegistry;
+
+/// The counter an instance shares between its follower threads and its decisions.
+#[derive(Debug, Default, Clone)]
+pub struct SharedCounter(Arc<Mutex<Counter>>);
+
+impl SharedCounter {
+    pub fn lock(&self) -> MutexGuard<'_, Counter> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a click counts toward.
+pub fn click_scopes(flow: &Flow, click: &Click) -> Vec<(Scope, Metric)> {
+    traffsure_core::caps::click_scopes(flow, click.offer_id, click.kind() == ClickKind::LanderClick)
+}
+
+/// What a conversion version counts toward: its first version, unless rejected.
+pub fn conversion_scopes(flow: &Flow, conversion: &Conversion) -> Vec<(Scope, Metric)> {
+    if conversion.version != 1 || conversion.status() == ConversionStatus::Rejected {
+        return Vec::new();
+    }
+    scopes_of(flow, conversion.offer_id, Metric::Conversions)
+}
+
+/// Which topic a follower reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    Clicks,
+    Conversions,
+}
+
+/// Follows `topic` (every partition, from the beginning) on a thread of its own, counting
+/// its events into `counter`. Returns once the reader is open.
+pub async fn follow_counts(
+    settings: &KafkaSettings,
+    topic: &str,
+    counted: Counted,
+    registry: Arc<FlowRegistry>,
+    counter: SharedCounter,
+) -> anyhow::Result<()> {
+    let (settings, topic) = (settings.clone(), topic.to_string());
+    let name = topic.clone();
+    let reader =
+        tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic)).await??;
+    std::thread::Builder::new()
+        .name(format!("caps {name}"))
+        .spawn(move || {
+            let mut last_expire = 0;
+            loop {
+                let now = traffsure_core::now_ms();
+                if now - last_expire >= 1000 {
+                    counter.lock().expire(now);
+                    last_expire = now;
+                }
+                let message = match reader.poll(Duration::from_millis(200)) {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => {
+                        tracing::warn!(topic = name, %error, "caps count read failed");
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                    None => continue,
+                };
+                let Some(payload) = message.payload() else {
+                    continue;
+                };
+                match counted {
+                    Counted::Clicks => {
+                        let Ok(click) = Click::decode(payload) else {
+                            continue;
+                        };
+                        let Some(flow) = registry.get(click.flow_id) else {
+                            continue;
+                        };
+                        let scopes = click_scopes(&flow, &click);
+                        if !scopes.is_empty() {
+                            counter.lock().record_seen(
+                                fingerprint(&click.click_hash),
+                                &scopes,
+                                click.ts_ms,
+                            );
+                        }
+                    }
+                    Counted::Conversions => {
+                        let Ok(conversion) = Conversion::decode(payload) else {
+                            continue;
+                        };
+                        let Some(flow) = registry.get(conversion.flow_id) else {
+                            continue;
+                        };
+                        let scopes = conversion_scopes(&flow, &conversion);
+                        if !scopes.is_empty() {
+                            counter.lock().record_seen(
+                                fingerprint(&conversion.conversion_id),
+                                &scopes,
+                                conversion.created_at_ms,
+                            );
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
