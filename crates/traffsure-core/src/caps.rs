@@ -390,6 +390,19 @@ pub fn counts(caps: &[Cap], metric: Metric) -> bool {
         .any(|c| Metric::from_word(&c.metric) == Some(metric))
 }
 
+/// Whether any event of `flow` can count toward a cap of `metric`: its own caps or those
+/// of an offer of one of its paths. Followers skip the events of other flows undecoded.
+pub fn flow_counts(flow: &Flow, metric: Metric) -> bool {
+    counts(&flow.caps, metric)
+        || flow
+            .rules
+            .iter()
+            .filter_map(|r| r.path.as_ref())
+            .chain(flow.path.as_ref())
+            .flat_map(|p| &p.offers)
+            .any(|o| counts(&o.caps, metric))
+}
+
 /// What an event of `flow` through `offer` (0 = none) counts toward: the flow's caps and
 /// the offer's of that metric.
 pub fn scopes_of(flow: &Flow, offer_id: u32, metric: Metric) -> Vec<(Scope, Metric)> {

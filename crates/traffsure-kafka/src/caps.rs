@@ -46,6 +46,20 @@ pub fn conversion_scopes(flow: &Flow, conversion: &Conversion) -> Vec<(Scope, Me
     scopes_of(flow, conversion.offer_id, Metric::Conversions)
 }
 
+/// Only the flow id of a click (field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClickFlow {
+    #[prost(uint32, tag = "2")]
+    flow_id: u32,
+}
+
+/// Only the flow id of a conversion (field 4).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ConversionFlow {
+    #[prost(uint32, tag = "4")]
+    flow_id: u32,
+}
+
 /// Which topic a follower reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Counted {
@@ -88,6 +102,23 @@ pub async fn follow_counts(
                 let Some(payload) = message.payload() else {
                     continue;
                 };
+                // Most events belong to flows without caps: their flow id alone says so.
+                let (flow_id, metric) = match counted {
+                    Counted::Clicks => (ClickFlow::decode(payload).map(|f| f.flow_id), Metric::Clicks),
+                    Counted::Conversions => (
+                        ConversionFlow::decode(payload).map(|f| f.flow_id),
+                        Metric::Conversions,
+                    ),
+                };
+                let Ok(flow_id) = flow_id else {
+                    continue;
+                };
+                if !registry
+                    .get(flow_id)
+                    .is_some_and(|flow| traffsure_core::caps::flow_counts(&flow, metric))
+                {
+                    continue;
+                }
                 match counted {
                     Counted::Clicks => {
                         let Ok(click) = Click::decode(payload) else {

@@ -209,6 +209,7 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
         t.impressions += row.impressions;
+    }
     for row in sides.payouts {
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
