@@ -420,7 +420,8 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         }
         None => values.render(choice.url),
     };
-    let event = seen.event(&values, routing_key, &destination, funnel);
+    let mut event = seen.event(&values, routing_key, &destination, funnel);
+    event.cost_by(flow);
     if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
         return refused.answer();
     }
@@ -555,6 +556,7 @@ impl Visitor<'_> {
             datacenter: self.found.datacenter,
             rate_exceeded: self.found.rate_exceeded,
             funnel,
+            cost_source: traffsure_events::CostSource::Unspecified,
         }
     }
 }

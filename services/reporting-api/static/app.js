@@ -208,6 +208,7 @@ function specOf(flow) {
     time_zone: flow.time_zone || undefined,
     status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
     traffic_source_id: flow.traffic_source_id || undefined, path: flow.path || undefined,
+    cost_model: flow.cost_model || undefined,
   };
 }
 

@@ -58,6 +58,9 @@ pub struct FlowSpec {
     /// replaces `destination_url` and `destinations`.
     #[serde(default)]
     pub path: Option<PathSpec>,
+    /// What the flow's traffic costs (docs/costs.md); none = its traffic source's model.
+    #[serde(default)]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 /// A funnel by object ids and weights: to one of the landers, then to one of the offers;

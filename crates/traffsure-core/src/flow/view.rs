@@ -45,6 +45,13 @@ pub struct FlowView {
     /// The flow's funnel by object ids and weights; `null` = its destinations.
     #[serde(default)]
     pub path: Option<PathSpec>,
+    /// The flow's own cost model; `null` = its traffic source's (docs/costs.md).
+    #[serde(default)]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
+    /// The cost model in effect for the flow's traffic (its own, else its source's);
+    /// `null` = auto.
+    #[serde(default)]
+    pub effective_cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -133,6 +140,11 @@ impl From<&Flow> for FlowView {
             time_zone: flow.time_zone.clone(),
             traffic_source_id: Some(flow.traffic_source_id).filter(|id| *id != 0),
             path: path_view(flow.path.as_ref()),
+            cost_model: flow
+                .own_cost_model
+                .as_ref()
+                .map(crate::cost::CostModelSpec::of),
+            effective_cost_model: flow.cost_model.as_ref().map(crate::cost::CostModelSpec::of),
         }
     }
 }

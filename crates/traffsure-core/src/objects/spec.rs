@@ -51,6 +51,10 @@ pub struct TrafficSourceSpec {
     pub template: Option<String>,
     #[serde(default)]
     pub notes: String,
+    /// What the source's traffic costs (docs/costs.md); none = auto, the tracking link's
+    /// cost. A flow's own model overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 fn approved() -> String {
@@ -172,6 +176,14 @@ impl TrafficSourceSpec {
         }))
     }
 
+    /// The source's cost model; none = auto.
+    pub fn cost_model(&self) -> Result<Option<traffsure_events::CostModel>, ObjectError> {
+        self.cost_model
+            .as_ref()
+            .map(|m| m.to_model("cost_model"))
+            .transpose()
+    }
+
     /// The tracking link's query with the source's macros: `sub1={zoneid}&cost={cost}`.
     pub fn tracking_query(&self) -> String {
         templates::tracking_query(&self.parameters)
@@ -270,6 +282,12 @@ impl ObjectSpec for TrafficSourceSpec {
             placeholders,
             template,
             notes: checked_notes(&self.notes)?,
+            cost_model: match &self.cost_model {
+                None => None,
+                Some(model) => Some(crate::cost::CostModelSpec::of(
+                    &model.to_model("cost_model")?,
+                )),
+            },
         };
         if let Some(filled) = spec.filled_postback_url()? {
             validate_url_template("postback_url", &filled, OUTBOUND_MACROS)?;

@@ -285,6 +285,7 @@ pub async fn source_from_template(
         placeholders: body.placeholders.clone(),
         template: Some(template.id.clone()),
         notes: template.notes.clone(),
+        cost_model: None,
     };
     let object = create_object(&state, &spec).await?;
     Ok(HttpResponse::Created().json(view::<TrafficSourceSpec>(&state, &object)?))
