@@ -305,6 +305,13 @@ pub fn hour_bound(field: &str, text: &str) -> Result<i64, FlowError> {
     Ok(ts.timestamp().as_second())
 }
 
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS`, UTC.
+pub fn format_utc(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
 /// A sub filter of a cost update: `sub_id`, `source` or `sub1`…`sub10`.
 pub fn is_sub_filter(name: &str) -> bool {
     matches!(name, "sub_id" | "source")
@@ -442,6 +449,7 @@ mod tests {
     fn update_bounds_are_whole_utc_hours() {
         assert_eq!(hour_bound("from", "1970-01-01 01:00:00").unwrap(), 3600);
         assert_eq!(hour_bound("from", "1970-01-02").unwrap(), 86_400);
+        assert_eq!(format_utc(86_400 + 3600), "1970-01-02 01:00:00");
         assert_eq!(hour_bound("from", "1970-01-01T02:00:00Z").unwrap(), 7200);
         assert_eq!(
             hour_bound("to", "1970-01-01 01:30:00").unwrap_err().field,

@@ -62,6 +62,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
                 .route(web::post().to(api::exchange_rates::import)),
         )
+        .route("/api/v1/costs", web::get().to(api::costs::list))
+        .route("/api/v1/costs", web::post().to(api::costs::create))
+        .route("/api/v1/costs/import", web::post().to(api::costs::import))
         .route("/api/v1/flows", web::get().to(api::flows::list))
         .route("/api/v1/flows", web::post().to(api::flows::create))
         .route("/api/v1/flows/{id}", web::get().to(api::flows::get))

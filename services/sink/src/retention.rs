@@ -41,7 +41,7 @@ impl Default for RetentionSettings {
 impl RetentionSettings {
     /// Each table with its days; the reporting-currency and funnel rollups follow the
     /// rollups they sit beside.
-    fn tables(&self) -> [(&'static str, u32); 11] {
+    fn tables(&self) -> [(&'static str, u32); 13] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
@@ -54,6 +54,8 @@ impl RetentionSettings {
             ("clicks_cost_hourly", self.clicks_hourly_days),
             ("clicks_funnel_hourly", self.clicks_hourly_days),
             ("conversions_funnel_hourly", self.conversions_hourly_days),
+            ("click_costs_hourly", self.clicks_hourly_days),
+            ("conversion_costs_hourly", self.conversions_hourly_days),
         ]
     }
 }

@@ -98,6 +98,8 @@ pub struct ClickRow {
     pub offer_id: u32,
     pub network_id: u32,
     pub external_id: String,
+    /// CostSource's number: 0 unknown, 1 the tracking link, 2 the flow's cost model.
+    pub cost_source: u8,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -131,6 +133,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         datacenter: u8::from(c.datacenter),
         rate_exceeded: u8::from(c.rate_exceeded),
         kind: u8::try_from(c.kind).unwrap_or_default(),
+        cost_source: u8::try_from(c.cost_source).unwrap_or_default(),
         parent_click_hash: c.parent_click_hash,
         traffic_source_id: c.traffic_source_id,
         lander_id: c.lander_id,
@@ -213,6 +216,10 @@ pub struct ConversionRow {
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
+    /// The cpa or revshare model's cost of this version, and of the one before.
+    pub cost_micros: i64,
+    pub cost_currency: String,
+    pub previous_cost_micros: i64,
 }
 
 pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
@@ -261,6 +268,9 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
+        cost_micros: c.cost_micros,
+        cost_currency: c.cost_currency,
+        previous_cost_micros: c.previous_cost_micros,
     })
 }
 
