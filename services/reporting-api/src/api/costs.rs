@@ -416,7 +416,7 @@ mod tests {
     fn csv_rows_become_specs_and_errors_name_the_row() {
         let specs = parse_csv(
             "flow,from,to,amount,currency,sub1\r\n\
-             7,2026-03-01 00:00:00,2026-03-02,\"1,5\",EUR,zone \"\"a\"\"\n\
+             7,2026-03-01 00:00:00,2026-03-02,\"1,5\",EUR,\"zone \"\"a\"\"\"\n\
              8,2026-03-01,2026-03-02,2.5,,\n",
         )
         .unwrap();

@@ -18,6 +18,7 @@ mod parse;
 mod query;
 pub(crate) mod render;
 mod sort;
+mod updates;
 
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
 /// (they are `null` otherwise): over a month of rollups that merge costs more than
@@ -31,6 +32,7 @@ pub async fn report(
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let sides = query::run(&state.clickhouse, &request, &range).await?;
+    let adjustments = updates::run(&state.clickhouse, &request, &range).await?;
     let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
     let names = if request.dims.iter().any(|d| object_dimension(d).is_some()) {
         ObjectNames::load(&state.clickhouse).await?
@@ -39,7 +41,8 @@ pub async fn report(
     };
 
     let unique_clicks = request.filters.unique_clicks;
-    let groups = merge::groups(sides, unique_clicks, &rates);
+    let mut groups = merge::groups(sides, unique_clicks, &rates);
+    updates::apply(&mut groups, adjustments, &rates);
     let (mut rows, total) = merge::rows(
         &groups,
         &request.dims,

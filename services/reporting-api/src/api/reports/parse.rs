@@ -108,6 +108,9 @@ pub const METRICS: &[&str] = &[
     "lander_ctr",
     "offer_clicks",
     "offer_cr",
+    "cpc",
+    "cpa",
+    "cost_source",
 ];
 
 /// What a report asks for.
