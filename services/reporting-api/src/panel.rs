@@ -24,6 +24,7 @@ pub const PAGES: &[&str] = &[
     "/offers/{id}",
     "/landers",
     "/landers/{id}",
+    "/costs",
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -56,6 +57,11 @@ pub async fn app_js() -> HttpResponse {
 /// The objects' pages and the flow editor's funnel builder, loaded before `app.js`.
 pub async fn objects_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/objects.js"))
+}
+
+/// The Costs page (cost updates), loaded before `app.js`.
+pub async fn costs_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/costs.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

@@ -19,6 +19,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/assets/app.css", web::get().to(panel::app_css))
         .route("/assets/objects.js", web::get().to(panel::objects_js))
         .route("/assets/objects.css", web::get().to(panel::objects_css))
+        .route("/assets/costs.js", web::get().to(panel::costs_js))
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))

@@ -159,6 +159,8 @@ async function dashboardPage() {
         card('Clicks Today', 'clicks_today', d.clicks_today),
         card('Conversions Today', 'conversions_today', d.conversions_today),
         card('Revenue Today (' + d.reporting_currency + ')', 'revenue_today', d.revenue_today),
+        card('Cost Today (' + d.reporting_currency + ')', 'cost_today', d.cost_today + (d.cost_source_today ? ' · ' + d.cost_source_today : '')),
+        card('Profit Today', 'profit_today', d.profit_today + ' · ROI ' + d.roi_today + ' %'),
         card('Without Rate', 'without_rate_today', withoutRate(d.without_rate_today)),
         card('Active Flows', 'active_flows', d.active_flows)),
       el('div', {class: 'charts'},
@@ -476,7 +478,7 @@ function outboundPage() {
 const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
   'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
 const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate',
-  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr'];
+  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr', 'cpc', 'cpa', 'cost_source'];
 
 function barChart(rows, label) {
   const ns = 'http://www.w3.org/2000/svg';
@@ -566,6 +568,7 @@ async function main() {
   if (path === '/outbound') return outboundPage();
   if (path === '/reports') return reportsPage();
   if (objectsRoute(parts)) return;
+  if (costsRoute(parts)) return;
   page('Not found');
 }
 

@@ -211,7 +211,8 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
         .iter()
         .filter(|f| f.status() == FlowStatus::Active)
         .count();
-    Ok(HttpResponse::Ok().json(json!({
+    let costs = super::reports::today_totals(&state, &date).await?;
+    let mut body = json!({
         "date": date,
         "timezone": "UTC",
         "clicks_today": today.iter().map(|p| p.0).sum::<i64>(),
@@ -232,7 +233,17 @@ pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
             "traffic_sources": top_sources,
             "offers": top_offers,
         },
-    })))
+    });
+    // Cost as reports count it (docs/costs.md): `cost_today`, `profit_today`, ….
+    for (name, value, _) in costs {
+        if matches!(
+            name,
+            "cost" | "profit" | "roi" | "cpc" | "cpa" | "epc" | "cost_source"
+        ) {
+            body[format!("{name}_today")] = value;
+        }
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[cfg(test)]
