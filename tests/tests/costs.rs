@@ -70,7 +70,7 @@ fn row<'a>(report: &'a Value, key: &str, value: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-async fn flow(stack: &Stack, slug: &str, extra: Value) -> anyhow::Result<(u64, Value)> {
+async fn new_flow(stack: &Stack, slug: &str, extra: Value) -> anyhow::Result<(u64, Value)> {
     let mut spec = json!({
         "name": slug,
         "slug": slug,
@@ -97,7 +97,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     assert_eq!(source["cost_model"]["kind"], "cpc", "{source}");
     let source_id = source["id"].as_u64().unwrap_or_default();
-    let (cpc, cpc_spec) = flow(
+    let (cpc, cpc_spec) = new_flow(
         stack,
         &format!("cpc-{id}"),
         json!({"traffic_source_id": source_id}),
@@ -108,32 +108,38 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     assert_eq!(shown["cost_model"], Value::Null, "{shown}");
     assert_eq!(shown["effective_cost_model"]["kind"], "cpc", "{shown}");
-    let (cpm, _) = flow(
+    let (cpm, _) = new_flow(
         stack,
         &format!("cpm-{id}"),
         json!({"cost_model": {"kind": "cpm", "amount": "2.5"}}),
     )
     .await?;
-    let (cpa, _) = flow(
+    let (cpa, _) = new_flow(
         stack,
         &format!("cpa-{id}"),
         json!({"cost_model": {"kind": "cpa", "amount": "3", "status": "approved"}}),
     )
     .await?;
-    let (revshare, _) = flow(
+    let (revshare, _) = new_flow(
         stack,
         &format!("rs-{id}"),
         json!({"cost_model": {"kind": "revshare", "percent": "40"}}),
     )
     .await?;
-    let (auto, _) = flow(stack, &format!("auto-{id}"), json!({})).await?;
+    let (auto, _) = new_flow(stack, &format!("auto-{id}"), json!({})).await?;
 
     // A bad model is refused naming its field.
     for (model, field) in [
         (json!({"kind": "cpx"}), "cost_model.kind"),
         (json!({"kind": "cpc"}), "cost_model.amount"),
-        (json!({"kind": "cpm", "amount": "1.0005"}), "cost_model.amount"),
-        (json!({"kind": "revshare", "percent": "150"}), "cost_model.percent"),
+        (
+            json!({"kind": "cpm", "amount": "1.0005"}),
+            "cost_model.amount",
+        ),
+        (
+            json!({"kind": "revshare", "percent": "150"}),
+            "cost_model.percent",
+        ),
     ] {
         let (status, body) = stack
             .api_call(
@@ -142,7 +148,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
                 Some(json!({"name": "Bad", "destination_url": "https://o.example/", "cost_model": model})),
             )
             .await?;
-        assert_eq!((status, body["field"].as_str()), (422, Some(field)), "{body}");
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (422, Some(field)),
+            "{body}"
+        );
     }
 
     // The link's cost is ignored under CPC and CPM, kept under auto.
@@ -152,19 +162,44 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let rs_clicks = clicks(stack, &format!("rs-{id}"), "", 2).await?;
     clicks(stack, &format!("auto-{id}"), "cost=0.5", 2).await?;
     // CPA 3 per approved: two approved, one pending, then the pending one rejected.
-    postback(stack, &format!("click={}&goal=sale&status=approved", cpa_clicks[0])).await?;
-    postback(stack, &format!("click={}&goal=sale&status=approved", cpa_clicks[1])).await?;
-    postback(stack, &format!("click={}&goal=sale&status=pending", cpa_clicks[2])).await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&status=approved", cpa_clicks[0]),
+    )
+    .await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&status=approved", cpa_clicks[1]),
+    )
+    .await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&status=pending", cpa_clicks[2]),
+    )
+    .await?;
     // RevShare 40 % of approved revenue: 10 and 5.
-    postback(stack, &format!("click={}&goal=sale&revenue=10", rs_clicks[0])).await?;
-    postback(stack, &format!("click={}&goal=sale&revenue=5", rs_clicks[1])).await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&revenue=10", rs_clicks[0]),
+    )
+    .await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&revenue=5", rs_clicks[1]),
+    )
+    .await?;
     wait_clicks(stack, cpc, 4).await?;
 
     // The CPC flow's own model from now on: 0.2 a click, for the clicks after the change.
     let mut changed = cpc_spec.clone();
     changed["cost_model"] = json!({"kind": "cpc", "amount": "0.2"});
     stack
-        .api_expect(Method::PUT, &format!("/api/v1/flows/{cpc}"), Some(changed), 200)
+        .api_expect(
+            Method::PUT,
+            &format!("/api/v1/flows/{cpc}"),
+            Some(changed),
+            200,
+        )
         .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     clicks(stack, &format!("cpc-{id}"), "cost=9", 2).await?;
@@ -200,7 +235,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let cpa_row = row(&by_flow, "flow", &cpa.to_string());
     assert_eq!(cpa_row["cpa"], "2", "{cpa_row}");
     // An approved conversion rejected: its cost leaves the report.
-    postback(stack, &format!("click={}&goal=sale&status=rejected", cpa_clicks[0])).await?;
+    postback(
+        stack,
+        &format!("click={}&goal=sale&status=rejected", cpa_clicks[0]),
+    )
+    .await?;
     let by_flow = eventually(Duration::from_secs(60), || async {
         let r = report(stack, &format!("group_by=flow&flow={cpa}")).await?;
         Ok((row(&r, "flow", &cpa.to_string())["cost"] == "3").then_some(r))
@@ -216,8 +255,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
 
 async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
     let id = &stack.id;
-    let (flow, _) = flow(stack, &format!("upd-{id}"), json!({})).await?;
-    let (imported_flow, _) = flow(stack, &format!("imp-{id}"), json!({})).await?;
+    let (flow, _) = new_flow(stack, &format!("upd-{id}"), json!({})).await?;
+    let (imported_flow, _) = new_flow(stack, &format!("imp-{id}"), json!({})).await?;
     let hours = stack
         .clickhouse(
             "SELECT toString(toStartOfHour(now()) - 3600, 'UTC'), \
@@ -231,7 +270,13 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
 
     // Five clicks at 1 each by the link: sub1 a, a, b, b, c.
     for sub1 in ["a", "a", "b", "b", "c"] {
-        clicks(stack, &format!("upd-{id}"), &format!("cost=1&sub1={sub1}"), 1).await?;
+        clicks(
+            stack,
+            &format!("upd-{id}"),
+            &format!("cost=1&sub1={sub1}"),
+            1,
+        )
+        .await?;
     }
     clicks(stack, &format!("imp-{id}"), "cost=1", 3).await?;
     wait_clicks(stack, flow, 5).await?;
@@ -283,13 +328,19 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
     assert_eq!(row(&by_sub, "sub1", "c")["cost"], "3.333334", "{by_sub}");
     assert_eq!(by_sub["totals"]["cost"], "14", "{by_sub}");
     let csv = stack
-        .api(Method::GET, &format!("/api/v1/reports?group_by=sub1&flow={flow}&format=csv"))
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports?group_by=sub1&flow={flow}&format=csv"),
+        )
         .send()
         .await?
         .text()
         .await?;
     let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
-    let cost_at = header.iter().position(|h| *h == "cost").unwrap_or(usize::MAX);
+    let cost_at = header
+        .iter()
+        .position(|h| *h == "cost")
+        .unwrap_or(usize::MAX);
     let b_line: Vec<&str> = csv
         .lines()
         .find(|l| l.starts_with("b,"))
@@ -328,7 +379,12 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
 
     // Every update kept, newest first, with who made it.
     let listed = stack
-        .api_expect(Method::GET, &format!("/api/v1/costs?flow={flow}"), None, 200)
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/costs?flow={flow}"),
+            None,
+            200,
+        )
         .await?;
     let amounts: Vec<&str> = listed["costs"]
         .as_array()
@@ -342,17 +398,39 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
 
     // Bad input, each refused naming its field.
     for (body, field) in [
-        (json!({"flow": flow, "from": "2026-01-01 00:30:00", "to": to, "amount": 1}), "from"),
-        (json!({"flow": flow, "from": to, "to": from, "amount": 1}), "to"),
-        (json!({"flow": 999_999, "from": from, "to": to, "amount": 1}), "flow"),
-        (json!({"flow": flow, "from": from, "to": to, "amount": "-2"}), "amount"),
-        (json!({"flow": flow, "from": from, "to": to, "amount": 1, "currency": "dollars"}), "currency"),
-        (json!({"flow": flow, "from": from, "to": to, "amount": 1, "sub11": "x"}), "body"),
+        (
+            json!({"flow": flow, "from": "2026-01-01 00:30:00", "to": to, "amount": 1}),
+            "from",
+        ),
+        (
+            json!({"flow": flow, "from": to, "to": from, "amount": 1}),
+            "to",
+        ),
+        (
+            json!({"flow": 999_999, "from": from, "to": to, "amount": 1}),
+            "flow",
+        ),
+        (
+            json!({"flow": flow, "from": from, "to": to, "amount": "-2"}),
+            "amount",
+        ),
+        (
+            json!({"flow": flow, "from": from, "to": to, "amount": 1, "currency": "dollars"}),
+            "currency",
+        ),
+        (
+            json!({"flow": flow, "from": from, "to": to, "amount": 1, "sub11": "x"}),
+            "body",
+        ),
     ] {
         let (status, answer) = stack
             .api_call(Method::POST, "/api/v1/costs", Some(body.clone()))
             .await?;
-        assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {answer}"
+        );
     }
     Ok(())
 }

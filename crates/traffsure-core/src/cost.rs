@@ -232,8 +232,7 @@ pub fn conversion_cost(
         ),
         CostModelKind::Revshare => (
             if costs {
-                (i128::from(revenue_micros) * i128::from(model.percent_micros) / 100_000_000)
-                    as i64
+                (i128::from(revenue_micros) * i128::from(model.percent_micros) / 100_000_000) as i64
             } else {
                 0
             },
@@ -334,18 +333,25 @@ mod tests {
 
     #[test]
     fn models_are_checked_and_shown_back() {
-        let cpc = model(serde_json::json!({"kind": "CPC", "amount": "0.05", "currency": "eur"}))
-            .unwrap();
+        let cpc =
+            model(serde_json::json!({"kind": "CPC", "amount": "0.05", "currency": "eur"})).unwrap();
         assert_eq!(
             (cpc.kind(), cpc.amount_micros, cpc.currency.as_str()),
             (CostModelKind::Cpc, 50_000, "EUR")
         );
         let rs = model(serde_json::json!({"kind": "revshare", "percent": 30})).unwrap();
-        assert_eq!((rs.percent_micros, rs.status.as_str()), (30_000_000, "approved"));
-        let cpa = model(serde_json::json!({"kind": "cpa", "amount": 12, "status": "pending"}))
-            .unwrap();
         assert_eq!(
-            (cpa.amount_micros, cpa.currency.as_str(), cpa.status.as_str()),
+            (rs.percent_micros, rs.status.as_str()),
+            (30_000_000, "approved")
+        );
+        let cpa =
+            model(serde_json::json!({"kind": "cpa", "amount": 12, "status": "pending"})).unwrap();
+        assert_eq!(
+            (
+                cpa.amount_micros,
+                cpa.currency.as_str(),
+                cpa.status.as_str()
+            ),
             (12_000_000, "USD", "pending")
         );
         for m in [&cpc, &rs, &cpa] {
@@ -403,8 +409,8 @@ mod tests {
 
     #[test]
     fn conversions_cost_by_their_status_and_keep_their_cost_otherwise() {
-        let cpa = model(serde_json::json!({"kind": "cpa", "amount": "4", "currency": "EUR"}))
-            .unwrap();
+        let cpa =
+            model(serde_json::json!({"kind": "cpa", "amount": "4", "currency": "EUR"})).unwrap();
         let approved = ConversionStatus::Approved;
         assert_eq!(
             conversion_cost(Some(&cpa), approved, 0, "USD", (0, "")),
@@ -431,7 +437,10 @@ mod tests {
             None
         );
         let cpc = model(serde_json::json!({"kind": "cpc", "amount": "1"})).unwrap();
-        assert_eq!(conversion_cost(Some(&cpc), approved, 1, "USD", (0, "")), None);
+        assert_eq!(
+            conversion_cost(Some(&cpc), approved, 1, "USD", (0, "")),
+            None
+        );
         assert_eq!(conversion_cost(None, approved, 1, "USD", (0, "")), None);
     }
 
@@ -439,7 +448,10 @@ mod tests {
     fn spreading_sums_exactly() {
         assert_eq!(spread(100, &[1, 1, 1], 3), vec![33, 33, 34]);
         assert_eq!(spread(100, &[1, 1, 1], 3).iter().sum::<i64>(), 100);
-        assert_eq!(spread(10_000_000, &[2, 5], 7).iter().sum::<i64>(), 10_000_000);
+        assert_eq!(
+            spread(10_000_000, &[2, 5], 7).iter().sum::<i64>(),
+            10_000_000
+        );
         assert_eq!(spread(100, &[1], 3), vec![33]);
         assert_eq!(spread(100, &[0, 0], 0), vec![0, 0]);
         assert_eq!(profit(10, 4), 6);

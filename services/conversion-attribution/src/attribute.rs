@@ -447,7 +447,13 @@ mod tests {
         let approved = emitted(attribute(
             &click(),
             Some(&flow),
-            &postback("p2", "lead", "", ConversionStatus::Approved, Some(5_000_000)),
+            &postback(
+                "p2",
+                "lead",
+                "",
+                ConversionStatus::Approved,
+                Some(5_000_000),
+            ),
             Some(&first),
             20,
         ));
@@ -460,7 +466,13 @@ mod tests {
         let rejected = emitted(attribute(
             &click(),
             Some(&flow),
-            &postback("p3", "lead", "", ConversionStatus::Rejected, Some(5_000_000)),
+            &postback(
+                "p3",
+                "lead",
+                "",
+                ConversionStatus::Rejected,
+                Some(5_000_000),
+            ),
             Some(&approved),
             30,
         ));

@@ -118,7 +118,11 @@ pub fn fill_flow(
 ) -> Result<(), ObjectError> {
     let source = match flow.traffic_source_id {
         0 => None,
-        id => Some(stored::<TrafficSourceSpec>("traffic_source_id", id, lookup)?),
+        id => Some(stored::<TrafficSourceSpec>(
+            "traffic_source_id",
+            id,
+            lookup,
+        )?),
     };
     flow.traffic_source_postback = match &source {
         None => None,

@@ -342,10 +342,8 @@ pub fn parse_csv(text: &str) -> Result<Vec<CostUpdateSpec>, ApiError> {
             };
             object.insert(name.clone(), value);
         }
-        let spec: CostUpdateSpec =
-            serde_json::from_value(Value::Object(object)).map_err(|e| {
-                ApiError::invalid(format!("rows[{row}]"), format!("row {row}: {e}"))
-            })?;
+        let spec: CostUpdateSpec = serde_json::from_value(Value::Object(object))
+            .map_err(|e| ApiError::invalid(format!("rows[{row}]"), format!("row {row}: {e}")))?;
         specs.push(spec);
     }
     if specs.is_empty() {
@@ -430,7 +428,10 @@ mod tests {
             other => panic!("{other}"),
         };
         assert_eq!(field("flow,from,to\n1,a,b\n"), "header");
-        assert_eq!(field("flow,from,to,amount\n1,a,b,1\nx,a,b,1\n"), "rows[2].flow");
+        assert_eq!(
+            field("flow,from,to,amount\n1,a,b,1\nx,a,b,1\n"),
+            "rows[2].flow"
+        );
         assert_eq!(field("flow,from,to,amount\n1,a,b\n"), "rows[1]");
         assert_eq!(field("flow,from,to,amount,sub11\n1,a,b,1,x\n"), "rows[1]");
         assert_eq!(field(""), "body");

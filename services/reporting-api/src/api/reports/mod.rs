@@ -22,10 +22,7 @@ mod updates;
 
 /// Today's (UTC) report totals, for the dashboard's cost figures: cost with cost updates
 /// and conversion models as reports count it, profit, ROI, CPC, CPA, EPC, cost source.
-pub async fn today_totals(
-    state: &AppState,
-    date: &str,
-) -> Result<Vec<merge::Metric>, ApiError> {
+pub async fn today_totals(state: &AppState, date: &str) -> Result<Vec<merge::Metric>, ApiError> {
     let raw: std::collections::HashMap<String, String> = [
         ("group_by", "flow".to_string()),
         ("from", format!("{date} 00:00:00")),

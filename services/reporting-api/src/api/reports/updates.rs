@@ -132,7 +132,8 @@ async fn relevant(
         .iter()
         .filter(|u| {
             in_report.iter().any(|r| {
-                r.id == u.id || ((u.created_at_ms, &u.id) > (r.created_at_ms, &r.id) && overlaps(u, r))
+                r.id == u.id
+                    || ((u.created_at_ms, &u.id) > (r.created_at_ms, &r.id) && overlaps(u, r))
             })
         })
         .cloned()
@@ -157,7 +158,9 @@ pub async fn run(
     owner(&mut totals, &updates, "ts");
     totals.push(" AS o FROM clicks WHERE kind != 1 AND ts >= toDateTime(");
     totals
-        .arg(Arg::U32(updates.iter().map(|u| u.from_ts).min().unwrap_or(0)))
+        .arg(Arg::U32(
+            updates.iter().map(|u| u.from_ts).min().unwrap_or(0),
+        ))
         .push(") AND ts < toDateTime(")
         .arg(Arg::U32(updates.iter().map(|u| u.to_ts).max().unwrap_or(0)))
         .push(")) WHERE o != '' GROUP BY o");
@@ -165,7 +168,8 @@ pub async fn run(
     // The report's owned visits.
     let (rollup, _) = click_side(dims, filters);
     let time = if rollup { "toStartOfHour(ts)" } else { "ts" };
-    let mut clicks = Sql::new("SELECT o, keys, d, cur, src, toUInt64(count()), toInt64(sum(c)) FROM (SELECT ");
+    let mut clicks =
+        Sql::new("SELECT o, keys, d, cur, src, toUInt64(count()), toInt64(sum(c)) FROM (SELECT ");
     owner(&mut clicks, &updates, "ts");
     clicks.push(" AS o, ");
     keys_at(&mut clicks, dims, Side::ClickRaw, time, tz);
@@ -183,7 +187,9 @@ pub async fn run(
     } else {
         "created_at"
     };
-    let mut conversions = Sql::new("SELECT o, keys, d, cur, toUInt8(3), toUInt64(count()), toInt64(sum(c)) FROM (SELECT ");
+    let mut conversions = Sql::new(
+        "SELECT o, keys, d, cur, toUInt8(3), toUInt64(count()), toInt64(sum(c)) FROM (SELECT ",
+    );
     owner(&mut conversions, &updates, "click_ts");
     conversions.push(" AS o, ");
     keys_at(&mut conversions, dims, Side::ConversionRaw, time, tz);
