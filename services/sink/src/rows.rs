@@ -133,7 +133,12 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         datacenter: u8::from(c.datacenter),
         rate_exceeded: u8::from(c.rate_exceeded),
         kind: u8::try_from(c.kind).unwrap_or_default(),
-        cost_source: u8::try_from(c.cost_source).unwrap_or_default(),
+        // A click with a cost but no source (from an edge of before cost models) paid
+        // the tracking link's cost, as migration 0016's rebuild counts the stored ones.
+        cost_source: match u8::try_from(c.cost_source).unwrap_or_default() {
+            0 if c.cost_micros != 0 => 1,
+            source => source,
+        },
         parent_click_hash: c.parent_click_hash,
         traffic_source_id: c.traffic_source_id,
         lander_id: c.lander_id,
