@@ -1,0 +1,53 @@
+// The Costs page in headless Chromium: log in; a cost update with a negative amount shows
+// the API's message naming the field; a cost update for FLOW_ID over 2026-03-01 00:00 to
+// 2026-03-02 00:00 UTC narrowed to sub1=zone-1 is saved and listed with who made it; a
+// CSV file of one more update is uploaded and listed. Screenshots go to SCREENSHOT_DIR;
+// the last line printed is `costs ok`, for tests/tests/costs_browser.rs to check the
+// stored updates through the API.
+//
+//   PANEL_URL FLOW_ID ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node costs.mjs
+import { assert, env, openBrowser } from './common.mjs';
+
+const panel = env('PANEL_URL');
+const flow = env('FLOW_ID');
+const browser = await openBrowser();
+const { page, errors } = browser;
+
+await browser.run(async () => {
+  await page.goto(panel + '/costs');
+  assert(page.url().startsWith(panel + '/login'), 'redirected to login, at ' + page.url());
+  await page.fill('input[name=username]', env('ADMIN_USERNAME'));
+  await page.fill('input[name=password]', env('ADMIN_PASSWORD'));
+  await page.click('button[type=submit]');
+  await page.waitForURL(panel + '/costs');
+  await page.locator('#cost-form').waitFor();
+  assert(await page.locator('header nav a.active', { hasText: 'Costs' }).count() === 1, 'Costs is the active nav link');
+  await browser.shot('01-empty');
+
+  await page.selectOption('#cost-flow', flow);
+  await page.fill('#cost-from', '2026-03-01T00:00');
+  await page.fill('#cost-to', '2026-03-02T00:00');
+  await page.fill('#cost-amount', '-1');
+  await page.click('#cost-save');
+  await page.locator('#error', { hasText: 'amount' }).waitFor();
+  await browser.shot('02-refused');
+
+  await page.fill('#cost-amount', '12.5');
+  await page.fill('#cost-currency', 'USD');
+  await page.click('#cost-form summary');
+  await page.fill('#cost-sub1', 'zone-1');
+  await Promise.all([page.waitForEvent('load'), page.click('#cost-save')]);
+  await page.locator('td', { hasText: '12.5 USD' }).waitFor();
+  assert(await page.locator('td', { hasText: 'sub1=zone-1' }).count() === 1, 'the update lists its filter');
+  assert(await page.locator('td', { hasText: env('ADMIN_USERNAME') }).count() === 1, 'the update lists who made it');
+  await browser.shot('03-saved');
+
+  const csv = `flow,from,to,amount,currency\n${flow},2026-03-02 00:00:00,2026-03-03 00:00:00,7.25,EUR\n`;
+  await page.setInputFiles('#cost-file', { name: 'costs.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  await page.click('#cost-upload');
+  await page.locator('#cost-imported', { hasText: '1 updates imported' }).waitFor();
+  await page.locator('td', { hasText: '7.25 EUR' }).waitFor({ timeout: 15000 });
+  await browser.shot('04-imported');
+  assert(errors.length === 0, 'no script errors: ' + errors.join('; '));
+  console.log('costs ok');
+});
