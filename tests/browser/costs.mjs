@@ -3,9 +3,10 @@
 // 2026-03-02 00:00 UTC narrowed to sub1=zone-1 is saved and listed with who made it; a
 // CSV file of one more update is uploaded and listed. Screenshots go to SCREENSHOT_DIR;
 // the last line printed is `costs ok`, for tests/tests/costs_browser.rs to check the
-// stored updates through the API.
+// stored updates through the API. Last, the traffic source SOURCE_ID gets a CPC cost
+// model in its editor.
 //
-//   PANEL_URL FLOW_ID ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node costs.mjs
+//   PANEL_URL FLOW_ID SOURCE_ID ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node costs.mjs
 import { assert, env, openBrowser } from './common.mjs';
 
 const panel = env('PANEL_URL');
@@ -48,6 +49,16 @@ await browser.run(async () => {
   await page.locator('#cost-imported', { hasText: '1 updates imported' }).waitFor();
   await page.locator('td', { hasText: '7.25 EUR' }).waitFor({ timeout: 15000 });
   await browser.shot('04-imported');
+
+  // The traffic source's cost model, set in its editor.
+  await page.goto(`${panel}/traffic-sources/${env('SOURCE_ID')}`);
+  await page.locator('#object-form select[name=cost_model_kind]').waitFor();
+  await page.selectOption('#object-form select[name=cost_model_kind]', 'cpc');
+  await page.fill('#object-form input[name=cost_model_amount]', '0.04');
+  await page.fill('#object-form input[name=cost_model_currency]', 'EUR');
+  await browser.shot('05-source-cost-model');
+  await Promise.all([page.waitForEvent('load'), page.click('#save-object')]);
+  await page.waitForFunction(() => document.querySelector('#object-form input[name=cost_model_amount]')?.value === '0.04');
   assert(errors.length === 0, 'no script errors: ' + errors.join('; '));
   console.log('costs ok');
 });

@@ -1,7 +1,7 @@
 //! The Costs page in a real browser: runs `tests/browser/costs.mjs` (a refused update
 //! showing the API's message, an update saved from the form with a sub filter, one
 //! uploaded as a CSV file), then checks through the API that both are stored as typed,
-//! with the admin as their author. Screenshots land in `target/browser-screenshots/costs/`.
+//! with the admin as their author, and a traffic source's cost model set in its editor. Screenshots land in `target/browser-screenshots/costs/`.
 
 use std::time::Duration;
 
@@ -23,12 +23,22 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .create_flow(json!({"name": "Bought", "destination_url": "https://offer.example/"}))
         .await?;
     let flow_id = flow["id"].as_u64().unwrap_or_default();
+    let source = stack
+        .api_expect(
+            Method::POST,
+            "/api/v1/traffic-sources",
+            Some(json!({"name": "Push"})),
+            201,
+        )
+        .await?;
+    let source_id = source["id"].as_u64().unwrap_or_default();
     let run = run_script(
         stack,
         "costs.mjs",
         "costs",
         &[
             ("FLOW_ID", flow_id.to_string()),
+            ("SOURCE_ID", source_id.to_string()),
             ("ADMIN_USERNAME", ADMIN_USERNAME.into()),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD.into()),
         ],
@@ -62,5 +72,18 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     for cost in &costs {
         assert_eq!(cost["created_by"], ADMIN_USERNAME, "{cost}");
     }
+    let source = stack
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/traffic-sources/{source_id}"),
+            None,
+            200,
+        )
+        .await?;
+    assert_eq!(
+        source["cost_model"],
+        json!({"kind": "cpc", "amount": "0.04", "currency": "EUR"}),
+        "{source}"
+    );
     Ok(())
 }

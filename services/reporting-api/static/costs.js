@@ -81,3 +81,34 @@ function costsRoute(parts) {
   }
   return false;
 }
+
+// A cost model editor (docs/costs.md) for the traffic source editor of objects.js:
+// `value()` is the model to save, or undefined for none (auto, the link's cost).
+function costModelEditor(model) {
+  const m = model || {kind: 'auto'};
+  const input = (name, label, value, attrs = {}) =>
+    el('label', {}, label, ' ', el('input', Object.assign({name: 'cost_model_' + name, value: value ?? '', size: 8}, attrs)));
+  const kind = el('select', {name: 'cost_model_kind'},
+    ['auto', 'cpc', 'cpm', 'cpa', 'revshare'].map(k => el('option', {selected: m.kind === k}, k)));
+  const node = el('div', {class: 'cost-model'},
+    el('label', {}, 'Kind ', kind),
+    input('amount', 'Amount (cpc per visit, cpm per thousand, cpa per conversion)', m.amount, {inputmode: 'decimal'}),
+    input('currency', 'Currency', m.currency, {size: 4}),
+    input('percent', 'Percent of revenue (revshare)', m.percent, {inputmode: 'decimal'}),
+    el('label', {}, 'Status that costs (cpa, revshare) ', el('select', {name: 'cost_model_status'},
+      ['approved', 'pending', 'rejected'].map(s => el('option', {selected: (m.status || 'approved') === s}, s)))));
+  const read = name => node.querySelector(`[name=cost_model_${name}]`).value.trim();
+  const value = () => {
+    const k = kind.value;
+    if (k === 'auto') return model ? {kind: 'auto'} : undefined;
+    const out = {kind: k};
+    if (k === 'revshare') out.percent = read('percent');
+    else {
+      out.amount = read('amount');
+      if (read('currency')) out.currency = read('currency');
+    }
+    if (k === 'cpa' || k === 'revshare') out.status = read('status');
+    return out;
+  };
+  return {node, value};
+}
