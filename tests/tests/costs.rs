@@ -216,8 +216,13 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
 
     let by_flow = eventually(Duration::from_secs(60), || async {
         let r = report(stack, "group_by=flow").await?;
+        // The rollups are written just after the raw rows: wait for all six CPC visits.
+        let cpc_row = row(&r, "flow", &cpc.to_string());
+        let visits =
+            cpc_row["clicks"].as_u64().unwrap_or(0) + cpc_row["bots"].as_u64().unwrap_or(0);
         let converted = row(&r, "flow", &cpa.to_string())["conversions"] == 3
-            && row(&r, "flow", &revshare.to_string())["approved"] == 2;
+            && row(&r, "flow", &revshare.to_string())["approved"] == 2
+            && visits == 6;
         Ok(converted.then_some(r))
     })
     .await?;
@@ -282,8 +287,15 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
     wait_clicks(stack, flow, 5).await?;
     wait_clicks(stack, imported_flow, 3).await?;
     let query = format!("group_by=flow&flow={flow}");
-    let before = report(stack, &query).await?;
-    assert_eq!(before["totals"]["cost"], "5", "{before}");
+    // The rollups are written just after the raw rows.
+    let before = eventually(Duration::from_secs(30), || async {
+        let r = report(stack, &query).await?;
+        let imported = report(stack, &format!("group_by=flow&flow={imported_flow}")).await?;
+        let ready = r["totals"]["cost"] == "5" && imported["totals"]["cost"] == "3";
+        Ok(ready.then_some(r))
+    })
+    .await?;
+    assert_eq!(before["totals"]["cost_source"], "link", "{before}");
 
     // The real spend of the range: 10, over the five clicks.
     let first = stack
@@ -376,6 +388,12 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
     assert_eq!(imported.json::<Value>().await?["imported"], 1);
     let r = report(stack, &format!("group_by=flow&flow={imported_flow}")).await?;
     assert_eq!(r["totals"]["cost"], "7.5", "{r}");
+
+    // The dashboard counts cost as reports do: the models' 0.6 + 0.01 + 3 + 6, the link's
+    // 1, and the updates' 14 and 7.5.
+    let d = stack.dashboard().await?;
+    assert_eq!(d["cost_today"], "32.11", "{d}");
+    assert_eq!(d["cost_source_today"], "mixed", "{d}");
 
     // Every update kept, newest first, with who made it.
     let listed = stack
