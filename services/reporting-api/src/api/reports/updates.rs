@@ -205,10 +205,13 @@ pub async fn run(
     conversions.append(&inner);
     conversions.push(" GROUP BY conversion_id)) WHERE o != '' GROUP BY o, keys, d, cur");
 
+    // One condition per update: past the default 256 KiB of query text with a few
+    // thousand of them.
+    let big = |sql: &Sql| sql.query(client).with_setting("max_query_size", "16777216");
     let (totals, clicks, conversions) = tokio::try_join!(
-        totals.query(client).fetch_all::<(String, u64)>(),
-        clicks.query(client).fetch_all::<Owned>(),
-        conversions.query(client).fetch_all::<Owned>(),
+        big(&totals).fetch_all::<(String, u64)>(),
+        big(&clicks).fetch_all::<Owned>(),
+        big(&conversions).fetch_all::<Owned>(),
     )?;
     Ok(Adjustments {
         updates,
@@ -277,5 +280,74 @@ pub fn apply(groups: &mut BTreeMap<Vec<String>, Totals>, adjustments: Adjustment
             add_cost(t, share, day, &update.currency, rates);
             t.cost_sources.update += *n as i64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(id: &str, amount_micros: i64) -> CostUpdateRow {
+        CostUpdateRow {
+            id: id.into(),
+            flow_id: 1,
+            from_ts: 0,
+            to_ts: 3600,
+            amount_micros,
+            currency: "USD".into(),
+            sub_id: String::new(),
+            source: String::new(),
+            subs: vec![String::new(); 10],
+            created_at: 0,
+            created_at_ms: 0,
+            created_by: "admin".into(),
+        }
+    }
+
+    fn owned(owner: &str, key: &str, source: u8, count: u64, cost_micros: i64) -> Owned {
+        Owned {
+            owner: owner.into(),
+            keys: vec![key.into()],
+            day: "2026-03-01".into(),
+            currency: String::new(),
+            source,
+            count,
+            cost_micros,
+        }
+    }
+
+    #[test]
+    fn an_update_replaces_the_own_cost_of_its_visits_and_sums_exactly() {
+        let rates = Rates::new("USD");
+        let mut groups = BTreeMap::new();
+        for (key, link, cost) in [("b", 2, 2_000_000), ("c", 1, 1_000_000), ("d", 1, 500_000)] {
+            let t: &mut Totals = groups.entry(vec![key.to_string()]).or_default();
+            t.cost_micros = cost;
+            t.cost_sources.link = link;
+        }
+        // u1 owns b's two visits and c's one (of three in all); d is nobody's.
+        let adjustments = Adjustments {
+            updates: vec![update("u1", 10_000_000), update("u0", 99_000_000)],
+            totals: [("u1".to_string(), 3)].into_iter().collect(),
+            clicks: vec![
+                owned("u1", "b", COST_LINK, 2, 2_000_000),
+                owned("u1", "c", COST_LINK, 1, 1_000_000),
+            ],
+            conversions: vec![owned("u1", "c", COST_CONVERSION_MODEL, 1, 4_000_000)],
+        };
+        if let Some(t) = groups.get_mut(&vec!["c".to_string()]) {
+            t.cost_micros += 4_000_000;
+        }
+        apply(&mut groups, adjustments, &rates);
+        let cost = |k: &str| groups[&vec![k.to_string()]].cost_micros;
+        assert_eq!(cost("b"), 6_666_666);
+        assert_eq!(cost("c"), 3_333_334);
+        assert_eq!(cost("b") + cost("c"), 10_000_000);
+        assert_eq!(cost("d"), 500_000);
+        let word = |k: &str| groups[&vec![k.to_string()]].cost_sources.word();
+        assert_eq!(
+            (word("b"), word("c"), word("d")),
+            ("update", "update", "link")
+        );
     }
 }
