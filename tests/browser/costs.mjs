@@ -4,7 +4,7 @@
 // CSV file of one more update is uploaded and listed. Screenshots go to SCREENSHOT_DIR;
 // the last line printed is `costs ok`, for tests/tests/costs_browser.rs to check the
 // stored updates through the API. Last, the traffic source SOURCE_ID gets a CPC cost
-// model in its editor.
+// model in its editor, and the flow a RevShare model of its own in the flow editor.
 //
 //   PANEL_URL FLOW_ID SOURCE_ID ADMIN_USERNAME ADMIN_PASSWORD SCREENSHOT_DIR node costs.mjs
 import { assert, env, openBrowser } from './common.mjs';
@@ -59,6 +59,15 @@ await browser.run(async () => {
   await browser.shot('05-source-cost-model');
   await Promise.all([page.waitForEvent('load'), page.click('#save-object')]);
   await page.waitForFunction(() => document.querySelector('#object-form input[name=cost_model_amount]')?.value === '0.04');
+
+  // The flow's own model, set in the flow editor over its source's.
+  await page.goto(`${panel}/flows/${flow}`);
+  await page.locator('#flow-cost-model select[name=cost_model_kind]').waitFor();
+  await page.selectOption('#flow-cost-model select[name=cost_model_kind]', 'revshare');
+  await page.fill('#flow-cost-model input[name=cost_model_percent]', '25');
+  await browser.shot('06-flow-cost-model');
+  await Promise.all([page.waitForEvent('load'), page.click('#save-flow')]);
+  await page.locator('#effective-cost-model', { hasText: 'revshare' }).waitFor();
   assert(errors.length === 0, 'no script errors: ' + errors.join('; '));
   console.log('costs ok');
 });

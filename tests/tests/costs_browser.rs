@@ -1,7 +1,7 @@
 //! The Costs page in a real browser: runs `tests/browser/costs.mjs` (a refused update
 //! showing the API's message, an update saved from the form with a sub filter, one
 //! uploaded as a CSV file), then checks through the API that both are stored as typed,
-//! with the admin as their author, and a traffic source's cost model set in its editor. Screenshots land in `target/browser-screenshots/costs/`.
+//! with the admin as their author, and a traffic source's cost model set in its editor and a flow's own in the flow editor. Screenshots land in `target/browser-screenshots/costs/`.
 
 use std::time::Duration;
 
@@ -85,5 +85,15 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         json!({"kind": "cpc", "amount": "0.04", "currency": "EUR"}),
         "{source}"
     );
+    let flow = stack
+        .api_expect(Method::GET, &format!("/api/v1/flows/{flow_id}"), None, 200)
+        .await?;
+    assert_eq!(
+        flow["cost_model"],
+        json!({"kind": "revshare", "percent": "25", "status": "approved"}),
+        "{flow}"
+    );
+    assert_eq!(flow["effective_cost_model"], flow["cost_model"], "{flow}");
+    assert_eq!(flow["destination_url"], "https://offer.example/", "{flow}");
     Ok(())
 }

@@ -306,6 +306,7 @@ async function flowEditorPage(id) {
   }
   main.append(form);
   const funnel = funnelBuilder(flow, form);
+  const costModel = flowCostModel(flow, form);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -334,6 +335,7 @@ async function flowEditorPage(id) {
         outbound_postbacks: parse('outbound_postbacks') || [],
       };
       Object.assign(spec, (await funnel).spec());
+      if (costModel.value()) spec.cost_model = costModel.value();
       const saved = isNew
         ? await api('/api/v1/flows', {method: 'POST', body: spec})
         : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});

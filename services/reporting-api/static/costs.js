@@ -82,13 +82,16 @@ function costsRoute(parts) {
   return false;
 }
 
-// A cost model editor (docs/costs.md) for the traffic source editor of objects.js:
-// `value()` is the model to save, or undefined for none (auto, the link's cost).
-function costModelEditor(model) {
-  const m = model || {kind: 'auto'};
+// A cost model editor (docs/costs.md) for the traffic source editor of objects.js and
+// the flow editor: `value()` is the model to save, or undefined for none (for a source:
+// auto, the link's cost; for a flow, with `inherit` as the first choice's label: the
+// source's model).
+function costModelEditor(model, inherit) {
+  const m = model || {kind: inherit ? '' : 'auto'};
   const input = (name, label, value, attrs = {}) =>
     el('label', {}, label, ' ', el('input', Object.assign({name: 'cost_model_' + name, value: value ?? '', size: 8}, attrs)));
   const kind = el('select', {name: 'cost_model_kind'},
+    inherit ? el('option', {value: '', selected: m.kind === ''}, inherit) : null,
     ['auto', 'cpc', 'cpm', 'cpa', 'revshare'].map(k => el('option', {selected: m.kind === k}, k)));
   const node = el('div', {class: 'cost-model'},
     el('label', {}, 'Kind ', kind),
@@ -100,7 +103,8 @@ function costModelEditor(model) {
   const read = name => node.querySelector(`[name=cost_model_${name}]`).value.trim();
   const value = () => {
     const k = kind.value;
-    if (k === 'auto') return model ? {kind: 'auto'} : undefined;
+    if (k === '') return undefined;
+    if (k === 'auto') return model || inherit ? {kind: 'auto'} : undefined;
     const out = {kind: k};
     if (k === 'revshare') out.percent = read('percent');
     else {
@@ -111,4 +115,15 @@ function costModelEditor(model) {
     return out;
   };
   return {node, value};
+}
+
+// The flow editor's cost model fieldset, put before its save button; the flow's own
+// model (none: its traffic source's), and the one in effect.
+function flowCostModel(flow, form) {
+  const editor = costModelEditor(flow.cost_model, 'the traffic source\'s');
+  const effective = flow.effective_cost_model;
+  const shown = effective ? Object.entries(effective).map(([k, v]) => k + ' ' + v).join(', ') : 'auto (the tracking link\'s cost)';
+  form.insertBefore(el('fieldset', {id: 'flow-cost-model'}, el('legend', {}, 'Cost model'),
+    el('p', {}, 'In effect: ', el('span', {id: 'effective-cost-model'}, shown)), editor.node), form.querySelector('#save-flow'));
+  return editor;
 }
