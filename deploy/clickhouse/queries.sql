@@ -108,3 +108,28 @@ SELECT [toString(offer_id), toString(flow_id)] AS keys, toString(toDate(hour, 'U
 -- tables: conversions
 -- example: 'approved', toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
 SELECT [toString(offer_id), toString(over_cap)] AS keys, toString(toDate(created_at, 'UTC')) AS d, if(payout_currency = '', currency, payout_currency) AS cur, toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ?)) AS pay FROM (SELECT * FROM {table} WHERE (conversion_id, version) IN (SELECT conversion_id, max(version) FROM {table} GROUP BY conversion_id)) WHERE created_at >= ? AND created_at < ? GROUP BY keys, d, cur HAVING pay != 0 ORDER BY keys, d, cur;
+
+-- name: report_costs_by_source
+-- tables: click_costs_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost, cost_source AS src, toUInt64(sum(clicks)) AS n FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur, src ORDER BY keys, d, cur, src;
+
+-- name: report_conversion_costs
+-- tables: conversion_costs_hourly
+-- example: toDateTime('2026-01-01 00:00:00'), toDateTime('2036-01-01 00:00:00')
+SELECT [toString(flow_id)] AS keys, toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost, toUInt8(3) AS src, toUInt64(countIf(cost_micros != 0)) AS n FROM {table} WHERE hour >= ? AND hour < ? GROUP BY keys, d, cur HAVING cost != 0 ORDER BY keys, d, cur;
+
+-- name: cost_update_owned_clicks
+-- tables: clicks
+-- example: 1, 0, 4000000000, 'a', 'u2', 1, 0, 4000000000, 'u1'
+SELECT o, keys, d, cur, src, toUInt64(count()), toInt64(sum(c)) FROM (SELECT multiIf(flow_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?) AND sub1 = ?, ?, flow_id = ? AND ts >= toDateTime(?) AND ts < toDateTime(?), ?, '') AS o, [toString(flow_id)] AS keys, toString(toDate(ts, 'UTC')) AS d, cost_currency AS cur, if(cost_source = 0 AND cost_micros != 0, toUInt8(1), cost_source) AS src, cost_micros AS c FROM {table} WHERE 1 AND toStartOfHour(ts) >= toDateTime('2026-01-01 00:00:00', 'UTC') AND kind != 1) WHERE o != '' GROUP BY o, keys, d, cur, src ORDER BY o, keys, d, cur, src;
+
+-- name: cost_update_owned_conversions
+-- tables: conversions
+-- example: 1, 0, 4000000000, 'u1'
+SELECT o, keys, d, cur, toUInt8(3), toUInt64(count()), toInt64(sum(c)) FROM (SELECT multiIf(flow_id = ? AND click_ts >= toDateTime(?) AND click_ts < toDateTime(?), ?, '') AS o, [toString(flow_id)] AS keys, toString(toDate(created_at, 'UTC')) AS d, cost_currency AS cur, cost_micros AS c FROM {table} WHERE 1 AND cost_micros != 0 AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM {table} WHERE 1 GROUP BY conversion_id)) WHERE o != '' GROUP BY o, keys, d, cur ORDER BY o, keys, d, cur;
+
+-- name: cost_updates_list
+-- tables: cost_updates
+-- example: 1
+SELECT id, flow_id, toUInt32(from_ts), toUInt32(to_ts), amount_micros, currency, sub_id, source, subs, toUInt32(created_at), created_at_ms, created_by FROM {table} WHERE flow_id = ? ORDER BY created_at_ms DESC, id DESC LIMIT 1000;

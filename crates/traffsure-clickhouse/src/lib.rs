@@ -80,6 +80,16 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
     (
+        16,
+        "cost_models",
+        include_str!("../../../deploy/clickhouse/migrations/0016_cost_models.sql"),
+    ),
+    (
+        17,
+        "cost_updates",
+        include_str!("../../../deploy/clickhouse/migrations/0017_cost_updates.sql"),
+    ),
+    (
         18,
         "caps_and_payout",
         include_str!("../../../deploy/clickhouse/migrations/0018_caps_and_payout.sql"),
@@ -179,6 +189,23 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
                  lander_id, network_id, country, source, sub_id, goal, previous_status, \
                  currency, toInt64(-1), -previous_revenue_micros \
                  FROM conversions WHERE previous_status != ''",
+            ],
+        },
+    ),
+    (
+        16,
+        Rebuild {
+            target: "click_costs_hourly",
+            source: "clicks",
+            month: "toYYYYMM(ts)",
+            selects: &[
+                "SELECT toStartOfHour(ts) AS h, flow_id, traffic_source_id, offer_id, lander_id, \
+                 network_id, kind, country, source, sub_id, device, os, browser, cost_currency, \
+                 if(cost_source = 0 AND cost_micros != 0, toUInt8(1), cost_source) AS cs, \
+                 count(), sum(cost_micros) \
+                 FROM clicks WHERE 1 \
+                 GROUP BY h, flow_id, traffic_source_id, offer_id, lander_id, network_id, kind, \
+                 country, source, sub_id, device, os, browser, cost_currency, cs",
             ],
         },
     ),

@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cidr;
 pub mod click_hash;
 pub mod client_ip;
+pub mod cost;
 pub mod error_body;
 pub mod flow;
 pub mod macros;

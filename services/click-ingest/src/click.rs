@@ -438,7 +438,8 @@ fn click(edge: &Edge, req: &HttpRequest, flow: &Flow) -> HttpResponse {
         None => values.render(choice.url),
     };
     let offer_id = funnel.offer_id;
-    let event = seen.event(&values, routing_key, &destination, funnel);
+    let mut event = seen.event(&values, routing_key, &destination, funnel);
+    event.cost_by(flow);
     if let Err(refused) = edge.record(&event, edge.click_trace(&event)) {
         return refused.answer();
     }
@@ -574,6 +575,7 @@ impl Visitor<'_> {
             datacenter: self.found.datacenter,
             rate_exceeded: self.found.rate_exceeded,
             funnel,
+            cost_source: traffsure_events::CostSource::Unspecified,
         }
     }
 }

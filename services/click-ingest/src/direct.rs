@@ -201,7 +201,7 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
     } else {
         Cow::Borrowed(params.page.as_str())
     };
-    let click = ClickEvent {
+    let mut click = ClickEvent {
         click_hash: &click_hash,
         flow_id: flow.id,
         ts_ms,
@@ -234,7 +234,9 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
             external_id: &params.external_id,
             ..Funnel::default()
         },
+        cost_source: traffsure_events::CostSource::Unspecified,
     };
+    click.cost_by(flow);
     let headers = edge.trace_clicks.then(|| {
         tracing::info_span!("direct visit", flow = flow.id, click_hash = %click_hash)
             .in_scope(traffsure_kafka::trace::trace_headers)

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use traffsure_core::user_agent::UserAgent;
-use traffsure_events::{BotReason, ClickKind};
+use traffsure_events::{BotReason, ClickKind, CostSource, Flow};
 
 /// One click, borrowing its fields; field numbers as in `clicks.proto`.
 pub struct ClickEvent<'a> {
@@ -43,6 +43,8 @@ pub struct ClickEvent<'a> {
     /// The funnel fields (35 to 41): what the event is, the visit a lander click-through
     /// came from, and the objects it went through.
     pub funnel: Funnel<'a>,
+    /// Where `cost_micros` came from (field 42).
+    pub cost_source: CostSource,
 }
 
 /// Where a click stands in its flow's funnel (`Click` fields 35 to 41); all empty for a
@@ -63,7 +65,20 @@ pub struct Funnel<'a> {
 const VARINT: u32 = 0;
 const LEN: u32 = 2;
 
-impl ClickEvent<'_> {
+impl<'a> ClickEvent<'a> {
+    /// Sets a visit's cost by the flow's cost model in effect now (docs/costs.md): the
+    /// model's under cpc and cpm, none under cpa and revshare, the link's under auto.
+    pub fn cost_by(&mut self, flow: &'a Flow) {
+        let (micros, currency, source) = traffsure_core::cost::click_cost(
+            flow.cost_model.as_ref(),
+            self.cost_micros,
+            self.cost_currency,
+        );
+        self.cost_micros = micros;
+        self.cost_currency = currency;
+        self.cost_source = source;
+    }
+
     /// Appends the encoded event to `buf`. Like prost, fields holding their default value
     /// (empty, zero, false) are left out, except the subs.
     pub fn encode(&self, buf: &mut Vec<u8>) {
@@ -128,6 +143,7 @@ impl ClickEvent<'_> {
         uint(buf, 40, u64::from(funnel.network_id));
         string(buf, 41, funnel.external_id);
         string(buf, 45, funnel.impression_id);
+        uint(buf, 42, self.cost_source as i32 as u64);
     }
 }
 
@@ -260,6 +276,7 @@ mod tests {
             network_id: event.funnel.network_id,
             external_id: event.funnel.external_id.into(),
             impression_id: event.funnel.impression_id.into(),
+            cost_source: event.cost_source as i32,
         }
     }
 
@@ -391,6 +408,7 @@ mod tests {
                     external_id: &strings[13],
                     impression_id: if round % 2 == 0 { "" } else { &strings[14] },
                 },
+                cost_source: CostSource::try_from(round % 3).unwrap(),
             };
             let mut buf = Vec::new();
             event.encode(&mut buf);

@@ -282,6 +282,18 @@ pub fn attribute(
             next.previous_payout_micros = current.payout_micros;
             (next.payout_micros, next.payout_currency) =
                 payout_of(offer, goal, &next.goal, revenue, &next.currency);
+            // The cost moves with the status by the model current now (docs/costs.md).
+            next.previous_cost_micros = current.cost_micros;
+            if let Some((cost, currency)) = traffsure_core::cost::conversion_cost(
+                flow.and_then(|f| f.cost_model.as_ref()),
+                status,
+                revenue,
+                &current.currency,
+                (current.cost_micros, &current.cost_currency),
+            ) {
+                next.cost_micros = cost;
+                next.cost_currency = currency;
+            }
             next.postback_id = postback.postback_id.clone();
             next.updated_at_ms = now_ms;
             next.disable_postbacks = postback.disable_postbacks;
@@ -350,6 +362,16 @@ pub fn attribute(
                 &conversion.currency,
             );
             conversion.set_status(status);
+            if let Some((cost, currency)) = traffsure_core::cost::conversion_cost(
+                flow.and_then(|f| f.cost_model.as_ref()),
+                status,
+                conversion.revenue_micros,
+                &conversion.currency,
+                (0, ""),
+            ) {
+                conversion.cost_micros = cost;
+                conversion.cost_currency = currency;
+            }
             Decision::Emit(Box::new(conversion), PostbackOutcome::Converted)
         }
     }
@@ -438,6 +460,62 @@ mod tests {
             ("lead", 1_000_000, "EUR", 1)
         );
         assert_eq!(c.country, "DE");
+    }
+
+    #[test]
+    fn cpa_cost_follows_the_status_and_keeps_what_an_earlier_model_set() {
+        let mut flow = flow();
+        flow.cost_model = Some(traffsure_events::CostModel {
+            kind: traffsure_events::CostModelKind::Cpa as i32,
+            amount_micros: 3_000_000,
+            currency: "EUR".into(),
+            status: "approved".into(),
+            ..Default::default()
+        });
+        let first = emitted(attribute(
+            &click(),
+            Some(&flow),
+            &postback("p1", "lead", "", ConversionStatus::Pending, Some(5_000_000)),
+            None,
+            10,
+        ));
+        assert_eq!((first.cost_micros, first.previous_cost_micros), (0, 0));
+        let approved = emitted(attribute(
+            &click(),
+            Some(&flow),
+            &postback(
+                "p2",
+                "lead",
+                "",
+                ConversionStatus::Approved,
+                Some(5_000_000),
+            ),
+            Some(&first),
+            20,
+        ));
+        assert_eq!(
+            (approved.cost_micros, approved.cost_currency.as_str()),
+            (3_000_000, "EUR")
+        );
+        // A change to another model applies from then on: the recorded cost stays.
+        flow.cost_model = None;
+        let rejected = emitted(attribute(
+            &click(),
+            Some(&flow),
+            &postback(
+                "p3",
+                "lead",
+                "",
+                ConversionStatus::Rejected,
+                Some(5_000_000),
+            ),
+            Some(&approved),
+            30,
+        ));
+        assert_eq!(
+            (rejected.cost_micros, rejected.previous_cost_micros),
+            (3_000_000, 3_000_000)
+        );
     }
 
     #[test]

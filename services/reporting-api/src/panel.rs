@@ -27,6 +27,7 @@ pub const PAGES: &[&str] = &[
     "/landers/{id}",
     "/users",
     "/audit",
+    "/costs",
 ];
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -135,6 +136,11 @@ pub async fn audit_js() -> HttpResponse {
 /// The editor of outbound postbacks beyond one flow and the Global Postbacks page.
 pub async fn postbacks_scope_js() -> HttpResponse {
     asset(JAVASCRIPT, include_str!("../static/postbacks-scope.js"))
+}
+
+/// The Costs page (cost updates), loaded before `app.js`.
+pub async fn costs_js() -> HttpResponse {
+    asset(JAVASCRIPT, include_str!("../static/costs.js"))
 }
 
 pub async fn app_css() -> HttpResponse {

@@ -36,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/assets/postbacks-scope.js",
             web::get().to(panel::postbacks_scope_js),
         )
+        .route("/assets/costs.js", web::get().to(panel::costs_js))
         .route("/api/v1/auth/login", web::post().to(auth::login))
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
@@ -88,6 +89,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(32 * 1024 * 1024))
                 .route(web::post().to(api::exchange_rates::import)),
         )
+        .route("/api/v1/costs", web::get().to(api::costs::list))
+        .route("/api/v1/costs", web::post().to(api::costs::create))
+        .route("/api/v1/costs/import", web::post().to(api::costs::import))
         .route("/api/v1/flows", web::get().to(api::flows::list))
         .route("/api/v1/flows", web::post().to(api::flows::create))
         .route("/api/v1/flows/{id}", web::get().to(api::flows::get))

@@ -168,6 +168,8 @@ async function dashboardPage() {
         card('Clicks Today', 'clicks_today', d.clicks_today),
         card('Conversions Today', 'conversions_today', d.conversions_today),
         card('Revenue Today (' + d.reporting_currency + ')', 'revenue_today', d.revenue_today),
+        card('Cost Today (' + d.reporting_currency + ')', 'cost_today', d.cost_today + (d.cost_source_today ? ' · ' + d.cost_source_today : '')),
+        card('Profit Today', 'profit_today', d.profit_today + ' · ROI ' + d.roi_today + ' %'),
         card('Without Rate', 'without_rate_today', withoutRate(d.without_rate_today)),
         card('Active Flows', 'active_flows', d.active_flows)),
       el('div', {class: 'charts'},
@@ -219,6 +221,7 @@ function specOf(flow) {
     time_zone: flow.time_zone || undefined,
     status_map: flow.status_map, outbound_postbacks: flow.outbound_postbacks,
     traffic_source_id: flow.traffic_source_id || undefined, path: flow.path || undefined,
+    cost_model: flow.cost_model || undefined,
   };
 }
 
@@ -316,6 +319,7 @@ async function flowEditorPage(id) {
   const funnel = funnelBuilder(flow, form);
   // The forms of editors.js in place of the JSON text areas.
   const editors = flowEditors(flow, form);
+  const costModel = flowCostModel(flow, form);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const data = new FormData(form);
@@ -345,6 +349,7 @@ async function flowEditorPage(id) {
       };
       Object.assign(spec, (await funnel).spec());
       (await editors).complete(spec);
+      if (costModel.value()) spec.cost_model = costModel.value();
       const saved = isNew
         ? await api('/api/v1/flows', {method: 'POST', body: spec})
         : await api('/api/v1/flows/' + flow.id, {method: 'PUT', body: spec});
@@ -491,7 +496,7 @@ function outboundPage() {
 const DIMENSIONS = ['day', 'hour', 'flow', ...OBJECTS, 'country', 'source', 'sub_id', 'sub1', 'sub2', 'sub3', 'sub4', 'sub5',
   'sub6', 'sub7', 'sub8', 'sub9', 'sub10', 'goal', 'device', 'os', 'browser'];
 const METRICS = ['clicks', 'unique_clicks', 'conversions', 'approved', 'pending', 'rejected', 'cr', 'revenue', 'cost', 'profit', 'roi', 'epc', 'without_rate',
-  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr', 'impressions', 'ctr'];
+  'lander_views', 'lander_clicks', 'lander_ctr', 'offer_clicks', 'offer_cr', 'impressions', 'ctr', 'payout', 'cpc', 'cpa', 'cost_source'];
 
 // What a report's group keys and filters become on the clicks and conversions lists
 // (the list filters by the same column), so a cell drills down to the events behind it.
@@ -632,6 +637,7 @@ async function main() {
   if (path === '/users') return usersPage();
   if (path === '/audit') return auditPage();
   if (objectsRoute(parts)) return;
+  if (costsRoute(parts)) return;
   page('Not found');
 }
 

@@ -257,6 +257,9 @@ async function objectFields(kind, o) {
       add(onStatus, out => { out.postback_on_status = onStatus.querySelector('select').value; }),
       el('h3', {}, 'Placeholders (your account values in the postback URL)'), add(placeholders, out => { out.placeholders = placeholders.value(); }),
       ...scopedPostbacksSection('source', o, add));
+    // What the source's traffic costs (costs.js).
+    const cost = costModelEditor(o.cost_model);
+    nodes.push(el('h3', {}, 'Cost model'), add(cost.node, out => { const m = cost.value(); if (m) out.cost_model = m; }));
   } else if (kind === 'affiliate-networks') {
     const map = pairsEditor('status_map', o.status_map, 'Network status', 'Conversion status', {values: ['approved', 'pending', 'rejected']});
     nodes.push(

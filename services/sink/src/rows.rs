@@ -99,6 +99,8 @@ pub struct ClickRow {
     pub network_id: u32,
     pub external_id: String,
     pub impression_id: String,
+    /// CostSource's number: 0 unknown, 1 the tracking link, 2 the flow's cost model.
+    pub cost_source: u8,
 }
 
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
@@ -132,6 +134,12 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         datacenter: u8::from(c.datacenter),
         rate_exceeded: u8::from(c.rate_exceeded),
         kind: u8::try_from(c.kind).unwrap_or_default(),
+        // A click with a cost but no source (from an edge of before cost models) paid
+        // the tracking link's cost, as migration 0016's rebuild counts the stored ones.
+        cost_source: match u8::try_from(c.cost_source).unwrap_or_default() {
+            0 if c.cost_micros != 0 => 1,
+            source => source,
+        },
         parent_click_hash: c.parent_click_hash,
         traffic_source_id: c.traffic_source_id,
         lander_id: c.lander_id,
@@ -221,6 +229,10 @@ pub struct ConversionRow {
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
+    /// The cpa or revshare model's cost of this version, and of the one before.
+    pub cost_micros: i64,
+    pub cost_currency: String,
+    pub previous_cost_micros: i64,
 }
 
 pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
@@ -380,6 +392,9 @@ pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, pro
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
+        cost_micros: c.cost_micros,
+        cost_currency: c.cost_currency,
+        previous_cost_micros: c.previous_cost_micros,
     })
 }
 

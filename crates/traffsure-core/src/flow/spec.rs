@@ -67,6 +67,9 @@ pub struct FlowSpec {
     /// Outbound postbacks of over-cap conversions: `send`, `hold` (default) or `suppress`.
     #[serde(default)]
     pub over_cap_postbacks: Option<String>,
+    /// What the flow's traffic costs (docs/costs.md); none = its traffic source's model.
+    #[serde(default)]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 /// A funnel by object ids and weights: to one of the landers, then to one of the offers;

@@ -387,6 +387,13 @@ impl FlowSpec {
         flow.cap_fallback_url = cap_fallback_url;
         flow.over_cap_postbacks = over_cap_postbacks;
         flow.traffic_source_id = self.traffic_source_id.unwrap_or_default();
+        flow.own_cost_model = self
+            .cost_model
+            .as_ref()
+            .map(|m| m.to_model("cost_model"))
+            .transpose()?;
+        // The source's model is filled in with the source (objects::fill_flow).
+        flow.cost_model = flow.own_cost_model.clone();
         if flow.created_at_ms == 0 {
             flow.created_at_ms = now_ms;
         }

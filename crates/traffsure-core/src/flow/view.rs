@@ -52,6 +52,13 @@ pub struct FlowView {
     pub cap_fallback_url: String,
     #[serde(default)]
     pub over_cap_postbacks: String,
+    /// The flow's own cost model; `null` = its traffic source's (docs/costs.md).
+    #[serde(default)]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
+    /// The cost model in effect for the flow's traffic (its own, else its source's);
+    /// `null` = auto.
+    #[serde(default)]
+    pub effective_cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -150,6 +157,11 @@ impl From<&Flow> for FlowView {
             caps: flow.caps.iter().map(crate::caps::CapSpec::of).collect(),
             cap_fallback_url: flow.cap_fallback_url.clone(),
             over_cap_postbacks: flow.over_cap_postbacks.clone(),
+            cost_model: flow
+                .own_cost_model
+                .as_ref()
+                .map(crate::cost::CostModelSpec::of),
+            effective_cost_model: flow.cost_model.as_ref().map(crate::cost::CostModelSpec::of),
         }
     }
 }

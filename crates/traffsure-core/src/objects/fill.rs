@@ -112,15 +112,29 @@ fn stored<S: super::ObjectSpec>(
 
 /// Copies what the edges need from the stored objects into the flow: each path lander's
 /// URL; each path offer's URL, payout, currency, network, click parameter and status
-/// map; and the traffic source's postback (none when the flow has no source or the source
-/// no postback URL).
+/// map; the traffic source's postback (none when the flow has no source or the source
+/// no postback URL); and the cost model in effect (the flow's own, else the source's).
 pub fn fill_flow(
     flow: &mut Flow,
     lookup: &dyn Fn(ObjectKind, u32) -> Option<Arc<TrackerObject>>,
 ) -> Result<(), ObjectError> {
-    flow.traffic_source_postback = match flow.traffic_source_id {
+    let source = match flow.traffic_source_id {
         0 => None,
-        id => stored::<TrafficSourceSpec>("traffic_source_id", id, lookup)?.postback(id)?,
+        id => Some(stored::<TrafficSourceSpec>(
+            "traffic_source_id",
+            id,
+            lookup,
+        )?),
+    };
+    flow.traffic_source_postback = match &source {
+        None => None,
+        Some(spec) => spec.postback(flow.traffic_source_id)?,
+    };
+    // The cost model in effect: the flow's own, else its source's (docs/costs.md).
+    flow.cost_model = match (&flow.own_cost_model, &source) {
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(spec)) => spec.cost_model()?,
+        (None, None) => None,
     };
     if let Some(path) = flow.path.as_mut() {
         fill_path("path", path, lookup)?;

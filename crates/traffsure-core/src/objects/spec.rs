@@ -56,6 +56,10 @@ pub struct TrafficSourceSpec {
     /// Outbound postbacks every flow of this source fires (docs/postbacks.md#scopes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound_postbacks: Vec<OutboundSpec>,
+    /// What the source's traffic costs (docs/costs.md); none = auto, the tracking link's
+    /// cost. A flow's own model overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_model: Option<crate::cost::CostModelSpec>,
 }
 
 fn approved() -> String {
@@ -192,6 +196,14 @@ impl TrafficSourceSpec {
         }))
     }
 
+    /// The source's cost model; none = auto.
+    pub fn cost_model(&self) -> Result<Option<traffsure_events::CostModel>, ObjectError> {
+        self.cost_model
+            .as_ref()
+            .map(|m| m.to_model("cost_model"))
+            .transpose()
+    }
+
     /// The tracking link's query with the source's macros: `sub1={zoneid}&cost={cost}`.
     pub fn tracking_query(&self) -> String {
         templates::tracking_query(&self.parameters)
@@ -291,6 +303,12 @@ impl ObjectSpec for TrafficSourceSpec {
             template,
             notes: checked_notes(&self.notes)?,
             outbound_postbacks: checked_scoped(&self.outbound_postbacks)?,
+            cost_model: match &self.cost_model {
+                None => None,
+                Some(model) => Some(crate::cost::CostModelSpec::of(
+                    &model.to_model("cost_model")?,
+                )),
+            },
         };
         if let Some(filled) = spec.filled_postback_url()? {
             validate_url_template("postback_url", &filled, OUTBOUND_MACROS)?;

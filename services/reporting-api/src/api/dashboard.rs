@@ -258,7 +258,8 @@ pub async fn dashboard(
         .iter()
         .filter(|f| f.status() == FlowStatus::Active && scope.allows(f.id))
         .count();
-    Ok(HttpResponse::Ok().json(json!({
+    let costs = super::reports::today_totals(&state, &date).await?;
+    let mut body = json!({
         "date": date,
         "yesterday": yesterday_date,
         "timezone": timezone,
@@ -280,7 +281,17 @@ pub async fn dashboard(
             "traffic_sources": top_sources,
             "offers": top_offers,
         },
-    })))
+    });
+    // Cost as reports count it (docs/costs.md): `cost_today`, `profit_today`, ….
+    for (name, value, _) in costs {
+        if matches!(
+            name,
+            "cost" | "profit" | "roi" | "cpc" | "cpa" | "epc" | "cost_source"
+        ) {
+            body[format!("{name}_today")] = value;
+        }
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[cfg(test)]

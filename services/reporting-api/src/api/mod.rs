@@ -8,6 +8,7 @@ use actix_web::HttpResponse;
 pub mod audit;
 pub mod clicks;
 pub mod conversions;
+pub mod costs;
 pub mod dashboard;
 pub mod exchange_rates;
 pub mod flows;

@@ -352,6 +352,7 @@ pub async fn source_from_template(
         template: Some(template.id.clone()),
         notes: template.notes.clone(),
         outbound_postbacks: Vec::new(),
+        cost_model: None,
     };
     let object = create_object(&state, &spec).await?;
     created::<TrafficSourceSpec>(&state, &object, &who).await

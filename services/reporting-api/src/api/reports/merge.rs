@@ -46,6 +46,38 @@ pub struct Totals {
     /// Approved payout to affiliates in the reporting currency (docs/caps.md); payout no
     /// rate converts is left out, as its conversions are counted in `without_rate`.
     pub payout_micros: i64,
+    /// Where the cost came from (`cost_source`).
+    pub cost_sources: CostSources,
+}
+
+/// How many clicks (or conversions) of a group took their cost from each source: the
+/// tracking link, a cost model, a cost update.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CostSources {
+    pub link: i64,
+    pub model: i64,
+    pub update: i64,
+}
+
+impl CostSources {
+    /// `link`, `model` or `update` when the cost came from one of them alone, `mixed`
+    /// from several, empty from none.
+    pub fn word(&self) -> &'static str {
+        let found: Vec<&'static str> = [
+            (self.link, "link"),
+            (self.model, "model"),
+            (self.update, "update"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(_, w)| w)
+        .collect();
+        match found.as_slice() {
+            [] => "",
+            [one] => one,
+            _ => "mixed",
+        }
+    }
 }
 
 impl Totals {
@@ -68,6 +100,9 @@ impl Totals {
         for (currency, cost) in &o.cost_without_rate {
             *self.cost_without_rate.entry(currency.clone()).or_default() += cost;
         }
+        self.cost_sources.link += o.cost_sources.link;
+        self.cost_sources.model += o.cost_sources.model;
+        self.cost_sources.update += o.cost_sources.update;
     }
 
     /// `[{currency, cost}]`: cost no rate converts, in the currency it was sent in.
@@ -82,12 +117,14 @@ impl Totals {
     /// as numbers rounded to 4 places.
     pub fn metrics(&self) -> Vec<Metric> {
         let conversions = self.approved + self.pending;
-        let profit = self.revenue_micros - self.cost_micros;
+        let profit = traffsure_core::cost::profit(self.revenue_micros, self.cost_micros);
         let ratio = |num: f64, den: f64| if den == 0.0 { 0.0 } else { num / den };
         let round = |v: f64| (v * 10_000.0).round() / 10_000.0;
         let cr = round(ratio(conversions as f64 * 100.0, self.clicks as f64));
         let roi = round(ratio(profit as f64 * 100.0, self.cost_micros as f64));
         let epc_micros = ratio(self.revenue_micros as f64, self.clicks as f64).round() as i64;
+        let cpc_micros = ratio(self.cost_micros as f64, self.clicks as f64).round() as i64;
+        let cpa_micros = ratio(self.cost_micros as f64, conversions as f64).round() as i64;
         let lander_ctr = round(ratio(
             self.lander_clicks as f64 * 100.0,
             self.lander_views as f64,
@@ -170,6 +207,13 @@ impl Totals {
                 json!(format_micros(self.payout_micros)),
                 self.payout_micros as f64,
             ),
+            ("cpc", json!(format_micros(cpc_micros)), cpc_micros as f64),
+            ("cpa", json!(format_micros(cpa_micros)), cpa_micros as f64),
+            (
+                "cost_source",
+                json!(self.cost_sources.word()),
+                f64::from(self.cost_sources.word().len() as u32),
+            ),
         ]
     }
 }
@@ -192,6 +236,13 @@ pub fn groups(sides: Sides, with_uniques: bool, rates: &Rates) -> BTreeMap<Vec<S
     for row in sides.costs {
         let t = groups.entry(row.keys).or_default();
         t.with_uniques = with_uniques;
+        match row.source {
+            super::query::COST_LINK => t.cost_sources.link += row.clicks as i64,
+            super::query::COST_MODEL | super::query::COST_CONVERSION_MODEL => {
+                t.cost_sources.model += row.clicks as i64
+            }
+            _ => {}
+        }
         let currency = if row.currency.is_empty() {
             rates.reporting()
         } else {
@@ -282,6 +333,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_cost_source_is_one_word_or_mixed() {
+        let mut s = CostSources::default();
+        assert_eq!(s.word(), "");
+        s.update = 3;
+        assert_eq!(s.word(), "update");
+        s.link = 1;
+        assert_eq!(s.word(), "mixed");
+        s = CostSources {
+            link: 0,
+            model: 2,
+            update: 0,
+        };
+        assert_eq!(s.word(), "model");
+    }
+
+    #[test]
     fn metrics_are_derived_from_totals() {
         let t = Totals {
             clicks: 200,
@@ -339,6 +406,8 @@ mod tests {
             day: "2026-03-02".into(),
             currency: String::new(),
             cost_micros: 5_000_000,
+            source: super::super::query::COST_LINK,
+            clicks: 10,
         }];
         let sides = Sides {
             clicks,
@@ -378,6 +447,9 @@ mod tests {
         assert_eq!(total.unique_clicks, 11);
         assert_eq!(total.revenue_micros, 8_000_000);
         assert_eq!(total.cost_micros, 5_000_000);
+        assert_eq!(m["cost_source"], json!("link"));
+        assert_eq!(m["cpc"], json!("0.5"));
+        assert_eq!(m["cpa"], json!("1.666667"));
         assert!(total.with_uniques);
     }
 
@@ -407,6 +479,8 @@ mod tests {
             day: day.into(),
             currency: currency.into(),
             cost_micros,
+            source: super::super::query::COST_MODEL,
+            clicks: 1,
         };
         let costs = vec![
             cost("2026-03-02", "", 1_000_000),

@@ -19,6 +19,37 @@ mod parse;
 mod query;
 pub(crate) mod render;
 mod sort;
+mod updates;
+
+/// Today's (UTC) report totals, for the dashboard's cost figures: cost with cost updates
+/// and conversion models as reports count it, profit, ROI, CPC, CPA, EPC, cost source.
+pub async fn today_totals(state: &AppState, date: &str) -> Result<Vec<merge::Metric>, ApiError> {
+    let raw: std::collections::HashMap<String, String> = [
+        ("group_by", "flow".to_string()),
+        ("from", format!("{date} 00:00:00")),
+        ("to", format!("{date} 23:59:59")),
+        ("timezone", "UTC".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let params = Params::new(raw, &parse::parameters())?;
+    let request = parse::request(&params, &state.registry)?;
+    let range = query::range(&state.clickhouse, &request.filters).await?;
+    let sides = query::run(&state.clickhouse, &request, &range).await?;
+    let adjustments = updates::run(&state.clickhouse, &request, &range).await?;
+    let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
+    let mut groups = merge::groups(sides, false, &rates);
+    updates::apply(&mut groups, adjustments, &rates);
+    let (_, total) = merge::rows(
+        &groups,
+        &request.dims,
+        false,
+        |_| String::new(),
+        &ObjectNames::default(),
+    );
+    Ok(total.metrics())
+}
 
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
 /// (they are `null` otherwise): over a month of rollups that merge costs more than
@@ -34,6 +65,7 @@ pub async fn report(
     state.check_timezone(&request.filters.timezone).await?;
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let sides = query::run(&state.clickhouse, &request, &range).await?;
+    let adjustments = updates::run(&state.clickhouse, &request, &range).await?;
     let rates = query::rates(&state.clickhouse, &state.reporting_currency, &range).await?;
     let names = if request.dims.iter().any(|d| object_dimension(d).is_some()) {
         ObjectNames::load(&state.clickhouse).await?
@@ -42,7 +74,8 @@ pub async fn report(
     };
 
     let unique_clicks = request.filters.unique_clicks;
-    let groups = merge::groups(sides, unique_clicks, &rates);
+    let mut groups = merge::groups(sides, unique_clicks, &rates);
+    updates::apply(&mut groups, adjustments, &rates);
     let (mut rows, total) = merge::rows(
         &groups,
         &request.dims,

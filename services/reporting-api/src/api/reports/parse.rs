@@ -113,6 +113,9 @@ pub const METRICS: &[&str] = &[
     "impressions",
     "ctr",
     "payout",
+    "cpc",
+    "cpa",
+    "cost_source",
 ];
 
 /// What a report asks for.

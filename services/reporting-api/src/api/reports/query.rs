@@ -65,14 +65,29 @@ pub struct ClickAgg {
     pub unique_clicks: u64,
 }
 
-/// One group's cost of one day (UTC) and currency (empty: the reporting currency).
+/// One group's cost of one day (UTC) and currency (empty: the reporting currency), from
+/// one cost source (`COST_*`), with the clicks it came from.
 #[derive(Debug, clickhouse::Row, Deserialize)]
 pub struct CostAgg {
     pub keys: Vec<String>,
     pub day: String,
     pub currency: String,
     pub cost_micros: i64,
+    pub source: u8,
+    pub clicks: u64,
 }
+
+/// Cost sources of `CostAgg` (CostSource's numbers in clicks.proto for clicks): the
+/// tracking link, the flow's click model (cpc, cpm), the conversion models (cpa,
+/// revshare).
+pub const COST_LINK: u8 = 1;
+pub const COST_MODEL: u8 = 2;
+pub const COST_CONVERSION_MODEL: u8 = 3;
+
+/// A click's cost source, a click of before cost models with a cost counted as the
+/// link's (as the rebuild of `click_costs_hourly` does).
+pub const CLICK_COST_SOURCE: &str =
+    "if(cost_source = 0 AND cost_micros != 0, toUInt8(1), cost_source)";
 
 /// One group's conversions of one day (UTC) and currency, as the conversions query
 /// returns them: the day and currency pick the rate that converts the revenue.
@@ -88,7 +103,7 @@ pub struct ConversionAgg {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Side {
+pub(super) enum Side {
     ClickRollup,
     ClickRaw,
     ConversionRollup,
@@ -96,7 +111,7 @@ enum Side {
 }
 
 impl Side {
-    fn time_column(self) -> &'static str {
+    pub(super) fn time_column(self) -> &'static str {
         match self {
             Side::ClickRollup | Side::ConversionRollup => "hour",
             Side::ClickRaw => "ts",
@@ -186,12 +201,15 @@ pub async fn run(
     let conversions = conversions_sql(&request.dims, &request.filters, range);
     let costs = costs_sql(&request.dims, &request.filters, range);
     let payouts = payouts_sql(&request.dims, &request.filters, range);
-    let (clicks, conversions, mut costs, payouts) = tokio::try_join!(
+    let conversion_costs = conversion_costs_sql(&request.dims, &request.filters, range);
+    let (clicks, conversions, mut costs, payouts, conversion_costs) = tokio::try_join!(
         clicks.query(client).fetch_all::<ClickAgg>(),
         conversions.query(client).fetch_all::<ConversionAgg>(),
         costs.query(client).fetch_all::<CostAgg>(),
         payouts.query(client).fetch_all::<PayoutAgg>(),
+        conversion_costs.query(client).fetch_all::<CostAgg>(),
     )?;
+    costs.extend(conversion_costs);
     let (mut impressions, mut impression_costs) =
         match impressions_sql(&request.dims, &request.filters, range) {
             Some((counts, costs)) => tokio::try_join!(
@@ -267,7 +285,9 @@ fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> O
     keys(&mut costs);
     costs
         .push(", toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, ")
-        .push("toInt64(sum(cost_micros)) AS cost FROM impressions_hourly");
+        // An impression's cost is the pixel's own `cost` parameter: the link's.
+        .push("toInt64(sum(cost_micros)) AS cost, toUInt8(1) AS src, toUInt64(0) AS n ")
+        .push("FROM impressions_hourly");
     where_clause(&mut costs, filters, range, side);
     costs.push(" GROUP BY keys, d, cur");
     Some((counts, costs))
@@ -275,8 +295,8 @@ fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> O
 
 /// The SQL for one dimension on one side; a side without such a column (clicks have no
 /// goal) gives an empty key.
-fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
-    let time = side.time_column();
+/// With the time read from `time` (a raw table may be read by the hour, as its rollup).
+fn dimension_at(sql: &mut Sql, dim: &str, side: Side, time: &'static str, timezone: &str) {
     if let Some(object) = object_dimension(dim) {
         sql.push("toString(").push(object.column).push(")");
         return;
@@ -317,6 +337,17 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
 }
 
 fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
+    where_clause_at(sql, filters, range, side, side.time_column())
+}
+
+/// `where_clause` with the range on `time` (a raw table read by the hour, as its rollup).
+pub(super) fn where_clause_at(
+    sql: &mut Sql,
+    filters: &Filters,
+    range: &Range,
+    side: Side,
+    time: &'static str,
+) {
     sql.push(" WHERE 1");
     flow_condition(sql, "flow_id", filters.flow, &filters.scope);
     if let Some(country) = &filters.country {
@@ -359,22 +390,33 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
-    range_condition(sql, side.time_column(), &from, &to, &filters.timezone);
+    range_condition(sql, time, &from, &to, &filters.timezone);
 }
 
 fn keys(sql: &mut Sql, dims: &[&'static str], side: Side, timezone: &str) {
+    keys_at(sql, dims, side, side.time_column(), timezone)
+}
+
+/// `keys` with the time read from `time`.
+pub(super) fn keys_at(
+    sql: &mut Sql,
+    dims: &[&'static str],
+    side: Side,
+    time: &'static str,
+    timezone: &str,
+) {
     sql.push("[");
     for (i, dim) in dims.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
-        dimension(sql, dim, side, timezone);
+        dimension_at(sql, dim, side, time, timezone);
     }
     sql.push("] AS keys");
 }
 
 /// Clicks and costs read their rollups when they have every asked dimension and filter.
-fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
+pub(super) fn click_side(dims: &[&'static str], filters: &Filters) -> (bool, Side) {
     let rollup =
         dims.iter().all(|d| in_rollup(d, CLICK_ROLLUP_DIMS)) && !filters.on_click_only_columns();
     (
@@ -424,22 +466,72 @@ fn clicks_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
-/// Costs by UTC day and currency, apart from the clicks: unique clicks would not add up
-/// over days and currencies.
+/// Costs by UTC day, currency and cost source, apart from the clicks: unique clicks
+/// would not add up over days and currencies.
 fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     let (rollup, side) = click_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     sql.push(", toString(toDate(")
         .push(side.time_column())
-        .push(", 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost FROM ")
-        .push(if rollup {
-            "clicks_funnel_hourly"
-        } else {
-            "clicks"
-        });
+        .push(", 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost, ");
+    if rollup {
+        sql.push("cost_source AS src, toUInt64(sum(clicks)) AS n FROM click_costs_hourly");
+    } else {
+        sql.push(CLICK_COST_SOURCE)
+            .push(" AS src, toUInt64(count()) AS n FROM clicks");
+    }
     where_clause(&mut sql, filters, range, side);
-    sql.push(" GROUP BY keys, d, cur");
+    sql.push(" GROUP BY keys, d, cur, src");
+    sql
+}
+
+/// Where conversions are read from, and whether from their rollups.
+pub(super) fn conversion_side(
+    dims: &[&'static str],
+    filters: &Filters,
+) -> (&'static str, bool, Side) {
+    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
+    let source = if signals {
+        CONVERSIONS_WITH_SIGNALS.as_str()
+    } else {
+        "conversions"
+    };
+    let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
+        && filters.click_missing.is_none()
+        && !signals;
+    let side = if rollup {
+        Side::ConversionRollup
+    } else {
+        Side::ConversionRaw
+    };
+    (source, rollup, side)
+}
+
+/// The cost conversions carry under the cpa and revshare models, by the UTC day of their
+/// creation and the cost's currency: the latest version of each conversion.
+fn conversion_costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
+    let (source, rollup, side) = conversion_side(dims, filters);
+    let mut sql = Sql::new("SELECT ");
+    keys(&mut sql, dims, side, &filters.timezone);
+    sql.push(", toString(toDate(")
+        .push(side.time_column())
+        .push(", 'UTC')) AS d, cost_currency AS cur, toInt64(sum(cost_micros)) AS cost, ")
+        .push("toUInt8(3) AS src, toUInt64(countIf(cost_micros != 0)) AS n");
+    if rollup {
+        sql.push(" FROM conversion_costs_hourly");
+        where_clause(&mut sql, filters, range, side);
+    } else {
+        sql.push(" FROM (SELECT * FROM ").push(source);
+        let mut inner = Sql::default();
+        where_clause(&mut inner, filters, range, side);
+        sql.append(&inner);
+        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
+            .push(source);
+        sql.append(&inner);
+        sql.push(" GROUP BY conversion_id))");
+    }
+    sql.push(" GROUP BY keys, d, cur HAVING cost != 0");
     sql
 }
 
@@ -738,15 +830,23 @@ mod tests {
     fn costs_come_by_day_and_currency_from_their_rollup_or_the_raw_clicks() {
         let sql = costs_sql(&["flow"], &filters(), &range());
         assert!(
-            sql.text().contains("FROM clicks_funnel_hourly"),
+            sql.text().contains("FROM click_costs_hourly"),
             "{}",
             sql.text()
         );
         assert!(
-            sql.text().ends_with(" GROUP BY keys, d, cur"),
+            sql.text().ends_with(" GROUP BY keys, d, cur, src"),
             "{}",
             sql.text()
         );
+        let sql = conversion_costs_sql(&["flow"], &filters(), &range());
+        assert!(
+            sql.text().contains("FROM conversion_costs_hourly"),
+            "{}",
+            sql.text()
+        );
+        let sql = conversion_costs_sql(&["sub3"], &filters(), &range());
+        assert!(sql.text().contains("max(version)"), "{}", sql.text());
         let sql = costs_sql(&["sub3"], &filters(), &range());
         assert!(
             sql.text().contains("cost_currency AS cur"),
