@@ -172,6 +172,12 @@ fn record(
         subs: &params.subs,
         cost_micros: params.cost_micros,
         cost_currency: &params.cost_currency,
+        // The pixel's own `cost` parameter: the link's, whatever the flow's model.
+        cost_source: if params.cost_micros != 0 {
+            traffsure_events::CostSource::Link
+        } else {
+            traffsure_events::CostSource::Unspecified
+        },
         destination_url: "",
         is_bot: visitor.bot_reason.is_some(),
         bot_reason: visitor.bot_reason.unwrap_or(BotReason::Unspecified),
@@ -317,6 +323,7 @@ mod tests {
             subs: &subs,
             cost_micros: 2_500,
             cost_currency: "EUR",
+            cost_source: traffsure_events::CostSource::Unspecified,
             destination_url: "",
             is_bot: true,
             bot_reason: BotReason::Headless,

@@ -284,6 +284,9 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         network_id: c.network_id,
         external_id: c.external_id,
         impression_id: c.impression_id,
+        cost_micros: c.cost_micros,
+        cost_currency: c.cost_currency,
+        previous_cost_micros: c.previous_cost_micros,
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
@@ -392,9 +395,6 @@ pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, pro
         kafka_partition: at.partition,
         kafka_offset: at.offset,
         kafka_fingerprint: at.fingerprint,
-        cost_micros: c.cost_micros,
-        cost_currency: c.cost_currency,
-        previous_cost_micros: c.previous_cost_micros,
     })
 }
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use super::page::Query;
-use crate::auth::Principal;
+use crate::users::{Principal, Via};
 use crate::error::ApiError;
 use crate::filters::Params;
 use crate::sql::{Arg, Sql};
@@ -190,12 +190,16 @@ impl CostUpdateSpec {
     }
 }
 
-/// Who sends the request: the session's user, or `api-key:` and the first 8 hex digits
-/// of the key's SHA-256 (the key itself is never stored).
+/// Who sends the request: the user (with the key's id when through one of their API
+/// keys), or for one of the configured API keys `api-key:` and the first 8 hex digits of
+/// its SHA-256 (the key itself is never stored).
 pub fn who(req: &HttpRequest) -> String {
-    match req.extensions().get::<Principal>() {
-        Some(Principal::Admin { username, .. }) => username.clone(),
-        Some(Principal::ApiKey) => {
+    let Some(principal) = req.extensions().get::<Principal>().cloned() else {
+        return String::new();
+    };
+    match &principal.via {
+        Via::ApiKey { key_id } => format!("{} (api-key:{key_id})", principal.username),
+        Via::ConfiguredKey => {
             let key = req
                 .headers()
                 .get(actix_web::http::header::AUTHORIZATION)
@@ -206,7 +210,7 @@ pub fn who(req: &HttpRequest) -> String {
             let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
             format!("api-key:{hex}")
         }
-        None => String::new(),
+        _ => principal.username.clone(),
     }
 }
 

@@ -269,7 +269,7 @@ fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> O
                 sql.push(", ");
             }
             if IMPRESSION_DIMS.contains(dim) {
-                dimension(sql, dim, side, &filters.timezone);
+                dimension_at(sql, dim, side, side.time_column(), &filters.timezone);
             } else {
                 sql.push("''");
             }
