@@ -260,6 +260,21 @@ impl Open {
     }
 }
 
+#[cfg(test)]
+impl Open {
+    /// Copies one record as the first format framed it (no checksum): the baseline of
+    /// the checksum's cost.
+    fn put_plain(&mut self, routing_key: u16, payload: &[u8]) {
+        let at = SEGMENT_HEADER + self.len as usize;
+        let end = at + 6 + payload.len();
+        let bytes = self.map.bytes();
+        bytes[at + 4..at + 6].copy_from_slice(&routing_key.to_be_bytes());
+        bytes[at + 6..end].copy_from_slice(payload);
+        std::sync::atomic::fence(Ordering::Release);
+        bytes[at..at + 4].copy_from_slice(&(payload.len() as u32 + 2).to_le_bytes());
+    }
+}
+
 impl Drop for Open {
     /// Cuts the file to its records (the mapping is gone first): the preallocated rest is
     /// given back to the disk. Not done, as by a kill, the zeros read as the end.
@@ -1258,6 +1273,67 @@ mod tests {
         let error = ClickLog::recover(&dir, u64::MAX).err().unwrap();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("unknown format"), "{error}");
+    }
+
+    /// The checksum's cost per record: the copy into the mapping with and without it,
+    /// side by side, rounds alternating. A measurement, not a check: run it with
+    /// optimisation (BENCHMARKS.md, "Click log checksum").
+    #[test]
+    #[ignore = "a benchmark: run on its own, optimised"]
+    fn checksum_cost_per_record() {
+        /// CPU time of this thread, ns: unlike the wall clock, it does not count the
+        /// time other processes of a busy machine hold the core.
+        #[allow(unsafe_code)]
+        fn cpu_ns() -> f64 {
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: writes the timespec it is given, nothing else.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+            now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
+        }
+        let rounds: usize = std::env::var("ROUNDS").map_or(7, |v| v.parse().unwrap());
+        let per_round: usize = std::env::var("RECORDS").map_or(2_000_000, |v| v.parse().unwrap());
+        let dir = temp_dir("bench");
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        for size in [120usize, 400, 1000] {
+            let payload: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let mut run = |checksum: bool| {
+                log.open.len = 0;
+                let started = cpu_ns();
+                for i in 0..per_round {
+                    if !log.open.fits(payload.len()) {
+                        log.open.len = 0;
+                    }
+                    if checksum {
+                        log.open.put(i as u16, std::hint::black_box(&payload));
+                        log.open.len += (RECORD_HEADER + payload.len()) as u64;
+                    } else {
+                        log.open.put_plain(i as u16, std::hint::black_box(&payload));
+                        log.open.len += (6 + payload.len()) as u64;
+                    }
+                }
+                (cpu_ns() - started) / per_round as f64
+            };
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                without.push(run(false));
+                with.push(run(true));
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (with, without) = (median(&mut with), median(&mut without));
+            println!(
+                "{size}-byte payload, CPU per record: {without:.1} ns without the checksum, {with:.1} ns with it: {:.2}x, +{:.1} ns",
+                with / without,
+                with - without
+            );
+        }
+        drop(log);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
