@@ -70,6 +70,14 @@ fn recover(
         wanted.extend(fingerprint(&record.payload));
         Ok(())
     })?;
+    let (torn, corrupt) = recovered.damaged();
+    if torn + corrupt > 0 {
+        tracing::warn!(
+            torn,
+            corrupt,
+            "click log records failing their checksum at start are not sent: torn ones were never written whole (a machine crash between syncs), corrupt ones were damaged on disk"
+        );
+    }
     let found = if wanted.is_empty() {
         HashSet::new()
     } else {
