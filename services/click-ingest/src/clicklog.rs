@@ -1,34 +1,36 @@
-//! The click log: every click event is written here before its redirect is answered, so
-//! a click whose 302 went out survives SIGKILL, an OOM kill or a panic of click-ingest.
+//! The click log: every click event is written here before its redirect is answered, so a
+//! click whose 302 went out survives SIGKILL, an OOM kill or a panic of click-ingest.
 //!
 //! A directory of segments `<id>.<created unix ms>.log` (every record in a segment was
 //! sent to Kafka no earlier than its creation), each a header `TSCL` and a format version
-//! byte (8 bytes), then an append-only run of records `[u32 length, little-endian]
-//! [u32 CRC-32 of length, routing key and payload, little-endian][u16 routing key]
-//! [payload]` (the length counts routing key and payload), then zeros up to the segment's
+//! byte (8 bytes), then an append-only run of records `[u32 length, little-endian] [u32
+//! CRC-32 of length, routing key and payload, little-endian][u16 routing key] [payload]`
+//! (the length counts routing key and payload), then zeros up to the segment's
 //! preallocated size. A segment without the header is of the first format (before
-//! checksums: records `[u32 length][u16 routing key][payload]`) and is still read. A segment is a file of `SEGMENT_BYTES` reserved on disk
-//! (`posix_fallocate`, so a full disk is an error when the segment is made, not a fault
-//! on a write) and mapped shared into memory; a record is copied into the mapping, which
-//! *is* the file's page cache: no system call per click, and what the copy wrote outlives
-//! the process as a `write(2)` would. The record's routing key and payload are written
-//! first and its length last, behind a release fence: a process killed mid-copy leaves
-//! the length zero, which reads as the end of the segment, so a record either is whole
-//! or is not there, and the click whose record is not whole was never redirected.
-//! Surviving the loss of the machine needs `fsync`, done by policy (`FsyncPolicy`); the
-//! kernel writes mapped pages back in any order, so with `fsync` set a machine crash
-//! between syncs can leave a record whose length reached the disk and part of its
-//! payload did not. The checksum, written with the payload before the length, tells such
-//! a record apart: it was never written (its click is one of those the sync policy may
-//! lose), it ends its segment and is counted in `traffsure_click_log_torn_records_total`.
-//! A record that fails its checksum but is followed by records that pass theirs is damage
-//! in the middle of a segment (a disk error): it is skipped, reported as an error and
-//! counted in `traffsure_click_log_corrupt_records_total`, and the records after it are
-//! read. A damaged *length* cannot be stepped over (nothing marks where the next record
-//! starts), so it ends its segment as a torn record does. A segment is sealed (a newer one receives appends; the sealed file is
-//! cut to its records) and deleted once Kafka acknowledged each of its records: every
-//! record sent to Kafka carries its segment, whose `settled` count the delivery report
-//! raises. What a crash leaves is read back by [`Recovered`] on start.
+//! checksums: records `[u32 length][u16 routing key][payload]`) and is still read. A
+//! segment is a file of `SEGMENT_BYTES` reserved on disk (`posix_fallocate`, so a full
+//! disk is an error when the segment is made, not a fault on a write) and mapped shared
+//! into memory; a record is copied into the mapping, which *is* the file's page cache: no
+//! system call per click, and what the copy wrote outlives the process as a `write(2)`
+//! would. The record's checksum, routing key and payload are written first and its length last,
+//! behind a release fence: a process killed mid-copy leaves the length zero, which reads
+//! as the end of the segment, so a record either is whole or is not there, and the click
+//! whose record is not whole was never redirected. Surviving the loss of the machine
+//! needs `fsync`, done by policy (`FsyncPolicy`); the kernel writes mapped pages back in
+//! any order, so with `fsync` set a machine crash between syncs can leave a record whose
+//! length reached the disk and part of its payload did not. The checksum, written with
+//! the payload before the length, tells such a record apart: it was never written (its
+//! click is one of those the sync policy may lose), it ends its segment and is counted in
+//! `traffsure_click_log_torn_records_total`. A record that fails its checksum but is
+//! followed by records that pass theirs is damage in the middle of a segment (a disk
+//! error): it is skipped, reported as an error and counted in
+//! `traffsure_click_log_corrupt_records_total`, and the records after it are read. A
+//! damaged *length* cannot be stepped over (nothing marks where the next record starts),
+//! so it ends its segment as a torn record does. A segment is sealed (a newer one
+//! receives appends; the sealed file is cut to its records) and deleted once Kafka
+//! acknowledged each of its records: every record sent to Kafka carries its segment,
+//! whose `settled` count the delivery report raises. What a crash leaves is read back by
+//! [`Recovered`] on start.
 //!
 //! This module owns the files; what is sent when, and how a record that Kafka may hold
 //! already is told apart, is the publisher's.
@@ -103,12 +105,12 @@ impl Format {
         if got < SEGMENT_MAGIC.len() || head[..4] != SEGMENT_MAGIC {
             return Ok(Self::Plain);
         }
-        match head.get(4) {
-            Some(&FORMAT_CHECKSUMMED) if got == SEGMENT_HEADER => Ok(Self::Checksummed),
+        match head[4] {
+            FORMAT_CHECKSUMMED if got == SEGMENT_HEADER => Ok(Self::Checksummed),
             version => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "click log segment of an unknown format (version {version:?}): written by a newer click-ingest?"
+                    "click log segment of an unknown format (version {version}, {got} header bytes): written by a newer click-ingest?"
                 ),
             )),
         }
@@ -195,7 +197,7 @@ impl Segment {
     }
 }
 
-/// A place in the log: a segment and a byte offset in it.
+/// A place in the log: a segment and a byte offset in it, counted after its header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     pub segment: u64,
@@ -332,7 +334,7 @@ impl Recovered {
                             offset,
                             bytes,
                             path = %path.display(),
-                            "click log record fails its checksum amid whole records (disk damage): skipped, the records after it are sent"
+                            "click log record fails its checksum amid whole records (disk damage, or pages a machine crash wrote back out of order): skipped, the records after it are sent"
                         );
                     }
                 }
