@@ -12,9 +12,9 @@
 //! disk is an error when the segment is made, not a fault on a write) and mapped shared
 //! into memory; a record is copied into the mapping, which *is* the file's page cache: no
 //! system call per click, and what the copy wrote outlives the process as a `write(2)`
-//! would. The record's checksum, routing key and payload are written first and its length last,
-//! behind a release fence: a process killed mid-copy leaves the length zero, which reads
-//! as the end of the segment, so a record either is whole or is not there, and the click
+//! would. The record's checksum, routing key and payload are written first and its length
+//! last, behind a release fence: a process killed mid-copy leaves the length zero, which
+//! reads as the end of the segment, so a record either is whole or is not there, and the click
 //! whose record is not whole was never redirected. Surviving the loss of the machine
 //! needs `fsync`, done by policy (`FsyncPolicy`); the kernel writes mapped pages back in
 //! any order, so with `fsync` set a machine crash between syncs can leave a record whose
