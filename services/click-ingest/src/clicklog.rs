@@ -14,16 +14,16 @@
 //! system call per click, and what the copy wrote outlives the process as a `write(2)`
 //! would. The record's checksum, routing key and payload are written first and its length
 //! last, behind a release fence: a process killed mid-copy leaves the length zero, which
-//! reads as the end of the segment, so a record either is whole or is not there, and the click
-//! whose record is not whole was never redirected. Surviving the loss of the machine
-//! needs `fsync`, done by policy (`FsyncPolicy`); the kernel writes mapped pages back in
-//! any order, so with `fsync` set a machine crash between syncs can leave a record whose
-//! length reached the disk and part of its payload did not. The checksum, written with
-//! the payload before the length, tells such a record apart: it was never written (its
-//! click is one of those the sync policy may lose), it ends its segment and is counted in
-//! `traffsure_click_log_torn_records_total`. A record that fails its checksum but is
-//! followed by records that pass theirs is damage in the middle of a segment (a disk
-//! error): it is skipped, reported as an error and counted in
+//! reads as the end of the segment, so a record either is whole or is not there, and the
+//! click whose record is not whole was never redirected. Surviving the loss of the
+//! machine needs `fsync`, done by policy (`FsyncPolicy`); the kernel writes mapped pages
+//! back in any order, so with `fsync` set a machine crash between syncs can leave a
+//! record whose length reached the disk and part of its payload did not. The checksum,
+//! written with the payload before the length, tells such a record apart: it was never
+//! written (its click is one of those the sync policy may lose), it ends its segment and
+//! is counted in `traffsure_click_log_torn_records_total`. A record that fails its
+//! checksum but is followed by records that pass theirs is damage in the middle of a
+//! segment (a disk error): it is skipped, reported as an error and counted in
 //! `traffsure_click_log_corrupt_records_total`, and the records after it are read. A
 //! damaged *length* cannot be stepped over (nothing marks where the next record starts),
 //! so it ends its segment as a torn record does. A segment is sealed (a newer one
