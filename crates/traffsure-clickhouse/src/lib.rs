@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "outbound_log_columns",
         include_str!("../../../deploy/clickhouse/migrations/0015_outbound_log_columns.sql"),
     ),
+    (
+        25,
+        "conversion_visitor",
+        include_str!("../../../deploy/clickhouse/migrations/0025_conversion_visitor.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

@@ -18,6 +18,7 @@ mod parse;
 mod query;
 pub(crate) mod render;
 mod sort;
+pub(crate) mod visitor;
 
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
 /// (they are `null` otherwise): over a month of rollups that merge costs more than

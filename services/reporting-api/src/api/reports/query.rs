@@ -3,20 +3,22 @@
 //! FULL JOIN on ClickHouse 18.16). Each side reads its funnel rollup when the rollup has
 //! every asked dimension and filter, the raw table otherwise. Filters a side has no column for
 //! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
-//! filtered by a click's visitor details or fraud signals read them from their click (a
-//! join on the click hash). Conversions come by UTC day and currency as well, for `merge`
+//! filtered by a click's visitor details or fraud signals read the copies they carry, or
+//! their click's where some were stored without (`super::visitor`). Conversions come by UTC day and currency as well, for `merge`
 //! to convert their revenue.
 //!
 //! A click row is a visit or a lander click-through (`kind`, ClickKind's number): clicks,
 //! bots and unique clicks count visits only; lander views, lander clicks and offer clicks
 //! count people (no bots) at each step of the funnel (`FUNNEL`).
 
-use std::sync::LazyLock;
-
 use clickhouse::Client;
 use serde::Deserialize;
 
 use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
+use super::visitor::{
+    conversion_visitor_column, conversion_visitor_filters, conversion_visitor_source,
+    stored_without_visitor, uses_visitor_columns,
+};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, range_condition};
@@ -163,7 +165,9 @@ pub async fn run(
     range: &Range,
 ) -> Result<Sides, ApiError> {
     let clicks = clicks_sql(&request.dims, &request.filters, range);
-    let conversions = conversions_sql(&request.dims, &request.filters, range);
+    let joined = uses_visitor_columns(&request.dims, &request.filters)
+        && stored_without_visitor(client, &request.filters, range).await?;
+    let conversions = conversions_sql_with(&request.dims, &request.filters, range, joined);
     let costs = costs_sql(&request.dims, &request.filters, range);
     let (clicks, conversions, costs) = tokio::try_join!(
         clicks.query(client).fetch_all::<ClickAgg>(),
@@ -209,6 +213,10 @@ fn dimension(sql: &mut Sql, dim: &str, side: Side, timezone: &str) {
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
         d if CLICK_ONLY.contains(&d) && side == Side::ConversionRollup => None,
+        d if CLICK_ONLY.contains(&d) && side == Side::ConversionRaw => {
+            sql.push(conversion_visitor_column(d));
+            return;
+        }
         "asn" => Some("toString(asn)"),
         "datacenter" => Some("toString(datacenter)"),
         "rate_exceeded" => Some("toString(rate_exceeded)"),
@@ -246,7 +254,7 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
     if let (Some(missing), Side::ConversionRaw) = (filters.click_missing, side) {
         eq(sql, "click_missing", Arg::U32(u32::from(missing)));
     }
-    if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
+    if side == Side::ClickRaw {
         for (column, value) in &filters.agent {
             eq(sql, column, Arg::Str(value.clone()));
         }
@@ -259,6 +267,9 @@ fn where_clause(sql: &mut Sql, filters: &Filters, range: &Range, side: Side) {
         if let Some(exceeded) = filters.rate_exceeded {
             eq(sql, "rate_exceeded", Arg::U32(u32::from(exceeded)));
         }
+    }
+    if side == Side::ConversionRaw {
+        conversion_visitor_filters(sql, filters);
     }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
@@ -346,21 +357,22 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
-/// Conversions with their click's visitor details and fraud signals (every `CLICK_ONLY`
-/// column), for reports grouped or filtered by them: conversions have no such columns, so
-/// they are read from the click of the same hash.
-static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "(SELECT * FROM conversions ANY LEFT JOIN (SELECT click_hash, {} FROM clicks) \
-         USING click_hash)",
-        CLICK_ONLY.join(", ")
-    )
-});
-
+#[cfg(test)]
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
+    conversions_sql_with(dims, filters, range, true)
+}
+
+/// The conversions query; `joined`: some conversion in range was stored without its
+/// click's visitor details, which are then read from the click (`conversion_visitor_source`).
+fn conversions_sql_with(
+    dims: &[&'static str],
+    filters: &Filters,
+    range: &Range,
+    joined: bool,
+) -> Sql {
+    let signals = uses_visitor_columns(dims, filters);
     let source = if signals {
-        CONVERSIONS_WITH_SIGNALS.as_str()
+        conversion_visitor_source(joined)
     } else {
         "conversions"
     };
@@ -494,15 +506,16 @@ mod tests {
             "{}",
             sql.text()
         );
-        // Conversions are grouped and filtered by their click's signals.
+        // Conversions are grouped and filtered by their click's signals: as they carry
+        // them, or read from their click where some were stored without.
         let sql = conversions_sql(&["asn", "as_org"], &fraud, &range());
         assert!(
-            sql.text().contains("[toString(asn), as_org] AS keys"),
+            sql.text().contains("[toString(v_asn), v_as_org] AS keys"),
             "{}",
             sql.text()
         );
         assert_eq!(
-            sql.text().matches(" AND datacenter = ?").count(),
+            sql.text().matches(" AND v_datacenter = ?").count(),
             2,
             "{}",
             sql.text()
@@ -512,6 +525,13 @@ mod tests {
             2,
             "{}",
             sql.text()
+        );
+        let stored = conversions_sql_with(&["asn", "as_org"], &fraud, &range(), false);
+        assert!(!stored.text().contains("JOIN"), "{}", stored.text());
+        assert!(
+            stored.text().contains("[toString(v_asn), v_as_org] AS keys"),
+            "{}",
+            stored.text()
         );
         let sql = conversions_sql(&["day"], &filters(), &range());
         assert!(!sql.text().contains("JOIN"), "{}", sql.text());
@@ -558,7 +578,7 @@ mod tests {
         let sql = conversions_sql(&["day"], &brand, &range());
         assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
         assert!(
-            sql.text().contains(" AND device_brand = ?"),
+            sql.text().contains(" AND v_device_brand = ?"),
             "{}",
             sql.text()
         );
@@ -571,7 +591,7 @@ mod tests {
         assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
         let sql = conversions_sql(&["device_model"], &filters(), &range());
         assert!(
-            sql.text().contains("[device_model] AS keys"),
+            sql.text().contains("[v_device_model] AS keys"),
             "{}",
             sql.text()
         );
