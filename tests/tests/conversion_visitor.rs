@@ -3,7 +3,7 @@
 //! Andrews & Arnold) convert through postbacks; every conversion row in ClickHouse holds
 //! its click's browser, OS and device families and versions, brand, model, AS number and
 //! organisation, datacenter and rate flags; reports grouped and filtered by them count the
-//! conversions exactly; and conversions stored without them (as every conversion stored
+//! conversions exactly, and so does the conversion list; and conversions stored without them (as every conversion stored
 //! before migration 25 is) report the same, read from their clicks.
 
 use std::time::Duration;
@@ -125,6 +125,42 @@ async fn all_reports(stack: &Stack) -> anyhow::Result<Vec<Vec<(String, i64, i64)
         all.push(cells(&report(stack, query).await?, key));
     }
     Ok(all)
+}
+
+/// The conversion list's visitor columns, one line per conversion (sorted), for `query`.
+async fn listed(stack: &Stack, query: &str) -> anyhow::Result<Vec<String>> {
+    let response = stack
+        .api(Method::GET, &format!("/api/v1/conversions?flow=1&{query}"))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "{query}: {}", response.status());
+    let page: Value = response.json().await?;
+    let mut lines: Vec<String> = page["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            [
+                "click_hash",
+                "browser_family",
+                "os_major",
+                "device_brand",
+                "device_model",
+                "asn",
+                "as_org",
+                "datacenter",
+                "rate_exceeded",
+            ]
+            .map(|k| match &c[k] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .join("|")
+        })
+        .collect();
+    lines.sort();
+    Ok(lines)
 }
 
 fn cell(key: &str, conversions: i64, approved: i64) -> (String, i64, i64) {
@@ -252,6 +288,25 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     for ((query, _), (got, want)) in REPORTS.iter().zip(stored.iter().zip(&expected)) {
         assert_eq!(got, want, "{query}");
     }
+    // The conversion list shows them and filters by them.
+    let list = listed(stack, "").await?;
+    assert_eq!(list.len(), 7, "{list:?}");
+    let samsung = listed(stack, "device_brand=Samsung").await?;
+    assert_eq!(samsung.len(), 3, "{samsung:?}");
+    assert!(
+        samsung
+            .iter()
+            .all(|l| l.ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|false")
+                || l.ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|true")),
+        "{samsung:?}"
+    );
+    assert_eq!(
+        samsung.iter().filter(|l| l.ends_with("|true|true")).count(),
+        1,
+        "{samsung:?}"
+    );
+    let iphones = listed(stack, "os_major=17&browser_family=Mobile%20Safari").await?;
+    assert_eq!(iphones.len(), 2, "{iphones:?}");
 
     // Conversions stored without the columns, as before migration 25 (and by an
     // attribution whose state kept the click from before): the same reports, read from
@@ -276,5 +331,11 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     for ((query, _), (got, want)) in REPORTS.iter().zip(joined.iter().zip(&stored)) {
         assert_eq!(got, want, "{query}, stored without the columns");
     }
+    assert_eq!(listed(stack, "").await?, list);
+    assert_eq!(listed(stack, "device_brand=Samsung").await?, samsung);
+    assert_eq!(
+        listed(stack, "os_major=17&browser_family=Mobile%20Safari").await?,
+        iphones
+    );
     Ok(())
 }
