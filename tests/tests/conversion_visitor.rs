@@ -16,7 +16,8 @@ use traffsure_tests::{click_hash_of, eventually, geoip_file, Stack, StackOptions
 const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 const GALAXY: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.6478.122 Mobile Safari/537.36";
 const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
-const UBUNTU: &str = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+const UBUNTU: &str =
+    "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
 /// Amazon AWS (AS16509, in the hosting ranges), Deutsche Telekom (AS3320), Andrews &
 /// Arnold (AS20712).
 const AWS_A: &str = "3.0.0.1";
@@ -58,7 +59,11 @@ async fn click(stack: &Stack, slug: &str, ua: &str, ip: &str) -> anyhow::Result<
         .header("user-agent", ua)
         .send()
         .await?;
-    anyhow::ensure!(response.status() == 302, "{ua} from {ip}: {}", response.status());
+    anyhow::ensure!(
+        response.status() == 302,
+        "{ua} from {ip}: {}",
+        response.status()
+    );
     let hash = click_hash_of(response.headers()["location"].to_str()?);
     anyhow::ensure!(!hash.is_empty(), "no click hash");
     Ok(hash)
@@ -67,7 +72,11 @@ async fn click(stack: &Stack, slug: &str, ua: &str, ip: &str) -> anyhow::Result<
 async fn postback(stack: &Stack, query: &str) -> anyhow::Result<()> {
     let url = stack.url("postback-ingest", &format!("/postback?{query}"));
     let response = stack.http.get(url).send().await?;
-    anyhow::ensure!(response.status() == 200, "postback {query}: {}", response.status());
+    anyhow::ensure!(
+        response.status() == 200,
+        "postback {query}: {}",
+        response.status()
+    );
     Ok(())
 }
 
@@ -116,7 +125,10 @@ const REPORTS: &[(&str, &str)] = &[
     ("group_by=flow&asn=AS16509", "flow"),
     ("group_by=flow&datacenter=true", "flow"),
     ("group_by=flow&datacenter=false", "flow"),
-    ("group_by=os_family&asn=AS16509&rate_exceeded=false", "os_family"),
+    (
+        "group_by=os_family&asn=AS16509&rate_exceeded=false",
+        "os_family",
+    ),
 ];
 
 async fn all_reports(stack: &Stack) -> anyhow::Result<Vec<Vec<(String, i64, i64)>>> {
@@ -207,10 +219,22 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     for (i, (hash, ua)) in converting.iter().enumerate() {
         if *ua == GALAXY {
             // Pending first, then approved: a second version that keeps the columns.
-            postback(stack, &format!("click={hash}&goal=sale&status=pending&uid=u{i}")).await?;
-            postback(stack, &format!("click={hash}&goal=sale&status=approved&uid=u{i}")).await?;
+            postback(
+                stack,
+                &format!("click={hash}&goal=sale&status=pending&uid=u{i}"),
+            )
+            .await?;
+            postback(
+                stack,
+                &format!("click={hash}&goal=sale&status=approved&uid=u{i}"),
+            )
+            .await?;
         } else {
-            postback(stack, &format!("click={hash}&goal=sale&revenue=1.5&uid=u{i}")).await?;
+            postback(
+                stack,
+                &format!("click={hash}&goal=sale&revenue=1.5&uid=u{i}"),
+            )
+            .await?;
         }
     }
     let in_list = converting
@@ -220,9 +244,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .join(", ");
     // Ten versions: seven conversions, three of them updated.
     eventually(Duration::from_secs(90), || async {
-        let got = stack
-            .clickhouse("SELECT count() FROM conversions")
-            .await?;
+        let got = stack.clickhouse("SELECT count() FROM conversions").await?;
         Ok((got.trim() == "10").then_some(()))
     })
     .await?;
@@ -262,18 +284,33 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .find(|l| l.contains("Mobile Safari"))
         .unwrap_or_default();
     assert!(
-        iphone.contains("\tApple\tiPhone\t") && iphone.contains("\t3320\tDeutsche Telekom AG\t0\t0"),
+        iphone.contains("\tApple\tiPhone\t")
+            && iphone.contains("\t3320\tDeutsche Telekom AG\t0\t0"),
         "{iphone}"
     );
 
     let expected = vec![
-        vec![cell("Chrome", 1, 1), cell("Chrome Mobile", 3, 3), cell("Firefox", 1, 1), cell("Mobile Safari", 2, 2)],
+        vec![
+            cell("Chrome", 1, 1),
+            cell("Chrome Mobile", 3, 3),
+            cell("Firefox", 1, 1),
+            cell("Mobile Safari", 2, 2),
+        ],
         // Ubuntu's Firefox names no OS version: its conversion groups under an empty one.
-        vec![cell("", 1, 1), cell("10", 1, 1), cell("14", 3, 3), cell("17", 2, 2)],
+        vec![
+            cell("", 1, 1),
+            cell("10", 1, 1),
+            cell("14", 3, 3),
+            cell("17", 2, 2),
+        ],
         vec![cell("", 2, 2), cell("Apple", 2, 2), cell("Samsung", 3, 3)],
         vec![cell("", 2, 2), cell("SM-S918B", 3, 3), cell("iPhone", 2, 2)],
         vec![cell("16509", 4, 4), cell("20712", 1, 1), cell("3320", 2, 2)],
-        vec![cell("Amazon.com, Inc.", 4, 4), cell("Andrews & Arnold Ltd", 1, 1), cell("Deutsche Telekom AG", 2, 2)],
+        vec![
+            cell("Amazon.com, Inc.", 4, 4),
+            cell("Andrews & Arnold Ltd", 1, 1),
+            cell("Deutsche Telekom AG", 2, 2),
+        ],
         vec![cell("0", 3, 3), cell("1", 4, 4)],
         vec![cell("0", 6, 6), cell("1", 1, 1)],
         vec![cell("1", 3, 3)],
@@ -294,10 +331,9 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let samsung = listed(stack, "device_brand=Samsung").await?;
     assert_eq!(samsung.len(), 3, "{samsung:?}");
     assert!(
-        samsung
-            .iter()
-            .all(|l| l.ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|false")
-                || l.ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|true")),
+        samsung.iter().all(|l| l
+            .ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|false")
+            || l.ends_with("|Chrome Mobile|14|Samsung|SM-S918B|16509|Amazon.com, Inc.|true|true")),
         "{samsung:?}"
     );
     assert_eq!(

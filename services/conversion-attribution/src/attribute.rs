@@ -451,7 +451,11 @@ mod tests {
             6,
         ));
         assert_eq!(
-            (next.version, next.device_brand.as_str(), next.visitor_details),
+            (
+                next.version,
+                next.device_brand.as_str(),
+                next.visitor_details
+            ),
             (2, "Apple", true)
         );
         // A click the state kept from before visitor details: none, and not marked.

@@ -591,7 +591,12 @@ mod tests {
             ("datacenter", "Mobile Safari", "17", "Apple", "iPhone")
         );
         assert_eq!(
-            (row.asn, row.as_org.as_str(), row.datacenter, row.rate_exceeded),
+            (
+                row.asn,
+                row.as_org.as_str(),
+                row.datacenter,
+                row.rate_exceeded
+            ),
             (16509, "AMAZON-02", 1, 0)
         );
         assert_eq!(row.visitor_details, 1);

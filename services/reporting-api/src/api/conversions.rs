@@ -16,9 +16,9 @@ use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
 use super::page::{page_csv, page_json, split_page, Query};
+use super::reports::visitor;
 use crate::currency::Rates;
 use crate::error::ApiError;
-use super::reports::visitor;
 use crate::filters::{
     cursor, eq, in_list, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS, OBJECT_FILTERS,
 };

@@ -529,7 +529,9 @@ mod tests {
         let stored = conversions_sql_with(&["asn", "as_org"], &fraud, &range(), false);
         assert!(!stored.text().contains("JOIN"), "{}", stored.text());
         assert!(
-            stored.text().contains("[toString(v_asn), v_as_org] AS keys"),
+            stored
+                .text()
+                .contains("[toString(v_asn), v_as_org] AS keys"),
             "{}",
             stored.text()
         );

@@ -32,7 +32,11 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("asn", "v_asn", "toString(v_asn)"),
     ("as_org", "v_as_org", "v_as_org"),
     ("datacenter", "v_datacenter", "toString(v_datacenter)"),
-    ("rate_exceeded", "v_rate_exceeded", "toString(v_rate_exceeded)"),
+    (
+        "rate_exceeded",
+        "v_rate_exceeded",
+        "toString(v_rate_exceeded)",
+    ),
 ];
 
 fn entry(column: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
@@ -83,7 +87,10 @@ static JOINED: LazyLock<String> = LazyLock::new(|| {
         .iter()
         .map(|(c, v, _)| format!("if(visitor_details = 1, {c}, c_{c}) AS {v}"))
         .collect();
-    let clicks: Vec<String> = COLUMNS.iter().map(|(c, _, _)| format!("{c} AS c_{c}")).collect();
+    let clicks: Vec<String> = COLUMNS
+        .iter()
+        .map(|(c, _, _)| format!("{c} AS c_{c}"))
+        .collect();
     format!(
         "(SELECT *, {} FROM conversions ANY LEFT JOIN (SELECT click_hash, {} FROM clicks) \
          USING click_hash)",
@@ -185,7 +192,9 @@ mod tests {
         let joined = conversion_visitor_source(true);
         assert!(joined.contains("ANY LEFT JOIN"), "{joined}");
         assert!(
-            joined.contains("if(visitor_details = 1, device_brand, c_device_brand) AS v_device_brand"),
+            joined.contains(
+                "if(visitor_details = 1, device_brand, c_device_brand) AS v_device_brand"
+            ),
             "{joined}"
         );
     }
