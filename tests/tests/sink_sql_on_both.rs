@@ -50,7 +50,7 @@ const SAMPLES: &[&str] = &[
     "SELECT [v_device_brand, toString(v_asn)] AS keys, toInt64(count()) FROM \
      (SELECT *, if(visitor_details = 1, device_brand, c_device_brand) AS v_device_brand, \
      if(visitor_details = 1, asn, c_asn) AS v_asn FROM conversions ANY LEFT JOIN \
-     (SELECT click_hash, device_brand AS c_device_brand, asn AS c_asn FROM clicks) USING click_hash) \
+     (SELECT click_hash, device_brand AS c_device_brand, asn AS c_asn FROM clicks) AS clicked USING click_hash) \
      WHERE created_at >= toDateTime('2026-03-01 00:00:00') AND v_asn = 0 GROUP BY keys ORDER BY keys",
     // The flow editor's suggestions: a rule field's values in recent clicks.
     "SELECT country AS value, count() AS clicks FROM clicks WHERE ts >= subtractDays(toDateTime('2026-03-02 00:00:00'), 7) \

@@ -93,7 +93,7 @@ static JOINED: LazyLock<String> = LazyLock::new(|| {
         .collect();
     format!(
         "(SELECT *, {} FROM conversions ANY LEFT JOIN (SELECT click_hash, {} FROM clicks) \
-         USING click_hash)",
+         AS clicked USING click_hash)",
         merged.join(", "),
         clicks.join(", ")
     )
