@@ -375,3 +375,139 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Clicks with visitor columns and conversions of them in a database migrated up to
+/// migration 24 (as a deployment before this change holds them): nine conversions of
+/// flow 1 from three kinds of visitor, one click_missing (its click arrived later).
+const HISTORY: &[&str] = &[
+    "INSERT INTO clicks (click_hash, flow_id, ts, ts_ms, visitor_id, country, browser_family, os_major, \
+     device_brand, asn, as_org, datacenter, is_bot, kafka_partition, kafka_offset) \
+     SELECT concat('h', toString(number)), 1, now() - 7200 + number, 0, toString(number), 'US', \
+         ['Chrome Mobile', 'Mobile Safari', 'Firefox'][number % 3 + 1], ['14', '17', ''][number % 3 + 1], \
+         ['Samsung', 'Apple', ''][number % 3 + 1], [16509, 3320, 20712][number % 3 + 1], \
+         ['Amazon.com, Inc.', 'Deutsche Telekom AG', 'Andrews & Arnold Ltd'][number % 3 + 1], \
+         toUInt8(number % 3 = 0), 0, 0, number \
+     FROM system.numbers LIMIT 12",
+    "INSERT INTO conversions (conversion_id, version, click_hash, flow_id, goal, status, previous_status, \
+     revenue_micros, previous_revenue_micros, currency, created_at, country, click_missing, kafka_partition, kafka_offset) \
+     SELECT toString(number), 1, concat('h', toString(number)), 1, 'sale', 'approved', '', 1000000, 0, 'USD', \
+         now() - 3600 + number, 'US', toUInt8(number = 8), 0, number \
+     FROM system.numbers LIMIT 9",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversions_stored_before_the_migration_report_by_their_clicks() -> anyhow::Result<()> {
+    let name = format!(
+        "test_convvisitor_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let url = traffsure_tests::clickhouse_url();
+    let http = reqwest::Client::new();
+    let sql = |sql: String, in_database: bool| {
+        let (http, url, name) = (http.clone(), url.clone(), name.clone());
+        async move {
+            let mut request = http.post(&url).body(sql);
+            if in_database {
+                request = request.query(&[("database", name.as_str())]);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            let text = response.text().await?;
+            anyhow::ensure!(status.is_success(), "clickhouse answered {status}: {text}");
+            anyhow::Ok(text.trim().to_string())
+        }
+    };
+    sql(format!("CREATE DATABASE {name}"), false).await?;
+    let result = async {
+        sql(
+            "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime) \
+             ENGINE = ReplacingMergeTree() ORDER BY version"
+                .into(),
+            true,
+        )
+        .await?;
+        for (version, migration, text) in traffsure_clickhouse::MIGRATIONS
+            .iter()
+            .take_while(|(version, _, _)| *version < 25)
+        {
+            for statement in traffsure_clickhouse::statements(text) {
+                sql(statement, true).await?;
+            }
+            sql(
+                format!("INSERT INTO schema_migrations SELECT {version}, '{migration}', now()"),
+                true,
+            )
+            .await?;
+        }
+        for insert in HISTORY {
+            sql(insert.to_string(), true).await?;
+        }
+        // reporting-api applies migration 25 at start, over these rows.
+        let stack = Stack::start_with(StackOptions::default().services(&["reporting-api"]).env(
+            "reporting-api",
+            "TRAFFSURE__CLICKHOUSE__DATABASE",
+            name.clone(),
+        ))
+        .await?;
+        let checked = async {
+            assert_eq!(
+                sql(
+                    "SELECT count(), sum(visitor_details), sum(asn) FROM conversions".into(),
+                    true
+                )
+                .await?,
+                "9\t0\t0"
+            );
+            // Three of each kind: h0, h3, h6 (Samsung, AWS), h1, h4, h7 (Apple, Telekom),
+            // h2, h5, h8 (no brand, A&A; h8 is click_missing, its click arrived later).
+            let expected: &[(&str, &str, Vec<(String, i64, i64)>)] = &[
+                (
+                    "group_by=device_brand",
+                    "device_brand",
+                    vec![cell("", 3, 3), cell("Apple", 3, 3), cell("Samsung", 3, 3)],
+                ),
+                (
+                    "group_by=asn",
+                    "asn",
+                    vec![cell("16509", 3, 3), cell("20712", 3, 3), cell("3320", 3, 3)],
+                ),
+                (
+                    "group_by=os_major&datacenter=false",
+                    "os_major",
+                    vec![cell("", 3, 3), cell("17", 3, 3)],
+                ),
+                (
+                    "group_by=flow&browser_family=Mobile%20Safari",
+                    "flow",
+                    vec![cell("1", 3, 3)],
+                ),
+                (
+                    "group_by=as_org&click_missing=false",
+                    "as_org",
+                    vec![
+                        cell("Amazon.com, Inc.", 3, 3),
+                        cell("Andrews & Arnold Ltd", 2, 2),
+                        cell("Deutsche Telekom AG", 3, 3),
+                    ],
+                ),
+            ];
+            for (query, key, want) in expected {
+                assert_eq!(&cells(&report(&stack, query).await?, key), want, "{query}");
+            }
+            let list = listed(&stack, "device_brand=Apple").await?;
+            assert_eq!(list.len(), 3, "{list:?}");
+            assert!(
+                list.iter().all(|l| l
+                    .ends_with("|Mobile Safari|17|Apple||3320|Deutsche Telekom AG|false|false")),
+                "{list:?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        stack.print_failure(&checked);
+        checked
+    }
+    .await;
+    sql(format!("DROP DATABASE IF EXISTS {name}"), false).await?;
+    result
+}
