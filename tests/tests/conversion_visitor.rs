@@ -89,8 +89,11 @@ async fn report(stack: &Stack, query: &str) -> anyhow::Result<Value> {
     Ok(response.json().await?)
 }
 
-/// A report's (key, conversions, approved) per row, sorted.
-fn cells(report: &Value, key: &str) -> Vec<(String, i64, i64)> {
+/// A report row's key, conversions and approved conversions.
+type Cell = (String, i64, i64);
+
+/// A report's cells, sorted.
+fn cells(report: &Value, key: &str) -> Vec<Cell> {
     let mut cells: Vec<_> = report["rows"]
         .as_array()
         .cloned()
@@ -460,7 +463,7 @@ async fn conversions_stored_before_the_migration_report_by_their_clicks() -> any
             );
             // Three of each kind: h0, h3, h6 (Samsung, AWS), h1, h4, h7 (Apple, Telekom),
             // h2, h5, h8 (no brand, A&A; h8 is click_missing, its click arrived later).
-            let expected: &[(&str, &str, Vec<(String, i64, i64)>)] = &[
+            let expected: &[(&str, &str, Vec<Cell>)] = &[
                 (
                     "group_by=device_brand",
                     "device_brand",
