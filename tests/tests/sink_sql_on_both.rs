@@ -42,6 +42,16 @@ const SAMPLES: &[&str] = &[
      FROM outbound_log WHERE lowerUTF8(reason) = lowerUTF8('FRAUD') AND positionCaseInsensitiveUTF8(url, 'WHY=') > 0 \
      AND integration IN ('', 's2s') ORDER BY attempt_id",
     "SELECT attempt_id, integration, postback_type FROM outbound_log WHERE integration IN ('', 's2s') ORDER BY attempt_id",
+    // Reports by a conversion's visitor columns: as stored (migration 25), and read from
+    // the click for a conversion stored without them (reporting-api's reports::visitor).
+    "SELECT [v_device_brand, toString(v_asn)] AS keys, toInt64(count()) FROM \
+     (SELECT *, device_brand AS v_device_brand, asn AS v_asn FROM conversions) \
+     WHERE created_at >= toDateTime('2026-03-01 00:00:00') GROUP BY keys ORDER BY keys",
+    "SELECT [v_device_brand, toString(v_asn)] AS keys, toInt64(count()) FROM \
+     (SELECT *, if(visitor_details = 1, device_brand, c_device_brand) AS v_device_brand, \
+     if(visitor_details = 1, asn, c_asn) AS v_asn FROM conversions ANY LEFT JOIN \
+     (SELECT click_hash, device_brand AS c_device_brand, asn AS c_asn FROM clicks) AS clicked USING click_hash) \
+     WHERE created_at >= toDateTime('2026-03-01 00:00:00') AND v_asn = 0 GROUP BY keys ORDER BY keys",
     // The flow editor's suggestions: a rule field's values in recent clicks.
     "SELECT country AS value, count() AS clicks FROM clicks WHERE ts >= subtractDays(toDateTime('2026-03-02 00:00:00'), 7) \
      AND flow_id = 1 GROUP BY value HAVING value != '' AND positionCaseInsensitiveUTF8(value, 'u') > 0 \

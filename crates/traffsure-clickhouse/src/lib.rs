@@ -124,6 +124,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "audit_log",
         include_str!("../../../deploy/clickhouse/migrations/0024_audit_log.sql"),
     ),
+    (
+        25,
+        "conversion_visitor",
+        include_str!("../../../deploy/clickhouse/migrations/0025_conversion_visitor.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

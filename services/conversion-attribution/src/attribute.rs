@@ -53,6 +53,9 @@ pub struct ClickInfo {
     /// The impression the click followed (`Click.impression_id`).
     #[prost(string, tag = "18")]
     pub impression_id: String,
+    /// The visitor details and fraud signals; none in a record kept before they were.
+    #[prost(message, optional, tag = "41")]
+    pub visitor: Option<crate::visitor::Visitor>,
 }
 
 impl From<&Click> for ClickInfo {
@@ -76,6 +79,7 @@ impl From<&Click> for ClickInfo {
             network_id: click.network_id,
             external_id: click.external_id.clone(),
             impression_id: click.impression_id.clone(),
+            visitor: Some(crate::visitor::Visitor::from(click)),
         }
     }
 }
@@ -205,6 +209,7 @@ pub fn mark_missing(decision: Decision) -> Decision {
     match decision {
         Decision::Emit(mut conversion, PostbackOutcome::Converted) => {
             conversion.click_missing = true;
+            crate::visitor::mark_missing(&mut conversion);
             Decision::Emit(conversion, PostbackOutcome::ClickMissing)
         }
         other => other,
@@ -298,6 +303,7 @@ pub fn attribute(
             next.updated_at_ms = now_ms;
             next.disable_postbacks = postback.disable_postbacks;
             next.reason = postback.reason.clone();
+            crate::visitor::fill_update(click.visitor.as_ref(), &mut next);
             Decision::Emit(Box::new(next), PostbackOutcome::Updated)
         }
         None => {
@@ -372,6 +378,7 @@ pub fn attribute(
                 conversion.cost_micros = cost;
                 conversion.cost_currency = currency;
             }
+            crate::visitor::copy_to(click.visitor.as_ref(), &mut conversion);
             Decision::Emit(Box::new(conversion), PostbackOutcome::Converted)
         }
     }
@@ -516,6 +523,77 @@ mod tests {
             (rejected.cost_micros, rejected.previous_cost_micros),
             (3_000_000, 3_000_000)
         );
+    }
+
+    #[test]
+    fn a_conversion_carries_its_clicks_visitor_details_through_its_versions() {
+        let visitor = crate::visitor::Visitor {
+            browser_family: "Mobile Safari".into(),
+            device_brand: "Apple".into(),
+            asn: 3320,
+            rate_exceeded: true,
+            ..crate::visitor::Visitor::default()
+        };
+        let with = ClickInfo {
+            visitor: Some(visitor.clone()),
+            ..click()
+        };
+        let f = flow();
+        let first = emitted(attribute(
+            &with,
+            Some(&f),
+            &postback("p1", "sale", "u", ConversionStatus::Pending, None),
+            None,
+            5,
+        ));
+        assert!(first.visitor_details);
+        assert_eq!(
+            (
+                first.browser_family.as_str(),
+                first.device_brand.as_str(),
+                first.asn,
+                first.rate_exceeded
+            ),
+            ("Mobile Safari", "Apple", 3320, true)
+        );
+        // The next version keeps them, whatever the state's click says now.
+        let next = emitted(attribute(
+            &click(),
+            Some(&f),
+            &postback("p2", "sale", "u", ConversionStatus::Approved, None),
+            Some(&first),
+            6,
+        ));
+        assert_eq!(
+            (
+                next.version,
+                next.device_brand.as_str(),
+                next.visitor_details
+            ),
+            (2, "Apple", true)
+        );
+        // A click the state kept from before visitor details: none, and not marked.
+        let old = emitted(attribute(
+            &click(),
+            Some(&f),
+            &postback("p3", "sale", "w", ConversionStatus::Approved, None),
+            None,
+            5,
+        ));
+        assert!(!old.visitor_details && old.browser_family.is_empty());
+        // A conversion made without its click carries them empty, and says so.
+        let missing = emitted(mark_missing(attribute(
+            &ClickInfo {
+                visitor: None,
+                ..click()
+            },
+            Some(&f),
+            &postback("p4", "sale", "v", ConversionStatus::Approved, None),
+            None,
+            5,
+        )));
+        assert!(missing.click_missing && missing.visitor_details);
+        assert_eq!(missing.asn, 0);
     }
 
     #[test]

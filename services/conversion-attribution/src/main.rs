@@ -14,6 +14,7 @@ mod processor;
 mod restore;
 mod retention;
 mod store;
+mod visitor;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

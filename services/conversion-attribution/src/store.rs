@@ -10,7 +10,8 @@
 //!
 //! In memory a click is a fixed-size record keyed by a 128-bit digest of its click hash,
 //! with its low-cardinality dimensions (country, source, device, OS, browser) interned per
-//! partition and its sub IDs packed in one allocation. What the retention rule decides
+//! partition, its visitor details held once per distinct set (`crate::visitor::Profiles`)
+//! and its sub IDs packed in one allocation. What the retention rule decides
 //! (how long a flow's clicks live) is left to the caller, which knows the flows.
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use traffsure_events::{Click, Conversion, Postback};
 
 use crate::attribute::ClickInfo;
+use crate::visitor::Profiles;
 
 const KIND_CLICK: u8 = 1;
 const KIND_CONVERSION: u8 = 2;
@@ -125,9 +127,12 @@ pub struct StoredClick {
     texts: Box<[u8]>,
     pub ts_ms: i64,
     pub flow_id: u32,
-    pub routing_key: u32,
+    /// A routing key is 16 bits (the click hash's); kept so, for the visitor's room.
+    pub routing_key: u16,
     /// Interned country, source, device, OS, browser.
     dims: [u32; 5],
+    /// The click's visitor details in `PartitionState::profiles`; 0 for none.
+    visitor: u32,
     /// Set while a compaction has written the click (it fits in the padding).
     written: bool,
 }
@@ -222,6 +227,7 @@ pub struct PartitionState {
     /// a follow-up (`Conversion.follow_up`).
     converted_clicks: KeyMap<()>,
     pub dims: Interner,
+    pub profiles: Profiles,
     /// The next `clicks` offset the file lacks.
     pub clicks_next: i64,
     /// The next `conversions` offset the file lacks.
@@ -261,6 +267,7 @@ impl PartitionState {
             conversions: HashMap::new(),
             converted_clicks: KeyMap::default(),
             dims: Interner::default(),
+            profiles: Profiles::default(),
             clicks_next: 0,
             conversions_next: 0,
             clicks_next_written: 0,
@@ -414,8 +421,9 @@ impl PartitionState {
                 texts: pack_texts(click),
                 ts_ms: click.ts_ms,
                 flow_id: click.flow_id,
-                routing_key: click.routing_key,
+                routing_key: click.routing_key as u16,
                 dims,
+                visitor: self.profiles.intern(click.visitor.as_ref()),
                 written: false,
             },
         );
@@ -437,7 +445,7 @@ impl PartitionState {
 
     /// The click with its dimensions, as attribution reads it (no visitor id).
     pub fn click_info(&self, click: &StoredClick) -> ClickInfo {
-        info_of(&self.dims, click)
+        info_of(&self.dims, &self.profiles, click)
     }
 
     /// Adds the click read at `offset`, unless the state already has it or `keep` says it
@@ -611,7 +619,7 @@ impl PartitionState {
             click.written = true;
             body.clear();
             body.extend_from_slice(&visitor.to_le_bytes());
-            info_of(&self.dims, click).encode(&mut body)?;
+            info_of(&self.dims, &self.profiles, click).encode(&mut body)?;
             put(&mut out, KIND_VISITOR_CLICK, &body)?;
         }
         for click in self.clicks.values() {
@@ -621,7 +629,7 @@ impl PartitionState {
             body.clear();
             // Offsets only matter for the position, which the checkpoint above records.
             body.extend_from_slice(&(-1i64).to_le_bytes());
-            info_of(&self.dims, click).encode(&mut body)?;
+            info_of(&self.dims, &self.profiles, click).encode(&mut body)?;
             put(&mut out, KIND_CLICK, &body)?;
         }
         for state in self.conversions.values() {
@@ -664,7 +672,7 @@ impl PartitionState {
     }
 }
 
-fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
+fn info_of(dims: &Interner, profiles: &Profiles, click: &StoredClick) -> ClickInfo {
     let mut texts = unpack_texts(&click.texts);
     let click_hash = texts.next().unwrap_or_default().to_string();
     let sub_id = texts.next().unwrap_or_default().to_string();
@@ -677,7 +685,7 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
         click_hash,
         flow_id: click.flow_id,
         ts_ms: click.ts_ms,
-        routing_key: click.routing_key,
+        routing_key: u32::from(click.routing_key),
         visitor_id: String::new(),
         country,
         source,
@@ -688,6 +696,7 @@ fn info_of(dims: &Interner, click: &StoredClick) -> ClickInfo {
         browser,
         external_id,
         impression_id,
+        visitor: profiles.get(click.visitor),
         ..ClickInfo::default()
     };
     Objects::read(objects, &mut info);
@@ -869,6 +878,44 @@ mod tests {
         assert!(state.click_converted("seen"));
         state.trim(20, &mut |_, _| false);
         assert!(!state.click_converted("seen"), "gone with its conversions");
+        Ok(())
+    }
+
+    #[test]
+    fn visitor_details_survive_memory_the_log_and_a_compaction() -> std::io::Result<()> {
+        let dir = temp_dir("visitor-details");
+        let details = crate::visitor::Visitor {
+            browser_family: "Firefox".into(),
+            browser_major: "128".into(),
+            device_brand: "Apple".into(),
+            asn: 16509,
+            as_org: "AMAZON-02".into(),
+            datacenter: true,
+            ..crate::visitor::Visitor::default()
+        };
+        let with = ClickInfo {
+            visitor: Some(details.clone()),
+            ..click("with", "v", 10)
+        };
+        let twin = ClickInfo {
+            visitor: Some(details.clone()),
+            ..click("twin", "w", 11)
+        };
+        {
+            let mut state = PartitionState::open(&dir, 4, &mut all)?;
+            state.add_click(0, with, true)?;
+            state.add_click(1, twin, true)?;
+            // A click recorded before visitor details were kept.
+            state.add_click(2, click("old", "v", 5), true)?;
+            assert_eq!(state.profiles.intern(Some(&details)), 1, "held once");
+            state.compact()?;
+            state.flush()?;
+        }
+        let state = PartitionState::open(&dir, 4, &mut all)?;
+        let with = state.click_info(&state.clicks[&click_key("with")]);
+        assert_eq!(with.visitor.as_ref(), Some(&details));
+        let old = state.click_info(&state.clicks[&click_key("old")]);
+        assert_eq!(old.visitor, None);
         std::fs::remove_dir_all(&dir)
     }
 

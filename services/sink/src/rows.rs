@@ -233,6 +233,22 @@ pub struct ConversionRow {
     pub cost_micros: i64,
     pub cost_currency: String,
     pub previous_cost_micros: i64,
+    /// The click's visitor details and fraud signals (migration 25).
+    pub bot_reason: String,
+    pub browser_family: String,
+    pub browser_major: String,
+    pub browser_minor: String,
+    pub os_family: String,
+    pub os_major: String,
+    pub os_minor: String,
+    pub device_family: String,
+    pub device_brand: String,
+    pub device_model: String,
+    pub asn: u32,
+    pub as_org: String,
+    pub datacenter: u8,
+    pub rate_exceeded: u8,
+    pub visitor_details: u8,
 }
 
 pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, prost::DecodeError> {
@@ -251,6 +267,25 @@ pub fn conversion_row(payload: &[u8], at: Position) -> Result<ConversionRow, pro
         payout_micros: c.payout_micros,
         payout_currency: c.payout_currency.clone(),
         previous_payout_micros: c.previous_payout_micros,
+        bot_reason: c
+            .bot_reason()
+            .specified_word()
+            .unwrap_or_default()
+            .to_string(),
+        datacenter: u8::from(c.datacenter),
+        rate_exceeded: u8::from(c.rate_exceeded),
+        visitor_details: u8::from(c.visitor_details),
+        browser_family: c.browser_family,
+        browser_major: c.browser_major,
+        browser_minor: c.browser_minor,
+        os_family: c.os_family,
+        os_major: c.os_major,
+        os_minor: c.os_minor,
+        device_family: c.device_family,
+        device_brand: c.device_brand,
+        device_model: c.device_model,
+        asn: c.asn,
+        as_org: c.as_org,
         sub1: sub(&c.subs, 0),
         sub2: sub(&c.subs, 1),
         sub3: sub(&c.subs, 2),
@@ -667,6 +702,46 @@ mod tests {
             conversion_row(&missing.encode_to_vec(), AT)?.click_missing,
             1
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_conversion_keeps_its_clicks_visitor_details() -> anyhow::Result<()> {
+        let converted = Conversion {
+            bot_reason: traffsure_events::BotReason::Datacenter as i32,
+            browser_family: "Mobile Safari".into(),
+            os_major: "17".into(),
+            device_brand: "Apple".into(),
+            device_model: "iPhone".into(),
+            asn: 16509,
+            as_org: "AMAZON-02".into(),
+            datacenter: true,
+            visitor_details: true,
+            ..Conversion::default()
+        };
+        let row = conversion_row(&converted.encode_to_vec(), AT)?;
+        assert_eq!(
+            (
+                row.bot_reason.as_str(),
+                row.browser_family.as_str(),
+                row.os_major.as_str(),
+                row.device_brand.as_str(),
+                row.device_model.as_str(),
+            ),
+            ("datacenter", "Mobile Safari", "17", "Apple", "iPhone")
+        );
+        assert_eq!(
+            (
+                row.asn,
+                row.as_org.as_str(),
+                row.datacenter,
+                row.rate_exceeded
+            ),
+            (16509, "AMAZON-02", 1, 0)
+        );
+        assert_eq!(row.visitor_details, 1);
+        let old = conversion_row(&Conversion::default().encode_to_vec(), AT)?;
+        assert_eq!((old.visitor_details, old.bot_reason.as_str()), (0, ""));
         Ok(())
     }
 

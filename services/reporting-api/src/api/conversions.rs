@@ -2,7 +2,9 @@
 //! newest first, a page at a time, filtered by flow, goal, status, time range, the
 //! objects its click went through (traffic source, offer, lander, affiliate network, by
 //! id; shown with their names) and whether it was made without its click
-//! (`click_missing`, from its click hash alone). Each shows
+//! (`click_missing`, from its click hash alone), and its click's visitor details and
+//! fraud signals (`AGENT_FILTERS`; read from the click for a conversion stored without
+//! them, `reports::visitor`). Each shows
 //! its revenue as the advertiser sent it and in the reporting currency (`null` while no
 //! rate converts it).
 
@@ -14,10 +16,12 @@ use traffsure_core::vocab::Vocabulary;
 use traffsure_events::ConversionStatus;
 
 use super::page::{page_csv, page_json, split_page, Query};
+use super::reports::visitor;
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{
-    cursor, eq, flow_condition, in_list, range_condition, Params, CLICK_FILTERS, OBJECT_FILTERS,
+    cursor, eq, flow_condition, in_list, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS,
+    OBJECT_FILTERS,
 };
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};
@@ -45,6 +49,21 @@ struct ConversionRow {
     over_cap: u8,
     payout_micros: i64,
     payout_currency: String,
+    /// The click's visitor details and fraud signals (`reports::visitor`).
+    browser_family: String,
+    browser_major: String,
+    browser_minor: String,
+    os_family: String,
+    os_major: String,
+    os_minor: String,
+    device_family: String,
+    device_brand: String,
+    device_model: String,
+    bot_reason: String,
+    asn: u32,
+    as_org: String,
+    datacenter: u8,
+    rate_exceeded: u8,
     /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
     objects: Vec<u32>,
 }
@@ -79,6 +98,20 @@ const COLUMNS: &[&str] = &[
     "over_cap",
     "payout",
     "payout_currency",
+    "browser_family",
+    "browser_major",
+    "browser_minor",
+    "os_family",
+    "os_major",
+    "os_minor",
+    "device_family",
+    "device_brand",
+    "device_model",
+    "bot_reason",
+    "asn",
+    "as_org",
+    "datacenter",
+    "rate_exceeded",
 ];
 
 /// Conversions in their current state, as JSON or CSV (`format`): filters flow, goal,
@@ -109,8 +142,10 @@ pub async fn list(
     .into_iter()
     .chain(OBJECT_FILTERS.iter().copied())
     .chain(CLICK_FILTERS.iter().copied())
+    .chain(AGENT_FILTERS.iter().copied())
     .collect();
     let params = Params::new(query.into_inner(), &names)?;
+    let agent = params.agent_filters()?;
     let objects = params.object_filters()?;
     let flow = params.flow(&state.registry)?;
     let goal = params.text("goal", 100)?;
@@ -126,6 +161,8 @@ pub async fn list(
     let cursor = cursor(&params)?;
     let size = params.page_size()?;
     state.check_timezone(&timezone).await?;
+    let joined =
+        visitor::stored_without_visitor_in(&state.clickhouse, flow, &from, &to, &timezone).await?;
 
     let mut sql = Sql::new(
         "SELECT conversion_id, argMax(click_hash, version) AS ch, any(flow_id) AS f, \
@@ -139,8 +176,12 @@ pub async fn list(
                 argMax(if(payout_currency = '', revenue_micros, payout_micros), version) AS pay, \
                 argMax(if(payout_currency = '', currency, payout_currency), version) AS pcur, ",
     );
+    sql.push(visitor::list_select(joined));
     push_id_array(&mut sql, "argMax(", ", version)");
-    sql.push(" AS objects FROM conversions WHERE 1");
+    sql.push(" AS objects FROM ")
+        .push(visitor::list_source(joined))
+        .push(" WHERE 1");
+    visitor::list_filters(&mut sql, agent, joined);
     flow_condition(&mut sql, "flow_id", flow, &scope);
     if let Some(goal) = goal {
         sql.push(" AND lower(goal) = lower(").str(goal).push(")");
@@ -222,6 +263,20 @@ pub async fn list(
                 "over_cap": r.over_cap != 0,
                 "payout": format_micros(r.payout_micros),
                 "payout_currency": r.payout_currency,
+                "browser_family": r.browser_family,
+                "browser_major": r.browser_major,
+                "browser_minor": r.browser_minor,
+                "os_family": r.os_family,
+                "os_major": r.os_major,
+                "os_minor": r.os_minor,
+                "device_family": r.device_family,
+                "device_brand": r.device_brand,
+                "device_model": r.device_model,
+                "bot_reason": r.bot_reason,
+                "asn": r.asn,
+                "as_org": r.as_org,
+                "datacenter": r.datacenter != 0,
+                "rate_exceeded": r.rate_exceeded != 0,
             });
             set_ids_and_names(&mut item, &r.objects, &object_names);
             item

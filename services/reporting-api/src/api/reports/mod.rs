@@ -50,6 +50,7 @@ pub async fn today_totals(state: &AppState, date: &str) -> Result<Vec<merge::Met
     );
     Ok(total.metrics())
 }
+pub(crate) mod visitor;
 
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
 /// (they are `null` otherwise): over a month of rollups that merge costs more than

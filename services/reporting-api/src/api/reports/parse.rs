@@ -85,8 +85,8 @@ pub const DIMENSIONS: &[&str] = &[
 ];
 
 /// Dimensions and filters of the clicks alone, the last fourteen: the visitor's ten (user
-/// agent, bot reason), then the address's four fraud signals. Conversions have no such
-/// columns: a report reads them from each conversion's click.
+/// agent, bot reason), then the address's four fraud signals. The rollups lack them;
+/// conversions carry their click's (`super::visitor`).
 pub const CLICK_ONLY: &[&str] = DIMENSIONS.split_at(DIMENSIONS.len() - 14).1;
 
 /// Every metric a report returns, in order.

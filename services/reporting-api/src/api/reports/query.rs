@@ -3,20 +3,22 @@
 //! FULL JOIN on ClickHouse 18.16). Each side reads its funnel rollup when the rollup has
 //! every asked dimension and filter, the raw table otherwise. Filters a side has no column for
 //! (a goal or `click_missing` on clicks) leave that side whole; conversions grouped or
-//! filtered by a click's visitor details or fraud signals read them from their click (a
-//! join on the click hash). Conversions come by UTC day and currency as well, for `merge`
+//! filtered by a click's visitor details or fraud signals read the copies they carry, or
+//! their click's where some were stored without (`super::visitor`). Conversions come by UTC day and currency as well, for `merge`
 //! to convert their revenue.
 //!
 //! A click row is a visit or a lander click-through (`kind`, ClickKind's number): clicks,
 //! bots and unique clicks count visits only; lander views, lander clicks and offer clicks
 //! count people (no bots) at each step of the funnel (`FUNNEL`).
 
-use std::sync::LazyLock;
-
 use clickhouse::Client;
 use serde::Deserialize;
 
 use super::parse::{Filters, ReportRequest, CLICK_ONLY, DIMENSIONS};
+use super::visitor::{
+    conversion_visitor_column, conversion_visitor_filters, conversion_visitor_source,
+    stored_without_visitor, uses_visitor_columns,
+};
 use crate::currency::Rates;
 use crate::error::ApiError;
 use crate::filters::{eq, flow_condition, range_condition};
@@ -198,7 +200,9 @@ pub async fn run(
     range: &Range,
 ) -> Result<Sides, ApiError> {
     let clicks = clicks_sql(&request.dims, &request.filters, range);
-    let conversions = conversions_sql(&request.dims, &request.filters, range);
+    let joined = uses_visitor_columns(&request.dims, &request.filters)
+        && stored_without_visitor(client, &request.filters, range).await?;
+    let conversions = conversions_sql_with(&request.dims, &request.filters, range, joined);
     let costs = costs_sql(&request.dims, &request.filters, range);
     let payouts = payouts_sql(&request.dims, &request.filters, range);
     let conversion_costs = conversion_costs_sql(&request.dims, &request.filters, range);
@@ -325,6 +329,10 @@ fn dimension_at(sql: &mut Sql, dim: &str, side: Side, time: &'static str, timezo
         "goal" if matches!(side, Side::ClickRollup | Side::ClickRaw) => None,
         "goal" => Some("lower(goal)"),
         d if CLICK_ONLY.contains(&d) && side == Side::ConversionRollup => None,
+        d if CLICK_ONLY.contains(&d) && side == Side::ConversionRaw => {
+            sql.push(conversion_visitor_column(d));
+            return;
+        }
         "asn" => Some("toString(asn)"),
         "datacenter" => Some("toString(datacenter)"),
         "rate_exceeded" => Some("toString(rate_exceeded)"),
@@ -374,7 +382,7 @@ pub(super) fn where_clause_at(
     if let (Some(over_cap), Side::ConversionRaw) = (filters.over_cap, side) {
         eq(sql, "over_cap", Arg::U32(u32::from(over_cap)));
     }
-    if matches!(side, Side::ClickRaw | Side::ConversionRaw) {
+    if side == Side::ClickRaw {
         for (column, value) in &filters.agent {
             eq(sql, column, Arg::Str(value.clone()));
         }
@@ -387,6 +395,9 @@ pub(super) fn where_clause_at(
         if let Some(exceeded) = filters.rate_exceeded {
             eq(sql, "rate_exceeded", Arg::U32(u32::from(exceeded)));
         }
+    }
+    if side == Side::ConversionRaw {
+        conversion_visitor_filters(sql, filters);
     }
     let (from, to) = (Some(range.from.clone()), Some(range.to.clone()));
     // Rollup rows stand for whole hours: they keep the hours that start inside the range.
@@ -535,25 +546,16 @@ fn conversion_costs_sql(dims: &[&'static str], filters: &Filters, range: &Range)
     sql
 }
 
-/// Conversions with their click's visitor details and fraud signals (every `CLICK_ONLY`
-/// column), for reports grouped or filtered by them: conversions have no such columns, so
-/// they are read from the click of the same hash.
-static CONVERSIONS_WITH_SIGNALS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "(SELECT * FROM conversions ANY LEFT JOIN (SELECT click_hash, {} FROM clicks) \
-         USING click_hash)",
-        CLICK_ONLY.join(", ")
-    )
-});
-
 /// Approved payout by UTC day and payout currency, from the payout rollup when the
 /// conversions side reads its rollup, else from the latest version of each conversion (a
 /// conversion from before payouts pays its revenue).
 fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let conversions = conversions_sql(dims, filters, range);
-    let rollup = conversions
-        .text()
-        .contains("FROM conversions_funnel_hourly");
+    let signals = uses_visitor_columns(dims, filters);
+    // As the conversions side decides (`conversions_sql_with`).
+    let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
+        && filters.click_missing.is_none()
+        && filters.over_cap.is_none()
+        && !signals;
     let side = if rollup {
         Side::ConversionRollup
     } else {
@@ -572,10 +574,8 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
             .push(")) AS pay FROM conversions_payout_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
-        let signals =
-            dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
         let source = if signals {
-            CONVERSIONS_WITH_SIGNALS.as_str()
+            conversion_visitor_source(true)
         } else {
             "conversions"
         };
@@ -602,10 +602,22 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
+#[cfg(test)]
 fn conversions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
+    conversions_sql_with(dims, filters, range, true)
+}
+
+/// The conversions query; `joined`: some conversion in range was stored without its
+/// click's visitor details, which are then read from the click (`conversion_visitor_source`).
+fn conversions_sql_with(
+    dims: &[&'static str],
+    filters: &Filters,
+    range: &Range,
+    joined: bool,
+) -> Sql {
+    let signals = uses_visitor_columns(dims, filters);
     let source = if signals {
-        CONVERSIONS_WITH_SIGNALS.as_str()
+        conversion_visitor_source(joined)
     } else {
         "conversions"
     };
@@ -742,15 +754,16 @@ mod tests {
             "{}",
             sql.text()
         );
-        // Conversions are grouped and filtered by their click's signals.
+        // Conversions are grouped and filtered by their click's signals: as they carry
+        // them, or read from their click where some were stored without.
         let sql = conversions_sql(&["asn", "as_org"], &fraud, &range());
         assert!(
-            sql.text().contains("[toString(asn), as_org] AS keys"),
+            sql.text().contains("[toString(v_asn), v_as_org] AS keys"),
             "{}",
             sql.text()
         );
         assert_eq!(
-            sql.text().matches(" AND datacenter = ?").count(),
+            sql.text().matches(" AND v_datacenter = ?").count(),
             2,
             "{}",
             sql.text()
@@ -760,6 +773,15 @@ mod tests {
             2,
             "{}",
             sql.text()
+        );
+        let stored = conversions_sql_with(&["asn", "as_org"], &fraud, &range(), false);
+        assert!(!stored.text().contains("JOIN"), "{}", stored.text());
+        assert!(
+            stored
+                .text()
+                .contains("[toString(v_asn), v_as_org] AS keys"),
+            "{}",
+            stored.text()
         );
         let sql = conversions_sql(&["day"], &filters(), &range());
         assert!(!sql.text().contains("JOIN"), "{}", sql.text());
@@ -806,7 +828,7 @@ mod tests {
         let sql = conversions_sql(&["day"], &brand, &range());
         assert!(sql.text().contains("ANY LEFT JOIN"), "{}", sql.text());
         assert!(
-            sql.text().contains(" AND device_brand = ?"),
+            sql.text().contains(" AND v_device_brand = ?"),
             "{}",
             sql.text()
         );
@@ -819,7 +841,7 @@ mod tests {
         assert!(sql.text().contains("FROM clicks "), "{}", sql.text());
         let sql = conversions_sql(&["device_model"], &filters(), &range());
         assert!(
-            sql.text().contains("[device_model] AS keys"),
+            sql.text().contains("[v_device_model] AS keys"),
             "{}",
             sql.text()
         );
