@@ -502,14 +502,15 @@ pub(super) fn conversion_side(
     dims: &[&'static str],
     filters: &Filters,
 ) -> (&'static str, bool, Side) {
-    let signals = dims.iter().any(|d| CLICK_ONLY.contains(d)) || filters.on_click_only_columns();
+    let signals = uses_visitor_columns(dims, filters);
     let source = if signals {
-        CONVERSIONS_WITH_SIGNALS.as_str()
+        conversion_visitor_source(true)
     } else {
         "conversions"
     };
     let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
         && filters.click_missing.is_none()
+        && filters.over_cap.is_none()
         && !signals;
     let side = if rollup {
         Side::ConversionRollup
