@@ -10,6 +10,7 @@ mod error;
 mod filters;
 mod login_limit;
 mod object_names;
+mod openapi;
 mod panel;
 mod routes;
 mod session;

@@ -54,6 +54,13 @@ const KINDS: [&str; 3] = ["visit", "lander_click", "direct_visit"];
 
 /// Clicks: filters flow, country, sub_id, source, from, to (in `timezone`), bots, kind,
 /// the visitor columns (`AGENT_FILTERS`) and the objects (`OBJECT_FILTERS`).
+#[utoipa::path(get, path = "/api/v1/clicks", tag = "logs",
+    summary = "Clicks, newest first",
+    params(crate::openapi::bodies::ClickFilters, crate::openapi::bodies::AgentFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", body = crate::openapi::bodies::ClickPage),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow", "country", "sub_id", "source", "from", "to", "timezone", "bots", "kind", "cursor",

@@ -45,6 +45,13 @@ struct ConversionRow {
 
 /// Conversions in their current state: filters flow, goal, status, click_missing, from,
 /// to and the objects (`OBJECT_FILTERS`).
+#[utoipa::path(get, path = "/api/v1/conversions", tag = "logs",
+    summary = "Conversions in their current state, newest first",
+    params(crate::openapi::bodies::ConversionFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", body = crate::openapi::bodies::ConversionPage),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let names: Vec<&str> = [
         "flow",

@@ -82,6 +82,9 @@ struct HourPoint {
 }
 
 /// Today's four figures (UTC) and today against yesterday by hour, from the rollups.
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "reports",
+    summary = "Today's figures and today against yesterday by hour",
+    responses((status = 200, description = "The dashboard", body = crate::openapi::bodies::Dashboard)))]
 pub async fn dashboard(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let clicks = state
         .clickhouse
