@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,6 +17,7 @@ use tokio::process::{Child, Command};
 pub mod browser;
 pub mod chdb;
 pub mod kafka_topic;
+pub mod openapi;
 pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod produce;
@@ -601,8 +603,10 @@ impl Stack {
     }
 
     /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
-    /// credentials the test stack uses.
-    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// credentials the test stack uses. Its answer is checked against the OpenAPI
+    /// document (`openapi::Contract`): an undocumented path or status, or a JSON body
+    /// that breaks its schema, is an error of `send`.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> ApiRequest<'_> {
         self.api_at("reporting-api", method, path)
     }
 
@@ -612,10 +616,52 @@ impl Stack {
         instance: &str,
         method: reqwest::Method,
         path: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(instance, path))
-            .bearer_auth(API_KEY)
+    ) -> ApiRequest<'_> {
+        ApiRequest {
+            stack: self,
+            instance: instance.to_string(),
+            inner: self
+                .http
+                .request(method, self.url(instance, path))
+                .bearer_auth(API_KEY),
+        }
+    }
+
+    /// The OpenAPI contract the reporting API serves, fetched once per test process.
+    pub async fn api_contract(&self, instance: &str) -> anyhow::Result<Arc<openapi::Contract>> {
+        static CONTRACT: tokio::sync::OnceCell<Arc<openapi::Contract>> =
+            tokio::sync::OnceCell::const_new();
+        CONTRACT
+            .get_or_try_init(|| async {
+                let url = self.url(instance, "/api/v1/openapi.json");
+                let document: serde_json::Value = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await
+                    .with_context(|| format!("reading {url}"))?;
+                Ok::<_, anyhow::Error>(Arc::new(openapi::Contract::new(document)?))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Checks an answer of the reporting API read without `api` (with a session cookie,
+    /// say) against the OpenAPI document, as `api` does.
+    pub async fn check_api_answer(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
+        self.api_contract("reporting-api")
+            .await?
+            .check(method.as_str(), path, status, content_type, body)
     }
 
     /// Sends a request to the reporting API and returns its status and JSON body.
@@ -754,5 +800,94 @@ where
             bail!("condition not met within {timeout:?}; last error: {last_error:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A request to the reporting API (`Stack::api`): a `reqwest::RequestBuilder` whose answer
+/// is checked against the OpenAPI document when it arrives.
+pub struct ApiRequest<'a> {
+    stack: &'a Stack,
+    instance: String,
+    inner: reqwest::RequestBuilder,
+}
+
+impl ApiRequest<'_> {
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
+        self.inner = self.inner.json(body);
+        self
+    }
+
+    pub fn query<T: serde::Serialize + ?Sized>(mut self, query: &T) -> Self {
+        self.inner = self.inner.query(query);
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.inner = self.inner.header(name, value);
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.inner = self.inner.body(body);
+        self
+    }
+
+    /// Sends the request, reads the whole answer and checks it against the contract.
+    pub async fn send(self) -> anyhow::Result<ApiResponse> {
+        let request = self.inner.build()?;
+        let method = request.method().clone();
+        let path = request.url().path().to_string();
+        let response = self.stack.http.execute(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        self.stack
+            .api_contract(&self.instance)
+            .await?
+            .check(method.as_str(), &path, status.as_u16(), content_type, &body)?;
+        Ok(ApiResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// An answer of the reporting API, read whole and checked against the OpenAPI document.
+pub struct ApiResponse {
+    status: reqwest::StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn status(&self) -> reqwest::StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        &self.headers
+    }
+
+    pub async fn text(self) -> anyhow::Result<String> {
+        Ok(String::from_utf8(self.body)?)
+    }
+
+    pub async fn bytes(self) -> anyhow::Result<Vec<u8>> {
+        Ok(self.body)
+    }
+
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> anyhow::Result<T> {
+        serde_json::from_slice(&self.body).with_context(|| {
+            format!(
+                "an answer {} that is not the JSON expected: {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }

@@ -113,6 +113,11 @@ pub fn path_error(
     ApiError::NotFound(format!("no such resource: {error}")).into()
 }
 
+/// Any path no route answers: the error body, so a client of the API is told in JSON.
+pub async fn unknown_route(req: actix_web::HttpRequest) -> HttpResponse {
+    ApiError::NotFound(format!("no such route: {} {}", req.method(), req.path())).error_response()
+}
+
 pub fn query_error(
     error: actix_web::error::QueryPayloadError,
     _: &actix_web::HttpRequest,

@@ -80,7 +80,7 @@ in `field`. Lists are newest first and page with `next_cursor`."
         OfferSpec,
         LanderSpec,
     )),
-    modifiers(&ObjectOperations, &CommonAnswers, &Security),
+    modifiers(&ObjectOperations, &CommonAnswers, &OperationIds, &Security),
     security(("apiKey" = []), ("apiKeyHeader" = []), ("session" = [])),
 )]
 pub struct ApiDoc;
@@ -172,6 +172,34 @@ impl Modify for CommonAnswers {
                         error_response("A write with the session cookie but without its X-CSRF-Token")
                             .into()
                     });
+                }
+            }
+        }
+    }
+}
+
+/// Names every operation by its method and path (`get_flows_id`): unique, as OpenAPI
+/// requires, where the handlers' own names repeat (`list` in every module).
+struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let name: Vec<String> = path
+                .trim_start_matches("/api/v1/")
+                .split('/')
+                .map(|s| s.trim_matches(|c| c == '{' || c == '}').replace(['-', '.'], "_"))
+                .collect();
+            let name = name.join("_");
+            for (method, operation) in [
+                ("get", &mut item.get),
+                ("post", &mut item.post),
+                ("put", &mut item.put),
+                ("delete", &mut item.delete),
+                ("patch", &mut item.patch),
+            ] {
+                if let Some(operation) = operation.as_mut() {
+                    operation.operation_id = Some(format!("{method}_{name}"));
                 }
             }
         }
@@ -306,7 +334,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
     };
     let not_found = || error_response(&format!("No such {kind}"));
     let invalid = || error_response("A field is not acceptable, named in field");
-    let op_id = |verb: &str| format!("{verb}_{}", objects::kind_key(S::KIND));
 
     let listed = ObjectBuilder::new()
         .property(
@@ -339,7 +366,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
         vec![HttpMethod::Get],
         OperationBuilder::new()
             .tag(tag)
-            .operation_id(Some(op_id("list")))
             .summary(Some(format!("Every {kind} (archived ones on request)")))
             .parameter(archived)
             .response("200", json_response("The list", listed))
@@ -350,7 +376,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
         vec![HttpMethod::Post],
         OperationBuilder::new()
             .tag(tag)
-            .operation_id(Some(op_id("create")))
             .summary(Some(format!("Create a {kind}")))
             .request_body(Some(spec_body()))
             .response("201", json_response("Created", view_ref()))
@@ -363,7 +388,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
         vec![HttpMethod::Get],
         OperationBuilder::new()
             .tag(tag)
-            .operation_id(Some(op_id("get")))
             .summary(Some(format!("One {kind}")))
             .parameter(id())
             .response("200", json_response(kind, view_ref()))
@@ -374,7 +398,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
         vec![HttpMethod::Put],
         OperationBuilder::new()
             .tag(tag)
-            .operation_id(Some(op_id("update")))
             .summary(Some(format!(
                 "Change a {kind}; flows that use it are published again"
             )))
@@ -393,7 +416,6 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
             vec![HttpMethod::Post],
             OperationBuilder::new()
                 .tag(tag)
-                .operation_id(Some(op_id(verb)))
                 .summary(Some(summary))
                 .parameter(id())
                 .response("200", json_response("Done", view_ref()))

@@ -11,6 +11,7 @@ use traffsure_core::objects::{
 use crate::{api, auth, openapi, panel};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(crate::error::unknown_route));
     for page in panel::PAGES {
         cfg.route(page, web::get().to(panel::shell));
     }
