@@ -40,10 +40,10 @@ await run(async () => {
   await block.locator('.opblock-summary').click();
   await block.locator('button.try-out__btn').click();
   await block.locator('button.execute').click();
-  await block.locator('.live-responses-table .response-col_status').first().waitFor({ timeout: 30000 });
-  const status = (await block.locator('.live-responses-table .response-col_status').first().textContent()).trim();
+  await block.locator('.live-responses-table tbody .response-col_status').first().waitFor({ timeout: 30000 });
+  const status = (await block.locator('.live-responses-table tbody .response-col_status').first().textContent()).trim();
   assert(status === '200', 'try it out answered ' + status);
-  const answer = await block.locator('.live-responses-table .microlight').first().textContent();
+  const answer = await block.locator('.live-responses-table tbody .microlight').first().textContent();
   assert(answer.includes('"flows"'), 'the answer lists flows: ' + answer.slice(0, 200));
   await shot('02-try-it-out');
 

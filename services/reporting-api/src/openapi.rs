@@ -80,6 +80,14 @@ in `field`. Lists are newest first and page with `next_cursor`."
         OfferSpec,
         LanderSpec,
     )),
+    tags(
+        (name = "reports", description = "The dashboard and reports"),
+        (name = "logs", description = "Clicks, conversions, the postback log and outbound postbacks, a page at a time"),
+        (name = "flows", description = "Flows and their outbound postbacks"),
+        (name = "objects", description = "Traffic sources, affiliate networks, offers and landers, and the templates catalogue"),
+        (name = "exchange rates", description = "The rates that convert revenue into the reporting currency"),
+        (name = "auth", description = "Admin login and this document"),
+    ),
     modifiers(&ObjectOperations, &CommonAnswers, &OperationIds, &Security),
     security(("apiKey" = []), ("apiKeyHeader" = []), ("session" = [])),
 )]
