@@ -611,12 +611,7 @@ impl Stack {
     }
 
     /// A request to one instance of the reporting API (such as `reporting-api#2`).
-    pub fn api_at(
-        &self,
-        instance: &str,
-        method: reqwest::Method,
-        path: &str,
-    ) -> ApiRequest<'_> {
+    pub fn api_at(&self, instance: &str, method: reqwest::Method, path: &str) -> ApiRequest<'_> {
         ApiRequest {
             stack: self,
             instance: instance.to_string(),
@@ -659,9 +654,13 @@ impl Stack {
         content_type: &str,
         body: &[u8],
     ) -> anyhow::Result<()> {
-        self.api_contract("reporting-api")
-            .await?
-            .check(method.as_str(), path, status, content_type, body)
+        self.api_contract("reporting-api").await?.check(
+            method.as_str(),
+            path,
+            status,
+            content_type,
+            body,
+        )
     }
 
     /// Sends a request to the reporting API and returns its status and JSON body.
@@ -845,10 +844,13 @@ impl ApiRequest<'_> {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        self.stack
-            .api_contract(&self.instance)
-            .await?
-            .check(method.as_str(), &path, status.as_u16(), content_type, &body)?;
+        self.stack.api_contract(&self.instance).await?.check(
+            method.as_str(),
+            &path,
+            status.as_u16(),
+            content_type,
+            &body,
+        )?;
         Ok(ApiResponse {
             status,
             headers,

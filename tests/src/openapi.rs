@@ -262,7 +262,13 @@ mod tests {
             .to_string();
         assert!(e.contains("undocumented"), "{e}");
         let e = c
-            .check("GET", "/api/v1/things/7", 200, "application/json", br#"{"name": "a"}"#)
+            .check(
+                "GET",
+                "/api/v1/things/7",
+                200,
+                "application/json",
+                br#"{"name": "a"}"#,
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"id\" is a required property"), "{e}");

@@ -86,7 +86,10 @@ fn check_openapi_3(doc: &Value) -> anyhow::Result<usize> {
     for (at, _) in text.match_indices("\"$ref\":\"#/components/schemas/") {
         let rest = &text[at + "\"$ref\":\"#/components/schemas/".len()..];
         let name = &rest[..rest.find('"').unwrap_or(0)];
-        anyhow::ensure!(schemas.contains_key(name), "$ref {name} resolves to nothing");
+        anyhow::ensure!(
+            schemas.contains_key(name),
+            "$ref {name} resolves to nothing"
+        );
     }
     Ok(operations)
 }
@@ -106,10 +109,28 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
     // The flow schema has every field a flow has (the hand-written one lacked half).
     let flow_view = &doc["components"]["schemas"]["FlowView"]["properties"];
     for field in [
-        "id", "slug", "name", "status", "destination_url", "redirect_mode", "default_goal",
-        "goals", "attribution_window_days", "created_at_ms", "updated_at_ms", "revision",
-        "destinations", "rules", "inactive_url", "bot_url", "postback_security", "status_map",
-        "outbound_postbacks", "time_zone", "traffic_source_id", "path",
+        "id",
+        "slug",
+        "name",
+        "status",
+        "destination_url",
+        "redirect_mode",
+        "default_goal",
+        "goals",
+        "attribution_window_days",
+        "created_at_ms",
+        "updated_at_ms",
+        "revision",
+        "destinations",
+        "rules",
+        "inactive_url",
+        "bot_url",
+        "postback_security",
+        "status_map",
+        "outbound_postbacks",
+        "time_zone",
+        "traffic_source_id",
+        "path",
     ] {
         assert!(flow_view.get(field).is_some(), "FlowView lacks {field}");
     }
@@ -117,15 +138,22 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
     // A real answer passes through `api` and is valid as it is.
     let flow = stack
         .api(Method::POST, "/api/v1/flows")
-        .json(&json!({"name": "Contract", "slug": format!("contract-{}", stack.id),
+        .json(
+            &json!({"name": "Contract", "slug": format!("contract-{}", stack.id),
             "destination_url": "https://offer.test/?c={click}",
-            "goals": [{"key": "sale", "payout": "2.5"}]}))
+            "goals": [{"key": "sale", "payout": "2.5"}]}),
+        )
         .send()
         .await?;
     assert_eq!(flow.status(), 201);
     let flow: Value = flow.json().await?;
     let path = format!("/api/v1/flows/{}", flow["id"]);
-    let body = stack.api(Method::GET, &path).send().await?.json::<Value>().await?;
+    let body = stack
+        .api(Method::GET, &path)
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
     let contract = Contract::new(doc.clone())?;
     let check = |body: &Value, status: u16| {
         contract.check(
@@ -162,7 +190,9 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
     // An undocumented status, and a 404 whose body is not the error body.
     let e = check(&body, 418).unwrap_err().to_string();
     assert!(e.contains("418") && e.contains("does not list"), "{e}");
-    let e = check(&json!({"error": "gone"}), 404).unwrap_err().to_string();
+    let e = check(&json!({"error": "gone"}), 404)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("required"), "{e}");
 
     // Through the harness: an undocumented path or method fails the request.
@@ -173,7 +203,10 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(e.contains("not an operation of the OpenAPI document"), "{e}");
+    assert!(
+        e.contains("not an operation of the OpenAPI document"),
+        "{e}"
+    );
     let e = stack
         .api(Method::DELETE, &path)
         .send()

@@ -3,7 +3,9 @@
 //! the words the code accepts. The types themselves derive `utoipa::ToSchema` behind the
 //! same feature; the services that serve no API build core without it.
 
-use traffsure_events::{ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, RedirectMode};
+use traffsure_events::{
+    ConversionStatus, DuplicatePolicy, FlowStatus, OutboundState, RedirectMode,
+};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use crate::vocab::Vocabulary;

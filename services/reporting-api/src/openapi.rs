@@ -15,9 +15,7 @@ use traffsure_core::objects::{
 };
 use traffsure_core::ErrorBody;
 use traffsure_events::ObjectKind;
-use utoipa::openapi::path::{
-    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn,
-};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -120,7 +118,9 @@ pub async fn swagger_ui_js() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("cache-control", "public, max-age=86400"))
-        .body(include_str!("../static/vendor/swagger-ui/swagger-ui-bundle.js"))
+        .body(include_str!(
+            "../static/vendor/swagger-ui/swagger-ui-bundle.js"
+        ))
 }
 
 pub async fn swagger_ui_css() -> HttpResponse {
@@ -134,13 +134,13 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
     json_response(description, Ref::from_schema_name(ErrorBody::name()))
 }
 
-fn json_response(
-    description: &str,
-    schema: impl Into<RefOr<Schema>>,
-) -> utoipa::openapi::Response {
+fn json_response(description: &str, schema: impl Into<RefOr<Schema>>) -> utoipa::openapi::Response {
     ResponseBuilder::new()
         .description(description)
-        .content("application/json", ContentBuilder::new().schema(Some(schema)).build())
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
         .build()
 }
 
@@ -162,10 +162,7 @@ impl Modify for CommonAnswers {
                 let Some(operation) = operation.as_mut() else {
                     continue;
                 };
-                let public = operation
-                    .security
-                    .as_ref()
-                    .is_some_and(|s| s.is_empty());
+                let public = operation.security.as_ref().is_some_and(|s| s.is_empty());
                 let responses = &mut operation.responses.responses;
                 for (status, description) in COMMON_ERRORS {
                     if public && *status == "401" {
@@ -177,8 +174,10 @@ impl Modify for CommonAnswers {
                 }
                 if write && !public {
                     responses.entry("403".into()).or_insert_with(|| {
-                        error_response("A write with the session cookie but without its X-CSRF-Token")
-                            .into()
+                        error_response(
+                            "A write with the session cookie but without its X-CSRF-Token",
+                        )
+                        .into()
                     });
                 }
             }
@@ -196,7 +195,10 @@ impl Modify for OperationIds {
             let name: Vec<String> = path
                 .trim_start_matches("/api/v1/")
                 .split('/')
-                .map(|s| s.trim_matches(|c| c == '{' || c == '}').replace(['-', '.'], "_"))
+                .map(|s| {
+                    s.trim_matches(|c| c == '{' || c == '}')
+                        .replace(['-', '.'], "_")
+                })
                 .collect();
             let name = name.join("_");
             for (method, operation) in [
@@ -288,8 +290,14 @@ fn view_schema<S: ObjectSpec + ToSchema>() -> RefOr<Schema> {
             .build()
             .into(),
     );
-    add("created_at_ms", integer("Milliseconds since the Unix epoch").into());
-    add("updated_at_ms", integer("Milliseconds since the Unix epoch").into());
+    add(
+        "created_at_ms",
+        integer("Milliseconds since the Unix epoch").into(),
+    );
+    add(
+        "updated_at_ms",
+        integer("Milliseconds since the Unix epoch").into(),
+    );
     add("revision", integer("Counts the object's changes").into());
     if S::KIND == ObjectKind::AffiliateNetwork {
         add(
@@ -416,7 +424,10 @@ fn object_operations<S: ObjectSpec + ToSchema>(openapi: &mut utoipa::openapi::Op
             .response("422", invalid()),
     );
     for (verb, summary) in [
-        ("archive", "Archive: hidden from lists and not selectable; flows keep it"),
+        (
+            "archive",
+            "Archive: hidden from lists and not selectable; flows keep it",
+        ),
         ("unarchive", "Take out of the archive"),
     ] {
         paths.add_path_operation(

@@ -25,7 +25,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/auth/session", web::get().to(auth::session))
         .route("/api/v1/openapi.json", web::get().to(api::openapi))
         .route("/api/docs", web::get().to(openapi::reference_page))
-        .route("/assets/api-docs.js", web::get().to(openapi::reference_script))
+        .route(
+            "/assets/api-docs.js",
+            web::get().to(openapi::reference_script),
+        )
         .route(
             "/assets/swagger-ui/swagger-ui-bundle.js",
             web::get().to(openapi::swagger_ui_js),
