@@ -832,7 +832,11 @@ impl ApiRequest<'_> {
     }
 
     /// Sends the request, reads the whole answer and checks it against the contract.
-    pub async fn send(self) -> anyhow::Result<ApiResponse> {
+    pub async fn send(self) -> Result<ApiResponse, ApiCallError> {
+        self.send_checked().await.map_err(ApiCallError::from)
+    }
+
+    async fn send_checked(self) -> anyhow::Result<ApiResponse> {
         let request = self.inner.build()?;
         let method = request.method().clone();
         let path = request.url().path().to_string();
@@ -859,6 +863,25 @@ impl ApiRequest<'_> {
     }
 }
 
+/// Why a call through `Stack::api` failed: the request itself, the answer's check against
+/// the OpenAPI document, or reading the answer as what the test expects.
+#[derive(Debug)]
+pub struct ApiCallError(String);
+
+impl From<anyhow::Error> for ApiCallError {
+    fn from(error: anyhow::Error) -> Self {
+        Self(format!("{error:#}"))
+    }
+}
+
+impl std::fmt::Display for ApiCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ApiCallError {}
+
 /// An answer of the reporting API, read whole and checked against the OpenAPI document.
 pub struct ApiResponse {
     status: reqwest::StatusCode,
@@ -875,21 +898,21 @@ impl ApiResponse {
         &self.headers
     }
 
-    pub async fn text(self) -> anyhow::Result<String> {
-        Ok(String::from_utf8(self.body)?)
+    pub async fn text(self) -> Result<String, ApiCallError> {
+        String::from_utf8(self.body).map_err(|e| ApiCallError(e.to_string()))
     }
 
-    pub async fn bytes(self) -> anyhow::Result<Vec<u8>> {
+    pub async fn bytes(self) -> Result<Vec<u8>, ApiCallError> {
         Ok(self.body)
     }
 
-    pub async fn json<T: serde::de::DeserializeOwned>(self) -> anyhow::Result<T> {
-        serde_json::from_slice(&self.body).with_context(|| {
-            format!(
-                "an answer {} that is not the JSON expected: {}",
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiCallError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiCallError(format!(
+                "an answer {} that is not the JSON expected ({e}): {}",
                 self.status,
                 String::from_utf8_lossy(&self.body)
-            )
+            ))
         })
     }
 }

@@ -12,6 +12,14 @@ use traffsure_tests::browser::run_script;
 use traffsure_tests::openapi::Contract;
 use traffsure_tests::{Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME};
 
+/// The error of a check that must fail.
+fn refused(result: anyhow::Result<()>) -> String {
+    match result {
+        Ok(()) => panic!("the check passed"),
+        Err(e) => e.to_string(),
+    }
+}
+
 async fn document(stack: &Stack) -> anyhow::Result<Value> {
     // Public: no credentials.
     let response = reqwest::get(stack.url("reporting-api", "/api/v1/openapi.json")).await?;
@@ -169,30 +177,28 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
     // The same body altered: each change is caught, naming what broke.
     let mut missing = body.clone();
     missing.as_object_mut().map(|m| m.remove("tracking_link"));
-    let e = check(&missing, 200).unwrap_err().to_string();
+    let e = refused(check(&missing, 200));
     assert!(e.contains("tracking_link") && e.contains("required"), "{e}");
     let mut extra = body.clone();
     extra["surprise"] = json!(1);
-    let e = check(&extra, 200).unwrap_err().to_string();
+    let e = refused(check(&extra, 200));
     assert!(e.contains("surprise"), "{e}");
     let mut wrong_type = body.clone();
     wrong_type["revision"] = json!("one");
-    let e = check(&wrong_type, 200).unwrap_err().to_string();
+    let e = refused(check(&wrong_type, 200));
     assert!(e.contains("revision") || e.contains("\"one\""), "{e}");
     let mut bad_word = body.clone();
     bad_word["status"] = json!("sleeping");
-    let e = check(&bad_word, 200).unwrap_err().to_string();
+    let e = refused(check(&bad_word, 200));
     assert!(e.contains("sleeping"), "{e}");
     let mut nested = body.clone();
     nested["goals"][0]["payout"] = json!(2.5);
-    let e = check(&nested, 200).unwrap_err().to_string();
+    let e = refused(check(&nested, 200));
     assert!(e.contains("/goals/0/payout"), "{e}");
     // An undocumented status, and a 404 whose body is not the error body.
-    let e = check(&body, 418).unwrap_err().to_string();
+    let e = refused(check(&body, 418));
     assert!(e.contains("418") && e.contains("does not list"), "{e}");
-    let e = check(&json!({"error": "gone"}), 404)
-        .unwrap_err()
-        .to_string();
+    let e = refused(check(&json!({"error": "gone"}), 404));
     assert!(e.contains("required"), "{e}");
 
     // Through the harness: an undocumented path or method fails the request.
