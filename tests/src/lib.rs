@@ -644,23 +644,36 @@ impl Stack {
             .cloned()
     }
 
-    /// Checks an answer of the reporting API read without `api` (with a session cookie,
-    /// say) against the OpenAPI document, as `api` does.
-    pub async fn check_api_answer(
+    /// Reads an answer of the reporting API that a test got without `api` (with a session
+    /// cookie, say) and checks it against the OpenAPI document, as `api` does.
+    pub async fn checked(
         &self,
-        method: &reqwest::Method,
-        path: &str,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-    ) -> anyhow::Result<()> {
-        self.api_contract("reporting-api").await?.check(
-            method.as_str(),
-            path,
-            status,
-            content_type,
-            body,
-        )
+        method: reqwest::Method,
+        response: reqwest::Response,
+    ) -> Result<ApiResponse, ApiCallError> {
+        let check = async {
+            let path = response.url().path().to_string();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?.to_vec();
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            self.api_contract("reporting-api").await?.check(
+                method.as_str(),
+                &path,
+                status.as_u16(),
+                content_type,
+                &body,
+            )?;
+            Ok::<_, anyhow::Error>(ApiResponse {
+                status,
+                headers,
+                body,
+            })
+        };
+        Ok(check.await?)
     }
 
     /// Sends a request to the reporting API and returns its status and JSON body.

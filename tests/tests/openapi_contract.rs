@@ -222,6 +222,51 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
         .unwrap_or_default();
     assert!(e.contains("DELETE"), "{e}");
 
+    // A session's answers, read with the cookie, are checked the same way.
+    let browser = reqwest::Client::new();
+    let login = browser
+        .post(stack.url("reporting-api", "/api/v1/auth/login"))
+        .json(&json!({"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}))
+        .send()
+        .await?;
+    let cookie = login.headers()["set-cookie"].to_str()?.to_string();
+    let cookie = cookie.split(';').next().unwrap_or_default().to_string();
+    let login = stack.checked(Method::POST, login).await?;
+    assert_eq!(login.status(), 200);
+    let csrf = login.json::<Value>().await?["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let session = browser
+        .get(stack.url("reporting-api", "/api/v1/auth/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await?;
+    let session: Value = stack.checked(Method::GET, session).await?.json().await?;
+    assert_eq!(session["username"], ADMIN_USERNAME);
+    let forged = browser
+        .post(stack.url("reporting-api", "/api/v1/flows"))
+        .header("cookie", &cookie)
+        .json(&json!({"name": "x", "destination_url": "https://offer.test/"}))
+        .send()
+        .await?;
+    assert_eq!(stack.checked(Method::POST, forged).await?.status(), 403);
+    let out = browser
+        .post(stack.url("reporting-api", "/api/v1/auth/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await?;
+    assert_eq!(stack.checked(Method::POST, out).await?.status(), 200);
+    // An API key's session has no user.
+    let key: Value = stack
+        .api(Method::GET, "/api/v1/auth/session")
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(key, json!({"username": null, "api_key": true}));
+
     // Errors: one body everywhere, a JSON 404 for an unknown API path too.
     let unknown = reqwest::Client::new()
         .get(stack.url("reporting-api", "/api/v1/no-such-thing"))
