@@ -174,7 +174,9 @@ pub struct OutboundFilters {
 pub struct ReportParams {
     /// Comma-separated dimensions (up to four), from: day, hour, flow, traffic_source,
     /// offer, lander, network, country, source, sub_id, sub1…sub10, goal, device, os,
-    /// browser, asn, as_org, datacenter, rate_exceeded (default day)
+    /// browser, browser_family, browser_major, browser_minor, os_family, os_major,
+    /// os_minor, device_family, device_brand, device_model, bot_reason, asn, as_org,
+    /// datacenter, rate_exceeded (default day)
     group_by: Option<String>,
     /// Start date or time in `timezone` (default: 7 days ago)
     from: Option<String>,
