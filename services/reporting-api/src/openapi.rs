@@ -145,7 +145,7 @@ fn json_response(description: &str, schema: impl Into<RefOr<Schema>>) -> utoipa:
 }
 
 /// Adds the answers every operation shares (`COMMON_ERRORS`, and 403 on writes) where the
-/// operation does not state them; public operations (`security: []`) get no 401.
+/// operation does not state them; public operations (`security(())`) get no 401.
 struct CommonAnswers;
 
 impl Modify for CommonAnswers {
@@ -162,7 +162,12 @@ impl Modify for CommonAnswers {
                 let Some(operation) = operation.as_mut() else {
                     continue;
                 };
-                let public = operation.security.as_ref().is_some_and(|s| s.is_empty());
+                // `security(())`: an empty requirement, no credentials needed.
+                let public = operation.security.as_ref().is_some_and(|requirements| {
+                    requirements
+                        .iter()
+                        .any(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
                 let responses = &mut operation.responses.responses;
                 for (status, description) in COMMON_ERRORS {
                     if public && *status == "401" {
@@ -485,6 +490,28 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 30, "only {checked} routes found in routes.rs");
+    }
+
+    /// Login and this document need no credentials: no 401 for them, every other
+    /// operation has one.
+    #[test]
+    fn only_public_operations_lack_the_401() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let public = path == "/api/v1/openapi.json";
+                assert_eq!(
+                    operation["responses"].get("401").is_none(),
+                    public,
+                    "{method} {path}"
+                );
+            }
+        }
+        assert!(doc["paths"]["/api/v1/auth/login"]["post"]["security"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == &serde_json::json!({})));
     }
 
     /// Every operation answers JSON errors with the one error body, and every `$ref`
