@@ -276,6 +276,18 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
     assert_eq!(unknown.status(), 404);
     let body: traffsure_core::ErrorBody = unknown.json().await?;
     assert_eq!((body.status, body.code.as_str()), (404, "not_found"));
+    // A method a route does not take: 405, with the error body too.
+    let wrong_method = reqwest::Client::new()
+        .delete(stack.url("reporting-api", &path))
+        .bearer_auth(traffsure_tests::API_KEY)
+        .send()
+        .await?;
+    assert_eq!(wrong_method.status(), 405);
+    let body: traffsure_core::ErrorBody = wrong_method.json().await?;
+    assert_eq!(
+        (body.status, body.code.as_str()),
+        (405, "method_not_allowed")
+    );
     let refused = stack
         .api(Method::GET, "/api/v1/clicks?nope=1")
         .send()
