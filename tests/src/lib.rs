@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,6 +17,7 @@ use tokio::process::{Child, Command};
 pub mod browser;
 pub mod chdb;
 pub mod kafka_topic;
+pub mod openapi;
 pub mod private_clickhouse;
 pub mod private_kafka;
 pub mod produce;
@@ -601,21 +603,77 @@ impl Stack {
     }
 
     /// A request to the reporting API (`path` starts with `/api/v1`), with whatever
-    /// credentials the test stack uses.
-    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    /// credentials the test stack uses. Its answer is checked against the OpenAPI
+    /// document (`openapi::Contract`): an undocumented path or status, or a JSON body
+    /// that breaks its schema, is an error of `send`.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> ApiRequest<'_> {
         self.api_at("reporting-api", method, path)
     }
 
     /// A request to one instance of the reporting API (such as `reporting-api#2`).
-    pub fn api_at(
+    pub fn api_at(&self, instance: &str, method: reqwest::Method, path: &str) -> ApiRequest<'_> {
+        ApiRequest {
+            stack: self,
+            instance: instance.to_string(),
+            inner: self
+                .http
+                .request(method, self.url(instance, path))
+                .bearer_auth(API_KEY),
+        }
+    }
+
+    /// The OpenAPI contract the reporting API serves, fetched once per test process.
+    pub async fn api_contract(&self, instance: &str) -> anyhow::Result<Arc<openapi::Contract>> {
+        static CONTRACT: tokio::sync::OnceCell<Arc<openapi::Contract>> =
+            tokio::sync::OnceCell::const_new();
+        CONTRACT
+            .get_or_try_init(|| async {
+                let url = self.url(instance, "/api/v1/openapi.json");
+                let document: serde_json::Value = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await
+                    .with_context(|| format!("reading {url}"))?;
+                Ok::<_, anyhow::Error>(Arc::new(openapi::Contract::new(document)?))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Reads an answer of the reporting API that a test got without `api` (with a session
+    /// cookie, say) and checks it against the OpenAPI document, as `api` does.
+    pub async fn checked(
         &self,
-        instance: &str,
         method: reqwest::Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, self.url(instance, path))
-            .bearer_auth(API_KEY)
+        response: reqwest::Response,
+    ) -> Result<ApiResponse, ApiCallError> {
+        let check = async {
+            let path = response.url().path().to_string();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?.to_vec();
+            let content_type = headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            self.api_contract("reporting-api").await?.check(
+                method.as_str(),
+                &path,
+                status.as_u16(),
+                content_type,
+                &body,
+            )?;
+            Ok::<_, anyhow::Error>(ApiResponse {
+                status,
+                headers,
+                body,
+            })
+        };
+        Ok(check.await?)
     }
 
     /// Sends a request to the reporting API and returns its status and JSON body.
@@ -754,5 +812,120 @@ where
             bail!("condition not met within {timeout:?}; last error: {last_error:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A request to the reporting API (`Stack::api`): a `reqwest::RequestBuilder` whose answer
+/// is checked against the OpenAPI document when it arrives.
+pub struct ApiRequest<'a> {
+    stack: &'a Stack,
+    instance: String,
+    inner: reqwest::RequestBuilder,
+}
+
+impl ApiRequest<'_> {
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Self {
+        self.inner = self.inner.json(body);
+        self
+    }
+
+    pub fn query<T: serde::Serialize + ?Sized>(mut self, query: &T) -> Self {
+        self.inner = self.inner.query(query);
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.inner = self.inner.header(name, value);
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.inner = self.inner.body(body);
+        self
+    }
+
+    /// Sends the request, reads the whole answer and checks it against the contract.
+    pub async fn send(self) -> Result<ApiResponse, ApiCallError> {
+        self.send_checked().await.map_err(ApiCallError::from)
+    }
+
+    async fn send_checked(self) -> anyhow::Result<ApiResponse> {
+        let request = self.inner.build()?;
+        let method = request.method().clone();
+        let path = request.url().path().to_string();
+        let response = self.stack.http.execute(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        self.stack.api_contract(&self.instance).await?.check(
+            method.as_str(),
+            &path,
+            status.as_u16(),
+            content_type,
+            &body,
+        )?;
+        Ok(ApiResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Why a call through `Stack::api` failed: the request itself, the answer's check against
+/// the OpenAPI document, or reading the answer as what the test expects.
+#[derive(Debug)]
+pub struct ApiCallError(String);
+
+impl From<anyhow::Error> for ApiCallError {
+    fn from(error: anyhow::Error) -> Self {
+        Self(format!("{error:#}"))
+    }
+}
+
+impl std::fmt::Display for ApiCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ApiCallError {}
+
+/// An answer of the reporting API, read whole and checked against the OpenAPI document.
+pub struct ApiResponse {
+    status: reqwest::StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn status(&self) -> reqwest::StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        &self.headers
+    }
+
+    pub async fn text(self) -> Result<String, ApiCallError> {
+        String::from_utf8(self.body).map_err(|e| ApiCallError(e.to_string()))
+    }
+
+    pub async fn bytes(self) -> Result<Vec<u8>, ApiCallError> {
+        Ok(self.body)
+    }
+
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiCallError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiCallError(format!(
+                "an answer {} that is not the JSON expected ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            ))
+        })
     }
 }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An error answer's body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The HTTP status code, repeated for clients that only keep the body.

@@ -17,6 +17,8 @@ pub mod flow;
 pub mod macros;
 pub mod money;
 pub mod objects;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod postback_params;
 pub mod routing;
 pub mod status;

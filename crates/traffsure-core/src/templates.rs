@@ -67,6 +67,7 @@ pub enum TemplateError {
 }
 
 /// A page of the vendor's documentation a template is built from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DocLink {
@@ -77,6 +78,7 @@ pub struct DocLink {
 }
 
 /// The kind of traffic a source sells.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceCategory {
@@ -92,6 +94,7 @@ pub enum SourceCategory {
 }
 
 /// How a source bills, where its documentation says.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CostModel {
@@ -102,6 +105,7 @@ pub enum CostModel {
 }
 
 /// The tracking software a network runs on; `own` for in-house platforms.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
@@ -116,6 +120,7 @@ pub enum Platform {
 }
 
 /// A fixed part of a vendor's postback URL the buyer fills once, written `{{name}}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Placeholder {
@@ -125,6 +130,7 @@ pub struct Placeholder {
 
 /// A traffic source: which tracking-link parameters it fills with which of its macros, and
 /// the postback that reports conversions of its traffic back to it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSourceTemplate {
@@ -137,6 +143,7 @@ pub struct TrafficSourceTemplate {
     pub docs: Vec<DocLink>,
     /// TraffSure's tracking-link parameter → the source's macro, in link order.
     #[serde(with = "ordered_pairs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub parameters: Vec<(String, String)>,
     /// `None` where the vendor takes conversions another way or the URL is per account
     /// (`notes` say which).
@@ -151,6 +158,7 @@ pub struct TrafficSourceTemplate {
 
 /// An affiliate network: where its offer links take TraffSure's click hash, and the postback
 /// URL to paste into it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AffiliateNetworkTemplate {

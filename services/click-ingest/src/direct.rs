@@ -297,12 +297,11 @@ fn refusal(status: u16, code: &str, field: Option<&str>, message: String) -> Htt
     if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
         builder.insert_header((header::RETRY_AFTER, "1"));
     }
-    builder.json(serde_json::json!({
-        "status": status.as_u16(),
-        "code": code,
-        "field": field,
-        "message": message,
-    }))
+    let mut body = traffsure_core::ErrorBody::new(status.as_u16(), code, message);
+    if let Some(field) = field {
+        body = body.with_field(field);
+    }
+    builder.json(body)
 }
 
 #[cfg(test)]

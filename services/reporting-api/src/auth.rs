@@ -280,6 +280,11 @@ fn is_public(path: &str) -> bool {
             | "/login"
             | "/api/v1/auth/login"
             | "/api/v1/openapi.json"
+            // The API reference: the document is public, and "Try it out" authenticates.
+            | "/api/docs"
+            | "/assets/api-docs.js"
+            | "/assets/swagger-ui/swagger-ui-bundle.js"
+            | "/assets/swagger-ui/swagger-ui.css"
             | "/assets/app.css"
     )
 }
@@ -346,7 +351,7 @@ fn percent_encode_component(s: &str) -> String {
         .collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     username: String,
@@ -437,6 +442,17 @@ fn cross_origin(req: &HttpRequest) -> bool {
         .unwrap_or(true)
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    summary = "Admin login: sets the session cookie and returns the CSRF token",
+    security(()),
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in", body = crate::openapi::bodies::Session),
+        (status = 401, description = "Wrong username or password", body = traffsure_core::ErrorBody),
+        (status = 403, description = "Login from another origin", body = traffsure_core::ErrorBody),
+        (status = 422, description = "Not a JSON body of username and password", body = traffsure_core::ErrorBody),
+        (status = 429, description = "Too many failed logins: try again after Retry-After seconds", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn login(
     req: HttpRequest,
     auth: web::Data<Auth>,
@@ -511,6 +527,9 @@ pub async fn login(
 }
 
 /// Ends the session on every replica (a cookie that no longer verifies has nothing to end).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    summary = "End the session",
+    responses((status = 200, description = "Logged out", body = crate::openapi::bodies::LoggedOut)))]
 pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
     if let Some(claims) = req
         .cookie(SESSION_COOKIE)
@@ -527,6 +546,9 @@ pub async fn logout(req: HttpRequest, auth: web::Data<Auth>) -> Result<HttpRespo
 }
 
 /// The current login and its CSRF token, for the panel's scripts.
+#[utoipa::path(get, path = "/api/v1/auth/session", tag = "auth",
+    summary = "The current login and its CSRF token",
+    responses((status = 200, description = "The login", body = crate::openapi::bodies::Session)))]
 pub async fn session(req: HttpRequest) -> HttpResponse {
     match req.extensions().get::<Principal>() {
         Some(

@@ -118,6 +118,53 @@ pub fn path_error(
     ApiError::NotFound(format!("no such resource: {error}")).into()
 }
 
+/// What no route answers, with the error body: a path with no route (404), or a method
+/// the path's routes do not take (405).
+pub async fn unknown_route(req: actix_web::HttpRequest) -> HttpResponse {
+    if req.match_pattern().is_some() {
+        let message = format!("{} is not a method of {}", req.method(), req.path());
+        let body = ErrorBody::new(405, "method_not_allowed", message);
+        return HttpResponse::MethodNotAllowed().json(body);
+    }
+    ApiError::NotFound(format!("no such route: {} {}", req.method(), req.path())).error_response()
+}
+
+/// The middleware that gives every error answer under `/api/` the error body, where
+/// actix-web answers one itself without it (a body over a route's size limit, 413).
+pub async fn api_error_bodies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let api = req.path().starts_with("/api/");
+    let response = next.call(req).await?;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || json || !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response.map_into_left_body());
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        _ if status.is_server_error() => "internal",
+        _ => "refused",
+    };
+    let message = status
+        .canonical_reason()
+        .unwrap_or("refused")
+        .to_ascii_lowercase();
+    let body = ErrorBody::new(status.as_u16(), code, message);
+    let (request, _) = response.into_parts();
+    let answer = HttpResponse::build(status).json(body);
+    Ok(actix_web::dev::ServiceResponse::new(request, answer).map_into_right_body())
+}
+
 pub fn query_error(
     error: actix_web::error::QueryPayloadError,
     _: &actix_web::HttpRequest,

@@ -11,6 +11,7 @@ mod error;
 mod filters;
 mod login_limit;
 mod object_names;
+mod openapi;
 mod panel;
 mod routes;
 mod session;
@@ -170,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::require_auth))
+            .wrap(actix_web::middleware::from_fn(error::api_error_bodies))
             .wrap(actix_web::middleware::from_fn(
                 traffsure_telemetry::http_metrics,
             ))

@@ -8,9 +8,10 @@ use traffsure_core::objects::{
     AffiliateNetworkSpec, LanderSpec, ObjectSpec, OfferSpec, TrafficSourceSpec,
 };
 
-use crate::{api, auth, panel};
+use crate::{api, auth, openapi, panel};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(crate::error::unknown_route));
     for page in panel::PAGES {
         cfg.route(page, web::get().to(panel::shell));
     }
@@ -41,6 +42,19 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/v1/auth/logout", web::post().to(auth::logout))
         .route("/api/v1/auth/session", web::get().to(auth::session))
         .route("/api/v1/openapi.json", web::get().to(api::openapi))
+        .route("/api/docs", web::get().to(openapi::reference_page))
+        .route(
+            "/assets/api-docs.js",
+            web::get().to(openapi::reference_script),
+        )
+        .route(
+            "/assets/swagger-ui/swagger-ui-bundle.js",
+            web::get().to(openapi::swagger_ui_js),
+        )
+        .route(
+            "/assets/swagger-ui/swagger-ui.css",
+            web::get().to(openapi::swagger_ui_css),
+        )
         .route(
             "/api/v1/dashboard",
             web::get().to(api::dashboard::dashboard),
@@ -187,28 +201,4 @@ fn objects<S: ObjectSpec>(
         .route(one, web::put().to(api::objects::update::<S>))
         .route(archive, web::post().to(api::objects::archive::<S>))
         .route(unarchive, web::post().to(api::objects::unarchive::<S>));
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    /// Every `/api/v1` route registered in this file is in the OpenAPI document.
-    #[test]
-    fn openapi_documents_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
-        let paths = doc["paths"].as_object().unwrap();
-        let source = include_str!("routes.rs");
-        let routes: Vec<&str> = source
-            .split("\"/api/v1")
-            .skip(1)
-            .map(|rest| &rest[..rest.find('"').unwrap()])
-            // Only route literals, not this test's own strings.
-            .filter(|r| r.starts_with('/') && *r != "/{route}")
-            .collect();
-        assert!(routes.len() >= 14, "{routes:?}");
-        for route in routes {
-            let path = ["/api/v1", route].concat();
-            assert!(paths.contains_key(&path), "{path} is not in openapi.json");
-        }
-    }
 }

@@ -11,6 +11,7 @@ use traffsure_events::ConversionStatus;
 use crate::vocab::Vocabulary;
 
 /// A flow as submitted to `POST /api/v1/flows` or `PUT /api/v1/flows/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowSpec {
@@ -18,11 +19,13 @@ pub struct FlowSpec {
     #[serde(default)]
     pub slug: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::flow_status))]
     pub status: Option<String>,
     /// Required unless the flow has a `path`.
     #[serde(default)]
     pub destination_url: String,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::redirect_mode))]
     pub redirect_mode: Option<String>,
     #[serde(default)]
     pub default_goal: Option<String>,
@@ -74,6 +77,7 @@ pub struct FlowSpec {
 
 /// A funnel by object ids and weights: to one of the landers, then to one of the offers;
 /// with no landers, straight to one of the offers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathSpec {
@@ -82,6 +86,7 @@ pub struct PathSpec {
     pub offers: Vec<PathOfferSpec>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathLanderSpec {
@@ -91,6 +96,7 @@ pub struct PathLanderSpec {
     pub weight: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathOfferSpec {
@@ -100,6 +106,7 @@ pub struct PathOfferSpec {
     pub weight: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
@@ -113,6 +120,7 @@ fn one() -> u32 {
     1
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
@@ -133,6 +141,7 @@ pub struct RuleSpec {
     pub path: Option<PathSpec>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionSpec {
@@ -148,6 +157,7 @@ fn op_in() -> String {
     "in".into()
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostbackSecuritySpec {
@@ -161,6 +171,7 @@ pub struct PostbackSecuritySpec {
     pub allowed_ips: Vec<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundSpec {
@@ -202,6 +213,7 @@ fn conversion() -> String {
     "conversion".into()
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderSpec {
@@ -226,6 +238,7 @@ fn yes() -> bool {
     true
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoalSpec {
@@ -238,6 +251,7 @@ pub struct GoalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duplicate_policy))]
     pub duplicate_policy: Option<String>,
     /// What the affiliate is paid for a conversion of this goal, decimal text or number;
     /// absent = the conversion's revenue (docs/caps.md).

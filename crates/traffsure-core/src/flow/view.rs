@@ -16,13 +16,16 @@ use crate::money::format_micros;
 use crate::vocab::Vocabulary;
 
 /// The JSON form of a stored flow, as the API returns it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct FlowView {
     pub id: u32,
     pub slug: String,
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::flow_status))]
     pub status: String,
     pub destination_url: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::redirect_mode))]
     pub redirect_mode: String,
     pub default_goal: String,
     pub goals: Vec<GoalView>,
@@ -61,12 +64,14 @@ pub struct FlowView {
     pub effective_cost_model: Option<crate::cost::CostModelSpec>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct GoalView {
     pub key: String,
     pub name: String,
     pub payout: String,
     pub currency: String,
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duplicate_policy))]
     pub duplicate_policy: String,
     /// The affiliate's payout; `null` = the conversion's revenue.
     #[serde(default, skip_serializing_if = "Option::is_none")]

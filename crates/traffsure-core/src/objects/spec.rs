@@ -27,12 +27,14 @@ const MAX_PARAMETERS: usize = 20;
 
 /// A traffic source: which tracking-link parameters it fills with which of its own macros,
 /// and the postback that reports conversions of its traffic back to it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSourceSpec {
     pub name: String,
     /// Tracking-link parameter → the source's macro (`"sub1": "{zoneid}"`), in link order.
     #[serde(default, with = "ordered_pairs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub parameters: Vec<(String, String)>,
     /// The source's postback URL: TraffSure's outbound macros (`{external_id}`,
     /// `{payout}`) and `{{name}}` placeholders filled from `placeholders`; none = no
@@ -68,6 +70,7 @@ fn approved() -> String {
 
 /// An affiliate network: where its offer links take TraffSure's click hash, and what its
 /// conversion statuses mean.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AffiliateNetworkSpec {
@@ -87,6 +90,7 @@ pub struct AffiliateNetworkSpec {
 }
 
 /// An offer: the advertiser's URL, its network and its payout.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferSpec {
@@ -129,6 +133,7 @@ fn usd() -> String {
 }
 
 /// A lander: a page in front of the offers, linking to them through `/lp/click`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LanderSpec {

@@ -98,6 +98,13 @@ const COLUMNS: &[&str] = &[
 /// `timezone`), bots, kind (one or more, comma-separated), the visitor columns
 /// (`AGENT_FILTERS`), subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
+#[utoipa::path(get, path = "/api/v1/clicks", tag = "logs",
+    summary = "Clicks, newest first",
+    params(crate::openapi::bodies::ClickFilters, crate::openapi::bodies::AgentFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", body = crate::openapi::bodies::ClickPage),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,

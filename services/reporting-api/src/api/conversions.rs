@@ -118,6 +118,13 @@ const COLUMNS: &[&str] = &[
 /// status (one or more, comma-separated), click_missing, over_cap, from, to, the click's country,
 /// source, sub_id, subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
+#[utoipa::path(get, path = "/api/v1/conversions", tag = "logs",
+    summary = "Conversions in their current state, newest first",
+    params(crate::openapi::bodies::ConversionFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", body = crate::openapi::bodies::ConversionPage),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,

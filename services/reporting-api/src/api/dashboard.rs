@@ -89,6 +89,9 @@ struct HourPoint {
 
 /// Today's four figures and today against yesterday by hour, in `timezone` (UTC by
 /// default), from the rollups.
+#[utoipa::path(get, path = "/api/v1/dashboard", tag = "reports",
+    summary = "Today's figures and today against yesterday by hour",
+    responses((status = 200, description = "The dashboard", body = crate::openapi::bodies::Dashboard)))]
 pub async fn dashboard(
     state: web::Data<AppState>,
     query: Query,

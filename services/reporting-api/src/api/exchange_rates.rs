@@ -35,7 +35,7 @@ struct RateRow {
 }
 
 /// One day's rates against one base: `{"day", "base", "rates": {"USD": 1.0841}}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DayRates {
     day: String,
@@ -44,6 +44,13 @@ pub struct DayRates {
 }
 
 /// Rates stored, newest day first: filters from, to (days), base, currency, limit.
+#[utoipa::path(get, path = "/api/v1/exchange-rates", tag = "exchange rates",
+    summary = "Exchange rates stored, newest day first",
+    params(crate::openapi::bodies::RateFilters),
+    responses(
+        (status = 200, description = "The rates", body = crate::openapi::bodies::ExchangeRates),
+        (status = 422, description = "Invalid parameter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let params = Params::new(
         query.into_inner(),
@@ -90,6 +97,13 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
 }
 
 /// Stores one day's rates against one base.
+#[utoipa::path(put, path = "/api/v1/exchange-rates", tag = "exchange rates",
+    summary = "Store one day's rates against one base (a rate written again replaces the older one)",
+    request_body = DayRates,
+    responses(
+        (status = 200, description = "Stored", body = crate::openapi::bodies::RatesStored),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn put(
     state: web::Data<AppState>,
     body: web::Json<DayRates>,
@@ -145,6 +159,13 @@ async fn day_rates(client: &Client, day: &str, base: &str) -> Result<serde_json:
 }
 
 /// Imports a rates file in the ECB layout (`Date,USD,JPY,...`, base EUR).
+#[utoipa::path(post, path = "/api/v1/exchange-rates/import", tag = "exchange rates",
+    summary = "Import a daily rates file in the ECB layout (Date,USD,JPY,… with base EUR)",
+    request_body(content = String, content_type = "text/csv"),
+    responses(
+        (status = 200, description = "Imported", body = crate::openapi::bodies::RatesImported),
+        (status = 422, description = "Not a rates file (field body)", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn import(
     state: web::Data<AppState>,
     body: web::Bytes,

@@ -18,8 +18,8 @@ use crate::state::AppState;
 use crate::users::{FlowScope, Principal};
 
 /// A flow with the links a user copies from the flow editor.
-#[derive(Serialize)]
-struct FlowWithLinks {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FlowWithLinks {
     #[serde(flatten)]
     flow: FlowView,
     tracking_link: String,
@@ -116,6 +116,9 @@ pub(crate) async fn save(state: &AppState, flow: Flow) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/api/v1/flows", tag = "flows",
+    summary = "Every flow",
+    responses((status = 200, description = "The flows", body = crate::openapi::bodies::FlowList)))]
 pub async fn list(state: web::Data<AppState>, scope: FlowScope) -> HttpResponse {
     let flows: Vec<_> = state
         .registry
@@ -127,6 +130,13 @@ pub async fn list(state: web::Data<AppState>, scope: FlowScope) -> HttpResponse 
     HttpResponse::Ok().json(serde_json::json!({ "flows": flows }))
 }
 
+#[utoipa::path(get, path = "/api/v1/flows/{id}", tag = "flows",
+    summary = "One flow",
+    params(("id" = String, Path, description = "Flow id or slug")),
+    responses(
+        (status = 200, description = "The flow", body = FlowWithLinks),
+        (status = 404, description = "No such flow", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -135,6 +145,15 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(with_links(&state, find(&state, &id, &scope)?.as_ref())))
 }
 
+#[utoipa::path(post, path = "/api/v1/flows", tag = "flows",
+    summary = "Create a flow",
+    request_body = FlowSpec,
+    responses(
+        (status = 201, description = "Created", body = FlowWithLinks),
+        (status = 404, description = "A stored object it names does not exist", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The slug is another flow's", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn create(
     state: web::Data<AppState>,
     spec: web::Json<FlowSpec>,
@@ -164,6 +183,16 @@ pub async fn create(
     Ok(HttpResponse::Created().json(with_links(&state, &flow)))
 }
 
+#[utoipa::path(put, path = "/api/v1/flows/{id}", tag = "flows",
+    summary = "Change a flow (the whole spec)",
+    params(("id" = String, Path, description = "Flow id or slug")),
+    request_body = FlowSpec,
+    responses(
+        (status = 200, description = "Changed", body = FlowWithLinks),
+        (status = 404, description = "No such flow, or a stored object it names does not exist", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The slug is another flow's", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn update(
     state: web::Data<AppState>,
     id: web::Path<String>,

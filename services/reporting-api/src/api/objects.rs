@@ -291,6 +291,9 @@ fn catalogue() -> Result<&'static templates::Catalogue, ApiError> {
     templates::catalogue().map_err(|e| ApiError::Internal(format!("templates catalogue: {e}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/templates/traffic-sources", tag = "objects",
+    summary = "The catalogue's traffic source templates",
+    responses((status = 200, description = "The templates", body = crate::openapi::bodies::SourceTemplates)))]
 pub async fn source_templates() -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(HashMap::from([(
         "templates",
@@ -298,6 +301,9 @@ pub async fn source_templates() -> Result<HttpResponse, ApiError> {
     )])))
 }
 
+#[utoipa::path(get, path = "/api/v1/templates/affiliate-networks", tag = "objects",
+    summary = "The catalogue's affiliate network templates",
+    responses((status = 200, description = "The templates", body = crate::openapi::bodies::NetworkTemplates)))]
 pub async fn network_templates() -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(HashMap::from([(
         "templates",
@@ -306,7 +312,7 @@ pub async fn network_templates() -> Result<HttpResponse, ApiError> {
 }
 
 /// `POST …/from-template`: which template, and what the buyer adds to it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FromTemplate {
     template: String,
@@ -334,6 +340,13 @@ fn unknown_template(id: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(post, path = "/api/v1/traffic-sources/from-template", tag = "objects",
+    summary = "Create a traffic source from a template of the catalogue",
+    request_body = FromTemplate,
+    responses(
+        (status = 201, description = "Created"),
+        (status = 422, description = "Unknown template or a field not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn source_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,
@@ -358,6 +371,13 @@ pub async fn source_from_template(
     created::<TrafficSourceSpec>(&state, &object, &who).await
 }
 
+#[utoipa::path(post, path = "/api/v1/affiliate-networks/from-template", tag = "objects",
+    summary = "Create an affiliate network from a template of the catalogue",
+    request_body = FromTemplate,
+    responses(
+        (status = 201, description = "Created"),
+        (status = 422, description = "Unknown template or a field not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn network_from_template(
     state: web::Data<AppState>,
     body: web::Json<FromTemplate>,

@@ -86,6 +86,16 @@ const COLUMNS: &[&str] = &[
 /// conversion_id (`conversion` is its older name), outbound_id, traffic_source_id, offer_id,
 /// goal, status, payout / revenue (exact amount), currency, reason, http_status, error and
 /// url (parts of them), integration, postback_type, state, from, to.
+#[utoipa::path(get, path = "/api/v1/outbound-postbacks", tag = "logs",
+    summary = "Outbound postback attempts, newest first; JSON or CSV",
+    params(crate::openapi::bodies::OutboundFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", content(
+            (crate::openapi::bodies::OutboundPage = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,
@@ -321,7 +331,8 @@ pub async fn list(
     Ok(page_json(items, size, next))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// A replay: one conversion's outbound postbacks, or one of them.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     conversion_id: String,
@@ -330,6 +341,15 @@ pub struct Replay {
 }
 
 /// Forwards a manual replay to the postback dispatcher.
+#[utoipa::path(post, path = "/api/v1/outbound-postbacks/replay", tag = "logs",
+    summary = "Replay a conversion's outbound postbacks through the postback dispatcher",
+    request_body = Replay,
+    responses(
+        (status = 200, description = "The dispatcher's answer", body = crate::openapi::bodies::Replayed),
+        (status = 404, description = "No such conversion", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+        (status = 503, description = "The dispatcher is not configured (dispatcher_url) or unreachable", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn replay(
     state: web::Data<AppState>,
     body: web::Json<Replay>,
@@ -376,6 +396,17 @@ pub async fn replay(
 /// Fires one outbound postback of a flow once (`POST
 /// /api/v1/flows/{flow}/outbound-postbacks/{id}/test`) through the dispatcher, for a
 /// made-up approved conversion, and answers what the receiver said.
+#[utoipa::path(post, path = "/api/v1/flows/{flow}/outbound-postbacks/{id}/test", tag = "flows",
+    summary = "Send one outbound postback of a flow once, for a made-up approved conversion, and answer the receiver's answer",
+    params(
+        ("flow" = String, Path, description = "Flow id or slug"),
+        ("id" = String, Path, description = "Outbound postback id"),
+    ),
+    responses(
+        (status = 200, description = "What was sent and answered", body = crate::openapi::bodies::TestSend),
+        (status = 404, description = "No such flow or outbound postback", body = traffsure_core::ErrorBody),
+        (status = 503, description = "The dispatcher is not configured (dispatcher_url) or unreachable", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn send_test(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -405,6 +436,9 @@ pub async fn send_test(
 
 /// Ready outbound postbacks to start from: `crm`, a JSON push of every macro to a CRM's
 /// API with a secret `Authorization` header.
+#[utoipa::path(get, path = "/api/v1/outbound-postbacks/presets", tag = "flows",
+    summary = "Ready outbound postbacks to start from",
+    responses((status = 200, description = "Presets by name", body = crate::openapi::bodies::Presets)))]
 pub async fn presets() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "crm": traffsure_core::flow::crm_push_preset() }))
 }

@@ -168,6 +168,13 @@ const COLUMNS: &[&str] = &[
 /// its parameter names), raw_status (the status parameter as sent), response_status (the
 /// HTTP code answered; `status` is its older name), outcome, from, to, and `q`, a
 /// case-insensitive partial match over every postback parameter.
+#[utoipa::path(get, path = "/api/v1/postbacks", tag = "logs",
+    summary = "The postback log, newest first",
+    params(crate::openapi::bodies::PostbackFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", body = crate::openapi::bodies::PostbackPage),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,
@@ -287,6 +294,13 @@ pub async fn list(
 }
 
 /// One postback log entry with its outcome and full payload.
+#[utoipa::path(get, path = "/api/v1/postbacks/{id}", tag = "logs",
+    summary = "One postback log entry with its full payload",
+    params(("id" = String, Path, description = "The postback id")),
+    responses(
+        (status = 200, description = "The entry", body = crate::openapi::bodies::PostbackEntry),
+        (status = 404, description = "No such entry", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -55,6 +55,16 @@ pub(crate) mod visitor;
 /// Unique clicks are merged from their `uniq` states only with `unique_clicks=true`
 /// (they are `null` otherwise): over a month of rollups that merge costs more than
 /// everything else in the report together.
+#[utoipa::path(get, path = "/api/v1/reports", tag = "reports",
+    summary = "A report grouped by up to four dimensions",
+    params(crate::openapi::bodies::ReportParams, crate::openapi::bodies::AgentFilters, crate::openapi::bodies::ObjectFilters),
+    responses(
+        (status = 200, description = "Rows and totals", content(
+            (crate::openapi::bodies::Report = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 422, description = "Invalid parameter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn report(
     state: actix_web::web::Data<AppState>,
     query: Query,
