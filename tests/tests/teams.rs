@@ -84,17 +84,25 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(u16, Value)> {
-    let mut request = match key {
-        Some(key) => stack
-            .http
-            .request(method, stack.url("reporting-api", path))
-            .bearer_auth(key),
-        None => stack.api(method, path),
+    let response = match key {
+        Some(key) => {
+            let mut request = stack
+                .http
+                .request(method.clone(), stack.url("reporting-api", path))
+                .bearer_auth(key);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            stack.checked(method, request.send().await?).await?
+        }
+        None => {
+            let mut request = stack.api(method, path);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            request.send().await?
+        }
     };
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((

@@ -79,6 +79,7 @@ pub enum Scope {
 }
 
 /// A cap as the API takes it, on an offer or a flow.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapSpec {

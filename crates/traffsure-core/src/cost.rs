@@ -41,6 +41,7 @@ pub fn source_word(source: CostSource) -> &'static str {
 /// A cost model as the API takes and shows it: `{"kind": "cpc", "amount": "0.05",
 /// "currency": "USD"}`, `{"kind": "revshare", "percent": "30"}`, `{"kind": "cpa",
 /// "amount": "12", "status": "approved"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostModelSpec {

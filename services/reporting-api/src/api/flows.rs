@@ -30,7 +30,7 @@ pub struct FlowWithLinks {
 }
 
 /// An outbound postback a flow fires from elsewhere, with where it is configured.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ScopedView {
     scope: String,
     scope_id: u32,

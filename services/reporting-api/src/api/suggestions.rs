@@ -114,8 +114,7 @@ mod tests {
     /// The OpenAPI document lists exactly these fields.
     #[test]
     fn openapi_lists_the_fields() {
-        let doc: serde_json::Value =
-            serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(crate::openapi::json()).unwrap();
         let listed = &doc["paths"]["/api/v1/suggestions"]["get"]["parameters"][0]["schema"]["enum"];
         let fields: Vec<&str> = FIELDS.iter().map(|(f, _)| *f).collect();
         assert_eq!(listed, &serde_json::json!(fields));
