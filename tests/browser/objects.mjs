@@ -125,10 +125,22 @@ await browser.run(async () => {
   await page.click('#add-offer-goal');
   await page.fill('#offer-goals tr.goal input[name=key]', 'upsell');
   await page.fill('#offer-goals tr.goal input[name=payout]', '4.00');
+  await page.fill('#offer-goals tr.goal input[name=affiliate_payout]', '3.00');
+  // A cap high enough to leave the funnel below open, in the offer's own zone.
+  await page.click('.caps .add-cap');
+  await page.selectOption('.caps tr.cap select[name=metric]', 'conversions');
+  await page.selectOption('.caps tr.cap select[name=period]', 'day');
+  await page.fill('.caps tr.cap input[name=limit]', '1000');
+  await page.fill('.caps input[name=cap_time_zone]', 'Europe/Berlin');
+  await page.selectOption('.caps select[name=over_cap_postbacks]', 'suppress');
   await shot('offer-goal');
   await Promise.all([page.waitForEvent('load'), page.click('#save-object')]);
   await page.locator('#offer-goals tr.goal').waitFor();
   assert((await page.inputValue('#offer-goals tr.goal input[name=payout]')) === '4', 'the goal saved with its payout');
+  assert((await page.inputValue('#offer-goals tr.goal input[name=affiliate_payout]')) === '3', 'the goal saved with its affiliate payout');
+  assert((await page.inputValue('.caps tr.cap input[name=limit]')) === '1000', 'the cap saved');
+  assert((await page.inputValue('.caps input[name=cap_time_zone]')) === 'Europe/Berlin', 'the cap zone saved');
+  assert((await page.inputValue('.caps select[name=over_cap_postbacks]')) === 'suppress', 'the over-cap setting saved');
   await page.goto(panel + '/offers');
   await page.locator('td', { hasText: 'Offer B' }).waitFor();
   await shot('offers');

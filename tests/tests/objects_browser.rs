@@ -131,9 +131,18 @@ async fn run(stack: &Stack, lander_url: &str) -> anyhow::Result<()> {
     assert_eq!(offer_a["url"], "https://offer-a.example/?id=7");
     assert_eq!(
         offer_a["goals"],
-        json!([{"key": "upsell", "name": "upsell", "payout": "4", "currency": "USD"}]),
+        json!([{"key": "upsell", "name": "upsell", "payout": "4", "affiliate_payout": "3", "currency": "USD"}]),
         "the goal added in the editor"
     );
+    // The caps section: one daily conversion cap in the offer's zone, over-cap postbacks
+    // suppressed.
+    assert_eq!(
+        offer_a["caps"],
+        json!([{"metric": "conversions", "period": "day", "limit": 1000}]),
+        "{offer_a}"
+    );
+    assert_eq!(offer_a["time_zone"], "Europe/Berlin", "{offer_a}");
+    assert_eq!(offer_a["over_cap_postbacks"], "suppress", "{offer_a}");
     let offer_b = get(stack, &format!("/api/v1/offers/{}", offers[1])).await?;
     assert_eq!(offer_b["payout"], Value::Null, "{offer_b}");
     assert_eq!(offer_b["archived"], true, "{offer_b}");

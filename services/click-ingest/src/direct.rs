@@ -265,8 +265,10 @@ fn record(edge: &Edge, req: &HttpRequest, flow: &Flow, params: &DirectParams) ->
     }))
 }
 
-/// Any page may call `/v/`; it sends no credentials and gets none.
-fn with_cors(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+/// Any page may call `/v/` or load the pixel `/i/`; it sends no credentials and gets none.
+pub(crate) fn with_cors(
+    mut builder: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     builder
         .insert_header((
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -276,12 +278,17 @@ fn with_cors(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResp
     builder
 }
 
-/// A plain GET needs no preflight; this answers one a page's fetch options may cause.
-async fn preflight() -> HttpResponse {
+/// A plain GET needs no preflight; this answers one a page's fetch options may cause
+/// (an `Accept: application/json` asking the pixel for its JSON answer, say).
+pub(crate) async fn preflight() -> HttpResponse {
     with_cors(HttpResponse::NoContent())
         .insert_header((
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("GET"),
+        ))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Accept"),
         ))
         .insert_header((
             header::ACCESS_CONTROL_MAX_AGE,
@@ -290,7 +297,12 @@ async fn preflight() -> HttpResponse {
         .finish()
 }
 
-fn refusal(status: u16, code: &str, field: Option<&str>, message: String) -> HttpResponse {
+pub(crate) fn refusal(
+    status: u16,
+    code: &str,
+    field: Option<&str>,
+    message: String,
+) -> HttpResponse {
     let status = actix_web::http::StatusCode::from_u16(status)
         .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
     let mut builder = with_cors(HttpResponse::build(status));

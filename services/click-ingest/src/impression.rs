@@ -13,13 +13,14 @@
 //! hash minted for it: a click names it with `imp=` on the tracking link, and the prefix
 //! keeps it from ever passing for a click hash in a postback.
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use traffsure_core::{now_ms, visitor, ClickHashKeys};
 use traffsure_events::{BotReason, ClickKind, Flow, FlowStatus};
 use traffsure_telemetry::prometheus::IntCounterVec;
 
 use crate::click::{cookie_value, percent_decode, with_flow, ClickParams, Edge};
+use crate::direct::{preflight, refusal, with_cors};
 use crate::event::{ClickEvent, Funnel};
 
 /// What an impression id starts with, before its click-hash part.
@@ -225,49 +226,6 @@ fn record(
             .content_type("image/gif")
             .body(PIXEL)
     }
-}
-
-/// Any page may load the pixel or fetch its JSON; it sends no credentials and gets none.
-fn with_cors(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
-    builder
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        ))
-        .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
-    builder
-}
-
-async fn preflight() -> HttpResponse {
-    with_cors(HttpResponse::NoContent())
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET"),
-        ))
-        .insert_header((
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Accept"),
-        ))
-        .insert_header((
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        ))
-        .finish()
-}
-
-fn refusal(status: u16, code: &str, field: Option<&str>, message: String) -> HttpResponse {
-    let status = actix_web::http::StatusCode::from_u16(status)
-        .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
-    let mut builder = with_cors(HttpResponse::build(status));
-    if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
-        builder.insert_header((header::RETRY_AFTER, "1"));
-    }
-    builder.json(serde_json::json!({
-        "status": status.as_u16(),
-        "code": code,
-        "field": field,
-        "message": message,
-    }))
 }
 
 #[cfg(test)]

@@ -215,7 +215,8 @@ function specOf(flow) {
   return {
     name: flow.name, slug: flow.slug || undefined, status: flow.status, destination_url: flow.destination_url,
     redirect_mode: flow.redirect_mode, default_goal: flow.default_goal || undefined,
-    goals: flow.goals.map(g => ({key: g.key, name: g.name, payout: g.payout, currency: g.currency, duplicate_policy: g.duplicate_policy})),
+    goals: flow.goals.map(g => ({key: g.key, name: g.name, payout: g.payout, currency: g.currency, duplicate_policy: g.duplicate_policy,
+      affiliate_payout: g.affiliate_payout ?? undefined})),
     attribution_window_days: flow.attribution_window_days, destinations: flow.destinations, rules: flow.rules,
     inactive_url: flow.inactive_url, bot_url: flow.bot_url, postback_security: flow.postback_security,
     time_zone: flow.time_zone || undefined,
@@ -253,10 +254,52 @@ function goalRow(goal, options = {}) {
     el('td', {}, el('input', {name: 'key', value: goal.key || '', size: 10})),
     el('td', {}, el('input', {name: 'name', value: goal.name || '', size: 12})),
     el('td', {}, el('input', {name: 'payout', value: goal.payout || '', size: 8})),
+    el('td', {}, el('input', {name: 'affiliate_payout', value: goal.affiliate_payout || '', size: 8, 'aria-label': 'Affiliate payout', placeholder: 'as payout'})),
     el('td', {}, el('input', {name: 'currency', value: goal.currency || '', size: 4})),
     options.duplicates === false ? [] : el('td', {}, el('select', {name: 'duplicate_policy'}, ['per_uid', 'once', 'every'].map(p => el('option', {selected: goal.duplicate_policy === p}, p)))),
     el('td', {}, el('button', {type: 'button', onclick: () => row.remove()}, 'Remove')));
   return row;
+}
+
+// Caps of an offer or a flow (docs/caps.md): rows of metric, period and limit, with the
+// setting for the outbound postbacks of conversions over a cap. `value()` answers the
+// spec's fields.
+function capsEditor(o, options = {}) {
+  const body = el('tbody', {});
+  const addRow = cap => {
+    const row = el('tr', {class: 'cap'},
+      el('td', {}, el('select', {name: 'metric', 'aria-label': 'Metric'}, ['conversions', 'clicks'].map(m => el('option', {selected: cap.metric === m}, m)))),
+      el('td', {}, el('select', {name: 'period', 'aria-label': 'Period'}, ['day', 'hour', 'month', 'lifetime'].map(p => el('option', {selected: cap.period === p}, p)))),
+      el('td', {}, el('input', {name: 'limit', type: 'number', min: 1, value: cap.limit ?? '', 'aria-label': 'Limit', size: 8})),
+      el('td', {}, el('button', {type: 'button', onclick: () => row.remove()}, 'Remove')));
+    body.append(row);
+  };
+  for (const cap of o.caps || []) addRow(cap);
+  const policy = el('select', {name: 'over_cap_postbacks'},
+    [['', options.defaultPolicy || 'default'], ['send', 'send'], ['hold', 'hold for a replay'], ['suppress', 'suppress']]
+      .map(([v, label]) => el('option', {value: v, selected: (o.over_cap_postbacks || '') === v}, label)));
+  const fallback = options.fallback
+    ? el('label', {}, 'When capped, visitors go to (empty: a 404 page)', el('input', {name: 'cap_fallback_url', value: o.cap_fallback_url || ''}))
+    : null;
+  const zone = options.zone
+    ? el('label', {}, 'Time zone of the cap periods (e.g. Europe/Berlin; empty: UTC)', el('input', {name: 'cap_time_zone', value: o.time_zone || ''}))
+    : null;
+  const node = el('div', {class: 'caps'},
+    el('table', {}, el('thead', {}, el('tr', {}, ['Counts', 'Per', 'Limit', ''].map(h => el('th', {}, h)))), body),
+    el('button', {type: 'button', class: 'add-cap', onclick: () => addRow({metric: 'conversions', period: 'day'})}, '+ Cap'),
+    zone, fallback,
+    el('label', {}, 'Outbound postbacks of conversions over a cap', policy));
+  node.value = () => {
+    const out = {caps: [...body.querySelectorAll('tr.cap')]
+      .map(row => ({metric: row.querySelector('[name=metric]').value, period: row.querySelector('[name=period]').value,
+        limit: Number(row.querySelector('[name=limit]').value)}))
+      .filter(c => c.limit > 0)};
+    if (policy.value) out.over_cap_postbacks = policy.value;
+    if (fallback) out.cap_fallback_url = fallback.querySelector('input').value.trim() || undefined;
+    if (zone) out.time_zone = zone.querySelector('input').value.trim();
+    return out;
+  };
+  return node;
 }
 
 // The goals of a table of goal rows, leaving out rows without a key.
@@ -279,7 +322,8 @@ async function flowEditorPage(id) {
   } catch (error) { showError(error); return; }
   const text = (name, label, value, attrs = {}) => el('label', {}, label, el('input', Object.assign({name, value: value ?? ''}, attrs)));
   const json = (name, label, value, hint) => el('label', {}, label + ' ', el('small', {}, hint), el('textarea', {name}, JSON.stringify(value, null, 2)));
-  const goals = el('tbody', {}, flow.goals.map(goalRow));
+  const goals = el('tbody', {}, flow.goals.map(g => goalRow(g)));
+  const flowCaps = capsEditor(flow, {fallback: true, defaultPolicy: 'hold (default)'});
   const form = el('form', {id: 'flow-form'},
     el('fieldset', {}, el('legend', {}, 'Flow'),
       text('name', 'Name', flow.name, {required: true}),
@@ -292,8 +336,9 @@ async function flowEditorPage(id) {
       text('bot_url', 'Bot clicks go to (empty: normal destinations)', flow.bot_url)),
     el('fieldset', {}, el('legend', {}, 'Goals and payouts'),
       text('default_goal', 'Default goal', flow.default_goal),
-      el('table', {}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Currency', 'Duplicates', ''].map(t => el('th', {}, t)))), goals),
+      el('table', {}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Affiliate payout', 'Currency', 'Duplicates', ''].map(t => el('th', {}, t)))), goals),
       el('button', {type: 'button', id: 'add-goal', onclick: () => goals.append(goalRow({}))}, '+ Goal')),
+    el('fieldset', {id: 'flow-caps'}, el('legend', {}, 'Caps'), flowCaps),
     el('fieldset', {}, el('legend', {}, 'Rotation and rules'),
       json('destinations', 'Weighted destinations', flow.destinations, '[{"url": "https://a.example/?c={click}", "weight": 70}, …] — empty: the destination URL alone'),
       json('rules', 'Rules', flow.rules, '[{"name": "DE mobile", "conditions": [{"field": "country", "op": "in", "values": ["DE"]}], "any_of": [[{"field": "language", "values": ["de"]}], [{"field": "hour", "values": ["9-17"]}]], "destinations": [{"url": "…", "weight": 1}]}]'),
@@ -348,6 +393,7 @@ async function flowEditorPage(id) {
         outbound_postbacks: parse('outbound_postbacks') || [],
       };
       Object.assign(spec, (await funnel).spec());
+      Object.assign(spec, flowCaps.value());
       (await editors).complete(spec);
       if (costModel.value()) spec.cost_model = costModel.value();
       const saved = isNew

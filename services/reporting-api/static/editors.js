@@ -14,7 +14,8 @@ const DESTINATION_MACROS = /*DESTINATION_MACROS*/[];
 const SUGGESTED_FIELDS = /*SUGGESTED_FIELDS*/[];
 
 // What a flow view has that a flow spec does not take.
-const FLOW_VIEW_ONLY = ['id', 'created_at_ms', 'updated_at_ms', 'revision', 'tracking_link', 'postback_url'];
+const FLOW_VIEW_ONLY = ['id', 'created_at_ms', 'updated_at_ms', 'revision', 'tracking_link', 'postback_url',
+  'effective_cost_model', 'scoped_postbacks'];
 // How the API shows a secret header's value; sent back, it keeps the stored one.
 const SECRET_MASK = '********';
 

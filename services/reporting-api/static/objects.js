@@ -272,15 +272,18 @@ async function objectFields(kind, o) {
       networks.map(n => el('option', {value: n.id, selected: String(n.id) === String(o.network_id)}, n.name))));
     const payout = objectField('payout', 'Payout (empty: from the postback)', o.payout ?? '', {inputmode: 'decimal'});
     const goals = el('tbody', {}, (o.goals || []).map(g => goalRow(g, {duplicates: false})));
+    const offerCaps = capsEditor(o, {zone: true, defaultPolicy: 'as the flow says'});
     nodes.push(
       text('url', 'Offer URL (macros {click} {sub1}… {country})', {required: true}),
       add(network, out => { const v = network.querySelector('select').value; out.network_id = v ? Number(v) : null; }),
       add(payout, out => { const v = payout.querySelector('input').value.trim(); out.payout = v === '' ? null : v; }),
       text('currency', 'Currency', {size: 4}),
       el('h3', {}, 'Goals (a postback without an amount for one of these earns its payout)'),
-      add(el('table', {id: 'offer-goals'}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Currency', ''].map(t => el('th', {}, t)))), goals),
+      add(el('table', {id: 'offer-goals'}, el('thead', {}, el('tr', {}, ['Key', 'Name', 'Payout', 'Affiliate payout', 'Currency', ''].map(t => el('th', {}, t)))), goals),
         out => { out.goals = goalsOf(goals); }),
       el('button', {type: 'button', id: 'add-offer-goal', onclick: () => goals.append(goalRow({}, {duplicates: false}))}, '+ Goal'),
+      el('h3', {}, 'Caps (every flow sending traffic to the offer counts toward them)'),
+      add(offerCaps, out => Object.assign(out, offerCaps.value())),
       ...scopedPostbacksSection('offer', o, add));
   } else if (kind === 'landers') {
     const offers = objectField('offers', 'Offer links on the page (/lp/click, /lp/click/2, …)', o.offers ?? 1, {type: 'number', min: 1});

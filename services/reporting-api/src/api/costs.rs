@@ -10,11 +10,11 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use super::page::Query;
-use crate::users::{Principal, Via};
 use crate::error::ApiError;
 use crate::filters::Params;
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
+use crate::users::{Principal, Via};
 
 /// The sub columns an update can be narrowed by, in the order of `subs`.
 pub const SUB_COLUMNS: [&str; 10] = [

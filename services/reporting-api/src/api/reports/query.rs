@@ -497,6 +497,25 @@ fn costs_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
     sql
 }
 
+/// ` FROM (…)`: the latest version of each conversion of `source` in range, for a raw
+/// conversions query to group.
+fn latest_versions(
+    sql: &mut Sql,
+    source: &'static str,
+    filters: &Filters,
+    range: &Range,
+    side: Side,
+) {
+    let mut inner = Sql::default();
+    where_clause(&mut inner, filters, range, side);
+    sql.push(" FROM (SELECT * FROM ").push(source);
+    sql.append(&inner);
+    sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
+        .push(source);
+    sql.append(&inner);
+    sql.push(" GROUP BY conversion_id))");
+}
+
 /// Where conversions are read from, and whether from their rollups.
 pub(super) fn conversion_side(
     dims: &[&'static str],
@@ -534,14 +553,7 @@ fn conversion_costs_sql(dims: &[&'static str], filters: &Filters, range: &Range)
         sql.push(" FROM conversion_costs_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
-        sql.push(" FROM (SELECT * FROM ").push(source);
-        let mut inner = Sql::default();
-        where_clause(&mut inner, filters, range, side);
-        sql.append(&inner);
-        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
-            .push(source);
-        sql.append(&inner);
-        sql.push(" GROUP BY conversion_id))");
+        latest_versions(&mut sql, source, filters, range, side);
     }
     sql.push(" GROUP BY keys, d, cur HAVING cost != 0");
     sql
@@ -551,17 +563,7 @@ fn conversion_costs_sql(dims: &[&'static str], filters: &Filters, range: &Range)
 /// conversions side reads its rollup, else from the latest version of each conversion (a
 /// conversion from before payouts pays its revenue).
 fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
-    let signals = uses_visitor_columns(dims, filters);
-    // As the conversions side decides (`conversions_sql_with`).
-    let rollup = dims.iter().all(|d| in_rollup(d, CONVERSION_ROLLUP_DIMS))
-        && filters.click_missing.is_none()
-        && filters.over_cap.is_none()
-        && !signals;
-    let side = if rollup {
-        Side::ConversionRollup
-    } else {
-        Side::ConversionRaw
-    };
+    let (source, rollup, side) = conversion_side(dims, filters);
     let mut sql = Sql::new("SELECT ");
     keys(&mut sql, dims, side, &filters.timezone);
     sql.push(", toString(toDate(")
@@ -575,11 +577,6 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
             .push(")) AS pay FROM conversions_payout_hourly");
         where_clause(&mut sql, filters, range, side);
     } else {
-        let source = if signals {
-            conversion_visitor_source(true)
-        } else {
-            "conversions"
-        };
         sql.push("if(payout_currency = '', currency, payout_currency) AS cur, ")
             .push(
                 "toInt64(sumIf(if(payout_currency = '', revenue_micros, payout_micros), status = ",
@@ -587,15 +584,8 @@ fn payouts_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Sql {
             .str(traffsure_core::vocab::Vocabulary::word(
                 traffsure_events::ConversionStatus::Approved,
             ))
-            .push(")) AS pay FROM (SELECT * FROM ")
-            .push(source);
-        let mut inner = Sql::default();
-        where_clause(&mut inner, filters, range, side);
-        sql.append(&inner);
-        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
-            .push(source);
-        sql.append(&inner);
-        sql.push(" GROUP BY conversion_id))");
+            .push(")) AS pay");
+        latest_versions(&mut sql, source, filters, range, side);
     }
     // A rollup group whose payout summed to nothing may be merged away: leave those out
     // everywhere, so the rollup and the raw table agree.
@@ -643,17 +633,8 @@ fn conversions_sql_with(
         where_clause(&mut sql, filters, range, side);
     } else {
         // The latest version of each conversion in range, then grouped.
-        sql.push(", ")
-            .conversions_by_status("countIf(")
-            .push(" FROM (SELECT * FROM ")
-            .push(source);
-        let mut inner = Sql::default();
-        where_clause(&mut inner, filters, range, side);
-        sql.append(&inner);
-        sql.push(" AND (conversion_id, version) IN (SELECT conversion_id, max(version) FROM ")
-            .push(source);
-        sql.append(&inner);
-        sql.push(" GROUP BY conversion_id))");
+        sql.push(", ").conversions_by_status("countIf(");
+        latest_versions(&mut sql, source, filters, range, side);
     }
     sql.push(" GROUP BY keys, d, cur");
     sql
