@@ -59,6 +59,7 @@ impl RetentionSettings {
             ("conversions_funnel_hourly", self.conversions_hourly_days),
             ("impressions", self.impressions_days),
             ("impressions_hourly", self.impressions_days),
+            ("impression_costs_hourly", self.impressions_days),
             ("click_costs_hourly", self.clicks_hourly_days),
             ("conversion_costs_hourly", self.conversions_hourly_days),
         ]
