@@ -44,7 +44,7 @@ impl Default for RetentionSettings {
 impl RetentionSettings {
     /// Each table with its days; the reporting-currency and funnel rollups follow the
     /// rollups they sit beside.
-    fn tables(&self) -> [(&'static str, u32); 15] {
+    fn tables(&self) -> [(&'static str, u32); 16] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
