@@ -3,10 +3,11 @@
 -- (0 no cost, 1 the pixel, 2 the flow's model). Rows written before read as 0.
 ALTER TABLE impressions ADD COLUMN cost_source UInt8;
 
--- Impression cost by hour, impressions_hourly's key and the cost source, that reports read
--- impression cost from. Impressions without a cost are left out. The rows already stored
--- reach it through a rebuild (`REBUILDS`), an impression of before with a cost counted as
--- the pixel's.
+-- Impression cost by hour, impressions_hourly's key and the cost source, that reports
+-- read impression cost from. Impressions without a cost (cost source 0: the sink gives
+-- every cost a source) are left out; 18.16 would read `cost_micros` in the view's WHERE
+-- as the sum's alias. The rows already stored reach it through a rebuild (`REBUILDS`),
+-- an impression of before with a cost counted as the pixel's.
 CREATE TABLE IF NOT EXISTS impression_costs_hourly
 (
     hour DateTime,
@@ -35,6 +36,6 @@ SELECT
     count() AS impressions,
     sum(cost_micros) AS cost_micros
 FROM impressions
-WHERE cost_micros != 0
+WHERE cost_source != 0
 GROUP BY hour, flow_id, traffic_source_id, country, source, sub_id, device, os, browser,
     cost_currency, cost_source;
