@@ -91,12 +91,7 @@ async fn report(
 ) -> anyhow::Result<Value> {
     eventually(Duration::from_secs(60), || async {
         let r = stack
-            .api_expect(
-                Method::GET,
-                "/api/v1/reports?group_by=flow",
-                None,
-                200,
-            )
+            .api_expect(Method::GET, "/api/v1/reports?group_by=flow", None, 200)
             .await?;
         let ready = (0..2).all(|i| {
             let row = row(&r, flows[i]);
@@ -121,7 +116,10 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             json!({"kind": "cpa", "amount": "1", "per": "visit"}),
             "cost_model.per",
         ),
-        (json!({"kind": "auto", "per": "impression"}), "cost_model.per"),
+        (
+            json!({"kind": "auto", "per": "impression"}),
+            "cost_model.per",
+        ),
         (
             json!({"kind": "cpm", "amount": "1", "per": "click"}),
             "cost_model.per",
@@ -173,7 +171,12 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .await?;
     assert_eq!(shown["cost_model"]["per"], "impression", "{shown}");
     let shown = stack
-        .api_expect(Method::GET, &format!("/api/v1/flows/{per_visit}"), None, 200)
+        .api_expect(
+            Method::GET,
+            &format!("/api/v1/flows/{per_visit}"),
+            None,
+            200,
+        )
         .await?;
     assert_eq!(shown["cost_model"]["per"], Value::Null, "{shown}");
 
