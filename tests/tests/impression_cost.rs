@@ -74,10 +74,13 @@ async fn stored(stack: &Stack, sql: &str) -> anyhow::Result<String> {
     Ok(stack.clickhouse(sql).await?.trim().to_string())
 }
 
-fn row<'a>(report: &'a Value, flow: u64) -> &'a Value {
+fn row(report: &Value, flow: u64) -> &Value {
     report["rows"]
         .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["flow"] == flow.to_string()))
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["flow"].as_str() == Some(flow.to_string().as_str()))
+        })
         .unwrap_or(&Value::Null)
 }
 
