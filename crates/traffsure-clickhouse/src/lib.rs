@@ -129,6 +129,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "conversion_visitor",
         include_str!("../../../deploy/clickhouse/migrations/0025_conversion_visitor.sql"),
     ),
+    (
+        26,
+        "impression_cost_source",
+        include_str!("../../../deploy/clickhouse/migrations/0026_impression_cost_source.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.
@@ -211,6 +216,23 @@ pub const REBUILDS: &[(u32, Rebuild)] = &[
                  FROM clicks WHERE 1 \
                  GROUP BY h, flow_id, traffic_source_id, offer_id, lander_id, network_id, kind, \
                  country, source, sub_id, device, os, browser, cost_currency, cs",
+            ],
+        },
+    ),
+    (
+        26,
+        Rebuild {
+            target: "impression_costs_hourly",
+            source: "impressions",
+            month: "toYYYYMM(ts)",
+            selects: &[
+                "SELECT toStartOfHour(ts) AS h, flow_id, traffic_source_id, country, source, \
+                 sub_id, device, os, browser, cost_currency, \
+                 if(cost_source = 0 AND cost_micros != 0, toUInt8(1), cost_source) AS cs, \
+                 count(), sum(cost_micros) \
+                 FROM impressions WHERE cost_micros != 0 \
+                 GROUP BY h, flow_id, traffic_source_id, country, source, sub_id, device, os, \
+                 browser, cost_currency, cs",
             ],
         },
     ),

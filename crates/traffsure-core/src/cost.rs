@@ -58,6 +58,19 @@ pub struct CostModelSpec {
     /// cpa, revshare: the status that costs (approved when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// cpm: what the amount is paid per thousand of, `visit` (when absent) or
+    /// `impression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+}
+
+/// `CostModel.per` of a cpm model paid per thousand impressions.
+pub const PER_IMPRESSION: &str = "impression";
+
+/// Whether `model` is a cpm model paid per thousand impressions (its visits cost nothing
+/// under it).
+pub fn per_impression(model: &CostModel) -> bool {
+    model.kind() == CostModelKind::Cpm && model.per == PER_IMPRESSION
 }
 
 fn decimal(field: &str, value: &Option<serde_json::Value>) -> Result<Option<i64>, FlowError> {
@@ -91,6 +104,16 @@ impl CostModelSpec {
         };
         let amount = decimal(&field("amount"), &self.amount)?;
         let percent = decimal(&field("percent"), &self.percent)?;
+        if let Some(per) = &self.per {
+            if *kind != CostModelKind::Cpm {
+                return Err(invalid(field("per"), "only cpm takes per"));
+            }
+            match per.trim().to_ascii_lowercase().as_str() {
+                "visit" => {}
+                PER_IMPRESSION => model.per = PER_IMPRESSION.into(),
+                _ => return Err(invalid(field("per"), "must be visit or impression")),
+            }
+        }
         match kind {
             CostModelKind::Auto => {
                 if amount.is_some() || percent.is_some() {
@@ -179,13 +202,17 @@ impl CostModelSpec {
         if !model.status.is_empty() {
             spec.status = Some(model.status.clone());
         }
+        if per_impression(model) {
+            spec.per = Some(PER_IMPRESSION.into());
+        }
         spec
     }
 }
 
 /// The cost of one visit: under cpc the amount, under cpm a thousandth of it (from the
-/// model, whatever the link sent); under cpa and revshare nothing (their cost goes on
-/// conversions); under auto, or without a model, the link's own cost.
+/// model, whatever the link sent); under cpa, revshare and cpm per impression nothing
+/// (their cost goes on conversions or impressions); under auto, or without a model, the
+/// link's own cost.
 pub fn click_cost<'a>(
     model: Option<&'a CostModel>,
     link_micros: i64,
@@ -203,12 +230,34 @@ pub fn click_cost<'a>(
     match model.kind() {
         CostModelKind::Auto => link(),
         CostModelKind::Cpc => (model.amount_micros, &model.currency, CostSource::Model),
+        CostModelKind::Cpm if per_impression(model) => (0, "", CostSource::Model),
         CostModelKind::Cpm => (
             model.amount_micros / 1000,
             &model.currency,
             CostSource::Model,
         ),
         CostModelKind::Cpa | CostModelKind::Revshare => (0, "", CostSource::Model),
+    }
+}
+
+/// The cost of one impression (`GET /i/{flow}`): the pixel's own `cost` parameter when
+/// sent (as under auto); otherwise, under a cpm model per impression, a thousandth of its
+/// amount; otherwise nothing.
+pub fn impression_cost<'a>(
+    model: Option<&'a CostModel>,
+    link_micros: i64,
+    link_currency: &'a str,
+) -> (i64, &'a str, CostSource) {
+    if link_micros != 0 {
+        return (link_micros, link_currency, CostSource::Link);
+    }
+    match model {
+        Some(model) if per_impression(model) => (
+            model.amount_micros / 1000,
+            &model.currency,
+            CostSource::Model,
+        ),
+        _ => (0, link_currency, CostSource::Unspecified),
     }
 }
 
@@ -406,6 +455,66 @@ mod tests {
         assert_eq!(click_cost(Some(&auto), 3, ""), (3, "", CostSource::Link));
         let cpa = model(serde_json::json!({"kind": "cpa", "amount": "1"})).unwrap();
         assert_eq!(click_cost(Some(&cpa), 3, ""), (0, "", CostSource::Model));
+    }
+
+    #[test]
+    fn cpm_per_impression_costs_impressions_and_not_visits() {
+        let per_impression = model(
+            serde_json::json!({"kind": "cpm", "amount": "2.5", "currency": "eur", "per": "Impression"}),
+        )
+        .unwrap();
+        assert_eq!(per_impression.per, PER_IMPRESSION);
+        let back = serde_json::to_value(CostModelSpec::of(&per_impression)).unwrap();
+        assert_eq!(back["per"], "impression");
+        assert_eq!(model(back).unwrap(), per_impression);
+        // Per visit is the default, stored as no `per` and shown without one.
+        let per_visit =
+            model(serde_json::json!({"kind": "cpm", "amount": "2.5", "per": "visit"})).unwrap();
+        assert_eq!(per_visit.per, "");
+        assert_eq!(
+            serde_json::to_value(CostModelSpec::of(&per_visit)).unwrap()["per"],
+            serde_json::Value::Null
+        );
+        // An impression costs a thousandth of the amount, unless the pixel sent a cost.
+        assert_eq!(
+            impression_cost(Some(&per_impression), 0, ""),
+            (2_500, "EUR", CostSource::Model)
+        );
+        assert_eq!(
+            impression_cost(Some(&per_impression), 7, "USD"),
+            (7, "USD", CostSource::Link)
+        );
+        assert_eq!(
+            impression_cost(Some(&per_visit), 0, ""),
+            (0, "", CostSource::Unspecified)
+        );
+        assert_eq!(
+            impression_cost(None, 9, "GBP"),
+            (9, "GBP", CostSource::Link)
+        );
+        // Its visits cost nothing under the model, whatever the link sent.
+        assert_eq!(
+            click_cost(Some(&per_impression), 7, "USD"),
+            (0, "", CostSource::Model)
+        );
+        assert_eq!(
+            click_cost(Some(&per_visit), 7, "USD"),
+            (2_500, "USD", CostSource::Model)
+        );
+        let bad = |json: serde_json::Value| model(json).unwrap_err().field;
+        for kind in ["cpc", "cpa", "revshare", "auto"] {
+            let mut json = serde_json::json!({"kind": kind, "per": "impression"});
+            if kind == "revshare" {
+                json["percent"] = "10".into();
+            } else if kind != "auto" {
+                json["amount"] = "1".into();
+            }
+            assert_eq!(bad(json), "cost_model.per", "{kind}");
+        }
+        assert_eq!(
+            bad(serde_json::json!({"kind": "cpm", "amount": "1", "per": "click"})),
+            "cost_model.per"
+        );
     }
 
     #[test]

@@ -153,6 +153,12 @@ fn record(
         "{ID_PREFIX}{}",
         edge.keys.generate(ts_ms, flow.id, routing_key)
     );
+    // The pixel's own `cost` parameter when sent; otherwise a cpm model's per impression.
+    let (cost_micros, cost_currency, cost_source) = traffsure_core::cost::impression_cost(
+        flow.cost_model.as_ref(),
+        params.cost_micros,
+        &params.cost_currency,
+    );
     let visitor = edge.visitor(req);
     let (agent, found) = (&visitor.agent, &visitor.found);
     let event = ClickEvent {
@@ -171,14 +177,9 @@ fn record(
         sub_id: &params.sub_id,
         source: &params.source,
         subs: &params.subs,
-        cost_micros: params.cost_micros,
-        cost_currency: &params.cost_currency,
-        // The pixel's own `cost` parameter: the link's, whatever the flow's model.
-        cost_source: if params.cost_micros != 0 {
-            traffsure_events::CostSource::Link
-        } else {
-            traffsure_events::CostSource::Unspecified
-        },
+        cost_micros,
+        cost_currency,
+        cost_source,
         destination_url: "",
         is_bot: visitor.bot_reason.is_some(),
         bot_reason: visitor.bot_reason.unwrap_or(BotReason::Unspecified),

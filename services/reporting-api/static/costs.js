@@ -99,7 +99,10 @@ function costModelEditor(model, inherit) {
     input('currency', 'Currency', m.currency, {size: 4}),
     input('percent', 'Percent of revenue (revshare)', m.percent, {inputmode: 'decimal'}),
     el('label', {}, 'Status that costs (cpa, revshare) ', el('select', {name: 'cost_model_status'},
-      ['approved', 'pending', 'rejected'].map(s => el('option', {selected: (m.status || 'approved') === s}, s)))));
+      ['approved', 'pending', 'rejected'].map(s => el('option', {selected: (m.status || 'approved') === s}, s)))),
+    el('label', {}, 'Per thousand (cpm) ', el('select', {name: 'cost_model_per'},
+      [['visit', 'visits'], ['impression', 'impressions']].map(([p, label]) =>
+        el('option', {value: p, selected: (m.per || 'visit') === p}, label)))));
   const read = name => node.querySelector(`[name=cost_model_${name}]`).value.trim();
   const value = () => {
     const k = kind.value;
@@ -112,6 +115,7 @@ function costModelEditor(model, inherit) {
       if (read('currency')) out.currency = read('currency');
     }
     if (k === 'cpa' || k === 'revshare') out.status = read('status');
+    if (k === 'cpm' && read('per') === 'impression') out.per = 'impression';
     return out;
   };
   return {node, value};

@@ -44,7 +44,7 @@ impl Default for RetentionSettings {
 impl RetentionSettings {
     /// Each table with its days; the reporting-currency and funnel rollups follow the
     /// rollups they sit beside.
-    fn tables(&self) -> [(&'static str, u32); 15] {
+    fn tables(&self) -> [(&'static str, u32); 16] {
         [
             ("clicks", self.clicks_days),
             ("conversions", self.conversions_days),
@@ -59,6 +59,7 @@ impl RetentionSettings {
             ("conversions_funnel_hourly", self.conversions_hourly_days),
             ("impressions", self.impressions_days),
             ("impressions_hourly", self.impressions_days),
+            ("impression_costs_hourly", self.impressions_days),
             ("click_costs_hourly", self.clicks_hourly_days),
             ("conversion_costs_hourly", self.conversions_hourly_days),
         ]

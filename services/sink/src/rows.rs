@@ -371,6 +371,8 @@ pub struct ImpressionRow {
     pub traffic_source_id: u32,
     pub external_id: String,
     pub extra: String,
+    /// Where cost_micros came from (migration 0026): CostSource's number.
+    pub cost_source: u8,
     pub kafka_partition: u16,
     pub kafka_offset: u64,
     pub kafka_fingerprint: u64,
@@ -379,6 +381,12 @@ pub struct ImpressionRow {
 pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, prost::DecodeError> {
     let i = Impression::decode(payload)?;
     Ok(ImpressionRow {
+        // A cost with no source (from an edge of before impression cost sources) is the
+        // pixel's own, as migration 0026's rebuild counts the stored ones.
+        cost_source: match u8::try_from(i.cost_source).unwrap_or_default() {
+            0 if i.cost_micros != 0 => 1,
+            source => source,
+        },
         ts: seconds(i.ts_ms),
         ts_ms: i.ts_ms,
         routing_key: i.routing_key as u16,

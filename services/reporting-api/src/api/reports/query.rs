@@ -177,7 +177,7 @@ pub struct ImpressionAgg {
 pub struct Sides {
     pub clicks: Vec<ClickAgg>,
     pub conversions: Vec<ConversionAgg>,
-    /// Click costs, then impression costs (a pixel's own `cost`).
+    /// Click costs, then impression costs (a pixel's own `cost` or a cpm model's).
     pub costs: Vec<CostAgg>,
     pub impressions: Vec<ImpressionAgg>,
     /// Approved payout by day and currency (docs/caps.md).
@@ -252,8 +252,8 @@ const IMPRESSION_DIMS: &[&str] = &[
     "browser",
 ];
 
-/// The impressions of a report and their cost by UTC day and currency, from
-/// `impressions_hourly`; `None` when a filter names what impressions do not have (an
+/// The impressions of a report, from `impressions_hourly`, and their cost by UTC day,
+/// currency and cost source, from `impression_costs_hourly`; `None` when a filter names what impressions do not have (an
 /// offer, lander or network, a click's visitor details or fraud signals): no impression
 /// passes such a filter. A goal filter leaves them whole, as it leaves clicks.
 fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> Option<(Sql, Sql)> {
@@ -289,11 +289,12 @@ fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> O
     keys(&mut costs);
     costs
         .push(", toString(toDate(hour, 'UTC')) AS d, cost_currency AS cur, ")
-        // An impression's cost is the pixel's own `cost` parameter: the link's.
-        .push("toInt64(sum(cost_micros)) AS cost, toUInt8(1) AS src, toUInt64(0) AS n ")
-        .push("FROM impressions_hourly");
+        // By where it came from: the pixel's own `cost` (link) or a cpm model per
+        // impression (model), each costed impression counting for its source.
+        .push("toInt64(sum(cost_micros)) AS cost, cost_source AS src, ")
+        .push("toUInt64(sum(impressions)) AS n FROM impression_costs_hourly");
     where_clause(&mut costs, filters, range, side);
-    costs.push(" GROUP BY keys, d, cur");
+    costs.push(" GROUP BY keys, d, cur, src");
     Some((counts, costs))
 }
 
