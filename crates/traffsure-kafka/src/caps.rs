@@ -104,7 +104,10 @@ pub async fn follow_counts(
                 };
                 // Most events belong to flows without caps: their flow id alone says so.
                 let (flow_id, metric) = match counted {
-                    Counted::Clicks => (ClickFlow::decode(payload).map(|f| f.flow_id), Metric::Clicks),
+                    Counted::Clicks => (
+                        ClickFlow::decode(payload).map(|f| f.flow_id),
+                        Metric::Clicks,
+                    ),
                     Counted::Conversions => (
                         ConversionFlow::decode(payload).map(|f| f.flow_id),
                         Metric::Conversions,

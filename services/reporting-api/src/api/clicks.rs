@@ -11,7 +11,8 @@ use traffsure_core::format_micros;
 use super::page::{page_csv, page_json, split_page, Query};
 use crate::error::ApiError;
 use crate::filters::{
-    cursor, eq, flow_condition, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS, OBJECT_FILTERS,
+    cursor, eq, flow_condition, range_condition, Params, AGENT_FILTERS, CLICK_FILTERS,
+    OBJECT_FILTERS,
 };
 use crate::object_names::{push_id_array, set_ids_and_names, ObjectNames};
 use crate::sql::{Arg, Sql};

@@ -18,9 +18,9 @@ mod page;
 pub mod postback_outcomes;
 pub mod postbacks;
 pub mod reports;
+pub mod scoped_postbacks;
 pub mod suggestions;
 pub mod users;
-pub mod scoped_postbacks;
 
 /// The OpenAPI document of this API, generated from the code (`crate::openapi`).
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "auth",
