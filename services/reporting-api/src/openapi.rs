@@ -198,7 +198,8 @@ impl Modify for CommonAnswers {
                 if write && !public {
                     responses.entry("403".into()).or_insert_with(|| {
                         error_response(
-                            "A write with the session cookie but without its X-CSRF-Token",
+                            "A write with the session cookie but without its X-CSRF-Token, or one the \
+                             user's role or flows do not allow (forbidden)",
                         )
                         .into()
                     });

@@ -63,7 +63,7 @@ fn parsed(text: &str) -> Value {
             (crate::openapi::bodies::AuditPage = "application/json"),
             (String = "text/csv"),
         )),
-        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 403, description = "Analysts cannot read the audit log", body = traffsure_core::ErrorBody),
         (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
     ))]
 pub async fn list(
