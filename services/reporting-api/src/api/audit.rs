@@ -59,7 +59,9 @@ fn parsed(text: &str) -> Value {
     summary = "The audit log, newest first; JSON or CSV",
     params(crate::openapi::bodies::AuditFilters, crate::openapi::bodies::PageParams),
     responses(
-        (status = 200, description = "One page", content(
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
             (crate::openapi::bodies::AuditPage = "application/json"),
             (String = "text/csv"),
         )),

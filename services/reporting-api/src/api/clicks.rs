@@ -103,7 +103,9 @@ const COLUMNS: &[&str] = &[
     summary = "Clicks, newest first; JSON or CSV",
     params(crate::openapi::bodies::ClickFilters, crate::openapi::bodies::SubFilters, crate::openapi::bodies::AgentFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams, crate::openapi::bodies::FormatParam),
     responses(
-        (status = 200, description = "One page", content(
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
             (crate::openapi::bodies::ClickPage = "application/json"),
             (String = "text/csv"),
         )),

@@ -172,7 +172,9 @@ const COLUMNS: &[&str] = &[
     summary = "The postback log, newest first; JSON or CSV",
     params(crate::openapi::bodies::PostbackFilters, crate::openapi::bodies::PageParams),
     responses(
-        (status = 200, description = "One page", content(
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
             (crate::openapi::bodies::PostbackPage = "application/json"),
             (String = "text/csv"),
         )),
