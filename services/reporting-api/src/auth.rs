@@ -562,6 +562,9 @@ pub async fn session(req: HttpRequest) -> HttpResponse {
 }
 
 /// `GET /api/v1/me`: who the request is from, by session or key, with role and flows.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    summary = "Who the request is from, with role and flows",
+    responses((status = 200, description = "The user", body = crate::openapi::bodies::Me)))]
 pub async fn me(principal: Principal) -> HttpResponse {
     let flows: Vec<u32> = match &principal.scope {
         FlowScope::All => Vec::new(),

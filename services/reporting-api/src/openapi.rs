@@ -70,6 +70,22 @@ in `field`. Lists are newest first and page with `next_cursor`."
         crate::api::objects::network_templates,
         crate::api::objects::source_from_template,
         crate::api::objects::network_from_template,
+        crate::api::suggestions::list,
+        crate::auth::me,
+        crate::api::users::list,
+        crate::api::users::create,
+        crate::api::users::get,
+        crate::api::users::update,
+        crate::api::users::delete,
+        crate::api::users::keys,
+        crate::api::users::create_key,
+        crate::api::users::revoke_key,
+        crate::api::audit::list,
+        crate::api::costs::list,
+        crate::api::costs::create,
+        crate::api::costs::import,
+        crate::api::scoped_postbacks::get_global,
+        crate::api::scoped_postbacks::put_global,
     ),
     components(schemas(
         ErrorBody,
@@ -85,6 +101,8 @@ in `field`. Lists are newest first and page with `next_cursor`."
         (name = "objects", description = "Traffic sources, affiliate networks, offers and landers, and the templates catalogue"),
         (name = "exchange rates", description = "The rates that convert revenue into the reporting currency"),
         (name = "auth", description = "Admin login and this document"),
+        (name = "users", description = "Users, their API keys, who is asking, and the audit log"),
+        (name = "costs", description = "Cost updates: the real spend of a flow over whole hours"),
     ),
     modifiers(&ObjectOperations, &CommonAnswers, &OperationIds, &Security),
     security(("apiKey" = []), ("apiKeyHeader" = []), ("session" = [])),
@@ -180,7 +198,8 @@ impl Modify for CommonAnswers {
                 if write && !public {
                     responses.entry("403".into()).or_insert_with(|| {
                         error_response(
-                            "A write with the session cookie but without its X-CSRF-Token",
+                            "A write with the session cookie but without its X-CSRF-Token, or one the \
+                             user's role or flows do not allow (forbidden)",
                         )
                         .into()
                     });

@@ -55,6 +55,19 @@ fn parsed(text: &str) -> Value {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", tag = "users",
+    summary = "The audit log, newest first; JSON or CSV",
+    params(crate::openapi::bodies::AuditFilters, crate::openapi::bodies::PageParams),
+    responses(
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
+            (crate::openapi::bodies::AuditPage = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 403, description = "Analysts cannot read the audit log", body = traffsure_core::ErrorBody),
+        (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,

@@ -119,10 +119,15 @@ const COLUMNS: &[&str] = &[
 /// source, sub_id, subs, device, OS and browser (`CLICK_FILTERS`) and the objects
 /// (`OBJECT_FILTERS`).
 #[utoipa::path(get, path = "/api/v1/conversions", tag = "logs",
-    summary = "Conversions in their current state, newest first",
-    params(crate::openapi::bodies::ConversionFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams),
+    summary = "Conversions in their current state, newest first; JSON or CSV",
+    params(crate::openapi::bodies::ConversionFilters, crate::openapi::bodies::SubFilters, crate::openapi::bodies::AgentFilters, crate::openapi::bodies::ObjectFilters, crate::openapi::bodies::PageParams, crate::openapi::bodies::FormatParam),
     responses(
-        (status = 200, description = "One page", body = crate::openapi::bodies::ConversionPage),
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
+            (crate::openapi::bodies::ConversionPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
     ))]
 pub async fn list(

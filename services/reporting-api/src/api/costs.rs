@@ -252,6 +252,13 @@ async fn store(state: &AppState, rows: &[CostUpdateRow]) -> Result<(), ApiError>
 }
 
 /// `POST /api/v1/costs`: stores one update.
+#[utoipa::path(post, path = "/api/v1/costs", tag = "costs",
+    summary = "Store one cost update",
+    request_body = crate::openapi::bodies::NewCostUpdate,
+    responses(
+        (status = 201, description = "Stored", body = crate::openapi::bodies::CostUpdate),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn create(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -264,6 +271,13 @@ pub async fn create(
 }
 
 /// `GET /api/v1/costs`: updates newest first; filters `flow`, `limit` (1 to 10000).
+#[utoipa::path(get, path = "/api/v1/costs", tag = "costs",
+    summary = "Cost updates, newest first, with who sent each",
+    params(crate::openapi::bodies::CostFilters),
+    responses(
+        (status = 200, description = "The updates", body = crate::openapi::bodies::CostList),
+        (status = 422, description = "Invalid parameter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
     let params = Params::new(query.into_inner(), &["flow", "limit"])?;
     let mut sql = Sql::new("SELECT ");
@@ -378,6 +392,14 @@ fn split_csv(line: &str) -> Vec<String> {
 }
 
 /// `POST /api/v1/costs/import`: a CSV file of updates, stored all or none.
+#[utoipa::path(post, path = "/api/v1/costs/import", tag = "costs",
+    summary = "Store a CSV file of cost updates, all rows or none",
+    request_body(content = String, content_type = "text/csv",
+        description = "A header naming the columns (flow, from, to, amount, and any of currency, sub_id, source, sub1…sub10), then one update a line"),
+    responses(
+        (status = 200, description = "Stored", body = crate::openapi::bodies::CostsImported),
+        (status = 422, description = "A row is not acceptable, named in field (rows[3].amount)", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn import(
     req: HttpRequest,
     state: web::Data<AppState>,

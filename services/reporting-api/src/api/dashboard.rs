@@ -91,6 +91,7 @@ struct HourPoint {
 /// default), from the rollups.
 #[utoipa::path(get, path = "/api/v1/dashboard", tag = "reports",
     summary = "Today's figures and today against yesterday by hour",
+    params(("timezone" = Option<String>, Query, description = "IANA time zone of today and the hours (default UTC)")),
     responses((status = 200, description = "The dashboard", body = crate::openapi::bodies::Dashboard)))]
 pub async fn dashboard(
     state: web::Data<AppState>,

@@ -90,7 +90,9 @@ const COLUMNS: &[&str] = &[
     summary = "Outbound postback attempts, newest first; JSON or CSV",
     params(crate::openapi::bodies::OutboundFilters, crate::openapi::bodies::PageParams),
     responses(
-        (status = 200, description = "One page", content(
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
             (crate::openapi::bodies::OutboundPage = "application/json"),
             (String = "text/csv"),
         )),

@@ -169,10 +169,15 @@ const COLUMNS: &[&str] = &[
 /// HTTP code answered; `status` is its older name), outcome, from, to, and `q`, a
 /// case-insensitive partial match over every postback parameter.
 #[utoipa::path(get, path = "/api/v1/postbacks", tag = "logs",
-    summary = "The postback log, newest first",
+    summary = "The postback log, newest first; JSON or CSV",
     params(crate::openapi::bodies::PostbackFilters, crate::openapi::bodies::PageParams),
     responses(
-        (status = 200, description = "One page", body = crate::openapi::bodies::PostbackPage),
+        (status = 200, description = "One page", headers(
+            ("x-next-cursor" = String, description = "CSV only: the next page's cursor, absent on the last page"),
+        ), content(
+            (crate::openapi::bodies::PostbackPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 422, description = "Invalid filter, named in field", body = traffsure_core::ErrorBody),
     ))]
 pub async fn list(

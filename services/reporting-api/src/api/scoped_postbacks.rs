@@ -46,6 +46,9 @@ fn view(object: Option<&TrackerObject>, postbacks: &[OutboundPostback]) -> Globa
 }
 
 /// `GET /api/v1/outbound-postbacks/global`.
+#[utoipa::path(get, path = "/api/v1/outbound-postbacks/global", tag = "flows",
+    summary = "The global outbound postbacks, fired by every flow",
+    responses((status = 200, description = "The postbacks", body = crate::openapi::bodies::GlobalPostbacks)))]
 pub async fn get_global(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.objects.loaded().await;
     let (object, postbacks) = stored(&state)?;
@@ -55,6 +58,13 @@ pub async fn get_global(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
 /// `PUT /api/v1/outbound-postbacks/global`: replaces the global outbound postbacks (a
 /// secret header sent back as the mask keeps its stored value) and re-publishes every
 /// flow whose copy changed.
+#[utoipa::path(put, path = "/api/v1/outbound-postbacks/global", tag = "flows",
+    summary = "Replace the global outbound postbacks; every flow is published again",
+    request_body = crate::openapi::bodies::GlobalPostbacksChange,
+    responses(
+        (status = 200, description = "Saved", body = crate::openapi::bodies::GlobalPostbacks),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn put_global(
     state: web::Data<AppState>,
     spec: web::Json<GlobalSettingsSpec>,

@@ -40,6 +40,13 @@ struct ValueRow {
 }
 
 /// `GET /api/v1/suggestions?field=country[&flow=…][&days=7][&q=…][&limit=20]`.
+#[utoipa::path(get, path = "/api/v1/suggestions", tag = "flows",
+    summary = "Values of a rule condition field seen in recent clicks, most clicked first",
+    params(crate::openapi::bodies::SuggestionParams),
+    responses(
+        (status = 200, description = "The values", body = crate::openapi::bodies::Suggestions),
+        (status = 422, description = "Invalid parameter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     query: Query,

@@ -160,12 +160,27 @@ async fn unique(store: &UserStore, username: &str, id: u32) -> Result<(), ApiErr
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    summary = "Every user, the configured admin first (owners only)",
+    responses(
+        (status = 200, description = "The users", body = crate::openapi::bodies::UserList),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn list(auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
     let mut users = vec![bootstrap_view(&auth)];
     users.extend(auth.users().all().await?.iter().map(User::view));
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users",
+    summary = "Create a user (owners only)",
+    request_body = crate::openapi::bodies::NewUser,
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::bodies::UserView),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The username is taken", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn create(
     state: web::Data<AppState>,
     auth: web::Data<Auth>,
@@ -200,6 +215,14 @@ pub async fn create(
     Ok(HttpResponse::Created().json(user.view()))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
+    summary = "One user with their API keys (owners only)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)")),
+    responses(
+        (status = 200, description = "The user", body = crate::openapi::bodies::UserView),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
     if *id == BOOTSTRAP_ID {
         return Ok(HttpResponse::Ok().json(bootstrap_view(&auth)));
@@ -217,6 +240,17 @@ pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(put, path = "/api/v1/users/{id}", tag = "users",
+    summary = "Change a user (owners only)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)")),
+    request_body = crate::openapi::bodies::UserChange,
+    responses(
+        (status = 200, description = "Changed", body = crate::openapi::bodies::UserView),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The username is taken, or the configured admin", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn update(
     state: web::Data<AppState>,
     auth: web::Data<Auth>,
@@ -257,6 +291,15 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(user.view()))
 }
 
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
+    summary = "Delete a user and with them their API keys (owners only)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::bodies::UserDeleted),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
+        (status = 409, description = "Yourself, or the configured admin", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn delete(
     state: web::Data<AppState>,
     auth: web::Data<Auth>,
@@ -277,6 +320,15 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(json!({"deleted": user.id})))
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}/api-keys", tag = "users",
+    summary = "A user's API keys (owners; anyone for their own)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)")),
+    responses(
+        (status = 200, description = "The keys", body = crate::openapi::bodies::ApiKeyList),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The configured admin has no stored keys", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn keys(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
     let user = stored(auth.users(), *id).await?;
     let keys: Vec<_> = auth
@@ -290,6 +342,17 @@ pub async fn keys(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpRespo
 }
 
 /// Makes an API key for the user, answered once with the key itself.
+#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "users",
+    summary = "Make an API key for a user, answered once with the key (owners; anyone for their own)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)")),
+    request_body = crate::openapi::bodies::NewKey,
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::bodies::NewApiKeyView),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The configured admin has no stored keys", body = traffsure_core::ErrorBody),
+        (status = 422, description = "A field is not acceptable, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn create_key(
     state: web::Data<AppState>,
     auth: web::Data<Auth>,
@@ -333,6 +396,15 @@ pub async fn create_key(
 }
 
 /// Revokes a key at once: the next request with it is refused on every replica.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/api-keys/{key}", tag = "users",
+    summary = "Revoke an API key at once (owners; anyone for their own)",
+    params(("id" = u32, Path, description = "The user's id (0: the configured admin)"), ("key" = String, Path, description = "The key id")),
+    responses(
+        (status = 200, description = "Revoked", body = crate::openapi::bodies::KeyRevoked),
+        (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
+        (status = 404, description = "No such user or key", body = traffsure_core::ErrorBody),
+        (status = 409, description = "The configured admin has no stored keys", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn revoke_key(
     state: web::Data<AppState>,
     auth: web::Data<Auth>,

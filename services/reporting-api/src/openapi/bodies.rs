@@ -20,6 +20,26 @@ fn postback_outcomes() -> utoipa::openapi::schema::Object {
         .build()
 }
 
+/// A comma-separated list of `words` (`style=form`, `explode=false`).
+fn list_of(words: utoipa::openapi::schema::Object) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(words)
+        .build()
+}
+
+fn conversion_statuses() -> utoipa::openapi::schema::Array {
+    list_of(traffsure_core::openapi::conversion_status())
+}
+
+fn click_kinds() -> utoipa::openapi::schema::Array {
+    list_of(
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["visit", "lander_click", "direct_visit"]))
+            .build(),
+    )
+}
+
 /// The filters every raw-table list takes for the time range and paging.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -66,6 +86,35 @@ pub struct AgentFilters {
     device_model: Option<String>,
 }
 
+/// Filters on the click's sub values and its device, OS and browser, each an exact value.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SubFilters {
+    sub1: Option<String>,
+    sub2: Option<String>,
+    sub3: Option<String>,
+    sub4: Option<String>,
+    sub5: Option<String>,
+    sub6: Option<String>,
+    sub7: Option<String>,
+    sub8: Option<String>,
+    sub9: Option<String>,
+    sub10: Option<String>,
+    device: Option<String>,
+    os: Option<String>,
+    browser: Option<String>,
+}
+
+/// `format` of the lists that also answer CSV.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParam {
+    /// json (default) or csv: the same page as CSV, the next page's cursor in the
+    /// X-Next-Cursor header
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
+}
+
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ClickFilters {
@@ -78,10 +127,11 @@ pub struct ClickFilters {
     /// include (default), exclude or only
     #[param(pattern = "^(include|exclude|only)$")]
     bots: Option<String>,
-    /// visit (through the tracking link), lander_click (a click-through from a lander to
-    /// an offer) or direct_visit (recorded by the direct-tracking script)
-    #[param(pattern = "^(visit|lander_click|direct_visit)$")]
-    kind: Option<String>,
+    /// Comma-separated kinds, any of: visit (through the tracking link), lander_click (a
+    /// click-through from a lander to an offer), direct_visit (recorded by the
+    /// direct-tracking script)
+    #[param(style = Form, explode = false, schema_with = click_kinds)]
+    kind: Option<Vec<String>>,
 }
 
 #[derive(IntoParams)]
@@ -91,12 +141,20 @@ pub struct ConversionFilters {
     flow: Option<String>,
     /// Goal key (any case)
     goal: Option<String>,
-    /// Current status of the conversion
-    #[param(schema_with = traffsure_core::openapi::conversion_status)]
-    status: Option<String>,
+    /// Current status of the conversion; comma-separated for several (approved,pending)
+    #[param(style = Form, explode = false, schema_with = conversion_statuses)]
+    status: Option<Vec<String>>,
     /// true: only conversions made from their click hash alone (the click never arrived
     /// within attribution's hold timeout); false: only the others
     click_missing: Option<bool>,
+    /// true: only conversions over a cap of their offer or source; false: only the others
+    over_cap: Option<bool>,
+    /// Two-letter country code of the click
+    country: Option<String>,
+    /// The click's source
+    source: Option<String>,
+    /// The click's sub_id
+    sub_id: Option<String>,
 }
 
 #[derive(IntoParams)]
@@ -122,6 +180,10 @@ pub struct PostbackFilters {
     raw_status: Option<String>,
     /// Case-insensitive partial match over every postback parameter value and the click hash
     q: Option<String>,
+    /// json (default) or csv: the same page as CSV, the next page's cursor in the
+    /// X-Next-Cursor header
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
 }
 
 #[derive(IntoParams)]
@@ -159,8 +221,11 @@ pub struct OutboundFilters {
     url: Option<String>,
     /// Integration type: s2s or pixel
     integration: Option<String>,
-    /// Type of postback: conversion
+    /// Type of postback: conversion, click, impression or event
+    #[param(pattern = "^(conversion|click|impression|event)$")]
     postback_type: Option<String>,
+    /// Whose postback it was: flow, global, offer, source, offer:<id> or source:<id>
+    scope: Option<String>,
     /// json (default) or csv: the same page as CSV, the next cursor in X-Next-Cursor
     #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
@@ -194,6 +259,8 @@ pub struct ReportParams {
     goal: Option<String>,
     /// Count only conversions made without their click (true) or only those with it (false)
     click_missing: Option<bool>,
+    /// Count only conversions over a cap (true) or only the others (false)
+    over_cap: Option<bool>,
     /// Only clicks of this autonomous system (13335 or AS13335)
     asn: Option<String>,
     /// Only clicks from datacenter addresses (true) or the others (false)
@@ -317,6 +384,28 @@ pub struct Conversion {
     lander_name: String,
     network_id: u32,
     network_name: String,
+    /// Over a cap of its offer or source when it arrived
+    over_cap: bool,
+    /// Decimal, in `payout_currency`: what the traffic source is paid for it
+    payout: String,
+    payout_currency: String,
+    /// The click's visitor columns
+    browser_family: String,
+    browser_major: String,
+    browser_minor: String,
+    os_family: String,
+    os_major: String,
+    os_minor: String,
+    device_family: String,
+    device_brand: String,
+    device_model: String,
+    /// Why the click is a bot; empty for a person
+    bot_reason: String,
+    /// Autonomous system number of the click's address, 0 when unknown
+    asn: u32,
+    as_org: String,
+    datacenter: bool,
+    rate_exceeded: bool,
 }
 
 #[derive(ToSchema)]
@@ -447,8 +536,15 @@ pub struct OutboundAttempt {
     date: String,
     time_ms: i64,
     manual: bool,
+    #[schema(pattern = "^(s2s|pixel)$")]
     integration: String,
+    #[schema(pattern = "^(conversion|click|impression|event)$")]
     postback_type: String,
+    /// Whose postback it was: flow, global, offer:<id> or source:<id>
+    scope: String,
+    /// Why an over-cap conversion's postback was not sent: held or suppressed; empty
+    /// otherwise
+    cap_action: String,
 }
 
 #[derive(ToSchema)]
@@ -551,11 +647,13 @@ pub struct TopToday {
     offers: Vec<TopObject>,
 }
 
-/// Today's figures (UTC) and today against yesterday by hour.
+/// Today's figures (in `timezone`) and today against yesterday by hour.
 #[derive(ToSchema)]
 pub struct Dashboard {
     /// Today, YYYY-MM-DD
     date: String,
+    /// Yesterday, YYYY-MM-DD
+    yesterday: String,
     timezone: String,
     clicks_today: i64,
     /// Conversions created today whose current status is approved or pending
@@ -569,6 +667,23 @@ pub struct Dashboard {
     active_flows: u64,
     hourly: Hourly,
     top_today: TopToday,
+    /// Today's cost as reports count it (cost updates over tracked cost), decimal in the
+    /// reporting currency
+    cost_today: String,
+    /// Revenue less cost, decimal
+    profit_today: String,
+    /// Profit over cost, in percent
+    roi_today: f64,
+    /// Cost per click, decimal
+    cpc_today: String,
+    /// Cost per conversion, decimal
+    cpa_today: String,
+    /// Revenue per click, decimal
+    epc_today: String,
+    /// Where today's cost comes from: link, model or update alone, mixed from several,
+    /// empty from none
+    #[schema(pattern = "^(link|model|update|mixed|)$")]
+    cost_source_today: String,
 }
 
 #[derive(ToSchema)]
@@ -587,8 +702,9 @@ pub struct Report {
     to: String,
     /// One key per grouped dimension (plus its name column: flow_name, offer_name, …)
     /// and every metric: clicks, unique_clicks, bots, conversions, approved, pending,
-    /// rejected, cr, revenue, cost, profit, roi, epc, lander_views, lander_clicks,
-    /// lander_ctr, offer_clicks, offer_cr, without_rate
+    /// rejected, cr, revenue, cost, profit, roi, epc, without_rate, lander_views,
+    /// lander_clicks, lander_ctr, offer_clicks, offer_cr, impressions, ctr, payout, cpc,
+    /// cpa, cost_source
     rows: Vec<BTreeMap<String, Value>>,
     /// Every metric over the whole range
     totals: BTreeMap<String, Value>,
@@ -641,6 +757,14 @@ pub struct Session {
     /// Send it back in `X-CSRF-Token` with every write made with the session cookie
     csrf_token: Option<String>,
     api_key: Option<bool>,
+    /// The session's user; 0 for the configured admin
+    user_id: Option<u32>,
+    #[schema(schema_with = role)]
+    role: Option<String>,
+    /// The flows the user sees; empty for all
+    flows: Option<Vec<u32>>,
+    /// Login only: where the page goes next (a path on this site)
+    next: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -661,4 +785,314 @@ pub struct SourceTemplates {
 #[derive(ToSchema)]
 pub struct NetworkTemplates {
     templates: Vec<traffsure_core::templates::AffiliateNetworkTemplate>,
+}
+
+/// The rule condition fields `GET /api/v1/suggestions` reads (`suggestions::FIELDS`).
+fn suggestion_fields() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(
+            crate::api::suggestions::FIELDS.iter().map(|(f, _)| *f),
+        ))
+        .build()
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuggestionParams {
+    /// The rule condition field whose values are wanted
+    #[param(schema_with = suggestion_fields)]
+    field: String,
+    /// Flow id or slug (default: every flow the user sees)
+    flow: Option<String>,
+    /// Days looked back, 1–90 (default 7)
+    #[param(minimum = 1, maximum = 90)]
+    days: Option<u32>,
+    /// Only values containing this, case-insensitive
+    q: Option<String>,
+    /// How many values, 1–100 (default 20)
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+}
+
+#[derive(ToSchema)]
+pub struct SuggestedValue {
+    value: String,
+    /// Clicks with that value in the range
+    clicks: u64,
+}
+
+/// Values of a field seen in recent clicks, most clicked first.
+#[derive(ToSchema)]
+pub struct Suggestions {
+    field: String,
+    /// The flow asked for; null for every flow
+    #[schema(required = true)]
+    flow: Option<u32>,
+    days: u32,
+    values: Vec<SuggestedValue>,
+}
+
+/// What a user may do: owner (everything, users included), admin (everything but
+/// users), analyst (reads only).
+fn role() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(crate::users::Role::WORDS))
+        .build()
+}
+
+/// `GET /api/v1/me`: who the request is from.
+#[derive(ToSchema)]
+pub struct Me {
+    /// The user's id; 0 for the configured admin
+    id: u32,
+    username: String,
+    #[schema(schema_with = role)]
+    role: String,
+    /// The flows the user sees; empty for all
+    flows: Vec<u32>,
+    /// Whether the user sees only some flows
+    restricted: bool,
+    /// session, api_key, configured_key or system
+    via: String,
+    /// The configured admin (user 0)
+    bootstrap: bool,
+}
+
+/// An API key as lists show it: its prefix and name, never the secret.
+#[derive(ToSchema)]
+pub struct ApiKeyView {
+    key_id: String,
+    /// `ts_<key_id>_`: how the key starts
+    prefix: String,
+    name: String,
+    user_id: u32,
+    created_at: String,
+}
+
+/// A new API key, with the key itself: shown once.
+#[derive(ToSchema)]
+pub struct NewApiKeyView {
+    key_id: String,
+    prefix: String,
+    name: String,
+    user_id: u32,
+    created_at: String,
+    /// The whole key: send it as `Authorization: Bearer <key>`
+    key: String,
+    #[schema(schema_with = role)]
+    role: String,
+}
+
+#[derive(ToSchema)]
+pub struct ApiKeyList {
+    api_keys: Vec<ApiKeyView>,
+}
+
+/// A user. The configured admin is user 0 (`bootstrap` true, no times).
+#[derive(ToSchema)]
+pub struct UserView {
+    id: u32,
+    username: String,
+    #[schema(schema_with = role)]
+    role: String,
+    /// Flow ids the user is restricted to; empty for all
+    flows: Vec<u32>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+    /// Only on the configured admin
+    bootstrap: Option<bool>,
+    /// The user's API keys (`GET /api/v1/users/{id}` of a stored user)
+    api_keys: Option<Vec<ApiKeyView>>,
+}
+
+#[derive(ToSchema)]
+pub struct UserList {
+    users: Vec<UserView>,
+}
+
+/// `POST /api/v1/users`.
+#[derive(ToSchema)]
+pub struct NewUser {
+    username: String,
+    /// At least 10 characters
+    password: String,
+    #[schema(schema_with = role)]
+    role: String,
+    /// Flow ids or slugs the user is restricted to; none for every flow
+    flows: Option<Vec<Value>>,
+}
+
+/// `PUT /api/v1/users/{id}`: the fields to change.
+#[derive(ToSchema)]
+pub struct UserChange {
+    username: Option<String>,
+    password: Option<String>,
+    #[schema(schema_with = role)]
+    role: Option<String>,
+    flows: Option<Vec<Value>>,
+}
+
+/// `POST /api/v1/users/{id}/api-keys`.
+#[derive(ToSchema)]
+pub struct NewKey {
+    /// 1 to 100 characters
+    name: String,
+}
+
+#[derive(ToSchema)]
+pub struct UserDeleted {
+    /// The id of the user deleted
+    deleted: u32,
+}
+
+#[derive(ToSchema)]
+pub struct KeyRevoked {
+    /// The key id revoked
+    revoked: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilters {
+    /// Username, exact
+    user: Option<String>,
+    user_id: Option<u32>,
+    /// The kind of object changed
+    object: Option<String>,
+    object_id: Option<String>,
+    /// What was done
+    action: Option<String>,
+    /// json (default) or csv: the same page as CSV, the next cursor in X-Next-Cursor
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
+}
+
+/// One change, who made it and how.
+#[derive(ToSchema)]
+pub struct AuditEntry {
+    id: String,
+    time: String,
+    time_ms: i64,
+    user_id: u32,
+    username: String,
+    role: String,
+    via: String,
+    /// The kind of object changed
+    object: String,
+    object_id: String,
+    /// The flow it is about; 0 for none
+    flow_id: u32,
+    action: String,
+    /// The object before the change; null for a creation
+    #[schema(required = true)]
+    before: Option<Value>,
+    /// The object after the change; null for a deletion
+    #[schema(required = true)]
+    after: Option<Value>,
+}
+
+#[derive(ToSchema)]
+pub struct AuditPage {
+    items: Vec<AuditEntry>,
+    page_size: u64,
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CostFilters {
+    /// Flow id
+    flow: Option<u32>,
+    /// 1 to 10000 (default 1000)
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+/// A cost update: what a flow's traffic cost over whole UTC hours, optionally narrowed
+/// by sub values (empty = any).
+#[derive(ToSchema)]
+pub struct CostUpdate {
+    id: String,
+    flow: u32,
+    flow_name: String,
+    /// `YYYY-MM-DD hh:mm:ss`, UTC
+    from: String,
+    /// End, excluded
+    to: String,
+    /// Decimal, in `currency`
+    amount: String,
+    currency: String,
+    sub_id: String,
+    source: String,
+    sub1: Option<String>,
+    sub2: Option<String>,
+    sub3: Option<String>,
+    sub4: Option<String>,
+    sub5: Option<String>,
+    sub6: Option<String>,
+    sub7: Option<String>,
+    sub8: Option<String>,
+    sub9: Option<String>,
+    sub10: Option<String>,
+    created_at: String,
+    /// Who sent it
+    created_by: String,
+}
+
+#[derive(ToSchema)]
+pub struct CostList {
+    costs: Vec<CostUpdate>,
+}
+
+/// `POST /api/v1/costs`: one update.
+#[derive(ToSchema)]
+pub struct NewCostUpdate {
+    /// The flow's id
+    flow: u32,
+    /// Start, UTC, on a whole hour (`2026-03-01 00:00:00` or a date)
+    from: String,
+    /// End (excluded), UTC, on a whole hour
+    to: String,
+    /// What the range cost: decimal text or a number
+    amount: Value,
+    /// The reporting currency when absent
+    currency: Option<String>,
+    sub_id: Option<String>,
+    source: Option<String>,
+    sub1: Option<String>,
+    sub2: Option<String>,
+    sub3: Option<String>,
+    sub4: Option<String>,
+    sub5: Option<String>,
+    sub6: Option<String>,
+    sub7: Option<String>,
+    sub8: Option<String>,
+    sub9: Option<String>,
+    sub10: Option<String>,
+}
+
+/// `POST /api/v1/costs/import`: what was stored.
+#[derive(ToSchema)]
+pub struct CostsImported {
+    imported: u64,
+    ids: Vec<String>,
+}
+
+/// The global outbound postbacks, every flow fires them (secret header values masked).
+#[derive(ToSchema)]
+pub struct GlobalPostbacks {
+    outbound_postbacks: Vec<traffsure_core::flow::OutboundSpec>,
+    /// 0 while they were never saved
+    revision: u64,
+    updated_at_ms: i64,
+}
+
+/// `PUT /api/v1/outbound-postbacks/global`: the new list (a secret header sent back as
+/// the mask keeps its stored value).
+#[derive(ToSchema)]
+pub struct GlobalPostbacksChange {
+    outbound_postbacks: Option<Vec<traffsure_core::flow::OutboundSpec>>,
 }
