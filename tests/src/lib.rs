@@ -785,7 +785,53 @@ impl Drop for Stack {
         for service in self.services.values_mut() {
             let _ = service.child.start_kill();
         }
+        delete_topics(&self.topic_prefix);
     }
+}
+
+/// Deletes a finished stack's topics from the shared broker, so that a whole run does not
+/// pile up partitions: each keeps files open in the broker, whose open-file limit a run of
+/// every test would otherwise approach. Best effort and bounded in time; a private broker
+/// (secured or cluster tests) has none of them.
+fn delete_topics(prefix: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let brokers = kafka_brokers();
+    let prefix = prefix.to_string();
+    let _ = std::thread::spawn(move || {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &brokers);
+        let Ok(consumer) = config.create::<BaseConsumer>() else {
+            return;
+        };
+        let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(5)) else {
+            return;
+        };
+        let topics: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|name| name.starts_with(&prefix))
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        let Ok(admin) = config.create::<AdminClient<DefaultClientContext>>() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+        let _ = runtime.block_on(admin.delete_topics(&names, &options));
+    })
+    .join();
 }
 
 fn tail(path: &PathBuf) -> String {

@@ -46,6 +46,7 @@ const COLUMNS: &[&str] = &[
     "attempt",
     "state",
     "manual",
+    "cap_action",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +297,7 @@ async fn run(stack: &Stack, port: u16, received: &Requests) -> anyhow::Result<()
             "attempt": 1,
             "state": "delivered",
             "manual": false,
+            "cap_action": "",
         })
     );
     assert_eq!(date.len(), "2026-01-01 00:00:00".len(), "{date}");

@@ -432,7 +432,7 @@ async fn panel(stack: &Stack) -> anyhow::Result<()> {
         json!([{"id": "net", "url": format!("{receiver}/offer?c={{click}}&p={{payout}}"),
                 "method": "GET", "body_template": "", "body_format": "form", "goals": [],
                 "on_status": "approved", "reasons": [], "headers": [], "delay_seconds": 0,
-                "enabled": true}])
+                "enabled": true, "type": "conversion"}])
     );
     let source = stack
         .api_expect(
