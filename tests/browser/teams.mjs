@@ -126,7 +126,7 @@ await browser.run(async () => {
   assert(hashes.length > 0 && hashes.every(h => h.startsWith(`h${flowA}x`)), 'only flow A clicks: ' + hashes.join(' '));
   await shot('restricted-clicks');
   await page.goto(panel + '/');
-  await page.locator('main', { hasText: 'Flow A — 5' }).waitFor();
+  await page.locator('#top_today li', { hasText: 'Flow A' }).filter({ hasText: '5 clicks' }).waitFor();
   assert(!(await page.locator('main').textContent()).includes('Flow B'), 'no flow B on rita\'s dashboard');
   await shot('restricted-dashboard');
   await page.goto(`${panel}/flows/${flowB}`);

@@ -92,7 +92,10 @@ struct HourPoint {
 #[utoipa::path(get, path = "/api/v1/dashboard", tag = "reports",
     summary = "Today's figures and today against yesterday by hour",
     params(("timezone" = Option<String>, Query, description = "IANA time zone of today and the hours (default UTC)")),
-    responses((status = 200, description = "The dashboard", body = crate::openapi::bodies::Dashboard)))]
+    responses(
+        (status = 200, description = "The dashboard", body = crate::openapi::bodies::Dashboard),
+        (status = 422, description = "Unknown time zone or parameter, named in field", body = traffsure_core::ErrorBody),
+    ))]
 pub async fn dashboard(
     state: web::Data<AppState>,
     query: Query,
