@@ -203,8 +203,8 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
             &format!(
                 "SELECT cost_micros, cost_source, count() FROM impressions \
                  WHERE flow_id IN ({per_imp}, {per_visit}) \
-                 GROUP BY flow_id, cost_micros, cost_source ORDER BY flow_id, cost_micros \
-                 FORMAT CSV"
+                 GROUP BY flow_id, cost_micros, cost_source \
+                 ORDER BY flow_id != {per_imp}, cost_micros FORMAT CSV"
             )
         )
         .await?,
