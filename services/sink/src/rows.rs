@@ -41,6 +41,25 @@ fn sub(subs: &[String], i: usize) -> String {
     subs.get(i).cloned().unwrap_or_default()
 }
 
+/// The `extra` column: the tracking link's other parameters as JSON, empty when none.
+fn extra_json(extra: &std::collections::BTreeMap<String, String>) -> String {
+    if extra.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(extra).unwrap_or_default()
+    }
+}
+
+/// The stored cost source (CostSource's number): an event with a cost but no source, from
+/// an edge of before cost sources, paid the tracking link's (or the pixel's) own cost, as
+/// migrations 0016 and 0026 count the stored ones.
+fn stored_cost_source(source: i32, cost_micros: i64) -> u8 {
+    match u8::try_from(source).unwrap_or_default() {
+        0 if cost_micros != 0 => 1,
+        source => source,
+    }
+}
+
 #[derive(Debug, Row, Serialize)]
 pub struct ClickRow {
     pub click_hash: String,
@@ -119,11 +138,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         sub8: sub(&c.subs, 7),
         sub9: sub(&c.subs, 8),
         sub10: sub(&c.subs, 9),
-        extra: if c.extra.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&c.extra).unwrap_or_default()
-        },
+        extra: extra_json(&c.extra),
         is_bot: u8::from(c.is_bot),
         bot_reason: c
             .bot_reason()
@@ -134,12 +149,7 @@ pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::Decode
         datacenter: u8::from(c.datacenter),
         rate_exceeded: u8::from(c.rate_exceeded),
         kind: u8::try_from(c.kind).unwrap_or_default(),
-        // A click with a cost but no source (from an edge of before cost models) paid
-        // the tracking link's cost, as migration 0016's rebuild counts the stored ones.
-        cost_source: match u8::try_from(c.cost_source).unwrap_or_default() {
-            0 if c.cost_micros != 0 => 1,
-            source => source,
-        },
+        cost_source: stored_cost_source(c.cost_source, c.cost_micros),
         parent_click_hash: c.parent_click_hash,
         traffic_source_id: c.traffic_source_id,
         lander_id: c.lander_id,
@@ -381,12 +391,7 @@ pub struct ImpressionRow {
 pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, prost::DecodeError> {
     let i = Impression::decode(payload)?;
     Ok(ImpressionRow {
-        // A cost with no source (from an edge of before impression cost sources) is the
-        // pixel's own, as migration 0026's rebuild counts the stored ones.
-        cost_source: match u8::try_from(i.cost_source).unwrap_or_default() {
-            0 if i.cost_micros != 0 => 1,
-            source => source,
-        },
+        cost_source: stored_cost_source(i.cost_source, i.cost_micros),
         ts: seconds(i.ts_ms),
         ts_ms: i.ts_ms,
         routing_key: i.routing_key as u16,
@@ -400,11 +405,7 @@ pub fn impression_row(payload: &[u8], at: Position) -> Result<ImpressionRow, pro
         sub8: sub(&i.subs, 7),
         sub9: sub(&i.subs, 8),
         sub10: sub(&i.subs, 9),
-        extra: if i.extra.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&i.extra).unwrap_or_default()
-        },
+        extra: extra_json(&i.extra),
         is_bot: u8::from(i.is_bot),
         bot_reason: i
             .bot_reason()
