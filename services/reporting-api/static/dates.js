@@ -128,7 +128,13 @@ function dateRangePicker(form, emptyLabel = 'Any time') {
   const dayInput = (name, value, label) => el('input', {name, id: 'range-' + name, 'aria-label': label,
     type: !value || /^\d{4}-\d{2}-\d{2}$/.test(value) ? 'date' : 'text', value});
   const fromInput = dayInput('from', from, 'From'), toInput = dayInput('to', to, 'To');
-  const matching = presets.find(p => p[2] === from && p[3] === to);
+  // Two presets can name the same days (on the 7th, this month is also the last 7 days):
+  // the one picked last for these days is shown, else the first.
+  let remembered = null;
+  try { remembered = JSON.parse(sessionStorage.getItem('range-preset') || 'null'); } catch (_) { remembered = null; }
+  const candidates = presets.filter(p => p[2] === from && p[3] === to);
+  const matching = candidates.find(p => remembered && p[0] === remembered.id && remembered.from === from && remembered.to === to)
+    || candidates[0];
   const preset = el('select', {id: 'range-preset', 'aria-label': 'Date range'},
     el('option', {value: '', selected: !from && !to}, emptyLabel),
     presets.map(([id, label]) => el('option', {value: id, selected: Boolean(matching) && matching[0] === id}, label)),
@@ -139,6 +145,9 @@ function dateRangePicker(form, emptyLabel = 'Any time') {
     fromInput.type = toInput.type = 'date';
     fromInput.value = chosen ? chosen[2] : '';
     toInput.value = chosen ? chosen[3] : '';
+    try {
+      sessionStorage.setItem('range-preset', JSON.stringify({id: preset.value, from: fromInput.value, to: toInput.value}));
+    } catch (_) { /* storage refused: the first matching preset is shown */ }
     form.requestSubmit();
   });
   for (const input of [fromInput, toInput]) {
