@@ -32,9 +32,9 @@ stop:
 	deploy/local/stop.sh
 	deploy/local/cluster.sh stop
 
-## test: everything the tests need, then all tests against the real Kafka and ClickHouse
+## test: everything the tests need, then all tests against the real Kafka and ClickHouse (TEST_LANES side by side, default 3)
 test: install build stack check-deploy
-	$(CARGO) test --workspace --locked
+	CARGO=$(CARGO) tests/run.sh
 
 ## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
 test-cluster: install build

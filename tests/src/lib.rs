@@ -840,12 +840,25 @@ fn tail(path: &PathBuf) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// Polls `check` until it returns `Some`, or fails after `timeout`.
+/// How much longer than written a wait may take: `TRAFFSURE_TEST_TIMEOUT_SCALE` (default 1;
+/// `tests/run.sh` sets 2, since its lanes share the machine). Only a failing wait lasts
+/// longer; a condition met is met as soon as before.
+pub fn timeout_scale() -> f64 {
+    std::env::var("TRAFFSURE_TEST_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` (times the
+/// [`timeout_scale`]).
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
+    let timeout = timeout.mul_f64(timeout_scale());
     let deadline = Instant::now() + timeout;
     let mut last_error = None;
     loop {
