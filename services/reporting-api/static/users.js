@@ -134,6 +134,7 @@ async function usersPage() {
       {title: 'Username', key: 'username'},
       {title: 'Role', key: 'role'},
       {title: 'Flows', render: u => u.flows.length ? u.flows.map(flowName).join(', ') : 'every flow'},
+      {title: 'Time zone', key: 'timezone'},
     ], users));
     for (const user of users) main.append(await userSection(user, flows, flowName));
   } catch (error) { showError(error); }
