@@ -610,6 +610,14 @@ mod tests {
         assert!(!allowed(&analyst, Method::GET, "/api/v1/audit"));
         assert!(allowed(&analyst, Method::POST, "/api/v1/auth/logout"));
         assert!(allowed(&analyst, Method::GET, "/api/v1/me"));
+        // Their own time zone is theirs to set, restricted or not; nobody else's.
+        assert!(allowed(&analyst, Method::PUT, "/api/v1/me"));
+        assert!(allowed(
+            &principal(Role::Analyst, &[4]),
+            Method::PUT,
+            "/api/v1/me"
+        ));
+        assert!(!allowed(&analyst, Method::PUT, "/api/v1/users/7"));
     }
 
     #[test]
