@@ -6,7 +6,7 @@
 // its rows in the zone: each preset's expected rows are counted here from the entries'
 // times and the browser's clock in the zone, so they hold at any time of day and on any
 // date (tests/tests/timezone_browser.rs seeds entries just before and after the zone's
-// midnight and one ten days old). One screenshot per step goes to SCREENSHOT_DIR; the
+// midnight and one ten days old). Last, the owner sets bob's zone in the Users page. One screenshot per step goes to SCREENSHOT_DIR; the
 // last line is `timezones ok {…}`.
 //
 //   PANEL_URL ADMIN_USERNAME ADMIN_PASSWORD ZONE OTHER_ZONE SCREENSHOT_DIR node timezones.mjs
@@ -189,6 +189,17 @@ const result = {};
     assert(counts.today + counts.yesterday <= counts.last_7_days, 'today and yesterday are in the last 7 days');
     result.counts = counts;
     result.total = total;
+
+    // The owner sets bob's zone in the Users page; the list shows each user's.
+    await h.page.goto(panel + '/users');
+    const bob = h.page.locator('section.user[data-username="bob"]');
+    await bob.locator('select[name=timezone]').waitFor();
+    assert((await bob.locator('select[name=timezone]').inputValue()) === 'UTC', 'bob\'s zone shown');
+    await bob.locator('select[name=timezone]').selectOption(otherZone);
+    await bob.locator('button.save-user').click();
+    await h.page.locator('table tbody tr', { hasText: 'bob' }).filter({ hasText: otherZone }).waitFor();
+    assert(await h.page.locator('table tbody tr', { hasText: 'ana' }).filter({ hasText: zone }).count() === 1, 'ana\'s zone listed');
+    await h.shot('owner-sets-bobs-zone');
     assert(browser.errors.length === 0, 'no script errors: ' + browser.errors.join('; '));
     console.log('timezones ok ' + JSON.stringify(result));
   });

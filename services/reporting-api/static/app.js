@@ -658,7 +658,8 @@ async function main() {
     if (href === location.pathname || (href !== '/' && location.pathname.startsWith(href))) link.classList.add('active');
   }
   try {
-    const [session, me] = await Promise.all([api('/api/v1/auth/session'), api('/api/v1/me')]);
+    // Without an answer about the user's zone the pages still draw, in the URL's or UTC.
+    const [session, me] = await Promise.all([api('/api/v1/auth/session'), api('/api/v1/me').catch(() => null)]);
     csrfToken = session.csrf_token || '';
     document.getElementById('user').textContent = session.username || '';
     // The user's stored time zone, before any page reads it.
