@@ -133,3 +133,8 @@ SELECT o, keys, d, cur, toUInt8(3), toUInt64(count()), toInt64(sum(c)) FROM (SEL
 -- tables: cost_updates
 -- example: 1
 SELECT id, flow_id, toUInt32(from_ts), toUInt32(to_ts), amount_micros, currency, sub_id, source, subs, toUInt32(created_at), created_at_ms, created_by FROM {table} WHERE flow_id = ? ORDER BY created_at_ms DESC, id DESC LIMIT 1000;
+
+-- name: user_settings_current
+-- tables: user_settings
+-- example:
+SELECT * FROM (SELECT user_id AS uid, argMax(timezone, version) AS tz FROM {table} GROUP BY user_id) WHERE 1;

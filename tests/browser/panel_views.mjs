@@ -145,7 +145,8 @@ await run(async () => {
   await page.locator('#chart-conversions').screenshot({ path: `${shots}/03-dashboard-zone-hover.png` });
   assert((await chartRow('chart-clicks', hourUtc))[2] === '0', 'UTC hour is empty yesterday in the zone');
   assert((await page.innerText('#dashboard-day')).includes(todayZone), 'the zone\'s day: ' + await page.innerText('#dashboard-day'));
-  assert(await page.evaluate(() => localStorage.getItem('traffsure.timezone')) === zone, 'time zone remembered');
+  const stored = await page.evaluate(() => fetch('/api/v1/me').then(r => r.json()).then(me => me.timezone));
+  assert(stored === zone, 'time zone stored as the user\'s: ' + stored);
   const topCountry = await page.locator('#top-countries li').first().innerText();
   assert(topCountry.includes('DE') && topCountry.includes('4 clicks'), 'top country: ' + topCountry);
   await shot('03-dashboard-zone');

@@ -134,6 +134,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "impression_cost_source",
         include_str!("../../../deploy/clickhouse/migrations/0026_impression_cost_source.sql"),
     ),
+    (
+        27,
+        "user_settings",
+        include_str!("../../../deploy/clickhouse/migrations/0027_user_settings.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

@@ -561,26 +561,6 @@ pub async fn session(req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// `GET /api/v1/me`: who the request is from, by session or key, with role and flows.
-#[utoipa::path(get, path = "/api/v1/me", tag = "users",
-    summary = "Who the request is from, with role and flows",
-    responses((status = 200, description = "The user", body = crate::openapi::bodies::Me)))]
-pub async fn me(principal: Principal) -> HttpResponse {
-    let flows: Vec<u32> = match &principal.scope {
-        FlowScope::All => Vec::new(),
-        FlowScope::Only(ids) => ids.iter().copied().collect(),
-    };
-    HttpResponse::Ok().json(json!({
-        "id": principal.user_id,
-        "username": principal.username,
-        "role": principal.role,
-        "flows": flows,
-        "restricted": principal.scope.is_restricted(),
-        "via": principal.via.word(),
-        "bootstrap": principal.user_id == BOOTSTRAP_ID,
-    }))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -169,7 +169,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn teams(cfg: &mut web::ServiceConfig) {
     cfg.route("/assets/users.js", web::get().to(panel::users_js))
         .route("/assets/audit.js", web::get().to(panel::audit_js))
-        .route("/api/v1/me", web::get().to(auth::me))
+        .route("/api/v1/me", web::get().to(api::users::me))
+        .route("/api/v1/me", web::put().to(api::users::update_me))
         .route("/api/v1/users", web::get().to(api::users::list))
         .route("/api/v1/users", web::post().to(api::users::create))
         .route("/api/v1/users/{id}", web::get().to(api::users::get))

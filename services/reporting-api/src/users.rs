@@ -12,6 +12,11 @@
 //! database the reports already need has to be running. Passwords are argon2id hashes
 //! (as for the configured admin); API keys are long random secrets, stored as SHA-256
 //! (a slow hash buys nothing for 190 random bits and would cost every API request).
+//!
+//! Each user's own settings (today the time zone the panel reads days and hours in) are
+//! rows of `user_settings` (migration 27) keyed by user id, the bootstrap owner's by 0,
+//! so every user has one and it follows them to any browser. A user without a row reads
+//! UTC.
 
 use std::collections::BTreeSet;
 use std::future::{ready, Ready};
@@ -253,6 +258,13 @@ impl User {
             "updated_at": self.updated_at,
         })
     }
+
+    /// `view` with the user's time zone.
+    pub fn view_in(&self, timezone: &str) -> serde_json::Value {
+        let mut view = self.view();
+        view["timezone"] = serde_json::json!(timezone);
+        view
+    }
 }
 
 /// An API key as stored.
@@ -309,6 +321,20 @@ fn now_ms() -> u64 {
 /// deploy/clickhouse/queries.sql); callers add ` AND …` conditions.
 fn users_query() -> String {
     traffsure_clickhouse::queries::sql("users_current", "users")
+}
+
+/// Each user's latest settings (`user_settings_current`); callers add ` AND …`.
+fn settings_query() -> String {
+    traffsure_clickhouse::queries::sql("user_settings_current", "user_settings")
+}
+
+/// The time zone of a user without a stored one.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+
+#[derive(clickhouse::Row, Deserialize)]
+struct SettingsRow {
+    uid: u32,
+    tz: String,
 }
 
 /// Each API key's latest version, revoked ones left out (`api_keys_current`).
@@ -427,6 +453,50 @@ impl UserStore {
         Ok(())
     }
 
+    /// The time zone user `user_id` reads the panel in (0: the bootstrap owner).
+    pub async fn timezone_of(&self, user_id: u32) -> Result<String, ApiError> {
+        let rows = self
+            .clickhouse
+            .query(&format!("{} AND uid = ?", settings_query()))
+            .bind(user_id)
+            .fetch_all::<SettingsRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| r.tz)
+            .find(|tz| !tz.is_empty())
+            .unwrap_or_else(|| DEFAULT_TIMEZONE.into()))
+    }
+
+    /// Every stored time zone by user id (users without one are missing: UTC).
+    pub async fn timezones(&self) -> Result<std::collections::HashMap<u32, String>, ApiError> {
+        let rows = self
+            .clickhouse
+            .query(&settings_query())
+            .fetch_all::<SettingsRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| !r.tz.is_empty())
+            .map(|r| (r.uid, r.tz))
+            .collect())
+    }
+
+    /// Stores user `user_id`'s time zone (checked by the caller).
+    pub async fn write_timezone(&self, user_id: u32, timezone: &str) -> Result<(), ApiError> {
+        self.clickhouse
+            .query(
+                "INSERT INTO user_settings (user_id, version, timezone, updated_at) \
+                 SELECT ?, ?, ?, now()",
+            )
+            .bind(user_id)
+            .bind(now_ms())
+            .bind(timezone)
+            .execute()
+            .await?;
+        Ok(())
+    }
+
     pub async fn key(&self, key_id: &str) -> Result<Option<ApiKey>, ApiError> {
         let rows = self
             .clickhouse
@@ -540,6 +610,14 @@ mod tests {
         assert!(!allowed(&analyst, Method::GET, "/api/v1/audit"));
         assert!(allowed(&analyst, Method::POST, "/api/v1/auth/logout"));
         assert!(allowed(&analyst, Method::GET, "/api/v1/me"));
+        // Their own time zone is theirs to set, restricted or not; nobody else's.
+        assert!(allowed(&analyst, Method::PUT, "/api/v1/me"));
+        assert!(allowed(
+            &principal(Role::Analyst, &[4]),
+            Method::PUT,
+            "/api/v1/me"
+        ));
+        assert!(!allowed(&analyst, Method::PUT, "/api/v1/users/7"));
     }
 
     #[test]

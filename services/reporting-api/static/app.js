@@ -653,17 +653,20 @@ async function reportsPage() {
 }
 
 async function main() {
-  syncTimezoneWithUrl();
-  document.getElementById('user').before(timezoneSelect());
   for (const link of document.querySelectorAll('header nav a')) {
     const href = link.getAttribute('href');
     if (href === location.pathname || (href !== '/' && location.pathname.startsWith(href))) link.classList.add('active');
   }
   try {
-    const session = await api('/api/v1/auth/session');
+    // Without an answer about the user's zone the pages still draw, in the URL's or UTC.
+    const [session, me] = await Promise.all([api('/api/v1/auth/session'), api('/api/v1/me').catch(() => null)]);
     csrfToken = session.csrf_token || '';
     document.getElementById('user').textContent = session.username || '';
+    // The user's stored time zone, before any page reads it.
+    loadUserTimezone(me);
   } catch (error) { return; }
+  syncTimezoneWithUrl();
+  document.getElementById('user').before(timezoneSelect());
   document.getElementById('logout').addEventListener('click', async () => {
     await api('/api/v1/auth/logout', {method: 'POST'});
     location.href = '/login';

@@ -1,6 +1,7 @@
 // The Audit log page: every change made through the API — who, when, what, and each
-// field's value before and after — with filters in the URL and CSV. Loaded before
-// app.js and uses its helpers (el, listPage).
+// field's value before and after — with filters in the URL (dates through the shared
+// picker, in the user's time zone) and CSV. Loaded before app.js and uses its helpers
+// (el, listPage).
 'use strict';
 
 const AUDIT_OBJECTS = ['', 'flow', 'traffic_source', 'affiliate_network', 'offer', 'lander', 'user', 'api_key', 'exchange_rates', 'outbound_postback'];
@@ -36,10 +37,11 @@ function auditPage() {
     {name: 'object', label: 'Object', options: AUDIT_OBJECTS},
     {name: 'object_id', label: 'Object id', size: 8},
     {name: 'action', label: 'Action', options: AUDIT_ACTIONS},
-    {name: 'from', label: 'From', type: 'date'},
-    {name: 'to', label: 'To', type: 'date'},
+    // The shared date-range picker, its days in the user's time zone.
+    {name: 'from', emptyLabel: 'Any time'},
+    {name: 'to'},
   ], [
-    {title: 'Time (UTC)', key: 'time'},
+    {title: 'Time', key: 'time'},
     {title: 'User', render: e => e.username + ' (' + e.role + ')'},
     {title: 'Action', key: 'action', cls: e => 'action-' + e.action},
     {title: 'Object', render: e => e.object + ' ' + e.object_id},

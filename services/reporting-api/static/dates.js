@@ -1,13 +1,16 @@
 // Dates and time zones of the admin panel: the time zone every page reads its days and
-// hours in (the `timezone` parameter of the URL, so a view shared as a link keeps it;
-// the last one chosen is remembered in this browser), and the date-range picker with
-// its presets. Dates are `YYYY-MM-DD` strings, computed in the chosen time zone.
+// hours in (the user's own, stored with them on the server, so it follows them to any
+// browser; the `timezone` parameter of the URL wins for that page, so a view shared as a
+// link keeps it), and the date-range picker with its presets. Dates are `YYYY-MM-DD`
+// strings, computed in the chosen time zone.
 'use strict';
 
-const TIMEZONE_KEY = 'traffsure.timezone';
+// The logged-in user's stored time zone (`GET /api/v1/me`), set by `loadUserTimezone`
+// before any page is drawn.
+let userTimezone = 'UTC';
 
 // The pages whose data has a time: they take `timezone` in their URL and API calls.
-const TIMED_PAGES = ['/', '/clicks', '/conversions', '/postbacks', '/outbound', '/reports'];
+const TIMED_PAGES = ['/', '/clicks', '/conversions', '/postbacks', '/outbound', '/reports', '/audit'];
 
 function timezoneKnown(tz) {
   try {
@@ -16,29 +19,31 @@ function timezoneKnown(tz) {
   } catch (error) { return false; }
 }
 
-// The page's time zone: the URL's, else the one remembered, else UTC.
+// The page's time zone: the URL's, else the user's stored one, else UTC.
 function currentTimezone() {
   const fromUrl = new URLSearchParams(location.search).get('timezone');
   if (fromUrl) return fromUrl;
-  let stored = null;
-  try { stored = localStorage.getItem(TIMEZONE_KEY); } catch (error) { stored = null; }
-  return stored && timezoneKnown(stored) ? stored : 'UTC';
+  return userTimezone && timezoneKnown(userTimezone) ? userTimezone : 'UTC';
 }
 
-function rememberTimezone(tz) {
-  try { localStorage.setItem(TIMEZONE_KEY, tz); } catch (error) { /* private mode: the URL still has it */ }
+// The user's stored zone, from who is logged in (`me`, the answer of `/api/v1/me`).
+function loadUserTimezone(me) {
+  userTimezone = (me && me.timezone) || 'UTC';
 }
 
-// On a page with times, a time zone remembered but missing from the URL goes into it
-// (without a reload), so the view's link carries it; one in the URL is remembered.
+// Stores `tz` as the user's time zone (every role may change their own).
+async function saveTimezone(tz) {
+  const me = await api('/api/v1/me', {method: 'PUT', body: {timezone: tz}});
+  loadUserTimezone(me);
+}
+
+// On a page with times, the user's zone missing from the URL goes into it (without a
+// reload), so the view's link carries it; a zone in the URL applies to that page only.
 function syncTimezoneWithUrl() {
   if (!TIMED_PAGES.includes(location.pathname)) return;
   const q = new URLSearchParams(location.search);
+  if (q.get('timezone')) return;
   const tz = currentTimezone();
-  if (q.get('timezone')) {
-    if (timezoneKnown(tz)) rememberTimezone(tz);
-    return;
-  }
   if (tz === 'UTC') return;
   q.set('timezone', tz);
   history.replaceState(null, '', location.pathname + '?' + q);
@@ -50,7 +55,7 @@ function timezoneNames() {
   return ['UTC', ...names.filter(n => n !== 'UTC')];
 }
 
-// The header's time-zone setting: remembered, and applied to the page at once.
+// The header's time-zone setting: saved as the user's, and applied to the page at once.
 function timezoneSelect() {
   const tz = currentTimezone();
   const names = timezoneNames();
@@ -58,8 +63,13 @@ function timezoneSelect() {
   const select = el('select', {id: 'timezone', 'aria-label': 'Time zone',
     title: 'Time zone of every date and hour in the panel'},
   names.map(n => el('option', {value: n, selected: n === tz}, n)));
-  select.addEventListener('change', () => {
-    rememberTimezone(select.value);
+  select.addEventListener('change', async () => {
+    try {
+      await saveTimezone(select.value);
+    } catch (error) {
+      showError(error);
+      return;
+    }
     if (!TIMED_PAGES.includes(location.pathname)) return;
     const q = new URLSearchParams(location.search);
     if (select.value === 'UTC') q.delete('timezone'); else q.set('timezone', select.value);

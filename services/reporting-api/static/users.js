@@ -39,6 +39,14 @@ function checkedFlows(container) {
   return [...container.querySelectorAll('.flow-choices input:checked')].map(i => Number(i.value));
 }
 
+// A user's stored time zone, for the owner to change (dates.js has the names).
+function userTimezoneSelect(value) {
+  const zone = value || 'UTC';
+  const names = timezoneNames();
+  if (!names.includes(zone)) names.push(zone);
+  return el('select', {name: 'timezone'}, names.map(n => el('option', {value: n, selected: n === zone}, n)));
+}
+
 function roleSelect(name, value) {
   return el('select', {name}, ROLES.map(r => el('option', {value: r, selected: r === value}, r)));
 }
@@ -60,6 +68,7 @@ async function userSection(user, flows, flowName) {
   const form = el('form', {class: 'user-edit'},
     el('label', {}, 'Role ', roleSelect('role', user.role)),
     el('label', {}, ' New password ', el('input', {name: 'password', type: 'password', minlength: 10, autocomplete: 'new-password', placeholder: 'unchanged'})),
+    el('label', {}, ' Time zone ', userTimezoneSelect(user.timezone)),
     flowChoices(flows, user.flows, 'flows'),
     el('button', {type: 'submit', class: 'save-user'}, 'Save'),
     el('button', {type: 'button', class: 'delete-user', onclick: async () => {
@@ -74,6 +83,7 @@ async function userSection(user, flows, flowName) {
     try {
       const body = {role: form.elements.role.value, flows: checkedFlows(form)};
       if (form.elements.password.value) body.password = form.elements.password.value;
+      if (form.elements.timezone.value !== (user.timezone || 'UTC')) body.timezone = form.elements.timezone.value;
       await api(`/api/v1/users/${user.id}`, {method: 'PUT', body});
       usersPage();
     } catch (error) { showError(error); }
@@ -134,6 +144,7 @@ async function usersPage() {
       {title: 'Username', key: 'username'},
       {title: 'Role', key: 'role'},
       {title: 'Flows', render: u => u.flows.length ? u.flows.map(flowName).join(', ') : 'every flow'},
+      {title: 'Time zone', key: 'timezone'},
     ], users));
     for (const user of users) main.append(await userSection(user, flows, flowName));
   } catch (error) { showError(error); }

@@ -2,7 +2,13 @@
 //! but for their own keys): `GET/POST /api/v1/users`, `GET/PUT/DELETE
 //! /api/v1/users/{id}`, `GET/POST /api/v1/users/{id}/api-keys` and `DELETE
 //! /api/v1/users/{id}/api-keys/{key}`. The configured admin is listed as user 0, the
-//! bootstrap owner, and changed only in settings. Every change goes to the audit log.
+//! bootstrap owner, and changed only in settings but for its time zone. Every change
+//! goes to the audit log.
+//!
+//! Every user's time zone (the panel's days and hours) is stored with them
+//! (`users::UserStore::timezone_of`): an owner sets anyone's with `PUT
+//! /api/v1/users/{id}`, and every user, analysts included, their own with `PUT
+//! /api/v1/me`.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -12,7 +18,9 @@ use crate::audit::Entry;
 use crate::auth::{hash_password, Auth};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::users::{self, ApiKey, Principal, Role, User, UserStore, BOOTSTRAP_ID};
+use crate::users::{
+    self, ApiKey, FlowScope, Principal, Role, User, UserStore, BOOTSTRAP_ID, DEFAULT_TIMEZONE,
+};
 
 /// Shortest password accepted.
 const MIN_PASSWORD: usize = 10;
@@ -26,6 +34,9 @@ pub struct NewUser {
     /// Flow ids or slugs the user is restricted to; none for every flow.
     #[serde(default)]
     flows: Vec<serde_json::Value>,
+    /// The IANA time zone the panel reads days and hours in; UTC when absent.
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +50,15 @@ pub struct UserChange {
     role: Option<String>,
     #[serde(default)]
     flows: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    timezone: Option<String>,
+}
+
+/// `PUT /api/v1/me`: the settings a user changes for themselves.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeChange {
+    timezone: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,14 +67,24 @@ pub struct NewKey {
     name: String,
 }
 
-fn bootstrap_view(auth: &Auth) -> serde_json::Value {
+fn bootstrap_view(auth: &Auth, timezone: &str) -> serde_json::Value {
     json!({
         "id": BOOTSTRAP_ID,
         "username": auth.bootstrap_username(),
         "role": Role::Owner,
         "flows": [],
         "bootstrap": true,
+        "timezone": timezone,
     })
+}
+
+/// An IANA time zone ClickHouse knows (the reports read days in it), or 422 naming
+/// `timezone`.
+pub async fn checked_timezone(state: &AppState, timezone: &str) -> Result<String, ApiError> {
+    let timezone = timezone.trim();
+    crate::sql::check_timezone_shape(timezone)?;
+    state.check_timezone(timezone).await?;
+    Ok(timezone.to_string())
 }
 
 fn checked_username(auth: &Auth, username: &str) -> Result<String, ApiError> {
@@ -167,8 +197,16 @@ async fn unique(store: &UserStore, username: &str, id: u32) -> Result<(), ApiErr
         (status = 403, description = "Only owners manage users", body = traffsure_core::ErrorBody),
     ))]
 pub async fn list(auth: web::Data<Auth>) -> Result<HttpResponse, ApiError> {
-    let mut users = vec![bootstrap_view(&auth)];
-    users.extend(auth.users().all().await?.iter().map(User::view));
+    let zones = auth.users().timezones().await?;
+    let zone = |id: u32| zones.get(&id).map_or(DEFAULT_TIMEZONE, String::as_str);
+    let mut users = vec![bootstrap_view(&auth, zone(BOOTSTRAP_ID))];
+    users.extend(
+        auth.users()
+            .all()
+            .await?
+            .iter()
+            .map(|u| u.view_in(zone(u.id))),
+    );
     Ok(HttpResponse::Ok().json(json!({ "users": users })))
 }
 
@@ -192,6 +230,10 @@ pub async fn create(
     let role = checked_role(&body.role)?;
     let flow_ids = checked_flows(&state, &body.flows)?;
     check_role_flows(role, &flow_ids)?;
+    let timezone = match &body.timezone {
+        Some(tz) => checked_timezone(&state, tz).await?,
+        None => DEFAULT_TIMEZONE.to_string(),
+    };
     let password_hash = hashed(&body.password).await?;
     let _writing = state.writes.lock().await;
     unique(auth.users(), &username, 0).await?;
@@ -204,15 +246,19 @@ pub async fn create(
         created_at: String::new(),
         updated_at: String::new(),
     };
+    if timezone != DEFAULT_TIMEZONE {
+        auth.users().write_timezone(user.id, &timezone).await?;
+    }
     auth.users().write(&user, false).await?;
     // Read back for the stored times; what was written, if a replica lags.
     let user = auth.users().by_id(user.id).await?.unwrap_or(user);
     tracing::info!(user = user.id, username = %user.username, role = %user.role, "user created");
+    let view = user.view_in(&timezone);
     Entry::new("user", user.id, "create")
-        .after(&user.view())
+        .after(&view)
         .record(&state, &who)
         .await?;
-    Ok(HttpResponse::Created().json(user.view()))
+    Ok(HttpResponse::Created().json(view))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users",
@@ -224,8 +270,9 @@ pub async fn create(
         (status = 404, description = "No such user", body = traffsure_core::ErrorBody),
     ))]
 pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpResponse, ApiError> {
+    let timezone = auth.users().timezone_of(*id).await?;
     if *id == BOOTSTRAP_ID {
-        return Ok(HttpResponse::Ok().json(bootstrap_view(&auth)));
+        return Ok(HttpResponse::Ok().json(bootstrap_view(&auth, &timezone)));
     }
     let user = stored(auth.users(), *id).await?;
     let keys: Vec<_> = auth
@@ -235,7 +282,7 @@ pub async fn get(auth: web::Data<Auth>, id: web::Path<u32>) -> Result<HttpRespon
         .iter()
         .map(ApiKey::view)
         .collect();
-    let mut view = user.view();
+    let mut view = user.view_in(&timezone);
     view["api_keys"] = json!(keys);
     Ok(HttpResponse::Ok().json(view))
 }
@@ -259,7 +306,23 @@ pub async fn update(
     who: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let timezone = match &body.timezone {
+        Some(tz) => Some(checked_timezone(&state, tz).await?),
+        None => None,
+    };
     let _writing = state.writes.lock().await;
+    let zone_before = auth.users().timezone_of(*id).await?;
+    let only_timezone = body.username.is_none()
+        && body.password.is_none()
+        && body.role.is_none()
+        && body.flows.is_none();
+    if *id == BOOTSTRAP_ID && only_timezone {
+        // The configured owner's time zone is the one thing of it stored here.
+        let timezone = timezone.unwrap_or(zone_before.clone());
+        let view =
+            change_timezone(&state, &auth, &who, BOOTSTRAP_ID, &zone_before, &timezone).await?;
+        return Ok(HttpResponse::Ok().json(view));
+    }
     let before = stored(auth.users(), *id).await?;
     let mut user = before.clone();
     if let Some(username) = &body.username {
@@ -276,19 +339,23 @@ pub async fn update(
     if let Some(password) = &body.password {
         user.password_hash = hashed(password).await?;
     }
+    let zone_after = timezone.unwrap_or(zone_before.clone());
+    if zone_after != zone_before {
+        auth.users().write_timezone(user.id, &zone_after).await?;
+    }
     auth.users().write(&user, false).await?;
     // Read back for the stored times; what was written, if a replica lags.
     let user = auth.users().by_id(user.id).await?.unwrap_or(user);
-    let mut after = user.view();
+    let mut after = user.view_in(&zone_after);
     if body.password.is_some() {
         after["password_changed"] = json!(true);
     }
     Entry::new("user", user.id, "update")
-        .before(&before.view())
+        .before(&before.view_in(&zone_before))
         .after(&after)
         .record(&state, &who)
         .await?;
-    Ok(HttpResponse::Ok().json(user.view()))
+    Ok(HttpResponse::Ok().json(user.view_in(&zone_after)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",
@@ -318,6 +385,87 @@ pub async fn delete(
         .record(&state, &who)
         .await?;
     Ok(HttpResponse::Ok().json(json!({"deleted": user.id})))
+}
+
+/// Stores user `id`'s time zone `after` (was `before`), with its audit entry; the
+/// user's view as it is now.
+async fn change_timezone(
+    state: &AppState,
+    auth: &Auth,
+    who: &Principal,
+    id: u32,
+    before: &str,
+    after: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let user = if id == BOOTSTRAP_ID {
+        None
+    } else {
+        Some(stored(auth.users(), id).await?)
+    };
+    let view = |tz: &str| match &user {
+        Some(user) => user.view_in(tz),
+        None => bootstrap_view(auth, tz),
+    };
+    if before != after {
+        auth.users().write_timezone(id, after).await?;
+    }
+    tracing::info!(user = id, timezone = after, "time zone set");
+    Entry::new("user", id, "update")
+        .before(&view(before))
+        .after(&view(after))
+        .record(state, who)
+        .await?;
+    Ok(view(after))
+}
+
+/// `GET /api/v1/me`: who the request is from, by session or key, with role, flows and
+/// time zone.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    summary = "Who the request is from, with role, flows and time zone",
+    responses((status = 200, description = "The user", body = crate::openapi::bodies::Me)))]
+pub async fn me(auth: web::Data<Auth>, principal: Principal) -> Result<HttpResponse, ApiError> {
+    let timezone = auth.users().timezone_of(principal.user_id).await?;
+    Ok(HttpResponse::Ok().json(me_view(&principal, &timezone)))
+}
+
+fn me_view(principal: &Principal, timezone: &str) -> serde_json::Value {
+    let flows: Vec<u32> = match &principal.scope {
+        FlowScope::All => Vec::new(),
+        FlowScope::Only(ids) => ids.iter().copied().collect(),
+    };
+    json!({
+        "id": principal.user_id,
+        "username": principal.username,
+        "role": principal.role,
+        "flows": flows,
+        "restricted": principal.scope.is_restricted(),
+        "via": principal.via.word(),
+        "bootstrap": principal.user_id == BOOTSTRAP_ID,
+        "timezone": timezone,
+    })
+}
+
+/// `PUT /api/v1/me`: changes one's own settings (the time zone), whatever one's role:
+/// an analyst, who changes nothing else, sets their own time zone here.
+#[utoipa::path(put, path = "/api/v1/me", tag = "users",
+    summary = "Change one's own time zone (every role, analysts included)",
+    request_body = crate::openapi::bodies::MeChange,
+    responses(
+        (status = 200, description = "Changed", body = crate::openapi::bodies::Me),
+        (status = 404, description = "The user was deleted", body = traffsure_core::ErrorBody),
+        (status = 422, description = "An unknown time zone, named in field", body = traffsure_core::ErrorBody),
+    ))]
+pub async fn update_me(
+    state: web::Data<AppState>,
+    auth: web::Data<Auth>,
+    body: web::Json<MeChange>,
+    who: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let timezone = checked_timezone(&state, &body.timezone).await?;
+    let _writing = state.writes.lock().await;
+    let before = auth.users().timezone_of(who.user_id).await?;
+    change_timezone(&state, &auth, &who, who.user_id, &before, &timezone).await?;
+    Ok(HttpResponse::Ok().json(me_view(&who, &timezone)))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/api-keys", tag = "users",

@@ -858,6 +858,15 @@ pub struct Me {
     via: String,
     /// The configured admin (user 0)
     bootstrap: bool,
+    /// The IANA time zone the panel reads days and hours in for this user (UTC unless set)
+    timezone: String,
+}
+
+/// `PUT /api/v1/me`: one's own settings.
+#[derive(ToSchema)]
+pub struct MeChange {
+    /// An IANA time zone, such as Asia/Tokyo
+    timezone: String,
 }
 
 /// An API key as lists show it: its prefix and name, never the secret.
@@ -905,6 +914,9 @@ pub struct UserView {
     bootstrap: Option<bool>,
     /// The user's API keys (`GET /api/v1/users/{id}` of a stored user)
     api_keys: Option<Vec<ApiKeyView>>,
+    /// The IANA time zone the panel reads days and hours in for this user (UTC unless
+    /// set); absent only in audit entries written before it was stored
+    timezone: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -922,6 +934,8 @@ pub struct NewUser {
     role: String,
     /// Flow ids or slugs the user is restricted to; none for every flow
     flows: Option<Vec<Value>>,
+    /// An IANA time zone; UTC when absent
+    timezone: Option<String>,
 }
 
 /// `PUT /api/v1/users/{id}`: the fields to change.
@@ -932,6 +946,8 @@ pub struct UserChange {
     #[schema(schema_with = role)]
     role: Option<String>,
     flows: Option<Vec<Value>>,
+    /// An IANA time zone; the only field the configured admin (user 0) takes
+    timezone: Option<String>,
 }
 
 /// `POST /api/v1/users/{id}/api-keys`.
