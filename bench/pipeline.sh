@@ -184,7 +184,7 @@ SENT_CLICKS=0
 SENT_POSTBACKS=0
 CPU_ROWS=()
 LAG_ROWS=()
-BEST=none
+BEST="none of the steps"
 for rate in "${RATES[@]}"; do
   log "step: $rate clicks/s for $STEP_SECONDS s"
   load_avg=$(cut -d' ' -f1 /proc/loadavg)
@@ -257,7 +257,7 @@ Command: \`make bench BENCH=pipeline\` (bench/pipeline.sh; BENCH_STEP_SECONDS=$S
 
 Stored in ClickHouse after the last drain: clicks (rows, distinct hashes) $(tr '\t' ' ' <<<"$STORED") of $SENT_CLICKS redirected; conversions (rows, distinct ids) $(tr '\t' ' ' <<<"$CONVERTED") of $SENT_POSTBACKS postbacks accepted (rows above distinct: not merged yet, ReplacingMergeTree).
 
-Highest rate that held for ${STEP_SECONDS} s with bounded lag (≤ ${MAX_LAG_SECONDS} s of traffic at the step's end): **$BEST clicks/s**
+Highest rate that held for ${STEP_SECONDS} s with bounded lag (≤ ${MAX_LAG_SECONDS} s of traffic at the step's end): **$BEST$([[ $BEST == none* ]] || echo " clicks/s")**
 
 $header
 |---|---|---|---|---|---|---|---|---|---|---|
