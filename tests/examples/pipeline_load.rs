@@ -122,7 +122,9 @@ struct Group {
 fn groups(brokers: &str, spec: &str) -> anyhow::Result<Vec<Group>> {
     let mut out = Vec::new();
     for part in spec.split(';').filter(|p| !p.is_empty()) {
-        let (name, rest) = part.split_once('=').context("LOAD_GROUPS: name=group:topics")?;
+        let (name, rest) = part
+            .split_once('=')
+            .context("LOAD_GROUPS: name=group:topics")?;
         let (group, topics) = rest.split_once(':').context("LOAD_GROUPS: group:topics")?;
         let settings = traffsure_config::KafkaSettings {
             brokers: brokers.to_string(),
@@ -184,7 +186,10 @@ fn lags(groups: &[Group]) -> Vec<(String, i64)> {
 /// CPU clock ticks (user + system) this process has used so far, from /proc/self/stat.
 fn own_cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+    let after_name = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
     // utime and stime are the 14th and 15th fields, the 12th and 13th after the name.
     after_name
         .split(' ')
@@ -266,7 +271,10 @@ async fn run() -> anyhow::Result<()> {
     let seconds: u64 = var_or("LOAD_SECONDS", 30)?;
     let max_in_flight: usize = var_or("LOAD_MAX_IN_FLIGHT", 512)?;
     let drain_seconds: u64 = var_or("LOAD_DRAIN_SECONDS", 120)?;
-    anyhow::ensure!(rate > 0.0 && seconds > 0, "LOAD_RATE and LOAD_SECONDS must be > 0");
+    anyhow::ensure!(
+        rate > 0.0 && seconds > 0,
+        "LOAD_RATE and LOAD_SECONDS must be > 0"
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -353,7 +361,9 @@ async fn run() -> anyhow::Result<()> {
                 };
                 let Ok(body) = r.text().await else { continue };
                 let now = Instant::now();
-                let Ok(mut o) = outstanding.lock() else { continue };
+                let Ok(mut o) = outstanding.lock() else {
+                    continue;
+                };
                 o.retain(|hash, at| {
                     if body.contains(hash.as_str()) {
                         let ms = now.duration_since(*at).as_secs_f64() * 1000.0;
