@@ -112,6 +112,9 @@ fn uniform(state: &mut u64) -> f64 {
     (*state >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Seconds into the run, and each group's lag then.
+type LagSample = (f64, Vec<(String, i64)>);
+
 struct Group {
     name: String,
     consumer: BaseConsumer,
@@ -242,7 +245,7 @@ impl Load {
         if let Ok(mut all) = self.redirect_ms.lock() {
             all.push(started.elapsed().as_secs_f32() * 1000.0);
         }
-        if n % self.convert_every != 0 {
+        if !n.is_multiple_of(self.convert_every) {
             return;
         }
         let hash = click_hash_of(&location);
@@ -299,7 +302,7 @@ async fn run() -> anyhow::Result<()> {
 
     // Lag, every two seconds, on its own thread (the calls block), until told to stop
     // after the drain.
-    let lag_log: Arc<Mutex<Vec<(f64, Vec<(String, i64)>)>>> = Arc::default();
+    let lag_log: Arc<Mutex<Vec<LagSample>>> = Arc::default();
     let stop_lag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lag_thread = {
         let (log, stop) = (lag_log.clone(), stop_lag.clone());
@@ -476,8 +479,7 @@ async fn run() -> anyhow::Result<()> {
     // Lag during the load: the highest, and the median of the last three samples (the
     // sink commits every few seconds, so one sample alone is a sawtooth).
     let log = lag_log.lock().map(|l| l.clone()).unwrap_or_default();
-    let during: Vec<&(f64, Vec<(String, i64)>)> =
-        log.iter().filter(|(t, _)| *t <= sent_seconds).collect();
+    let during: Vec<&LagSample> = log.iter().filter(|(t, _)| *t <= sent_seconds).collect();
     let mut lag_fields = Vec::new();
     if let Some((_, first)) = during.first() {
         for (i, (name, _)) in first.iter().enumerate() {
