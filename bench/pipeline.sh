@@ -94,7 +94,7 @@ cleanup() {
   if ((CLUSTER)); then
     curl -sS "$CLICKHOUSE/" --data-binary "DROP DATABASE IF EXISTS $DB ON CLUSTER traffsure" >/dev/null 2>&1 || true
   fi
-  rm -rf "$DIR/state" "$DIR/clicks.spill"
+  rm -rf "$DIR/state" "$DIR/clicks.spill" "$DIR/ua-corpus.txt" "$DIR/ua-mix.txt"
   return 0
 }
 trap cleanup EXIT
