@@ -19,6 +19,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/deploy/local/lib.sh"
 
 CLUSTER_DIR="$LOCAL_DIR/cluster"
+# A broker restarted after a SIGKILL recovers its logs and rejoins the KRaft quorum: on a
+# loaded machine (the fault tests run beside the whole single-node suite) that took 97 s,
+# measured at a load average of 40, so the cluster parts get longer than lib.sh's default.
+START_TIMEOUT="${CLUSTER_START_TIMEOUT:-300}"
 CLUSTER_TEMPLATES="$DEPLOY_DIR/cluster"
 KAFKA_LIBS="$LOCAL_DIR/kafka/libs"
 ZOOKEEPER_LIBS="$LOCAL_DIR/zookeeper/libs"

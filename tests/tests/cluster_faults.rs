@@ -6,12 +6,15 @@
 //! - the ClickHouse replica the sink writes to is SIGKILLed, and restarted later;
 //! - ZooKeeper is stopped for 20 s (the replicated tables turn read-only).
 //!
+//! - an INSERT is cut between its raw part and its rollups' parts (a view that fails on
+//!   one click), as a server killed or ZooKeeper lost mid-insert cuts one.
+//!
 //! Each asserts the exact totals on both replicas: every redirected click and every
 //! accepted postback stored once, the same answers from each replica and through the
-//! `Distributed` tables, and the rollups and the dashboard's counts equal to the raw rows —
-//! except after the two faults that can cut an INSERT between its raw part and a view's
-//! part, where ClickHouse 18.16 may leave a rollup short (docs/cluster.md, "What
-//! remains"): there the rollups must not exceed the raw rows, and the gap is printed.
+//! `Distributed` tables, and the rollups and the dashboard's counts equal to the raw rows
+//! (the sink completes the views of an insert cut between its parts: docs/cluster.md).
+//! The waits are generous but bounded, for a machine running the single-node suite
+//! beside these tests.
 //! The cluster stack starts once per test binary (the first test to need it), and the
 //! tests run one at a time, as each breaks a part all of them use.
 
@@ -34,6 +37,9 @@ const CLUSTER: &str = "traffsure";
 const CLICKS_PER_SECOND: usize = 100;
 const CONVERTING_EVERY: usize = 20;
 const STREAM: Duration = Duration::from_secs(30);
+/// How long the stored rows may take to reach both replicas after the stream: on an idle
+/// machine a few seconds, beside the whole single-node suite far more.
+const SETTLE: Duration = Duration::from_secs(300);
 
 static STARTED: OnceCell<()> = OnceCell::const_new();
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -169,22 +175,9 @@ async fn on_replica(stack: &Stack, replica: &str, sql: &str) -> anyhow::Result<S
     stack.clickhouse_at(replica, sql).await
 }
 
-/// What a fault may do to the rollups.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Rollups {
-    /// Equal to the raw rows.
-    Exact,
-    /// Never above the raw rows, but an INSERT cut between its raw part and a view's part
-    /// (the server written to killed, or ZooKeeper gone, mid-insert) leaves that view's
-    /// rows out on ClickHouse 18.16 (docs/cluster.md, "What remains"): the gap is printed,
-    /// not asserted.
-    AtMostRaw,
-}
-
-/// Every click and conversion once on both replicas, the rollups equal to the raw rows
-/// (or, for `Rollups::AtMostRaw`, never above them), the distributed tables and the
-/// dashboard agreeing.
-async fn exactly_once(stack: &Stack, sent: &Sent, rollups_after: Rollups) -> anyhow::Result<()> {
+/// Every click and conversion once on both replicas, the rollups equal to the raw rows,
+/// the distributed tables and the dashboard agreeing.
+async fn exactly_once(stack: &Stack, sent: &Sent) -> anyhow::Result<()> {
     let clicks = sent.clicks.len();
     let conversions = sent.conversions;
     let unique: std::collections::HashSet<&String> = sent.clicks.iter().collect();
@@ -194,7 +187,7 @@ async fn exactly_once(stack: &Stack, sent: &Sent, rollups_after: Rollups) -> any
         (SELECT count() FROM clicks), (SELECT uniqExact(click_hash) FROM clicks), \
         (SELECT count() FROM conversions), (SELECT uniqExact(conversion_id) FROM conversions)";
     for replica in REPLICAS {
-        eventually(Duration::from_secs(180), || async {
+        eventually(SETTLE, || async {
             Ok((on_replica(stack, replica, totals).await? == raw).then_some(()))
         })
         .await
@@ -218,20 +211,7 @@ async fn exactly_once(stack: &Stack, sent: &Sent, rollups_after: Rollups) -> any
     for replica in REPLICAS {
         assert_eq!(on_replica(stack, replica, totals).await?, raw, "{replica}");
         let answer = on_replica(stack, replica, rollups).await?;
-        if rollups_after == Rollups::Exact || answer == expected {
-            assert_eq!(answer, expected, "{replica}: rollups and raw rows");
-        } else {
-            let numbers = |text: &str| -> Vec<u64> {
-                text.split('\t').filter_map(|n| n.parse().ok()).collect()
-            };
-            let (got, want) = (numbers(&answer), numbers(&expected));
-            assert_eq!(got.len(), want.len(), "{replica}: {answer}");
-            assert!(
-                got.iter().zip(&want).all(|(g, w)| g <= w),
-                "{replica}: rollups above the raw rows: {answer} against {expected}"
-            );
-            println!("{replica}: rollup gap after the fault: {answer} against raw {expected}");
-        }
+        assert_eq!(answer, expected, "{replica}: rollups and raw rows");
         let by_hour = on_replica(
             stack,
             replica,
@@ -253,13 +233,8 @@ async fn exactly_once(stack: &Stack, sent: &Sent, rollups_after: Rollups) -> any
     let dashboard = stack.dashboard().await?;
     let today = |key: &str| dashboard[key].as_u64().unwrap_or_default();
     let (clicks_today, conversions_today) = (today("clicks_today"), today("conversions_today"));
-    if rollups_after == Rollups::Exact {
-        assert_eq!(clicks_today, clicks as u64, "{dashboard}");
-        assert_eq!(conversions_today, conversions as u64, "{dashboard}");
-    } else {
-        assert!(clicks_today <= clicks as u64, "{dashboard}");
-        assert!(conversions_today <= conversions as u64, "{dashboard}");
-    }
+    assert_eq!(clicks_today, clicks as u64, "{dashboard}");
+    assert_eq!(conversions_today, conversions as u64, "{dashboard}");
     Ok(())
 }
 
@@ -277,7 +252,7 @@ fn leader_of(topic: &str) -> anyhow::Result<i32> {
     Ok(partition.leader())
 }
 
-async fn test<F, Fut>(rollups: Rollups, fault: F) -> anyhow::Result<()>
+async fn test<F, Fut>(fault: F) -> anyhow::Result<()>
 where
     F: FnOnce(Arc<Stack>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -287,7 +262,7 @@ where
     let result = async {
         let faulted = stack.clone();
         let sent = under_load(&stack, || fault(faulted)).await?;
-        exactly_once(&stack, &sent, rollups).await
+        exactly_once(&stack, &sent).await
     }
     .await;
     stack.print_failure(&result);
@@ -297,10 +272,9 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn the_clicks_leader_broker_killed_mid_stream_loses_and_repeats_nothing() -> anyhow::Result<()>
 {
-    test(Rollups::Exact, |stack| async move {
+    test(|stack| async move {
         let topic = format!("{}clicks", stack.topic_prefix);
         let leader = leader_of(&topic)?;
         let broker: &'static str = match leader {
@@ -319,10 +293,9 @@ async fn the_clicks_leader_broker_killed_mid_stream_loses_and_repeats_nothing() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_nothing(
 ) -> anyhow::Result<()> {
-    test(Rollups::AtMostRaw, |stack| async move {
+    test(|stack| async move {
         // Kill it while the sink writes: right after its insert counter moves.
         let rows = "traffsure_sink_rows_inserted_total";
         let before = stack.metric("sink", rows).await?;
@@ -339,14 +312,67 @@ async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the local cluster stack; not yet reliable under a loaded machine (docs/cluster.md): run with `make test-cluster`"]
 async fn zookeeper_stopped_for_twenty_seconds_loses_and_repeats_nothing() -> anyhow::Result<()> {
-    test(Rollups::AtMostRaw, |_stack| async move {
+    test(|_stack| async move {
         cluster(&["stop", "zookeeper"]).await?;
         tokio::time::sleep(Duration::from_secs(20)).await;
         cluster_start("zookeeper").await
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_cut_between_its_rollups_gets_them_completed() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = start().await?;
+    let result = async {
+        // A view that fails on one click, named to run after the checkpoint's view and
+        // before the hourly rollups' (a table's views run in name order): the INSERT
+        // holding that click stores the raw rows and the checkpoint, not the rollups,
+        // and answers an error, as a server killed between those parts would.
+        for sql in [
+            "CREATE TABLE cut_views (x UInt8) ENGINE = Null",
+            "CREATE MATERIALIZED VIEW clicks_cut_mv TO cut_views AS \
+             SELECT throwIf(sub_id = 'cut') AS x FROM clicks",
+        ] {
+            on_replica(&stack, REPLICAS[0], sql).await?;
+        }
+        let slug = format!("cut-{}", stack.id);
+        stack
+            .create_flow(json!({
+                "name": "Cut",
+                "slug": slug,
+                "destination_url": "https://offer.example/?c={click}",
+                "goals": [{"key": "sale", "payout": "1"}]
+            }))
+            .await?;
+        let mut sent = Sent::default();
+        for sub_id in std::iter::repeat_n("s1", 30)
+            .chain(["cut"])
+            .chain(std::iter::repeat_n("s2", 30))
+        {
+            let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id={sub_id}"));
+            let response = eventually(Duration::from_secs(30), || async {
+                let response = stack.http.get(&track).send().await?;
+                Ok((response.status() == 302).then_some(response))
+            })
+            .await?;
+            sent.clicks
+                .push(click_hash_of(response.headers()["location"].to_str()?));
+        }
+        exactly_once(&stack, &sent).await?;
+        let repaired = stack
+            .metric(
+                "sink",
+                "traffsure_sink_view_repairs_total{result=\"repaired\",table=\"clicks\"",
+            )
+            .await?;
+        assert!(repaired >= 1.0, "the cut insert's rollups were not repaired");
+        anyhow::Ok(())
+    }
+    .await;
+    stack.print_failure(&result);
+    result
 }
 
 async fn cluster_kill(component: &'static str) -> anyhow::Result<()> {

@@ -44,6 +44,7 @@ use traffsure_clickhouse::queries;
 
 use crate::identity::{TopicIdentity, Verdict};
 use crate::metrics;
+use crate::repair::{self, Sent};
 use crate::rows::{fingerprint, Position};
 
 /// How many inserts are running, for a rebalance to wait on before it hands a
@@ -446,8 +447,29 @@ async fn write_batch<R: RowOwned + RowWrite>(
     if !rows.is_empty() {
         chunks.push_back(0..rows.len());
     }
+    // The rows of an insert that failed, until their views are checked (`repair`).
+    let mut cut: Option<Sent> = None;
     while let Some(chunk) = chunks.pop_front() {
-        match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
+        if let Some(sent) = &cut {
+            match repair::repair(&client, table, sent).await {
+                Ok(()) => cut = None,
+                Err(error) if repair::is_query_error(&error) => {
+                    tracing::error!(table, %error, "cannot check a failed insert's views; they are not repaired");
+                    cut = None;
+                }
+                Err(error) => {
+                    metrics::insert_errors().with_label_values(&[table]).inc();
+                    let delay = crate::SINK_BACKOFF.delay(retry);
+                    tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "checking a failed insert's views failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                    chunks.push_front(chunk);
+                    continue;
+                }
+            }
+        }
+        let mut sent = None;
+        match insert_chunk(&client, table, &rows, chunk.clone(), &void, &mut sent).await {
             Ok(n) => {
                 written += n;
                 retry = 0;
@@ -473,8 +495,10 @@ async fn write_batch<R: RowOwned + RowWrite>(
                 tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "insert failed, retrying");
                 tokio::time::sleep(delay).await;
                 retry += 1;
-                // The next attempt reads the checkpoints again, so whatever of this
-                // chunk did reach the table is not written twice.
+                // Whatever of this chunk did reach the table gets its views completed
+                // first; the next attempt reads the checkpoints again, so it is not
+                // written twice.
+                cut = sent;
                 chunks.push_front(chunk);
             }
         }
@@ -505,6 +529,7 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     rows: &[Decoded<'_, R>],
     chunk: Range<usize>,
     void: &Void,
+    sent: &mut Option<Sent>,
 ) -> Result<usize, Error> {
     // Rows at or below a partition's checkpoint are there already: an earlier insert
     // whose answer was lost, or another owner after a rebalance.
@@ -526,6 +551,9 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     if fresh.is_empty() {
         return Ok(0);
     }
+    *sent = Some(Sent::of(
+        fresh.iter().map(|r| (r.message.partition, r.message.offset)),
+    ));
     let mut insert = client.insert::<R>(table).await?;
     for r in &fresh {
         insert.write(&r.row).await?;
