@@ -367,7 +367,10 @@ async fn an_insert_cut_between_its_rollups_gets_them_completed() -> anyhow::Resu
                 "traffsure_sink_view_repairs_total{result=\"repaired\",table=\"clicks\"",
             )
             .await?;
-        assert!(repaired >= 1.0, "the cut insert's rollups were not repaired");
+        assert!(
+            repaired >= 1.0,
+            "the cut insert's rollups were not repaired"
+        );
         anyhow::Ok(())
     }
     .await;

@@ -50,10 +50,16 @@ const QUERY_ERROR_CODES: &[u32] = &[62, 47, 46, 60, 43, 20];
 /// Whether a repair failed for its own query rather than for a passing reason.
 pub fn is_query_error(error: &Error) -> bool {
     let text = error.to_string();
-    crate::table::is_bad_data(error)
+    matches!(error, Error::RowNotFound)
+        || crate::table::is_bad_data(error)
         || QUERY_ERROR_CODES.iter().any(|code| {
             text.contains(&format!("Code: {code}.")) || text.contains(&format!("Code: {code},"))
         })
+}
+
+/// Whether the server answered the query with an error (rather than not answering).
+pub fn is_refusal(error: &Error) -> bool {
+    error.to_string().contains("Code: ")
 }
 
 /// The rows one insert sent: per partition the lowest and highest offset, and how many.
@@ -111,9 +117,12 @@ impl View {
 
 /// Parses a view's `create_table_query` as ClickHouse stores it
 /// (`CREATE MATERIALIZED VIEW db.v TO db.t (columns) AS SELECT … FROM db.raw …`).
+/// (A current ClickHouse may break it over lines: a line break reads as a space.)
 fn parse_view(name: &str, create: &str, database: &str, table: &str) -> Option<View> {
+    let create = create.replace('\n', " ");
+    let create = create.as_str();
     let after_to = &create[create.find(" TO ")? + 4..];
-    let target = after_to.split_whitespace().next()?.to_string();
+    let target = after_to.split_whitespace().next()?.replace('`', "");
     let select = &create[create.find(" AS SELECT ")? + 4..];
     let sources = [
         format!("{database}.{table}"),
@@ -217,10 +226,7 @@ async fn sums(
 
 /// The views of `table`, in name order.
 async fn views(client: &Client, table: &str) -> Result<(String, Vec<View>), Error> {
-    let database: String = client
-        .query("SELECT currentDatabase()")
-        .fetch_one()
-        .await?;
+    let database: String = client.query("SELECT currentDatabase()").fetch_one().await?;
     let (names, partition_key): (Vec<String>, String) = client
         .query(
             "SELECT dependencies_table, partition_key FROM system.tables \
@@ -241,7 +247,11 @@ async fn views(client: &Client, table: &str) -> Result<(String, Vec<View>), Erro
             .await?;
         match parse_view(&name, &create, &database, table) {
             Some(view) => views.push(view),
-            None => tracing::warn!(table, view = name, "cannot read the view's query; it is not repaired"),
+            None => tracing::warn!(
+                table,
+                view = name,
+                "cannot read the view's query; it is not repaired"
+            ),
         }
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -422,8 +432,16 @@ async fn repair_rollup(
         .filter(|(name, column_type)| is_integer(column_type) && !keys.contains(name))
         .map(|(name, _)| name)
         .collect();
-    let Some(key) = keys.first().filter(|_| engine.ends_with("SummingMergeTree")) else {
-        tracing::warn!(table, target, engine, "not a rollup the sink can check; not repaired");
+    let Some(key) = keys
+        .first()
+        .filter(|_| engine.ends_with("SummingMergeTree"))
+    else {
+        tracing::warn!(
+            table,
+            target,
+            engine,
+            "not a rollup the sink can check; not repaired"
+        );
         outcome(table, target, "unchecked");
         return Ok(());
     };
@@ -472,7 +490,12 @@ async fn repair_rollup(
             outcome(table, target, "repaired");
             return Ok(());
         }
-        tracing::info!(table, target, look, "the rollup's gap matches no set of this insert's views; looking again");
+        tracing::info!(
+            table,
+            target,
+            look,
+            "the rollup's gap matches no set of this insert's views; looking again"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tracing::error!(
@@ -503,8 +526,13 @@ mod tests {
     #[test]
     fn reads_a_stored_view_query() {
         let create = "CREATE MATERIALIZED VIEW db.conversions_hourly_previous_mv TO db.conversions_hourly ( hour DateTime('Etc/UTC'),  conversions Int64) AS SELECT toStartOfHour(created_at) AS hour, toInt64(-1) AS conversions FROM db.conversions  WHERE previous_status != ''";
-        let view = parse_view("conversions_hourly_previous_mv", create, "db", "conversions")
-            .expect("parsed");
+        let view = parse_view(
+            "conversions_hourly_previous_mv",
+            create,
+            "db",
+            "conversions",
+        )
+        .expect("parsed");
         assert_eq!(view.target, "db.conversions_hourly");
         assert_eq!(
             view.over("(SELECT * FROM conversions WHERE 1)"),
@@ -514,8 +542,14 @@ mod tests {
         let bare = "CREATE MATERIALIZED VIEW db.clicks_checkpoint_mv TO db.sink_checkpoints (x UInt8) AS SELECT 1 AS x FROM clicks";
         let view = parse_view("clicks_checkpoint_mv", bare, "db", "clicks").expect("parsed");
         assert_eq!(view.over("R"), "SELECT 1 AS x FROM R");
+        // Over lines, as a current ClickHouse may write it.
+        let lines = "CREATE MATERIALIZED VIEW db.v TO db.t\n(\n    `x` UInt8\n)\nAS SELECT 1 AS x\nFROM db.clicks\nWHERE 1";
+        let view = parse_view("v", lines, "db", "clicks").expect("parsed");
+        assert_eq!(view.target, "db.t");
+        assert_eq!(view.over("R"), "SELECT 1 AS x FROM R WHERE 1");
         // Another table of a similar name is not the source.
-        let other = "CREATE MATERIALIZED VIEW db.v TO db.t (x UInt8) AS SELECT 1 AS x FROM db.clicks_other";
+        let other =
+            "CREATE MATERIALIZED VIEW db.v TO db.t (x UInt8) AS SELECT 1 AS x FROM db.clicks_other";
         assert_eq!(parse_view("v", other, "db", "clicks"), None);
     }
 
@@ -552,9 +586,6 @@ mod tests {
         // A view with no rows in the block matches either way: the largest set wins,
         // which writes nothing more.
         let empty = Sums::new();
-        assert_eq!(
-            matching_views(&plus, &[plus.clone(), empty]),
-            Some(0b11)
-        );
+        assert_eq!(matching_views(&plus, &[plus.clone(), empty]), Some(0b11));
     }
 }
