@@ -57,9 +57,27 @@ pub fn is_query_error(error: &Error) -> bool {
         })
 }
 
-/// Whether the server answered the query with an error (rather than not answering).
+/// ClickHouse error codes that pass with time: the table read-only or ZooKeeper away
+/// (242, 225, 999), an insert of unknown status (319), too many parts or queries (252,
+/// 202), timeouts and broken connections (159, 209, 210, 3, 32), a query cancelled or
+/// aborted (394, 236).
+const PASSING_CODES: &[u32] = &[242, 225, 999, 319, 252, 202, 159, 209, 210, 3, 32, 394, 236];
+
+/// The ClickHouse error code in an error's text, if any.
+fn code(error: &Error) -> Option<u32> {
+    let text = error.to_string();
+    let at = text.find("Code: ")? + 6;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Whether the server refused the query for a reason that need not pass with time (a
+/// view over its memory limit), rather than not answering or being away for a while.
 pub fn is_refusal(error: &Error) -> bool {
-    error.to_string().contains("Code: ")
+    code(error).is_some_and(|code| !PASSING_CODES.contains(&code))
 }
 
 /// The rows one insert sent: per partition the lowest and highest offset, and how many.
@@ -551,6 +569,19 @@ mod tests {
         let other =
             "CREATE MATERIALIZED VIEW db.v TO db.t (x UInt8) AS SELECT 1 AS x FROM db.clicks_other";
         assert_eq!(parse_view("v", other, "db", "clicks"), None);
+    }
+
+    #[test]
+    fn tells_refusals_from_passing_errors() {
+        let memory = Error::BadResponse("Code: 241. DB::Exception: Memory limit".into());
+        let read_only = Error::BadResponse("Code: 242, e.displayText() = read only".into());
+        let syntax = Error::BadResponse("Code: 62. DB::Exception: Syntax error".into());
+        assert!(is_refusal(&memory));
+        assert!(!is_refusal(&read_only));
+        assert!(!is_refusal(&Error::Custom("connection refused".into())));
+        assert!(is_query_error(&syntax));
+        assert!(!is_query_error(&memory));
+        assert!(is_query_error(&Error::RowNotFound));
     }
 
     #[test]
