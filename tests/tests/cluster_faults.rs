@@ -288,7 +288,31 @@ where
     stack.print_failure(&result);
     // Whatever the test stopped runs again for the next one.
     cluster(&["start"]).await?;
+    if result.is_ok() {
+        let (http, database) = (stack.http.clone(), stack.database.clone());
+        // The services stop first (SIGKILL, on drop).
+        drop(stack);
+        forget(&http, &database).await?;
+    }
     result
+}
+
+/// Drops a passed test's databases on both replicas: every replicated table a test
+/// leaves behind is loaded, and watched in ZooKeeper, by every later start of a replica.
+async fn forget(http: &reqwest::Client, database: &str) -> anyhow::Result<()> {
+    for replica in REPLICAS {
+        for database in [database.to_string(), format!("{database}_distributed")] {
+            let response = http
+                .post(replica)
+                .body(format!("DROP DATABASE IF EXISTS {database}"))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("drop {database} on {replica}: {}", response.text().await?);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,6 +426,12 @@ async fn an_insert_cut_between_its_rollups_gets_them_completed() -> anyhow::Resu
     }
     .await;
     stack.print_failure(&result);
+    if result.is_ok() {
+        let (http, database) = (stack.http.clone(), stack.database.clone());
+        // The services stop first (SIGKILL, on drop).
+        drop(stack);
+        forget(&http, &database).await?;
+    }
     result
 }
 
