@@ -38,6 +38,14 @@ clickhouse_interserver_port() { echo $((19008 + $1)); }
 
 KAFKA_BROKERS="127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
 
+# A lock of its own, not start.sh's: the cluster's parts share nothing with the
+# single-node stack, whose tests may start and stop it meanwhile.
+lock_cluster() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/cluster.lock"
+  flock -w "$START_TIMEOUT" 9 || die "another cluster.sh still holds $RUN_DIR/cluster.lock after ${START_TIMEOUT}s"
+}
+
 # render SRC DST NAME=VALUE... — render_template, then @NAME@ replaced by VALUE.
 render() {
   local src=$1 dst=$2; shift 2
@@ -221,12 +229,12 @@ main() {
   local action=${1:-} c pid
   case $action in
     start)
-      lock_stack
+      lock_cluster
       KAFKA_LOG_OFFSETS=""
       for c in $(select_cluster_components "${2:-}"); do start_component "$c"; done
       await_kafka ;;
     stop)
-      lock_stack
+      lock_cluster
       local comps
       comps=$(select_cluster_components "${2:-}" | tac)
       for c in $comps; do stop_component "cluster-$c"; done ;;
