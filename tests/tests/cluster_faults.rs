@@ -278,13 +278,18 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let _one = ONE_AT_A_TIME.lock().await;
+    let began = std::time::Instant::now();
+    let phase = |name: &str| println!("{name} after {:.0?}", began.elapsed());
     let stack = Arc::new(start().await?);
+    phase("services started");
     let result = async {
         let faulted = stack.clone();
         let sent = under_load(&stack, || fault(faulted)).await?;
+        phase("stream sent");
         exactly_once(&stack, &sent).await
     }
     .await;
+    phase("checked");
     stack.print_failure(&result);
     // Whatever the test stopped runs again for the next one.
     cluster(&["start"]).await?;
@@ -294,6 +299,7 @@ where
         drop(stack);
         forget(&http, &database).await?;
     }
+    phase("done");
     result
 }
 

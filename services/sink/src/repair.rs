@@ -35,7 +35,7 @@
 //! writes what it cannot show is missing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clickhouse::error::Error;
 use clickhouse::Client;
@@ -85,11 +85,16 @@ pub fn is_refusal(error: &Error) -> bool {
 pub struct Sent {
     pub ranges: BTreeMap<i32, (i64, i64)>,
     pub rows: u64,
+    /// When they were sent.
+    pub at: Option<Instant>,
 }
 
 impl Sent {
     pub fn of(positions: impl Iterator<Item = (i32, i64)>) -> Self {
-        let mut sent = Sent::default();
+        let mut sent = Sent {
+            at: Some(Instant::now()),
+            ..Sent::default()
+        };
         for (partition, offset) in positions {
             let range = sent.ranges.entry(partition).or_insert((offset, offset));
             range.0 = range.0.min(offset);
@@ -242,7 +247,7 @@ async fn sums(
         .collect()
 }
 
-/// The views of `table`, in name order.
+/// The partition key of `table`, and its views in name order.
 async fn views(client: &Client, table: &str) -> Result<(String, Vec<View>), Error> {
     let database: String = client.query("SELECT currentDatabase()").fetch_one().await?;
     let (names, partition_key): (Vec<String>, String) = client
@@ -273,18 +278,51 @@ async fn views(client: &Client, table: &str) -> Result<(String, Vec<View>), Erro
         }
     }
     views.sort_by(|a, b| a.name.cmp(&b.name));
-    let months = if partition_key.trim().is_empty() {
-        String::new()
-    } else {
-        partition_key
-    };
-    Ok((months, views))
+    Ok((partition_key.trim().to_string(), views))
 }
 
 fn outcome(table: &str, target: &str, result: &str) {
     metrics::view_repairs()
         .with_label_values(&[table, target, result])
         .inc();
+}
+
+/// Seconds the clocks of the sink and of ClickHouse may differ by.
+const CLOCK_SKEW: u64 = 300;
+
+/// A condition on `table` that keeps the partitions the sent rows can be in: those with
+/// a part written since they were sent (a part holding them, or a merge of it, is that
+/// new), so the lookups read a day of rows, not the table. "1" when the partitions
+/// cannot be named that way (a key that is not one number).
+async fn scope(
+    client: &Client,
+    table: &str,
+    partition_key: &str,
+    sent: &Sent,
+) -> Result<String, Error> {
+    if partition_key.is_empty() {
+        return Ok("1".into());
+    }
+    let seconds = sent.at.map_or(0, |at| at.elapsed().as_secs()) + CLOCK_SKEW;
+    let partitions: Vec<String> = client
+        .query(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = currentDatabase() \
+             AND table = ? AND active AND modification_time >= now() - ?",
+        )
+        .bind(table)
+        .bind(seconds)
+        .fetch_all()
+        .await?;
+    if partitions
+        .iter()
+        .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Ok("1".into());
+    }
+    if partitions.is_empty() {
+        return Ok("0".into());
+    }
+    Ok(format!("({partition_key}) IN ({})", partitions.join(", ")))
 }
 
 /// After an insert of `sent` rows into `table` failed: completes the views of whatever of
@@ -294,7 +332,9 @@ pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Err
     if sent.rows == 0 {
         return Ok(());
     }
-    let condition = sent.condition();
+    let (partition_key, views) = views(client, table).await?;
+    let scope = scope(client, table, &partition_key, sent).await?;
+    let condition = format!("{scope} AND ({})", sent.condition());
     let stored: u64 = client
         .query(&format!("SELECT count() FROM {table} WHERE {condition}"))
         .fetch_one()
@@ -312,7 +352,6 @@ pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Err
         outcome(table, "", "partial_raw");
         return Ok(());
     }
-    let (partition_key, views) = views(client, table).await?;
     let rows = format!("(SELECT * FROM {table} WHERE {condition})");
     let same_partitions = if partition_key.is_empty() {
         table.to_string()
