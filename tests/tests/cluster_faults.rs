@@ -68,7 +68,12 @@ async fn cluster(args: &'static [&'static str]) -> anyhow::Result<()> {
 
 /// The services of a test on the cluster stack, once every part of it runs.
 async fn start() -> anyhow::Result<Stack> {
-    STARTED.get_or_try_init(|| cluster(&["start"])).await?;
+    STARTED
+        .get_or_try_init(|| async {
+            cluster(&["start"]).await?;
+            sweep().await
+        })
+        .await?;
     // A part an earlier test stopped and that failed to come back.
     cluster(&["start"]).await?;
     let mut options = StackOptions::default()
@@ -294,31 +299,92 @@ where
     // Whatever the test stopped runs again for the next one.
     cluster(&["start"]).await?;
     if result.is_ok() {
-        let (http, database) = (stack.http.clone(), stack.database.clone());
+        let topics = stack.topic_prefix.clone();
         // The services stop first (SIGKILL, on drop).
         drop(stack);
-        forget(&http, &database).await?;
+        forget(&topics).await?;
     }
     phase("done");
     result
 }
 
-/// Drops a passed test's databases on both replicas: every replicated table a test
-/// leaves behind is loaded, and watched in ZooKeeper, by every later start of a replica.
-async fn forget(http: &reqwest::Client, database: &str) -> anyhow::Result<()> {
+/// Deletes the topics named `test-…` (every test's prefix) that start with `prefix` from
+/// the cluster's brokers. The harness deletes a stack's topics from the shared broker
+/// only; left on the cluster, thousands of partitions made a killed broker's restart (log
+/// recovery) take minutes.
+async fn delete_topics(prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let prefix = prefix.to_string();
+    let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", BROKERS)
+            .create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|name| name.starts_with("test-") && name.starts_with(&prefix))
+            .collect())
+    })
+    .await??;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for chunk in names.chunks(100) {
+        admin.delete_topics(chunk, &options).await?;
+    }
+    Ok(())
+}
+
+/// What earlier runs left on the cluster stack (every test's databases, a failed test's
+/// topics too, kept for a look): gone before this run's first test. Every replicated
+/// table left behind is loaded, and watched in ZooKeeper, by each start of a replica.
+async fn sweep() -> anyhow::Result<()> {
+    delete_topics("test-").await?;
+    let http = reqwest::Client::new();
     for replica in REPLICAS {
-        for database in [database.to_string(), format!("{database}_distributed")] {
-            let response = http
-                .post(replica)
-                .body(format!("DROP DATABASE IF EXISTS {database}"))
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("drop {database} on {replica}: {}", response.text().await?);
-            }
+        let listed = http
+            .post(replica)
+            .body("SELECT name FROM system.databases WHERE name LIKE 'test\\_%' FORMAT TSV")
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        for database in listed.lines().filter(|d| !d.ends_with("_distributed")) {
+            forget_on(&http, replica, database).await?;
         }
     }
     Ok(())
+}
+
+async fn forget_on(http: &reqwest::Client, replica: &str, database: &str) -> anyhow::Result<()> {
+    for database in [database.to_string(), format!("{database}_distributed")] {
+        let response = http
+            .post(replica)
+            .body(format!("DROP DATABASE IF EXISTS {database}"))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("drop {database} on {replica}: {}", response.text().await?);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a passed test's topics from the cluster's brokers. Its databases stay until
+/// the next run's `sweep`: dropping a test's replicated tables on both replicas took
+/// ClickHouse 18.16 most of a minute, and a few tests' tables do not slow a replica.
+async fn forget(topics: &str) -> anyhow::Result<()> {
+    delete_topics(topics).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,10 +499,10 @@ async fn an_insert_cut_between_its_rollups_gets_them_completed() -> anyhow::Resu
     .await;
     stack.print_failure(&result);
     if result.is_ok() {
-        let (http, database) = (stack.http.clone(), stack.database.clone());
+        let topics = stack.topic_prefix.clone();
         // The services stop first (SIGKILL, on drop).
         drop(stack);
-        forget(&http, &database).await?;
+        forget(&topics).await?;
     }
     result
 }
