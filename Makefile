@@ -38,8 +38,7 @@ test: install build stack check-deploy
 
 ## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
 test-cluster: install build
-	deploy/local/cluster.sh start
-	$(CARGO) test --locked -p traffsure-tests --test cluster_faults -- --ignored --test-threads=1
+	$(CARGO) test --locked -p traffsure-tests --test cluster_faults
 
 ## check-deploy: validate docker-compose.yml, deploy/k8s and the dashboard; start every service as deployed
 check-deploy:

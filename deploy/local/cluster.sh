@@ -19,6 +19,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$ROOT/deploy/local/lib.sh"
 
 CLUSTER_DIR="$LOCAL_DIR/cluster"
+# A broker restarted after a SIGKILL recovers its logs and rejoins the KRaft quorum: on a
+# loaded machine (the fault tests run beside the whole single-node suite) that took 97 s,
+# measured at a load average of 40, so the cluster parts get longer than lib.sh's default.
+START_TIMEOUT="${CLUSTER_START_TIMEOUT:-300}"
 CLUSTER_TEMPLATES="$DEPLOY_DIR/cluster"
 KAFKA_LIBS="$LOCAL_DIR/kafka/libs"
 ZOOKEEPER_LIBS="$LOCAL_DIR/zookeeper/libs"
@@ -33,6 +37,14 @@ clickhouse_tcp_port() { echo $((18999 + $1)); }
 clickhouse_interserver_port() { echo $((19008 + $1)); }
 
 KAFKA_BROKERS="127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+
+# A lock of its own, not start.sh's: the cluster's parts share nothing with the
+# single-node stack, whose tests may start and stop it meanwhile.
+lock_cluster() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/cluster.lock"
+  flock -w "$START_TIMEOUT" 9 || die "another cluster.sh still holds $RUN_DIR/cluster.lock after ${START_TIMEOUT}s"
+}
 
 # render SRC DST NAME=VALUE... — render_template, then @NAME@ replaced by VALUE.
 render() {
@@ -217,12 +229,12 @@ main() {
   local action=${1:-} c pid
   case $action in
     start)
-      lock_stack
+      lock_cluster
       KAFKA_LOG_OFFSETS=""
       for c in $(select_cluster_components "${2:-}"); do start_component "$c"; done
       await_kafka ;;
     stop)
-      lock_stack
+      lock_cluster
       local comps
       comps=$(select_cluster_components "${2:-}" | tac)
       for c in $comps; do stop_component "cluster-$c"; done ;;

@@ -89,3 +89,19 @@ pub fn recreated_topics() -> &'static IntCounterVec {
         )
     })
 }
+
+/// Views of an insert cut between its parts, by table, view target and result:
+/// `repaired` (the missing parts written), `unresolved` (the gap matched no set of the
+/// insert's views: left as it is), `unchecked` (a target the sink cannot check),
+/// `failed` (the server kept refusing the repair's queries), `partial_raw` (only some
+/// of the raw rows stored).
+pub fn view_repairs() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_view_repairs_total",
+            "Materialized views' parts of cut inserts, by table, target and result",
+            &["table", "target", "result"],
+        )
+    })
+}

@@ -25,11 +25,12 @@
 //! A crash of the sink cannot split that: the server writes nothing of a body that did
 //! not arrive whole, and finishes a whole one whether the client still listens or not;
 //! the next checkpoint read then tells which of the two happened. What the sink cannot
-//! close is ClickHouse itself failing between the raw part and a view's part (the server
-//! killed mid-insert, a view over its memory limit): the raw rows are then stored
-//! without that view's rows, and the insert answers an error. Without its checkpoint the
-//! batch is inserted again; the raw tables fold the repeat on merge (ReplacingMergeTree
-//! on the event's id), a rollup whose view had run counts it twice.
+//! prevent is ClickHouse itself failing between the raw part and a view's part (the
+//! server killed mid-insert, ZooKeeper lost, a view over its memory limit): the raw rows
+//! are then stored without that view's rows, and the insert answers an error. So after
+//! every failed insert, before anything else is written to the table, `repair` looks at
+//! what of the rows it sent is stored and writes the parts of the views that are missing
+//! (see there why that is exact).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
@@ -44,6 +45,7 @@ use traffsure_clickhouse::queries;
 
 use crate::identity::{TopicIdentity, Verdict};
 use crate::metrics;
+use crate::repair::{self, Sent};
 use crate::rows::{fingerprint, Position};
 
 /// How many inserts are running, for a rebalance to wait on before it hands a
@@ -407,6 +409,9 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     }
 }
 
+/// How many times the server may refuse a repair before the sink gives it up.
+const REPAIR_REFUSALS: usize = 5;
+
 /// Decodes and inserts `messages`, retrying with backoff until every row is in the
 /// table or refused (returned, for the dead-letter topic): rows are never skipped.
 /// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split
@@ -446,8 +451,42 @@ async fn write_batch<R: RowOwned + RowWrite>(
     if !rows.is_empty() {
         chunks.push_back(0..rows.len());
     }
+    // The rows of an insert that failed, until their views are checked (`repair`).
+    let mut cut: Option<Sent> = None;
+    // Times the server refused the repair's queries: a refusal that repeats (a view over
+    // its memory limit) must not stop the table for good.
+    let mut refusals = 0;
     while let Some(chunk) = chunks.pop_front() {
-        match insert_chunk(&client, table, &rows, chunk.clone(), &void).await {
+        if let Some(sent) = &cut {
+            match repair::repair(&client, table, sent).await {
+                Ok(()) => cut = None,
+                Err(error)
+                    if repair::is_query_error(&error)
+                        || (repair::is_refusal(&error) && refusals >= REPAIR_REFUSALS) =>
+                {
+                    tracing::error!(table, %error, "cannot check a failed insert's views; they are not repaired");
+                    metrics::view_repairs()
+                        .with_label_values(&[table, "", "failed"])
+                        .inc();
+                    cut = None;
+                    refusals = 0;
+                }
+                Err(error) => {
+                    if repair::is_refusal(&error) {
+                        refusals += 1;
+                    }
+                    metrics::insert_errors().with_label_values(&[table]).inc();
+                    let delay = crate::SINK_BACKOFF.delay(retry);
+                    tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "checking a failed insert's views failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                    chunks.push_front(chunk);
+                    continue;
+                }
+            }
+        }
+        let mut sent = None;
+        match insert_chunk(&client, table, &rows, chunk.clone(), &void, &mut sent).await {
             Ok(n) => {
                 written += n;
                 retry = 0;
@@ -473,8 +512,10 @@ async fn write_batch<R: RowOwned + RowWrite>(
                 tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "insert failed, retrying");
                 tokio::time::sleep(delay).await;
                 retry += 1;
-                // The next attempt reads the checkpoints again, so whatever of this
-                // chunk did reach the table is not written twice.
+                // Whatever of this chunk did reach the table gets its views completed
+                // first; the next attempt reads the checkpoints again, so it is not
+                // written twice.
+                cut = sent;
                 chunks.push_front(chunk);
             }
         }
@@ -505,6 +546,7 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     rows: &[Decoded<'_, R>],
     chunk: Range<usize>,
     void: &Void,
+    sent: &mut Option<Sent>,
 ) -> Result<usize, Error> {
     // Rows at or below a partition's checkpoint are there already: an earlier insert
     // whose answer was lost, or another owner after a rebalance.
@@ -526,6 +568,11 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     if fresh.is_empty() {
         return Ok(0);
     }
+    *sent = Some(Sent::of(
+        fresh
+            .iter()
+            .map(|r| (r.message.partition, r.message.offset)),
+    ));
     let mut insert = client.insert::<R>(table).await?;
     for r in &fresh {
         insert.write(&r.row).await?;
