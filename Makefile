@@ -34,7 +34,7 @@ stop:
 
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse (TEST_LANES side by side, default 3)
 test: install build stack check-deploy
-	CARGO=$(CARGO) tests/run.sh
+	status=0; CARGO=$(CARGO) tests/run.sh || status=$$?; deploy/local/cluster.sh stop; exit $$status
 
 ## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
 test-cluster: install build
