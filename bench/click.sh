@@ -88,6 +88,8 @@ until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CI_PORT/re
   sleep 0.2
 done
 log "click-ingest ready with $FLOWS flows in $((SECONDS - start)) s"
+# Resident set before any request: the data loaded, flows, GeoIP; the load adds the rest.
+rss_ready=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$CI_PID/status")
 NGINX_PID=$(nginx_baseline_start "$NGINX_PORT" "$WORKERS")
 "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$WORKERS" >"$DIR/actix-floor.log" 2>&1 &
 FLOOR_PID=$!
@@ -201,7 +203,7 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS under sche
 | ratio click-ingest / nginx | $(ratio "$ci_rps" "$ng_rps") | | | | $(ratio "$ci_cpu" "$ng_cpu") | | |
 
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
-- click-ingest peak RSS under load with $FLOWS flows: **$rss MiB**
+- click-ingest peak RSS under load with $FLOWS flows: **$rss MiB** (resident when ready, before any request: $rss_ready MiB)
 - user agents: $(if ((UA_MIX)); then echo "uap-core corpus mix (5,000 distinct, Zipf)"; else echo "one Chrome user agent"; fi); per-worker cache hits $(metric 'traffsure_user_agent_cache_total{result="hit"}'), misses $(metric 'traffsure_user_agent_cache_total{result="miss"}') ($(awk -v h="$(metric 'traffsure_user_agent_cache_total{result="hit"}')" -v m="$(metric 'traffsure_user_agent_cache_total{result="miss"}')" 'BEGIN { if (h + m == 0) print "n/a"; else printf "%.2f %% hit rate", 100 * h / (h + m) }'))
 - click-ingest at ~80% of its peak under the normal policy ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
 - click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-50000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s

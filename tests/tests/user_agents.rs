@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use traffsure_core::user_agent::{coarse_browser, Parser};
+use traffsure_core::user_agent::{coarse_browser, regexes_compiled, Parser};
 
 #[derive(Deserialize)]
 struct Corpus<T> {
@@ -92,7 +92,19 @@ fn percent(part: usize, whole: usize) -> f64 {
 
 #[test]
 fn uap_core_corpus_meets_the_targets() {
+    // The regexes are compiled when a user agent first needs them, not at load (the only
+    // test of this file: nothing else compiles any meanwhile).
+    let before_load = regexes_compiled();
     let parser = installed_parser();
+    assert_eq!(regexes_compiled(), before_load, "loading compiled regexes");
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
+    assert_eq!(parser.parse(chrome).browser_family, "Chrome");
+    let for_chrome = regexes_compiled() - before_load;
+    println!("regexes compiled for one Chrome agent: {for_chrome}");
+    assert!(
+        (1..100).contains(&for_chrome),
+        "one Chrome agent compiled {for_chrome} regexes"
+    );
     let dir = corpus_dir();
 
     let browsers: Vec<UaCase> = read(&dir.join("test_ua.yaml"));

@@ -136,6 +136,14 @@ impl Parser {
     }
 }
 
+/// How many of uap-core's regexes this process has compiled since it started: each is
+/// compiled the first time a user agent's prefilter selects it, not at load (the data's
+/// memory is mostly compiled regexes and their match scratch space, and real traffic
+/// needs a fraction of them); every reload starts again from none.
+pub fn regexes_compiled() -> usize {
+    regex_filtered::compiled_on_use()
+}
+
 /// The coarse browser family of a uap-core browser family.
 pub fn coarse_browser(family: &str) -> &'static str {
     match family {

@@ -44,10 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err(usage.into()),
     };
     println!("start: {}", rss());
-    let parser = Parser::new(
-        &std::fs::read_to_string(regexes)?,
-        &std::fs::read_to_string(crawlers)?,
-    )?;
+    // Loaded on a thread that ends with the load, as the edge does (`user_agents.rs`).
+    let (regexes, crawlers) = (
+        std::fs::read_to_string(regexes)?,
+        std::fs::read_to_string(crawlers)?,
+    );
+    let parser = std::thread::spawn(move || Parser::new(&regexes, &crawlers))
+        .join()
+        .map_err(|_| "the load thread panicked")??;
     println!("data loaded: {}", rss());
     let data = if on_thread {
         UaData::with_parser_thread(parser)?
@@ -81,6 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         rss(),
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "regexes compiled on first use: {}",
+        traffsure_core::user_agent::regexes_compiled()
     );
     Ok(())
 }
