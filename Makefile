@@ -34,7 +34,7 @@ stop:
 
 ## test: everything the tests need, then all tests against the real Kafka and ClickHouse (TEST_LANES side by side, default 3)
 test: install build stack check-deploy
-	status=0; CARGO=$(CARGO) tests/run.sh || status=$$?; deploy/local/cluster.sh stop; exit $$status
+	CARGO=$(CARGO) tests/run.sh
 
 ## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
 test-cluster: install build
@@ -82,6 +82,7 @@ build-release:
 lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --locked -p traffsure-tests --test cluster_faults -- -D warnings
 	shellcheck -x $(SCRIPTS)
 	CARGO=$(CARGO) deploy/local/lint-tools.sh deny
 

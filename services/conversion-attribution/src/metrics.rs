@@ -15,8 +15,9 @@ pub struct StateMetrics {
     pub compactions: IntCounterVec,
     /// `kind`: clicks, visitors, conversions dropped from memory by the retention rule.
     pub trimmed: IntCounterVec,
-    /// `after`: failed_commit (the consumer starts over from the committed positions) or
-    /// failed_abort (a new producer takes the transactional id over).
+    /// `after`: failed_commit (the consumer starts over from the committed positions),
+    /// consumer_fatal (the same, after a fatal consumer error such as a fenced static
+    /// member) or failed_abort (a new producer takes the transactional id over).
     pub recoveries: IntCounterVec,
 }
 

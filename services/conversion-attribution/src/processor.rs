@@ -231,6 +231,14 @@ impl Processor {
                     message.payload().unwrap_or_default().to_vec(),
                     traffsure_kafka::trace::span_from_headers("attribute", message.headers()),
                 )),
+                Some(Err(KafkaError::MessageConsumptionFatal(code))) => {
+                    // A fatal consumer error (e.g. this static member fenced after its
+                    // coordinator failed over) leaves the consumer unusable: abort what
+                    // it fed the open transaction and start a new one from the committed
+                    // positions.
+                    self.replace_consumer(KafkaError::MessageConsumptionFatal(code))?;
+                    continue;
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "consume failed");
                     None
@@ -377,7 +385,9 @@ impl Processor {
         );
         match result {
             Ok(()) => {}
-            Err(TransactionError::Failed { error, abort }) => return self.recover(error, abort),
+            Err(TransactionError::Failed { error, abort }) => {
+                return self.recover(error, abort, "failed_commit")
+            }
             Err(error) => return Err(error.into()),
         }
         let context = self.producer.producer().context();
@@ -440,8 +450,8 @@ impl Processor {
 
     /// After a failed commit, which the producer aborted (or replaced a producer left
     /// unusable): drop the state and start the consumer over from the committed positions.
-    fn recover(&mut self, error: KafkaError, abort: Abort) -> anyhow::Result<()> {
-        tracing::warn!(%error, "transaction failed, resuming from the committed positions");
+    fn recover(&mut self, error: KafkaError, abort: Abort, cause: &str) -> anyhow::Result<()> {
+        tracing::warn!(%error, cause, "resuming from the committed positions");
         self.partitions.clear();
         count_abort(abort);
         (self.consumer, self.rebalances) = group_consumer(&self.settings, &self.topics)?;
@@ -449,9 +459,18 @@ impl Processor {
         self.recoveries += 1;
         metrics::metrics()
             .recoveries
-            .with_label_values(&["failed_commit"])
+            .with_label_values(&[cause])
             .inc();
         Ok(())
+    }
+
+    /// After a fatal consumer error: abort the open transaction (its events came from the
+    /// dead consumer), then the same as after a failed commit.
+    fn replace_consumer(&mut self, error: KafkaError) -> anyhow::Result<()> {
+        tracing::warn!(%error, "consumer failed fatally, replacing it");
+        let abort = self.producer.abort()?;
+        self.transaction_events = 0;
+        self.recover(error, abort, "consumer_fatal")
     }
 
     /// Loads a newly owned partition's state (see `restore`) and moves the group consumer
