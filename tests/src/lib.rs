@@ -874,6 +874,59 @@ where
     }
 }
 
+/// Sends a request to the reporting API with `key` (or the stack's configured key, the bootstrap owner's);
+/// answers the status and the body. Every answer is checked against the OpenAPI document.
+pub async fn call_as(
+    stack: &Stack,
+    key: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let response = match key {
+        Some(key) => {
+            let mut request = stack
+                .http
+                .request(method.clone(), stack.url("reporting-api", path))
+                .bearer_auth(key);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            stack.checked(method, request.send().await?).await?
+        }
+        None => {
+            let mut request = stack.api(method, path);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            request.send().await?
+        }
+    };
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    ))
+}
+
+/// A request to the reporting API (as [`call_as`]) that must answer `want`.
+pub async fn expect_as(
+    stack: &Stack,
+    key: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    want: u16,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, json) = call_as(stack, key, method.clone(), path, body).await?;
+    anyhow::ensure!(
+        status == want,
+        "{method} {path} answered {status}, not {want}: {json}"
+    );
+    Ok(json)
+}
+
 /// A request to the reporting API (`Stack::api`): a `reqwest::RequestBuilder` whose answer
 /// is checked against the OpenAPI document when it arrives.
 pub struct ApiRequest<'a> {

@@ -10,7 +10,8 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 use traffsure_tests::{
-    eventually, serve_local, Stack, StackOptions, ADMIN_PASSWORD, ADMIN_USERNAME,
+    eventually, expect_as as expect, serve_local, Stack, StackOptions, ADMIN_PASSWORD,
+    ADMIN_USERNAME,
 };
 
 /// Rows of each kind written for flow A and flow B.
@@ -73,59 +74,6 @@ async fn load(stack: &Stack, a: u64, b: u64) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
-}
-
-/// Sends a request with `key` (or the stack's configured key, the bootstrap owner's);
-/// answers the status and the body (JSON, or the text as a string).
-async fn call(
-    stack: &Stack,
-    key: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let response = match key {
-        Some(key) => {
-            let mut request = stack
-                .http
-                .request(method.clone(), stack.url("reporting-api", path))
-                .bearer_auth(key);
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            stack.checked(method, request.send().await?).await?
-        }
-        None => {
-            let mut request = stack.api(method, path);
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            request.send().await?
-        }
-    };
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
-
-/// A request that must answer `want`.
-async fn expect(
-    stack: &Stack,
-    key: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    want: u16,
-) -> anyhow::Result<Value> {
-    let (status, json) = call(stack, key, method.clone(), path, body).await?;
-    anyhow::ensure!(
-        status == want,
-        "{method} {path} answered {status}, not {want}: {json}"
-    );
-    Ok(json)
 }
 
 /// A 403 whose body says why.
