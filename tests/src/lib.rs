@@ -136,9 +136,55 @@ pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// A free loopback port for a service a test starts.
+///
+/// Ports come from 20000–31999, below the kernel's ephemeral range (32768 and up), so that
+/// no outgoing connection of a test running beside this one holds the port by the time the
+/// service binds it; and each one is reserved for a while by a marker file, so that two test
+/// processes side by side (`tests/run.sh`'s lanes) do not both hand out the same free port
+/// before either service binds it.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    // A reservation only has to outlive a service's start: after that the bind test fails.
+    const RESERVED_FOR: Duration = Duration::from_secs(120);
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("traffsure-test-ports");
+    std::fs::create_dir_all(&dir)?;
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..2_000 {
+        let random = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into()?);
+        let port = FIRST + random % COUNT;
+        if given.contains(&port) {
+            continue;
+        }
+        let marker = dir.join(port.to_string());
+        let reserved = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker);
+        if let Err(error) = reserved {
+            if error.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(error.into());
+            }
+            let stale = std::fs::metadata(&marker)
+                .and_then(|m| m.modified())
+                .map(|at| at.elapsed().unwrap_or_default() > RESERVED_FOR)
+                .unwrap_or(false);
+            if !stale {
+                continue;
+            }
+            // An old reservation: take it over.
+            std::fs::write(&marker, b"")?;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {FIRST}–{}", FIRST + COUNT - 1)
 }
 
 /// Serves an HTTP endpoint of the test itself (a postback receiver, an OTLP collector) on
