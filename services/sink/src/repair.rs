@@ -49,12 +49,9 @@ const QUERY_ERROR_CODES: &[u32] = &[62, 47, 46, 60, 43, 20];
 
 /// Whether a repair failed for its own query rather than for a passing reason.
 pub fn is_query_error(error: &Error) -> bool {
-    let text = error.to_string();
     matches!(error, Error::RowNotFound)
         || crate::table::is_bad_data(error)
-        || QUERY_ERROR_CODES.iter().any(|code| {
-            text.contains(&format!("Code: {code}.")) || text.contains(&format!("Code: {code},"))
-        })
+        || crate::table::has_code(error, QUERY_ERROR_CODES)
 }
 
 /// ClickHouse error codes that pass with time: the table read-only or ZooKeeper away

@@ -177,8 +177,14 @@ const BAD_DATA_CODES: &[u32] = &[6, 27, 53, 70, 72, 117];
 
 /// Whether ClickHouse refused an insert for its data rather than for a passing reason.
 pub fn is_bad_data(error: &Error) -> bool {
+    has_code(error, BAD_DATA_CODES)
+}
+
+/// Whether the error's text names one of the ClickHouse error `codes` (`Code: N.` in
+/// current servers, `Code: N,` in 18.16).
+pub fn has_code(error: &Error, codes: &[u32]) -> bool {
     let text = error.to_string();
-    BAD_DATA_CODES.iter().any(|code| {
+    codes.iter().any(|code| {
         text.contains(&format!("Code: {code}.")) || text.contains(&format!("Code: {code},"))
     })
 }
