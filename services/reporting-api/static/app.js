@@ -664,6 +664,7 @@ async function main() {
     document.getElementById('user').textContent = session.username || '';
     // The user's stored time zone, before any page reads it.
     loadUserTimezone(me);
+    if (me) teamsHeader(me);
   } catch (error) { return; }
   syncTimezoneWithUrl();
   document.getElementById('user').before(timezoneSelect());

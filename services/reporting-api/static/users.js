@@ -5,14 +5,9 @@
 
 const ROLES = ['owner', 'admin', 'analyst'];
 
-// Who is logged in: the role beside the username, and only the links the role can use.
-async function teamsHeader() {
-  let me;
-  try {
-    const response = await fetch('/api/v1/me');
-    if (!response.ok) return;
-    me = await response.json();
-  } catch (error) { return; }
+// Who is logged in (`me`, the answer of `/api/v1/me` that app.js's main reads once): the
+// role beside the username, and only the links the role can use.
+function teamsHeader(me) {
   document.body.dataset.role = me.role;
   const user = document.getElementById('user');
   if (user) {
@@ -149,6 +144,3 @@ async function usersPage() {
     for (const user of users) main.append(await userSection(user, flows, flowName));
   } catch (error) { showError(error); }
 }
-
-// After every script of the page has run (app.js's helpers included).
-document.addEventListener('DOMContentLoaded', teamsHeader);
