@@ -319,6 +319,18 @@ impl Counter {
         }
     }
 
+    /// Forgets what the topic showed of `metric`, keeping what this instance counted
+    /// itself and the topic has not shown yet: the state from which the topic is read
+    /// again from its beginning without counting an event twice.
+    pub fn forget_seen(&mut self, metric: Metric) {
+        self.tallies.retain(|(_, m), _| *m != metric);
+        for pending in self.pending.values() {
+            for key in pending.scopes.iter().filter(|(_, m)| *m == metric) {
+                self.tallies.entry(*key).or_default().add(pending.ts_ms, 1);
+            }
+        }
+    }
+
     /// How many events of `scope` and `metric` fall in `range` (from `period_range`).
     pub fn count(&self, scope: Scope, metric: Metric, range: (i64, i64)) -> u64 {
         self.tallies
@@ -537,6 +549,30 @@ mod tests {
         counter.expire(now + PENDING_TTL_MS);
         assert_eq!(counter.count(Scope::Offer(7), Metric::Conversions, day), 2);
         assert_eq!(counter.pending(), 0);
+    }
+
+    #[test]
+    fn a_topic_read_again_after_forgetting_counts_each_event_once() {
+        let clicks = [(Scope::Flow(3), Metric::Clicks)];
+        let sales = [(Scope::Flow(3), Metric::Conversions)];
+        let mut counter = Counter::default();
+        let now = ms("2026-06-01T12:00:00Z");
+        let all = (i64::MIN, i64::MAX);
+        counter.record_seen(1, &clicks, now);
+        counter.record_seen(2, &clicks, now);
+        counter.record_local(3, &clicks, now, now);
+        counter.record_seen(9, &sales, now);
+        assert_eq!(counter.count(Scope::Flow(3), Metric::Clicks, all), 3);
+        counter.forget_seen(Metric::Clicks);
+        // What this instance counted and the topic has not shown stays counted…
+        assert_eq!(counter.count(Scope::Flow(3), Metric::Clicks, all), 1);
+        // …and the other metric is untouched.
+        assert_eq!(counter.count(Scope::Flow(3), Metric::Conversions, all), 1);
+        // The topic read again from its beginning: every event once.
+        for id in [1, 2, 3] {
+            counter.record_seen(id, &clicks, now);
+        }
+        assert_eq!(counter.count(Scope::Flow(3), Metric::Clicks, all), 3);
     }
 
     #[test]

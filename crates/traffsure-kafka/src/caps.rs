@@ -60,6 +60,30 @@ struct ConversionFlow {
     flow_id: u32,
 }
 
+/// How often an idle follower looks whether a flow has a cap now.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
+
+/// Whether any flow has a cap of a metric, worked out again only when the flows change.
+#[derive(Debug, Default)]
+struct CappedFlows {
+    version: Option<u64>,
+    any: bool,
+}
+
+impl CappedFlows {
+    fn any(&mut self, registry: &FlowRegistry, metric: Metric) -> bool {
+        let version = registry.version();
+        if self.version != Some(version) {
+            self.any = registry
+                .all()
+                .iter()
+                .any(|flow| traffsure_core::caps::flow_counts(flow, metric));
+            self.version = Some(version);
+        }
+        self.any
+    }
+}
+
 /// Which topic a follower reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Counted {
@@ -68,7 +92,13 @@ pub enum Counted {
 }
 
 /// Follows `topic` (every partition, from the beginning) on a thread of its own, counting
-/// its events into `counter`. Returns once the reader is open.
+/// its events into `counter`. Returns once the reader is open, or at once when no flow
+/// has a cap of this metric yet.
+///
+/// While no flow has a cap of this metric the topic is not read at all (a tracker without
+/// caps pays nothing for them): the reader is closed and what the topic showed is
+/// forgotten. Once a flow has one, the topic is read again from its beginning, as at
+/// start, so the counts cover the caps' whole periods.
 pub async fn follow_counts(
     settings: &KafkaSettings,
     topic: &str,
@@ -78,11 +108,24 @@ pub async fn follow_counts(
 ) -> anyhow::Result<()> {
     let (settings, topic) = (settings.clone(), topic.to_string());
     let name = topic.clone();
-    let reader =
-        tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic)).await??;
+    let metric = match counted {
+        Counted::Clicks => Metric::Clicks,
+        Counted::Conversions => Metric::Conversions,
+    };
+    let mut capped = CappedFlows::default();
+    let first = if capped.any(&registry, metric) {
+        let (settings, topic) = (settings.clone(), topic.clone());
+        Some(
+            tokio::task::spawn_blocking(move || PartitionReader::open_all(&settings, &topic))
+                .await??,
+        )
+    } else {
+        None
+    };
     std::thread::Builder::new()
         .name(format!("caps {name}"))
         .spawn(move || {
+            let mut reader = first;
             let mut last_expire = 0;
             loop {
                 let now = traffsure_core::now_ms();
@@ -90,7 +133,32 @@ pub async fn follow_counts(
                     counter.lock().expire(now);
                     last_expire = now;
                 }
-                let message = match reader.poll(Duration::from_millis(200)) {
+                if !capped.any(&registry, metric) {
+                    if reader.take().is_some() {
+                        counter.lock().forget_seen(metric);
+                        tracing::info!(topic = name, "no caps to count: topic no longer read");
+                    }
+                    std::thread::sleep(IDLE_CHECK);
+                    continue;
+                }
+                let open = match reader.as_ref() {
+                    Some(open) => open,
+                    None => match PartitionReader::open_all(&settings, &topic) {
+                        Ok(opened) => {
+                            tracing::info!(
+                                topic = name,
+                                "caps to count: reading the topic from its beginning"
+                            );
+                            reader.insert(opened)
+                        }
+                        Err(error) => {
+                            tracing::warn!(topic = name, %error, "caps count reader not opened");
+                            std::thread::sleep(Duration::from_millis(500));
+                            continue;
+                        }
+                    },
+                };
+                let message = match open.poll(Duration::from_millis(200)) {
                     Some(Ok(message)) => message,
                     Some(Err(error)) => {
                         tracing::warn!(topic = name, %error, "caps count read failed");
