@@ -112,7 +112,8 @@ impl FlowRegistry {
     }
 
     /// Stores `flow` unless a newer revision is already known. Returns whether it was stored.
-    pub fn upsert(&self, flow: Flow) -> bool {
+    pub fn upsert(&self, mut flow: Flow) -> bool {
+        traffsure_events::ShrinkToFit::shrink_to_fit(&mut flow);
         let mut flows = self
             .inner
             .write()
