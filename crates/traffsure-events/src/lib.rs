@@ -32,6 +32,12 @@ impl<T: ShrinkToFit> ShrinkToFit for Option<T> {
     }
 }
 
+impl<T: ShrinkToFit> ShrinkToFit for Box<T> {
+    fn shrink_to_fit(&mut self) {
+        T::shrink_to_fit(self);
+    }
+}
+
 impl ShrinkToFit for String {
     fn shrink_to_fit(&mut self) {
         String::shrink_to_fit(self);
@@ -46,7 +52,14 @@ macro_rules! shrink_nothing {
         })*
     };
 }
-shrink_nothing!(Goal, Cap, Destination, OutboundHeader, CostModel, PathLander);
+shrink_nothing!(
+    Goal,
+    Cap,
+    Destination,
+    OutboundHeader,
+    CostModel,
+    PathLander
+);
 
 /// Messages with repeated or nested fields: each of them shrunk.
 macro_rules! shrink_fields {
@@ -100,10 +113,9 @@ mod tests {
             rules: vec![rule.clone(), rule],
             ..Flow::default()
         };
-        let mut decoded = <Flow as prost::Message>::decode(
-            prost::Message::encode_to_vec(&flow).as_slice(),
-        )
-        .unwrap_or_default();
+        let mut decoded =
+            <Flow as prost::Message>::decode(prost::Message::encode_to_vec(&flow).as_slice())
+                .unwrap_or_default();
         assert!(decoded.rules.capacity() > 2, "decoding grows one by one");
         decoded.shrink_to_fit();
         assert_eq!(decoded, flow);

@@ -70,7 +70,7 @@ impl<'a> ClickEvent<'a> {
     /// model's under cpc and cpm, none under cpa and revshare, the link's under auto.
     pub fn cost_by(&mut self, flow: &'a Flow) {
         let (micros, currency, source) = traffsure_core::cost::click_cost(
-            flow.cost_model.as_ref(),
+            flow.cost_model.as_deref(),
             self.cost_micros,
             self.cost_currency,
         );

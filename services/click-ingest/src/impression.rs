@@ -155,7 +155,7 @@ fn record(
     );
     // The pixel's own `cost` parameter when sent; otherwise a cpm model's per impression.
     let (cost_micros, cost_currency, cost_source) = traffsure_core::cost::impression_cost(
-        flow.cost_model.as_ref(),
+        flow.cost_model.as_deref(),
         params.cost_micros,
         &params.cost_currency,
     );

@@ -290,7 +290,7 @@ pub fn attribute(
             // The cost moves with the status by the model current now (docs/costs.md).
             next.previous_cost_micros = current.cost_micros;
             if let Some((cost, currency)) = traffsure_core::cost::conversion_cost(
-                flow.and_then(|f| f.cost_model.as_ref()),
+                flow.and_then(|f| f.cost_model.as_deref()),
                 status,
                 revenue,
                 &current.currency,
@@ -369,7 +369,7 @@ pub fn attribute(
             );
             conversion.set_status(status);
             if let Some((cost, currency)) = traffsure_core::cost::conversion_cost(
-                flow.and_then(|f| f.cost_model.as_ref()),
+                flow.and_then(|f| f.cost_model.as_deref()),
                 status,
                 conversion.revenue_micros,
                 &conversion.currency,
@@ -472,13 +472,13 @@ mod tests {
     #[test]
     fn cpa_cost_follows_the_status_and_keeps_what_an_earlier_model_set() {
         let mut flow = flow();
-        flow.cost_model = Some(traffsure_events::CostModel {
+        flow.cost_model = Some(Box::new(traffsure_events::CostModel {
             kind: traffsure_events::CostModelKind::Cpa as i32,
             amount_micros: 3_000_000,
             currency: "EUR".into(),
             status: "approved".into(),
             ..Default::default()
-        });
+        }));
         let first = emitted(attribute(
             &click(),
             Some(&flow),

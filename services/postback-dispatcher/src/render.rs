@@ -409,7 +409,7 @@ mod tests {
         source.url = "https://push.test/pb?visitor_id={external_id}&payout={payout}".into();
         let flow = Flow {
             outbound_postbacks: vec![outbound("any", &["lead"])],
-            traffic_source_postback: Some(source.clone()),
+            traffic_source_postback: Some(Box::new(source.clone())),
             ..Flow::default()
         };
         let fired = firing(&flow, &c);

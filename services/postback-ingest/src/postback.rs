@@ -653,10 +653,10 @@ mod tests {
             id: 9,
             slug: "nine".into(),
             status_map: [("2".to_string(), "rejected".to_string())].into(),
-            postback_security: Some(traffsure_events::PostbackSecurity {
+            postback_security: Some(Box::new(traffsure_events::PostbackSecurity {
                 token: "t0k3n".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let registry = registry_with(flow);

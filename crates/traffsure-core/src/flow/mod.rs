@@ -35,6 +35,6 @@ pub fn find_goal<'f>(flow: &'f Flow, key: &str) -> Option<&'f Goal> {
 pub fn outbound_postbacks(flow: &Flow) -> impl Iterator<Item = &OutboundPostback> {
     flow.outbound_postbacks
         .iter()
-        .chain(flow.traffic_source_postback.as_ref())
+        .chain(flow.traffic_source_postback.as_deref())
         .chain(flow.scoped_postbacks.iter())
 }

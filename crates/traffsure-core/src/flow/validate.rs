@@ -378,7 +378,7 @@ impl FlowSpec {
         flow.rules = rules;
         flow.inactive_url = inactive_url;
         flow.bot_url = bot_url;
-        flow.postback_security = postback_security;
+        flow.postback_security = postback_security.map(Box::new);
         flow.status_map = status_map;
         flow.outbound_postbacks = outbound_postbacks;
         flow.time_zone = time_zone;
@@ -390,7 +390,7 @@ impl FlowSpec {
         flow.own_cost_model = self
             .cost_model
             .as_ref()
-            .map(|m| m.to_model("cost_model"))
+            .map(|m| m.to_model("cost_model").map(Box::new))
             .transpose()?;
         // The source's model is filled in with the source (objects::fill_flow).
         flow.cost_model = flow.own_cost_model.clone();

@@ -124,7 +124,9 @@ impl From<&Flow> for FlowView {
                 .collect(),
             inactive_url: flow.inactive_url.clone(),
             bot_url: flow.bot_url.clone(),
-            postback_security: PostbackSecuritySpec::from_security(flow.postback_security.as_ref()),
+            postback_security: PostbackSecuritySpec::from_security(
+                flow.postback_security.as_deref(),
+            ),
             status_map: flow.status_map.clone(),
             outbound_postbacks: flow
                 .outbound_postbacks
@@ -164,9 +166,12 @@ impl From<&Flow> for FlowView {
             over_cap_postbacks: flow.over_cap_postbacks.clone(),
             cost_model: flow
                 .own_cost_model
-                .as_ref()
+                .as_deref()
                 .map(crate::cost::CostModelSpec::of),
-            effective_cost_model: flow.cost_model.as_ref().map(crate::cost::CostModelSpec::of),
+            effective_cost_model: flow
+                .cost_model
+                .as_deref()
+                .map(crate::cost::CostModelSpec::of),
         }
     }
 }

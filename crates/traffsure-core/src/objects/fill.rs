@@ -128,12 +128,12 @@ pub fn fill_flow(
     };
     flow.traffic_source_postback = match &source {
         None => None,
-        Some(spec) => spec.postback(flow.traffic_source_id)?,
+        Some(spec) => spec.postback(flow.traffic_source_id)?.map(Box::new),
     };
     // The cost model in effect: the flow's own, else its source's (docs/costs.md).
     flow.cost_model = match (&flow.own_cost_model, &source) {
         (Some(own), _) => Some(own.clone()),
-        (None, Some(spec)) => spec.cost_model()?,
+        (None, Some(spec)) => spec.cost_model()?.map(Box::new),
         (None, None) => None,
     };
     if let Some(path) = flow.path.as_mut() {
