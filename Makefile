@@ -82,7 +82,7 @@ build-release:
 lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(CARGO) clippy --locked -p traffsure-tests --test cluster_faults -- -D warnings
+	$(CARGO) clippy --locked -p traffsure-tests --test cluster_faults --test cluster_shards -- -D warnings
 	shellcheck -x $(SCRIPTS)
 	CARGO=$(CARGO) deploy/local/lint-tools.sh deny
 

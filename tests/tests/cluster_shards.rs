@@ -94,21 +94,23 @@ async fn delete_topics(prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What earlier runs left (topics, and test databases on every server, shard 2's too):
-/// a server's start loads, and watches in ZooKeeper, every replicated table left behind.
+/// What earlier runs of this binary left: topics, and their databases on every server
+/// (a server's start loads, and watches in ZooKeeper, every replicated table left
+/// behind). Only this binary's tests make databases on shard 2's server, so those are
+/// the ones dropped; `cluster_faults` sweeps its own from shard 1.
 async fn sweep() -> anyhow::Result<()> {
     delete_topics("test-").await?;
     let http = reqwest::Client::new();
-    for server in SERVERS {
-        let listed = http
-            .post(server)
-            .body("SELECT name FROM system.databases WHERE name LIKE 'test\\_%' FORMAT TSV")
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
-        for database in listed.lines() {
+    let listed = http
+        .post(SHARD_2)
+        .body("SELECT name FROM system.databases WHERE name LIKE 'test\\_%' FORMAT TSV")
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    for database in listed.lines() {
+        for server in SERVERS {
             let response = http
                 .post(server)
                 .body(format!("DROP DATABASE IF EXISTS {database}"))

@@ -526,4 +526,27 @@ mod tests {
             vec!["SELECT 1", "SELECT 2"]
         );
     }
+
+    #[test]
+    fn a_statement_runs_once_exactly_when_it_runs_on_the_cluster() {
+        let schema = Schema {
+            database: "db",
+            cluster: Some("c"),
+        };
+        let mut once = 0;
+        for (_, _, sql) in MIGRATIONS {
+            for statement in statements(sql) {
+                let statement = schema.statement(&statement);
+                assert_eq!(
+                    reaches_every_shard(&statement),
+                    statement.contains(" ON CLUSTER c"),
+                    "{statement}"
+                );
+                once += usize::from(reaches_every_shard(&statement));
+            }
+        }
+        assert!(once > 10, "{once}");
+        assert!(!reaches_every_shard("ALTER TABLE clicks ADD COLUMN x UInt8"));
+        assert!(!reaches_every_shard("INSERT INTO sink_checkpoints SELECT 1"));
+    }
 }
