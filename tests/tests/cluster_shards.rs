@@ -209,7 +209,10 @@ async fn numbers(stack: &Stack, server: &str, sql: &str) -> anyhow::Result<Vec<u
     let answer = stack.clickhouse_at(server, sql).await?;
     answer
         .split_whitespace()
-        .map(|n| n.parse().with_context(|| format!("{server}: {sql}: {answer}")))
+        .map(|n| {
+            n.parse()
+                .with_context(|| format!("{server}: {sql}: {answer}"))
+        })
         .collect()
 }
 
@@ -225,7 +228,11 @@ async fn exactly_once_across_shards(stack: &Stack, sent: &Sent) -> anyhow::Resul
     let clicks = sent.clicks.len() as u64;
     let conversions = sent.conversions as u64;
     let unique: std::collections::HashSet<&String> = sent.clicks.iter().collect();
-    assert_eq!(unique.len() as u64, clicks, "the edge gave two clicks one hash");
+    assert_eq!(
+        unique.len() as u64,
+        clicks,
+        "the edge gave two clicks one hash"
+    );
     let settled = |one: &[u64], two: &[u64], other: &[u64]| {
         one == two
             && one[0] + other[0] == clicks
@@ -243,7 +250,9 @@ async fn exactly_once_across_shards(stack: &Stack, sent: &Sent) -> anyhow::Resul
     })
     .await
     .with_context(|| {
-        format!("expected {clicks} clicks and {conversions} conversions, each once, across the shards")
+        format!(
+            "expected {clicks} clicks and {conversions} conversions, each once, across the shards"
+        )
     })?;
     // Settled: nothing arrives late or twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -276,10 +285,7 @@ async fn exactly_once_across_shards(stack: &Stack, sent: &Sent) -> anyhow::Resul
             [0, 0],
             "{server}: rows of another shard's partitions"
         );
-        assert!(
-            misplaced[2] >= 1,
-            "{server}: no partition's clicks"
-        );
+        assert!(misplaced[2] >= 1, "{server}: no partition's clicks");
     }
     // Each shard's rollups equal its raw rows.
     let rollups = "SELECT \
@@ -304,7 +310,10 @@ async fn exactly_once_across_shards(stack: &Stack, sent: &Sent) -> anyhow::Resul
                 .await?,
         );
     }
-    assert_eq!(by_hour[0], by_hour[1], "the replicas of shard 1 report differently");
+    assert_eq!(
+        by_hour[0], by_hour[1],
+        "the replicas of shard 1 report differently"
+    );
     // Through the Distributed tables: the sum of the shards, every id once.
     let distributed = format!("{}_distributed", stack.database);
     let through = numbers(
@@ -389,15 +398,21 @@ async fn own_writes_on_the_first_shard(stack: &Stack) -> anyhow::Result<()> {
         ],
         "{listed}"
     );
-    let on = |server| numbers(stack, server, "SELECT count() FROM exchange_rates WHERE day = '2026-01-15'");
+    let on = |server| {
+        numbers(
+            stack,
+            server,
+            "SELECT count() FROM exchange_rates WHERE day = '2026-01-15'",
+        )
+    };
     assert_eq!(on(SHARD_1[0]).await?, [3], "the rates on the first shard");
     assert_eq!(on(SHARD_2).await?, [0], "the rates on shard 2");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert(
-) -> anyhow::Result<()> {
+async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert() -> anyhow::Result<()>
+{
     let began = std::time::Instant::now();
     let phase = |name: &str| println!("{name} after {:.0?}", began.elapsed());
     let stack = start().await?;

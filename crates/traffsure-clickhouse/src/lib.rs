@@ -390,9 +390,12 @@ pub async fn migrate_with(
     options: &MigrateOptions,
 ) -> Result<(), clickhouse::error::Error> {
     let schema = Schema::of(settings);
-    let shards_error = |why: String| clickhouse::error::Error::Custom(format!("clickhouse.shards: {why}"));
+    let shards_error =
+        |why: String| clickhouse::error::Error::Custom(format!("clickhouse.shards: {why}"));
     let shards = shards::clients(settings).map_err(shards_error)?;
-    shards::check_cluster(settings).await?.map_err(shards_error)?;
+    shards::check_cluster(settings)
+        .await?
+        .map_err(shards_error)?;
     server_client(settings)
         .query(&format!(
             "CREATE DATABASE IF NOT EXISTS ?{}",
@@ -546,7 +549,11 @@ mod tests {
             }
         }
         assert!(once > 10, "{once}");
-        assert!(!reaches_every_shard("ALTER TABLE clicks ADD COLUMN x UInt8"));
-        assert!(!reaches_every_shard("INSERT INTO sink_checkpoints SELECT 1"));
+        assert!(!reaches_every_shard(
+            "ALTER TABLE clicks ADD COLUMN x UInt8"
+        ));
+        assert!(!reaches_every_shard(
+            "INSERT INTO sink_checkpoints SELECT 1"
+        ));
     }
 }

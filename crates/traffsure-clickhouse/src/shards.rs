@@ -34,7 +34,8 @@ pub fn urls(settings: &ClickHouseSettings) -> Result<Vec<String>, String> {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"));
-        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace))
+        if rest
+            .is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(char::is_whitespace))
         {
             return Err(format!(
                 "entry {n} ({url:?}) is not an http:// or https:// URL of a server"
@@ -58,7 +59,9 @@ pub fn urls(settings: &ClickHouseSettings) -> Result<Vec<String>, String> {
 }
 
 fn same_server(a: &str, b: &str) -> bool {
-    a.trim().trim_end_matches('/').eq_ignore_ascii_case(b.trim().trim_end_matches('/'))
+    a.trim()
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim().trim_end_matches('/'))
 }
 
 /// A client for the configured database per shard, the first shard's first.
@@ -149,11 +152,11 @@ mod tests {
     #[test]
     fn an_empty_list_is_the_one_server_of_the_url() {
         assert_eq!(
-            urls(&settings("http://a:8123", "", "")).unwrap(),
+            urls(&settings("http://a:8123", "", "")).expect("a valid list"),
             vec!["http://a:8123"]
         );
         assert_eq!(
-            urls(&settings("http://a:8123", "c", " ")).unwrap(),
+            urls(&settings("http://a:8123", "c", " ")).expect("a valid list"),
             vec!["http://a:8123"]
         );
     }
@@ -166,7 +169,7 @@ mod tests {
                 "c",
                 "http://a:8123/, https://b:8443"
             ))
-            .unwrap(),
+            .expect("a valid list"),
             vec!["http://a:8123/", "https://b:8443"]
         );
     }
