@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use serde_json::json;
+use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 const BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
@@ -37,6 +38,10 @@ const STREAM: Duration = Duration::from_secs(24);
 /// How long the stored rows may take to reach every server after the stream: a few
 /// seconds on an idle machine, far more beside the single-node suite.
 const SETTLE: Duration = Duration::from_secs(300);
+
+static STARTED: OnceCell<()> = OnceCell::const_new();
+/// The tests run one at a time: one kills a server the others use.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 fn cluster_sh(args: &[&str]) -> anyhow::Result<()> {
     let script =
@@ -124,25 +129,46 @@ async fn sweep() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The services on the two shards, once every part of the cluster stack runs.
-async fn start() -> anyhow::Result<Stack> {
-    cluster(&["start"]).await?;
-    sweep().await?;
-    let shards = format!("{},{SHARD_2}", SHARD_1[0]);
+/// Every part of the cluster stack running, what earlier runs left swept (once per
+/// binary).
+async fn running() -> anyhow::Result<()> {
+    STARTED
+        .get_or_try_init(|| async {
+            cluster(&["start"]).await?;
+            sweep().await
+        })
+        .await?;
+    // A part an earlier test stopped and that failed to come back.
+    cluster(&["start"]).await
+}
+
+/// `services` on cluster `traffsure_sharded` with `shards` as the list of shards.
+fn options(services: &[&'static str], shards: &str) -> StackOptions {
     let mut options = StackOptions::default()
-        .services(&[
-            "sink",
-            "conversion-attribution",
-            "click-ingest",
-            "postback-ingest",
-            "reporting-api",
-        ])
+        .services(services)
         .env("*", "TRAFFSURE__CLICKHOUSE__CLUSTER", CLUSTER)
         .env("*", "TRAFFSURE__CLICKHOUSE__SHARDS", shards)
         .env("*", "TRAFFSURE__KAFKA__REPLICATION_FACTOR", "3");
     options.kafka_brokers = BROKERS.into();
     options.clickhouse_url = SHARD_1[0].into();
-    Stack::start_with(options).await
+    options
+}
+
+/// The services on the two shards.
+async fn start() -> anyhow::Result<Stack> {
+    running().await?;
+    let shards = format!("{},{SHARD_2}", SHARD_1[0]);
+    Stack::start_with(options(
+        &[
+            "sink",
+            "conversion-attribution",
+            "click-ingest",
+            "postback-ingest",
+            "reporting-api",
+        ],
+        &shards,
+    ))
+    .await
 }
 
 /// What the stream got: the click hash of every redirect, the accepted postbacks.
@@ -413,6 +439,7 @@ async fn own_writes_on_the_first_shard(stack: &Stack) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert() -> anyhow::Result<()>
 {
+    let _one = ONE_AT_A_TIME.lock().await;
     let began = std::time::Instant::now();
     let phase = |name: &str| println!("{name} after {:.0?}", began.elapsed());
     let stack = start().await?;
@@ -468,4 +495,44 @@ async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert() ->
         delete_topics(&topics).await?;
     }
     result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_shards_that_does_not_match_the_cluster_stops_the_sink_naming_it(
+) -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    running().await?;
+    for (shards, expected) in [
+        (
+            format!("{},{}", SHARD_1[0], SHARD_1[1]),
+            format!(
+                "clickhouse.shards: entry 2 (\"{}\") is a server of shard [1] of cluster \"{CLUSTER}\", not of shard 2",
+                SHARD_1[1]
+            ),
+        ),
+        (
+            SHARD_1[0].to_string(),
+            format!("clickhouse.shards: cluster \"{CLUSTER}\" has 2 shards in remote_servers but 1 server(s) are listed"),
+        ),
+        (
+            format!("{SHARD_2},{}", SHARD_1[0]),
+            "clickhouse.shards: the first entry (\"http://127.0.0.1:18125\") must be clickhouse.url".to_string(),
+        ),
+    ] {
+        // No backtrace: the message is the last lines of the log the error quotes.
+        let refused = Stack::start_with(
+            options(&["sink"], &shards)
+                .env("sink", "RUST_BACKTRACE", "0")
+                .env("sink", "RUST_LIB_BACKTRACE", "0"),
+        )
+        .await
+            .err()
+            .with_context(|| format!("the sink started with the shards {shards}"))?;
+        let refused = format!("{refused:#}");
+        assert!(
+            refused.contains("exited") && refused.contains(&expected),
+            "{shards}: expected {expected:?} in {refused}"
+        );
+    }
+    Ok(())
 }
