@@ -536,3 +536,182 @@ async fn a_list_of_shards_that_does_not_match_the_cluster_stops_the_sink_naming_
     }
     Ok(())
 }
+
+/// Sends clicks through `track`, ten at a time, until `stop` is set; returns their hashes.
+async fn clicks_until(
+    stack: &Stack,
+    track: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Vec<String>> {
+    let mut hashes = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let mut clicks = Vec::new();
+        for _ in 0..10 {
+            let (http, track) = (stack.http.clone(), track.to_string());
+            clicks.push(tokio::spawn(async move {
+                let response = http.get(&track).send().await?;
+                if response.status() != 302 {
+                    bail!("click answered {}", response.status());
+                }
+                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
+            }));
+        }
+        for click in clicks {
+            hashes.push(click.await??);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(hashes)
+}
+
+/// N grows from 1 to 2 (cluster `traffsure`, then `traffsure_sharded` with server 3 as
+/// shard 2) under a stream of clicks, the sink SIGKILLed for the change: the partitions
+/// that move to shard 2 (1 and 3) find their checkpoints on shard 1, so the messages the
+/// killed sink stored but whose offsets it had not committed are not written again on
+/// shard 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_moved_to_a_new_shard_are_not_written_twice() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    running().await?;
+    let mut one_shard = StackOptions::default()
+        .services(&["sink", "click-ingest", "reporting-api"])
+        .env("*", "TRAFFSURE__CLICKHOUSE__CLUSTER", "traffsure")
+        .env("*", "TRAFFSURE__KAFKA__REPLICATION_FACTOR", "3");
+    one_shard.kafka_brokers = BROKERS.into();
+    one_shard.clickhouse_url = SHARD_1[0].into();
+    let mut stack = Stack::start_with(one_shard).await?;
+    let result = async {
+        let slug = format!("moved-{}", stack.id);
+        stack
+            .create_flow(json!({
+                "name": "Moved",
+                "slug": slug,
+                "destination_url": "https://offer.example/?c={click}",
+            }))
+            .await?;
+        let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=s1"));
+        let first = eventually(Duration::from_secs(30), || async {
+            let response = stack.http.get(&track).send().await?;
+            Ok((response.status() == 302).then_some(response))
+        })
+        .await?;
+        let first = click_hash_of(first.headers()["location"].to_str()?);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stream = clicks_until(&stack, &track, &stop);
+        let change = async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            // Right after an insert: its offsets are stored, likely not yet committed.
+            let rows = "traffsure_sink_rows_inserted_total";
+            let before = stack.metric("sink", rows).await?;
+            eventually(Duration::from_secs(30), || async {
+                Ok((stack.metric("sink", rows).await? > before).then_some(()))
+            })
+            .await?;
+            anyhow::Ok(())
+        };
+        let (hashes, changed) = tokio::join!(stream, async {
+            let changed = change.await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            changed
+        });
+        changed?;
+        let mut sent = hashes?;
+        sent.push(first);
+        // Two shards from here: the sink killed and started on them.
+        let shards = format!("{},{SHARD_2}", SHARD_1[0]);
+        stack.options = options(&["sink", "click-ingest", "reporting-api"], &shards);
+        stack.restart("sink").await?;
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (more, _) = tokio::join!(clicks_until(&stack, &track, &stop), async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        sent.extend(more?);
+        let replays = stack
+            .metric(
+                "sink",
+                "traffsure_sink_messages_total{outcome=\"already_stored\",table=\"clicks\"}",
+            )
+            .await?;
+        anyhow::Ok((sent, replays))
+    }
+    .await;
+    stack.print_failure(&result);
+    let (sent, replays) = result?;
+    // Every click the edge redirected once across the two shards.
+    let expected = sent.len() as u64;
+    eventually(SETTLE, || async {
+        let one = numbers(&stack, SHARD_1[0], "SELECT count() FROM clicks").await?;
+        let other = numbers(&stack, SHARD_2, "SELECT count() FROM clicks").await?;
+        Ok((one[0] + other[0] >= expected).then_some(()))
+    })
+    .await
+    .with_context(|| format!("{expected} clicks across the shards"))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut all = Vec::new();
+    for server in [SHARD_1[0], SHARD_2] {
+        let hashes = stack
+            .clickhouse_at(server, "SELECT click_hash FROM clicks")
+            .await?;
+        all.extend(hashes.lines().map(str::to_string));
+    }
+    let distinct: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!(
+        (all.len() as u64, distinct.len() as u64),
+        (expected, expected),
+        "clicks stored across the shards, distinct"
+    );
+    assert!(
+        sent.iter().all(|h| distinct.contains(h)),
+        "a redirected click is missing"
+    );
+    // Shard 2 holds rows of partitions 1 and 3 only, all after what shard 1 holds of them.
+    let on_two = numbers(
+        &stack,
+        SHARD_2,
+        "SELECT count(), countIf(kafka_partition % 2 = 0) FROM clicks",
+    )
+    .await?;
+    assert!(on_two[0] > 0 && on_two[1] == 0, "shard 2: {on_two:?}");
+    for partition in [1, 3] {
+        let last_on_one = stack
+            .clickhouse_at(
+                SHARD_1[0],
+                &format!(
+                    "SELECT max(kafka_offset) FROM clicks WHERE kafka_partition = {partition}"
+                ),
+            )
+            .await?;
+        let first_on_two = stack
+            .clickhouse_at(
+                SHARD_2,
+                &format!(
+                    "SELECT min(kafka_offset) FROM clicks WHERE kafka_partition = {partition}"
+                ),
+            )
+            .await?;
+        let (last, first): (u64, u64) = (last_on_one.parse()?, first_on_two.parse()?);
+        assert!(
+            first > last,
+            "partition {partition}: shard 2 from offset {first}, shard 1 up to {last}"
+        );
+    }
+    // Each shard's rollup equals its raw rows.
+    for server in [SHARD_1[0], SHARD_2] {
+        let r = numbers(
+            &stack,
+            server,
+            "SELECT (SELECT sum(clicks) FROM clicks_hourly), (SELECT count() FROM clicks)",
+        )
+        .await?;
+        assert_eq!(r[0], r[1], "{server}: clicks_hourly against the raw rows");
+    }
+    println!("{expected} clicks; the restarted sink skipped {replays} replayed clicks");
+    assert!(
+        replays >= 1.0,
+        "the killed sink left no stored-but-uncommitted clicks to replay: nothing shown"
+    );
+    let topics = stack.topic_prefix.clone();
+    drop(stack);
+    delete_topics(&topics).await
+}
