@@ -12,7 +12,11 @@
 //! writes (exchange rates, through the `Distributed` tables) stored on the first shard
 //! and read back.
 //!
-//! The cluster stack starts once per test binary; run with `make test-cluster` (after
+//! A second test grows N from 1 to 2 under a stream of clicks, the sink SIGKILLed for
+//! the change (a partition moved to the new shard finds its checkpoint on the old one),
+//! and a third starts the sink with lists that do not match the cluster.
+//!
+//! The cluster stack starts once per test binary, and the tests run one at a time; run with `make test-cluster` (after
 //! `cluster_faults`, never beside it: both break parts of the same stack).
 
 use std::process::Command;
