@@ -224,6 +224,7 @@ select_cluster_components() {
 }
 
 print_env() {
+  [[ -z "${1:-}" || "$1" == sharded ]] || die "usage: cluster.sh env [sharded]"
   cat <<ENV
 TRAFFSURE__KAFKA__BROKERS=$KAFKA_BROKERS
 TRAFFSURE__KAFKA__REPLICATION_FACTOR=3
@@ -234,7 +235,6 @@ ENV
     sharded)
       echo "TRAFFSURE__CLICKHOUSE__CLUSTER=traffsure_sharded"
       echo "TRAFFSURE__CLICKHOUSE__SHARDS=http://127.0.0.1:$(clickhouse_http_port 1),http://127.0.0.1:$(clickhouse_http_port 3)" ;;
-    *) die "usage: cluster.sh env [sharded]" ;;
   esac
 }
 
