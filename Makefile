@@ -36,9 +36,9 @@ stop:
 test: install build stack check-deploy
 	CARGO=$(CARGO) tests/run.sh
 
-## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse replicas, ZooKeeper)
+## test-cluster: the fault tests on the local cluster stack (three brokers, two ClickHouse shards, ZooKeeper)
 test-cluster: install build
-	$(CARGO) test --locked -p traffsure-tests --test cluster_faults
+	$(CARGO) test --locked -p traffsure-tests --test cluster_faults --test cluster_shards
 
 ## check-deploy: validate docker-compose.yml, deploy/k8s and the dashboard; start every service as deployed
 check-deploy:
@@ -82,7 +82,7 @@ build-release:
 lint: lint-tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(CARGO) clippy --locked -p traffsure-tests --test cluster_faults -- -D warnings
+	$(CARGO) clippy --locked -p traffsure-tests --test cluster_faults --test cluster_shards -- -D warnings
 	shellcheck -x $(SCRIPTS)
 	CARGO=$(CARGO) deploy/local/lint-tools.sh deny
 

@@ -4,11 +4,16 @@
 #   zookeeper             127.0.0.1:12181 (ClickHouse's coordinator)
 #   kafka1..kafka3        KRaft brokers+controllers, PLAINTEXT 127.0.0.1:19092-19094,
 #                         controllers 19192-19194; replication factor 3, min ISR 2
-#   clickhouse1..2        cluster `traffsure`, one shard of two replicas:
-#                         HTTP 18123/18124, native 19000/19001, interserver 19009/19010
+#   clickhouse1..2        shard 1, two replicas: HTTP 18123/18124, native 19000/19001,
+#                         interserver 19009/19010
+#   clickhouse3           shard 2, one replica: HTTP 18125, native 19002, interserver 19011
+#                         Clusters: `traffsure` = shard 1 alone; `traffsure_sharded` =
+#                         shards 1 and 2 (clickhouse3 takes part in that one only)
 # Usage: deploy/local/cluster.sh start|stop|status [component]
 #        deploy/local/cluster.sh kill COMPONENT   (SIGKILL, for fault tests)
-#        deploy/local/cluster.sh env              (the TRAFFSURE__ settings that use it)
+#        deploy/local/cluster.sh env [sharded]    (the TRAFFSURE__ settings that use it:
+#                                                  cluster `traffsure`, or with `sharded`
+#                                                  `traffsure_sharded` and its two shards)
 # A component that is already running is left alone by start. Needs
 # deploy/local/install.sh (Kafka and ZooKeeper jars, ClickHouse). Logs:
 # .local/log/cluster-<component>.log, PID files .local/run/cluster-<component>.pid.
@@ -27,7 +32,7 @@ CLUSTER_TEMPLATES="$DEPLOY_DIR/cluster"
 KAFKA_LIBS="$LOCAL_DIR/kafka/libs"
 ZOOKEEPER_LIBS="$LOCAL_DIR/zookeeper/libs"
 CLUSTER_HEAP_OPTS="${CLUSTER_HEAP_OPTS:--Xms128m -Xmx512m}"
-CLUSTER_COMPONENTS=(zookeeper kafka1 kafka2 kafka3 clickhouse1 clickhouse2)
+CLUSTER_COMPONENTS=(zookeeper kafka1 kafka2 kafka3 clickhouse1 clickhouse2 clickhouse3)
 
 ZOOKEEPER_PORT=12181
 kafka_port() { echo $((19091 + $1)); }
@@ -35,6 +40,8 @@ kafka_controller_port() { echo $((19191 + $1)); }
 clickhouse_http_port() { echo $((18122 + $1)); }
 clickhouse_tcp_port() { echo $((18999 + $1)); }
 clickhouse_interserver_port() { echo $((19008 + $1)); }
+# Servers 1 and 2 are the replicas of shard 1, server 3 is shard 2.
+clickhouse_shard() { if (($1 <= 2)); then echo 1; else echo 2; fi; }
 
 KAFKA_BROKERS="127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
 
@@ -177,7 +184,7 @@ start_clickhouse() {
   mkdir -p "$dir"/{data,tmp,user_files,format_schemas}
   render "$CLUSTER_TEMPLATES/clickhouse.xml" "$dir/config.xml" NODE="$node" \
     HTTP_PORT="$(clickhouse_http_port "$node")" TCP_PORT="$(clickhouse_tcp_port "$node")" \
-    INTERSERVER_PORT="$(clickhouse_interserver_port "$node")"
+    INTERSERVER_PORT="$(clickhouse_interserver_port "$node")" SHARD="$(clickhouse_shard "$node")"
   render_template "$DEPLOY_DIR/clickhouse/users.xml" "$dir/users.xml"
   # shellcheck disable=SC2086 # $bin may be "/usr/bin/clickhouse server".
   pid=$(spawn "cluster-clickhouse$node" $bin --config-file="$dir/config.xml")
@@ -199,7 +206,7 @@ start_component() {
       start_kafka "${c#kafka}"
       log "cluster-$c: spawned (pid $(running_pid "cluster-$c"))"
       return ;;
-    clickhouse[12]) start_clickhouse "${c#clickhouse}" ;;
+    clickhouse[123]) start_clickhouse "${c#clickhouse}" ;;
   esac
   log "cluster-$c: started (pid $(running_pid "cluster-$c"), ready in $(elapsed_since "$t0")s)"
 }
@@ -217,12 +224,18 @@ select_cluster_components() {
 }
 
 print_env() {
+  [[ -z "${1:-}" || "$1" == sharded ]] || die "usage: cluster.sh env [sharded]"
   cat <<ENV
 TRAFFSURE__KAFKA__BROKERS=$KAFKA_BROKERS
 TRAFFSURE__KAFKA__REPLICATION_FACTOR=3
 TRAFFSURE__CLICKHOUSE__URL=http://127.0.0.1:$(clickhouse_http_port 1)
-TRAFFSURE__CLICKHOUSE__CLUSTER=traffsure
 ENV
+  case ${1:-} in
+    "") echo "TRAFFSURE__CLICKHOUSE__CLUSTER=traffsure" ;;
+    sharded)
+      echo "TRAFFSURE__CLICKHOUSE__CLUSTER=traffsure_sharded"
+      echo "TRAFFSURE__CLICKHOUSE__SHARDS=http://127.0.0.1:$(clickhouse_http_port 1),http://127.0.0.1:$(clickhouse_http_port 3)" ;;
+  esac
 }
 
 main() {
@@ -253,8 +266,8 @@ main() {
       for c in $(select_cluster_components "${2:-}"); do
         if pid=$(running_pid "cluster-$c"); then log "cluster-$c: running (pid $pid)"; else log "cluster-$c: stopped"; fi
       done ;;
-    env) print_env ;;
-    *) die "usage: cluster.sh start|stop|status [component] | kill COMPONENT | env" ;;
+    env) print_env "${2:-}" ;;
+    *) die "usage: cluster.sh start|stop|status [component] | kill COMPONENT | env [sharded]" ;;
   esac
 }
 

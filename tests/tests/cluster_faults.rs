@@ -1,6 +1,8 @@
 //! The pipeline on the local cluster stack (`deploy/local/cluster.sh`: three KRaft
 //! brokers with replication factor 3 and `min.insync.replicas=2`, ClickHouse cluster
-//! `traffsure` of two replicas coordinated by ZooKeeper), each test under a stream of
+//! `traffsure` of two replicas coordinated by ZooKeeper: the stack's first shard alone,
+//! as the second shard's server takes part in `traffsure_sharded` only, which
+//! `cluster_shards` tests), each test under a stream of
 //! tracking-link clicks and postbacks while one part of it fails:
 //! - the broker leading partition 0 of `clicks` is SIGKILLed, and restarted later;
 //! - the ClickHouse replica the sink writes to is SIGKILLed, and restarted later;

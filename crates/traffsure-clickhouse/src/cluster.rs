@@ -20,8 +20,9 @@
 //!   ON CLUSTER` of a replicated table is what ClickHouse 18.16's distributed DDL gets
 //!   wrong: both replicas may run it, the second fails on the column the first added,
 //!   and its DDL worker stops on a ZooKeeper "node exists" error, holding up every later
-//!   `ON CLUSTER` statement (met on the local cluster). The cost: a cluster of several
-//!   shards takes an `ALTER` on the shard migrated from only.
+//!   `ON CLUSTER` statement (met on the local cluster). With several shards
+//!   (`crate::shards`) the migrator runs these once on each shard, through a server of
+//!   each (`apply_pending`).
 //!
 //! After each migration every replicated table gets a `Distributed` table of the same
 //! name and columns in `<database>_distributed` ([`sync_distributed`]), through which
@@ -158,8 +159,18 @@ pub(crate) async fn sync_distributed(
         .await?;
     let local = columns(client, database).await?;
     let present = columns(client, &distributed).await?;
+    // Tables made before their sharding key was 0 send reporting-api's inserts to a
+    // random shard: made again.
+    let random: Vec<String> = client
+        .query(
+            "SELECT name FROM system.tables WHERE database = ? AND engine = 'Distributed' \
+             AND position(engine_full, 'rand()') > 0",
+        )
+        .bind(&distributed)
+        .fetch_all()
+        .await?;
     for table in replicated {
-        if local.get(&table) == present.get(&table) {
+        if local.get(&table) == present.get(&table) && !random.contains(&table) {
             continue;
         }
         for statement in distributed_table(database, cluster, &table) {
@@ -170,14 +181,19 @@ pub(crate) async fn sync_distributed(
     Ok(())
 }
 
-/// The statements that (re)create the `Distributed` table over `database.table`.
+/// The statements that (re)create the `Distributed` table over `database.table`. Its
+/// sharding key is 0: what is inserted through it (reporting-api's own tables: users,
+/// sessions, exchange rates, the audit log) goes to the first shard, whole, where
+/// postback-dispatcher reads the exchange rates through its own server and a
+/// `ReplacingMergeTree`'s versions of one key meet; the sink writes each shard's local
+/// tables itself (`crate::shards`).
 pub fn distributed_table(database: &str, cluster: &str, table: &str) -> [String; 2] {
     let distributed = distributed_database(database);
     [
         format!("DROP TABLE IF EXISTS {distributed}.{table} ON CLUSTER {cluster}"),
         format!(
             "CREATE TABLE IF NOT EXISTS {distributed}.{table} ON CLUSTER {cluster} \
-             AS {database}.{table} ENGINE = Distributed({cluster}, {database}, {table}, rand())"
+             AS {database}.{table} ENGINE = Distributed({cluster}, {database}, {table}, 0)"
         ),
     ]
 }

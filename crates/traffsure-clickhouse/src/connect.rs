@@ -35,6 +35,8 @@ pub enum AccessError {
     Tls(String),
     #[error("clickhouse.ca_path {path}: {reason}")]
     CaFile { path: String, reason: String },
+    #[error("clickhouse.shards: {0}")]
+    Shards(String),
 }
 
 /// The CAs every `https` connection trusts: the public web CAs, plus the CA file's.
@@ -95,14 +97,31 @@ pub(crate) fn http_client(settings: &ClickHouseSettings) -> clickhouse::Client {
 
 /// Runs one trivial query (bounded in time) and fails on what retrying cannot mend: a
 /// refused user or password, a certificate the client does not trust, an unreadable CA
-/// file. Any other outcome (the server down or slow) passes, with a warning.
+/// file, a list of shards that is wrong in itself or does not match the cluster
+/// (`crate::shards`). Any other outcome (the server down or slow) passes, with a warning.
 pub async fn check_access(settings: &ClickHouseSettings) -> Result<(), AccessError> {
     trusted_roots(settings)?;
+    crate::shards::urls(settings).map_err(AccessError::Shards)?;
     let client = crate::server_client(settings);
     let answer =
         tokio::time::timeout(CHECK_TIMEOUT, client.query("SELECT 1").fetch_one::<u8>()).await;
     match answer {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(_)) => {
+            let checked =
+                tokio::time::timeout(CHECK_TIMEOUT, crate::shards::check_cluster(settings)).await;
+            match checked {
+                Ok(Ok(Err(why))) => Err(AccessError::Shards(why)),
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "clickhouse shards not checked yet");
+                    Ok(())
+                }
+                Err(_) => {
+                    tracing::warn!("clickhouse shards not checked yet");
+                    Ok(())
+                }
+            }
+        }
         Ok(Err(error)) => match classify(&error) {
             Some(failure) => Err(failure),
             None => {

@@ -20,6 +20,7 @@ pub mod queries;
 pub mod rates;
 pub mod rebuild;
 pub mod retention;
+pub mod shards;
 
 /// The migrations, in order. Each is idempotent on its own, and applied ones are
 /// recorded in `schema_migrations` so a start skips them.
@@ -381,11 +382,20 @@ pub async fn migrate(settings: &ClickHouseSettings) -> Result<(), clickhouse::er
 /// `migrate` with chosen lock timings and step hook. A start with nothing pending reads
 /// `schema_migrations` and returns; otherwise the process that wins the migration lock
 /// applies what is pending while the others wait for it.
+///
+/// With several shards (`clickhouse.shards`) a migration is pending while any shard
+/// lacks it in its `schema_migrations`; the lock's claims live on the first shard.
 pub async fn migrate_with(
     settings: &ClickHouseSettings,
     options: &MigrateOptions,
 ) -> Result<(), clickhouse::error::Error> {
     let schema = Schema::of(settings);
+    let shards_error =
+        |why: String| clickhouse::error::Error::Custom(format!("clickhouse.shards: {why}"));
+    let shards = shards::clients(settings).map_err(shards_error)?;
+    shards::check_cluster(settings)
+        .await?
+        .map_err(shards_error)?;
     server_client(settings)
         .query(&format!(
             "CREATE DATABASE IF NOT EXISTS ?{}",
@@ -401,20 +411,31 @@ pub async fn migrate_with(
     let Some(&(latest, _, _)) = MIGRATIONS.last() else {
         return Ok(());
     };
-    if migration_lock::recorded(&client, latest).await? {
+    if migration_lock::recorded_everywhere(&shards, latest).await? {
         return Ok(());
     }
-    migration_lock::exclusively(&client, latest, &options.lock, |owner| {
-        apply_pending(&client, &schema, owner, options)
+    migration_lock::exclusively(&client, &shards, latest, &options.lock, |owner| {
+        apply_pending(&shards, &schema, owner, options)
     })
     .await?;
     Ok(())
 }
 
-/// Applies, in order, every migration `schema_migrations` does not record. Runs under
-/// the migration lock.
+/// Whether a migration statement, as it runs, reaches every shard by itself: on a
+/// cluster the `CREATE`s and `DROP`s run `ON CLUSTER` (`cluster::rewrite`); the rest
+/// (`ALTER`s, backfills) reach the shard of the server they run on only.
+fn reaches_every_shard(statement: &str) -> bool {
+    statement.starts_with("CREATE") || statement.starts_with("DROP")
+}
+
+/// Applies, in order, every migration some shard's `schema_migrations` does not record,
+/// on the shards that lack it: the statements that reach every shard once, through the
+/// first shard's server, the others (and the rollup rebuilds) once on each shard that
+/// lacks the migration. A migration is recorded on those shards once all of them took
+/// it, the first shard last (a waiting migrator reads the first shard's record as "done
+/// everywhere"). Runs under the migration lock.
 async fn apply_pending(
-    client: &Client,
+    shards: &[Client],
     schema: &Schema<'_>,
     owner: String,
     options: &MigrateOptions,
@@ -424,15 +445,31 @@ async fn apply_pending(
         Some(hook) => hook.as_ref(),
         None => &no_hook,
     };
+    let Some(first) = shards.first() else {
+        return Ok(());
+    };
     for (version, name, sql) in MIGRATIONS {
-        if migration_lock::recorded(client, *version).await? {
+        let mut pending = Vec::new();
+        for shard in shards {
+            if !migration_lock::recorded(shard, *version).await? {
+                pending.push(shard);
+            }
+        }
+        if pending.is_empty() {
             continue;
         }
         for statement in statements(sql) {
             let statement = schema.statement(&statement);
-            match client.query(&statement).execute().await {
-                Err(error) if !already_applied(&statement, &error) => return Err(error),
-                _ => {}
+            let targets = if reaches_every_shard(&statement) {
+                vec![first]
+            } else {
+                pending.clone()
+            };
+            for client in targets {
+                match client.query(&statement).execute().await {
+                    Err(error) if !already_applied(&statement, &error) => return Err(error),
+                    _ => {}
+                }
             }
         }
         let rebuilds: Vec<Rebuild> = REBUILDS
@@ -440,20 +477,26 @@ async fn apply_pending(
             .filter(|(v, _)| v == version)
             .map(|(_, rebuild)| *rebuild)
             .collect();
-        for rebuild in &rebuilds {
-            rebuild::run(client, rebuild, schema.cluster.is_some(), &owner, hook).await?;
+        for client in &pending {
+            for rebuild in &rebuilds {
+                rebuild::run(client, rebuild, schema.cluster.is_some(), &owner, hook).await?;
+            }
+            rebuild::drop_leftovers(client, &rebuilds).await?;
         }
-        rebuild::drop_leftovers(client, &rebuilds).await?;
         if let Some(cluster) = schema.cluster {
-            cluster::sync_distributed(client, schema.database, cluster).await?;
+            cluster::sync_distributed(first, schema.database, cluster).await?;
         }
-        client
-            .query("INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()")
-            .bind(version)
-            .bind(name)
-            .execute()
-            .await?;
-        tracing::info!(version, name, "migration applied");
+        for client in pending.iter().rev() {
+            client
+                .query(
+                    "INSERT INTO schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
+                )
+                .bind(version)
+                .bind(name)
+                .execute()
+                .await?;
+        }
+        tracing::info!(version, name, shards = pending.len(), "migration applied");
     }
     Ok(())
 }
@@ -485,5 +528,32 @@ mod tests {
             statements("-- c\nSELECT 1;\n\nSELECT 2"),
             vec!["SELECT 1", "SELECT 2"]
         );
+    }
+
+    #[test]
+    fn a_statement_runs_once_exactly_when_it_runs_on_the_cluster() {
+        let schema = Schema {
+            database: "db",
+            cluster: Some("c"),
+        };
+        let mut once = 0;
+        for (_, _, sql) in MIGRATIONS {
+            for statement in statements(sql) {
+                let statement = schema.statement(&statement);
+                assert_eq!(
+                    reaches_every_shard(&statement),
+                    statement.contains(" ON CLUSTER c"),
+                    "{statement}"
+                );
+                once += usize::from(reaches_every_shard(&statement));
+            }
+        }
+        assert!(once > 10, "{once}");
+        assert!(!reaches_every_shard(
+            "ALTER TABLE clicks ADD COLUMN x UInt8"
+        ));
+        assert!(!reaches_every_shard(
+            "INSERT INTO sink_checkpoints SELECT 1"
+        ));
     }
 }

@@ -72,11 +72,27 @@ pub(crate) async fn recorded(
     Ok(applied > 0)
 }
 
+/// Whether `version` is recorded in `schema_migrations` on every shard (`shards`: a
+/// client per shard; one for a single server).
+pub(crate) async fn recorded_everywhere(
+    shards: &[Client],
+    version: u32,
+) -> Result<bool, clickhouse::error::Error> {
+    for client in shards {
+        if !recorded(client, version).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Runs `work` (given the holder's owner id) if this process wins the lock for
 /// `version`; returns `Ok(false)` without running it when another process recorded
-/// `version` first. `work` must record `version` in `schema_migrations` when done.
+/// `version` first on every shard of `shards`. The claims live on `client` (the first
+/// shard's server). `work` must record `version` in `schema_migrations` when done.
 pub(crate) async fn exclusively<W, Fut>(
     client: &Client,
+    shards: &[Client],
     version: u32,
     timings: &LockTimings,
     work: W,
@@ -87,7 +103,7 @@ where
 {
     client.query(CREATE_CLAIMS).execute().await?;
     let owner = loop {
-        match wait_for_turn(client, version, timings).await? {
+        match wait_for_turn(client, shards, version, timings).await? {
             Turn::Recorded => return Ok(false),
             Turn::Rejoin => continue,
             Turn::Mine(owner) => break owner,
@@ -123,6 +139,7 @@ enum Turn {
 
 async fn wait_for_turn(
     client: &Client,
+    shards: &[Client],
     version: u32,
     timings: &LockTimings,
 ) -> Result<Turn, clickhouse::error::Error> {
@@ -136,7 +153,7 @@ async fn wait_for_turn(
     }
     tokio::time::sleep(timings.settle).await;
     loop {
-        if recorded(client, version).await? {
+        if recorded_everywhere(shards, version).await? {
             return Ok(Turn::Recorded);
         }
         if last_beat.elapsed() >= timings.lease / 2 {

@@ -277,6 +277,11 @@ pub struct ClickHouseSettings {
     /// on every server of it (`ON CLUSTER`) and `Distributed` tables for reads in the
     /// database `<database>_distributed`. Empty: one server, plain tables.
     pub cluster: String,
+    /// One server URL per shard of `cluster`, comma-separated, in the order of the
+    /// cluster's `remote_servers`, the first being `url`: the sink writes Kafka partition
+    /// `p`'s rows to shard `p mod N`, and migrations run their `ALTER`s and backfills on
+    /// each. Empty: the one shard of `url`.
+    pub shards: String,
 }
 
 impl Default for ClickHouseSettings {
@@ -288,6 +293,7 @@ impl Default for ClickHouseSettings {
             password: String::new(),
             ca_path: String::new(),
             cluster: String::new(),
+            shards: String::new(),
         }
     }
 }
@@ -302,6 +308,7 @@ impl std::fmt::Debug for ClickHouseSettings {
             .field("password", &redacted(&self.password))
             .field("ca_path", &self.ca_path)
             .field("cluster", &self.cluster)
+            .field("shards", &self.shards)
             .finish()
     }
 }

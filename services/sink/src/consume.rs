@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickhouse::Client;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset};
 use tokio::sync::mpsc::{self, UnboundedReceiver};
@@ -18,6 +17,7 @@ use traffsure_kafka::rebalance::{
 use crate::dead_letter::DeadLetters;
 use crate::identity::TopicIdentity;
 use crate::metrics;
+use crate::shards::Shards;
 use crate::table::{Accepted, InsertsInFlight};
 use crate::tables::{CheckpointSources, Incoming, Tables};
 
@@ -67,7 +67,7 @@ fn forget_moved_partitions(tables: &mut Tables, moves: &mut UnboundedReceiver<Pa
 pub struct Sink {
     pub consumer: StreamConsumer<RebalanceContext>,
     pub moves: UnboundedReceiver<Partitions>,
-    pub client: Client,
+    pub shards: Shards,
     pub identity: Arc<TopicIdentity>,
     pub inserts: Arc<InsertsInFlight>,
     pub tables: Tables,
@@ -100,7 +100,7 @@ impl Sink {
                         key: message.key().unwrap_or_default(),
                         payload: message.payload().unwrap_or_default(),
                     };
-                    let at = CheckpointSources { client: &self.client, identity: &self.identity };
+                    let at = CheckpointSources { shards: &self.shards, identity: &self.identity };
                     let Some((table, accepted)) = self.tables.accept_retrying(&at, &incoming).await else {
                         tracing::warn!(topic, partition, offset, "message from a topic the sink does not write");
                         continue;
@@ -147,7 +147,7 @@ impl Sink {
         forget_moved_partitions(&mut self.tables, &mut self.moves);
         let flushed = self
             .tables
-            .flush(&self.client, &self.inserts, force)
+            .flush(&self.shards, &self.inserts, force)
             .await?;
         for refused in &flushed.refused {
             self.dead_letters.publish(refused).await;

@@ -5,9 +5,10 @@
 //! stored only after ClickHouse acknowledged the insert and its checkpoint showed the
 //! rows. Each row keeps its partition, offset and message fingerprint, so on start or
 //! after a rebalance every partition resumes past the checkpoint its table holds, unless
-//! the topic was recreated meanwhile (see `table` and `identity`). Undecodable messages,
-//! and rows ClickHouse refuses as bad data, go to the dead-letter topic and never block
-//! a partition. While ClickHouse is down the insert is retried and the loop reads no
+//! the topic was recreated meanwhile (see `table` and `identity`). With several
+//! ClickHouse shards, partition `p`'s rows go to shard `p mod N` (`shards`).
+//! Undecodable messages, and rows ClickHouse refuses as bad data, go to the dead-letter
+//! topic and never block a partition. While ClickHouse is down the insert is retried and the loop reads no
 //! more than the next batch, so Kafka holds the backlog and memory stays bounded. Old
 //! partitions are dropped per table on a schedule (`retention`).
 //!
@@ -21,6 +22,7 @@ mod metrics;
 mod repair;
 mod retention;
 mod rows;
+mod shards;
 mod table;
 mod tables;
 
@@ -40,6 +42,7 @@ use consume::Sink;
 use dead_letter::DeadLetters;
 use identity::TopicIdentity;
 use retention::RetentionSettings;
+use shards::Shards;
 use table::InsertsInFlight;
 use tables::{BatchPolicy, Tables};
 
@@ -99,16 +102,23 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("create the dead-letter topic")?;
     traffsure_clickhouse::check_access(&settings.clickhouse).await?;
+    let shards = Shards::new(
+        traffsure_clickhouse::shards::clients(&settings.clickhouse)
+            .map_err(|why| anyhow::anyhow!("clickhouse.shards: {why}"))?,
+    );
     retry::forever("clickhouse migrations", &Backoff::default(), || {
         traffsure_clickhouse::migrate(&settings.clickhouse)
     })
     .await;
     schema_ready.set_ready(true);
 
-    tokio::spawn(retention::enforce(
-        traffsure_clickhouse::client(&settings.clickhouse),
-        settings.retention.clone(),
-    ));
+    // Each shard drops its own expired partitions.
+    for client in shards.all() {
+        tokio::spawn(retention::enforce(
+            client.clone(),
+            settings.retention.clone(),
+        ));
+    }
 
     let inserts: Arc<InsertsInFlight> = Arc::default();
     let (context, moves) = consume::rebalances(inserts.clone())?;
@@ -141,13 +151,13 @@ async fn main() -> anyhow::Result<()> {
     let sink = Sink {
         consumer,
         moves,
-        client: traffsure_clickhouse::client(&settings.clickhouse),
+        shards: shards.clone(),
         identity: Arc::new(TopicIdentity::new(&settings.kafka, &settings.group_id)?),
         inserts,
         tables,
         dead_letters: DeadLetters::new(producer, topics.dead_letter("sink")),
     };
-    tracing::info!("sink running");
+    tracing::info!(shards = shards.len(), "sink running");
     let result = sink.run().await;
     ops_handle.stop(true).await;
     result

@@ -31,6 +31,13 @@
 //! every failed insert, before anything else is written to the table, `repair` looks at
 //! what of the rows it sent is stored and writes the parts of the views that are missing
 //! (see there why that is exact).
+//!
+//! With several ClickHouse shards (`shards`) all of this holds per shard: partition `p`'s
+//! rows go to shard `p mod N`, an insert splits into one block per shard, and each block
+//! is filtered by, checked against and repaired on its own shard's checkpoints and
+//! tables. The one read across shards is a partition's floor on its first message: the
+//! highest checkpoint any shard holds (a partition moved between shards by a change of
+//! N has its older rows, and checkpoint, on its old shard).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
@@ -47,6 +54,7 @@ use crate::identity::{TopicIdentity, Verdict};
 use crate::metrics;
 use crate::repair::{self, Sent};
 use crate::rows::{fingerprint, Position};
+use crate::shards::Shards;
 
 /// How many inserts are running, for a rebalance to wait on before it hands a
 /// partition over.
@@ -120,9 +128,10 @@ pub struct Checkpoint {
 /// topic and count as nothing until this sink stores newer ones.
 type Void = HashMap<i32, Checkpoint>;
 
-/// An insert running in its own task, and the offsets to store once it is done.
+/// An insert running in its own task (one block per shard, side by side), and the
+/// offsets to store once it is done.
 struct InFlight {
-    task: JoinHandle<Vec<Refused>>,
+    task: JoinHandle<Result<Vec<Refused>, tokio::task::JoinError>>,
     offsets: Vec<(i32, i64)>,
 }
 
@@ -229,6 +238,28 @@ async fn checkpoints(
         .collect())
 }
 
+/// The table's checkpoints on every shard, less the void ones: per partition the one of
+/// the highest offset. A partition's rows are on one shard while N stays the same; after
+/// a change of N its earlier rows and checkpoint are on its old shard, and the rows it
+/// holds there are stored as much as those on its new one.
+async fn checkpoints_everywhere(
+    shards: &Shards,
+    table: &'static str,
+    void: &Void,
+    reason: &str,
+) -> Result<HashMap<i32, Checkpoint>, Error> {
+    let mut highest: HashMap<i32, Checkpoint> = HashMap::new();
+    for client in shards.all() {
+        for (partition, checkpoint) in checkpoints(client, table, void, reason).await? {
+            let entry = highest.entry(partition).or_insert(checkpoint);
+            if checkpoint.offset > entry.offset {
+                *entry = checkpoint;
+            }
+        }
+    }
+    Ok(highest)
+}
+
 impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     pub fn new(table: &'static str, topic: String, decode: Decode<R>) -> Self {
         Self {
@@ -277,11 +308,11 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         }
     }
 
-    /// The checkpoint below which `partition`'s messages are replays, read (and checked
-    /// against the topic) on its first message.
+    /// The checkpoint below which `partition`'s messages are replays, read from every
+    /// shard (and checked against the topic) on its first message.
     async fn floor(
         &mut self,
-        client: &Client,
+        shards: &Shards,
         identity: &Arc<TopicIdentity>,
         partition: i32,
         offset: i64,
@@ -289,7 +320,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         if let Some(floor) = self.floors.get(&partition) {
             return Ok(Ok(*floor));
         }
-        let Some(stored) = checkpoints(client, self.table, &self.void, "assign")
+        let Some(stored) = checkpoints_everywhere(shards, self.table, &self.void, "assign")
             .await?
             .remove(&partition)
         else {
@@ -334,14 +365,14 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
 
     pub async fn accept(
         &mut self,
-        client: &Client,
+        shards: &Shards,
         identity: &Arc<TopicIdentity>,
         partition: i32,
         offset: i64,
         key: &[u8],
         payload: &[u8],
     ) -> anyhow::Result<Accepted> {
-        let floor = match self.floor(client, identity, partition, offset).await? {
+        let floor = match self.floor(shards, identity, partition, offset).await? {
             Ok(floor) => floor,
             Err(low) => return Ok(Accepted::Rewind { low }),
         };
@@ -360,12 +391,13 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         Ok(Accepted::Row)
     }
 
-    /// Starts inserting the pending rows in a task of its own. The caller finishes the
-    /// previous insert first.
+    /// Starts inserting the pending rows in a task of its own: one block per shard, the
+    /// shards side by side, each on its own server. The caller finishes the previous
+    /// insert first.
     /// `span` (the batch's trace, or none) covers the insert.
     pub fn start_insert(
         &mut self,
-        client: &Client,
+        shards: &Shards,
         inserts: &Arc<InsertsInFlight>,
         span: tracing::Span,
     ) {
@@ -378,13 +410,45 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         self.offsets_moved = false;
         let offsets = self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect();
         let guard = inserts.start();
-        let (client, table, void, decode) =
-            (client.clone(), self.table, self.void.clone(), self.decode);
+        // Each shard's rows in the order they came: a partition's in offset order.
+        let mut blocks: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
+        for row in rows {
+            blocks
+                .entry(shards.index(row.partition))
+                .or_default()
+                .push(row);
+        }
+        let blocks: Vec<(Client, Vec<Pending>)> = blocks
+            .into_iter()
+            .map(|(shard, rows)| (shards.all()[shard].clone(), rows))
+            .collect();
+        let (table, void, decode) = (self.table, self.void.clone(), self.decode);
         let task = tokio::spawn(
             async move {
-                let refused = write_batch(client, table, rows, decode, void).await;
+                let writes: Vec<_> = blocks
+                    .into_iter()
+                    .map(|(client, rows)| {
+                        tokio::spawn(
+                            write_batch(client, table, rows, decode, void.clone())
+                                .instrument(tracing::Span::current()),
+                        )
+                    })
+                    .collect();
+                // Every block is waited for, even after one failed: the offsets are
+                // stored only once all of them are in.
+                let mut refused = Vec::new();
+                let mut failed = None;
+                for write in writes {
+                    match write.await {
+                        Ok(mut r) => refused.append(&mut r),
+                        Err(error) => failed = Some(error),
+                    }
+                }
                 drop(guard);
-                refused
+                match failed {
+                    Some(error) => Err(error),
+                    None => Ok(refused),
+                }
             }
             .instrument(span),
         );
@@ -397,7 +461,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         let Some(in_flight) = self.in_flight.take() else {
             return Ok(Done::default());
         };
-        let refused = in_flight.task.await?;
+        let refused = in_flight.task.await??;
         Ok(Done {
             refused,
             offsets: in_flight.offsets,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clickhouse::{Client, RowOwned, RowWrite};
+use clickhouse::{RowOwned, RowWrite};
 use rdkafka::message::Headers;
 use rdkafka::{Offset, TopicPartitionList};
 use traffsure_kafka::retry::Retrying;
@@ -17,6 +17,7 @@ use traffsure_kafka::Topics;
 
 use crate::identity::TopicIdentity;
 use crate::rows;
+use crate::shards::Shards;
 use crate::table::{Accepted, InsertsInFlight, Refused, TableSink};
 use crate::SINK_BACKOFF;
 
@@ -91,7 +92,7 @@ pub struct Incoming<'a> {
 
 /// What a table needs to read a partition's checkpoint.
 pub struct CheckpointSources<'a> {
-    pub client: &'a Client,
+    pub shards: &'a Shards,
     pub identity: &'a Arc<TopicIdentity>,
 }
 
@@ -141,7 +142,7 @@ impl Tables {
         m: &Incoming<'_>,
     ) -> anyhow::Result<Option<(&'static str, Accepted)>> {
         each_table!(self, t => if t.topic == m.topic {
-            let accepted = t.accept(at.client, at.identity, m.partition, m.offset, m.key, m.payload).await?;
+            let accepted = t.accept(at.shards, at.identity, m.partition, m.offset, m.key, m.payload).await?;
             return Ok(Some((t.table, accepted)));
         });
         Ok(None)
@@ -194,7 +195,7 @@ impl Tables {
     /// loop reads no more meanwhile.
     pub async fn flush(
         &mut self,
-        client: &Client,
+        shards: &Shards,
         inserts: &Arc<InsertsInFlight>,
         force: bool,
     ) -> anyhow::Result<Flushed> {
@@ -204,7 +205,7 @@ impl Tables {
         };
         let (policy, traced) = (self.policy, &mut self.traced);
         each_table!(self, t => {
-            flush_table(t, policy, force, client, inserts, traced, &mut flushed).await?;
+            flush_table(t, policy, force, shards, inserts, traced, &mut flushed).await?;
         });
         Ok(flushed)
     }
@@ -215,7 +216,7 @@ async fn flush_table<R: RowOwned + RowWrite + Send + Sync + 'static>(
     t: &mut TableSink<R>,
     policy: BatchPolicy,
     force: bool,
-    client: &Client,
+    shards: &Shards,
     inserts: &Arc<InsertsInFlight>,
     traced: &mut HashMap<String, BatchTraces>,
     flushed: &mut Flushed,
@@ -231,7 +232,7 @@ async fn flush_table<R: RowOwned + RowWrite + Send + Sync + 'static>(
             .get_mut(&t.topic)
             .map(|b| b.take_span("sink insert"))
             .unwrap_or_else(tracing::Span::none);
-        t.start_insert(client, inserts, span);
+        t.start_insert(shards, inserts, span);
         if force {
             done.push(t.finish().await?);
         }
