@@ -10,7 +10,10 @@
 # Settings: TEST_LANES (default 3), TEST_LOG_DIR (default target/test-logs),
 #           CARGO (default cargo), TRAFFSURE_TEST_TIMEOUT_SCALE (default 2: the tests'
 #           waits for a condition may last twice as long as written, since the lanes
-#           share the machine; a condition met ends its wait as soon as before).
+#           share the machine; a condition met ends its wait as soon as before),
+#           TEST_CLUSTER (default 1; 0 leaves out the fault tests on the local cluster
+#           stack, cluster_faults and cluster_shards, which start that stack and run
+#           one after the other in one lane beside the others).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -23,8 +26,16 @@ mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS"/*.result
 
 # The binaries, as cargo builds them: "<name>\t<package dir>\t<executable>".
-list=$("$CARGO" test --workspace --locked --no-run --message-format=json \
-  | python3 -c '
+# The cluster binaries (`test = false` in tests/Cargo.toml, so a bare `cargo test` leaves
+# them out) are named to be built too, unless TEST_CLUSTER=0.
+cluster_tests=()
+if [[ ${TEST_CLUSTER:-1} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
+list=$({
+  "$CARGO" test --workspace --locked --no-run --message-format=json
+  if ((${#cluster_tests[@]})); then
+    "$CARGO" test --locked -p traffsure-tests "${cluster_tests[@]}" --no-run --message-format=json
+  fi
+} | python3 -c '
 import json, os, sys
 for line in sys.stdin:
     try:
@@ -37,7 +48,7 @@ for line in sys.stdin:
     kind = t["kind"][0]
     name = t["name"] if kind == "test" else t["name"] + "-" + kind
     print("%s\t%s\t%s" % (name, os.path.dirname(m["manifest_path"]), m["executable"]))
-')
+' | sort -u)
 if [[ -n $FILTER ]]; then list=$(grep -F -- "$FILTER" <<<"$list" || true); fi
 [[ -n $list ]] || { echo "tests/run.sh: no test binary matches '$FILTER'" >&2; exit 2; }
 
@@ -48,8 +59,31 @@ order=$(while IFS=$'\t' read -r name dir exe; do
   printf '%s\t%s\t%s\t%s\n' "${secs:-30}" "$name" "$dir" "$exe"
 done <<<"$list" | sort -t$'\t' -k1,1nr -k2,2)
 
+# The binaries that share the cluster stack and kill parts of it (SERIAL) run one after
+# the other, in one lane: a single entry, "serial", whose executable field lists them as
+# name=executable pairs separated by spaces.
+SERIAL=" cluster_faults cluster_shards "
+serial_secs=0 serial_dir='' serial_exes=()
+rest=''
+while IFS=$'\t' read -r secs name dir exe; do
+  if [[ $SERIAL == *" $name "* ]]; then
+    serial_secs=$((serial_secs + secs)) serial_dir=$dir
+    serial_exes+=("$name=$exe")
+  else
+    rest+="$secs"$'\t'"$name"$'\t'"$dir"$'\t'"$exe"$'\n'
+  fi
+done <<<"$order"
+if ((${#serial_exes[@]})); then
+  rest+="$serial_secs"$'\t'"serial"$'\t'"$serial_dir"$'\t'"${serial_exes[*]}"$'\n'
+fi
+order=$(sort -t$'\t' -k1,1nr -k2,2 <<<"${rest%$'\n'}")
+
 run_one() {
-  local name=$1 dir=$2 exe=$3 start rc=0
+  local name=$1 dir=$2 exe=$3 start rc=0 pair
+  if [[ $name == serial ]]; then
+    for pair in $exe; do run_one "${pair%%=*}" "$dir" "${pair#*=}"; done
+    return
+  fi
   start=$(date +%s)
   (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe") >"$LOGS/$name.log" 2>&1 || rc=$?
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" >"$LOGS/$name.result"
@@ -62,7 +96,7 @@ run_one() {
 export -f run_one
 export LOGS
 
-total=$(wc -l <<<"$order")
+total=$(wc -l <<<"$list")
 echo "tests/run.sh: $total test binaries in $LANES lanes; logs in $LOGS"
 started=$(date +%s)
 cut -f2- <<<"$order" | tr '\t' '\n' | xargs -d '\n' -n 3 -P "$LANES" bash -c 'run_one "$@"' _ || true
