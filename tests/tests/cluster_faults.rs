@@ -20,7 +20,6 @@
 //! The cluster stack starts once per test binary (the first test to need it), and the
 //! tests run one at a time, as each breaks a part all of them use.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,13 +30,12 @@ use serde_json::json;
 use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
-const BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+mod cluster_stack;
+use cluster_stack::{cluster, cluster_sh, delete_topics, stream, Sent, BROKERS};
+
 /// The replica the services talk to, then the other one.
 const REPLICAS: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
 const CLUSTER: &str = "traffsure";
-/// Clicks a second the stream sends, and every how many clicks one converts.
-const CLICKS_PER_SECOND: usize = 100;
-const CONVERTING_EVERY: usize = 20;
 const STREAM: Duration = Duration::from_secs(30);
 /// How long the stored rows may take to reach both replicas after the stream: on an idle
 /// machine a few seconds, beside the whole single-node suite far more.
@@ -45,28 +43,6 @@ const SETTLE: Duration = Duration::from_secs(300);
 
 static STARTED: OnceCell<()> = OnceCell::const_new();
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-fn cluster_sh(args: &[&str]) -> anyhow::Result<()> {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh");
-    let output = Command::new(&script)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "cluster.sh {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
-async fn cluster(args: &'static [&'static str]) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || cluster_sh(args)).await?
-}
 
 /// The services of a test on the cluster stack, once every part of it runs.
 async fn start() -> anyhow::Result<Stack> {
@@ -93,65 +69,6 @@ async fn start() -> anyhow::Result<Stack> {
     Stack::start_with(options).await
 }
 
-/// What the stream got: the click hash of every redirect, the accepted postbacks.
-#[derive(Default)]
-struct Sent {
-    clicks: Vec<String>,
-    conversions: usize,
-}
-
-/// Sends `CLICKS_PER_SECOND` clicks a second through the tracking link for `STREAM`,
-/// every `CONVERTING_EVERY`th followed by a postback; each click must be redirected and
-/// each postback accepted, whatever fails behind the edges.
-async fn stream(stack: &Stack, slug: &str) -> anyhow::Result<Sent> {
-    let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=s1"));
-    let http = stack.http.clone();
-    let first = eventually(Duration::from_secs(30), || async {
-        let response = http.get(&track).send().await?;
-        Ok((response.status() == 302).then_some(response))
-    })
-    .await?;
-    let mut sent = Sent {
-        clicks: vec![click_hash_of(first.headers()["location"].to_str()?)],
-        conversions: 0,
-    };
-    let started = tokio::time::Instant::now();
-    let ticks = STREAM.as_secs() as usize * 10;
-    for tick in 0..ticks {
-        tokio::time::sleep_until(started + Duration::from_millis(100 * tick as u64)).await;
-        let mut clicks = Vec::new();
-        for _ in 0..CLICKS_PER_SECOND / 10 {
-            let http = http.clone();
-            let track = track.clone();
-            clicks.push(tokio::spawn(async move {
-                let response = http.get(&track).send().await?;
-                if response.status() != 302 {
-                    bail!("click answered {}", response.status());
-                }
-                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
-            }));
-        }
-        for click in clicks {
-            let hash = click.await??;
-            sent.clicks.push(hash.clone());
-            if sent.clicks.len().is_multiple_of(CONVERTING_EVERY) {
-                let url = stack.url(
-                    "postback-ingest",
-                    &format!("/postback?click={hash}&goal=sale&revenue=2.5"),
-                );
-                let response = http.get(url).send().await?;
-                let status = response.status();
-                let body: serde_json::Value = response.json().await?;
-                if status != 200 || body["code"] != "accepted" {
-                    bail!("postback answered {status}: {body}");
-                }
-                sent.conversions += 1;
-            }
-        }
-    }
-    Ok(sent)
-}
-
 /// Runs the stream, calling `fault` once it is a few seconds in; returns what it sent.
 async fn under_load<F, Fut>(stack: &Stack, fault: F) -> anyhow::Result<Sent>
 where
@@ -167,7 +84,7 @@ where
             "goals": [{"key": "sale", "payout": "1"}]
         }))
         .await?;
-    let streaming = stream(stack, &slug);
+    let streaming = stream(stack, &slug, STREAM);
     let failing = async {
         tokio::time::sleep(Duration::from_secs(8)).await;
         fault().await
@@ -308,42 +225,6 @@ where
     }
     phase("done");
     result
-}
-
-/// Deletes the topics named `test-…` (every test's prefix) that start with `prefix` from
-/// the cluster's brokers. The harness deletes a stack's topics from the shared broker
-/// only; left on the cluster, thousands of partitions made a killed broker's restart (log
-/// recovery) take minutes.
-async fn delete_topics(prefix: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-
-    let prefix = prefix.to_string();
-    let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", BROKERS)
-            .create()?;
-        let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .filter(|name| name.starts_with("test-") && name.starts_with(&prefix))
-            .collect())
-    })
-    .await??;
-    if topics.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .create()?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for chunk in names.chunks(100) {
-        admin.delete_topics(chunk, &options).await?;
-    }
-    Ok(())
 }
 
 /// What earlier runs left on the cluster stack (every test's databases, a failed test's

@@ -19,25 +19,21 @@
 //! The cluster stack starts once per test binary, and the tests run one at a time; run with `make test-cluster` (after
 //! `cluster_faults`, never beside it: both break parts of the same stack).
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde_json::json;
 use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
-const BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+mod cluster_stack;
+use cluster_stack::{cluster, delete_topics, stream, Sent, BROKERS};
+
 /// The replicas of shard 1 (the services talk to the first), then shard 2's server.
 const SHARD_1: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
 const SHARD_2: &str = "http://127.0.0.1:18125";
 const SERVERS: [&str; 3] = [SHARD_1[0], SHARD_1[1], SHARD_2];
 const CLUSTER: &str = "traffsure_sharded";
-/// Clicks a second the stream sends, and every how many clicks one converts.
-const CLICKS_PER_SECOND: usize = 100;
-const CONVERTING_EVERY: usize = 20;
 const STREAM: Duration = Duration::from_secs(24);
 /// How long the stored rows may take to reach every server after the stream: a few
 /// seconds on an idle machine, far more beside the single-node suite.
@@ -46,62 +42,6 @@ const SETTLE: Duration = Duration::from_secs(300);
 static STARTED: OnceCell<()> = OnceCell::const_new();
 /// The tests run one at a time: one kills a server the others use.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
-
-fn cluster_sh(args: &[&str]) -> anyhow::Result<()> {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh");
-    let output = Command::new(&script)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "cluster.sh {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
-async fn cluster(args: &'static [&'static str]) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || cluster_sh(args)).await?
-}
-
-/// Deletes the topics named `test-…` that start with `prefix` from the cluster's brokers
-/// (the harness deletes a stack's topics from the shared broker only).
-async fn delete_topics(prefix: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-
-    let prefix = prefix.to_string();
-    let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", BROKERS)
-            .create()?;
-        let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .map(|t| t.name().to_string())
-            .filter(|name| name.starts_with("test-") && name.starts_with(&prefix))
-            .collect())
-    })
-    .await??;
-    if topics.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .create()?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for chunk in names.chunks(100) {
-        admin.delete_topics(chunk, &options).await?;
-    }
-    Ok(())
-}
 
 /// What earlier runs of this binary left: topics, and their databases on every server
 /// (a server's start loads, and watches in ZooKeeper, every replicated table left
@@ -173,65 +113,6 @@ async fn start() -> anyhow::Result<Stack> {
         &shards,
     ))
     .await
-}
-
-/// What the stream got: the click hash of every redirect, the accepted postbacks.
-#[derive(Default)]
-struct Sent {
-    clicks: Vec<String>,
-    conversions: usize,
-}
-
-/// Sends `CLICKS_PER_SECOND` clicks a second through the tracking link for `STREAM`,
-/// every `CONVERTING_EVERY`th followed by a postback; each click must be redirected and
-/// each postback accepted, whatever fails behind the edges.
-async fn stream(stack: &Stack, slug: &str) -> anyhow::Result<Sent> {
-    let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=s1"));
-    let http = stack.http.clone();
-    let first = eventually(Duration::from_secs(30), || async {
-        let response = http.get(&track).send().await?;
-        Ok((response.status() == 302).then_some(response))
-    })
-    .await?;
-    let mut sent = Sent {
-        clicks: vec![click_hash_of(first.headers()["location"].to_str()?)],
-        conversions: 0,
-    };
-    let started = tokio::time::Instant::now();
-    let ticks = STREAM.as_secs() as usize * 10;
-    for tick in 0..ticks {
-        tokio::time::sleep_until(started + Duration::from_millis(100 * tick as u64)).await;
-        let mut clicks = Vec::new();
-        for _ in 0..CLICKS_PER_SECOND / 10 {
-            let http = http.clone();
-            let track = track.clone();
-            clicks.push(tokio::spawn(async move {
-                let response = http.get(&track).send().await?;
-                if response.status() != 302 {
-                    bail!("click answered {}", response.status());
-                }
-                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
-            }));
-        }
-        for click in clicks {
-            let hash = click.await??;
-            sent.clicks.push(hash.clone());
-            if sent.clicks.len().is_multiple_of(CONVERTING_EVERY) {
-                let url = stack.url(
-                    "postback-ingest",
-                    &format!("/postback?click={hash}&goal=sale&revenue=2.5"),
-                );
-                let response = http.get(url).send().await?;
-                let status = response.status();
-                let body: serde_json::Value = response.json().await?;
-                if status != 200 || body["code"] != "accepted" {
-                    bail!("postback answered {status}: {body}");
-                }
-                sent.conversions += 1;
-            }
-        }
-    }
-    Ok(sent)
 }
 
 /// A query's answer from one server, in the test's database, as numbers.
@@ -472,7 +353,7 @@ async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert() ->
             tokio::time::sleep(Duration::from_secs(10)).await;
             cluster(&["start", "clickhouse3"]).await
         };
-        let (sent, killed) = tokio::join!(stream(&stack, &slug), killing);
+        let (sent, killed) = tokio::join!(stream(&stack, &slug, STREAM), killing);
         killed?;
         let sent = sent?;
         phase("stream sent");

@@ -1,0 +1,136 @@
+//! What the fault tests on the local cluster stack (`deploy/local/cluster.sh`) share:
+//! running the script, deleting a run's topics from the cluster's brokers, and the stream
+//! of clicks and postbacks every test sends through the services.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+use traffsure_tests::{click_hash_of, eventually, Stack};
+
+/// The cluster stack's three brokers.
+pub const BROKERS: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+/// Clicks a second the stream sends, and every how many clicks one converts.
+pub const CLICKS_PER_SECOND: usize = 100;
+pub const CONVERTING_EVERY: usize = 20;
+
+/// Runs `deploy/local/cluster.sh` with `args`; its output is the error when it fails.
+pub fn cluster_sh(args: &[&str]) -> anyhow::Result<()> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/cluster.sh");
+    let output = Command::new(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {}", script.display()))?;
+    if !output.status.success() {
+        bail!(
+            "cluster.sh {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// [`cluster_sh`] off the async runtime's threads.
+pub async fn cluster(args: &'static [&'static str]) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || cluster_sh(args)).await?
+}
+
+/// Deletes the topics named `test-…` (every test's prefix) that start with `prefix` from
+/// the cluster's brokers. The harness deletes a stack's topics from the shared broker
+/// only; left on the cluster, thousands of partitions made a killed broker's restart (log
+/// recovery) take minutes.
+pub async fn delete_topics(prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+
+    let prefix = prefix.to_string();
+    let topics = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", BROKERS)
+            .create()?;
+        let metadata = consumer.fetch_metadata(None, Duration::from_secs(30))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|name| name.starts_with("test-") && name.starts_with(&prefix))
+            .collect())
+    })
+    .await??;
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .create()?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for chunk in names.chunks(100) {
+        admin.delete_topics(chunk, &options).await?;
+    }
+    Ok(())
+}
+
+/// What the stream got: the click hash of every redirect, the accepted postbacks.
+#[derive(Default)]
+pub struct Sent {
+    pub clicks: Vec<String>,
+    pub conversions: usize,
+}
+
+/// Sends `CLICKS_PER_SECOND` clicks a second through the tracking link for `length`,
+/// every `CONVERTING_EVERY`th followed by a postback; each click must be redirected and
+/// each postback accepted, whatever fails behind the edges.
+pub async fn stream(stack: &Stack, slug: &str, length: Duration) -> anyhow::Result<Sent> {
+    let track = stack.url("click-ingest", &format!("/c/{slug}?sub_id=s1"));
+    let http = stack.http.clone();
+    let first = eventually(Duration::from_secs(30), || async {
+        let response = http.get(&track).send().await?;
+        Ok((response.status() == 302).then_some(response))
+    })
+    .await?;
+    let mut sent = Sent {
+        clicks: vec![click_hash_of(first.headers()["location"].to_str()?)],
+        conversions: 0,
+    };
+    let started = tokio::time::Instant::now();
+    let ticks = length.as_secs() as usize * 10;
+    for tick in 0..ticks {
+        tokio::time::sleep_until(started + Duration::from_millis(100 * tick as u64)).await;
+        let mut clicks = Vec::new();
+        for _ in 0..CLICKS_PER_SECOND / 10 {
+            let http = http.clone();
+            let track = track.clone();
+            clicks.push(tokio::spawn(async move {
+                let response = http.get(&track).send().await?;
+                if response.status() != 302 {
+                    bail!("click answered {}", response.status());
+                }
+                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
+            }));
+        }
+        for click in clicks {
+            let hash = click.await??;
+            sent.clicks.push(hash.clone());
+            if sent.clicks.len().is_multiple_of(CONVERTING_EVERY) {
+                let url = stack.url(
+                    "postback-ingest",
+                    &format!("/postback?click={hash}&goal=sale&revenue=2.5"),
+                );
+                let response = http.get(url).send().await?;
+                let status = response.status();
+                let body: serde_json::Value = response.json().await?;
+                if status != 200 || body["code"] != "accepted" {
+                    bail!("postback answered {status}: {body}");
+                }
+                sent.conversions += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
