@@ -9,7 +9,7 @@
 //!
 //! The requests go through `traffsure_tests::http1`, a minimal HTTP/1.1 client over
 //! kept-alive connections, on one thread by default: the generator shares the cores with
-//! what it measures, and a general-purpose client cost about four times its CPU per
+//! what it measures, and a general-purpose client (reqwest) cost 3.3 times its CPU per
 //! request (BENCHMARKS.md, "Pipeline").
 //!
 //! Settings (environment): LOAD_CLICK_URL (a tracking link), LOAD_POSTBACK_URL (the
