@@ -242,7 +242,13 @@ impl Load {
     async fn click(&self, n: u64, agent: usize) {
         let started = Instant::now();
         let agent = self.agents.agents[agent].as_str();
-        let answer = get(&self.clicks, &self.click_path, &[("User-Agent", agent)], false).await;
+        let answer = get(
+            &self.clicks,
+            &self.click_path,
+            &[("User-Agent", agent)],
+            false,
+        )
+        .await;
         let Some(location) = answer.filter(|a| a.status == 302).and_then(|a| a.location) else {
             self.counters.click_errors.fetch_add(1, Relaxed);
             return;

@@ -36,7 +36,10 @@ pub fn parse_url(url: &str) -> anyhow::Result<(Target, String)> {
         None => (rest, "/".to_string()),
     };
     anyhow::ensure!(!authority.is_empty(), "{url}: no host");
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.contains(']'))
+    {
         authority.to_string()
     } else {
         format!("{authority}:80")
@@ -158,11 +161,10 @@ fn parse_chunked(buf: &[u8]) -> io::Result<Option<(Vec<u8>, usize)>> {
         let Some(line_end) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);
         };
-        let line = std::str::from_utf8(&buf[at..at + line_end])
-            .map_err(|_| invalid("bad chunk size"))?;
+        let line =
+            std::str::from_utf8(&buf[at..at + line_end]).map_err(|_| invalid("bad chunk size"))?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
         at += line_end + 2;
         if size == 0 {
             // Trailers, then a blank line.
@@ -376,11 +378,17 @@ mod tests {
     #[test]
     fn a_redirect_head_gives_status_location_and_length() {
         let answer = b"HTTP/1.1 302 Found\r\ncontent-length: 0\r\nLocation: https://o.example/?c=abc&s=1\r\ndate: x\r\n\r\n";
-        assert_eq!(parse_head(&answer[..answer.len() - 1], false).unwrap(), None);
+        assert_eq!(
+            parse_head(&answer[..answer.len() - 1], false).unwrap(),
+            None
+        );
         let head = parse_head(answer, false).unwrap().unwrap();
         assert_eq!(head.len, answer.len());
         assert_eq!(head.status, 302);
-        assert_eq!(head.location.as_deref(), Some("https://o.example/?c=abc&s=1"));
+        assert_eq!(
+            head.location.as_deref(),
+            Some("https://o.example/?c=abc&s=1")
+        );
         assert_eq!(head.body, BodyLength::Fixed(0));
         assert!(head.keep_alive);
     }
@@ -415,7 +423,8 @@ mod tests {
             parse_head(head, false).unwrap().unwrap().body,
             BodyLength::Chunked
         );
-        let body = b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
+        let body =
+            b"4\r\nWiki\r\n6;ext=1\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n";
         for cut in 0..body.len() {
             assert_eq!(parse_chunked(&body[..cut]).unwrap(), None, "cut at {cut}");
         }

@@ -122,7 +122,10 @@ pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientCon
         .set("session.timeout.ms", "10000")
         .set("partition.assignment.strategy", "cooperative-sticky")
         // Fetches of a batch of events rather than of each one (KafkaSettings says why).
-        .set("fetch.min.bytes", settings.fetch_min_bytes.max(1).to_string())
+        .set(
+            "fetch.min.bytes",
+            settings.fetch_min_bytes.max(1).to_string(),
+        )
         .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
     config
 }
