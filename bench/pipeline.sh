@@ -21,8 +21,10 @@
 #      30000 40000"), BENCH_STOP_AFTER_FAIL (1: no higher step after one that did not
 #      hold), BENCH_MAX_LAG_SECONDS (5), BENCH_DRAIN_SECONDS (120), BENCH_CONVERT_EVERY (20),
 #      BENCH_MAX_IN_FLIGHT (512), BENCH_PARTITIONS (4), BENCH_UA_MIX (1), BENCH_LOAD_THREADS
-#      (2), BENCH_PORT_BASE (18280: six ports from it), CLUSTER (1: the cluster stack of
+#      (1), BENCH_PORT_BASE (18280: six ports from it), CLUSTER (1: the cluster stack of
 #      deploy/local/cluster.sh, which must be up already; this script never starts it).
+# Every TRAFFSURE__ setting in the environment reaches the six services (e.g.
+# TRAFFSURE__BATCH_INTERVAL_MS for the sink) and is named in the output, secrets left out.
 # On a machine shared with another benchmark, run it under a lock both take, e.g.
 #   flock /tmp/bench.lock make bench BENCH=pipeline
 set -euo pipefail
@@ -39,19 +41,25 @@ CONVERT_EVERY=${BENCH_CONVERT_EVERY:-20}
 MAX_IN_FLIGHT=${BENCH_MAX_IN_FLIGHT:-512}
 PARTITIONS=${BENCH_PARTITIONS:-4}
 UA_MIX=${BENCH_UA_MIX:-1}
-LOAD_THREADS=${BENCH_LOAD_THREADS:-2}
+LOAD_THREADS=${BENCH_LOAD_THREADS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-18280}
 CLUSTER=${CLUSTER:-0}
 CLK_TCK=$(getconf CLK_TCK)
 
 if ((CLUSTER)); then
-  BROKERS=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
-  CLICKHOUSE=http://127.0.0.1:18123
-  export TRAFFSURE__CLICKHOUSE__CLUSTER=traffsure TRAFFSURE__KAFKA__REPLICATION_FACTOR=3
+  # The cluster stack's own settings (brokers, replication factor, ClickHouse server and
+  # cluster name), as `make run CLUSTER=1` gives them to the services.
+  while IFS='=' read -r key value; do
+    [[ $key == TRAFFSURE__* ]] && export "$key=$value"
+  done < <("$ROOT/deploy/local/cluster.sh" env)
+  BROKERS=${TRAFFSURE__KAFKA__BROKERS:?cluster.sh env gave no brokers}
+  CLICKHOUSE=${TRAFFSURE__CLICKHOUSE__URL:?cluster.sh env gave no ClickHouse}
+  CH_CLUSTER=${TRAFFSURE__CLICKHOUSE__CLUSTER:?cluster.sh env gave no cluster name}
   ENGINES=(cluster-kafka1 cluster-kafka2 cluster-kafka3 cluster-clickhouse1 cluster-clickhouse2 cluster-zookeeper)
 else
   BROKERS=127.0.0.1:9092
   CLICKHOUSE=http://127.0.0.1:8123
+  CH_CLUSTER=""
   ENGINES=(kafka clickhouse)
 fi
 for e in "${ENGINES[@]}"; do
@@ -91,8 +99,11 @@ cleanup() {
   done
   "$BIN/examples/drop_topics" "$BROKERS" "$PREFIX" >&2 || true
   curl -sS "$CLICKHOUSE/" --data-binary "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1 || true
-  if ((CLUSTER)); then
-    curl -sS "$CLICKHOUSE/" --data-binary "DROP DATABASE IF EXISTS $DB ON CLUSTER traffsure" >/dev/null 2>&1 || true
+  if [[ -n $CH_CLUSTER ]]; then
+    local d
+    for d in "$DB" "${DB}_distributed"; do
+      curl -sS "$CLICKHOUSE/" --data-binary "DROP DATABASE IF EXISTS $d ON CLUSTER $CH_CLUSTER" >/dev/null 2>&1 || true
+    done
   fi
   rm -rf "$DIR/state" "$DIR/clicks.spill" "$DIR/ua-corpus.txt" "$DIR/ua-mix.txt"
   return 0
@@ -250,12 +261,16 @@ done
 ch() { curl -sS "$CLICKHOUSE/?database=$DB" --data-binary "$1"; }
 STORED=$(ch "SELECT count(), uniqExact(click_hash) FROM clicks WHERE flow_id = $FLOW_ID AND sub_id = 'bench' FORMAT TSV")
 CONVERTED=$(ch "SELECT count(), uniqExact(conversion_id) FROM conversions WHERE flow_id = $FLOW_ID FORMAT TSV")
+PARTS=$(ch "SELECT count() FROM system.parts WHERE database = '$DB' AND active FORMAT TSV")
+SETTINGS=$(env | grep '^TRAFFSURE__' | grep -Ev 'PASSWORD|SECRET|KEYS?=' | sort | tr '\n' ' ' || true)
 
 header="| step | clicks/s | postbacks/s | errors / dropped | redirect p50 / p99 ms | click→queryable p50 / p95 ms | lag max (attr / sink / disp) | lag at end | drain s | load avg | held |"
 cat <<EOF
 Command: \`make bench BENCH=pipeline\` (bench/pipeline.sh; BENCH_STEP_SECONDS=$STEP_SECONDS, steps ${RATES[*]} clicks/s, every ${CONVERT_EVERY}th click converting, $PARTITIONS partitions, user agents: $(if ((UA_MIX)); then echo "uap-core mix"; else echo "one Chrome agent"; fi), $(if ((CLUSTER)); then echo "cluster stack"; else echo "single-node Kafka and ClickHouse"; fi)); started $STARTED UTC, commit $(cd "$ROOT" && git rev-parse --short HEAD); $(nproc) cores shared by the load generator, six services, Kafka and ClickHouse; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)
 
-Stored in ClickHouse after the last drain: clicks (rows, distinct hashes) $(tr '\t' ' ' <<<"$STORED") of $SENT_CLICKS redirected; conversions (rows, distinct ids) $(tr '\t' ' ' <<<"$CONVERTED") of $SENT_POSTBACKS postbacks accepted (rows above distinct: not merged yet, ReplacingMergeTree).
+Settings from the environment: ${SETTINGS:-none (the defaults)}.
+
+Stored in ClickHouse after the last drain: clicks (rows, distinct hashes) $(tr '\t' ' ' <<<"$STORED") of $SENT_CLICKS redirected; conversions (rows, distinct ids) $(tr '\t' ' ' <<<"$CONVERTED") of $SENT_POSTBACKS postbacks accepted (rows above distinct: not merged yet, ReplacingMergeTree); $PARTS active parts in the database.
 
 Highest rate that held for ${STEP_SECONDS} s with bounded lag (≤ ${MAX_LAG_SECONDS} s of traffic at the step's end): **$BEST$([[ $BEST == none* ]] || echo " clicks/s")**
 

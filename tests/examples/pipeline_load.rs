@@ -7,6 +7,11 @@
 //! before them took, up to `LOAD_MAX_IN_FLIGHT` at once; a click that finds that many
 //! still waiting is counted as dropped (the rate did not hold) and not sent.
 //!
+//! The requests go through `traffsure_tests::http1`, a minimal HTTP/1.1 client over
+//! kept-alive connections, on one thread by default: the generator shares the cores with
+//! what it measures, and a general-purpose client (reqwest) cost 3.3 times its CPU per
+//! request (BENCHMARKS.md, "Pipeline").
+//!
 //! Settings (environment): LOAD_CLICK_URL (a tracking link), LOAD_POSTBACK_URL (the
 //! postback endpoint), LOAD_PROBE_URL (the probe flow's tracking link), LOAD_API_URL (the
 //! reporting API's base), LOAD_API_KEY, LOAD_PROBE_FLOW (the probe flow's id), LOAD_RATE
@@ -14,7 +19,7 @@
 //! LOAD_UA_FILE (user agents one a line, sent Zipf-weighted as bench/lib.sh's ua_mix_lua
 //! does; empty: one Chrome agent), LOAD_BROKERS, LOAD_GROUPS (`name=group:topic,topic;…`
 //! with full topic names), LOAD_DRAIN_SECONDS (the longest wait after the load for the
-//! groups to catch up, 120), LOAD_THREADS (2).
+//! groups to catch up, 120), LOAD_THREADS (1: the runtime's threads).
 //!
 //! Output, one line each: `SEC t clicks postbacks click_errors postback_errors dropped`
 //! every second; `LAG t name=lag…` every two seconds; `PROBE t ms` per probe that became
@@ -30,6 +35,10 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use traffsure_tests::click_hash_of;
+use traffsure_tests::http1::{parse_url, Answer, Pool};
+
+/// How long a request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
@@ -96,11 +105,11 @@ impl Agents {
         Ok(Self { agents, cumulative })
     }
 
-    /// The agent for a uniform number `u` in [0, 1).
-    fn pick(&self, u: f64) -> &str {
+    /// The index of the agent for a uniform number `u` in [0, 1).
+    fn pick(&self, u: f64) -> usize {
         let target = u * self.cumulative[self.cumulative.len() - 1];
         let i = self.cumulative.partition_point(|&c| c < target);
-        &self.agents[i.min(self.agents.len() - 1)]
+        i.min(self.agents.len() - 1)
     }
 }
 
@@ -211,33 +220,36 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 struct Load {
-    http: reqwest::Client,
-    click_url: String,
-    postback_url: String,
+    clicks: Arc<Pool>,
+    click_path: String,
+    postbacks: Arc<Pool>,
+    postback_path: String,
     convert_every: u64,
     agents: Agents,
     counters: Counters,
     redirect_ms: Mutex<Vec<f32>>,
 }
 
+/// A request bounded in time: a stalled answer counts as an error.
+async fn get(pool: &Pool, path: &str, headers: &[(&str, &str)], body: bool) -> Option<Answer> {
+    tokio::time::timeout(REQUEST_TIMEOUT, pool.get(path, headers, body))
+        .await
+        .ok()?
+        .ok()
+}
+
 impl Load {
-    async fn click(&self, n: u64, agent: &str) {
+    async fn click(&self, n: u64, agent: usize) {
         let started = Instant::now();
-        let answer = self
-            .http
-            .get(&self.click_url)
-            .header("user-agent", agent)
-            .send()
-            .await;
-        let location = match answer {
-            Ok(r) if r.status() == 302 => r
-                .headers()
-                .get("location")
-                .and_then(|l| l.to_str().ok())
-                .map(str::to_string),
-            _ => None,
-        };
-        let Some(location) = location else {
+        let agent = self.agents.agents[agent].as_str();
+        let answer = get(
+            &self.clicks,
+            &self.click_path,
+            &[("User-Agent", agent)],
+            false,
+        )
+        .await;
+        let Some(location) = answer.filter(|a| a.status == 302).and_then(|a| a.location) else {
             self.counters.click_errors.fetch_add(1, Relaxed);
             return;
         };
@@ -249,24 +261,28 @@ impl Load {
             return;
         }
         let hash = click_hash_of(&location);
-        let url = format!(
+        let path = format!(
             "{}?click={hash}&goal=sale&revenue=1.50&uid=pl-{n}",
-            self.postback_url
+            self.postback_path
         );
-        match self.http.get(&url).send().await {
-            Ok(r) if r.status() == 200 => self.counters.postbacks.fetch_add(1, Relaxed),
+        match get(&self.postbacks, &path, &[], false).await {
+            Some(a) if a.status == 200 => self.counters.postbacks.fetch_add(1, Relaxed),
             _ => self.counters.postback_errors.fetch_add(1, Relaxed),
         };
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let threads = var_or("LOAD_THREADS", 2usize)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?
-        .block_on(run())
+    let threads = var_or("LOAD_THREADS", 1usize)?;
+    // One thread by default: no work stealing, no wake-ups across threads.
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()?.block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -278,22 +294,20 @@ async fn run() -> anyhow::Result<()> {
         rate > 0.0 && seconds > 0,
         "LOAD_RATE and LOAD_SECONDS must be > 0"
     );
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(max_in_flight)
-        .build()?;
+    let (click_target, click_path) = parse_url(&var("LOAD_CLICK_URL")?)?;
+    let (postback_target, postback_path) = parse_url(&var("LOAD_POSTBACK_URL")?)?;
     let load = Arc::new(Load {
-        http: http.clone(),
-        click_url: var("LOAD_CLICK_URL")?,
-        postback_url: var("LOAD_POSTBACK_URL")?,
+        clicks: Pool::new(click_target),
+        click_path,
+        postbacks: Pool::new(postback_target),
+        postback_path,
         convert_every: var_or("LOAD_CONVERT_EVERY", 20u64)?.max(1),
         agents: Agents::load(&std::env::var("LOAD_UA_FILE").unwrap_or_default())?,
         counters: Counters::default(),
         redirect_ms: Mutex::new(Vec::with_capacity((rate * seconds as f64) as usize)),
     });
-    let probe_url = var("LOAD_PROBE_URL")?;
-    let api_url = var("LOAD_API_URL")?;
+    let (probe_target, probe_path) = parse_url(&var("LOAD_PROBE_URL")?)?;
+    let (api_target, api_base) = parse_url(&var("LOAD_API_URL")?)?;
     let api_key = var("LOAD_API_KEY")?;
     let probe_flow = var("LOAD_PROBE_FLOW")?;
     let groups = groups(&var("LOAD_BROKERS")?, &var("LOAD_GROUPS")?)?;
@@ -326,21 +340,19 @@ async fn run() -> anyhow::Result<()> {
     let probe_ms: Arc<Mutex<Vec<f64>>> = Arc::default();
     let probes_sent = Arc::new(AtomicU64::new(0));
     let prober = {
-        let (http, outstanding, sent) = (http.clone(), outstanding.clone(), probes_sent.clone());
+        let (outstanding, sent) = (outstanding.clone(), probes_sent.clone());
+        let probes = Pool::new(probe_target);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             for n in 0..seconds {
                 tick.tick().await;
-                let url = format!("{probe_url}&sub_id=probe-{run_id}-{n}");
-                let Ok(r) = http.get(&url).header("user-agent", CHROME).send().await else {
-                    continue;
-                };
+                let path = format!("{probe_path}&sub_id=probe-{run_id}-{n}");
+                let answer = get(&probes, &path, &[("User-Agent", CHROME)], false).await;
                 let at = Instant::now();
-                let Some(location) = r.headers().get("location").and_then(|l| l.to_str().ok())
-                else {
+                let Some(location) = answer.and_then(|a| a.location) else {
                     continue;
                 };
-                let hash = click_hash_of(location);
+                let hash = click_hash_of(&location);
                 if !hash.is_empty() {
                     sent.fetch_add(1, Relaxed);
                     if let Ok(mut o) = outstanding.lock() {
@@ -351,18 +363,24 @@ async fn run() -> anyhow::Result<()> {
         })
     };
     let poller = {
-        let (http, outstanding, probe_ms) = (http.clone(), outstanding.clone(), probe_ms.clone());
-        let url = format!("{api_url}/api/v1/clicks?flow={probe_flow}&limit=100");
+        let (outstanding, probe_ms) = (outstanding.clone(), probe_ms.clone());
+        let api = Pool::new(api_target);
+        let path = format!(
+            "{}/api/v1/clicks?flow={probe_flow}&limit=100",
+            api_base.trim_end_matches('/')
+        );
+        let authorization = format!("Bearer {api_key}");
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 if outstanding.lock().map(|o| o.is_empty()).unwrap_or(true) {
                     continue;
                 }
-                let Ok(r) = http.get(&url).bearer_auth(&api_key).send().await else {
+                let headers = [("Authorization", authorization.as_str())];
+                let Some(answer) = get(&api, &path, &headers, true).await else {
                     continue;
                 };
-                let Ok(body) = r.text().await else { continue };
+                let body = String::from_utf8_lossy(&answer.body);
                 let now = Instant::now();
                 let Ok(mut o) = outstanding.lock() else {
                     continue;
@@ -418,8 +436,8 @@ async fn run() -> anyhow::Result<()> {
                     let load = load.clone();
                     let u = uniform(&mut random);
                     tokio::spawn(async move {
-                        let agent = load.agents.pick(u).to_string();
-                        load.click(issued, &agent).await;
+                        let agent = load.agents.pick(u);
+                        load.click(issued, agent).await;
                         drop(permit);
                     });
                 }

@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 
 pub mod browser;
 pub mod chdb;
+pub mod http1;
 pub mod kafka_topic;
 pub mod openapi;
 pub mod private_clickhouse;

@@ -104,6 +104,16 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// `message.timeout.ms`: how long the producer keeps trying to deliver one event.
     pub message_timeout_ms: u32,
+    /// `fetch.min.bytes` of the group consumers (sink, attribution, dispatcher): the broker
+    /// answers a fetch once it holds this many bytes for it, or after `fetch_wait_max_ms`.
+    /// With 1 (librdkafka's default) every postback the edge sends on its own wakes every
+    /// consumer of its topics with a fetch of its own; batching them costs the broker
+    /// and the consumers less per event (BENCHMARKS.md, "Pipeline").
+    pub fetch_min_bytes: u32,
+    /// `fetch.wait.max.ms` of the group consumers: the longest a fetch waits for
+    /// `fetch_min_bytes`, and so what it adds to an event's way at low traffic.
+    /// conversion-attribution keeps 50 ms of its own.
+    pub fetch_wait_max_ms: u32,
     /// `security.protocol`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     pub security_protocol: KafkaSecurityProtocol,
     /// `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (the `sasl_*` protocols).
@@ -135,6 +145,8 @@ impl Default for KafkaSettings {
             partitions: 4,
             replication_factor: 1,
             message_timeout_ms: 30_000,
+            fetch_min_bytes: 65_536,
+            fetch_wait_max_ms: 100,
             security_protocol: KafkaSecurityProtocol::Plaintext,
             sasl_mechanism: SaslMechanism::Plain,
             sasl_username: String::new(),
@@ -157,6 +169,8 @@ impl std::fmt::Debug for KafkaSettings {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("fetch_min_bytes", &self.fetch_min_bytes)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)

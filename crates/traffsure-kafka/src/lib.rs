@@ -120,7 +120,13 @@ pub fn group_consumer_config(settings: &KafkaSettings, group: &str) -> ClientCon
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", "10000")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        // Fetches of a batch of events rather than of each one (KafkaSettings says why).
+        .set(
+            "fetch.min.bytes",
+            settings.fetch_min_bytes.max(1).to_string(),
+        )
+        .set("fetch.wait.max.ms", settings.fetch_wait_max_ms.to_string());
     config
 }
 
@@ -316,5 +322,26 @@ pub fn is_transient(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidConfig
         ),
         None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_consumers_fetch_by_the_settings_batch() {
+        let config = group_consumer_config(&KafkaSettings::default(), "group");
+        assert_eq!(config.get("fetch.min.bytes"), Some("65536"));
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("100"));
+        let settings = KafkaSettings {
+            fetch_min_bytes: 0,
+            fetch_wait_max_ms: 500,
+            ..KafkaSettings::default()
+        };
+        let config = group_consumer_config(&settings, "group");
+        // 0 is not a size librdkafka takes: the smallest fetch is one byte.
+        assert_eq!(config.get("fetch.min.bytes"), Some("1"));
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("500"));
     }
 }
