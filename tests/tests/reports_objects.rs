@@ -321,15 +321,23 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     producer
         .send(&topics.conversions, &keyed_conversions)
         .await?;
-    // The rollups too: an insert's views write after its raw rows are visible.
-    let counts = format!("{0}\t{1}\t6\t{0}\t{1}", clicks.len(), conversions.len());
+    // The rollups too: an insert's views write after its raw rows are visible, one view
+    // after another, so every rollup a report reads is waited for (the payout rollup's
+    // view runs after the funnel's; these conversions pay their revenue).
+    let payout: i64 = conversions.iter().map(|v| v.revenue_micros).sum();
+    let counts = format!(
+        "{0}\t{1}\t6\t{0}\t{1}\t{payout}",
+        clicks.len(),
+        conversions.len()
+    );
     eventually(Duration::from_secs(60), || async {
         let stored = stack
             .clickhouse(
                 "SELECT (SELECT count() FROM clicks), (SELECT count() FROM conversions), \
                  (SELECT count() FROM tracker_objects), \
                  (SELECT sum(clicks) FROM clicks_funnel_hourly), \
-                 (SELECT sum(conversions) FROM conversions_funnel_hourly)",
+                 (SELECT sum(conversions) FROM conversions_funnel_hourly), \
+                 (SELECT sum(payout_micros) FROM conversions_payout_hourly)",
             )
             .await?;
         Ok((stored == counts).then_some(()))
