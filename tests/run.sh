@@ -11,9 +11,9 @@
 #           CARGO (default cargo), TRAFFSURE_TEST_TIMEOUT_SCALE (default 2: the tests'
 #           waits for a condition may last twice as long as written, since the lanes
 #           share the machine; a condition met ends its wait as soon as before),
-#           TEST_CLUSTER (default 1; 0 leaves out the fault tests on the local cluster
-#           stack, cluster_faults and cluster_shards, which start that stack and run
-#           one after the other in one lane beside the others).
+#           TEST_CLUSTER (default 0; 1 adds the fault tests on the local cluster stack,
+#           cluster_faults and cluster_shards, which start that stack and run one after
+#           the other in one lane beside the others).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -27,9 +27,9 @@ rm -f "$LOGS"/*.log "$LOGS"/*.result
 
 # The binaries, as cargo builds them: "<name>\t<package dir>\t<executable>".
 # The cluster binaries (`test = false` in tests/Cargo.toml, so a bare `cargo test` leaves
-# them out) are named to be built too, unless TEST_CLUSTER=0.
+# them out) are named to be built too with TEST_CLUSTER=1.
 cluster_tests=()
-if [[ ${TEST_CLUSTER:-1} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
+if [[ ${TEST_CLUSTER:-0} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
 list=$({
   "$CARGO" test --workspace --locked --no-run --message-format=json
   if ((${#cluster_tests[@]})); then
