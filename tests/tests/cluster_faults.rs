@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 mod cluster_stack;
-use cluster_stack::{cluster, cluster_sh, delete_topics, stream, Sent, BROKERS};
+use cluster_stack::{cluster, cluster_sh, delete_topics, drop_database, stream, Sent, BROKERS};
 
 /// The replica the services talk to, then the other one.
 const REPLICAS: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
@@ -251,14 +251,7 @@ async fn sweep() -> anyhow::Result<()> {
 
 async fn forget_on(http: &reqwest::Client, replica: &str, database: &str) -> anyhow::Result<()> {
     for database in [database.to_string(), format!("{database}_distributed")] {
-        let response = http
-            .post(replica)
-            .body(format!("DROP DATABASE IF EXISTS {database}"))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("drop {database} on {replica}: {}", response.text().await?);
-        }
+        drop_database(http, replica, &database).await?;
     }
     Ok(())
 }

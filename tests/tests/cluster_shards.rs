@@ -21,13 +21,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::json;
 use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 mod cluster_stack;
-use cluster_stack::{cluster, delete_topics, stream, Sent, BROKERS};
+use cluster_stack::{click, cluster, delete_topics, drop_database, stream, Sent, BROKERS};
 
 /// The replicas of shard 1 (the services talk to the first), then shard 2's server.
 const SHARD_1: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
@@ -60,14 +60,7 @@ async fn sweep() -> anyhow::Result<()> {
         .await?;
     for database in listed.lines() {
         for server in SERVERS {
-            let response = http
-                .post(server)
-                .body(format!("DROP DATABASE IF EXISTS {database}"))
-                .send()
-                .await?;
-            if !response.status().is_success() {
-                bail!("drop {database} on {server}: {}", response.text().await?);
-            }
+            drop_database(&http, server, database).await?;
         }
     }
     Ok(())
@@ -433,13 +426,7 @@ async fn clicks_until(
         let mut clicks = Vec::new();
         for _ in 0..10 {
             let (http, track) = (stack.http.clone(), track.to_string());
-            clicks.push(tokio::spawn(async move {
-                let response = http.get(&track).send().await?;
-                if response.status() != 302 {
-                    bail!("click answered {}", response.status());
-                }
-                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
-            }));
+            clicks.push(tokio::spawn(async move { click(&http, &track).await }));
         }
         for click in clicks {
             hashes.push(click.await??);

@@ -106,13 +106,7 @@ pub async fn stream(stack: &Stack, slug: &str, length: Duration) -> anyhow::Resu
         for _ in 0..CLICKS_PER_SECOND / 10 {
             let http = http.clone();
             let track = track.clone();
-            clicks.push(tokio::spawn(async move {
-                let response = http.get(&track).send().await?;
-                if response.status() != 302 {
-                    bail!("click answered {}", response.status());
-                }
-                anyhow::Ok(click_hash_of(response.headers()["location"].to_str()?))
-            }));
+            clicks.push(tokio::spawn(async move { click(&http, &track).await }));
         }
         for click in clicks {
             let hash = click.await??;
@@ -133,4 +127,30 @@ pub async fn stream(stack: &Stack, slug: &str, length: Duration) -> anyhow::Resu
         }
     }
     Ok(sent)
+}
+
+/// One tracking-link click that must be redirected: the click hash its `Location` carries.
+pub async fn click(http: &reqwest::Client, track: &str) -> anyhow::Result<String> {
+    let response = http.get(track).send().await?;
+    if response.status() != 302 {
+        bail!("click answered {}", response.status());
+    }
+    Ok(click_hash_of(response.headers()["location"].to_str()?))
+}
+
+/// Drops `database` on `server` (an HTTP URL of one ClickHouse server).
+pub async fn drop_database(
+    http: &reqwest::Client,
+    server: &str,
+    database: &str,
+) -> anyhow::Result<()> {
+    let response = http
+        .post(server)
+        .body(format!("DROP DATABASE IF EXISTS {database}"))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("drop {database} on {server}: {}", response.text().await?);
+    }
+    Ok(())
 }
