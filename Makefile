@@ -32,7 +32,7 @@ stop:
 	deploy/local/stop.sh
 	deploy/local/cluster.sh stop
 
-## test: everything the tests need, then all tests against the real Kafka and ClickHouse (TEST_LANES side by side, default 3)
+## test: everything the tests need, then all tests against the real Kafka and ClickHouse (TEST_LANES side by side, default 3), then the fault tests on the local cluster stack (TEST_CLUSTER=0: not those)
 test: install build stack check-deploy
 	CARGO=$(CARGO) tests/run.sh
 

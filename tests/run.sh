@@ -11,9 +11,11 @@
 #           CARGO (default cargo), TRAFFSURE_TEST_TIMEOUT_SCALE (default 2: the tests'
 #           waits for a condition may last twice as long as written, since the lanes
 #           share the machine; a condition met ends its wait as soon as before),
-#           TEST_CLUSTER (default 0; 1 adds the fault tests on the local cluster stack,
-#           cluster_faults and cluster_shards, which start that stack and run one after
-#           the other in one lane beside the others).
+#           TEST_CLUSTER (default 1: the fault tests on the local cluster stack,
+#           cluster_faults and cluster_shards, run after the lanes, one after the other
+#           and alone on the machine: they SIGKILL brokers and servers under a stream of
+#           clicks and time leader moves, which the whole suite beside them starved; the
+#           cluster stack starts in the background while the lanes run; 0 leaves them out).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -29,7 +31,7 @@ rm -f "$LOGS"/*.log "$LOGS"/*.result
 # The cluster binaries (`test = false` in tests/Cargo.toml, so a bare `cargo test` leaves
 # them out) are named to be built too with TEST_CLUSTER=1.
 cluster_tests=()
-if [[ ${TEST_CLUSTER:-0} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
+if [[ ${TEST_CLUSTER:-1} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
 list=$({
   "$CARGO" test --workspace --locked --no-run --message-format=json
   if ((${#cluster_tests[@]})); then
@@ -59,31 +61,22 @@ order=$(while IFS=$'\t' read -r name dir exe; do
   printf '%s\t%s\t%s\t%s\n' "${secs:-30}" "$name" "$dir" "$exe"
 done <<<"$list" | sort -t$'\t' -k1,1nr -k2,2)
 
-# The binaries that share the cluster stack and kill parts of it (SERIAL) run one after
-# the other, in one lane: a single entry, "serial", whose executable field lists them as
-# name=executable pairs separated by spaces.
-SERIAL=" cluster_faults cluster_shards "
-serial_secs=0 serial_dir='' serial_exes=()
-rest=''
+# The binaries that share the cluster stack and kill parts of it (SERIAL) run after the
+# lanes, one after the other, in this order.
+SERIAL="cluster_faults cluster_shards"
+serial=() rest=''
 while IFS=$'\t' read -r secs name dir exe; do
-  if [[ $SERIAL == *" $name "* ]]; then
-    serial_secs=$((serial_secs + secs)) serial_dir=$dir
-    serial_exes+=("$name=$exe")
-  else
-    rest+="$secs"$'\t'"$name"$'\t'"$dir"$'\t'"$exe"$'\n'
-  fi
+  if [[ " $SERIAL " == *" $name "* ]]; then continue; fi
+  rest+="$secs"$'\t'"$name"$'\t'"$dir"$'\t'"$exe"$'\n'
 done <<<"$order"
-if ((${#serial_exes[@]})); then
-  rest+="$serial_secs"$'\t'"serial"$'\t'"$serial_dir"$'\t'"${serial_exes[*]}"$'\n'
-fi
-order=$(sort -t$'\t' -k1,1nr -k2,2 <<<"${rest%$'\n'}")
+for name in $SERIAL; do
+  line=$(awk -F'\t' -v n="$name" '$1 == n' <<<"$list")
+  if [[ -n $line ]]; then serial+=("$line"); fi
+done
+order=${rest%$'\n'}
 
 run_one() {
-  local name=$1 dir=$2 exe=$3 start rc=0 pair
-  if [[ $name == serial ]]; then
-    for pair in $exe; do run_one "${pair%%=*}" "$dir" "${pair#*=}"; done
-    return
-  fi
+  local name=$1 dir=$2 exe=$3 start rc=0
   start=$(date +%s)
   (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe") >"$LOGS/$name.log" 2>&1 || rc=$?
   printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" >"$LOGS/$name.result"
@@ -99,7 +92,23 @@ export LOGS
 total=$(wc -l <<<"$list")
 echo "tests/run.sh: $total test binaries in $LANES lanes; logs in $LOGS"
 started=$(date +%s)
-cut -f2- <<<"$order" | tr '\t' '\n' | xargs -d '\n' -n 3 -P "$LANES" bash -c 'run_one "$@"' _ || true
+cluster_pid=''
+if ((${#serial[@]})); then
+  deploy/local/cluster.sh start >"$LOGS/cluster-stack.out" 2>&1 &
+  cluster_pid=$!
+fi
+if [[ -n $order ]]; then
+  cut -f2- <<<"$order" | tr '\t' '\n' | xargs -d '\n' -n 3 -P "$LANES" bash -c 'run_one "$@"' _ || true
+fi
+if ((${#serial[@]})); then
+  echo "tests/run.sh: the lanes took $(($(date +%s) - started)) s; now the cluster tests, alone"
+  # A failed start is left to the tests, which start the stack again and say why.
+  wait "$cluster_pid" || cat "$LOGS/cluster-stack.out"
+  for line in "${serial[@]}"; do
+    IFS=$'\t' read -r name dir exe <<<"$line"
+    run_one "$name" "$dir" "$exe"
+  done
+fi
 
 passed=0 failed=0 failures=()
 for f in "$LOGS"/*.result; do
