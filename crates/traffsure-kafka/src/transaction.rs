@@ -31,6 +31,22 @@ pub fn is_fenced(error: &KafkaError) -> bool {
     )
 }
 
+/// Whether an error, or any error it was caused by, says this producer was fenced
+/// (`TransactionError::Fenced`, or a Kafka error for which `is_fenced` holds).
+pub fn caused_by_fencing(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(TransactionError::Fenced { .. }) = error.downcast_ref::<TransactionError>() {
+            return true;
+        }
+        if error.downcast_ref::<KafkaError>().is_some_and(is_fenced) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 /// Whether a delivery error only says an aborted transaction purged the event: nothing
 /// was lost.
 pub fn is_purged(error: &KafkaError) -> bool {
@@ -200,6 +216,32 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
         Ok(Abort::ProducerReplaced)
     }
 
+    /// Drops the producer (its open transaction, if any, with it) and takes the
+    /// transactional id over with a new one: initialising it makes the coordinator abort
+    /// whatever the old producer left open and gives the id a new epoch. For a producer
+    /// fenced without another live owner of the id: the coordinator aborted a transaction
+    /// that outlived `transaction.timeout.ms` (its broker died and the coordination
+    /// moved) and bumped the epoch. Initialisation is tried `attempts` times while the
+    /// coordinator is not reachable.
+    pub fn take_over(&mut self, attempts: u32) -> Result<(), TransactionError> {
+        self.opened = None;
+        let mut attempt = 1;
+        loop {
+            match Self::create(&self.config, &self.new_context) {
+                Ok(producer) => {
+                    self.producer = producer;
+                    return Ok(());
+                }
+                Err(TransactionError::Init(error)) if attempt < attempts && !is_fenced(&error) => {
+                    tracing::warn!(%error, attempt, "init transactions failed, trying again");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Serves delivery reports between short attempts: an abort waits for the purged
     /// events' reports, and a timed-out abort may be resumed.
     fn abort_transaction(&self) -> Result<(), KafkaError> {
@@ -267,6 +309,27 @@ mod tests {
         ] {
             assert!(!is_fenced(&KafkaError::MessageProduction(code)), "{code:?}");
         }
+    }
+
+    #[test]
+    fn fencing_is_found_through_contexts() {
+        use anyhow::Context;
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::Fenced);
+        let wrapped: anyhow::Result<()> = Err(TransactionError::Fenced {
+            operation: "abort",
+            error: fenced.clone(),
+        })
+        .context("rebalance");
+        assert!(caused_by_fencing(&*wrapped.expect_err("an error")));
+        let queued: anyhow::Result<()> = Err(fenced).context("queue event");
+        assert!(caused_by_fencing(&*queued.expect_err("an error")));
+        let failed = TransactionError::Failed {
+            error: KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure),
+            abort: Abort::Aborted,
+        };
+        assert!(!caused_by_fencing(&failed));
+        let other: anyhow::Error = anyhow::anyhow!("state file unreadable");
+        assert!(!caused_by_fencing(&*other));
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub struct StateMetrics {
     pub trimmed: IntCounterVec,
     /// `after`: failed_commit (the consumer starts over from the committed positions),
     /// consumer_fatal (the same, after a fatal consumer error such as a fenced static
-    /// member) or failed_abort (a new producer takes the transactional id over).
+    /// member), failed_abort (a new producer takes the transactional id over) or fenced
+    /// (the producer was fenced: a new one takes the id over, the consumer starts over).
     pub recoveries: IntCounterVec,
 }
 

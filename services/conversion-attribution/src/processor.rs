@@ -38,6 +38,13 @@ use crate::store::PartitionState;
 use crate::Settings;
 use traffsure_kafka::caps::SharedCounter;
 
+/// More take-overs of the transactional id than this within `TAKE_OVER_WINDOW` stop the
+/// service: another instance has the same `instance_id` (see `Processor::take_over`).
+const MAX_TAKE_OVERS: usize = 5;
+const TAKE_OVER_WINDOW: Duration = Duration::from_secs(60);
+/// Initialisations a take-over tries (30 s each at most) while the coordinator is away.
+const TAKE_OVER_ATTEMPTS: u32 = 6;
+
 const EXPIRED_MESSAGE: &str = "click is older than the flow's attribution window";
 
 /// Collects the offsets the transaction's conversions got, for the state checkpoints.
@@ -119,6 +126,8 @@ pub struct Processor {
     commit_interval: Duration,
     /// Counts consumers replaced after a failed transaction.
     recoveries: u64,
+    /// When the producer was fenced and replaced, within the last `TAKE_OVER_WINDOW`.
+    take_overs: Vec<Instant>,
     transaction_events: usize,
     trim_interval: Duration,
     last_trim: Instant,
@@ -205,6 +214,7 @@ impl Processor {
             partitions: HashMap::new(),
             state_dir,
             recoveries: 0,
+            take_overs: Vec::new(),
             transaction_events: 0,
             trim_interval: Duration::from_secs(settings_trim_interval),
             last_trim: Instant::now(),
@@ -219,7 +229,50 @@ impl Processor {
         self
     }
 
+    /// Consumes, attributes and commits until shutdown. A fenced producer is replaced
+    /// (see `take_over`) rather than ending the service, unless it happens too often.
     pub fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            match self.serve() {
+                Err(error) if traffsure_kafka::transaction::caused_by_fencing(&*error) => {
+                    self.take_over(error)?;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// After this producer was fenced: a new producer takes the transactional id over and
+    /// the consumer starts again from the committed positions, as after a failed commit.
+    /// Fenced without another instance holding the id: the transaction coordinator's
+    /// broker died, and the coordinator that took over aborted the open transaction once
+    /// it outlived `transaction.timeout.ms` and bumped the id's epoch (seen when the
+    /// leader of a `clicks` partition was SIGKILLed under load). Fenced again and again:
+    /// another running instance has this `instance_id`, and the two would take the id
+    /// from each other for ever, so the service stops and says so.
+    fn take_over(&mut self, error: anyhow::Error) -> anyhow::Result<()> {
+        let now = Instant::now();
+        self.take_overs
+            .retain(|at| now.duration_since(*at) < TAKE_OVER_WINDOW);
+        if self.take_overs.len() >= MAX_TAKE_OVERS {
+            return Err(error.context(format!(
+                "fenced {} times within {}s: is another instance running with instance_id {:?}?",
+                self.take_overs.len() + 1,
+                TAKE_OVER_WINDOW.as_secs(),
+                self.settings.instance_id
+            )));
+        }
+        self.take_overs.push(now);
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "producer fenced, taking the transactional id over"
+        );
+        self.producer.take_over(TAKE_OVER_ATTEMPTS)?;
+        self.transaction_events = 0;
+        self.restart_from_committed("fenced")
+    }
+
+    fn serve(&mut self) -> anyhow::Result<()> {
         let mut last_expiry = Instant::now();
         while !self.shutdown.load(Ordering::SeqCst) {
             let polled = match self.consumer.poll(Duration::from_millis(50)) {
@@ -452,8 +505,14 @@ impl Processor {
     /// unusable): drop the state and start the consumer over from the committed positions.
     fn recover(&mut self, error: KafkaError, abort: Abort, cause: &str) -> anyhow::Result<()> {
         tracing::warn!(%error, cause, "resuming from the committed positions");
-        self.partitions.clear();
         count_abort(abort);
+        self.restart_from_committed(cause)
+    }
+
+    /// Drops every partition's state (it may hold effects of work that did not commit)
+    /// and starts a new consumer from the committed positions; counts it under `cause`.
+    fn restart_from_committed(&mut self, cause: &str) -> anyhow::Result<()> {
+        self.partitions.clear();
         (self.consumer, self.rebalances) = group_consumer(&self.settings, &self.topics)?;
         self.assigned.clear();
         self.recoveries += 1;
