@@ -105,3 +105,18 @@ pub fn view_repairs() -> &'static IntCounterVec {
         )
     })
 }
+
+/// Partitions' latest insert markers settled when the partition came to this sink, by
+/// table and result: `none`, `own`, `followed` (a later insert of the same sink came
+/// after it), `repaired` (the last insert of a sink that is gone, checked and repaired
+/// where needed), `checkpoint_completed` (its checkpoint part checked), `failed`.
+pub fn marker_checks() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_insert_markers_total",
+            "Insert markers settled on a partition's assignment, by table and result",
+            &["table", "result"],
+        )
+    })
+}

@@ -81,6 +81,8 @@ pub fn is_refusal(error: &Error) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
     pub ranges: BTreeMap<i32, (i64, i64)>,
+    /// Per partition, how many rows.
+    pub counts: BTreeMap<i32, u64>,
     pub rows: u64,
     /// When they were sent.
     pub at: Option<Instant>,
@@ -96,9 +98,25 @@ impl Sent {
             let range = sent.ranges.entry(partition).or_insert((offset, offset));
             range.0 = range.0.min(offset);
             range.1 = range.1.max(offset);
+            *sent.counts.entry(partition).or_default() += 1;
             sent.rows += 1;
         }
         sent
+    }
+
+    /// The rows of one partition of these.
+    pub fn of_partition(&self, partition: i32) -> Sent {
+        let mut one = Sent {
+            at: self.at,
+            ..Sent::default()
+        };
+        if let Some(range) = self.ranges.get(&partition) {
+            let rows = self.counts.get(&partition).copied().unwrap_or_default();
+            one.ranges.insert(partition, *range);
+            one.counts.insert(partition, rows);
+            one.rows = rows;
+        }
+        one
     }
 
     /// The condition on the raw table that selects exactly these rows: within a partition
@@ -326,6 +344,28 @@ async fn scope(
 /// it the table stored (see the module's comment). An error means it could not look
 /// (the server is away): the caller tries again before its next insert.
 pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Error> {
+    repair_views(client, table, sent, Views::All).await
+}
+
+/// Completes only the checkpoint view's part of `sent` rows (of one partition, say):
+/// unlike a rollup's, the checkpoint's part of a partition is found and written on its
+/// own, and writing it twice is harmless (the checkpoint keeps the highest offset).
+pub async fn repair_checkpoint_only(
+    client: &Client,
+    table: &str,
+    sent: &Sent,
+) -> Result<(), Error> {
+    repair_views(client, table, sent, Views::CheckpointOnly).await
+}
+
+/// Which views a repair completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Views {
+    All,
+    CheckpointOnly,
+}
+
+async fn repair_views(client: &Client, table: &str, sent: &Sent, which: Views) -> Result<(), Error> {
     if sent.rows == 0 {
         return Ok(());
     }
@@ -367,7 +407,7 @@ pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Err
         let bare = target.rsplit('.').next().unwrap_or(target);
         if bare == "sink_checkpoints" {
             repair_checkpoint(client, &repairing, table, sent, target, &views, &rows).await?;
-        } else {
+        } else if which == Views::All {
             repair_rollup(
                 client,
                 &repairing,
