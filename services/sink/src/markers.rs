@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickhouse::error::Error;
 use clickhouse::Client;
+use traffsure_clickhouse::queries;
 
 use crate::repair::{self, Sent};
 
@@ -157,11 +158,7 @@ impl Latest {
 async fn latest(client: &Client, table: &str, partition: i32) -> Result<Option<Latest>, Error> {
     let now = since_epoch().as_secs();
     let rows: Vec<MarkerRow> = client
-        .query(
-            "SELECT source_table, kafka_partition, insert_id, writer, partitions, low_offsets, \
-             high_offsets, row_counts, toUInt32(written_at) FROM sink_inserts \
-             WHERE source_table = ? AND kafka_partition = ? ORDER BY insert_id DESC LIMIT 1",
-        )
+        .query(&queries::sql("insert_marker", "sink_inserts"))
         .bind(table)
         .bind(partition)
         .fetch_all()
@@ -212,7 +209,7 @@ pub async fn settle(client: &Client, table: &str, partition: i32) -> Result<Sett
         return Ok(Settled::Own);
     }
     let last_of_writer: u64 = client
-        .query("SELECT max(insert_id) FROM sink_inserts WHERE source_table = ? AND writer = ?")
+        .query(&queries::sql("last_insert_of_writer", "sink_inserts"))
         .bind(table)
         .bind(&latest.row.writer)
         .fetch_one()
