@@ -39,7 +39,11 @@ fn click(i: u64, now: i64, cut: bool) -> (u16, Click) {
             visitor_id: format!("v{}", i % 9),
             country: if cut { "ZZ" } else { "US" }.into(),
             source: "push".into(),
-            sub_id: if cut { "cut".into() } else { format!("s{}", i % 4) },
+            sub_id: if cut {
+                "cut".into()
+            } else {
+                format!("s{}", i % 4)
+            },
             device: "mobile".into(),
             cost_micros: 1_000 + i as i64,
             is_bot: i.is_multiple_of(10),

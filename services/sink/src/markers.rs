@@ -19,7 +19,8 @@
 //!   (the repair runs before the next insert); nothing to do;
 //! - otherwise the writer's last insert, whose answer may never have come: the owner of
 //!   its lowest partition runs the repair over the whole insert (none stored: nothing;
-//!   all stored: the missing views' parts), and the owner of any other of its partitions
+//!   all stored: the missing views' parts, a rollup's written only once its gap is seen
+//!   twice, `repair::repair_after`), and the owner of any other of its partitions
 //!   completes only that partition's checkpoint part (which nobody else's repair could
 //!   write twice: the checkpoint keeps the highest offset), so it reads a checkpoint that
 //!   counts the rows and does not write them again. One sink completes the rollups of a
@@ -46,11 +47,7 @@ pub fn writer() -> &'static str {
     static WRITER: OnceLock<String> = OnceLock::new();
     WRITER.get_or_init(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_default();
-        format!(
-            "{host}:{}:{}",
-            std::process::id(),
-            since_epoch().as_nanos()
-        )
+        format!("{host}:{}:{}", std::process::id(), since_epoch().as_nanos())
     })
 }
 
@@ -224,10 +221,10 @@ pub async fn settle(client: &Client, table: &str, partition: i32) -> Result<Sett
         partition,
         writer = latest.row.writer,
         rows = sent.rows,
-        "checking the last insert of a sink that is gone"
+        "checking the last insert of another sink process"
     );
     if lowest == Some(partition) {
-        repair::repair(client, table, &sent).await?;
+        repair::repair_after(client, table, &sent).await?;
         Ok(Settled::Repaired)
     } else {
         repair::repair_checkpoint_only(client, table, &sent.of_partition(partition)).await?;
