@@ -20,6 +20,7 @@ use traffsure_tests::{eventually, Stack, StackOptions};
 const BEFORE: u64 = 40;
 const CUT_BATCH: u64 = 25;
 const AFTER: u64 = 15;
+const MORE: u64 = 40;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -165,7 +166,66 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     .await?;
     // A moment more, so a repair written twice would show.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_exact(stack, total).await?;
+    assert_eq!(
+        count(
+            stack,
+            "SELECT sum(clicks) FROM clicks_hourly WHERE country = 'ZZ' AND sub_id = 'cut'"
+        )
+        .await?,
+        1
+    );
 
+    // It was the successor's check of the gone sink's last insert that wrote them.
+    let settled = stack
+        .metric(
+            "sink",
+            "traffsure_sink_insert_markers_total{result=\"checked\",table=\"clicks\"}",
+        )
+        .await?;
+    assert!(settled >= 1.0, "no marker was checked: {settled}");
+    let repaired = stack
+        .metric(
+            "sink",
+            "traffsure_sink_view_repairs_total{result=\"repaired\",table=\"clicks\",target=",
+        )
+        .await?;
+    assert!(repaired >= 1.0, "no view part was repaired: {repaired}");
+
+    // Killed again, with nothing cut: the next sink checks its predecessor's last insert
+    // again, finds every part there and writes nothing.
+    stack.kill("sink").await?;
+    stack.restart("sink").await?;
+    let more: Vec<(u16, Click)> = (total..total + MORE)
+        .map(|i| click(i, now, false))
+        .collect();
+    producer.send(&producer.topics.clicks, &more).await?;
+    let total = total + MORE;
+    eventually(Duration::from_secs(60), || async {
+        let raw = count(stack, "SELECT count() FROM clicks").await?;
+        let hourly = count(stack, "SELECT sum(clicks) FROM clicks_hourly").await?;
+        Ok((raw == total && hourly == total).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_exact(stack, total).await?;
+    let checked = stack
+        .metric("sink", "traffsure_sink_insert_markers_total{result=\"check")
+        .await?;
+    assert!(checked >= 1.0, "the last sink checked no marker: {checked}");
+    let repaired = stack
+        .metric(
+            "sink",
+            "traffsure_sink_view_repairs_total{result=\"repaired\",table=\"clicks\",target=",
+        )
+        .await?;
+    assert_eq!(repaired, 0.0, "the last sink wrote views' parts again");
+    Ok(())
+}
+
+/// Every click once in the raw table, and every rollup of clicks equal to the clicks
+/// sent (`total` of them, `click` 0 to `total - 1`).
+async fn assert_exact(stack: &Stack, total: u64) -> anyhow::Result<()> {
     assert_eq!(
         stack
             .clickhouse(
@@ -206,29 +266,5 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
         .clickhouse(&queries::get("clicks_from_raw").example_for("clicks"))
         .await?;
     assert_eq!(rollup, raw, "clicks_hourly against clicks");
-    assert_eq!(
-        count(
-            stack,
-            "SELECT sum(clicks) FROM clicks_hourly WHERE country = 'ZZ' AND sub_id = 'cut'"
-        )
-        .await?,
-        1
-    );
-
-    // It was the successor's check of the gone sink's last insert that wrote them.
-    let settled = stack
-        .metric(
-            "sink",
-            "traffsure_sink_insert_markers_total{result=\"repaired\",table=\"clicks\"}",
-        )
-        .await?;
-    assert!(settled >= 1.0, "no marker was repaired: {settled}");
-    let repaired = stack
-        .metric(
-            "sink",
-            "traffsure_sink_view_repairs_total{result=\"repaired\",table=\"clicks\",target=",
-        )
-        .await?;
-    assert!(repaired >= 1.0, "no view part was repaired: {repaired}");
     Ok(())
 }

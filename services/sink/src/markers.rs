@@ -175,11 +175,12 @@ pub enum Settled {
     Own,
     /// A later insert of the same writer followed: it was settled then.
     Followed,
-    /// The writer's last insert: the repair ran over all of it.
-    Repaired,
-    /// The writer's last insert, of which another partition completes the rollups:
-    /// this partition's checkpoint part was completed.
-    CheckpointCompleted,
+    /// The writer's last insert: the repair looked at all of it (and wrote what was
+    /// missing, counted in `traffsure_sink_view_repairs_total`).
+    Checked,
+    /// The writer's last insert, of which another partition's owner checks the rollups:
+    /// this partition's checkpoint part was checked (and written if missing).
+    CheckpointChecked,
 }
 
 impl Settled {
@@ -188,9 +189,26 @@ impl Settled {
             Settled::None => "none",
             Settled::Own => "own",
             Settled::Followed => "followed",
-            Settled::Repaired => "repaired",
-            Settled::CheckpointCompleted => "checkpoint_completed",
+            Settled::Checked => "checked",
+            Settled::CheckpointChecked => "checkpoint_checked",
         }
+    }
+}
+
+/// What to do with `partition`'s latest marker `row`, given the highest insert number
+/// its writer has on the same server (`None`: not asked, the marker being this
+/// process's).
+fn decide(row: &MarkerRow, partition: i32, last_of_writer: Option<u64>) -> Settled {
+    if row.writer == writer() {
+        return Settled::Own;
+    }
+    if last_of_writer.is_some_and(|last| last > row.insert_id) {
+        return Settled::Followed;
+    }
+    if row.partitions.iter().min().map(|p| i32::from(*p)) == Some(partition) {
+        Settled::Checked
+    } else {
+        Settled::CheckpointChecked
     }
 }
 
@@ -202,7 +220,7 @@ pub async fn settle(client: &Client, table: &str, partition: i32) -> Result<Sett
     let Some(latest) = latest(client, table, partition).await? else {
         return Ok(Settled::None);
     };
-    if latest.row.writer == writer() {
+    if decide(&latest.row, partition, None) == Settled::Own {
         return Ok(Settled::Own);
     }
     let last_of_writer: u64 = client
@@ -211,11 +229,11 @@ pub async fn settle(client: &Client, table: &str, partition: i32) -> Result<Sett
         .bind(&latest.row.writer)
         .fetch_one()
         .await?;
-    if last_of_writer > latest.row.insert_id {
-        return Ok(Settled::Followed);
+    let settled = decide(&latest.row, partition, Some(last_of_writer));
+    if settled == Settled::Followed {
+        return Ok(settled);
     }
     let sent = latest.sent();
-    let lowest = sent.ranges.keys().next().copied();
     tracing::info!(
         table,
         partition,
@@ -223,13 +241,12 @@ pub async fn settle(client: &Client, table: &str, partition: i32) -> Result<Sett
         rows = sent.rows,
         "checking the last insert of another sink process"
     );
-    if lowest == Some(partition) {
+    if settled == Settled::Checked {
         repair::repair_after(client, table, &sent).await?;
-        Ok(Settled::Repaired)
     } else {
         repair::repair_checkpoint_only(client, table, &sent.of_partition(partition)).await?;
-        Ok(Settled::CheckpointCompleted)
     }
+    Ok(settled)
 }
 
 #[cfg(test)]
@@ -265,6 +282,29 @@ mod tests {
         assert_eq!(back.of_partition(2).rows, 2);
         assert_eq!(back.of_partition(2).ranges.len(), 1);
         assert_eq!(back.of_partition(9).rows, 0);
+    }
+
+    #[test]
+    fn the_last_insert_of_another_process_is_checked_by_its_lowest_partition() {
+        let sent = Sent::of([(5, 10), (2, 7), (9, 1)].into_iter());
+        let mine = rows_of("clicks", &sent, 100, 0);
+        assert!(mine.iter().all(|r| decide(r, 5, Some(1)) == Settled::Own));
+        let theirs: Vec<MarkerRow> = mine
+            .into_iter()
+            .map(|r| MarkerRow {
+                writer: "another".into(),
+                ..r
+            })
+            .collect();
+        // Followed by a later insert of the same writer: settled then.
+        assert_eq!(decide(&theirs[0], 2, Some(101)), Settled::Followed);
+        // Its last: the lowest partition's owner checks the whole insert, the others
+        // their checkpoint part.
+        assert_eq!(decide(&theirs[0], 2, Some(100)), Settled::Checked);
+        assert_eq!(decide(&theirs[1], 5, Some(100)), Settled::CheckpointChecked);
+        assert_eq!(decide(&theirs[2], 9, Some(100)), Settled::CheckpointChecked);
+        // Its markers merged away elsewhere, the writer's highest is this one.
+        assert_eq!(decide(&theirs[1], 5, Some(0)), Settled::CheckpointChecked);
     }
 
     #[test]

@@ -108,8 +108,9 @@ pub fn view_repairs() -> &'static IntCounterVec {
 
 /// Partitions' latest insert markers settled when the partition came to this sink, by
 /// table and result: `none`, `own`, `followed` (a later insert of the same sink came
-/// after it), `repaired` (the last insert of a sink that is gone, checked and repaired
-/// where needed), `checkpoint_completed` (its checkpoint part checked), `failed`.
+/// after it), `checked` (the last insert of another sink process, checked and its
+/// missing views' parts written), `checkpoint_checked` (only its checkpoint part, by
+/// the owner of one of its other partitions), `failed`.
 pub fn marker_checks() -> &'static IntCounterVec {
     static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
     METRIC.get_or_init(|| {
