@@ -157,13 +157,26 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     producer.send(&producer.topics.clicks, &after).await?;
 
     let total = BEFORE + CUT_BATCH + AFTER;
-    eventually(Duration::from_secs(60), || async {
+    let settled = eventually(Duration::from_secs(60), || async {
         let raw = count(stack, "SELECT count() FROM clicks").await?;
         let hourly = count(stack, "SELECT sum(clicks) FROM clicks_hourly").await?;
         let funnel = count(stack, "SELECT sum(clicks) FROM clicks_funnel_hourly").await?;
         Ok((raw == total && hourly == total && funnel == total).then_some(()))
     })
-    .await?;
+    .await;
+    if let Err(error) = settled {
+        let counts = stack
+            .clickhouse(
+                "SELECT (SELECT count() FROM clicks), (SELECT sum(clicks) FROM clicks_hourly), \
+                 (SELECT sum(clicks) FROM clicks_funnel_hourly)",
+            )
+            .await?;
+        anyhow::bail!(
+            "after the new sink, clicks / clicks_hourly / clicks_funnel_hourly are {} \
+             instead of {total} each: {error}",
+            counts.trim().replace('\t', " / ")
+        );
+    }
     // A moment more, so a repair written twice would show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_exact(stack, total).await?;
