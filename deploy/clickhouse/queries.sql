@@ -9,6 +9,16 @@
 -- example: 'clicks'
 SELECT kafka_partition AS partition, max_offset, fingerprint FROM {table} WHERE source_table = ? ORDER BY kafka_partition, written_at DESC, max_offset DESC LIMIT 1 BY kafka_partition;
 
+-- name: insert_marker
+-- tables: sink_inserts
+-- example: 'clicks', 0
+SELECT source_table, kafka_partition, insert_id, writer, partitions, low_offsets, high_offsets, row_counts, toUInt32(written_at) FROM {table} WHERE source_table = ? AND kafka_partition = ? ORDER BY insert_id DESC LIMIT 1;
+
+-- name: last_insert_of_writer
+-- tables: sink_inserts
+-- example: 'clicks', 'host:1:2'
+SELECT max(insert_id) FROM {table} WHERE source_table = ? AND writer = ?;
+
 -- name: table_partitions
 -- tables: clicks
 -- example: 'clicks'

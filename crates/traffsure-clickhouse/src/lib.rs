@@ -140,6 +140,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "user_settings",
         include_str!("../../../deploy/clickhouse/migrations/0027_user_settings.sql"),
     ),
+    (
+        28,
+        "sink_inserts",
+        include_str!("../../../deploy/clickhouse/migrations/0028_sink_inserts.sql"),
+    ),
 ];
 
 /// Rollups a migration fills from the raw tables after its statements, by version.

@@ -18,6 +18,7 @@
 mod consume;
 mod dead_letter;
 mod identity;
+mod markers;
 mod metrics;
 mod repair;
 mod retention;

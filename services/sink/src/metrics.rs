@@ -105,3 +105,19 @@ pub fn view_repairs() -> &'static IntCounterVec {
         )
     })
 }
+
+/// Partitions' latest insert markers settled when the partition came to this sink, by
+/// table and result: `none`, `own`, `followed` (a later insert of the same sink came
+/// after it), `checked` (the last insert of another sink process, checked and its
+/// missing views' parts written), `checkpoint_checked` (only its checkpoint part, by
+/// the owner of one of its other partitions), `failed`.
+pub fn marker_checks() -> &'static IntCounterVec {
+    static METRIC: OnceLock<IntCounterVec> = OnceLock::new();
+    METRIC.get_or_init(|| {
+        traffsure_telemetry::counter_vec(
+            "traffsure_sink_insert_markers_total",
+            "Insert markers settled on a partition's assignment, by table and result",
+            &["table", "result"],
+        )
+    })
+}

@@ -81,6 +81,8 @@ pub fn is_refusal(error: &Error) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
     pub ranges: BTreeMap<i32, (i64, i64)>,
+    /// Per partition, how many rows.
+    pub counts: BTreeMap<i32, u64>,
     pub rows: u64,
     /// When they were sent.
     pub at: Option<Instant>,
@@ -96,9 +98,25 @@ impl Sent {
             let range = sent.ranges.entry(partition).or_insert((offset, offset));
             range.0 = range.0.min(offset);
             range.1 = range.1.max(offset);
+            *sent.counts.entry(partition).or_default() += 1;
             sent.rows += 1;
         }
         sent
+    }
+
+    /// The rows of one partition of these.
+    pub fn of_partition(&self, partition: i32) -> Sent {
+        let mut one = Sent {
+            at: self.at,
+            ..Sent::default()
+        };
+        if let Some(range) = self.ranges.get(&partition) {
+            let rows = self.counts.get(&partition).copied().unwrap_or_default();
+            one.ranges.insert(partition, *range);
+            one.counts.insert(partition, rows);
+            one.rows = rows;
+        }
+        one
     }
 
     /// The condition on the raw table that selects exactly these rows: within a partition
@@ -326,6 +344,45 @@ async fn scope(
 /// it the table stored (see the module's comment). An error means it could not look
 /// (the server is away): the caller tries again before its next insert.
 pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Error> {
+    repair_views(client, table, sent, Views::All).await
+}
+
+/// The repair of an insert another sink process sent and may not have lived to repair
+/// (`markers`): as [`repair`], but a rollup's gap is written only once two looks half a
+/// second apart find the same gap matching the same views. Such a check runs while
+/// other inserts may write the same hours (this sink's, or a live sink's whose partition
+/// moved): one caught between its raw part and its views' shows a passing gap, which
+/// must not be taken for the marked insert's, however alike the two are.
+pub async fn repair_after(client: &Client, table: &str, sent: &Sent) -> Result<(), Error> {
+    repair_views(client, table, sent, Views::AllConfirmed).await
+}
+
+/// Completes only the checkpoint view's part of `sent` rows (of one partition, say):
+/// unlike a rollup's, the checkpoint's part of a partition is found and written on its
+/// own, and writing it twice is harmless (the checkpoint keeps the highest offset).
+pub async fn repair_checkpoint_only(
+    client: &Client,
+    table: &str,
+    sent: &Sent,
+) -> Result<(), Error> {
+    repair_views(client, table, sent, Views::CheckpointOnly).await
+}
+
+/// Which views a repair completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Views {
+    All,
+    /// All, a rollup's gap written only once seen twice.
+    AllConfirmed,
+    CheckpointOnly,
+}
+
+async fn repair_views(
+    client: &Client,
+    table: &str,
+    sent: &Sent,
+    which: Views,
+) -> Result<(), Error> {
     if sent.rows == 0 {
         return Ok(());
     }
@@ -367,17 +424,13 @@ pub async fn repair(client: &Client, table: &str, sent: &Sent) -> Result<(), Err
         let bare = target.rsplit('.').next().unwrap_or(target);
         if bare == "sink_checkpoints" {
             repair_checkpoint(client, &repairing, table, sent, target, &views, &rows).await?;
-        } else {
-            repair_rollup(
-                client,
-                &repairing,
-                table,
-                target,
-                &views,
-                &rows,
-                &same_partitions,
-            )
-            .await?;
+        } else if which != Views::CheckpointOnly {
+            let look = Look {
+                rows: &rows,
+                same_partitions: &same_partitions,
+                confirm: which == Views::AllConfirmed,
+            };
+            repair_rollup(client, &repairing, table, target, &views, &look).await?;
         }
     }
     Ok(())
@@ -451,16 +504,23 @@ async fn insert_view(
 /// How many times a rollup whose gap matches no set of views is looked at again.
 const LOOKS: usize = 5;
 
-#[allow(clippy::too_many_arguments)]
+/// What a rollup's repair looks at: the sent rows, the raw partitions holding them, and
+/// whether a gap is written only once seen twice.
+struct Look<'a> {
+    rows: &'a str,
+    same_partitions: &'a str,
+    confirm: bool,
+}
+
 async fn repair_rollup(
     client: &Client,
     repairing: &Client,
     table: &str,
     target: &str,
     views: &[&View],
-    rows: &str,
-    same_partitions: &str,
+    look_at: &Look<'_>,
 ) -> Result<(), Error> {
+    let (rows, same_partitions) = (look_at.rows, look_at.same_partitions);
     let bare = target.rsplit('.').next().unwrap_or(target);
     let (engine, sorting_key): (String, String) = client
         .query(
@@ -517,6 +577,8 @@ async fn repair_rollup(
         hours.extend(part.keys().cloned());
         contributions.push(part);
     }
+    // The gap and views matched on the previous look, when it must be seen twice.
+    let mut seen: Option<(Sums, u32)> = None;
     for look in 0..LOOKS {
         let mut gap = Sums::new();
         for view in views {
@@ -536,6 +598,11 @@ async fn repair_rollup(
             return Ok(());
         }
         if let Some(mask) = matching_views(&gap, &contributions) {
+            if look_at.confirm && seen.as_ref() != Some(&(gap.clone(), mask)) {
+                seen = Some((gap, mask));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             for (i, view) in views.iter().enumerate() {
                 if mask & (1 << i) != 0 && !contributions[i].is_empty() {
                     insert_view(repairing, table, target, view, rows).await?;

@@ -39,7 +39,7 @@
 //! highest checkpoint any shard holds (a partition moved between shards by a change of
 //! N has its older rows, and checkpoint, on its old shard).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ use tokio::task::JoinHandle;
 use traffsure_clickhouse::queries;
 
 use crate::identity::{TopicIdentity, Verdict};
+use crate::markers;
 use crate::metrics;
 use crate::repair::{self, Sent};
 use crate::rows::{fingerprint, Position};
@@ -156,6 +157,10 @@ pub struct TableSink<R> {
     /// stored), below which messages are replays.
     floors: HashMap<i32, Option<i64>>,
     void: Void,
+    /// Partitions whose latest insert markers were settled since they came.
+    settled: HashSet<i32>,
+    /// Times the server refused settling a partition's markers in a row.
+    settle_refusals: usize,
     in_flight: Option<InFlight>,
     oldest: Option<Instant>,
 }
@@ -271,6 +276,8 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
             offsets_moved: false,
             floors: HashMap::new(),
             void: HashMap::new(),
+            settled: HashSet::new(),
+            settle_refusals: 0,
             in_flight: None,
             oldest: None,
         }
@@ -302,6 +309,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         self.rows.retain(|r| r.partition != partition);
         self.next_offsets.remove(&partition);
         self.floors.remove(&partition);
+        self.settled.remove(&partition);
         self.void.remove(&partition);
         if self.rows.is_empty() {
             self.oldest = None;
@@ -319,6 +327,10 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     ) -> anyhow::Result<Result<Option<i64>, i64>> {
         if let Some(floor) = self.floors.get(&partition) {
             return Ok(Ok(*floor));
+        }
+        if !self.settled.contains(&partition) {
+            self.settle(shards, partition).await?;
+            self.settled.insert(partition);
         }
         let Some(stored) = checkpoints_everywhere(shards, self.table, &self.void, "assign")
             .await?
@@ -361,6 +373,43 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
                 Ok(if offset > low { Err(low) } else { Ok(None) })
             }
         }
+    }
+
+    /// Settles the latest insert marker of `partition` on every shard (`markers`), before
+    /// its checkpoint is read: the last insert of a sink that is gone gets its cut views
+    /// completed. A query error, or refusals that repeat, give up (logged, counted) as
+    /// the repair after a failed insert does; other errors are retried by the caller.
+    async fn settle(&mut self, shards: &Shards, partition: i32) -> anyhow::Result<()> {
+        for client in shards.all() {
+            let result = match markers::settle(client, self.table, partition).await {
+                Ok(settled) => {
+                    self.settle_refusals = 0;
+                    settled.label()
+                }
+                Err(error)
+                    if repair::is_query_error(&error)
+                        || (repair::is_refusal(&error)
+                            && self.settle_refusals >= REPAIR_REFUSALS) =>
+                {
+                    tracing::error!(table = self.table, partition, %error, "cannot settle the partition's last insert; its views are not repaired");
+                    metrics::view_repairs()
+                        .with_label_values(&[self.table, "", "failed"])
+                        .inc();
+                    self.settle_refusals = 0;
+                    "failed"
+                }
+                Err(error) => {
+                    if repair::is_refusal(&error) {
+                        self.settle_refusals += 1;
+                    }
+                    return Err(error.into());
+                }
+            };
+            metrics::marker_checks()
+                .with_label_values(&[self.table, result])
+                .inc();
+        }
+        Ok(())
     }
 
     pub async fn accept(
@@ -638,11 +687,15 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
     if fresh.is_empty() {
         return Ok(0);
     }
-    *sent = Some(Sent::of(
+    let rows_sent = Sent::of(
         fresh
             .iter()
             .map(|r| (r.message.partition, r.message.offset)),
-    ));
+    );
+    // Recorded where a successor reads it, before the insert is sent: a cut that this
+    // process does not live to repair is repaired by the partitions' next owner.
+    markers::record(client, table, &rows_sent).await?;
+    *sent = Some(rows_sent);
     let mut insert = client.insert::<R>(table).await?;
     for r in &fresh {
         insert.write(&r.row).await?;
