@@ -77,6 +77,39 @@ pub fn is_refusal(error: &Error) -> bool {
     code(error).is_some_and(|code| !PASSING_CODES.contains(&code))
 }
 
+/// How many times in a row the server may refuse a repair before the sink gives it up.
+const REFUSALS: usize = 5;
+
+/// The server's refusals of a repair's queries in a row, and when the sink gives the
+/// repair up: a query that cannot run at once, a refusal that repeats (a view over its
+/// memory limit) after `REFUSALS`, so that it does not stop the table for good.
+#[derive(Debug, Default)]
+pub struct Refusals(usize);
+
+impl Refusals {
+    /// Whether the repair that failed with `error` is given up (counted as `failed` in
+    /// `traffsure_sink_view_repairs_total` for `table`); otherwise a refusal is counted
+    /// and the caller tries again.
+    pub fn give_up(&mut self, table: &str, error: &Error) -> bool {
+        if is_query_error(error) || (is_refusal(error) && self.0 >= REFUSALS) {
+            metrics::view_repairs()
+                .with_label_values(&[table, "", "failed"])
+                .inc();
+            self.0 = 0;
+            return true;
+        }
+        if is_refusal(error) {
+            self.0 += 1;
+        }
+        false
+    }
+
+    /// After a repair that could run: refusals count from zero again.
+    pub fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
 /// The rows one insert sent: per partition the lowest and highest offset, and how many.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
@@ -685,6 +718,28 @@ mod tests {
         assert!(is_query_error(&syntax));
         assert!(!is_query_error(&memory));
         assert!(is_query_error(&Error::RowNotFound));
+    }
+
+    #[test]
+    fn a_repair_is_given_up_on_a_query_error_or_a_refusal_that_repeats() {
+        let memory = || Error::BadResponse("Code: 241. DB::Exception: Memory limit".into());
+        let read_only = Error::BadResponse("Code: 242, e.displayText() = read only".into());
+        let syntax = Error::BadResponse("Code: 62. DB::Exception: Syntax error".into());
+        let mut refusals = Refusals::default();
+        assert!(refusals.give_up("clicks", &syntax));
+        for _ in 0..REFUSALS {
+            assert!(!refusals.give_up("clicks", &memory()));
+            // A server away for a while neither counts nor gives up.
+            assert!(!refusals.give_up("clicks", &read_only));
+        }
+        assert!(refusals.give_up("clicks", &memory()));
+        // Given up, the count starts over, as it does after a repair that ran.
+        assert!(!refusals.give_up("clicks", &memory()));
+        refusals.reset();
+        for _ in 0..REFUSALS {
+            assert!(!refusals.give_up("clicks", &memory()));
+        }
+        assert!(refusals.give_up("clicks", &memory()));
     }
 
     #[test]

@@ -159,8 +159,8 @@ pub struct TableSink<R> {
     void: Void,
     /// Partitions whose latest insert markers were settled since they came.
     settled: HashSet<i32>,
-    /// Times the server refused settling a partition's markers in a row.
-    settle_refusals: usize,
+    /// The server's refusals of settling a partition's markers, in a row.
+    settle_refusals: repair::Refusals,
     in_flight: Option<InFlight>,
     oldest: Option<Instant>,
 }
@@ -277,7 +277,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
             floors: HashMap::new(),
             void: HashMap::new(),
             settled: HashSet::new(),
-            settle_refusals: 0,
+            settle_refusals: repair::Refusals::default(),
             in_flight: None,
             oldest: None,
         }
@@ -383,27 +383,14 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         for client in shards.all() {
             let result = match markers::settle(client, self.table, partition).await {
                 Ok(settled) => {
-                    self.settle_refusals = 0;
+                    self.settle_refusals.reset();
                     settled.label()
                 }
-                Err(error)
-                    if repair::is_query_error(&error)
-                        || (repair::is_refusal(&error)
-                            && self.settle_refusals >= REPAIR_REFUSALS) =>
-                {
+                Err(error) if self.settle_refusals.give_up(self.table, &error) => {
                     tracing::error!(table = self.table, partition, %error, "cannot settle the partition's last insert; its views are not repaired");
-                    metrics::view_repairs()
-                        .with_label_values(&[self.table, "", "failed"])
-                        .inc();
-                    self.settle_refusals = 0;
                     "failed"
                 }
-                Err(error) => {
-                    if repair::is_refusal(&error) {
-                        self.settle_refusals += 1;
-                    }
-                    return Err(error.into());
-                }
+                Err(error) => return Err(error.into()),
             };
             metrics::marker_checks()
                 .with_label_values(&[self.table, result])
@@ -528,9 +515,6 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     }
 }
 
-/// How many times the server may refuse a repair before the sink gives it up.
-const REPAIR_REFUSALS: usize = 5;
-
 /// Decodes and inserts `messages`, retrying with backoff until every row is in the
 /// table or refused (returned, for the dead-letter topic): rows are never skipped.
 /// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split
@@ -572,28 +556,16 @@ async fn write_batch<R: RowOwned + RowWrite>(
     }
     // The rows of an insert that failed, until their views are checked (`repair`).
     let mut cut: Option<Sent> = None;
-    // Times the server refused the repair's queries: a refusal that repeats (a view over
-    // its memory limit) must not stop the table for good.
-    let mut refusals = 0;
+    let mut refusals = repair::Refusals::default();
     while let Some(chunk) = chunks.pop_front() {
         if let Some(sent) = &cut {
             match repair::repair(&client, table, sent).await {
                 Ok(()) => cut = None,
-                Err(error)
-                    if repair::is_query_error(&error)
-                        || (repair::is_refusal(&error) && refusals >= REPAIR_REFUSALS) =>
-                {
+                Err(error) if refusals.give_up(table, &error) => {
                     tracing::error!(table, %error, "cannot check a failed insert's views; they are not repaired");
-                    metrics::view_repairs()
-                        .with_label_values(&[table, "", "failed"])
-                        .inc();
                     cut = None;
-                    refusals = 0;
                 }
                 Err(error) => {
-                    if repair::is_refusal(&error) {
-                        refusals += 1;
-                    }
                     metrics::insert_errors().with_label_values(&[table]).inc();
                     let delay = crate::SINK_BACKOFF.delay(retry);
                     tracing::warn!(table, %error, retry_ms = delay.as_millis() as u64, "checking a failed insert's views failed, retrying");
