@@ -212,7 +212,7 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
             });
         }
         tracing::warn!(%error, "abort failed, replacing the producer");
-        self.producer = Self::create(&self.config, &self.new_context)?;
+        self.take_over(1)?;
         Ok(Abort::ProducerReplaced)
     }
 
