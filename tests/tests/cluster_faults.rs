@@ -31,7 +31,9 @@ use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 mod cluster_stack;
-use cluster_stack::{cluster, cluster_sh, delete_topics, drop_database, stream, Sent, BROKERS};
+use cluster_stack::{
+    after_next_insert, cluster, cluster_sh, delete_topics, drop_database, stream, Sent, BROKERS,
+};
 
 /// The replica the services talk to, then the other one.
 const REPLICAS: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
@@ -296,13 +298,7 @@ async fn the_written_clickhouse_replica_killed_mid_insert_loses_and_repeats_noth
 ) -> anyhow::Result<()> {
     test(|stack| async move {
         // Kill it while the sink writes: right after its insert counter moves.
-        let rows = "traffsure_sink_rows_inserted_total";
-        let before = stack.metric("sink", rows).await?;
-        eventually(Duration::from_secs(30), || {
-            let stack = stack.clone();
-            async move { Ok((stack.metric("sink", rows).await? > before).then_some(())) }
-        })
-        .await?;
+        after_next_insert(&stack).await?;
         cluster_kill("clickhouse1").await?;
         tokio::time::sleep(Duration::from_secs(10)).await;
         cluster_start("clickhouse1").await

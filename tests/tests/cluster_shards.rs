@@ -27,7 +27,9 @@ use tokio::sync::{Mutex, OnceCell};
 use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 mod cluster_stack;
-use cluster_stack::{click, cluster, delete_topics, drop_database, stream, Sent, BROKERS};
+use cluster_stack::{
+    after_next_insert, click, cluster, delete_topics, drop_database, stream, Sent, BROKERS,
+};
 
 /// The replicas of shard 1 (the services talk to the first), then shard 2's server.
 const SHARD_1: [&str; 2] = ["http://127.0.0.1:18123", "http://127.0.0.1:18124"];
@@ -336,12 +338,7 @@ async fn two_shards_take_each_row_once_while_one_shard_is_killed_mid_insert() ->
             // Shard 2's server dies while the sink writes: right after its insert
             // counter moves, a few seconds into the stream.
             tokio::time::sleep(Duration::from_secs(6)).await;
-            let rows = "traffsure_sink_rows_inserted_total";
-            let before = stack.metric("sink", rows).await?;
-            eventually(Duration::from_secs(30), || async {
-                Ok((stack.metric("sink", rows).await? > before).then_some(()))
-            })
-            .await?;
+            after_next_insert(&stack).await?;
             cluster(&["kill", "clickhouse3"]).await?;
             tokio::time::sleep(Duration::from_secs(10)).await;
             cluster(&["start", "clickhouse3"]).await
@@ -473,13 +470,7 @@ async fn partitions_moved_to_a_new_shard_are_not_written_twice() -> anyhow::Resu
         let change = async {
             tokio::time::sleep(Duration::from_secs(8)).await;
             // Right after an insert: its offsets are stored, likely not yet committed.
-            let rows = "traffsure_sink_rows_inserted_total";
-            let before = stack.metric("sink", rows).await?;
-            eventually(Duration::from_secs(30), || async {
-                Ok((stack.metric("sink", rows).await? > before).then_some(()))
-            })
-            .await?;
-            anyhow::Ok(())
+            after_next_insert(&stack).await
         };
         let (hashes, changed) = tokio::join!(stream, async {
             let changed = change.await;

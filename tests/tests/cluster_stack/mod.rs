@@ -129,6 +129,18 @@ pub async fn stream(stack: &Stack, slug: &str, length: Duration) -> anyhow::Resu
     Ok(sent)
 }
 
+/// Returns right after the sink's next insert (its inserted-rows counter moved): a fault
+/// then meets the sink writing, and the offsets of that insert are likely stored but not
+/// yet committed.
+pub async fn after_next_insert(stack: &Stack) -> anyhow::Result<()> {
+    let rows = "traffsure_sink_rows_inserted_total";
+    let before = stack.metric("sink", rows).await?;
+    eventually(Duration::from_secs(30), || async {
+        Ok((stack.metric("sink", rows).await? > before).then_some(()))
+    })
+    .await
+}
+
 /// One tracking-link click that must be redirected: the click hash its `Location` carries.
 pub async fn click(http: &reqwest::Client, track: &str) -> anyhow::Result<String> {
     let response = http.get(track).send().await?;
