@@ -29,7 +29,7 @@ rm -f "$LOGS"/*.log "$LOGS"/*.result
 
 # The binaries, as cargo builds them: "<name>\t<package dir>\t<executable>".
 # The cluster binaries (`test = false` in tests/Cargo.toml, so a bare `cargo test` leaves
-# them out) are named to be built too with TEST_CLUSTER=1.
+# them out) are named to be built too, unless TEST_CLUSTER=0.
 cluster_tests=()
 if [[ ${TEST_CLUSTER:-1} != 0 ]]; then cluster_tests=(--test cluster_faults --test cluster_shards); fi
 list=$({
@@ -64,16 +64,12 @@ done <<<"$list" | sort -t$'\t' -k1,1nr -k2,2)
 # The binaries that share the cluster stack and kill parts of it (SERIAL) run after the
 # lanes, one after the other, in this order.
 SERIAL="cluster_faults cluster_shards"
-serial=() rest=''
-while IFS=$'\t' read -r secs name dir exe; do
-  if [[ " $SERIAL " == *" $name "* ]]; then continue; fi
-  rest+="$secs"$'\t'"$name"$'\t'"$dir"$'\t'"$exe"$'\n'
-done <<<"$order"
+serial=()
 for name in $SERIAL; do
   line=$(awk -F'\t' -v n="$name" '$1 == n' <<<"$list")
   if [[ -n $line ]]; then serial+=("$line"); fi
 done
-order=${rest%$'\n'}
+order=$(awk -F'\t' -v serial=" $SERIAL " 'index(serial, " " $2 " ") == 0' <<<"$order")
 
 run_one() {
   local name=$1 dir=$2 exe=$3 start rc=0
