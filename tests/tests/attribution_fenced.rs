@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use attribution_support::*;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use traffsure_events::Conversion;
 use traffsure_events::ConversionStatus::Approved;
+use traffsure_kafka::transaction::TransactionalProducer;
 use traffsure_tests::{eventually, Stack};
 
 const FENCED: &str = "traffsure_attribution_recoveries_total{after=\"fenced\"}";
@@ -142,6 +143,44 @@ async fn fenced_again_and_again_it_stops_and_names_the_instance_id() -> anyhow::
     .await;
     stack.print_failure(&result);
     result
+}
+
+/// A fence is learnt from the coordinator's answer to the producer's background request to
+/// add a partition to the transaction; an event the service queues after that fails with
+/// `_FATAL`, which does not say why, so the service asks the producer (the conversion
+/// queued, then its postback result refused: the service stopped instead of taking over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fence_learnt_in_the_background_is_known_to_the_producer() -> anyhow::Result<()> {
+    let setup = Setup::new().await?;
+    let transactional_id = format!("{}fenced-in-the-background", setup.prefix);
+    let config = traffsure_kafka::producer_config(&setup.kafka);
+    let mut producer = TransactionalProducer::new(config, &transactional_id, || {
+        rdkafka::producer::DefaultProducerContext
+    })?;
+    let event = |partition| {
+        BaseRecord::to(&setup.topics.conversions)
+            .partition(partition)
+            .key("k")
+            .payload("v")
+    };
+    producer.begin()?;
+    producer.producer().send(event(0)).map_err(|(e, _)| e)?;
+    producer.producer().poll(Duration::from_millis(500));
+    assert!(!producer.fenced(), "fenced before any fence");
+    fence(&setup, &transactional_id)?;
+    // Another partition: the producer asks the coordinator to add it, and is told.
+    producer.producer().send(event(1)).map_err(|(e, _)| e)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !producer.fenced() {
+        anyhow::ensure!(Instant::now() < deadline, "the fence was never learnt");
+        producer.producer().poll(Duration::from_millis(100));
+    }
+    let (queued, _) = producer
+        .producer()
+        .send(event(2))
+        .expect_err("an event queued by a fenced producer");
+    println!("queued after the fence: {queued:?}");
+    Ok(())
 }
 
 /// The service's log when it has exited, none while it runs.

@@ -21,13 +21,15 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Whether a transactional error means another live producer took this transactional id:
 /// that one does the work now, and this one must stop rather than fence it back.
 pub fn is_fenced(error: &KafkaError) -> bool {
+    error.rdkafka_error_code().is_some_and(is_fencing_code)
+}
+
+fn is_fencing_code(code: RDKafkaErrorCode) -> bool {
     matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-        )
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
     )
 }
 
@@ -133,6 +135,17 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
     /// The producer, to send into the open transaction and serve its delivery reports.
     pub fn producer(&self) -> &BaseProducer<C> {
         &self.producer
+    }
+
+    /// Whether librdkafka has marked this producer fenced. A fence is learnt from the
+    /// coordinator's answer to a request the producer made in the background (adding a
+    /// partition to the transaction), so what fails next need not say why: an event
+    /// queued after it fails with `_FATAL` or `_STATE`, not `_FENCED`.
+    pub fn fenced(&self) -> bool {
+        self.producer
+            .client()
+            .fatal_error()
+            .is_some_and(|(code, _)| is_fencing_code(code))
     }
 
     pub fn is_open(&self) -> bool {

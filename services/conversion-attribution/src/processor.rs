@@ -234,7 +234,10 @@ impl Processor {
     pub fn run(mut self) -> anyhow::Result<()> {
         loop {
             match self.serve() {
-                Err(error) if traffsure_kafka::transaction::caused_by_fencing(&*error) => {
+                Err(error)
+                    if traffsure_kafka::transaction::caused_by_fencing(&*error)
+                        || self.producer.fenced() =>
+                {
                     self.take_over(error)?;
                 }
                 done => return done,
