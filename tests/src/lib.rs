@@ -767,6 +767,18 @@ impl Stack {
             .await?)
     }
 
+    /// The dashboard in `midday_timezone()`: its "today" holds what a test made, even
+    /// when the test runs across midnight UTC.
+    pub async fn dashboard_at_midday(&self) -> anyhow::Result<serde_json::Value> {
+        let path = format!("/api/v1/dashboard?timezone={}", midday_timezone());
+        Ok(self
+            .api(reqwest::Method::GET, &path)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Creates a flow through the API and returns its JSON view.
     pub async fn create_flow(&self, spec: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let response = self
@@ -1086,5 +1098,24 @@ impl ApiResponse {
                 String::from_utf8_lossy(&self.body)
             ))
         })
+    }
+}
+
+/// A fixed-offset time zone (`Etc/GMT…`, '+' escaped for a query string) in which it is
+/// about noon now, so that "today" in it holds everything of the next ten hours and the
+/// last few: dashboards checked by a test that started before midnight UTC.
+pub fn midday_timezone() -> String {
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 3600
+        % 24) as i64;
+    // Local time is UTC + offset; Etc/GMT's sign is the other way round.
+    let offset = 12 - hour;
+    match offset {
+        0 => "UTC".to_string(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT%2B{}", -o),
     }
 }

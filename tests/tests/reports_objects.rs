@@ -522,7 +522,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     }
 
     // The dashboard's top lists: traffic sources by clicks, offers by offer clicks.
-    let dashboard = stack.dashboard().await?;
+    let dashboard = stack.dashboard_at_midday().await?;
     let top = &dashboard["top_today"];
     let best_offer = by_offer
         .iter()
