@@ -479,6 +479,34 @@ impl Stack {
         Ok(())
     }
 
+    /// The services that have exited (gone, or a zombie not yet reaped) with their logs'
+    /// tails; none while every one runs. Unlike `all_running` it needs no `&mut`, so a
+    /// wait can ask it as it polls (`eventually_running`).
+    pub fn exited(&self) -> Option<String> {
+        let mut exited: Vec<String> = self
+            .services
+            .values()
+            .filter(|service| !process_runs(service.child.id()))
+            .map(|service| format!("{} exited:\n{}", service.name, tail(&service.log)))
+            .collect();
+        exited.sort();
+        (!exited.is_empty()).then(|| exited.join("\n"))
+    }
+
+    /// `eventually`, failing at once when a service has exited: what the wait is for
+    /// will not come, and waiting out the timeout would only delay the cause.
+    pub async fn eventually_running<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        check: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+    {
+        eventually_unless(timeout, || self.exited(), check).await
+    }
+
     /// Starts a stopped or killed service again on the same port, appending to its log,
     /// and waits until it is ready.
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
@@ -902,6 +930,20 @@ fn tail(path: &PathBuf) -> String {
 /// How much longer than written a wait may take: `TRAFFSURE_TEST_TIMEOUT_SCALE` (default 1;
 /// `tests/run.sh` sets 2, since its lanes share the machine). Only a failing wait lasts
 /// longer; a condition met is met as soon as before.
+/// Whether process `pid` runs: it exists and is not a zombie (exited, not yet reaped).
+/// None: the child was reaped already.
+fn process_runs(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) state …": the name may hold spaces and parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
+}
+
 pub fn timeout_scale() -> f64 {
     std::env::var("TRAFFSURE_TEST_TIMEOUT_SCALE")
         .ok()
@@ -912,7 +954,20 @@ pub fn timeout_scale() -> f64 {
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` (times the
 /// [`timeout_scale`]).
-pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
+pub async fn eventually<T, F, Fut>(timeout: Duration, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    eventually_unless(timeout, || None, check).await
+}
+
+/// `eventually`, failing at once with what `stop` answers when it answers something.
+pub async fn eventually_unless<T, F, Fut>(
+    timeout: Duration,
+    stop: impl Fn() -> Option<String>,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -921,6 +976,9 @@ where
     let deadline = Instant::now() + timeout;
     let mut last_error = None;
     loop {
+        if let Some(reason) = stop() {
+            bail!("stopped waiting: {reason}");
+        }
         match check().await {
             Ok(Some(value)) => return Ok(value),
             Ok(None) => {}
@@ -1117,5 +1175,28 @@ pub fn midday_timezone() -> String {
         0 => "UTC".to_string(),
         o if o > 0 => format!("Etc/GMT-{o}"),
         o => format!("Etc/GMT%2B{}", -o),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_runs;
+
+    #[test]
+    fn a_zombie_or_a_reaped_child_does_not_run() {
+        assert!(process_runs(Some(std::process::id())));
+        assert!(!process_runs(None));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        // Exited and not reaped: a zombie until `wait`.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_runs(Some(pid)) {
+            assert!(std::time::Instant::now() < deadline, "true still runs");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().expect("reap");
+        assert!(!process_runs(Some(pid)));
     }
 }

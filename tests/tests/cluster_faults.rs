@@ -113,15 +113,16 @@ async fn exactly_once(stack: &Stack, sent: &Sent) -> anyhow::Result<()> {
         (SELECT count() FROM clicks), (SELECT uniqExact(click_hash) FROM clicks), \
         (SELECT count() FROM conversions), (SELECT uniqExact(conversion_id) FROM conversions)";
     for replica in REPLICAS {
-        eventually(SETTLE, || async {
-            Ok((on_replica(stack, replica, totals).await? == raw).then_some(()))
-        })
-        .await
-        .with_context(|| {
-            format!(
+        stack
+            .eventually_running(SETTLE, || async {
+                Ok((on_replica(stack, replica, totals).await? == raw).then_some(()))
+            })
+            .await
+            .with_context(|| {
+                format!(
                 "{replica}: expected clicks, unique clicks, conversions, unique conversions {raw}"
             )
-        })?;
+            })?;
     }
     // Settled: nothing arrives late or twice.
     tokio::time::sleep(Duration::from_secs(3)).await;

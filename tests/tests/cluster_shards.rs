@@ -148,18 +148,19 @@ async fn exactly_once_across_shards(stack: &Stack, sent: &Sent) -> anyhow::Resul
             && other[0] == other[1]
             && other[2] == other[3]
     };
-    eventually(SETTLE, || async {
-        let one = numbers(stack, SHARD_1[0], TOTALS).await?;
-        let two = numbers(stack, SHARD_1[1], TOTALS).await?;
-        let other = numbers(stack, SHARD_2, TOTALS).await?;
-        Ok(settled(&one, &two, &other).then_some(()))
-    })
-    .await
-    .with_context(|| {
-        format!(
+    stack
+        .eventually_running(SETTLE, || async {
+            let one = numbers(stack, SHARD_1[0], TOTALS).await?;
+            let two = numbers(stack, SHARD_1[1], TOTALS).await?;
+            let other = numbers(stack, SHARD_2, TOTALS).await?;
+            Ok(settled(&one, &two, &other).then_some(()))
+        })
+        .await
+        .with_context(|| {
+            format!(
             "expected {clicks} clicks and {conversions} conversions, each once, across the shards"
         )
-    })?;
+        })?;
     // Settled: nothing arrives late or twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let one = numbers(stack, SHARD_1[0], TOTALS).await?;
@@ -503,13 +504,14 @@ async fn partitions_moved_to_a_new_shard_are_not_written_twice() -> anyhow::Resu
     let (sent, replays) = result?;
     // Every click the edge redirected once across the two shards.
     let expected = sent.len() as u64;
-    eventually(SETTLE, || async {
-        let one = numbers(&stack, SHARD_1[0], "SELECT count() FROM clicks").await?;
-        let other = numbers(&stack, SHARD_2, "SELECT count() FROM clicks").await?;
-        Ok((one[0] + other[0] >= expected).then_some(()))
-    })
-    .await
-    .with_context(|| format!("{expected} clicks across the shards"))?;
+    stack
+        .eventually_running(SETTLE, || async {
+            let one = numbers(&stack, SHARD_1[0], "SELECT count() FROM clicks").await?;
+            let other = numbers(&stack, SHARD_2, "SELECT count() FROM clicks").await?;
+            Ok((one[0] + other[0] >= expected).then_some(()))
+        })
+        .await
+        .with_context(|| format!("{expected} clicks across the shards"))?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut all = Vec::new();
     for server in [SHARD_1[0], SHARD_2] {
