@@ -161,6 +161,9 @@ read -r _ _ cn_rps cn_p50 cn_p99 cn_p999 cn_err cn_non cn_cpu _ _ _ <<<"$(median
 ci_http=$(awk -v a="$ci_cpu" -v b="$ci_kafka" 'BEGIN { printf "%.2f", a - b }')
 ci_own=$(awk -v a="$ci_http" -v b="$fl_cpu" 'BEGIN { printf "%.2f", a - b }')
 rss=$(peak_rss_mib "$CI_PID")
+# What the resident set is made of when the load stops: anonymous memory (heaps, stacks),
+# file pages (the binary, the GeoIP file, the click log's mapped segments) and shared memory.
+rss_parts=$(awk '/^Rss(Anon|File|Shmem):/ { printf "%s%s %.1f", sep, tolower(substr($1, 4, length($1) - 4)), $2 / 1024; sep = ", " }' "/proc/$CI_PID/status")
 
 # Latency at ~80% of click-ingest's own peak with wrk under the normal policy (the policy
 # the latency runs use): wrk cannot pace requests, so fewer connections (closed loop)
@@ -203,7 +206,7 @@ Command: \`make bench BENCH=click\` (bench/click.sh: wrk -t2 -c$CONNS under sche
 | ratio click-ingest / nginx | $(ratio "$ci_rps" "$ng_rps") | | | | $(ratio "$ci_cpu" "$ng_cpu") | | |
 
 - click-ingest's $ci_cpu µs per redirect: actix-web floor $fl_cpu + click-ingest's own work on the HTTP threads $ci_own + librdkafka's threads $ci_kafka (of which the delivery-report poller ${ci_poll:-n/a}; not counted above: the Kafka broker used ${ci_broker:-n/a} µs per redirect on the same cores)
-- click-ingest peak RSS under load with $FLOWS flows: **$rss MiB** (resident when ready, before any request: $rss_ready MiB)
+- click-ingest peak RSS under load with $FLOWS flows: **$rss MiB** (resident when ready, before any request: $rss_ready MiB; when the load stopped, in MiB: $rss_parts)
 - user agents: $(if ((UA_MIX)); then echo "uap-core corpus mix (5,000 distinct, Zipf)"; else echo "one Chrome user agent"; fi); per-worker cache hits $(metric 'traffsure_user_agent_cache_total{result="hit"}'), misses $(metric 'traffsure_user_agent_cache_total{result="miss"}') ($(awk -v h="$(metric 'traffsure_user_agent_cache_total{result="hit"}')" -v m="$(metric 'traffsure_user_agent_cache_total{result="miss"}')" 'BEGIN { if (h + m == 0) print "n/a"; else printf "%.2f %% hit rate", 100 * h / (h + m) }'))
 - click-ingest at ~80% of its peak under the normal policy ($target/s wanted; wrk -c$c80 gave $rps80/s): p50 $p50_80 ms, p99 **$p99_80 ms**, p99.9 $p999_80 ms
 - click events during the run (producer queue limit ${BENCH_CLICK_MAX_QUEUED:-50000}): ${queued:-0} handed straight to Kafka's queue; ${spilled:-0} through the spill file, of which ${replayed:-0} replayed; spill bytes pending when the load stopped: ${pending_at_end:-n/a}, drained to ${pending_after:-n/a} in ${drain_s} s
