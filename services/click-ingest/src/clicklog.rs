@@ -29,8 +29,9 @@
 //! so it ends its segment as a torn record does. A segment is sealed (a newer one
 //! receives appends; the sealed file is cut to its records) and deleted once Kafka
 //! acknowledged each of its records: every record sent to Kafka carries its segment,
-//! whose `settled` count the delivery report raises. What a crash leaves is read back by
-//! [`Recovered`] on start.
+//! whose `settled` count the delivery report raises. The next segment is made ahead, out
+//! of the writers' way ([`Spare`]): sealing only swaps it in. What a crash leaves is read
+//! back by [`Recovered`] on start.
 //!
 //! This module owns the files; what is sent when, and how a record that Kafka may hold
 //! already is told apart, is the publisher's.
@@ -47,6 +48,9 @@ use std::sync::Arc;
 /// many bytes: small enough that an acknowledged segment is deleted soon, large enough
 /// that creating files costs nothing per click.
 pub const SEGMENT_BYTES: u64 = 4 << 20;
+
+/// How long after a spare segment could not be made the next is tried.
+const SPARE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records larger than this (routing key and payload) are not click events: the segment
 /// is damaged from there on. A click event this large is refused.
@@ -277,6 +281,24 @@ impl Open {
     }
 }
 
+/// Removes a spare segment that never held a record.
+fn remove_spare(spare: Open) {
+    let path = spare.path.clone();
+    drop(spare);
+    if let Err(error) = std::fs::remove_file(&path) {
+        tracing::warn!(%error, path = %path.display(), "click log spare segment not removed");
+    }
+}
+
+impl Drop for ClickLog {
+    /// The spare is removed; the segments with records stay for the next start.
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            remove_spare(spare);
+        }
+    }
+}
+
 impl Drop for Open {
     /// Cuts the file to its records (the mapping is gone first): the preallocated rest is
     /// given back to the disk. Not done, as by a kill, the zeros read as the end.
@@ -298,8 +320,38 @@ pub struct ClickLog {
     max_bytes: u64,
     /// Sealed segments not yet synced, for the fsync policy.
     unsynced: Vec<File>,
+    /// The next segment, made ahead outside the log's lock (see [`Spare`]), so that
+    /// sealing a full segment does not hold every writer while a file is made and its
+    /// pages populated (milliseconds on a busy machine).
+    spare: Option<Open>,
+    /// A spare is being made.
+    spare_pending: bool,
+    /// After a spare could not be made (a full disk, say): no other is tried before then.
+    spare_retry: Option<std::time::Instant>,
+    /// The id the next segment made gets. Each id is handed out once, so a spare made
+    /// while a seal made its own segment is older than the open one, and is removed.
+    next_id: u64,
     /// Held so that a second click-ingest cannot share the directory.
     _lock: File,
+}
+
+/// A segment to be made outside the log's lock and handed to [`ClickLog::offer_spare`]:
+/// its directory and id, from [`ClickLog::spare_wanted`]. It is empty until it becomes
+/// the open segment; a kill before that leaves an empty segment, which a start reads as
+/// such and deletes with the others.
+pub struct Spare {
+    dir: PathBuf,
+    id: u64,
+}
+
+/// A spare segment made (`Spare::make`), not yet in its log.
+pub struct MadeSpare(Open);
+
+impl Spare {
+    /// Creates, reserves and maps the segment: what sealing a segment did in the lock.
+    pub fn make(&self) -> io::Result<MadeSpare> {
+        ClickLog::create(&self.dir, self.id).map(MadeSpare)
+    }
 }
 
 /// What an earlier run left in the log directory, read before the log is opened again.
@@ -453,6 +505,10 @@ impl ClickLog {
             bytes: recovered.bytes,
             max_bytes,
             unsynced: Vec::new(),
+            spare: None,
+            spare_pending: false,
+            spare_retry: None,
+            next_id: next + 1,
             _lock: lock,
         };
         Ok((log, recovered))
@@ -564,7 +620,14 @@ impl ClickLog {
     }
 
     fn roll(&mut self) -> io::Result<()> {
-        let next = Self::create(&self.dir, self.open.segment.id + 1)?;
+        let next = match self.spare.take() {
+            Some(spare) => spare,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                Self::create(&self.dir, id)?
+            }
+        };
         self.segments.insert(
             next.segment.id,
             (next.segment.clone(), next.path.clone(), 0),
@@ -576,6 +639,43 @@ impl ClickLog {
         // Dropping it unmaps it and cuts the file to its records.
         drop(sealed);
         Ok(())
+    }
+
+    /// A spare segment to make, when none is ready or being made: the log holds one
+    /// made ahead for the next seal (the upkeep thread makes it, outside the lock).
+    pub fn spare_wanted(&mut self) -> Option<Spare> {
+        if self.spare.is_some()
+            || self.spare_pending
+            || self
+                .spare_retry
+                .is_some_and(|retry| std::time::Instant::now() < retry)
+        {
+            return None;
+        }
+        self.spare_pending = true;
+        let id = self.next_id;
+        self.next_id += 1;
+        Some(Spare {
+            dir: self.dir.clone(),
+            id,
+        })
+    }
+
+    /// Takes a spare made from `spare_wanted`'s answer, or the error making it gave (the
+    /// next seal then makes its segment itself, and reports the error if it recurs). A
+    /// spare older than the open segment (a seal did not wait for it) is removed.
+    pub fn offer_spare(&mut self, made: io::Result<MadeSpare>) {
+        self.spare_pending = false;
+        match made {
+            Ok(MadeSpare(spare)) if spare.segment.id > self.open.segment.id => {
+                self.spare = Some(spare);
+            }
+            Ok(MadeSpare(stale)) => remove_spare(stale),
+            Err(error) => {
+                tracing::warn!(%error, "click log: the next segment could not be made ahead");
+                self.spare_retry = Some(std::time::Instant::now() + SPARE_RETRY);
+            }
+        }
     }
 
     /// Where the next record will be written.
@@ -1128,6 +1228,62 @@ mod tests {
         assert_eq!(log.trim(Some(log.end()), false), 1);
         assert_eq!(log.trim(None, true), 0);
         assert_eq!(log.bytes(), 0, "the open segment is emptied in place");
+    }
+
+    #[test]
+    fn a_seal_takes_the_spare_made_ahead_and_a_stale_spare_is_removed() {
+        let dir = temp_dir("spare");
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let spare = log.spare_wanted().unwrap();
+        assert!(log.spare_wanted().is_none(), "one spare at a time");
+        log.offer_spare(spare.make());
+        assert!(log.spare_wanted().is_none(), "a spare is ready");
+        let spare_path = log.spare.as_ref().unwrap().path.clone();
+        let payload = vec![7u8; (1 << 20) - 2];
+        let mut positions = Vec::new();
+        for _ in 0..6 {
+            positions.push(log.append(1, &payload, false).unwrap().1);
+        }
+        assert_eq!(log.open.path, spare_path, "the seal took the spare");
+        // A spare being made while a seal makes its own segment: older, so removed.
+        let late = log.spare_wanted().unwrap();
+        let made = late.make().unwrap();
+        let late_path = made.0.path.clone();
+        for _ in 0..4 {
+            positions.push(log.append(1, &payload, false).unwrap().1);
+        }
+        assert_ne!(log.open.path, late_path);
+        log.offer_spare(Ok(made));
+        assert!(!late_path.exists(), "the stale spare is removed");
+        assert!(log.spare.is_none());
+        // A spare ready when the process is killed is an empty segment to the next start
+        // (forgotten: what a kill leaves, the whole preallocated file).
+        let spare = log.spare_wanted().unwrap();
+        log.offer_spare(spare.make());
+        std::mem::forget(log.spare.take().unwrap());
+        let on_disk = std::fs::read_dir(&dir).unwrap().count();
+        drop(log);
+        let (log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        assert_eq!(records(&recovered).len(), positions.len());
+        let ids: Vec<u64> = positions.iter().map(|p| p.segment).collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "ids grow: {ids:?}");
+        drop(log);
+        assert!(on_disk > 3);
+        // Dropped (a stop), the log removes its spare; the segments with records stay.
+        let (mut log, recovered) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        log.finish_recovery(&recovered).unwrap();
+        let spare = log.spare_wanted().unwrap();
+        log.offer_spare(spare.make());
+        let spare_path = log.spare.as_ref().unwrap().path.clone();
+        drop(log);
+        assert!(!spare_path.exists(), "the spare is removed on drop");
+        // A spare that could not be made: none is tried again at once.
+        let (mut log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let _ = log.spare_wanted().unwrap();
+        log.offer_spare(Err(io::Error::other("disk full")));
+        assert!(log.spare_wanted().is_none(), "retried at once");
+        drop(log);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// What a kill leaves of the open segment of a log that wrote `payloads` (the whole

@@ -636,6 +636,12 @@ fn upkeep_loop(shared: &Shared, fsync: FsyncPolicy) {
             FsyncPolicy::Never => UPKEEP_EVERY,
         };
         std::thread::sleep(tick);
+        // The next segment made ahead, outside the lock.
+        let spare = shared.state().log.spare_wanted();
+        if let Some(spare) = spare {
+            let made = spare.make();
+            shared.state().log.offer_spare(made);
+        }
         let files = {
             let mut state = shared.state();
             let keep = state.replay;
