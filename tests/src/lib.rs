@@ -787,20 +787,17 @@ impl Stack {
 
     /// The reporting API's dashboard (`GET /api/v1/dashboard`) as JSON.
     pub async fn dashboard(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(self
-            .api(reqwest::Method::GET, "/api/v1/dashboard")
-            .send()
-            .await?
-            .json()
-            .await?)
+        self.get_json("/api/v1/dashboard").await
     }
 
-    /// The dashboard in `midday_timezone()`: its "today" holds what a test made, even
-    /// when the test runs across midnight UTC.
+    /// The dashboard in `midday_timezone()` (`midday_dashboard_path`).
     pub async fn dashboard_at_midday(&self) -> anyhow::Result<serde_json::Value> {
-        let path = format!("/api/v1/dashboard?timezone={}", midday_timezone());
+        self.get_json(&midday_dashboard_path()).await
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         Ok(self
-            .api(reqwest::Method::GET, &path)
+            .api(reqwest::Method::GET, path)
             .send()
             .await?
             .json()
@@ -1157,6 +1154,12 @@ impl ApiResponse {
             ))
         })
     }
+}
+
+/// The dashboard's path in `midday_timezone()`: its "today" holds what a test made, even
+/// when the test runs across midnight UTC.
+pub fn midday_dashboard_path() -> String {
+    format!("/api/v1/dashboard?timezone={}", midday_timezone())
 }
 
 /// A fixed-offset time zone (`Etc/GMT…`, '+' escaped for a query string) in which it is

@@ -8,7 +8,7 @@
 //! clicks and conversions written before migration 0010 and finds the same totals.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -40,7 +40,7 @@ fn object(kind: ObjectKind, id: u32, name: &str, revision: u64) -> (Vec<u8>, Vec
         ObjectKind::Offer => "offer",
         _ => "lander",
     };
-    let now = now_ms();
+    let now = traffsure_core::now_ms();
     let object = TrackerObject {
         kind: kind as i32,
         id,
@@ -55,13 +55,6 @@ fn object(kind: ObjectKind, id: u32, name: &str, revision: u64) -> (Vec<u8>, Vec
         format!("{word}:{id}").into_bytes(),
         prost::Message::encode_to_vec(&object),
     )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Six clicks a cycle: a visit to the lander (source 1), its click-through to an offer
@@ -292,7 +285,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .as_str()
         .unwrap_or("USD")
         .to_string();
-    let clicks = clicks(now_ms() - 60_000);
+    let clicks = clicks(traffsure_core::now_ms() - 60_000);
     let conversions = conversions(&clicks, &currency);
     let keyed = |events: Vec<Click>| -> Vec<(u16, Click)> {
         events

@@ -15,12 +15,6 @@ const CHUNK: u64 = 20_000;
 const CONVERSIONS: u64 = 10_000;
 const KILLS: u64 = 5;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn click(i: u64, now: i64) -> (u16, Click) {
     let countries = ["US", "DE", "FR", "BR", "IN"];
     (
@@ -92,7 +86,7 @@ async fn a_million_clicks_through_repeated_crashes_are_stored_once() -> anyhow::
 
 async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     let producer = Producer::new(stack)?;
-    let now = now_ms();
+    let now = traffsure_core::now_ms();
     let conversion_versions = conversions(now);
     let expected_versions = conversion_versions.len();
     // The stream is paced over about 50 s, so the crashes below happen while it flows.

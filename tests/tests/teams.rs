@@ -670,10 +670,7 @@ async fn check_restricted(
 
     // Dashboard: today's figures, top flows and active flows of A alone (today where it
     // is noon: the clicks are today's whenever the test runs).
-    let dashboard_path = format!(
-        "/api/v1/dashboard?timezone={}",
-        traffsure_tests::midday_timezone()
-    );
+    let dashboard_path = traffsure_tests::midday_dashboard_path();
     let dashboard = expect(stack, Some(rita), Method::GET, &dashboard_path, None, 200).await?;
     assert_eq!(dashboard["clicks_today"], A_CLICKS, "{dashboard}");
     assert_eq!(dashboard["conversions_today"], A_CONVERSIONS, "{dashboard}");

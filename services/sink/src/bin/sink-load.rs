@@ -38,12 +38,6 @@ fn click(i: u64, hash: String, now_ms: i64) -> Click {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 async fn send_all(
     producer: &FutureProducer,
     topic: &str,
@@ -87,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     match arg(0)?.as_str() {
         "backlog" => {
             let count: u64 = arg(3)?.parse()?;
-            let now = now_ms();
+            let now = traffsure_core::now_ms();
             let mut i = 0;
             while i < count {
                 let end = (i + 50_000).min(count);
@@ -125,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
                         } else {
                             format!("s{n:012}")
                         };
-                        click(n, hash, now_ms())
+                        click(n, hash, traffsure_core::now_ms())
                     })
                     .collect();
                 i += per_tick;
