@@ -623,8 +623,7 @@ impl ClickLog {
         let next = match self.spare.take() {
             Some(spare) => spare,
             None => {
-                let id = self.next_id;
-                self.next_id += 1;
+                let id = self.take_id();
                 Self::create(&self.dir, id)?
             }
         };
@@ -653,12 +652,17 @@ impl ClickLog {
             return None;
         }
         self.spare_pending = true;
-        let id = self.next_id;
-        self.next_id += 1;
         Some(Spare {
             dir: self.dir.clone(),
-            id,
+            id: self.take_id(),
         })
+    }
+
+    /// The id of a segment about to be made; never handed out again.
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
     }
 
     /// Takes a spare made from `spare_wanted`'s answer, or the error making it gave (the
