@@ -127,7 +127,7 @@ async fn fenced_again_and_again_it_stops_and_names_the_instance_id() -> anyhow::
         clicks_and_postbacks(&setup, &producer, n + 1..=n + 1)?;
         let deadline = Instant::now() + Duration::from_secs(60);
         let log = loop {
-            if let Some(log) = stack_exited(&mut stack) {
+            if let Some(log) = stack.exited() {
                 break log;
             }
             if Instant::now() > deadline {
@@ -181,9 +181,4 @@ async fn a_fence_learnt_in_the_background_is_known_to_the_producer() -> anyhow::
         .expect_err("an event queued by a fenced producer");
     println!("queued after the fence: {queued:?}");
     Ok(())
-}
-
-/// The service's log when it has exited, none while it runs.
-fn stack_exited(stack: &mut Stack) -> Option<String> {
-    stack.all_running().err().map(|error| error.to_string())
 }
