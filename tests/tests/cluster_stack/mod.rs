@@ -131,14 +131,25 @@ pub async fn stream(stack: &Stack, slug: &str, length: Duration) -> anyhow::Resu
 
 /// Returns right after the sink's next insert (its inserted-rows counter moved): a fault
 /// then meets the sink writing, and the offsets of that insert are likely stored but not
-/// yet committed.
+/// yet committed. The counter is read every 20 ms, not at `eventually`'s pace: the
+/// offsets are committed within a second of the insert (`auto.commit.interval.ms`), so
+/// every millisecond between the insert and the fault makes a committed insert likelier.
 pub async fn after_next_insert(stack: &Stack) -> anyhow::Result<()> {
     let rows = "traffsure_sink_rows_inserted_total";
     let before = stack.metric("sink", rows).await?;
-    eventually(Duration::from_secs(30), || async {
-        Ok((stack.metric("sink", rows).await? > before).then_some(()))
-    })
-    .await
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(30).mul_f64(traffsure_tests::timeout_scale());
+    loop {
+        // A failed read is tried again, as `eventually` would.
+        let read = stack.metric("sink", rows).await;
+        if read.as_ref().is_ok_and(|now| *now > before) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the sink inserted nothing within 30 s (last read: {read:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One tracking-link click that must be redirected: the click hash its `Location` carries.
