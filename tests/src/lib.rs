@@ -443,6 +443,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Sends `signal` (a name `kill` knows: `STOP`, `CONT`, …) to a running service.
+    pub fn signal(&self, name: &str, signal: &str) -> anyhow::Result<()> {
+        let service = self.services.get(name).context("unknown service")?;
+        let pid = service.child.id().context("the service has exited")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} ({name}): {status}");
+        }
+        Ok(())
+    }
+
     /// Stops a service with SIGTERM and waits for it to exit (up to 30 s, then SIGKILL).
     pub async fn terminate(&mut self, name: &str) -> anyhow::Result<()> {
         let service = self.services.get_mut(name).context("unknown service")?;

@@ -28,7 +28,8 @@ use traffsure_tests::{click_hash_of, eventually, Stack, StackOptions};
 
 mod cluster_stack;
 use cluster_stack::{
-    after_next_insert, click, cluster, delete_topics, drop_database, stream, Sent, BROKERS,
+    after_next_insert, click, cluster, delete_topics, drop_database,
+    stopped_with_uncommitted_clicks, stream, Sent, BROKERS,
 };
 
 /// The replicas of shard 1 (the services talk to the first), then shard 2's server.
@@ -470,8 +471,9 @@ async fn partitions_moved_to_a_new_shard_are_not_written_twice() -> anyhow::Resu
         let stream = clicks_until(&stack, &track, &stop);
         let change = async {
             tokio::time::sleep(Duration::from_secs(8)).await;
-            // Right after an insert: its offsets are stored, likely not yet committed.
-            after_next_insert(&stack).await
+            // Stopped right after an insert whose offsets are not committed yet, so the
+            // restart below kills it with rows to read again.
+            stopped_with_uncommitted_clicks(&stack, SHARD_1[0]).await
         };
         let (hashes, changed) = tokio::join!(stream, async {
             let changed = change.await;

@@ -152,6 +152,77 @@ pub async fn after_next_insert(stack: &Stack) -> anyhow::Result<()> {
     }
 }
 
+/// Waits for an insert of the sink after which some stored click rows are not yet
+/// committed in its consumer group, and leaves the sink stopped there (SIGSTOP): a kill
+/// now must make the restarted sink read those rows' events again. After each insert the
+/// sink is stopped, given 300 ms for a commit already sent to land, and the group's
+/// committed offsets of `clicks` are compared with the highest offset `server` holds of
+/// each partition; when every stored row is committed already it runs on to the next
+/// insert (up to 20 times).
+pub async fn stopped_with_uncommitted_clicks(stack: &Stack, server: &str) -> anyhow::Result<()> {
+    for _ in 0..20 {
+        after_next_insert(stack).await?;
+        stack.signal("sink", "STOP")?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let committed = committed_offsets(
+            format!("sink-{}", stack.id),
+            format!("{}clicks", stack.topic_prefix),
+        )
+        .await?;
+        let stored = stack
+            .clickhouse_at(
+                server,
+                "SELECT kafka_partition, max(kafka_offset) FROM clicks GROUP BY kafka_partition",
+            )
+            .await?;
+        for line in stored.lines() {
+            let (partition, offset) = line
+                .split_once('\t')
+                .with_context(|| format!("stored offsets: {stored:?}"))?;
+            let (partition, offset): (i32, i64) = (partition.parse()?, offset.parse()?);
+            // The committed offset is the next one to read: a row at or past it is
+            // stored but not committed. A partition never committed has none.
+            if committed.get(&partition).is_none_or(|next| offset >= *next) {
+                return Ok(());
+            }
+        }
+        stack.signal("sink", "CONT")?;
+    }
+    bail!("after 20 inserts every stored click was committed already")
+}
+
+/// The offsets `group` has committed for each partition of `topic` on the cluster.
+async fn committed_offsets(
+    group: String,
+    topic: String,
+) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+    tokio::task::spawn_blocking(move || {
+        // Reads the group's offsets without joining it: nothing is subscribed or committed.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", BROKERS)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(30))?;
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                partitions.add_partition(topic.name(), partition.id());
+            }
+        }
+        let committed = consumer.committed_offsets(partitions, Duration::from_secs(30))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(next) => Some((e.partition(), next)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await?
+}
+
 /// One tracking-link click that must be redirected: the click hash its `Location` carries.
 pub async fn click(http: &reqwest::Client, track: &str) -> anyhow::Result<String> {
     let response = http.get(track).send().await?;
