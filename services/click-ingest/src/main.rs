@@ -26,6 +26,7 @@ mod signals;
 mod user_agents;
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
@@ -409,12 +410,48 @@ async fn main() -> anyhow::Result<()> {
         server = server.workers(settings.http.workers);
     }
     tracing::info!(bind = %settings.http.bind, "click-ingest listening");
-    server.run().await?;
+    let server = server.run();
+    let fatal = stop_on_fatal(&server, [publisher.clone(), impressions.clone()]);
+    server.await?;
     // The server has drained its requests: hand every queued click to the broker, and
     // whatever it cannot take stays in the click log.
     publisher.shutdown(Duration::from_secs(10));
     impressions.shutdown(Duration::from_secs(10));
-    Ok(())
+    match fatal.get() {
+        Some(reason) => anyhow::bail!(
+            "kafka producer failed fatally ({reason}); every click it did not deliver is in \
+             the click log, and the next start sends it"
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Stops the server (draining its requests) once a producer has failed fatally: it takes
+/// no event any more, and only a new one, at the next start, can send what the logs
+/// hold. Meanwhile redirects go on, their clicks written to the log. The reason is kept
+/// for the exit.
+fn stop_on_fatal(
+    server: &actix_web::dev::Server,
+    publishers: [publisher::Publisher; 2],
+) -> Arc<OnceLock<String>> {
+    let fatal = Arc::new(OnceLock::new());
+    let handle = server.handle();
+    let noted = fatal.clone();
+    tokio::spawn(async move {
+        let reason = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(reason) = publishers.iter().find_map(publisher::Publisher::fatal) {
+                break reason;
+            }
+        };
+        tracing::error!(
+            reason,
+            "click-ingest stops: its kafka producer failed fatally"
+        );
+        let _ = noted.set(reason);
+        handle.stop(true).await;
+    });
+    fatal
 }
 
 /// The impression log's directory: `impressions/` inside the click log's, so it lives on

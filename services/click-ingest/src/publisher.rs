@@ -16,10 +16,15 @@
 //! receives each click once and nothing downstream has to tell copies apart. At
 //! shutdown the producer is flushed; what the broker does not take in time stays in the
 //! log for the next start.
+//!
+//! A *fatal* producer error (librdkafka's idempotence state broken beyond repair, e.g. a
+//! sequence gap the broker cannot accept) makes every later send fail. The publisher
+//! notes it (`fatal`), stops replaying, and keeps writing events to the log; the service
+//! then stops so that its restart, with a new producer, recovers the log as above.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -140,6 +145,8 @@ struct Shared {
     /// thread once the broker answers.
     broker_down: AtomicBool,
     stop: AtomicBool,
+    /// Why the producer failed fatally, once it has: it takes no event any more.
+    fatal: OnceLock<String>,
     /// This log sets the click log's gauges (the impression log leaves them to clicks).
     gauges: bool,
 }
@@ -147,6 +154,17 @@ struct Shared {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, LogState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the producer's fatal error, once: from then on events wait in the log
+    /// for the next start.
+    fn note_fatal(&self, reason: String) {
+        if self.fatal.set(reason.clone()).is_ok() {
+            tracing::error!(
+                reason,
+                "kafka producer failed fatally: click events stay in the click log until a restart sends them"
+            );
+        }
     }
 
     /// Writes an event Kafka did not take again at the end of the log, to be replayed
@@ -282,6 +300,7 @@ impl Publisher {
             }),
             broker_down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            fatal: OnceLock::new(),
             gauges: log.gauges,
         });
         let mut config = traffsure_kafka::producer_config(settings);
@@ -327,6 +346,30 @@ impl Publisher {
         Ok(publisher)
     }
 
+    /// Why the producer failed fatally, if it has: the service must stop, and its next
+    /// start sends what the log holds.
+    /// librdkafka reports the error itself to the error callback under its own code,
+    /// not as fatal, so this asks the producer too.
+    pub fn fatal(&self) -> Option<String> {
+        if let Some(reason) = self.shared.fatal.get() {
+            return Some(reason.clone());
+        }
+        let (code, reason) = self.producer.client().fatal_error()?;
+        self.shared.note_fatal(format!("{code:?}: {reason}"));
+        self.shared.fatal.get().cloned()
+    }
+
+    /// Notes a send's fatal error with librdkafka's own cause of it.
+    fn check_fatal(&self, error: &KafkaError) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            let cause = self.producer.client().fatal_error();
+            self.shared.note_fatal(match cause {
+                Some((code, reason)) => format!("{code:?}: {reason}"),
+                None => error.to_string(),
+            });
+        }
+    }
+
     /// The producer, for its queue gauge.
     pub fn producer(&self) -> Arc<ThreadedProducer<Context>> {
         Arc::clone(&self.producer)
@@ -358,6 +401,8 @@ impl Publisher {
             return Ok(());
         }
         drop(state);
+        #[cfg(debug_assertions)]
+        self.fault_point();
         let key = traffsure_kafka::routing_key_bytes(routing_key);
         let mut record = BaseRecord::with_opaque_to(&self.topic, segment)
             .key(&key[..])
@@ -374,6 +419,7 @@ impl Publisher {
                 if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
                     tracing::error!(%error, "click event not queued, replaying it");
                     count_delivery_error(&error);
+                    self.check_fatal(&error);
                 }
                 self.shared
                     .write_again(&record.delivery_opaque, routing_key, payload);
@@ -387,6 +433,11 @@ impl Publisher {
     fn replay_loop(&self) {
         let shared = &self.shared;
         while !shared.stop.load(Ordering::SeqCst) {
+            if shared.fatal.get().is_some() {
+                // No send can succeed: the log keeps the events for the next start.
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
             if shared.broker_down.load(Ordering::SeqCst) {
                 if self.probe() {
                     tracing::info!("kafka reachable again");
@@ -496,7 +547,8 @@ impl Publisher {
             let message = BaseRecord::with_opaque_to(&self.topic, segment.clone())
                 .key(&key[..])
                 .payload(&record.payload);
-            if self.producer.send(message).is_err() {
+            if let Err((error, _)) = self.producer.send(message) {
+                self.check_fatal(&error);
                 break;
             }
             offset += record.file_size();
@@ -550,6 +602,7 @@ impl Publisher {
                 }
                 Err((error, _)) => {
                     count_delivery_error(&error);
+                    self.check_fatal(&error);
                     shared.broker_down.store(true, Ordering::SeqCst);
                     tracing::warn!(%error, "cannot queue a replayed click event");
                     return false;
@@ -566,7 +619,9 @@ impl Publisher {
         for handle in threads {
             let _ = handle.join();
         }
-        let timeout = if self.shared.broker_down.load(Ordering::SeqCst) {
+        let timeout = if self.shared.broker_down.load(Ordering::SeqCst)
+            || self.shared.fatal.get().is_some()
+        {
             Duration::from_millis(500)
         } else {
             timeout
@@ -588,6 +643,40 @@ impl Publisher {
         set_gauges(&state);
         if state.log.bytes() > 0 {
             tracing::info!(bytes = state.log.bytes(), path = %state.log.dir().display(), "click events left in the click log for the next start");
+        }
+    }
+}
+
+impl Publisher {
+    /// Fault injection for the tests (debug builds only): with
+    /// `TRAFFSURE_TEST_PRODUCER_FATAL_AFTER=N` in the environment, the clicks' producer
+    /// is made to fail fatally, as librdkafka's own test hook does, before its N-th
+    /// click is sent.
+    #[cfg(debug_assertions)]
+    #[allow(unsafe_code)]
+    fn fault_point(&self) {
+        use std::sync::atomic::AtomicU64;
+        static AFTER: OnceLock<Option<u64>> = OnceLock::new();
+        static SENT: AtomicU64 = AtomicU64::new(0);
+        let Some(after) = *AFTER.get_or_init(|| {
+            std::env::var("TRAFFSURE_TEST_PRODUCER_FATAL_AFTER")
+                .ok()
+                .and_then(|n| n.parse().ok())
+        }) else {
+            return;
+        };
+        if !self.shared.gauges || SENT.fetch_add(1, Ordering::Relaxed) + 1 != after {
+            return;
+        }
+        let reason = c"injected by TRAFFSURE_TEST_PRODUCER_FATAL_AFTER";
+        // SAFETY: a live producer's handle and a NUL-terminated reason; librdkafka
+        // copies the reason and allows the call from any thread.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
         }
     }
 }
