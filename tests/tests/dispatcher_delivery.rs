@@ -645,6 +645,47 @@ async fn kill_9_mid_run_still_delivers_exactly_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A producer that fails for good (librdkafka's fatal error, injected with its test hook
+/// through `TRAFFSURE_TEST_PRODUCER_FATAL_AFTER` in debug builds) stops the dispatcher
+/// with the cause, and its restart delivers every postback once. The endpoint fails
+/// until then, so no 2xx answer waits to be recorded when the fault comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_stops_the_dispatcher_and_the_restart_delivers_once(
+) -> anyhow::Result<()> {
+    const FAULT: &str = "TRAFFSURE_TEST_PRODUCER_FATAL_AFTER";
+    let receiver = Receiver::start(Mode::Fail).await?;
+    let mut stack = dispatcher_stack(&[(FAULT, "30")]).await?;
+    let bus = Bus::new(&stack)?;
+    bus.flow(&flow(
+        105,
+        vec![outbound("now", receiver.url("/now?cv={conversion}"))],
+    ))
+    .await?;
+    let mut expected = BTreeSet::new();
+    for n in 0..20 {
+        let c = conversion(105, n, 1, "sale", ConversionStatus::Approved);
+        expected.insert(format!("{}/1/now", c.conversion_id));
+        bus.conversion(&c).await?;
+    }
+    eventually(Duration::from_secs(60), || async { Ok(stack.exited()) })
+        .await
+        .with_context(|| stack.logs())?;
+    let log = std::fs::read_to_string(stack.log_dir.join(format!("{DISPATCHER}.log")))?;
+    anyhow::ensure!(
+        log.contains("Error: kafka producer failed fatally (OutOfOrderSequenceNumber"),
+        "the dispatcher did not stop for its fatal producer error:\n{}",
+        stack.logs()
+    );
+    stack
+        .options
+        .env
+        .retain(|(_, variable, _)| variable != FAULT);
+    receiver.set_mode(Mode::Ok);
+    stack.restart(DISPATCHER).await?;
+    assert_exactly_once(&receiver, &expected, &stack).await?;
+    Ok(())
+}
+
 async fn replay(
     stack: &Stack,
     body: serde_json::Value,

@@ -8,6 +8,7 @@
 
 pub mod caps;
 mod connect;
+mod fatal;
 mod flows;
 pub mod metrics;
 mod objects;
@@ -27,6 +28,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use traffsure_config::KafkaSettings;
 
 pub use connect::{check_brokers, ConnectError};
+#[cfg(debug_assertions)]
+pub use fatal::fault_point;
+pub use fatal::{fatal_error, until_failed};
 pub use flows::{follow_flows, FlowRegistry};
 pub use objects::{follow_objects, ObjectRegistry};
 pub use rdkafka;
@@ -300,6 +304,8 @@ pub async fn send_event_with_headers<M: prost::Message>(
     if let Some(headers) = headers {
         record = record.headers(headers);
     }
+    #[cfg(debug_assertions)]
+    fatal::fault_point(rdkafka::producer::Producer::client(producer));
     let delivery = producer
         .send_result(record)
         .map_err(|(error, _)| error)?

@@ -269,6 +269,24 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntGaug
     gauge
 }
 
+/// Stops `server`, draining its requests, once `failed` resolves with why the service
+/// cannot go on (a Kafka producer that failed for good, say); the reason is logged and
+/// kept, for the service to exit with it and its supervisor to start it again.
+pub fn stop_when(
+    server: &actix_web::dev::Server,
+    failed: impl std::future::Future<Output = String> + Send + 'static,
+) -> Arc<std::sync::OnceLock<String>> {
+    let reason = Arc::new(std::sync::OnceLock::new());
+    let (handle, noted) = (server.handle(), reason.clone());
+    tokio::spawn(async move {
+        let why = failed.await;
+        tracing::error!(reason = why, "stopping: the service cannot go on");
+        let _ = noted.set(why);
+        handle.stop(true).await;
+    });
+    reason
+}
+
 /// Waits for SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     #[cfg(unix)]

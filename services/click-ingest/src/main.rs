@@ -26,7 +26,6 @@ mod signals;
 mod user_agents;
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
@@ -411,7 +410,17 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(bind = %settings.http.bind, "click-ingest listening");
     let server = server.run();
-    let fatal = stop_on_fatal(&server, [publisher.clone(), impressions.clone()]);
+    // A producer that failed for good takes no event: only a new one, at the next start,
+    // can send what the logs hold. Meanwhile redirects go on, their clicks logged.
+    let fatal = {
+        let publishers = [publisher.clone(), impressions.clone()];
+        traffsure_telemetry::stop_when(
+            &server,
+            traffsure_kafka::until_failed(move || {
+                publishers.iter().find_map(publisher::Publisher::fatal)
+            }),
+        )
+    };
     server.await?;
     // The server has drained its requests: hand every queued click to the broker, and
     // whatever it cannot take stays in the click log.
@@ -424,34 +433,6 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => Ok(()),
     }
-}
-
-/// Stops the server (draining its requests) once a producer has failed fatally: it takes
-/// no event any more, and only a new one, at the next start, can send what the logs
-/// hold. Meanwhile redirects go on, their clicks written to the log. The reason is kept
-/// for the exit.
-fn stop_on_fatal(
-    server: &actix_web::dev::Server,
-    publishers: [publisher::Publisher; 2],
-) -> Arc<OnceLock<String>> {
-    let fatal = Arc::new(OnceLock::new());
-    let handle = server.handle();
-    let noted = fatal.clone();
-    tokio::spawn(async move {
-        let reason = loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(reason) = publishers.iter().find_map(publisher::Publisher::fatal) {
-                break reason;
-            }
-        };
-        tracing::error!(
-            reason,
-            "click-ingest stops: its kafka producer failed fatally"
-        );
-        let _ = noted.set(reason);
-        handle.stop(true).await;
-    });
-    fatal
 }
 
 /// The impression log's directory: `impressions/` inside the click log's, so it lives on

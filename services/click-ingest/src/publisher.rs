@@ -354,19 +354,17 @@ impl Publisher {
         if let Some(reason) = self.shared.fatal.get() {
             return Some(reason.clone());
         }
-        let (code, reason) = self.producer.client().fatal_error()?;
-        self.shared.note_fatal(format!("{code:?}: {reason}"));
+        let reason = traffsure_kafka::fatal_error(self.producer.client())?;
+        self.shared.note_fatal(reason);
         self.shared.fatal.get().cloned()
     }
 
     /// Notes a send's fatal error with librdkafka's own cause of it.
     fn check_fatal(&self, error: &KafkaError) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            let cause = self.producer.client().fatal_error();
-            self.shared.note_fatal(match cause {
-                Some((code, reason)) => format!("{code:?}: {reason}"),
-                None => error.to_string(),
-            });
+            let cause = traffsure_kafka::fatal_error(self.producer.client());
+            self.shared
+                .note_fatal(cause.unwrap_or_else(|| error.to_string()));
         }
     }
 
@@ -402,7 +400,9 @@ impl Publisher {
         }
         drop(state);
         #[cfg(debug_assertions)]
-        self.fault_point();
+        if self.shared.gauges {
+            traffsure_kafka::fault_point(self.producer.client());
+        }
         let key = traffsure_kafka::routing_key_bytes(routing_key);
         let mut record = BaseRecord::with_opaque_to(&self.topic, segment)
             .key(&key[..])
@@ -643,40 +643,6 @@ impl Publisher {
         set_gauges(&state);
         if state.log.bytes() > 0 {
             tracing::info!(bytes = state.log.bytes(), path = %state.log.dir().display(), "click events left in the click log for the next start");
-        }
-    }
-}
-
-impl Publisher {
-    /// Fault injection for the tests (debug builds only): with
-    /// `TRAFFSURE_TEST_PRODUCER_FATAL_AFTER=N` in the environment, the clicks' producer
-    /// is made to fail fatally, as librdkafka's own test hook does, before its N-th
-    /// click is sent.
-    #[cfg(debug_assertions)]
-    #[allow(unsafe_code)]
-    fn fault_point(&self) {
-        use std::sync::atomic::AtomicU64;
-        static AFTER: OnceLock<Option<u64>> = OnceLock::new();
-        static SENT: AtomicU64 = AtomicU64::new(0);
-        let Some(after) = *AFTER.get_or_init(|| {
-            std::env::var("TRAFFSURE_TEST_PRODUCER_FATAL_AFTER")
-                .ok()
-                .and_then(|n| n.parse().ok())
-        }) else {
-            return;
-        };
-        if !self.shared.gauges || SENT.fetch_add(1, Ordering::Relaxed) + 1 != after {
-            return;
-        }
-        let reason = c"injected by TRAFFSURE_TEST_PRODUCER_FATAL_AFTER";
-        // SAFETY: a live producer's handle and a NUL-terminated reason; librdkafka
-        // copies the reason and allows the call from any thread.
-        unsafe {
-            rdkafka::bindings::rd_kafka_test_fatal_error(
-                self.producer.client().native_ptr(),
-                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-                reason.as_ptr(),
-            );
         }
     }
 }

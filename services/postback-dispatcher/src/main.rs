@@ -194,7 +194,18 @@ async fn main() -> anyhow::Result<()> {
     deliveries_ready.set_ready(true);
 
     tokio::spawn(dispatcher.clone().schedule());
-    dispatcher.clone().consume().await?;
+    // A producer that failed for good writes no delivery record: stop, so that the
+    // restart resumes from the committed positions with a new one.
+    let fatal = traffsure_kafka::until_failed({
+        let dispatcher = dispatcher.clone();
+        move || {
+            traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&dispatcher.producer))
+        }
+    });
+    let result = tokio::select! {
+        consumed = dispatcher.clone().consume() => consumed,
+        reason = fatal => Err(anyhow::anyhow!("kafka producer failed fatally ({reason})")),
+    };
     server_handle.stop(true).await;
-    Ok(())
+    result
 }

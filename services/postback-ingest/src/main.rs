@@ -124,8 +124,23 @@ async fn main() -> anyhow::Result<()> {
         server = server.workers(settings.http.workers);
     }
     tracing::info!(bind = %settings.http.bind, "postback-ingest listening");
-    server.run().await?;
+    let server = server.run();
+    // A producer that failed for good makes every postback "not durable" (503): stop,
+    // so that the restart answers with a new one.
+    let fatal = {
+        let producer = producer.clone();
+        traffsure_telemetry::stop_when(
+            &server,
+            traffsure_kafka::until_failed(move || {
+                traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
+            }),
+        )
+    };
+    server.await?;
     use rdkafka::producer::Producer as _;
     let _ = producer.flush(std::time::Duration::from_secs(10));
-    Ok(())
+    match fatal.get() {
+        Some(reason) => anyhow::bail!("kafka producer failed fatally ({reason})"),
+        None => Ok(()),
+    }
 }

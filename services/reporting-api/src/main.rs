@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
         objects,
         writes: tokio::sync::Mutex::new(()),
         clickhouse,
-        producer,
+        producer: producer.clone(),
         topics,
         tracking_base_url: settings.tracking_base_url.trim_end_matches('/').to_string(),
         postback_base_url: settings.postback_base_url.trim_end_matches('/').to_string(),
@@ -194,8 +194,20 @@ async fn main() -> anyhow::Result<()> {
         server = server.workers(settings.http.workers);
     }
     tracing::info!(bind = %settings.http.bind, "reporting-api listening");
-    server.run().await?;
-    Ok(())
+    let server = server.run();
+    // A producer that failed for good takes no flow or object change: stop, so that
+    // the restart takes them with a new one.
+    let fatal = traffsure_telemetry::stop_when(
+        &server,
+        traffsure_kafka::until_failed(move || {
+            traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
+        }),
+    );
+    server.await?;
+    match fatal.get() {
+        Some(reason) => anyhow::bail!("kafka producer failed fatally ({reason})"),
+        None => Ok(()),
+    }
 }
 
 /// Applies the schema migrations (the sink does the same; both are idempotent), retrying
