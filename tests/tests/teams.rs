@@ -17,6 +17,9 @@ use traffsure_tests::{
 /// Rows of each kind written for flow A and flow B.
 const A_CLICKS: u64 = 6;
 const B_CLICKS: u64 = 4;
+/// Each click's cost, in micros: flow A's clicks cost 6 × 0.5, B's 4 × 2.
+const A_CLICK_COST: i64 = 500_000;
+const B_CLICK_COST: i64 = 2_000_000;
 const A_CONVERSIONS: u64 = 3;
 const B_CONVERSIONS: u64 = 2;
 const A_POSTBACKS: u64 = 3;
@@ -31,11 +34,18 @@ async fn load(stack: &Stack, a: u64, b: u64) -> anyhow::Result<()> {
         (a, A_CLICKS, A_CONVERSIONS, A_POSTBACKS, A_OUTBOUND),
         (b, B_CLICKS, B_CONVERSIONS, B_POSTBACKS, B_OUTBOUND),
     ] {
+        let cost_micros = if flow == a {
+            A_CLICK_COST
+        } else {
+            B_CLICK_COST
+        };
         stack
             .clickhouse(&format!(
-                "INSERT INTO clicks (click_hash, flow_id, ts, ts_ms, visitor_id, ip, country, is_bot) \
+                "INSERT INTO clicks (click_hash, flow_id, ts, ts_ms, visitor_id, ip, country, is_bot, \
+                     cost_micros) \
                  SELECT concat('h{flow}x', toString(number)), toUInt32({flow}), now(), \
-                     toInt64(toUInt32(now())) * 1000 + number, toString(number), '10.0.0.1', 'DE', 0 \
+                     toInt64(toUInt32(now())) * 1000 + number, toString(number), '10.0.0.1', 'DE', 0, \
+                     toInt64({cost_micros}) \
                  FROM (SELECT number FROM system.numbers LIMIT {clicks})"
             ))
             .await?;
@@ -682,9 +692,37 @@ async fn check_restricted(
         .filter_map(|f| f["id"].as_u64())
         .collect();
     assert_eq!(top, [a]);
+    // Cost and what follows from it: A's alone too.
+    let money = |v: &Value| v.as_str().and_then(|s| s.parse::<f64>().ok());
+    assert_eq!(money(&dashboard["cost_today"]), Some(3.0), "{dashboard}");
+    assert_eq!(money(&dashboard["cpc_today"]), Some(0.5), "{dashboard}");
+    // … in the time zone asked for, also where today is another day than in UTC: UTC-12
+    // before 11:00 UTC, UTC+14 after (an hour or more from local midnight either way).
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 3600
+        % 24;
+    let other_day = if hour < 11 {
+        "Etc/GMT%2B12"
+    } else {
+        "Etc/GMT-14"
+    };
+    let shifted = expect(
+        stack,
+        Some(rita),
+        Method::GET,
+        &format!("/api/v1/dashboard?timezone={other_day}"),
+        None,
+        200,
+    )
+    .await?;
+    assert_eq!(shifted["clicks_today"], A_CLICKS, "{shifted}");
+    assert_eq!(money(&shifted["cost_today"]), Some(3.0), "{shifted}");
     let all = expect(stack, None, Method::GET, &dashboard_path, None, 200).await?;
     assert_eq!(all["clicks_today"], A_CLICKS + B_CLICKS);
     assert_eq!(all["active_flows"], 3);
+    assert_eq!(money(&all["cost_today"]), Some(11.0), "{all}");
 
     // The audit log: only the entries of flow A.
     let audit = expect(stack, Some(rita), Method::GET, "/api/v1/audit", None, 200).await?;

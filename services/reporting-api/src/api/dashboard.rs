@@ -265,7 +265,7 @@ pub async fn dashboard(
         .iter()
         .filter(|f| f.status() == FlowStatus::Active && scope.allows(f.id))
         .count();
-    let costs = super::reports::today_totals(&state, &date).await?;
+    let costs = super::reports::today_totals(&state, &date, tz, scope.clone()).await?;
     let mut body = json!({
         "date": date,
         "yesterday": yesterday_date,

@@ -21,20 +21,28 @@ pub(crate) mod render;
 mod sort;
 mod updates;
 
-/// Today's (UTC) report totals, for the dashboard's cost figures: cost with cost updates
-/// and conversion models as reports count it, profit, ROI, CPC, CPA, EPC, cost source.
-pub async fn today_totals(state: &AppState, date: &str) -> Result<Vec<merge::Metric>, ApiError> {
+/// Today's report totals (the day `date` in `timezone`, of the user's flows), for the
+/// dashboard's cost figures: cost with cost updates and conversion models as reports
+/// count it, profit, ROI, CPC, CPA, EPC, cost source.
+pub async fn today_totals(
+    state: &AppState,
+    date: &str,
+    timezone: &str,
+    scope: FlowScope,
+) -> Result<Vec<merge::Metric>, ApiError> {
     let raw: std::collections::HashMap<String, String> = [
         ("group_by", "flow".to_string()),
         ("from", format!("{date} 00:00:00")),
         ("to", format!("{date} 23:59:59")),
-        ("timezone", "UTC".to_string()),
+        ("timezone", timezone.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let params = Params::new(raw, &parse::parameters())?;
-    let request = parse::request(&params, &state.registry)?;
+    let mut request = parse::request(&params, &state.registry)?;
+    // The user's flows only, as every other figure of theirs.
+    request.filters.scope = scope;
     let range = query::range(&state.clickhouse, &request.filters).await?;
     let sides = query::run(&state.clickhouse, &request, &range).await?;
     let adjustments = updates::run(&state.clickhouse, &request, &range).await?;
