@@ -271,6 +271,22 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         .json()
         .await?;
     assert_eq!(by_offer["totals"]["impressions"], 0, "{by_offer}");
+    // Grouped by offer, the clicks and impressions of no offer are one row: the flow's 3
+    // clicks (banner-7's 2 and one more) over its 4 impressions.
+    let grouped: Value = stack
+        .api(
+            Method::GET,
+            &format!("/api/v1/reports?group_by=offer&flow={flow}"),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rows = grouped["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{grouped}");
+    assert_eq!(rows[0]["impressions"], 4, "{grouped}");
+    assert_eq!(rows[0]["clicks"], 3, "{grouped}");
+    assert_eq!(rows[0]["ctr"].as_f64(), Some(75.0), "{grouped}");
 
     // Still once each after a while.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -274,6 +274,10 @@ fn impressions_sql(dims: &[&'static str], filters: &Filters, range: &Range) -> O
             }
             if IMPRESSION_DIMS.contains(dim) {
                 dimension_at(sql, dim, side, side.time_column(), &filters.timezone);
+            } else if crate::object_names::object_dimension(dim).is_some() {
+                // An impression goes through no offer, lander or network: the key clicks
+                // without one have (id 0), so both land in one row.
+                sql.push("'0'");
             } else {
                 sql.push("''");
             }
@@ -672,6 +676,29 @@ mod tests {
             from: "2026-01-01 00:00:00".into(),
             to: "2026-01-31 23:59:59".into(),
         }
+    }
+
+    #[test]
+    fn impressions_count_under_no_object_where_clicks_without_one_do() {
+        let plain = Filters {
+            flow: None,
+            country: None,
+            goal: None,
+            ..filters()
+        };
+        let (counts, _) = impressions_sql(&["offer", "lander", "country"], &plain, &range())
+            .expect("impressions have no object filter here");
+        assert!(
+            counts.text().starts_with("SELECT ['0', '0', "),
+            "{}",
+            counts.text()
+        );
+        let (counts, _) = impressions_sql(&["city"], &plain, &range()).expect("no filter");
+        assert!(
+            counts.text().starts_with("SELECT [''] AS keys"),
+            "{}",
+            counts.text()
+        );
     }
 
     #[test]
