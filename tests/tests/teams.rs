@@ -727,6 +727,40 @@ async fn check_restricted(
     // The audit log: only the entries of flow A.
     let audit = expect(stack, Some(rita), Method::GET, "/api/v1/audit", None, 200).await?;
     assert_eq!(flow_ids(&audit["items"]), only_a, "{audit}");
+
+    // Cost updates: the owner's of both flows, rita's list has A's alone (by id or
+    // slug), none of B's.
+    for (flow, amount) in [(a, "7.5"), (b, "9.25")] {
+        let update = json!({"flow": flow, "from": "2026-03-01 00:00:00", "to": "2026-03-01 01:00:00", "amount": amount});
+        expect(
+            stack,
+            None,
+            Method::POST,
+            "/api/v1/costs",
+            Some(update),
+            201,
+        )
+        .await?;
+    }
+    let cost_flows = |list: &Value| -> Vec<u64> {
+        list["costs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["flow"].as_u64())
+            .collect()
+    };
+    let all = expect(stack, None, Method::GET, "/api/v1/costs", None, 200).await?;
+    assert_eq!(cost_flows(&all), [b, a], "{all}");
+    let hers = expect(stack, Some(rita), Method::GET, "/api/v1/costs", None, 200).await?;
+    assert_eq!(cost_flows(&hers), [a], "{hers}");
+    let path = format!("/api/v1/costs?flow={b}");
+    let other = expect(stack, Some(rita), Method::GET, &path, None, 200).await?;
+    assert_eq!(cost_flows(&other), Vec::<u64>::new(), "{other}");
+    let slug = flows["flows"][0]["slug"].as_str().context("flow A slug")?;
+    let path = format!("/api/v1/costs?flow={slug}");
+    let by_slug = expect(stack, Some(rita), Method::GET, &path, None, 200).await?;
+    assert_eq!(cost_flows(&by_slug), [a], "{by_slug}");
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::filters::Params;
 use crate::sql::{Arg, Sql};
 use crate::state::AppState;
-use crate::users::{Principal, Via};
+use crate::users::{FlowScope, Principal, Via};
 
 /// The sub columns an update can be narrowed by, in the order of `subs`.
 pub const SUB_COLUMNS: [&str; 10] = [
@@ -278,13 +278,16 @@ pub async fn create(
         (status = 200, description = "The updates", body = crate::openapi::bodies::CostList),
         (status = 422, description = "Invalid parameter, named in field", body = traffsure_core::ErrorBody),
     ))]
-pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    query: Query,
+    scope: FlowScope,
+) -> Result<HttpResponse, ApiError> {
     let params = Params::new(query.into_inner(), &["flow", "limit"])?;
     let mut sql = Sql::new("SELECT ");
     sql.push(COLUMNS).push(" FROM cost_updates WHERE 1");
-    if let Some(flow) = params.number::<u32>("flow")? {
-        sql.push(" AND flow_id = ").arg(Arg::U32(flow));
-    }
+    // The user's flows only, as every list.
+    crate::filters::flow_condition(&mut sql, "flow_id", params.flow(&state.registry)?, &scope);
     let limit = params.number::<u64>("limit")?.unwrap_or(1000);
     if limit == 0 || limit > 10_000 {
         return Err(ApiError::invalid("limit", "limit must be 1 to 10000"));
