@@ -105,10 +105,12 @@ impl Totals {
         self.cost_sources.update += o.cost_sources.update;
     }
 
-    /// `[{currency, cost}]`: cost no rate converts, in the currency it was sent in.
+    /// `[{currency, cost}]`: cost no rate converts, in the currency it was sent in. A
+    /// currency whose cost came to nothing (a cost update replaced it) is not listed.
     pub fn cost_without_rate_json(&self) -> Value {
         self.cost_without_rate
             .iter()
+            .filter(|(_, cost)| **cost != 0)
             .map(|(currency, cost)| json!({"currency": currency, "cost": format_micros(*cost)}))
             .collect()
     }
@@ -506,6 +508,13 @@ mod tests {
         assert_eq!(total.cost_micros, 1_000_000 + 2_500_000);
         assert_eq!(
             total.cost_without_rate_json(),
+            json!([{"currency": "GBP", "cost": "3"}])
+        );
+        // A cost update that replaced a currency's cost leaves nothing of it to list.
+        let mut replaced = total.clone();
+        replaced.cost_without_rate.insert("EUR".into(), 0);
+        assert_eq!(
+            replaced.cost_without_rate_json(),
             json!([{"currency": "GBP", "cost": "3"}])
         );
         assert_eq!(total.approved, 8);
