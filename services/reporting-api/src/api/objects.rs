@@ -155,7 +155,12 @@ pub async fn list<S: ObjectSpec>(
     let archived = match query.archived.as_deref() {
         None | Some("" | "0" | "false") => false,
         Some("1" | "true") => true,
-        Some(_) => return Err(ApiError::invalid("archived", "must be 1 or 0")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "archived",
+                "must be 1 or true (archived ones too), 0 or false",
+            ))
+        }
     };
     let seen = visible(&state, &scope);
     let items = state
