@@ -247,6 +247,28 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     let first = ok(stack, "/api/v1/clicks").await?;
     assert_eq!(first["items"].as_array().map(Vec::len), Some(50));
     assert_eq!(first["items"][0]["click_hash"], "h0");
+    // Each click with its subs (h1: sub1 `a1` … sub10 `j1`) and fraud signals (none
+    // looked up for these rows: 0 and false).
+    let h1 = &first["items"][1];
+    assert_eq!(h1["click_hash"], "h1");
+    let subs: Vec<&str> = (1..=10)
+        .map(|n| h1[format!("sub{n}")].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        subs,
+        ["a1", "b1", "c1", "d1", "e1", "f1", "g1", "h1", "i1", "j1"],
+        "{h1}"
+    );
+    assert_eq!(
+        (
+            &h1["asn"],
+            &h1["as_org"],
+            &h1["datacenter"],
+            &h1["rate_exceeded"]
+        ),
+        (&json!(0), &json!(""), &json!(false), &json!(false)),
+        "{h1}"
+    );
 
     // Pages stay stable while new clicks arrive.
     let page1 = ok(stack, "/api/v1/clicks?limit=20").await?;

@@ -48,6 +48,11 @@ struct ClickRow {
     kind: u8,
     parent_click_hash: String,
     external_id: String,
+    subs: Vec<String>,
+    asn: u32,
+    as_org: String,
+    datacenter: u8,
+    rate_exceeded: u8,
     /// The objects' ids, in the order of `OBJECT_DIMENSIONS`.
     objects: Vec<u32>,
 }
@@ -93,6 +98,20 @@ const COLUMNS: &[&str] = &[
     "bot_reason",
     "parent_click_hash",
     "external_id",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "asn",
+    "as_org",
+    "datacenter",
+    "rate_exceeded",
 ];
 
 /// Clicks, as JSON or CSV (`format`): filters flow, country, sub_id, source, from, to (in
@@ -146,7 +165,9 @@ pub async fn list(
         "SELECT click_hash, flow_id, toString(ts) AS t, ts_ms, ip, country, sub_id, source, device, os, \
                 browser, browser_family, browser_major, browser_minor, os_family, os_major, \
                 os_minor, device_family, device_brand, device_model, destination_url, \
-                cost_micros, is_bot, bot_reason, kind, parent_click_hash, external_id, ",
+                cost_micros, is_bot, bot_reason, kind, parent_click_hash, external_id, \
+                [sub1, sub2, sub3, sub4, sub5, sub6, sub7, sub8, sub9, sub10], asn, as_org, \
+                datacenter, rate_exceeded, ",
     );
     push_id_array(&mut sql, "", "");
     sql.push(" FROM clicks WHERE 1");
@@ -233,7 +254,14 @@ pub async fn list(
                 "kind": KINDS.get(usize::from(r.kind)).copied().unwrap_or_default(),
                 "parent_click_hash": r.parent_click_hash,
                 "external_id": r.external_id,
+                "asn": r.asn,
+                "as_org": r.as_org,
+                "datacenter": r.datacenter == 1,
+                "rate_exceeded": r.rate_exceeded == 1,
             });
+            for (n, sub) in r.subs.into_iter().enumerate() {
+                item[format!("sub{}", n + 1)] = json!(sub);
+            }
             set_ids_and_names(&mut item, &r.objects, &object_names);
             item
         })

@@ -326,6 +326,25 @@ pub struct Click {
     parent_click_hash: String,
     /// The traffic source's own click id
     external_id: String,
+    /// The link's `sub1`…`sub10` (`sub2` … `sub10` alike)
+    sub1: String,
+    sub2: String,
+    sub3: String,
+    sub4: String,
+    sub5: String,
+    sub6: String,
+    sub7: String,
+    sub8: String,
+    sub9: String,
+    sub10: String,
+    /// The address's autonomous system; 0 when not known
+    asn: u32,
+    /// The autonomous system's organisation
+    as_org: String,
+    /// The address is a hosting provider's, cloud's or CDN's
+    datacenter: bool,
+    /// The address went over the edge's per-address click rate
+    rate_exceeded: bool,
     /// Traffic source id, 0 for none
     traffic_source_id: u32,
     /// The object's current name; `#<id>` for an id no object has, empty for none
