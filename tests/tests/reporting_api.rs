@@ -321,6 +321,24 @@ async fn check_reads(stack: &Stack) -> anyhow::Result<()> {
     let conv = ok(stack, "/api/v1/conversions?status=rejected&limit=1").await?;
     assert_eq!(conv["items"][0]["status"], "rejected");
     assert_eq!(conv["items"][0]["version"], 2);
+    // Each conversion with what it copied from its click: conv1 (number 1) is DE, src4,
+    // sid0, sub1 a0, desktop.
+    let page = ok(stack, "/api/v1/conversions?limit=500").await?;
+    let conv1 = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["conversion_id"] == "conv1")
+        .ok_or_else(|| anyhow::anyhow!("conv1 not listed: {page}"))?;
+    let copied: Vec<&str> = ["country", "source", "sub_id", "sub1", "sub2", "device"]
+        .iter()
+        .map(|field| conv1[*field].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        copied,
+        ["DE", "src4", "sid0", "a0", "", "desktop"],
+        "{conv1}"
+    );
 
     // Postback log: filters, the search box (partial, any case) and one entry's payload.
     for (filter, expected) in [

@@ -49,6 +49,14 @@ struct ConversionRow {
     over_cap: u8,
     payout_micros: i64,
     payout_currency: String,
+    /// Copied from the click when the conversion was made.
+    country: String,
+    source: String,
+    sub_id: String,
+    device: String,
+    os: String,
+    browser: String,
+    subs: Vec<String>,
     /// The click's visitor details and fraud signals (`reports::visitor`).
     browser_family: String,
     browser_major: String,
@@ -98,6 +106,22 @@ const COLUMNS: &[&str] = &[
     "over_cap",
     "payout",
     "payout_currency",
+    "country",
+    "source",
+    "sub_id",
+    "device",
+    "os",
+    "browser",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
     "browser_family",
     "browser_major",
     "browser_minor",
@@ -186,7 +210,14 @@ pub async fn list(
                 max(version) AS v, max(click_missing) AS cm, argMax(reason, version) AS rsn, \
                 argMax(external_id, version) AS ext, max(over_cap) AS oc, \
                 argMax(if(payout_currency = '', revenue_micros, payout_micros), version) AS pay, \
-                argMax(if(payout_currency = '', currency, payout_currency), version) AS pcur, ",
+                argMax(if(payout_currency = '', currency, payout_currency), version) AS pcur, \
+                argMax(country, version) AS ctry, argMax(source, version) AS src, \
+                argMax(sub_id, version) AS sid, argMax(device, version) AS dev, \
+                argMax(os, version) AS o, argMax(browser, version) AS br, \
+                [argMax(sub1, version), argMax(sub2, version), argMax(sub3, version), \
+                 argMax(sub4, version), argMax(sub5, version), argMax(sub6, version), \
+                 argMax(sub7, version), argMax(sub8, version), argMax(sub9, version), \
+                 argMax(sub10, version)] AS subs, ",
     );
     sql.push(visitor::list_select(joined));
     push_id_array(&mut sql, "argMax(", ", version)");
@@ -275,6 +306,12 @@ pub async fn list(
                 "over_cap": r.over_cap != 0,
                 "payout": format_micros(r.payout_micros),
                 "payout_currency": r.payout_currency,
+                "country": r.country,
+                "source": r.source,
+                "sub_id": r.sub_id,
+                "device": r.device,
+                "os": r.os,
+                "browser": r.browser,
                 "browser_family": r.browser_family,
                 "browser_major": r.browser_major,
                 "browser_minor": r.browser_minor,
@@ -290,6 +327,9 @@ pub async fn list(
                 "datacenter": r.datacenter != 0,
                 "rate_exceeded": r.rate_exceeded != 0,
             });
+            for (n, sub) in r.subs.into_iter().enumerate() {
+                item[format!("sub{}", n + 1)] = json!(sub);
+            }
             set_ids_and_names(&mut item, &r.objects, &object_names);
             item
         })

@@ -408,6 +408,24 @@ pub struct Conversion {
     /// Decimal, in `payout_currency`: what the traffic source is paid for it
     payout: String,
     payout_currency: String,
+    /// The click's, copied when the conversion was made
+    country: String,
+    source: String,
+    sub_id: String,
+    device: String,
+    os: String,
+    browser: String,
+    /// The link's `sub1`…`sub10` (`sub2` … `sub10` alike)
+    sub1: String,
+    sub2: String,
+    sub3: String,
+    sub4: String,
+    sub5: String,
+    sub6: String,
+    sub7: String,
+    sub8: String,
+    sub9: String,
+    sub10: String,
     /// The click's visitor columns
     browser_family: String,
     browser_major: String,
