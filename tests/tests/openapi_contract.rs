@@ -288,6 +288,18 @@ async fn contract(stack: &Stack) -> anyhow::Result<()> {
         (body.status, body.code.as_str()),
         (405, "method_not_allowed")
     );
+    // A JSON body over the limit (256 KiB): 413, documented, not a 422.
+    let big = stack
+        .api(Method::POST, "/api/v1/flows")
+        .json(&json!({"name": "x".repeat(3_000_000), "destination_url": "https://offer.test/"}))
+        .send()
+        .await?;
+    assert_eq!(big.status(), 413);
+    let body: traffsure_core::ErrorBody = big.json().await?;
+    assert_eq!(
+        (body.status, body.code.as_str()),
+        (413, "payload_too_large")
+    );
     let refused = stack
         .api(Method::GET, "/api/v1/clicks?nope=1")
         .send()

@@ -271,5 +271,39 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
         assert_eq!(entry.response_status, u32::from(*status));
         assert_eq!(entry.method, "POST");
     }
+
+    // What no route takes answers the error body too (docs/api.md#errors): a method
+    // `/postback` does not take, with the ones it does, and an unknown path.
+    for (method, path, status, code, allow) in [
+        (
+            "PUT",
+            "/postback",
+            405,
+            "method_not_allowed",
+            Some("GET, POST"),
+        ),
+        ("GET", "/nosuch", 404, "not_found", None),
+    ] {
+        let response = stack
+            .http
+            .request(method.parse()?, stack.url("postback-ingest", path))
+            .send()
+            .await?;
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            allow,
+            "{method} {path}"
+        );
+        let body: traffsure_core::ErrorBody = response.json().await?;
+        assert_eq!(
+            (body.status, body.code.as_str()),
+            (status, code),
+            "{method} {path}"
+        );
+    }
     Ok(())
 }

@@ -144,6 +144,32 @@ pub fn regexes_compiled() -> usize {
     regex_filtered::compiled_on_use()
 }
 
+/// Every coarse browser family a click can have: what [`coarse_browser`] answers, and
+/// `bot` for a bot. The only values a rule condition on `browser` can match.
+pub const COARSE_BROWSERS: &[&str] = &[
+    "chrome", "safari", "firefox", "edge", "opera", "samsung", "yandex", "ie", "bot", "other",
+];
+/// Every coarse operating system family a click can have: what [`coarse_os`] answers.
+pub const COARSE_OSES: &[&str] = &[
+    "windows", "macos", "ios", "android", "linux", "chromeos", "other",
+];
+/// Every coarse device type a click can have: what the device type from the user
+/// agent's words answers, and `bot` for a bot.
+pub const COARSE_DEVICES: &[&str] = &[
+    "desktop", "mobile", "tablet", "tv", "console", "bot", "other",
+];
+
+/// The coarse families of a click attribute (`device`, `os` or `browser`); `None` for
+/// any other.
+pub fn coarse_families(attribute: &str) -> Option<&'static [&'static str]> {
+    match attribute {
+        "device" => Some(COARSE_DEVICES),
+        "os" => Some(COARSE_OSES),
+        "browser" => Some(COARSE_BROWSERS),
+        _ => None,
+    }
+}
+
 /// The coarse browser family of a uap-core browser family.
 pub fn coarse_browser(family: &str) -> &'static str {
     match family {
@@ -424,6 +450,83 @@ tv | linux | safari | Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/538.1
         ] {
             assert_eq!(coarse_os(family), coarse, "{family}");
         }
+    }
+
+    #[test]
+    fn the_coarse_lists_are_what_the_mappings_answer() {
+        // Every arm of each mapping, and names none of them takes.
+        let browsers = [
+            "Edge",
+            "Edge Mobile",
+            "Opera",
+            "Opera Mini",
+            "Samsung Internet",
+            "Yandex Browser",
+            "Firefox",
+            "Firefox iOS",
+            "Chrome",
+            "Chrome Mobile WebView",
+            "Chromium",
+            "IE",
+            "IE Mobile",
+            "Safari",
+            "Mobile Safari",
+            "Mobile Safari UI/WKWebView",
+            "UC Browser",
+            "Other",
+            "",
+        ];
+        let mut seen: Vec<&str> = browsers.iter().map(|f| coarse_browser(f)).collect();
+        seen.push("bot");
+        for word in &seen {
+            assert!(COARSE_BROWSERS.contains(word), "browser {word}");
+        }
+        for word in COARSE_BROWSERS {
+            assert!(seen.contains(word), "browser {word} is never given");
+        }
+        let oses = [
+            "iOS",
+            "iPadOS",
+            "Android",
+            "Windows",
+            "Windows Phone",
+            "Chrome OS",
+            "ChromeOS",
+            "Mac OS X",
+            "macOS",
+            "Mac OS",
+            "Linux",
+            "Ubuntu",
+            "Tizen",
+            "webOS",
+            "Symbian OS",
+            "Other",
+            "",
+        ];
+        let seen: Vec<&str> = oses.iter().map(|f| coarse_os(f)).collect();
+        for word in &seen {
+            assert!(COARSE_OSES.contains(word), "os {word}");
+        }
+        for word in COARSE_OSES {
+            assert!(seen.contains(word), "os {word} is never given");
+        }
+        // The device of every fragment alone, with every OS and device family.
+        let mut seen = vec!["bot"];
+        for ua in FRAGMENTS.iter().copied().chain(["", "Mozilla/5.0"]) {
+            for os in COARSE_OSES {
+                for family in ["iPad", "Other", "Spider"] {
+                    seen.push(device_type(Found::of(ua), os, family));
+                }
+            }
+        }
+        for word in &seen {
+            assert!(COARSE_DEVICES.contains(word), "device {word}");
+        }
+        for word in COARSE_DEVICES {
+            assert!(seen.contains(word), "device {word} is never given");
+        }
+        assert_eq!(coarse_families("os"), Some(COARSE_OSES));
+        assert_eq!(coarse_families("device_brand"), None);
     }
 
     #[test]

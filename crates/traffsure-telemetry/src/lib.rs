@@ -3,7 +3,8 @@
 //! `init` sets up tracing (text or JSON) and, when an endpoint is configured, OTLP trace
 //! export. `Health` gathers the readiness of a service's components; `ops_routes` mounts
 //! `/healthz`, `/readyz` and `/metrics` on any actix-web app, and `serve_ops` runs them on
-//! a port of their own for services without an HTTP edge.
+//! a port of their own for services without an HTTP edge. `unknown_route` and
+//! `method_not_allowed` answer what no route takes with the shared error body.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -21,6 +22,8 @@ pub use prometheus;
 
 mod http;
 pub use http::{flush_local_metrics, http_metrics, inc_local, record_request, LOCAL_FLUSH};
+mod unknown_route;
+pub use unknown_route::{method_not_allowed, unknown_route};
 
 /// Keeps the trace exporter alive; flushes it when dropped.
 pub struct TelemetryGuard {

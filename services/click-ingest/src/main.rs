@@ -388,19 +388,7 @@ async fn main() -> anyhow::Result<()> {
         App::new()
             .app_data(state.clone())
             .app_data(hop_keys.clone())
-            .service(web::scope("/c").default_service(web::to(click::track)))
-            .service(web::scope("/r").default_service(web::to(refresh::second_hop)))
-            .service(
-                web::scope("")
-                    .wrap(actix_web::middleware::from_fn(
-                        traffsure_telemetry::http_metrics,
-                    ))
-                    .route("/lp/click", web::get().to(lander::click_through))
-                    .route("/lp/click/{n}", web::get().to(lander::click_through))
-                    .configure(direct::routes)
-                    .configure(impression::routes)
-                    .configure(traffsure_telemetry::ops_routes(health.clone())),
-            )
+            .configure(routes(health.clone()))
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
@@ -435,8 +423,77 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Every route of the edge. Tracking links (`/c/…`) and the second hop (`/r/…`) answer
+/// any path under them themselves (an unknown flow redirects) and time themselves; the
+/// rest go through the metrics middleware, and what none of them takes (an unknown path,
+/// a method a path does not take) is answered with the error body (docs/api.md#errors).
+fn routes(health: Health) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.default_service(web::to(traffsure_telemetry::unknown_route))
+            .service(web::scope("/c").default_service(web::to(click::track)))
+            .service(web::scope("/r").default_service(web::to(refresh::second_hop)))
+            .service(
+                web::scope("")
+                    .wrap(actix_web::middleware::from_fn(
+                        traffsure_telemetry::http_metrics,
+                    ))
+                    .route("/lp/click", web::get().to(lander::click_through))
+                    .route("/lp/click/{n}", web::get().to(lander::click_through))
+                    .configure(direct::routes)
+                    .configure(impression::routes)
+                    .configure(traffsure_telemetry::ops_routes(health)),
+            );
+    }
+}
+
 /// The impression log's directory: `impressions/` inside the click log's, so it lives on
 /// the same volume (the click log reads only its own segment files).
 fn impression_log_dir(click_log: &std::path::Path) -> PathBuf {
     click_log.join("impressions")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use actix_web::{test, App};
+    use traffsure_core::ErrorBody;
+    use traffsure_telemetry::Health;
+
+    /// What no route outside the tracking links takes answers the shared error body, not
+    /// an empty 404.
+    #[actix_web::test]
+    async fn unknown_paths_and_methods_answer_the_error_body() {
+        let app = test::init_service(App::new().configure(super::routes(Health::new()))).await;
+        for (request, status, code) in [
+            (test::TestRequest::get().uri("/nosuch"), 404, "not_found"),
+            (test::TestRequest::get().uri("/"), 404, "not_found"),
+            (
+                test::TestRequest::post().uri("/lp/click"),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                test::TestRequest::put().uri("/lp/click/2"),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                test::TestRequest::post().uri("/healthz"),
+                405,
+                "method_not_allowed",
+            ),
+            (
+                test::TestRequest::post().uri("/v/some-flow"),
+                405,
+                "method_not_allowed",
+            ),
+        ] {
+            let request = request.to_request();
+            let what = format!("{} {}", request.method(), request.path());
+            let response = test::call_service(&app, request).await;
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            let body: ErrorBody = test::read_body_json(response).await;
+            assert_eq!((body.status, body.code.as_str()), (status, code), "{what}");
+        }
+    }
 }

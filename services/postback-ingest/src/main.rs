@@ -51,6 +51,27 @@ impl Default for Settings {
     }
 }
 
+/// The postback and browser-conversion routes; what none of the service's routes takes
+/// (an unknown path, a method a path does not take) is answered with the error body, as
+/// every error of this service is (docs/api.md#errors).
+fn routes(cfg: &mut web::ServiceConfig) {
+    use traffsure_telemetry::method_not_allowed;
+    cfg.default_service(web::to(traffsure_telemetry::unknown_route))
+        .service(
+            web::resource(["/postback", "/pb", "/pb/"])
+                .route(web::get().to(answer::receive))
+                .route(web::post().to(answer::receive))
+                .default_service(method_not_allowed("GET, POST")),
+        )
+        .service(
+            web::resource(["/pixel.gif", "/pixel"])
+                .route(web::get().to(answer::pixel))
+                .default_service(method_not_allowed("GET")),
+        )
+        .route("/iframe", web::get().to(answer::iframe))
+        .route("/ts.js", web::get().to(answer::tag));
+}
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let settings: Settings = traffsure_config::load("postback-ingest")?;
@@ -108,14 +129,7 @@ async fn main() -> anyhow::Result<()> {
             ))
             .app_data(state.clone())
             .configure(traffsure_telemetry::ops_routes(health.clone()))
-            .service(
-                web::resource(["/postback", "/pb", "/pb/"])
-                    .route(web::get().to(answer::receive))
-                    .route(web::post().to(answer::receive)),
-            )
-            .service(web::resource(["/pixel.gif", "/pixel"]).route(web::get().to(answer::pixel)))
-            .route("/iframe", web::get().to(answer::iframe))
-            .route("/ts.js", web::get().to(answer::tag))
+            .configure(routes)
     })
     .shutdown_timeout(10)
     .bind(&settings.http.bind)
@@ -142,5 +156,73 @@ async fn main() -> anyhow::Result<()> {
     match fatal.get() {
         Some(reason) => anyhow::bail!("kafka producer failed fatally ({reason})"),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use actix_web::http::header;
+    use actix_web::{test, App};
+    use traffsure_core::ErrorBody;
+
+    /// What no route takes answers the shared error body, not an empty 404 or 405.
+    #[actix_web::test]
+    async fn unknown_paths_and_methods_answer_the_error_body() {
+        let app = test::init_service(App::new().configure(super::routes)).await;
+        for (request, status, code, allow) in [
+            (
+                test::TestRequest::put().uri("/postback"),
+                405,
+                "method_not_allowed",
+                Some("GET, POST"),
+            ),
+            (
+                test::TestRequest::delete().uri("/pb/"),
+                405,
+                "method_not_allowed",
+                Some("GET, POST"),
+            ),
+            (
+                test::TestRequest::post().uri("/pixel.gif"),
+                405,
+                "method_not_allowed",
+                Some("GET"),
+            ),
+            (
+                test::TestRequest::post().uri("/iframe"),
+                405,
+                "method_not_allowed",
+                None,
+            ),
+            (
+                test::TestRequest::get().uri("/nosuch"),
+                404,
+                "not_found",
+                None,
+            ),
+            (test::TestRequest::get().uri("/"), 404, "not_found", None),
+        ] {
+            let request = request.to_request();
+            let (method, path) = (request.method().to_string(), request.path().to_string());
+            let what = format!("{method} {path}");
+            let response = test::call_service(&app, request).await;
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            assert_eq!(
+                response
+                    .headers()
+                    .get(header::ALLOW)
+                    .map(|v| v.to_str().unwrap()),
+                allow,
+                "{what}"
+            );
+            let body: ErrorBody = test::read_body_json(response).await;
+            assert_eq!((body.status, body.code.as_str()), (status, code), "{what}");
+            assert!(
+                body.message.contains(&method) && body.message.contains(&path),
+                "{what}: {}",
+                body.message
+            );
+        }
     }
 }

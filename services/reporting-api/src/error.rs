@@ -6,6 +6,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use traffsure_core::ErrorBody;
 
+/// What no route answers, with the error body: a path with no route (404), or a method
+/// the path's routes do not take (405). Shared with the other services.
+pub use traffsure_telemetry::unknown_route;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -14,6 +18,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A body over the route's size limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
     /// No credentials, or wrong ones.
@@ -60,6 +67,7 @@ impl ResponseError for ApiError {
             Self::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Csrf(_) => StatusCode::FORBIDDEN,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -77,6 +85,7 @@ impl ResponseError for ApiError {
             Self::Invalid { field, .. } => ("invalid_field", Some(field.as_str())),
             Self::NotFound(_) => ("not_found", None),
             Self::Conflict(_) => ("conflict", None),
+            Self::PayloadTooLarge(_) => ("payload_too_large", None),
             Self::Unavailable(_) => ("unavailable", None),
             Self::Unauthorized(_) => ("unauthorized", None),
             Self::Csrf(_) => ("csrf", None),
@@ -104,11 +113,25 @@ impl ResponseError for ApiError {
     }
 }
 
+/// A JSON body that cannot be read: 413 over the route's size limit, 422 otherwise.
 pub fn json_error(
     error: actix_web::error::JsonPayloadError,
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    ApiError::invalid("body", error.to_string()).into()
+    use actix_web::error::{JsonPayloadError as E, PayloadError};
+    match error {
+        E::OverflowKnownLength { length, limit } => ApiError::PayloadTooLarge(format!(
+            "the body ({length} bytes) is larger than allowed (limit: {limit} bytes)"
+        )),
+        E::Overflow { limit } => ApiError::PayloadTooLarge(format!(
+            "the body is larger than allowed (limit: {limit} bytes)"
+        )),
+        E::Payload(PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge("the body is larger than allowed".into())
+        }
+        error => ApiError::invalid("body", error.to_string()),
+    }
+    .into()
 }
 
 pub fn path_error(
@@ -116,17 +139,6 @@ pub fn path_error(
     _: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::NotFound(format!("no such resource: {error}")).into()
-}
-
-/// What no route answers, with the error body: a path with no route (404), or a method
-/// the path's routes do not take (405).
-pub async fn unknown_route(req: actix_web::HttpRequest) -> HttpResponse {
-    if req.match_pattern().is_some() {
-        let message = format!("{} is not a method of {}", req.method(), req.path());
-        let body = ErrorBody::new(405, "method_not_allowed", message);
-        return HttpResponse::MethodNotAllowed().json(body);
-    }
-    ApiError::NotFound(format!("no such route: {} {}", req.method(), req.path())).error_response()
 }
 
 /// The middleware that gives every error answer under `/api/` the error body, where
@@ -207,5 +219,54 @@ mod tests {
         assert_eq!(body, ErrorBody::new(403, "csrf", "no token"));
         let (status, _, body) = answer(ApiError::NotFound("no such flow".into()));
         assert_eq!((status.as_u16(), body.field), (404, None));
+    }
+
+    /// A JSON body over the limit is a 413 (docs/api.md), whether its length is declared
+    /// or found while reading it; a malformed one stays a 422 naming the body.
+    #[actix_web::test]
+    async fn a_json_body_over_the_limit_is_too_large() {
+        use actix_web::{test, web, App};
+        let app = test::init_service(
+            App::new()
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(64)
+                        .error_handler(json_error),
+                )
+                .route(
+                    "/",
+                    web::post().to(|_: web::Json<serde_json::Value>| async { "ok" }),
+                ),
+        )
+        .await;
+        let big = serde_json::json!({"name": "x".repeat(100)}).to_string();
+        let declared = test::TestRequest::post()
+            .uri("/")
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(big.clone());
+        let streamed = test::TestRequest::post()
+            .uri("/")
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload(big)
+            // No length: the limit is found while reading.
+            .insert_header((header::CONTENT_LENGTH, "0"));
+        for request in [declared, streamed] {
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+            let body: ErrorBody = test::read_body_json(response).await;
+            assert_eq!(
+                (body.status, body.code.as_str(), body.field),
+                (413, "payload_too_large", None)
+            );
+            assert!(body.message.contains("limit: 64 bytes"), "{}", body.message);
+        }
+        let malformed = test::TestRequest::post()
+            .uri("/")
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .set_payload("{");
+        let response = test::call_service(&app, malformed.to_request()).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: ErrorBody = test::read_body_json(response).await;
+        assert_eq!(body.field.as_deref(), Some("body"));
     }
 }

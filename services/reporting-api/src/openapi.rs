@@ -31,6 +31,9 @@ const COMMON_ERRORS: &[(&str, &str)] = &[
     ("503", "ClickHouse or Kafka unavailable"),
 ];
 
+/// The answer to a body over the route's size limit (the JSON limit, or a route's own).
+const BODY_TOO_LARGE: &str = "A body over the route's size limit (payload_too_large)";
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -163,8 +166,9 @@ fn json_response(description: &str, schema: impl Into<RefOr<Schema>>) -> utoipa:
         .build()
 }
 
-/// Adds the answers every operation shares (`COMMON_ERRORS`, and 403 on writes) where the
-/// operation does not state them; public operations (`security(())`) get no 401.
+/// Adds the answers every operation shares (`COMMON_ERRORS`, 403 on writes, 413 where
+/// there is a request body) where the operation does not state them; public operations
+/// (`security(())`) get no 401.
 struct CommonAnswers;
 
 impl Modify for CommonAnswers {
@@ -195,6 +199,11 @@ impl Modify for CommonAnswers {
                     responses
                         .entry(status.to_string())
                         .or_insert_with(|| error_response(description).into());
+                }
+                if operation.request_body.is_some() {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error_response(BODY_TOO_LARGE).into());
                 }
                 if write && !public {
                     responses.entry("403".into()).or_insert_with(|| {
@@ -532,6 +541,29 @@ mod tests {
             .unwrap()
             .iter()
             .any(|r| r == &serde_json::json!({})));
+    }
+
+    /// Every operation that takes a body may answer 413 (a body over its size limit,
+    /// docs/api.md); one without a body does not.
+    #[test]
+    fn operations_with_a_body_document_the_413() {
+        let doc = doc();
+        let mut with_body = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let has_body = operation.get("requestBody").is_some();
+                with_body += usize::from(has_body);
+                assert_eq!(
+                    operation["responses"].get("413").is_some(),
+                    has_body,
+                    "{method} {path}"
+                );
+            }
+        }
+        assert!(with_body >= 10, "only {with_body} operations take a body");
+        assert!(doc["paths"]["/api/v1/flows"]["post"]["responses"]
+            .get("413")
+            .is_some());
     }
 
     /// Every operation answers JSON errors with the one error body, and every `$ref`

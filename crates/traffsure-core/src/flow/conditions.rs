@@ -86,6 +86,19 @@ pub(crate) fn normalize(field: &str, value: &str) -> Result<String, String> {
             "6" | "ipv6" | "v6" => Ok("6".into()),
             _ => Err(format!("{value:?} is not 4 or 6")),
         },
+        // Only the coarse families click-ingest gives a click: any other word never matches.
+        "device" | "os" | "browser" => {
+            let families = crate::user_agent::coarse_families(field).unwrap_or_default();
+            if families.contains(&lower.as_str()) {
+                Ok(lower)
+            } else {
+                Err(format!(
+                    "{value:?} is not a {} family: use one of {}",
+                    if field == "os" { "OS" } else { field },
+                    families.join(", ")
+                ))
+            }
+        }
         "datacenter" | "rate_exceeded" => match lower.as_str() {
             "true" | "false" => Ok(lower),
             _ => Err(format!("{value:?} is not true or false")),
@@ -258,6 +271,30 @@ mod tests {
         assert_eq!(ok("city", " Berlin ").as_deref(), Some("Berlin"));
         assert_eq!(ok("city", " "), None);
         assert_eq!(ok("country", "deu"), None);
+        // Device, OS and browser: the coarse families alone, lowercase.
+        assert_eq!(ok("device", " Mobile ").as_deref(), Some("mobile"));
+        assert_eq!(ok("os", "iOS").as_deref(), Some("ios"));
+        assert_eq!(ok("browser", "firefox").as_deref(), Some("firefox"));
+        assert_eq!(ok("device", "bot").as_deref(), Some("bot"));
+        for (field, value) in [
+            ("device", "phone"),
+            ("os", "windoze"),
+            ("browser", "netscape"),
+        ] {
+            let e = normalize(field, value).err().unwrap_or_default();
+            assert!(e.contains(value) && e.contains("other"), "{e}");
+        }
+        let e = normalize("device", "phone").err().unwrap_or_default();
+        assert!(
+            e.contains("desktop, mobile, tablet, tv, console, bot, other"),
+            "{e}"
+        );
+        assert!(normalize("os", "").is_err());
+        // A brand is free text: makers are open-ended.
+        assert_eq!(
+            ok("device_brand", "Fairphone").as_deref(),
+            Some("Fairphone")
+        );
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub struct GoalView {
     pub key: String,
     pub name: String,
     pub payout: String,
+    /// The payout's three-letter currency (`USD` unless the goal was given one).
     pub currency: String,
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::duplicate_policy))]
     pub duplicate_policy: String,
@@ -95,7 +96,7 @@ impl From<&Flow> for FlowView {
                     key: g.key.clone(),
                     name: g.name.clone(),
                     payout: format_micros(g.payout_micros),
-                    currency: g.currency.clone(),
+                    currency: goal_currency(&g.currency).into(),
                     duplicate_policy: g.duplicate_policy().word().into(),
                     affiliate_payout: g
                         .has_affiliate_payout
@@ -199,6 +200,21 @@ fn path_view(path: Option<&Path>) -> Option<PathSpec> {
     })
 }
 
+/// A goal's currency as the view shows it. The goal a flow gets when it is given none is
+/// stored without a currency, which reads as `USD` (what a goal given without one gets,
+/// and what attribution falls back to): the view shows that, so that it can be submitted
+/// back, where an empty currency is refused.
+fn goal_currency(stored: &str) -> &str {
+    if stored.is_empty() {
+        DEFAULT_GOAL_CURRENCY
+    } else {
+        stored
+    }
+}
+
+/// The currency of a goal given without one.
+const DEFAULT_GOAL_CURRENCY: &str = "USD";
+
 fn condition_views(conditions: &[Condition]) -> Vec<ConditionSpec> {
     conditions
         .iter()
@@ -267,6 +283,36 @@ mod tests {
         assert_eq!(view.default_goal, "sale");
         assert_eq!((view.revision, view.created_at_ms), (1, 1000));
         assert_eq!(find_goal(&flow, "LEAD").unwrap().payout_micros, 1_500_000);
+    }
+
+    #[test]
+    fn the_view_of_a_flow_without_goals_can_be_submitted_back() {
+        let mut flow = stored(
+            serde_json::json!({"name": "x", "slug": "x", "destination_url": "https://a.test/"}),
+            1,
+        );
+        let view = FlowView::from(&flow);
+        // The view back as a spec, without its read-only fields.
+        let mut json = serde_json::to_value(&view).unwrap();
+        let map = json.as_object_mut().unwrap();
+        for read_only in [
+            "id",
+            "created_at_ms",
+            "updated_at_ms",
+            "revision",
+            "effective_cost_model",
+        ] {
+            map.remove(read_only);
+        }
+        let spec: FlowSpec = serde_json::from_value(json).unwrap();
+        spec.apply(&mut flow, 2).unwrap();
+        assert_eq!(view.goals.len(), 1);
+        assert_eq!(
+            (view.goals[0].key.as_str(), view.goals[0].currency.as_str()),
+            ("conversion", "USD")
+        );
+        assert_eq!(flow.goals[0].currency, "USD");
+        assert_eq!(FlowView::from(&flow).goals, view.goals);
     }
 
     #[test]
