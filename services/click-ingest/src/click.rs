@@ -970,6 +970,57 @@ mod tests {
     }
 
     #[test]
+    fn renders_exactly_the_macros_a_destination_may_use() {
+        // The flow, lander and offer validation (`DESTINATION_MACROS`) and what a click
+        // fills into its destination must agree: a macro allowed but never filled would
+        // reach the visitor as `{name}`, one filled but refused could not be used.
+        use traffsure_core::flow::{
+            CLICK_POSTBACK_MACROS, DESTINATION_MACROS, IMPRESSION_POSTBACK_MACROS, OUTBOUND_MACROS,
+        };
+        let city = crate::attributes::CityDatabase::default();
+        let seen = Visitor {
+            ip: None,
+            country: crate::geo::CountryCode::new("DE"),
+            user_agent: Cow::Borrowed("test"),
+            agent: Arc::new(user_agent::UserAgent::default()),
+            found: crate::signals::Assessment::default(),
+            bot_reason: None,
+            referrer: Cow::Borrowed(""),
+            accept_language: Cow::Borrowed(""),
+            city_db: crate::attributes::CityDatabaseRef(&city),
+        };
+        let params = ClickParams::parse("sub_id=s&source=src&sub1=a&cost=0.5&external_id=ext-9");
+        let values = MacroValues {
+            click_hash: "h1",
+            flow_id: 7,
+            seen: &seen,
+            ts_ms: 1_700_000_000_000,
+            visitor_id: "v1",
+            params: &params,
+        };
+        let filled = |name: &str| {
+            let template = format!("https://a.test/?v={{{name}}}");
+            values.render(&template) != template
+        };
+        for name in DESTINATION_MACROS {
+            assert!(filled(name), "{{{name}}} is allowed but not filled in");
+        }
+        assert_eq!(
+            values.render("https://a.test/?e={external_id}"),
+            "https://a.test/?e=ext-9"
+        );
+        let others = OUTBOUND_MACROS
+            .iter()
+            .chain(CLICK_POSTBACK_MACROS)
+            .chain(IMPRESSION_POSTBACK_MACROS)
+            .chain(&["sub0", "sub01", "sub11", "cost_currency", "imp", "gclid"])
+            .filter(|name| !DESTINATION_MACROS.contains(name));
+        for name in others {
+            assert!(!filled(name), "{{{name}}} is filled in but not allowed");
+        }
+    }
+
+    #[test]
     fn escapes_meta_refresh_urls() {
         assert_eq!(
             html_escape("https://a.test/?a=1&b=\"<x>\""),

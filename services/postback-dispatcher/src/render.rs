@@ -450,6 +450,38 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_may_use_every_macro_that_has_a_value() {
+        // The other way round: a macro the dispatcher fills for a conversion is one a
+        // conversion or event postback may be saved with (`{impression}` among them).
+        use traffsure_core::flow::{
+            outbound_macros, CLICK_POSTBACK_MACROS, DESTINATION_MACROS, IMPRESSION_POSTBACK_MACROS,
+            OUTBOUND_MACROS,
+        };
+        let mut c = conversion(ConversionStatus::Approved, "sale");
+        c.impression_id = "imp-1".into();
+        let none = Converted::default();
+        let candidates = OUTBOUND_MACROS
+            .iter()
+            .chain(CLICK_POSTBACK_MACROS)
+            .chain(IMPRESSION_POSTBACK_MACROS)
+            .chain(DESTINATION_MACROS)
+            .chain(&["sub0", "sub11", "bogus", "offer", "profit"]);
+        for name in candidates {
+            let filled = macro_value(&c, &none, name).is_some();
+            for kind in ["conversion", "event"] {
+                let allowed = outbound_macros(kind).unwrap_or_default().contains(name);
+                assert_eq!(filled, allowed, "{{{name}}} in a {kind} postback");
+            }
+        }
+        let mut o = outbound("any", &[]);
+        o.url = "https://s.test/pb?c={click}&i={impression}".into();
+        assert_eq!(
+            build_request(&o, &c, &none).url,
+            "https://s.test/pb?c=h123&i=imp-1"
+        );
+    }
+
+    #[test]
     fn revenue_goes_as_sent_and_converted() {
         let mut c = conversion(ConversionStatus::Approved, "sale");
         c.currency = "EUR".into();

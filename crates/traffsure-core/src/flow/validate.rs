@@ -24,8 +24,28 @@ pub const DEFAULT_WINDOW_DAYS: u32 = 30;
 
 /// Macros a destination URL may use.
 pub const DESTINATION_MACROS: &[&str] = &[
-    "click", "flow", "sub_id", "source", "sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7",
-    "sub8", "sub9", "sub10", "country", "device", "os", "browser", "cost", "ts", "visitor",
+    "click",
+    "flow",
+    "sub_id",
+    "source",
+    "sub1",
+    "sub2",
+    "sub3",
+    "sub4",
+    "sub5",
+    "sub6",
+    "sub7",
+    "sub8",
+    "sub9",
+    "sub10",
+    "country",
+    "device",
+    "os",
+    "browser",
+    "cost",
+    "ts",
+    "visitor",
+    "external_id",
 ];
 
 /// Macros an outbound postback URL or body may use.
@@ -58,6 +78,7 @@ pub const OUTBOUND_MACROS: &[&str] = &[
     "external_id",
     "reason",
     "payout_currency",
+    "impression",
 ];
 
 /// Most rejection reasons one outbound postback may name.
@@ -1151,6 +1172,64 @@ mod tests {
             .collect();
         assert_eq!(types, ["conversion", "click"]);
         assert_eq!(postback_type_word(""), "conversion");
+    }
+
+    #[test]
+    fn destinations_take_every_macro_click_ingest_fills_in() {
+        // `{external_id}` (the traffic source's click id) is filled into destinations by
+        // click-ingest and documented in api.md; every destination URL field takes it.
+        let every: String = DESTINATION_MACROS
+            .iter()
+            .map(|name| format!("{name}={{{name}}}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = format!("https://a.test/?{every}");
+        let mut flow = Flow::default();
+        spec(serde_json::json!({
+            "name": "x",
+            "destination_url": url,
+            "destinations": [{"url": "https://b.test/?e={external_id}"}],
+            "rules": [{"conditions": [{"field": "country", "values": ["DE"]}],
+                       "destinations": [{"url": "https://c.test/?e={external_id}"}]}],
+            "cap_fallback_url": "https://d.test/?e={external_id}",
+            "inactive_url": "https://e.test/?e={external_id}",
+        }))
+        .apply(&mut flow, 1)
+        .unwrap();
+        assert!(flow.destination_url.contains("{external_id}"));
+        // What click-ingest does not fill in stays refused.
+        for name in ["impression", "goal", "revenue", "payout", "sub11"] {
+            let err = spec(serde_json::json!({
+                "name": "x",
+                "destination_url": format!("https://a.test/?v={{{name}}}"),
+            }))
+            .apply(&mut Flow::default(), 1)
+            .unwrap_err();
+            assert_eq!(err.field, "destination_url", "{name}");
+            assert!(err.message.contains(&format!("{{{name}}}")), "{name}");
+        }
+    }
+
+    #[test]
+    fn conversion_and_event_postbacks_take_the_impression() {
+        // The dispatcher fills `{impression}` for conversions (the impression the click
+        // named), and postbacks.md documents it.
+        for kind in ["conversion", "event"] {
+            let mut flow = Flow::default();
+            spec(serde_json::json!({
+                "name": "x",
+                "destination_url": "https://a.test/",
+                "outbound_postbacks": [{
+                    "type": kind,
+                    "url": "https://s.test/pb?c={click}&i={impression}",
+                    "method": "POST",
+                    "body_template": "i={impression}",
+                }],
+            }))
+            .apply(&mut flow, 1)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert!(flow.outbound_postbacks[0].url.contains("{impression}"));
+        }
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         "SELECT toString(day) AS d, base, currency, argMax(rate, updated_at) AS r, \
                 toString(max(updated_at)) AS u FROM exchange_rates WHERE 1",
     );
+    let mut days = Vec::new();
     for (name, op) in [
         ("from", " AND day >= toDate("),
         ("to", " AND day <= toDate("),
@@ -67,6 +68,13 @@ pub async fn list(state: web::Data<AppState>, query: Query) -> Result<HttpRespon
         if let Some(value) = params.get(name) {
             let day = checked_day(name, value)?;
             sql.push(op).str(day).push(")");
+            days.push((name, day_number(day)));
+        }
+    }
+    // As the other lists: a range that ends before it starts is refused, not empty.
+    if let [("from", from), ("to", to)] = days[..] {
+        if to < from {
+            return Err(ApiError::invalid("to", "to is before from"));
         }
     }
     for (name, column) in [("base", " AND base = "), ("currency", " AND currency = ")] {
@@ -271,4 +279,66 @@ fn code(field: &str, value: &str) -> Result<String, ApiError> {
             format!("{value:?} is not a three-letter currency code"),
         )
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// reporting-api's state with nothing behind it: ClickHouse and Kafka are unreachable,
+    /// so a request gets past the checks of its parameters only to fail there.
+    fn unreachable() -> web::Data<AppState> {
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        web::Data::new(AppState {
+            registry: std::sync::Arc::new(traffsure_kafka::FlowRegistry::new()),
+            objects: std::sync::Arc::new(traffsure_kafka::ObjectRegistry::new()),
+            writes: tokio::sync::Mutex::new(()),
+            clickhouse: Client::default().with_url("http://127.0.0.1:1"),
+            producer,
+            topics: traffsure_kafka::Topics::new("test-"),
+            tracking_base_url: String::new(),
+            postback_base_url: String::new(),
+            dispatcher_url: None,
+            http: reqwest::Client::new(),
+            reporting_currency: "USD".into(),
+        })
+    }
+
+    async fn listed(query: &str) -> Result<HttpResponse, ApiError> {
+        list(unreachable(), Query::from_query(query).unwrap()).await
+    }
+
+    #[actix_web::test]
+    async fn a_range_that_ends_before_it_starts_is_refused() {
+        // Like the clicks list: 422 naming `to`, not an empty list.
+        match listed("from=2026-12-05&to=2026-12-01").await {
+            Err(ApiError::Invalid { field, message }) => {
+                assert_eq!(
+                    (field.as_str(), message.as_str()),
+                    ("to", "to is before from")
+                );
+            }
+            other => panic!("{:?}", other.map(|r| r.status())),
+        }
+        // A one-day range, and either bound alone, pass the checks (and reach ClickHouse).
+        for query in [
+            "from=2026-12-01&to=2026-12-01",
+            "from=2026-12-05",
+            "to=2026-12-01",
+            "to=2026-12-05&from=2026-12-01",
+        ] {
+            assert!(
+                matches!(listed(query).await, Err(ApiError::ClickHouse(_))),
+                "{query}"
+            );
+        }
+        assert!(matches!(
+            listed("from=2026-12-32").await,
+            Err(ApiError::Invalid { field, .. }) if field == "from"
+        ));
+    }
 }

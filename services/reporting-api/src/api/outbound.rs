@@ -423,16 +423,20 @@ pub async fn send_test(
         .ok_or_else(|| ApiError::NotFound(format!("flow {flow:?} not found")))?;
     let request = json!({"flow_id": flow_id, "outbound_id": outbound_id});
     let answer = forward(&state, "/test", &request).await?;
-    let entry = Entry::new(
-        "outbound_postback",
-        format!("{flow_id}/{outbound_id}"),
-        "test",
-    );
-    entry
-        .flow(flow_id)
-        .after(&request)
-        .record(&state, &who)
-        .await?;
+    // Only a test the dispatcher sent is audited: a refusal (no such outbound postback,
+    // 404) sent nothing.
+    if answer.status().is_success() {
+        let entry = Entry::new(
+            "outbound_postback",
+            format!("{flow_id}/{outbound_id}"),
+            "test",
+        );
+        entry
+            .flow(flow_id)
+            .after(&request)
+            .record(&state, &who)
+            .await?;
+    }
     Ok(answer)
 }
 
@@ -524,5 +528,109 @@ mod tests {
         for bad in ["offer:0", "offer:x", "lander:2", "everything"] {
             assert!(filter(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A stand-in for both the dispatcher (its `/test` answers `status`) and ClickHouse
+    /// (every other request, such as an audit entry's insert, is counted and answers 200);
+    /// its base URL and the count.
+    fn backends(
+        status: u16,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        actix_web::dev::ServerHandle,
+    ) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let inserts = Arc::new(AtomicUsize::new(0));
+        let counted = inserts.clone();
+        let server = actix_web::HttpServer::new(move || {
+            let counted = counted.clone();
+            actix_web::App::new()
+                .route(
+                    "/test",
+                    web::post().to(move || async move {
+                        let code = actix_web::http::StatusCode::from_u16(status).unwrap();
+                        HttpResponse::build(code).json(json!({"message": "from the dispatcher"}))
+                    }),
+                )
+                .default_service(web::to(move || {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    async { HttpResponse::Ok().finish() }
+                }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        (base, inserts, handle)
+    }
+
+    /// reporting-api's state with one flow (id 5, slug `tested`) whose outbound postback
+    /// is `crm`, the dispatcher and ClickHouse at `base`.
+    fn state(base: &str) -> web::Data<AppState> {
+        let registry = traffsure_kafka::FlowRegistry::new();
+        registry.upsert(traffsure_events::Flow {
+            id: 5,
+            slug: "tested".into(),
+            revision: 1,
+            outbound_postbacks: vec![traffsure_events::OutboundPostback {
+                id: "crm".into(),
+                url: "https://crm.test/?c={click}".into(),
+                enabled: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap();
+        web::Data::new(AppState {
+            registry: std::sync::Arc::new(registry),
+            objects: std::sync::Arc::new(traffsure_kafka::ObjectRegistry::new()),
+            writes: tokio::sync::Mutex::new(()),
+            clickhouse: clickhouse::Client::default().with_url(base),
+            producer,
+            topics: traffsure_kafka::Topics::new("test-"),
+            tracking_base_url: String::new(),
+            postback_base_url: String::new(),
+            dispatcher_url: Some(base.to_string()),
+            http: reqwest::Client::new(),
+            reporting_currency: "USD".into(),
+        })
+    }
+
+    async fn test_send(state: &web::Data<AppState>, outbound: &str) -> u16 {
+        let path = web::Path::from(("tested".to_string(), outbound.to_string()));
+        send_test(state.clone(), path, Principal::system("test"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    #[actix_web::test]
+    async fn only_a_test_that_was_sent_is_audited() {
+        use std::sync::atomic::Ordering;
+        // The dispatcher knows no such outbound postback: nothing was sent, nothing is
+        // audited.
+        let (base, inserts, server) = backends(404);
+        assert_eq!(test_send(&state(&base), "nosuch").await, 404);
+        assert_eq!(
+            inserts.load(Ordering::SeqCst),
+            0,
+            "a refused test was audited"
+        );
+        server.stop(false).await;
+        // Sent (whatever the receiver answered): one audit entry.
+        let (base, inserts, server) = backends(200);
+        assert_eq!(test_send(&state(&base), "crm").await, 200);
+        assert_eq!(inserts.load(Ordering::SeqCst), 1);
+        server.stop(false).await;
     }
 }
