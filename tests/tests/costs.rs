@@ -313,15 +313,26 @@ async fn updates(stack: &Stack, other: u64) -> anyhow::Result<()> {
     let r = report(stack, &query).await?;
     assert_eq!(r["totals"]["cost"], "10", "{r}");
     assert_eq!(r["totals"]["cost_source"], "update", "{r}");
-    // An update over hours without clicks adds nothing.
-    stack
+    // An update over hours without clicks adds nothing (the flow named by its slug).
+    let slug = format!("upd-{id}");
+    let by_slug = stack
         .api_expect(
             Method::POST,
             "/api/v1/costs",
-            Some(json!({"flow": flow, "from": yesterday, "to": earlier, "amount": "99"})),
+            Some(json!({"flow": slug, "from": yesterday, "to": earlier, "amount": "99"})),
             201,
         )
         .await?;
+    assert_eq!(by_slug["flow"], flow, "{by_slug}");
+    let unknown = stack
+        .api_expect(
+            Method::POST,
+            "/api/v1/costs",
+            Some(json!({"flow": "no-such-flow", "from": yesterday, "to": earlier, "amount": "1"})),
+            422,
+        )
+        .await?;
+    assert_eq!(unknown["field"], "flow", "{unknown}");
     // A newer update for sub1=a over a wider range owns those two clicks: 4; the first
     // keeps the other three: 10 over b, b, c.
     stack

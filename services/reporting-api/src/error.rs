@@ -129,6 +129,10 @@ pub fn json_error(
         E::Payload(PayloadError::Overflow) => {
             ApiError::PayloadTooLarge("the body is larger than allowed".into())
         }
+        E::ContentType => ApiError::invalid(
+            "body",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ),
         error => ApiError::invalid("body", error.to_string()),
     }
     .into()
@@ -268,5 +272,18 @@ mod tests {
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let body: ErrorBody = test::read_body_json(response).await;
         assert_eq!(body.field.as_deref(), Some("body"));
+        // A form (the login page's, say) instead of JSON: says what is wanted.
+        let form = test::TestRequest::post()
+            .uri("/")
+            .insert_header((header::CONTENT_TYPE, "application/x-www-form-urlencoded"))
+            .set_payload("username=a&password=b");
+        let response = test::call_service(&app, form.to_request()).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: ErrorBody = test::read_body_json(response).await;
+        assert!(
+            body.message.contains("Content-Type: application/json"),
+            "{}",
+            body.message
+        );
     }
 }

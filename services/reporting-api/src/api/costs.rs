@@ -24,12 +24,35 @@ pub const SUB_COLUMNS: [&str; 10] = [
 /// The most rows one CSV import takes.
 const MAX_IMPORT_ROWS: usize = 10_000;
 
+/// A flow as a cost update names it: its id, or its slug as the lists' `flow` filter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum FlowRef {
+    Id(u32),
+    Slug(String),
+}
+
+impl Default for FlowRef {
+    fn default() -> Self {
+        Self::Id(0)
+    }
+}
+
+impl std::fmt::Display for FlowRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Slug(slug) => write!(f, "{slug:?}"),
+        }
+    }
+}
+
 /// One update as the API takes it (and as a CSV row's columns name it).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostUpdateSpec {
-    /// The flow's id.
-    pub flow: u32,
+    /// The flow: its id or slug.
+    pub flow: FlowRef,
     /// Start of the range, UTC, on a whole hour (`2026-03-01 00:00:00` or a date).
     pub from: String,
     /// End of the range (excluded), UTC, on a whole hour.
@@ -121,12 +144,16 @@ impl CostUpdateSpec {
         now_ms: i64,
     ) -> Result<CostUpdateRow, ApiError> {
         let field = |name: &str| format!("{at}{name}");
-        if self.flow == 0 || state.registry.get(self.flow).is_none() {
+        let flow = match &self.flow {
+            FlowRef::Id(id) => state.registry.get(*id),
+            FlowRef::Slug(slug) => state.registry.resolve(slug),
+        };
+        let Some(flow_id) = flow.map(|f| f.id).filter(|id| *id != 0) else {
             return Err(ApiError::invalid(
                 field("flow"),
-                format!("flow {} does not exist", self.flow),
+                format!("no flow with id or slug {}", self.flow),
             ));
-        }
+        };
         let from = traffsure_core::cost::hour_bound(&field("from"), &self.from)?;
         let to = traffsure_core::cost::hour_bound(&field("to"), &self.to)?;
         if to <= from {
@@ -175,7 +202,7 @@ impl CostUpdateSpec {
         );
         Ok(CostUpdateRow {
             id,
-            flow_id: self.flow,
+            flow_id,
             from_ts,
             to_ts,
             amount_micros: amount,
@@ -348,16 +375,11 @@ pub fn parse_csv(text: &str) -> Result<Vec<CostUpdateSpec>, ApiError> {
         let mut object = serde_json::Map::new();
         for (name, value) in header.iter().zip(values) {
             let value = value.trim().to_string();
+            // A flow's id as a number; anything else is a slug, checked with the row.
             let value = if name == "flow" {
-                match value.parse::<u32>() {
-                    Ok(id) => json!(id),
-                    Err(_) => {
-                        return Err(ApiError::invalid(
-                            format!("rows[{row}].flow"),
-                            format!("row {row}: flow must be a flow id, got {value:?}"),
-                        ))
-                    }
-                }
+                value
+                    .parse::<u32>()
+                    .map_or_else(|_| json!(value), |id| json!(id))
             } else {
                 json!(value)
             };
@@ -448,7 +470,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0].flow, 7);
+        assert_eq!(specs[0].flow, FlowRef::Id(7));
         assert_eq!(specs[0].amount, json!("1,5"));
         assert_eq!(specs[0].sub1.as_deref(), Some("zone \"a\""));
         assert_eq!(specs[1].currency.as_deref(), Some(""));
@@ -457,10 +479,8 @@ mod tests {
             other => panic!("{other}"),
         };
         assert_eq!(field("flow,from,to\n1,a,b\n"), "header");
-        assert_eq!(
-            field("flow,from,to,amount\n1,a,b,1\nx,a,b,1\n"),
-            "rows[2].flow"
-        );
+        let by_slug = parse_csv("flow,from,to,amount\nsummer,a,b,1\n").unwrap();
+        assert_eq!(by_slug[0].flow, FlowRef::Slug("summer".into()));
         assert_eq!(field("flow,from,to,amount\n1,a,b\n"), "rows[1]");
         assert_eq!(field("flow,from,to,amount,sub11\n1,a,b,1,x\n"), "rows[1]");
         assert_eq!(field(""), "body");

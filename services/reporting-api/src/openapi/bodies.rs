@@ -1100,11 +1100,20 @@ pub struct CostList {
     costs: Vec<CostUpdate>,
 }
 
+/// A flow by its id or its slug.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum FlowIdOrSlug {
+    Id(u32),
+    Slug(String),
+}
+
 /// `POST /api/v1/costs`: one update.
 #[derive(ToSchema)]
 pub struct NewCostUpdate {
-    /// The flow's id
-    flow: u32,
+    /// The flow: its id, or its slug
+    flow: FlowIdOrSlug,
     /// Start, UTC, on a whole hour (`2026-03-01 00:00:00` or a date)
     from: String,
     /// End (excluded), UTC, on a whole hour
