@@ -51,6 +51,8 @@ impl DeadLetters {
             "dead-letter publish of {topic} partition {} offset {}",
             r.partition, r.offset
         );
+        #[cfg(debug_assertions)]
+        traffsure_kafka::fault_point(rdkafka::producer::Producer::client(&self.producer));
         retry::forever(&what, &SINK_BACKOFF, || async {
             let record = FutureRecord::<(), [u8]>::to(&self.topic)
                 .payload(&r.payload)

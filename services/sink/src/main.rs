@@ -156,10 +156,19 @@ async fn main() -> anyhow::Result<()> {
         identity: Arc::new(TopicIdentity::new(&settings.kafka, &settings.group_id)?),
         inserts,
         tables,
-        dead_letters: DeadLetters::new(producer, topics.dead_letter("sink")),
+        dead_letters: DeadLetters::new(producer.clone(), topics.dead_letter("sink")),
     };
     tracing::info!(shards = shards.len(), "sink running");
-    let result = sink.run().await;
+    // A producer that failed for good takes no dead letter, and the batch waiting on one
+    // would wait for ever: stop, so that the restart resumes from the committed
+    // positions (and the insert markers) with a new producer.
+    let fatal = traffsure_kafka::until_failed(move || {
+        traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
+    });
+    let result = tokio::select! {
+        ran = sink.run() => ran,
+        reason = fatal => Err(anyhow::anyhow!("kafka producer failed fatally ({reason})")),
+    };
     ops_handle.stop(true).await;
     result
 }
