@@ -112,6 +112,11 @@ impl Sink {
                     match accepted {
                         Accepted::Row => messages.with_label_values(&[table, "row"]).inc(),
                         Accepted::AlreadyStored => messages.with_label_values(&[table, "already_stored"]).inc(),
+                        Accepted::StoredUndecodable(message) => {
+                            messages.with_label_values(&[table, "already_stored"]).inc();
+                            let refused = crate::tables::RefusedMessage { topic: topic.clone(), table, message };
+                            self.dead_letters.publish(&refused).await;
+                        }
                         Accepted::Rewind { low } => {
                             drop(message);
                             if let Err(error) = self.consumer.seek(&topic, partition, Offset::Offset(low), Duration::from_secs(10)) {

@@ -170,6 +170,10 @@ pub enum Accepted {
     Row,
     /// Already in the table (a replay after a crash or rebalance).
     AlreadyStored,
+    /// In a block already stored, but undecodable: its dead letter was due after that
+    /// insert, and a sink that died between the two never sent it. Sent now (again, if
+    /// it had been): a dead letter is kept at least once.
+    StoredUndecodable(Refused),
     /// The partition's topic was recreated and the consumer is past its start: read the
     /// partition again from `low` (this message comes again).
     Rewind {
@@ -415,7 +419,20 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         self.next_offsets.insert(partition, offset + 1);
         self.offsets_moved = true;
         if floor.is_some_and(|floor| offset <= floor) {
-            return Ok(Accepted::AlreadyStored);
+            let position = Position {
+                partition: partition as u16,
+                offset: offset as u64,
+                fingerprint: fingerprint(key, payload),
+            };
+            return Ok(match (self.decode)(payload, position) {
+                Ok(_) => Accepted::AlreadyStored,
+                Err(error) => Accepted::StoredUndecodable(Refused {
+                    partition,
+                    offset,
+                    payload: payload.to_vec(),
+                    reason: error.to_string(),
+                }),
+            });
         }
         self.rows.push(Pending {
             partition,
