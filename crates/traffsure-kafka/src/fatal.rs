@@ -1,6 +1,7 @@
 //! A producer that failed for good: librdkafka's fatal error, after which an idempotent
-//! producer takes no message. A service notices it (`until_failed` over `fatal_error`),
-//! stops, and exits with the cause; its restart, with a new producer, resumes.
+//! producer takes no message. A service notices it (`until_producer_fails`, or
+//! `until_failed` over its own check: click-ingest's publishers), stops, and exits with
+//! the cause; its restart, with a new producer, resumes.
 
 use std::time::Duration;
 
@@ -13,6 +14,17 @@ pub fn fatal_error<C: rdkafka::ClientContext>(
     client
         .fatal_error()
         .map(|(code, reason)| format!("{code:?}: {reason}"))
+}
+
+/// Resolves once `producer` has failed for good, with `kafka producer failed fatally
+/// (<cause>)`: what a service that stops for it exits with.
+pub fn until_producer_fails(
+    producer: rdkafka::producer::FutureProducer,
+) -> impl std::future::Future<Output = String> + Send + 'static {
+    until_failed(move || {
+        fatal_error(rdkafka::producer::Producer::client(&producer))
+            .map(|cause| format!("kafka producer failed fatally ({cause})"))
+    })
 }
 
 /// Resolves, with the reason, once `failed` says why the service cannot go on (asked

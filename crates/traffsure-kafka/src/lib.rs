@@ -30,7 +30,7 @@ use traffsure_config::KafkaSettings;
 pub use connect::{check_brokers, ConnectError};
 #[cfg(debug_assertions)]
 pub use fatal::fault_point;
-pub use fatal::{fatal_error, until_failed};
+pub use fatal::{fatal_error, until_failed, until_producer_fails};
 pub use flows::{follow_flows, FlowRegistry};
 pub use objects::{follow_objects, ObjectRegistry};
 pub use rdkafka;

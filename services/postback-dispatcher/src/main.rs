@@ -196,15 +196,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(dispatcher.clone().schedule());
     // A producer that failed for good writes no delivery record: stop, so that the
     // restart resumes from the committed positions with a new one.
-    let fatal = traffsure_kafka::until_failed({
-        let dispatcher = dispatcher.clone();
-        move || {
-            traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&dispatcher.producer))
-        }
-    });
+    let fatal = traffsure_kafka::until_producer_fails(dispatcher.producer.clone());
     let result = tokio::select! {
         consumed = dispatcher.clone().consume() => consumed,
-        reason = fatal => Err(anyhow::anyhow!("kafka producer failed fatally ({reason})")),
+        reason = fatal => Err(anyhow::anyhow!(reason)),
     };
     server_handle.stop(true).await;
     result

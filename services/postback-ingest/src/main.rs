@@ -141,20 +141,15 @@ async fn main() -> anyhow::Result<()> {
     let server = server.run();
     // A producer that failed for good makes every postback "not durable" (503): stop,
     // so that the restart answers with a new one.
-    let fatal = {
-        let producer = producer.clone();
-        traffsure_telemetry::stop_when(
-            &server,
-            traffsure_kafka::until_failed(move || {
-                traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
-            }),
-        )
-    };
+    let fatal = traffsure_telemetry::stop_when(
+        &server,
+        traffsure_kafka::until_producer_fails(producer.clone()),
+    );
     server.await?;
     use rdkafka::producer::Producer as _;
     let _ = producer.flush(std::time::Duration::from_secs(10));
     match fatal.get() {
-        Some(reason) => anyhow::bail!("kafka producer failed fatally ({reason})"),
+        Some(reason) => anyhow::bail!("{reason}"),
         None => Ok(()),
     }
 }

@@ -197,15 +197,11 @@ async fn main() -> anyhow::Result<()> {
     let server = server.run();
     // A producer that failed for good takes no flow or object change: stop, so that
     // the restart takes them with a new one.
-    let fatal = traffsure_telemetry::stop_when(
-        &server,
-        traffsure_kafka::until_failed(move || {
-            traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
-        }),
-    );
+    let fatal =
+        traffsure_telemetry::stop_when(&server, traffsure_kafka::until_producer_fails(producer));
     server.await?;
     match fatal.get() {
-        Some(reason) => anyhow::bail!("kafka producer failed fatally ({reason})"),
+        Some(reason) => anyhow::bail!("{reason}"),
         None => Ok(()),
     }
 }

@@ -162,12 +162,10 @@ async fn main() -> anyhow::Result<()> {
     // A producer that failed for good takes no dead letter, and the batch waiting on one
     // would wait for ever: stop, so that the restart resumes from the committed
     // positions (and the insert markers) with a new producer.
-    let fatal = traffsure_kafka::until_failed(move || {
-        traffsure_kafka::fatal_error(rdkafka::producer::Producer::client(&producer))
-    });
+    let fatal = traffsure_kafka::until_producer_fails(producer);
     let result = tokio::select! {
         ran = sink.run() => ran,
-        reason = fatal => Err(anyhow::anyhow!("kafka producer failed fatally ({reason})")),
+        reason = fatal => Err(anyhow::anyhow!(reason)),
     };
     ops_handle.stop(true).await;
     result
