@@ -96,11 +96,7 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     );
 
     // Started again without the fault: the log's clicks reach Kafka, each once.
-    stack
-        .options
-        .env
-        .retain(|(_, variable, _)| variable != FAULT);
-    stack.restart("click-ingest").await?;
+    restart_without_fault(stack, "click-ingest").await?;
     let topic = format!("{}clicks", stack.topic_prefix);
     let events = expect_clicks_once(
         &kafka_brokers(),
@@ -112,6 +108,16 @@ async fn run(stack: &mut Stack) -> anyhow::Result<()> {
     .await?;
     println!("{events} click events in the topic, every redirected click once");
     Ok(())
+}
+
+/// Starts `service` again without the fault: a new producer, as its supervisor's restart
+/// would give it.
+async fn restart_without_fault(stack: &mut Stack, service: &str) -> anyhow::Result<()> {
+    stack
+        .options
+        .env
+        .retain(|(_, variable, _)| variable != FAULT);
+    stack.restart(service).await
 }
 
 /// Checks that `service` exited for its producer's fatal error, with a failure status.
@@ -241,11 +247,7 @@ async fn postbacks(stack: &mut Stack) -> anyhow::Result<()> {
     );
 
     // Started again without the fault, it answers 200 again.
-    stack
-        .options
-        .env
-        .retain(|(_, variable, _)| variable != FAULT);
-    stack.restart("postback-ingest").await?;
+    restart_without_fault(stack, "postback-ingest").await?;
     let again = stack
         .http
         .get(format!(
@@ -335,11 +337,7 @@ async fn a_fatal_producer_error_stops_reporting_api_and_keeps_every_change_it_co
         eventually(Duration::from_secs(30), || async { Ok(stack.exited()) }).await?;
         exited_for_the_fault(&mut stack, "reporting-api")?;
 
-        stack
-            .options
-            .env
-            .retain(|(_, variable, _)| variable != FAULT);
-        stack.restart("reporting-api").await?;
+        restart_without_fault(&mut stack, "reporting-api").await?;
         let after = format!("fatal-api-{}-after", stack.id);
         stack
             .create_flow(
@@ -408,11 +406,7 @@ async fn sink(stack: &mut Stack) -> anyhow::Result<()> {
     eventually(Duration::from_secs(60), || async { Ok(stack.exited()) }).await?;
     exited_for_the_fault(stack, "sink")?;
 
-    stack
-        .options
-        .env
-        .retain(|(_, variable, _)| variable != FAULT);
-    stack.restart("sink").await?;
+    restart_without_fault(stack, "sink").await?;
     let stored = eventually(Duration::from_secs(60), || async {
         let rows = stack
             .clickhouse("SELECT click_hash, count() FROM clicks GROUP BY click_hash ORDER BY click_hash FORMAT TSV")

@@ -35,6 +35,29 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A state for unit tests: `registry`'s flows, ClickHouse (and the dispatcher, when
+    /// given) at `backend`, a producer whose broker never answers.
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    pub fn for_tests(registry: FlowRegistry, backend: &str, dispatcher_url: Option<&str>) -> Self {
+        Self {
+            registry: Arc::new(registry),
+            objects: Arc::new(ObjectRegistry::new()),
+            writes: tokio::sync::Mutex::new(()),
+            clickhouse: Client::default().with_url(backend),
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create()
+                .unwrap(),
+            topics: Topics::new("test-"),
+            tracking_base_url: String::new(),
+            postback_base_url: String::new(),
+            dispatcher_url: dispatcher_url.map(str::to_string),
+            http: reqwest::Client::new(),
+            reporting_currency: "USD".into(),
+        }
+    }
+
     /// The flow's name, or empty for a flow the registry does not know (any more).
     pub fn flow_name(&self, id: u32) -> String {
         self.registry

@@ -289,23 +289,11 @@ mod tests {
     /// reporting-api's state with nothing behind it: ClickHouse and Kafka are unreachable,
     /// so a request gets past the checks of its parameters only to fail there.
     fn unreachable() -> web::Data<AppState> {
-        let producer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
-            .unwrap();
-        web::Data::new(AppState {
-            registry: std::sync::Arc::new(traffsure_kafka::FlowRegistry::new()),
-            objects: std::sync::Arc::new(traffsure_kafka::ObjectRegistry::new()),
-            writes: tokio::sync::Mutex::new(()),
-            clickhouse: Client::default().with_url("http://127.0.0.1:1"),
-            producer,
-            topics: traffsure_kafka::Topics::new("test-"),
-            tracking_base_url: String::new(),
-            postback_base_url: String::new(),
-            dispatcher_url: None,
-            http: reqwest::Client::new(),
-            reporting_currency: "USD".into(),
-        })
+        web::Data::new(AppState::for_tests(
+            traffsure_kafka::FlowRegistry::new(),
+            "http://127.0.0.1:1",
+            None,
+        ))
     }
 
     async fn listed(query: &str) -> Result<HttpResponse, ApiError> {

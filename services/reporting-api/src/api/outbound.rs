@@ -586,23 +586,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let producer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create()
-            .unwrap();
-        web::Data::new(AppState {
-            registry: std::sync::Arc::new(registry),
-            objects: std::sync::Arc::new(traffsure_kafka::ObjectRegistry::new()),
-            writes: tokio::sync::Mutex::new(()),
-            clickhouse: clickhouse::Client::default().with_url(base),
-            producer,
-            topics: traffsure_kafka::Topics::new("test-"),
-            tracking_base_url: String::new(),
-            postback_base_url: String::new(),
-            dispatcher_url: Some(base.to_string()),
-            http: reqwest::Client::new(),
-            reporting_currency: "USD".into(),
-        })
+        web::Data::new(AppState::for_tests(registry, base, Some(base)))
     }
 
     async fn test_send(state: &web::Data<AppState>, outbound: &str) -> u16 {
