@@ -55,11 +55,12 @@ log "seeding $FLOWS flows into ${PREFIX}flows"
 "$ROOT/target/release/examples/seed_flows" 127.0.0.1:9092 "$PREFIX" "$FLOWS" >&2
 
 CI_PID=
+CLICK_PID=
 NGINX_PID=
 FLOOR_PID=
 # shellcheck disable=SC2015 # `|| true` covers an unset PID, a failed kill and a failed wait alike.
 cleanup() {
-  [[ -n $CI_PID ]] && kill "$CI_PID" 2>/dev/null && wait "$CI_PID" 2>/dev/null || true
+  [[ -n $CLICK_PID ]] && kill "$CLICK_PID" 2>/dev/null && wait "$CLICK_PID" 2>/dev/null || true
   [[ -n $FLOOR_PID ]] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
   [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null || true
   # A run writes a few GB of clicks; left on the shared broker they slow the next runs.
@@ -68,25 +69,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-GEOIP="$LOCAL_DIR/geoip/country.mmdb"
-[[ -f $GEOIP ]] || GEOIP=""
-KEYS=$(cat "$LOCAL_DIR/click-hash.keys" 2>/dev/null || echo "1:bench-click-hash-secret-0001")
-TRAFFSURE__HTTP__BIND=127.0.0.1:$CI_PORT \
-TRAFFSURE__HTTP__WORKERS=$WORKERS \
-TRAFFSURE__KAFKA__TOPIC_PREFIX=$PREFIX \
-TRAFFSURE__CLICK_HASH__KEYS=$KEYS \
-TRAFFSURE__GEOIP__DATABASE=$GEOIP \
-TRAFFSURE__SPILL__PATH=$DIR/clicks.spill \
-TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-50000} \
-TRAFFSURE__TELEMETRY__LOG_LEVEL=warn \
-  "$BIN" >"$DIR/click-ingest.log" 2>&1 &
-CI_PID=$!
 start=$SECONDS
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CI_PORT/readyz")" == 200 ]]; do
-  kill -0 "$CI_PID" 2>/dev/null || die "click-ingest exited (see $DIR/click-ingest.log)"
-  ((SECONDS - start < 120)) || die "click-ingest not ready after 120 s"
-  sleep 0.2
-done
+click_ingest_start "$BIN" "$CI_PORT" "$PREFIX" "$DIR/clicks.spill" "$DIR/click-ingest.log"
+CI_PID=$CLICK_PID
 log "click-ingest ready with $FLOWS flows in $((SECONDS - start)) s"
 # Resident set before any request: the data loaded, flows, GeoIP; the load adds the rest.
 rss_ready=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$CI_PID/status")

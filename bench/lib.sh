@@ -57,6 +57,33 @@ CONF
   echo "$pid"
 }
 
+# Starts the click-ingest binary BIN for a benchmark on 127.0.0.1:PORT with 2 HTTP workers,
+# its topics under PREFIX, GeoIP on when installed, its click log at SPILL and its output
+# in OUTPUT, and waits until it is ready; sets CLICK_PID (set before the wait, so an EXIT
+# trap can stop it).
+# Usage: click_ingest_start BIN PORT PREFIX SPILL OUTPUT
+click_ingest_start() {
+  local bin=$1 port=$2 prefix=$3 spill=$4 output=$5 geoip="$LOCAL_DIR/geoip/country.mmdb" keys
+  local start=$SECONDS
+  [[ -f $geoip ]] || geoip=""
+  keys=$(cat "$LOCAL_DIR/click-hash.keys" 2>/dev/null || echo "1:bench-click-hash-secret-0001")
+  TRAFFSURE__HTTP__BIND=127.0.0.1:$port \
+  TRAFFSURE__HTTP__WORKERS=2 \
+  TRAFFSURE__KAFKA__TOPIC_PREFIX=$prefix \
+  TRAFFSURE__CLICK_HASH__KEYS=$keys \
+  TRAFFSURE__GEOIP__DATABASE=$geoip \
+  TRAFFSURE__SPILL__PATH=$spill \
+  TRAFFSURE__SPILL__MAX_QUEUED=${BENCH_CLICK_MAX_QUEUED:-50000} \
+  TRAFFSURE__TELEMETRY__LOG_LEVEL=warn \
+    "$bin" >"$output" 2>&1 &
+  CLICK_PID=$!
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" == 200 ]]; do
+    kill -0 "$CLICK_PID" 2>/dev/null || die "click-ingest on $port exited (see $output)"
+    ((SECONDS - start < 120)) || die "click-ingest on $port not ready after 120 s"
+    sleep 0.2
+  done
+}
+
 # Waits until something accepts TCP connections on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 timeout=${2:-30} start=$SECONDS
