@@ -28,7 +28,6 @@ ROUNDS=${BENCH_ROUNDS:-3}
 ROUND_POLICY=${BENCH_WRK_POLICY:-batch}
 LATENCY=${BENCH_LATENCY:-1}
 WORKERS=2
-CLK_TCK=$(getconf CLK_TCK)
 UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 UA_MIX=${BENCH_UA_MIX:-1}
 # librdkafka's threads (`rdk:main`, `rdk:broker…`) and rdkafka's delivery-report poller;
@@ -54,7 +53,6 @@ rm -rf "$DIR"/clicks.spill*  # a file (spill file) or a directory (click log)
 log "seeding $FLOWS flows into ${PREFIX}flows"
 "$ROOT/target/release/examples/seed_flows" 127.0.0.1:9092 "$PREFIX" "$FLOWS" >&2
 
-CI_PID=
 CLICK_PID=
 NGINX_PID=
 FLOOR_PID=
@@ -85,11 +83,6 @@ NGINX_URL="http://127.0.0.1:$NGINX_PORT/c/bench?sub_id=bench"
 FLOOR_URL="http://127.0.0.1:$FLOOR_PORT/c/bench?sub_id=bench"
 code=$(curl -s -o /dev/null -w '%{http_code}' -A "$UA" "$CI_URL")
 [[ $code == 302 ]] || die "click-ingest answered $code for $CI_URL"
-
-# CPU microseconds per request: per_request TICKS REQUESTS.
-per_request() {
-  awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", t * 1e6 / hz / n }'
-}
 
 # The shared Kafka broker's process: its CPU per redirect is reported beside the server's.
 BROKER_PID=$(running_pid kafka || echo "")

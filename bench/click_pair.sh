@@ -22,7 +22,6 @@ PAIRS=${BENCH_PAIRS:-4}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
 FLOWS=${BENCH_FLOWS:-10000}
-CLK_TCK=$(getconf CLK_TCK)
 for bin in "$A" "$B"; do
   [[ -x $bin ]] || die "$bin is missing: run make build-release (make bench does)"
 done
@@ -37,11 +36,12 @@ mkdir -p "$DIR"
 log "seeding $FLOWS flows into ${PREFIX}flows"
 "$ROOT/target/release/examples/seed_flows" 127.0.0.1:9092 "$PREFIX" "$FLOWS" >&2
 
-PIDS=()
+PID_A=
 CLICK_PID=
 cleanup() {
   local pid
-  for pid in "${PIDS[@]}" ${CLICK_PID:+"$CLICK_PID"}; do
+  # The first build, and the last one started (the second, or whichever failed to start).
+  for pid in ${PID_A:+"$PID_A"} ${CLICK_PID:+"$CLICK_PID"}; do
     if kill "$pid" 2>/dev/null; then
       wait "$pid" 2>/dev/null || true
     fi
@@ -55,10 +55,8 @@ PORT_A=18082
 PORT_B=18083
 click_ingest_start "$A" "$PORT_A" "$PREFIX" "$DIR/a.spill" "$DIR/a.log"
 PID_A=$CLICK_PID
-PIDS+=("$PID_A")
 click_ingest_start "$B" "$PORT_B" "$PREFIX" "$DIR/b.spill" "$DIR/b.log"
 PID_B=$CLICK_PID
-PIDS+=("$PID_B")
 url() { echo "http://127.0.0.1:$1/c/bench-$((FLOWS / 2))?sub_id=bench&source=wrk&sub1=a&cost=0.01"; }
 for port in $PORT_A $PORT_B; do
   code=$(curl -s -o /dev/null -w '%{http_code}' "$(url "$port")")
@@ -73,8 +71,7 @@ measure() {
   before=$(cpu_ticks "$pid")
   out=$(run_wrk "$(url "$port")" "$SECONDS_PER_RUN" "$CONNS" 2)
   after=$(cpu_ticks "$pid")
-  awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${out%% *}" \
-    'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", t * 1e6 / hz / n }'
+  per_request $((after - before)) "${out%% *}"
 }
 # Warm-up: both builds' caches, the broker's JVM on the topic.
 run_wrk "$(url $PORT_A)" 5 "$CONNS" 2 >/dev/null

@@ -133,6 +133,13 @@ wrk_cpu_ms() {
     'BEGIN { if (n == 0) print "n/a"; else printf "%.4f", t * 1000 / hz / n }')"
 }
 
+# CPU microseconds per request, two decimals ("n/a" for no requests).
+# Usage: per_request TICKS REQUESTS
+per_request() {
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" \
+    'BEGIN { if (n == 0) print "n/a"; else printf "%.2f", t * 1e6 / hz / n }'
+}
+
 # CPU clock ticks (user + system, all threads) used so far by a process and all its
 # descendants (nginx workers, say).
 cpu_ticks() {
