@@ -28,7 +28,7 @@ pub async fn expect_clicks_once(
     let total = expected.len();
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     let events: Vec<traffsure_events::Click> = tokio::task::spawn_blocking(move || {
-        read_events::<traffsure_events::Click>(&brokers, &topic, timeout, linger, |events| {
+        read_clicks(&brokers, &topic, timeout, linger, |events| {
             events
                 .iter()
                 .filter(|c| wanted.contains(&c.click_hash))
@@ -58,7 +58,7 @@ pub async fn expect_clicks_once(
 
 /// Reads `topic` from the beginning until `done(events so far)` says stop or `timeout`
 /// passes, then `linger` longer (so a late duplicate would show), decoding each message
-/// as `M`.
+/// as `M`. The clicks topic has records of several clicks: [`read_clicks`] reads it.
 pub fn read_events<M: prost::Message + Default>(
     brokers: &str,
     topic: &str,
@@ -72,6 +72,21 @@ pub fn read_events<M: prost::Message + Default>(
     })
 }
 
+/// Reads the clicks `topic` like [`read_events`], taking every click of a record: its one
+/// click, or each click of a `ClickBatch`, in order.
+pub fn read_clicks(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    linger: Duration,
+    done: impl FnMut(&[traffsure_events::Click]) -> bool,
+) -> anyhow::Result<Vec<traffsure_events::Click>> {
+    read_each_message(brokers, topic, timeout, linger, done, |message| {
+        let payload = message.payload().context("message without payload")?;
+        Ok(traffsure_events::clicks_of(payload)?)
+    })
+}
+
 /// Reads `topic` from the beginning like [`read_events`], turning each message into a `T`
 /// with `read` (its headers, say).
 pub fn read_messages<T>(
@@ -79,8 +94,22 @@ pub fn read_messages<T>(
     topic: &str,
     timeout: Duration,
     linger: Duration,
-    mut done: impl FnMut(&[T]) -> bool,
+    done: impl FnMut(&[T]) -> bool,
     mut read: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    read_each_message(brokers, topic, timeout, linger, done, |message| {
+        Ok(vec![read(message)?])
+    })
+}
+
+/// Reads `topic` like [`read_messages`], turning each message into any number of `T`.
+fn read_each_message<T>(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+    linger: Duration,
+    mut done: impl FnMut(&[T]) -> bool,
+    mut read: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
     let consumer: BaseConsumer = traffsure_kafka::client_config(&kafka_settings(brokers))
         .set("group.id", "traffsure-test-reader")
@@ -107,7 +136,7 @@ pub fn read_messages<T>(
             stop_at = Some(now + linger);
         }
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            events.push(read(&message?)?);
+            events.extend(read(&message?)?);
         }
     }
 }

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
 use traffsure_core::ClickHashKeys;
 use traffsure_events::Click;
-use traffsure_tests::kafka_topic::{publish_flow, read_events};
+use traffsure_tests::kafka_topic::{publish_flow, read_clicks};
 use traffsure_tests::{eventually, query_of, Stack, StackOptions, CLICK_HASH_KEYS};
 
 const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
@@ -492,7 +492,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     let brokers = stack.options.kafka_brokers.clone();
     let wanted = macros_click.clone();
     let events: Vec<Click> = tokio::task::spawn_blocking(move || {
-        read_events::<Click>(
+        read_clicks(
             &brokers,
             &topic,
             Duration::from_secs(30),

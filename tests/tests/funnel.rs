@@ -13,7 +13,7 @@ use serde_json::json;
 use traffsure_core::ClickHashKeys;
 use traffsure_events::{Click, ClickKind, Conversion, ConversionStatus, Flow, Path};
 use traffsure_events::{PathLander, PathOffer};
-use traffsure_tests::kafka_topic::{publish_flow, read_events};
+use traffsure_tests::kafka_topic::{publish_flow, read_clicks, read_events};
 use traffsure_tests::produce::Producer;
 use traffsure_tests::{eventually, query_of, Stack, StackOptions, CLICK_HASH_KEYS};
 
@@ -371,7 +371,7 @@ async fn run(stack: &Stack) -> anyhow::Result<()> {
     // network, all with the flow's traffic source.
     let clicks_topic = format!("{}clicks", stack.topic_prefix);
     let expected = VISITS + 1 + 2 + hits.len() + 1;
-    let clicks: Vec<Click> = read_events(
+    let clicks: Vec<Click> = read_clicks(
         &stack.options.kafka_brokers,
         &clicks_topic,
         Duration::from_secs(60),

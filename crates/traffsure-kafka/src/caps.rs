@@ -170,44 +170,19 @@ pub async fn follow_counts(
                 let Some(payload) = message.payload() else {
                     continue;
                 };
-                // Most events belong to flows without caps: their flow id alone says so.
-                let (flow_id, metric) = match counted {
-                    Counted::Clicks => (
-                        ClickFlow::decode(payload).map(|f| f.flow_id),
-                        Metric::Clicks,
-                    ),
-                    Counted::Conversions => (
-                        ConversionFlow::decode(payload).map(|f| f.flow_id),
-                        Metric::Conversions,
-                    ),
-                };
-                let Ok(flow_id) = flow_id else {
-                    continue;
-                };
-                if !registry
-                    .get(flow_id)
-                    .is_some_and(|flow| traffsure_core::caps::flow_counts(&flow, metric))
-                {
-                    continue;
-                }
                 match counted {
-                    Counted::Clicks => {
-                        let Ok(click) = Click::decode(payload) else {
-                            continue;
-                        };
-                        let Some(flow) = registry.get(click.flow_id) else {
-                            continue;
-                        };
-                        let scopes = click_scopes(&flow, &click);
-                        if !scopes.is_empty() {
-                            counter.lock().record_seen(
-                                fingerprint(&click.click_hash),
-                                &scopes,
-                                click.ts_ms,
-                            );
-                        }
-                    }
+                    Counted::Clicks => count_clicks(&registry, &counter, payload),
                     Counted::Conversions => {
+                        // Most conversions belong to flows without caps: their flow id
+                        // alone says so.
+                        let Ok(flow_id) = ConversionFlow::decode(payload).map(|f| f.flow_id) else {
+                            continue;
+                        };
+                        if !registry.get(flow_id).is_some_and(|flow| {
+                            traffsure_core::caps::flow_counts(&flow, Metric::Conversions)
+                        }) {
+                            continue;
+                        }
                         let Ok(conversion) = Conversion::decode(payload) else {
                             continue;
                         };
@@ -227,4 +202,76 @@ pub async fn follow_counts(
             }
         })?;
     Ok(())
+}
+
+/// Counts the clicks of a record of the clicks topic: one, or each of a `ClickBatch`.
+fn count_clicks(registry: &FlowRegistry, counter: &SharedCounter, payload: &[u8]) {
+    for payload in traffsure_events::click_payloads(payload).unwrap_or_default() {
+        // Most clicks belong to flows without caps: their flow id alone says so.
+        let Ok(flow_id) = ClickFlow::decode(payload).map(|f| f.flow_id) else {
+            continue;
+        };
+        let Some(flow) = registry
+            .get(flow_id)
+            .filter(|flow| traffsure_core::caps::flow_counts(flow, Metric::Clicks))
+        else {
+            continue;
+        };
+        let Ok(click) = Click::decode(payload) else {
+            continue;
+        };
+        let scopes = click_scopes(&flow, &click);
+        if !scopes.is_empty() {
+            counter
+                .lock()
+                .record_seen(fingerprint(&click.click_hash), &scopes, click.ts_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use traffsure_core::caps::Scope;
+    use traffsure_events::Cap;
+
+    #[test]
+    fn every_click_of_a_batch_counts() {
+        let registry = FlowRegistry::new();
+        registry.upsert(Flow {
+            id: 4,
+            caps: vec![Cap {
+                metric: "clicks".into(),
+                period: "lifetime".into(),
+                limit: 10,
+            }],
+            ..Flow::default()
+        });
+        let click = |hash: &str, flow_id: u32| Click {
+            click_hash: hash.into(),
+            flow_id,
+            ts_ms: 1_000,
+            ..Click::default()
+        };
+        let mut batch = Vec::new();
+        for c in [click("a", 4), click("b", 5), click("c", 4)] {
+            traffsure_events::push_batched_click(&mut batch, &c.encode_to_vec());
+        }
+        let counter = SharedCounter::default();
+        count_clicks(&registry, &counter, &batch);
+        count_clicks(&registry, &counter, &click("d", 4).encode_to_vec());
+        let lifetime = (i64::MIN, i64::MAX);
+        assert_eq!(
+            counter
+                .lock()
+                .count(Scope::Flow(4), Metric::Clicks, lifetime),
+            3
+        );
+        assert_eq!(
+            counter
+                .lock()
+                .count(Scope::Flow(5), Metric::Clicks, lifetime),
+            0
+        );
+    }
 }

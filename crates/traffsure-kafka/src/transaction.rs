@@ -6,7 +6,16 @@
 //! transactional id takes over, since initialising it aborts the old transaction on the
 //! broker. Only fencing (another live producer took the id) is final. What the caller
 //! consumed and what it keeps in memory is the caller's to roll back.
+//!
+//! librdkafka's `send_offsets_to_transaction` can block far past its timeout while the
+//! consumer group's coordinator is down (librdkafka issues 5456 and 5511: the request's
+//! timeout is never checked, and a coordinator whose broker left the metadata is never
+//! looked up again); it took attribution ten minutes in a broker-kill test. So it runs on
+//! a thread of its own, and a call that outlives its timeout fails the commit like any
+//! other failure: the abort that follows cannot run beside the stuck call, so a new
+//! producer takes the transactional id over, which fences the stuck one.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -17,6 +26,9 @@ use rdkafka::TopicPartitionList;
 
 /// How long init, commit and abort may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long past `TIMEOUT` a `send_offsets_to_transaction` is waited for before it is
+/// given up as stuck.
+const STUCK_MARGIN: Duration = Duration::from_secs(5);
 
 /// Whether a transactional error means another live producer took this transactional id:
 /// that one does the work now, and this one must stop rather than fence it back.
@@ -95,7 +107,8 @@ pub enum TransactionError {
 pub struct TransactionalProducer<C: ProducerContext + 'static> {
     config: ClientConfig,
     new_context: Box<dyn Fn() -> C + Send>,
-    producer: BaseProducer<C>,
+    /// Shared with a `send_offsets_to_transaction` running on its own thread.
+    producer: Arc<BaseProducer<C>>,
     /// When the open transaction began; none while no transaction is open.
     opened: Option<Instant>,
 }
@@ -114,7 +127,7 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
         Ok(Self {
             config,
             new_context: Box::new(new_context),
-            producer,
+            producer: Arc::new(producer),
             opened: None,
         })
     }
@@ -174,7 +187,7 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
     pub fn commit(
         &mut self,
         offsets: &TopicPartitionList,
-        group: Option<&ConsumerGroupMetadata>,
+        group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), TransactionError> {
         if self.opened.is_none() {
             return Ok(());
@@ -197,14 +210,44 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
     fn commit_offsets(
         &self,
         offsets: &TopicPartitionList,
-        group: Option<&ConsumerGroupMetadata>,
+        group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), KafkaError> {
         if offsets.count() > 0 {
             let group = group.ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
-            self.producer
-                .send_offsets_to_transaction(offsets, group, TIMEOUT)?;
+            self.send_offsets(offsets.clone(), group, TIMEOUT + STUCK_MARGIN)?;
         }
         self.producer.commit_transaction(TIMEOUT)
+    }
+
+    /// `send_offsets_to_transaction` on a thread of its own, waited for `wait` at most:
+    /// a call still running then fails with `OperationTimedOut` and is left to end on its
+    /// own (its producer is replaced by the abort that follows, which fences it).
+    fn send_offsets(
+        &self,
+        offsets: TopicPartitionList,
+        group: ConsumerGroupMetadata,
+        wait: Duration,
+    ) -> Result<(), KafkaError> {
+        let producer = Arc::clone(&self.producer);
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("txn-offsets".into())
+            .spawn(move || {
+                let _ = done.send(producer.send_offsets_to_transaction(&offsets, &group, TIMEOUT));
+            })
+            .map_err(|_| KafkaError::ConsumerCommit(RDKafkaErrorCode::Fail))?;
+        match result.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    wait_s = wait.as_secs(),
+                    "sending the consumed offsets to the transaction is stuck (group coordinator down), giving the transaction up"
+                );
+                Err(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::OperationTimedOut,
+                ))
+            }
+        }
     }
 
     /// Aborts the open transaction. When the abort itself fails, a new producer with the
@@ -242,7 +285,7 @@ impl<C: ProducerContext + 'static> TransactionalProducer<C> {
         loop {
             match Self::create(&self.config, &self.new_context) {
                 Ok(producer) => {
-                    self.producer = producer;
+                    self.producer = Arc::new(producer);
                     return Ok(());
                 }
                 Err(TransactionError::Init(error)) if attempt < attempts && !is_fenced(&error) => {
@@ -287,9 +330,11 @@ mod tests {
             .set("bootstrap.servers", "127.0.0.1:1")
             .set("transactional.id", "test");
         TransactionalProducer {
-            producer: config
-                .create_with_context(DefaultProducerContext)
-                .expect("producer"),
+            producer: Arc::new(
+                config
+                    .create_with_context(DefaultProducerContext)
+                    .expect("producer"),
+            ),
             config,
             new_context: Box::new(|| DefaultProducerContext),
             opened: None,

@@ -196,6 +196,17 @@ impl Segment {
         self.settled.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `count` records of this segment need nothing more.
+    pub fn settle_many(&self, count: u64) {
+        self.settled.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Records written and not yet settled.
+    #[cfg(test)]
+    pub fn unsettled(&self) -> u64 {
+        self.written.load(Ordering::Relaxed) - self.settled.load(Ordering::Relaxed)
+    }
+
     fn done(&self) -> bool {
         self.settled.load(Ordering::Relaxed) >= self.written.load(Ordering::Relaxed)
     }

@@ -87,6 +87,11 @@ struct ProducerSettings {
     batch_bytes: u32,
     /// `compression.type`: `none`, `lz4`, `snappy` or `gzip` (librdkafka is built without zstd).
     compression: String,
+    /// Most clicks in one Kafka record (a `ClickBatch` of one partition's clicks, sent
+    /// full or 5 ms after its first click); 1 sends each click as a record of its own.
+    /// Kafka's per-record costs, paid once per batch, were 8 % of click-ingest's CPU per
+    /// redirect (BENCHMARKS.md).
+    clicks_per_record: usize,
 }
 
 impl Default for ProducerSettings {
@@ -96,6 +101,7 @@ impl Default for ProducerSettings {
             batch_num_messages: 10_000,
             batch_bytes: 1_000_000,
             compression: "lz4".into(),
+            clicks_per_record: 32,
         }
     }
 }
@@ -294,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
             max_bytes: settings.click_log.max_bytes,
             fsync,
             gauges: true,
+            per_record: settings.producer.clicks_per_record,
         },
         settings.spill.max_queued,
         &settings.producer,
@@ -310,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
             max_bytes: settings.click_log.max_bytes,
             fsync,
             gauges: false,
+            per_record: 1,
         },
         settings.spill.max_queued,
         &settings.producer,

@@ -17,6 +17,15 @@
 //! shutdown the producer is flushed; what the broker does not take in time stays in the
 //! log for the next start.
 //!
+//! Under load, clicks go to Kafka several to a record: a `ClickBatch` of up to
+//! `clicks_per_record` clicks of one partition (grouped with the producer's own
+//! partitioner, so each lands where its routing key sends it), sent when it is full or
+//! `BATCH_WAIT` after it was started. Kafka's per-record costs (librdkafka's queueing and
+//! delivery reports, the broker thread's framing) are then paid once per batch instead of
+//! once per click. A batch's delivery report settles all its clicks in the log; a batch
+//! Kafka refuses is written back to the log click by click and replayed as single clicks.
+//! Records with trace headers, replayed clicks and impressions go one to a record.
+//!
 //! A *fatal* producer error (librdkafka's idempotence state broken beyond repair, e.g. a
 //! sequence gap the broker cannot accept) makes every later send fail. The publisher
 //! notes it (`fatal`), stops replaying, and keeps writing events to the log; the service
@@ -45,6 +54,14 @@ const REPLAY_READ: usize = 10_000;
 const CATCH_UP_BYTES: u64 = 1 << 20;
 /// How often settled segments are deleted and the log's gauges set.
 const UPKEEP_EVERY: Duration = Duration::from_millis(100);
+/// Longest a started batch of clicks waits for more before it is sent. librdkafka then
+/// lingers with it (`linger_ms`) like with any record.
+const BATCH_WAIT: Duration = Duration::from_millis(5);
+/// A batch is sent before it grows past this many bytes (Kafka's default largest record
+/// is 1 MB).
+const BATCH_BYTES: usize = 256 << 10;
+/// How often the clicks topic's partition count is read again (batches follow it).
+const PARTITIONS_EVERY: Duration = Duration::from_secs(10);
 
 /// `traffsure_click_deliveries_total` by result, the label values resolved once: a click
 /// bumps one counter without hashing labels.
@@ -136,6 +153,108 @@ struct LogState {
     log: ClickLog,
     /// The next record to replay; `None` while events go straight to Kafka.
     replay: Option<Position>,
+    /// The batch being filled for each partition of the topic; none while the partition
+    /// count is unknown (clicks then go one to a record).
+    batches: Vec<Batch>,
+    /// When the oldest click of a non-empty batch came.
+    oldest_batched: Option<Instant>,
+}
+
+/// Clicks of one partition waiting to go to Kafka as one `ClickBatch` record.
+#[derive(Default)]
+struct Batch {
+    /// The record as encoded so far (`push_batched_click` of each click).
+    record: Vec<u8>,
+    /// Each click's routing key, in order: the first is the record's key, and a record
+    /// Kafka refuses is written back to the log click by click.
+    keys: Vec<u16>,
+    /// The log segments its clicks are in, and how many in each.
+    segments: Vec<(Arc<Segment>, u64)>,
+}
+
+impl Batch {
+    fn push(&mut self, routing_key: u16, payload: &[u8], segment: Arc<Segment>) {
+        traffsure_events::push_batched_click(&mut self.record, payload);
+        self.keys.push(routing_key);
+        match self.segments.last_mut() {
+            Some((last, count)) if Arc::ptr_eq(last, &segment) => *count += 1,
+            _ => self.segments.push((segment, 1)),
+        }
+    }
+}
+
+/// What a record sent to Kafka carries to its delivery report: the log records to
+/// settle.
+pub enum Sent {
+    /// One click (or impression), in this segment.
+    One(Arc<Segment>),
+    /// A `ClickBatch`: its clicks' routing keys, and the segments they are in.
+    Batch {
+        keys: Vec<u16>,
+        segments: Vec<(Arc<Segment>, u64)>,
+    },
+}
+
+impl Sent {
+    fn settle(&self) {
+        match self {
+            Sent::One(segment) => segment.settle(),
+            Sent::Batch { segments, .. } => {
+                for (segment, count) in segments {
+                    segment.settle_many(*count);
+                }
+            }
+        }
+    }
+
+    fn clicks(&self) -> usize {
+        match self {
+            Sent::One(_) => 1,
+            Sent::Batch { keys, .. } => keys.len(),
+        }
+    }
+}
+
+impl LogState {
+    /// Writes records Kafka did not take again at the end of the log, to be replayed from
+    /// there, and settles the originals. `payload` is the record as sent. If a write
+    /// fails, the originals stay unsettled: the next start finds them in doubt and sends
+    /// what Kafka lacks.
+    fn write_again(&mut self, sent: &Sent, routing_key: u16, payload: &[u8]) {
+        let clicks = match sent {
+            Sent::One(_) => Ok(vec![(routing_key, payload)]),
+            Sent::Batch { keys, .. } => match traffsure_events::click_payloads(payload) {
+                Ok(clicks) if clicks.len() == keys.len() => {
+                    Ok(keys.iter().copied().zip(clicks).collect())
+                }
+                Ok(clicks) => Err(format!("{} clicks for {} keys", clicks.len(), keys.len())),
+                Err(error) => Err(error.to_string()),
+            },
+        };
+        let clicks: Vec<(u16, &[u8])> = match clicks {
+            Ok(clicks) => clicks,
+            Err(error) => {
+                // Cannot be: the batch was made here. Its clicks stay in doubt in the log.
+                tracing::error!(%error, "click events left unsent in the click log until the next start");
+                return;
+            }
+        };
+        for (key, click) in clicks {
+            match self.log.append(key, click, true) {
+                Ok((_, position)) => {
+                    if self.replay.is_none() {
+                        self.replay = Some(position);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "click event left unsent in the click log until the next start");
+                    return;
+                }
+            }
+        }
+        sent.settle();
+        deliveries().spilled.inc_by(sent.clicks() as u64);
+    }
 }
 
 /// State shared by the request handlers, the delivery callback and the log's threads.
@@ -166,25 +285,6 @@ impl Shared {
             );
         }
     }
-
-    /// Writes an event Kafka did not take again at the end of the log, to be replayed
-    /// from there, and settles its first record. If that fails, the first record stays
-    /// unsettled: the next start finds it in doubt and sends it.
-    fn write_again(&self, segment: &Segment, routing_key: u16, payload: &[u8]) {
-        let mut state = self.state();
-        match state.log.append(routing_key, payload, true) {
-            Ok((_, position)) => {
-                if state.replay.is_none() {
-                    state.replay = Some(position);
-                }
-                segment.settle();
-                deliveries().spilled.inc();
-            }
-            Err(error) => {
-                tracing::error!(%error, "click event left unsent in the click log until the next start");
-            }
-        }
-    }
 }
 
 pub struct Context {
@@ -211,12 +311,12 @@ impl ClientContext for Context {
 }
 
 impl ProducerContext for Context {
-    type DeliveryOpaque = Arc<Segment>;
+    type DeliveryOpaque = Box<Sent>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, segment: Arc<Segment>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
         let message = match result {
             Ok(_) => {
-                segment.settle();
+                sent.settle();
                 return;
             }
             Err((error, message)) => {
@@ -236,7 +336,8 @@ impl ProducerContext for Context {
             .map(|k| u16::from_be_bytes([k[0], k[1]]))
             .unwrap_or(0);
         self.shared
-            .write_again(&segment, key, message.payload().unwrap_or_default());
+            .state()
+            .write_again(&sent, key, message.payload().unwrap_or_default());
     }
 }
 
@@ -249,6 +350,8 @@ pub struct Publisher {
     /// The replay thread queues a record only while the producer holds fewer events
     /// than this: half of `queue.buffering.max.messages`.
     replay_queue_limit: i32,
+    /// Most clicks in one record; 1: one click to a record.
+    per_record: usize,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -259,6 +362,9 @@ pub struct LogOptions<'a> {
     pub fsync: FsyncPolicy,
     /// Set the `traffsure_click_log_*` gauges from this log (the clicks' log does).
     pub gauges: bool,
+    /// Most events in one Kafka record (a `ClickBatch`); 1 sends each on its own (the
+    /// impressions' topic has no batches).
+    pub per_record: usize,
 }
 
 impl Publisher {
@@ -297,6 +403,8 @@ impl Publisher {
             state: Mutex::new(LogState {
                 log: click_log,
                 replay,
+                batches: Vec::new(),
+                oldest_batched: None,
             }),
             broker_down: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -327,22 +435,35 @@ impl Publisher {
             shared,
             topic: topic.into(),
             replay_queue_limit: replay_queue_limit(max_queued),
+            per_record: log.per_record.max(1),
             threads: Arc::new(Mutex::new(Vec::new())),
         };
+        if publisher.per_record > 1 {
+            publisher.refresh_partitions();
+        }
         let replayer = publisher.clone();
         let replay = std::thread::Builder::new()
             .name("click-log-replay".into())
             .spawn(move || replayer.replay_loop())?;
-        let shared = publisher.shared.clone();
+        let keeper = publisher.clone();
         let fsync = log.fsync;
         let upkeep = std::thread::Builder::new()
             .name("click-log-upkeep".into())
-            .spawn(move || upkeep_loop(&shared, fsync))?;
+            .spawn(move || keeper.upkeep_loop(fsync))?;
+        let mut threads = vec![replay, upkeep];
+        if publisher.per_record > 1 {
+            let batcher = publisher.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("click-batches".into())
+                    .spawn(move || batcher.batch_loop())?,
+            );
+        }
         publisher
             .threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([replay, upkeep]);
+            .extend(threads);
         Ok(publisher)
     }
 
@@ -398,13 +519,44 @@ impl Publisher {
             deliveries().spilled.inc();
             return Ok(());
         }
+        if headers.is_none() && !state.batches.is_empty() {
+            // Sent while the log is held, so a partition's batches go in log order.
+            let partition = partition_of(routing_key, state.batches.len());
+            let batch = &mut state.batches[partition];
+            if !batch.keys.is_empty() && batch.record.len() + payload.len() > BATCH_BYTES {
+                let full = std::mem::take(batch);
+                self.send_batch(&mut state, full);
+            }
+            let batch = &mut state.batches[partition];
+            batch.push(routing_key, payload, segment);
+            if batch.keys.len() >= self.per_record {
+                let full = std::mem::take(batch);
+                self.send_batch(&mut state, full);
+            } else if batch.keys.len() == 1 && state.oldest_batched.is_none() {
+                state.oldest_batched = Some(Instant::now());
+            }
+            return Ok(());
+        }
         drop(state);
+        self.send_one(routing_key, payload, headers, segment);
+        Ok(())
+    }
+
+    /// Hands one event to the producer's queue; one Kafka does not take is written again
+    /// to the log for the replay.
+    fn send_one(
+        &self,
+        routing_key: u16,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+        segment: Arc<Segment>,
+    ) {
         #[cfg(debug_assertions)]
         if self.shared.gauges {
             traffsure_kafka::fault_point(self.producer.client());
         }
         let key = traffsure_kafka::routing_key_bytes(routing_key);
-        let mut record = BaseRecord::with_opaque_to(&self.topic, segment)
+        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(Sent::One(segment)))
             .key(&key[..])
             .payload(payload);
         if let Some(headers) = headers {
@@ -416,16 +568,121 @@ impl Publisher {
                 traffsure_telemetry::inc_local(&deliveries().queued);
             }
             Err((error, record)) => {
-                if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
-                    tracing::error!(%error, "click event not queued, replaying it");
-                    count_delivery_error(&error);
-                    self.check_fatal(&error);
-                }
+                self.not_queued(&error);
                 self.shared
+                    .state()
                     .write_again(&record.delivery_opaque, routing_key, payload);
             }
         }
-        Ok(())
+    }
+
+    /// Counts and reports a send the producer refused (a full queue is no error: the
+    /// event waits in the log).
+    fn not_queued(&self, error: &KafkaError) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+            tracing::error!(%error, "click event not queued, replaying it");
+            count_delivery_error(error);
+            self.check_fatal(error);
+        }
+    }
+
+    /// Hands a batch to the producer's queue, with the log held (`state`): a batch of one
+    /// click goes as that click. What Kafka does not take is written again to the log.
+    fn send_batch(&self, state: &mut LogState, batch: Batch) {
+        let Batch {
+            record,
+            keys,
+            mut segments,
+        } = batch;
+        let Some(&first) = keys.first() else {
+            return;
+        };
+        #[cfg(debug_assertions)]
+        if self.shared.gauges {
+            traffsure_kafka::fault_point(self.producer.client());
+        }
+        let (sent, payload) = if keys.len() == 1 {
+            let payload = traffsure_events::click_payloads(&record)
+                .ok()
+                .and_then(|clicks| clicks.first().copied())
+                .unwrap_or_default();
+            let (segment, _) = segments.remove(0);
+            (Sent::One(segment), payload)
+        } else {
+            (Sent::Batch { keys, segments }, record.as_slice())
+        };
+        let clicks = sent.clicks() as u64;
+        let key = traffsure_kafka::routing_key_bytes(first);
+        let message = BaseRecord::with_opaque_to(&self.topic, Box::new(sent))
+            .key(&key[..])
+            .payload(payload);
+        match self.producer.send(message) {
+            Ok(()) => deliveries().queued.inc_by(clicks),
+            Err((error, message)) => {
+                self.not_queued(&error);
+                state.write_again(&message.delivery_opaque, first, payload);
+            }
+        }
+    }
+
+    /// Sends every batch that waited `BATCH_WAIT` (all of them when `all`).
+    fn send_batches(&self, all: bool) {
+        let mut state = self.shared.state();
+        let due = state
+            .oldest_batched
+            .is_some_and(|oldest| all || oldest.elapsed() >= BATCH_WAIT);
+        if due {
+            self.send_all_batches(&mut state);
+        }
+    }
+
+    fn send_all_batches(&self, state: &mut LogState) {
+        state.oldest_batched = None;
+        for partition in 0..state.batches.len() {
+            let batch = std::mem::take(&mut state.batches[partition]);
+            self.send_batch(state, batch);
+        }
+    }
+
+    /// Sends batches as they come due, until shutdown.
+    fn batch_loop(&self) {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(BATCH_WAIT / 2);
+            self.send_batches(false);
+        }
+    }
+
+    /// Reads the topic's partition count from the broker and batches clicks by it; a
+    /// change sends the batches made by the old count first. Unknown (the broker away):
+    /// as it was.
+    fn refresh_partitions(&self) {
+        let count = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_millis(1000))
+            .ok()
+            .and_then(|metadata| {
+                metadata
+                    .topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().len())
+            })
+            .filter(|count| *count > 0);
+        let Some(count) = count else {
+            return;
+        };
+        let mut state = self.shared.state();
+        if state.batches.len() == count {
+            return;
+        }
+        self.send_all_batches(&mut state);
+        state.batches.clear();
+        state.batches.resize_with(count, Batch::default);
+        tracing::debug!(
+            partitions = count,
+            "click batches follow the topic's partitions"
+        );
     }
 
     /// Replays the log while there is a replay position, and ends the replay once it
@@ -544,9 +801,10 @@ impl Publisher {
         let mut sent = 0u64;
         for record in &records {
             let key = traffsure_kafka::routing_key_bytes(record.routing_key);
-            let message = BaseRecord::with_opaque_to(&self.topic, segment.clone())
-                .key(&key[..])
-                .payload(&record.payload);
+            let message =
+                BaseRecord::with_opaque_to(&self.topic, Box::new(Sent::One(segment.clone())))
+                    .key(&key[..])
+                    .payload(&record.payload);
             if let Err((error, _)) = self.producer.send(message) {
                 self.check_fatal(&error);
                 break;
@@ -590,9 +848,10 @@ impl Publisher {
                 flush_now(&self.producer, Duration::from_millis(1));
                 continue;
             }
-            let message = BaseRecord::with_opaque_to(&self.topic, segment.clone())
-                .key(&key[..])
-                .payload(&record.payload);
+            let message =
+                BaseRecord::with_opaque_to(&self.topic, Box::new(Sent::One(segment.clone())))
+                    .key(&key[..])
+                    .payload(&record.payload);
             match self.producer.send(message) {
                 Ok(()) => return true,
                 Err((error, _))
@@ -619,6 +878,7 @@ impl Publisher {
         for handle in threads {
             let _ = handle.join();
         }
+        self.send_batches(true);
         let timeout = if self.shared.broker_down.load(Ordering::SeqCst)
             || self.shared.fatal.get().is_some()
         {
@@ -681,47 +941,91 @@ fn set_gauges(state: &LogState) {
         .set(state.replay.map_or(0, |p| state.log.bytes_from(p)) as i64);
 }
 
-/// Deletes settled segments, sets the log's gauges, and syncs the log to disk as the
-/// fsync policy says (outside the lock: a sync never holds up a click).
-fn upkeep_loop(shared: &Shared, fsync: FsyncPolicy) {
-    let mut last_sync = Instant::now();
-    while !shared.stop.load(Ordering::SeqCst) {
-        let tick = match fsync {
-            FsyncPolicy::Every(every) => every.min(UPKEEP_EVERY),
-            FsyncPolicy::Never => UPKEEP_EVERY,
-        };
-        std::thread::sleep(tick);
-        // The next segment made ahead, outside the lock.
-        let spare = shared.state().log.spare_wanted();
-        if let Some(spare) = spare {
-            let made = spare.make();
-            shared.state().log.offer_spare(made);
+/// The partition librdkafka's `murmur2_random` partitioner (the Java client's) gives a
+/// routing key's two bytes: the positive part of their murmur2 hash, modulo the count.
+fn partition_of(routing_key: u16, partitions: usize) -> usize {
+    let hash = murmur2(&traffsure_kafka::routing_key_bytes(routing_key)) & 0x7fff_ffff;
+    hash as usize % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as librdkafka's `rd_murmur2` and the Java client
+/// compute it.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, byte) in tail.iter().enumerate().rev() {
+            h ^= u32::from(*byte) << (8 * i);
         }
-        let files = {
-            let mut state = shared.state();
-            let keep = state.replay;
-            state.log.trim(keep, false);
-            if shared.gauges {
-                set_gauges(&state);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+impl Publisher {
+    /// Deletes settled segments, sets the log's gauges, syncs the log to disk as the
+    /// fsync policy says (outside the lock: a sync never holds up a click), and follows
+    /// the topic's partition count for the batches.
+    fn upkeep_loop(&self, fsync: FsyncPolicy) {
+        let shared = &*self.shared;
+        let mut last_sync = Instant::now();
+        let mut partitions_read = Instant::now();
+        while !shared.stop.load(Ordering::SeqCst) {
+            if self.per_record > 1 && partitions_read.elapsed() >= PARTITIONS_EVERY {
+                partitions_read = Instant::now();
+                self.refresh_partitions();
             }
-            match fsync {
-                FsyncPolicy::Every(every) if last_sync.elapsed() >= every => {
-                    state.log.take_unsynced()
-                }
-                FsyncPolicy::Every(_) => Vec::new(),
-                FsyncPolicy::Never => {
-                    // Sealed segments' files need no sync: let them close.
-                    drop(state.log.take_unsynced());
-                    Vec::new()
-                }
+            upkeep(shared, fsync, &mut last_sync);
+        }
+    }
+}
+
+/// One round of the upkeep: sleeps a tick, makes the spare segment, trims, syncs.
+fn upkeep(shared: &Shared, fsync: FsyncPolicy, last_sync: &mut Instant) {
+    let tick = match fsync {
+        FsyncPolicy::Every(every) => every.min(UPKEEP_EVERY),
+        FsyncPolicy::Never => UPKEEP_EVERY,
+    };
+    std::thread::sleep(tick);
+    // The next segment made ahead, outside the lock.
+    let spare = shared.state().log.spare_wanted();
+    if let Some(spare) = spare {
+        let made = spare.make();
+        shared.state().log.offer_spare(made);
+    }
+    let files = {
+        let mut state = shared.state();
+        let keep = state.replay;
+        state.log.trim(keep, false);
+        if shared.gauges {
+            set_gauges(&state);
+        }
+        match fsync {
+            FsyncPolicy::Every(every) if last_sync.elapsed() >= every => state.log.take_unsynced(),
+            FsyncPolicy::Every(_) => Vec::new(),
+            FsyncPolicy::Never => {
+                // Sealed segments' files need no sync: let them close.
+                drop(state.log.take_unsynced());
+                Vec::new()
             }
-        };
-        if !files.is_empty() {
-            last_sync = Instant::now();
-            for file in files {
-                if let Err(error) = file.sync_data() {
-                    tracing::error!(%error, "click log not synced");
-                }
+        }
+    };
+    if !files.is_empty() {
+        *last_sync = Instant::now();
+        for file in files {
+            if let Err(error) = file.sync_data() {
+                tracing::error!(%error, "click log not synced");
             }
         }
     }
@@ -740,5 +1044,98 @@ mod tests {
         assert_eq!(replay_queue_limit(1), 1);
         assert_eq!(replay_queue_limit(0), 1);
         assert_eq!(replay_queue_limit(u32::MAX), i32::MAX);
+    }
+
+    fn click(hash: &str) -> Vec<u8> {
+        use prost::Message as _;
+        traffsure_events::Click {
+            click_hash: hash.into(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_batch_kafka_refused_is_written_again_click_by_click_and_settled() {
+        let dir = std::env::temp_dir().join(format!("click-batch-again-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (log, _) = ClickLog::recover(&dir, u64::MAX).unwrap();
+        let mut state = LogState {
+            log,
+            replay: None,
+            batches: Vec::new(),
+            oldest_batched: None,
+        };
+        let mut batch = Batch::default();
+        for (key, hash) in [(7, "a"), (9, "b"), (7, "c")] {
+            let (segment, _) = state.log.append(key, &click(hash), false).unwrap();
+            batch.push(key, &click(hash), segment);
+        }
+        assert_eq!(batch.segments.len(), 1, "one segment, counted");
+        let end = state.log.end();
+        let sent = Sent::Batch {
+            keys: batch.keys.clone(),
+            segments: batch.segments.clone(),
+        };
+        state.write_again(&sent, 7, &batch.record);
+        assert_eq!(state.replay, Some(end), "replayed from the first copy");
+        let (segment, path, len) = state.log.segment(end.segment).unwrap();
+        assert_eq!(
+            segment.unsettled(),
+            3,
+            "the originals settled, the copies not"
+        );
+        let (records, _, _) = crate::clicklog::read_records(&path, end.offset, len, 10).unwrap();
+        let copies: Vec<(u16, Vec<u8>)> = records
+            .into_iter()
+            .map(|r| (r.routing_key, r.payload))
+            .collect();
+        assert_eq!(
+            copies,
+            vec![(7, click("a")), (9, click("b")), (7, click("c"))]
+        );
+        drop(segment);
+        drop(state);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Batches must group clicks exactly as librdkafka's partitioner will place them.
+    #[test]
+    #[allow(unsafe_code)]
+    fn partitions_as_librdkafka_does() {
+        for partitions in [1, 3, 4, 12, 64] {
+            for routing_key in 0..=u16::MAX {
+                let key = traffsure_kafka::routing_key_bytes(routing_key);
+                // SAFETY: a non-null key of its length; the partitioner reads nothing
+                // else for one (no topic, no opaque).
+                let theirs = unsafe {
+                    rdkafka::bindings::rd_kafka_msg_partitioner_murmur2_random(
+                        std::ptr::null(),
+                        key.as_ptr().cast(),
+                        key.len(),
+                        partitions,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+                assert_eq!(
+                    partition_of(routing_key, partitions as usize),
+                    theirs as usize,
+                    "key {routing_key}, {partitions} partitions"
+                );
+            }
+        }
+        // Kafka's own test vectors for murmur2 (the Java client's UtilsTest).
+        assert_eq!(murmur2(b"21") as i32, -973_932_308);
+        assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
+        assert_eq!(
+            murmur2(b"a-little-bit-longer-string") as i32,
+            -1_486_304_829
+        );
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58_897_971
+        );
     }
 }

@@ -153,9 +153,14 @@ fn in_kafka(
     let mut read = 0u64;
     reader.read_to_end(READ_LIMIT, |message| {
         read += 1;
-        if let Some(print) = fingerprint(message.payload().unwrap_or_default()) {
-            if wanted.contains(&print) {
-                found.insert(print);
+        // A record may hold a batch of clicks; one that does not decode holds none.
+        let clicks = traffsure_events::click_payloads(message.payload().unwrap_or_default())
+            .unwrap_or_default();
+        for click in clicks {
+            if let Some(print) = fingerprint(click) {
+                if wanted.contains(&print) {
+                    found.insert(print);
+                }
             }
         }
         Ok(())

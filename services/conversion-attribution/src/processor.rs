@@ -433,7 +433,7 @@ impl Processor {
         }
         let started = Instant::now();
         let group = self.consumer.group_metadata();
-        let result = self.producer.commit(&offsets, group.as_ref());
+        let result = self.producer.commit(&offsets, group);
         tracing::debug!(
             events = self.transaction_events,
             commit_ms = started.elapsed().as_millis() as u64,
@@ -572,35 +572,28 @@ impl Processor {
         Ok(())
     }
 
+    /// Takes every click of a record: one, or a batch's in order.
     fn on_click(&mut self, partition: i32, offset: i64, payload: &[u8]) -> anyhow::Result<()> {
+        let mut retention = self.retention();
         let Some(owned) = self.partitions.get_mut(&partition) else {
             return Ok(());
         };
         owned.clicks_next = Some(owned.clicks_next.unwrap_or(0).max(offset + 1));
-        let click = match Click::decode(payload) {
-            Ok(click) => owned.state.click_of(&click),
+        let clicks = match traffsure_events::clicks_of(payload) {
+            Ok(clicks) => clicks,
             Err(error) => {
-                tracing::warn!(partition, offset, %error, "skipping undecodable click");
+                tracing::warn!(partition, offset, %error, "skipping undecodable clicks");
                 return Ok(());
             }
         };
-        let (hash, visitor, flow, offer) = (
-            click.click_hash.clone(),
-            click.visitor_id.clone(),
-            click.flow_id,
-            click.offer_id,
-        );
-        let keep = self.retention().keeps(click.ts_ms, flow);
-        let Some(owned) = self.partitions.get_mut(&partition) else {
-            return Ok(());
-        };
-        owned.state.add_click(offset, click, keep)?;
+        owned.state.add_clicks(offset, &clicks, |state, click| {
+            let keep = retention.keeps(click.ts_ms, click.flow_id);
+            (state.click_of(click), keep)
+        })?;
         if owned.held.is_empty() {
             return Ok(());
         }
-        let (ready, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut owned.held)
-            .into_iter()
-            .partition(|h| waits_for(&h.postback, &hash, &visitor, flow, offer));
+        let (ready, waiting) = released(std::mem::take(&mut owned.held), &clicks);
         owned.held = waiting;
         for held in ready {
             self.attribute(partition, held)?;
@@ -829,6 +822,21 @@ fn count_abort(abort: Abort) {
     }
 }
 
+/// The held postbacks that waited for one of `clicks` (ready to attribute), and the others.
+fn released(held: Vec<Held>, clicks: &[Click]) -> (Vec<Held>, Vec<Held>) {
+    held.into_iter().partition(|h| {
+        clicks.iter().any(|c| {
+            waits_for(
+                &h.postback,
+                &c.click_hash,
+                &c.visitor_id,
+                c.flow_id,
+                c.offer_id,
+            )
+        })
+    })
+}
+
 /// Whether a held postback waits for this click: its click hash, or (a visitor-based one)
 /// a click of its visitor in its flow, of its offer when it names one (`p`).
 fn waits_for(postback: &Postback, hash: &str, visitor: &str, flow: u32, offer: u32) -> bool {
@@ -866,5 +874,44 @@ mod tests {
         };
         assert!(waits_for(&by_hash, "h", "", 7, 0));
         assert!(!waits_for(&by_hash, "g", "", 7, 0));
+    }
+
+    #[test]
+    fn a_batch_releases_the_postbacks_held_for_any_of_its_clicks() {
+        let held = |click_hash: &str, visitor_id: &str| Held {
+            postback: Postback {
+                click_hash: click_hash.into(),
+                visitor_id: visitor_id.into(),
+                flow_id: 7,
+                ..Postback::default()
+            },
+            offset: 0,
+            deadline: Instant::now(),
+        };
+        let click = |click_hash: &str, visitor_id: &str| Click {
+            click_hash: click_hash.into(),
+            visitor_id: visitor_id.into(),
+            flow_id: 7,
+            ..Click::default()
+        };
+        let batch = [click("a", ""), click("b", "v"), click("c", "")];
+        let (ready, waiting) = released(
+            vec![held("c", ""), held("", "v"), held("x", ""), held("", "w")],
+            &batch,
+        );
+        let who = |held: &[Held]| -> Vec<(String, String)> {
+            held.iter()
+                .map(|h| (h.postback.click_hash.clone(), h.postback.visitor_id.clone()))
+                .collect()
+        };
+        assert_eq!(
+            who(&ready),
+            [("c".into(), "".into()), ("".into(), "v".into())],
+            "the last click's and the second's visitor's"
+        );
+        assert_eq!(
+            who(&waiting),
+            [("x".into(), "".into()), ("".into(), "w".into())]
+        );
     }
 }

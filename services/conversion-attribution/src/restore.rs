@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use prost::Message as _;
 use rdkafka::{Message, Offset};
-use traffsure_events::{Click, Conversion};
+use traffsure_events::Conversion;
 use traffsure_kafka::reader::PartitionReader;
 use traffsure_kafka::Topics;
 
@@ -42,16 +42,17 @@ pub fn restore(
     reader(settings, &topics.clicks, partition, state.clicks_next)?.read_to_end(
         CATCH_UP_LIMIT,
         |message| {
-            read += 1;
             let offset = message.offset();
-            match Click::decode(message.payload().unwrap_or_default()) {
-                Ok(click) => {
-                    let keep = retention.keeps(click.ts_ms, click.flow_id);
-                    let info = state.click_of(&click);
-                    state.add_click(offset, info, keep)?;
+            match traffsure_events::clicks_of(message.payload().unwrap_or_default()) {
+                Ok(clicks) => {
+                    read += clicks.len();
+                    state.add_clicks(offset, clicks, |state, click| {
+                        let keep = retention.keeps(click.ts_ms, click.flow_id);
+                        (state.click_of(&click), keep)
+                    })?;
                 }
                 Err(error) => {
-                    tracing::warn!(partition, offset, %error, "skipping undecodable click")
+                    tracing::warn!(partition, offset, %error, "skipping undecodable clicks")
                 }
             }
             Ok(())

@@ -8,6 +8,13 @@
 //! the transaction that published them committed. What the file lacks is read back from
 //! the `clicks` and `conversions` partitions from the positions it records.
 //!
+//! A record of the `clicks` topic holds one click or a batch of them, all at one offset,
+//! and the file holds one click record per click. A crash may leave only some of a
+//! record's clicks in the file, so a click at offset X proves only the offsets before X
+//! complete; a clicks checkpoint proves every offset before its own, and `flush` writes
+//! one whenever the position moved. A record read again adds its clicks again, which
+//! changes nothing.
+//!
 //! In memory a click is a fixed-size record keyed by a 128-bit digest of its click hash,
 //! with its low-cardinality dimensions (country, source, device, OS, browser) interned per
 //! partition, its visitor details held once per distinct set (`crate::visitor::Profiles`)
@@ -232,7 +239,7 @@ pub struct PartitionState {
     pub clicks_next: i64,
     /// The next `conversions` offset the file lacks.
     pub conversions_next: i64,
-    /// `clicks_next` as the file records it.
+    /// `clicks_next` as the file proves it (see the module header).
     clicks_next_written: i64,
     /// Click and conversion records in the file, live or dead (with checkpoints).
     records: usize,
@@ -314,7 +321,9 @@ impl PartitionState {
                 KIND_CLICK if body.len() >= 8 => {
                     self.records += 1;
                     let offset = i64::from_le_bytes(body[..8].try_into().unwrap_or_default());
-                    self.clicks_next = self.clicks_next.max(offset + 1);
+                    // The record's later clicks may be missing: only a checkpoint proves
+                    // the record whole. (A compaction's clicks have offset -1.)
+                    self.clicks_next = self.clicks_next.max(offset);
                     if let Ok(click) = ClickInfo::decode(&body[8..]) {
                         if keep(click.ts_ms, click.flow_id) {
                             self.insert_click(&click);
@@ -448,28 +457,37 @@ impl PartitionState {
         info_of(&self.dims, &self.profiles, click)
     }
 
-    /// Adds the click read at `offset`, unless the state already has it or `keep` says it
-    /// is out of retention (then only its offset is noted).
-    pub fn add_click(
+    /// Adds the clicks of the record read at `offset` (one click, or a batch's in order),
+    /// unless the state already has that record: they are taken together, as the offset
+    /// is theirs together. `complete` gives each click as the state keeps it and whether
+    /// retention keeps it (if not, only the offset is noted); it sees the clicks added
+    /// before it, as a lander click-through may follow its visit in one record. Returns
+    /// whether any click was added.
+    pub fn add_clicks<C>(
         &mut self,
         offset: i64,
-        click: ClickInfo,
-        keep: bool,
+        clicks: impl IntoIterator<Item = C>,
+        mut complete: impl FnMut(&Self, C) -> (ClickInfo, bool),
     ) -> std::io::Result<bool> {
         if offset < self.clicks_next {
             return Ok(false);
         }
         self.clicks_next = offset + 1;
-        if !keep {
-            return Ok(false);
+        let mut added = false;
+        let mut body = Vec::new();
+        for click in clicks {
+            let (click, keep) = complete(self, click);
+            if !keep {
+                continue;
+            }
+            body.clear();
+            body.extend_from_slice(&offset.to_le_bytes());
+            click.encode(&mut body)?;
+            self.append(KIND_CLICK, &body)?;
+            self.insert_click(&click);
+            added = true;
         }
-        let mut body = Vec::with_capacity(8 + click.encoded_len());
-        body.extend_from_slice(&offset.to_le_bytes());
-        click.encode(&mut body)?;
-        self.append(KIND_CLICK, &body)?;
-        self.clicks_next_written = self.clicks_next;
-        self.insert_click(&click);
-        Ok(true)
+        Ok(added)
     }
 
     /// Keeps `conversion` if it is newer than what the state holds, and remembers its postback.
@@ -516,7 +534,8 @@ impl PartitionState {
         self.append(KIND_CONVERSIONS_CHECKPOINT, &next.to_le_bytes())
     }
 
-    /// Writes what is buffered, with the clicks position if clicks out of retention moved it.
+    /// Writes what is buffered, with the clicks position when it moved: the clicks of the
+    /// last record read prove only the offsets before it (see the module header).
     pub fn flush(&mut self) -> std::io::Result<()> {
         if self.clicks_next > self.clicks_next_written {
             let next = self.clicks_next;
@@ -720,6 +739,18 @@ fn write_record(out: &mut impl Write, kind: u8, body: &[u8]) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl PartitionState {
+        /// A record of one click, as most are.
+        fn add_click(
+            &mut self,
+            offset: i64,
+            click: ClickInfo,
+            keep: bool,
+        ) -> std::io::Result<bool> {
+            self.add_clicks(offset, [(click, keep)], |_, kept| kept)
+        }
+    }
 
     fn click(hash: &str, visitor: &str, ts_ms: i64) -> ClickInfo {
         ClickInfo {
@@ -1000,14 +1031,17 @@ mod tests {
         }
         let path = dir.join("partition-0.log");
         let len = std::fs::metadata(&path)?.len();
+        // Into b, under the checkpoint `flush` wrote after it.
         OpenOptions::new()
             .write(true)
             .open(&path)?
-            .set_len(len - 3)?;
+            .set_len(len - CHECKPOINT_BYTES - 3)?;
         {
             let mut state = PartitionState::open(&dir, 0, &mut all)?;
             assert_eq!(state.clicks.len(), 1, "the torn click is dropped");
-            assert_eq!(state.clicks_next, 1);
+            // Without the checkpoint that followed it, a's record is not proven whole.
+            assert_eq!(state.clicks_next, 0);
+            assert!(state.add_click(0, click("a", "", 1), true)?, "read again");
             state.add_click(1, click("b", "", 2), true)?;
             state.flush()?;
         }
@@ -1089,6 +1123,147 @@ mod tests {
         assert_eq!((live.current.version, live.postback_ids.len()), (2, 2));
         assert!(!dir.join("partition-3.log.compact").exists());
         std::fs::remove_dir_all(&dir)
+    }
+
+    /// A clicks checkpoint in the file.
+    const CHECKPOINT_BYTES: u64 = HEADER as u64 + 8;
+
+    /// The clicks of a record as they come from the topic, completed as the processor does.
+    fn add_record(
+        state: &mut PartitionState,
+        offset: i64,
+        clicks: &[Click],
+    ) -> std::io::Result<bool> {
+        state.add_clicks(offset, clicks, |state, click| (state.click_of(click), true))
+    }
+
+    fn event(hash: &str, visitor: &str, ts_ms: i64) -> Click {
+        Click {
+            click_hash: hash.into(),
+            visitor_id: visitor.into(),
+            flow_id: 7,
+            ts_ms,
+            country: "FR".into(),
+            ..Click::default()
+        }
+    }
+
+    #[test]
+    fn a_record_of_three_clicks_keeps_all_three() -> std::io::Result<()> {
+        let dir = temp_dir("batch");
+        let batch = [
+            event("a", "v", 10),
+            event("b", "v", 20),
+            event("c", "w", 30),
+        ];
+        {
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            assert!(add_record(&mut state, 4, &batch)?);
+            assert_eq!((state.clicks.len(), state.clicks_next), (3, 5));
+            assert!(!add_record(&mut state, 4, &batch)?, "seen offset");
+            state.flush()?;
+        }
+        let state = PartitionState::open(&dir, 0, &mut all)?;
+        assert_eq!((state.clicks.len(), state.clicks_next), (3, 5));
+        for hash in ["a", "b", "c"] {
+            assert!(state.clicks.contains_key(&click_key(hash)), "{hash}");
+        }
+        assert_eq!(state.visitors[&visitor_key("v", 7)], click_key("b"));
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn a_click_through_completes_from_its_visit_in_the_same_record() -> std::io::Result<()> {
+        let dir = temp_dir("batch-through");
+        let visit = Click {
+            source: "push".into(),
+            sub_id: "s9".into(),
+            lander_id: 5,
+            ..event("visit", "v", 10)
+        };
+        let through = Click {
+            parent_click_hash: "visit".into(),
+            offer_id: 3,
+            ..event("through", "v", 11)
+        };
+        let mut state = PartitionState::open(&dir, 0, &mut all)?;
+        add_record(&mut state, 0, &[visit, through])?;
+        let info = state.click_info(&state.clicks[&click_key("through")]);
+        assert_eq!(
+            (
+                info.source.as_str(),
+                info.sub_id.as_str(),
+                info.lander_id,
+                info.offer_id
+            ),
+            ("push", "s9", 5, 3)
+        );
+        std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn a_record_cut_short_in_the_file_is_read_again() -> std::io::Result<()> {
+        let dir = temp_dir("batch-cut");
+        let batch = [
+            event("a", "v", 10),
+            event("b", "v", 20),
+            event("c", "v", 30),
+        ];
+        let converted = Conversion {
+            click_hash: "z".into(),
+            ..conversion("x", 1, "p1")
+        };
+        {
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            add_record(&mut state, 0, &[event("z", "u", 5)])?;
+            state.insert_conversion(converted.clone());
+            state.record_conversion(&converted)?;
+            state.flush()?;
+            add_record(&mut state, 1, &batch)?;
+            state.flush()?;
+        }
+        // A crash after a's and b's records reached the file: c's and the checkpoint
+        // after it are missing.
+        let c = state_click(&batch[2]);
+        let path = dir.join("partition-0.log");
+        let len = std::fs::metadata(&path)?.len();
+        let c_bytes = (HEADER + 8 + c.encoded_len()) as u64;
+        OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(len - CHECKPOINT_BYTES - c_bytes)?;
+        {
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            assert_eq!(state.clicks.len(), 3, "z, a and b");
+            assert_eq!(state.clicks_next, 1, "the cut record is read again");
+            assert_eq!(state.visitors[&visitor_key("v", 7)], click_key("b"));
+            assert!(add_record(&mut state, 1, &batch)?);
+            assert_eq!((state.clicks.len(), state.clicks_next), (4, 2));
+            assert_eq!(state.visitors[&visitor_key("v", 7)], click_key("c"));
+            assert_eq!(state.conversions.len(), 1);
+            assert!(state.click_converted("z"));
+            state.flush()?;
+        }
+        for compacted in [false, true] {
+            let mut state = PartitionState::open(&dir, 0, &mut all)?;
+            assert_eq!(
+                (state.clicks.len(), state.clicks_next),
+                (4, 2),
+                "{compacted}"
+            );
+            for hash in ["z", "a", "b", "c"] {
+                assert!(state.clicks.contains_key(&click_key(hash)), "{hash}");
+            }
+            assert_eq!(state.visitors[&visitor_key("v", 7)], click_key("c"));
+            assert_eq!(state.conversions["x"].postback_ids, ["p1"]);
+            state.compact()?;
+        }
+        std::fs::remove_dir_all(&dir)
+    }
+
+    /// A click as the state writes it to the file.
+    fn state_click(click: &Click) -> ClickInfo {
+        ClickInfo::from(click)
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! events only the flow id is decoded and the flow looked up, and the offset moves on.
 //! An event of a flow that has one becomes a delivery record like a conversion's, on the
 //! same partition number of `outbound-deliveries`, and is delivered, retried and logged
-//! by the same machinery; its macros are the click's or the impression's own.
+//! by the same machinery; its macros are the click's or the impression's own. A record of
+//! `clicks` may hold several clicks (a `ClickBatch`): each owes its own deliveries.
+
+use std::ops::Deref;
 
 use prost::Message as _;
 use traffsure_core::flow::{outbound_postbacks, postback_type_word};
@@ -45,14 +48,48 @@ fn of_kind(flow: &Flow, kind: Kind) -> impl Iterator<Item = &OutboundPostback> {
         .filter(move |o| o.enabled && postback_type_word(&o.r#type) == kind.word())
 }
 
-/// The flow id of a click or impression event; `None` when it is not one.
+/// The flow id of a click or impression record; `None` when it is not one. Of a
+/// `ClickBatch`, its first click's (see `deliveries`).
+#[cfg(test)]
 pub fn flow_of(payload: &[u8]) -> Option<u32> {
-    FlowOnly::decode(payload).ok().map(|f| f.flow_id)
+    let first = traffsure_events::click_payloads(payload)
+        .ok()?
+        .into_iter()
+        .next()?;
+    FlowOnly::decode(first).ok().map(|f| f.flow_id)
 }
 
-/// The deliveries a click or impression event owes, given its flow (`None`: unknown,
-/// fires nothing). Keys are `<click hash or impression id>/0/<outbound id>`.
+/// The deliveries the events of a record owe that belong to `flow` (`None`: unknown,
+/// fires nothing): the record's click or impression, or the clicks of a `ClickBatch` of
+/// that flow. A batch of several flows needs `record_deliveries`.
+#[cfg(test)]
 pub fn deliveries(kind: Kind, flow: Option<&Flow>, payload: &[u8]) -> Vec<OutboundDelivery> {
+    record_deliveries(kind, payload, |id| flow.filter(|f| f.id == id))
+}
+
+/// The deliveries the events of a record owe: its click or impression, or every click of
+/// a `ClickBatch`, each with its flow as `flow` finds it (`None`: unknown, fires nothing).
+/// Keys are `<click hash or impression id>/0/<outbound id>`.
+pub fn record_deliveries<F: Deref<Target = Flow>>(
+    kind: Kind,
+    payload: &[u8],
+    flow: impl Fn(u32) -> Option<F>,
+) -> Vec<OutboundDelivery> {
+    let events = match kind {
+        Kind::Click => traffsure_events::click_payloads(payload).unwrap_or_default(),
+        Kind::Impression => vec![payload],
+    };
+    events
+        .into_iter()
+        .flat_map(|event| {
+            let flow = FlowOnly::decode(event).ok().and_then(|f| flow(f.flow_id));
+            event_deliveries(kind, flow.as_deref(), event)
+        })
+        .collect()
+}
+
+/// The deliveries one click or impression event owes, given its flow.
+fn event_deliveries(kind: Kind, flow: Option<&Flow>, payload: &[u8]) -> Vec<OutboundDelivery> {
     let Some(flow) = flow else {
         return Vec::new();
     };
@@ -219,5 +256,45 @@ mod tests {
             ..Flow::default()
         };
         assert!(deliveries(Kind::Click, Some(&quiet), &payload).is_empty());
+    }
+
+    #[test]
+    fn every_click_of_a_batch_owes_its_deliveries() {
+        let flow = |id: u32| Flow {
+            id,
+            outbound_postbacks: vec![outbound("clk", "click")],
+            ..Flow::default()
+        };
+        let flows = [flow(4), flow(5)];
+        let click = |hash: &str, flow_id: u32| Click {
+            click_hash: hash.into(),
+            flow_id,
+            ts_ms: 1_000,
+            ..Click::default()
+        };
+        let mut batch = Vec::new();
+        for c in [click("a", 4), click("b", 9), click("c", 5), click("d", 4)] {
+            traffsure_events::push_batched_click(&mut batch, &c.encode_to_vec());
+        }
+        let keys = |records: Vec<OutboundDelivery>| -> Vec<String> {
+            records.into_iter().map(|r| r.key).collect()
+        };
+        let find = |id: u32| flows.iter().find(|f| f.id == id);
+        assert_eq!(
+            keys(record_deliveries(Kind::Click, &batch, find)),
+            ["a/0/clk", "c/0/clk", "d/0/clk"],
+            "b's flow is unknown"
+        );
+        // The first click's flow, as `flow_of` names it: only that flow's clicks.
+        assert_eq!(flow_of(&batch), Some(4));
+        assert_eq!(
+            keys(deliveries(Kind::Click, Some(&flows[0]), &batch)),
+            ["a/0/clk", "d/0/clk"]
+        );
+        batch.pop();
+        assert!(
+            record_deliveries(Kind::Click, &batch, find).is_empty(),
+            "cut"
+        );
     }
 }

@@ -142,8 +142,8 @@ impl Dispatcher {
                     if let Some(kind) = kind {
                         // Most events fire nothing: decided here, without a task.
                         let payload = message.payload().unwrap_or_default();
-                        let flow = clicks::flow_of(payload).and_then(|id| self.registry.get(id));
-                        let mut records = clicks::deliveries(kind, flow.as_deref(), payload);
+                        let mut records =
+                            clicks::record_deliveries(kind, payload, |id| self.registry.get(id));
                         if !records.is_empty() {
                             // Read again after a restart: what is recorded stays as it is.
                             let known = self.lock();

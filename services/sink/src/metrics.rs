@@ -44,7 +44,7 @@ pub fn batch_rows() -> &'static HistogramVec {
     METRIC.get_or_init(|| {
         traffsure_telemetry::histogram_vec_with_buckets(
             "traffsure_sink_batch_rows",
-            "Rows per insert, by table",
+            "Messages per insert (a record of several clicks counts once), by table",
             &["table"],
             vec![
                 1.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 25_000.0, 50_000.0, 100_000.0,

@@ -122,6 +122,21 @@ pub struct ClickRow {
     pub cost_source: u8,
 }
 
+/// The rows of a record of the clicks topic, appended to `rows`: one per click (a
+/// `ClickBatch` holds several, in order), all at the record's position, since the
+/// checkpoints count records. On an error some may have been appended already.
+pub fn click_rows(
+    payload: &[u8],
+    at: Position,
+    rows: &mut Vec<ClickRow>,
+) -> Result<(), prost::DecodeError> {
+    for click in traffsure_events::click_payloads(payload)? {
+        rows.push(click_row(click, at)?);
+    }
+    Ok(())
+}
+
+/// The row of one encoded click.
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
     let c = Click::decode(payload)?;
     Ok(ClickRow {
@@ -810,6 +825,38 @@ mod tests {
         let row = object_row(&object.encode_to_vec(), AT)?;
         assert_eq!((row.kind, row.id, row.revision, row.archived), (4, 7, 3, 1));
         assert_eq!(row.updated_at, 1_772_360_100);
+        Ok(())
+    }
+
+    #[test]
+    fn a_click_batch_gives_a_row_per_click_all_at_the_records_position() -> anyhow::Result<()> {
+        let click = |hash: &str| Click {
+            click_hash: hash.into(),
+            flow_id: 7,
+            ..Click::default()
+        };
+        let mut record = Vec::new();
+        for hash in ["a", "b", "c"] {
+            traffsure_events::push_batched_click(&mut record, &click(hash).encode_to_vec());
+        }
+        let mut rows = Vec::new();
+        click_rows(&record, AT, &mut rows)?;
+        let hashes: Vec<&str> = rows.iter().map(|r| r.click_hash.as_str()).collect();
+        assert_eq!(hashes, ["a", "b", "c"]);
+        for row in &rows {
+            assert_eq!(
+                (row.kafka_partition, row.kafka_offset, row.kafka_fingerprint),
+                (1, 2, 3)
+            );
+            assert_eq!(row.flow_id, 7);
+        }
+        // A record of one click, after the batch's rows.
+        click_rows(&click("d").encode_to_vec(), AT, &mut rows)?;
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[3].click_hash, "d");
+        // A batch cut short is an error, not fewer rows.
+        record.pop();
+        assert!(click_rows(&record, AT, &mut Vec::new()).is_err());
         Ok(())
     }
 

@@ -92,7 +92,10 @@ impl Drop for InsertGuard {
     }
 }
 
-pub type Decode<R> = fn(&[u8], Position) -> Result<R, prost::DecodeError>;
+/// Appends the rows of one message: one for most tables, one per click for the clicks
+/// table (a record may hold a batch of clicks), all at the message's position. On an
+/// error the caller drops whatever it appended: a message is stored whole or not at all.
+pub type Decode<R> = fn(&[u8], Position, &mut Vec<R>) -> Result<(), prost::DecodeError>;
 
 /// A message waiting for its insert, still encoded: the insert task decodes it, so
 /// the loop only reads Kafka, and a waiting batch costs little memory.
@@ -103,10 +106,10 @@ struct Pending {
     payload: Vec<u8>,
 }
 
-/// A message decoded into its row, in the insert task.
-struct Decoded<'a, R> {
+/// A message decoded into its rows (these of the batch's rows), in the insert task.
+struct Decoded<'a> {
     message: &'a Pending,
-    row: R,
+    rows: Range<usize>,
 }
 
 /// A message ClickHouse refused as bad data, for the dead-letter topic.
@@ -424,8 +427,8 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
                 offset: offset as u64,
                 fingerprint: fingerprint(key, payload),
             };
-            return Ok(match (self.decode)(payload, position) {
-                Ok(_) => Accepted::AlreadyStored,
+            return Ok(match (self.decode)(payload, position, &mut Vec::new()) {
+                Ok(()) => Accepted::AlreadyStored,
                 Err(error) => Accepted::StoredUndecodable(Refused {
                     partition,
                     offset,
@@ -534,8 +537,9 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
 
 /// Decodes and inserts `messages`, retrying with backoff until every row is in the
 /// table or refused (returned, for the dead-letter topic): rows are never skipped.
-/// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split
-/// until the refused rows are alone.
+/// Undecodable messages are refused; a batch ClickHouse refuses as bad data is split,
+/// between messages, until the refused messages are alone. A message's rows share its
+/// offset, and the checkpoints and `repair` hold only if they go in one insert.
 async fn write_batch<R: RowOwned + RowWrite>(
     client: Client,
     table: &'static str,
@@ -546,15 +550,22 @@ async fn write_batch<R: RowOwned + RowWrite>(
     let started = Instant::now();
     let mut refused = Vec::new();
     let mut rows = Vec::with_capacity(messages.len());
+    let mut decoded = Vec::with_capacity(messages.len());
     for message in &messages {
         let position = Position {
             partition: message.partition as u16,
             offset: message.offset as u64,
             fingerprint: message.fingerprint,
         };
-        match decode(&message.payload, position) {
-            Ok(row) => rows.push(Decoded { message, row }),
+        let first = rows.len();
+        match decode(&message.payload, position, &mut rows) {
+            Ok(()) => decoded.push(Decoded {
+                message,
+                rows: first..rows.len(),
+            }),
             Err(error) => {
+                // A record of several clicks goes whole: none of its rows are kept.
+                rows.truncate(first);
                 tracing::warn!(table, partition = message.partition, offset = message.offset, %error, "dead-lettering undecodable message");
                 refused.push(Refused {
                     partition: message.partition,
@@ -567,9 +578,10 @@ async fn write_batch<R: RowOwned + RowWrite>(
     }
     let mut written = 0;
     let mut retry = 0;
+    // Chunks of `decoded`: whole messages, never part of one.
     let mut chunks = VecDeque::new();
-    if !rows.is_empty() {
-        chunks.push_back(0..rows.len());
+    if !decoded.is_empty() {
+        chunks.push_back(0..decoded.len());
     }
     // The rows of an insert that failed, until their views are checked (`repair`).
     let mut cut: Option<Sent> = None;
@@ -594,26 +606,40 @@ async fn write_batch<R: RowOwned + RowWrite>(
             }
         }
         let mut sent = None;
-        match insert_chunk(&client, table, &rows, chunk.clone(), &void, &mut sent).await {
+        match insert_chunk(
+            &client,
+            table,
+            &decoded,
+            &rows,
+            chunk.clone(),
+            &void,
+            &mut sent,
+        )
+        .await
+        {
             Ok(n) => {
                 written += n;
                 retry = 0;
             }
-            Err(error) if is_bad_data(&error) && chunk.len() == 1 => {
-                let r = rows[chunk.start].message;
-                tracing::warn!(table, partition = r.partition, offset = r.offset, %error, "clickhouse refused a row");
-                refused.push(Refused {
-                    partition: r.partition,
-                    offset: r.offset,
-                    payload: r.payload.clone(),
-                    reason: error.to_string(),
-                });
-            }
-            Err(error) if is_bad_data(&error) => {
-                let middle = chunk.start + chunk.len() / 2;
-                chunks.push_front(middle..chunk.end);
-                chunks.push_front(chunk.start..middle);
-            }
+            Err(error) if is_bad_data(&error) => match split_at_message(&decoded, chunk.clone()) {
+                Some((first, second)) => {
+                    chunks.push_front(second);
+                    chunks.push_front(first);
+                }
+                // One message, however many rows it has: refused whole.
+                None => {
+                    for d in decoded.get(chunk).unwrap_or_default() {
+                        let m = d.message;
+                        tracing::warn!(table, partition = m.partition, offset = m.offset, rows = d.rows.len(), %error, "clickhouse refused a message's rows");
+                        refused.push(Refused {
+                            partition: m.partition,
+                            offset: m.offset,
+                            payload: m.payload.clone(),
+                            reason: error.to_string(),
+                        });
+                    }
+                }
+            },
             Err(error) => {
                 metrics::insert_errors().with_label_values(&[table]).inc();
                 let delay = crate::SINK_BACKOFF.delay(retry);
@@ -631,6 +657,8 @@ async fn write_batch<R: RowOwned + RowWrite>(
     metrics::rows_inserted()
         .with_label_values(&[table])
         .inc_by(written as u64);
+    // Messages, as the batch policy counts them (undecodable ones too); the rows are
+    // in `rows_inserted`.
     metrics::batch_rows()
         .with_label_values(&[table])
         .observe(messages.len() as f64);
@@ -646,56 +674,84 @@ async fn write_batch<R: RowOwned + RowWrite>(
     refused
 }
 
-/// Inserts `chunk` of `rows`, less those the table already holds, and checks that the
-/// checkpoints show them. Returns the rows written.
+/// Where a chunk of `messages` refused as bad data is split: at the message boundary
+/// nearest its middle row, so that the halves hold about as many rows and no message is
+/// cut. None when the chunk holds one message (or none).
+fn split_at_message(
+    messages: &[Decoded<'_>],
+    chunk: Range<usize>,
+) -> Option<(Range<usize>, Range<usize>)> {
+    let these = messages.get(chunk.clone())?;
+    let (first, last) = (these.first()?, these.last()?);
+    let middle = first.rows.start + (last.rows.end - first.rows.start) / 2;
+    let at = (1..these.len()).min_by_key(|i| these[*i].rows.start.abs_diff(middle))?;
+    Some((chunk.start..chunk.start + at, chunk.start + at..chunk.end))
+}
+
+/// The rows of `messages`, each with its message's partition and offset: one entry per
+/// row, so that what an insert sent is counted in rows, as `repair` and the markers
+/// compare it with what the table holds.
+fn rows_of<'a, R>(
+    messages: &'a [&Decoded<'_>],
+    rows: &'a [R],
+) -> impl Iterator<Item = ((i32, i64), &'a R)> {
+    messages.iter().flat_map(move |d| {
+        let position = (d.message.partition, d.message.offset);
+        rows.get(d.rows.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(move |row| (position, row))
+    })
+}
+
+/// Inserts the rows of `chunk` of `messages`, less the messages the table already holds,
+/// and checks that the checkpoints show them. Returns the rows written.
 async fn insert_chunk<R: RowOwned + RowWrite>(
     client: &Client,
     table: &'static str,
-    rows: &[Decoded<'_, R>],
+    messages: &[Decoded<'_>],
+    rows: &[R],
     chunk: Range<usize>,
     void: &Void,
     sent: &mut Option<Sent>,
 ) -> Result<usize, Error> {
-    // Rows at or below a partition's checkpoint are there already: an earlier insert
-    // whose answer was lost, or another owner after a rebalance.
+    // Messages at or below a partition's checkpoint are there already: an earlier insert
+    // whose answer was lost, or another owner after a rebalance. All the rows of a
+    // message have its offset, so a message is kept or dropped whole.
     let stored = checkpoints(client, table, void, "insert").await?;
-    let fresh: Vec<&Decoded<R>> = rows[chunk.clone()]
+    let these = messages.get(chunk).unwrap_or_default();
+    let fresh: Vec<&Decoded> = these
         .iter()
-        .filter(|r| {
-            let m = r.message;
+        .filter(|d| {
+            let m = d.message;
             stored.get(&m.partition).is_none_or(|c| m.offset > c.offset)
         })
         .collect();
-    if fresh.len() < chunk.len() {
+    if fresh.len() < these.len() {
         tracing::info!(
             table,
-            skipped = chunk.len() - fresh.len(),
-            "rows already stored, not inserted again"
+            skipped = these.len() - fresh.len(),
+            "messages already stored, not inserted again"
         );
     }
-    if fresh.is_empty() {
+    let rows_sent = Sent::of(rows_of(&fresh, rows).map(|(position, _)| position));
+    let count = rows_sent.rows();
+    if count == 0 {
         return Ok(0);
     }
-    let rows_sent = Sent::of(
-        fresh
-            .iter()
-            .map(|r| (r.message.partition, r.message.offset)),
-    );
     // Recorded where a successor reads it, before the insert is sent: a cut that this
     // process does not live to repair is repaired by the partitions' next owner.
     markers::record(client, table, &rows_sent).await?;
     *sent = Some(rows_sent);
     let mut insert = client.insert::<R>(table).await?;
-    for r in &fresh {
-        insert.write(&r.row).await?;
+    for (_, row) in rows_of(&fresh, rows) {
+        insert.write(row).await?;
     }
     insert.end().await?;
     // The checkpoint view ran in the same INSERT: an insert that reported success
     // without it did not store its rows.
     let now = checkpoints(client, table, void, "insert").await?;
-    let positions = fresh
-        .iter()
-        .map(|r| (r.message.partition, r.message.offset));
+    let positions = rows_of(&fresh, rows).map(|(position, _)| position);
     for (partition, last) in last_offsets(positions) {
         let found = now.get(&partition).map(|c| c.offset);
         if found.is_none_or(|found| found < last) {
@@ -704,7 +760,7 @@ async fn insert_chunk<R: RowOwned + RowWrite>(
             )));
         }
     }
-    Ok(fresh.len())
+    Ok(count as usize)
 }
 
 #[cfg(test)]
@@ -729,6 +785,115 @@ mod tests {
         let last = last_offsets([(0, 5), (1, 9), (0, 6), (0, 8)].into_iter());
         assert_eq!(last[&0], 8);
         assert_eq!(last[&1], 9);
+    }
+
+    /// `count` messages of partition 0, at offsets from 10.
+    fn pending(count: usize) -> Vec<Pending> {
+        (0..count)
+            .map(|i| Pending {
+                partition: 0,
+                offset: 10 + i as i64,
+                fingerprint: 1,
+                payload: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// `messages` decoded into rows of the given numbers, in order.
+    fn decoded<'a>(messages: &'a [Pending], sizes: &[usize]) -> Vec<Decoded<'a>> {
+        let mut first = 0;
+        messages
+            .iter()
+            .zip(sizes)
+            .map(|(message, size)| {
+                first += size;
+                Decoded {
+                    message,
+                    rows: first - size..first,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bad_data_is_split_between_messages_never_within_one() {
+        let messages = pending(3);
+        let three_one_two = decoded(&messages, &[3, 1, 2]);
+        // Six rows: the boundary nearest the middle is after the first message.
+        assert_eq!(split_at_message(&three_one_two, 0..3), Some((0..1, 1..3)));
+        assert_eq!(split_at_message(&three_one_two, 1..3), Some((1..2, 2..3)));
+        // A message alone is refused whole, however many rows it has.
+        assert_eq!(split_at_message(&three_one_two, 0..1), None);
+        assert_eq!(split_at_message(&three_one_two, 2..3), None);
+        assert_eq!(split_at_message(&three_one_two, 1..1), None);
+        assert_eq!(split_at_message(&three_one_two, 2..5), None);
+        // One row a message, as most tables have: halves.
+        let messages = pending(4);
+        let ones = decoded(&messages, &[1, 1, 1, 1]);
+        assert_eq!(split_at_message(&ones, 0..4), Some((0..2, 2..4)));
+        // A large message first still leaves the others a chunk of their own.
+        let messages = pending(3);
+        let large = decoded(&messages, &[100, 1, 1]);
+        assert_eq!(split_at_message(&large, 0..3), Some((0..1, 1..3)));
+    }
+
+    #[test]
+    fn splitting_again_and_again_ends_with_each_message_alone() {
+        let sizes = [3, 1, 2, 0, 5, 1, 1];
+        let messages = pending(sizes.len());
+        let batch = decoded(&messages, &sizes);
+        let mut chunks = VecDeque::new();
+        chunks.push_back(0..batch.len());
+        let mut alone = Vec::new();
+        while let Some(chunk) = chunks.pop_front() {
+            match split_at_message(&batch, chunk.clone()) {
+                Some((first, second)) => {
+                    assert!(!first.is_empty() && !second.is_empty());
+                    assert_eq!(
+                        (first.start, first.end, second.end),
+                        (chunk.start, second.start, chunk.end)
+                    );
+                    chunks.push_front(second);
+                    chunks.push_front(first);
+                }
+                None => alone.push(chunk),
+            }
+        }
+        let expected: Vec<Range<usize>> = (0..sizes.len()).map(|i| i..i + 1).collect();
+        assert_eq!(alone, expected);
+    }
+
+    #[test]
+    fn an_insert_is_counted_in_rows_not_messages() {
+        let mut messages = pending(3);
+        messages[2].partition = 1;
+        let batch = decoded(&messages, &[3, 1, 2]);
+        let rows = ["a1", "a2", "a3", "b", "c1", "c2"];
+        let fresh: Vec<&Decoded> = batch.iter().collect();
+        let sent = Sent::of(rows_of(&fresh, &rows).map(|(position, _)| position));
+        // Partition 0: three rows at offset 10 and one at 11; partition 1: two at 12.
+        assert_eq!(sent.counts[&0], 4);
+        assert_eq!(sent.counts[&1], 2);
+        assert_eq!(sent.ranges[&0], (10, 11));
+        assert_eq!(sent.ranges[&1], (12, 12));
+        assert_eq!(sent.rows(), 6);
+        let written: Vec<(i64, &str)> = rows_of(&fresh, &rows)
+            .map(|((_, offset), row)| (offset, *row))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                (10, "a1"),
+                (10, "a2"),
+                (10, "a3"),
+                (11, "b"),
+                (12, "c1"),
+                (12, "c2")
+            ]
+        );
+        // A message dropped as already stored takes all its rows with it.
+        let later: Vec<&Decoded> = batch.iter().skip(1).collect();
+        assert_eq!(rows_of(&later, &rows).count(), 3);
     }
 
     #[test]

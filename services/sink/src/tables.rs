@@ -24,7 +24,8 @@ use crate::SINK_BACKOFF;
 /// When a table's batch is inserted.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
-    /// A batch is inserted when it holds this many rows...
+    /// A batch is inserted when it holds this many messages (a record of several clicks
+    /// counts once)...
     pub rows: usize,
     /// ...or when its oldest row has waited this long.
     pub interval: Duration,
@@ -81,6 +82,16 @@ macro_rules! table_of {
     };
 }
 
+/// The decoder of a table of one row per message, from the function building that row.
+macro_rules! one_row {
+    ($row:path) => {
+        |payload, at, rows| {
+            rows.push($row(payload, at)?);
+            Ok(())
+        }
+    };
+}
+
 /// A message read from Kafka, for its table.
 pub struct Incoming<'a> {
     pub topic: &'a str,
@@ -113,18 +124,21 @@ pub struct Flushed {
 impl Tables {
     pub fn new(topics: &Topics, policy: BatchPolicy) -> Self {
         Self {
-            clicks: table_of!(topics.clicks, rows::click_row),
-            conversions: table_of!(topics.conversions, rows::conversion_row),
-            postback_log: table_of!(topics.postback_log, rows::postback_log_row),
-            postback_results: table_of!(topics.postback_results, rows::postback_result_row),
-            outbound_log: table_of!(topics.outbound_log, rows::outbound_row),
-            flows: table_of!(topics.flows, rows::flow_row),
+            clicks: table_of!(topics.clicks, rows::click_rows),
+            conversions: table_of!(topics.conversions, one_row!(rows::conversion_row)),
+            postback_log: table_of!(topics.postback_log, one_row!(rows::postback_log_row)),
+            postback_results: table_of!(
+                topics.postback_results,
+                one_row!(rows::postback_result_row)
+            ),
+            outbound_log: table_of!(topics.outbound_log, one_row!(rows::outbound_row)),
+            flows: table_of!(topics.flows, one_row!(rows::flow_row)),
             tracker_objects: TableSink::new(
                 "tracker_objects",
                 topics.objects.clone(),
-                rows::object_row,
+                one_row!(rows::object_row),
             ),
-            impressions: table_of!(topics.impressions, rows::impression_row),
+            impressions: table_of!(topics.impressions, one_row!(rows::impression_row)),
             policy,
             traced: HashMap::new(),
         }

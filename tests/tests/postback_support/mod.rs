@@ -19,6 +19,13 @@ pub struct TopicReader<M> {
     reader: PartitionReader,
     seen: HashMap<String, M>,
     id: fn(&M) -> String,
+    /// The events of one record: one, except of the clicks topic (`clicks`).
+    decode: fn(&[u8]) -> anyhow::Result<Vec<M>>,
+}
+
+/// A record of one event.
+fn decode_one<M: prost::Message + Default>(payload: &[u8]) -> anyhow::Result<Vec<M>> {
+    Ok(vec![M::decode(payload)?])
 }
 
 fn settings(stack: &Stack) -> KafkaSettings {
@@ -40,6 +47,7 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
             reader,
             seen: HashMap::new(),
             id,
+            decode: decode_one::<M>,
         })
     }
 
@@ -102,8 +110,9 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
     async fn read_one(&mut self) -> anyhow::Result<()> {
         match self.reader.poll(Duration::from_millis(50)) {
             Some(message) => {
-                let event = M::decode(message?.payload().unwrap_or_default())?;
-                self.seen.insert((self.id)(&event), event);
+                for event in (self.decode)(message?.payload().unwrap_or_default())? {
+                    self.seen.insert((self.id)(&event), event);
+                }
             }
             None => tokio::task::yield_now().await,
         }
@@ -117,10 +126,13 @@ impl<M: prost::Message + Default + Clone> TopicReader<M> {
 }
 
 pub async fn clicks(stack: &Stack) -> anyhow::Result<TopicReader<traffsure_events::Click>> {
-    TopicReader::open(stack, "clicks", |c: &traffsure_events::Click| {
+    let mut reader = TopicReader::open(stack, "clicks", |c: &traffsure_events::Click| {
         c.click_hash.clone()
     })
-    .await
+    .await?;
+    // A record of the clicks topic may hold a batch of clicks.
+    reader.decode = |payload| Ok(traffsure_events::clicks_of(payload)?);
+    Ok(reader)
 }
 
 pub async fn postbacks(stack: &Stack) -> anyhow::Result<TopicReader<Postback>> {
