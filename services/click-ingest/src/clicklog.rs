@@ -292,6 +292,9 @@ impl Open {
     }
 }
 
+/// A sealed segment, still mapped: dropping it unmaps it and cuts its file to its records.
+pub struct Sealed(#[allow(dead_code)] Open);
+
 /// Removes a spare segment that never held a record.
 fn remove_spare(spare: Open) {
     let path = spare.path.clone();
@@ -331,6 +334,9 @@ pub struct ClickLog {
     max_bytes: u64,
     /// Sealed segments not yet synced, for the fsync policy.
     unsynced: Vec<File>,
+    /// Sealed segments still mapped and as long as preallocated: unmapping and cutting
+    /// them is left to the upkeep thread (`take_sealed`), outside the lock.
+    sealed: Vec<Sealed>,
     /// The next segment, made ahead outside the log's lock (see [`Spare`]), so that
     /// sealing a full segment does not hold every writer while a file is made and its
     /// pages populated (milliseconds on a busy machine).
@@ -516,6 +522,7 @@ impl ClickLog {
             bytes: recovered.bytes,
             max_bytes,
             unsynced: Vec::new(),
+            sealed: Vec::new(),
             spare: None,
             spare_pending: false,
             spare_retry: None,
@@ -646,9 +653,16 @@ impl ClickLog {
         if let Ok(file) = sealed.file.try_clone() {
             self.unsynced.push(file);
         }
-        // Dropping it unmaps it and cuts the file to its records.
-        drop(sealed);
+        // Dropping it unmaps it and cuts the file to its records: a munmap of megabytes
+        // of mapped pages, left to the upkeep thread. Until then its zeros read as its end.
+        self.sealed.push(Sealed(sealed));
         Ok(())
+    }
+
+    /// Sealed segments to let go of (dropping one unmaps it and cuts its file to its
+    /// records), outside the log's lock.
+    pub fn take_sealed(&mut self) -> Vec<Sealed> {
+        std::mem::take(&mut self.sealed)
     }
 
     /// A spare segment to make, when none is ready or being made: the log holds one
