@@ -1044,6 +1044,7 @@ fn upkeep(shared: &Shared, fsync: FsyncPolicy, last_sync: &mut Instant) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::recovery::tests::click;
 
     #[test]
     fn replay_leaves_half_the_producer_queue_free() {
@@ -1053,15 +1054,6 @@ mod tests {
         assert_eq!(replay_queue_limit(1), 1);
         assert_eq!(replay_queue_limit(0), 1);
         assert_eq!(replay_queue_limit(u32::MAX), i32::MAX);
-    }
-
-    fn click(hash: &str) -> Vec<u8> {
-        use prost::Message as _;
-        traffsure_events::Click {
-            click_hash: hash.into(),
-            ..Default::default()
-        }
-        .encode_to_vec()
     }
 
     #[test]

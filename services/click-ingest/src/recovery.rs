@@ -176,10 +176,11 @@ fn in_kafka(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn click(hash: &str) -> Vec<u8> {
+    /// An encoded click event with only its click hash.
+    pub(crate) fn click(hash: &str) -> Vec<u8> {
         traffsure_events::Click {
             click_hash: hash.into(),
             ..Default::default()
