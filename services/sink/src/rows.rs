@@ -137,6 +137,12 @@ pub fn click_rows(
 }
 
 /// The row of one encoded click.
+/// The rows a record of the clicks topic gives, counted without decoding its clicks: one
+/// per click of a batch, one for anything else (an undecodable record is one refusal).
+pub fn click_row_count(payload: &[u8]) -> usize {
+    traffsure_events::click_payloads(payload).map_or(1, |clicks| clicks.len().max(1))
+}
+
 pub fn click_row(payload: &[u8], at: Position) -> Result<ClickRow, prost::DecodeError> {
     let c = Click::decode(payload)?;
     Ok(ClickRow {
@@ -839,6 +845,9 @@ mod tests {
         for hash in ["a", "b", "c"] {
             traffsure_events::push_batched_click(&mut record, &click(hash).encode_to_vec());
         }
+        // A batch fills the sink's batches by its rows, counted without decoding.
+        assert_eq!(click_row_count(&record), 3);
+        assert_eq!(click_row_count(&click("d").encode_to_vec()), 1);
         let mut rows = Vec::new();
         click_rows(&record, AT, &mut rows)?;
         let hashes: Vec<&str> = rows.iter().map(|r| r.click_hash.as_str()).collect();

@@ -102,6 +102,8 @@ pub type Decode<R> = fn(&[u8], Position, &mut Vec<R>) -> Result<(), prost::Decod
 struct Pending {
     partition: i32,
     offset: i64,
+    /// The rows it will give (`TableSink::rows_in`).
+    rows: usize,
     fingerprint: u64,
     payload: Vec<u8>,
 }
@@ -151,7 +153,12 @@ pub struct TableSink<R> {
     pub table: &'static str,
     pub topic: String,
     decode: Decode<R>,
+    /// How many rows a message will give, counted without decoding it: one, or a click
+    /// batch's clicks. Batches are full by rows, not messages.
+    rows_in: fn(&[u8]) -> usize,
     rows: Vec<Pending>,
+    /// The rows `rows` will give.
+    pending_rows: usize,
     /// Per partition: the next offset to store once nothing before it is pending.
     next_offsets: BTreeMap<i32, i64>,
     /// Whether `next_offsets` moved since they were last handed out.
@@ -278,7 +285,9 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
             table,
             topic,
             decode,
+            rows_in: |_| 1,
             rows: Vec::new(),
+            pending_rows: 0,
             next_offsets: BTreeMap::new(),
             offsets_moved: false,
             floors: HashMap::new(),
@@ -290,8 +299,16 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
         }
     }
 
+    /// Counts the rows of each message with `rows_in` (a table whose messages may give
+    /// several rows).
+    pub fn with_row_count(mut self, rows_in: fn(&[u8]) -> usize) -> Self {
+        self.rows_in = rows_in;
+        self
+    }
+
+    /// The rows of the pending messages.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.pending_rows
     }
 
     pub fn oldest(&self) -> Option<Instant> {
@@ -314,6 +331,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
     /// may have written since, or the topic may be another one now).
     pub fn forget(&mut self, partition: i32) {
         self.rows.retain(|r| r.partition != partition);
+        self.pending_rows = self.rows.iter().map(|r| r.rows).sum();
         self.next_offsets.remove(&partition);
         self.floors.remove(&partition);
         self.settled.remove(&partition);
@@ -437,9 +455,12 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
                 }),
             });
         }
+        let rows = (self.rows_in)(payload);
+        self.pending_rows += rows;
         self.rows.push(Pending {
             partition,
             offset,
+            rows,
             fingerprint: fingerprint(key, payload),
             payload: payload.to_vec(),
         });
@@ -462,6 +483,7 @@ impl<R: RowOwned + RowWrite + Send + Sync + 'static> TableSink<R> {
             return;
         }
         let rows = std::mem::take(&mut self.rows);
+        self.pending_rows = 0;
         self.oldest = None;
         self.offsets_moved = false;
         let offsets = self.next_offsets.iter().map(|(p, o)| (*p, *o)).collect();
@@ -793,6 +815,7 @@ mod tests {
             .map(|i| Pending {
                 partition: 0,
                 offset: 10 + i as i64,
+                rows: 1,
                 fingerprint: 1,
                 payload: Vec::new(),
             })

@@ -24,8 +24,8 @@ use crate::SINK_BACKOFF;
 /// When a table's batch is inserted.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
-    /// A batch is inserted when it holds this many messages (a record of several clicks
-    /// counts once)...
+    /// A batch is inserted when its messages give this many rows (a record of several
+    /// clicks gives a row per click)...
     pub rows: usize,
     /// ...or when its oldest row has waited this long.
     pub interval: Duration,
@@ -124,7 +124,8 @@ pub struct Flushed {
 impl Tables {
     pub fn new(topics: &Topics, policy: BatchPolicy) -> Self {
         Self {
-            clicks: table_of!(topics.clicks, rows::click_rows),
+            clicks: table_of!(topics.clicks, rows::click_rows)
+                .with_row_count(rows::click_row_count),
             conversions: table_of!(topics.conversions, one_row!(rows::conversion_row)),
             postback_log: table_of!(topics.postback_log, one_row!(rows::postback_log_row)),
             postback_results: table_of!(
