@@ -13,8 +13,9 @@ use traffsure_tests::{eventually, kafka_brokers, send_clicks, Stack, StackOption
 /// Concurrent visitors, and clicks each sends.
 const VISITORS: usize = 16;
 const CLICKS_EACH: usize = 150;
-/// Click events the producer queue holds before new ones spill.
-const MAX_QUEUED: u32 = 100;
+/// Kafka records the producer queue holds before new clicks spill: a record is a batch of
+/// up to 32 clicks (one when replayed), and this load makes about 75 of them and more.
+const MAX_QUEUED: u32 = 10;
 
 async fn metric(stack: &Stack, name: &str) -> anyhow::Result<f64> {
     stack.metric("click-ingest", name).await

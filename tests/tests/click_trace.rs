@@ -12,20 +12,22 @@ use traffsure_tests::{eventually, free_port, Stack, StackOptions};
 
 const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36";
 
-/// Each click event's headers as (name, value) pairs, once `count` events were read.
-fn event_headers(
-    brokers: &str,
-    topic: &str,
-    count: usize,
-) -> anyhow::Result<Vec<Vec<(String, String)>>> {
-    let events = read_messages(
+/// A record of the clicks topic: its headers as (name, value) pairs, and its clicks.
+type Record = (Vec<(String, String)>, usize);
+
+/// The headers as (name, value) pairs of each record of the clicks topic and how many
+/// clicks it holds (untraced clicks may go several to a record), once `count` clicks were
+/// read.
+fn event_headers(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Vec<Record>> {
+    let clicks = |records: &[Record]| -> usize { records.iter().map(|(_, clicks)| clicks).sum() };
+    let records = read_messages(
         brokers,
         topic,
         Duration::from_secs(30),
         Duration::ZERO,
-        |events| events.len() >= count,
+        |records| clicks(records) >= count,
         |message| {
-            Ok(message
+            let headers = message
                 .headers()
                 .map(|headers| {
                     headers
@@ -36,20 +38,22 @@ fn event_headers(
                         })
                         .collect()
                 })
-                .unwrap_or_default())
+                .unwrap_or_default();
+            let held = traffsure_events::clicks_of(message.payload().unwrap_or_default())?.len();
+            Ok((headers, held))
         },
     )?;
     anyhow::ensure!(
-        events.len() == count,
+        clicks(&records) == count,
         "{} of {count} click events in {topic}",
-        events.len()
+        clicks(&records)
     );
-    Ok(events)
+    Ok(records)
 }
 
 /// Starts click-ingest (OTLP tracing on or off), makes one flow, sends `clicks` clicks and
-/// returns the headers of the click events in Kafka.
-async fn clicks_with(otlp: bool, clicks: usize) -> anyhow::Result<Vec<Vec<(String, String)>>> {
+/// returns the headers of the click events' records in Kafka, with each record's clicks.
+async fn clicks_with(otlp: bool, clicks: usize) -> anyhow::Result<Vec<Record>> {
     let mut options = StackOptions::default().services(&["click-ingest"]);
     if otlp {
         // Nothing listens there: spans are made and exported in vain, which is enough
@@ -113,7 +117,9 @@ async fn clicks_with(otlp: bool, clicks: usize) -> anyhow::Result<Vec<Vec<(Strin
 async fn click_events_carry_trace_context_only_when_tracing_is_on() -> anyhow::Result<()> {
     let traced = clicks_with(true, 5).await?;
     let mut trace_ids = std::collections::HashSet::new();
-    for headers in &traced {
+    for (headers, clicks) in &traced {
+        // A click with trace context goes to Kafka alone, its context in the headers.
+        anyhow::ensure!(*clicks == 1, "{clicks} traced clicks in one record");
         let traceparent = headers
             .iter()
             .find(|(k, _)| k == "traceparent")
@@ -139,7 +145,7 @@ async fn click_events_carry_trace_context_only_when_tracing_is_on() -> anyhow::R
 
     let untraced = clicks_with(false, 3).await?;
     assert!(
-        untraced.iter().all(Vec::is_empty),
+        untraced.iter().all(|(headers, _)| headers.is_empty()),
         "headers without tracing: {untraced:?}"
     );
     Ok(())
