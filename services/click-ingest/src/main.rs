@@ -89,8 +89,8 @@ struct ProducerSettings {
     compression: String,
     /// Most clicks in one Kafka record (a `ClickBatch` of one partition's clicks, sent
     /// full or 20 ms after its first click); 1 sends each click as a record of its own.
-    /// Kafka's per-record costs, paid once per batch, were 8 % of click-ingest's CPU per
-    /// redirect (BENCHMARKS.md).
+    /// Kafka's per-record costs, paid once per batch, were about 10 % of click-ingest's
+    /// CPU per redirect (BENCHMARKS.md).
     clicks_per_record: usize,
 }
 
